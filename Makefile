@@ -1,0 +1,29 @@
+# Everything runs from the project's own virtualenv, the one Pulumi.yaml names.
+VENV ?= venv
+PYTHON := $(VENV)/bin/python
+STACK ?= dev
+OUT ?= build/$(STACK)
+
+.PHONY: test render preview up install clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PYTHON) -m pytest -n 2 -q
+
+render: install
+	$(PYTHON) -m tools.render --stack $(STACK) --out $(OUT)
+
+preview: install
+	pulumi preview --stack $(STACK) --diff
+
+up: install
+	pulumi up --stack $(STACK)
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,548 @@
+"""The stack config: the user's interface, validated whole before any resource exists.
+
+Keys are the camelCase names of `Pulumi.<stack>.yaml` under the `vllm-platform:` namespace.
+`parse_config` turns the raw values into a `PlatformConfig` or raises one `ConfigError` that lists
+every problem, each naming its key, the model or pool, the numbers and a way out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from typing import Any, Literal, Optional
+
+import pulumi
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from components import sizing
+from components.catalog import INSTANCE_TYPES, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+
+CONFIG_NAMESPACE = "vllm-platform"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
+SERVING_PORT = 8000
+
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+STACK_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors")
+
+# Flags the platform sets itself from other keys; passing them again through extraArgs would
+# silently override the fit checks or break the probes.
+MANAGED_VLLM_FLAGS = (
+    "--model",
+    "--served-model-name",
+    "--port",
+    "--host",
+    "--tensor-parallel-size",
+    "--quantization",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "--download-dir",
+    "--shutdown-timeout",
+)
+
+
+class ConfigError(Exception):
+    """A stack config that must not deploy; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"invalid {CONFIG_NAMESPACE} stack config ({len(self.problems)} problem{'s' * (len(self.problems) > 1)}):"
+        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+    )
+
+
+def _check_label(value: str, pattern: re.Pattern[str], kind: str) -> str:
+    if len(value) > 63 or not pattern.match(value):
+        raise ValueError(f"{value!r} is not a {kind} (lower-case letters, digits and '-', at most 63 characters)")
+    return value
+
+
+class SystemNodes(_Section):
+    instance_type: str = "m6i.large"
+    min_size: int = Field(2, ge=1)
+    max_size: int = Field(3, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "SystemNodes":
+        if self.min_size > self.max_size:
+            raise ValueError(f"minSize {self.min_size} is above maxSize {self.max_size}")
+        return self
+
+
+class Vpc(_Section):
+    cidr: str = "10.0.0.0/16"
+    availability_zones: int = Field(2, ge=2, le=6)
+    nat_gateways: Literal["single", "perAz"] = "single"
+    id: Optional[str] = None
+    private_subnet_ids: list[str] = []
+    public_subnet_ids: list[str] = []
+
+    @field_validator("cidr")
+    @classmethod
+    def _valid_cidr(cls, value: str) -> str:
+        network = ipaddress.ip_network(value, strict=True)
+        if network.version != 4 or not 16 <= network.prefixlen <= 20:
+            raise ValueError(f"{value!r} must be an IPv4 network of /16 to /20, large enough for pod IPs")
+        return value
+
+    @model_validator(mode="after")
+    def _existing_vpc_complete(self) -> "Vpc":
+        if self.id and len(self.private_subnet_ids) < 2:
+            raise ValueError("an existing vpc (id) needs privateSubnetIds in at least two availability zones")
+        if not self.id and (self.private_subnet_ids or self.public_subnet_ids):
+            raise ValueError("privateSubnetIds and publicSubnetIds are only for an existing vpc: set vpc.id too")
+        return self
+
+
+class Endpoint(_Section):
+    private_access: bool = True
+    # Empty means no public endpoint: reach the API from inside the VPC (a VPN, or CI runners there).
+    public_access_cidrs: list[str] = []
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value, strict=True)
+        return values
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Endpoint":
+        if not self.private_access and not self.public_access_cidrs:
+            raise ValueError("privateAccess false with no publicAccessCidrs leaves the API server unreachable")
+        return self
+
+
+class GpuNodePool(_Section):
+    name: str
+    instance_types: list[str] = Field(min_length=1)
+    min_size: int = Field(0, ge=0)
+    max_size: int = Field(ge=1)
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    root_volume_gib: int = Field(200, ge=50, le=16384, alias="rootVolumeGiB")
+    efa: bool = False
+    placement_group: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_gpu_types(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in INSTANCE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown GPU instance type {', '.join(unknown)}; known: {', '.join(INSTANCE_TYPES)}")
+        shapes = {(INSTANCE_TYPES[v].gpu.model, INSTANCE_TYPES[v].gpu_count) for v in values}
+        if len(shapes) > 1:
+            described = ", ".join(f"{v} ({INSTANCE_TYPES[v].gpu_count}x {INSTANCE_TYPES[v].gpu.model})" for v in values)
+            raise ValueError(f"all types in one pool need the same GPU model and count, got {described}")
+        return values
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "GpuNodePool":
+        if self.min_size > self.max_size:
+            raise ValueError(f"minSize {self.min_size} is above maxSize {self.max_size}")
+        if self.efa and not all(INSTANCE_TYPES[t].gpu_count == 8 for t in self.instance_types):
+            raise ValueError("efa is for 8-GPU types (g5.48xlarge, p4d, p4de, p5) that serve across nodes")
+        return self
+
+    @property
+    def instance(self) -> InstanceType:
+        """The smallest type in the pool: every fit check must hold on whichever type the autoscaler picks."""
+        return min((INSTANCE_TYPES[t] for t in self.instance_types), key=lambda t: (t.vcpu, t.memory_gib))
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.instance.gpu_count
+
+
+class ExistingCluster(_Section):
+    stack_reference: Optional[str] = None
+    kubeconfig_output: str = "kubeconfig"
+    kubeconfig: Optional[str] = None
+    context: Optional[str] = None
+
+    @field_validator("stack_reference")
+    @classmethod
+    def _qualified(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not STACK_REFERENCE.match(value):
+            raise ValueError(f"{value!r} is not a fully qualified stack name org/project/stack")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ExistingCluster":
+        if self.stack_reference and self.kubeconfig:
+            raise ValueError("set either stackReference or kubeconfig, not both")
+        if not (self.stack_reference or self.kubeconfig or self.context):
+            raise ValueError("name the cluster: stackReference, kubeconfig (a secret) or a kubeconfig context")
+        return self
+
+
+class Cluster(_Section):
+    name: str
+    kubernetes_version: str = "1.34"
+    vpc: Vpc = Vpc()
+    endpoint: Endpoint = Endpoint()
+    system_nodes: SystemNodes = SystemNodes()
+    gpu_node_pools: list[GpuNodePool] = []
+    protect: bool = False
+    existing: Optional[ExistingCluster] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        match = re.fullmatch(r"1\.(\d+)", value)
+        if not match or not 30 <= int(match.group(1)) <= 37:
+            raise ValueError(f"{value!r} is not a Kubernetes minor version from 1.30 to 1.37, written like \"1.34\"")
+        return value
+
+    @property
+    def pools(self) -> dict[str, GpuNodePool]:
+        return {p.name: p for p in self.gpu_node_pools}
+
+
+class Replicas(_Section):
+    min: int = Field(1, ge=0)
+    max: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Replicas":
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class Autoscaling(_Section):
+    mode: Literal["keda", "hpa-cpu", "none"] = "keda"
+    queue_depth_per_replica: int = Field(10, ge=1)
+    target_cpu_utilization_percent: int = Field(70, ge=10, le=100)
+
+
+class Resources(_Section):
+    cpu: str
+    memory: str
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_quantity(cls, value: str) -> str:
+        if sizing.parse_cpu_millis(value) <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_quantity(cls, value: str) -> str:
+        if sizing.parse_memory_mib(value) <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class Model(_Section):
+    name: str
+    model: str
+    served_model_name: Optional[str] = None
+    gpu_pool: Optional[str] = None
+    tensor_parallel_size: int = 1
+    quantization: Optional[Literal[QUANTIZATIONS]] = None  # type: ignore[valid-type]
+    parameters_billions: Optional[float] = Field(None, gt=0)
+    max_model_len: Optional[int] = Field(None, gt=0)
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, lt=1)
+    replicas: Replicas = Replicas()
+    autoscaling: Autoscaling = Autoscaling()
+    resources: Optional[Resources] = None
+    image: str = DEFAULT_VLLM_IMAGE
+    extra_args: list[str] = []
+    startup_timeout_seconds: Optional[int] = Field(None, ge=30)
+    shutdown_timeout_seconds: int = Field(60, ge=0, le=3600)
+    simulate: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return _check_label(value, DNS_1035_LABEL, "DNS-1035 label")
+
+    @field_validator("model")
+    @classmethod
+    def _model_source(cls, value: str) -> str:
+        if not (HF_MODEL_ID.match(value) or S3_URI.match(value)):
+            raise ValueError(f"{value!r} is neither a Hugging Face id (org/name) nor an s3://bucket/prefix URI")
+        return value
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value not in TENSOR_PARALLEL_SIZES:
+            raise ValueError(f"{value} is not a power of two from 1 to 8 (1, 2, 4 or 8)")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if "@sha256:" in value:
+            return value
+        repository, _, tag = value.rpartition(":")
+        if not repository or "/" in tag or not tag:
+            raise ValueError(f"{value!r} has no tag; pin a release such as {DEFAULT_VLLM_IMAGE}")
+        if tag == "latest":
+            raise ValueError(f"{value!r} floats; pin a release such as {DEFAULT_VLLM_IMAGE}")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, values: list[str]) -> list[str]:
+        for arg in values:
+            flag = arg.split("=", 1)[0]
+            if flag in MANAGED_VLLM_FLAGS:
+                raise ValueError(f"{flag} is set by the platform from its own key; remove it from extraArgs")
+        return values
+
+    @property
+    def effective_served_name(self) -> str:
+        return self.served_model_name or self.model
+
+    @property
+    def effective_gpu_memory_utilization(self) -> float:
+        return self.gpu_memory_utilization or sizing.DEFAULT_GPU_MEMORY_UTILIZATION
+
+    @property
+    def effective_parameters_billions(self) -> Optional[float]:
+        return self.parameters_billions or sizing.parameters_from_model_id(self.model)
+
+
+class Prometheus(_Section):
+    retention: str = "15d"
+    storage_size: str = "50Gi"
+    scrape_interval: str = "15s"
+
+
+class Observability(_Section):
+    enabled: bool = True
+    prometheus: Prometheus = Prometheus()
+    grafana_enabled: bool = True
+    alertmanager_enabled: bool = True
+    time_to_first_token_slo_seconds: float = Field(2.0, gt=0)
+    # Where models' KEDA triggers query when this stack does not run its own Prometheus.
+    external_prometheus_url: Optional[str] = None
+
+
+class PlatformConfig(_Section):
+    namespace: str = "inference"
+    cluster: Cluster
+    models: list[Model] = Field(min_length=1)
+    observability: Observability = Observability()
+    simulate_accelerators: bool = False
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_label(cls, value: str) -> str:
+        return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    def is_simulated(self, model: Model) -> bool:
+        return self.simulate_accelerators or model.simulate
+
+    def pool_of(self, model: Model) -> GpuNodePool:
+        assert model.gpu_pool is not None
+        return self.cluster.pools[model.gpu_pool]
+
+    def startup_budget_seconds(self, model: Model) -> int:
+        if model.startup_timeout_seconds:
+            return model.startup_timeout_seconds
+        params = model.effective_parameters_billions
+        assert params is not None
+        return sizing.startup_budget_seconds(params, model.quantization)
+
+
+def _describe_location(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """('models', 1, 'tensorParallelSize') -> 'models[llama-13b].tensorParallelSize'."""
+    text, node = "", raw
+    for part in loc:
+        if isinstance(part, int):
+            name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
+            text += f"[{name or part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else {}
+        else:
+            text += f".{part}" if text else str(part)
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+    return text or "config"
+
+
+def _pydantic_problems(error: ValidationError, raw: dict[str, Any]) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a known key (check its spelling against the README's config reference)"
+        elif item["type"] == "missing":
+            message = "is required"
+        problems.append(f"{_describe_location(loc, raw)}: {message}")
+    return problems
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def _smallest_fitting_tensor_parallel(model: Model, params: float, gpu_memory_gb: float) -> Optional[int]:
+    for tp in TENSOR_PARALLEL_SIZES:
+        fit = sizing.gpu_fit(params, model.quantization, tp, gpu_memory_gb, model.effective_gpu_memory_utilization)
+        if fit.fits:
+            return tp
+    return None
+
+
+def _gpu_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
+    instance, where = pool.instance, f"models[{model.name}]"
+    fit = sizing.gpu_fit(
+        params,
+        model.quantization,
+        model.tensor_parallel_size,
+        instance.gpu.memory_gb,
+        model.effective_gpu_memory_utilization,
+    )
+    if fit.fits:
+        return []
+    needed_tp = _smallest_fitting_tensor_parallel(model, params, instance.gpu.memory_gb)
+    if needed_tp is not None and needed_tp <= pool.gpus_per_node:
+        way_out = f"set tensorParallelSize {needed_tp}"
+    elif needed_tp is not None:
+        way_out = f"use tensorParallelSize {needed_tp} on a pool with {needed_tp}+ GPUs per node, or quantization (awq)"
+    else:
+        way_out = "use quantization (awq) or a pool of larger GPUs"
+    return [
+        f"{where}: needs ~{fit.weights_per_gpu_gb:.1f} GB of weights per GPU "
+        f"({params:g}B parameters, {model.quantization or 'bf16'}, tensorParallelSize {model.tensor_parallel_size}) "
+        f"plus {sizing.RUNTIME_OVERHEAD_GB + sizing.MIN_KV_CACHE_GB:.1f} GB for runtime and KV cache, "
+        f"but a {instance.name} {instance.gpu.model} holds {instance.gpu.memory_gb:g} GB "
+        f"(x{model.effective_gpu_memory_utilization:.2f} = {fit.usable_per_gpu_gb:.1f} GB); {way_out}"
+    ]
+
+
+def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
+    instance, where, problems = pool.instance, f"models[{model.name}]", []
+    if model.resources:
+        cpu = sizing.parse_cpu_millis(model.resources.cpu)
+        memory = sizing.parse_memory_mib(model.resources.memory)
+        cpu_limit, memory_limit = allocatable_cpu_millis(instance), allocatable_memory_mib(instance)
+        if cpu > cpu_limit:
+            problems.append(
+                f"{where}.resources.cpu: {model.resources.cpu} exceeds the {sizing.format_cpu(cpu_limit)} CPU "
+                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
+            )
+        if memory > memory_limit:
+            problems.append(
+                f"{where}.resources.memory: {model.resources.memory} exceeds the {memory_limit}Mi "
+                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
+            )
+    disk = sizing.model_cache_gib(params, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
+    if disk > pool.root_volume_gib:
+        problems.append(
+            f"{where}: the checkpoint needs ~{disk} GiB of node disk with the image, but pool {pool.name} "
+            f"has rootVolumeGiB {pool.root_volume_gib}; raise cluster.gpuNodePools[{pool.name}].rootVolumeGiB"
+        )
+    replicas_per_node = pool.gpus_per_node // model.tensor_parallel_size
+    nodes_needed = math.ceil(model.replicas.max / max(replicas_per_node, 1))
+    if replicas_per_node and nodes_needed > pool.max_size:
+        problems.append(
+            f"{where}.replicas.max: {model.replicas.max} replicas of {model.tensor_parallel_size} GPU(s) need "
+            f"{nodes_needed} {instance.name} nodes, but pool {pool.name} has maxSize {pool.max_size}; "
+            f"lower replicas.max or raise the pool's maxSize"
+        )
+    return problems
+
+
+def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
+    where = f"models[{model.name}]"
+    problems = []
+    if model.autoscaling.mode == "none" and model.replicas.min != model.replicas.max:
+        problems.append(
+            f"{where}.replicas: with autoscaling.mode none the replica count is fixed; "
+            f"set min = max (now {model.replicas.min} and {model.replicas.max}) or choose keda"
+        )
+    if model.autoscaling.mode == "hpa-cpu" and model.replicas.min == 0:
+        problems.append(f"{where}.replicas.min: an HPA cannot scale to 0; set min 1 or use autoscaling.mode keda")
+    if cfg.is_simulated(model):
+        return problems
+    if model.gpu_pool is None:
+        return [*problems, f"{where}.gpuPool: is required for a model on GPUs (pools: {', '.join(cfg.cluster.pools) or 'none'})"]
+    pool = cfg.cluster.pools.get(model.gpu_pool)
+    if pool is None:
+        known = ", ".join(cfg.cluster.pools) or "none are configured"
+        return [*problems, f"{where}.gpuPool: {model.gpu_pool!r} is not a pool in cluster.gpuNodePools ({known})"]
+    if model.tensor_parallel_size > pool.gpus_per_node:
+        problems.append(
+            f"{where}.tensorParallelSize: {model.tensor_parallel_size} exceeds the {pool.gpus_per_node} GPU(s) "
+            f"per {pool.instance.name} node in pool {pool.name}; lower it or use a pool with more GPUs per node"
+        )
+    params = model.effective_parameters_billions
+    if params is None:
+        return [
+            *problems,
+            f"{where}.parametersBillions: cannot read the size from {model.model!r}; set parametersBillions",
+        ]
+    problems += _gpu_fit_problems(model, pool, params)
+    return problems + _node_fit_problems(model, pool, params)
+
+
+def _platform_problems(cfg: PlatformConfig) -> list[str]:
+    problems = []
+    for name in _duplicates([p.name for p in cfg.cluster.gpu_node_pools]):
+        problems.append(f"cluster.gpuNodePools: name {name!r} is used more than once")
+    for name in _duplicates([m.name for m in cfg.models]):
+        problems.append(f"models: name {name!r} is used more than once")
+    for served in _duplicates([m.effective_served_name for m in cfg.models]):
+        problems.append(f"models: servedModelName {served!r} is served twice; metrics and routing need it unique")
+    for model in cfg.models:
+        problems += _model_problems(cfg, model)
+    return problems
+
+
+def parse_config(raw: dict[str, Any]) -> PlatformConfig:
+    """Validate the raw `vllm-platform:` values (keys without the namespace) or raise ConfigError."""
+    try:
+        cfg = PlatformConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_pydantic_problems(error, raw)) from None
+    problems = _platform_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+# Top-level keys read as JSON objects; `namespace` is a plain string and `hfToken` a secret.
+OBJECT_KEYS = ("cluster", "models", "observability", "simulateAccelerators")
+HF_TOKEN_KEY = "hfToken"
+
+
+def load_stack_config() -> tuple[PlatformConfig, Optional[pulumi.Output[str]]]:
+    """Read and validate this stack's config; a bad config stops the program with one clear error."""
+    config = pulumi.Config(CONFIG_NAMESPACE)
+    raw: dict[str, Any] = {key: value for key in OBJECT_KEYS if (value := config.get_object(key)) is not None}
+    if (namespace := config.get("namespace")) is not None:
+        raw["namespace"] = namespace
+    try:
+        cfg = parse_config(raw)
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    return cfg, config.get_secret(HF_TOKEN_KEY)

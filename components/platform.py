@@ -1,0 +1,49 @@
+"""The whole program: cluster, namespace, token Secret, observability and one VllmModel per model."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import vllm_spec
+from components.config import PlatformConfig
+from components.vllm_model import VllmModel
+
+# kube-prometheus-stack's Prometheus service when the release is named "kube-prometheus-stack" in "monitoring".
+DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+
+
+def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) -> dict[str, Any]:
+    """Create every resource of the stack; return the stack outputs by name."""
+    k8s_opts = pulumi.ResourceOptions()
+    manifest = vllm_spec.namespace(cfg)
+    namespace = k8s.core.v1.Namespace(cfg.namespace, metadata=manifest["metadata"], opts=k8s_opts)
+    in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+
+    token_secret = None
+    if hf_token is not None:
+        token_secret = k8s.core.v1.Secret(
+            vllm_spec.HF_TOKEN_SECRET,
+            metadata=vllm_spec.hf_token_secret_metadata(cfg),
+            type="Opaque",
+            string_data={vllm_spec.HF_TOKEN_SECRET_KEY: hf_token},
+            opts=in_namespace,
+        )
+
+    models = {
+        model.name: VllmModel(
+            model.name,
+            cfg,
+            model,
+            prometheus_url=cfg.observability.external_prometheus_url or DEFAULT_PROMETHEUS_URL,
+            hf_token_secret=token_secret,
+            opts=in_namespace,
+        )
+        for model in cfg.models
+    }
+    return {
+        "namespace": namespace.metadata.apply(lambda m: m["name"]),
+        "models": {name: component.outputs for name, component in models.items()},
+    }

@@ -1,0 +1,167 @@
+"""Pure arithmetic behind the fit checks, default resources and probe budgets.
+
+Units: GPU memory and weights in decimal GB (1e9 bytes), as GPU vendors and parameter counts use;
+Kubernetes memory in MiB, as quantities use.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from components.catalog import InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+
+# 4-bit formats store 0.5 bytes per weight plus group scales and zero points; 0.6 covers
+# AWQ/GPTQ group size 128 with the unquantised embeddings and head of a typical checkpoint.
+FOUR_BIT_BYTES_PER_PARAMETER = 0.6
+BYTES_PER_PARAMETER: dict[str | None, float] = {
+    None: 2.0,
+    "fp8": 1.0,
+    # compressed-tensors checkpoints are int8/fp8 (1 byte) or 4-bit; assume the larger so a fit never lies.
+    "compressed-tensors": 1.0,
+    "awq": FOUR_BIT_BYTES_PER_PARAMETER,
+    "awq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
+    "gptq": FOUR_BIT_BYTES_PER_PARAMETER,
+    "gptq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
+    "bitsandbytes": FOUR_BIT_BYTES_PER_PARAMETER,
+}
+
+# Per GPU, besides the weights: CUDA context, activations and CUDA graphs, then enough KV cache
+# for one 8k-token sequence of an 8B GQA model (about 1 GB). Below this vLLM refuses to start.
+RUNTIME_OVERHEAD_GB = 1.5
+MIN_KV_CACHE_GB = 1.0
+
+_SIZE_IN_NAME = re.compile(r"(?<![A-Za-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
+
+
+def parameters_from_model_id(model_id: str) -> float | None:
+    """Billions of parameters as written in a model id ("Llama-3.1-8B" -> 8, "Mixtral-8x7B" -> 56)."""
+    matches = _SIZE_IN_NAME.findall(model_id.rsplit("/", 1)[-1]) or _SIZE_IN_NAME.findall(model_id)
+    if not matches:
+        return None
+    experts, size = matches[-1]
+    return float(size) * (int(experts) if experts else 1)
+
+
+def weights_gb(parameters_billions: float, quantization: str | None) -> float:
+    return parameters_billions * BYTES_PER_PARAMETER[quantization]
+
+
+def weights_per_gpu_gb(parameters_billions: float, quantization: str | None, tensor_parallel: int) -> float:
+    return weights_gb(parameters_billions, quantization) / tensor_parallel
+
+
+def usable_gpu_memory_gb(gpu_memory_gb: float, utilization: float) -> float:
+    return gpu_memory_gb * utilization
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    weights_per_gpu_gb: float
+    required_per_gpu_gb: float
+    usable_per_gpu_gb: float
+
+    @property
+    def fits(self) -> bool:
+        return self.required_per_gpu_gb <= self.usable_per_gpu_gb
+
+
+def gpu_fit(
+    parameters_billions: float,
+    quantization: str | None,
+    tensor_parallel: int,
+    gpu_memory_gb: float,
+    utilization: float,
+) -> GpuFit:
+    per_gpu = weights_per_gpu_gb(parameters_billions, quantization, tensor_parallel)
+    return GpuFit(
+        weights_per_gpu_gb=per_gpu,
+        required_per_gpu_gb=per_gpu + RUNTIME_OVERHEAD_GB + MIN_KV_CACHE_GB,
+        usable_per_gpu_gb=usable_gpu_memory_gb(gpu_memory_gb, utilization),
+    )
+
+
+# A cold start downloads the weights (a conservative 100 MB/s from the Hugging Face hub or S3),
+# loads them, profiles memory and captures CUDA graphs (about three minutes for any size).
+STARTUP_FIXED_SECONDS = 180
+STARTUP_SECONDS_PER_WEIGHT_GB = 12
+STARTUP_PROBE_PERIOD_SECONDS = 10
+
+# From "pod created" to "container started" on a GPU node scaled up from zero: instance boot,
+# node join, device plugin registration and a ~10 GB vLLM image pull.
+NODE_PROVISIONING_SECONDS = 600
+
+
+def startup_budget_seconds(parameters_billions: float, quantization: str | None) -> int:
+    """How long a cold start may take before the startup probe gives up, rounded up to whole probe periods."""
+    raw = STARTUP_FIXED_SECONDS + STARTUP_SECONDS_PER_WEIGHT_GB * weights_gb(parameters_billions, quantization)
+    return math.ceil(raw / STARTUP_PROBE_PERIOD_SECONDS) * STARTUP_PROBE_PERIOD_SECONDS
+
+
+def model_cache_gib(parameters_billions: float, quantization: str | None) -> int:
+    """Disk the downloaded checkpoint needs, with 10% for tokenizer, configs and partial downloads."""
+    return math.ceil(weights_gb(parameters_billions, quantization) * 1e9 * 1.1 / 2**30)
+
+
+# What the vLLM image and kubelet's own files take on the node's root volume.
+IMAGE_AND_SYSTEM_DISK_GIB = 40
+
+
+@dataclass(frozen=True)
+class PodResources:
+    cpu_millis: int
+    memory_mib: int
+
+
+def default_resources(instance: InstanceType, tensor_parallel: int) -> PodResources:
+    """A vLLM pod's share of a node: its fraction of the GPUs, of whole CPUs, and 3/4 of memory.
+
+    The memory share leaves room for the page cache that safetensors loading goes through.
+    """
+    share = tensor_parallel / instance.gpu_count
+    cpu_cores = max(1, math.floor(allocatable_cpu_millis(instance) * share / 1000))
+    memory_gib = max(4, math.floor(instance.memory_gib * share * 0.75))
+    memory_mib = min(memory_gib * 1024, math.floor(allocatable_memory_mib(instance) * share))
+    return PodResources(cpu_millis=cpu_cores * 1000, memory_mib=memory_mib)
+
+
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEMORY_FACTORS = {
+    None: 1,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
+
+
+def parse_cpu_millis(quantity: str) -> int:
+    match = _CPU.match(quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a CPU quantity such as \"3\" or \"3500m\"")
+    number, milli = match.groups()
+    return math.ceil(float(number) * (1 if milli else 1000))
+
+
+def parse_memory_mib(quantity: str) -> int:
+    match = _MEMORY.match(quantity.strip())
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity such as \"12Gi\" or \"12288Mi\"")
+    number, suffix = match.groups()
+    return math.ceil(float(number) * _MEMORY_FACTORS[suffix] / 2**20)
+
+
+def format_cpu(millis: int) -> str:
+    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+
+
+def format_memory(mib: int) -> str:
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"

@@ -1,0 +1,91 @@
+"""VllmModel: the Kubernetes resources that serve one model, made from the pure builders in vllm_spec."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import vllm_spec
+from components.config import SERVING_PORT, Model, PlatformConfig
+
+
+def custom_resource(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=manifest["metadata"],
+        spec=manifest["spec"],
+        opts=opts,
+    )
+
+
+class VllmModel(pulumi.ComponentResource):
+    """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget.
+
+    `prometheus_url` is where the KEDA trigger queries; `crd_dependencies` are the resources that
+    install the ServiceMonitor and ScaledObject CRDs, so those objects are created after them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: PlatformConfig,
+        model: Model,
+        prometheus_url: pulumi.Input[str],
+        hf_token_secret: Optional[k8s.core.v1.Secret] = None,
+        crd_dependencies: Sequence[pulumi.Resource] = (),
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("vllm-platform:index:VllmModel", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        after_crds = pulumi.ResourceOptions(parent=self, depends_on=list(crd_dependencies))
+
+        account = vllm_spec.service_account(cfg, model)
+        service_account = k8s.core.v1.ServiceAccount(
+            name,
+            metadata=account["metadata"],
+            automount_service_account_token=account["automountServiceAccountToken"],
+            opts=child,
+        )
+        manifest = vllm_spec.deployment(cfg, model, hf_token=hf_token_secret is not None)
+        token_dependency = [hf_token_secret] if hf_token_secret is not None else []
+        self.deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency]),
+        )
+        service = vllm_spec.service(cfg, model)
+        self.service = k8s.core.v1.Service(name, metadata=service["metadata"], spec=service["spec"], opts=child)
+        custom_resource(name, vllm_spec.service_monitor(cfg, model), after_crds)
+        budget = vllm_spec.pod_disruption_budget(cfg, model)
+        k8s.policy.v1.PodDisruptionBudget(name, metadata=budget["metadata"], spec=budget["spec"], opts=child)
+
+        if model.autoscaling.mode == "keda":
+            scaled = pulumi.Output.from_input(prometheus_url).apply(
+                lambda url: vllm_spec.scaled_object(cfg, model, url)["spec"]
+            )
+            custom_resource(
+                name,
+                {**vllm_spec.scaled_object(cfg, model, ""), "spec": scaled},
+                pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, *crd_dependencies]),
+            )
+        elif model.autoscaling.mode == "hpa-cpu":
+            hpa = vllm_spec.horizontal_pod_autoscaler(cfg, model)
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                name,
+                metadata=hpa["metadata"],
+                spec=hpa["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+            )
+
+        self.service_url = pulumi.Output.from_input(vllm_spec.service_url(cfg, model))
+        self.outputs = {
+            "serviceUrl": self.service_url,
+            "servedModelName": model.effective_served_name,
+            "port": SERVING_PORT,
+        }
+        self.register_outputs(self.outputs)

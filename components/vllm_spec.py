@@ -1,0 +1,434 @@
+"""Pure builders: one validated model config in, the Kubernetes manifests that serve it out.
+
+Every function returns a plain, apply-ready manifest dict with camelCase keys. Pulumi resources are
+made from these in `vllm_model.py`; tests and the policy pack read them without Pulumi.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from components import sizing
+from components.config import SERVING_PORT, Model, PlatformConfig
+
+PART_OF = "vllm-platform"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_POOL_LABEL = "gpu-pool"
+HF_TOKEN_SECRET = "hf-token"
+HF_TOKEN_SECRET_KEY = "token"
+
+# Prometheus selects ServiceMonitors and PodMonitors carrying this label; see observability.py.
+MONITOR_SELECTOR_LABELS = {"app.kubernetes.io/part-of": PART_OF}
+
+MODEL_CACHE_PATH = "/models-cache"
+HOME_PATH = "/home/vllm"
+SHM_PATH = "/dev/shm"
+SHM_SIZE = "8Gi"
+# Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
+RUN_AS_UID = 10001
+
+# Long enough for the endpoints controller and kube-proxy on every node to stop routing to the pod
+# before vLLM stops accepting connections.
+PRESTOP_SLEEP_SECONDS = 10
+TERMINATION_MARGIN_SECONDS = 5
+
+READINESS_PERIOD_SECONDS = 5
+LIVENESS_PERIOD_SECONDS = 10
+PROBE_TIMEOUT_SECONDS = 5
+# /health answers once per engine step; a long prefill can hold it for a while without the engine being dead.
+LIVENESS_FAILURE_THRESHOLD = 6
+
+# Serving is expensive to start: add capacity at once, give it back slowly.
+SCALE_UP_BEHAVIOR = {
+    "stabilizationWindowSeconds": 0,
+    "selectPolicy": "Max",
+    "policies": [
+        {"type": "Pods", "value": 4, "periodSeconds": 60},
+        {"type": "Percent", "value": 100, "periodSeconds": 60},
+    ],
+}
+SCALE_DOWN_BEHAVIOR = {
+    "stabilizationWindowSeconds": 600,
+    "selectPolicy": "Min",
+    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
+}
+KEDA_POLLING_INTERVAL_SECONDS = 15
+METRICS_INTERVAL = "15s"
+
+
+def labels(model: Model) -> dict[str, str]:
+    return {
+        **selector_labels(model),
+        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def selector_labels(model: Model) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": model.name}
+
+
+def _metadata(cfg: PlatformConfig, model: Model, **extra: Any) -> dict[str, Any]:
+    return {"name": model.name, "namespace": cfg.namespace, "labels": labels(model), **extra}
+
+
+def namespace(cfg: PlatformConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": cfg.namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": PART_OF,
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }
+
+
+def hf_token_secret_metadata(cfg: PlatformConfig) -> dict[str, Any]:
+    return {"name": HF_TOKEN_SECRET, "namespace": cfg.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}}
+
+
+def vllm_args(cfg: PlatformConfig, model: Model) -> list[str]:
+    args = [
+        "--model", model.model,
+        "--served-model-name", model.effective_served_name,
+        "--port", str(SERVING_PORT),
+        "--tensor-parallel-size", str(model.tensor_parallel_size),
+        "--download-dir", MODEL_CACHE_PATH,
+        "--shutdown-timeout", str(model.shutdown_timeout_seconds),
+    ]  # fmt: skip
+    if model.quantization:
+        args += ["--quantization", model.quantization]
+    if model.max_model_len:
+        args += ["--max-model-len", str(model.max_model_len)]
+    if model.gpu_memory_utilization:
+        args += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
+    if model.model.startswith("s3://") and not any(a.startswith("--load-format") for a in model.extra_args):
+        args += ["--load-format", "runai_streamer"]
+    return args + list(model.extra_args)
+
+
+def pod_resources(cfg: PlatformConfig, model: Model) -> sizing.PodResources:
+    if model.resources:
+        return sizing.PodResources(
+            cpu_millis=sizing.parse_cpu_millis(model.resources.cpu),
+            memory_mib=sizing.parse_memory_mib(model.resources.memory),
+        )
+    return sizing.default_resources(cfg.pool_of(model).instance, model.tensor_parallel_size)
+
+
+def container_resources(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    pod = pod_resources(cfg, model)
+    params = model.effective_parameters_billions or 0
+    cache_gib = sizing.model_cache_gib(params, model.quantization)
+    compute = {"cpu": sizing.format_cpu(pod.cpu_millis), "memory": sizing.format_memory(pod.memory_mib)}
+    gpus = {GPU_RESOURCE: str(model.tensor_parallel_size)}
+    # Limits equal requests: a Guaranteed pod is the last to be evicted under node pressure.
+    return {
+        "requests": {**compute, **gpus, "ephemeral-storage": f"{cache_gib}Gi"},
+        "limits": {**compute, **gpus},
+    }
+
+
+def startup_probe(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    budget = cfg.startup_budget_seconds(model)
+    period = sizing.STARTUP_PROBE_PERIOD_SECONDS
+    return {
+        "httpGet": {"path": "/v1/models", "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": math.ceil(budget / period),
+    }
+
+
+def readiness_probe() -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/v1/models", "port": "http"},
+        "periodSeconds": READINESS_PERIOD_SECONDS,
+        "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": 3,
+    }
+
+
+def liveness_probe() -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": LIVENESS_PERIOD_SECONDS,
+        "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": LIVENESS_FAILURE_THRESHOLD,
+    }
+
+
+def termination_grace_seconds(model: Model) -> int:
+    return PRESTOP_SLEEP_SECONDS + model.shutdown_timeout_seconds + TERMINATION_MARGIN_SECONDS
+
+
+def await_timeout_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """How long `pulumi up` waits for the Deployment: a node from zero, then the model's cold start."""
+    return sizing.NODE_PROVISIONING_SECONDS + cfg.startup_budget_seconds(model)
+
+
+def _env(hf_token: bool) -> list[dict[str, Any]]:
+    env = [
+        {"name": "HOME", "value": HOME_PATH},
+        # torch and triton ask getpass for a user name, which fails for a UID without a passwd entry.
+        {"name": "USER", "value": "vllm"},
+        {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+    ]
+    if hf_token:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": HF_TOKEN_SECRET_KEY}},
+            }
+        )
+    return env
+
+
+def _volumes(model: Model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes = [
+        {"name": "model-cache", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+        {"name": "home", "mountPath": HOME_PATH},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if model.tensor_parallel_size > 1:
+        # NCCL exchanges tensors between the TP workers through shared memory; the runtime's 64 MiB is far too small.
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
+        mounts.append({"name": "dshm", "mountPath": SHM_PATH})
+    return volumes, mounts
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_UID,
+        "runAsGroup": RUN_AS_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_UID,
+        "runAsGroup": RUN_AS_UID,
+        "fsGroup": RUN_AS_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def vllm_container(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
+    _, mounts = _volumes(model)
+    return {
+        "name": "vllm",
+        "image": model.image,
+        "imagePullPolicy": "Always",
+        "command": ["vllm", "serve"],
+        "args": vllm_args(cfg, model),
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "env": _env(hf_token),
+        "resources": container_resources(cfg, model),
+        "volumeMounts": mounts,
+        "startupProbe": startup_probe(cfg, model),
+        "readinessProbe": readiness_probe(),
+        "livenessProbe": liveness_probe(),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": container_security_context(),
+    }
+
+
+def _topology_spread(model: Model) -> list[dict[str, Any]]:
+    # ScheduleAnyway: a GPU pod that cannot be spread must still run rather than wait for a perfect node.
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(model)},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+
+
+def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    return {
+        "nodeSelector": {GPU_POOL_LABEL: cfg.pool_of(model).name},
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
+    }
+
+
+def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
+    volumes, _ = _volumes(model)
+    timeout = await_timeout_seconds(cfg, model)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(model)},
+        # Past this a rollout is reported failed; it must outlast a node scale-up plus a cold start.
+        "progressDeadlineSeconds": timeout,
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": labels(model),
+                # A serving pod is never evicted to consolidate nodes; the model's autoscaler alone removes it.
+                "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+            },
+            "spec": {
+                "serviceAccountName": model.name,
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": termination_grace_seconds(model),
+                "securityContext": pod_security_context(),
+                "containers": [vllm_container(cfg, model, hf_token)],
+                "volumes": volumes,
+                "topologySpreadConstraints": _topology_spread(model),
+                **_placement(cfg, model),
+            },
+        },
+    }
+    if model.autoscaling.mode == "none":
+        # With an autoscaler, replicas are its to set; writing them here would undo its work on every `pulumi up`.
+        spec["replicas"] = model.replicas.min
+    annotations = {"pulumi.com/timeoutSeconds": str(timeout)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(cfg, model, annotations=annotations),
+        "spec": spec,
+    }
+
+
+def service_account(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(cfg, model),
+        "automountServiceAccountToken": False,
+    }
+
+
+def service(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(cfg, model),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(model),
+            "ports": [{"name": "http", "port": SERVING_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def service_url(cfg: PlatformConfig, model: Model) -> str:
+    return f"http://{model.name}.{cfg.namespace}.svc.cluster.local:{SERVING_PORT}"
+
+
+def service_monitor(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    metadata = _metadata(cfg, model)
+    metadata["labels"] = {**metadata["labels"], **MONITOR_SELECTOR_LABELS}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": selector_labels(model)},
+            "namespaceSelector": {"matchNames": [cfg.namespace]},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": METRICS_INTERVAL}],
+        },
+    }
+
+
+def queue_depth_query(cfg: PlatformConfig, model: Model) -> str:
+    return (
+        f'sum(vllm:num_requests_waiting{{namespace="{cfg.namespace}",'
+        f'model_name="{model.effective_served_name}"}})'
+    )
+
+
+def _behavior() -> dict[str, Any]:
+    return {"scaleUp": SCALE_UP_BEHAVIOR, "scaleDown": SCALE_DOWN_BEHAVIOR}
+
+
+def _scale_target(model: Model) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": model.name}
+
+
+def scaled_object(cfg: PlatformConfig, model: Model, prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(cfg, model),
+        "spec": {
+            "scaleTargetRef": _scale_target(model),
+            "minReplicaCount": model.replicas.min,
+            "maxReplicaCount": model.replicas.max,
+            "pollingInterval": KEDA_POLLING_INTERVAL_SECONDS,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior()}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": queue_depth_query(cfg, model),
+                        "threshold": str(model.autoscaling.queue_depth_per_replica),
+                    },
+                }
+            ],
+        },
+    }
+
+
+def horizontal_pod_autoscaler(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(cfg, model),
+        "spec": {
+            "scaleTargetRef": _scale_target(model),
+            "minReplicas": model.replicas.min,
+            "maxReplicas": model.replicas.max,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": model.autoscaling.target_cpu_utilization_percent,
+                        },
+                    },
+                }
+            ],
+            "behavior": _behavior(),
+        },
+    }
+
+
+def pod_disruption_budget(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(cfg, model),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(model)},
+            # A pod that never became ready serves nobody; it must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

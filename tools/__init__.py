@@ -1,0 +1,1 @@
+"""Command-line tools that run beside the Pulumi program: offline render and post-deploy verify."""

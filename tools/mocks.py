@@ -1,0 +1,125 @@
+"""Pulumi mocks that record every registered resource, for the offline render and the tests.
+
+The mock engine answers each resource with its own inputs plus the few outputs that real providers
+compute (ids, ARNs, endpoints) and that the program reads back, so the real program runs unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+
+SECRET_PLACEHOLDER = "[secret]"
+
+
+def mask_secrets(value: Any, inside_secret: bool = False) -> Any:
+    """Replace every value Pulumi holds as secret with the placeholder, keeping the shape around it.
+
+    Also restores what the wire format loses: integers, and a stable key order.
+    """
+    if rpc.is_rpc_secret(value):
+        return mask_secrets(rpc.unwrap_rpc_secret(value), inside_secret=True)
+    if isinstance(value, dict):
+        return {k: mask_secrets(value[k], inside_secret) for k in sorted(value) if not k.startswith("__")}
+    if isinstance(value, list):
+        return [mask_secrets(v, inside_secret) for v in value]
+    if inside_secret and value is not None:
+        return SECRET_PLACEHOLDER
+    # The wire format has only doubles; Kubernetes wants its ports and counts back as integers.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+@dataclass
+class RecordedResource:
+    type: str
+    name: str
+    parent: Optional[str]
+    provider: Optional[str]
+    custom: bool
+    dependencies: list[str]
+    inputs: dict[str, Any]
+
+    def as_plan_entry(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
+
+
+def _short_urn(urn: str) -> Optional[str]:
+    """'urn:pulumi:dev::proj::a$b:c:D::name' -> 'b:c:D::name'; None for the stack itself."""
+    if not urn:
+        return None
+    qualified_type, name = urn.split("::")[2], urn.split("::", 3)[3]
+    resource_type = qualified_type.split("$")[-1]
+    return None if resource_type == "pulumi:pulumi:Stack" else f"{resource_type}::{name}"
+
+
+def _fake_arn(resource_type: str, name: str) -> str:
+    service = resource_type.split(":")[1].split("/")[0]
+    return f"arn:aws:{service}:us-west-2:123456789012:{name}"
+
+
+# Outputs that real providers compute and that the program reads back, by resource type.
+FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+# Answers to provider functions (data sources) the program invokes, by function token.
+FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
+        "accountId": "123456789012",
+        "arn": "arn:aws:iam::123456789012:user/render",
+        "userId": "AIDARENDER",
+    },
+    "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+    "aws:index/getRegion:getRegion": lambda args: {"name": "us-west-2", "region": "us-west-2"},
+    "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
+        "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
+    },
+}
+
+
+class RecordingMocks(pulumi_mocks.Mocks):
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ.startswith("aws:"):
+            state.setdefault("arn", _fake_arn(args.typ, args.name))
+        fake = FAKE_STATE.get(args.typ)
+        if fake is not None:
+            state.update(fake(args.name, args.inputs))
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], None]:
+        answer = FAKE_CALLS.get(args.token)
+        return (answer(args.args) if answer else {}), None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi_mocks.Mocks):
+        super().__init__(mocks)
+        self.records: list[RecordedResource] = []
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.records.append(
+                RecordedResource(
+                    type=request.type,
+                    name=request.name,
+                    parent=_short_urn(request.parent),
+                    provider=request.provider or None,
+                    custom=bool(request.custom),
+                    dependencies=[d for d in (_short_urn(u) for u in request.dependencies) if d],
+                    inputs=mask_secrets(rpc.deserialize_properties(request.object)),
+                )
+            )
+        return response
+
+
+def install(project: str, stack: str, config: dict[str, str], secret_keys: list[str]) -> RecordingMonitor:
+    """Point the Pulumi runtime at a fresh recording monitor with this stack's config."""
+    pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
+    pulumi.runtime.set_all_config(config, secret_keys)
+    monitor = RecordingMonitor(RecordingMocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    return monitor

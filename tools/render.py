@@ -1,0 +1,178 @@
+"""Offline render: run the real program under Pulumi mocks and write what `pulumi up` would create.
+
+    python -m tools.render --stack dev --out build/dev
+    python -m tools.render --config path/to/Pulumi.x.yaml [--stack x] --out DIR
+
+Writes DIR/manifests.yaml (every Kubernetes object, apply-ready; not Helm releases or providers)
+and DIR/plan.json ({stack, project, resources: [{type, name, parent, inputs}], outputs}).
+Secrets, and the `secure:` config values that cannot be decrypted offline, appear as "[secret]".
+Exit codes: 0 rendered, 2 invalid stack config, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, parse_config
+from tools import mocks
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROGRAM = PROJECT_ROOT / "__main__.py"
+# Resource types that are not Kubernetes objects of their own: Helm releases and chart components.
+NOT_MANIFESTS = ("kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize/")
+# Apply order: what others live in or refer to comes first.
+KIND_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "Secret", "ConfigMap", "Service", "Deployment")
+
+
+def _manifest_order(manifest: dict[str, Any]) -> tuple[int, str, str, str]:
+    kind = manifest.get("kind", "")
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    metadata = manifest.get("metadata", {})
+    return rank, kind, metadata.get("namespace", ""), metadata.get("name", "")
+
+
+def project_name() -> str:
+    return yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())["name"]
+
+
+def _placeholder_secure(value: Any) -> tuple[Any, bool]:
+    """Replace `secure:` leaves with the placeholder; report whether there were any."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return mocks.SECRET_PLACEHOLDER, True
+        pairs = {k: _placeholder_secure(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
+    if isinstance(value, list):
+        items = [_placeholder_secure(v) for v in value]
+        return [v for v, _ in items], any(s for _, s in items)
+    return value, False
+
+
+@dataclass
+class StackConfig:
+    """A stack file's config map, as the Pulumi engine hands it to the program."""
+
+    values: dict[str, str]
+    secret_keys: list[str]
+    platform: dict[str, Any]
+
+
+def read_stack_file(path: Path) -> StackConfig:
+    document = yaml.safe_load(path.read_text()) or {}
+    values, secret_keys, platform = {}, [], {}
+    for key, raw in (document.get("config") or {}).items():
+        value, secret = _placeholder_secure(raw)
+        values[key] = value if isinstance(value, str) else json.dumps(value)
+        if secret:
+            secret_keys.append(key)
+        namespace, _, name = key.partition(":")
+        if namespace == CONFIG_NAMESPACE:
+            platform[name] = value
+    return StackConfig(values=values, secret_keys=secret_keys, platform=platform)
+
+
+def platform_config(stack_config: StackConfig) -> PlatformConfig:
+    return parse_config({k: v for k, v in stack_config.platform.items() if k != "hfToken"})
+
+
+@dataclass
+class Rendering:
+    stack: str
+    project: str
+    resources: list[mocks.RecordedResource]
+    outputs: dict[str, Any]
+
+    def manifests(self) -> list[dict[str, Any]]:
+        objects = []
+        for resource in self.resources:
+            if not resource.type.startswith("kubernetes:") or resource.type.startswith(NOT_MANIFESTS):
+                continue
+            head = {k: resource.inputs[k] for k in ("apiVersion", "kind", "metadata") if k in resource.inputs}
+            objects.append({**head, **{k: v for k, v in resource.inputs.items() if k not in head}})
+        return sorted(objects, key=_manifest_order)
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "project": self.project,
+            "resources": [r.as_plan_entry() for r in sorted(self.resources, key=lambda r: (r.type, r.name))],
+            "outputs": self.outputs,
+        }
+
+    def write(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifests.yaml").write_text(yaml.safe_dump_all(self.manifests(), sort_keys=False))
+        (out / "plan.json").write_text(json.dumps(self.plan(), indent=2) + "\n")
+
+
+async def _resolved_exports() -> dict[str, Any]:
+    root = get_root_resource()
+    exports = {}
+    for name, value in getattr(root, "outputs", {}).items():
+        output = pulumi.Output.from_input(value)
+        resolved = await output.future()
+        exports[name] = mocks.mask_secrets(resolved, inside_secret=await output.is_secret())
+    return exports
+
+
+def render(stack_config: StackConfig, stack: str) -> Rendering:
+    """Run the program under mocks; raises ConfigError before anything runs if the config is invalid."""
+    platform_config(stack_config)
+    project = project_name()
+    monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys)
+    exports: dict[str, Any] = {}
+
+    def program() -> Any:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
+        async def collect() -> None:
+            exports.update(await _resolved_exports())
+
+        return collect()
+
+    _sync_await(run_pulumi_func(program))
+    return Rendering(stack=stack, project=project, resources=monitor.records, outputs=exports)
+
+
+def stack_file(stack: str) -> Path:
+    return PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", help="stack name; reads Pulumi.<stack>.yaml unless --config is given")
+    parser.add_argument("--config", type=Path, help="a stack config file in Pulumi.<stack>.yaml format")
+    parser.add_argument("--out", type=Path, required=True, help="directory for manifests.yaml and plan.json")
+    args = parser.parse_args(argv)
+    if not args.stack and not args.config:
+        parser.error("give --stack, --config or both")
+    path = args.config or stack_file(args.stack)
+    stack = args.stack or path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    if not path.is_file():
+        print(f"error: no stack config file {path}", file=sys.stderr)
+        return 1
+    try:
+        rendering = render(read_stack_file(path), stack)
+    except ConfigError as error:
+        print(f"error: {path.name}: {error}", file=sys.stderr)
+        return 2
+    rendering.write(args.out)
+    kinds = len(rendering.manifests())
+    print(f"rendered stack {stack}: {kinds} Kubernetes objects, {len(rendering.resources)} resources -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
