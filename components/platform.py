@@ -8,19 +8,23 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import vllm_spec
+from components.cluster import PlatformCluster
 from components.config import PlatformConfig
+from components.observability import Observability
 from components.vllm_model import VllmModel
-
-# kube-prometheus-stack's Prometheus service when the release is named "kube-prometheus-stack" in "monitoring".
-DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
 
 
 def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) -> dict[str, Any]:
     """Create every resource of the stack; return the stack outputs by name."""
-    k8s_opts = pulumi.ResourceOptions()
+    cluster = PlatformCluster("cluster", cfg)
+    k8s_opts = pulumi.ResourceOptions(
+        providers=[cluster.provider] if cluster.provider else None, depends_on=cluster.ready
+    )
     manifest = vllm_spec.namespace(cfg)
     namespace = k8s.core.v1.Namespace(cfg.namespace, metadata=manifest["metadata"], opts=k8s_opts)
     in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
+
+    observability = Observability("observability", cfg, opts=k8s_opts)
 
     token_secret = None
     if hf_token is not None:
@@ -37,13 +41,16 @@ def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) 
             model.name,
             cfg,
             model,
-            prometheus_url=cfg.observability.external_prometheus_url or DEFAULT_PROMETHEUS_URL,
+            prometheus_url=observability.prometheus_url,
             hf_token_secret=token_secret,
+            crd_dependencies=observability.crd_dependencies,
             opts=in_namespace,
         )
         for model in cfg.models
     }
     return {
+        **cluster.outputs,
         "namespace": namespace.metadata.apply(lambda m: m["name"]),
         "models": {name: component.outputs for name, component in models.items()},
+        **observability.outputs,
     }

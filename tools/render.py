@@ -70,7 +70,11 @@ class StackConfig:
 
 
 def read_stack_file(path: Path) -> StackConfig:
-    document = yaml.safe_load(path.read_text()) or {}
+    return stack_config(yaml.safe_load(path.read_text()) or {})
+
+
+def stack_config(document: dict[str, Any]) -> StackConfig:
+    """The config map of a parsed Pulumi.<stack>.yaml document."""
     values, secret_keys, platform = {}, [], {}
     for key, raw in (document.get("config") or {}).items():
         value, secret = _placeholder_secure(raw)

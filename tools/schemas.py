@@ -1,0 +1,105 @@
+"""Validate rendered manifests offline: built-in kinds against the Kubernetes OpenAPI schemas
+(kubernetes-validate, strict), custom resources against the openAPIV3Schema of their CRDs.
+
+CRD files are read from CRD_SCHEMA_DIR (default ../shared/crds beside the project); they are
+published upstream data and are never copied into this repository.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CRD_DIR = PROJECT_ROOT.parent / "shared" / "crds"
+BUILT_IN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io"}
+
+
+def crd_schema_dir() -> Path:
+    return Path(os.environ.get("CRD_SCHEMA_DIR") or DEFAULT_CRD_DIR)
+
+
+def is_custom_resource(manifest: dict[str, Any]) -> bool:
+    group = manifest["apiVersion"].rpartition("/")[0]
+    return group not in BUILT_IN_GROUPS
+
+
+def _strict(schema: Any) -> Any:
+    """Make an openAPIV3Schema reject unknown fields, as the API server's strict field validation does."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {k: _strict(v) for k, v in schema.items()}
+    if (
+        "properties" in strict
+        and "additionalProperties" not in strict
+        and not strict.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    if strict.pop("nullable", False) and "type" in strict:
+        strict["type"] = [strict["type"], "null"]
+    return strict
+
+
+@lru_cache(maxsize=None)
+def crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict JSON schema, from every CRD file in the directory."""
+    schemas = {}
+    for path in sorted(directory.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = document["spec"]
+            for version in spec["versions"]:
+                schema = version.get("schema", {}).get("openAPIV3Schema")
+                if schema:
+                    api_version = f"{spec['group']}/{version['name']}"
+                    schemas[(api_version, spec["names"]["kind"])] = _strict(schema)
+    return schemas
+
+
+def validate_custom_resource(manifest: dict[str, Any], directory: Path) -> list[str]:
+    key = (manifest["apiVersion"], manifest["kind"])
+    schema = crd_schemas(directory).get(key)
+    if schema is None:
+        return [f"{describe(manifest)}: no CRD for {key[0]} {key[1]} in {directory}"]
+    body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind", "metadata")}
+    validator = jsonschema.Draft7Validator({**schema, "properties": {
+        k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")
+    }})
+    return [f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(body)]
+
+
+def validate_built_in(manifest: dict[str, Any], kubernetes_version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(manifest, kubernetes_version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        path = ".".join(map(str, error.path)) or "<root>"
+        return [f"{describe(manifest)}: {path}: {error.message}"]
+    return []
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    metadata = manifest.get("metadata", {})
+    return f"{manifest.get('kind')} {metadata.get('namespace', '-')}/{metadata.get('name')}"
+
+
+def validate_manifests(
+    manifests: Iterable[dict[str, Any]], kubernetes_version: str, crd_dir: Optional[Path]
+) -> list[str]:
+    """Every problem found; custom resources are checked only when crd_dir is given."""
+    problems = []
+    for manifest in manifests:
+        if is_custom_resource(manifest):
+            if crd_dir is not None:
+                problems += validate_custom_resource(manifest, crd_dir)
+        else:
+            problems += validate_built_in(manifest, kubernetes_version)
+    return problems
