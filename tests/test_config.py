@@ -1,0 +1,185 @@
+"""The stack config model: what it accepts, and a clear message for each thing it must refuse."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from components.config import ConfigError, PlatformConfig, parse_config
+
+
+def base() -> dict[str, Any]:
+    return {
+        "cluster": {
+            "name": "llm-test",
+            "gpuNodePools": [
+                {"name": "g5", "instanceTypes": ["g5.xlarge"], "minSize": 0, "maxSize": 4},
+                {"name": "g5x4", "instanceTypes": ["g5.12xlarge"], "minSize": 0, "maxSize": 2},
+                {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "minSize": 0, "maxSize": 2, "rootVolumeGiB": 300},
+            ],
+        },
+        "models": [
+            {"name": "llama-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "gpuPool": "g5"},
+        ],
+    }
+
+
+def with_model(**fields: Any) -> dict[str, Any]:
+    raw = base()
+    raw["models"][0].update(fields)
+    return raw
+
+
+def with_pool(**fields: Any) -> dict[str, Any]:
+    raw = base()
+    raw["cluster"]["gpuNodePools"][0].update(fields)
+    return raw
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    return error.value.problems
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = parse_config(base())
+    model = cfg.models[0]
+    assert cfg.namespace == "inference"
+    assert model.effective_served_name == "meta-llama/Llama-3.1-8B-Instruct"
+    assert model.effective_parameters_billions == 8
+    assert model.replicas.min == 1 and model.autoscaling.mode == "keda"
+    assert model.image.startswith("vllm/vllm-openai:v")
+
+
+def test_prod_shape_70b_on_p4d_fits() -> None:
+    raw = base()
+    raw["models"].append(
+        {"name": "llama-70b", "model": "meta-llama/Llama-3.3-70B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8}
+    )
+    cfg = parse_config(raw)
+    assert isinstance(cfg, PlatformConfig)
+
+
+def test_quantization_makes_a_13b_fit_one_a10g() -> None:
+    parse_config(with_model(model="TheBloke/Llama-2-13B-chat-AWQ", quantization="awq"))
+
+
+def test_fp8_on_ampere_is_accepted_as_weight_only() -> None:
+    parse_config(with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8"))
+
+
+def test_explicit_parameters_override_the_name() -> None:
+    cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
+    assert cfg.models[0].effective_parameters_billions == 3
+
+
+REJECTED: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "too big for one A10G",
+        with_model(model="meta-llama/Llama-2-13b-chat-hf"),
+        "models[llama-8b]: needs ~26.0 GB of weights per GPU (13B parameters, bf16, tensorParallelSize 1) "
+        "plus 2.5 GB for runtime and KV cache, but a g5.xlarge A10G holds 24 GB (x0.90 = 21.6 GB); "
+        "use tensorParallelSize 2 on a pool with 2+ GPUs per node, or quantization (awq)",
+    ),
+    (
+        "70B on 4 A10G",
+        with_model(model="meta-llama/Llama-3.3-70B-Instruct", gpuPool="g5x4", tensorParallelSize=4),
+        "needs ~35.0 GB of weights per GPU",
+    ),
+    (
+        "a tight utilisation makes an 8B miss",
+        with_model(gpuMemoryUtilization=0.7),
+        "holds 24 GB (x0.70 = 16.8 GB)",
+    ),
+    (
+        "tensor parallel above the node's GPUs",
+        with_model(tensorParallelSize=2),
+        "models[llama-8b].tensorParallelSize: 2 exceeds the 1 GPU(s) per g5.xlarge node in pool g5",
+    ),
+    ("tensor parallel not a power of two", with_model(tensorParallelSize=3), "models[llama-8b].tensorParallelSize: 3 is not a power of two"),
+    ("tensor parallel above 8", with_model(tensorParallelSize=16), "16 is not a power of two from 1 to 8"),
+    ("unknown pool", with_model(gpuPool="h100"), "models[llama-8b].gpuPool: 'h100' is not a pool in cluster.gpuNodePools (g5, g5x4, p4d)"),
+    ("size not in the name", with_model(model="acme/house-model"), "models[llama-8b].parametersBillions: cannot read the size from 'acme/house-model'"),
+    ("replicas min above max", with_model(replicas={"min": 3, "max": 2}), "models[llama-8b].replicas: min 3 is above max 2"),
+    ("negative min replicas", with_model(replicas={"min": -1, "max": 2}), "models[llama-8b].replicas.min: Input should be greater than or equal to 0"),
+    ("zero max model length", with_model(maxModelLen=0), "models[llama-8b].maxModelLen: Input should be greater than 0"),
+    ("utilisation of 1", with_model(gpuMemoryUtilization=1.0), "models[llama-8b].gpuMemoryUtilization: Input should be less than 1"),
+    ("model name not DNS-1035", with_model(name="Llama_8B"), "models[Llama_8B].name: 'Llama_8B' is not a DNS-1035 label"),
+    ("model name starting with a digit", with_model(name="8b"), "'8b' is not a DNS-1035 label"),
+    ("pool name not DNS-1123", with_pool(name="G5"), "cluster.gpuNodePools[G5].name: 'G5' is not a DNS-1123 label"),
+    ("unknown instance type", with_pool(instanceTypes=["g6.xlarge"]), "unknown GPU instance type g6.xlarge"),
+    (
+        "mixed GPU shapes in a pool",
+        with_pool(instanceTypes=["g5.xlarge", "g5.12xlarge"]),
+        "all types in one pool need the same GPU model and count, got g5.xlarge (1x A10G), g5.12xlarge (4x A10G)",
+    ),
+    ("pool min above max", with_pool(minSize=5, maxSize=4), "cluster.gpuNodePools[g5]: minSize 5 is above maxSize 4"),
+    ("image without tag", with_model(image="vllm/vllm-openai"), "models[llama-8b].image: 'vllm/vllm-openai' has no tag"),
+    ("floating image", with_model(image="vllm/vllm-openai:latest"), "models[llama-8b].image: 'vllm/vllm-openai:latest' floats"),
+    ("unknown quantization", with_model(quantization="int3"), "models[llama-8b].quantization: Input should be 'awq'"),
+    ("misspelt key", with_model(tensorParalelSize=1), "models[llama-8b].tensorParalelSize: is not a known key"),
+    ("missing model id", with_model(model=None), "models[llama-8b].model: Input should be a valid string"),
+    ("bad model source", with_model(model="llama"), "models[llama-8b].model: 'llama' is neither a Hugging Face id"),
+    ("managed flag in extraArgs", with_model(extraArgs=["--port=9000"]), "models[llama-8b].extraArgs: --port is set by the platform"),
+    (
+        "memory request above the node",
+        with_model(resources={"cpu": "3", "memory": "64Gi"}),
+        "models[llama-8b].resources.memory: 64Gi exceeds the 14367Mi a g5.xlarge in pool g5 can allocate",
+    ),
+    (
+        "CPU request above the node",
+        with_model(resources={"cpu": "8", "memory": "8Gi"}),
+        "models[llama-8b].resources.cpu: 8 exceeds the 3320m CPU a g5.xlarge in pool g5 can allocate",
+    ),
+    ("bad memory quantity", with_model(resources={"cpu": "3", "memory": "12GB"}), "'12GB' is not a memory quantity"),
+    (
+        "more replicas than the pool holds",
+        with_model(replicas={"min": 1, "max": 6}),
+        "models[llama-8b].replicas.max: 6 replicas of 1 GPU(s) need 6 g5.xlarge nodes, but pool g5 has maxSize 4",
+    ),
+    (
+        "checkpoint larger than the root volume",
+        with_model(model="meta-llama/Llama-3.3-70B-Instruct", gpuPool="p4d", tensorParallelSize=8)
+        | {"cluster": base()["cluster"] | {"gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 1, "rootVolumeGiB": 150}]}},
+        "the checkpoint needs ~184 GiB of node disk with the image, but pool p4d has rootVolumeGiB 150",
+    ),
+    ("fixed replicas need min = max", with_model(autoscaling={"mode": "none"}, replicas={"min": 1, "max": 2}), "with autoscaling.mode none the replica count is fixed"),
+    ("HPA cannot reach zero", with_model(autoscaling={"mode": "hpa-cpu"}, replicas={"min": 0, "max": 2}), "an HPA cannot scale to 0"),
+    ("unknown autoscaling mode", with_model(autoscaling={"mode": "vpa"}), "models[llama-8b].autoscaling.mode: Input should be 'keda', 'hpa-cpu' or 'none'"),
+    ("bad namespace", base() | {"namespace": "Inference"}, "namespace: 'Inference' is not a DNS-1123 label"),
+    ("no models", base() | {"models": []}, "models: List should have at least 1 item"),
+    ("no cluster", {"models": base()["models"]}, "cluster: is required"),
+    ("unsupported Kubernetes version", base() | {"cluster": base()["cluster"] | {"kubernetesVersion": "1.21"}}, "'1.21' is not a Kubernetes minor version"),
+]
+
+
+@pytest.mark.parametrize("raw, expected", [(raw, expected) for _, raw, expected in REJECTED], ids=[c for c, _, _ in REJECTED])
+def test_rejected_config_names_key_and_numbers(raw: dict[str, Any], expected: str) -> None:
+    found = problems(raw)
+    assert any(expected in p for p in found), found
+
+
+def test_duplicate_names_are_refused() -> None:
+    raw = base()
+    raw["models"].append(copy.deepcopy(raw["models"][0]))
+    raw["cluster"]["gpuNodePools"].append(copy.deepcopy(raw["cluster"]["gpuNodePools"][0]))
+    found = problems(raw)
+    assert "models: name 'llama-8b' is used more than once" in found
+    assert "cluster.gpuNodePools: name 'g5' is used more than once" in found
+    assert any("servedModelName 'meta-llama/Llama-3.1-8B-Instruct' is served twice" in p for p in found)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = with_model(tensorParallelSize=3, maxModelLen=-1, image="x:latest")
+    assert len(problems(raw)) == 3
+
+
+def test_error_text_is_one_block_without_traceback_noise() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(with_model(model="meta-llama/Llama-2-13b-chat-hf"))
+    text = str(error.value)
+    assert text.startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
+    assert "Traceback" not in text and "pydantic" not in text

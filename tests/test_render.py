@@ -1,0 +1,142 @@
+"""The offline render: the real program under mocks, for every committed stack and for edge configs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools import render, schemas
+from tests.conftest import (
+    COMMITTED_STACKS,
+    minimal_document,
+    objects_of,
+    render_document,
+    rendered_stack,
+    stack_document,
+)
+
+TOKEN = "hf_SENTINELtokenNEVERtoAPPEAR0123456789"
+
+
+def kubernetes_version(stack: str) -> str:
+    return stack_document(stack)["config"]["vllm-platform:cluster"].get("kubernetesVersion", "1.34")
+
+
+def test_the_three_environments_are_committed() -> None:
+    assert {"dev", "staging", "prod"} <= set(COMMITTED_STACKS)
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_committed_stack_renders_schema_valid_built_ins(stack: str) -> None:
+    manifests = rendered_stack(stack).manifests()
+    assert objects_of(rendered_stack(stack), "Deployment")
+    assert schemas.validate_manifests(manifests, kubernetes_version(stack), crd_dir=None) == []
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_committed_stack_custom_resources_match_their_crds(stack: str, crd_dir: Path) -> None:
+    custom = [m for m in rendered_stack(stack).manifests() if schemas.is_custom_resource(m)]
+    assert custom
+    assert schemas.validate_manifests(custom, kubernetes_version(stack), crd_dir) == []
+
+
+def test_schema_validation_catches_a_broken_object(crd_dir: Path) -> None:
+    deployment = objects_of(rendered_stack("dev"), "Deployment")[0]
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["startupprobe"] = {}
+    assert schemas.validate_manifests([broken], "1.34", None)
+    scaled = json.loads(json.dumps(objects_of(rendered_stack("dev"), "ScaledObject")[0]))
+    scaled["spec"]["minReplicas"] = 1
+    assert schemas.validate_manifests([scaled], "1.34", crd_dir)
+
+
+def test_prod_serves_8b_with_two_replicas_and_70b_on_p4d_tp8() -> None:
+    prod = rendered_stack("prod")
+    deployments = {d["metadata"]["name"]: d for d in objects_of(prod, "Deployment")}
+    scaled = {s["metadata"]["name"]: s["spec"] for s in objects_of(prod, "ScaledObject")}
+    assert scaled["llama-8b"]["minReplicaCount"] >= 2
+    big = deployments["llama-70b"]["spec"]["template"]["spec"]
+    assert big["nodeSelector"] == {"gpu-pool": "p4d"}
+    assert big["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+
+
+def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
+    document = minimal_document(hfToken=TOKEN)
+    rendering = render_document(document)
+    rendering.write(tmp_path)
+    written = "".join(p.read_text() for p in tmp_path.iterdir())
+    for form in (TOKEN, base64.b64encode(TOKEN.encode()).decode()):
+        assert form not in written
+    secret = objects_of(rendering, "Secret")[0]
+    assert secret["stringData"] == {"token": "[secret]"}
+    env = objects_of(rendering, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}} in env
+
+
+def test_secure_config_values_render_as_placeholders() -> None:
+    rendering = render_document(minimal_document(hfToken={"secure": "AAABAJ0cipher"}))
+    assert objects_of(rendering, "Secret")[0]["stringData"] == {"token": "[secret]"}
+    assert "AAABAJ0cipher" not in json.dumps(rendering.plan())
+
+
+def test_without_a_token_there_is_no_secret_and_no_reference() -> None:
+    rendering = render_document(minimal_document())
+    assert objects_of(rendering, "Secret") == []
+    env = objects_of(rendering, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert all(e["name"] != "HF_TOKEN" for e in env)
+
+
+def test_cli_writes_manifests_and_plan(tmp_path: Path) -> None:
+    assert render.main(["--stack", "dev", "--out", str(tmp_path)]) == 0
+    manifests = list(yaml.safe_load_all((tmp_path / "manifests.yaml").read_text()))
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert {m["kind"] for m in manifests} >= {"Namespace", "Deployment", "Service", "ScaledObject", "ServiceMonitor"}
+    assert plan["stack"] == "dev" and plan["project"] == "vllm-platform"
+    assert all({"type", "name", "parent", "inputs"} <= set(r) for r in plan["resources"])
+    assert plan["outputs"]["models"]["llama-8b"]["serviceUrl"] == "http://llama-8b.inference.svc.cluster.local:8000"
+    assert not any(m["kind"] == "Release" for m in manifests)
+
+
+def test_cli_refuses_an_invalid_config_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0].update(
+        {"name": "llama-13b", "model": "meta-llama/Llama-2-13b-chat-hf"}
+    )
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert render.main(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "models[llama-13b]: needs ~26.0 GB of weights per GPU" in message
+    assert "use tensorParallelSize 2" in message and "Traceback" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def many_models(count: int) -> dict:
+    document = minimal_document(
+        models=[
+            {"name": f"model-{i}", "model": f"acme/model-{i}-8B", "gpuPool": "g5"}
+            for i in range(count)
+        ]
+    )
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"][0]["maxSize"] = count
+    return document
+
+
+def timed_render(count: int) -> float:
+    start = time.perf_counter()
+    rendering = render_document(many_models(count))
+    elapsed = time.perf_counter() - start
+    assert len(objects_of(rendering, "Deployment")) == count
+    return elapsed
+
+
+def test_a_hundred_models_render_fast_and_linearly() -> None:
+    small, large = timed_render(25), timed_render(100)
+    assert large < 10
+    # Quadratic growth would make this ratio about 16.
+    assert large / small < 8, (small, large)

@@ -1,0 +1,83 @@
+"""Fit math, size parsing, default resources and probe budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from components import sizing
+from components.catalog import INSTANCE_TYPES, allocatable_cpu_millis, allocatable_memory_mib
+
+
+@pytest.mark.parametrize(
+    "model_id, billions",
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", 8),
+        ("meta-llama/Llama-3.3-70B-Instruct", 70),
+        ("Qwen/Qwen2.5-0.5B-Instruct", 0.5),
+        ("google/gemma-2-9b-it", 9),
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", 56),
+        ("Qwen/Qwen3-30B-A3B", 30),
+        ("s3://models/llama-3.1-8b/", 8),
+        ("acme/house-model", None),
+        ("acme/bert-base-v2", None),
+    ],
+)
+def test_parameters_are_read_from_the_id(model_id: str, billions: float | None) -> None:
+    assert sizing.parameters_from_model_id(model_id) == billions
+
+
+def test_weights_per_gpu_follow_bytes_and_tensor_parallel() -> None:
+    assert sizing.weights_per_gpu_gb(8, None, 1) == 16
+    assert sizing.weights_per_gpu_gb(70, None, 8) == 17.5
+    assert sizing.weights_per_gpu_gb(8, "fp8", 1) == 8
+    assert sizing.weights_per_gpu_gb(70, "awq", 4) == pytest.approx(70 * 0.6 / 4)
+
+
+def test_gpu_fit_keeps_room_for_runtime_and_kv_cache() -> None:
+    eight_b = sizing.gpu_fit(8, None, 1, gpu_memory_gb=24, utilization=0.9)
+    assert eight_b.fits and eight_b.required_per_gpu_gb == pytest.approx(18.5)
+    # 19.5 GB of weights alone is below 21.6 GB, but leaves no room for KV cache.
+    tight = sizing.gpu_fit(9.75, None, 1, gpu_memory_gb=24, utilization=0.9)
+    assert not tight.fits
+    assert sizing.gpu_fit(70, None, 8, gpu_memory_gb=40, utilization=0.9).fits
+
+
+def test_startup_budget_grows_with_weights_in_whole_periods() -> None:
+    small = sizing.startup_budget_seconds(8, None)
+    large = sizing.startup_budget_seconds(70, None)
+    assert small == 180 + 12 * 16 + 8  # 372 s rounded up to 380
+    assert large > 25 * 60
+    assert small % sizing.STARTUP_PROBE_PERIOD_SECONDS == 0
+    assert sizing.startup_budget_seconds(70, "awq") < large
+
+
+def test_allocatable_is_below_capacity_and_holds_the_default_request() -> None:
+    for instance in INSTANCE_TYPES.values():
+        assert 0 < allocatable_cpu_millis(instance) < instance.vcpu * 1000
+        assert 0 < allocatable_memory_mib(instance) < instance.memory_gib * 1024
+        for tp in (1, 2, 4, 8):
+            if tp <= instance.gpu_count:
+                pod = sizing.default_resources(instance, tp)
+                assert pod.cpu_millis <= allocatable_cpu_millis(instance)
+                assert pod.memory_mib <= allocatable_memory_mib(instance)
+
+
+def test_default_resources_for_a_g5_xlarge() -> None:
+    pod = sizing.default_resources(INSTANCE_TYPES["g5.xlarge"], 1)
+    assert (pod.cpu_millis, pod.memory_mib) == (3000, 12 * 1024)
+
+
+@pytest.mark.parametrize("text, millis", [("3", 3000), ("500m", 500), ("2.5", 2500)])
+def test_cpu_quantities(text: str, millis: int) -> None:
+    assert sizing.parse_cpu_millis(text) == millis
+
+
+@pytest.mark.parametrize("text, mib", [("12Gi", 12288), ("512Mi", 512), ("1G", 954), ("1073741824", 1024)])
+def test_memory_quantities(text: str, mib: int) -> None:
+    assert sizing.parse_memory_mib(text) == mib
+
+
+@pytest.mark.parametrize("bad", ["3 cores", "-1", "12GB", ""])
+def test_bad_quantities_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        sizing.parse_memory_mib(bad)

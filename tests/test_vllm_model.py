@@ -1,0 +1,51 @@
+"""VllmModel wiring under Pulumi mocks: parents, dependencies and the autoscaler per mode."""
+
+from __future__ import annotations
+
+from tests.conftest import minimal_document, render_document, resources_of
+
+COMPONENT = "vllm-platform:index:VllmModel::llama-8b"
+
+
+def test_children_are_parented_to_the_model_component() -> None:
+    rendering = render_document(minimal_document())
+    children = [r for r in rendering.resources if r.parent == COMPONENT]
+    assert {r.type for r in children} == {
+        "kubernetes:core/v1:ServiceAccount",
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:core/v1:Service",
+        "kubernetes:monitoring.coreos.com/v1:ServiceMonitor",
+        "kubernetes:policy/v1:PodDisruptionBudget",
+        "kubernetes:keda.sh/v1alpha1:ScaledObject",
+    }
+
+
+def test_deployment_waits_for_its_service_account_and_token_secret() -> None:
+    rendering = render_document(minimal_document(hfToken="hf_x"))
+    deployment = resources_of(rendering, "kubernetes:apps/v1:Deployment")[0]
+    assert "kubernetes:core/v1:Secret::hf-token" in deployment.dependencies
+    assert "kubernetes:core/v1:ServiceAccount::llama-8b" in deployment.dependencies
+
+
+def test_scaled_object_is_created_after_its_deployment() -> None:
+    rendering = render_document(minimal_document())
+    scaled = resources_of(rendering, "kubernetes:keda.sh/v1alpha1:ScaledObject")[0]
+    assert "kubernetes:apps/v1:Deployment::llama-8b" in scaled.dependencies
+
+
+def test_hpa_mode_makes_an_hpa_and_no_scaled_object() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0]["autoscaling"] = {"mode": "hpa-cpu"}
+    rendering = render_document(document)
+    assert resources_of(rendering, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    assert not resources_of(rendering, "kubernetes:keda.sh/")
+
+
+def test_fixed_mode_has_no_autoscaler() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0].update(
+        {"autoscaling": {"mode": "none"}, "replicas": {"min": 2, "max": 2}}
+    )
+    rendering = render_document(document)
+    assert not resources_of(rendering, "kubernetes:autoscaling/")
+    assert not resources_of(rendering, "kubernetes:keda.sh/")

@@ -1,0 +1,180 @@
+"""The pure builders of a model's manifests, without Pulumi."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components import vllm_spec
+from components.config import Model, PlatformConfig, parse_config
+
+from tests.test_config import base
+
+
+def config(**model_fields: Any) -> tuple[PlatformConfig, Model]:
+    raw = base()
+    raw["models"][0].update(model_fields)
+    cfg = parse_config(raw)
+    return cfg, cfg.models[0]
+
+
+def container(cfg: PlatformConfig, model: Model, hf_token: bool = True) -> dict[str, Any]:
+    return vllm_spec.deployment(cfg, model, hf_token)["spec"]["template"]["spec"]["containers"][0]
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_args_carry_the_model_and_serving_flags() -> None:
+    cfg, model = config(quantization="awq", model="hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4",
+                        maxModelLen=8192, gpuMemoryUtilization=0.85, extraArgs=["--enable-prefix-caching"])
+    args = vllm_spec.vllm_args(cfg, model)
+    assert flag(args, "--model") == "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
+    assert flag(args, "--served-model-name") == model.model
+    assert flag(args, "--port") == "8000"
+    assert flag(args, "--tensor-parallel-size") == "1"
+    assert flag(args, "--quantization") == "awq"
+    assert flag(args, "--max-model-len") == "8192"
+    assert flag(args, "--gpu-memory-utilization") == "0.85"
+    assert flag(args, "--download-dir") == vllm_spec.MODEL_CACHE_PATH
+    assert flag(args, "--shutdown-timeout") == "60"
+    assert args[-1] == "--enable-prefix-caching"
+
+
+def test_optional_flags_are_left_to_vllm_when_unset() -> None:
+    cfg, model = config()
+    args = vllm_spec.vllm_args(cfg, model)
+    for absent in ("--quantization", "--max-model-len", "--gpu-memory-utilization", "--load-format"):
+        assert absent not in args
+
+
+def test_s3_models_stream_with_run_ai() -> None:
+    cfg, model = config(model="s3://acme-models/llama-3.1-8b-instruct")
+    assert flag(vllm_spec.vllm_args(cfg, model), "--load-format") == "runai_streamer"
+
+
+def test_gpus_placement_and_shm_follow_tensor_parallel() -> None:
+    cfg, model = config(gpuPool="g5x4", tensorParallelSize=4, model="meta-llama/Llama-3.1-8B-Instruct")
+    deployment = vllm_spec.deployment(cfg, model, hf_token=False)
+    pod = deployment["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert main["resources"]["requests"]["nvidia.com/gpu"] == "4"
+    assert pod["nodeSelector"] == {"gpu-pool": "g5x4"}
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    shm = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    assert shm == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
+
+
+def test_single_gpu_needs_no_shared_memory_volume() -> None:
+    cfg, model = config()
+    assert all(v["name"] != "dshm" for v in vllm_spec.deployment(cfg, model, False)["spec"]["template"]["spec"]["volumes"])
+
+
+def test_hf_token_comes_from_a_secret_reference_only() -> None:
+    cfg, model = config()
+    env = {e["name"]: e for e in container(cfg, model)["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    assert "HF_TOKEN" not in {e["name"] for e in container(cfg, model, hf_token=False)["env"]}
+
+
+def test_probes_know_when_the_model_is_loaded() -> None:
+    cfg, model = config()
+    main = container(cfg, model)
+    startup, ready, live = main["startupProbe"], main["readinessProbe"], main["livenessProbe"]
+    assert startup["httpGet"] == {"path": "/v1/models", "port": "http"}
+    assert ready["httpGet"] == {"path": "/v1/models", "port": "http"}
+    assert live["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["periodSeconds"] <= 10 and ready["periodSeconds"] == 5
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= cfg.startup_budget_seconds(model)
+    assert main["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+
+
+def test_startup_budget_override() -> None:
+    cfg, model = config(startupTimeoutSeconds=1800)
+    assert container(cfg, model)["startupProbe"]["failureThreshold"] == 180
+
+
+def test_drain_covers_pre_stop_and_shutdown_timeout() -> None:
+    cfg, model = config(shutdownTimeoutSeconds=120)
+    pod = vllm_spec.deployment(cfg, model, False)["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    pre_stop = main["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert flag(main["args"], "--shutdown-timeout") == "120"
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + 120
+
+
+def test_replicas_are_left_to_the_autoscaler() -> None:
+    cfg, model = config()
+    assert "replicas" not in vllm_spec.deployment(cfg, model, False)["spec"]
+    cfg, model = config(autoscaling={"mode": "none"}, replicas={"min": 2, "max": 2})
+    assert vllm_spec.deployment(cfg, model, False)["spec"]["replicas"] == 2
+
+
+def test_pulumi_waits_for_node_scale_up_plus_startup() -> None:
+    cfg, model = config()
+    deployment = vllm_spec.deployment(cfg, model, False)
+    timeout = int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
+    assert timeout == cfg.startup_budget_seconds(model) + 600
+    assert deployment["spec"]["progressDeadlineSeconds"] == timeout
+
+
+def test_hardened_security_context() -> None:
+    cfg, model = config()
+    pod = vllm_spec.deployment(cfg, model, False)["spec"]["template"]["spec"]
+    main = pod["containers"][0]["securityContext"]
+    assert main["allowPrivilegeEscalation"] is False and main["readOnlyRootFilesystem"] is True
+    assert main["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    writable = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert {"/tmp", vllm_spec.HOME_PATH, vllm_spec.MODEL_CACHE_PATH} <= writable
+
+
+def test_resources_default_from_the_instance_and_limits_match() -> None:
+    cfg, model = config()
+    resources = container(cfg, model)["resources"]
+    assert resources["requests"]["cpu"] == "3" and resources["requests"]["memory"] == "12Gi"
+    assert resources["limits"]["cpu"] == "3" and resources["limits"]["memory"] == "12Gi"
+    cfg, model = config(resources={"cpu": "2500m", "memory": "10Gi"})
+    assert container(cfg, model)["resources"]["requests"]["cpu"] == "2500m"
+
+
+def test_scaled_object_queries_the_served_name_queue() -> None:
+    cfg, model = config(servedModelName="llama", replicas={"min": 1, "max": 4}, autoscaling={"queueDepthPerReplica": 7})
+    spec = vllm_spec.scaled_object(cfg, model, "http://prom:9090")["spec"]
+    trigger = spec["triggers"][0]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"] == {
+        "serverAddress": "http://prom:9090",
+        "query": 'sum(vllm:num_requests_waiting{namespace="inference",model_name="llama"})',
+        "threshold": "7",
+    }
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] < behavior["scaleDown"]["stabilizationWindowSeconds"]
+
+
+def test_hpa_mode_targets_cpu() -> None:
+    cfg, model = config(autoscaling={"mode": "hpa-cpu", "targetCpuUtilizationPercent": 60})
+    spec = vllm_spec.horizontal_pod_autoscaler(cfg, model)["spec"]
+    assert spec["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-8b"}
+
+
+def test_service_monitor_and_service_share_the_selector() -> None:
+    cfg, model = config()
+    service = vllm_spec.service(cfg, model)
+    monitor = vllm_spec.service_monitor(cfg, model)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert vllm_spec.MONITOR_SELECTOR_LABELS.items() <= monitor["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["port"] == 8000
+    assert vllm_spec.service_url(cfg, model) == "http://llama-8b.inference.svc.cluster.local:8000"
+
+
+def test_pdb_never_blocks_a_drain_on_an_unready_pod() -> None:
+    cfg, model = config()
+    spec = vllm_spec.pod_disruption_budget(cfg, model)["spec"]
+    assert spec["maxUnavailable"] == 1 and spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
