@@ -22,6 +22,8 @@ from components.catalog import INSTANCE_TYPES, InstanceType, allocatable_cpu_mil
 CONFIG_NAMESPACE = "vllm-platform"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
 SERVING_PORT = 8000
+# Image pull and process start on top of a simulated model's load phase.
+SIMULATED_START_MARGIN_SECONDS = 120
 
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -368,6 +370,9 @@ class PlatformConfig(_Section):
     def startup_budget_seconds(self, model: Model) -> int:
         if model.startup_timeout_seconds:
             return model.startup_timeout_seconds
+        if self.is_simulated(model):
+            load = sizing.simulated_timing(model.effective_parameters_billions, model.tensor_parallel_size).load_seconds
+            return load + SIMULATED_START_MARGIN_SECONDS
         params = model.effective_parameters_billions
         assert params is not None
         return sizing.startup_budget_seconds(params, model.quantization)
@@ -518,6 +523,15 @@ def _platform_problems(cfg: PlatformConfig) -> list[str]:
     return problems
 
 
+def config_notes(cfg: PlatformConfig) -> list[str]:
+    """What a valid config still deserves a word about: checks that did not run."""
+    return [
+        f"models[{m.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+        for m in cfg.models
+        if cfg.is_simulated(m)
+    ]
+
+
 def parse_config(raw: dict[str, Any]) -> PlatformConfig:
     """Validate the raw `vllm-platform:` values (keys without the namespace) or raise ConfigError."""
     try:
@@ -545,4 +559,6 @@ def load_stack_config() -> tuple[PlatformConfig, Optional[pulumi.Output[str]]]:
         cfg = parse_config(raw)
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
+    for note in config_notes(cfg):
+        pulumi.log.warn(note)
     return cfg, config.get_secret(HF_TOKEN_KEY)

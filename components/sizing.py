@@ -106,6 +106,30 @@ def model_cache_gib(parameters_billions: float, quantization: str | None) -> int
     return math.ceil(weights_gb(parameters_billions, quantization) * 1e9 * 1.1 / 2**30)
 
 
+@dataclass(frozen=True)
+class SimulatedTiming:
+    load_seconds: int
+    time_to_first_token_ms: int
+    inter_token_latency_ms: int
+
+
+# Sizes the simulator imitates when a simulated model names none: the common 8B class.
+SIMULATED_DEFAULT_BILLIONS = 8.0
+
+
+def simulated_timing(parameters_billions: float | None, tensor_parallel: int) -> SimulatedTiming:
+    """Latencies in the range vLLM shows on A10G/A100 for this size, and a short, size-scaled load phase.
+
+    The load phase is capped at a minute: a simulated stack is for exercising the path, not for waiting.
+    """
+    billions = parameters_billions or SIMULATED_DEFAULT_BILLIONS
+    return SimulatedTiming(
+        load_seconds=min(60, 5 + round(billions / 2)),
+        time_to_first_token_ms=round(40 + 4 * billions / tensor_parallel),
+        inter_token_latency_ms=round(8 + 1.5 * billions / tensor_parallel),
+    )
+
+
 # What the vLLM image and kubelet's own files take on the node's root volume.
 IMAGE_AND_SYSTEM_DISK_GIB = 40
 

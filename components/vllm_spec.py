@@ -55,6 +55,12 @@ SCALE_DOWN_BEHAVIOR = {
     "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
 }
 KEDA_POLLING_INTERVAL_SECONDS = 15
+
+# llm-d's vLLM simulator: the same OpenAI API, probes and vllm: metrics, without a GPU.
+SIMULATOR_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
+SIMULATOR_BINARY = "/app/llm-d-inference-sim"
+SIMULATOR_CPU = "250m"
+SIMULATOR_MEMORY = "256Mi"
 METRICS_INTERVAL = "15s"
 
 
@@ -193,7 +199,9 @@ def _env(hf_token: bool) -> list[dict[str, Any]]:
     return env
 
 
-def _volumes(model: Model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(cfg: PlatformConfig, model: Model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if cfg.is_simulated(model):
+        return [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
     volumes = [
         {"name": "model-cache", "emptyDir": {}},
         {"name": "home", "emptyDir": {}},
@@ -234,7 +242,7 @@ def pod_security_context() -> dict[str, Any]:
 
 
 def vllm_container(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
-    _, mounts = _volumes(model)
+    _, mounts = _volumes(cfg, model)
     return {
         "name": "vllm",
         "image": model.image,
@@ -244,6 +252,46 @@ def vllm_container(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[st
         "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
         "env": _env(hf_token),
         "resources": container_resources(cfg, model),
+        "volumeMounts": mounts,
+        "startupProbe": startup_probe(cfg, model),
+        "readinessProbe": readiness_probe(),
+        "livenessProbe": liveness_probe(),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": container_security_context(),
+    }
+
+
+def simulator_args(cfg: PlatformConfig, model: Model) -> list[str]:
+    """Flags that make the simulator answer like the configured model: its served name, context and latency."""
+    timing = sizing.simulated_timing(model.effective_parameters_billions, model.tensor_parallel_size)
+    # A name the simulator cannot find on the hub keeps it from downloading a tokenizer at start.
+    args = [
+        "--model", f"simulated-{model.name}",
+        "--served-model-name", model.effective_served_name,
+        "--port", str(SERVING_PORT),
+        "--mode", "random",
+        "--time-to-first-token", f"{timing.time_to_first_token_ms}ms",
+        "--inter-token-latency", f"{timing.inter_token_latency_ms}ms",
+    ]  # fmt: skip
+    if model.max_model_len:
+        args += ["--max-model-len", str(model.max_model_len)]
+    return args
+
+
+def simulator_container(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    timing = sizing.simulated_timing(model.effective_parameters_billions, model.tensor_parallel_size)
+    # The simulator has no load phase of its own; holding its port closed reproduces vLLM's
+    # "connection refused until loaded" start, so the startup probe and pulumi's await are exercised.
+    command = " ".join([f"sleep {timing.load_seconds} &&", "exec", SIMULATOR_BINARY, *simulator_args(cfg, model)])
+    _, mounts = _volumes(cfg, model)
+    compute = {"cpu": SIMULATOR_CPU, "memory": SIMULATOR_MEMORY}
+    return {
+        "name": "vllm",
+        "image": SIMULATOR_IMAGE,
+        "imagePullPolicy": "Always",
+        "command": ["/bin/sh", "-c", command],
+        "ports": [{"name": "http", "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "resources": {"requests": compute, "limits": compute},
         "volumeMounts": mounts,
         "startupProbe": startup_probe(cfg, model),
         "readinessProbe": readiness_probe(),
@@ -267,6 +315,8 @@ def _topology_spread(model: Model) -> list[dict[str, Any]]:
 
 
 def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    if cfg.is_simulated(model):
+        return {}
     return {
         "nodeSelector": {GPU_POOL_LABEL: cfg.pool_of(model).name},
         "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"}],
@@ -274,7 +324,7 @@ def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
 
 
 def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
-    volumes, _ = _volumes(model)
+    volumes, _ = _volumes(cfg, model)
     timeout = await_timeout_seconds(cfg, model)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(model)},
@@ -294,7 +344,11 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": termination_grace_seconds(model),
                 "securityContext": pod_security_context(),
-                "containers": [vllm_container(cfg, model, hf_token)],
+                "containers": [
+                    simulator_container(cfg, model)
+                    if cfg.is_simulated(model)
+                    else vllm_container(cfg, model, hf_token)
+                ],
                 "volumes": volumes,
                 "topologySpreadConstraints": _topology_spread(model),
                 **_placement(cfg, model),

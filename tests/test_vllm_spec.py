@@ -178,3 +178,61 @@ def test_pdb_never_blocks_a_drain_on_an_unready_pod() -> None:
     cfg, model = config()
     spec = vllm_spec.pod_disruption_budget(cfg, model)["spec"]
     assert spec["maxUnavailable"] == 1 and spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def simulated(**model_fields: Any) -> tuple[PlatformConfig, Model]:
+    raw = base()
+    raw["models"][0].update(model_fields)
+    raw["simulateAccelerators"] = True
+    cfg = parse_config(raw)
+    return cfg, cfg.models[0]
+
+
+def test_simulated_model_has_no_gpu_and_no_gpu_placement() -> None:
+    cfg, model = simulated(model="meta-llama/Llama-3.3-70B-Instruct", tensorParallelSize=8)
+    pod = vllm_spec.deployment(cfg, model, hf_token=True)["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    assert main["image"] == vllm_spec.SIMULATOR_IMAGE
+    assert "nvidia.com/gpu" not in main["resources"]["limits"]
+    assert "nvidia.com/gpu" not in main["resources"]["requests"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert all(v["name"] != "dshm" for v in pod["volumes"])
+
+
+def test_simulated_model_keeps_the_serving_surface() -> None:
+    cfg, model = simulated(servedModelName="llama")
+    real_cfg, real_model = config(servedModelName="llama")
+    sim, real = vllm_spec.deployment(cfg, model, False), vllm_spec.deployment(real_cfg, real_model, False)
+    sim_main = sim["spec"]["template"]["spec"]["containers"][0]
+    real_main = real["spec"]["template"]["spec"]["containers"][0]
+    for key in ("name", "ports", "readinessProbe", "livenessProbe", "lifecycle", "securityContext"):
+        assert sim_main[key] == real_main[key], key
+    assert sim_main["startupProbe"]["httpGet"] == real_main["startupProbe"]["httpGet"]
+    assert sim["metadata"]["labels"] == real["metadata"]["labels"]
+    assert vllm_spec.service(cfg, model) == vllm_spec.service(real_cfg, real_model)
+    assert vllm_spec.service_monitor(cfg, model) == vllm_spec.service_monitor(real_cfg, real_model)
+    assert vllm_spec.scaled_object(cfg, model, "u") == vllm_spec.scaled_object(real_cfg, real_model, "u")
+
+
+def test_simulator_mimics_the_configured_model() -> None:
+    cfg, model = simulated(servedModelName="llama", maxModelLen=4096)
+    command = vllm_spec.deployment(cfg, model, False)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    script = command[2]
+    assert script.startswith("sleep 9 && exec /app/llm-d-inference-sim ")
+    for expected in ("--served-model-name llama", "--port 8000", "--max-model-len 4096", "--time-to-first-token 72ms"):
+        assert expected in script
+    startup = vllm_spec.startup_probe(cfg, model)
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 9
+
+
+def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
+    from components.config import config_notes
+
+    raw = base()
+    raw["models"][0].update({"model": "meta-llama/Llama-3.3-70B-Instruct", "simulate": True})
+    raw["models"][0].pop("gpuPool")
+    cfg = parse_config(raw)
+    assert config_notes(cfg) == [
+        "models[llama-8b]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+    ]

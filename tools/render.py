@@ -25,7 +25,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, parse_config
+from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, config_notes, parse_config
 from tools import mocks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,7 @@ def platform_config(stack_config: StackConfig) -> PlatformConfig:
 class Rendering:
     stack: str
     project: str
+    config: PlatformConfig
     resources: list[mocks.RecordedResource]
     outputs: dict[str, Any]
 
@@ -133,7 +134,7 @@ async def _resolved_exports() -> dict[str, Any]:
 
 def render(stack_config: StackConfig, stack: str) -> Rendering:
     """Run the program under mocks; raises ConfigError before anything runs if the config is invalid."""
-    platform_config(stack_config)
+    config = platform_config(stack_config)
     project = project_name()
     monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys)
     exports: dict[str, Any] = {}
@@ -147,7 +148,7 @@ def render(stack_config: StackConfig, stack: str) -> Rendering:
         return collect()
 
     _sync_await(run_pulumi_func(program))
-    return Rendering(stack=stack, project=project, resources=monitor.records, outputs=exports)
+    return Rendering(stack=stack, project=project, config=config, resources=monitor.records, outputs=exports)
 
 
 def stack_file(stack: str) -> Path:
@@ -173,6 +174,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {path.name}: {error}", file=sys.stderr)
         return 2
     rendering.write(args.out)
+    for note in config_notes(rendering.config):
+        print(f"note: {note}")
     kinds = len(rendering.manifests())
     print(f"rendered stack {stack}: {kinds} Kubernetes objects, {len(rendering.resources)} resources -> {args.out}")
     return 0
