@@ -354,11 +354,18 @@ class PlatformConfig(_Section):
     models: list[Model] = Field(min_length=1)
     observability: Observability = Observability()
     simulate_accelerators: bool = False
+    # Namespaces whose pods may call the models; everything else is denied at the serving port.
+    client_namespaces: list[str] = []
 
     @field_validator("namespace")
     @classmethod
     def _namespace_is_label(cls, value: str) -> str:
         return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("client_namespaces")
+    @classmethod
+    def _namespaces_are_labels(cls, values: list[str]) -> list[str]:
+        return [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
 
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate
@@ -545,7 +552,7 @@ def parse_config(raw: dict[str, Any]) -> PlatformConfig:
 
 
 # Top-level keys read as JSON objects; `namespace` is a plain string and `hfToken` a secret.
-OBJECT_KEYS = ("cluster", "models", "observability", "simulateAccelerators")
+OBJECT_KEYS = ("cluster", "models", "observability", "simulateAccelerators", "clientNamespaces")
 HF_TOKEN_KEY = "hfToken"
 
 

@@ -24,6 +24,11 @@ def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) 
     namespace = k8s.core.v1.Namespace(cfg.namespace, metadata=manifest["metadata"], opts=k8s_opts)
     in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))
 
+    for policy in vllm_spec.network_policies(cfg):
+        k8s.networking.v1.NetworkPolicy(
+            policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"], opts=in_namespace
+        )
+
     observability = Observability("observability", cfg, opts=k8s_opts)
 
     token_secret = None

@@ -22,6 +22,9 @@ HF_TOKEN_SECRET_KEY = "token"
 # Prometheus selects ServiceMonitors and PodMonitors carrying this label; see observability.py.
 MONITOR_SELECTOR_LABELS = {"app.kubernetes.io/part-of": PART_OF}
 
+# Where Prometheus runs; it scrapes /metrics on the serving port.
+MONITORING_NAMESPACE = "monitoring"
+
 MODEL_CACHE_PATH = "/models-cache"
 HOME_PATH = "/home/vllm"
 SHM_PATH = "/dev/shm"
@@ -94,6 +97,43 @@ def namespace(cfg: PlatformConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+def network_policies(cfg: PlatformConfig) -> list[dict[str, Any]]:
+    """Deny all ingress in the namespace, then open the serving port to clients and to Prometheus only."""
+    metadata = {"namespace": cfg.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}}
+    allowed = sorted({*cfg.client_namespaces, MONITORING_NAMESPACE})
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {**metadata, "name": "default-deny-ingress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {**metadata, "name": "allow-serving-port"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "vllm"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": allowed}
+                                    ]
+                                }
+                            }
+                        ],
+                        "ports": [{"port": SERVING_PORT, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        },
+    ]
 
 
 def hf_token_secret_metadata(cfg: PlatformConfig) -> dict[str, Any]:

@@ -236,3 +236,16 @@ def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
     assert config_notes(cfg) == [
         "models[llama-8b]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
     ]
+
+
+def test_network_policies_deny_by_default_and_open_only_the_serving_port() -> None:
+    raw = base()
+    raw["clientNamespaces"] = ["apps", "gateway"]
+    cfg = parse_config(raw)
+    deny, allow = vllm_spec.network_policies(cfg)
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    rule = allow["spec"]["ingress"][0]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    selector = rule["from"][0]["namespaceSelector"]["matchExpressions"][0]
+    assert selector["values"] == ["apps", "gateway", "monitoring"]
+    assert allow["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm"}
