@@ -140,3 +140,15 @@ def test_a_hundred_models_render_fast_and_linearly() -> None:
     assert large < 10
     # Quadratic growth would make this ratio about 16.
     assert large / small < 8, (small, large)
+
+
+def test_local_stack_runs_simulated_models_without_gpus_or_aws() -> None:
+    local = rendered_stack("local")
+    assert not [r for r in local.resources if r.type.startswith("aws:")]
+    for deployment in objects_of(local, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+        for container in pod["containers"]:
+            assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+            assert container["image"].startswith("ghcr.io/llm-d/llm-d-inference-sim:")
+    assert objects_of(local, "ScaledObject") and objects_of(local, "ServiceMonitor")
