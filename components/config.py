@@ -20,7 +20,8 @@ from components import sizing
 from components.catalog import INSTANCE_TYPES, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
 
 CONFIG_NAMESPACE = "vllm-platform"
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.11.2"
+# --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
 SERVING_PORT = 8000
 # Image pull and process start on top of a simulated model's load phase.
 SIMULATED_START_MARGIN_SECONDS = 120
