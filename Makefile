@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test render preview up install clean
+.PHONY: test render preview up verify install clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ preview: install
 
 up: install
 	pulumi up --stack $(STACK)
+
+# After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack.
+verify: install
+	$(PYTHON) -m tools.verify --stack $(STACK) $(VERIFY_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

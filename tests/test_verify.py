@@ -1,0 +1,667 @@
+"""tools.verify against vLLM-API test doubles on loopback, and its Kubernetes evaluation on API-shaped dicts."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import stat
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from tools import verify
+
+MODEL = "llama-8b"
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+# Few requests, tiny delays and SLO: the slow variant has to be slow without the suite being so.
+FAST = ["--requests", "4", "--concurrency", "4", "--timeout", "2"]
+
+
+class VllmDouble(http.server.ThreadingHTTPServer):
+    """The slice of vLLM's OpenAI server that verify talks to; each keyword makes one failure mode."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        served: tuple[str, ...] = (MODEL,),
+        chat_status: int = 200,
+        chat_delay: float = 0.0,
+        loading_polls: int = 0,
+    ):
+        super().__init__(("127.0.0.1", 0), _VllmHandler)
+        self.served = served
+        self.chat_status = chat_status
+        self.chat_delay = chat_delay
+        self.loading_polls = loading_polls  # /v1/models answers 503 this many times first
+        self.chat_requests: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _VllmHandler(http.server.BaseHTTPRequestHandler):
+    server: VllmDouble
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, document: Optional[dict[str, Any]] = None) -> None:
+        body = json.dumps(document).encode() if document is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._reply(200)
+        elif self.path == "/v1/models":
+            if self.server.loading_polls > 0:
+                self.server.loading_polls -= 1
+                self._reply(503, {"object": "error", "message": "loading"})
+                return
+            models = [{"id": name, "object": "model", "owned_by": "vllm", "root": name} for name in self.server.served]
+            self._reply(200, {"object": "list", "data": models})
+        else:
+            self._reply(404)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.chat_requests.append(request)
+        time.sleep(self.server.chat_delay)
+        if self.server.chat_status != 200:
+            self._reply(self.server.chat_status, {"object": "error", "message": "engine failure", "code": 500})
+            return
+        self._reply(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": request["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "OK"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+            },
+        )
+
+
+@pytest.fixture
+def double() -> Iterator[Any]:
+    servers: list[VllmDouble] = []
+
+    def start(**variant: Any) -> VllmDouble:
+        server = VllmDouble(**variant)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A port that is taken but not listening: connecting is refused, like a pod still loading its model."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{reserved.getsockname()[1]}"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    code = verify.main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def by_check(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["check"]: c for c in result["checks"]}
+
+
+def test_healthy_endpoint_passes_every_check(double, capsys):
+    server = double()
+    code = verify.main(["--url", server.url, "--model", MODEL, *FAST])
+    out, err = capsys.readouterr()
+    assert code == verify.EXIT_PASSED
+    rows = [line.split()[:3] for line in out.splitlines()[1:-1]]
+    assert rows == [[MODEL, name, "PASS"] for name in ("health", "models", "completions", "latency-p95")]
+    assert out.splitlines()[-1] == "PASS: all 4 checks passed"
+    assert "verify: " in err and "verify: " not in out
+    assert len(server.chat_requests) == 4
+    assert server.chat_requests[0]["model"] == MODEL and server.chat_requests[0]["max_tokens"] == verify.MAX_TOKENS
+
+
+def test_not_listening_fails_with_connection_refused(refused_url, capsys):
+    code, result = run_json(capsys, "--url", refused_url, "--model", MODEL, *FAST)
+    checks = by_check(result)
+    assert code == verify.EXIT_FAILED and result["passed"] is False
+    assert checks["health"]["status"] == "FAIL" and checks["health"]["detail"] == "connection refused"
+    assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"] == "connection refused"
+    assert checks["completions"]["status"] == "FAIL" and checks["completions"]["detail"].startswith("skipped")
+
+
+def test_model_not_listed_fails_the_models_check(double, capsys):
+    server = double(served=("some-other-model",))
+    code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST)
+    checks = by_check(result)
+    assert code == verify.EXIT_FAILED
+    assert checks["health"]["status"] == "PASS"
+    assert checks["models"]["status"] == "FAIL"
+    assert checks["models"]["detail"] == "'llama-8b' not listed (listed: some-other-model)"
+    assert checks["latency-p95"]["status"] == "FAIL"
+    assert server.chat_requests == []
+
+
+def test_slow_completions_fail_the_p95_slo(double, capsys):
+    server = double(chat_delay=0.1)
+    code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST, "--p95-slo", "0.05")
+    checks = by_check(result)
+    assert code == verify.EXIT_FAILED
+    assert checks["completions"]["status"] == "PASS"
+    latency = checks["latency-p95"]
+    assert latency["status"] == "FAIL"
+    assert latency["data"]["p95Seconds"] >= 0.1 and latency["data"]["p95SloSeconds"] == 0.05
+    assert "SLO p95 <= 0.05 s" in latency["detail"]
+
+
+def test_server_errors_fail_the_completions_check(double, capsys):
+    server = double(chat_status=500)
+    code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST)
+    checks = by_check(result)
+    assert code == verify.EXIT_FAILED
+    assert checks["health"]["status"] == "PASS" and checks["models"]["status"] == "PASS"
+    assert checks["completions"]["status"] == "FAIL"
+    assert checks["completions"]["detail"].startswith("4/4 failed: HTTP 500")
+    assert checks["latency-p95"]["detail"] == "no successful completion to measure"
+    assert checks["latency-p95"]["data"]["errors"] == 4
+
+
+def test_request_timeouts_are_reported_not_raised(double, capsys):
+    server = double(chat_delay=0.5)
+    code, result = run_json(capsys, "--url", server.url, "--model", MODEL, "--requests", "2", "--timeout", "0.1")
+    assert code == verify.EXIT_FAILED
+    assert by_check(result)["completions"]["detail"] == "2/2 failed: timed out after 0.1 s x2"
+
+
+def test_json_output_shape(double, capsys):
+    server = double()
+    code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST)
+    assert code == 0
+    assert set(result) == {"passed", "checks"} and result["passed"] is True
+    for check in result["checks"]:
+        assert set(check) == {"model", "check", "status", "detail", "data"}
+    latency = by_check(result)["latency-p95"]["data"]
+    assert set(latency) == {"requests", "errors", "p95SloSeconds", "p50Seconds", "p95Seconds", "maxSeconds"}
+    assert latency["requests"] == 4 and latency["errors"] == 0
+    assert latency["p50Seconds"] <= latency["p95Seconds"] <= latency["maxSeconds"]
+
+
+def test_wait_ready_waits_for_the_model_to_load(double, capsys):
+    server = double(loading_polls=2)
+    options = verify.Options(requests=1, timeout=2, wait_ready=5, wait_interval=0.01)
+    checks = verify.verify_target(verify.Target(MODEL, MODEL, server.url), options)
+    assert server.loading_polls == 0
+    assert all(c.passed for c in checks)
+    assert "still not ready" not in capsys.readouterr().err
+
+
+def test_wait_until_gives_up_at_the_deadline(refused_url):
+    started = time.monotonic()
+    reason = verify.wait_until(lambda left: verify.http_request(refused_url, left).error, 0.2, interval=0.05)
+    assert reason == "connection refused"
+    assert 0.2 <= time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--url", "http://127.0.0.1:1"],
+        ["--stack", "dev", "--model", MODEL],
+        ["--url", "http://127.0.0.1:1", "--stack", "dev"],
+        ["--url", "http://127.0.0.1:1", "--model", MODEL, "--requests", "0"],
+        ["--url", "http://127.0.0.1:1", "--model", MODEL, "--p95-slo", "-1"],
+    ],
+)
+def test_bad_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        verify.main(argv)
+    assert exit_info.value.code == verify.EXIT_USAGE
+
+
+def test_stack_without_the_pulumi_cli_is_a_clear_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(verify.shutil, "which", lambda name: None)
+    assert verify.main(["--stack", "dev"]) == verify.EXIT_USAGE
+    assert "the pulumi CLI is not on PATH" in capsys.readouterr().err
+
+
+def test_kubernetes_checks_need_a_service_url(capsys):
+    code = verify.main(["--url", "http://127.0.0.1:8000", "--model", MODEL, "--kubeconfig", "/nonexistent"])
+    assert code == verify.EXIT_USAGE
+    assert "Service URL" in capsys.readouterr().err
+
+
+def test_unreadable_kubeconfig_is_a_failed_check(tmp_path, capsys):
+    url = "http://llama-8b.vllm.svc.cluster.local:8000"
+    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(tmp_path / "missing"))
+    assert code == verify.EXIT_FAILED
+    assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
+
+
+def test_targets_from_stack_outputs():
+    outputs = {
+        "namespace": "vllm",
+        "models": {
+            "qwen": {
+                "serviceUrl": "http://qwen.vllm.svc.cluster.local:8000",
+                "servedModelName": "qwen-7b",
+                "port": 8000,
+            },
+            "llama-8b": {
+                "serviceUrl": "http://llama-8b.vllm.svc.cluster.local:8000",
+                "servedModelName": MODEL,
+                "port": 8000,
+            },
+        },
+    }
+    assert verify.targets_from_outputs(outputs) == [
+        verify.Target("llama-8b", MODEL, "http://llama-8b.vllm.svc.cluster.local:8000", "vllm"),
+        verify.Target("qwen", "qwen-7b", "http://qwen.vllm.svc.cluster.local:8000", "vllm"),
+    ]
+    with pytest.raises(verify.UsageError):
+        verify.targets_from_outputs({"namespace": "vllm"})
+
+
+def test_target_from_a_service_url_names_deployment_and_namespace():
+    assert verify.target_from_url("http://llama-8b.vllm.svc.cluster.local:8000", "served") == verify.Target(
+        "llama-8b", "served", "http://llama-8b.vllm.svc.cluster.local:8000", "vllm"
+    )
+    assert verify.target_from_url("http://127.0.0.1:8000", "served").namespace is None
+    with pytest.raises(verify.UsageError):
+        verify.target_from_url("ftp://example.com", "served")
+
+
+def test_stack_kubeconfig_goes_to_a_private_temporary_file():
+    with verify.kubeconfig_file({"apiVersion": "v1", "kind": "Config"}) as path:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert json.loads(open(path).read())["kind"] == "Config"
+    with pytest.raises(FileNotFoundError):
+        open(path)
+
+
+def test_table_has_one_aligned_row_per_check_and_a_verdict():
+    checks = [
+        verify.Check("llama-8b", "health", True, "HTTP 200 in 0.010 s"),
+        verify.Check("qwen", "latency-p95", False, "p50 1.000 s, p95 4.000 s, max 5.000 s (SLO p95 <= 3 s)"),
+    ]
+    assert verify.render_table(checks).splitlines() == [
+        "MODEL     CHECK        STATUS  DETAIL",
+        "llama-8b  health       PASS    HTTP 200 in 0.010 s",
+        "qwen      latency-p95  FAIL    p50 1.000 s, p95 4.000 s, max 5.000 s (SLO p95 <= 3 s)",
+        "FAIL: 1 of 2 checks failed",
+    ]
+
+
+@pytest.mark.parametrize(
+    "values, pct, expected",
+    [
+        ([5.0], 95, 5.0),
+        ([3.0, 1.0, 2.0], 50, 2.0),
+        (list(range(1, 21)), 95, 19),
+        (list(range(1, 21)), 100, 20),
+        ([1.0, 2.0], 0, 1.0),
+    ],
+)
+def test_percentile_is_nearest_rank(values, pct, expected):
+    assert verify.percentile(values, pct) == expected
+
+
+def test_percentile_of_nothing_is_an_error():
+    with pytest.raises(ValueError):
+        verify.percentile([], 95)
+
+
+def _completion(elapsed: float) -> verify.Response:
+    return verify.Response(200, json.dumps({"choices": [{"message": {"content": "OK"}}]}).encode(), elapsed)
+
+
+def test_evaluate_completions_counts_errors_and_measures_only_successes():
+    responses = [
+        _completion(0.1),
+        _completion(0.3),
+        verify.Response(200, b'{"object": "list"}', 0.01),
+        verify.Response(None, b"", 2.0, "connection refused"),
+    ]
+    completions, latency = verify.evaluate_completions(MODEL, responses, p95_slo=0.5)
+    assert not completions.passed
+    assert completions.detail == "2/4 failed: HTTP 200 without a chat completion x1; connection refused x1"
+    assert latency.passed and latency.data["p95Seconds"] == 0.3 and latency.data["maxSeconds"] == 0.3
+
+
+def deployment(
+    replicas: int = 2, available: int = 2, updated: int = 2, progressing: Optional[dict[str, str]] = None
+) -> dict[str, Any]:
+    conditions = [{"type": "Progressing", **(progressing or {"status": "True", "reason": "NewReplicaSetAvailable"})}]
+    return {
+        "metadata": {"name": MODEL, "namespace": "vllm"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": MODEL}},
+        },
+        "status": {"availableReplicas": available, "updatedReplicas": updated, "conditions": conditions},
+    }
+
+
+def pod(
+    name: str,
+    ready: bool = True,
+    restarts: int = 0,
+    finished_at: Optional[str] = None,
+    waiting: Optional[str] = None,
+    terminating: bool = False,
+    unschedulable: bool = False,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "vllm", "ready": ready, "restartCount": restarts, "state": {"running": {}}}
+    if waiting:
+        container["state"] = {"waiting": {"reason": waiting}}
+    if finished_at:
+        container["lastState"] = {"terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": finished_at}}
+    conditions = [
+        {"type": "Ready", "status": "True" if ready else "False", "reason": None if ready else "ContainersNotReady"}
+    ]
+    status: dict[str, Any] = {"phase": "Running", "conditions": conditions, "containerStatuses": [container]}
+    if unschedulable:
+        message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        status = {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}],
+        }
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/instance": MODEL}}
+    if terminating:
+        metadata["deletionTimestamp"] = "2025-06-01T11:59:00Z"
+    spec = {"containers": [{"name": "vllm", "ports": [{"name": "http", "containerPort": 8000}]}]}
+    return {"metadata": metadata, "spec": spec, "status": status}
+
+
+def service() -> dict[str, Any]:
+    return {
+        "metadata": {"name": MODEL, "namespace": "vllm"},
+        "spec": {
+            "selector": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": MODEL},
+            "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs, passed, detail",
+    [
+        ({}, True, "2/2 available, 2 updated"),
+        ({"available": 1}, False, "1/2 available, 2 updated"),
+        ({"updated": 1}, False, "2/2 available, 1 updated; rollout still in progress"),
+        (
+            {"replicas": 0, "available": 0, "updated": 0},
+            False,
+            "0/0 available, 0 updated; scaled to zero, nothing serves",
+        ),
+        (
+            {
+                "available": 0,
+                "progressing": {"status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"},
+            },
+            False,
+            "0/2 available, 2 updated; ProgressDeadlineExceeded: timed out",
+        ),
+    ],
+)
+def test_evaluate_deployment(kwargs, passed, detail):
+    check = verify.evaluate_deployment(MODEL, deployment(**kwargs))
+    assert (check.check, check.passed, check.detail) == ("deployment", passed, detail)
+
+
+def test_evaluate_pods_names_what_keeps_each_pod_from_ready():
+    pods = [
+        pod("a"),
+        pod("b", ready=False, waiting="CrashLoopBackOff"),
+        pod("c", ready=False, unschedulable=True),
+        pod("d", ready=False, terminating=True),
+    ]
+    check = verify.evaluate_pods(MODEL, pods)
+    assert not check.passed
+    assert check.detail == (
+        "1/3 Ready; b: vllm CrashLoopBackOff, "
+        "c: Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    )
+    assert verify.evaluate_pods(MODEL, [pod("a"), pod("d", ready=False, terminating=True)]).detail == "1/1 Ready"
+    assert verify.evaluate_pods(MODEL, []).detail == "no pods"
+
+
+@pytest.mark.parametrize(
+    "before, after, passed, detail",
+    [
+        ([pod("a")], [pod("a")], True, "none in the last 60m"),
+        ([], [pod("a", restarts=3, finished_at="2025-06-01T10:00:00Z")], True, "none in the last 60m (3 older)"),
+        (
+            [],
+            [pod("a", restarts=1, finished_at="2025-06-01T11:30:00Z")],
+            False,
+            "a/vllm restarted at 2025-06-01T11:30:00Z (OOMKilled, exit 137); restart count 1",
+        ),
+        (
+            [pod("a", restarts=3, finished_at="2025-06-01T10:00:00Z")],
+            [pod("a", restarts=4, finished_at="2025-06-01T10:00:00Z")],
+            False,
+            "a/vllm restarted during verification (3 -> 4; OOMKilled, exit 137)",
+        ),
+        ([pod("a"), pod("b")], [pod("a")], False, "b went away during verification"),
+    ],
+)
+def test_evaluate_restarts(before, after, passed, detail):
+    check = verify.evaluate_restarts(MODEL, before, after, NOW, HOUR)
+    assert (check.check, check.passed, check.detail) == ("restarts", passed, detail)
+
+
+def test_forward_target_resolves_the_named_port_on_a_ready_pod():
+    pods = [pod("a", ready=False), pod("b", terminating=True), pod("c")]
+    assert verify.forward_target(service(), pods) == ("c", 8000)
+    with pytest.raises(verify.KubeError, match="no Ready pod"):
+        verify.forward_target(service(), [pod("a", ready=False)])
+
+
+class FakeKube:
+    def __init__(self, upstream: str, pods: list[dict[str, Any]], pods_later: Optional[list[dict[str, Any]]] = None):
+        self.port = int(upstream.rsplit(":", 1)[1])
+        self._pods = [pods, pods_later or pods]
+        self.streams = 0
+        self.selectors: list[str] = []
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        if name != MODEL:
+            raise verify.KubeError(f"reading Deployment {namespace}/{name}: HTTP 404 Not Found")
+        return deployment()
+
+    def service(self, namespace: str, name: str) -> dict[str, Any]:
+        return service()
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.selectors.append(selector)
+        # The first listings are before the load; the last one, for restarts, after it.
+        return self._pods[0] if len(self.selectors) < 3 else self._pods[1]
+
+    def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
+        assert (namespace, pod_name, port) == ("vllm", "a", 8000)
+        self.streams += 1
+        return socket.create_connection(("127.0.0.1", self.port))
+
+
+def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
+    server = double()
+    kube = FakeKube(server.url, [pod("a")])
+    target = verify.Target(MODEL, MODEL, f"http://{MODEL}.vllm.svc.cluster.local:8000", "vllm")
+    checks = verify.verify_target(target, verify.Options(requests=3, concurrency=2, timeout=2), kube)
+    assert [(c.check, c.status) for c in checks] == [
+        ("deployment", "PASS"),
+        ("pods-ready", "PASS"),
+        ("port-forward", "PASS"),
+        ("health", "PASS"),
+        ("models", "PASS"),
+        ("completions", "PASS"),
+        ("latency-p95", "PASS"),
+        ("restarts", "PASS"),
+    ]
+    assert kube.streams == 5  # one stream per HTTP connection: /health, /v1/models, 3 completions
+    assert set(kube.selectors) == {"app.kubernetes.io/instance=llama-8b,app.kubernetes.io/name=vllm"}
+
+
+def test_kubernetes_checks_catch_a_restart_during_the_load(double):
+    server = double()
+    kube = FakeKube(server.url, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
+    target = verify.Target(MODEL, MODEL, "unused", "vllm")
+    restarts = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)[-1]
+    assert (restarts.check, restarts.passed) == ("restarts", False)
+    assert "restarted during verification (0 -> 1" in restarts.detail
+
+
+def test_kubernetes_api_errors_become_failed_checks(double):
+    server = double()
+    kube = FakeKube(server.url, [pod("a")])
+    target = verify.Target("missing", MODEL, "unused", "vllm")
+    checks = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)
+    assert (checks[0].check, checks[0].status) == ("deployment", "FAIL")
+    assert checks[0].detail == "reading Deployment vllm/missing: HTTP 404 Not Found"
+
+
+class FakeApiServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, objects: dict[str, dict[str, Any]]):
+        super().__init__(("127.0.0.1", 0), _ApiHandler)
+        self.objects = objects
+
+
+class _ApiHandler(http.server.BaseHTTPRequestHandler):
+    server: FakeApiServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        found = self.server.objects.get(self.path.split("?")[0])
+        body = json.dumps(found or {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def kubeconfig_for(server: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "t"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "current-context": "fake",
+    }
+
+
+@pytest.fixture
+def api_server() -> Iterator[str]:
+    """A loopback Kubernetes API serving one model's Deployment, Service and pod; no port-forward upgrade."""
+    pytest.importorskip("kubernetes")
+    server = FakeApiServer(
+        {
+            f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}": deployment(),
+            f"/api/v1/namespaces/vllm/services/{MODEL}": service(),
+            "/api/v1/namespaces/vllm/pods": {"kind": "PodList", "items": [pod("a")]},
+        }
+    )
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server, tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server)))
+    kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
+    assert kube.deployment("vllm", MODEL) == deployment()
+    assert kube.pods("vllm", "app.kubernetes.io/instance=llama-8b") == [pod("a")]
+    with pytest.raises(verify.KubeError, match=r"reading Deployment vllm/other: HTTP 404"):
+        kube.deployment("vllm", "other")
+
+
+@pytest.fixture
+def fake_pulumi(tmp_path, monkeypatch) -> Any:
+    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its arguments."""
+
+    def install(outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None) -> Path:
+        (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+        body = f'echo "{fail}" >&2; exit 255' if fail else f'cat "{tmp_path}/outputs.json"'
+        script = tmp_path / "pulumi"
+        script.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\n{body}\n')
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+        return tmp_path / "args"
+
+    return install
+
+
+def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsys):
+    healthy, broken = double(), double(chat_status=500)
+    args = fake_pulumi(
+        {
+            "namespace": "vllm",
+            "models": {
+                "a-model": {"serviceUrl": healthy.url, "servedModelName": MODEL, "port": 8000},
+                "b-model": {"serviceUrl": broken.url, "servedModelName": MODEL, "port": 8000},
+            },
+        }
+    )
+    code, result = run_json(capsys, "--stack", "dev", *FAST)
+    assert args.read_text().split() == ["stack", "output", "--json", "--show-secrets", "--stack", "dev"]
+    assert code == verify.EXIT_FAILED
+    failed = [(c["model"], c["check"]) for c in result["checks"] if c["status"] == "FAIL"]
+    assert failed == [("b-model", "completions"), ("b-model", "latency-p95")]
+
+
+def test_a_pulumi_failure_is_a_usage_error(fake_pulumi, capsys):
+    fake_pulumi(fail="error: no stack named 'nope' found")
+    assert verify.main(["--stack", "nope"]) == verify.EXIT_USAGE
+    assert "no stack named 'nope' found" in capsys.readouterr().err
+
+
+def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulumi, capsys):
+    """The cluster answers but refuses the port-forward upgrade: failed HTTP checks, no traceback."""
+    fake_pulumi(
+        {
+            "namespace": "vllm",
+            "kubeconfig": kubeconfig_for(api_server),
+            "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
+        }
+    )
+    code = verify.main(["--stack", "dev", *FAST, "--json"])
+    out, err = capsys.readouterr()
+    checks = by_check(json.loads(out))
+    assert code == verify.EXIT_FAILED
+    assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
+    assert checks["port-forward"]["detail"] == "via pod a port 8000"
+    assert checks["health"]["status"] == "FAIL" and "RemoteDisconnected" in checks["health"]["detail"]
+    assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
+
+
+def test_existing_cluster_stacks_name_their_context() -> None:
+    assert verify.stack_file_context("local") == "kind-vllm-platform"
+    assert verify.stack_file_context("dev") is None
+    assert verify.stack_file_context("no-such-stack") is None

@@ -1,0 +1,776 @@
+"""Post-deploy verification: are the models up, Ready, answering, and fast enough?
+
+    python -m tools.verify --url http://127.0.0.1:8000 --model llama-8b
+    python -m tools.verify --stack dev [--kubeconfig PATH] [--context NAME] [--json]
+
+HTTP checks for each model: /health answers 200; /v1/models lists the served model name; N chat
+completions, at bounded concurrency, have no errors and a p95 latency within the SLO.
+With a kubeconfig (--kubeconfig, or the stack's `kubeconfig` output) it also checks the Deployment's
+available replicas, the pods' Ready condition and recent restarts, and reaches each Service through a
+port-forward made with the kubernetes client, so neither kubectl nor in-cluster DNS is needed.
+
+Progress goes to stderr; the table (or --json) to stdout.
+Exit codes: 0 every check passed, 1 some check failed, 2 usage error (bad flags, no pulumi CLI, unknown stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import re
+import select
+import shutil
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+from urllib.parse import urlsplit
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+SERVICE_PORT_NAME = "http"
+PROMPT = "Reply with the single word OK."
+# Enough for a short answer; the point is the round trip, not the generation.
+MAX_TOKENS = 8
+# Cluster-local Service URLs, as the `models` output gives them: http://NAME.NAMESPACE.svc[.cluster.local][:PORT]
+SERVICE_HOST = re.compile(r"^(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc(\.cluster\.local)?$")
+
+
+class UsageError(Exception):
+    """Bad flags or an unusable environment: exit 2, no checks run."""
+
+
+class KubeError(Exception):
+    """A Kubernetes API call or port-forward that failed; becomes a FAILED check, never a traceback."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the model's name in the stack: its Deployment and Service are named after it
+    served_model: str
+    url: str
+    namespace: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    check: str
+    passed: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "check": self.check,
+            "status": self.status,
+            "detail": self.detail,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    requests: int = 20
+    concurrency: int = 4
+    timeout: float = 30.0
+    p95_slo: float = 3.0
+    wait_ready: float = 0.0
+    # How often --wait-ready asks again; short, because the deadline is what bounds the wait.
+    wait_interval: float = 2.0
+    restart_window: float = 900.0
+
+
+@dataclass(frozen=True)
+class Response:
+    status: Optional[int]  # None when no HTTP response arrived at all
+    body: bytes
+    elapsed: float
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    def problem(self) -> str:
+        """Why the request did not succeed, in a few words."""
+        if self.error is not None:
+            return self.error
+        text = self.body.decode("utf-8", "replace").strip()
+        return f"HTTP {self.status}" + (f": {text[:120]}" if text else "")
+
+
+def progress(message: str) -> None:
+    print(f"verify: {message}", file=sys.stderr, flush=True)
+
+
+def http_request(url: str, timeout: float, payload: Optional[dict[str, Any]] = None) -> Response:
+    """One request, GET or (with a payload) POST; transport failures come back as Response.error.
+
+    http.client rather than urllib: urllib would route loopback port-forwards through any *_proxy
+    from the environment."""
+    parts = urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    body = None if payload is None else json.dumps(payload).encode()
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    started = time.monotonic()
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        connection.request("GET" if body is None else "POST", path, body=body, headers=headers)
+        reply = connection.getresponse()
+        data = reply.read()
+        return Response(reply.status, data, time.monotonic() - started)
+    except TimeoutError:
+        return Response(None, b"", time.monotonic() - started, f"timed out after {timeout:g} s")
+    except ConnectionRefusedError:
+        return Response(None, b"", time.monotonic() - started, "connection refused")
+    except (OSError, http.client.HTTPException) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Response(None, b"", time.monotonic() - started, reason)
+    finally:
+        connection.close()
+
+
+def listed_models(body: bytes) -> list[str]:
+    """The ids in a /v1/models answer ({"object": "list", "data": [{"id": ...}, ...]})."""
+    document = json.loads(body)
+    return [entry["id"] for entry in document["data"]]
+
+
+def completion_problem(response: Response) -> Optional[str]:
+    """None for a usable chat completion, else why it is not one."""
+    if not response.ok:
+        return response.problem()
+    try:
+        choices = json.loads(response.body)["choices"]
+        choices[0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return f"HTTP {response.status} without a chat completion"
+    return None
+
+
+def models_problem(response: Response, served_model: str) -> Optional[str]:
+    """None when /v1/models answered and lists the served model, else why not."""
+    if not response.ok:
+        return response.problem()
+    try:
+        ids = listed_models(response.body)
+    except (ValueError, KeyError, TypeError):
+        return "answer is not a model list"
+    if served_model not in ids:
+        return f"{served_model!r} not listed (listed: {', '.join(ids) or 'none'})"
+    return None
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile: always one of the measured values, never an interpolation below it."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: float) -> list[Check]:
+    """The `completions` (error count) and `latency-p95` checks from a batch of chat completions."""
+    problems = [completion_problem(r) for r in responses]
+    latencies = [r.elapsed for r, p in zip(responses, problems) if p is None]
+    errors = Counter(p for p in problems if p is not None)
+    failed = sum(errors.values())
+    if failed:
+        summary = "; ".join(f"{reason} x{count}" for reason, count in errors.most_common(3))
+        completions = Check(model, "completions", False, f"{failed}/{len(responses)} failed: {summary}")
+    else:
+        completions = Check(model, "completions", True, f"{len(responses)}/{len(responses)} succeeded")
+
+    data: dict[str, Any] = {"requests": len(responses), "errors": failed, "p95SloSeconds": p95_slo}
+    if not latencies:
+        return [completions, Check(model, "latency-p95", False, "no successful completion to measure", data)]
+    p50, p95, worst = percentile(latencies, 50), percentile(latencies, 95), max(latencies)
+    data.update({"p50Seconds": round(p50, 4), "p95Seconds": round(p95, 4), "maxSeconds": round(worst, 4)})
+    detail = f"p50 {p50:.3f} s, p95 {p95:.3f} s, max {worst:.3f} s (SLO p95 <= {p95_slo:g} s)"
+    return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
+
+
+def chat_completions(base_url: str, served_model: str, options: Options) -> list[Response]:
+    payload = {
+        "model": served_model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
+    url = f"{base_url}/v1/chat/completions"
+    with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+        futures = [pool.submit(http_request, url, options.timeout, payload) for _ in range(options.requests)]
+        return [future.result() for future in as_completed(futures)]
+
+
+def http_checks(target: Target, base_url: str, options: Options) -> list[Check]:
+    base_url = base_url.rstrip("/")
+    progress(f"{target.name}: GET {base_url}/health")
+    health = http_request(f"{base_url}/health", options.timeout)
+    healthy = health.error is None and health.status == 200
+    checks = [
+        Check(target.name, "health", healthy, f"HTTP 200 in {health.elapsed:.3f} s" if healthy else health.problem())
+    ]
+    progress(f"{target.name}: GET {base_url}/v1/models")
+    problem = models_problem(http_request(f"{base_url}/v1/models", options.timeout), target.served_model)
+    checks.append(Check(target.name, "models", problem is None, problem or f"lists {target.served_model!r}"))
+    if problem is not None:
+        # Completions for a model the server does not list can only fail the same way; say so once.
+        skipped = "skipped: the models check failed"
+        return checks + [Check(target.name, name, False, skipped) for name in ("completions", "latency-p95")]
+    progress(f"{target.name}: {options.requests} chat completions, {options.concurrency} at a time")
+    return checks + evaluate_completions(
+        target.name, chat_completions(base_url, target.served_model, options), options.p95_slo
+    )
+
+
+def wait_until(probe: Callable[[float], Optional[str]], seconds: float, interval: float) -> Optional[str]:
+    """Call probe(time left) until it returns None or the deadline passes; return its last complaint, or None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        reason = probe(max(deadline - time.monotonic(), 0.001))
+        remaining = deadline - time.monotonic()
+        if reason is None or remaining <= 0:
+            return reason
+        time.sleep(min(interval, remaining))
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return _conditions(pod).get("Ready", {}).get("status") == "True"
+
+
+def live_pods(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods not on their way out: a terminating pod is neither a problem nor a place to send traffic."""
+    return sorted((p for p in pods if not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
+
+
+def pod_problem(pod: dict[str, Any]) -> str:
+    """The most telling reason a pod is not Ready: a waiting container, unschedulable, or the condition."""
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return f"{container['name']} {waiting.get('reason', 'waiting')}"
+    scheduled = _conditions(pod).get("PodScheduled", {})
+    if scheduled.get("status") == "False":
+        reason, message = scheduled.get("reason", "Unscheduled"), scheduled.get("message")
+        return f"{reason}: {message}" if message else reason
+    ready = _conditions(pod).get("Ready", {})
+    return ready.get("reason") or status.get("phase", "unknown phase")
+
+
+def evaluate_deployment(model: str, deployment: dict[str, Any]) -> Check:
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    desired = spec.get("replicas", 1)
+    available = status.get("availableReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    detail = f"{available}/{desired} available, {updated} updated"
+    progressing = _conditions(deployment).get("Progressing", {})
+    if progressing.get("status") == "False":
+        return Check(
+            model, "deployment", False, f"{detail}; {progressing.get('reason')}: {progressing.get('message', '')}"
+        )
+    if desired < 1:
+        return Check(model, "deployment", False, f"{detail}; scaled to zero, nothing serves")
+    if updated < desired:
+        return Check(model, "deployment", False, f"{detail}; rollout still in progress")
+    return Check(model, "deployment", available >= desired, detail)
+
+
+def evaluate_pods(model: str, pods: Sequence[dict[str, Any]]) -> Check:
+    pods = live_pods(pods)
+    if not pods:
+        return Check(model, "pods-ready", False, "no pods")
+    not_ready = [p for p in pods if not is_ready(p)]
+    detail = f"{len(pods) - len(not_ready)}/{len(pods)} Ready"
+    if not_ready:
+        detail += "; " + ", ".join(f"{p['metadata']['name']}: {pod_problem(p)}" for p in not_ready)
+    return Check(model, "pods-ready", not not_ready, detail)
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def evaluate_restarts(
+    model: str,
+    before: Sequence[dict[str, Any]],
+    after: Sequence[dict[str, Any]],
+    now: datetime,
+    window: timedelta,
+) -> Check:
+    """Fail on a container that restarted within the window or while verify ran (its count went up),
+    and on a pod that went away meanwhile: each means the model is not as stable as the other checks saw."""
+    counts_before = {
+        (p["metadata"]["name"], c["name"]): c.get("restartCount", 0)
+        for p in before
+        for c in p.get("status", {}).get("containerStatuses") or []
+    }
+    problems: list[str] = []
+    total = 0
+    for pod in after:
+        pod_name = pod["metadata"]["name"]
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            count = container.get("restartCount", 0)
+            total += count
+            where = f"{pod_name}/{container['name']}"
+            previous = counts_before.get((pod_name, container["name"]))
+            terminated = (container.get("lastState") or {}).get("terminated") or {}
+            finished = terminated.get("finishedAt")
+            why = f"{terminated.get('reason', 'terminated')}, exit {terminated.get('exitCode', '?')}"
+            if previous is not None and count > previous:
+                problems.append(f"{where} restarted during verification ({previous} -> {count}; {why})")
+            elif count and finished and now - _parse_time(finished) <= window:
+                problems.append(f"{where} restarted at {finished} ({why}); restart count {count}")
+    gone = sorted({name for name, _ in counts_before} - {p["metadata"]["name"] for p in after})
+    problems += [f"{name} went away during verification" for name in gone]
+    if problems:
+        return Check(model, "restarts", False, "; ".join(problems))
+    minutes = f"{window.total_seconds() / 60:g}m"
+    detail = f"none in the last {minutes}" + (f" ({total} older)" if total else "")
+    return Check(model, "restarts", True, detail)
+
+
+def label_selector(match_labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+
+
+def forward_target(service: dict[str, Any], pods: Sequence[dict[str, Any]]) -> tuple[str, int]:
+    """The Ready pod and container port that the Service's `http` port leads to, as a port-forward needs them."""
+    ports = service["spec"].get("ports") or []
+    named = [p for p in ports if p.get("name") == SERVICE_PORT_NAME] or (ports if len(ports) == 1 else [])
+    if not named:
+        raise KubeError(f"Service {service['metadata']['name']} has no port named {SERVICE_PORT_NAME!r}")
+    target_port = named[0].get("targetPort", named[0]["port"])
+    ready = [p for p in live_pods(pods) if is_ready(p)]
+    if not ready:
+        raise KubeError(f"no Ready pod behind Service {service['metadata']['name']}")
+    pod = ready[0]
+    if isinstance(target_port, int):
+        return pod["metadata"]["name"], target_port
+    for container in pod["spec"]["containers"]:
+        for port in container.get("ports") or []:
+            if port.get("name") == target_port:
+                return pod["metadata"]["name"], port["containerPort"]
+    raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
+
+
+class KubeApi:
+    """The few reads verify makes, as plain API JSON, and port-forward streams; errors become KubeError."""
+
+    def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
+        # Imported here so that HTTP-only runs work without the kubernetes client installed.
+        import urllib3
+        import yaml
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.stream import portforward
+
+        self._errors: tuple[type[BaseException], ...] = (ApiException, urllib3.exceptions.HTTPError, OSError)
+        self._portforward = portforward
+        self._timeout = timeout
+        try:
+            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+        except (ConfigException, OSError, yaml.YAMLError) as exc:
+            raise KubeError(f"cannot load kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+
+    def _describe(self, exc: BaseException) -> str:
+        status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+        if status:
+            return f"HTTP {status} {reason or ''}".strip()
+        # Failed websocket handshakes carry the whole HTML error page; its first line says enough.
+        text = str(reason or exc).strip().splitlines() or [""]
+        return f"{type(exc).__name__}: {text[0][:200]}"
+
+    def _read(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
+        # identical across client versions, and what the pure evaluators above read.
+        try:
+            raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            return json.loads(raw.data)
+        except self._errors as exc:
+            raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._read(f"Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
+
+    def service(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, name, namespace)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing = self._read(
+            f"pods {selector} in {namespace}", self._core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        return listing["items"]
+
+    def open_stream(self, namespace: str, pod: str, port: int) -> Any:
+        """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
+        try:
+            forward = self._portforward(
+                self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+            )
+            return forward.socket(port)
+        except self._errors as exc:
+            raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
+
+
+def relay(a: Any, b: Any, idle_timeout: float) -> None:
+    """Copy bytes both ways until either side closes or nothing moves for idle_timeout."""
+    peers = {a: b, b: a}
+    try:
+        while True:
+            readable, _, _ = select.select(list(peers), [], [], idle_timeout)
+            if not readable:
+                return
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                peers[sock].sendall(data)
+    except OSError:
+        return
+
+
+class _RelayHandler(socketserver.BaseRequestHandler):
+    server: "LocalForward"
+
+    def handle(self) -> None:
+        try:
+            remote = self.server.open_stream()
+        except KubeError as exc:
+            progress(str(exc))
+            return
+        try:
+            relay(self.request, remote, self.server.idle_timeout)
+        finally:
+            remote.close()
+
+
+class LocalForward(socketserver.ThreadingTCPServer):
+    """A listener on 127.0.0.1 (ephemeral port) relaying each connection over a fresh stream from open_stream.
+
+    What `kubectl port-forward` does, so that the HTTP checks can use plain URLs."""
+
+    daemon_threads = True
+
+    def __init__(self, open_stream: Callable[[], Any], idle_timeout: float):
+        super().__init__(("127.0.0.1", 0), _RelayHandler)
+        self.open_stream = open_stream
+        self.idle_timeout = idle_timeout
+        # A short poll interval: shutdown() waits for the serving loop to notice it.
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="verify-forward", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> "LocalForward":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def service_endpoint(kube: KubeApi, namespace: str, name: str) -> tuple[str, int]:
+    """The pod and port that a port-forward to Service `name` should use."""
+    service = kube.service(namespace, name)
+    return forward_target(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
+
+
+def _ready_pod_problem(kube: KubeApi, namespace: str, name: str) -> Optional[str]:
+    try:
+        service_endpoint(kube, namespace, name)
+    except KubeError as exc:
+        return str(exc)
+    return None
+
+
+def _report_wait(model: str, seconds: float, reason: Optional[str]) -> None:
+    if reason is not None:
+        progress(f"{model}: still not ready after {seconds:g} s ({reason}); checking anyway")
+
+
+def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[Check]:
+    """Deployment and pods, then the HTTP checks through a port-forward, then restarts (before and after)."""
+    namespace, model = str(target.namespace), target.name
+    if options.wait_ready:
+        progress(f"{model}: waiting up to {options.wait_ready:g} s for a Ready pod")
+        reason = wait_until(
+            lambda _: _ready_pod_problem(kube, namespace, model), options.wait_ready, options.wait_interval
+        )
+        _report_wait(model, options.wait_ready, reason)
+
+    progress(f"{model}: reading Deployment {namespace}/{model} and its pods")
+    checks: list[Check] = []
+    selector: Optional[str] = None
+    try:
+        deployment = kube.deployment(namespace, model)
+        checks.append(evaluate_deployment(model, deployment))
+        selector = label_selector(deployment["spec"]["selector"].get("matchLabels") or {})
+    except KubeError as exc:
+        checks.append(Check(model, "deployment", False, str(exc)))
+    pods_before: list[dict[str, Any]] = []
+    if selector is not None:
+        try:
+            pods_before = kube.pods(namespace, selector)
+            checks.append(evaluate_pods(model, pods_before))
+        except KubeError as exc:
+            checks.append(Check(model, "pods-ready", False, str(exc)))
+
+    try:
+        pod, port = service_endpoint(kube, namespace, model)
+    except KubeError as exc:
+        checks.append(Check(model, "port-forward", False, str(exc)))
+    else:
+        checks.append(Check(model, "port-forward", True, f"via pod {pod} port {port}"))
+        progress(f"{model}: port-forward to {namespace}/{pod}:{port}")
+        with LocalForward(lambda: kube.open_stream(namespace, pod, port), options.timeout) as forward:
+            checks += http_checks(target, forward.url, options)
+
+    if selector is not None:
+        try:
+            pods_after = kube.pods(namespace, selector)
+        except KubeError as exc:
+            checks.append(Check(model, "restarts", False, str(exc)))
+        else:
+            window = timedelta(seconds=options.restart_window)
+            checks.append(evaluate_restarts(model, pods_before, pods_after, datetime.now(timezone.utc), window))
+    return checks
+
+
+def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = None) -> list[Check]:
+    if kube is not None:
+        return kubernetes_checks(target, options, kube)
+    if options.wait_ready:
+        progress(
+            f"{target.name}: waiting up to {options.wait_ready:g} s for /v1/models to list {target.served_model!r}"
+        )
+        url = f"{target.url.rstrip('/')}/v1/models"
+        reason = wait_until(
+            lambda left: models_problem(http_request(url, min(options.timeout, left)), target.served_model),
+            options.wait_ready,
+            options.wait_interval,
+        )
+        _report_wait(target.name, options.wait_ready, reason)
+    return http_checks(target, target.url, options)
+
+
+def stack_outputs(stack: str) -> dict[str, Any]:
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise UsageError("the pulumi CLI is not on PATH; install it, or check one endpoint with --url URL --model NAME")
+    command = [pulumi, "stack", "output", "--json", "--show-secrets", "--stack", stack]
+    # No stdin: a stack that needs a passphrase then fails with Pulumi's own message instead of a hidden prompt.
+    result = subprocess.run(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UsageError(f"`pulumi stack output --stack {stack}` failed: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def stack_file_context(stack: str) -> Optional[str]:
+    """The kubeconfig context an existing-cluster stack deploys to (`cluster.existing.context`), if any."""
+    path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        return None
+    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    existing = (config.get("vllm-platform:cluster") or {}).get("existing") or {}
+    return existing.get("context")
+
+
+def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
+    models = outputs.get("models") or {}
+    if not models:
+        raise UsageError("the stack has no `models` output; has it been deployed?")
+    namespace = outputs.get("namespace")
+    return [
+        Target(name=name, served_model=model["servedModelName"], url=model["serviceUrl"], namespace=namespace)
+        for name, model in sorted(models.items())
+    ]
+
+
+def target_from_url(url: str, model: str) -> Target:
+    """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--url {url!r} is not an http(s) URL")
+    service = SERVICE_HOST.match(parts.hostname)
+    if service:
+        return Target(service["name"], model, url, service["namespace"])
+    return Target(model, model, url)
+
+
+@contextlib.contextmanager
+def kubeconfig_file(content: Any) -> Iterator[str]:
+    """The stack's kubeconfig in a private temporary file, removed afterwards; mkstemp creates it 0600."""
+    descriptor, path = tempfile.mkstemp(prefix="verify-", suffix=".kubeconfig")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content if isinstance(content, str) else json.dumps(content))
+        yield path
+    finally:
+        os.unlink(path)
+
+
+def render_table(checks: Sequence[Check]) -> str:
+    header = ("MODEL", "CHECK", "STATUS", "DETAIL")
+    rows = [header] + [(c.model, c.check, c.status, c.detail) for c in checks]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    failed = sum(not c.passed for c in checks)
+    lines.append(
+        f"FAIL: {failed} of {len(checks)} checks failed" if failed else f"PASS: all {len(checks)} checks passed"
+    )
+    return "\n".join(lines)
+
+
+def render_json(checks: Sequence[Check]) -> str:
+    return json.dumps({"passed": all(c.passed for c in checks), "checks": [c.as_json() for c in checks]}, indent=2)
+
+
+def _positive(kind: Callable[[str], Any], minimum: float = 0, inclusive: bool = False) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tools.verify", description=__doc__.split("\n\n")[0])
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="one endpoint, e.g. http://127.0.0.1:8000 (needs --model)")
+    target.add_argument("--stack", help="every model of this Pulumi stack, from its outputs")
+    p.add_argument("--model", help="served model name expected at --url")
+    p.add_argument(
+        "--kubeconfig",
+        help="enables the Kubernetes checks and the port-forward (with --stack, its kubeconfig output is the default)",
+    )
+    p.add_argument(
+        "--context", help="kubeconfig context; on its own, enables the Kubernetes checks with the default kubeconfig"
+    )
+    p.add_argument(
+        "--requests",
+        type=_positive(int),
+        default=Options.requests,
+        help="chat completions per model (default %(default)s)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=Options.concurrency,
+        help="completions in flight at once (default %(default)s)",
+    )
+    p.add_argument(
+        "--timeout", type=_positive(float), default=Options.timeout, help="seconds per request (default %(default)s)"
+    )
+    p.add_argument(
+        "--p95-slo",
+        type=_positive(float),
+        default=Options.p95_slo,
+        metavar="SECONDS",
+        help="p95 latency limit (default %(default)s)",
+    )
+    p.add_argument(
+        "--wait-ready",
+        type=_positive(float, inclusive=True),
+        default=Options.wait_ready,
+        metavar="SECONDS",
+        help="first wait up to this long for the model to be ready (default: do not wait)",
+    )
+    p.add_argument(
+        "--restart-window",
+        type=_positive(float),
+        default=Options.restart_window,
+        metavar="SECONDS",
+        help="a restart this recent fails the restarts check (default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    return p
+
+
+def run(args: argparse.Namespace) -> list[Check]:
+    options = Options(args.requests, args.concurrency, args.timeout, args.p95_slo, args.wait_ready, args.restart_window)
+    with contextlib.ExitStack() as stack:
+        kubeconfig = args.kubeconfig
+        if args.url:
+            targets = [target_from_url(args.url, args.model)]
+        else:
+            outputs = stack_outputs(args.stack)
+            targets = targets_from_outputs(outputs)
+            if kubeconfig is None and outputs.get("kubeconfig"):
+                kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"]))
+            if kubeconfig is None and args.context is None:
+                args.context = stack_file_context(args.stack)
+        if kubeconfig is None and args.context is None:
+            if args.stack:
+                progress(
+                    "no kubeconfig: Service URLs resolve only inside the cluster; pass --kubeconfig to port-forward"
+                )
+            return [check for target in targets for check in verify_target(target, options)]
+        if any(t.namespace is None for t in targets):
+            raise UsageError(
+                "Kubernetes checks need a namespace: give --url as a Service URL, http://NAME.NAMESPACE.svc.cluster.local:PORT"
+            )
+        try:
+            kube = KubeApi(kubeconfig, args.context, options.timeout)
+        except KubeError as exc:
+            return [Check("-", "kubeconfig", False, str(exc))]
+        return [check for target in targets for check in verify_target(target, options, kube)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.url and not args.model:
+        p.error("--url needs --model (the served model name)")
+    if args.stack and args.model:
+        p.error("--model goes with --url; --stack takes the model names from the stack")
+    try:
+        checks = run(args)
+    except UsageError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render_json(checks) if args.json else render_table(checks))
+    return EXIT_PASSED if all(c.passed for c in checks) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
