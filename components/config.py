@@ -349,11 +349,18 @@ class Observability(_Section):
     external_prometheus_url: Optional[str] = None
 
 
+class Verify(_Section):
+    """Defaults for `python -m tools.verify` against this stack; its flags override them."""
+
+    p95_slo_seconds: float = Field(3.0, gt=0)
+
+
 class PlatformConfig(_Section):
     namespace: str = "inference"
     cluster: Cluster
     models: list[Model] = Field(min_length=1)
     observability: Observability = Observability()
+    verify: Verify = Verify()
     simulate_accelerators: bool = False
     # Namespaces whose pods may call the models; everything else is denied at the serving port.
     client_namespaces: list[str] = []
@@ -553,7 +560,7 @@ def parse_config(raw: dict[str, Any]) -> PlatformConfig:
 
 
 # Top-level keys read as JSON objects; `namespace` is a plain string and `hfToken` a secret.
-OBJECT_KEYS = ("cluster", "models", "observability", "simulateAccelerators", "clientNamespaces")
+OBJECT_KEYS = ("cluster", "models", "observability", "verify", "simulateAccelerators", "clientNamespaces")
 HF_TOKEN_KEY = "hfToken"
 
 

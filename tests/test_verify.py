@@ -665,3 +665,12 @@ def test_existing_cluster_stacks_name_their_context() -> None:
     assert verify.stack_file_context("local") == "kind-vllm-platform"
     assert verify.stack_file_context("dev") is None
     assert verify.stack_file_context("no-such-stack") is None
+
+
+def test_p95_slo_comes_from_the_flag_then_the_stack_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "Pulumi.slo.yaml").write_text("config:\n  vllm-platform:verify: {p95SloSeconds: 1.5}\n")
+    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    args = verify.parser().parse_args(["--stack", "slo"])
+    assert verify.p95_slo(args) == 1.5
+    assert verify.p95_slo(verify.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
+    assert verify.p95_slo(verify.parser().parse_args(["--stack", "dev"])) == 3.0

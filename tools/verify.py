@@ -603,14 +603,18 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-def stack_file_context(stack: str) -> Optional[str]:
-    """The kubeconfig context an existing-cluster stack deploys to (`cluster.existing.context`), if any."""
+def stack_file_config(stack: str, key: str) -> dict[str, Any]:
+    """One `vllm-platform:` object key of Pulumi.<stack>.yaml; empty when the file or key is absent."""
     path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
     if not path.is_file():
-        return None
+        return {}
     config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    existing = (config.get("vllm-platform:cluster") or {}).get("existing") or {}
-    return existing.get("context")
+    return config.get(f"vllm-platform:{key}") or {}
+
+
+def stack_file_context(stack: str) -> Optional[str]:
+    """The kubeconfig context an existing-cluster stack deploys to (`cluster.existing.context`), if any."""
+    return (stack_file_config(stack, "cluster").get("existing") or {}).get("context")
 
 
 def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
@@ -704,9 +708,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--p95-slo",
         type=_positive(float),
-        default=Options.p95_slo,
         metavar="SECONDS",
-        help="p95 latency limit (default %(default)s)",
+        help=f"p95 latency limit (default: the stack's verify.p95SloSeconds, else {Options.p95_slo})",
     )
     p.add_argument(
         "--wait-ready",
@@ -726,8 +729,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def p95_slo(args: argparse.Namespace) -> float:
+    if args.p95_slo is not None:
+        return args.p95_slo
+    configured = stack_file_config(args.stack, "verify").get("p95SloSeconds") if args.stack else None
+    return float(configured) if configured else Options.p95_slo
+
+
 def run(args: argparse.Namespace) -> list[Check]:
-    options = Options(args.requests, args.concurrency, args.timeout, args.p95_slo, args.wait_ready, args.restart_window)
+    options = Options(args.requests, args.concurrency, args.timeout, p95_slo(args), args.wait_ready, args.restart_window)
     with contextlib.ExitStack() as stack:
         kubeconfig = args.kubeconfig
         if args.url:
