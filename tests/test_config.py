@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
+import pulumi
 import pytest
 
-from components.config import ConfigError, PlatformConfig, parse_config
+from components.config import ConfigError, PlatformConfig, load_stack_config, parse_config
+from tools import mocks
 
 
 def base() -> dict[str, Any]:
@@ -183,3 +186,11 @@ def test_error_text_is_one_block_without_traceback_noise() -> None:
     text = str(error.value)
     assert text.startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
     assert "Traceback" not in text and "pydantic" not in text
+
+
+def test_pulumi_run_stops_with_one_clear_error() -> None:
+    raw = with_model(model="meta-llama/Llama-2-13b-chat-hf")
+    mocks.install("vllm-platform", "test", {f"vllm-platform:{k}": json.dumps(v) for k, v in raw.items()}, [])
+    with pytest.raises(pulumi.RunError) as error:
+        load_stack_config()
+    assert str(error.value).startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
