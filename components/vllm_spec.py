@@ -398,13 +398,30 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
     if model.autoscaling.mode == "none":
         # With an autoscaler, replicas are its to set; writing them here would undo its work on every `pulumi up`.
         spec["replicas"] = model.replicas.min
-    annotations = {"pulumi.com/timeoutSeconds": str(timeout)}
+    annotations = {"pulumi.com/timeoutSeconds": str(timeout), **checkov_skips(cfg, model, hf_token)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(cfg, model, annotations=annotations),
         "spec": spec,
     }
+
+
+def checkov_skips(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, str]:
+    """The scanner findings this Deployment accepts, each with the reason, as checkov's per-object annotations."""
+    image = SIMULATOR_IMAGE if cfg.is_simulated(model) else model.image
+    reasons = []
+    if "@sha256:" not in image:
+        reasons.append(
+            f"CKV_K8S_43=pinned to release tag {image.rpartition(':')[2]}, never latest (validated); "
+            "set models[].image to name@sha256:... to pin by digest"
+        )
+    if hf_token and not cfg.is_simulated(model):
+        reasons.append(
+            "CKV_K8S_35=vLLM and huggingface_hub read HF_TOKEN; it comes from the hf-token Secret "
+            "by secretKeyRef, never a literal"
+        )
+    return {f"checkov.io/skip{i}": reason for i, reason in enumerate(reasons, start=1)}
 
 
 def service_account(cfg: PlatformConfig, model: Model) -> dict[str, Any]:

@@ -249,3 +249,13 @@ def test_network_policies_deny_by_default_and_open_only_the_serving_port() -> No
     selector = rule["from"][0]["namespaceSelector"]["matchExpressions"][0]
     assert selector["values"] == ["apps", "gateway", "monitoring"]
     assert allow["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "vllm"}
+
+
+def test_scanner_skips_are_specific_and_only_where_needed() -> None:
+    cfg, model = config()
+    annotations = vllm_spec.deployment(cfg, model, hf_token=True)["metadata"]["annotations"]
+    assert annotations["checkov.io/skip1"].startswith("CKV_K8S_43=pinned to release tag v")
+    assert annotations["checkov.io/skip2"].startswith("CKV_K8S_35=")
+    cfg, model = config(image="vllm/vllm-openai@sha256:" + "0" * 64)
+    annotations = vllm_spec.deployment(cfg, model, hf_token=False)["metadata"]["annotations"]
+    assert not [k for k in annotations if k.startswith("checkov.io/")]
