@@ -18,7 +18,12 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CRD_DIR = PROJECT_ROOT.parent / "shared" / "crds"
-BUILT_IN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io"}
+# API groups the API server serves itself; every other group is a custom resource with a CRD.
+BUILT_IN_GROUPS = {
+    "", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io",
+    "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "discovery.k8s.io", "coordination.k8s.io",
+    "admissionregistration.k8s.io", "apiextensions.k8s.io", "certificates.k8s.io",
+}  # fmt: skip
 
 
 def crd_schema_dir() -> Path:
