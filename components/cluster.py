@@ -1,13 +1,84 @@
-"""The cluster layer: an EKS cluster with GPU node pools, or an existing cluster; and the provider for it."""
+"""The cluster layer: an EKS cluster with GPU node pools, or an existing cluster; and the provider for it.
+
+Created mode (no `cluster.existing`): network, KMS key, EKS control plane with access entries,
+add-ons, node groups (`node_pools`), device plugin and autoscaler (`cluster_addons`), and a
+kubernetes.Provider that authenticates with `aws eks get-token`.
+Existing mode: no AWS resource at all; a provider from the referenced kubeconfig or context.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.config import PlatformConfig
+from components import aws_policies, cluster_addons, node_pools
+from components.catalog import PRICE_SOURCE
+from components.config import Cluster, ExistingCluster, PlatformConfig
+from components.network import create_network, network_outputs
+
+CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
+# Audit logs of a busy cluster run to gigabytes a day; EKS's own log group would keep them forever.
+CONTROL_PLANE_LOG_RETENTION_DAYS = 90
+KMS_DELETION_WINDOW_DAYS = 30
+CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly")
+EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
+EXEC_API_VERSION = "client.authentication.k8s.io/v1beta1"
+
+
+def kubeconfig(cluster_name: str, endpoint: str, certificate_authority: str, region: str) -> dict[str, Any]:
+    """A kubeconfig whose user runs `aws eks get-token`: no credential is stored in it or in the state."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": certificate_authority}}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+        "current-context": cluster_name,
+        "users": [
+            {
+                "name": cluster_name,
+                "user": {
+                    "exec": {
+                        "apiVersion": EXEC_API_VERSION,
+                        "command": "aws",
+                        "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region, "--output", "json"],
+                        "interactiveMode": "Never",
+                    }
+                },
+            }
+        ],
+    }
+
+
+def resource_tags(cluster: Cluster) -> dict[str, str]:
+    """On every AWS resource: who owns it, for cost allocation and clean-up."""
+    return {
+        "vllm-platform/cluster": cluster.name,
+        "pulumi:project": pulumi.get_project(),
+        "pulumi:stack": pulumi.get_stack(),
+    }
+
+
+def admin_principals(deployer: str, extra: list[str]) -> list[str]:
+    return list(dict.fromkeys([deployer, *extra]))
+
+
+def principal_slug(arn: str) -> str:
+    """'arn:aws:iam::123:role/ci/deployer' -> 'role-ci-deployer': a stable resource name per principal."""
+    return arn.split(":", 5)[-1].replace("/", "-")
+
+
+def cost_outputs(cluster: Cluster) -> dict[str, Any]:
+    return {
+        "gpuPools": node_pools.gpu_pools_summary(cluster),
+        "maxHourlyGpuCostUsd": node_pools.max_hourly_gpu_cost_usd(cluster),
+        "gpuPriceSource": PRICE_SOURCE,
+    }
 
 
 class PlatformCluster(pulumi.ComponentResource):
@@ -21,7 +92,229 @@ class PlatformCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: PlatformConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("vllm-platform:index:Cluster", name, None, opts)
-        self.provider = None
-        self.ready = []
-        self.outputs = {"clusterName": cfg.cluster.name}
+        if cfg.cluster.existing is not None:
+            self._use_existing(cfg.cluster, cfg.cluster.existing)
+        else:
+            self._create(cfg.cluster)
         self.register_outputs(self.outputs)
+
+    def _use_existing(self, cluster: Cluster, existing: ExistingCluster) -> None:
+        kubeconfig_value: Optional[pulumi.Output[Any]] = None
+        if existing.stack_reference:
+            reference = pulumi.StackReference(existing.stack_reference, opts=pulumi.ResourceOptions(parent=self))
+            # require_output: a missing output must fail, not fall back to whatever ~/.kube/config points at.
+            kubeconfig_value = pulumi.Output.secret(reference.require_output(existing.kubeconfig_output))
+        elif existing.kubeconfig:
+            kubeconfig_value = pulumi.Output.secret(existing.kubeconfig)
+        self.provider = k8s.Provider(
+            "existing",
+            kubeconfig=kubeconfig_value.apply(_as_text) if kubeconfig_value is not None else None,
+            context=existing.context,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ready = []
+        self.outputs = {"clusterName": cluster.name, **cost_outputs(cluster)}
+        if kubeconfig_value is not None:
+            self.outputs["kubeconfig"] = kubeconfig_value
+
+    def _create(self, cluster: Cluster) -> None:
+        tags = resource_tags(cluster)
+        child = pulumi.ResourceOptions(parent=self)
+        partition = aws.get_partition().partition
+        region = aws.get_region().region
+        caller = aws.get_caller_identity()
+        # An assumed-role session ARN cannot hold an access entry; its role's ARN can.
+        deployer = aws.iam.get_session_context(arn=caller.arn).issuer_arn
+
+        network = create_network(cluster, self, tags)
+        key = aws.kms.Key(
+            "secrets",
+            description=f"EKS {cluster.name}: envelope encryption of Kubernetes Secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=cluster.protect),
+        )
+        cluster_role, cluster_policies = self._service_role("cluster", aws_policies.EKS_SERVICE, CLUSTER_POLICIES, partition, tags)
+        encryption_grant = aws.iam.RolePolicy(
+            "cluster-secrets-encryption",
+            role=cluster_role.id,
+            policy=key.arn.apply(lambda arn: json.dumps(aws_policies.secrets_encryption_policy(arn))),
+            opts=child,
+        )
+        log_group = aws.cloudwatch.LogGroup(
+            "control-plane",
+            name=f"/aws/eks/{cluster.name}/cluster",
+            retention_in_days=CONTROL_PLANE_LOG_RETENTION_DAYS,
+            tags=tags,
+            opts=child,
+        )
+        endpoint = cluster.endpoint
+        eks = aws.eks.Cluster(
+            "eks",
+            name=cluster.name,
+            version=cluster.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=network.private_subnet_ids,
+                endpoint_private_access=endpoint.private_access,
+                endpoint_public_access=bool(endpoint.public_access_cidrs),
+                public_access_cidrs=endpoint.public_access_cidrs or None,
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode="API",
+                # The deployer's access comes from the explicit access entry below, which this would duplicate.
+                bootstrap_cluster_creator_admin_permissions=False,
+            ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
+            ),
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            # The core add-ons come as EKS managed add-ons below, not as unmanaged copies to fight.
+            bootstrap_self_managed_addons=False,
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=cluster.protect,
+                depends_on=[*cluster_policies, encryption_grant, log_group],
+            ),
+        )
+
+        admin_grants = []
+        for principal in admin_principals(deployer, cluster.admin_principal_arns):
+            slug = principal_slug(principal)
+            entry = aws.eks.AccessEntry(
+                f"admin-{slug}", cluster_name=eks.name, principal_arn=principal, type="STANDARD", tags=tags, opts=child
+            )
+            admin_grants.append(
+                aws.eks.AccessPolicyAssociation(
+                    f"admin-{slug}",
+                    cluster_name=eks.name,
+                    principal_arn=principal,
+                    policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{CLUSTER_ADMIN_POLICY}",
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+                )
+            )
+
+        config_text = pulumi.Output.all(eks.name, eks.endpoint, eks.certificate_authority.data).apply(
+            lambda args: json.dumps(kubeconfig(args[0], args[1], args[2], region))
+        )
+        kubeconfig_secret = pulumi.Output.secret(config_text)
+        # Every Kubernetes call waits for the access grants: before them the API server answers 401.
+        self.provider = k8s.Provider(
+            "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=admin_grants)
+        )
+
+        node_role, node_policies = self._service_role("node", aws_policies.EC2_SERVICE, NODE_POLICIES, partition, tags)
+        early_addons = [
+            cluster_addons.eks_addon(addon, eks.name, tags, child) for addon in cluster_addons.ADDONS_BEFORE_NODES
+        ]
+        before_nodes = [*node_policies, *early_addons]
+        system = node_pools.system_node_group(
+            eks.name, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
+        )
+        gpu_groups = [
+            node_pools.gpu_node_group(
+                eks.name,
+                pool,
+                node_role.arn,
+                network.private_subnet_ids,
+                eks.vpc_config.cluster_security_group_id,
+                tags,
+                self,
+                before_nodes,
+            )
+            for pool in cluster.gpu_node_pools
+        ]
+
+        ebs_role, ebs_identity = cluster_addons.pod_identity_role(
+            "ebs-csi-driver", eks.name, cluster_addons.KUBE_SYSTEM, cluster_addons.EBS_CSI_SERVICE_ACCOUNT, tags, self
+        )
+        ebs_policy = aws.iam.RolePolicyAttachment(
+            "ebs-csi-driver",
+            role=ebs_role.name,
+            policy_arn=aws_policies.managed_policy_arn(partition, EBS_CSI_POLICY),
+            opts=child,
+        )
+        late_addons = []
+        for addon in cluster_addons.ADDONS_AFTER_NODES:
+            after = [system, ebs_identity, ebs_policy] if addon == "aws-ebs-csi-driver" else [system]
+            late_addons.append(
+                cluster_addons.eks_addon(addon, eks.name, tags, pulumi.ResourceOptions(parent=self, depends_on=after))
+            )
+
+        autoscaler_role, autoscaler_identity = cluster_addons.pod_identity_role(
+            "cluster-autoscaler",
+            eks.name,
+            cluster_addons.KUBE_SYSTEM,
+            cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+            tags,
+            self,
+        )
+        autoscaler_policy = aws.iam.RolePolicy(
+            "cluster-autoscaler",
+            role=autoscaler_role.id,
+            policy=json.dumps(aws_policies.cluster_autoscaler_policy(cluster.name, partition, region, caller.account_id)),
+            opts=child,
+        )
+        storage = cluster_addons.storage_class(self.provider, self, late_addons)
+        device_plugin = cluster_addons.helm_release(
+            cluster_addons.NVIDIA_DEVICE_PLUGIN, cluster_addons.device_plugin_values(), self.provider, self, [system]
+        )
+        autoscaler = cluster_addons.helm_release(
+            cluster_addons.CLUSTER_AUTOSCALER,
+            cluster_addons.cluster_autoscaler_values(cluster.name, region, cluster.kubernetes_version),
+            self.provider,
+            self,
+            [system, *late_addons, autoscaler_identity, autoscaler_policy],
+        )
+        if cluster_addons.cluster_autoscaler_image_tag(cluster.kubernetes_version) is None:
+            pulumi.log.warn(
+                f"cluster.kubernetesVersion {cluster.kubernetes_version}: no cluster-autoscaler image pinned for it; "
+                f"the chart's default ({cluster_addons.CLUSTER_AUTOSCALER.chart} {cluster_addons.CLUSTER_AUTOSCALER.version}) runs",
+                resource=self,
+            )
+
+        self.ready = [system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *admin_grants]
+        self.outputs = {
+            "clusterName": eks.name,
+            "clusterEndpoint": eks.endpoint,
+            "kubeconfig": kubeconfig_secret,
+            "oidcIssuerUrl": eks.identities.apply(lambda identities: identities[0].oidcs[0].issuer),
+            "podIdentity": {
+                "agentAddon": "eks-pod-identity-agent",
+                "roleArns": {
+                    f"{cluster_addons.KUBE_SYSTEM}/{cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT}": autoscaler_role.arn,
+                    f"{cluster_addons.KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
+                },
+            },
+            "nodeRoleArn": node_role.arn,
+            **network_outputs(network),
+            **cost_outputs(cluster),
+        }
+
+    def _service_role(
+        self, name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str]
+    ) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+        role = aws.iam.Role(
+            name,
+            assume_role_policy=json.dumps(aws_policies.service_trust_policy(service)),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{policy}",
+                role=role.name,
+                policy_arn=aws_policies.managed_policy_arn(partition, policy),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for policy in policies
+        ]
+        return role, attachments
+
+
+def _as_text(value: Any) -> str:
+    """A stack output may hold the kubeconfig as text or as the parsed object."""
+    return value if isinstance(value, str) else json.dumps(value)

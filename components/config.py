@@ -78,6 +78,7 @@ class SystemNodes(_Section):
     instance_type: str = "m6i.large"
     min_size: int = Field(2, ge=1)
     max_size: int = Field(3, ge=1)
+    root_volume_gib: int = Field(50, ge=20, le=16384, alias="rootVolumeGiB")
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "SystemNodes":
@@ -206,6 +207,16 @@ class Cluster(_Section):
     gpu_node_pools: list[GpuNodePool] = []
     protect: bool = False
     existing: Optional[ExistingCluster] = None
+    # IAM users or roles granted cluster admin besides the identity that runs `pulumi up`.
+    admin_principal_arns: list[str] = []
+
+    @field_validator("admin_principal_arns")
+    @classmethod
+    def _iam_principals(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", value):
+                raise ValueError(f"{value!r} is not an IAM user or role ARN (arn:aws:iam::<account>:role/<name>)")
+        return values
 
     @field_validator("name")
     @classmethod
@@ -333,10 +344,30 @@ class Model(_Section):
         return self.parameters_billions or sizing.parameters_from_model_id(self.model)
 
 
+PROMETHEUS_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
+STORAGE_QUANTITY = re.compile(r"^[1-9][0-9]*(Gi|Ti)$")
+
+
 class Prometheus(_Section):
     retention: str = "15d"
     storage_size: str = "50Gi"
+    # The EBS CSI gp3 class the cluster layer installs as the default.
+    storage_class_name: str = "gp3"
     scrape_interval: str = "15s"
+
+    @field_validator("retention", "scrape_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not PROMETHEUS_DURATION.match(value):
+            raise ValueError(f"{value!r} is not a Prometheus duration such as 15s, 30m or 15d")
+        return value
+
+    @field_validator("storage_size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not STORAGE_QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a volume size in Gi or Ti, such as 50Gi")
+        return value
 
 
 class Observability(_Section):
@@ -345,8 +376,27 @@ class Observability(_Section):
     grafana_enabled: bool = True
     alertmanager_enabled: bool = True
     time_to_first_token_slo_seconds: float = Field(2.0, gt=0)
+    kv_cache_usage_alert_ratio: float = Field(0.9, gt=0, le=1)
+    # Set with `pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword`;
+    # unset, the Grafana chart generates a random one and keeps it across upgrades.
+    grafana_admin_password: Optional[str] = Field(None, repr=False)
     # Where models' KEDA triggers query when this stack does not run its own Prometheus.
     external_prometheus_url: Optional[str] = None
+
+    @field_validator("external_prometheus_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prometheus(self) -> "Observability":
+        if self.enabled and self.external_prometheus_url:
+            raise ValueError(
+                "externalPrometheusUrl is for enabled false; with enabled true the models query this stack's Prometheus"
+            )
+        return self
 
 
 class Verify(_Section):
@@ -502,6 +552,17 @@ def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
         )
     if model.autoscaling.mode == "hpa-cpu" and model.replicas.min == 0:
         problems.append(f"{where}.replicas.min: an HPA cannot scale to 0; set min 1 or use autoscaling.mode keda")
+    if model.autoscaling.mode == "keda" and model.replicas.min == 0:
+        problems.append(
+            f"{where}.replicas.min: 0 would never wake up: with no pod there is no vllm:num_requests_waiting "
+            f"to trigger KEDA and requests to the Service are refused; set min 1 (scale to zero would need "
+            f"the KEDA HTTP add-on, which this platform does not install)"
+        )
+    if model.autoscaling.mode == "keda" and not cfg.observability.enabled and not cfg.observability.external_prometheus_url:
+        problems.append(
+            f"{where}.autoscaling: KEDA needs a Prometheus to query, but observability.enabled is false; "
+            f"set observability.externalPrometheusUrl or enable observability"
+        )
     if cfg.is_simulated(model):
         return problems
     if model.gpu_pool is None:

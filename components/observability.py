@@ -1,15 +1,178 @@
-"""The observability and autoscaling layer: kube-prometheus-stack, KEDA, GPU metrics, dashboard and alerts."""
+"""The observability and autoscaling layer: kube-prometheus-stack, KEDA, GPU metrics, dashboard and alerts.
+
+The Helm values are pure functions of the config, tested without Pulumi; `Observability` turns them
+into pinned Helm releases plus the dashboard ConfigMap and the PrometheusRule.
+
+Label contract: Prometheus selects every ServiceMonitor, PodMonitor and PrometheusRule in the
+namespaces labelled `vllm_spec.MONITOR_SELECTOR_LABELS` (the models' namespace, `monitoring` and
+`keda`). A label selector on the monitors themselves cannot work: the chart's own monitors (kubelet,
+kube-state-metrics, node exporter) already set `app.kubernetes.io/part-of` to their chart's name,
+and selectors cannot OR two values of different keys.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components import alerts, dashboards, vllm_spec
 from components.config import PlatformConfig
+from components.vllm_model import custom_resource
 
-# kube-prometheus-stack's Prometheus service when the release is named "kube-prometheus-stack" in "monitoring".
-DEFAULT_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+KEDA_NAMESPACE = "keda"
+PROMETHEUS_PORT = 9090
+GPU_NODE_SELECTOR = {"node-type": "gpu"}
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ADMIN_USER = "admin"
+# Installing the stack provisions an EBS volume and waits for every pod; Helm's 300 s default is short.
+RELEASE_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class Chart:
+    chart: str
+    version: str
+    repository: str
+    release: str
+    namespace: str
+
+
+# prometheus-operator v0.93 line, the same as the ServiceMonitor/PrometheusRule CRDs the tests validate against.
+KUBE_PROMETHEUS_STACK = Chart(
+    "kube-prometheus-stack", "88.5.0", "https://prometheus-community.github.io/helm-charts",
+    "kube-prometheus-stack", vllm_spec.MONITORING_NAMESPACE,
+)  # fmt: skip
+KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", KEDA_NAMESPACE)
+DCGM_EXPORTER = Chart(
+    "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts",
+    "dcgm-exporter", vllm_spec.MONITORING_NAMESPACE,
+)  # fmt: skip
+CHARTS = (KUBE_PROMETHEUS_STACK, KEDA, DCGM_EXPORTER)
+
+
+def _requests(cpu: str, memory: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}}
+
+
+def grafana_service(chart: Chart = KUBE_PROMETHEUS_STACK) -> str:
+    """Grafana's chart names its Service and generated Secret `<release>-grafana`."""
+    return f"{chart.release}-grafana"
+
+
+def prometheus_url(release: str, namespace: str) -> str:
+    """The stack names its Prometheus Service `<fullname>-prometheus`; fullnameOverride pins fullname to the release."""
+    return f"http://{release}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
+
+
+def platform_namespace(name: str, privileged: bool = False) -> dict[str, Any]:
+    labels = dict(vllm_spec.MONITOR_SELECTOR_LABELS)
+    if privileged:
+        # node-exporter and the DCGM exporter read the host (hostPID, hostNetwork, SYS_ADMIN).
+        labels["pod-security.kubernetes.io/enforce"] = "privileged"
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def monitor_selection() -> dict[str, Any]:
+    """prometheusSpec keys that pick the platform's monitors and rules, and nothing the chart assumes."""
+    platform_namespaces = {"matchLabels": dict(vllm_spec.MONITOR_SELECTOR_LABELS)}
+    selection: dict[str, Any] = {}
+    for kind in ("serviceMonitor", "podMonitor", "rule"):
+        selection[f"{kind}SelectorNilUsesHelmValues"] = False
+        selection[f"{kind}Selector"] = {}
+        selection[f"{kind}NamespaceSelector"] = platform_namespaces
+    return selection
+
+
+def kube_prometheus_stack_values(cfg: PlatformConfig, grafana_admin_secret: Optional[str]) -> dict[str, Any]:
+    obs = cfg.observability
+    grafana: dict[str, Any] = {
+        "enabled": obs.grafana_enabled,
+        "resources": _requests("100m", "256Mi"),
+        "sidecar": {
+            "resources": _requests("50m", "128Mi"),
+            "dashboards": {
+                "enabled": True,
+                "label": dashboards.GRAFANA_DASHBOARD_LABEL,
+                "labelValue": dashboards.GRAFANA_DASHBOARD_LABEL_VALUE,
+            },
+        },
+    }
+    if grafana_admin_secret:
+        grafana["admin"] = {"existingSecret": grafana_admin_secret, "userKey": "admin-user", "passwordKey": "admin-password"}
+    else:
+        # The chart's default is the well-known "prom-operator"; empty makes Grafana's chart generate one.
+        grafana["adminPassword"] = ""
+    return {
+        "fullnameOverride": KUBE_PROMETHEUS_STACK.release,
+        "prometheusOperator": {
+            "resources": _requests("100m", "128Mi"),
+            "prometheusConfigReloader": {"resources": _requests("10m", "32Mi")},
+            "admissionWebhooks": {"patch": {"resources": _requests("10m", "32Mi")}},
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                "retention": obs.prometheus.retention,
+                "scrapeInterval": obs.prometheus.scrape_interval,
+                "evaluationInterval": obs.prometheus.scrape_interval,
+                "storageSpec": {
+                    "volumeClaimTemplate": {
+                        "spec": {
+                            "storageClassName": obs.prometheus.storage_class_name,
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": obs.prometheus.storage_size}},
+                        }
+                    }
+                },
+                "resources": _requests("500m", "2Gi"),
+                **monitor_selection(),
+            }
+        },
+        "alertmanager": {
+            "enabled": obs.alertmanager_enabled,
+            "alertmanagerSpec": {"resources": _requests("50m", "128Mi")},
+        },
+        "grafana": grafana,
+        "kube-state-metrics": {"resources": _requests("50m", "128Mi")},
+        "prometheus-node-exporter": {"resources": _requests("50m", "64Mi")},
+    }
+
+
+def keda_values() -> dict[str, Any]:
+    return {
+        "resources": {
+            "operator": _requests("100m", "128Mi"),
+            "metricServer": _requests("100m", "128Mi"),
+            "webhooks": _requests("50m", "64Mi"),
+        }
+    }
+
+
+def dcgm_exporter_values(cfg: PlatformConfig) -> dict[str, Any]:
+    return {
+        "fullnameOverride": DCGM_EXPORTER.release,
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [
+            {"key": vllm_spec.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
+        ],
+        # The embedded DCGM host engine holds per-GPU buffers; 8-GPU nodes need the headroom.
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": cfg.observability.prometheus.scrape_interval,
+            "scrapeTimeout": "10s",
+            # The exporter labels each GPU with the namespace and pod it is allocated to; without
+            # honorLabels Prometheus would overwrite them with the exporter pod's own.
+            "honorLabels": True,
+            "additionalLabels": dict(vllm_spec.MONITOR_SELECTOR_LABELS),
+            "relabelings": [
+                {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
+            ],
+            "metricRelabelings": [],
+        },
+    }
 
 
 class Observability(pulumi.ComponentResource):
@@ -23,9 +186,90 @@ class Observability(pulumi.ComponentResource):
 
     def __init__(self, name: str, cfg: PlatformConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("vllm-platform:index:Observability", name, None, opts)
-        self.prometheus_url = pulumi.Output.from_input(
-            cfg.observability.external_prometheus_url or DEFAULT_PROMETHEUS_URL
+        obs = cfg.observability
+        if not obs.enabled:
+            self.prometheus_url = pulumi.Output.from_input(obs.external_prometheus_url or "")
+            self.crd_dependencies = []
+            self.outputs = {"observability": {"prometheusUrl": self.prometheus_url}}
+            self.register_outputs(self.outputs)
+            return
+
+        monitoring = self._namespace(platform_namespace(vllm_spec.MONITORING_NAMESPACE, privileged=True))
+        keda_namespace = self._namespace(platform_namespace(KEDA_NAMESPACE))
+
+        admin_secret: list[pulumi.Resource] = []
+        if obs.grafana_enabled and obs.grafana_admin_password:
+            admin_secret.append(
+                k8s.core.v1.Secret(
+                    GRAFANA_ADMIN_SECRET,
+                    metadata={
+                        "name": GRAFANA_ADMIN_SECRET,
+                        "namespace": vllm_spec.MONITORING_NAMESPACE,
+                        "labels": dict(vllm_spec.MONITOR_SELECTOR_LABELS),
+                    },
+                    type="Opaque",
+                    string_data={
+                        "admin-user": GRAFANA_ADMIN_USER,
+                        "admin-password": pulumi.Output.secret(obs.grafana_admin_password),
+                    },
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+                )
+            )
+        stack = self._release(
+            KUBE_PROMETHEUS_STACK,
+            kube_prometheus_stack_values(cfg, GRAFANA_ADMIN_SECRET if admin_secret else None),
+            [monitoring, *admin_secret],
         )
-        self.crd_dependencies = []
-        self.outputs = {}
+        keda = self._release(KEDA, keda_values(), [keda_namespace])
+        # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.
+        self._release(DCGM_EXPORTER, dcgm_exporter_values(cfg), [monitoring, stack])
+
+        after_stack = pulumi.ResourceOptions(parent=self, depends_on=[stack])
+        custom_resource(alerts.PROMETHEUS_RULE_NAME, alerts.prometheus_rule(cfg, vllm_spec.MONITORING_NAMESPACE), after_stack)
+        if obs.grafana_enabled:
+            board = dashboards.dashboard_config_map(cfg, vllm_spec.MONITORING_NAMESPACE)
+            k8s.core.v1.ConfigMap(
+                dashboards.DASHBOARD_CONFIGMAP, metadata=board["metadata"], data=board["data"], opts=after_stack
+            )
+
+        self.prometheus_url = pulumi.Output.all(stack.name, stack.namespace).apply(
+            lambda release: prometheus_url(release[0], release[1])
+        )
+        self.crd_dependencies = [stack, keda]
+        self.outputs = {"observability": self._outputs(cfg)}
         self.register_outputs(self.outputs)
+
+    def _namespace(self, manifest: dict[str, Any]) -> k8s.core.v1.Namespace:
+        return k8s.core.v1.Namespace(
+            manifest["metadata"]["name"], metadata=manifest["metadata"], opts=pulumi.ResourceOptions(parent=self)
+        )
+
+    def _release(self, chart: Chart, values: dict[str, Any], after: list[pulumi.Resource]) -> k8s.helm.v3.Release:
+        return k8s.helm.v3.Release(
+            chart.release,
+            name=chart.release,
+            chart=chart.chart,
+            version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+            namespace=chart.namespace,
+            create_namespace=False,
+            values=values,
+            timeout=RELEASE_TIMEOUT_SECONDS,
+            cleanup_on_fail=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+        )
+
+    def _outputs(self, cfg: PlatformConfig) -> dict[str, Any]:
+        namespace = vllm_spec.MONITORING_NAMESPACE
+        outputs: dict[str, Any] = {
+            "prometheusUrl": self.prometheus_url,
+            "charts": {chart.release: f"{chart.chart} {chart.version}" for chart in CHARTS},
+        }
+        if cfg.observability.grafana_enabled:
+            secret = GRAFANA_ADMIN_SECRET if cfg.observability.grafana_admin_password else grafana_service()
+            outputs["grafana"] = {
+                "portForward": f"kubectl -n {namespace} port-forward svc/{grafana_service()} 3000:80",
+                "adminPassword": f"kubectl -n {namespace} get secret {secret} "
+                "-o jsonpath='{.data.admin-password}' | base64 -d",
+            }
+        return outputs

@@ -43,6 +43,8 @@ class RecordedResource:
     custom: bool
     dependencies: list[str]
     inputs: dict[str, Any]
+    ignore_changes: tuple[str, ...] = ()
+    protect: bool = False
 
     def as_plan_entry(self) -> dict[str, Any]:
         return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
@@ -62,8 +64,25 @@ def _fake_arn(resource_type: str, name: str) -> str:
     return f"arn:aws:{service}:us-west-2:123456789012:{name}"
 
 
+FAKE_EKS_ID = "0123456789ABCDEF0123456789ABCDEF"
+
 # Outputs that real providers compute and that the program reads back, by resource type.
-FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
+    "aws:eks/cluster:Cluster": lambda name, inputs: {
+        "endpoint": f"https://{FAKE_EKS_ID}.gr7.us-west-2.eks.amazonaws.com",
+        "certificateAuthority": {"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="},
+        "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.us-west-2.amazonaws.com/id/{FAKE_EKS_ID}"}]}],
+        "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0eks0cluster0000"},
+    },
+    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {
+        "resources": [{"autoscalingGroups": [{"name": f"eks-{inputs.get('nodeGroupName', name)}-f0c7a1e2"}]}],
+    },
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
+    "pulumi:pulumi:StackReference": lambda name, inputs: {
+        "outputs": {"kubeconfig": "apiVersion: v1\nkind: Config\n"},
+        "secretOutputNames": ["kubeconfig"],
+    },
+}
 # Answers to provider functions (data sources) the program invokes, by function token.
 FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
@@ -73,6 +92,16 @@ FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     },
     "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
     "aws:index/getRegion:getRegion": lambda args: {"name": "us-west-2", "region": "us-west-2"},
+    "aws:iam/getSessionContext:getSessionContext": lambda args: {
+        "arn": args.get("arn", ""),
+        "issuerArn": args.get("arn", ""),
+        "issuerName": args.get("arn", "").rpartition("/")[2],
+    },
+    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
+        "names": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
+        "zoneIds": ["usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"],
+        "state": "available",
+    },
     "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
         "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
     },
@@ -89,9 +118,9 @@ class RecordingMocks(pulumi_mocks.Mocks):
             state.update(fake(args.name, args.inputs))
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], None]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         answer = FAKE_CALLS.get(args.token)
-        return (answer(args.args) if answer else {}), None
+        return (answer(args.args) if answer else {}), []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -111,6 +140,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=bool(request.custom),
                     dependencies=[d for d in (_short_urn(u) for u in request.dependencies) if d],
                     inputs=mask_secrets(rpc.deserialize_properties(request.object)),
+                    ignore_changes=tuple(request.ignoreChanges),
+                    protect=bool(request.protect),
                 )
             )
         return response

@@ -1,0 +1,80 @@
+"""IAM policy documents of the cluster layer, as plain dicts: testable without Pulumi or AWS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+POLICY_VERSION = "2012-10-17"
+EKS_SERVICE = "eks.amazonaws.com"
+EC2_SERVICE = "ec2.amazonaws.com"
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+# The tag EKS puts on every managed node group's Auto Scaling group, valued "owned".
+AUTOSCALER_OWNER_TAG = "k8s.io/cluster-autoscaler/{cluster}"
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+def service_trust_policy(service: str) -> dict[str, Any]:
+    """Lets an AWS service assume the role; EKS Pod Identity also needs to tag the session."""
+    actions = ["sts:AssumeRole", "sts:TagSession"] if service in (POD_IDENTITY_SERVICE, EKS_SERVICE) else ["sts:AssumeRole"]
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": actions}],
+    }
+
+
+def secrets_encryption_policy(key_arn: str) -> dict[str, Any]:
+    """What the control plane needs of the KMS key to envelope-encrypt Secrets, and no other key."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"],
+                "Resource": key_arn,
+            }
+        ],
+    }
+
+
+def cluster_autoscaler_policy(cluster: str, partition: str, region: str, account: str) -> dict[str, Any]:
+    """Read what the autoscaler must see; change only the Auto Scaling groups of this cluster's node groups."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "Discover",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                ],
+                # These Describe calls support no resource-level scoping.
+                "Resource": "*",
+            },
+            {
+                "Sid": "ReadNodeGroups",
+                "Effect": "Allow",
+                "Action": ["eks:DescribeNodegroup"],
+                "Resource": f"arn:{partition}:eks:{region}:{account}:nodegroup/{cluster}/*/*",
+            },
+            {
+                "Sid": "ScaleOwnGroups",
+                "Effect": "Allow",
+                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+                "Resource": f"arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/*",
+                "Condition": {
+                    "StringEquals": {f"aws:ResourceTag/{AUTOSCALER_OWNER_TAG.format(cluster=cluster)}": "owned"}
+                },
+            },
+        ],
+    }

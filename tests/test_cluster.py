@@ -1,0 +1,452 @@
+"""The cluster layer: pure builders (network, IAM, tags, cost, Helm values) and the wiring under mocks."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
+from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
+from components.config import ConfigError, GpuNodePool, parse_config
+from tests.conftest import COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
+from tools import mocks, render, schemas
+
+EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
+EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+CREATED_STACKS = [s for s in COMMITTED_STACKS if "existing" not in render.stack_file(s).read_text()]
+CLUSTER_OUTPUTS = {
+    "clusterName", "clusterEndpoint", "kubeconfig", "oidcIssuerUrl", "podIdentity", "nodeRoleArn",
+    "vpcId", "privateSubnetIds", "publicSubnetIds", "gpuPools", "maxHourlyGpuCostUsd", "gpuPriceSource",
+}  # fmt: skip
+POOL_KEYS = {"instanceTypes", "gpuModel", "gpusPerNode", "capacityType", "minNodes", "maxNodes", "maxGpus", "maxHourlyCostUsd"}
+
+
+def pool(**fields: Any) -> GpuNodePool:
+    return GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields})
+
+
+def one(rendering: render.Rendering, type_: str, name: str) -> mocks.RecordedResource:
+    (record,) = [r for r in rendering.resources if r.type == type_ and r.name == name]
+    return record
+
+
+def of_type(rendering: render.Rendering, type_: str) -> list[mocks.RecordedResource]:
+    return [r for r in rendering.resources if r.type == type_]
+
+
+def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
+    document = minimal_document()
+    document["config"]["vllm-platform:cluster"].update(cluster_keys)
+    return document
+
+
+# --- pure builders ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cidr, zones", [("10.0.0.0/16", 2), ("10.40.0.0/16", 6), ("172.16.0.0/20", 3)])
+def test_subnets_fit_the_vpc_without_overlap(cidr: str, zones: int) -> None:
+    private, public = network.subnet_cidrs(cidr, zones)
+    assert len(private) == len(public) == zones
+    blocks = [ipaddress.ip_network(c) for c in private + public]
+    assert all(b.subnet_of(ipaddress.ip_network(cidr)) for b in blocks)
+    assert not any(a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1 :])
+    # Pods take VPC addresses: private subnets are the large ones.
+    assert blocks[0].num_addresses == 8 * blocks[-1].num_addresses
+
+
+def test_subnet_tags_select_load_balancer_subnets() -> None:
+    public = network.subnet_tags("llm-dev", True, "us-west-2a")
+    private = network.subnet_tags("llm-dev", False, "us-west-2a")
+    assert public["kubernetes.io/role/elb"] == "1" and "kubernetes.io/role/internal-elb" not in public
+    assert private["kubernetes.io/role/internal-elb"] == "1" and "kubernetes.io/role/elb" not in private
+    assert public["kubernetes.io/cluster/llm-dev"] == private["kubernetes.io/cluster/llm-dev"] == "shared"
+
+
+def test_autoscaler_may_change_only_this_clusters_groups() -> None:
+    policy = aws_policies.cluster_autoscaler_policy("llm-prod", "aws", "us-west-2", "123456789012")
+    mutating = {"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"}
+    for statement in policy["Statement"]:
+        actions = set(statement["Action"])
+        assert all(a.split(":")[1].startswith(("Describe", "Get", "SetDesired", "Terminate")) for a in actions)
+        if actions & mutating:
+            assert statement["Condition"] == {
+                "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/llm-prod": "owned"}
+            }
+            assert ":autoScalingGroup:" in statement["Resource"]
+        if "eks:DescribeNodegroup" in actions:
+            assert statement["Resource"] == "arn:aws:eks:us-west-2:123456789012:nodegroup/llm-prod/*/*"
+    assert mutating <= {a for s in policy["Statement"] for a in s["Action"]}
+
+
+def test_trust_policies_name_one_service() -> None:
+    pods = aws_policies.service_trust_policy(aws_policies.POD_IDENTITY_SERVICE)["Statement"]
+    assert pods == [
+        {"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": ["sts:AssumeRole", "sts:TagSession"]}
+    ]
+    ec2 = aws_policies.service_trust_policy(aws_policies.EC2_SERVICE)["Statement"]
+    assert ec2[0]["Action"] == ["sts:AssumeRole"]
+
+
+def test_encryption_policy_is_limited_to_the_key() -> None:
+    (statement,) = aws_policies.secrets_encryption_policy("arn:aws:kms:us-west-2:1:key/k")["Statement"]
+    assert statement["Resource"] == "arn:aws:kms:us-west-2:1:key/k"
+    assert set(statement["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"}
+
+
+def test_node_template_tags_let_a_pool_scale_from_zero() -> None:
+    tags = node_pools.node_template_tags(pool(name="p4d", instanceTypes=["p4d.24xlarge"], rootVolumeGiB=300))
+    prefix = "k8s.io/cluster-autoscaler/node-template"
+    assert tags[f"{prefix}/label/gpu-pool"] == "p4d"
+    assert tags[f"{prefix}/label/node-type"] == "gpu"
+    assert tags[f"{prefix}/taint/nvidia.com/gpu"] == "true:NoSchedule"
+    assert tags[f"{prefix}/resources/nvidia.com/gpu"] == "8"
+    assert tags[f"{prefix}/resources/ephemeral-storage"] == "268Gi"
+
+
+@pytest.mark.parametrize("root", [50, 200, 300])
+def test_template_storage_holds_the_largest_cache_the_config_admits(root: int) -> None:
+    """The config lets a model cache use rootVolumeGiB less the image; a template promising less would never scale up."""
+    assert root - sizing.IMAGE_AND_SYSTEM_DISK_GIB <= node_pools.allocatable_ephemeral_storage_gib(root) < root
+
+
+def test_gpu_nodes_carry_the_model_contract() -> None:
+    labels = node_pools.gpu_node_labels(pool(name="g5"))
+    assert labels[vllm_spec.GPU_POOL_LABEL] == "g5" and labels["node-type"] == "gpu"
+    assert node_pools.gpu_node_taint() == {"key": vllm_spec.GPU_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
+
+
+def test_pool_cost_is_the_dearest_type_at_max_size() -> None:
+    summary = node_pools.pool_summary(pool(instanceTypes=["g5.xlarge", "g5.2xlarge"], maxSize=3))
+    assert summary["maxHourlyCostUsd"] == round(3 * INSTANCE_TYPES["g5.2xlarge"].on_demand_usd_per_hour, 2)
+    assert summary["maxGpus"] == 3 and summary["gpuModel"] == "A10G" and summary["gpusPerNode"] == 1
+    assert set(summary) == POOL_KEYS
+
+
+def test_total_cost_sums_the_pools() -> None:
+    cfg = render.platform_config(render.stack_config(render.yaml.safe_load(render.stack_file("prod").read_text())))
+    pools = cfg.cluster.pools
+    expected = sum(
+        max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in p.instance_types) * p.max_size for p in pools.values()
+    )
+    assert node_pools.max_hourly_gpu_cost_usd(cfg.cluster) == pytest.approx(expected, abs=0.01)
+
+
+def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
+    assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"])) == 0
+    assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True)) == 4
+
+
+def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
+    config = cluster.kubeconfig("llm-dev", "https://x.eks.amazonaws.com", "Q0E=", "us-west-2")
+    (user,) = config["users"]
+    exec_ = user["user"]["exec"]
+    assert exec_["command"] == "aws"
+    assert exec_["args"] == ["eks", "get-token", "--cluster-name", "llm-dev", "--region", "us-west-2", "--output", "json"]
+    assert config["clusters"][0]["cluster"]["server"] == "https://x.eks.amazonaws.com"
+    assert "token" not in json.dumps(user["user"]).replace("get-token", "")
+
+
+def test_principal_names_are_stable_and_unique() -> None:
+    assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "role-ci-deployer"
+    assert cluster.admin_principals("arn:a", ["arn:b", "arn:a"]) == ["arn:a", "arn:b"]
+
+
+def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> None:
+    values = cluster_addons.device_plugin_values()
+    assert values["nodeSelector"] == {"node-type": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+
+
+@pytest.mark.parametrize("version, tag", [("1.34", "v1.34.4"), ("1.33", "v1.33.5"), ("1.31", None)])
+def test_autoscaler_matches_the_kubernetes_minor(version: str, tag: Any) -> None:
+    values = cluster_addons.cluster_autoscaler_values("llm-dev", "us-west-2", version)
+    assert values.get("image", {}).get("tag") == tag
+    assert values["autoDiscovery"] == {"clusterName": "llm-dev"} and values["awsRegion"] == "us-west-2"
+    assert values["rbac"]["serviceAccount"]["name"] == cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+    args = values["extraArgs"]
+    assert args["expander"] in ("least-waste", "priority")
+    assert all(int(args[k].removesuffix("m")) >= 10 for k in ("scale-down-unneeded-time", "scale-down-delay-after-add"))
+    assert values["nodeSelector"] == {"node-type": "system"}
+
+
+def test_gp3_storage_class_is_the_default_and_valid() -> None:
+    manifest = cluster_addons.gp3_storage_class()
+    assert manifest["metadata"]["name"] == "gp3"
+    assert manifest["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert manifest["parameters"]["type"] == "gp3" and manifest["parameters"]["encrypted"] == "true"
+    assert schemas.validate_built_in(manifest, "1.34") == []
+
+
+@pytest.mark.parametrize(
+    "cluster_keys, message",
+    [
+        ({"adminPrincipalArns": ["alice"]}, "cluster.adminPrincipalArns: 'alice' is not an IAM user or role ARN"),
+        ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
+        ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
+    ],
+)
+def test_cluster_keys_are_validated(cluster_keys: dict[str, Any], message: str) -> None:
+    raw = {k.removeprefix("vllm-platform:"): v for k, v in cluster_document(**cluster_keys)["config"].items() if k.startswith("vllm-platform:")}
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert message in str(error.value)
+
+
+# --- wiring under mocks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_gpu_node_groups_carry_the_taint_and_labels(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    groups = {r.name: r.inputs for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
+    assert set(groups) == {"system", *(f"gpu-{p}" for p in rendering.config.cluster.pools)}
+    assert groups["system"]["labels"] == {"node-type": "system"} and "taints" not in groups["system"]
+    for name, gpu_pool in rendering.config.cluster.pools.items():
+        inputs = groups[f"gpu-{name}"]
+        assert inputs["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert inputs["labels"]["gpu-pool"] == name and inputs["labels"]["node-type"] == "gpu"
+        assert inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+        assert inputs["instanceTypes"] == gpu_pool.instance_types
+        assert inputs["capacityType"] == gpu_pool.capacity_type
+        assert inputs["scalingConfig"] == {"minSize": gpu_pool.min_size, "maxSize": gpu_pool.max_size, "desiredSize": gpu_pool.min_size}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_launch_templates_require_imdsv2_and_an_encrypted_gp3_root(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    templates = {r.name: r.inputs for r in of_type(rendering, "aws:ec2/launchTemplate:LaunchTemplate")}
+    sizes = {f"gpu-{p.name}": p.root_volume_gib for p in rendering.config.cluster.gpu_node_pools}
+    sizes["system"] = rendering.config.cluster.system_nodes.root_volume_gib
+    assert set(templates) == set(sizes)
+    for name, inputs in templates.items():
+        assert inputs["metadataOptions"]["httpTokens"] == "required"
+        assert inputs["metadataOptions"]["httpPutResponseHopLimit"] in (1, 2)
+        assert "imageId" not in inputs, "EKS picks the AMI of the node group's amiType"
+        (root,) = inputs["blockDeviceMappings"]
+        assert root["ebs"] | {"volumeSize": sizes[name]} == root["ebs"]
+        assert root["ebs"]["volumeType"] == "gp3" and root["ebs"]["encrypted"] == "true"
+    groups = {r.name: r.inputs for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
+    for name, inputs in groups.items():
+        assert inputs["launchTemplate"] == {"id": f"{name}-id", "version": "1"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_kms_key_encrypts_secrets_and_rotates(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    key = one(rendering, "aws:kms/key:Key", "secrets")
+    assert key.inputs["enableKeyRotation"] is True
+    eks = one(rendering, "aws:eks/cluster:Cluster", "eks").inputs
+    key_arn = mocks._fake_arn("aws:kms/key:Key", "secrets")
+    assert eks["encryptionConfig"] == {"provider": {"keyArn": key_arn}, "resources": ["secrets"]}
+    grant = json.loads(one(rendering, "aws:iam/rolePolicy:RolePolicy", "cluster-secrets-encryption").inputs["policy"])
+    assert grant["Statement"][0]["Resource"] == key_arn
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    inputs = one(rendering, "aws:eks/cluster:Cluster", "eks").inputs
+    cfg = rendering.config.cluster
+    assert inputs["name"] == cfg.name and inputs["version"] == cfg.kubernetes_version
+    assert inputs["accessConfig"] == {"authenticationMode": "API", "bootstrapClusterCreatorAdminPermissions": False}
+    assert inputs["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
+    vpc_config = inputs["vpcConfig"]
+    assert vpc_config["endpointPrivateAccess"] is cfg.endpoint.private_access
+    assert vpc_config.get("publicAccessCidrs", []) == cfg.endpoint.public_access_cidrs
+    deployer = mocks.FAKE_CALLS["aws:index/getCallerIdentity:getCallerIdentity"]({})["arn"]
+    (entry,) = of_type(rendering, "aws:eks/accessEntry:AccessEntry")
+    (grant,) = of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert entry.inputs["principalArn"] == grant.inputs["principalArn"] == deployer
+    assert grant.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    assert grant.inputs["accessScope"] == {"type": "cluster"}
+    (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
+    assert f"aws:eks/accessPolicyAssociation:AccessPolicyAssociation::{grant.name}" in provider.dependencies
+
+
+def test_extra_admins_get_their_own_access_entries() -> None:
+    rendering = render_document(cluster_document(adminPrincipalArns=["arn:aws:iam::123456789012:role/platform-admins"]))
+    names = {r.name for r in of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    assert names == {"admin-user-render", "admin-role-platform-admins"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_autoscaler_role_is_scoped_to_the_cluster_tag(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    name = rendering.config.cluster.name
+    policy = json.loads(one(rendering, "aws:iam/rolePolicy:RolePolicy", "cluster-autoscaler").inputs["policy"])
+    assert policy == aws_policies.cluster_autoscaler_policy(name, "aws", "us-west-2", "123456789012")
+    association = one(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "cluster-autoscaler").inputs
+    assert association["namespace"] == "kube-system" and association["serviceAccount"] == "cluster-autoscaler"
+    assert association["roleArn"] == mocks._fake_arn("aws:iam/role:Role", "cluster-autoscaler")
+    trust = json.loads(one(rendering, "aws:iam/role:Role", "cluster-autoscaler").inputs["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+
+
+def test_gpu_asgs_are_tagged_for_scale_from_zero() -> None:
+    rendering = rendered_stack("prod")
+    tags = [r for r in of_type(rendering, "aws:autoscaling/tag:Tag") if r.parent == "aws:eks/nodeGroup:NodeGroup::gpu-p4d"]
+    found = {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in tags}
+    assert found == node_pools.node_template_tags(rendering.config.cluster.pools["p4d"])
+    assert {t.inputs["autoscalingGroupName"] for t in tags} == {"eks-gpu-p4d-f0c7a1e2"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_pulumi_leaves_the_node_count_to_the_autoscaler(stack: str) -> None:
+    for group in of_type(rendered_stack(stack), "aws:eks/nodeGroup:NodeGroup"):
+        assert group.ignore_changes == ("scalingConfig.desiredSize",), group.name
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_protect_follows_the_config(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    protected = {(r.type, r.name) for r in rendering.resources if r.protect}
+    expected = {("aws:eks/cluster:Cluster", "eks"), ("aws:kms/key:Key", "secrets"), ("aws:ec2/vpc:Vpc", "vpc")}
+    assert protected == (expected if rendering.config.cluster.protect else set())
+
+
+def test_prod_is_protected() -> None:
+    assert rendered_stack("prod").config.cluster.protect
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    plan = rendering.plan()
+    count: dict[str, int] = {}
+    for entry in plan["resources"]:
+        count[entry["type"]] = count.get(entry["type"], 0) + 1
+    cfg = rendering.config.cluster
+    zones = cfg.vpc.availability_zones
+    assert count["aws:ec2/vpc:Vpc"] == 1 and count["aws:ec2/internetGateway:InternetGateway"] == 1
+    assert count["aws:ec2/subnet:Subnet"] == 2 * zones
+    assert count["aws:ec2/natGateway:NatGateway"] == (zones if cfg.vpc.nat_gateways == "perAz" else 1)
+    assert count["aws:eks/cluster:Cluster"] == 1 and count["aws:kms/key:Key"] == 1
+    assert count["aws:eks/nodeGroup:NodeGroup"] == 1 + len(cfg.gpu_node_pools)
+    assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
+    addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
+    assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    ebs = one(rendering, "aws:eks/addon:Addon", "aws-ebs-csi-driver")
+    assert "aws:eks/podIdentityAssociation:PodIdentityAssociation::ebs-csi-driver" in ebs.dependencies
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
+    releases = {r.name: r for r in resources_of(rendering, "kubernetes:helm.sh/v3:Release")}
+    for chart in cluster_addons.CHARTS:
+        release = releases[chart.release]
+        assert EXACT_VERSION.match(release.inputs["version"])
+        assert release.inputs["name"] == chart.release and release.inputs["namespace"] == "kube-system"
+        assert release.inputs["repositoryOpts"]["repo"] == chart.repository
+        assert release.provider.split("::")[-2] == provider.name
+    plugin = releases["nvidia-device-plugin"].inputs["values"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
+    assert plugin["nodeSelector"] == {"node-type": "gpu"}
+    for resource in rendering.resources:
+        if resource.type.startswith("kubernetes:"):
+            assert resource.provider and resource.provider.split("::")[-2] == provider.name, resource.name
+
+
+def test_workloads_wait_for_the_cluster() -> None:
+    rendering = rendered_stack("dev")
+    namespace = one(rendering, "kubernetes:core/v1:Namespace", "inference")
+    for needed in ("aws:eks/nodeGroup:NodeGroup::gpu-g5", "kubernetes:helm.sh/v3:Release::cluster-autoscaler",
+                   "kubernetes:storage.k8s.io/v1:StorageClass::gp3", "aws:eks/addon:Addon::coredns"):  # fmt: skip
+        assert needed in namespace.dependencies
+
+
+def test_efa_and_placement_group_follow_their_flags() -> None:
+    pools = [
+        {"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2},
+        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "efa": True, "placementGroup": True},
+    ]
+    rendering = render_document(cluster_document(gpuNodePools=pools))
+    template = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-p4d").inputs
+    interfaces = template["networkInterfaces"]
+    assert [i["networkCardIndex"] for i in interfaces] == [0, 1, 2, 3]
+    assert {i["interfaceType"] for i in interfaces} == {"efa"}
+    assert {tuple(i["securityGroups"]) for i in interfaces} == {("sg-0eks0cluster0000",)}
+    (group,) = of_type(rendering, "aws:ec2/placementGroup:PlacementGroup")
+    assert group.inputs["strategy"] == "cluster" and template["placement"] == {"groupName": "llm-test-gpu-p4d"}
+    assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"]) == 1
+    g5 = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-g5").inputs
+    assert "networkInterfaces" not in g5 and "placement" not in g5
+
+
+def test_an_existing_vpc_is_used_not_created() -> None:
+    vpc = {"id": "vpc-0abc", "privateSubnetIds": ["subnet-a", "subnet-b"], "publicSubnetIds": ["subnet-c"]}
+    rendering = render_document(cluster_document(vpc=vpc))
+    assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:"))]
+    assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"]
+    assert rendering.outputs["vpcId"] == "vpc-0abc" and rendering.outputs["privateSubnetIds"] == ["subnet-a", "subnet-b"]
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_outputs_are_the_documented_contract(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    outputs = rendering.outputs
+    assert CLUSTER_OUTPUTS | {"namespace", "models"} <= set(outputs)
+    assert outputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+    assert outputs["clusterName"] == rendering.config.cluster.name
+    assert outputs["clusterEndpoint"].startswith("https://")
+    assert outputs["gpuPriceSource"] == PRICE_SOURCE and str(2026) in PRICE_SOURCE
+    secret = [k for k, v in outputs.items() if mocks.SECRET_PLACEHOLDER in json.dumps(v)]
+    assert secret == ["kubeconfig"]
+    pools = outputs["gpuPools"]
+    assert set(pools) == set(rendering.config.cluster.pools)
+    assert all(set(p) == POOL_KEYS for p in pools.values())
+    assert outputs["maxHourlyGpuCostUsd"] == pytest.approx(sum(p["maxHourlyCostUsd"] for p in pools.values()))
+    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/cluster-autoscaler", "kube-system/ebs-csi-controller-sa"}
+
+
+def test_prod_costs_at_most_its_pools_at_list_price() -> None:
+    pools = rendered_stack("prod").outputs["gpuPools"]
+    assert pools["p4d"]["maxGpus"] == 24 and pools["p4d"]["gpuModel"] == "A100-40GB"
+    assert pools["p4d"]["maxHourlyCostUsd"] == round(3 * INSTANCE_TYPES["p4d.24xlarge"].on_demand_usd_per_hour, 2)
+
+
+# --- existing cluster ------------------------------------------------------------------------
+
+
+def existing_rendering(**existing: Any) -> render.Rendering:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    if existing:
+        document["config"]["vllm-platform:cluster"]["existing"] = existing
+    return render_document(document, "existing")
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [{}, {"kubeconfig": "apiVersion: v1\nkind: Config\n"}, {"context": "team-a"}],
+    ids=["stack-reference", "kubeconfig", "context"],
+)
+def test_existing_cluster_deploys_models_only_through_its_provider(existing: dict[str, Any]) -> None:
+    rendering = existing_rendering(**existing)
+    assert not [r for r in rendering.resources if r.type.startswith("aws:")]
+    (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
+    assert provider.name == "existing"
+    kubernetes = [r for r in rendering.resources if r.type.startswith("kubernetes:")]
+    assert {r.type for r in kubernetes} >= {"kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service"}
+    assert all(r.provider and r.provider.split("::")[-2] == "existing" for r in kubernetes)
+    assert not [r for r in kubernetes if r.inputs.get("kind") == "StorageClass" or r.name in ("nvidia-device-plugin", "cluster-autoscaler")]
+    if "context" in existing:
+        assert provider.inputs == {"context": "team-a"}
+        assert "kubeconfig" not in rendering.outputs
+    else:
+        assert provider.inputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+        assert rendering.outputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+
+
+def test_existing_cluster_outputs_what_is_known() -> None:
+    outputs = existing_rendering().outputs
+    assert outputs["clusterName"] == "shared-gpu"
+    assert outputs["gpuPools"]["g5"]["maxHourlyCostUsd"] == round(4 * INSTANCE_TYPES["g5.2xlarge"].on_demand_usd_per_hour, 2)
+    assert outputs["maxHourlyGpuCostUsd"] == outputs["gpuPools"]["g5"]["maxHourlyCostUsd"]
+    assert not {"clusterEndpoint", "vpcId", "privateSubnetIds", "oidcIssuerUrl"} & set(outputs)

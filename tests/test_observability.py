@@ -1,0 +1,423 @@
+"""The observability layer: pinned releases, the monitor selection contract, wiring through outputs,
+ordering, the dashboard and alert PromQL, scale-to-zero refusal and CRD validity."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import lru_cache
+from typing import Any
+
+import pytest
+
+from components import alerts, dashboards, observability, vllm_spec
+from components.config import ConfigError, parse_config
+from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tools import mocks, schemas
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+RELEASE_NAMES = {c.release for c in observability.CHARTS}
+EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+
+# Names current vLLM exports with label model_name (docs/design/metrics.md, vllm/v1/metrics/loggers.py).
+CURRENT_VLLM_METRICS = {
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:generation_tokens_total",
+    "vllm:prompt_tokens_total",
+}
+# Removed by the V1 engine or renamed: a dashboard using them shows nothing.
+REMOVED_VLLM_METRICS = {
+    "vllm:gpu_cache_usage_perc",
+    "vllm:cpu_cache_usage_perc",
+    "vllm:num_requests_swapped",
+    "vllm:avg_prompt_throughput_toks_per_s",
+    "vllm:avg_generation_throughput_toks_per_s",
+    "vllm:time_per_output_token_seconds",
+    "vllm:time_in_queue_requests",
+    "vllm:cpu_prefix_cache_hit_rate",
+    "vllm:gpu_prefix_cache_hit_rate",
+}
+# DCGM exporter default counters and the kube-state-metrics series for replicas.
+OTHER_METRICS = {
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_XID_ERRORS",
+    "kube_deployment_spec_replicas",
+    "kube_deployment_status_replicas_available",
+}
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
+    "rate", "increase", "histogram_quantile", "group_left", "group_right", "bool",
+}  # fmt: skip
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric name in a PromQL expression: identifiers left after strings, matchers and ranges go."""
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    stripped = re.sub(r"\{[^}]*\}", "", stripped)
+    stripped = re.sub(r"\[[^\]]*\]", "", stripped)
+    stripped = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", r"\1", stripped)
+    names = set()
+    for word in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", stripped):
+        if word in PROMQL_WORDS:
+            continue
+        for suffix in HISTOGRAM_SUFFIXES:
+            if word.endswith(suffix) and word.removesuffix(suffix) in CURRENT_VLLM_METRICS | REMOVED_VLLM_METRICS:
+                word = word.removesuffix(suffix)
+        names.add(word)
+    return names
+
+
+def unknown_metrics(expr: str) -> set[str]:
+    return metric_names(expr) - CURRENT_VLLM_METRICS - OTHER_METRICS
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes LabelSelector semantics: every matchLabels pair and every expression must hold."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions", []):
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values", [])
+        holds = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not holds:
+            return False
+    return True
+
+
+@lru_cache(maxsize=None)
+def _rendered(variant: str) -> Any:
+    documents = {
+        "two-models": minimal_document(
+            models=[
+                {"name": "llama-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "gpuPool": "g5", "replicas": {"min": 1, "max": 3}},
+                {"name": "llama-8b-chat", "model": "meta-llama/Llama-3.1-8B-Instruct", "servedModelName": "chat",
+                 "gpuPool": "g5", "autoscaling": {"mode": "hpa-cpu"}},
+            ],
+            observability={"timeToFirstTokenSloSeconds": 1.5, "grafanaAdminPassword": "plain-text-grafana-pw-42"},
+        ),
+        "external": minimal_document(
+            observability={"enabled": False, "externalPrometheusUrl": "http://prometheus.shared.svc:9090"}
+        ),
+        "no-grafana": minimal_document(observability={"grafanaEnabled": False, "alertmanagerEnabled": False}),
+    }  # fmt: skip
+    return render_document(documents[variant])
+
+
+def _release_inputs(rendering: Any, release: str) -> dict[str, Any]:
+    (record,) = [r for r in resources_of(rendering, RELEASE) if r.name == release]
+    return record.inputs
+
+
+def _output(rendering: Any) -> dict[str, Any]:
+    return rendering.outputs["observability"]
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_stack_pins_the_three_releases(stack: str) -> None:
+    releases = {r.name: r.inputs for r in resources_of(rendered_stack(stack), RELEASE) if r.name in RELEASE_NAMES}
+    assert set(releases) == RELEASE_NAMES
+    for chart in observability.CHARTS:
+        inputs = releases[chart.release]
+        assert EXACT_VERSION.match(inputs["version"]), inputs["version"]
+        assert inputs["name"] == chart.release, "an explicit name keeps service names predictable"
+        assert inputs["chart"] == chart.chart
+        assert inputs["repositoryOpts"]["repo"].startswith("https://")
+        assert inputs["namespace"] == chart.namespace
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_scaled_objects_query_the_observability_output(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    url = _output(rendering)["prometheusUrl"]
+    assert url == observability.prometheus_url(observability.KUBE_PROMETHEUS_STACK.release, vllm_spec.MONITORING_NAMESPACE)
+    scaled = objects_of(rendering, "ScaledObject")
+    assert scaled, "every committed stack autoscales with KEDA"
+    for manifest in scaled:
+        assert [t["metadata"]["serverAddress"] for t in manifest["spec"]["triggers"]] == [url]
+
+
+def test_an_external_prometheus_replaces_the_stack() -> None:
+    rendering = _rendered("external")
+    assert not [r for r in resources_of(rendering, RELEASE) if r.name in RELEASE_NAMES]
+    assert not objects_of(rendering, "PrometheusRule")
+    assert _output(rendering)["prometheusUrl"] == "http://prometheus.shared.svc:9090"
+    (scaled,) = objects_of(rendering, "ScaledObject")
+    assert scaled["spec"]["triggers"][0]["metadata"]["serverAddress"] == "http://prometheus.shared.svc:9090"
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_prometheus_selects_the_platform_monitors_and_rules(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    spec = _release_inputs(rendering, "kube-prometheus-stack")["values"]["prometheus"]["prometheusSpec"]
+    namespaces = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in objects_of(rendering, "Namespace")}
+    for kind, prefix in (("ServiceMonitor", "serviceMonitor"), ("PrometheusRule", "rule")):
+        objects = objects_of(rendering, kind)
+        assert objects
+        assert spec[f"{prefix}SelectorNilUsesHelmValues"] is False
+        for manifest in objects:
+            metadata = manifest["metadata"]
+            assert selector_matches(spec[f"{prefix}Selector"], metadata.get("labels", {})), metadata["name"]
+            assert selector_matches(spec[f"{prefix}NamespaceSelector"], namespaces[metadata["namespace"]]), metadata
+    for monitor in objects_of(rendering, "ServiceMonitor"):
+        assert monitor["metadata"]["labels"].items() >= vllm_spec.MONITOR_SELECTOR_LABELS.items()
+    # PodMonitors follow the same namespace contract.
+    assert spec["podMonitorNamespaceSelector"] == spec["serviceMonitorNamespaceSelector"]
+
+
+def test_prometheus_ignores_namespaces_outside_the_platform() -> None:
+    selector = observability.monitor_selection()["serviceMonitorNamespaceSelector"]
+    assert selector_matches(selector, {**vllm_spec.MONITOR_SELECTOR_LABELS, "team": "x"})
+    assert not selector_matches(selector, {"kubernetes.io/metadata.name": "other-team"})
+    assert not selector_matches(selector, {"app.kubernetes.io/part-of": "someone-else"})
+
+
+def test_the_dcgm_monitor_is_selected_and_tolerates_gpu_nodes() -> None:
+    cfg = rendered_stack("dev").config
+    values = observability.dcgm_exporter_values(cfg)
+    monitor_labels = values["serviceMonitor"]["additionalLabels"]
+    assert monitor_labels == vllm_spec.MONITOR_SELECTOR_LABELS
+    namespace = observability.platform_namespace(observability.DCGM_EXPORTER.namespace, privileged=True)
+    selector = observability.monitor_selection()["serviceMonitorNamespaceSelector"]
+    assert selector_matches(selector, namespace["metadata"]["labels"])
+    assert values["nodeSelector"] == {"node-type": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+    assert values["serviceMonitor"]["honorLabels"] is True, "GPU series keep the namespace and pod they serve"
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_custom_resources_wait_for_the_releases_that_install_their_crds(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    stack_release, keda_release = f"{RELEASE}::kube-prometheus-stack", f"{RELEASE}::keda"
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        for record in resources_of(rendering, f"kubernetes:monitoring.coreos.com/v1:{kind}"):
+            assert stack_release in record.dependencies, record.name
+    for record in resources_of(rendering, "kubernetes:keda.sh/v1alpha1:ScaledObject"):
+        assert keda_release in record.dependencies, record.name
+    dcgm = [r for r in resources_of(rendering, RELEASE) if r.name == "dcgm-exporter"][0]
+    assert stack_release in dcgm.dependencies, "its ServiceMonitor needs the operator's CRDs"
+
+
+def test_stack_values_follow_the_config() -> None:
+    document = minimal_document(
+        observability={"prometheus": {"retention": "30d", "storageSize": "200Gi", "scrapeInterval": "30s"}}
+    )
+    cfg = parse_config({k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")})
+    values = observability.kube_prometheus_stack_values(cfg, None)
+    spec = values["prometheus"]["prometheusSpec"]
+    assert spec["retention"] == "30d"
+    assert spec["scrapeInterval"] == "30s"
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["storageClassName"] == "gp3"
+    assert claim["resources"]["requests"]["storage"] == "200Gi"
+    assert values["fullnameOverride"] == observability.KUBE_PROMETHEUS_STACK.release
+
+
+def test_defaults_scrape_every_15_seconds() -> None:
+    values = _release_inputs(rendered_stack("dev"), "kube-prometheus-stack")["values"]
+    assert values["prometheus"]["prometheusSpec"]["scrapeInterval"] == "15s"
+    assert values["alertmanager"]["enabled"] is True
+    assert values["grafana"]["enabled"] is True
+
+
+def _resource_blocks(values: Any, path: str = "") -> dict[str, Any]:
+    found = {}
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if key == "resources" and isinstance(value, dict) and "requests" in value:
+                found[path or "<root>"] = value
+            elif key != "storageSpec":
+                found.update(_resource_blocks(value, f"{path}.{key}" if path else key))
+    return found
+
+
+def test_every_component_requests_resources() -> None:
+    cfg = rendered_stack("dev").config
+    stack = _resource_blocks(observability.kube_prometheus_stack_values(cfg, None))
+    assert set(stack) >= {
+        "prometheusOperator", "prometheusOperator.prometheusConfigReloader", "prometheusOperator.admissionWebhooks.patch",
+        "prometheus.prometheusSpec", "alertmanager.alertmanagerSpec", "grafana", "grafana.sidecar",
+        "kube-state-metrics", "prometheus-node-exporter",
+    }  # fmt: skip
+    keda = observability.keda_values()["resources"]
+    assert set(keda) == {"operator", "metricServer", "webhooks"}
+    for block in [*stack.values(), *keda.values(), observability.dcgm_exporter_values(cfg)["resources"]]:
+        assert block["requests"]["cpu"] and block["requests"]["memory"]
+
+
+def test_grafana_password_from_config_is_a_secret() -> None:
+    rendering = _rendered("two-models")
+    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == observability.GRAFANA_ADMIN_SECRET]
+    assert secret["stringData"]["admin-password"] == mocks.SECRET_PLACEHOLDER
+    grafana = _release_inputs(rendering, "kube-prometheus-stack")["values"]["grafana"]
+    assert grafana["admin"]["existingSecret"] == observability.GRAFANA_ADMIN_SECRET
+    assert "adminPassword" not in grafana
+    everything = json.dumps([rendering.manifests(), rendering.plan()])
+    assert "plain-text-grafana-pw-42" not in everything
+
+
+def test_without_a_password_the_chart_generates_one() -> None:
+    grafana = _release_inputs(rendered_stack("dev"), "kube-prometheus-stack")["values"]["grafana"]
+    assert grafana["adminPassword"] == "", "never the chart's well-known default"
+    assert "admin" not in grafana
+    assert "kube-prometheus-stack-grafana" in _output(rendered_stack("dev"))["grafana"]["adminPassword"]
+
+
+def test_grafana_and_alertmanager_can_be_off() -> None:
+    rendering = _rendered("no-grafana")
+    values = _release_inputs(rendering, "kube-prometheus-stack")["values"]
+    assert values["grafana"]["enabled"] is False
+    assert values["alertmanager"]["enabled"] is False
+    assert not [c for c in objects_of(rendering, "ConfigMap") if c["metadata"]["name"] == dashboards.DASHBOARD_CONFIGMAP]
+    assert "grafana" not in _output(rendering)
+
+
+def _dashboard_of(rendering: Any) -> dict[str, Any]:
+    (config_map,) = [c for c in objects_of(rendering, "ConfigMap") if c["metadata"]["name"] == dashboards.DASHBOARD_CONFIGMAP]
+    assert config_map["metadata"]["labels"][dashboards.GRAFANA_DASHBOARD_LABEL] == "1"
+    (document,) = config_map["data"].values()
+    return json.loads(document)
+
+
+def _expressions(board: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_has_every_panel_per_model() -> None:
+    rendering = _rendered("two-models")
+    board = _dashboard_of(rendering)
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["llama-8b (meta-llama/Llama-3.1-8B-Instruct)", "llama-8b-chat (chat)"]
+    titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
+    assert len(titles) == 2 * len(dashboards.model_panels(rendering.config, rendering.config.models[0]))
+    expressions = _expressions(board)
+    for needle in (
+        "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+        "histogram_quantile(0.5, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket", "histogram_quantile(0.95, sum by (le) (rate(vllm:e2e_request_latency_seconds",
+        "vllm:generation_tokens_total", "kube_deployment_spec_replicas", "kube_deployment_status_replicas_available",
+        "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED",
+    ):  # fmt: skip
+        assert any(needle in e for e in expressions), needle
+    assert any('model_name="chat"' in e for e in expressions)
+    # A pod regex anchored on the hash keeps llama-8b's panels free of llama-8b-chat's GPUs.
+    assert not re.fullmatch("llama-8b-[a-z0-9]+-[a-z0-9]+", "llama-8b-chat-5d9c7b6f4-x2x9q")
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_dashboard_and_rules_use_current_metric_names_only() -> None:
+    rendering = _rendered("two-models")
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    expressions = _expressions(_dashboard_of(rendering)) + [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    for expr in expressions:
+        assert not unknown_metrics(expr), (expr, unknown_metrics(expr))
+        assert "model_name" in expr or "vllm:" not in expr, f"vLLM series are told apart by model_name: {expr}"
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        'sum(vllm:gpu_cache_usage_perc{model_name="m"})',
+        "histogram_quantile(0.9, sum by (le) (rate(vllm:time_per_output_token_seconds_bucket[5m])))",
+        "vllm:num_requests_swapped",
+        "avg(vllm:avg_generation_throughput_toks_per_s)",
+        "DCGM_FI_DEV_MADE_UP",
+    ],
+)
+def test_the_metric_check_catches_removed_or_unknown_names(expr: str) -> None:
+    assert unknown_metrics(expr)
+
+
+def test_rules_carry_summary_runbook_and_the_slo() -> None:
+    rendering = _rendered("two-models")
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules}
+    assert names == {
+        "VllmQueueBacklogAtMaxReplicas", "VllmModelNotReady", "VllmKvCacheNearlyFull",
+        "VllmTimeToFirstTokenSloBreached", "GpuXidError", "GpuFallenOffBus",
+    }  # fmt: skip
+    for item in rules:
+        assert item["annotations"]["summary"] and item["annotations"]["runbook"], item["alert"]
+        assert item["labels"]["severity"] in ("warning", "critical")
+    (slo,) = [r for r in rules if r["alert"] == "VllmTimeToFirstTokenSloBreached"]
+    assert slo["expr"].endswith("> 1.5")
+    not_ready = [r for r in rules if r["alert"] == "VllmModelNotReady"]
+    assert {r["labels"]["model"] for r in not_ready} == {"llama-8b", "llama-8b-chat"}
+    assert all(r["for"] == "15m" for r in not_ready)
+    (backlog,) = [r for r in rules if r["alert"] == "VllmQueueBacklogAtMaxReplicas" and r["labels"]["model"] == "llama-8b"]
+    assert "> 30 and on()" in backlog["expr"] and backlog["expr"].endswith(">= 3")
+    (off_bus,) = [r for r in rules if r["alert"] == "GpuFallenOffBus"]
+    assert off_bus["expr"] == f"DCGM_FI_DEV_XID_ERRORS == {alerts.XID_FALLEN_OFF_BUS}"
+
+
+def _platform(**observability_keys: Any) -> dict[str, Any]:
+    document = minimal_document(**observability_keys)
+    return {k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")}
+
+
+def _problems(raw: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    return str(error.value)
+
+
+def test_scale_to_zero_is_refused_with_the_way_out() -> None:
+    raw = _platform()
+    raw["models"][0]["replicas"] = {"min": 0, "max": 2}
+    message = _problems(raw)
+    assert "models[llama-8b].replicas.min: 0 would never wake up" in message
+    assert "set min 1" in message
+
+
+def test_disabled_observability_needs_an_external_prometheus_for_keda() -> None:
+    message = _problems(_platform(observability={"enabled": False}))
+    assert "models[llama-8b].autoscaling" in message and "externalPrometheusUrl" in message
+    raw = _platform(observability={"enabled": False})
+    raw["models"][0]["autoscaling"] = {"mode": "hpa-cpu"}
+    parse_config(raw)
+
+
+@pytest.mark.parametrize(
+    "observability_config, expected",
+    [
+        ({"externalPrometheusUrl": "http://p:9090"}, "externalPrometheusUrl is for enabled false"),
+        ({"enabled": False, "externalPrometheusUrl": "prometheus:9090"}, "is not an http(s) URL"),
+        ({"prometheus": {"retention": "15 days"}}, "is not a Prometheus duration"),
+        ({"prometheus": {"storageSize": "50G"}}, "is not a volume size"),
+        ({"kvCacheUsageAlertRatio": 1.5}, "less than or equal to 1"),
+    ],
+)
+def test_bad_observability_config_is_refused(observability_config: dict[str, Any], expected: str) -> None:
+    assert expected in _problems(_platform(observability=observability_config))
+
+
+@pytest.mark.parametrize("stack", [*COMMITTED_STACKS, "two-models"])
+def test_rendered_custom_resources_validate_against_the_crds(stack: str, crd_dir: Any) -> None:
+    rendering = _rendered(stack) if stack == "two-models" else rendered_stack(stack)
+    custom = [m for m in rendering.manifests() if schemas.is_custom_resource(m)]
+    assert {m["kind"] for m in custom} >= {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    assert schemas.validate_manifests(custom, rendering.config.cluster.kubernetes_version, crd_dir) == []
+
+
+def test_the_crd_check_rejects_a_broken_rule(crd_dir: Any) -> None:
+    (rule,) = objects_of(rendered_stack("dev"), "PrometheusRule")
+    broken = copy.deepcopy(rule)
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    broken["spec"]["groups"][0]["rules"][0]["severity"] = "page"
+    problems = schemas.validate_manifests([broken], "1.34", crd_dir)
+    assert any("for" in p for p in problems) and any("severity" in p for p in problems)
