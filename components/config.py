@@ -600,12 +600,19 @@ def _platform_problems(cfg: PlatformConfig) -> list[str]:
 
 
 def config_notes(cfg: PlatformConfig) -> list[str]:
-    """What a valid config still deserves a word about: checks that did not run."""
-    return [
-        f"models[{m.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
-        for m in cfg.models
-        if cfg.is_simulated(m)
-    ]
+    """What a valid config still deserves a word about: checks that did not run, and what runs differently."""
+    notes = []
+    for model in cfg.models:
+        if cfg.is_simulated(model):
+            notes.append(
+                f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+            )
+        elif model.quantization == "fp8" and not (gpu := cfg.pool_of(model).instance.gpu).native_fp8:
+            notes.append(
+                f"models[{model.name}]: fp8 on {gpu.model} ({gpu.architecture.capitalize()}) runs weight-only "
+                f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
+            )
+    return notes
 
 
 def parse_config(raw: dict[str, Any]) -> PlatformConfig:

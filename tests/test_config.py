@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.config import ConfigError, PlatformConfig, load_stack_config, parse_config
+from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config
 from tools import mocks
 
 
@@ -71,7 +71,17 @@ def test_quantization_makes_a_13b_fit_one_a10g() -> None:
 
 
 def test_fp8_on_ampere_is_accepted_as_weight_only() -> None:
-    parse_config(with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8"))
+    cfg = parse_config(with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8"))
+    assert config_notes(cfg) == [
+        "models[llama-8b]: fp8 on A10G (Ampere) runs weight-only (FP8 Marlin): weights take 1 byte per parameter, "
+        "activations and compute stay 16-bit"
+    ]
+
+
+def test_fp8_on_hopper_needs_no_note() -> None:
+    raw = with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8", gpuPool="h100")
+    raw["cluster"]["gpuNodePools"].append({"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxSize": 1, "rootVolumeGiB": 300})
+    assert config_notes(parse_config(raw)) == []
 
 
 def test_explicit_parameters_override_the_name() -> None:

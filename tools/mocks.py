@@ -7,6 +7,8 @@ compute (ids, ARNs, endpoints) and that the program reads back, so the real prog
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -147,10 +149,23 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def program_log() -> logging.Logger:
+    """Where the program's pulumi.log messages go under mocks: stderr, as `pulumi preview` shows them."""
+    logger = logging.getLogger("vllm-platform.program")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
+
+
 def install(project: str, stack: str, config: dict[str, str], secret_keys: list[str]) -> RecordingMonitor:
     """Point the Pulumi runtime at a fresh recording monitor with this stack's config."""
     pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_all_config(config, secret_keys)
     monitor = RecordingMonitor(RecordingMocks())
-    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=program_log()
+    )
     return monitor

@@ -25,7 +25,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, config_notes, parse_config
+from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, parse_config
 from tools import mocks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -174,8 +174,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {path.name}: {error}", file=sys.stderr)
         return 2
     rendering.write(args.out)
-    for note in config_notes(rendering.config):
-        print(f"note: {note}")
     kinds = len(rendering.manifests())
     print(f"rendered stack {stack}: {kinds} Kubernetes objects, {len(rendering.resources)} resources -> {args.out}")
     return 0
