@@ -48,7 +48,9 @@ def model_rules(cfg: PlatformConfig, model: Model) -> list[dict[str, Any]]:
         ),
         _alert(
             "VllmModelNotReady",
-            f"sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
+            # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
+            f"sum(kube_deployment_spec_replicas{{{deployment}}}) > 0 "
+            f"and on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
             NOT_READY_FOR,
             "critical",
             {

@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 from components import aws_policies, cluster_addons, node_pools
 from components.catalog import PRICE_SOURCE
 from components.config import Cluster, ExistingCluster, PlatformConfig
+from components.helm import helm_release
 from components.network import create_network, network_outputs
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
@@ -259,15 +260,19 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=child,
         )
         storage = cluster_addons.storage_class(self.provider, self, late_addons)
-        device_plugin = cluster_addons.helm_release(
-            cluster_addons.NVIDIA_DEVICE_PLUGIN, cluster_addons.device_plugin_values(), self.provider, self, [system]
+        device_plugin = helm_release(
+            cluster_addons.NVIDIA_DEVICE_PLUGIN,
+            cluster_addons.device_plugin_values(),
+            pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[system]),
         )
-        autoscaler = cluster_addons.helm_release(
+        autoscaler = helm_release(
             cluster_addons.CLUSTER_AUTOSCALER,
             cluster_addons.cluster_autoscaler_values(cluster.name, region, cluster.kubernetes_version),
-            self.provider,
-            self,
-            [system, *late_addons, autoscaler_identity, autoscaler_policy],
+            pulumi.ResourceOptions(
+                parent=self,
+                provider=self.provider,
+                depends_on=[system, *late_addons, autoscaler_identity, autoscaler_policy],
+            ),
         )
         if cluster_addons.cluster_autoscaler_image_tag(cluster.kubernetes_version) is None:
             pulumi.log.warn(

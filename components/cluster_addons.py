@@ -14,8 +14,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import aws_policies, vllm_spec
+from components.helm import Chart
 from components.node_pools import SYSTEM_LABELS
-from components.observability import GPU_NODE_SELECTOR, Chart
 
 KUBE_SYSTEM = "kube-system"
 NVIDIA_DEVICE_PLUGIN = Chart(
@@ -46,7 +46,7 @@ ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
 
 def device_plugin_values() -> dict[str, Any]:
     return {
-        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "nodeSelector": dict(vllm_spec.GPU_NODE_SELECTOR),
         "tolerations": [
             {"key": vllm_spec.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
             {"key": "CriticalAddonsOnly", "operator": "Exists"},
@@ -156,26 +156,6 @@ def pod_identity_role(
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return role, association
-
-
-def helm_release(
-    chart: Chart,
-    values: dict[str, Any],
-    provider: k8s.Provider,
-    parent: pulumi.Resource,
-    depends_on: list[pulumi.Resource],
-) -> k8s.helm.v3.Release:
-    return k8s.helm.v3.Release(
-        chart.release,
-        name=chart.release,
-        chart=chart.chart,
-        version=chart.version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
-        namespace=chart.namespace,
-        values=values,
-        cleanup_on_fail=True,
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=depends_on),
-    )
 
 
 def storage_class(provider: k8s.Provider, parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> k8s.storage.v1.StorageClass:

@@ -23,6 +23,8 @@ CONFIG_NAMESPACE = "vllm-platform"
 # --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
 SERVING_PORT = 8000
+# A model that scales to zero gives its name to the interceptor's entry point; its pods' Service takes this suffix.
+BACKEND_SERVICE_SUFFIX = "-backend"
 # Image pull and process start on top of a simulated model's load phase.
 SIMULATED_START_MARGIN_SECONDS = 120
 
@@ -251,6 +253,10 @@ class Autoscaling(_Section):
     mode: Literal["keda", "hpa-cpu", "none"] = "keda"
     queue_depth_per_replica: int = Field(10, ge=1)
     target_cpu_utilization_percent: int = Field(70, ge=10, le=100)
+    # With replicas.min 0: requests in flight per replica, as the KEDA HTTP add-on's interceptor counts them.
+    concurrency_per_replica: int = Field(64, ge=1)
+    # With replicas.min 0: idle time before the last replica goes. A cold start costs a node and minutes of loading.
+    scale_to_zero_after_seconds: int = Field(900, ge=60, le=86400)
 
 
 class Resources(_Section):
@@ -334,6 +340,11 @@ class Model(_Section):
     @property
     def effective_served_name(self) -> str:
         return self.served_model_name or self.model
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Traffic reaches the model through the KEDA HTTP add-on's interceptor, which wakes it from zero."""
+        return self.autoscaling.mode == "keda" and self.replicas.min == 0
 
     @property
     def effective_gpu_memory_utilization(self) -> float:
@@ -552,11 +563,15 @@ def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
         )
     if model.autoscaling.mode == "hpa-cpu" and model.replicas.min == 0:
         problems.append(f"{where}.replicas.min: an HPA cannot scale to 0; set min 1 or use autoscaling.mode keda")
-    if model.autoscaling.mode == "keda" and model.replicas.min == 0:
+    if model.scales_to_zero and len(model.name + BACKEND_SERVICE_SUFFIX) > 63:
         problems.append(
-            f"{where}.replicas.min: 0 would never wake up: with no pod there is no vllm:num_requests_waiting "
-            f"to trigger KEDA and requests to the Service are refused; set min 1 (scale to zero would need "
-            f"the KEDA HTTP add-on, which this platform does not install)"
+            f"{where}.name: with replicas.min 0 its pods' Service is {model.name}{BACKEND_SERVICE_SUFFIX}, "
+            f"longer than 63 characters; shorten the name to {63 - len(BACKEND_SERVICE_SUFFIX)} or fewer"
+        )
+    if model.scales_to_zero and not cfg.observability.enabled:
+        problems.append(
+            f"{where}.replicas.min: 0 needs the KEDA HTTP add-on to hold requests and wake the model, and "
+            f"observability.enabled false leaves it uninstalled; set min 1 or enable observability"
         )
     if model.autoscaling.mode == "keda" and not cfg.observability.enabled and not cfg.observability.external_prometheus_url:
         problems.append(

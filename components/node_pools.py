@@ -17,10 +17,8 @@ import pulumi_aws as aws
 from components import vllm_spec
 from components.catalog import INSTANCE_TYPES
 from components.config import Cluster, GpuNodePool, SystemNodes
-from components.observability import GPU_NODE_SELECTOR
 
-NODE_TYPE_LABEL = "node-type"
-SYSTEM_LABELS = {NODE_TYPE_LABEL: "system"}
+SYSTEM_LABELS = {vllm_spec.NODE_TYPE_LABEL: "system"}
 GPU_TAINT_VALUE = "true"
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
@@ -59,7 +57,7 @@ def accelerator_name(pool: GpuNodePool) -> str:
 
 def gpu_node_labels(pool: GpuNodePool) -> dict[str, str]:
     return {
-        **GPU_NODE_SELECTOR,
+        **vllm_spec.GPU_NODE_SELECTOR,
         vllm_spec.GPU_POOL_LABEL: pool.name,
         GPU_PRESENT_LABEL: "true",
         ACCELERATOR_LABEL: accelerator_name(pool),

@@ -12,32 +12,20 @@ and selectors cannot OR two values of different keys.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components import alerts, dashboards, vllm_spec
-from components.config import PlatformConfig
+from components.config import SERVING_PORT, PlatformConfig
+from components.helm import Chart, helm_release
 from components.vllm_model import custom_resource
 
-KEDA_NAMESPACE = "keda"
 PROMETHEUS_PORT = 9090
-GPU_NODE_SELECTOR = {"node-type": "gpu"}
+HTTP_SCALER_PORT = 9090
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
-# Installing the stack provisions an EBS volume and waits for every pod; Helm's 300 s default is short.
-RELEASE_TIMEOUT_SECONDS = 900
-
-
-@dataclass(frozen=True)
-class Chart:
-    chart: str
-    version: str
-    repository: str
-    release: str
-    namespace: str
 
 
 # prometheus-operator v0.93 line, the same as the ServiceMonitor/PrometheusRule CRDs the tests validate against.
@@ -45,7 +33,11 @@ KUBE_PROMETHEUS_STACK = Chart(
     "kube-prometheus-stack", "88.5.0", "https://prometheus-community.github.io/helm-charts",
     "kube-prometheus-stack", vllm_spec.MONITORING_NAMESPACE,
 )  # fmt: skip
-KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", KEDA_NAMESPACE)
+KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", vllm_spec.KEDA_NAMESPACE)
+# The 0.15 line, the InterceptorRoute API the tests validate against; installed when a model scales to zero.
+KEDA_HTTP_ADD_ON = Chart(
+    "keda-add-ons-http", "0.15.0", "https://kedacore.github.io/charts", "keda-add-ons-http", vllm_spec.KEDA_NAMESPACE
+)
 DCGM_EXPORTER = Chart(
     "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts",
     "dcgm-exporter", vllm_spec.MONITORING_NAMESPACE,
@@ -65,6 +57,19 @@ def grafana_service(chart: Chart = KUBE_PROMETHEUS_STACK) -> str:
 def prometheus_url(release: str, namespace: str) -> str:
     """The stack names its Prometheus Service `<fullname>-prometheus`; fullnameOverride pins fullname to the release."""
     return f"http://{release}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
+
+
+def http_add_on_service(component: str, namespace: str) -> str:
+    """The add-on's chart names its Services `<chart name>-<component>`, whatever the release is called."""
+    return f"{KEDA_HTTP_ADD_ON.chart}-{component}.{namespace}.svc.cluster.local"
+
+
+def interceptor_host(namespace: str) -> str:
+    return http_add_on_service("interceptor-proxy", namespace)
+
+
+def http_scaler_address(namespace: str) -> str:
+    return f"{http_add_on_service('external-scaler', namespace)}:{HTTP_SCALER_PORT}"
 
 
 def platform_namespace(name: str, privileged: bool = False) -> dict[str, Any]:
@@ -150,10 +155,30 @@ def keda_values() -> dict[str, Any]:
     }
 
 
+def _requests_and_limits(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    # The chart's values schema wants both cpu and memory wherever requests or limits appear.
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+def http_add_on_values() -> dict[str, Any]:
+    return {
+        "interceptor": {
+            # Clients reach the interceptor through each model's ExternalName Service, which cannot remap
+            # ports: it must listen where the models do.
+            "proxy": {"port": SERVING_PORT},
+            # Two, not the chart's three: every request to a model at zero goes through one of them.
+            "replicas": {"min": 2, "max": 10},
+            "resources": _requests_and_limits("100m", "64Mi", "1000m", "256Mi"),
+        },
+        "operator": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+        "scaler": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+    }
+
+
 def dcgm_exporter_values(cfg: PlatformConfig) -> dict[str, Any]:
     return {
         "fullnameOverride": DCGM_EXPORTER.release,
-        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "nodeSelector": dict(vllm_spec.GPU_NODE_SELECTOR),
         "tolerations": [
             {"key": vllm_spec.GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"},
         ],
@@ -181,12 +206,17 @@ class Observability(pulumi.ComponentResource):
     `outputs` are the stack outputs this layer owns."""
 
     prometheus_url: pulumi.Output[str]
+    http_scaler_address: pulumi.Output[str]
+    interceptor_host: pulumi.Output[str]
     crd_dependencies: list[pulumi.Resource]
     outputs: dict[str, Any]
 
     def __init__(self, name: str, cfg: PlatformConfig, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("vllm-platform:index:Observability", name, None, opts)
         obs = cfg.observability
+        # Only a model that scales to zero needs the HTTP add-on; the config refuses one without observability.
+        self.http_scaler_address = pulumi.Output.from_input("")
+        self.interceptor_host = pulumi.Output.from_input("")
         if not obs.enabled:
             self.prometheus_url = pulumi.Output.from_input(obs.external_prometheus_url or "")
             self.crd_dependencies = []
@@ -195,7 +225,7 @@ class Observability(pulumi.ComponentResource):
             return
 
         monitoring = self._namespace(platform_namespace(vllm_spec.MONITORING_NAMESPACE, privileged=True))
-        keda_namespace = self._namespace(platform_namespace(KEDA_NAMESPACE))
+        keda_namespace = self._namespace(platform_namespace(vllm_spec.KEDA_NAMESPACE))
 
         admin_secret: list[pulumi.Resource] = []
         if obs.grafana_enabled and obs.grafana_admin_password:
@@ -236,6 +266,12 @@ class Observability(pulumi.ComponentResource):
             lambda release: prometheus_url(release[0], release[1])
         )
         self.crd_dependencies = [stack, keda]
+        if any(model.scales_to_zero for model in cfg.models):
+            # Its own interceptor ScaledObject needs KEDA's CRDs.
+            add_on = self._release(KEDA_HTTP_ADD_ON, http_add_on_values(), [keda_namespace, keda])
+            self.http_scaler_address = add_on.namespace.apply(http_scaler_address)
+            self.interceptor_host = add_on.namespace.apply(interceptor_host)
+            self.crd_dependencies.append(add_on)
         self.outputs = {"observability": self._outputs(cfg)}
         self.register_outputs(self.outputs)
 
@@ -245,19 +281,7 @@ class Observability(pulumi.ComponentResource):
         )
 
     def _release(self, chart: Chart, values: dict[str, Any], after: list[pulumi.Resource]) -> k8s.helm.v3.Release:
-        return k8s.helm.v3.Release(
-            chart.release,
-            name=chart.release,
-            chart=chart.chart,
-            version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
-            namespace=chart.namespace,
-            create_namespace=False,
-            values=values,
-            timeout=RELEASE_TIMEOUT_SECONDS,
-            cleanup_on_fail=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=after),
-        )
+        return helm_release(chart, values, pulumi.ResourceOptions(parent=self, depends_on=after))
 
     def _outputs(self, cfg: PlatformConfig) -> dict[str, Any]:
         namespace = vllm_spec.MONITORING_NAMESPACE
@@ -265,6 +289,9 @@ class Observability(pulumi.ComponentResource):
             "prometheusUrl": self.prometheus_url,
             "charts": {chart.release: f"{chart.chart} {chart.version}" for chart in CHARTS},
         }
+        if any(model.scales_to_zero for model in cfg.models):
+            outputs["charts"][KEDA_HTTP_ADD_ON.release] = f"{KEDA_HTTP_ADD_ON.chart} {KEDA_HTTP_ADD_ON.version}"
+            outputs["interceptorHost"] = self.interceptor_host
         if cfg.observability.grafana_enabled:
             secret = GRAFANA_ADMIN_SECRET if cfg.observability.grafana_admin_password else grafana_service()
             outputs["grafana"] = {

@@ -47,6 +47,8 @@ def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) 
             cfg,
             model,
             prometheus_url=observability.prometheus_url,
+            http_scaler_address=observability.http_scaler_address,
+            interceptor_host=observability.interceptor_host,
             hf_token_secret=token_secret,
             crd_dependencies=observability.crd_dependencies,
             opts=in_namespace,

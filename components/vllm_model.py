@@ -23,10 +23,12 @@ def custom_resource(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOp
 
 
 class VllmModel(pulumi.ComponentResource):
-    """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget.
+    """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget;
+    for a model that scales to zero also the InterceptorRoute and the entry Service that leads to it.
 
-    `prometheus_url` is where the KEDA trigger queries; `crd_dependencies` are the resources that
-    install the ServiceMonitor and ScaledObject CRDs, so those objects are created after them.
+    `prometheus_url` is where the KEDA trigger queries; `http_scaler_address` and `interceptor_host`
+    are the KEDA HTTP add-on's scaler and interceptor; `crd_dependencies` are the resources that
+    install the ServiceMonitor, ScaledObject and InterceptorRoute CRDs, so those objects come after them.
     """
 
     def __init__(
@@ -35,6 +37,8 @@ class VllmModel(pulumi.ComponentResource):
         cfg: PlatformConfig,
         model: Model,
         prometheus_url: pulumi.Input[str],
+        http_scaler_address: pulumi.Input[str] = "",
+        interceptor_host: pulumi.Input[str] = "",
         hf_token_secret: Optional[k8s.core.v1.Secret] = None,
         crd_dependencies: Sequence[pulumi.Resource] = (),
         opts: Optional[pulumi.ResourceOptions] = None,
@@ -59,19 +63,39 @@ class VllmModel(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency]),
         )
         service = vllm_spec.service(cfg, model)
-        self.service = k8s.core.v1.Service(name, metadata=service["metadata"], spec=service["spec"], opts=child)
+        self.service = k8s.core.v1.Service(
+            service["metadata"]["name"], metadata=service["metadata"], spec=service["spec"], opts=child
+        )
         custom_resource(name, vllm_spec.service_monitor(cfg, model), after_crds)
         budget = vllm_spec.pod_disruption_budget(cfg, model)
         k8s.policy.v1.PodDisruptionBudget(name, metadata=budget["metadata"], spec=budget["spec"], opts=child)
 
+        scaled_after: list[pulumi.Resource] = [self.deployment, *crd_dependencies]
+        if model.scales_to_zero:
+            entry = pulumi.Output.from_input(interceptor_host).apply(
+                lambda host: vllm_spec.interceptor_entry_service(cfg, model, host)
+            )
+            k8s.core.v1.Service(
+                name,
+                metadata=vllm_spec.interceptor_entry_service(cfg, model, "")["metadata"],
+                spec=entry.apply(lambda manifest: manifest["spec"]),
+                opts=child,
+            )
+            # The route must exist first: a ScaledObject naming an unknown route falls back to CPU metrics.
+            scaled_after.append(
+                custom_resource(name, vllm_spec.interceptor_route(cfg, model), pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.service, *crd_dependencies]
+                ))
+            )
+
         if model.autoscaling.mode == "keda":
-            scaled = pulumi.Output.from_input(prometheus_url).apply(
-                lambda url: vllm_spec.scaled_object(cfg, model, url)["spec"]
+            scaled = pulumi.Output.all(prometheus_url, http_scaler_address).apply(
+                lambda addresses: vllm_spec.scaled_object(cfg, model, addresses[0], addresses[1])["spec"]
             )
             custom_resource(
                 name,
-                {**vllm_spec.scaled_object(cfg, model, ""), "spec": scaled},
-                pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, *crd_dependencies]),
+                {**vllm_spec.scaled_object(cfg, model, "", ""), "spec": scaled},
+                pulumi.ResourceOptions(parent=self, depends_on=scaled_after),
             )
         elif model.autoscaling.mode == "hpa-cpu":
             hpa = vllm_spec.horizontal_pod_autoscaler(cfg, model)
@@ -87,5 +111,7 @@ class VllmModel(pulumi.ComponentResource):
             "serviceUrl": self.service_url,
             "servedModelName": model.effective_served_name,
             "port": SERVING_PORT,
+            # A client of a model at zero replicas waits for a node and the model's load on its first request.
+            "scalesToZero": model.scales_to_zero,
         }
         self.register_outputs(self.outputs)

@@ -10,12 +10,15 @@ import math
 from typing import Any
 
 from components import sizing
-from components.config import SERVING_PORT, Model, PlatformConfig
+from components.config import BACKEND_SERVICE_SUFFIX, SERVING_PORT, Model, PlatformConfig
 
 PART_OF = "vllm-platform"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_POOL_LABEL = "gpu-pool"
+# Every node of a GPU pool carries this label too; the GPU DaemonSets select on it.
+NODE_TYPE_LABEL = "node-type"
+GPU_NODE_SELECTOR = {NODE_TYPE_LABEL: "gpu"}
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_SECRET_KEY = "token"
 
@@ -24,6 +27,8 @@ MONITOR_SELECTOR_LABELS = {"app.kubernetes.io/part-of": PART_OF}
 
 # Where Prometheus runs; it scrapes /metrics on the serving port.
 MONITORING_NAMESPACE = "monitoring"
+# Where KEDA and its HTTP add-on run; the add-on's interceptor forwards to models that scale to zero.
+KEDA_NAMESPACE = "keda"
 
 MODEL_CACHE_PATH = "/models-cache"
 HOME_PATH = "/home/vllm"
@@ -58,6 +63,8 @@ SCALE_DOWN_BEHAVIOR = {
     "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
 }
 KEDA_POLLING_INTERVAL_SECONDS = 15
+# What OpenAI clients wait by default: a long non-streamed generation must not be cut off sooner.
+INTERCEPTOR_RESPONSE_HEADER_TIMEOUT = "600s"
 
 # llm-d's vLLM simulator: the same OpenAI API, probes and vllm: metrics, without a GPU.
 SIMULATOR_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
@@ -67,10 +74,10 @@ SIMULATOR_MEMORY = "256Mi"
 METRICS_INTERVAL = "15s"
 
 
-def labels(model: Model) -> dict[str, str]:
+def labels(model: Model, component: str = "inference") -> dict[str, str]:
     return {
         **selector_labels(model),
-        "app.kubernetes.io/component": "inference",
+        "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": "pulumi",
     }
@@ -102,7 +109,8 @@ def namespace(cfg: PlatformConfig) -> dict[str, Any]:
 def network_policies(cfg: PlatformConfig) -> list[dict[str, Any]]:
     """Deny all ingress in the namespace, then open the serving port to clients and to Prometheus only."""
     metadata = {"namespace": cfg.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}}
-    allowed = sorted({*cfg.client_namespaces, MONITORING_NAMESPACE})
+    interceptor = [KEDA_NAMESPACE] if any(m.scales_to_zero for m in cfg.models) else []
+    allowed = sorted({*cfg.client_namespaces, MONITORING_NAMESPACE, *interceptor})
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -433,11 +441,16 @@ def service_account(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
     }
 
 
+def serving_service_name(model: Model) -> str:
+    """The Service in front of the pods: the model's own name, unless the interceptor's entry point holds it."""
+    return model.name + BACKEND_SERVICE_SUFFIX if model.scales_to_zero else model.name
+
+
 def service(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(cfg, model),
+        "metadata": {**_metadata(cfg, model), "name": serving_service_name(model)},
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(model),
@@ -446,8 +459,54 @@ def service(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
     }
 
 
+def service_host(cfg: PlatformConfig, model: Model) -> str:
+    return f"{model.name}.{cfg.namespace}.svc.cluster.local"
+
+
 def service_url(cfg: PlatformConfig, model: Model) -> str:
-    return f"http://{model.name}.{cfg.namespace}.svc.cluster.local:{SERVING_PORT}"
+    return f"http://{service_host(cfg, model)}:{SERVING_PORT}"
+
+
+def interceptor_entry_service(cfg: PlatformConfig, model: Model, interceptor_host: str) -> dict[str, Any]:
+    """The model's name as a DNS alias of the interceptor, so clients keep the same URL when it scales to zero.
+
+    The interceptor listens on the serving port too: an ExternalName Service renames, it cannot remap ports.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(cfg, model, labels=labels(model, component="interceptor-entry")),
+        "spec": {
+            "type": "ExternalName",
+            "externalName": interceptor_host,
+            "ports": [{"name": "http", "port": SERVING_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def route_hosts(cfg: PlatformConfig, model: Model) -> list[str]:
+    """Every Host a client may send for the model's Service, from the same namespace or from another."""
+    fqdn = service_host(cfg, model)
+    return [model.name, f"{model.name}.{cfg.namespace}", f"{model.name}.{cfg.namespace}.svc", fqdn]
+
+
+def interceptor_route(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
+    """Routes the model's hosts to its pods, holding each request while the model wakes from zero."""
+    return {
+        "apiVersion": "http.keda.sh/v1beta1",
+        "kind": "InterceptorRoute",
+        "metadata": _metadata(cfg, model),
+        "spec": {
+            "target": {"service": serving_service_name(model), "port": SERVING_PORT},
+            "rules": [{"hosts": route_hosts(cfg, model)}],
+            "scalingMetric": {"concurrency": {"targetValue": model.autoscaling.concurrency_per_replica}},
+            "timeouts": {
+                # A request that wakes the model waits as long as `pulumi up` would: a node, then the load.
+                "readiness": f"{await_timeout_seconds(cfg, model)}s",
+                "responseHeader": INTERCEPTOR_RESPONSE_HEADER_TIMEOUT,
+            },
+        },
+    }
 
 
 def service_monitor(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
@@ -458,7 +517,7 @@ def service_monitor(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
         "kind": "ServiceMonitor",
         "metadata": metadata,
         "spec": {
-            "selector": {"matchLabels": selector_labels(model)},
+            "selector": {"matchLabels": {**selector_labels(model), "app.kubernetes.io/component": "inference"}},
             "namespaceSelector": {"matchNames": [cfg.namespace]},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": METRICS_INTERVAL}],
         },
@@ -480,29 +539,39 @@ def _scale_target(model: Model) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "name": model.name}
 
 
-def scaled_object(cfg: PlatformConfig, model: Model, prometheus_url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": _metadata(cfg, model),
-        "spec": {
-            "scaleTargetRef": _scale_target(model),
-            "minReplicaCount": model.replicas.min,
-            "maxReplicaCount": model.replicas.max,
-            "pollingInterval": KEDA_POLLING_INTERVAL_SECONDS,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior()}},
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metadata": {
-                        "serverAddress": prometheus_url,
-                        "query": queue_depth_query(cfg, model),
-                        "threshold": str(model.autoscaling.queue_depth_per_replica),
-                    },
-                }
-            ],
-        },
+def scaled_object(cfg: PlatformConfig, model: Model, prometheus_url: str, http_scaler_address: str) -> dict[str, Any]:
+    """Queue depth scales the replicas; a model that scales to zero is also woken by the interceptor's count.
+
+    With no pod there is no vllm:num_requests_waiting, so only the HTTP add-on, which holds the first
+    request, can bring the first replica back. KEDA follows whichever trigger asks for more.
+    """
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "prometheus",
+            "metadata": {
+                "serverAddress": prometheus_url,
+                "query": queue_depth_query(cfg, model),
+                "threshold": str(model.autoscaling.queue_depth_per_replica),
+            },
+        }
+    ]
+    spec: dict[str, Any] = {
+        "scaleTargetRef": _scale_target(model),
+        "minReplicaCount": model.replicas.min,
+        "maxReplicaCount": model.replicas.max,
+        "pollingInterval": KEDA_POLLING_INTERVAL_SECONDS,
+        "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior()}},
+        "triggers": triggers,
     }
+    if model.scales_to_zero:
+        triggers.append(
+            {
+                "type": "external-push",
+                "metadata": {"scalerAddress": http_scaler_address, "interceptorRoute": model.name},
+            }
+        )
+        spec["cooldownPeriod"] = model.autoscaling.scale_to_zero_after_seconds
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _metadata(cfg, model), "spec": spec}
 
 
 def horizontal_pod_autoscaler(cfg: PlatformConfig, model: Model) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The observability layer: pinned releases, the monitor selection contract, wiring through outputs,
-ordering, the dashboard and alert PromQL, scale-to-zero refusal and CRD validity."""
+ordering, the dashboard and alert PromQL, scale to zero through the KEDA HTTP add-on, and CRD validity."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_scaled_objects_query_the_observability_output(stack: str) -> None:
     scaled = objects_of(rendering, "ScaledObject")
     assert scaled, "every committed stack autoscales with KEDA"
     for manifest in scaled:
-        assert [t["metadata"]["serverAddress"] for t in manifest["spec"]["triggers"]] == [url]
+        assert [t["metadata"]["serverAddress"] for t in manifest["spec"]["triggers"] if t["type"] == "prometheus"] == [url]
 
 
 def test_an_external_prometheus_replaces_the_stack() -> None:
@@ -376,12 +376,90 @@ def _problems(raw: dict[str, Any]) -> str:
     return str(error.value)
 
 
-def test_scale_to_zero_is_refused_with_the_way_out() -> None:
-    raw = _platform()
+def _one(rendering: Any, kind: str, name: str) -> dict[str, Any]:
+    (manifest,) = [m for m in objects_of(rendering, kind) if m["metadata"]["name"] == name]
+    return manifest
+
+
+def test_scale_to_zero_wakes_through_the_http_add_on() -> None:
+    rendering = rendered_stack("dev")
+    (model,) = rendering.config.models
+    assert model.replicas.min == 0, "dev idles at zero"
+    add_on = _release_inputs(rendering, observability.KEDA_HTTP_ADD_ON.release)
+    assert EXACT_VERSION.match(add_on["version"]) and add_on["namespace"] == "keda"
+    assert add_on["values"]["interceptor"]["proxy"]["port"] == 8000, "the ExternalName entry cannot remap ports"
+
+    entry = _one(rendering, "Service", model.name)
+    interceptor = _output(rendering)["interceptorHost"]
+    assert interceptor == observability.interceptor_host("keda")
+    assert entry["spec"] == {
+        "type": "ExternalName",
+        "externalName": interceptor,
+        "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+    }
+    backend = _one(rendering, "Service", f"{model.name}-backend")
+    deployment = _one(rendering, "Deployment", model.name)
+    assert backend["spec"]["type"] == "ClusterIP"
+    assert selector_matches({"matchLabels": backend["spec"]["selector"]}, deployment["spec"]["template"]["metadata"]["labels"])
+
+    route = _one(rendering, "InterceptorRoute", model.name)["spec"]
+    assert route["target"] == {"service": f"{model.name}-backend", "port": 8000}
+    service_host = rendering.outputs["models"][model.name]["serviceUrl"].removeprefix("http://").rsplit(":", 1)[0]
+    assert service_host in route["rules"][0]["hosts"] and model.name in route["rules"][0]["hosts"]
+    assert route["timeouts"]["readiness"] == f"{vllm_spec.await_timeout_seconds(rendering.config, model)}s"
+
+    scaled = _one(rendering, "ScaledObject", model.name)["spec"]
+    assert scaled["minReplicaCount"] == 0 and scaled["cooldownPeriod"] == model.autoscaling.scale_to_zero_after_seconds
+    triggers = {t["type"]: t["metadata"] for t in scaled["triggers"]}
+    assert triggers["external-push"] == {
+        "scalerAddress": observability.http_scaler_address("keda"),
+        "interceptorRoute": model.name,
+    }
+    assert "vllm:num_requests_waiting" in triggers["prometheus"]["query"], "queue depth still scales above one"
+    assert rendering.outputs["models"][model.name]["scalesToZero"] is True
+
+    allowed = _one(rendering, "NetworkPolicy", "allow-serving-port")["spec"]["ingress"][0]["from"][0]
+    assert "keda" in allowed["namespaceSelector"]["matchExpressions"][0]["values"], "the interceptor reaches the pods"
+
+
+def test_the_route_exists_before_its_scaled_object_and_after_the_add_on() -> None:
+    rendering = rendered_stack("dev")
+    (scaled,) = resources_of(rendering, "kubernetes:keda.sh/v1alpha1:ScaledObject")
+    (route,) = resources_of(rendering, "kubernetes:http.keda.sh/v1beta1:InterceptorRoute")
+    assert f"kubernetes:http.keda.sh/v1beta1:InterceptorRoute::{route.name}" in scaled.dependencies
+    assert f"{RELEASE}::keda-add-ons-http" in route.dependencies
+    add_on = [r for r in resources_of(rendering, RELEASE) if r.name == "keda-add-ons-http"][0]
+    assert f"{RELEASE}::keda" in add_on.dependencies, "its interceptor ScaledObject needs KEDA's CRDs"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_models_that_keep_a_replica_need_no_add_on(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    assert not [r for r in resources_of(rendering, RELEASE) if r.name == observability.KEDA_HTTP_ADD_ON.release]
+    assert not objects_of(rendering, "InterceptorRoute")
+    for model in rendering.config.models:
+        assert _one(rendering, "Service", model.name)["spec"]["type"] == "ClusterIP"
+        assert [t["type"] for t in _one(rendering, "ScaledObject", model.name)["spec"]["triggers"]] == ["prometheus"]
+        assert rendering.outputs["models"][model.name]["scalesToZero"] is False
+
+
+def test_a_model_at_zero_is_not_alerted_as_not_ready() -> None:
+    (rule,) = objects_of(rendered_stack("dev"), "PrometheusRule")
+    (not_ready,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "VllmModelNotReady"]
+    assert not_ready["expr"].startswith('sum(kube_deployment_spec_replicas{namespace="inference",deployment="llama-8b"}) > 0 and on()')
+
+
+def test_scale_to_zero_needs_the_add_on_that_observability_installs() -> None:
+    raw = _platform(observability={"enabled": False, "externalPrometheusUrl": "http://p:9090"})
     raw["models"][0]["replicas"] = {"min": 0, "max": 2}
     message = _problems(raw)
-    assert "models[llama-8b].replicas.min: 0 would never wake up" in message
-    assert "set min 1" in message
+    assert "models[llama-8b].replicas.min: 0 needs the KEDA HTTP add-on" in message and "set min 1" in message
+
+
+def test_a_model_at_zero_needs_room_for_its_backend_service_name() -> None:
+    raw = _platform()
+    raw["models"][0].update({"name": "m" * 60, "replicas": {"min": 0, "max": 1}})
+    assert f"its pods' Service is {'m' * 60}-backend, longer than 63 characters" in _problems(raw)
 
 
 def test_disabled_observability_needs_an_external_prometheus_for_keda() -> None:
@@ -411,6 +489,8 @@ def test_rendered_custom_resources_validate_against_the_crds(stack: str, crd_dir
     rendering = _rendered(stack) if stack == "two-models" else rendered_stack(stack)
     custom = [m for m in rendering.manifests() if schemas.is_custom_resource(m)]
     assert {m["kind"] for m in custom} >= {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    if stack == "dev":
+        assert "InterceptorRoute" in {m["kind"] for m in custom}
     assert schemas.validate_manifests(custom, rendering.config.cluster.kubernetes_version, crd_dir) == []
 
 

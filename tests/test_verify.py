@@ -35,12 +35,16 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         chat_status: int = 200,
         chat_delay: float = 0.0,
         loading_polls: int = 0,
+        routed_host: Optional[str] = None,
     ):
         super().__init__(("127.0.0.1", 0), _VllmHandler)
         self.served = served
         self.chat_status = chat_status
         self.chat_delay = chat_delay
         self.loading_polls = loading_polls  # /v1/models answers 503 this many times first
+        # Set: an interceptor in front, which answers 404 to a Host that routes to no model.
+        self.routed_host = routed_host
+        self.hosts_seen: set[str] = set()
         self.chat_requests: list[dict[str, Any]] = []
 
     @property
@@ -62,7 +66,17 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _unrouted(self) -> bool:
+        host = self.headers.get("Host", "").rsplit(":", 1)[0]
+        self.server.hosts_seen.add(host)
+        if self.server.routed_host is not None and host != self.server.routed_host:
+            self._reply(404, {"message": f"no route for host {host}"})
+            return True
+        return False
+
     def do_GET(self) -> None:
+        if self._unrouted():
+            return
         if self.path == "/health":
             self._reply(200)
         elif self.path == "/v1/models":
@@ -76,6 +90,8 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
             self._reply(404)
 
     def do_POST(self) -> None:
+        if self._unrouted():
+            return
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.chat_requests.append(request)
         time.sleep(self.server.chat_delay)
@@ -538,6 +554,76 @@ def test_kubernetes_api_errors_become_failed_checks(double):
     checks = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)
     assert (checks[0].check, checks[0].status) == ("deployment", "FAIL")
     assert checks[0].detail == "reading Deployment vllm/missing: HTTP 404 Not Found"
+
+
+INTERCEPTOR = "keda-add-ons-http-interceptor-proxy"
+
+
+class FakeKubeAtZero(FakeKube):
+    """A model that scales to zero: its Service aliases the interceptor, which is what gets port-forwarded."""
+
+    def service(self, namespace: str, name: str) -> dict[str, Any]:
+        if (namespace, name) == ("vllm", MODEL):
+            return {
+                "metadata": {"name": MODEL, "namespace": "vllm"},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": f"{INTERCEPTOR}.keda.svc.cluster.local",
+                    "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+                },
+            }
+        assert (namespace, name) == ("keda", INTERCEPTOR)
+        return {
+            "metadata": {"name": INTERCEPTOR, "namespace": "keda"},
+            "spec": {
+                "selector": {"app.kubernetes.io/component": "interceptor"},
+                "ports": [{"name": "proxy", "port": 8000, "targetPort": "proxy"}],
+            },
+        }
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        if namespace == "keda":
+            interceptor = pod("interceptor-1")
+            interceptor["spec"]["containers"][0]["ports"] = [{"name": "proxy", "containerPort": 8000}]
+            return [interceptor]
+        return super().pods(namespace, selector)
+
+    def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
+        assert (namespace, pod_name, port) == ("keda", "interceptor-1", 8000)
+        self.streams += 1
+        return socket.create_connection(("127.0.0.1", self.port))
+
+
+def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
+    host = f"{MODEL}.vllm.svc.cluster.local"
+    interceptor = double(routed_host=host, loading_polls=2)
+    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
+    options = verify.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
+    checks = verify.verify_target(target, options, kube)
+    assert [(c.check, c.status) for c in checks] == [
+        ("port-forward", "PASS"),
+        ("deployment", "PASS"),
+        ("pods-ready", "PASS"),
+        ("health", "PASS"),
+        ("models", "PASS"),
+        ("completions", "PASS"),
+        ("latency-p95", "PASS"),
+        ("restarts", "PASS"),
+    ]
+    assert "interceptor pod keda/interceptor-1" in checks[0].detail
+    assert interceptor.loading_polls == 0, "verify waited for the wake-up without --wait-ready"
+    assert interceptor.hosts_seen == {host}, "every request names the model's Service as its Host"
+
+
+def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
+    interceptor = double(routed_host="someone-else.vllm.svc.cluster.local")
+    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    target = verify.Target(MODEL, MODEL, "unused", "vllm")
+    options = verify.Options(requests=1, timeout=1, wait_ready=0.2, wait_interval=0.05)
+    checks = {c.check: c for c in verify.verify_target(target, options, kube)}
+    assert not checks["health"].passed and checks["health"].detail.startswith("HTTP 404")
+    assert not checks["models"].passed
 
 
 class FakeApiServer(http.server.ThreadingHTTPServer):

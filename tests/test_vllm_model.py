@@ -49,3 +49,13 @@ def test_fixed_mode_has_no_autoscaler() -> None:
     rendering = render_document(document)
     assert not resources_of(rendering, "kubernetes:autoscaling/")
     assert not resources_of(rendering, "kubernetes:keda.sh/")
+
+
+def test_a_model_at_zero_adds_its_route_and_entry_service() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0]["replicas"] = {"min": 0, "max": 2}
+    rendering = render_document(document)
+    children = [(r.type, r.name) for r in rendering.resources if r.parent == COMPONENT]
+    assert ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "llama-8b") in children
+    services = sorted(name for type_, name in children if type_ == "kubernetes:core/v1:Service")
+    assert services == ["llama-8b", "llama-8b-backend"]

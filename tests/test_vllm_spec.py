@@ -143,7 +143,7 @@ def test_resources_default_from_the_instance_and_limits_match() -> None:
 
 def test_scaled_object_queries_the_served_name_queue() -> None:
     cfg, model = config(servedModelName="llama", replicas={"min": 1, "max": 4}, autoscaling={"queueDepthPerReplica": 7})
-    spec = vllm_spec.scaled_object(cfg, model, "http://prom:9090")["spec"]
+    spec = vllm_spec.scaled_object(cfg, model, "http://prom:9090", "unused:9090")["spec"]
     trigger = spec["triggers"][0]
     assert trigger["type"] == "prometheus"
     assert trigger["metadata"] == {
@@ -154,6 +154,33 @@ def test_scaled_object_queries_the_served_name_queue() -> None:
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] < behavior["scaleDown"]["stabilizationWindowSeconds"]
+
+
+def test_a_model_at_zero_is_woken_by_the_interceptor_and_keeps_its_queue_trigger() -> None:
+    cfg, model = config(replicas={"min": 0, "max": 4}, autoscaling={"scaleToZeroAfterSeconds": 1200, "concurrencyPerReplica": 16})
+    spec = vllm_spec.scaled_object(cfg, model, "http://prom:9090", "scaler.keda:9090")["spec"]
+    assert [t["type"] for t in spec["triggers"]] == ["prometheus", "external-push"]
+    assert spec["triggers"][1]["metadata"] == {"scalerAddress": "scaler.keda:9090", "interceptorRoute": "llama-8b"}
+    assert (spec["minReplicaCount"], spec["cooldownPeriod"]) == (0, 1200)
+    route = vllm_spec.interceptor_route(cfg, model)["spec"]
+    assert route["scalingMetric"] == {"concurrency": {"targetValue": 16}}
+    assert route["target"] == {"service": "llama-8b-backend", "port": 8000}
+    assert route["rules"] == [{"hosts": [
+        "llama-8b", "llama-8b.inference", "llama-8b.inference.svc", "llama-8b.inference.svc.cluster.local"
+    ]}]  # fmt: skip
+    assert vllm_spec.service(cfg, model)["metadata"]["name"] == "llama-8b-backend"
+    entry = vllm_spec.interceptor_entry_service(cfg, model, "proxy.keda.svc.cluster.local")
+    assert entry["metadata"]["name"] == "llama-8b" and entry["spec"]["externalName"] == "proxy.keda.svc.cluster.local"
+    # The ServiceMonitor scrapes the pods' Service, never the entry point.
+    selector = vllm_spec.service_monitor(cfg, model)["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= vllm_spec.service(cfg, model)["metadata"]["labels"].items()
+    assert not selector.items() <= entry["metadata"]["labels"].items()
+
+
+def test_a_model_with_replicas_keeps_its_own_service() -> None:
+    cfg, model = config(replicas={"min": 1, "max": 4})
+    assert vllm_spec.service(cfg, model)["metadata"]["name"] == "llama-8b"
+    assert "cooldownPeriod" not in vllm_spec.scaled_object(cfg, model, "u", "s")["spec"]
 
 
 def test_hpa_mode_targets_cpu() -> None:
@@ -211,7 +238,7 @@ def test_simulated_model_keeps_the_serving_surface() -> None:
     assert sim["metadata"]["labels"] == real["metadata"]["labels"]
     assert vllm_spec.service(cfg, model) == vllm_spec.service(real_cfg, real_model)
     assert vllm_spec.service_monitor(cfg, model) == vllm_spec.service_monitor(real_cfg, real_model)
-    assert vllm_spec.scaled_object(cfg, model, "u") == vllm_spec.scaled_object(real_cfg, real_model, "u")
+    assert vllm_spec.scaled_object(cfg, model, "u", "s") == vllm_spec.scaled_object(real_cfg, real_model, "u", "s")
 
 
 def test_simulator_mimics_the_configured_model() -> None:

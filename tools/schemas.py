@@ -75,11 +75,11 @@ def validate_custom_resource(manifest: dict[str, Any], directory: Path) -> list[
     schema = crd_schemas(directory).get(key)
     if schema is None:
         return [f"{describe(manifest)}: no CRD for {key[0]} {key[1]} in {directory}"]
-    body = {k: v for k, v in manifest.items() if k not in ("apiVersion", "kind", "metadata")}
-    validator = jsonschema.Draft7Validator({**schema, "properties": {
-        k: v for k, v in schema.get("properties", {}).items() if k not in ("apiVersion", "kind", "metadata")
-    }})
-    return [f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(body)]
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(manifest)
+    ]
 
 
 def validate_built_in(manifest: dict[str, Any], kubernetes_version: str) -> list[str]:

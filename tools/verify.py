@@ -44,6 +44,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 SERVICE_PORT_NAME = "http"
+# A model that scales to zero answers through the KEDA HTTP add-on's interceptor; its first request waits
+# for a GPU node and the model's load. Without --wait-ready, verify allows this long for that wake-up.
+WAKE_SECONDS = 1200.0
 PROMPT = "Reply with the single word OK."
 # Enough for a short answer; the point is the round trip, not the generation.
 MAX_TOKENS = 8
@@ -124,9 +127,12 @@ def progress(message: str) -> None:
     print(f"verify: {message}", file=sys.stderr, flush=True)
 
 
-def http_request(url: str, timeout: float, payload: Optional[dict[str, Any]] = None) -> Response:
+def http_request(
+    url: str, timeout: float, payload: Optional[dict[str, Any]] = None, host: Optional[str] = None
+) -> Response:
     """One request, GET or (with a payload) POST; transport failures come back as Response.error.
 
+    `host` replaces the Host header: the interceptor routes by it, and a port-forward's URL names 127.0.0.1.
     http.client rather than urllib: urllib would route loopback port-forwards through any *_proxy
     from the environment."""
     parts = urlsplit(url)
@@ -134,6 +140,8 @@ def http_request(url: str, timeout: float, payload: Optional[dict[str, Any]] = N
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = None if payload is None else json.dumps(payload).encode()
     headers = {"Accept": "application/json"}
+    if host is not None:
+        headers["Host"] = host
     if body is not None:
         headers["Content-Type"] = "application/json"
     started = time.monotonic()
@@ -215,7 +223,7 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
     return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
 
 
-def chat_completions(base_url: str, served_model: str, options: Options) -> list[Response]:
+def chat_completions(base_url: str, served_model: str, options: Options, host: Optional[str] = None) -> list[Response]:
     payload = {
         "model": served_model,
         "messages": [{"role": "user", "content": PROMPT}],
@@ -224,20 +232,20 @@ def chat_completions(base_url: str, served_model: str, options: Options) -> list
     }
     url = f"{base_url}/v1/chat/completions"
     with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-        futures = [pool.submit(http_request, url, options.timeout, payload) for _ in range(options.requests)]
+        futures = [pool.submit(http_request, url, options.timeout, payload, host) for _ in range(options.requests)]
         return [future.result() for future in as_completed(futures)]
 
 
-def http_checks(target: Target, base_url: str, options: Options) -> list[Check]:
+def http_checks(target: Target, base_url: str, options: Options, host: Optional[str] = None) -> list[Check]:
     base_url = base_url.rstrip("/")
     progress(f"{target.name}: GET {base_url}/health")
-    health = http_request(f"{base_url}/health", options.timeout)
+    health = http_request(f"{base_url}/health", options.timeout, host=host)
     healthy = health.error is None and health.status == 200
     checks = [
         Check(target.name, "health", healthy, f"HTTP 200 in {health.elapsed:.3f} s" if healthy else health.problem())
     ]
     progress(f"{target.name}: GET {base_url}/v1/models")
-    problem = models_problem(http_request(f"{base_url}/v1/models", options.timeout), target.served_model)
+    problem = models_problem(http_request(f"{base_url}/v1/models", options.timeout, host=host), target.served_model)
     checks.append(Check(target.name, "models", problem is None, problem or f"lists {target.served_model!r}"))
     if problem is not None:
         # Completions for a model the server does not list can only fail the same way; say so once.
@@ -245,7 +253,7 @@ def http_checks(target: Target, base_url: str, options: Options) -> list[Check]:
         return checks + [Check(target.name, name, False, skipped) for name in ("completions", "latency-p95")]
     progress(f"{target.name}: {options.requests} chat completions, {options.concurrency} at a time")
     return checks + evaluate_completions(
-        target.name, chat_completions(base_url, target.served_model, options), options.p95_slo
+        target.name, chat_completions(base_url, target.served_model, options, host), options.p95_slo
     )
 
 
@@ -364,12 +372,15 @@ def label_selector(match_labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
 
 
-def forward_target(service: dict[str, Any], pods: Sequence[dict[str, Any]]) -> tuple[str, int]:
-    """The Ready pod and container port that the Service's `http` port leads to, as a port-forward needs them."""
+def forward_target(
+    service: dict[str, Any], pods: Sequence[dict[str, Any]], port: "int | str" = SERVICE_PORT_NAME
+) -> tuple[str, int]:
+    """The Ready pod and container port that the Service's port (by name or number) leads to, as a port-forward needs them."""
     ports = service["spec"].get("ports") or []
-    named = [p for p in ports if p.get("name") == SERVICE_PORT_NAME] or (ports if len(ports) == 1 else [])
+    key = "port" if isinstance(port, int) else "name"
+    named = [p for p in ports if p.get(key) == port] or (ports if len(ports) == 1 else [])
     if not named:
-        raise KubeError(f"Service {service['metadata']['name']} has no port named {SERVICE_PORT_NAME!r}")
+        raise KubeError(f"Service {service['metadata']['name']} has no port {port!r}")
     target_port = named[0].get("targetPort", named[0]["port"])
     ready = [p for p in live_pods(pods) if is_ready(p)]
     if not ready:
@@ -526,9 +537,78 @@ def _report_wait(model: str, seconds: float, reason: Optional[str]) -> None:
         progress(f"{model}: still not ready after {seconds:g} s ({reason}); checking anyway")
 
 
+def _workload_checks(model: str, namespace: str, kube: KubeApi) -> tuple[list[Check], Optional[str], list[dict[str, Any]]]:
+    """The deployment and pods-ready checks, with the pod selector and listing the restarts check starts from."""
+    progress(f"{model}: reading Deployment {namespace}/{model} and its pods")
+    checks: list[Check] = []
+    try:
+        deployment = kube.deployment(namespace, model)
+    except KubeError as exc:
+        return [Check(model, "deployment", False, str(exc))], None, []
+    checks.append(evaluate_deployment(model, deployment))
+    selector = label_selector(deployment["spec"]["selector"].get("matchLabels") or {})
+    try:
+        pods = kube.pods(namespace, selector)
+    except KubeError as exc:
+        return [*checks, Check(model, "pods-ready", False, str(exc))], selector, []
+    return [*checks, evaluate_pods(model, pods)], selector, pods
+
+
+def _restarts_check(model: str, namespace: str, kube: KubeApi, selector: str, before: list[dict[str, Any]], options: Options) -> Check:
+    try:
+        after = kube.pods(namespace, selector)
+    except KubeError as exc:
+        return Check(model, "restarts", False, str(exc))
+    return evaluate_restarts(model, before, after, datetime.now(timezone.utc), timedelta(seconds=options.restart_window))
+
+
+def interceptor_endpoint(kube: KubeApi, entry: dict[str, Any]) -> tuple[str, str, int]:
+    """Namespace, pod and port of the interceptor that an ExternalName entry Service aliases."""
+    alias = SERVICE_HOST.match(entry["spec"].get("externalName", ""))
+    if not alias:
+        raise KubeError(f"Service {entry['metadata']['name']} points outside the cluster ({entry['spec'].get('externalName')})")
+    namespace, name = alias["namespace"], alias["name"]
+    service = kube.service(namespace, name)
+    ports = entry["spec"].get("ports") or [{}]
+    pods = kube.pods(namespace, label_selector(service["spec"].get("selector") or {}))
+    pod, port = forward_target(service, pods, ports[0].get("port", SERVICE_PORT_NAME))
+    return namespace, pod, port
+
+
+def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: dict[str, Any]) -> list[Check]:
+    """A model that scales to zero: wake it through the interceptor, as a client would, then check it."""
+    namespace, model = str(target.namespace), target.name
+    host = f"{model}.{namespace}.svc.cluster.local"
+    try:
+        via, pod, port = interceptor_endpoint(kube, entry)
+    except KubeError as exc:
+        return [Check(model, "port-forward", False, str(exc))]
+    checks = [Check(model, "port-forward", True, f"via interceptor pod {via}/{pod} port {port} (scales to zero)")]
+    progress(f"{model}: port-forward to interceptor {via}/{pod}:{port}, Host {host}")
+    with LocalForward(lambda: kube.open_stream(via, pod, port), options.timeout) as forward:
+        wake = options.wait_ready or WAKE_SECONDS
+        progress(f"{model}: waking it through the interceptor, up to {wake:g} s")
+        url = f"{forward.url}/v1/models"
+        reason = wait_until(
+            lambda left: models_problem(http_request(url, left, host=host), target.served_model), wake, options.wait_interval
+        )
+        _report_wait(model, wake, reason)
+        workload, selector, pods_before = _workload_checks(model, namespace, kube)
+        checks += workload + http_checks(target, forward.url, options, host)
+    if selector is not None:
+        checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
+    return checks
+
+
 def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[Check]:
     """Deployment and pods, then the HTTP checks through a port-forward, then restarts (before and after)."""
     namespace, model = str(target.namespace), target.name
+    try:
+        entry: Optional[dict[str, Any]] = kube.service(namespace, model)
+    except KubeError:
+        entry = None  # reported by the port-forward check below
+    if entry is not None and entry["spec"].get("type") == "ExternalName":
+        return interceptor_checks(target, options, kube, entry)
     if options.wait_ready:
         progress(f"{model}: waiting up to {options.wait_ready:g} s for a Ready pod")
         reason = wait_until(
@@ -536,23 +616,7 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
         )
         _report_wait(model, options.wait_ready, reason)
 
-    progress(f"{model}: reading Deployment {namespace}/{model} and its pods")
-    checks: list[Check] = []
-    selector: Optional[str] = None
-    try:
-        deployment = kube.deployment(namespace, model)
-        checks.append(evaluate_deployment(model, deployment))
-        selector = label_selector(deployment["spec"]["selector"].get("matchLabels") or {})
-    except KubeError as exc:
-        checks.append(Check(model, "deployment", False, str(exc)))
-    pods_before: list[dict[str, Any]] = []
-    if selector is not None:
-        try:
-            pods_before = kube.pods(namespace, selector)
-            checks.append(evaluate_pods(model, pods_before))
-        except KubeError as exc:
-            checks.append(Check(model, "pods-ready", False, str(exc)))
-
+    checks, selector, pods_before = _workload_checks(model, namespace, kube)
     try:
         pod, port = service_endpoint(kube, namespace, model)
     except KubeError as exc:
@@ -562,15 +626,8 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
         progress(f"{model}: port-forward to {namespace}/{pod}:{port}")
         with LocalForward(lambda: kube.open_stream(namespace, pod, port), options.timeout) as forward:
             checks += http_checks(target, forward.url, options)
-
     if selector is not None:
-        try:
-            pods_after = kube.pods(namespace, selector)
-        except KubeError as exc:
-            checks.append(Check(model, "restarts", False, str(exc)))
-        else:
-            window = timedelta(seconds=options.restart_window)
-            checks.append(evaluate_restarts(model, pods_before, pods_after, datetime.now(timezone.utc), window))
+        checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
 
 
