@@ -1,29 +1,50 @@
-# Everything runs from the project's own virtualenv, the one Pulumi.yaml names.
+# Everything runs from the project's own virtualenv, the one Pulumi.yaml names; checkov from its own.
 VENV ?= venv
 PYTHON := $(VENV)/bin/python
+SCAN_VENV ?= venv-scan
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test render preview up verify install clean
+.PHONY: test scan render preview up verify install policies-install clean
+
+# $(1): a virtualenv, created if missing; $(2): the requirements file it installs.
+define virtualenv
+	test -x $(1)/bin/python || python3 -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2)
+	touch $(1)/.installed
+endef
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $@
+	$(call virtualenv,$(VENV),requirements-dev.txt)
+
+$(SCAN_VENV)/.installed: requirements-scan.txt
+	$(call virtualenv,$(SCAN_VENV),requirements-scan.txt)
+
+# The venv that policies/PulumiPolicy.yaml names, for `--policy-pack policies`.
+policies/venv/.installed: policies/requirements.txt
+	$(call virtualenv,policies/venv,policies/requirements.txt)
 
 install: $(VENV)/.installed
 
+policies-install: policies/venv/.installed
+
+# Unit tests, the render of every stack against the Kubernetes schemas and CRDs, the policy pack,
+# the workflows; then the third-party scanner over every rendered stack.
 test: install
 	$(PYTHON) -m pytest -n 2 -q
+	$(MAKE) --no-print-directory scan
+
+scan: install $(SCAN_VENV)/.installed
+	$(PYTHON) -m tools.scan --checkov $(SCAN_VENV)/bin/checkov --out build/scan
 
 render: install
 	$(PYTHON) -m tools.render --stack $(STACK) --out $(OUT)
 
-preview: install
-	pulumi preview --stack $(STACK) --diff
+preview: install policies-install
+	pulumi preview --stack $(STACK) --diff --policy-pack policies
 
-up: install
-	pulumi up --stack $(STACK)
+up: install policies-install
+	pulumi up --stack $(STACK) --policy-pack policies
 
 # After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack.
 verify: install

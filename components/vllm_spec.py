@@ -417,11 +417,15 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
 
 def checkov_skips(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, str]:
     """The scanner findings this Deployment accepts, each with the reason, as checkov's per-object annotations."""
-    image = SIMULATOR_IMAGE if cfg.is_simulated(model) else model.image
     reasons = []
-    if "@sha256:" not in image:
+    if cfg.is_simulated(model):
         reasons.append(
-            f"CKV_K8S_43=pinned to release tag {image.rpartition(':')[2]}, never latest (validated); "
+            f"CKV_K8S_43=the platform pins the simulator to release tag {SIMULATOR_IMAGE.rpartition(':')[2]}; "
+            "it serves test traffic only, never a model"
+        )
+    elif "@sha256:" not in model.image:
+        reasons.append(
+            f"CKV_K8S_43=pinned to release tag {model.image.rpartition(':')[2]}, never latest (validated); "
             "set models[].image to name@sha256:... to pin by digest"
         )
     if hf_token and not cfg.is_simulated(model):

@@ -13,7 +13,7 @@ import yaml
 
 from tools import render, schemas
 
-COMMITTED_STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in render.PROJECT_ROOT.glob("Pulumi.*.yaml"))
+COMMITTED_STACKS = render.committed_stacks()
 
 
 def stack_document(stack: str) -> dict[str, Any]:

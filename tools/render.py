@@ -155,6 +155,10 @@ def stack_file(stack: str) -> Path:
     return PROJECT_ROOT / f"Pulumi.{stack}.yaml"
 
 
+def committed_stacks() -> list[str]:
+    return sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", help="stack name; reads Pulumi.<stack>.yaml unless --config is given")
