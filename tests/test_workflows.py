@@ -1,0 +1,112 @@
+"""The GitHub workflows: valid against GitHub's published schema (offline), and doing what the
+platform promises: tests and scan on every pull request, a policy-checked preview of each stack on
+the pull request, and dev -> staging -> prod on main with OIDC credentials only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools import render
+
+WORKFLOWS = render.PROJECT_ROOT / ".github" / "workflows"
+ENVIRONMENTS = ["dev", "staging", "prod"]
+PINNED_ACTION = re.compile(r"^[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})$")
+
+
+@lru_cache(maxsize=None)
+def workflow(name: str) -> dict[str, Any]:
+    document = yaml.safe_load((WORKFLOWS / name).read_text())
+    # YAML 1.1 reads the bare key `on` as True.
+    document["on"] = document.pop(True)
+    return document
+
+
+def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return job.get("steps", [])
+
+
+def step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
+    (step,) = [s for s in steps(job) if s.get("uses", "").startswith(f"{action}@")]
+    return step
+
+
+def test_workflows_match_githubs_schema() -> None:
+    files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
+    assert len(files) == 3
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", *files],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  test:\n    steps: [{run: make test}]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(broken)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1, "a job without runs-on must not validate"
+
+
+def test_pull_requests_run_the_tests_and_the_scan() -> None:
+    pr = workflow("pull-request.yml")
+    assert "pull_request" in pr["on"]
+    runs = [s.get("run", "") for s in steps(pr["jobs"]["test"])]
+    assert "make test" in runs, "make test ends with make scan"
+    assert "scan:" in (render.PROJECT_ROOT / "Makefile").read_text()
+    assert "$(MAKE) --no-print-directory scan" in (render.PROJECT_ROOT / "Makefile").read_text()
+
+
+def test_pull_requests_preview_every_environment_with_the_policy_pack() -> None:
+    preview = workflow("pull-request.yml")["jobs"]["preview"]
+    assert preview["needs"] == "test"
+    assert preview["strategy"]["matrix"]["stack"] == ENVIRONMENTS
+    assert all(render.stack_file(s).is_file() for s in ENVIRONMENTS)
+    pulumi = step_using(preview, "pulumi/actions")["with"]
+    assert pulumi["command"] == "preview" and pulumi["diff"] is True
+    assert pulumi["comment-on-pr"] is True and pulumi["policyPacks"] == "policies"
+    assert preview["permissions"]["pull-requests"] == "write"
+
+
+def test_main_deploys_dev_then_staging_then_prod_behind_environments() -> None:
+    deploy = workflow("deploy.yml")
+    assert deploy["on"]["push"]["branches"] == ["main"]
+    jobs = deploy["jobs"]
+    assert [jobs[e]["with"]["stack"] for e in ENVIRONMENTS] == ENVIRONMENTS
+    assert "needs" not in jobs["dev"] and jobs["staging"]["needs"] == "dev" and jobs["prod"]["needs"] == "staging"
+    assert deploy["concurrency"]["cancel-in-progress"] is False, "an up is never cancelled halfway"
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    assert up["environment"] == "${{ inputs.stack }}", "staging and prod wait for their environment's reviewers"
+    pulumi = step_using(up, "pulumi/actions")["with"]
+    assert pulumi["command"] == "up" and pulumi["policyPacks"] == "policies"
+
+
+@pytest.mark.parametrize("name, job", [("pull-request.yml", "preview"), ("pulumi-up.yml", "up")])
+def test_aws_credentials_come_from_oidc_role_assumption(name: str, job: str) -> None:
+    spec = workflow(name)["jobs"][job]
+    assert spec["permissions"]["id-token"] == "write"
+    credentials = step_using(spec, "aws-actions/configure-aws-credentials")["with"]
+    assert credentials["role-to-assume"].startswith("${{ vars.")
+    assert not {"aws-access-key-id", "aws-secret-access-key"} & set(credentials)
+
+
+def test_no_long_lived_keys_and_every_action_pinned() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        text = path.read_text()
+        assert not re.search(r"AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|aws-access-key-id", text), path.name
+        for job in workflow(path.name)["jobs"].values():
+            for step in steps(job):
+                if "uses" in step:
+                    assert PINNED_ACTION.match(step["uses"]), step["uses"]
