@@ -1,0 +1,477 @@
+"""The rules of the vllm-platform policy pack, as pure functions of what the Pulumi engine hands a policy.
+
+Props arrive as read-only Mapping and Sequence proxies (never dict or list), with camelCase keys, and
+every number as a float. The pack runs from its own virtualenv, so nothing here imports the program;
+the tests check that the constants below still agree with it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
+AUTOSCALERS = ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+EKS_CLUSTER = "aws:eks/cluster:Cluster"
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    DEPLOYMENT: ("spec", "template", "spec"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "kubernetes:core/v1:Pod": ("spec",),
+}
+
+VLLM_CONTAINER = "vllm"
+MODEL_LABEL_KEY, MODEL_LABEL_VALUE = "app.kubernetes.io/name", "vllm"
+SERVING_PORT_NAME = "http"
+GPU_RESOURCE = "nvidia.com/gpu"
+SHM_PATH = "/dev/shm"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp")
+# What Kubernetes gives a pod that sets no terminationGracePeriodSeconds.
+DEFAULT_GRACE_SECONDS = 30.0
+DEFAULT_NAMESPACE = "default"
+HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
+HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+SHELLS = ("sh", "bash", "ash", "dash")
+
+
+def dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def items(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, Sequence) and not isinstance(value, str) else ()
+
+
+def number(value: Any) -> Optional[float]:
+    """2, 2.0 and "2" alike: the engine sends every number as a float, Kubernetes quantities come as strings."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def namespace_of(props: Mapping[str, Any]) -> str:
+    return dig(props, "metadata", "namespace") or DEFAULT_NAMESPACE
+
+
+def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
+    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise."""
+    if not resource_type.startswith("kubernetes:"):
+        return f"{resource_type} {name}"
+    kind = resource_type.rpartition(":")[2]
+    return f"{kind} {namespace_of(props)}/{dig(props, 'metadata', 'name') or name}"
+
+
+def command_words(command: Sequence[Any]) -> list[str]:
+    """A command line as words; a shell's script is split too, since the simulator's flags live inside one."""
+    words = [str(word) for word in command]
+    if not words or words[0].rpartition("/")[2] not in SHELLS:
+        return words
+    split: list[str] = []
+    for word in words[1:]:
+        try:
+            split += shlex.split(word)
+        except ValueError:
+            split += word.split()
+    return words[:1] + split
+
+
+def container_words(container: Mapping[str, Any]) -> list[str]:
+    return command_words([*items(container.get("command")), *items(container.get("args"))])
+
+
+def flag_value(words: Sequence[str], *names: str) -> Optional[str]:
+    """The value of the last `--flag N` or `--flag=N`, the one argparse keeps."""
+    value = None
+    for index, word in enumerate(words):
+        flag, equals, inline = word.partition("=")
+        if flag.startswith("--"):
+            # vLLM's parser reads --tensor_parallel_size as --tensor-parallel-size.
+            flag = "--" + flag[2:].replace("_", "-")
+        if flag in names:
+            value = inline if equals else (words[index + 1] if index + 1 < len(words) else None)
+    return value
+
+
+def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
+    for port in items(container.get("ports")):
+        if port.get("name") == name:
+            return number(port.get("containerPort"))
+    return None
+
+
+def serving_port(container: Mapping[str, Any]) -> Optional[float]:
+    port = number(flag_value(container_words(container), "--port"))
+    return port if port is not None else named_port(container, SERVING_PORT_NAME)
+
+
+def probe_port(container: Mapping[str, Any], port: Any) -> Optional[float]:
+    if isinstance(port, str) and not port.isdigit():
+        return named_port(container, port)
+    return number(port)
+
+
+def port_text(port: Any, resolved: Optional[float]) -> str:
+    if resolved is None:
+        return f"{port!r}, which is no port of the container,"
+    return f"{port!r} ({resolved:g})" if isinstance(port, str) and not port.isdigit() else f"{resolved:g}"
+
+
+def is_real_vllm(container: Mapping[str, Any]) -> bool:
+    words = container_words(container)
+    serves = any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:]))
+    return serves or flag_value(words, *TENSOR_PARALLEL_FLAGS) is not None
+
+
+def tensor_parallel_size(container: Mapping[str, Any]) -> Optional[float]:
+    value = flag_value(container_words(container), *TENSOR_PARALLEL_FLAGS)
+    return 1.0 if value is None else number(value)
+
+
+def prestop_seconds(container: Mapping[str, Any]) -> Optional[float]:
+    """How long the preStop hook holds the pod before SIGTERM; None without a sleep or exec hook.
+
+    An exec hook counts the `sleep N` in its command, if it has one.
+    """
+    hook = dig(container, "lifecycle", "preStop")
+    if isinstance(dig(hook, "sleep"), Mapping):
+        return number(dig(hook, "sleep", "seconds")) or 0.0
+    if not isinstance(dig(hook, "exec"), Mapping):
+        return None
+    words = command_words(items(dig(hook, "exec", "command")))
+    for word, after in zip(words, words[1:]):
+        if word.rpartition("/")[2] == "sleep" and number(after) is not None:
+            return number(after)
+    return 0.0
+
+
+def has_memory_shm(container: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    in_memory = {v.get("name") for v in items(pod.get("volumes")) if dig(v, "emptyDir", "medium") == "Memory"}
+    return any(
+        str(mount.get("mountPath")).rstrip("/") == SHM_PATH and mount.get("name") in in_memory
+        for mount in items(container.get("volumeMounts"))
+    )
+
+
+def image_pinned(image: Any) -> bool:
+    if not isinstance(image, str) or not image:
+        return False
+    if "@sha256:" in image:
+        return True
+    # Only the last path segment can carry the tag: in registry:5000/img the colon belongs to the host.
+    tag = image.rpartition("/")[2].partition(":")[2]
+    return tag not in ("", "latest")
+
+
+def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    path = POD_SPEC_PATHS.get(resource_type)
+    spec = dig(props, *path) if path else None
+    return spec if isinstance(spec, Mapping) else None
+
+
+WorkloadContainers = Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
+
+
+def workload_containers(args: ResourceValidationArgs, init: bool = True) -> WorkloadContainers:
+    """(where, container, pod spec) for every container of a workload, and its init containers unless init is False."""
+    pod = pod_spec(args.resource_type, args.props)
+    if pod is None:
+        return
+    owner = describe(args.resource_type, args.props, args.name)
+    for key in ("initContainers", "containers") if init else ("containers",):
+        role = "init container" if key == "initContainers" else "container"
+        for container in items(pod.get(key)):
+            yield f"{owner} {role} {container.get('name')}", container, pod
+
+
+def vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
+    """The model servers the platform deploys, simulated ones included."""
+    if args.resource_type == DEPLOYMENT:
+        for where, container, pod in workload_containers(args, init=False):
+            if container.get("name") == VLLM_CONTAINER:
+                yield where, container, pod
+
+
+def real_vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
+    for where, container, pod in workload_containers(args):
+        if is_real_vllm(container):
+            yield where, container, pod
+
+
+def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # A model loads for minutes: without a startup probe liveness kills it mid-load, without readiness
+    # traffic reaches it before it serves, and a probe on another port tests nothing vLLM answers.
+    for where, container, _ in vllm_containers(args):
+        port = serving_port(container)
+        if port is None:
+            report(f"{where}: no serving port to probe; pass --port N or name its containerPort {SERVING_PORT_NAME!r}")
+            continue
+        for probe in PROBES:
+            spec = container.get(probe)
+            if not isinstance(dig(spec, "httpGet"), Mapping):
+                report(f"{where}: no {probe} with httpGet; add one on the serving port {port:g}")
+                continue
+            probed = dig(spec, "httpGet", "port")
+            checked = probe_port(container, probed)
+            if checked != port:
+                report(
+                    f"{where}: {probe} checks port {port_text(probed, checked)} but vLLM serves on {port:g}; "
+                    f"point httpGet.port at {port:g} or the port named {SERVING_PORT_NAME!r}"
+                )
+
+
+def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # vLLM starts one worker per GPU of the tensor-parallel group: fewer GPUs fail the start, more sit idle.
+    for where, container, _ in real_vllm_containers(args):
+        size = tensor_parallel_size(container)
+        limit = dig(container, "resources", "limits", GPU_RESOURCE)
+        if size is None:
+            report(f"{where}: --tensor-parallel-size is not a number; set it to the GPUs per pod")
+        elif number(limit) != size:
+            shown = "not set" if limit is None else repr(limit)
+            report(
+                f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but --tensor-parallel-size is {size:g}; "
+                f"set the limit to {size:g}, one GPU per tensor-parallel worker"
+            )
+
+
+def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # NCCL passes tensors between the workers through /dev/shm; the container runtime gives it 64 MiB.
+    for where, container, pod in real_vllm_containers(args):
+        size = tensor_parallel_size(container)
+        if size is not None and size > 1 and not has_memory_shm(container, pod):
+            report(
+                f"{where}: runs --tensor-parallel-size {size:g} without shared memory; mount a volume with "
+                f"emptyDir.medium 'Memory' at {SHM_PATH}"
+            )
+
+
+def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # preStop holds the pod while endpoints stop routing to it, then vLLM finishes what it accepted;
+    # a grace period shorter than both makes the kubelet kill it with requests still in flight.
+    for where, container, pod in real_vllm_containers(args):
+        hold = prestop_seconds(container)
+        timeout = number(flag_value(container_words(container), "--shutdown-timeout"))
+        if hold is None:
+            report(f"{where}: no preStop hook; add lifecycle.preStop.sleep.seconds so traffic stops before vLLM does")
+        if timeout is None:
+            report(f"{where}: no --shutdown-timeout N in args; add it so vLLM drains in-flight requests on SIGTERM")
+        if hold is None or timeout is None:
+            continue
+        grace = number(pod.get("terminationGracePeriodSeconds"))
+        grace = DEFAULT_GRACE_SECONDS if grace is None else grace
+        if grace < hold + timeout:
+            report(
+                f"{where}: terminationGracePeriodSeconds {grace:g} is less than preStop {hold:g} s "
+                f"+ --shutdown-timeout {timeout:g} s; raise it to at least {hold + timeout:g}"
+            )
+
+
+def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # A literal lands in the object itself, readable by anyone who may read Deployments; messages never echo it.
+    fix = "take it from a Secret with valueFrom.secretKeyRef"
+    for where, container, _ in workload_containers(args):
+        for variable in items(container.get("env")):
+            name, value = variable.get("name"), variable.get("value")
+            if name in HF_TOKEN_VARIABLES and value is not None:
+                report(f"{where}: env {name} has a literal value; {fix}")
+            elif isinstance(value, str) and HF_TOKEN_PATTERN.search(value):
+                report(f"{where}: env {name} holds what looks like a Hugging Face token; {fix}")
+        if any(HF_TOKEN_PATTERN.search(word) for word in container_words(container)):
+            report(f"{where}: command or args hold what looks like a Hugging Face token; pass it as env HF_TOKEN and {fix}")
+
+
+def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # A moving tag changes what runs on the next pull, with no change in the stack to review or roll back.
+    for where, container, _ in workload_containers(args):
+        image = container.get("image")
+        if not image_pinned(image):
+            report(f"{where}: image {image!r} is not pinned; give it a release tag other than latest, or an @sha256: digest")
+
+
+def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # The scheduler places a container without requests as if it used nothing, and evicts it first.
+    for where, container, _ in workload_containers(args):
+        missing = [key for key in ("cpu", "memory") if dig(container, "resources", "requests", key) in (None, "")]
+        if missing:
+            absent = " or ".join(f"resources.requests.{key}" for key in missing)
+            report(f"{where}: no {absent}; request what it needs so the scheduler can place it")
+
+
+def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # IMDSv1 answers a single forged GET: one request forgery in any pod hands out the node role's credentials.
+    if args.resource_type != LAUNCH_TEMPLATE:
+        return
+    tokens = dig(args.props, "metadataOptions", "httpTokens")
+    if tokens != "required":
+        where, shown = describe(args.resource_type, args.props, args.name), repr(tokens) if tokens else "not set"
+        report(f"{where}: metadataOptions.httpTokens is {shown}; set it to 'required'")
+
+
+def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    # A key of the account's own puts who may decrypt Secrets (the Hugging Face token) under its key policy and audit.
+    if args.resource_type != EKS_CLUSTER:
+        return
+    where = describe(args.resource_type, args.props, args.name)
+    config = args.props.get("encryptionConfig")
+    if not isinstance(config, Mapping):
+        report(f"{where}: no encryptionConfig; set encryptionConfig with resources ['secrets'] and provider.keyArn of a KMS key")
+        return
+    if "secrets" not in items(config.get("resources")):
+        report(f"{where}: encryptionConfig.resources does not include 'secrets'; set it to ['secrets']")
+    provider = config.get("provider")
+    # A key created in the same stack has no ARN yet at preview: that it is set is what counts, so only keys are read.
+    if not isinstance(provider, Mapping) or "keyArn" not in set(provider):
+        report(f"{where}: no encryptionConfig.provider.keyArn; set it to the ARN of a KMS key")
+
+
+def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
+    """Whether a label selector picks pods with these labels; an empty one is refused, it means every pod."""
+    match = dig(selector, "matchLabels") or {}
+    expressions = items(dig(selector, "matchExpressions"))
+    if not match and not expressions:
+        return False
+    return all(labels.get(key) == value for key, value in match.items()) and all(
+        expression_holds(expression, labels) for expression in expressions
+    )
+
+
+def expression_holds(expression: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    key, operator, values = expression.get("key"), expression.get("operator"), list(items(expression.get("values")))
+    if operator == "In":
+        return labels.get(key) in values
+    if operator == "NotIn":
+        return labels.get(key) not in values
+    if operator == "Exists":
+        return key in labels
+    return operator == "DoesNotExist" and key not in labels
+
+
+def scales(autoscaler: PolicyResource, namespace: str, deployment_name: str) -> bool:
+    target = dig(autoscaler.props, "spec", "scaleTargetRef")
+    return (
+        namespace_of(autoscaler.props) == namespace
+        and dig(target, "name") == deployment_name
+        # KEDA's default target kind; an HPA must name it.
+        and (dig(target, "kind") or "Deployment") == "Deployment"
+    )
+
+
+def of_type(args: StackValidationArgs, *types: str) -> list[PolicyResource]:
+    return [r for r in args.resources if r.resource_type in types]
+
+
+def check_model_deployments(args: StackValidationArgs, report: ReportViolation) -> None:
+    # A node drain without a budget can evict every replica of a model at once, and a model without an
+    # autoscaler neither follows its queue nor gives its GPUs back.
+    budgets, autoscalers = of_type(args, POD_DISRUPTION_BUDGET), of_type(args, *AUTOSCALERS)
+    for deployment in of_type(args, DEPLOYMENT):
+        props = deployment.props
+        if dig(props, "metadata", "labels", MODEL_LABEL_KEY) != MODEL_LABEL_VALUE:
+            continue
+        namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name
+        where = describe(deployment.resource_type, props, deployment.name)
+        pod_labels = dig(props, "spec", "template", "metadata", "labels") or {}
+        if not any(
+            namespace_of(b.props) == namespace and selects(dig(b.props, "spec", "selector"), pod_labels) for b in budgets
+        ):
+            report(
+                f"{where}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
+                "spec.selector.matchLabels match the pod template labels",
+                deployment.urn,
+            )
+        if not any(scales(autoscaler, namespace, name) for autoscaler in autoscalers):
+            report(
+                f"{where}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
+                f"whose spec.scaleTargetRef is kind Deployment, name {name}",
+                deployment.urn,
+            )
+
+
+MANDATORY = EnforcementLevel.MANDATORY
+
+POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
+    ResourceValidationPolicy(
+        name="vllm-probes",
+        description="vLLM containers have startup, readiness and liveness httpGet probes on the serving port.",
+        validate=check_vllm_probes,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="vllm-gpus-match-tensor-parallel",
+        description="A vLLM container's nvidia.com/gpu limit equals its --tensor-parallel-size.",
+        validate=check_gpus_match_tensor_parallel,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="vllm-shared-memory-for-tensor-parallel",
+        description="A vLLM container with tensor parallelism above 1 mounts an in-memory emptyDir at /dev/shm.",
+        validate=check_shared_memory,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="vllm-drains-in-flight-requests",
+        description="vLLM has a preStop hook and --shutdown-timeout, and the grace period covers both.",
+        validate=check_drains,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="hf-token-from-secret",
+        description="Hugging Face tokens reach containers from Secrets, never as literal values.",
+        validate=check_hf_token_from_secret,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="images-pinned",
+        description="Every container image has a release tag other than latest, or a digest.",
+        validate=check_images_pinned,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="workloads-request-cpu-and-memory",
+        description="Every container and init container requests CPU and memory.",
+        validate=check_requests,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="launch-templates-require-imdsv2",
+        description="EC2 launch templates require IMDSv2 session tokens.",
+        validate=check_imdsv2,
+        enforcement_level=MANDATORY,
+    ),
+    ResourceValidationPolicy(
+        name="eks-secrets-encrypted-with-kms",
+        description="EKS clusters encrypt Kubernetes Secrets with a KMS key.",
+        validate=check_eks_secrets_encryption,
+        enforcement_level=MANDATORY,
+    ),
+    StackValidationPolicy(
+        name="model-deployments-have-pdb-and-autoscaler",
+        description="Every vLLM model Deployment has a PodDisruptionBudget and a ScaledObject or HPA in its namespace.",
+        validate=check_model_deployments,
+        enforcement_level=MANDATORY,
+    ),
+]

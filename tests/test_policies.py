@@ -1,0 +1,471 @@
+"""The CrossGuard policy pack in policies/, offline: the committed stacks pass, and each rule catches what it guards.
+
+Rules run as the engine runs them: inputs behind pulumi-policy's read-only proxies, every number a float.
+policies/__main__.py is never imported: building its PolicyPack starts a server that never returns.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Optional
+
+import pytest
+import yaml
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+from components import vllm_spec
+from tools import render
+from tools.mocks import RecordedResource
+from tests.conftest import COMMITTED_STACKS, rendered_stack, resources_of
+from tests.test_render import TOKEN
+from tests.test_vllm_spec import flag
+
+POLICY_DIR = render.PROJECT_ROOT / "policies"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+EKS_CLUSTER = "aws:eks/cluster:Cluster"
+GPU = "nvidia.com/gpu"
+STACK_POLICY = "model-deployments-have-pdb-and-autoscaler"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+Breaks = Callable[[dict[str, Any]], object]
+
+
+def load_rules() -> ModuleType:
+    # A name of its own: a bare `rules` could be some installed package's module.
+    spec = importlib.util.spec_from_file_location("vllm_platform_policy_rules", POLICY_DIR / "rules.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+rules = load_rules()
+POLICIES = {policy.name: policy for policy in rules.POLICIES}
+
+
+def as_wire(value: Any) -> Any:
+    """Every number a float, as the engine sends it (the mocks turn them back into ints)."""
+    if isinstance(value, dict):
+        return {key: as_wire(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_wire(item) for item in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def props(resource: RecordedResource) -> Any:
+    """The inputs as a policy sees them: read-only Mapping and Sequence proxies over the wire values."""
+    return unknown_checking_proxy(as_wire(resource.inputs))
+
+
+def urn(stack: str, resource: RecordedResource) -> str:
+    return f"urn:pulumi:{stack}::{rendered_stack(stack).project}::{resource.type}::{resource.name}"
+
+
+def options(resource: RecordedResource) -> PolicyResourceOptions:
+    return PolicyResourceOptions(
+        protect=resource.protect,
+        ignore_changes=list(resource.ignore_changes),
+        delete_before_replace=False,
+        aliases=[],
+        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
+        additional_secret_outputs=[],
+    )
+
+
+def violations(policy: str, stack: str, resources: list[RecordedResource]) -> list[tuple[str, Optional[str]]]:
+    """(message, urn) for each violation the policy reports on these resources of the stack."""
+    reported: list[tuple[str, Optional[str]]] = []
+
+    def report(message: str, at: Optional[str] = None) -> None:
+        reported.append((message, at))
+
+    rule = POLICIES[policy]
+    if isinstance(rule, StackValidationPolicy):
+        stack_resources = [
+            PolicyResource(r.type, props(r), urn(stack, r), r.name, options(r), None, None, [], {}) for r in resources
+        ]
+        rule.validate(StackValidationArgs(stack_resources), report)
+    else:
+        for r in resources:
+            rule.validate(ResourceValidationArgs(r.type, props(r), urn(stack, r), r.name, options(r), None), report)
+    return reported
+
+
+def messages(policy: str, stack: str, resource: RecordedResource) -> list[str]:
+    return [message for message, _ in violations(policy, stack, [resource])]
+
+
+def rendered(stack: str, resource_type: str, name: str) -> RecordedResource:
+    return next(r for r in rendered_stack(stack).resources if r.type == resource_type and r.name == name)
+
+
+def broken(resource: RecordedResource, breaks: Breaks) -> RecordedResource:
+    inputs = copy.deepcopy(resource.inputs)
+    breaks(inputs)
+    return dataclasses.replace(resource, inputs=inputs)
+
+
+def label(resource: RecordedResource) -> str:
+    """How a violation must name the resource."""
+    if not resource.type.startswith("kubernetes:"):
+        return f"{resource.type} {resource.name}"
+    metadata = resource.inputs["metadata"]
+    return f"{resource.type.rpartition(':')[2]} {metadata['namespace']}/{metadata['name']}"
+
+
+def pod(inputs: dict[str, Any]) -> dict[str, Any]:
+    return inputs["spec"]["template"]["spec"]
+
+
+def server(inputs: dict[str, Any]) -> dict[str, Any]:
+    return pod(inputs)["containers"][0]
+
+
+def deployment_containers(stack: str) -> list[dict[str, Any]]:
+    return [c for d in resources_of(rendered_stack(stack), DEPLOYMENT) for c in pod(d.inputs)["containers"]]
+
+
+def vllm_servers(stack: str) -> list[dict[str, Any]]:
+    return [c for c in deployment_containers(stack) if c["name"] == "vllm"]
+
+
+def real_vllm_servers(stack: str) -> list[dict[str, Any]]:
+    return [c for c in vllm_servers(stack) if c["command"] == ["vllm", "serve"]]
+
+
+def tensor_parallel_servers(stack: str) -> list[dict[str, Any]]:
+    return [c for c in real_vllm_servers(stack) if int(flag(c["args"], "--tensor-parallel-size")) > 1]
+
+
+def model_deployments(stack: str) -> list[RecordedResource]:
+    return [
+        d
+        for d in resources_of(rendered_stack(stack), DEPLOYMENT)
+        if d.inputs["metadata"]["labels"].get("app.kubernetes.io/name") == "vllm"
+    ]
+
+
+# What each policy inspects, counted here rather than trusted to the rule.
+APPLIES_TO: dict[str, Callable[[str], list[Any]]] = {
+    "vllm-probes": vllm_servers,
+    "vllm-gpus-match-tensor-parallel": real_vllm_servers,
+    "vllm-shared-memory-for-tensor-parallel": tensor_parallel_servers,
+    "vllm-drains-in-flight-requests": real_vllm_servers,
+    "hf-token-from-secret": deployment_containers,
+    "images-pinned": deployment_containers,
+    "workloads-request-cpu-and-memory": deployment_containers,
+    "launch-templates-require-imdsv2": lambda stack: resources_of(rendered_stack(stack), LAUNCH_TEMPLATE),
+    "eks-secrets-encrypted-with-kms": lambda stack: resources_of(rendered_stack(stack), EKS_CLUSTER),
+    STACK_POLICY: model_deployments,
+}
+
+
+def test_the_pack_is_a_python_pack_serving_the_rules() -> None:
+    project = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"]["name"] == "python"
+    assert project["description"]
+    main = (POLICY_DIR / "__main__.py").read_text()
+    assert "from rules import POLICIES" in main
+    assert 'PolicyPack(name="vllm-platform", policies=POLICIES)' in main
+    assert "pulumi-policy" in (POLICY_DIR / "requirements.txt").read_text()
+
+
+def test_policies_are_uniquely_named_mandatory_and_all_tested() -> None:
+    names = [policy.name for policy in rules.POLICIES]
+    assert len(names) == len(set(names))
+    assert set(names) == set(APPLIES_TO)
+    assert all(policy.enforcement_level == EnforcementLevel.MANDATORY for policy in rules.POLICIES)
+    assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == [STACK_POLICY]
+
+
+def test_the_rules_agree_with_the_program() -> None:
+    model = rendered_stack("dev").config.models[0]
+    assert rules.GPU_RESOURCE == vllm_spec.GPU_RESOURCE
+    assert rules.SHM_PATH == vllm_spec.SHM_PATH
+    assert vllm_spec.selector_labels(model)[rules.MODEL_LABEL_KEY] == rules.MODEL_LABEL_VALUE
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_committed_stack_passes(stack: str, policy: str) -> None:
+    assert violations(policy, stack, rendered_stack(stack).resources) == []
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_policy_applies_to_the_committed_stacks(policy: str) -> None:
+    assert sum(len(APPLIES_TO[policy](stack)) for stack in COMMITTED_STACKS) >= 1
+
+
+def without_flag(name: str) -> Breaks:
+    def breaks(inputs: dict[str, Any]) -> None:
+        args = server(inputs)["args"]
+        del args[args.index(name) : args.index(name) + 2]
+
+    return breaks
+
+
+def tensor_parallel_spelled(*words: str) -> Breaks:
+    def breaks(inputs: dict[str, Any]) -> None:
+        without_flag("--tensor-parallel-size")(inputs)
+        server(inputs)["args"].extend(words)
+
+    return breaks
+
+
+def shm_unmounted(inputs: dict[str, Any]) -> None:
+    server(inputs)["volumeMounts"] = [m for m in server(inputs)["volumeMounts"] if m["mountPath"] != "/dev/shm"]
+
+
+def shm_on_disk(inputs: dict[str, Any]) -> None:
+    next(v for v in pod(inputs)["volumes"] if v["name"] == "dshm")["emptyDir"] = {}
+
+
+def exec_prestop(seconds: int) -> Breaks:
+    return lambda inputs: server(inputs)["lifecycle"].update(preStop={"exec": {"command": ["/bin/sh", "-c", f"sleep {seconds}"]}})
+
+
+def env(name: str, value: str) -> Breaks:
+    return lambda inputs: server(inputs)["env"].append({"name": name, "value": value})
+
+
+Where = tuple[str, str, str]
+PROD_8B: Where = ("prod", DEPLOYMENT, "llama-8b")
+PROD_70B: Where = ("prod", DEPLOYMENT, "llama-70b")
+DEV_8B: Where = ("dev", DEPLOYMENT, "llama-8b")
+PROD_EKS: Where = ("prod", EKS_CLUSTER, "eks")
+
+
+def case(policy: str, where: Where, id: str, breaks: Breaks, says: str) -> Any:
+    return pytest.param(policy, *where, breaks, says, id=f"{policy}:{id}")
+
+
+BROKEN = [
+    *(case("vllm-probes", PROD_8B, f"no-{p}", lambda i, p=p: server(i).pop(p), f"no {p} with httpGet") for p in PROBES),
+    case("vllm-probes", PROD_8B, "probe-on-another-port",
+         lambda i: server(i)["startupProbe"]["httpGet"].update(port=9000),
+         "startupProbe checks port 9000 but vLLM serves on 8000"),
+    case("vllm-probes", PROD_8B, "probe-on-an-undeclared-port",
+         lambda i: server(i)["livenessProbe"]["httpGet"].update(port="metrics"),
+         "livenessProbe checks port 'metrics', which is no port of the container,"),
+    case("vllm-probes", PROD_8B, "tcp-probe",
+         lambda i: server(i).update(readinessProbe={"tcpSocket": {"port": "http"}}),
+         "no readinessProbe with httpGet"),
+    case("vllm-gpus-match-tensor-parallel", PROD_70B, "4-gpus-for-tp-8",
+         lambda i: server(i)["resources"]["limits"].update({GPU: "4"}),
+         "resources.limits['nvidia.com/gpu'] is '4' but --tensor-parallel-size is 8"),
+    case("vllm-gpus-match-tensor-parallel", PROD_70B, "no-gpu-limit",
+         lambda i: server(i)["resources"]["limits"].pop(GPU),
+         "is not set but --tensor-parallel-size is 8"),
+    *(
+        case("vllm-gpus-match-tensor-parallel", PROD_70B, f"tp-as-{'-'.join(words)}",
+             tensor_parallel_spelled(*words),
+             "is '8' but --tensor-parallel-size is 4")
+        for words in (["--tensor-parallel-size=4"], ["-tp", "4"], ["--tensor_parallel_size", "4"])
+    ),
+    case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "no-shm-mount", shm_unmounted,
+         "runs --tensor-parallel-size 8 without shared memory"),
+    case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "shm-on-disk", shm_on_disk,
+         "mount a volume with emptyDir.medium 'Memory' at /dev/shm"),
+    case("vllm-drains-in-flight-requests", PROD_8B, "no-prestop", lambda i: server(i).pop("lifecycle"),
+         "no preStop hook"),
+    case("vllm-drains-in-flight-requests", PROD_8B, "no-shutdown-timeout", without_flag("--shutdown-timeout"),
+         "no --shutdown-timeout N in args"),
+    case("vllm-drains-in-flight-requests", PROD_8B, "grace-too-short",
+         lambda i: pod(i).update(terminationGracePeriodSeconds=30),
+         "terminationGracePeriodSeconds 30 is less than preStop 10 s + --shutdown-timeout 60 s; raise it to at least 70"),
+    case("vllm-drains-in-flight-requests", PROD_8B, "grace-defaulted",
+         lambda i: pod(i).pop("terminationGracePeriodSeconds"),
+         "terminationGracePeriodSeconds 30 is less than"),
+    case("vllm-drains-in-flight-requests", PROD_8B, "exec-prestop-outlasts-grace", exec_prestop(20),
+         "terminationGracePeriodSeconds 75 is less than preStop 20 s"),
+    case("hf-token-from-secret", DEV_8B, "literal-hf-token", env("HF_TOKEN", TOKEN),
+         "env HF_TOKEN has a literal value; take it from a Secret"),
+    case("hf-token-from-secret", DEV_8B, "literal-hub-token", env("HUGGING_FACE_HUB_TOKEN", "[secret]"),
+         "env HUGGING_FACE_HUB_TOKEN has a literal value"),
+    case("hf-token-from-secret", DEV_8B, "token-in-another-variable", env("EXTRA_HEADERS", f"Authorization: Bearer {TOKEN}"),
+         "env EXTRA_HEADERS holds what looks like a Hugging Face token"),
+    case("hf-token-from-secret", DEV_8B, "token-in-args", lambda i: server(i)["args"].extend(["--hf-token", TOKEN]),
+         "command or args hold what looks like a Hugging Face token"),
+    case("workloads-request-cpu-and-memory", PROD_8B, "no-cpu",
+         lambda i: server(i)["resources"]["requests"].pop("cpu"),
+         "container vllm: no resources.requests.cpu;"),
+    case("workloads-request-cpu-and-memory", PROD_8B, "no-memory",
+         lambda i: server(i)["resources"]["requests"].pop("memory"),
+         "container vllm: no resources.requests.memory;"),
+    case("workloads-request-cpu-and-memory", PROD_8B, "init-container",
+         lambda i: pod(i).update(initContainers=[{"name": "fetch", "image": "busybox:1.37"}]),
+         "init container fetch: no resources.requests.cpu or resources.requests.memory"),
+    case("launch-templates-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "gpu-p4d"), "imdsv1-allowed",
+         lambda i: i["metadataOptions"].update(httpTokens="optional"),
+         "metadataOptions.httpTokens is 'optional'; set it to 'required'"),
+    case("launch-templates-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "system"), "no-metadata-options",
+         lambda i: i.pop("metadataOptions"),
+         "metadataOptions.httpTokens is not set"),
+    case("eks-secrets-encrypted-with-kms", PROD_EKS, "no-encryption", lambda i: i.pop("encryptionConfig"),
+         "no encryptionConfig"),
+    case("eks-secrets-encrypted-with-kms", PROD_EKS, "secrets-not-encrypted",
+         lambda i: i["encryptionConfig"].update(resources=[]),
+         "encryptionConfig.resources does not include 'secrets'"),
+    case("eks-secrets-encrypted-with-kms", PROD_EKS, "no-kms-key", lambda i: i["encryptionConfig"].pop("provider"),
+         "no encryptionConfig.provider.keyArn"),
+]
+
+
+@pytest.mark.parametrize("policy, stack, resource_type, name, breaks, says", BROKEN)
+def test_a_broken_resource_is_reported_by_name(
+    policy: str, stack: str, resource_type: str, name: str, breaks: Breaks, says: str
+) -> None:
+    resource = broken(rendered(stack, resource_type, name), breaks)
+    [message] = messages(policy, stack, resource)
+    assert message.startswith(label(resource))
+    assert says in message
+    assert TOKEN not in message
+
+
+def test_the_simulator_serving_port_is_read_from_its_shell_command() -> None:
+    def moves_its_port(inputs: dict[str, Any]) -> None:
+        command = server(inputs)["command"]
+        command[-1] = command[-1].replace("--port 8000", "--port 8001")
+
+    simulated = broken(rendered("local", DEPLOYMENT, "llama-8b"), moves_its_port)
+    assert messages("vllm-probes", "local", simulated) == [
+        f"{label(simulated)} container vllm: {probe} checks port 'http' (8000) but vLLM serves on 8001; "
+        "point httpGet.port at 8001 or the port named 'http'"
+        for probe in PROBES
+    ]
+
+
+@pytest.mark.parametrize(
+    "image, pinned",
+    [
+        ("vllm/vllm-openai", False),
+        ("vllm/vllm-openai:latest", False),
+        ("registry:5000/img", False),
+        ("registry:5000/img:latest", False),
+        ("registry:5000/img:v1", True),
+        ("vllm/vllm-openai:v0.31.0", True),
+        ("vllm/vllm-openai@sha256:" + "0" * 64, True),
+    ],
+)
+def test_images_are_pinned_by_a_release_tag_or_a_digest(image: str, pinned: bool) -> None:
+    resource = broken(rendered("prod", DEPLOYMENT, "llama-8b"), lambda i: server(i).update(image=image))
+    reported = messages("images-pinned", "prod", resource)
+    assert reported == ([] if pinned else [
+        f"{label(resource)} container vllm: image {image!r} is not pinned; "
+        "give it a release tag other than latest, or an @sha256: digest"
+    ])
+
+
+WORKLOAD_SPECS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "kubernetes:apps/v1:Deployment": lambda pod_spec: {"template": {"spec": pod_spec}},
+    "kubernetes:apps/v1:StatefulSet": lambda pod_spec: {"template": {"spec": pod_spec}},
+    "kubernetes:apps/v1:DaemonSet": lambda pod_spec: {"template": {"spec": pod_spec}},
+    "kubernetes:batch/v1:Job": lambda pod_spec: {"template": {"spec": pod_spec}},
+    "kubernetes:batch/v1:CronJob": lambda pod_spec: {"jobTemplate": {"spec": {"template": {"spec": pod_spec}}}},
+    "kubernetes:core/v1:Pod": lambda pod_spec: pod_spec,
+}
+
+
+@pytest.mark.parametrize("resource_type", sorted(WORKLOAD_SPECS))
+def test_every_workload_kind_is_inspected(resource_type: str) -> None:
+    model = rendered("prod", DEPLOYMENT, "llama-70b")
+    pod_spec = copy.deepcopy(pod(model.inputs))
+    pod_spec["containers"][0].update(image="vllm/vllm-openai:latest", resources={"limits": {GPU: "1"}})
+    inputs = {"metadata": model.inputs["metadata"], "spec": WORKLOAD_SPECS[resource_type](pod_spec)}
+    workload = dataclasses.replace(model, type=resource_type, inputs=inputs)
+    where = f"{resource_type.rpartition(':')[2]} inference/llama-70b container vllm: "
+    for policy, says in (
+        ("images-pinned", "image 'vllm/vllm-openai:latest' is not pinned"),
+        ("workloads-request-cpu-and-memory", "no resources.requests.cpu or resources.requests.memory"),
+        ("vllm-gpus-match-tensor-parallel", "resources.limits['nvidia.com/gpu'] is '1' but --tensor-parallel-size is 8"),
+    ):
+        [message] = messages(policy, "prod", workload)
+        assert message.startswith(where + says)
+
+
+def test_hf_token_from_the_secret_passes() -> None:
+    rendering = rendered_stack("dev")
+    manifest = vllm_spec.deployment(rendering.config, rendering.config.models[0], hf_token=True)
+    model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
+    assert any(e["name"] == "HF_TOKEN" and "valueFrom" in e for e in server(manifest)["env"])
+    assert violations("hf-token-from-secret", "dev", [model]) == []
+
+
+def test_a_kms_key_created_in_the_same_stack_passes_at_preview() -> None:
+    cluster = broken(
+        rendered("prod", EKS_CLUSTER, "eks"), lambda i: i["encryptionConfig"]["provider"].update(keyArn=UNKNOWN_STRING_VALUE)
+    )
+    assert messages("eks-secrets-encrypted-with-kms", "prod", cluster) == []
+
+
+def stack_with(stack: str, resource_type: str, name: str, breaks: Optional[Breaks]) -> list[RecordedResource]:
+    """The stack's resources with one of them broken, or removed when breaks is None."""
+    resources: list[RecordedResource] = []
+    for resource in rendered_stack(stack).resources:
+        if resource.type != resource_type or resource.name != name:
+            resources.append(resource)
+        elif breaks is not None:
+            resources.append(broken(resource, breaks))
+    return resources
+
+
+def selector(**changes: Any) -> Breaks:
+    return lambda inputs: inputs["spec"]["selector"].update(changes)
+
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+NO_BUDGET = "no PodDisruptionBudget in namespace inference selects its pods"
+NO_AUTOSCALER = "no ScaledObject or HorizontalPodAutoscaler in namespace inference scales it"
+
+
+@pytest.mark.parametrize(
+    "resource_type, breaks, says",
+    [
+        pytest.param(PDB, None, NO_BUDGET, id="no-pdb"),
+        pytest.param(PDB, selector(matchLabels={INSTANCE_LABEL: "llama-70b"}), NO_BUDGET,
+                     id="pdb-of-another-model"),
+        pytest.param(PDB, lambda i: i["metadata"].update(namespace="other"), NO_BUDGET, id="pdb-in-another-namespace"),
+        pytest.param(PDB, selector(matchExpressions=[{"key": INSTANCE_LABEL, "operator": "NotIn", "values": ["llama-8b"]}]),
+                     NO_BUDGET, id="pdb-excludes-the-model"),
+        pytest.param(PDB, lambda i: i["spec"].update(selector={}), NO_BUDGET, id="pdb-selects-everything"),
+        pytest.param(SCALED_OBJECT, None, NO_AUTOSCALER, id="no-autoscaler"),
+        pytest.param(SCALED_OBJECT, lambda i: i["spec"]["scaleTargetRef"].update(kind="StatefulSet"), NO_AUTOSCALER,
+                     id="autoscaler-of-a-statefulset"),
+        pytest.param(SCALED_OBJECT, lambda i: i["metadata"].update(namespace="other"), NO_AUTOSCALER,
+                     id="autoscaler-in-another-namespace"),
+    ],
+)
+def test_a_model_without_its_budget_or_autoscaler_is_reported(
+    resource_type: str, breaks: Optional[Breaks], says: str
+) -> None:
+    deployment = rendered("staging", DEPLOYMENT, "llama-8b")
+    reported = violations(STACK_POLICY, "staging", stack_with("staging", resource_type, "llama-8b", breaks))
+    [(message, at)] = reported
+    assert message.startswith(f"{label(deployment)}: {says}")
+    assert at == urn("staging", deployment)
+
+
+def test_an_hpa_is_an_autoscaler_too() -> None:
+    rendering = rendered_stack("staging")
+    model = next(m for m in rendering.config.models if m.name == "llama-8b")
+    manifest = vllm_spec.horizontal_pod_autoscaler(rendering.config, model)
+    hpa = dataclasses.replace(rendered("staging", SCALED_OBJECT, "llama-8b"), type=HPA, inputs=manifest)
+    resources = [*stack_with("staging", SCALED_OBJECT, "llama-8b", None), hpa]
+    assert violations(STACK_POLICY, "staging", resources) == []
