@@ -42,6 +42,9 @@ GP3_STORAGE_CLASS = "gp3"
 # the pods that follow): installed before any node group. The rest need nodes to run on.
 ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
+# The VPC CNI leaves NetworkPolicies unenforced unless asked; the models' default-deny relies on them.
+# Its agent admits the node's own address, so kubelet's probes still reach the pods.
+ADDON_CONFIGURATION: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 
 
 def device_plugin_values() -> dict[str, Any]:
@@ -119,10 +122,12 @@ def eks_addon(
 ) -> aws.eks.Addon:
     # No addon_version: EKS installs the default version for the cluster's Kubernetes version, and
     # later runs keep it until someone pins one here.
+    configuration = ADDON_CONFIGURATION.get(name)
     return aws.eks.Addon(
         name,
         cluster_name=cluster_name,
         addon_name=name,
+        configuration_values=json.dumps(configuration) if configuration else None,
         resolve_conflicts_on_create="OVERWRITE",
         resolve_conflicts_on_update="OVERWRITE",
         tags=tags,

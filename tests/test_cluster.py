@@ -331,6 +331,8 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
     assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    cni = one(rendering, "aws:eks/addon:Addon", "vpc-cni").inputs
+    assert json.loads(cni["configurationValues"]) == {"enableNetworkPolicy": "true"}, "NetworkPolicies are enforced"
     ebs = one(rendering, "aws:eks/addon:Addon", "aws-ebs-csi-driver")
     assert "aws:eks/podIdentityAssociation:PodIdentityAssociation::ebs-csi-driver" in ebs.dependencies
 
