@@ -159,8 +159,9 @@ def vllm_args(cfg: PlatformConfig, model: Model) -> list[str]:
     ]  # fmt: skip
     if model.quantization:
         args += ["--quantization", model.quantization]
-    if model.max_model_len:
-        args += ["--max-model-len", str(model.max_model_len)]
+    # Unset, vLLM would take the checkpoint's full context (128k for Llama 3.1), refuse to start when one
+    # such sequence does not fit the KV cache, and crash-loop; `auto` fits the context to the memory there is.
+    args += ["--max-model-len", str(model.max_model_len) if model.max_model_len else "auto"]
     if model.gpu_memory_utilization:
         args += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
     if model.model.startswith("s3://") and not any(a.startswith("--load-format") for a in model.extra_args):

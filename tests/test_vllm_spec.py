@@ -44,8 +44,14 @@ def test_args_carry_the_model_and_serving_flags() -> None:
 def test_optional_flags_are_left_to_vllm_when_unset() -> None:
     cfg, model = config()
     args = vllm_spec.vllm_args(cfg, model)
-    for absent in ("--quantization", "--max-model-len", "--gpu-memory-utilization", "--load-format"):
+    for absent in ("--quantization", "--gpu-memory-utilization", "--load-format"):
         assert absent not in args
+
+
+def test_an_unset_context_length_is_fitted_to_the_kv_cache() -> None:
+    """An 8B model's own 128k context needs ~16 GB of KV cache: on an A10G vLLM would refuse to start."""
+    cfg, model = config()
+    assert flag(vllm_spec.vllm_args(cfg, model), "--max-model-len") == "auto"
 
 
 def test_s3_models_stream_with_run_ai() -> None:
