@@ -87,7 +87,7 @@ class PlatformCluster(pulumi.ComponentResource):
     `ready` lists what must exist before workloads are created (node groups, add-ons);
     `outputs` are the stack outputs this layer owns (see README, "Stack outputs")."""
 
-    provider: Optional[k8s.Provider]
+    provider: k8s.Provider
     ready: list[pulumi.Resource]
     outputs: dict[str, Any]
 

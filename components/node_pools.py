@@ -34,9 +34,10 @@ ROOT_DEVICE = "/dev/xvda"
 # gp3's baseline 125 MB/s would take ~20 min for a 70B checkpoint.
 GPU_ROOT_THROUGHPUT_MBPS = 500
 GPU_ROOT_IOPS = 6000
-# 2, not 1: agents that run in containers on the node (the EBS CSI node plugin) read instance
-# metadata through one more network hop.
-IMDS_HOP_LIMIT = 2
+# 1: only the node itself and host-network pods (the VPC CNI) reach instance metadata; a pod, vLLM
+# running a checkpoint's custom code included, cannot borrow the node role. The controllers get their
+# own roles through Pod Identity, and the EBS CSI node plugin reads its zone from the Kubernetes API.
+IMDS_HOP_LIMIT = 1
 # kubelet's default hard eviction threshold (nodefs.available 10%) and the EKS AMI's kube-reserved
 # ephemeral storage (1 GiB, and some filesystem overhead) come off the root volume.
 NODEFS_EVICTION_FRACTION = 0.10

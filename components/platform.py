@@ -17,9 +17,7 @@ from components.vllm_model import VllmModel
 def build_platform(cfg: PlatformConfig, hf_token: Optional[pulumi.Output[str]]) -> dict[str, Any]:
     """Create every resource of the stack; return the stack outputs by name."""
     cluster = PlatformCluster("cluster", cfg)
-    k8s_opts = pulumi.ResourceOptions(
-        providers=[cluster.provider] if cluster.provider else None, depends_on=cluster.ready
-    )
+    k8s_opts = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=cluster.ready)
     manifest = vllm_spec.namespace(cfg)
     namespace = k8s.core.v1.Namespace(cfg.namespace, metadata=manifest["metadata"], opts=k8s_opts)
     in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[namespace]))

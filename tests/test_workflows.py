@@ -93,6 +93,15 @@ def test_main_deploys_dev_then_staging_then_prod_behind_environments() -> None:
     assert pulumi["command"] == "up" and pulumi["policyPacks"] == "policies"
 
 
+def test_callers_grant_what_the_called_workflow_asks_for() -> None:
+    """GitHub refuses to start a called job that asks for more than its caller allows."""
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    for name, job in workflow("deploy.yml")["jobs"].items():
+        granted = {**workflow("deploy.yml").get("permissions", {}), **job.get("permissions", {})}
+        for scope, level in up["permissions"].items():
+            assert granted.get(scope) == level, (name, scope)
+
+
 @pytest.mark.parametrize("name, job", [("pull-request.yml", "preview"), ("pulumi-up.yml", "up")])
 def test_aws_credentials_come_from_oidc_role_assumption(name: str, job: str) -> None:
     spec = workflow(name)["jobs"][job]
