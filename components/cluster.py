@@ -25,7 +25,8 @@ CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
 # Audit logs of a busy cluster run to gigabytes a day; EKS's own log group would keep them forever.
 CONTROL_PLANE_LOG_RETENTION_DAYS = 90
 KMS_DELETION_WINDOW_DAYS = 30
-CLUSTER_ADMIN_POLICY = "AmazonEKSClusterAdminPolicy"
+# Access policies by role: who runs `pulumi up`, and who only reads (`pulumi preview` in PR checks, on-call).
+ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSViewPolicy"}
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
@@ -65,8 +66,25 @@ def resource_tags(cluster: Cluster) -> dict[str, str]:
     }
 
 
-def admin_principals(deployer: str, extra: list[str]) -> list[str]:
-    return list(dict.fromkeys([deployer, *extra]))
+def access_grants(cluster: Cluster) -> list[tuple[str, str]]:
+    """(access role, principal ARN) for every identity the cluster admits."""
+    return [("admin", arn) for arn in cluster.admin_principal_arns] + [
+        ("viewer", arn) for arn in cluster.viewer_principal_arns
+    ]
+
+
+def unadmitted_caller_problem(cluster: Cluster, caller: str) -> Optional[str]:
+    """Why this run could not reach the cluster it manages, if the identity running it has no access entry.
+
+    Access is what the config says, never who happens to run Pulumi: a grant that followed the caller
+    would move with every run by another person or CI, and a preview would plan to take it away.
+    """
+    if caller in cluster.admin_principal_arns or caller in cluster.viewer_principal_arns:
+        return None
+    return (
+        f"cluster.adminPrincipalArns: {caller} runs this update but has no access to the cluster; add it there "
+        f"(or, for a read-only preview identity, to cluster.viewerPrincipalArns)"
+    )
 
 
 def principal_slug(arn: str) -> str:
@@ -125,7 +143,9 @@ class PlatformCluster(pulumi.ComponentResource):
         region = aws.get_region().region
         caller = aws.get_caller_identity()
         # An assumed-role session ARN cannot hold an access entry; its role's ARN can.
-        deployer = aws.iam.get_session_context(arn=caller.arn).issuer_arn
+        problem = unadmitted_caller_problem(cluster, aws.iam.get_session_context(arn=caller.arn).issuer_arn)
+        if problem:
+            raise pulumi.RunError(problem)
 
         network = create_network(cluster, self, tags)
         key = aws.kms.Key(
@@ -164,7 +184,8 @@ class PlatformCluster(pulumi.ComponentResource):
             ),
             access_config=aws.eks.ClusterAccessConfigArgs(
                 authentication_mode="API",
-                # The deployer's access comes from the explicit access entry below, which this would duplicate.
+                # Every grant comes from the config's access entries below; a creator's implicit one would
+                # outlive the config and clash with an explicit entry for the same principal.
                 bootstrap_cluster_creator_admin_permissions=False,
             ),
             encryption_config=aws.eks.ClusterEncryptionConfigArgs(
@@ -181,18 +202,18 @@ class PlatformCluster(pulumi.ComponentResource):
             ),
         )
 
-        admin_grants = []
-        for principal in admin_principals(deployer, cluster.admin_principal_arns):
-            slug = principal_slug(principal)
+        access = []
+        for role, principal in access_grants(cluster):
+            name = f"{role}-{principal_slug(principal)}"
             entry = aws.eks.AccessEntry(
-                f"admin-{slug}", cluster_name=eks.name, principal_arn=principal, type="STANDARD", tags=tags, opts=child
+                name, cluster_name=eks.name, principal_arn=principal, type="STANDARD", tags=tags, opts=child
             )
-            admin_grants.append(
+            access.append(
                 aws.eks.AccessPolicyAssociation(
-                    f"admin-{slug}",
+                    name,
                     cluster_name=eks.name,
                     principal_arn=principal,
-                    policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{CLUSTER_ADMIN_POLICY}",
+                    policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{ACCESS_POLICIES[role]}",
                     access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
                     opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
                 )
@@ -204,7 +225,7 @@ class PlatformCluster(pulumi.ComponentResource):
         kubeconfig_secret = pulumi.Output.secret(config_text)
         # Every Kubernetes call waits for the access grants: before them the API server answers 401.
         self.provider = k8s.Provider(
-            "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=admin_grants)
+            "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=access)
         )
 
         node_role, node_policies = self._service_role("node", aws_policies.EC2_SERVICE, NODE_POLICIES, partition, tags)
@@ -281,7 +302,7 @@ class PlatformCluster(pulumi.ComponentResource):
                 resource=self,
             )
 
-        self.ready = [system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *admin_grants]
+        self.ready = [system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access]
         self.outputs = {
             "clusterName": eks.name,
             "clusterEndpoint": eks.endpoint,

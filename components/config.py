@@ -209,16 +209,30 @@ class Cluster(_Section):
     gpu_node_pools: list[GpuNodePool] = []
     protect: bool = False
     existing: Optional[ExistingCluster] = None
-    # IAM users or roles granted cluster admin besides the identity that runs `pulumi up`.
+    # Who the cluster admits, through EKS access entries: everyone who runs `pulumi up` (CI's deploy
+    # role, platform admins), and read-only identities such as the PR checks' preview role.
     admin_principal_arns: list[str] = []
+    viewer_principal_arns: list[str] = []
 
-    @field_validator("admin_principal_arns")
+    @field_validator("admin_principal_arns", "viewer_principal_arns")
     @classmethod
     def _iam_principals(cls, values: list[str]) -> list[str]:
         for value in values:
             if not re.fullmatch(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", value):
                 raise ValueError(f"{value!r} is not an IAM user or role ARN (arn:aws:iam::<account>:role/<name>)")
         return values
+
+    @model_validator(mode="after")
+    def _someone_administers(self) -> "Cluster":
+        if self.existing is None and not self.admin_principal_arns:
+            raise ValueError(
+                "adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up` (CI's deploy role, "
+                "platform admins); a created cluster admits no one else"
+            )
+        both = sorted(set(self.admin_principal_arns) & set(self.viewer_principal_arns))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both adminPrincipalArns and viewerPrincipalArns; keep one")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -14,6 +14,7 @@ import yaml
 from tools import render, schemas
 
 COMMITTED_STACKS = render.committed_stacks()
+ADMIN = "arn:aws:iam::123456789012:role/deploy"
 
 
 def stack_document(stack: str) -> dict[str, Any]:
@@ -36,6 +37,7 @@ def minimal_document(**platform: Any) -> dict[str, Any]:
         "aws:region": "us-west-2",
         "vllm-platform:cluster": {
             "name": "llm-test",
+            "adminPrincipalArns": [ADMIN],
             "gpuNodePools": [{"name": "g5", "instanceTypes": ["g5.xlarge"], "minSize": 0, "maxSize": 4}],
         },
         "vllm-platform:models": [

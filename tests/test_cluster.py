@@ -8,13 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
 from components.config import ConfigError, GpuNodePool, parse_config
-from tests.conftest import COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
+from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
 EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
@@ -154,7 +155,6 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
 
 def test_principal_names_are_stable_and_unique() -> None:
     assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "role-ci-deployer"
-    assert cluster.admin_principals("arn:a", ["arn:b", "arn:a"]) == ["arn:a", "arn:b"]
 
 
 def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> None:
@@ -187,6 +187,8 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
     "cluster_keys, message",
     [
         ({"adminPrincipalArns": ["alice"]}, "cluster.adminPrincipalArns: 'alice' is not an IAM user or role ARN"),
+        ({"adminPrincipalArns": []}, "cluster: adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up`"),
+        ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
         ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
         ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
     ],
@@ -259,20 +261,36 @@ def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: s
     vpc_config = inputs["vpcConfig"]
     assert vpc_config["endpointPrivateAccess"] is cfg.endpoint.private_access
     assert vpc_config.get("publicAccessCidrs", []) == cfg.endpoint.public_access_cidrs
-    deployer = mocks.FAKE_CALLS["aws:index/getCallerIdentity:getCallerIdentity"]({})["arn"]
-    (entry,) = of_type(rendering, "aws:eks/accessEntry:AccessEntry")
-    (grant,) = of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
-    assert entry.inputs["principalArn"] == grant.inputs["principalArn"] == deployer
-    assert grant.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
-    assert grant.inputs["accessScope"] == {"type": "cluster"}
+    entries = {r.inputs["principalArn"] for r in of_type(rendering, "aws:eks/accessEntry:AccessEntry")}
+    grants = {
+        r.inputs["principalArn"]: r for r in of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    }
+    assert entries == set(grants) == {*cfg.admin_principal_arns, *cfg.viewer_principal_arns}
+    policy = "arn:aws:eks::aws:cluster-access-policy/"
+    for arn in cfg.admin_principal_arns:
+        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSClusterAdminPolicy"
+    for arn in cfg.viewer_principal_arns:
+        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSViewPolicy", "previews only read"
+    assert all(g.inputs["accessScope"] == {"type": "cluster"} for g in grants.values())
     (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
-    assert f"aws:eks/accessPolicyAssociation:AccessPolicyAssociation::{grant.name}" in provider.dependencies
+    for grant in grants.values():
+        assert f"aws:eks/accessPolicyAssociation:AccessPolicyAssociation::{grant.name}" in provider.dependencies
 
 
-def test_extra_admins_get_their_own_access_entries() -> None:
-    rendering = render_document(cluster_document(adminPrincipalArns=["arn:aws:iam::123456789012:role/platform-admins"]))
-    names = {r.name for r in of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
-    assert names == {"admin-user-render", "admin-role-platform-admins"}
+def test_access_follows_the_config_not_whoever_runs_pulumi() -> None:
+    admins = [ADMIN, "arn:aws:iam::123456789012:role/platform-admins"]
+    document = cluster_document(adminPrincipalArns=admins, viewerPrincipalArns=["arn:aws:iam::123456789012:role/preview"])
+    by_deployer = render_document(document)
+    by_preview = render.render(render.stack_config(document), "test", caller_arn="arn:aws:iam::123456789012:role/preview")
+    names = {r.name for r in of_type(by_deployer, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    assert names == {"admin-role-deploy", "admin-role-platform-admins", "viewer-role-preview"}
+    assert names == {r.name for r in of_type(by_preview, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+
+
+def test_a_caller_the_cluster_does_not_admit_stops_the_run() -> None:
+    stranger = "arn:aws:iam::123456789012:user/someone-else"
+    with pytest.raises(pulumi.RunError, match=f"cluster.adminPrincipalArns: {stranger} runs this update but has no access"):
+        render.render(render.stack_config(cluster_document()), "test", caller_arn=stranger)
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)

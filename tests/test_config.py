@@ -10,6 +10,7 @@ import pulumi
 import pytest
 
 from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config
+from tests.conftest import ADMIN
 from tools import mocks
 
 
@@ -17,6 +18,7 @@ def base() -> dict[str, Any]:
     return {
         "cluster": {
             "name": "llm-test",
+            "adminPrincipalArns": [ADMIN],
             "gpuNodePools": [
                 {"name": "g5", "instanceTypes": ["g5.xlarge"], "minSize": 0, "maxSize": 4},
                 {"name": "g5x4", "instanceTypes": ["g5.12xlarge"], "minSize": 0, "maxSize": 2},

@@ -87,11 +87,6 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
 }
 # Answers to provider functions (data sources) the program invokes, by function token.
 FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "aws:index/getCallerIdentity:getCallerIdentity": lambda args: {
-        "accountId": "123456789012",
-        "arn": "arn:aws:iam::123456789012:user/render",
-        "userId": "AIDARENDER",
-    },
     "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
     "aws:index/getRegion:getRegion": lambda args: {"name": "us-west-2", "region": "us-west-2"},
     "aws:iam/getSessionContext:getSessionContext": lambda args: {
@@ -110,7 +105,15 @@ FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+# Who runs the program when a test or the render names no one; an account of AWS's documentation.
+DEFAULT_CALLER = "arn:aws:iam::123456789012:user/render"
+CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
+
+
 class RecordingMocks(pulumi_mocks.Mocks):
+    def __init__(self, caller_arn: str):
+        self.caller_arn = caller_arn
+
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         state = dict(args.inputs)
         if args.typ.startswith("aws:"):
@@ -121,6 +124,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == CALLER_IDENTITY:
+            return {"accountId": self.caller_arn.split(":")[4], "arn": self.caller_arn, "userId": "AIDARENDER"}, []
         answer = FAKE_CALLS.get(args.token)
         return (answer(args.args) if answer else {}), []
 
@@ -160,11 +165,13 @@ def program_log() -> logging.Logger:
     return logger
 
 
-def install(project: str, stack: str, config: dict[str, str], secret_keys: list[str]) -> RecordingMonitor:
-    """Point the Pulumi runtime at a fresh recording monitor with this stack's config."""
+def install(
+    project: str, stack: str, config: dict[str, str], secret_keys: list[str], caller_arn: str = DEFAULT_CALLER
+) -> RecordingMonitor:
+    """Point the Pulumi runtime at a fresh recording monitor with this stack's config, run by caller_arn."""
     pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_all_config(config, secret_keys)
-    monitor = RecordingMonitor(RecordingMocks())
+    monitor = RecordingMonitor(RecordingMocks(caller_arn))
     pulumi.runtime.set_mocks(
         monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=program_log()
     )

@@ -132,11 +132,15 @@ async def _resolved_exports() -> dict[str, Any]:
     return exports
 
 
-def render(stack_config: StackConfig, stack: str) -> Rendering:
-    """Run the program under mocks; raises ConfigError before anything runs if the config is invalid."""
+def render(stack_config: StackConfig, stack: str, caller_arn: Optional[str] = None) -> Rendering:
+    """Run the program under mocks; raises ConfigError before anything runs if the config is invalid.
+
+    It runs as caller_arn, by default the stack's first admin: the identity a real `pulumi up` would use.
+    """
     config = platform_config(stack_config)
     project = project_name()
-    monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys)
+    caller = caller_arn or next(iter(config.cluster.admin_principal_arns), mocks.DEFAULT_CALLER)
+    monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys, caller)
     exports: dict[str, Any] = {}
 
     def program() -> Any:
@@ -174,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     try:
         rendering = render(read_stack_file(path), stack)
-    except ConfigError as error:
+    except (ConfigError, pulumi.RunError) as error:
         print(f"error: {path.name}: {error}", file=sys.stderr)
         return 2
     rendering.write(args.out)
