@@ -8,7 +8,6 @@ every problem, each naming its key, the model or pool, the numbers and a way out
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from typing import Any, Literal, Optional
 
@@ -457,6 +456,14 @@ class PlatformConfig(_Section):
         assert model.gpu_pool is not None
         return self.cluster.pools[model.gpu_pool]
 
+    def has_surge_room(self, model: Model) -> bool:
+        """Whether a rollout can add a new replica before removing an old one, even at replicas.max."""
+        if self.is_simulated(model):
+            return True
+        pool = self.pool_of(model)
+        surge = sizing.nodes_for_replicas(model.replicas.max + 1, model.tensor_parallel_size, pool.gpus_per_node)
+        return surge <= pool.max_size
+
     def startup_budget_seconds(self, model: Model) -> int:
         if model.startup_timeout_seconds:
             return model.startup_timeout_seconds
@@ -556,9 +563,8 @@ def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[s
             f"{where}: the checkpoint needs ~{disk} GiB of node disk with the image, but pool {pool.name} "
             f"has rootVolumeGiB {pool.root_volume_gib}; raise cluster.gpuNodePools[{pool.name}].rootVolumeGiB"
         )
-    replicas_per_node = pool.gpus_per_node // model.tensor_parallel_size
-    nodes_needed = math.ceil(model.replicas.max / max(replicas_per_node, 1))
-    if replicas_per_node and nodes_needed > pool.max_size:
+    nodes_needed = sizing.nodes_for_replicas(model.replicas.max, model.tensor_parallel_size, pool.gpus_per_node)
+    if model.tensor_parallel_size <= pool.gpus_per_node and nodes_needed > pool.max_size:
         problems.append(
             f"{where}.replicas.max: {model.replicas.max} replicas of {model.tensor_parallel_size} GPU(s) need "
             f"{nodes_needed} {instance.name} nodes, but pool {pool.name} has maxSize {pool.max_size}; "
@@ -636,10 +642,20 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
             notes.append(
                 f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
             )
-        elif model.quantization == "fp8" and not (gpu := cfg.pool_of(model).instance.gpu).native_fp8:
+            continue
+        pool = cfg.pool_of(model)
+        if model.quantization == "fp8" and not pool.instance.gpu.native_fp8:
+            gpu = pool.instance.gpu
             notes.append(
                 f"models[{model.name}]: fp8 on {gpu.model} ({gpu.architecture.capitalize()}) runs weight-only "
                 f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
+            )
+        if not cfg.has_surge_room(model):
+            notes.append(
+                f"models[{model.name}]: pool {pool.name} (maxSize {pool.max_size}) has no node left for an extra "
+                f"replica at replicas.max {model.replicas.max}, so a rollout replaces one replica at a time"
+                + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
+                + "; raise the pool's maxSize for surge rollouts"
             )
     return notes
 

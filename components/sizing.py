@@ -130,6 +130,11 @@ def simulated_timing(parameters_billions: float | None, tensor_parallel: int) ->
     )
 
 
+def nodes_for_replicas(replicas: int, tensor_parallel: int, gpus_per_node: int) -> int:
+    """Nodes that `replicas` pods of `tensor_parallel` GPUs each occupy; a pod never spans nodes."""
+    return math.ceil(replicas / max(gpus_per_node // tensor_parallel, 1))
+
+
 # What the vLLM image and kubelet's own files take on the node's root volume.
 IMAGE_AND_SYSTEM_DISK_GIB = 40
 

@@ -380,7 +380,7 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
         # Past this a rollout is reported failed; it must outlast a node scale-up plus a cold start.
         "progressDeadlineSeconds": timeout,
         "revisionHistoryLimit": 3,
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(cfg, model)},
         "template": {
             "metadata": {
                 "labels": labels(model),
@@ -414,6 +414,16 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
         "metadata": _metadata(cfg, model, annotations=annotations),
         "spec": spec,
     }
+
+
+def rolling_update(cfg: PlatformConfig, model: Model) -> dict[str, int]:
+    """A new replica before an old one goes, where the pool has a node for it; else one at a time in place.
+
+    A surge pod the pool cannot place stays Pending and the rollout never finishes.
+    """
+    if cfg.has_surge_room(model):
+        return {"maxSurge": 1, "maxUnavailable": 0}
+    return {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def checkov_skips(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import vllm_spec
-from components.config import Model, PlatformConfig, parse_config
+from components.config import Model, PlatformConfig, config_notes, parse_config
 
 from tests.test_config import base
 
@@ -189,6 +189,18 @@ def test_a_model_with_replicas_keeps_its_own_service() -> None:
     assert "cooldownPeriod" not in vllm_spec.scaled_object(cfg, model, "u", "s")["spec"]
 
 
+def test_rollouts_surge_only_where_the_pool_has_a_node_for_it() -> None:
+    cfg, model = config(replicas={"min": 1, "max": 3})
+    assert vllm_spec.rolling_update(cfg, model) == {"maxSurge": 1, "maxUnavailable": 0}
+    cfg, model = config(replicas={"min": 1, "max": 4})  # pool g5: maxSize 4, one GPU per node
+    strategy = vllm_spec.deployment(cfg, model, False)["spec"]["strategy"]
+    assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert config_notes(cfg) == [
+        "models[llama-8b]: pool g5 (maxSize 4) has no node left for an extra replica at replicas.max 4, so a "
+        "rollout replaces one replica at a time; raise the pool's maxSize for surge rollouts"
+    ]
+
+
 def test_hpa_mode_targets_cpu() -> None:
     cfg, model = config(autoscaling={"mode": "hpa-cpu", "targetCpuUtilizationPercent": 60})
     spec = vllm_spec.horizontal_pod_autoscaler(cfg, model)["spec"]
@@ -260,7 +272,6 @@ def test_simulator_mimics_the_configured_model() -> None:
 
 
 def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
-    from components.config import config_notes
 
     raw = base()
     raw["models"][0].update({"model": "meta-llama/Llama-3.3-70B-Instruct", "simulate": True})
