@@ -272,7 +272,6 @@ def test_simulator_mimics_the_configured_model() -> None:
 
 
 def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
-
     raw = base()
     raw["models"][0].update({"model": "meta-llama/Llama-3.3-70B-Instruct", "simulate": True})
     raw["models"][0].pop("gpuPool")
