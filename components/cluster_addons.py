@@ -41,7 +41,8 @@ GP3_STORAGE_CLASS = "gp3"
 # DaemonSets that a node needs to become Ready (networking, service routing, and credentials for
 # the pods that follow): installed before any node group. The rest need nodes to run on.
 ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
-ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
+# metrics-server (an EKS community add-on) serves the CPU metrics an autoscaling.mode hpa-cpu HPA scales on.
+ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "metrics-server")
 # The VPC CNI leaves NetworkPolicies unenforced unless asked; the models' default-deny relies on them.
 # Its agent admits the node's own address, so kubelet's probes still reach the pods.
 ADDON_CONFIGURATION: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}

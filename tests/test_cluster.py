@@ -348,7 +348,7 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     assert count["aws:eks/nodeGroup:NodeGroup"] == 1 + len(cfg.gpu_node_pools)
     assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
-    assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver", "metrics-server"}
     cni = one(rendering, "aws:eks/addon:Addon", "vpc-cni").inputs
     assert json.loads(cni["configurationValues"]) == {"enableNetworkPolicy": "true"}, "NetworkPolicies are enforced"
     ebs = one(rendering, "aws:eks/addon:Addon", "aws-ebs-csi-driver")
