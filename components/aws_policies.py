@@ -39,6 +39,28 @@ def secrets_encryption_policy(key_arn: str) -> dict[str, Any]:
     }
 
 
+def model_weights_policy(partition: str, bucket: str, prefix: str) -> dict[str, Any]:
+    """Read one model's checkpoint: the objects under its prefix, and the listing of that prefix only."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "ReadWeights",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:{partition}:s3:::{bucket}/{prefix}*",
+            },
+            {
+                "Sid": "ListWeights",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": f"arn:{partition}:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            },
+        ],
+    }
+
+
 def cluster_autoscaler_policy(cluster: str, partition: str, region: str, account: str) -> dict[str, Any]:
     """Read what the autoscaler must see; change only the Auto Scaling groups of this cluster's node groups."""
     return {

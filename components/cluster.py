@@ -114,7 +114,7 @@ class PlatformCluster(pulumi.ComponentResource):
         if cfg.cluster.existing is not None:
             self._use_existing(cfg.cluster, cfg.cluster.existing)
         else:
-            self._create(cfg.cluster)
+            self._create(cfg)
         self.register_outputs(self.outputs)
 
     def _use_existing(self, cluster: Cluster, existing: ExistingCluster) -> None:
@@ -136,7 +136,8 @@ class PlatformCluster(pulumi.ComponentResource):
         if kubeconfig_value is not None:
             self.outputs["kubeconfig"] = kubeconfig_value
 
-    def _create(self, cluster: Cluster) -> None:
+    def _create(self, cfg: PlatformConfig) -> None:
+        cluster = cfg.cluster
         tags = resource_tags(cluster)
         child = pulumi.ResourceOptions(parent=self)
         partition = aws.get_partition().partition
@@ -280,6 +281,7 @@ class PlatformCluster(pulumi.ComponentResource):
             policy=json.dumps(aws_policies.cluster_autoscaler_policy(cluster.name, partition, region, caller.account_id)),
             opts=child,
         )
+        weights_roles, weights_grants = self._model_weights_access(cfg, eks.name, partition, tags)
         storage = cluster_addons.storage_class(self.provider, self, late_addons)
         device_plugin = helm_release(
             cluster_addons.NVIDIA_DEVICE_PLUGIN,
@@ -302,7 +304,11 @@ class PlatformCluster(pulumi.ComponentResource):
                 resource=self,
             )
 
-        self.ready = [system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access]
+        # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
+        self.ready = [
+            system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
+            *weights_grants,
+        ]  # fmt: skip
         self.outputs = {
             "clusterName": eks.name,
             "clusterEndpoint": eks.endpoint,
@@ -313,12 +319,36 @@ class PlatformCluster(pulumi.ComponentResource):
                 "roleArns": {
                     f"{cluster_addons.KUBE_SYSTEM}/{cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT}": autoscaler_role.arn,
                     f"{cluster_addons.KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
+                    **{account: role.arn for account, role in weights_roles.items()},
                 },
             },
             "nodeRoleArn": node_role.arn,
             **network_outputs(network),
             **cost_outputs(cluster),
         }
+
+    def _model_weights_access(
+        self, cfg: PlatformConfig, cluster_name: pulumi.Input[str], partition: str, tags: dict[str, str]
+    ) -> tuple[dict[str, aws.iam.Role], list[pulumi.Resource]]:
+        """A read-only role on its checkpoint's S3 prefix for each model loaded from S3, by namespace/ServiceAccount;
+        and what must exist before such a model's pods start."""
+        roles: dict[str, aws.iam.Role] = {}
+        grants: list[pulumi.Resource] = []
+        for model in cfg.models:
+            if model.weights_bucket is None or cfg.is_simulated(model):
+                continue
+            bucket, prefix = model.weights_bucket
+            name = f"model-{model.name}"
+            role, association = cluster_addons.pod_identity_role(name, cluster_name, cfg.namespace, model.name, tags, self)
+            policy = aws.iam.RolePolicy(
+                name,
+                role=role.id,
+                policy=json.dumps(aws_policies.model_weights_policy(partition, bucket, prefix)),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            roles[f"{cfg.namespace}/{model.name}"] = role
+            grants += [association, policy]
+        return roles, grants
 
     def _service_role(
         self, name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str]

@@ -355,6 +355,14 @@ class Model(_Section):
         return self.served_model_name or self.model
 
     @property
+    def weights_bucket(self) -> Optional[tuple[str, str]]:
+        """(bucket, key prefix) of an s3:// model, None for a Hugging Face id."""
+        if not self.model.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.model.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
+    @property
     def scales_to_zero(self) -> bool:
         """Traffic reaches the model through the KEDA HTTP add-on's interceptor, which wakes it from zero."""
         return self.autoscaling.mode == "keda" and self.replicas.min == 0
@@ -643,6 +651,11 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
                 f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
             )
             continue
+        if model.weights_bucket and cfg.cluster.existing is not None:
+            notes.append(
+                f"models[{model.name}]: {model.model} is read with the pod's own AWS identity; an existing-cluster "
+                f"stack creates no IAM, so give ServiceAccount {cfg.namespace}/{model.name} read access to it there"
+            )
         pool = cfg.pool_of(model)
         if model.quantization == "fp8" and not pool.instance.gpu.native_fp8:
             gpu = pool.instance.gpu

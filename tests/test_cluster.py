@@ -14,7 +14,7 @@ import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import ConfigError, GpuNodePool, parse_config
+from components.config import ConfigError, GpuNodePool, config_notes, parse_config
 from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
@@ -400,6 +400,26 @@ def test_efa_and_placement_group_follow_their_flags() -> None:
     assert "networkInterfaces" not in g5 and "placement" not in g5
 
 
+def test_a_model_from_s3_reads_its_prefix_through_its_own_service_account() -> None:
+    document = cluster_document()
+    document["config"]["vllm-platform:models"][0]["model"] = "s3://acme-models/llama-3.1-8b-instruct/"
+    rendering = render_document(document)
+    association = one(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "model-llama-8b").inputs
+    assert (association["namespace"], association["serviceAccount"]) == ("inference", "llama-8b")
+    policy = json.loads(one(rendering, "aws:iam/rolePolicy:RolePolicy", "model-llama-8b").inputs["policy"])
+    assert policy == aws_policies.model_weights_policy("aws", "acme-models", "llama-3.1-8b-instruct/")
+    assert policy["Statement"][0]["Resource"] == "arn:aws:s3:::acme-models/llama-3.1-8b-instruct/*"
+    assert policy["Statement"][1]["Condition"] == {"StringLike": {"s3:prefix": ["llama-3.1-8b-instruct/*"]}}
+    assert "inference/llama-8b" in rendering.outputs["podIdentity"]["roleArns"]
+    namespace = one(rendering, "kubernetes:core/v1:Namespace", "inference")
+    assert "aws:eks/podIdentityAssociation:PodIdentityAssociation::model-llama-8b" in namespace.dependencies
+
+
+def test_hugging_face_models_get_no_aws_identity() -> None:
+    rendering = rendered_stack("prod")
+    assert not [r for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name.startswith("model-")]
+
+
 def test_an_existing_vpc_is_used_not_created() -> None:
     vpc = {"id": "vpc-0abc", "privateSubnetIds": ["subnet-a", "subnet-b"], "publicSubnetIds": ["subnet-c"]}
     rendering = render_document(cluster_document(vpc=vpc))
@@ -462,6 +482,16 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
     else:
         assert provider.inputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
         assert rendering.outputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+
+
+def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:models"][0]["model"] = "s3://acme-models/qwen-7b/"
+    cfg = render.platform_config(render.stack_config(document))
+    assert config_notes(cfg) == [
+        "models[qwen-7b]: s3://acme-models/qwen-7b/ is read with the pod's own AWS identity; an existing-cluster "
+        "stack creates no IAM, so give ServiceAccount team-a-inference/qwen-7b read access to it there"
+    ]
 
 
 def test_existing_cluster_outputs_what_is_known() -> None:
