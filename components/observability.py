@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 
 from components import alerts, dashboards, vllm_spec
 from components.config import SERVING_PORT, PlatformConfig
@@ -91,7 +92,7 @@ def monitor_selection() -> dict[str, Any]:
     return selection
 
 
-def kube_prometheus_stack_values(cfg: PlatformConfig, grafana_admin_secret: Optional[str]) -> dict[str, Any]:
+def kube_prometheus_stack_values(cfg: PlatformConfig) -> dict[str, Any]:
     obs = cfg.observability
     grafana: dict[str, Any] = {
         "enabled": obs.grafana_enabled,
@@ -105,11 +106,9 @@ def kube_prometheus_stack_values(cfg: PlatformConfig, grafana_admin_secret: Opti
             },
         },
     }
-    if grafana_admin_secret:
-        grafana["admin"] = {"existingSecret": grafana_admin_secret, "userKey": "admin-user", "passwordKey": "admin-password"}
-    else:
-        # The chart's default is the well-known "prom-operator"; empty makes Grafana's chart generate one.
-        grafana["adminPassword"] = ""
+    if obs.grafana_enabled:
+        # Never the chart's well-known "prom-operator": the password is a Pulumi secret in a Secret of our own.
+        grafana["admin"] = {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"}
     return {
         "fullnameOverride": KUBE_PROMETHEUS_STACK.release,
         "prometheusOperator": {
@@ -228,28 +227,9 @@ class Observability(pulumi.ComponentResource):
         keda_namespace = self._namespace(platform_namespace(vllm_spec.KEDA_NAMESPACE))
 
         admin_secret: list[pulumi.Resource] = []
-        if obs.grafana_enabled and obs.grafana_admin_password:
-            admin_secret.append(
-                k8s.core.v1.Secret(
-                    GRAFANA_ADMIN_SECRET,
-                    metadata={
-                        "name": GRAFANA_ADMIN_SECRET,
-                        "namespace": vllm_spec.MONITORING_NAMESPACE,
-                        "labels": dict(vllm_spec.MONITOR_SELECTOR_LABELS),
-                    },
-                    type="Opaque",
-                    string_data={
-                        "admin-user": GRAFANA_ADMIN_USER,
-                        "admin-password": pulumi.Output.secret(obs.grafana_admin_password),
-                    },
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
-                )
-            )
-        stack = self._release(
-            KUBE_PROMETHEUS_STACK,
-            kube_prometheus_stack_values(cfg, GRAFANA_ADMIN_SECRET if admin_secret else None),
-            [monitoring, *admin_secret],
-        )
+        if obs.grafana_enabled:
+            admin_secret.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
+        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(cfg), [monitoring, *admin_secret])
         keda = self._release(KEDA, keda_values(), [keda_namespace])
         # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.
         self._release(DCGM_EXPORTER, dcgm_exporter_values(cfg), [monitoring, stack])
@@ -280,6 +260,26 @@ class Observability(pulumi.ComponentResource):
             manifest["metadata"]["name"], metadata=manifest["metadata"], opts=pulumi.ResourceOptions(parent=self)
         )
 
+    def _grafana_admin_secret(self, configured: Optional[str], monitoring: k8s.core.v1.Namespace) -> k8s.core.v1.Secret:
+        """The configured password, or one generated once and kept in the stack's state, both as Pulumi secrets."""
+        child = pulumi.ResourceOptions(parent=self)
+        password = (
+            pulumi.Output.secret(configured)
+            if configured
+            else random.RandomPassword(GRAFANA_ADMIN_SECRET, length=32, special=False, opts=child).result
+        )
+        return k8s.core.v1.Secret(
+            GRAFANA_ADMIN_SECRET,
+            metadata={
+                "name": GRAFANA_ADMIN_SECRET,
+                "namespace": vllm_spec.MONITORING_NAMESPACE,
+                "labels": dict(vllm_spec.MONITOR_SELECTOR_LABELS),
+            },
+            type="Opaque",
+            string_data={"admin-user": GRAFANA_ADMIN_USER, "admin-password": password},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+        )
+
     def _release(self, chart: Chart, values: dict[str, Any], after: list[pulumi.Resource]) -> k8s.helm.v3.Release:
         return helm_release(chart, values, pulumi.ResourceOptions(parent=self, depends_on=after))
 
@@ -293,10 +293,9 @@ class Observability(pulumi.ComponentResource):
             outputs["charts"][KEDA_HTTP_ADD_ON.release] = f"{KEDA_HTTP_ADD_ON.chart} {KEDA_HTTP_ADD_ON.version}"
             outputs["interceptorHost"] = self.interceptor_host
         if cfg.observability.grafana_enabled:
-            secret = GRAFANA_ADMIN_SECRET if cfg.observability.grafana_admin_password else grafana_service()
             outputs["grafana"] = {
                 "portForward": f"kubectl -n {namespace} port-forward svc/{grafana_service()} 3000:80",
-                "adminPassword": f"kubectl -n {namespace} get secret {secret} "
+                "adminPassword": f"kubectl -n {namespace} get secret {GRAFANA_ADMIN_SECRET} "
                 "-o jsonpath='{.data.admin-password}' | base64 -d",
             }
         return outputs

@@ -215,7 +215,7 @@ def test_stack_values_follow_the_config() -> None:
         observability={"prometheus": {"retention": "30d", "storageSize": "200Gi", "scrapeInterval": "30s"}}
     )
     cfg = parse_config({k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")})
-    values = observability.kube_prometheus_stack_values(cfg, None)
+    values = observability.kube_prometheus_stack_values(cfg)
     spec = values["prometheus"]["prometheusSpec"]
     assert spec["retention"] == "30d"
     assert spec["scrapeInterval"] == "30s"
@@ -245,7 +245,7 @@ def _resource_blocks(values: Any, path: str = "") -> dict[str, Any]:
 
 def test_every_component_requests_resources() -> None:
     cfg = rendered_stack("dev").config
-    stack = _resource_blocks(observability.kube_prometheus_stack_values(cfg, None))
+    stack = _resource_blocks(observability.kube_prometheus_stack_values(cfg))
     assert set(stack) >= {
         "prometheusOperator", "prometheusOperator.prometheusConfigReloader", "prometheusOperator.admissionWebhooks.patch",
         "prometheus.prometheusSpec", "alertmanager.alertmanagerSpec", "grafana", "grafana.sidecar",
@@ -268,11 +268,17 @@ def test_grafana_password_from_config_is_a_secret() -> None:
     assert "plain-text-grafana-pw-42" not in everything
 
 
-def test_without_a_password_the_chart_generates_one() -> None:
-    grafana = _release_inputs(rendered_stack("dev"), "kube-prometheus-stack")["values"]["grafana"]
-    assert grafana["adminPassword"] == "", "never the chart's well-known default"
-    assert "admin" not in grafana
-    assert "kube-prometheus-stack-grafana" in _output(rendered_stack("dev"))["grafana"]["adminPassword"]
+def test_without_a_password_one_is_generated_as_a_pulumi_secret() -> None:
+    rendering = rendered_stack("dev")
+    grafana = _release_inputs(rendering, "kube-prometheus-stack")["values"]["grafana"]
+    assert "adminPassword" not in grafana, "never the chart's well-known default"
+    assert grafana["admin"]["existingSecret"] == observability.GRAFANA_ADMIN_SECRET
+    (generated,) = resources_of(rendering, "random:index/randomPassword:RandomPassword")
+    assert generated.inputs["length"] >= 24
+    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == observability.GRAFANA_ADMIN_SECRET]
+    assert secret["stringData"]["admin-password"] == mocks.SECRET_PLACEHOLDER
+    assert mocks.FAKE_GENERATED_PASSWORD not in json.dumps([rendering.manifests(), rendering.plan()])
+    assert observability.GRAFANA_ADMIN_SECRET in _output(rendering)["grafana"]["adminPassword"]
 
 
 def test_grafana_and_alertmanager_can_be_off() -> None:

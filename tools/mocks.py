@@ -67,6 +67,7 @@ def _fake_arn(resource_type: str, name: str) -> str:
 
 
 FAKE_EKS_ID = "0123456789ABCDEF0123456789ABCDEF"
+FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
 
 # Outputs that real providers compute and that the program reads back, by resource type.
 FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
@@ -80,6 +81,7 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "resources": [{"autoscalingGroups": [{"name": f"eks-{inputs.get('nodeGroupName', name)}-f0c7a1e2"}]}],
     },
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
+    "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     "pulumi:pulumi:StackReference": lambda name, inputs: {
         "outputs": {"kubeconfig": "apiVersion: v1\nkind: Config\n"},
         "secretOutputNames": ["kubeconfig"],
