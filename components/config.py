@@ -673,6 +673,17 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
     return notes
 
 
+def token_notes(cfg: PlatformConfig, has_token: bool) -> list[str]:
+    """A gated checkpoint (meta-llama/*, google/gemma-*, ...) without a token fails only after the startup budget."""
+    hub = [m.model for m in cfg.models if m.weights_bucket is None and not cfg.is_simulated(m)]
+    if has_token or not hub:
+        return []
+    return [
+        f"{HF_TOKEN_KEY}: not set, so {', '.join(sorted(set(hub)))} download anonymously; a gated repository "
+        f"(meta-llama/* among them) refuses that. Set it: pulumi config set --secret {CONFIG_NAMESPACE}:{HF_TOKEN_KEY} hf_..."
+    ]
+
+
 def parse_config(raw: dict[str, Any]) -> PlatformConfig:
     """Validate the raw `vllm-platform:` values (keys without the namespace) or raise ConfigError."""
     try:
@@ -700,6 +711,7 @@ def load_stack_config() -> tuple[PlatformConfig, Optional[pulumi.Output[str]]]:
         cfg = parse_config(raw)
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
-    for note in config_notes(cfg):
+    token = config.get_secret(HF_TOKEN_KEY)
+    for note in config_notes(cfg) + token_notes(cfg, token is not None):
         pulumi.log.warn(note)
-    return cfg, config.get_secret(HF_TOKEN_KEY)
+    return cfg, token

@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config
+from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config, token_notes
 from tests.conftest import ADMIN
 from tools import mocks
 
@@ -206,3 +206,12 @@ def test_pulumi_run_stops_with_one_clear_error() -> None:
     with pytest.raises(pulumi.RunError) as error:
         load_stack_config()
     assert str(error.value).startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
+
+
+def test_hub_models_without_a_token_are_warned_about() -> None:
+    cfg = parse_config(base())
+    (note,) = token_notes(cfg, has_token=False)
+    assert note.startswith("hfToken: not set, so meta-llama/Llama-3.1-8B-Instruct download anonymously")
+    assert "pulumi config set --secret vllm-platform:hfToken" in note
+    assert token_notes(cfg, has_token=True) == []
+    assert token_notes(parse_config(with_model(model="s3://acme-models/llama-8b/")), has_token=False) == []
