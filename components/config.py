@@ -410,7 +410,7 @@ class Observability(_Section):
     time_to_first_token_slo_seconds: float = Field(2.0, gt=0)
     kv_cache_usage_alert_ratio: float = Field(0.9, gt=0, le=1)
     # Set with `pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword`;
-    # unset, the Grafana chart generates a random one and keeps it across upgrades.
+    # unset, pulumi-random generates one once and the stack's state keeps it.
     grafana_admin_password: Optional[str] = Field(None, repr=False)
     # Where models' KEDA triggers query when this stack does not run its own Prometheus.
     external_prometheus_url: Optional[str] = None
@@ -456,6 +456,11 @@ class PlatformConfig(_Section):
     @classmethod
     def _namespaces_are_labels(cls, values: list[str]) -> list[str]:
         return [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+
+    @property
+    def any_scales_to_zero(self) -> bool:
+        """Whether the KEDA HTTP add-on is needed, and its interceptor must reach the models."""
+        return any(model.scales_to_zero for model in self.models)
 
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate

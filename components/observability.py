@@ -51,7 +51,7 @@ def _requests(cpu: str, memory: str) -> dict[str, Any]:
 
 
 def grafana_service(chart: Chart = KUBE_PROMETHEUS_STACK) -> str:
-    """Grafana's chart names its Service and generated Secret `<release>-grafana`."""
+    """Grafana's chart names its Service `<release>-grafana`."""
     return f"{chart.release}-grafana"
 
 
@@ -156,7 +156,7 @@ def keda_values() -> dict[str, Any]:
 
 def _requests_and_limits(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     # The chart's values schema wants both cpu and memory wherever requests or limits appear.
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+    return {**_requests(cpu, memory), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
 
 
 def http_add_on_values() -> dict[str, Any]:
@@ -246,7 +246,7 @@ class Observability(pulumi.ComponentResource):
             lambda release: prometheus_url(release[0], release[1])
         )
         self.crd_dependencies = [stack, keda]
-        if any(model.scales_to_zero for model in cfg.models):
+        if cfg.any_scales_to_zero:
             # Its own interceptor ScaledObject needs KEDA's CRDs.
             add_on = self._release(KEDA_HTTP_ADD_ON, http_add_on_values(), [keda_namespace, keda])
             self.http_scaler_address = add_on.namespace.apply(http_scaler_address)
@@ -289,7 +289,7 @@ class Observability(pulumi.ComponentResource):
             "prometheusUrl": self.prometheus_url,
             "charts": {chart.release: f"{chart.chart} {chart.version}" for chart in CHARTS},
         }
-        if any(model.scales_to_zero for model in cfg.models):
+        if cfg.any_scales_to_zero:
             outputs["charts"][KEDA_HTTP_ADD_ON.release] = f"{KEDA_HTTP_ADD_ON.chart} {KEDA_HTTP_ADD_ON.version}"
             outputs["interceptorHost"] = self.interceptor_host
         if cfg.observability.grafana_enabled:

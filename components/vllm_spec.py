@@ -109,7 +109,7 @@ def namespace(cfg: PlatformConfig) -> dict[str, Any]:
 def network_policies(cfg: PlatformConfig) -> list[dict[str, Any]]:
     """Deny all ingress in the namespace, then open the serving port to clients and to Prometheus only."""
     metadata = {"namespace": cfg.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}}
-    interceptor = [KEDA_NAMESPACE] if any(m.scales_to_zero for m in cfg.models) else []
+    interceptor = [KEDA_NAMESPACE] if cfg.any_scales_to_zero else []
     allowed = sorted({*cfg.client_namespaces, MONITORING_NAMESPACE, *interceptor})
     return [
         {
