@@ -28,41 +28,50 @@ def model_rules(cfg: PlatformConfig, model: Model) -> list[dict[str, Any]]:
     """Rules whose thresholds come from this model's own config: its maximum replicas and queue target."""
     deployment = deployment_matcher(cfg, model)
     where = {"namespace": cfg.namespace, "model": model.name}
+    rules = [_not_ready(cfg, model, deployment, where)]
+    # Only KEDA scales on the queue; under the CPU HPA the queue target means nothing.
+    if model.autoscaling.mode == "keda":
+        rules.insert(0, _backlog_at_max(cfg, model, deployment, where))
+    return rules
+
+
+def _backlog_at_max(cfg: PlatformConfig, model: Model, deployment: str, where: dict[str, str]) -> dict[str, Any]:
     backlog = model.autoscaling.queue_depth_per_replica * model.replicas.max
-    return [
-        _alert(
-            "VllmQueueBacklogAtMaxReplicas",
-            f"{vllm_spec.queue_depth_query(cfg, model)} > {backlog} "
-            f"and on() sum(kube_deployment_spec_replicas{{{deployment}}}) >= {model.replicas.max}",
-            "10m",
-            "warning",
-            {
-                "summary": f"{model.name}: requests queue while already at its maximum of {model.replicas.max} replicas",
-                "description": f"{{{{ $value }}}} requests wait for {model.name}, more than {backlog} "
-                f"({model.autoscaling.queue_depth_per_replica} per replica at max {model.replicas.max}); "
-                "the autoscaler can add no more.",
-                "runbook": f"Raise models[{model.name}].replicas.max and the GPU pool's maxSize, or shed load; "
-                "check the KV-cache panel, a full cache also makes requests wait.",
-            },
-            **where,
-        ),
-        _alert(
-            "VllmModelNotReady",
-            # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
-            f"sum(kube_deployment_spec_replicas{{{deployment}}}) > 0 "
-            f"and on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
-            NOT_READY_FOR,
-            "critical",
-            {
-                "summary": f"{model.name}: no replica has been ready for {NOT_READY_FOR}",
-                "description": f"Deployment {cfg.namespace}/{model.name} has no available pod; the model serves nothing.",
-                "runbook": f"kubectl -n {cfg.namespace} describe pods -l app.kubernetes.io/instance={model.name}: "
-                "Pending on nvidia.com/gpu means no GPU node (check the node autoscaler and pool maxSize); "
-                "a failing startup probe means the model load is slow or crashing (kubectl logs -c vllm).",
-            },
-            **where,
-        ),
-    ]
+    return _alert(
+        "VllmQueueBacklogAtMaxReplicas",
+        f"{vllm_spec.queue_depth_query(cfg, model)} > {backlog} "
+        f"and on() sum(kube_deployment_spec_replicas{{{deployment}}}) >= {model.replicas.max}",
+        "10m",
+        "warning",
+        {
+            "summary": f"{model.name}: requests queue while already at its maximum of {model.replicas.max} replicas",
+            "description": f"{{{{ $value }}}} requests wait for {model.name}, more than {backlog} "
+            f"({model.autoscaling.queue_depth_per_replica} per replica at max {model.replicas.max}); "
+            "the autoscaler can add no more.",
+            "runbook": f"Raise models[{model.name}].replicas.max and the GPU pool's maxSize, or shed load; "
+            "check the KV-cache panel, a full cache also makes requests wait.",
+        },
+        **where,
+    )
+
+
+def _not_ready(cfg: PlatformConfig, model: Model, deployment: str, where: dict[str, str]) -> dict[str, Any]:
+    return _alert(
+        "VllmModelNotReady",
+        # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
+        f"sum(kube_deployment_spec_replicas{{{deployment}}}) > 0 "
+        f"and on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
+        NOT_READY_FOR,
+        "critical",
+        {
+            "summary": f"{model.name}: no replica has been ready for {NOT_READY_FOR}",
+            "description": f"Deployment {cfg.namespace}/{model.name} has no available pod; the model serves nothing.",
+            "runbook": f"kubectl -n {cfg.namespace} describe pods -l app.kubernetes.io/instance={model.name}: "
+            "Pending on nvidia.com/gpu means no GPU node (check the node autoscaler and pool maxSize); "
+            "a failing startup probe means the model load is slow or crashing (kubectl logs -c vllm).",
+        },
+        **where,
+    )
 
 
 def platform_rules(cfg: PlatformConfig) -> list[dict[str, Any]]:
@@ -101,7 +110,10 @@ def platform_rules(cfg: PlatformConfig) -> list[dict[str, Any]]:
 
 
 def gpu_rules() -> list[dict[str, Any]]:
+    # The exporter's Xid series holds the last Xid a GPU reported, until the exporter restarts: alert
+    # on a new value, not on the value, or one old application Xid would fire for the node's lifetime.
     xid = "DCGM_FI_DEV_XID_ERRORS"
+    gpu_capacity = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
     return [
         _alert(
             "GpuFallenOffBus",
@@ -117,14 +129,30 @@ def gpu_rules() -> list[dict[str, Any]]:
         ),
         _alert(
             "GpuXidError",
-            f"{xid} > 0 unless {xid} == {XID_FALLEN_OFF_BUS}",
+            f"({xid} > 0 and changes({xid}[10m]) > 0) unless {xid} == {XID_FALLEN_OFF_BUS}",
             "0m",
             "warning",
             {
                 "summary": "GPU {{ $labels.gpu }} on node {{ $labels.node }} reported Xid {{ $value }}",
-                "description": "An Xid is an error the NVIDIA driver logged for this GPU.",
+                "description": "An Xid is an error the NVIDIA driver logged for this GPU in the last 10 minutes.",
                 "runbook": "Look the code up in NVIDIA's Xid catalogue; 13, 31 and 43 are usually the application, "
                 "48, 63, 64, 74, 92, 94 and 95 the hardware: for those drain the node and replace it.",
+            },
+        ),
+        _alert(
+            # DCGM cannot see every way a GPU is lost (Xid 79 among them, through NVML): the device plugin
+            # withdrawing a GPU it found unhealthy, or the exporter no longer listing it, catches the rest.
+            "GpuUnavailable",
+            f'kube_node_status_allocatable{{resource="nvidia_com_gpu"}} < {gpu_capacity} '
+            f"or max by (node) ({gpu_capacity}) > on(node) count by (node) (DCGM_FI_DEV_GPU_UTIL)",
+            "5m",
+            "critical",
+            {
+                "summary": "Node {{ $labels.node }} has fewer usable GPUs than it was built with",
+                "description": "The NVIDIA device plugin marked a GPU unhealthy, or DCGM no longer reports one; "
+                "pods cannot use it and a pod that needs every GPU of the node stays Pending.",
+                "runbook": "kubectl describe node {{ $labels.node }} (Allocatable nvidia.com/gpu) and the device "
+                "plugin's log on it; drain the node and terminate the instance so the node group replaces it.",
             },
         ),
     ]
@@ -139,7 +167,7 @@ def prometheus_rule(cfg: PlatformConfig, namespace: str) -> dict[str, Any]:
             "groups": [
                 {"name": "vllm-models", "rules": [r for m in cfg.models for r in model_rules(cfg, m)]},
                 {"name": "vllm-serving", "rules": platform_rules(cfg)},
-                {"name": "gpu-health", "rules": gpu_rules()},
+                *([{"name": "gpu-health", "rules": gpu_rules()}] if cfg.runs_gpu_metrics else []),
             ]
         },
     }

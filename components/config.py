@@ -8,8 +8,10 @@ every problem, each naming its key, the model or pool, the numbers and a way out
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any, Literal, Optional
+from urllib.parse import urlsplit
 
 import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +26,10 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
 SERVING_PORT = 8000
 # A model that scales to zero gives its name to the interceptor's entry point; its pods' Service takes this suffix.
 BACKEND_SERVICE_SUFFIX = "-backend"
+# Namespaces the platform itself fills: Prometheus, Grafana and the DCGM exporter; KEDA and its HTTP add-on.
+MONITORING_NAMESPACE = "monitoring"
+KEDA_NAMESPACE = "keda"
+RESERVED_NAMESPACES = (MONITORING_NAMESPACE, KEDA_NAMESPACE, "kube-system", "kube-public", "kube-node-lease")
 # Image pull and process start on top of a simulated model's load phase.
 SIMULATED_START_MARGIN_SECONDS = 120
 
@@ -31,6 +37,8 @@ DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 HF_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+# Served names go into argv, PromQL label matchers and the simulator's shell line: no quotes, spaces or `$`.
+SERVED_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}$")
 STACK_REFERENCE = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors")
@@ -263,13 +271,23 @@ class Replicas(_Section):
 
 
 class Autoscaling(_Section):
-    mode: Literal["keda", "hpa-cpu", "none"] = "keda"
+    mode: Literal["keda", "hpa-cpu"] = "keda"
     queue_depth_per_replica: int = Field(10, ge=1)
     target_cpu_utilization_percent: int = Field(70, ge=10, le=100)
     # With replicas.min 0: requests in flight per replica, as the KEDA HTTP add-on's interceptor counts them.
     concurrency_per_replica: int = Field(64, ge=1)
     # With replicas.min 0: idle time before the last replica goes. A cold start costs a node and minutes of loading.
     scale_to_zero_after_seconds: int = Field(900, ge=60, le=86400)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _an_autoscaler(cls, value: Any) -> Any:
+        if value == "none":
+            raise ValueError(
+                "none is refused: the platform's policy gives every model an autoscaler; for a fixed count "
+                "keep mode keda and set replicas.min = replicas.max"
+            )
+        return value
 
 
 class Resources(_Section):
@@ -320,6 +338,15 @@ class Model(_Section):
     def _model_source(cls, value: str) -> str:
         if not (HF_MODEL_ID.match(value) or S3_URI.match(value)):
             raise ValueError(f"{value!r} is neither a Hugging Face id (org/name) nor an s3://bucket/prefix URI")
+        return value
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _plain_served_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not SERVED_MODEL_NAME.match(value):
+            raise ValueError(
+                f"{value!r} must be letters, digits and . _ : / - (at most 255), such as meta-llama/Llama-3.1-8B-Instruct"
+            )
         return value
 
     @field_validator("tensor_parallel_size")
@@ -414,6 +441,19 @@ class Observability(_Section):
     grafana_admin_password: Optional[str] = Field(None, repr=False)
     # Where models' KEDA triggers query when this stack does not run its own Prometheus.
     external_prometheus_url: Optional[str] = None
+    # With enabled false: namespaces whose Prometheus or agents scrape the models; by default the one
+    # externalPrometheusUrl names (http://NAME.NAMESPACE.svc...). The models' NetworkPolicy admits them.
+    scrape_namespaces: Optional[list[str]] = None
+    # With enabled false: ServiceMonitors for an operator-run Prometheus of your own; off by default,
+    # since a cluster without the prometheus-operator CRDs would refuse them.
+    service_monitors: Optional[bool] = None
+    # The DCGM exporter and GPU alerts; by default on when some model runs on GPUs (not simulated).
+    gpu_metrics: Optional[bool] = None
+
+    @field_validator("scrape_namespaces")
+    @classmethod
+    def _namespaces_are_labels(cls, values: Optional[list[str]]) -> Optional[list[str]]:
+        return None if values is None else [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
 
     @field_validator("external_prometheus_url")
     @classmethod
@@ -428,7 +468,27 @@ class Observability(_Section):
             raise ValueError(
                 "externalPrometheusUrl is for enabled false; with enabled true the models query this stack's Prometheus"
             )
+        if self.enabled and (self.scrape_namespaces is not None or self.service_monitors is not None):
+            raise ValueError(
+                "scrapeNamespaces and serviceMonitors are for enabled false; this stack's own Prometheus "
+                f"scrapes from {MONITORING_NAMESPACE} through ServiceMonitors"
+            )
         return self
+
+    @property
+    def scraper_namespaces(self) -> list[str]:
+        """Where the Prometheus that scrapes the models runs; the models' NetworkPolicy admits it."""
+        if self.enabled:
+            return [MONITORING_NAMESPACE]
+        if self.scrape_namespaces is not None:
+            return self.scrape_namespaces
+        host = urlsplit(self.external_prometheus_url or "").hostname or ""
+        parts = host.split(".")
+        return [parts[1]] if len(parts) >= 3 and parts[2] == "svc" else []
+
+    @property
+    def creates_service_monitors(self) -> bool:
+        return self.enabled if self.service_monitors is None else self.service_monitors
 
 
 class Verify(_Section):
@@ -450,12 +510,24 @@ class PlatformConfig(_Section):
     @field_validator("namespace")
     @classmethod
     def _namespace_is_label(cls, value: str) -> str:
+        if value in RESERVED_NAMESPACES:
+            raise ValueError(
+                f"{value!r} is where the platform runs its own components or Kubernetes its system; "
+                "choose a namespace of the models' own, such as inference"
+            )
         return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
 
     @field_validator("client_namespaces")
     @classmethod
     def _namespaces_are_labels(cls, values: list[str]) -> list[str]:
         return [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+
+    @property
+    def runs_gpu_metrics(self) -> bool:
+        """The DCGM exporter and GPU alerts: only where some model is on GPUs, unless the config says."""
+        configured = self.observability.gpu_metrics
+        on_gpus = any(not self.is_simulated(model) for model in self.models)
+        return self.observability.enabled and (on_gpus if configured is None else configured)
 
     @property
     def any_scales_to_zero(self) -> bool:
@@ -589,11 +661,6 @@ def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[s
 def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
     where = f"models[{model.name}]"
     problems = []
-    if model.autoscaling.mode == "none" and model.replicas.min != model.replicas.max:
-        problems.append(
-            f"{where}.replicas: with autoscaling.mode none the replica count is fixed; "
-            f"set min = max (now {model.replicas.min} and {model.replicas.max}) or choose keda"
-        )
     if model.autoscaling.mode == "hpa-cpu" and model.replicas.min == 0:
         problems.append(f"{where}.replicas.min: an HPA cannot scale to 0; set min 1 or use autoscaling.mode keda")
     if model.scales_to_zero and len(model.name + BACKEND_SERVICE_SUFFIX) > 63:
@@ -701,22 +768,40 @@ def parse_config(raw: dict[str, Any]) -> PlatformConfig:
     return cfg
 
 
-# Top-level keys read as JSON objects; `namespace` is a plain string and `hfToken` a secret.
-OBJECT_KEYS = ("cluster", "models", "observability", "verify", "simulateAccelerators", "clientNamespaces")
 HF_TOKEN_KEY = "hfToken"
+
+
+def platform_values(config: dict[str, str]) -> dict[str, Any]:
+    """The `vllm-platform:` keys of an engine config map (values as JSON text), decoded for parse_config.
+
+    Every key is passed on, so a misspelt one is an error, never a silent default. The HF token is
+    left out: it is read as a secret on its own and never validated into plain state."""
+    prefix, raw = f"{CONFIG_NAMESPACE}:", {}
+    for key, text in config.items():
+        name = key.removeprefix(prefix)
+        if name == key or name == HF_TOKEN_KEY:
+            continue
+        try:
+            raw[name] = json.loads(text)
+        except ValueError:
+            raw[name] = text  # a plain string such as `namespace: inference`
+    return raw
+
+
+def _engine_config() -> dict[str, str]:
+    """Every config value the engine gave this program, read without the secret-access warnings of
+    pulumi.Config: secrets inside (the Grafana password) are wrapped where they are used."""
+    keys = {*pulumi.runtime.config.CONFIG.get(), *pulumi.runtime.config.get_config_env()}
+    return {key: pulumi.runtime.config.get_config(key) for key in keys}
 
 
 def load_stack_config() -> tuple[PlatformConfig, Optional[pulumi.Output[str]]]:
     """Read and validate this stack's config; a bad config stops the program with one clear error."""
-    config = pulumi.Config(CONFIG_NAMESPACE)
-    raw: dict[str, Any] = {key: value for key in OBJECT_KEYS if (value := config.get_object(key)) is not None}
-    if (namespace := config.get("namespace")) is not None:
-        raw["namespace"] = namespace
     try:
-        cfg = parse_config(raw)
+        cfg = parse_config(platform_values(_engine_config()))
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
-    token = config.get_secret(HF_TOKEN_KEY)
+    token = pulumi.Config(CONFIG_NAMESPACE).get_secret(HF_TOKEN_KEY)
     for note in config_notes(cfg) + token_notes(cfg, token is not None):
         pulumi.log.warn(note)
     return cfg, token

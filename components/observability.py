@@ -12,6 +12,7 @@ and selectors cannot OR two values of different keys.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import pulumi
@@ -19,11 +20,10 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import alerts, dashboards, vllm_spec
-from components.config import SERVING_PORT, PlatformConfig
+from components.config import KEDA_NAMESPACE, MONITORING_NAMESPACE, SERVING_PORT, PlatformConfig
 from components.helm import Chart, helm_release
 from components.vllm_model import custom_resource
 
-PROMETHEUS_PORT = 9090
 HTTP_SCALER_PORT = 9090
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
@@ -32,18 +32,29 @@ GRAFANA_ADMIN_USER = "admin"
 # prometheus-operator v0.93 line, the same as the ServiceMonitor/PrometheusRule CRDs the tests validate against.
 KUBE_PROMETHEUS_STACK = Chart(
     "kube-prometheus-stack", "88.5.0", "https://prometheus-community.github.io/helm-charts",
-    "kube-prometheus-stack", vllm_spec.MONITORING_NAMESPACE,
+    vllm_spec.PROMETHEUS_RELEASE, MONITORING_NAMESPACE,
 )  # fmt: skip
-KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", vllm_spec.KEDA_NAMESPACE)
+KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", KEDA_NAMESPACE)
 # The 0.15 line, the InterceptorRoute API the tests validate against; installed when a model scales to zero.
 KEDA_HTTP_ADD_ON = Chart(
-    "keda-add-ons-http", "0.15.0", "https://kedacore.github.io/charts", "keda-add-ons-http", vllm_spec.KEDA_NAMESPACE
+    "keda-add-ons-http", "0.15.0", "https://kedacore.github.io/charts", "keda-add-ons-http", KEDA_NAMESPACE
 )
 DCGM_EXPORTER = Chart(
     "dcgm-exporter", "4.8.2", "https://nvidia.github.io/dcgm-exporter/helm-charts",
-    "dcgm-exporter", vllm_spec.MONITORING_NAMESPACE,
+    "dcgm-exporter", MONITORING_NAMESPACE,
 )  # fmt: skip
-CHARTS = (KUBE_PROMETHEUS_STACK, KEDA, DCGM_EXPORTER)
+
+
+def installed_charts(cfg: PlatformConfig) -> list[Chart]:
+    """The releases this layer installs: the add-on only for a model at zero, DCGM only where GPUs serve."""
+    if not cfg.observability.enabled:
+        return []
+    return [
+        KUBE_PROMETHEUS_STACK,
+        KEDA,
+        *([DCGM_EXPORTER] if cfg.runs_gpu_metrics else []),
+        *([KEDA_HTTP_ADD_ON] if cfg.any_scales_to_zero else []),
+    ]
 
 
 def _requests(cpu: str, memory: str) -> dict[str, Any]:
@@ -53,11 +64,6 @@ def _requests(cpu: str, memory: str) -> dict[str, Any]:
 def grafana_service(chart: Chart = KUBE_PROMETHEUS_STACK) -> str:
     """Grafana's chart names its Service `<release>-grafana`."""
     return f"{chart.release}-grafana"
-
-
-def prometheus_url(release: str, namespace: str) -> str:
-    """The stack names its Prometheus Service `<fullname>-prometheus`; fullnameOverride pins fullname to the release."""
-    return f"http://{release}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
 
 
 def http_add_on_service(component: str, namespace: str) -> str:
@@ -92,6 +98,16 @@ def monitor_selection() -> dict[str, Any]:
     return selection
 
 
+# Head room on the volume for the WAL and compaction: a full volume crash-loops Prometheus, and KEDA loses its metric.
+RETENTION_SIZE_SHARE = 0.85
+
+
+def retention_size(storage_size: str) -> str:
+    """Prometheus' size cap for a volume of `storage_size` (Gi or Ti); its GB are 2^30 bytes, like Gi."""
+    gib = int(storage_size[:-2]) * (1024 if storage_size.endswith("Ti") else 1)
+    return f"{math.floor(gib * RETENTION_SIZE_SHARE)}GB"
+
+
 def kube_prometheus_stack_values(cfg: PlatformConfig) -> dict[str, Any]:
     obs = cfg.observability
     grafana: dict[str, Any] = {
@@ -119,6 +135,7 @@ def kube_prometheus_stack_values(cfg: PlatformConfig) -> dict[str, Any]:
         "prometheus": {
             "prometheusSpec": {
                 "retention": obs.prometheus.retention,
+                "retentionSize": retention_size(obs.prometheus.storage_size),
                 "scrapeInterval": obs.prometheus.scrape_interval,
                 "evaluationInterval": obs.prometheus.scrape_interval,
                 "storageSpec": {
@@ -185,8 +202,8 @@ def dcgm_exporter_values(cfg: PlatformConfig) -> dict[str, Any]:
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
         "serviceMonitor": {
             "enabled": True,
+            # No scrapeTimeout: Prometheus then takes the lesser of 10 s and the interval, valid for any interval.
             "interval": cfg.observability.prometheus.scrape_interval,
-            "scrapeTimeout": "10s",
             # The exporter labels each GPU with the namespace and pod it is allocated to; without
             # honorLabels Prometheus would overwrite them with the exporter pod's own.
             "honorLabels": True,
@@ -223,27 +240,28 @@ class Observability(pulumi.ComponentResource):
             self.register_outputs(self.outputs)
             return
 
-        monitoring = self._namespace(platform_namespace(vllm_spec.MONITORING_NAMESPACE, privileged=True))
-        keda_namespace = self._namespace(platform_namespace(vllm_spec.KEDA_NAMESPACE))
+        monitoring = self._namespace(platform_namespace(MONITORING_NAMESPACE, privileged=True))
+        keda_namespace = self._namespace(platform_namespace(KEDA_NAMESPACE))
 
         admin_secret: list[pulumi.Resource] = []
         if obs.grafana_enabled:
             admin_secret.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
         stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(cfg), [monitoring, *admin_secret])
         keda = self._release(KEDA, keda_values(), [keda_namespace])
-        # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.
-        self._release(DCGM_EXPORTER, dcgm_exporter_values(cfg), [monitoring, stack])
+        if cfg.runs_gpu_metrics:
+            # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.
+            self._release(DCGM_EXPORTER, dcgm_exporter_values(cfg), [monitoring, stack])
 
         after_stack = pulumi.ResourceOptions(parent=self, depends_on=[stack])
-        custom_resource(alerts.PROMETHEUS_RULE_NAME, alerts.prometheus_rule(cfg, vllm_spec.MONITORING_NAMESPACE), after_stack)
+        custom_resource(alerts.PROMETHEUS_RULE_NAME, alerts.prometheus_rule(cfg, MONITORING_NAMESPACE), after_stack)
         if obs.grafana_enabled:
-            board = dashboards.dashboard_config_map(cfg, vllm_spec.MONITORING_NAMESPACE)
+            board = dashboards.dashboard_config_map(cfg, MONITORING_NAMESPACE)
             k8s.core.v1.ConfigMap(
                 dashboards.DASHBOARD_CONFIGMAP, metadata=board["metadata"], data=board["data"], opts=after_stack
             )
 
         self.prometheus_url = pulumi.Output.all(stack.name, stack.namespace).apply(
-            lambda release: prometheus_url(release[0], release[1])
+            lambda release: vllm_spec.prometheus_url(release[0], release[1])
         )
         self.crd_dependencies = [stack, keda]
         if cfg.any_scales_to_zero:
@@ -272,7 +290,7 @@ class Observability(pulumi.ComponentResource):
             GRAFANA_ADMIN_SECRET,
             metadata={
                 "name": GRAFANA_ADMIN_SECRET,
-                "namespace": vllm_spec.MONITORING_NAMESPACE,
+                "namespace": MONITORING_NAMESPACE,
                 "labels": dict(vllm_spec.MONITOR_SELECTOR_LABELS),
             },
             type="Opaque",
@@ -284,13 +302,12 @@ class Observability(pulumi.ComponentResource):
         return helm_release(chart, values, pulumi.ResourceOptions(parent=self, depends_on=after))
 
     def _outputs(self, cfg: PlatformConfig) -> dict[str, Any]:
-        namespace = vllm_spec.MONITORING_NAMESPACE
+        namespace = MONITORING_NAMESPACE
         outputs: dict[str, Any] = {
             "prometheusUrl": self.prometheus_url,
-            "charts": {chart.release: f"{chart.chart} {chart.version}" for chart in CHARTS},
+            "charts": {chart.release: f"{chart.chart} {chart.version}" for chart in installed_charts(cfg)},
         }
         if cfg.any_scales_to_zero:
-            outputs["charts"][KEDA_HTTP_ADD_ON.release] = f"{KEDA_HTTP_ADD_ON.chart} {KEDA_HTTP_ADD_ON.version}"
             outputs["interceptorHost"] = self.interceptor_host
         if cfg.observability.grafana_enabled:
             outputs["grafana"] = {

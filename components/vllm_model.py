@@ -36,7 +36,7 @@ class VllmModel(pulumi.ComponentResource):
         name: str,
         cfg: PlatformConfig,
         model: Model,
-        prometheus_url: pulumi.Input[str],
+        prometheus_url: pulumi.Input[str] = vllm_spec.prometheus_url(),
         http_scaler_address: pulumi.Input[str] = "",
         interceptor_host: pulumi.Input[str] = "",
         hf_token_secret: Optional[k8s.core.v1.Secret] = None,
@@ -66,21 +66,15 @@ class VllmModel(pulumi.ComponentResource):
         self.service = k8s.core.v1.Service(
             service["metadata"]["name"], metadata=service["metadata"], spec=service["spec"], opts=child
         )
-        custom_resource(name, vllm_spec.service_monitor(cfg, model), after_crds)
+        if cfg.observability.creates_service_monitors:
+            custom_resource(name, vllm_spec.service_monitor(cfg, model), after_crds)
         budget = vllm_spec.pod_disruption_budget(cfg, model)
         k8s.policy.v1.PodDisruptionBudget(name, metadata=budget["metadata"], spec=budget["spec"], opts=child)
 
         scaled_after: list[pulumi.Resource] = [self.deployment, *crd_dependencies]
         if model.scales_to_zero:
-            entry = pulumi.Output.from_input(interceptor_host).apply(
-                lambda host: vllm_spec.interceptor_entry_service(cfg, model, host)
-            )
-            k8s.core.v1.Service(
-                name,
-                metadata=vllm_spec.interceptor_entry_service(cfg, model, "")["metadata"],
-                spec=entry.apply(lambda manifest: manifest["spec"]),
-                opts=child,
-            )
+            entry = vllm_spec.interceptor_entry_service(cfg, model, interceptor_host)
+            k8s.core.v1.Service(name, metadata=entry["metadata"], spec=entry["spec"], opts=child)
             # The route must exist first: a ScaledObject naming an unknown route falls back to CPU metrics.
             scaled_after.append(
                 custom_resource(name, vllm_spec.interceptor_route(cfg, model), pulumi.ResourceOptions(
@@ -89,12 +83,9 @@ class VllmModel(pulumi.ComponentResource):
             )
 
         if model.autoscaling.mode == "keda":
-            scaled = pulumi.Output.all(prometheus_url, http_scaler_address).apply(
-                lambda addresses: vllm_spec.scaled_object(cfg, model, addresses[0], addresses[1])["spec"]
-            )
             custom_resource(
                 name,
-                {**vllm_spec.scaled_object(cfg, model, "", ""), "spec": scaled},
+                vllm_spec.scaled_object(cfg, model, prometheus_url, http_scaler_address),
                 pulumi.ResourceOptions(parent=self, depends_on=scaled_after),
             )
         elif model.autoscaling.mode == "hpa-cpu":

@@ -7,10 +7,18 @@ made from these in `vllm_model.py`; tests and the policy pack read them without 
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any
 
 from components import sizing
-from components.config import BACKEND_SERVICE_SUFFIX, SERVING_PORT, Model, PlatformConfig
+from components.config import (
+    BACKEND_SERVICE_SUFFIX,
+    KEDA_NAMESPACE,
+    MONITORING_NAMESPACE,
+    SERVING_PORT,
+    Model,
+    PlatformConfig,
+)
 
 PART_OF = "vllm-platform"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -21,14 +29,14 @@ NODE_TYPE_LABEL = "node-type"
 GPU_NODE_SELECTOR = {NODE_TYPE_LABEL: "gpu"}
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_SECRET_KEY = "token"
+HF_TOKEN_DIR = "/var/run/secrets/huggingface"
 
 # Prometheus selects ServiceMonitors and PodMonitors carrying this label; see observability.py.
 MONITOR_SELECTOR_LABELS = {"app.kubernetes.io/part-of": PART_OF}
 
-# Where Prometheus runs; it scrapes /metrics on the serving port.
-MONITORING_NAMESPACE = "monitoring"
-# Where KEDA and its HTTP add-on run; the add-on's interceptor forwards to models that scale to zero.
-KEDA_NAMESPACE = "keda"
+# kube-prometheus-stack's release; fullnameOverride makes it the prefix of the Prometheus Service's name.
+PROMETHEUS_RELEASE = "kube-prometheus-stack"
+PROMETHEUS_PORT = 9090
 
 MODEL_CACHE_PATH = "/models-cache"
 HOME_PATH = "/home/vllm"
@@ -71,7 +79,11 @@ SIMULATOR_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
 SIMULATOR_BINARY = "/app/llm-d-inference-sim"
 SIMULATOR_CPU = "250m"
 SIMULATOR_MEMORY = "256Mi"
-METRICS_INTERVAL = "15s"
+
+
+def prometheus_url(release: str = PROMETHEUS_RELEASE, namespace: str = MONITORING_NAMESPACE) -> str:
+    """The in-cluster address of kube-prometheus-stack's Prometheus Service, `<fullname>-prometheus`."""
+    return f"http://{release}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
 
 
 def labels(model: Model, component: str = "inference") -> dict[str, str]:
@@ -110,7 +122,7 @@ def network_policies(cfg: PlatformConfig) -> list[dict[str, Any]]:
     """Deny all ingress in the namespace, then open the serving port to clients and to Prometheus only."""
     metadata = {"namespace": cfg.namespace, "labels": {"app.kubernetes.io/part-of": PART_OF}}
     interceptor = [KEDA_NAMESPACE] if cfg.any_scales_to_zero else []
-    allowed = sorted({*cfg.client_namespaces, MONITORING_NAMESPACE, *interceptor})
+    allowed = sorted({*cfg.client_namespaces, *cfg.observability.scraper_namespaces, *interceptor})
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -239,16 +251,13 @@ def _env(hf_token: bool) -> list[dict[str, Any]]:
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
     if hf_token:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": HF_TOKEN_SECRET_KEY}},
-            }
-        )
+        # huggingface_hub reads the token from this file: a mounted Secret stays out of the process
+        # environment, which crash reports and `/proc/<pid>/environ` would show.
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
     return env
 
 
-def _volumes(cfg: PlatformConfig, model: Model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(cfg: PlatformConfig, model: Model, hf_token: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if cfg.is_simulated(model):
         return [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
     volumes = [
@@ -265,6 +274,11 @@ def _volumes(cfg: PlatformConfig, model: Model) -> tuple[list[dict[str, Any]], l
         # NCCL exchanges tensors between the TP workers through shared memory; the runtime's 64 MiB is far too small.
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
         mounts.append({"name": "dshm", "mountPath": SHM_PATH})
+    if hf_token:
+        # Group-readable: the pod's fsGroup owns the projected file, not the user.
+        items = [{"key": HF_TOKEN_SECRET_KEY, "path": HF_TOKEN_SECRET_KEY}]
+        volumes.append({"name": "hf-token", "secret": {"secretName": HF_TOKEN_SECRET, "items": items, "defaultMode": 0o440}})
+        mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
     return volumes, mounts
 
 
@@ -291,7 +305,7 @@ def pod_security_context() -> dict[str, Any]:
 
 
 def vllm_container(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
-    _, mounts = _volumes(cfg, model)
+    _, mounts = _volumes(cfg, model, hf_token)
     return {
         "name": "vllm",
         "image": model.image,
@@ -329,10 +343,13 @@ def simulator_args(cfg: PlatformConfig, model: Model) -> list[str]:
 
 def simulator_container(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
     timing = sizing.simulated_timing(model.effective_parameters_billions, model.tensor_parallel_size)
-    # The simulator has no load phase of its own; holding its port closed reproduces vLLM's
-    # "connection refused until loaded" start, so the startup probe and pulumi's await are exercised.
-    command = " ".join([f"sleep {timing.load_seconds} &&", "exec", SIMULATOR_BINARY, *simulator_args(cfg, model)])
-    _, mounts = _volumes(cfg, model)
+    # vLLM refuses connections until loaded; the simulator's --startup-duration only turns /health/ready
+    # to 503 and leaves /health and /v1/models answering. Holding the port closed instead exercises the
+    # startup probe and pulumi's await as vLLM would. The trap lets a pod deleted mid-load stop at once:
+    # as PID 1, sh would otherwise ignore SIGTERM for the whole grace period.
+    serve = shlex.join([SIMULATOR_BINARY, *simulator_args(cfg, model)])
+    command = f"trap 'exit 143' TERM; sleep {timing.load_seconds} & wait $!; exec {serve}"
+    _, mounts = _volumes(cfg, model, hf_token=False)
     compute = {"cpu": SIMULATOR_CPU, "memory": SIMULATOR_MEMORY}
     return {
         "name": "vllm",
@@ -373,7 +390,7 @@ def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
 
 
 def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
-    volumes, _ = _volumes(cfg, model)
+    volumes, _ = _volumes(cfg, model, hf_token)
     timeout = await_timeout_seconds(cfg, model)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(model)},
@@ -404,10 +421,7 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
             },
         },
     }
-    if model.autoscaling.mode == "none":
-        # With an autoscaler, replicas are its to set; writing them here would undo its work on every `pulumi up`.
-        spec["replicas"] = model.replicas.min
-    annotations = {"pulumi.com/timeoutSeconds": str(timeout), **checkov_skips(cfg, model, hf_token)}
+    annotations = {"pulumi.com/timeoutSeconds": str(timeout), **checkov_skips(cfg, model)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -426,7 +440,7 @@ def rolling_update(cfg: PlatformConfig, model: Model) -> dict[str, int]:
     return {"maxSurge": 0, "maxUnavailable": 1}
 
 
-def checkov_skips(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, str]:
+def checkov_skips(cfg: PlatformConfig, model: Model) -> dict[str, str]:
     """The scanner findings this Deployment accepts, each with the reason, as checkov's per-object annotations."""
     reasons = []
     if cfg.is_simulated(model):
@@ -438,11 +452,6 @@ def checkov_skips(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str
         reasons.append(
             f"CKV_K8S_43=pinned to release tag {model.image.rpartition(':')[2]}, never latest (validated); "
             "set models[].image to name@sha256:... to pin by digest"
-        )
-    if hf_token and not cfg.is_simulated(model):
-        reasons.append(
-            "CKV_K8S_35=vLLM and huggingface_hub read HF_TOKEN; it comes from the hf-token Secret "
-            "by secretKeyRef, never a literal"
         )
     return {f"checkov.io/skip{i}": reason for i, reason in enumerate(reasons, start=1)}
 
@@ -482,10 +491,11 @@ def service_url(cfg: PlatformConfig, model: Model) -> str:
     return f"http://{service_host(cfg, model)}:{SERVING_PORT}"
 
 
-def interceptor_entry_service(cfg: PlatformConfig, model: Model, interceptor_host: str) -> dict[str, Any]:
+def interceptor_entry_service(cfg: PlatformConfig, model: Model, interceptor_host: Any) -> dict[str, Any]:
     """The model's name as a DNS alias of the interceptor, so clients keep the same URL when it scales to zero.
 
     The interceptor listens on the serving port too: an ExternalName Service renames, it cannot remap ports.
+    `interceptor_host` is a str, or a Pulumi Output of one: it is placed, never read.
     """
     return {
         "apiVersion": "v1",
@@ -534,7 +544,7 @@ def service_monitor(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": {**selector_labels(model), "app.kubernetes.io/component": "inference"}},
             "namespaceSelector": {"matchNames": [cfg.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": METRICS_INTERVAL}],
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": cfg.observability.prometheus.scrape_interval}],
         },
     }
 
@@ -554,8 +564,11 @@ def _scale_target(model: Model) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment", "name": model.name}
 
 
-def scaled_object(cfg: PlatformConfig, model: Model, prometheus_url: str, http_scaler_address: str) -> dict[str, Any]:
+def scaled_object(cfg: PlatformConfig, model: Model, prometheus_url: Any, http_scaler_address: Any) -> dict[str, Any]:
     """Queue depth scales the replicas; a model that scales to zero is also woken by the interceptor's count.
+
+    The addresses are strs, or Pulumi Outputs of them: they are placed, never read, so that a preview
+    shows every other field of the spec even while the addresses are still unknown.
 
     With no pod there is no vllm:num_requests_waiting, so only the HTTP add-on, which holds the first
     request, can bring the first replica back. KEDA follows whichever trigger asks for more.

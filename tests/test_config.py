@@ -161,9 +161,11 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         | {"cluster": base()["cluster"] | {"gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 1, "rootVolumeGiB": 150}]}},
         "the checkpoint needs ~184 GiB of node disk with the image, but pool p4d has rootVolumeGiB 150",
     ),
-    ("fixed replicas need min = max", with_model(autoscaling={"mode": "none"}, replicas={"min": 1, "max": 2}), "with autoscaling.mode none the replica count is fixed"),
+    ("no autoscaler", with_model(autoscaling={"mode": "none"}), "models[llama-8b].autoscaling.mode: none is refused: the platform's policy gives every model an autoscaler"),
+    ("quoted served name", with_model(servedModelName="team's llama"), "models[llama-8b].servedModelName: \"team's llama\" must be letters, digits"),
+    ("platform namespace", base() | {"namespace": "keda"}, "namespace: 'keda' is where the platform runs"),
     ("HPA cannot reach zero", with_model(autoscaling={"mode": "hpa-cpu"}, replicas={"min": 0, "max": 2}), "an HPA cannot scale to 0"),
-    ("unknown autoscaling mode", with_model(autoscaling={"mode": "vpa"}), "models[llama-8b].autoscaling.mode: Input should be 'keda', 'hpa-cpu' or 'none'"),
+    ("unknown autoscaling mode", with_model(autoscaling={"mode": "vpa"}), "models[llama-8b].autoscaling.mode: Input should be 'keda' or 'hpa-cpu'"),
     ("bad namespace", base() | {"namespace": "Inference"}, "namespace: 'Inference' is not a DNS-1123 label"),
     ("no models", base() | {"models": []}, "models: List should have at least 1 item"),
     ("no cluster", {"models": base()["models"]}, "cluster: is required"),
@@ -206,6 +208,25 @@ def test_pulumi_run_stops_with_one_clear_error() -> None:
     with pytest.raises(pulumi.RunError) as error:
         load_stack_config()
     assert str(error.value).startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
+
+
+def test_pulumi_run_refuses_a_misspelt_top_level_key() -> None:
+    # `clientNamespace` for `clientNamespaces`: silently ignored, it would deny every client.
+    config = {f"vllm-platform:{k}": json.dumps(v) for k, v in base().items()}
+    config["vllm-platform:clientNamespace"] = json.dumps(["apps"])
+    config["vllm-platform:namespace"] = "inference"
+    mocks.install("vllm-platform", "test", config, [])
+    with pytest.raises(pulumi.RunError) as error:
+        load_stack_config()
+    assert "clientNamespace: is not a known key" in str(error.value)
+
+
+def test_pulumi_run_reads_plain_and_structured_values() -> None:
+    config = {f"vllm-platform:{k}": json.dumps(v) for k, v in base().items()}
+    config |= {"vllm-platform:namespace": "serving", "vllm-platform:clientNamespaces": '["apps"]', "aws:region": "us-west-2"}
+    mocks.install("vllm-platform", "test", config, [])
+    cfg, token = load_stack_config()
+    assert cfg.namespace == "serving" and cfg.client_namespaces == ["apps"] and token is None
 
 
 def test_hub_models_without_a_token_are_warned_about() -> None:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from components import alerts, dashboards, observability, vllm_spec
-from components.config import ConfigError, parse_config
+from components.config import MONITORING_NAMESPACE, ConfigError, parse_config
 from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
 from tools import mocks, schemas
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-RELEASE_NAMES = {c.release for c in observability.CHARTS}
+RELEASE_NAMES = {c.release for c in (observability.KUBE_PROMETHEUS_STACK, observability.KEDA, observability.DCGM_EXPORTER, observability.KEDA_HTTP_ADD_ON)}
 EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 # Names current vLLM exports with label model_name (docs/design/metrics.md, vllm/v1/metrics/loggers.py).
@@ -51,10 +51,12 @@ OTHER_METRICS = {
     "DCGM_FI_DEV_XID_ERRORS",
     "kube_deployment_spec_replicas",
     "kube_deployment_status_replicas_available",
+    "kube_node_status_capacity",
+    "kube_node_status_allocatable",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
-    "rate", "increase", "histogram_quantile", "group_left", "group_right", "bool",
+    "rate", "increase", "changes", "histogram_quantile", "group_left", "group_right", "bool",
 }  # fmt: skip
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -126,10 +128,15 @@ def _output(rendering: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
-def test_every_stack_pins_the_three_releases(stack: str) -> None:
-    releases = {r.name: r.inputs for r in resources_of(rendered_stack(stack), RELEASE) if r.name in RELEASE_NAMES}
-    assert set(releases) == RELEASE_NAMES
-    for chart in observability.CHARTS:
+def test_every_stack_pins_its_releases(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    releases = {r.name: r.inputs for r in resources_of(rendering, RELEASE) if r.name in RELEASE_NAMES}
+    charts = observability.installed_charts(rendering.config)
+    assert set(releases) == {c.release for c in charts}
+    assert {observability.KUBE_PROMETHEUS_STACK, observability.KEDA} <= set(charts)
+    assert (observability.DCGM_EXPORTER in charts) == (stack != "local"), "GPU metrics only where models use GPUs"
+    assert _output(rendering)["charts"] == {c.release: f"{c.chart} {c.version}" for c in charts}
+    for chart in charts:
         inputs = releases[chart.release]
         assert EXACT_VERSION.match(inputs["version"]), inputs["version"]
         assert inputs["name"] == chart.release, "an explicit name keeps service names predictable"
@@ -142,7 +149,7 @@ def test_every_stack_pins_the_three_releases(stack: str) -> None:
 def test_scaled_objects_query_the_observability_output(stack: str) -> None:
     rendering = rendered_stack(stack)
     url = _output(rendering)["prometheusUrl"]
-    assert url == observability.prometheus_url(observability.KUBE_PROMETHEUS_STACK.release, vllm_spec.MONITORING_NAMESPACE)
+    assert url == vllm_spec.prometheus_url(observability.KUBE_PROMETHEUS_STACK.release, MONITORING_NAMESPACE)
     scaled = objects_of(rendering, "ScaledObject")
     assert scaled, "every committed stack autoscales with KEDA"
     for manifest in scaled:
@@ -206,8 +213,8 @@ def test_custom_resources_wait_for_the_releases_that_install_their_crds(stack: s
             assert stack_release in record.dependencies, record.name
     for record in resources_of(rendering, "kubernetes:keda.sh/v1alpha1:ScaledObject"):
         assert keda_release in record.dependencies, record.name
-    dcgm = [r for r in resources_of(rendering, RELEASE) if r.name == "dcgm-exporter"][0]
-    assert stack_release in dcgm.dependencies, "its ServiceMonitor needs the operator's CRDs"
+    for dcgm in [r for r in resources_of(rendering, RELEASE) if r.name == "dcgm-exporter"]:
+        assert stack_release in dcgm.dependencies, "its ServiceMonitor needs the operator's CRDs"
 
 
 def test_stack_values_follow_the_config() -> None:
@@ -218,6 +225,7 @@ def test_stack_values_follow_the_config() -> None:
     values = observability.kube_prometheus_stack_values(cfg)
     spec = values["prometheus"]["prometheusSpec"]
     assert spec["retention"] == "30d"
+    assert spec["retentionSize"] == "170GB", "85% of the volume, so Prometheus never fills it"
     assert spec["scrapeInterval"] == "30s"
     claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
     assert claim["storageClassName"] == "gp3"
@@ -355,7 +363,7 @@ def test_rules_carry_summary_runbook_and_the_slo() -> None:
     names = {r["alert"] for r in rules}
     assert names == {
         "VllmQueueBacklogAtMaxReplicas", "VllmModelNotReady", "VllmKvCacheNearlyFull",
-        "VllmTimeToFirstTokenSloBreached", "GpuXidError", "GpuFallenOffBus",
+        "VllmTimeToFirstTokenSloBreached", "GpuXidError", "GpuFallenOffBus", "GpuUnavailable",
     }  # fmt: skip
     for item in rules:
         assert item["annotations"]["summary"] and item["annotations"]["runbook"], item["alert"]
@@ -507,3 +515,26 @@ def test_the_crd_check_rejects_a_broken_rule(crd_dir: Any) -> None:
     broken["spec"]["groups"][0]["rules"][0]["severity"] = "page"
     problems = schemas.validate_manifests([broken], "1.34", crd_dir)
     assert any("for" in p for p in problems) and any("severity" in p for p in problems)
+
+
+def test_gpu_alerts_fire_on_news_not_on_an_old_xid() -> None:
+    rules = {r["alert"]: r for r in alerts.gpu_rules()}
+    # The Xid series keeps the last code until the exporter restarts; only a change is news.
+    assert "changes(DCGM_FI_DEV_XID_ERRORS[10m]) > 0" in rules["GpuXidError"]["expr"]
+    unavailable = rules["GpuUnavailable"]["expr"]
+    assert 'kube_node_status_allocatable{resource="nvidia_com_gpu"} < kube_node_status_capacity' in unavailable
+    assert "count by (node) (DCGM_FI_DEV_GPU_UTIL)" in unavailable
+
+
+def test_queue_backlog_is_alerted_only_where_the_queue_scales() -> None:
+    raw = _platform()
+    raw["models"][0]["autoscaling"] = {"mode": "hpa-cpu"}
+    cfg = parse_config(raw)
+    assert [r["alert"] for r in alerts.model_rules(cfg, cfg.models[0])] == ["VllmModelNotReady"]
+
+
+def test_a_stack_without_gpu_models_has_no_gpu_alerts() -> None:
+    (rule,) = objects_of(rendered_stack("local"), "PrometheusRule")
+    assert "gpu-health" not in [g["name"] for g in rule["spec"]["groups"]]
+    (rule,) = objects_of(rendered_stack("prod"), "PrometheusRule")
+    assert "gpu-health" in [g["name"] for g in rule["spec"]["groups"]]

@@ -404,7 +404,7 @@ def test_hf_token_from_the_secret_passes() -> None:
     rendering = rendered_stack("dev")
     manifest = vllm_spec.deployment(rendering.config, rendering.config.models[0], hf_token=True)
     model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
-    assert any(e["name"] == "HF_TOKEN" and "valueFrom" in e for e in server(manifest)["env"])
+    assert any(e["name"] == "HF_TOKEN_PATH" for e in server(manifest)["env"])
     assert violations("hf-token-from-secret", "dev", [model]) == []
 
 

@@ -75,7 +75,8 @@ def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
     secret = objects_of(rendering, "Secret")[0]
     assert secret["stringData"] == {"token": "[secret]"}
     env = objects_of(rendering, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}} in env
+    assert {"name": "HF_TOKEN_PATH", "value": "/var/run/secrets/huggingface/token"} in env
+    assert not [e for e in env if e["name"] == "HF_TOKEN"]
 
 
 def test_secure_config_values_render_as_placeholders() -> None:
@@ -114,6 +115,25 @@ def test_cli_refuses_an_invalid_config_with_exit_2(tmp_path: Path, capsys: pytes
     assert "models[llama-13b]: needs ~26.0 GB of weights per GPU" in message
     assert "use tensorParallelSize 2" in message and "Traceback" not in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("config: [unclosed", "not valid YAML"),
+        ("config: [a, b]\n", "`config:` must be a mapping"),
+        ("config:\n  vllm-platform:models: llama\n", "models: Input should be a valid list"),
+    ],
+    ids=["malformed YAML", "config not a mapping", "models not a list"],
+)
+def test_cli_refuses_a_malformed_file_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, says: str
+) -> None:
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_text(text)
+    assert render.main(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert says in message and "Traceback" not in message
 
 
 def many_models(count: int) -> dict:

@@ -41,16 +41,6 @@ def test_hpa_mode_makes_an_hpa_and_no_scaled_object() -> None:
     assert not resources_of(rendering, "kubernetes:keda.sh/")
 
 
-def test_fixed_mode_has_no_autoscaler() -> None:
-    document = minimal_document()
-    document["config"]["vllm-platform:models"][0].update(
-        {"autoscaling": {"mode": "none"}, "replicas": {"min": 2, "max": 2}}
-    )
-    rendering = render_document(document)
-    assert not resources_of(rendering, "kubernetes:autoscaling/")
-    assert not resources_of(rendering, "kubernetes:keda.sh/")
-
-
 def test_a_model_at_zero_adds_its_route_and_entry_service() -> None:
     document = minimal_document()
     document["config"]["vllm-platform:models"][0]["replicas"] = {"min": 0, "max": 2}
@@ -59,3 +49,10 @@ def test_a_model_at_zero_adds_its_route_and_entry_service() -> None:
     assert ("kubernetes:http.keda.sh/v1beta1:InterceptorRoute", "llama-8b") in children
     services = sorted(name for type_, name in children if type_ == "kubernetes:core/v1:Service")
     assert services == ["llama-8b", "llama-8b-backend"]
+
+
+def test_without_observability_there_is_no_service_monitor_unless_asked() -> None:
+    document = minimal_document(observability={"enabled": False, "externalPrometheusUrl": "http://prometheus.shared.svc:9090"})
+    assert not resources_of(render_document(document), "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+    document["config"]["vllm-platform:observability"]["serviceMonitors"] = True
+    assert resources_of(render_document(document), "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")

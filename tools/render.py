@@ -25,7 +25,7 @@ from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import CONFIG_NAMESPACE, ConfigError, PlatformConfig, parse_config
+from components.config import ConfigError, PlatformConfig, parse_config, platform_values
 from tools import mocks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,29 +66,31 @@ class StackConfig:
 
     values: dict[str, str]
     secret_keys: list[str]
-    platform: dict[str, Any]
 
 
 def read_stack_file(path: Path) -> StackConfig:
-    return stack_config(yaml.safe_load(path.read_text()) or {})
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError([f"not valid YAML: {error}"]) from None
+    if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
+        raise ConfigError(["`config:` must be a mapping of `project:key` names to values"])
+    return stack_config(document)
 
 
 def stack_config(document: dict[str, Any]) -> StackConfig:
     """The config map of a parsed Pulumi.<stack>.yaml document."""
-    values, secret_keys, platform = {}, [], {}
+    values, secret_keys = {}, []
     for key, raw in (document.get("config") or {}).items():
         value, secret = _placeholder_secure(raw)
         values[key] = value if isinstance(value, str) else json.dumps(value)
         if secret:
             secret_keys.append(key)
-        namespace, _, name = key.partition(":")
-        if namespace == CONFIG_NAMESPACE:
-            platform[name] = value
-    return StackConfig(values=values, secret_keys=secret_keys, platform=platform)
+    return StackConfig(values=values, secret_keys=secret_keys)
 
 
 def platform_config(stack_config: StackConfig) -> PlatformConfig:
-    return parse_config({k: v for k, v in stack_config.platform.items() if k != "hfToken"})
+    return parse_config(platform_values(stack_config.values))
 
 
 @dataclass
