@@ -25,6 +25,8 @@ from components.helm import Chart, helm_release
 from components.vllm_model import custom_resource
 
 HTTP_SCALER_PORT = 9090
+# Where the add-on's scaler reads the interceptor's request counts; pinned so the NetworkPolicy matches.
+INTERCEPTOR_ADMIN_PORT = 9090
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 
@@ -182,12 +184,44 @@ def http_add_on_values() -> dict[str, Any]:
             # Clients reach the interceptor through each model's ExternalName Service, which cannot remap
             # ports: it must listen where the models do.
             "proxy": {"port": SERVING_PORT},
+            "admin": {"port": INTERCEPTOR_ADMIN_PORT},
             # Two, not the chart's three: every request to a model at zero goes through one of them.
             "replicas": {"min": 2, "max": 10},
             "resources": _requests_and_limits("100m", "64Mi", "1000m", "256Mi"),
         },
         "operator": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
         "scaler": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+    }
+
+
+def interceptor_network_policy(cfg: PlatformConfig) -> dict[str, Any]:
+    """The interceptor forwards to every model at zero: only the models' clients may reach its proxy port,
+    or any pod in the cluster could call those models around the models' own NetworkPolicy."""
+    callers = sorted({*cfg.client_namespaces, cfg.namespace})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "interceptor-ingress", "namespace": KEDA_NAMESPACE, "labels": dict(vllm_spec.MONITOR_SELECTOR_LABELS)},
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/component": "interceptor", "app.kubernetes.io/instance": KEDA_HTTP_ADD_ON.release}
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": callers}]
+                            }
+                        }
+                    ],
+                    "ports": [{"port": SERVING_PORT, "protocol": "TCP"}],
+                },
+                # The add-on's scaler, beside it in this namespace, polls the request counts.
+                {"from": [{"podSelector": {}}], "ports": [{"port": INTERCEPTOR_ADMIN_PORT, "protocol": "TCP"}]},
+            ],
+        },
     }
 
 
@@ -267,6 +301,11 @@ class Observability(pulumi.ComponentResource):
         if cfg.any_scales_to_zero:
             # Its own interceptor ScaledObject needs KEDA's CRDs.
             add_on = self._release(KEDA_HTTP_ADD_ON, http_add_on_values(), [keda_namespace, keda])
+            policy = interceptor_network_policy(cfg)
+            k8s.networking.v1.NetworkPolicy(
+                policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[keda_namespace]),
+            )  # fmt: skip
             self.http_scaler_address = add_on.namespace.apply(http_scaler_address)
             self.interceptor_host = add_on.namespace.apply(interceptor_host)
             self.crd_dependencies.append(add_on)

@@ -538,3 +538,18 @@ def test_a_stack_without_gpu_models_has_no_gpu_alerts() -> None:
     assert "gpu-health" not in [g["name"] for g in rule["spec"]["groups"]]
     (rule,) = objects_of(rendered_stack("prod"), "PrometheusRule")
     assert "gpu-health" in [g["name"] for g in rule["spec"]["groups"]]
+
+
+def test_only_the_models_clients_reach_the_interceptor() -> None:
+    rendering = rendered_stack("dev")
+    [policy] = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["namespace"] == "keda"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "interceptor"
+    proxy, admin = policy["spec"]["ingress"]
+    [peer] = proxy["from"]
+    callers = peer["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert callers == sorted({*rendering.config.client_namespaces, rendering.config.namespace})
+    assert proxy["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert admin == {"from": [{"podSelector": {}}], "ports": [{"port": observability.INTERCEPTOR_ADMIN_PORT, "protocol": "TCP"}]}
+    values = observability.http_add_on_values()["interceptor"]
+    assert values["proxy"]["port"] == 8000 and values["admin"]["port"] == observability.INTERCEPTOR_ADMIN_PORT
+    assert not [p for p in objects_of(rendered_stack("prod"), "NetworkPolicy") if p["metadata"]["namespace"] == "keda"]
