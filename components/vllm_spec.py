@@ -53,7 +53,8 @@ TERMINATION_MARGIN_SECONDS = 5
 READINESS_PERIOD_SECONDS = 5
 LIVENESS_PERIOD_SECONDS = 10
 PROBE_TIMEOUT_SECONDS = 5
-# /health answers once per engine step; a long prefill can hold it for a while without the engine being dead.
+# /health fails once the engine process is dead, but an API server busy with a burst can also answer it
+# late; a restart costs a full reload, so only a minute of failures counts.
 LIVENESS_FAILURE_THRESHOLD = 6
 
 # Serving is expensive to start: add capacity at once, give it back slowly.
