@@ -132,6 +132,11 @@ class Endpoint(_Section):
         return self
 
 
+# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
+# allows 63 characters.
+GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
+
+
 class GpuNodePool(_Section):
     name: str
     instance_types: list[str] = Field(min_length=1)
@@ -145,7 +150,13 @@ class GpuNodePool(_Section):
     @field_validator("name")
     @classmethod
     def _name_is_label(cls, value: str) -> str:
-        return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+        _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+        if len(value) > GPU_POOL_NAME_MAX_LENGTH:
+            raise ValueError(
+                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its node group name "
+                f"gpu-{value}- and a 26-character unique suffix must fit EKS's 63"
+            )
+        return value
 
     @field_validator("instance_types")
     @classmethod

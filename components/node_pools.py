@@ -52,6 +52,12 @@ def gpu_node_group_name(pool: GpuNodePool) -> str:
     return f"gpu-{pool.name}"
 
 
+def node_group_name_prefix(name: str) -> str:
+    """EKS appends a unique suffix: a replacement (new instance types, capacity type, subnets) is created
+    before the old group goes, and two node groups of one cluster cannot share a name."""
+    return f"{name}-"
+
+
 def accelerator_name(pool: GpuNodePool) -> str:
     return f"nvidia-{pool.instance.gpu.model.lower()}"
 
@@ -174,7 +180,7 @@ def system_node_group(
     return aws.eks.NodeGroup(
         "system",
         cluster_name=cluster_name,
-        node_group_name="system",
+        node_group_name_prefix=node_group_name_prefix("system"),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),
         ami_type=SYSTEM_AMI_TYPE,
@@ -206,9 +212,8 @@ def gpu_node_group(
     placement_group = None
     if pool.placement_group:
         # A cluster placement group packs nodes close together for NCCL across nodes; it lives in one zone.
-        placement_group = aws.ec2.PlacementGroup(
-            name, name=pulumi.Output.concat(cluster_name, "-", name), strategy="cluster", tags=tags, opts=child
-        )
+        # No fixed name: Pulumi's generated one lets a replacement exist next to the group it replaces.
+        placement_group = aws.ec2.PlacementGroup(name, strategy="cluster", tags=tags, opts=child)
         subnet_ids = list(subnet_ids)[:1]
     interfaces = None
     if efa_interfaces := efa_interface_count(pool):
@@ -230,7 +235,7 @@ def gpu_node_group(
     group = aws.eks.NodeGroup(
         name,
         cluster_name=cluster_name,
-        node_group_name=name,
+        node_group_name_prefix=node_group_name_prefix(name),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),
         ami_type=GPU_AMI_TYPE,

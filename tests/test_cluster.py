@@ -14,7 +14,7 @@ import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import ConfigError, GpuNodePool, config_notes, parse_config
+from components.config import GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config
 from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
@@ -311,7 +311,24 @@ def test_gpu_asgs_are_tagged_for_scale_from_zero() -> None:
     tags = [r for r in of_type(rendering, "aws:autoscaling/tag:Tag") if r.parent == "aws:eks/nodeGroup:NodeGroup::gpu-p4d"]
     found = {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in tags}
     assert found == node_pools.node_template_tags(rendering.config.cluster.pools["p4d"])
-    assert {t.inputs["autoscalingGroupName"] for t in tags} == {"eks-gpu-p4d-f0c7a1e2"}
+    assert {t.inputs["autoscalingGroupName"] for t in tags} == {f"eks-gpu-p4d-{mocks.FAKE_UNIQUE_SUFFIX}-f0c7a1e2"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_node_groups_are_named_by_prefix_so_a_replacement_can_coexist(stack: str) -> None:
+    """instanceTypes, capacityType, subnets and the launch template force a new group, created before the old goes."""
+    for group in of_type(rendered_stack(stack), "aws:eks/nodeGroup:NodeGroup"):
+        assert "nodeGroupName" not in group.inputs, group.name
+        assert group.inputs["nodeGroupNamePrefix"] == f"{group.name}-"
+    assert all("name" not in t.inputs for t in of_type(rendered_stack(stack), "aws:ec2/launchTemplate:LaunchTemplate"))
+
+
+def test_the_longest_pool_name_still_fits_an_eks_node_group_name() -> None:
+    longest = "p" * GPU_POOL_NAME_MAX_LENGTH
+    prefix = node_pools.node_group_name_prefix(node_pools.gpu_node_group_name(pool(name=longest)))
+    assert len(prefix + mocks.FAKE_UNIQUE_SUFFIX) == 63
+    with pytest.raises(ValueError, match=f"has {GPU_POOL_NAME_MAX_LENGTH + 1} characters, above {GPU_POOL_NAME_MAX_LENGTH}"):
+        pool(name=longest + "p")
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
@@ -394,7 +411,8 @@ def test_efa_and_placement_group_follow_their_flags() -> None:
     assert {i["interfaceType"] for i in interfaces} == {"efa"}
     assert {tuple(i["securityGroups"]) for i in interfaces} == {("sg-0eks0cluster0000",)}
     (group,) = of_type(rendering, "aws:ec2/placementGroup:PlacementGroup")
-    assert group.inputs["strategy"] == "cluster" and template["placement"] == {"groupName": "llm-test-gpu-p4d"}
+    assert group.inputs["strategy"] == "cluster" and "name" not in group.inputs, "a fixed name blocks replacement"
+    assert template["placement"] == {"groupName": f"gpu-p4d-{mocks.FAKE_NAME_SUFFIX}"}
     assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"]) == 1
     g5 = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-g5").inputs
     assert "networkInterfaces" not in g5 and "placement" not in g5

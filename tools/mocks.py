@@ -67,6 +67,13 @@ def _fake_arn(resource_type: str, name: str) -> str:
 
 
 FAKE_EKS_ID = "0123456789ABCDEF0123456789ABCDEF"
+FAKE_NAME_SUFFIX = "a1b2c3d"
+# The provider's unique suffix for a name prefix: a timestamp and a counter, 26 characters.
+FAKE_UNIQUE_SUFFIX = "20260101000000000000000001"
+
+
+def _node_group_name(name: str, inputs: dict[str, Any]) -> str:
+    return inputs.get("nodeGroupName") or f"{inputs.get('nodeGroupNamePrefix', name)}{FAKE_UNIQUE_SUFFIX}"
 FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
 
 # Outputs that real providers compute and that the program reads back, by resource type.
@@ -78,8 +85,11 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0eks0cluster0000"},
     },
     "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {
-        "resources": [{"autoscalingGroups": [{"name": f"eks-{inputs.get('nodeGroupName', name)}-f0c7a1e2"}]}],
+        "nodeGroupName": _node_group_name(name, inputs),
+        "resources": [{"autoscalingGroups": [{"name": f"eks-{_node_group_name(name, inputs)}-f0c7a1e2"}]}],
     },
+    # Pulumi's auto-name: the resource name and a random suffix.
+    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": inputs.get("name", f"{name}-{FAKE_NAME_SUFFIX}")},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     "pulumi:pulumi:StackReference": lambda name, inputs: {
