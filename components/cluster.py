@@ -231,15 +231,16 @@ class PlatformCluster(pulumi.ComponentResource):
 
         node_role, node_policies = self._service_role("node", aws_policies.EC2_SERVICE, NODE_POLICIES, partition, tags)
         early_addons = [
-            cluster_addons.eks_addon(addon, eks.name, tags, child) for addon in cluster_addons.ADDONS_BEFORE_NODES
+            cluster_addons.eks_addon(addon, eks.name, eks.version, tags, child) for addon in cluster_addons.ADDONS_BEFORE_NODES
         ]
         before_nodes = [*node_policies, *early_addons]
         system = node_pools.system_node_group(
-            eks.name, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
+            eks.name, eks.version, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
         )
         gpu_groups = [
             node_pools.gpu_node_group(
                 eks.name,
+                eks.version,
                 pool,
                 node_role.arn,
                 network.private_subnet_ids,
@@ -264,7 +265,9 @@ class PlatformCluster(pulumi.ComponentResource):
         for addon in cluster_addons.ADDONS_AFTER_NODES:
             after = [system, ebs_identity, ebs_policy] if addon == "aws-ebs-csi-driver" else [system]
             late_addons.append(
-                cluster_addons.eks_addon(addon, eks.name, tags, pulumi.ResourceOptions(parent=self, depends_on=after))
+                cluster_addons.eks_addon(
+                    addon, eks.name, eks.version, tags, pulumi.ResourceOptions(parent=self, depends_on=after)
+                )
             )
 
         autoscaler_role, autoscaler_identity = cluster_addons.pod_identity_role(

@@ -119,15 +119,22 @@ def gp3_storage_class() -> dict[str, Any]:
 
 
 def eks_addon(
-    name: str, cluster_name: pulumi.Input[str], tags: dict[str, str], opts: pulumi.ResourceOptions
+    name: str,
+    cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
 ) -> aws.eks.Addon:
-    # No addon_version: EKS installs the default version for the cluster's Kubernetes version, and
-    # later runs keep it until someone pins one here.
+    # EKS's default version for the cluster's minor, not the newest build: without a version an add-on
+    # stays where it was installed when the control plane is upgraded, and kube-proxy and coredns must
+    # follow the minor. A preview shows the change when kubernetesVersion, or AWS's default, moves.
+    version = aws.eks.get_addon_version_output(addon_name=name, kubernetes_version=kubernetes_version, most_recent=False)
     configuration = ADDON_CONFIGURATION.get(name)
     return aws.eks.Addon(
         name,
         cluster_name=cluster_name,
         addon_name=name,
+        addon_version=version.version,
         configuration_values=json.dumps(configuration) if configuration else None,
         resolve_conflicts_on_create="OVERWRITE",
         resolve_conflicts_on_update="OVERWRITE",

@@ -4,6 +4,9 @@ Contract with the model deployments (`vllm_spec`): every node of pool P carries 
 `gpu-pool: P` and `node-type: gpu` and the taint `nvidia.com/gpu=true:NoSchedule`; system nodes
 carry `node-type: system` and no taint. The pure functions below (labels, tags, cost) are what
 the tests check; the resource functions only wire them into pulumi-aws.
+
+Every group carries the cluster's version: a group without one stays on its old minor when the
+control plane is upgraded, until kubelet falls outside the supported skew.
 """
 
 from __future__ import annotations
@@ -169,6 +172,7 @@ def _launch_template_ref(template: aws.ec2.LaunchTemplate) -> aws.eks.NodeGroupL
 
 def system_node_group(
     cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
     nodes: SystemNodes,
     node_role_arn: pulumi.Input[str],
     subnet_ids: Sequence[pulumi.Input[str]],
@@ -180,6 +184,7 @@ def system_node_group(
     return aws.eks.NodeGroup(
         "system",
         cluster_name=cluster_name,
+        version=kubernetes_version,
         node_group_name_prefix=node_group_name_prefix("system"),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),
@@ -199,6 +204,7 @@ def system_node_group(
 
 def gpu_node_group(
     cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
     pool: GpuNodePool,
     node_role_arn: pulumi.Input[str],
     subnet_ids: Sequence[pulumi.Input[str]],
@@ -235,6 +241,7 @@ def gpu_node_group(
     group = aws.eks.NodeGroup(
         name,
         cluster_name=cluster_name,
+        version=kubernetes_version,
         node_group_name_prefix=node_group_name_prefix(name),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),

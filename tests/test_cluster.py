@@ -323,6 +323,18 @@ def test_node_groups_are_named_by_prefix_so_a_replacement_can_coexist(stack: str
     assert all("name" not in t.inputs for t in of_type(rendered_stack(stack), "aws:ec2/launchTemplate:LaunchTemplate"))
 
 
+@pytest.mark.parametrize("version", ["1.33", "1.35"])
+def test_a_kubernetes_upgrade_moves_the_nodes_and_the_addons_too(version: str) -> None:
+    rendering = render_document(cluster_document(kubernetesVersion=version))
+    groups = of_type(rendering, "aws:eks/nodeGroup:NodeGroup")
+    assert groups and all(g.inputs["version"] == version for g in groups)
+    addons = of_type(rendering, "aws:eks/addon:Addon")
+    for addon in addons:
+        name = addon.inputs["addonName"]
+        assert addon.inputs["addonVersion"] == mocks.fake_addon_version(name, version, most_recent=False), name
+    assert one(rendering, "aws:eks/addon:Addon", "kube-proxy").inputs["addonVersion"].startswith(f"v{version}.")
+
+
 def test_the_longest_pool_name_still_fits_an_eks_node_group_name() -> None:
     longest = "p" * GPU_POOL_NAME_MAX_LENGTH
     prefix = node_pools.node_group_name_prefix(node_pools.gpu_node_group_name(pool(name=longest)))

@@ -97,6 +97,22 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "secretOutputNames": ["kubeconfig"],
     },
 }
+# EKS add-on versions that are the default for Kubernetes 1.34 (kube-proxy follows the minor instead).
+FAKE_DEFAULT_ADDON_VERSIONS = {
+    "vpc-cni": "v1.20.4-eksbuild.1",
+    "coredns": "v1.12.3-eksbuild.1",
+    "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
+    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+    "metrics-server": "v0.8.0-eksbuild.3",
+}
+
+
+def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -> str:
+    """What getAddonVersion answers: the default build, or a newer one when most_recent asks for it."""
+    version = f"v{kubernetes_version}.0-eksbuild.1" if addon == "kube-proxy" else FAKE_DEFAULT_ADDON_VERSIONS[addon]
+    return version.replace("eksbuild.", "eksbuild.9") if most_recent else version
+
+
 # Answers to provider functions (data sources) the program invokes, by function token.
 FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
@@ -110,6 +126,11 @@ FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "names": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
         "zoneIds": ["usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"],
         "state": "available",
+    },
+    "aws:eks/getAddonVersion:getAddonVersion": lambda args: {
+        "addonName": args["addonName"],
+        "kubernetesVersion": args["kubernetesVersion"],
+        "version": fake_addon_version(args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))),
     },
     "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
         "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
