@@ -193,6 +193,7 @@ class PlatformCluster(pulumi.ComponentResource):
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
             ),
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cluster.support_type),
             # The core add-ons come as EKS managed add-ons below, not as unmanaged copies to fight.
             bootstrap_self_managed_addons=False,
             tags=tags,
@@ -300,12 +301,6 @@ class PlatformCluster(pulumi.ComponentResource):
                 depends_on=[system, *late_addons, autoscaler_identity, autoscaler_policy],
             ),
         )
-        if cluster_addons.cluster_autoscaler_image_tag(cluster.kubernetes_version) is None:
-            pulumi.log.warn(
-                f"cluster.kubernetesVersion {cluster.kubernetes_version}: no cluster-autoscaler image pinned for it; "
-                f"the chart's default ({cluster_addons.CLUSTER_AUTOSCALER.chart} {cluster_addons.CLUSTER_AUTOSCALER.version}) runs",
-                resource=self,
-            )
 
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
         self.ready = [

@@ -132,6 +132,16 @@ class Endpoint(_Section):
         return self
 
 
+# The Kubernetes minors the platform supports: cluster-autoscaler supports only the minor it was
+# built for (the chart's own image, appVersion 1.35.0, is right for 1.35 only), so a minor without a
+# pinned image here cannot scale its GPU pools. Tags promoted to registry.k8s.io.
+CLUSTER_AUTOSCALER_IMAGE_TAGS = {
+    "1.32": "v1.32.5",
+    "1.33": "v1.33.5",
+    "1.34": "v1.34.4",
+    "1.35": "v1.35.1",
+    "1.36": "v1.36.0",
+}
 # A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
 # allows 63 characters.
 GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
@@ -213,6 +223,9 @@ class ExistingCluster(_Section):
 class Cluster(_Section):
     name: str
     kubernetes_version: str = "1.34"
+    # STANDARD: at the end of standard support AWS upgrades the control plane itself. EXTENDED keeps
+    # the version for another 12 months at six times the control plane's price.
+    support_type: Literal["STANDARD", "EXTENDED"] = "STANDARD"
     vpc: Vpc = Vpc()
     endpoint: Endpoint = Endpoint()
     system_nodes: SystemNodes = SystemNodes()
@@ -252,9 +265,12 @@ class Cluster(_Section):
     @field_validator("kubernetes_version")
     @classmethod
     def _supported_version(cls, value: str) -> str:
-        match = re.fullmatch(r"1\.(\d+)", value)
-        if not match or not 30 <= int(match.group(1)) <= 37:
-            raise ValueError(f"{value!r} is not a Kubernetes minor version from 1.30 to 1.37, written like \"1.34\"")
+        if value not in CLUSTER_AUTOSCALER_IMAGE_TAGS:
+            raise ValueError(
+                f"{value!r} is not a Kubernetes minor version this platform supports: "
+                f"{', '.join(CLUSTER_AUTOSCALER_IMAGE_TAGS)} (those with a cluster-autoscaler image pinned), "
+                f"written like \"1.34\""
+            )
         return value
 
     @property

@@ -14,7 +14,7 @@ import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config
+from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS, GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config
 from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
@@ -45,6 +45,11 @@ def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
     document = minimal_document()
     document["config"]["vllm-platform:cluster"].update(cluster_keys)
     return document
+
+
+def raw_platform(document: dict[str, Any]) -> dict[str, Any]:
+    """The `vllm-platform:` values of a stack document, as parse_config takes them."""
+    return {k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")}
 
 
 # --- pure builders ---------------------------------------------------------------------------
@@ -163,10 +168,11 @@ def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> Non
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
 
 
-@pytest.mark.parametrize("version, tag", [("1.34", "v1.34.4"), ("1.33", "v1.33.5"), ("1.31", None)])
-def test_autoscaler_matches_the_kubernetes_minor(version: str, tag: Any) -> None:
+@pytest.mark.parametrize("version", CLUSTER_AUTOSCALER_IMAGE_TAGS)
+def test_autoscaler_matches_the_kubernetes_minor(version: str) -> None:
     values = cluster_addons.cluster_autoscaler_values("llm-dev", "us-west-2", version)
-    assert values.get("image", {}).get("tag") == tag
+    assert values["image"] == {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[version]}
+    assert values["image"]["tag"].startswith(f"v{version}.")
     assert values["autoDiscovery"] == {"clusterName": "llm-dev"} and values["awsRegion"] == "us-west-2"
     assert values["rbac"]["serviceAccount"]["name"] == cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
     args = values["extraArgs"]
@@ -194,10 +200,30 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
     ],
 )
 def test_cluster_keys_are_validated(cluster_keys: dict[str, Any], message: str) -> None:
-    raw = {k.removeprefix("vllm-platform:"): v for k, v in cluster_document(**cluster_keys)["config"].items() if k.startswith("vllm-platform:")}
+    problems = cluster_problems(**cluster_keys)
+    assert any(message in p for p in problems), problems
+
+
+def cluster_problems(**cluster_keys: Any) -> list[str]:
     with pytest.raises(ConfigError) as error:
-        parse_config(raw)
-    assert message in str(error.value)
+        parse_config(raw_platform(cluster_document(**cluster_keys)))
+    return error.value.problems
+
+
+@pytest.mark.parametrize("version", ["1.31", "1.37"])
+def test_a_kubernetes_minor_without_a_pinned_autoscaler_is_refused(version: str) -> None:
+    (problem,) = cluster_problems(kubernetesVersion=version)
+    supported = ", ".join(CLUSTER_AUTOSCALER_IMAGE_TAGS)
+    assert problem.startswith(f"cluster.kubernetesVersion: '{version}' is not a Kubernetes minor version")
+    assert f"supports: {supported} (" in problem and supported.startswith("1.32, ")
+
+
+@pytest.mark.parametrize("support_type", ["STANDARD", "EXTENDED"])
+def test_the_upgrade_policy_follows_the_config(support_type: str) -> None:
+    rendering = render_document(cluster_document(supportType=support_type))
+    assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["upgradePolicy"] == {"supportType": support_type}
+    assert parse_config(raw_platform(cluster_document())).cluster.support_type == "STANDARD"
+    assert "cluster.supportType: Input should be 'STANDARD' or 'EXTENDED'" in cluster_problems(supportType="extended")
 
 
 # --- wiring under mocks ----------------------------------------------------------------------
