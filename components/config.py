@@ -113,6 +113,9 @@ class Vpc(_Section):
         return self
 
 
+ANYWHERE = "0.0.0.0/0"
+
+
 class Endpoint(_Section):
     private_access: bool = True
     # Empty means no public endpoint: reach the API from inside the VPC (a VPN, or CI runners there).
@@ -129,6 +132,12 @@ class Endpoint(_Section):
     def _reachable(self) -> "Endpoint":
         if not self.private_access and not self.public_access_cidrs:
             raise ValueError("privateAccess false with no publicAccessCidrs leaves the API server unreachable")
+        if not self.private_access and ANYWHERE not in self.public_access_cidrs:
+            raise ValueError(
+                f"privateAccess false with publicAccessCidrs {', '.join(self.public_access_cidrs)}: nodes in the "
+                f"private subnets reach the public endpoint from the NAT gateways' addresses, which the list does "
+                f"not admit, so they would never join; keep privateAccess true (or admit {ANYWHERE})"
+            )
         return self
 
 

@@ -13,9 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.config import Cluster
-
-ANYWHERE = "0.0.0.0/0"
+from components.config import ANYWHERE, Cluster
 
 
 @dataclass

@@ -197,6 +197,12 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
         ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
         ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
         ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
+        (
+            {"endpoint": {"privateAccess": False, "publicAccessCidrs": ["203.0.113.0/24"]}},
+            "cluster.endpoint: privateAccess false with publicAccessCidrs 203.0.113.0/24: nodes in the private subnets "
+            "reach the public endpoint from the NAT gateways' addresses, which the list does not admit",
+        ),
+        ({"endpoint": {"privateAccess": False}}, "cluster.endpoint: privateAccess false with no publicAccessCidrs"),
     ],
 )
 def test_cluster_keys_are_validated(cluster_keys: dict[str, Any], message: str) -> None:
@@ -208,6 +214,11 @@ def cluster_problems(**cluster_keys: Any) -> list[str]:
     with pytest.raises(ConfigError) as error:
         parse_config(raw_platform(cluster_document(**cluster_keys)))
     return error.value.problems
+
+
+def test_a_public_only_endpoint_must_admit_the_nodes() -> None:
+    endpoint = {"privateAccess": False, "publicAccessCidrs": ["0.0.0.0/0"]}
+    assert parse_config(raw_platform(cluster_document(endpoint=endpoint))).cluster.endpoint.private_access is False
 
 
 @pytest.mark.parametrize("version", ["1.31", "1.37"])
