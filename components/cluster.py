@@ -244,7 +244,7 @@ class PlatformCluster(pulumi.ComponentResource):
                 eks.version,
                 pool,
                 node_role.arn,
-                network.private_subnet_ids,
+                network.gpu_pool_subnet_ids[pool.name],
                 eks.vpc_config.cluster_security_group_id,
                 tags,
                 self,

@@ -148,6 +148,37 @@ def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
     assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True)) == 4
 
 
+ZONES = sorted(mocks.FAKE_OFFERINGS)
+
+
+@pytest.mark.parametrize(
+    "pools, count, zones",
+    [
+        ([pool(name="g5")], 2, ["us-west-2a", "us-west-2b"]),
+        ([pool(name="g5"), pool(name="p4d", instanceTypes=["p4d.24xlarge"])], 2, ["us-west-2b", "us-west-2c"]),
+        ([pool(name="g5"), pool(name="p4d", instanceTypes=["p4d.24xlarge"])], 3, ["us-west-2a", "us-west-2b", "us-west-2c"]),
+        # Every pool first gets a zone of its own, even one no other pool fits.
+        ([pool(name="g5", instanceTypes=["g5.16xlarge"]), pool(name="p5", instanceTypes=["p5.48xlarge"])], 2, ["us-west-2a", "us-west-2c"]),
+        ([pool(name="g5", instanceTypes=["g5.16xlarge"]), pool(name="p5", instanceTypes=["p5.48xlarge"], maxSize=1)], 3, ["us-west-2a", "us-west-2c", "us-west-2d"]),
+        ([], 2, ["us-west-2a", "us-west-2b"]),
+    ],
+)
+def test_zones_are_chosen_where_the_pools_instance_types_are_offered(pools: list[GpuNodePool], count: int, zones: list[str]) -> None:
+    chosen = network.choose_zones(ZONES, count, pools, mocks.FAKE_OFFERINGS)
+    assert chosen == zones
+    assert network.zone_problems(pools, chosen, mocks.FAKE_OFFERINGS, "") == []
+
+
+def test_a_pool_fits_only_zones_offering_all_its_types() -> None:
+    mixed = pool(instanceTypes=["g5.xlarge", "g5.16xlarge"])
+    assert network.fitting_zones(mixed, ZONES, mocks.FAKE_OFFERINGS) == ["us-west-2a"]
+    (problem,) = network.zone_problems([mixed], ["us-west-2b", "us-west-2c"], mocks.FAKE_OFFERINGS, "Do this.")
+    assert problem == (
+        "cluster.gpuNodePools[g5]: no availability zone of the cluster (us-west-2b, us-west-2c) offers g5.xlarge, "
+        "g5.16xlarge; zones that do: us-west-2a. Do this."
+    )
+
+
 def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
     config = cluster.kubeconfig("llm-dev", "https://x.eks.amazonaws.com", "Q0E=", "us-west-2")
     (user,) = config["users"]
@@ -485,6 +516,51 @@ def test_a_model_from_s3_reads_its_prefix_through_its_own_service_account() -> N
 def test_hugging_face_models_get_no_aws_identity() -> None:
     rendering = rendered_stack("prod")
     assert not [r for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name.startswith("model-")]
+
+
+def test_gpu_pools_use_only_subnets_whose_zone_offers_their_types() -> None:
+    rendering = rendered_stack("prod")
+    subnets = {r.name for r in of_type(rendering, "aws:ec2/subnet:Subnet")}
+    assert subnets == {f"{kind}-us-west-2{z}" for kind in ("private", "public") for z in "abc"}
+    groups = {r.name: r.inputs["subnetIds"] for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
+    everywhere = [f"private-us-west-2{z}-id" for z in "abc"]
+    assert groups == {"system": everywhere, "gpu-g5": everywhere, "gpu-p4d": ["private-us-west-2b-id", "private-us-west-2c-id"]}
+
+
+def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
+    pools = [
+        {"name": "g5", "instanceTypes": ["g5.16xlarge"], "maxSize": 2},
+        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "placementGroup": True},
+    ]
+    rendering = render_document(cluster_document(gpuNodePools=pools))
+    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"] == ["private-us-west-2b-id"]
+    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-g5").inputs["subnetIds"] == ["private-us-west-2a-id"]
+
+
+@pytest.mark.parametrize(
+    "cluster_keys, message",
+    [
+        (
+            {"vpc": {"id": "vpc-0abc", "privateSubnetIds": ["subnet-0a", "subnet-0d"]}},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2d) offers p4d.24xlarge; "
+            "zones that do: us-west-2b, us-west-2c. Add private subnets in one of them to cluster.vpc.privateSubnetIds",
+        ),
+        (
+            {"vpc": {"availabilityZones": 2}, "gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4de.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2b) offers p4de.24xlarge; "
+            "no zone of the region does. Use other instanceTypes",
+        ),
+    ],
+    ids=["existing-vpc", "created-vpc"],
+)
+def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], message: str) -> None:
+    document = cluster_document(**cluster_keys)
+    if "gpuNodePools" not in cluster_keys:
+        document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]
+    document["config"]["vllm-platform:models"] = [{"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "p4d"}]
+    with pytest.raises(pulumi.RunError) as error:
+        render_document(document)
+    assert str(error.value).startswith(message)
 
 
 def test_an_existing_vpc_is_used_not_created() -> None:

@@ -113,6 +113,32 @@ def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -
     return version.replace("eksbuild.", "eksbuild.9") if most_recent else version
 
 
+# Where EC2 offers the catalog's GPU types in us-west-2 (for the mocks: g5 in three zones, the P
+# types in fewer, p4de in none). The committed stacks' zones follow from it.
+FAKE_OFFERINGS = {
+    "us-west-2a": {f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge")},
+    "us-west-2b": {"g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge"},
+    "us-west-2c": {"g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge", "p5.48xlarge"},
+    "us-west-2d": {"p5.48xlarge"},
+}
+
+
+def _instance_type_offerings(args: dict[str, Any]) -> dict[str, Any]:
+    wanted = {v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]}
+    pairs = [(t, zone) for zone, types in sorted(FAKE_OFFERINGS.items()) for t in sorted(types) if t in wanted]
+    return {
+        "id": "us-west-2",
+        "instanceTypes": [t for t, _ in pairs],
+        "locations": [zone for _, zone in pairs],
+        "locationTypes": ["availability-zone"] * len(pairs),
+    }
+
+
+def fake_subnet_zone(subnet_id: str) -> str:
+    """An existing subnet lies in the zone its id ends with (subnet-0b -> us-west-2b); us-west-2a otherwise."""
+    return f"us-west-2{subnet_id[-1]}" if subnet_id[-1] in "abcd" else "us-west-2a"
+
+
 # Answers to provider functions (data sources) the program invokes, by function token.
 FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
@@ -132,6 +158,8 @@ FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "kubernetesVersion": args["kubernetesVersion"],
         "version": fake_addon_version(args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))),
     },
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
+    "aws:ec2/getSubnet:getSubnet": lambda args: {"id": args["id"], "availabilityZone": fake_subnet_zone(args["id"])},
     "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
         "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
     },
