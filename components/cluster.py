@@ -88,8 +88,13 @@ def unadmitted_caller_problem(cluster: Cluster, caller: str) -> Optional[str]:
 
 
 def principal_slug(arn: str) -> str:
-    """'arn:aws:iam::123:role/ci/deployer' -> 'role-ci-deployer': a stable resource name per principal."""
-    return arn.split(":", 5)[-1].replace("/", "-")
+    """'arn:aws:iam::123:role/ci/deployer' -> '123-role/ci/deployer': a stable resource name per principal.
+
+    The account and the whole path stay in: the same role name in two accounts, or role/ci-x next to
+    role/ci/x, would otherwise share a name.
+    """
+    _, _, _, _, account, resource = arn.split(":", 5)
+    return f"{account}-{resource}"
 
 
 def cost_outputs(cluster: Cluster) -> dict[str, Any]:

@@ -264,6 +264,9 @@ class Cluster(_Section):
         both = sorted(set(self.admin_principal_arns) & set(self.viewer_principal_arns))
         if both:
             raise ValueError(f"{', '.join(both)} is in both adminPrincipalArns and viewerPrincipalArns; keep one")
+        for key, arns in (("adminPrincipalArns", self.admin_principal_arns), ("viewerPrincipalArns", self.viewer_principal_arns)):
+            if twice := _duplicates(arns):
+                raise ValueError(f"{', '.join(twice)} is listed more than once in {key}; an access entry exists once")
         return self
 
     @field_validator("name")

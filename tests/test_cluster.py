@@ -190,7 +190,24 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
 
 
 def test_principal_names_are_stable_and_unique() -> None:
-    assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "role-ci-deployer"
+    assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "123456789012-role/ci/deployer"
+    lookalikes = [
+        "arn:aws:iam::111111111111:role/deploy",
+        "arn:aws:iam::222222222222:role/deploy",
+        "arn:aws:iam::111111111111:role/ci-x",
+        "arn:aws:iam::111111111111:role/ci/x",
+        "arn:aws:iam::111111111111:user/ci/x",
+    ]
+    assert len({cluster.principal_slug(arn) for arn in lookalikes}) == len(lookalikes)
+
+
+def test_lookalike_principals_get_an_access_entry_each() -> None:
+    admins = ["arn:aws:iam::111111111111:role/deploy", "arn:aws:iam::222222222222:role/deploy", "arn:aws:iam::111111111111:role/ci-x"]
+    viewers = ["arn:aws:iam::111111111111:role/ci/x"]
+    rendering = render_document(cluster_document(adminPrincipalArns=admins, viewerPrincipalArns=viewers))
+    entries = of_type(rendering, "aws:eks/accessEntry:AccessEntry")
+    assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins + viewers)
+    assert len({e.name for e in entries}) == len(entries)
 
 
 def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> None:
@@ -226,6 +243,7 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
         ({"adminPrincipalArns": ["alice"]}, "cluster.adminPrincipalArns: 'alice' is not an IAM user or role ARN"),
         ({"adminPrincipalArns": []}, "cluster: adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up`"),
         ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
+        ({"adminPrincipalArns": [ADMIN, ADMIN]}, f"cluster: {ADMIN} is listed more than once in adminPrincipalArns"),
         ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
         ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
         (
@@ -351,7 +369,7 @@ def test_access_follows_the_config_not_whoever_runs_pulumi() -> None:
     by_deployer = render_document(document)
     by_preview = render.render(render.stack_config(document), "test", caller_arn="arn:aws:iam::123456789012:role/preview")
     names = {r.name for r in of_type(by_deployer, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
-    assert names == {"admin-role-deploy", "admin-role-platform-admins", "viewer-role-preview"}
+    assert names == {"admin-123456789012-role/deploy", "admin-123456789012-role/platform-admins", "viewer-123456789012-role/preview"}
     assert names == {r.name for r in of_type(by_preview, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
 
 
