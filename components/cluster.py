@@ -26,7 +26,8 @@ CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
 CONTROL_PLANE_LOG_RETENTION_DAYS = 90
 KMS_DELETION_WINDOW_DAYS = 30
 # Access policies by role: who runs `pulumi up`, and who only reads (`pulumi preview` in PR checks, on-call).
-ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSViewPolicy"}
+# Viewers read Secrets too: Helm keeps its releases in Secrets, and a preview diffs the Secrets it manages.
+ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSAdminViewPolicy"}
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"

@@ -356,7 +356,7 @@ def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: s
     for arn in cfg.admin_principal_arns:
         assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSClusterAdminPolicy"
     for arn in cfg.viewer_principal_arns:
-        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSViewPolicy", "previews only read"
+        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSAdminViewPolicy", "previews read, Secrets included"
     assert all(g.inputs["accessScope"] == {"type": "cluster"} for g in grants.values())
     (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
     for grant in grants.values():
