@@ -202,6 +202,8 @@ class PlatformCluster(pulumi.ComponentResource):
             upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cluster.support_type),
             # The core add-ons come as EKS managed add-ons below, not as unmanaged copies to fight.
             bootstrap_self_managed_addons=False,
+            # AWS's own guard as well as Pulumi's: it also stops a delete from the console, the CLI or another tool.
+            deletion_protection=cluster.protect,
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,

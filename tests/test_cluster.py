@@ -441,6 +441,8 @@ def test_protect_follows_the_config(stack: str) -> None:
     protected = {(r.type, r.name) for r in rendering.resources if r.protect}
     expected = {("aws:eks/cluster:Cluster", "eks"), ("aws:kms/key:Key", "secrets"), ("aws:ec2/vpc:Vpc", "vpc")}
     assert protected == (expected if rendering.config.cluster.protect else set())
+    eks = one(rendering, "aws:eks/cluster:Cluster", "eks").inputs
+    assert eks["deletionProtection"] is rendering.config.cluster.protect
 
 
 def test_prod_is_protected() -> None:
