@@ -154,7 +154,7 @@ class PlatformCluster(pulumi.ComponentResource):
         if problem:
             raise pulumi.RunError(problem)
 
-        network = create_network(cluster, self, tags)
+        network = create_network(cluster, self, tags, region)
         key = aws.kms.Key(
             "secrets",
             description=f"EKS {cluster.name}: envelope encryption of Kubernetes Secrets",

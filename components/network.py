@@ -134,7 +134,7 @@ def _pool_subnets(
     }
 
 
-def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, str]) -> NetworkFacts:
+def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, str], region: str) -> NetworkFacts:
     """The VPC, or the configured one; stops the run when a GPU pool's instance types are offered in none of its zones."""
     vpc_cfg = cluster.vpc
     pools = cluster.gpu_node_pools
@@ -168,6 +168,7 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
     zones = availability_zones(vpc_cfg.availability_zones, pools, offered)
     private_cidrs, public_cidrs = subnet_cidrs(vpc_cfg.cidr, len(zones))
     private_ids: list[pulumi.Input[str]] = []
+    private_route_ids: list[pulumi.Input[str]] = []
     public_ids: list[pulumi.Input[str]] = []
     nat_ids: list[pulumi.Output[str]] = []
     for index, zone in enumerate(zones):
@@ -213,6 +214,18 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         )
         aws.ec2.RouteTableAssociation(f"private-{zone}", subnet_id=private.id, route_table_id=routes.id, opts=child)
         private_ids.append(private.id)
+        private_route_ids.append(routes.id)
+    # Image layers from ECR and s3:// checkpoints are S3 reads: through the gateway they skip the NAT
+    # gateways' per-GB charge, tens of GB per GPU node start.
+    aws.ec2.VpcEndpoint(
+        "s3",
+        vpc_id=vpc.id,
+        service_name=f"com.amazonaws.{region}.s3",
+        vpc_endpoint_type="Gateway",
+        route_table_ids=private_route_ids,
+        tags={**tags, "Name": f"{name}-s3"},
+        opts=child,
+    )
     return NetworkFacts(vpc.id, private_ids, public_ids, _pool_subnets(pools, private_ids, zones, offered))
 
 

@@ -462,6 +462,10 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     assert count["aws:ec2/subnet:Subnet"] == 2 * zones
     assert count["aws:ec2/natGateway:NatGateway"] == (zones if cfg.vpc.nat_gateways == "perAz" else 1)
     assert count["aws:eks/cluster:Cluster"] == 1 and count["aws:kms/key:Key"] == 1
+    (s3,) = [e["inputs"] for e in plan["resources"] if e["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"]
+    assert (s3["serviceName"], s3["vpcEndpointType"]) == ("com.amazonaws.us-west-2.s3", "Gateway")
+    private_routes = {f"{e['name']}-id" for e in plan["resources"] if e["type"] == "aws:ec2/routeTable:RouteTable" and e["name"].startswith("private-")}
+    assert set(s3["routeTableIds"]) == private_routes and len(private_routes) == zones
     assert count["aws:eks/nodeGroup:NodeGroup"] == 1 + len(cfg.gpu_node_pools)
     assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
@@ -586,7 +590,7 @@ def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], m
 def test_an_existing_vpc_is_used_not_created() -> None:
     vpc = {"id": "vpc-0abc", "privateSubnetIds": ["subnet-a", "subnet-b"], "publicSubnetIds": ["subnet-c"]}
     rendering = render_document(cluster_document(vpc=vpc))
-    assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:"))]
+    assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:", "aws:ec2/vpcEndpoint:"))]
     assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"]
     assert rendering.outputs["vpcId"] == "vpc-0abc" and rendering.outputs["privateSubnetIds"] == ["subnet-a", "subnet-b"]
 
