@@ -12,7 +12,7 @@ import re
 from typing import Any, Literal, Optional
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from components import sizing
@@ -226,7 +226,15 @@ class ExistingCluster(_Section):
             raise ValueError("set either stackReference or kubeconfig, not both")
         if not (self.stack_reference or self.kubeconfig or self.context):
             raise ValueError("name the cluster: stackReference, kubeconfig (a secret) or a kubeconfig context")
+        if "kubeconfig_output" in self.model_fields_set and not self.stack_reference:
+            raise ValueError("kubeconfigOutput names an output of stackReference: no effect without it; remove it")
         return self
+
+
+# Keys that only shape a cluster the program creates.
+CREATED_CLUSTER_KEYS = (
+    "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
+)  # fmt: skip
 
 
 class Cluster(_Section):
@@ -240,11 +248,29 @@ class Cluster(_Section):
     system_nodes: SystemNodes = SystemNodes()
     gpu_node_pools: list[GpuNodePool] = []
     protect: bool = False
-    existing: Optional[ExistingCluster] = None
     # Who the cluster admits, through EKS access entries: everyone who runs `pulumi up` (CI's deploy
     # role, platform admins), and read-only identities such as the PR checks' preview role.
     admin_principal_arns: list[str] = []
     viewer_principal_arns: list[str] = []
+    # Last: its validator reads the keys above.
+    existing: Optional[ExistingCluster] = None
+
+    @field_validator("existing")
+    @classmethod
+    def _nothing_to_create(cls, value: Optional[ExistingCluster], info: ValidationInfo) -> Optional[ExistingCluster]:
+        """A key that shapes the cluster the program would create must not look as if it applied to someone else's."""
+        if value is None:
+            return value
+        ignored = [
+            to_camel(key)
+            for key in CREATED_CLUSTER_KEYS
+            if key in info.data and info.data[key] != cls.model_fields[key].default
+        ]
+        if ignored:
+            keys = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            verb, pronoun = ("have", "them") if len(ignored) > 1 else ("has", "it")
+            raise ValueError(f"{keys} {verb} no effect on an existing cluster; remove {pronoun}")
+        return value
 
     @field_validator("admin_principal_arns", "viewer_principal_arns")
     @classmethod

@@ -336,6 +336,12 @@ def test_the_kms_key_encrypts_secrets_and_rotates(stack: str) -> None:
     assert grant["Statement"][0]["Resource"] == key_arn
 
 
+def test_the_endpoint_is_private_unless_the_config_opens_it() -> None:
+    vpc_config = one(render_document(cluster_document()), "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]
+    assert vpc_config["endpointPrivateAccess"] is True and vpc_config["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in vpc_config
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: str) -> None:
     rendering = rendered_stack(stack)
@@ -649,6 +655,33 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
     else:
         assert provider.inputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
         assert rendering.outputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+
+
+@pytest.mark.parametrize(
+    "cluster_keys, message",
+    [
+        ({"protect": True}, "cluster.existing: protect has no effect on an existing cluster; remove it"),
+        (
+            {"vpc": {"availabilityZones": 3}, "endpoint": {"publicAccessCidrs": ["0.0.0.0/0"]}, "adminPrincipalArns": [ADMIN]},
+            "cluster.existing: vpc, endpoint and adminPrincipalArns have no effect on an existing cluster; remove them",
+        ),
+        (
+            {"systemNodes": {"minSize": 3}, "viewerPrincipalArns": [ADMIN], "supportType": "EXTENDED"},
+            "cluster.existing: supportType, systemNodes and viewerPrincipalArns have no effect on an existing cluster",
+        ),
+        (
+            {"existing": {"kubeconfig": "apiVersion: v1\nkind: Config\n", "kubeconfigOutput": "config"}},
+            "cluster.existing: kubeconfigOutput names an output of stackReference: no effect without it; remove it",
+        ),
+    ],
+)
+def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, Any], message: str) -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:cluster"].update(cluster_keys)
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw_platform(document))
+    (problem,) = error.value.problems
+    assert problem.startswith(message)
 
 
 def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:
