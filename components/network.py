@@ -128,10 +128,11 @@ def _stop_on(problems: list[str]) -> None:
 def _pool_subnets(
     pools: Sequence[GpuNodePool], subnet_ids: Sequence[pulumi.Input[str]], zones: Sequence[str], offered: Mapping[str, set[str]]
 ) -> dict[str, list[pulumi.Input[str]]]:
-    return {
-        pool.name: [subnet for subnet, zone in zip(subnet_ids, zones) if zone in fitting_zones(pool, [zone], offered)]
-        for pool in pools
-    }
+    subnets = {}
+    for pool in pools:
+        fits = fitting_zones(pool, zones, offered)
+        subnets[pool.name] = [subnet for subnet, zone in zip(subnet_ids, zones) if zone in fits]
+    return subnets
 
 
 def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, str], region: str) -> NetworkFacts:
@@ -147,6 +148,8 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         pool_subnets = _pool_subnets(pools, subnet_ids, subnet_zones, offered)
         return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), pool_subnets)
 
+    # Before any resource: a pool no zone offers must stop the run with nothing created.
+    zones = availability_zones(vpc_cfg.availability_zones, pools, offered)
     name = cluster.name
     vpc = aws.ec2.Vpc(
         "vpc",
@@ -165,7 +168,6 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         "public-default", route_table_id=public_routes.id, destination_cidr_block=ANYWHERE, gateway_id=gateway.id, opts=child
     )
 
-    zones = availability_zones(vpc_cfg.availability_zones, pools, offered)
     private_cidrs, public_cidrs = subnet_cidrs(vpc_cfg.cidr, len(zones))
     private_ids: list[pulumi.Input[str]] = []
     private_route_ids: list[pulumi.Input[str]] = []
