@@ -56,8 +56,8 @@ def gpu_node_group_name(pool: GpuNodePool) -> str:
 
 
 def node_group_name_prefix(name: str) -> str:
-    """EKS appends a unique suffix: a replacement (new instance types, capacity type, subnets) is created
-    before the old group goes, and two node groups of one cluster cannot share a name."""
+    """The provider appends a unique suffix: a replacement (new instance types, capacity type, subnets) is
+    created before the old group goes, and two node groups of one cluster cannot share a name."""
     return f"{name}-"
 
 
