@@ -26,7 +26,8 @@ CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
 CONTROL_PLANE_LOG_RETENTION_DAYS = 90
 KMS_DELETION_WINDOW_DAYS = 30
 # Access policies by role: who runs `pulumi up`, and who only reads (`pulumi preview` in PR checks, on-call).
-ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSViewPolicy"}
+# Viewers read Secrets too: Helm keeps its releases in Secrets, and a preview diffs the Secrets it manages.
+ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSAdminViewPolicy"}
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
@@ -88,8 +89,13 @@ def unadmitted_caller_problem(cluster: Cluster, caller: str) -> Optional[str]:
 
 
 def principal_slug(arn: str) -> str:
-    """'arn:aws:iam::123:role/ci/deployer' -> 'role-ci-deployer': a stable resource name per principal."""
-    return arn.split(":", 5)[-1].replace("/", "-")
+    """'arn:aws:iam::123:role/ci/deployer' -> '123-role/ci/deployer': a stable resource name per principal.
+
+    The account and the whole path stay in: the same role name in two accounts, or role/ci-x next to
+    role/ci/x, would otherwise share a name.
+    """
+    _, _, _, _, account, resource = arn.split(":", 5)
+    return f"{account}-{resource}"
 
 
 def cost_outputs(cluster: Cluster) -> dict[str, Any]:
@@ -148,7 +154,7 @@ class PlatformCluster(pulumi.ComponentResource):
         if problem:
             raise pulumi.RunError(problem)
 
-        network = create_network(cluster, self, tags)
+        network = create_network(cluster, self, tags, region)
         key = aws.kms.Key(
             "secrets",
             description=f"EKS {cluster.name}: envelope encryption of Kubernetes Secrets",
@@ -193,8 +199,11 @@ class PlatformCluster(pulumi.ComponentResource):
                 provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
             ),
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cluster.support_type),
             # The core add-ons come as EKS managed add-ons below, not as unmanaged copies to fight.
             bootstrap_self_managed_addons=False,
+            # AWS's own guard as well as Pulumi's: it also stops a delete from the console, the CLI or another tool.
+            deletion_protection=cluster.protect,
             tags=tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
@@ -231,18 +240,19 @@ class PlatformCluster(pulumi.ComponentResource):
 
         node_role, node_policies = self._service_role("node", aws_policies.EC2_SERVICE, NODE_POLICIES, partition, tags)
         early_addons = [
-            cluster_addons.eks_addon(addon, eks.name, tags, child) for addon in cluster_addons.ADDONS_BEFORE_NODES
+            cluster_addons.eks_addon(addon, eks.name, eks.version, tags, child) for addon in cluster_addons.ADDONS_BEFORE_NODES
         ]
         before_nodes = [*node_policies, *early_addons]
         system = node_pools.system_node_group(
-            eks.name, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
+            eks.name, eks.version, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
         )
         gpu_groups = [
             node_pools.gpu_node_group(
                 eks.name,
+                eks.version,
                 pool,
                 node_role.arn,
-                network.private_subnet_ids,
+                network.gpu_pool_subnet_ids[pool.name],
                 eks.vpc_config.cluster_security_group_id,
                 tags,
                 self,
@@ -264,7 +274,9 @@ class PlatformCluster(pulumi.ComponentResource):
         for addon in cluster_addons.ADDONS_AFTER_NODES:
             after = [system, ebs_identity, ebs_policy] if addon == "aws-ebs-csi-driver" else [system]
             late_addons.append(
-                cluster_addons.eks_addon(addon, eks.name, tags, pulumi.ResourceOptions(parent=self, depends_on=after))
+                cluster_addons.eks_addon(
+                    addon, eks.name, eks.version, tags, pulumi.ResourceOptions(parent=self, depends_on=after)
+                )
             )
 
         autoscaler_role, autoscaler_identity = cluster_addons.pod_identity_role(
@@ -297,12 +309,6 @@ class PlatformCluster(pulumi.ComponentResource):
                 depends_on=[system, *late_addons, autoscaler_identity, autoscaler_policy],
             ),
         )
-        if cluster_addons.cluster_autoscaler_image_tag(cluster.kubernetes_version) is None:
-            pulumi.log.warn(
-                f"cluster.kubernetesVersion {cluster.kubernetes_version}: no cluster-autoscaler image pinned for it; "
-                f"the chart's default ({cluster_addons.CLUSTER_AUTOSCALER.chart} {cluster_addons.CLUSTER_AUTOSCALER.version}) runs",
-                resource=self,
-            )
 
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
         self.ready = [

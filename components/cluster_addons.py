@@ -7,13 +7,14 @@ Helm values and the StorageClass are pure functions of plain values, tested with
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import aws_policies, vllm_spec
+from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS
 from components.helm import Chart
 from components.node_pools import SYSTEM_LABELS
 
@@ -26,15 +27,6 @@ CLUSTER_AUTOSCALER = Chart(
 )
 CHARTS = (NVIDIA_DEVICE_PLUGIN, CLUSTER_AUTOSCALER)
 CLUSTER_AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
-# cluster-autoscaler supports only the Kubernetes minor it was built for; the chart's own image
-# (appVersion 1.35.0) is right for 1.35 only. Tags promoted to registry.k8s.io.
-CLUSTER_AUTOSCALER_IMAGE_TAGS = {
-    "1.32": "v1.32.5",
-    "1.33": "v1.33.5",
-    "1.34": "v1.34.4",
-    "1.35": "v1.35.1",
-    "1.36": "v1.36.0",
-}
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 GP3_STORAGE_CLASS = "gp3"
 
@@ -62,12 +54,8 @@ def device_plugin_values() -> dict[str, Any]:
     }
 
 
-def cluster_autoscaler_image_tag(kubernetes_version: str) -> Optional[str]:
-    return CLUSTER_AUTOSCALER_IMAGE_TAGS.get(kubernetes_version)
-
-
 def cluster_autoscaler_values(cluster_name: str, region: str, kubernetes_version: str) -> dict[str, Any]:
-    values: dict[str, Any] = {
+    return {
         "cloudProvider": "aws",
         "awsRegion": region,
         # Finds the node groups by the tags EKS puts on their Auto Scaling groups.
@@ -94,11 +82,8 @@ def cluster_autoscaler_values(cluster_name: str, region: str, kubernetes_version
             "balance-similar-node-groups": "false",
             "cordon-node-before-terminating": "true",
         },
+        "image": {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[kubernetes_version]},
     }
-    tag = cluster_autoscaler_image_tag(kubernetes_version)
-    if tag:
-        values["image"] = {"tag": tag}
-    return values
 
 
 def gp3_storage_class() -> dict[str, Any]:
@@ -119,15 +104,22 @@ def gp3_storage_class() -> dict[str, Any]:
 
 
 def eks_addon(
-    name: str, cluster_name: pulumi.Input[str], tags: dict[str, str], opts: pulumi.ResourceOptions
+    name: str,
+    cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
 ) -> aws.eks.Addon:
-    # No addon_version: EKS installs the default version for the cluster's Kubernetes version, and
-    # later runs keep it until someone pins one here.
+    # EKS's default version for the cluster's minor, not the newest build: without a version an add-on
+    # stays where it was installed when the control plane is upgraded, and kube-proxy and coredns must
+    # follow the minor. A preview shows the change when kubernetesVersion, or AWS's default, moves.
+    version = aws.eks.get_addon_version_output(addon_name=name, kubernetes_version=kubernetes_version, most_recent=False)
     configuration = ADDON_CONFIGURATION.get(name)
     return aws.eks.Addon(
         name,
         cluster_name=cluster_name,
         addon_name=name,
+        addon_version=version.version,
         configuration_values=json.dumps(configuration) if configuration else None,
         resolve_conflicts_on_create="OVERWRITE",
         resolve_conflicts_on_update="OVERWRITE",

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from components import sizing
@@ -121,6 +121,9 @@ class Vpc(_Section):
         return self
 
 
+ANYWHERE = "0.0.0.0/0"
+
+
 class Endpoint(_Section):
     private_access: bool = True
     # Empty means no public endpoint: reach the API from inside the VPC (a VPN, or CI runners there).
@@ -137,7 +140,28 @@ class Endpoint(_Section):
     def _reachable(self) -> "Endpoint":
         if not self.private_access and not self.public_access_cidrs:
             raise ValueError("privateAccess false with no publicAccessCidrs leaves the API server unreachable")
+        if not self.private_access and ANYWHERE not in self.public_access_cidrs:
+            raise ValueError(
+                f"privateAccess false with publicAccessCidrs {', '.join(self.public_access_cidrs)}: nodes in the "
+                f"private subnets reach the public endpoint from the NAT gateways' addresses, which the list does "
+                f"not admit, so they would never join; keep privateAccess true (or admit {ANYWHERE})"
+            )
         return self
+
+
+# The Kubernetes minors the platform supports: cluster-autoscaler supports only the minor it was
+# built for (the chart's own image, appVersion 1.35.0, is right for 1.35 only), so a minor without a
+# pinned image here cannot scale its GPU pools. Tags promoted to registry.k8s.io.
+CLUSTER_AUTOSCALER_IMAGE_TAGS = {
+    "1.32": "v1.32.5",
+    "1.33": "v1.33.5",
+    "1.34": "v1.34.4",
+    "1.35": "v1.35.1",
+    "1.36": "v1.36.0",
+}
+# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
+# allows 63 characters.
+GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
 
 
 class GpuNodePool(_Section):
@@ -153,7 +177,13 @@ class GpuNodePool(_Section):
     @field_validator("name")
     @classmethod
     def _name_is_label(cls, value: str) -> str:
-        return _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+        _check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+        if len(value) > GPU_POOL_NAME_MAX_LENGTH:
+            raise ValueError(
+                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its node group name "
+                f"gpu-{value}- and a 26-character unique suffix must fit EKS's 63"
+            )
+        return value
 
     @field_validator("instance_types")
     @classmethod
@@ -204,22 +234,51 @@ class ExistingCluster(_Section):
             raise ValueError("set either stackReference or kubeconfig, not both")
         if not (self.stack_reference or self.kubeconfig or self.context):
             raise ValueError("name the cluster: stackReference, kubeconfig (a secret) or a kubeconfig context")
+        if "kubeconfig_output" in self.model_fields_set and not self.stack_reference:
+            raise ValueError("kubeconfigOutput names an output of stackReference: no effect without it; remove it")
         return self
+
+
+# Keys that only shape a cluster the program creates.
+CREATED_CLUSTER_KEYS = (
+    "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
+)  # fmt: skip
 
 
 class Cluster(_Section):
     name: str
     kubernetes_version: str = "1.34"
+    # STANDARD: at the end of standard support AWS upgrades the control plane itself. EXTENDED keeps
+    # the version for another 12 months at six times the control plane's price.
+    support_type: Literal["STANDARD", "EXTENDED"] = "STANDARD"
     vpc: Vpc = Vpc()
     endpoint: Endpoint = Endpoint()
     system_nodes: SystemNodes = SystemNodes()
     gpu_node_pools: list[GpuNodePool] = []
     protect: bool = False
-    existing: Optional[ExistingCluster] = None
     # Who the cluster admits, through EKS access entries: everyone who runs `pulumi up` (CI's deploy
     # role, platform admins), and read-only identities such as the PR checks' preview role.
     admin_principal_arns: list[str] = []
     viewer_principal_arns: list[str] = []
+    # Last: its validator reads the keys above.
+    existing: Optional[ExistingCluster] = None
+
+    @field_validator("existing")
+    @classmethod
+    def _nothing_to_create(cls, value: Optional[ExistingCluster], info: ValidationInfo) -> Optional[ExistingCluster]:
+        """A key that shapes the cluster the program would create must not look as if it applied to someone else's."""
+        if value is None:
+            return value
+        ignored = [
+            to_camel(key)
+            for key in CREATED_CLUSTER_KEYS
+            if key in info.data and info.data[key] != cls.model_fields[key].default
+        ]
+        if ignored:
+            keys = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            verb, pronoun = ("have", "them") if len(ignored) > 1 else ("has", "it")
+            raise ValueError(f"{keys} {verb} no effect on an existing cluster; remove {pronoun}")
+        return value
 
     @field_validator("admin_principal_arns", "viewer_principal_arns")
     @classmethod
@@ -239,6 +298,9 @@ class Cluster(_Section):
         both = sorted(set(self.admin_principal_arns) & set(self.viewer_principal_arns))
         if both:
             raise ValueError(f"{', '.join(both)} is in both adminPrincipalArns and viewerPrincipalArns; keep one")
+        for key, arns in (("adminPrincipalArns", self.admin_principal_arns), ("viewerPrincipalArns", self.viewer_principal_arns)):
+            if twice := _duplicates(arns):
+                raise ValueError(f"{', '.join(twice)} is listed more than once in {key}; an access entry exists once")
         return self
 
     @field_validator("name")
@@ -249,9 +311,12 @@ class Cluster(_Section):
     @field_validator("kubernetes_version")
     @classmethod
     def _supported_version(cls, value: str) -> str:
-        match = re.fullmatch(r"1\.(\d+)", value)
-        if not match or not 30 <= int(match.group(1)) <= 37:
-            raise ValueError(f"{value!r} is not a Kubernetes minor version from 1.30 to 1.37, written like \"1.34\"")
+        if value not in CLUSTER_AUTOSCALER_IMAGE_TAGS:
+            raise ValueError(
+                f"{value!r} is not a Kubernetes minor version this platform supports: "
+                f"{', '.join(CLUSTER_AUTOSCALER_IMAGE_TAGS)} (those with a cluster-autoscaler image pinned), "
+                f"written like \"1.34\""
+            )
         return value
 
     @property

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
 
-from components.config import Cluster
-
-ANYWHERE = "0.0.0.0/0"
+from components.config import ANYWHERE, Cluster, GpuNodePool
 
 
 @dataclass
@@ -23,8 +21,8 @@ class NetworkFacts:
     vpc_id: pulumi.Input[str]
     private_subnet_ids: list[pulumi.Input[str]]
     public_subnet_ids: list[pulumi.Input[str]]
-    # Created here and protected with the cluster; None for an existing VPC.
-    vpc: aws.ec2.Vpc | None = None
+    # By pool name: the private subnets in zones where EC2 offers every instance type of the pool.
+    gpu_pool_subnet_ids: dict[str, list[pulumi.Input[str]]]
 
 
 def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -51,8 +49,64 @@ def subnet_tags(cluster_name: str, public: bool, zone: str) -> dict[str, str]:
     }
 
 
-def availability_zones(count: int) -> list[str]:
-    """The first `count` zones of the region that need no opt-in (Local and Wavelength Zones do)."""
+def fitting_zones(pool: GpuNodePool, zones: Sequence[str], offered: Mapping[str, set[str]]) -> list[str]:
+    """Those of `zones` where EC2 offers every instance type of the pool: elsewhere its nodes cannot launch."""
+    return [zone for zone in zones if set(pool.instance_types) <= offered.get(zone, set())]
+
+
+def _zone_rank(zone: str, uncovered: set[str], fits: dict[str, set[str]]) -> tuple[int, int, str]:
+    return (-sum(zone in fits[p] for p in uncovered), -sum(zone in fits[p] for p in fits), zone)
+
+
+def choose_zones(
+    region_zones: Sequence[str], count: int, pools: Sequence[GpuNodePool], offered: Mapping[str, set[str]]
+) -> list[str]:
+    """`count` of the region's zones, in name order: first a zone for each pool that no chosen zone fits yet,
+    then those fitting the most pools (more zones to find scarce GPU capacity in); the first by name among equals."""
+    fits = {pool.name: set(fitting_zones(pool, region_zones, offered)) for pool in pools}
+    chosen: list[str] = []
+    uncovered = set(fits)
+    for _ in range(count):
+        best = min((zone for zone in region_zones if zone not in chosen), key=lambda zone: _zone_rank(zone, uncovered, fits))
+        chosen.append(best)
+        uncovered = {p for p in uncovered if best not in fits[p]}
+    return sorted(chosen)
+
+
+def zone_problems(
+    pools: Sequence[GpuNodePool], zones: Sequence[str], offered: Mapping[str, set[str]], way_out: str
+) -> list[str]:
+    """One line per pool that no zone of the cluster fits, naming its types, the cluster's zones and those that would do."""
+    problems = []
+    for pool in pools:
+        if fitting_zones(pool, zones, offered):
+            continue
+        types = ", ".join(pool.instance_types)
+        elsewhere = fitting_zones(pool, sorted(offered), offered)
+        problems.append(
+            f"cluster.gpuNodePools[{pool.name}]: no availability zone of the cluster ({', '.join(zones)}) offers {types}; "
+            + (f"zones that do: {', '.join(elsewhere)}. {way_out}" if elsewhere else "no zone of the region does. Use other instanceTypes")
+        )
+    return problems
+
+
+def instance_type_offerings(pools: Sequence[GpuNodePool]) -> dict[str, set[str]]:
+    """By zone: which of the pools' instance types EC2 offers there."""
+    types = sorted({t for pool in pools for t in pool.instance_types})
+    if not types:
+        return {}
+    result = aws.ec2.get_instance_type_offerings(
+        location_type="availability-zone",
+        filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=types)],
+    )
+    offered: dict[str, set[str]] = {}
+    for instance_type, zone in zip(result.instance_types, result.locations):
+        offered.setdefault(zone, set()).add(instance_type)
+    return offered
+
+
+def availability_zones(count: int, pools: Sequence[GpuNodePool], offered: Mapping[str, set[str]]) -> list[str]:
+    """`count` zones of the region that need no opt-in (Local and Wavelength Zones do), fitting the GPU pools."""
     zones = aws.get_availability_zones(
         state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
@@ -61,14 +115,41 @@ def availability_zones(count: int) -> list[str]:
         raise pulumi.RunError(
             f"cluster.vpc.availabilityZones: {count} requested but the region has {len(zones)} ({', '.join(zones)})"
         )
-    return sorted(zones)[:count]
+    chosen = choose_zones(sorted(zones), count, pools, offered)
+    _stop_on(zone_problems(pools, chosen, offered, "Raise cluster.vpc.availabilityZones, or use other instanceTypes"))
+    return chosen
 
 
-def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, str]) -> NetworkFacts:
+def _stop_on(problems: list[str]) -> None:
+    if problems:
+        raise pulumi.RunError("\n".join(problems))
+
+
+def _pool_subnets(
+    pools: Sequence[GpuNodePool], subnet_ids: Sequence[pulumi.Input[str]], zones: Sequence[str], offered: Mapping[str, set[str]]
+) -> dict[str, list[pulumi.Input[str]]]:
+    subnets = {}
+    for pool in pools:
+        fits = fitting_zones(pool, zones, offered)
+        subnets[pool.name] = [subnet for subnet, zone in zip(subnet_ids, zones) if zone in fits]
+    return subnets
+
+
+def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, str], region: str) -> NetworkFacts:
+    """The VPC, or the configured one; stops the run when a GPU pool's instance types are offered in none of its zones."""
     vpc_cfg = cluster.vpc
+    pools = cluster.gpu_node_pools
+    offered = instance_type_offerings(pools)
     if vpc_cfg.id:
-        return NetworkFacts(vpc_cfg.id, list(vpc_cfg.private_subnet_ids), list(vpc_cfg.public_subnet_ids))
+        subnet_ids = list(vpc_cfg.private_subnet_ids)
+        subnet_zones = [aws.ec2.get_subnet(id=subnet).availability_zone for subnet in subnet_ids]
+        way_out = "Add private subnets in one of them to cluster.vpc.privateSubnetIds, or use other instanceTypes"
+        _stop_on(zone_problems(pools, sorted(set(subnet_zones)), offered, way_out))
+        pool_subnets = _pool_subnets(pools, subnet_ids, subnet_zones, offered)
+        return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), pool_subnets)
 
+    # Before any resource: a pool no zone offers must stop the run with nothing created.
+    zones = availability_zones(vpc_cfg.availability_zones, pools, offered)
     name = cluster.name
     vpc = aws.ec2.Vpc(
         "vpc",
@@ -87,9 +168,9 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         "public-default", route_table_id=public_routes.id, destination_cidr_block=ANYWHERE, gateway_id=gateway.id, opts=child
     )
 
-    zones = availability_zones(vpc_cfg.availability_zones)
     private_cidrs, public_cidrs = subnet_cidrs(vpc_cfg.cidr, len(zones))
     private_ids: list[pulumi.Input[str]] = []
+    private_route_ids: list[pulumi.Input[str]] = []
     public_ids: list[pulumi.Input[str]] = []
     nat_ids: list[pulumi.Output[str]] = []
     for index, zone in enumerate(zones):
@@ -135,7 +216,19 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         )
         aws.ec2.RouteTableAssociation(f"private-{zone}", subnet_id=private.id, route_table_id=routes.id, opts=child)
         private_ids.append(private.id)
-    return NetworkFacts(vpc.id, private_ids, public_ids, vpc)
+        private_route_ids.append(routes.id)
+    # Image layers from ECR and s3:// checkpoints are S3 reads: through the gateway they skip the NAT
+    # gateways' per-GB charge, tens of GB per GPU node start.
+    aws.ec2.VpcEndpoint(
+        "s3",
+        vpc_id=vpc.id,
+        service_name=f"com.amazonaws.{region}.s3",
+        vpc_endpoint_type="Gateway",
+        route_table_ids=private_route_ids,
+        tags={**tags, "Name": f"{name}-s3"},
+        opts=child,
+    )
+    return NetworkFacts(vpc.id, private_ids, public_ids, _pool_subnets(pools, private_ids, zones, offered))
 
 
 def network_outputs(facts: NetworkFacts) -> dict[str, Any]:

@@ -4,6 +4,9 @@ Contract with the model deployments (`vllm_spec`): every node of pool P carries 
 `gpu-pool: P` and `node-type: gpu` and the taint `nvidia.com/gpu=true:NoSchedule`; system nodes
 carry `node-type: system` and no taint. The pure functions below (labels, tags, cost) are what
 the tests check; the resource functions only wire them into pulumi-aws.
+
+Every group carries the cluster's version: a group without one stays on its old minor when the
+control plane is upgraded, until kubelet falls outside the supported skew.
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ EFA_INTERFACES = {"g5.48xlarge": 1, "p4d.24xlarge": 4, "p4de.24xlarge": 4, "p5.4
 
 def gpu_node_group_name(pool: GpuNodePool) -> str:
     return f"gpu-{pool.name}"
+
+
+def node_group_name_prefix(name: str) -> str:
+    """The provider appends a unique suffix: a replacement (new instance types, capacity type, subnets) is
+    created before the old group goes, and two node groups of one cluster cannot share a name."""
+    return f"{name}-"
 
 
 def accelerator_name(pool: GpuNodePool) -> str:
@@ -163,6 +172,7 @@ def _launch_template_ref(template: aws.ec2.LaunchTemplate) -> aws.eks.NodeGroupL
 
 def system_node_group(
     cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
     nodes: SystemNodes,
     node_role_arn: pulumi.Input[str],
     subnet_ids: Sequence[pulumi.Input[str]],
@@ -174,7 +184,8 @@ def system_node_group(
     return aws.eks.NodeGroup(
         "system",
         cluster_name=cluster_name,
-        node_group_name="system",
+        version=kubernetes_version,
+        node_group_name_prefix=node_group_name_prefix("system"),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),
         ami_type=SYSTEM_AMI_TYPE,
@@ -193,6 +204,7 @@ def system_node_group(
 
 def gpu_node_group(
     cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
     pool: GpuNodePool,
     node_role_arn: pulumi.Input[str],
     subnet_ids: Sequence[pulumi.Input[str]],
@@ -206,9 +218,8 @@ def gpu_node_group(
     placement_group = None
     if pool.placement_group:
         # A cluster placement group packs nodes close together for NCCL across nodes; it lives in one zone.
-        placement_group = aws.ec2.PlacementGroup(
-            name, name=pulumi.Output.concat(cluster_name, "-", name), strategy="cluster", tags=tags, opts=child
-        )
+        # No fixed name: Pulumi's generated one lets a replacement exist next to the group it replaces.
+        placement_group = aws.ec2.PlacementGroup(name, strategy="cluster", tags=tags, opts=child)
         subnet_ids = list(subnet_ids)[:1]
     interfaces = None
     if efa_interfaces := efa_interface_count(pool):
@@ -230,7 +241,8 @@ def gpu_node_group(
     group = aws.eks.NodeGroup(
         name,
         cluster_name=cluster_name,
-        node_group_name=name,
+        version=kubernetes_version,
+        node_group_name_prefix=node_group_name_prefix(name),
         node_role_arn=node_role_arn,
         subnet_ids=list(subnet_ids),
         ami_type=GPU_AMI_TYPE,

@@ -14,7 +14,7 @@ import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import ConfigError, GpuNodePool, config_notes, parse_config
+from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS, GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config
 from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
@@ -45,6 +45,11 @@ def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
     document = minimal_document()
     document["config"]["vllm-platform:cluster"].update(cluster_keys)
     return document
+
+
+def raw_platform(document: dict[str, Any]) -> dict[str, Any]:
+    """The `vllm-platform:` values of a stack document, as parse_config takes them."""
+    return {k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")}
 
 
 # --- pure builders ---------------------------------------------------------------------------
@@ -143,6 +148,37 @@ def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
     assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True)) == 4
 
 
+ZONES = sorted(mocks.FAKE_OFFERINGS)
+
+
+@pytest.mark.parametrize(
+    "pools, count, zones",
+    [
+        ([pool(name="g5")], 2, ["us-west-2a", "us-west-2b"]),
+        ([pool(name="g5"), pool(name="p4d", instanceTypes=["p4d.24xlarge"])], 2, ["us-west-2b", "us-west-2c"]),
+        ([pool(name="g5"), pool(name="p4d", instanceTypes=["p4d.24xlarge"])], 3, ["us-west-2a", "us-west-2b", "us-west-2c"]),
+        # Every pool first gets a zone of its own, even one no other pool fits.
+        ([pool(name="g5", instanceTypes=["g5.16xlarge"]), pool(name="p5", instanceTypes=["p5.48xlarge"])], 2, ["us-west-2a", "us-west-2c"]),
+        ([pool(name="g5", instanceTypes=["g5.16xlarge"]), pool(name="p5", instanceTypes=["p5.48xlarge"], maxSize=1)], 3, ["us-west-2a", "us-west-2c", "us-west-2d"]),
+        ([], 2, ["us-west-2a", "us-west-2b"]),
+    ],
+)
+def test_zones_are_chosen_where_the_pools_instance_types_are_offered(pools: list[GpuNodePool], count: int, zones: list[str]) -> None:
+    chosen = network.choose_zones(ZONES, count, pools, mocks.FAKE_OFFERINGS)
+    assert chosen == zones
+    assert network.zone_problems(pools, chosen, mocks.FAKE_OFFERINGS, "") == []
+
+
+def test_a_pool_fits_only_zones_offering_all_its_types() -> None:
+    mixed = pool(instanceTypes=["g5.xlarge", "g5.16xlarge"])
+    assert network.fitting_zones(mixed, ZONES, mocks.FAKE_OFFERINGS) == ["us-west-2a"]
+    (problem,) = network.zone_problems([mixed], ["us-west-2b", "us-west-2c"], mocks.FAKE_OFFERINGS, "Do this.")
+    assert problem == (
+        "cluster.gpuNodePools[g5]: no availability zone of the cluster (us-west-2b, us-west-2c) offers g5.xlarge, "
+        "g5.16xlarge; zones that do: us-west-2a. Do this."
+    )
+
+
 def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
     config = cluster.kubeconfig("llm-dev", "https://x.eks.amazonaws.com", "Q0E=", "us-west-2")
     (user,) = config["users"]
@@ -154,7 +190,24 @@ def test_kubeconfig_authenticates_with_aws_eks_get_token() -> None:
 
 
 def test_principal_names_are_stable_and_unique() -> None:
-    assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "role-ci-deployer"
+    assert cluster.principal_slug("arn:aws:iam::123456789012:role/ci/deployer") == "123456789012-role/ci/deployer"
+    lookalikes = [
+        "arn:aws:iam::111111111111:role/deploy",
+        "arn:aws:iam::222222222222:role/deploy",
+        "arn:aws:iam::111111111111:role/ci-x",
+        "arn:aws:iam::111111111111:role/ci/x",
+        "arn:aws:iam::111111111111:user/ci/x",
+    ]
+    assert len({cluster.principal_slug(arn) for arn in lookalikes}) == len(lookalikes)
+
+
+def test_lookalike_principals_get_an_access_entry_each() -> None:
+    admins = ["arn:aws:iam::111111111111:role/deploy", "arn:aws:iam::222222222222:role/deploy", "arn:aws:iam::111111111111:role/ci-x"]
+    viewers = ["arn:aws:iam::111111111111:role/ci/x"]
+    rendering = render_document(cluster_document(adminPrincipalArns=admins, viewerPrincipalArns=viewers))
+    entries = of_type(rendering, "aws:eks/accessEntry:AccessEntry")
+    assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins + viewers)
+    assert len({e.name for e in entries}) == len(entries)
 
 
 def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> None:
@@ -163,10 +216,11 @@ def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> Non
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
 
 
-@pytest.mark.parametrize("version, tag", [("1.34", "v1.34.4"), ("1.33", "v1.33.5"), ("1.31", None)])
-def test_autoscaler_matches_the_kubernetes_minor(version: str, tag: Any) -> None:
+@pytest.mark.parametrize("version", CLUSTER_AUTOSCALER_IMAGE_TAGS)
+def test_autoscaler_matches_the_kubernetes_minor(version: str) -> None:
     values = cluster_addons.cluster_autoscaler_values("llm-dev", "us-west-2", version)
-    assert values.get("image", {}).get("tag") == tag
+    assert values["image"] == {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[version]}
+    assert values["image"]["tag"].startswith(f"v{version}.")
     assert values["autoDiscovery"] == {"clusterName": "llm-dev"} and values["awsRegion"] == "us-west-2"
     assert values["rbac"]["serviceAccount"]["name"] == cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
     args = values["extraArgs"]
@@ -189,15 +243,47 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
         ({"adminPrincipalArns": ["alice"]}, "cluster.adminPrincipalArns: 'alice' is not an IAM user or role ARN"),
         ({"adminPrincipalArns": []}, "cluster: adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up`"),
         ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
+        ({"adminPrincipalArns": [ADMIN, ADMIN]}, f"cluster: {ADMIN} is listed more than once in adminPrincipalArns"),
         ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
         ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
+        (
+            {"endpoint": {"privateAccess": False, "publicAccessCidrs": ["203.0.113.0/24"]}},
+            "cluster.endpoint: privateAccess false with publicAccessCidrs 203.0.113.0/24: nodes in the private subnets "
+            "reach the public endpoint from the NAT gateways' addresses, which the list does not admit",
+        ),
+        ({"endpoint": {"privateAccess": False}}, "cluster.endpoint: privateAccess false with no publicAccessCidrs"),
     ],
 )
 def test_cluster_keys_are_validated(cluster_keys: dict[str, Any], message: str) -> None:
-    raw = {k.removeprefix("vllm-platform:"): v for k, v in cluster_document(**cluster_keys)["config"].items() if k.startswith("vllm-platform:")}
+    problems = cluster_problems(**cluster_keys)
+    assert any(message in p for p in problems), problems
+
+
+def cluster_problems(**cluster_keys: Any) -> list[str]:
     with pytest.raises(ConfigError) as error:
-        parse_config(raw)
-    assert message in str(error.value)
+        parse_config(raw_platform(cluster_document(**cluster_keys)))
+    return error.value.problems
+
+
+def test_a_public_only_endpoint_must_admit_the_nodes() -> None:
+    endpoint = {"privateAccess": False, "publicAccessCidrs": ["0.0.0.0/0"]}
+    assert parse_config(raw_platform(cluster_document(endpoint=endpoint))).cluster.endpoint.private_access is False
+
+
+@pytest.mark.parametrize("version", ["1.31", "1.37"])
+def test_a_kubernetes_minor_without_a_pinned_autoscaler_is_refused(version: str) -> None:
+    (problem,) = cluster_problems(kubernetesVersion=version)
+    supported = ", ".join(CLUSTER_AUTOSCALER_IMAGE_TAGS)
+    assert problem.startswith(f"cluster.kubernetesVersion: '{version}' is not a Kubernetes minor version")
+    assert f"supports: {supported} (" in problem and supported.startswith("1.32, ")
+
+
+@pytest.mark.parametrize("support_type", ["STANDARD", "EXTENDED"])
+def test_the_upgrade_policy_follows_the_config(support_type: str) -> None:
+    rendering = render_document(cluster_document(supportType=support_type))
+    assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["upgradePolicy"] == {"supportType": support_type}
+    assert parse_config(raw_platform(cluster_document())).cluster.support_type == "STANDARD"
+    assert "cluster.supportType: Input should be 'STANDARD' or 'EXTENDED'" in cluster_problems(supportType="extended")
 
 
 # --- wiring under mocks ----------------------------------------------------------------------
@@ -250,6 +336,12 @@ def test_the_kms_key_encrypts_secrets_and_rotates(stack: str) -> None:
     assert grant["Statement"][0]["Resource"] == key_arn
 
 
+def test_the_endpoint_is_private_unless_the_config_opens_it() -> None:
+    vpc_config = one(render_document(cluster_document()), "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]
+    assert vpc_config["endpointPrivateAccess"] is True and vpc_config["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in vpc_config
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: str) -> None:
     rendering = rendered_stack(stack)
@@ -270,7 +362,7 @@ def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: s
     for arn in cfg.admin_principal_arns:
         assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSClusterAdminPolicy"
     for arn in cfg.viewer_principal_arns:
-        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSViewPolicy", "previews only read"
+        assert grants[arn].inputs["policyArn"] == policy + "AmazonEKSAdminViewPolicy", "previews read, Secrets included"
     assert all(g.inputs["accessScope"] == {"type": "cluster"} for g in grants.values())
     (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
     for grant in grants.values():
@@ -283,7 +375,7 @@ def test_access_follows_the_config_not_whoever_runs_pulumi() -> None:
     by_deployer = render_document(document)
     by_preview = render.render(render.stack_config(document), "test", caller_arn="arn:aws:iam::123456789012:role/preview")
     names = {r.name for r in of_type(by_deployer, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
-    assert names == {"admin-role-deploy", "admin-role-platform-admins", "viewer-role-preview"}
+    assert names == {"admin-123456789012-role/deploy", "admin-123456789012-role/platform-admins", "viewer-123456789012-role/preview"}
     assert names == {r.name for r in of_type(by_preview, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
 
 
@@ -311,7 +403,36 @@ def test_gpu_asgs_are_tagged_for_scale_from_zero() -> None:
     tags = [r for r in of_type(rendering, "aws:autoscaling/tag:Tag") if r.parent == "aws:eks/nodeGroup:NodeGroup::gpu-p4d"]
     found = {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in tags}
     assert found == node_pools.node_template_tags(rendering.config.cluster.pools["p4d"])
-    assert {t.inputs["autoscalingGroupName"] for t in tags} == {"eks-gpu-p4d-f0c7a1e2"}
+    assert {t.inputs["autoscalingGroupName"] for t in tags} == {f"eks-gpu-p4d-{mocks.FAKE_UNIQUE_SUFFIX}-f0c7a1e2"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_node_groups_are_named_by_prefix_so_a_replacement_can_coexist(stack: str) -> None:
+    """instanceTypes, capacityType, subnets and the launch template force a new group, created before the old goes."""
+    for group in of_type(rendered_stack(stack), "aws:eks/nodeGroup:NodeGroup"):
+        assert "nodeGroupName" not in group.inputs, group.name
+        assert group.inputs["nodeGroupNamePrefix"] == f"{group.name}-"
+    assert all("name" not in t.inputs for t in of_type(rendered_stack(stack), "aws:ec2/launchTemplate:LaunchTemplate"))
+
+
+@pytest.mark.parametrize("version", ["1.33", "1.35"])
+def test_a_kubernetes_upgrade_moves_the_nodes_and_the_addons_too(version: str) -> None:
+    rendering = render_document(cluster_document(kubernetesVersion=version))
+    groups = of_type(rendering, "aws:eks/nodeGroup:NodeGroup")
+    assert groups and all(g.inputs["version"] == version for g in groups)
+    addons = of_type(rendering, "aws:eks/addon:Addon")
+    for addon in addons:
+        name = addon.inputs["addonName"]
+        assert addon.inputs["addonVersion"] == mocks.fake_addon_version(name, version, most_recent=False), name
+    assert one(rendering, "aws:eks/addon:Addon", "kube-proxy").inputs["addonVersion"].startswith(f"v{version}.")
+
+
+def test_the_longest_pool_name_still_fits_an_eks_node_group_name() -> None:
+    longest = "p" * GPU_POOL_NAME_MAX_LENGTH
+    prefix = node_pools.node_group_name_prefix(node_pools.gpu_node_group_name(pool(name=longest)))
+    assert len(prefix + mocks.FAKE_UNIQUE_SUFFIX) == 63
+    with pytest.raises(ValueError, match=f"has {GPU_POOL_NAME_MAX_LENGTH + 1} characters, above {GPU_POOL_NAME_MAX_LENGTH}"):
+        pool(name=longest + "p")
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
@@ -326,6 +447,8 @@ def test_protect_follows_the_config(stack: str) -> None:
     protected = {(r.type, r.name) for r in rendering.resources if r.protect}
     expected = {("aws:eks/cluster:Cluster", "eks"), ("aws:kms/key:Key", "secrets"), ("aws:ec2/vpc:Vpc", "vpc")}
     assert protected == (expected if rendering.config.cluster.protect else set())
+    eks = one(rendering, "aws:eks/cluster:Cluster", "eks").inputs
+    assert eks["deletionProtection"] is rendering.config.cluster.protect
 
 
 def test_prod_is_protected() -> None:
@@ -345,6 +468,10 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     assert count["aws:ec2/subnet:Subnet"] == 2 * zones
     assert count["aws:ec2/natGateway:NatGateway"] == (zones if cfg.vpc.nat_gateways == "perAz" else 1)
     assert count["aws:eks/cluster:Cluster"] == 1 and count["aws:kms/key:Key"] == 1
+    (s3,) = [e["inputs"] for e in plan["resources"] if e["type"] == "aws:ec2/vpcEndpoint:VpcEndpoint"]
+    assert (s3["serviceName"], s3["vpcEndpointType"]) == ("com.amazonaws.us-west-2.s3", "Gateway")
+    private_routes = {f"{e['name']}-id" for e in plan["resources"] if e["type"] == "aws:ec2/routeTable:RouteTable" and e["name"].startswith("private-")}
+    assert set(s3["routeTableIds"]) == private_routes and len(private_routes) == zones
     assert count["aws:eks/nodeGroup:NodeGroup"] == 1 + len(cfg.gpu_node_pools)
     assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
@@ -394,7 +521,8 @@ def test_efa_and_placement_group_follow_their_flags() -> None:
     assert {i["interfaceType"] for i in interfaces} == {"efa"}
     assert {tuple(i["securityGroups"]) for i in interfaces} == {("sg-0eks0cluster0000",)}
     (group,) = of_type(rendering, "aws:ec2/placementGroup:PlacementGroup")
-    assert group.inputs["strategy"] == "cluster" and template["placement"] == {"groupName": "llm-test-gpu-p4d"}
+    assert group.inputs["strategy"] == "cluster" and "name" not in group.inputs, "a fixed name blocks replacement"
+    assert template["placement"] == {"groupName": f"gpu-p4d-{mocks.FAKE_NAME_SUFFIX}"}
     assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"]) == 1
     g5 = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-g5").inputs
     assert "networkInterfaces" not in g5 and "placement" not in g5
@@ -420,10 +548,55 @@ def test_hugging_face_models_get_no_aws_identity() -> None:
     assert not [r for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name.startswith("model-")]
 
 
+def test_gpu_pools_use_only_subnets_whose_zone_offers_their_types() -> None:
+    rendering = rendered_stack("prod")
+    subnets = {r.name for r in of_type(rendering, "aws:ec2/subnet:Subnet")}
+    assert subnets == {f"{kind}-us-west-2{z}" for kind in ("private", "public") for z in "abc"}
+    groups = {r.name: r.inputs["subnetIds"] for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
+    everywhere = [f"private-us-west-2{z}-id" for z in "abc"]
+    assert groups == {"system": everywhere, "gpu-g5": everywhere, "gpu-p4d": ["private-us-west-2b-id", "private-us-west-2c-id"]}
+
+
+def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
+    pools = [
+        {"name": "g5", "instanceTypes": ["g5.16xlarge"], "maxSize": 2},
+        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "placementGroup": True},
+    ]
+    rendering = render_document(cluster_document(gpuNodePools=pools))
+    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"] == ["private-us-west-2b-id"]
+    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-g5").inputs["subnetIds"] == ["private-us-west-2a-id"]
+
+
+@pytest.mark.parametrize(
+    "cluster_keys, message",
+    [
+        (
+            {"vpc": {"id": "vpc-0abc", "privateSubnetIds": ["subnet-0a", "subnet-0d"]}},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2d) offers p4d.24xlarge; "
+            "zones that do: us-west-2b, us-west-2c. Add private subnets in one of them to cluster.vpc.privateSubnetIds",
+        ),
+        (
+            {"vpc": {"availabilityZones": 2}, "gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4de.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2b) offers p4de.24xlarge; "
+            "no zone of the region does. Use other instanceTypes",
+        ),
+    ],
+    ids=["existing-vpc", "created-vpc"],
+)
+def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], message: str) -> None:
+    document = cluster_document(**cluster_keys)
+    if "gpuNodePools" not in cluster_keys:
+        document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]
+    document["config"]["vllm-platform:models"] = [{"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "p4d"}]
+    with pytest.raises(pulumi.RunError) as error:
+        render_document(document)
+    assert str(error.value).startswith(message)
+
+
 def test_an_existing_vpc_is_used_not_created() -> None:
     vpc = {"id": "vpc-0abc", "privateSubnetIds": ["subnet-a", "subnet-b"], "publicSubnetIds": ["subnet-c"]}
     rendering = render_document(cluster_document(vpc=vpc))
-    assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:"))]
+    assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:", "aws:ec2/vpcEndpoint:"))]
     assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"]
     assert rendering.outputs["vpcId"] == "vpc-0abc" and rendering.outputs["privateSubnetIds"] == ["subnet-a", "subnet-b"]
 
@@ -482,6 +655,33 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
     else:
         assert provider.inputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
         assert rendering.outputs["kubeconfig"] == mocks.SECRET_PLACEHOLDER
+
+
+@pytest.mark.parametrize(
+    "cluster_keys, message",
+    [
+        ({"protect": True}, "cluster.existing: protect has no effect on an existing cluster; remove it"),
+        (
+            {"vpc": {"availabilityZones": 3}, "endpoint": {"publicAccessCidrs": ["0.0.0.0/0"]}, "adminPrincipalArns": [ADMIN]},
+            "cluster.existing: vpc, endpoint and adminPrincipalArns have no effect on an existing cluster; remove them",
+        ),
+        (
+            {"systemNodes": {"minSize": 3}, "viewerPrincipalArns": [ADMIN], "supportType": "EXTENDED"},
+            "cluster.existing: supportType, systemNodes and viewerPrincipalArns have no effect on an existing cluster",
+        ),
+        (
+            {"existing": {"kubeconfig": "apiVersion: v1\nkind: Config\n", "kubeconfigOutput": "config"}},
+            "cluster.existing: kubeconfigOutput names an output of stackReference: no effect without it; remove it",
+        ),
+    ],
+)
+def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, Any], message: str) -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:cluster"].update(cluster_keys)
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw_platform(document))
+    (problem,) = error.value.problems
+    assert problem.startswith(message)
 
 
 def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:

@@ -67,6 +67,13 @@ def _fake_arn(resource_type: str, name: str) -> str:
 
 
 FAKE_EKS_ID = "0123456789ABCDEF0123456789ABCDEF"
+FAKE_NAME_SUFFIX = "a1b2c3d"
+# The provider's unique suffix for a name prefix: a timestamp and a counter, 26 characters.
+FAKE_UNIQUE_SUFFIX = "20260101000000000000000001"
+
+
+def _node_group_name(name: str, inputs: dict[str, Any]) -> str:
+    return inputs.get("nodeGroupName") or f"{inputs.get('nodeGroupNamePrefix', name)}{FAKE_UNIQUE_SUFFIX}"
 FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
 
 # Outputs that real providers compute and that the program reads back, by resource type.
@@ -78,8 +85,11 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0eks0cluster0000"},
     },
     "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {
-        "resources": [{"autoscalingGroups": [{"name": f"eks-{inputs.get('nodeGroupName', name)}-f0c7a1e2"}]}],
+        "nodeGroupName": _node_group_name(name, inputs),
+        "resources": [{"autoscalingGroups": [{"name": f"eks-{_node_group_name(name, inputs)}-f0c7a1e2"}]}],
     },
+    # Pulumi's auto-name: the resource name and a random suffix.
+    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": inputs.get("name", f"{name}-{FAKE_NAME_SUFFIX}")},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     "pulumi:pulumi:StackReference": lambda name, inputs: {
@@ -87,6 +97,48 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "secretOutputNames": ["kubeconfig"],
     },
 }
+# EKS add-on versions that are the default for Kubernetes 1.34 (kube-proxy follows the minor instead).
+FAKE_DEFAULT_ADDON_VERSIONS = {
+    "vpc-cni": "v1.20.4-eksbuild.1",
+    "coredns": "v1.12.3-eksbuild.1",
+    "eks-pod-identity-agent": "v1.3.9-eksbuild.3",
+    "aws-ebs-csi-driver": "v1.50.1-eksbuild.1",
+    "metrics-server": "v0.8.0-eksbuild.3",
+}
+
+
+def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -> str:
+    """What getAddonVersion answers: the default build, or a newer one when most_recent asks for it."""
+    version = f"v{kubernetes_version}.0-eksbuild.1" if addon == "kube-proxy" else FAKE_DEFAULT_ADDON_VERSIONS[addon]
+    return version.replace("eksbuild.", "eksbuild.9") if most_recent else version
+
+
+# Where EC2 offers the catalog's GPU types in us-west-2 (for the mocks: g5 in three zones, the P
+# types in fewer, p4de in none). The committed stacks' zones follow from it.
+FAKE_OFFERINGS = {
+    "us-west-2a": {f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge")},
+    "us-west-2b": {"g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge"},
+    "us-west-2c": {"g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge", "p5.48xlarge"},
+    "us-west-2d": {"p5.48xlarge"},
+}
+
+
+def _instance_type_offerings(args: dict[str, Any]) -> dict[str, Any]:
+    wanted = {v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]}
+    pairs = [(t, zone) for zone, types in sorted(FAKE_OFFERINGS.items()) for t in sorted(types) if t in wanted]
+    return {
+        "id": "us-west-2",
+        "instanceTypes": [t for t, _ in pairs],
+        "locations": [zone for _, zone in pairs],
+        "locationTypes": ["availability-zone"] * len(pairs),
+    }
+
+
+def fake_subnet_zone(subnet_id: str) -> str:
+    """An existing subnet lies in the zone its id ends with (subnet-0b -> us-west-2b); us-west-2a otherwise."""
+    return f"us-west-2{subnet_id[-1]}" if subnet_id[-1] in "abcd" else "us-west-2a"
+
+
 # Answers to provider functions (data sources) the program invokes, by function token.
 FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
@@ -101,6 +153,13 @@ FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "zoneIds": ["usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"],
         "state": "available",
     },
+    "aws:eks/getAddonVersion:getAddonVersion": lambda args: {
+        "addonName": args["addonName"],
+        "kubernetesVersion": args["kubernetesVersion"],
+        "version": fake_addon_version(args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))),
+    },
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
+    "aws:ec2/getSubnet:getSubnet": lambda args: {"id": args["id"], "availabilityZone": fake_subnet_zone(args["id"])},
     "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
         "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
     },
