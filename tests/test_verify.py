@@ -668,7 +668,6 @@ def kubeconfig_for(server: str) -> dict[str, Any]:
 @pytest.fixture
 def api_server() -> Iterator[str]:
     """A loopback Kubernetes API serving one model's Deployment, Service and pod; no port-forward upgrade."""
-    pytest.importorskip("kubernetes")
     server = FakeApiServer(
         {
             f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}": deployment(),

@@ -38,7 +38,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
+import urllib3
 import yaml
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import portforward
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -395,27 +401,20 @@ def forward_target(
     raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
 
 
+KUBE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
 class KubeApi:
     """The few reads verify makes, as plain API JSON, and port-forward streams; errors become KubeError."""
 
     def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
-        # Imported here so that HTTP-only runs work without the kubernetes client installed.
-        import urllib3
-        import yaml
-        from kubernetes import client, config
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.config.config_exception import ConfigException
-        from kubernetes.stream import portforward
-
-        self._errors: tuple[type[BaseException], ...] = (ApiException, urllib3.exceptions.HTTPError, OSError)
-        self._portforward = portforward
         self._timeout = timeout
         try:
-            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+            api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
         except (ConfigException, OSError, yaml.YAMLError) as exc:
             raise KubeError(f"cannot load kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
-        self._core = client.CoreV1Api(api_client)
-        self._apps = client.AppsV1Api(api_client)
+        self._core = kube_client.CoreV1Api(api_client)
+        self._apps = kube_client.AppsV1Api(api_client)
 
     def _describe(self, exc: BaseException) -> str:
         status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
@@ -431,7 +430,7 @@ class KubeApi:
         try:
             raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
             return json.loads(raw.data)
-        except self._errors as exc:
+        except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
@@ -449,11 +448,11 @@ class KubeApi:
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:
         """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
         try:
-            forward = self._portforward(
+            forward = portforward(
                 self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
             )
             return forward.socket(port)
-        except self._errors as exc:
+        except KUBE_ERRORS as exc:
             raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
 
 
