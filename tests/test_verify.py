@@ -633,7 +633,7 @@ def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
 class FakeApiServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, objects: dict[str, dict[str, Any]]):
+    def __init__(self, objects: dict[str, Any]):
         super().__init__(("127.0.0.1", 0), _ApiHandler)
         self.objects = objects
 
@@ -646,7 +646,11 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         found = self.server.objects.get(self.path.split("?")[0])
-        body = json.dumps(found or {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}).encode()
+        if isinstance(found, bytes):
+            body = found  # not an API object: what a proxy in front of the API server might answer
+        else:
+            status = {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+            body = json.dumps(found or status).encode()
         self.send_response(200 if found else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -673,6 +677,7 @@ def api_server() -> Iterator[str]:
             f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}": deployment(),
             f"/api/v1/namespaces/vllm/services/{MODEL}": service(),
             "/api/v1/namespaces/vllm/pods": {"kind": "PodList", "items": [pod("a")]},
+            "/api/v1/namespaces/vllm/services/behind-a-proxy": b"<html><body>502 Bad Gateway</body></html>",
         }
     )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -689,6 +694,17 @@ def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server,
     assert kube.pods("vllm", "app.kubernetes.io/instance=llama-8b") == [pod("a")]
     with pytest.raises(verify.KubeError, match=r"reading Deployment vllm/other: HTTP 404"):
         kube.deployment("vllm", "other")
+
+
+def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server)))
+    kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
+    with pytest.raises(verify.KubeError) as raised:
+        kube.service("vllm", "behind-a-proxy")
+    assert str(raised.value) == (
+        "reading Service vllm/behind-a-proxy: the answer is not JSON (<html><body>502 Bad Gateway</body></html>)"
+    )
 
 
 @pytest.fixture
@@ -763,3 +779,11 @@ def test_p95_slo_comes_from_the_flag_then_the_stack_config(tmp_path: Any, monkey
     assert verify.p95_slo(args) == 1.5
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "dev"])) == 3.0
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "[1, 2]"])
+def test_a_bad_p95_slo_in_the_stack_file_is_a_usage_error(value, tmp_path, monkeypatch, capsys):
+    (tmp_path / "Pulumi.slo.yaml").write_text(f"config:\n  vllm-platform:verify: {{p95SloSeconds: {value}}}\n")
+    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    assert verify.main(["--stack", "slo"]) == verify.EXIT_USAGE
+    assert "vllm-platform:verify.p95SloSeconds in Pulumi.slo.yaml must be seconds > 0" in capsys.readouterr().err

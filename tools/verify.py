@@ -429,9 +429,14 @@ class KubeApi:
         # identical across client versions, and what the pure evaluators above read.
         try:
             raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
-            return json.loads(raw.data)
         except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
+        try:
+            return json.loads(raw.data)
+        except ValueError as exc:
+            # A proxy or load balancer in front of the API server answers with its own page.
+            first_line = (raw.data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
+            raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self._read(f"Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
@@ -659,13 +664,23 @@ def stack_outputs(stack: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def stack_file(stack: str) -> Path:
+    return PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+
+
 def stack_file_config(stack: str, key: str) -> dict[str, Any]:
     """One `vllm-platform:` object key of Pulumi.<stack>.yaml; empty when the file or key is absent."""
-    path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+    path = stack_file(stack)
     if not path.is_file():
         return {}
-    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    return config.get(f"vllm-platform:{key}") or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path.name} is not valid YAML: {exc}") from exc
+    value = (document.get("config") or {}).get(f"vllm-platform:{key}") or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"vllm-platform:{key} in {path.name} must be a mapping, got {value!r}")
+    return value
 
 
 def stack_file_context(stack: str) -> Optional[str]:
@@ -789,7 +804,17 @@ def p95_slo(args: argparse.Namespace) -> float:
     if args.p95_slo is not None:
         return args.p95_slo
     configured = stack_file_config(args.stack, "verify").get("p95SloSeconds") if args.stack else None
-    return float(configured) if configured else Options.p95_slo
+    if configured is None:
+        return Options.p95_slo
+    try:
+        seconds = float(configured)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds > 0:
+        raise UsageError(
+            f"vllm-platform:verify.p95SloSeconds in {stack_file(args.stack).name} must be seconds > 0, got {configured!r}"
+        )
+    return seconds
 
 
 def run(args: argparse.Namespace) -> list[Check]:
