@@ -766,8 +766,30 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
 
 
+def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
+    api_server, refused_url, fake_pulumi, tmp_path, monkeypatch, capsys
+):
+    kubeconfig = kubeconfig_for(api_server)
+    kubeconfig["clusters"].append({"name": "gone", "cluster": {"server": refused_url}})
+    kubeconfig["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "fake"}})
+    kubeconfig["current-context"] = "gone"
+    fake_pulumi(
+        {
+            "namespace": "vllm",
+            "kubeconfig": kubeconfig,
+            "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
+        }
+    )
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  vllm-platform:cluster: {existing: {context: fake}}\n")
+    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    code, result = run_json(capsys, "--stack", "acme/dev", *FAST)
+    assert by_check(result)["deployment"]["status"] == "PASS", "read through the stack file's context, not `gone`"
+
+
 def test_existing_cluster_stacks_name_their_context() -> None:
     assert verify.stack_file_context("local") == "kind-vllm-platform"
+    assert verify.stack_file_context("acme/local") == "kind-vllm-platform"
+    assert verify.stack_file_context("acme/vllm-platform/local") == "kind-vllm-platform"
     assert verify.stack_file_context("dev") is None
     assert verify.stack_file_context("no-such-stack") is None
 
@@ -777,6 +799,7 @@ def test_p95_slo_comes_from_the_flag_then_the_stack_config(tmp_path: Any, monkey
     monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
     args = verify.parser().parse_args(["--stack", "slo"])
     assert verify.p95_slo(args) == 1.5
+    assert verify.p95_slo(verify.parser().parse_args(["--stack", "acme/vllm-platform/slo"])) == 1.5
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "dev"])) == 3.0
 

@@ -665,7 +665,8 @@ def stack_outputs(stack: str) -> dict[str, Any]:
 
 
 def stack_file(stack: str) -> Path:
-    return PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+    # --stack may be fully qualified (org/project/stack, as CI passes it); the file is named after the stack alone.
+    return PROJECT_ROOT / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
 
 
 def stack_file_config(stack: str, key: str) -> dict[str, Any]:
@@ -820,7 +821,7 @@ def p95_slo(args: argparse.Namespace) -> float:
 def run(args: argparse.Namespace) -> list[Check]:
     options = Options(args.requests, args.concurrency, args.timeout, p95_slo(args), args.wait_ready, args.restart_window)
     with contextlib.ExitStack() as stack:
-        kubeconfig = args.kubeconfig
+        kubeconfig, context = args.kubeconfig, args.context
         if args.url:
             targets = [target_from_url(args.url, args.model)]
         else:
@@ -828,9 +829,9 @@ def run(args: argparse.Namespace) -> list[Check]:
             targets = targets_from_outputs(outputs)
             if kubeconfig is None and outputs.get("kubeconfig"):
                 kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"]))
-            if kubeconfig is None and args.context is None:
-                args.context = stack_file_context(args.stack)
-        if kubeconfig is None and args.context is None:
+            # The context the stack deploys with selects it in the stack's kubeconfig as in the default one.
+            context = context or stack_file_context(args.stack)
+        if kubeconfig is None and context is None:
             if args.stack:
                 progress(
                     "no kubeconfig: Service URLs resolve only inside the cluster; pass --kubeconfig to port-forward"
@@ -841,7 +842,7 @@ def run(args: argparse.Namespace) -> list[Check]:
                 "Kubernetes checks need a namespace: give --url as a Service URL, http://NAME.NAMESPACE.svc.cluster.local:PORT"
             )
         try:
-            kube = KubeApi(kubeconfig, args.context, options.timeout)
+            kube = KubeApi(kubeconfig, context, options.timeout)
         except KubeError as exc:
             return [Check("-", "kubeconfig", False, str(exc))]
         return [check for target in targets for check in verify_target(target, options, kube)]
