@@ -709,13 +709,24 @@ def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
 
 @pytest.fixture
 def fake_pulumi(tmp_path, monkeypatch) -> Any:
-    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its arguments."""
+    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its calls, one per line.
 
-    def install(outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None) -> Path:
+    Like the real one, it shows a secret kubeconfig output as "[secret]" unless asked for it with --show-secrets."""
+
+    def install(
+        outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None, kubeconfig: Optional[dict[str, Any]] = None
+    ) -> Path:
+        if kubeconfig is not None:
+            outputs = {**(outputs or {}), "kubeconfig": "[secret]"}
+            (tmp_path / "kubeconfig.json").write_text(json.dumps(kubeconfig))
         (tmp_path / "outputs.json").write_text(json.dumps(outputs))
-        body = f'echo "{fail}" >&2; exit 255' if fail else f'cat "{tmp_path}/outputs.json"'
+        show = (
+            f'case "$*" in "stack output kubeconfig --show-secrets "*) cat "{tmp_path}/kubeconfig.json";; '
+            f'*) cat "{tmp_path}/outputs.json";; esac'
+        )
+        body = f'echo "{fail}" >&2; exit 255' if fail else show
         script = tmp_path / "pulumi"
-        script.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\n{body}\n')
+        script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/args"\n{body}\n')
         script.chmod(0o755)
         monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
         return tmp_path / "args"
@@ -735,7 +746,7 @@ def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsy
         }
     )
     code, result = run_json(capsys, "--stack", "dev", *FAST)
-    assert args.read_text().split() == ["stack", "output", "--json", "--show-secrets", "--stack", "dev"]
+    assert args.read_text().splitlines() == ["stack output --json --stack dev"]
     assert code == verify.EXIT_FAILED
     failed = [(c["model"], c["check"]) for c in result["checks"] if c["status"] == "FAIL"]
     assert failed == [("b-model", "completions"), ("b-model", "latency-p95")]
@@ -747,23 +758,41 @@ def test_a_pulumi_failure_is_a_usage_error(fake_pulumi, capsys):
     assert "no stack named 'nope' found" in capsys.readouterr().err
 
 
+ONE_MODEL = {
+    "namespace": "vllm",
+    "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
+}
+
+
 def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulumi, capsys):
     """The cluster answers but refuses the port-forward upgrade: failed HTTP checks, no traceback."""
-    fake_pulumi(
-        {
-            "namespace": "vllm",
-            "kubeconfig": kubeconfig_for(api_server),
-            "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
-        }
-    )
+    calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server))
     code = verify.main(["--stack", "dev", *FAST, "--json"])
     out, err = capsys.readouterr()
+    assert calls.read_text().splitlines() == [
+        "stack output --json --stack dev",
+        "stack output kubeconfig --show-secrets --json --stack dev",
+    ]
     checks = by_check(json.loads(out))
     assert code == verify.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
     assert checks["port-forward"]["detail"] == "via pod a port 8000"
     assert checks["health"]["status"] == "FAIL" and "RemoteDisconnected" in checks["health"]["detail"]
     assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
+
+
+def test_secrets_are_not_asked_for_when_the_kubeconfig_comes_from_the_flag(fake_pulumi, tmp_path, capsys):
+    calls = fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
+    code, result = run_json(capsys, "--stack", "dev", "--kubeconfig", str(tmp_path / "missing"), *FAST)
+    assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
+    assert calls.read_text().splitlines() == ["stack output --json --stack dev"]
+
+
+def test_a_failed_secret_read_is_a_usage_error(fake_pulumi, tmp_path, capsys):
+    fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
+    (tmp_path / "kubeconfig.json").unlink()
+    assert verify.main(["--stack", "dev"]) == verify.EXIT_USAGE
+    assert "`pulumi stack output kubeconfig --show-secrets --json --stack dev` failed" in capsys.readouterr().err
 
 
 def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
@@ -773,13 +802,7 @@ def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
     kubeconfig["clusters"].append({"name": "gone", "cluster": {"server": refused_url}})
     kubeconfig["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "fake"}})
     kubeconfig["current-context"] = "gone"
-    fake_pulumi(
-        {
-            "namespace": "vllm",
-            "kubeconfig": kubeconfig,
-            "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
-        }
-    )
+    fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig)
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  vllm-platform:cluster: {existing: {context: fake}}\n")
     monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
     code, result = run_json(capsys, "--stack", "acme/dev", *FAST)

@@ -652,16 +652,21 @@ def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = No
     return http_checks(target, target.url, options)
 
 
-def stack_outputs(stack: str) -> dict[str, Any]:
+def stack_output(stack: str, *arguments: str) -> Any:
+    """`pulumi stack output [ARGUMENTS] --json --stack STACK`, parsed."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise UsageError("the pulumi CLI is not on PATH; install it, or check one endpoint with --url URL --model NAME")
-    command = [pulumi, "stack", "output", "--json", "--show-secrets", "--stack", stack]
+    command = [pulumi, "stack", "output", *arguments, "--json", "--stack", stack]
+    shown = " ".join(["pulumi", *command[1:]])
     # No stdin: a stack that needs a passphrase then fails with Pulumi's own message instead of a hidden prompt.
     result = subprocess.run(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
-        raise UsageError(f"`pulumi stack output --stack {stack}` failed: {result.stderr.strip()}")
-    return json.loads(result.stdout)
+        raise UsageError(f"`{shown}` failed: {result.stderr.strip()}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError as exc:
+        raise UsageError(f"`{shown}` did not print JSON: {result.stdout.strip()[:200]}") from exc
 
 
 def stack_file(stack: str) -> Path:
@@ -825,10 +830,13 @@ def run(args: argparse.Namespace) -> list[Check]:
         if args.url:
             targets = [target_from_url(args.url, args.model)]
         else:
-            outputs = stack_outputs(args.stack)
+            # Secret outputs read as "[secret]" here: decrypting them would need a passphrase-protected
+            # stack's passphrase, and only the kubeconfig is worth asking for it.
+            outputs = stack_output(args.stack)
             targets = targets_from_outputs(outputs)
             if kubeconfig is None and outputs.get("kubeconfig"):
-                kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"]))
+                secret = stack_output(args.stack, "kubeconfig", "--show-secrets")
+                kubeconfig = stack.enter_context(kubeconfig_file(secret))
             # The context the stack deploys with selects it in the stack's kubeconfig as in the default one.
             context = context or stack_file_context(args.stack)
         if kubeconfig is None and context is None:
