@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -133,39 +133,63 @@ def progress(message: str) -> None:
     print(f"verify: {message}", file=sys.stderr, flush=True)
 
 
-def http_request(
-    url: str, timeout: float, payload: Optional[dict[str, Any]] = None, host: Optional[str] = None
-) -> Response:
-    """One request, GET or (with a payload) POST; transport failures come back as Response.error.
+class HttpClient:
+    """Requests to one base URL over one HTTP/1.1 connection, kept alive from one request to the next.
 
-    `host` replaces the Host header: the interceptor routes by it, and a port-forward's URL names 127.0.0.1.
     http.client rather than urllib: urllib would route loopback port-forwards through any *_proxy
     from the environment."""
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    body = None if payload is None else json.dumps(payload).encode()
-    headers = {"Accept": "application/json"}
-    if host is not None:
-        headers["Host"] = host
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    started = time.monotonic()
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
-    try:
-        connection.request("GET" if body is None else "POST", path, body=body, headers=headers)
-        reply = connection.getresponse()
+
+    def __init__(self, base_url: str, timeout: float, host: Optional[str] = None):
+        parts = urlsplit(base_url)
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        # The interceptor routes by Host, and a port-forward's URL names 127.0.0.1.
+        self._headers = {"Accept": "application/json", **({"Host": host} if host is not None else {})}
+
+    def request(self, path: str, payload: Optional[dict[str, Any]] = None) -> Response:
+        """GET path, or POST the payload to it; transport failures come back as Response.error."""
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        started = time.monotonic()
+        reused = self._connection.sock is not None
+        try:
+            try:
+                return self._exchange(path, body, headers, started)
+            except http.client.RemoteDisconnected:
+                # A kept-alive connection that the server, or a port-forward's idle timeout, closed meanwhile:
+                # the request never got an answer, so it is sent once more on a new connection.
+                if not reused:
+                    raise
+                self._connection.close()
+                return self._exchange(path, body, headers, started)
+        except (OSError, http.client.HTTPException) as exc:
+            self._connection.close()
+            if isinstance(exc, TimeoutError):
+                reason = f"timed out after {self._timeout:g} s"
+            elif isinstance(exc, ConnectionRefusedError):
+                reason = "connection refused"
+            else:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Response(None, b"", time.monotonic() - started, reason)
+
+    def _exchange(self, path: str, body: Optional[bytes], headers: dict[str, str], started: float) -> Response:
+        self._connection.request("GET" if body is None else "POST", self._prefix + path, body=body, headers=headers)
+        reply = self._connection.getresponse()
         data = reply.read()
         return Response(reply.status, data, time.monotonic() - started)
-    except TimeoutError:
-        return Response(None, b"", time.monotonic() - started, f"timed out after {timeout:g} s")
-    except ConnectionRefusedError:
-        return Response(None, b"", time.monotonic() - started, "connection refused")
-    except (OSError, http.client.HTTPException) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Response(None, b"", time.monotonic() - started, reason)
-    finally:
-        connection.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def http_request(url: str, timeout: float, host: Optional[str] = None) -> Response:
+    """One GET on a connection of its own."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    with contextlib.closing(HttpClient(f"{parts.scheme}://{parts.netloc}", timeout, host)) as client:
+        return client.request(path)
 
 
 def listed_models(body: bytes) -> list[str]:
@@ -230,16 +254,26 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
 
 
 def chat_completions(base_url: str, served_model: str, options: Options, host: Optional[str] = None) -> list[Response]:
+    """options.requests completions from options.concurrency workers, each on a connection of its own.
+
+    Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
+    websocket to the API server, and setting that up is not the model's latency."""
     payload = {
         "model": served_model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": MAX_TOKENS,
         "temperature": 0,
     }
-    url = f"{base_url}/v1/chat/completions"
-    with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-        futures = [pool.submit(http_request, url, options.timeout, payload, host) for _ in range(options.requests)]
-        return [future.result() for future in as_completed(futures)]
+    workers = min(options.concurrency, options.requests)
+    shares = [options.requests // workers + (index < options.requests % workers) for index in range(workers)]
+
+    def work(share: int) -> list[Response]:
+        with contextlib.closing(HttpClient(base_url, options.timeout, host)) as client:
+            client.request("/v1/models")
+            return [client.request("/v1/chat/completions", payload) for _ in range(share)]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [response for batch in pool.map(work, shares) for response in batch]
 
 
 def http_checks(target: Target, base_url: str, options: Options, host: Optional[str] = None) -> list[Check]:
