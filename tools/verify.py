@@ -24,6 +24,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import socketserver
 import subprocess
 import sys
@@ -516,6 +517,9 @@ class _RelayHandler(socketserver.BaseRequestHandler):
     server: "LocalForward"
 
     def handle(self) -> None:
+        # The relay passes on each piece as it arrives: Nagle's algorithm would hold a response's last
+        # piece back until the client's delayed ACK, adding some 40 ms to every measured latency.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             remote = self.server.open_stream()
         except KubeError as exc:
