@@ -37,6 +37,7 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         loading_polls: int = 0,
         routed_host: Optional[str] = None,
         drop_reused: int = 0,
+        health_status: int = 200,
     ):
         super().__init__(("127.0.0.1", 0), _VllmHandler)
         self.served = served
@@ -48,6 +49,7 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         # This many completions that arrive on a kept-alive connection get it closed instead of an answer,
         # as when the server's keep-alive timeout races the request.
         self.drop_reused = drop_reused
+        self.health_status = health_status
         self.hosts_seen: set[str] = set()
         self.chat_requests: list[dict[str, Any]] = []
         self.connections = 0
@@ -100,7 +102,7 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         if self._unrouted():
             return
         if self.path == "/health":
-            self._reply(200)
+            self._reply(self.server.health_status)
         elif self.path == "/v1/models":
             if self.server.loading_polls > 0:
                 self.server.loading_polls -= 1
@@ -200,7 +202,7 @@ def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double
 
 def test_a_kept_alive_connection_closed_by_the_server_is_reopened_once(double):
     server = double(drop_reused=1)
-    responses = verify.chat_completions(server.url, MODEL, verify.Options(requests=2, concurrency=1, timeout=2))
+    responses = verify.chat_completions([server.url], MODEL, verify.Options(requests=2, concurrency=1, timeout=2))
     assert server.drop_reused == 0, "the double closed a kept-alive connection on a completion"
     assert [verify.completion_problem(r) for r in responses] == [None, None]
     assert server.connections == 2
@@ -536,11 +538,11 @@ def test_evaluate_restarts(before, after, passed, detail):
     assert (check.check, check.passed, check.detail) == ("restarts", passed, detail)
 
 
-def test_forward_target_resolves_the_named_port_on_a_ready_pod():
-    pods = [pod("a", ready=False), pod("b", terminating=True), pod("c")]
-    assert verify.forward_target(service(), pods) == ("c", 8000)
+def test_forward_targets_resolve_the_named_port_on_every_ready_pod():
+    pods = [pod("a", ready=False), pod("b", terminating=True), pod("c"), pod("d")]
+    assert verify.forward_targets(service(), pods) == [("c", 8000), ("d", 8000)]
     with pytest.raises(verify.KubeError, match="no Ready pod"):
-        verify.forward_target(service(), [pod("a", ready=False)])
+        verify.forward_targets(service(), [pod("a", ready=False)])
 
 
 def stream_to(port: int) -> socket.socket:
@@ -551,14 +553,16 @@ def stream_to(port: int) -> socket.socket:
 
 
 class FakeKube:
+    """The API reads verify makes, and port-forwards to the pods' test doubles (pod name -> URL)."""
+
     def __init__(
         self,
-        upstream: str,
+        upstreams: dict[str, str],
         pods: list[dict[str, Any]],
         pods_later: Optional[list[dict[str, Any]]] = None,
         stream_setup: float = 0.0,
     ):
-        self.port = int(upstream.rsplit(":", 1)[1])
+        self.ports = {name: int(url.rsplit(":", 1)[1]) for name, url in upstreams.items()}
         self._pods = [pods, pods_later or pods]
         self.stream_setup = stream_setup  # how long a port-forward's websocket takes to open
         self.streams = 0
@@ -578,15 +582,15 @@ class FakeKube:
         return self._pods[0] if len(self.selectors) < 3 else self._pods[1]
 
     def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
-        assert (namespace, pod_name, port) == ("vllm", "a", 8000)
+        assert (namespace, port) == ("vllm", 8000)
         self.streams += 1
         time.sleep(self.stream_setup)
-        return stream_to(self.port)
+        return stream_to(self.ports[pod_name])
 
 
 def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")])
+    kube = FakeKube({"a": server.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, f"http://{MODEL}.vllm.svc.cluster.local:8000", "vllm")
     checks = verify.verify_target(target, verify.Options(requests=3, concurrency=2, timeout=2), kube)
     assert [(c.check, c.status) for c in checks] == [
@@ -605,16 +609,30 @@ def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
 
 def test_neither_the_port_forward_setup_nor_the_relay_adds_latency(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")], stream_setup=0.12)
+    kube = FakeKube({"a": server.url}, [pod("a")], stream_setup=0.12)
     target = verify.Target(MODEL, MODEL, "unused", "vllm")
     options = verify.Options(requests=4, concurrency=2, timeout=2, p95_slo=0.03)
     latency = {c.check: c for c in verify.verify_target(target, options, kube)}["latency-p95"]
     assert latency.passed, latency.detail
 
 
+def test_health_and_models_are_checked_on_every_ready_pod(double):
+    healthy, broken = double(), double(health_status=503, served=())
+    kube = FakeKube({"a": healthy.url, "b": broken.url}, [pod("a"), pod("b")])
+    target = verify.Target(MODEL, MODEL, "unused", "vllm")
+    checks = {c.check: c for c in verify.verify_target(target, verify.Options(requests=4, timeout=2), kube)}
+    assert checks["port-forward"].detail == "via pods a:8000, b:8000"
+    assert not checks["health"].passed
+    assert checks["health"].detail == "1/2 pods answered 200; b: HTTP 503"
+    assert not checks["models"].passed
+    assert checks["models"].detail == "1/2 pods listed 'llama-8b'; b: 'llama-8b' not listed (listed: none)"
+    assert checks["completions"].passed, "the completions go to the pod that serves the model"
+    assert len(healthy.chat_requests) == 4 and broken.chat_requests == []
+
+
 def test_kubernetes_checks_catch_a_restart_during_the_load(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
+    kube = FakeKube({"a": server.url}, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
     target = verify.Target(MODEL, MODEL, "unused", "vllm")
     restarts = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)[-1]
     assert (restarts.check, restarts.passed) == ("restarts", False)
@@ -623,7 +641,7 @@ def test_kubernetes_checks_catch_a_restart_during_the_load(double):
 
 def test_kubernetes_api_errors_become_failed_checks(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")])
+    kube = FakeKube({"a": server.url}, [pod("a")])
     target = verify.Target("missing", MODEL, "unused", "vllm")
     checks = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)
     assert (checks[0].check, checks[0].status) == ("deployment", "FAIL")
@@ -663,15 +681,15 @@ class FakeKubeAtZero(FakeKube):
         return super().pods(namespace, selector)
 
     def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
-        assert (namespace, pod_name, port) == ("keda", "interceptor-1", 8000)
+        assert (namespace, port) == ("keda", 8000)
         self.streams += 1
-        return stream_to(self.port)
+        return stream_to(self.ports[pod_name])
 
 
 def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
     host = f"{MODEL}.vllm.svc.cluster.local"
     interceptor = double(routed_host=host, loading_polls=2)
-    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
     options = verify.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
     checks = verify.verify_target(target, options, kube)
@@ -692,7 +710,7 @@ def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
 
 def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
     interceptor = double(routed_host="someone-else.vllm.svc.cluster.local")
-    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, "unused", "vllm")
     options = verify.Options(requests=1, timeout=1, wait_ready=0.2, wait_interval=0.05)
     checks = {c.check: c for c in verify.verify_target(target, options, kube)}
@@ -846,7 +864,7 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     checks = by_check(json.loads(out))
     assert code == verify.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
-    assert checks["port-forward"]["detail"] == "via pod a port 8000"
+    assert checks["port-forward"]["detail"] == "via pod a:8000"
     assert checks["health"]["status"] == "FAIL" and "RemoteDisconnected" in checks["health"]["detail"]
     assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -254,8 +255,11 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
     return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
 
 
-def chat_completions(base_url: str, served_model: str, options: Options, host: Optional[str] = None) -> list[Response]:
-    """options.requests completions from options.concurrency workers, each on a connection of its own.
+def chat_completions(
+    base_urls: Sequence[str], served_model: str, options: Options, host: Optional[str] = None
+) -> list[Response]:
+    """options.requests completions from options.concurrency workers, each on a connection of its own,
+    the workers taking the base URLs in turn.
 
     Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
     websocket to the API server, and setting that up is not the model's latency."""
@@ -268,33 +272,52 @@ def chat_completions(base_url: str, served_model: str, options: Options, host: O
     workers = min(options.concurrency, options.requests)
     shares = [options.requests // workers + (index < options.requests % workers) for index in range(workers)]
 
-    def work(share: int) -> list[Response]:
-        with contextlib.closing(HttpClient(base_url, options.timeout, host)) as client:
+    def work(index: int) -> list[Response]:
+        with contextlib.closing(HttpClient(base_urls[index % len(base_urls)], options.timeout, host)) as client:
             client.request("/v1/models")
-            return [client.request("/v1/chat/completions", payload) for _ in range(share)]
+            return [client.request("/v1/chat/completions", payload) for _ in range(shares[index])]
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [response for batch in pool.map(work, shares) for response in batch]
+        return [response for batch in pool.map(work, range(workers)) for response in batch]
 
 
-def http_checks(target: Target, base_url: str, options: Options, host: Optional[str] = None) -> list[Check]:
-    base_url = base_url.rstrip("/")
-    progress(f"{target.name}: GET {base_url}/health")
-    health = http_request(f"{base_url}/health", options.timeout, host=host)
-    healthy = health.error is None and health.status == 200
+def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:
+    """One check over every endpoint: a lone URL's problem as it is, or how many pods passed and why others did not."""
+    failing = {pod: problem for pod, problem in problems.items() if problem is not None}
+    if None in problems:
+        return Check(model, check, not failing, failing.get(None) or success)
+    detail = f"{len(problems) - len(failing)}/{len(problems)} pods {success}"
+    return Check(model, check, not failing, "; ".join([detail, *(f"{pod}: {why}" for pod, why in failing.items())]))
+
+
+def http_checks(
+    target: Target, base_urls: dict[Optional[str], str], options: Options, host: Optional[str] = None
+) -> list[Check]:
+    """health and models on every base URL, keyed by the pod it reaches (None: no particular pod), then the
+    completions spread over those that list the model."""
+    health: dict[Optional[str], Optional[str]] = {}
+    models: dict[Optional[str], Optional[str]] = {}
+    for pod, base_url in base_urls.items():
+        base_url = base_url.rstrip("/")
+        where = f" (pod {pod})" if pod else ""
+        progress(f"{target.name}: GET {base_url}/health{where}")
+        response = http_request(f"{base_url}/health", options.timeout, host=host)
+        health[pod] = None if response.error is None and response.status == 200 else response.problem()
+        progress(f"{target.name}: GET {base_url}/v1/models{where}")
+        response = http_request(f"{base_url}/v1/models", options.timeout, host=host)
+        models[pod] = models_problem(response, target.served_model)
     checks = [
-        Check(target.name, "health", healthy, f"HTTP 200 in {health.elapsed:.3f} s" if healthy else health.problem())
+        endpoints_check(target.name, "health", health, "answered 200"),
+        endpoints_check(target.name, "models", models, f"listed {target.served_model!r}"),
     ]
-    progress(f"{target.name}: GET {base_url}/v1/models")
-    problem = models_problem(http_request(f"{base_url}/v1/models", options.timeout, host=host), target.served_model)
-    checks.append(Check(target.name, "models", problem is None, problem or f"lists {target.served_model!r}"))
-    if problem is not None:
-        # Completions for a model the server does not list can only fail the same way; say so once.
+    serving = [base_urls[pod] for pod, problem in models.items() if problem is None]
+    if not serving:
+        # Completions for a model no server lists can only fail the same way; say so once.
         skipped = "skipped: the models check failed"
         return checks + [Check(target.name, name, False, skipped) for name in ("completions", "latency-p95")]
     progress(f"{target.name}: {options.requests} chat completions, {options.concurrency} at a time")
     return checks + evaluate_completions(
-        target.name, chat_completions(base_url, target.served_model, options, host), options.p95_slo
+        target.name, chat_completions(serving, target.served_model, options, host), options.p95_slo
     )
 
 
@@ -413,10 +436,10 @@ def label_selector(match_labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
 
 
-def forward_target(
+def forward_targets(
     service: dict[str, Any], pods: Sequence[dict[str, Any]], port: "int | str" = SERVICE_PORT_NAME
-) -> tuple[str, int]:
-    """The Ready pod and container port that the Service's port (by name or number) leads to, as a port-forward needs them."""
+) -> list[tuple[str, int]]:
+    """Each Ready pod, with the container port that the Service's port (by name or number) leads to on it."""
     ports = service["spec"].get("ports") or []
     key = "port" if isinstance(port, int) else "name"
     named = [p for p in ports if p.get(key) == port] or (ports if len(ports) == 1 else [])
@@ -426,13 +449,16 @@ def forward_target(
     ready = [p for p in live_pods(pods) if is_ready(p)]
     if not ready:
         raise KubeError(f"no Ready pod behind Service {service['metadata']['name']}")
-    pod = ready[0]
+    return [(pod["metadata"]["name"], container_port(pod, target_port)) for pod in ready]
+
+
+def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
     if isinstance(target_port, int):
-        return pod["metadata"]["name"], target_port
+        return target_port
     for container in pod["spec"]["containers"]:
         for port in container.get("ports") or []:
             if port.get("name") == target_port:
-                return pod["metadata"]["name"], port["containerPort"]
+                return port["containerPort"]
     raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
 
 
@@ -560,15 +586,15 @@ class LocalForward(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
-def service_endpoint(kube: KubeApi, namespace: str, name: str) -> tuple[str, int]:
-    """The pod and port that a port-forward to Service `name` should use."""
+def service_endpoints(kube: KubeApi, namespace: str, name: str) -> list[tuple[str, int]]:
+    """The pods and ports that port-forwards to Service `name` should use."""
     service = kube.service(namespace, name)
-    return forward_target(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
+    return forward_targets(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
 
 
 def _ready_pod_problem(kube: KubeApi, namespace: str, name: str) -> Optional[str]:
     try:
-        service_endpoint(kube, namespace, name)
+        service_endpoints(kube, namespace, name)
     except KubeError as exc:
         return str(exc)
     return None
@@ -613,7 +639,7 @@ def interceptor_endpoint(kube: KubeApi, entry: dict[str, Any]) -> tuple[str, str
     service = kube.service(namespace, name)
     ports = entry["spec"].get("ports") or [{}]
     pods = kube.pods(namespace, label_selector(service["spec"].get("selector") or {}))
-    pod, port = forward_target(service, pods, ports[0].get("port", SERVICE_PORT_NAME))
+    pod, port = forward_targets(service, pods, ports[0].get("port", SERVICE_PORT_NAME))[0]
     return namespace, pod, port
 
 
@@ -636,7 +662,7 @@ def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: d
         )
         _report_wait(model, wake, reason)
         workload, selector, pods_before = _workload_checks(model, namespace, kube)
-        checks += workload + http_checks(target, forward.url, options, host)
+        checks += workload + http_checks(target, {None: forward.url}, options, host)
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
@@ -660,14 +686,21 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
 
     checks, selector, pods_before = _workload_checks(model, namespace, kube)
     try:
-        pod, port = service_endpoint(kube, namespace, model)
+        endpoints = service_endpoints(kube, namespace, model)
     except KubeError as exc:
         checks.append(Check(model, "port-forward", False, str(exc)))
     else:
-        checks.append(Check(model, "port-forward", True, f"via pod {pod} port {port}"))
-        progress(f"{model}: port-forward to {namespace}/{pod}:{port}")
-        with LocalForward(lambda: kube.open_stream(namespace, pod, port), options.timeout) as forward:
-            checks += http_checks(target, forward.url, options)
+        pods = ", ".join(f"{pod}:{port}" for pod, port in endpoints)
+        checks.append(Check(model, "port-forward", True, f"via pod{'s' if len(endpoints) > 1 else ''} {pods}"))
+        progress(f"{model}: port-forward to {namespace}/{pods}")
+        with contextlib.ExitStack() as forwards:
+            base_urls: dict[Optional[str], str] = {
+                pod: forwards.enter_context(
+                    LocalForward(functools.partial(kube.open_stream, namespace, pod, port), options.timeout)
+                ).url
+                for pod, port in endpoints
+            }
+            checks += http_checks(target, base_urls, options)
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
@@ -687,7 +720,7 @@ def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = No
             options.wait_interval,
         )
         _report_wait(target.name, options.wait_ready, reason)
-    return http_checks(target, target.url, options)
+    return http_checks(target, {None: target.url}, options)
 
 
 def stack_output(stack: str, *arguments: str) -> Any:
