@@ -38,6 +38,7 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         routed_host: Optional[str] = None,
         drop_reused: int = 0,
         health_status: int = 200,
+        wake_delay: float = 0.0,
     ):
         super().__init__(("127.0.0.1", 0), _VllmHandler)
         self.served = served
@@ -50,6 +51,9 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         # as when the server's keep-alive timeout races the request.
         self.drop_reused = drop_reused
         self.health_status = health_status
+        # An interceptor holds /v1/models requests, silent, until the model it wakes serves, this long after start.
+        self.awake_at = time.monotonic() + wake_delay
+        self.held = 0
         self.hosts_seen: set[str] = set()
         self.chat_requests: list[dict[str, Any]] = []
         self.connections = 0
@@ -104,6 +108,10 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         if self.path == "/health":
             self._reply(self.server.health_status)
         elif self.path == "/v1/models":
+            if time.monotonic() < self.server.awake_at:
+                with self.server.lock:
+                    self.server.held += 1
+                time.sleep(self.server.awake_at - time.monotonic())
             if self.server.loading_polls > 0:
                 self.server.loading_polls -= 1
                 self._reply(503, {"object": "error", "message": "loading"})
@@ -706,6 +714,17 @@ def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
     assert "interceptor pod keda/interceptor-1" in checks[0].detail
     assert interceptor.loading_polls == 0, "verify waited for the wake-up without --wait-ready"
     assert interceptor.hosts_seen == {host}, "every request names the model's Service as its Host"
+
+
+def test_the_forward_keeps_a_waking_request_open_as_long_as_the_wake_may_take(double):
+    host = f"{MODEL}.vllm.svc.cluster.local"
+    interceptor = double(routed_host=host, wake_delay=0.6)
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
+    target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
+    options = verify.Options(requests=1, timeout=0.2, wait_ready=5, wait_interval=0.01)
+    checks = verify.verify_target(target, options, kube)
+    assert all(c.passed for c in checks), checks
+    assert interceptor.held == 1, "the request that woke the model was answered, not dropped and sent again"
 
 
 def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):

@@ -653,8 +653,10 @@ def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: d
         return [Check(model, "port-forward", False, str(exc))]
     checks = [Check(model, "port-forward", True, f"via interceptor pod {via}/{pod} port {port} (scales to zero)")]
     progress(f"{model}: port-forward to interceptor {via}/{pod}:{port}, Host {host}")
-    with LocalForward(lambda: kube.open_stream(via, pod, port), options.timeout) as forward:
-        wake = options.wait_ready or WAKE_SECONDS
+    wake = options.wait_ready or WAKE_SECONDS
+    # The interceptor holds the waking request, silent, until the model serves: a shorter idle timeout
+    # would drop it, and every retry after it, before that.
+    with LocalForward(lambda: kube.open_stream(via, pod, port), max(options.timeout, wake)) as forward:
         progress(f"{model}: waking it through the interceptor, up to {wake:g} s")
         url = f"{forward.url}/v1/models"
         reason = wait_until(
