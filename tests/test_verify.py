@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import stat
 import threading
@@ -738,11 +742,26 @@ def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
 
 
 class FakeApiServer(http.server.ThreadingHTTPServer):
+    """A loopback Kubernetes API: GETs of the objects given, and pods' port-forwards over websockets to
+    the test doubles in `backends` (pod name -> URL), framed as the API server frames them for the client."""
+
     daemon_threads = True
 
     def __init__(self, objects: dict[str, Any]):
         super().__init__(("127.0.0.1", 0), _ApiHandler)
         self.objects = objects
+        self.backends: dict[str, str] = {}
+        self.port_forwards: list[str] = []
+        self.handshake_seconds = 0.0
+        self.handshaking = self.peak_handshaking = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+PORT_FORWARD = re.compile(r"^/api/v1/namespaces/vllm/pods/(?P<pod>[^/]+)/portforward\?ports=(?P<port>\d+)$")
 
 
 class _ApiHandler(http.server.BaseHTTPRequestHandler):
@@ -751,18 +770,99 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "Bearer t":
+            self._reply(401, b'{"kind": "Status", "code": 401}')
+            return
+        forward = PORT_FORWARD.match(self.path)
+        if forward and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._port_forward(forward["pod"], int(forward["port"]))
+            return
         found = self.server.objects.get(self.path.split("?")[0])
         if isinstance(found, bytes):
             body = found  # not an API object: what a proxy in front of the API server might answer
         else:
             status = {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
             body = json.dumps(found or status).encode()
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self._reply(200 if found else 404, body)
+
+    def _port_forward(self, pod_name: str, port: int) -> None:
+        self.server.port_forwards.append(pod_name)
+        if pod_name not in self.server.backends:
+            self._reply(403, b'{"kind": "Status", "message": "pods/portforward is forbidden", "code": 403}')
+            return
+        with self.server.lock:
+            self.server.handshaking += 1
+            self.server.peak_handshaking = max(self.server.peak_handshaking, self.server.handshaking)
+        time.sleep(self.server.handshake_seconds)
+        with self.server.lock:
+            self.server.handshaking -= 1
+        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
         self.end_headers()
-        self.wfile.write(body)
+        self.close_connection = True
+        # Each channel's first frame names its port: channel 0 carries the data, channel 1 errors.
+        for channel in (0, 1):
+            self.wfile.write(ws_frame(bytes([channel]) + port.to_bytes(2, "little")))
+        backend = stream_to(int(self.server.backends[pod_name].rsplit(":", 1)[1]))
+
+        def from_backend() -> None:
+            with contextlib.suppress(OSError):
+                while data := backend.recv(65536):
+                    self.wfile.write(ws_frame(b"\0" + data))
+                self.wfile.write(ws_frame(b"", opcode=0x8))
+
+        answering = threading.Thread(target=from_backend, daemon=True)
+        answering.start()
+        try:
+            while True:
+                opcode, data = read_ws_frame(self.rfile)
+                if opcode == 0x8:
+                    break
+                if opcode == 0x2 and data[:1] == b"\0":
+                    backend.sendall(data[1:])
+        except OSError:
+            pass
+        finally:
+            backend.shutdown(socket.SHUT_RDWR)
+            answering.join()
+            backend.close()
+
+
+def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One unmasked websocket frame, as a server sends them."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([size])
+    elif size < 1 << 16:
+        length = bytes([126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + size.to_bytes(8, "big")
+    return bytes([0x80 | opcode]) + length + payload
+
+
+def read_ws_frame(stream: Any) -> tuple[int, bytes]:
+    """One websocket frame from a client (masked); a closed stream reads as a close frame."""
+    head = stream.read(2)
+    if len(head) < 2:
+        return 0x8, b""
+    size = head[1] & 0x7F
+    if size >= 126:
+        size = int.from_bytes(stream.read(2 if size == 126 else 8), "big")
+    mask = stream.read(4) if head[1] & 0x80 else bytes(4)
+    data = stream.read(size)
+    return head[0] & 0x0F, bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
 
 
 def kubeconfig_for(server: str) -> dict[str, Any]:
@@ -777,8 +877,8 @@ def kubeconfig_for(server: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api_server() -> Iterator[str]:
-    """A loopback Kubernetes API serving one model's Deployment, Service and pod; no port-forward upgrade."""
+def api_server() -> Iterator[FakeApiServer]:
+    """A loopback Kubernetes API serving one model's Deployment, Service and pod; set `backends` to port-forward."""
     server = FakeApiServer(
         {
             f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}": deployment(),
@@ -788,14 +888,14 @@ def api_server() -> Iterator[str]:
         }
     )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
     server.shutdown()
     server.server_close()
 
 
 def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server, tmp_path):
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server)))
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
     kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
     assert kube.deployment("vllm", MODEL) == deployment()
     assert kube.pods("vllm", "app.kubernetes.io/instance=llama-8b") == [pod("a")]
@@ -803,9 +903,33 @@ def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server,
         kube.deployment("vllm", "other")
 
 
+def test_port_forwards_through_the_kubernetes_client_reach_every_pod(api_server, double, tmp_path, capsys):
+    """The client's websocket port-forward, the local forwards and their relays together, to two pods."""
+    first, second = double(), double()
+    api_server.backends = {"a": first.url, "b": second.url}
+    api_server.handshake_seconds = 0.05  # long enough for the two workers' port-forwards to overlap
+    api_server.objects["/api/v1/namespaces/vllm/pods"] = {"kind": "PodList", "items": [pod("a"), pod("b")]}
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    argv = ["--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--requests", "6", "--concurrency", "2"]
+    code, result = run_json(capsys, *argv, "--timeout", "2")
+    checks = by_check(result)
+    assert code == verify.EXIT_PASSED, checks
+    assert checks["port-forward"]["detail"] == "via pods a:8000, b:8000"
+    assert checks["health"]["detail"] == "2/2 pods answered 200"
+    assert checks["models"]["detail"] == "2/2 pods listed 'llama-8b'"
+    assert checks["completions"]["detail"] == "6/6 succeeded"
+    assert len(first.chat_requests) == len(second.chat_requests) == 3, "each pod served one worker"
+    # One websocket per connection: /health, /v1/models, and the one kept-alive connection of its worker.
+    assert sorted(api_server.port_forwards) == ["a", "a", "a", "b", "b", "b"]
+    # The client's port-forward setup is not thread-safe: unserialized, it can leave the client unable to read pods.
+    assert api_server.peak_handshaking == 1
+
+
 def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server)))
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
     kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
     with pytest.raises(verify.KubeError) as raised:
         kube.service("vllm", "behind-a-proxy")
@@ -872,8 +996,8 @@ ONE_MODEL = {
 
 
 def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulumi, capsys):
-    """The cluster answers but refuses the port-forward upgrade: failed HTTP checks, no traceback."""
-    calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server))
+    """The cluster answers but refuses the port-forward upgrade (no RBAC for it): failed HTTP checks, no traceback."""
+    calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server.url))
     code = verify.main(["--stack", "dev", *FAST, "--json"])
     out, err = capsys.readouterr()
     assert calls.read_text().splitlines() == [
@@ -884,8 +1008,10 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     assert code == verify.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
     assert checks["port-forward"]["detail"] == "via pod a:8000"
-    assert checks["health"]["status"] == "FAIL" and "RemoteDisconnected" in checks["health"]["detail"]
-    assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
+    refused = "a: RemoteDisconnected: Remote end closed connection without response"
+    assert checks["health"]["status"] == "FAIL" and checks["health"]["detail"] == f"0/1 pods answered 200; {refused}"
+    assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"].endswith(refused)
+    assert "port-forward to vllm/a:8000: ApiException: Handshake status 403 Forbidden" in err
 
 
 def test_secrets_are_not_asked_for_when_the_kubeconfig_comes_from_the_flag(fake_pulumi, tmp_path, capsys):
@@ -905,7 +1031,7 @@ def test_a_failed_secret_read_is_a_usage_error(fake_pulumi, tmp_path, capsys):
 def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
     api_server, refused_url, fake_pulumi, tmp_path, monkeypatch, capsys
 ):
-    kubeconfig = kubeconfig_for(api_server)
+    kubeconfig = kubeconfig_for(api_server.url)
     kubeconfig["clusters"].append({"name": "gone", "cluster": {"server": refused_url}})
     kubeconfig["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "fake"}})
     kubeconfig["current-context"] = "gone"

@@ -44,7 +44,7 @@ import urllib3
 import yaml
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import OpenApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import portforward
 
@@ -462,7 +462,7 @@ def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
     raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
 
 
-KUBE_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 class KubeApi:
@@ -470,6 +470,9 @@ class KubeApi:
 
     def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
         self._timeout = timeout
+        # The client's portforward() swaps call_api on the shared ApiClient while it connects: a call from
+        # another thread meanwhile would go through the swapped one, or restore it for good.
+        self._lock = threading.Lock()
         try:
             api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
         except (ConfigException, OSError, yaml.YAMLError) as exc:
@@ -489,7 +492,8 @@ class KubeApi:
         # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
         # identical across client versions, and what the pure evaluators above read.
         try:
-            raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            with self._lock:
+                raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
         except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
         try:
@@ -514,9 +518,10 @@ class KubeApi:
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:
         """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
         try:
-            forward = portforward(
-                self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
-            )
+            with self._lock:
+                forward = portforward(
+                    self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+                )
             return forward.socket(port)
         except KUBE_ERRORS as exc:
             raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
