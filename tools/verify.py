@@ -5,9 +5,10 @@
 
 HTTP checks for each model: /health answers 200; /v1/models lists the served model name; N chat
 completions, at bounded concurrency, have no errors and a p95 latency within the SLO.
-With a kubeconfig (--kubeconfig, or the stack's `kubeconfig` output) it also checks the Deployment's
-available replicas, the pods' Ready condition and recent restarts, and reaches each Service through a
-port-forward made with the kubernetes client, so neither kubectl nor in-cluster DNS is needed.
+With a kubeconfig (--kubeconfig, --context, the stack's `kubeconfig` output or its cluster.existing.context)
+it also checks the Deployment's available replicas, the pods' Ready condition and recent restarts, and
+reaches every Ready pod behind each Service through port-forwards made with the kubernetes client, so
+neither kubectl nor in-cluster DNS is needed: /health and /v1/models on each pod, completions spread over them.
 
 Progress goes to stderr; the table (or --json) to stdout.
 Exit codes: 0 every check passed, 1 some check failed, 2 usage error (bad flags, no pulumi CLI, unknown stack).
