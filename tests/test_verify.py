@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import stat
 import threading
@@ -36,6 +40,9 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         chat_delay: float = 0.0,
         loading_polls: int = 0,
         routed_host: Optional[str] = None,
+        drop_reused: int = 0,
+        health_status: int = 200,
+        wake_delay: float = 0.0,
     ):
         super().__init__(("127.0.0.1", 0), _VllmHandler)
         self.served = served
@@ -44,8 +51,18 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         self.loading_polls = loading_polls  # /v1/models answers 503 this many times first
         # Set: an interceptor in front, which answers 404 to a Host that routes to no model.
         self.routed_host = routed_host
+        # This many completions that arrive on a kept-alive connection get it closed instead of an answer,
+        # as when the server's keep-alive timeout races the request.
+        self.drop_reused = drop_reused
+        self.health_status = health_status
+        # An interceptor holds /v1/models requests, silent, until the model it wakes serves, this long after start.
+        self.awake_at = time.monotonic() + wake_delay
+        self.held = 0
         self.hosts_seen: set[str] = set()
         self.chat_requests: list[dict[str, Any]] = []
+        self.connections = 0
+        self.in_flight = self.peak_in_flight = 0
+        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -58,6 +75,16 @@ class VllmDouble(http.server.ThreadingHTTPServer):
 
 class _VllmHandler(http.server.BaseHTTPRequestHandler):
     server: VllmDouble
+    # Keep-alive, as vLLM's uvicorn does: verify reuses one connection for a worker's completions.
+    protocol_version = "HTTP/1.1"
+    # Like uvicorn (asyncio sets TCP_NODELAY): otherwise a kept-alive answer's body waits for a delayed ACK.
+    disable_nagle_algorithm = True
+    answered = 0  # requests answered on this connection
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -69,6 +96,7 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.answered += 1
 
     def _unrouted(self) -> bool:
         host = self.headers.get("Host", "").rsplit(":", 1)[0]
@@ -82,8 +110,12 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         if self._unrouted():
             return
         if self.path == "/health":
-            self._reply(200)
+            self._reply(self.server.health_status)
         elif self.path == "/v1/models":
+            if time.monotonic() < self.server.awake_at:
+                with self.server.lock:
+                    self.server.held += 1
+                time.sleep(self.server.awake_at - time.monotonic())
             if self.server.loading_polls > 0:
                 self.server.loading_polls -= 1
                 self._reply(503, {"object": "error", "message": "loading"})
@@ -97,8 +129,19 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         if self._unrouted():
             return
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            dropped = self.answered > 0 and self.server.drop_reused > 0
+            self.server.drop_reused -= dropped
+        if dropped:
+            self.close_connection = True
+            return
         self.server.chat_requests.append(request)
+        with self.server.lock:
+            self.server.in_flight += 1
+            self.server.peak_in_flight = max(self.server.peak_in_flight, self.server.in_flight)
         time.sleep(self.server.chat_delay)
+        with self.server.lock:
+            self.server.in_flight -= 1
         if self.server.chat_status != 200:
             self._reply(self.server.chat_status, {"object": "error", "message": "engine failure", "code": 500})
             return
@@ -158,6 +201,23 @@ def test_healthy_endpoint_passes_every_check(double, capsys):
     assert "verify: " in err and "verify: " not in out
     assert len(server.chat_requests) == 4
     assert server.chat_requests[0]["model"] == MODEL and server.chat_requests[0]["max_tokens"] == verify.MAX_TOKENS
+
+
+def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double, capsys):
+    server = double(chat_delay=0.05)
+    code = verify.main(["--url", server.url, "--model", MODEL, "--requests", "9", "--concurrency", "3"])
+    assert code == verify.EXIT_PASSED, capsys.readouterr().out
+    assert len(server.chat_requests) == 9
+    assert 1 < server.peak_in_flight <= 3
+    assert server.connections == 2 + 3, "/health, /v1/models, then one connection per worker"
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_reopened_once(double):
+    server = double(drop_reused=1)
+    responses = verify.chat_completions([server.url], MODEL, verify.Options(requests=2, concurrency=1, timeout=2))
+    assert server.drop_reused == 0, "the double closed a kept-alive connection on a completion"
+    assert [verify.completion_problem(r) for r in responses] == [None, None]
+    assert server.connections == 2
 
 
 def test_not_listening_fails_with_connection_refused(refused_url, capsys):
@@ -490,17 +550,33 @@ def test_evaluate_restarts(before, after, passed, detail):
     assert (check.check, check.passed, check.detail) == ("restarts", passed, detail)
 
 
-def test_forward_target_resolves_the_named_port_on_a_ready_pod():
-    pods = [pod("a", ready=False), pod("b", terminating=True), pod("c")]
-    assert verify.forward_target(service(), pods) == ("c", 8000)
+def test_forward_targets_resolve_the_named_port_on_every_ready_pod():
+    pods = [pod("a", ready=False), pod("b", terminating=True), pod("c"), pod("d")]
+    assert verify.forward_targets(service(), pods) == [("c", 8000), ("d", 8000)]
     with pytest.raises(verify.KubeError, match="no Ready pod"):
-        verify.forward_target(service(), [pod("a", ready=False)])
+        verify.forward_targets(service(), [pod("a", ready=False)])
+
+
+def stream_to(port: int) -> socket.socket:
+    """A loopback connection standing in for the client's port-forward socket, which has no Nagle delay either."""
+    stream = socket.create_connection(("127.0.0.1", port))
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return stream
 
 
 class FakeKube:
-    def __init__(self, upstream: str, pods: list[dict[str, Any]], pods_later: Optional[list[dict[str, Any]]] = None):
-        self.port = int(upstream.rsplit(":", 1)[1])
+    """The API reads verify makes, and port-forwards to the pods' test doubles (pod name -> URL)."""
+
+    def __init__(
+        self,
+        upstreams: dict[str, str],
+        pods: list[dict[str, Any]],
+        pods_later: Optional[list[dict[str, Any]]] = None,
+        stream_setup: float = 0.0,
+    ):
+        self.ports = {name: int(url.rsplit(":", 1)[1]) for name, url in upstreams.items()}
         self._pods = [pods, pods_later or pods]
+        self.stream_setup = stream_setup  # how long a port-forward's websocket takes to open
         self.streams = 0
         self.selectors: list[str] = []
 
@@ -518,14 +594,15 @@ class FakeKube:
         return self._pods[0] if len(self.selectors) < 3 else self._pods[1]
 
     def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
-        assert (namespace, pod_name, port) == ("vllm", "a", 8000)
+        assert (namespace, port) == ("vllm", 8000)
         self.streams += 1
-        return socket.create_connection(("127.0.0.1", self.port))
+        time.sleep(self.stream_setup)
+        return stream_to(self.ports[pod_name])
 
 
 def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")])
+    kube = FakeKube({"a": server.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, f"http://{MODEL}.vllm.svc.cluster.local:8000", "vllm")
     checks = verify.verify_target(target, verify.Options(requests=3, concurrency=2, timeout=2), kube)
     assert [(c.check, c.status) for c in checks] == [
@@ -538,13 +615,36 @@ def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
         ("latency-p95", "PASS"),
         ("restarts", "PASS"),
     ]
-    assert kube.streams == 5  # one stream per HTTP connection: /health, /v1/models, 3 completions
+    assert kube.streams == 4  # one stream per HTTP connection: /health, /v1/models, one per completions worker
     assert set(kube.selectors) == {"app.kubernetes.io/instance=llama-8b,app.kubernetes.io/name=vllm"}
+
+
+def test_neither_the_port_forward_setup_nor_the_relay_adds_latency(double):
+    server = double()
+    kube = FakeKube({"a": server.url}, [pod("a")], stream_setup=0.12)
+    target = verify.Target(MODEL, MODEL, "unused", "vllm")
+    options = verify.Options(requests=4, concurrency=2, timeout=2, p95_slo=0.03)
+    latency = {c.check: c for c in verify.verify_target(target, options, kube)}["latency-p95"]
+    assert latency.passed, latency.detail
+
+
+def test_health_and_models_are_checked_on_every_ready_pod(double):
+    healthy, broken = double(), double(health_status=503, served=())
+    kube = FakeKube({"a": healthy.url, "b": broken.url}, [pod("a"), pod("b")])
+    target = verify.Target(MODEL, MODEL, "unused", "vllm")
+    checks = {c.check: c for c in verify.verify_target(target, verify.Options(requests=4, timeout=2), kube)}
+    assert checks["port-forward"].detail == "via pods a:8000, b:8000"
+    assert not checks["health"].passed
+    assert checks["health"].detail == "1/2 pods answered 200; b: HTTP 503"
+    assert not checks["models"].passed
+    assert checks["models"].detail == "1/2 pods listed 'llama-8b'; b: 'llama-8b' not listed (listed: none)"
+    assert checks["completions"].passed, "the completions go to the pod that serves the model"
+    assert len(healthy.chat_requests) == 4 and broken.chat_requests == []
 
 
 def test_kubernetes_checks_catch_a_restart_during_the_load(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
+    kube = FakeKube({"a": server.url}, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
     target = verify.Target(MODEL, MODEL, "unused", "vllm")
     restarts = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)[-1]
     assert (restarts.check, restarts.passed) == ("restarts", False)
@@ -553,7 +653,7 @@ def test_kubernetes_checks_catch_a_restart_during_the_load(double):
 
 def test_kubernetes_api_errors_become_failed_checks(double):
     server = double()
-    kube = FakeKube(server.url, [pod("a")])
+    kube = FakeKube({"a": server.url}, [pod("a")])
     target = verify.Target("missing", MODEL, "unused", "vllm")
     checks = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)
     assert (checks[0].check, checks[0].status) == ("deployment", "FAIL")
@@ -593,15 +693,15 @@ class FakeKubeAtZero(FakeKube):
         return super().pods(namespace, selector)
 
     def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
-        assert (namespace, pod_name, port) == ("keda", "interceptor-1", 8000)
+        assert (namespace, port) == ("keda", 8000)
         self.streams += 1
-        return socket.create_connection(("127.0.0.1", self.port))
+        return stream_to(self.ports[pod_name])
 
 
 def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
     host = f"{MODEL}.vllm.svc.cluster.local"
     interceptor = double(routed_host=host, loading_polls=2)
-    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
     options = verify.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
     checks = verify.verify_target(target, options, kube)
@@ -620,9 +720,20 @@ def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
     assert interceptor.hosts_seen == {host}, "every request names the model's Service as its Host"
 
 
+def test_the_forward_keeps_a_waking_request_open_as_long_as_the_wake_may_take(double):
+    host = f"{MODEL}.vllm.svc.cluster.local"
+    interceptor = double(routed_host=host, wake_delay=0.6)
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
+    target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
+    options = verify.Options(requests=1, timeout=0.2, wait_ready=5, wait_interval=0.01)
+    checks = verify.verify_target(target, options, kube)
+    assert all(c.passed for c in checks), checks
+    assert interceptor.held == 1, "the request that woke the model was answered, not dropped and sent again"
+
+
 def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
     interceptor = double(routed_host="someone-else.vllm.svc.cluster.local")
-    kube = FakeKubeAtZero(interceptor.url, [pod("a")])
+    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
     target = verify.Target(MODEL, MODEL, "unused", "vllm")
     options = verify.Options(requests=1, timeout=1, wait_ready=0.2, wait_interval=0.05)
     checks = {c.check: c for c in verify.verify_target(target, options, kube)}
@@ -631,11 +742,26 @@ def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
 
 
 class FakeApiServer(http.server.ThreadingHTTPServer):
+    """A loopback Kubernetes API: GETs of the objects given, and pods' port-forwards over websockets to
+    the test doubles in `backends` (pod name -> URL), framed as the API server frames them for the client."""
+
     daemon_threads = True
 
-    def __init__(self, objects: dict[str, dict[str, Any]]):
+    def __init__(self, objects: dict[str, Any]):
         super().__init__(("127.0.0.1", 0), _ApiHandler)
         self.objects = objects
+        self.backends: dict[str, str] = {}
+        self.port_forwards: list[str] = []
+        self.handshake_seconds = 0.0
+        self.handshaking = self.peak_handshaking = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+PORT_FORWARD = re.compile(r"^/api/v1/namespaces/vllm/pods/(?P<pod>[^/]+)/portforward\?ports=(?P<port>\d+)$")
 
 
 class _ApiHandler(http.server.BaseHTTPRequestHandler):
@@ -644,14 +770,99 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:
-        found = self.server.objects.get(self.path.split("?")[0])
-        body = json.dumps(found or {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}).encode()
-        self.send_response(200 if found else 404)
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != "Bearer t":
+            self._reply(401, b'{"kind": "Status", "code": 401}')
+            return
+        forward = PORT_FORWARD.match(self.path)
+        if forward and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._port_forward(forward["pod"], int(forward["port"]))
+            return
+        found = self.server.objects.get(self.path.split("?")[0])
+        if isinstance(found, bytes):
+            body = found  # not an API object: what a proxy in front of the API server might answer
+        else:
+            status = {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
+            body = json.dumps(found or status).encode()
+        self._reply(200 if found else 404, body)
+
+    def _port_forward(self, pod_name: str, port: int) -> None:
+        self.server.port_forwards.append(pod_name)
+        if pod_name not in self.server.backends:
+            self._reply(403, b'{"kind": "Status", "message": "pods/portforward is forbidden", "code": 403}')
+            return
+        with self.server.lock:
+            self.server.handshaking += 1
+            self.server.peak_handshaking = max(self.server.peak_handshaking, self.server.handshaking)
+        time.sleep(self.server.handshake_seconds)
+        with self.server.lock:
+            self.server.handshaking -= 1
+        key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
+        self.end_headers()
+        self.close_connection = True
+        # Each channel's first frame names its port: channel 0 carries the data, channel 1 errors.
+        for channel in (0, 1):
+            self.wfile.write(ws_frame(bytes([channel]) + port.to_bytes(2, "little")))
+        backend = stream_to(int(self.server.backends[pod_name].rsplit(":", 1)[1]))
+
+        def from_backend() -> None:
+            with contextlib.suppress(OSError):
+                while data := backend.recv(65536):
+                    self.wfile.write(ws_frame(b"\0" + data))
+                self.wfile.write(ws_frame(b"", opcode=0x8))
+
+        answering = threading.Thread(target=from_backend, daemon=True)
+        answering.start()
+        try:
+            while True:
+                opcode, data = read_ws_frame(self.rfile)
+                if opcode == 0x8:
+                    break
+                if opcode == 0x2 and data[:1] == b"\0":
+                    backend.sendall(data[1:])
+        except OSError:
+            pass
+        finally:
+            backend.shutdown(socket.SHUT_RDWR)
+            answering.join()
+            backend.close()
+
+
+def ws_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """One unmasked websocket frame, as a server sends them."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([size])
+    elif size < 1 << 16:
+        length = bytes([126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([127]) + size.to_bytes(8, "big")
+    return bytes([0x80 | opcode]) + length + payload
+
+
+def read_ws_frame(stream: Any) -> tuple[int, bytes]:
+    """One websocket frame from a client (masked); a closed stream reads as a close frame."""
+    head = stream.read(2)
+    if len(head) < 2:
+        return 0x8, b""
+    size = head[1] & 0x7F
+    if size >= 126:
+        size = int.from_bytes(stream.read(2 if size == 126 else 8), "big")
+    mask = stream.read(4) if head[1] & 0x80 else bytes(4)
+    data = stream.read(size)
+    return head[0] & 0x0F, bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
 
 
 def kubeconfig_for(server: str) -> dict[str, Any]:
@@ -666,25 +877,25 @@ def kubeconfig_for(server: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api_server() -> Iterator[str]:
-    """A loopback Kubernetes API serving one model's Deployment, Service and pod; no port-forward upgrade."""
-    pytest.importorskip("kubernetes")
+def api_server() -> Iterator[FakeApiServer]:
+    """A loopback Kubernetes API serving one model's Deployment, Service and pod; set `backends` to port-forward."""
     server = FakeApiServer(
         {
             f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}": deployment(),
             f"/api/v1/namespaces/vllm/services/{MODEL}": service(),
             "/api/v1/namespaces/vllm/pods": {"kind": "PodList", "items": [pod("a")]},
+            "/api/v1/namespaces/vllm/services/behind-a-proxy": b"<html><body>502 Bad Gateway</body></html>",
         }
     )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
     server.shutdown()
     server.server_close()
 
 
 def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server, tmp_path):
     kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server)))
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
     kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
     assert kube.deployment("vllm", MODEL) == deployment()
     assert kube.pods("vllm", "app.kubernetes.io/instance=llama-8b") == [pod("a")]
@@ -692,15 +903,61 @@ def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server,
         kube.deployment("vllm", "other")
 
 
+def test_port_forwards_through_the_kubernetes_client_reach_every_pod(api_server, double, tmp_path, capsys):
+    """The client's websocket port-forward, the local forwards and their relays together, to two pods."""
+    first, second = double(), double()
+    api_server.backends = {"a": first.url, "b": second.url}
+    api_server.handshake_seconds = 0.05  # long enough for the two workers' port-forwards to overlap
+    api_server.objects["/api/v1/namespaces/vllm/pods"] = {"kind": "PodList", "items": [pod("a"), pod("b")]}
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    argv = ["--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--requests", "6", "--concurrency", "2"]
+    code, result = run_json(capsys, *argv, "--timeout", "2")
+    checks = by_check(result)
+    assert code == verify.EXIT_PASSED, checks
+    assert checks["port-forward"]["detail"] == "via pods a:8000, b:8000"
+    assert checks["health"]["detail"] == "2/2 pods answered 200"
+    assert checks["models"]["detail"] == "2/2 pods listed 'llama-8b'"
+    assert checks["completions"]["detail"] == "6/6 succeeded"
+    assert len(first.chat_requests) == len(second.chat_requests) == 3, "each pod served one worker"
+    # One websocket per connection: /health, /v1/models, and the one kept-alive connection of its worker.
+    assert sorted(api_server.port_forwards) == ["a", "a", "a", "b", "b", "b"]
+    # The client's port-forward setup is not thread-safe: unserialized, it can leave the client unable to read pods.
+    assert api_server.peak_handshaking == 1
+
+
+def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
+    with pytest.raises(verify.KubeError) as raised:
+        kube.service("vllm", "behind-a-proxy")
+    assert str(raised.value) == (
+        "reading Service vllm/behind-a-proxy: the answer is not JSON (<html><body>502 Bad Gateway</body></html>)"
+    )
+
+
 @pytest.fixture
 def fake_pulumi(tmp_path, monkeypatch) -> Any:
-    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its arguments."""
+    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its calls, one per line.
 
-    def install(outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None) -> Path:
+    Like the real one, it shows a secret kubeconfig output as "[secret]" unless asked for it with --show-secrets."""
+
+    def install(
+        outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None, kubeconfig: Optional[dict[str, Any]] = None
+    ) -> Path:
+        if kubeconfig is not None:
+            outputs = {**(outputs or {}), "kubeconfig": "[secret]"}
+            (tmp_path / "kubeconfig.json").write_text(json.dumps(kubeconfig))
         (tmp_path / "outputs.json").write_text(json.dumps(outputs))
-        body = f'echo "{fail}" >&2; exit 255' if fail else f'cat "{tmp_path}/outputs.json"'
+        show = (
+            f'case "$*" in "stack output kubeconfig --show-secrets "*) cat "{tmp_path}/kubeconfig.json";; '
+            f'*) cat "{tmp_path}/outputs.json";; esac'
+        )
+        body = f'echo "{fail}" >&2; exit 255' if fail else show
         script = tmp_path / "pulumi"
-        script.write_text(f'#!/bin/sh\necho "$@" > "{tmp_path}/args"\n{body}\n')
+        script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/args"\n{body}\n')
         script.chmod(0o755)
         monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
         return tmp_path / "args"
@@ -720,7 +977,7 @@ def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsy
         }
     )
     code, result = run_json(capsys, "--stack", "dev", *FAST)
-    assert args.read_text().split() == ["stack", "output", "--json", "--show-secrets", "--stack", "dev"]
+    assert args.read_text().splitlines() == ["stack output --json --stack dev"]
     assert code == verify.EXIT_FAILED
     failed = [(c["model"], c["check"]) for c in result["checks"] if c["status"] == "FAIL"]
     assert failed == [("b-model", "completions"), ("b-model", "latency-p95")]
@@ -732,27 +989,63 @@ def test_a_pulumi_failure_is_a_usage_error(fake_pulumi, capsys):
     assert "no stack named 'nope' found" in capsys.readouterr().err
 
 
+ONE_MODEL = {
+    "namespace": "vllm",
+    "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
+}
+
+
 def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulumi, capsys):
-    """The cluster answers but refuses the port-forward upgrade: failed HTTP checks, no traceback."""
-    fake_pulumi(
-        {
-            "namespace": "vllm",
-            "kubeconfig": kubeconfig_for(api_server),
-            "models": {MODEL: {"serviceUrl": f"http://{MODEL}.vllm.svc.cluster.local:8000", "servedModelName": MODEL}},
-        }
-    )
+    """The cluster answers but refuses the port-forward upgrade (no RBAC for it): failed HTTP checks, no traceback."""
+    calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server.url))
     code = verify.main(["--stack", "dev", *FAST, "--json"])
     out, err = capsys.readouterr()
+    assert calls.read_text().splitlines() == [
+        "stack output --json --stack dev",
+        "stack output kubeconfig --show-secrets --json --stack dev",
+    ]
     checks = by_check(json.loads(out))
     assert code == verify.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
-    assert checks["port-forward"]["detail"] == "via pod a port 8000"
-    assert checks["health"]["status"] == "FAIL" and "RemoteDisconnected" in checks["health"]["detail"]
-    assert "port-forward to vllm/a:8000: ApiException: Handshake status 404" in err
+    assert checks["port-forward"]["detail"] == "via pod a:8000"
+    refused = "a: RemoteDisconnected: Remote end closed connection without response"
+    assert checks["health"]["status"] == "FAIL" and checks["health"]["detail"] == f"0/1 pods answered 200; {refused}"
+    assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"].endswith(refused)
+    assert "port-forward to vllm/a:8000: ApiException: Handshake status 403 Forbidden" in err
+
+
+def test_secrets_are_not_asked_for_when_the_kubeconfig_comes_from_the_flag(fake_pulumi, tmp_path, capsys):
+    calls = fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
+    code, result = run_json(capsys, "--stack", "dev", "--kubeconfig", str(tmp_path / "missing"), *FAST)
+    assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
+    assert calls.read_text().splitlines() == ["stack output --json --stack dev"]
+
+
+def test_a_failed_secret_read_is_a_usage_error(fake_pulumi, tmp_path, capsys):
+    fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
+    (tmp_path / "kubeconfig.json").unlink()
+    assert verify.main(["--stack", "dev"]) == verify.EXIT_USAGE
+    assert "`pulumi stack output kubeconfig --show-secrets --json --stack dev` failed" in capsys.readouterr().err
+
+
+def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
+    api_server, refused_url, fake_pulumi, tmp_path, monkeypatch, capsys
+):
+    kubeconfig = kubeconfig_for(api_server.url)
+    kubeconfig["clusters"].append({"name": "gone", "cluster": {"server": refused_url}})
+    kubeconfig["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "fake"}})
+    kubeconfig["current-context"] = "gone"
+    fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig)
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  vllm-platform:cluster: {existing: {context: fake}}\n")
+    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    code, result = run_json(capsys, "--stack", "acme/dev", *FAST)
+    assert by_check(result)["deployment"]["status"] == "PASS", "read through the stack file's context, not `gone`"
 
 
 def test_existing_cluster_stacks_name_their_context() -> None:
     assert verify.stack_file_context("local") == "kind-vllm-platform"
+    assert verify.stack_file_context("acme/local") == "kind-vllm-platform"
+    assert verify.stack_file_context("acme/vllm-platform/local") == "kind-vllm-platform"
     assert verify.stack_file_context("dev") is None
     assert verify.stack_file_context("no-such-stack") is None
 
@@ -762,5 +1055,14 @@ def test_p95_slo_comes_from_the_flag_then_the_stack_config(tmp_path: Any, monkey
     monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
     args = verify.parser().parse_args(["--stack", "slo"])
     assert verify.p95_slo(args) == 1.5
+    assert verify.p95_slo(verify.parser().parse_args(["--stack", "acme/vllm-platform/slo"])) == 1.5
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
     assert verify.p95_slo(verify.parser().parse_args(["--stack", "dev"])) == 3.0
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "[1, 2]"])
+def test_a_bad_p95_slo_in_the_stack_file_is_a_usage_error(value, tmp_path, monkeypatch, capsys):
+    (tmp_path / "Pulumi.slo.yaml").write_text(f"config:\n  vllm-platform:verify: {{p95SloSeconds: {value}}}\n")
+    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    assert verify.main(["--stack", "slo"]) == verify.EXIT_USAGE
+    assert "vllm-platform:verify.p95SloSeconds in Pulumi.slo.yaml must be seconds > 0" in capsys.readouterr().err

@@ -5,9 +5,10 @@
 
 HTTP checks for each model: /health answers 200; /v1/models lists the served model name; N chat
 completions, at bounded concurrency, have no errors and a p95 latency within the SLO.
-With a kubeconfig (--kubeconfig, or the stack's `kubeconfig` output) it also checks the Deployment's
-available replicas, the pods' Ready condition and recent restarts, and reaches each Service through a
-port-forward made with the kubernetes client, so neither kubectl nor in-cluster DNS is needed.
+With a kubeconfig (--kubeconfig, --context, the stack's `kubeconfig` output or its cluster.existing.context)
+it also checks the Deployment's available replicas, the pods' Ready condition and recent restarts, and
+reaches every Ready pod behind each Service through port-forwards made with the kubernetes client, so
+neither kubectl nor in-cluster DNS is needed: /health and /v1/models on each pod, completions spread over them.
 
 Progress goes to stderr; the table (or --json) to stdout.
 Exit codes: 0 every check passed, 1 some check failed, 2 usage error (bad flags, no pulumi CLI, unknown stack).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -24,6 +26,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import socketserver
 import subprocess
 import sys
@@ -31,14 +34,20 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
+import urllib3
 import yaml
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import OpenApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import portforward
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -127,39 +136,63 @@ def progress(message: str) -> None:
     print(f"verify: {message}", file=sys.stderr, flush=True)
 
 
-def http_request(
-    url: str, timeout: float, payload: Optional[dict[str, Any]] = None, host: Optional[str] = None
-) -> Response:
-    """One request, GET or (with a payload) POST; transport failures come back as Response.error.
+class HttpClient:
+    """Requests to one base URL over one HTTP/1.1 connection, kept alive from one request to the next.
 
-    `host` replaces the Host header: the interceptor routes by it, and a port-forward's URL names 127.0.0.1.
     http.client rather than urllib: urllib would route loopback port-forwards through any *_proxy
     from the environment."""
-    parts = urlsplit(url)
-    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    body = None if payload is None else json.dumps(payload).encode()
-    headers = {"Accept": "application/json"}
-    if host is not None:
-        headers["Host"] = host
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    started = time.monotonic()
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
-    try:
-        connection.request("GET" if body is None else "POST", path, body=body, headers=headers)
-        reply = connection.getresponse()
+
+    def __init__(self, base_url: str, timeout: float, host: Optional[str] = None):
+        parts = urlsplit(base_url)
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        # The interceptor routes by Host, and a port-forward's URL names 127.0.0.1.
+        self._headers = {"Accept": "application/json", **({"Host": host} if host is not None else {})}
+
+    def request(self, path: str, payload: Optional[dict[str, Any]] = None) -> Response:
+        """GET path, or POST the payload to it; transport failures come back as Response.error."""
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        started = time.monotonic()
+        reused = self._connection.sock is not None
+        try:
+            try:
+                return self._exchange(path, body, headers, started)
+            except http.client.RemoteDisconnected:
+                # A kept-alive connection that the server, or a port-forward's idle timeout, closed meanwhile:
+                # the request never got an answer, so it is sent once more on a new connection.
+                if not reused:
+                    raise
+                self._connection.close()
+                return self._exchange(path, body, headers, started)
+        except (OSError, http.client.HTTPException) as exc:
+            self._connection.close()
+            if isinstance(exc, TimeoutError):
+                reason = f"timed out after {self._timeout:g} s"
+            elif isinstance(exc, ConnectionRefusedError):
+                reason = "connection refused"
+            else:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return Response(None, b"", time.monotonic() - started, reason)
+
+    def _exchange(self, path: str, body: Optional[bytes], headers: dict[str, str], started: float) -> Response:
+        self._connection.request("GET" if body is None else "POST", self._prefix + path, body=body, headers=headers)
+        reply = self._connection.getresponse()
         data = reply.read()
         return Response(reply.status, data, time.monotonic() - started)
-    except TimeoutError:
-        return Response(None, b"", time.monotonic() - started, f"timed out after {timeout:g} s")
-    except ConnectionRefusedError:
-        return Response(None, b"", time.monotonic() - started, "connection refused")
-    except (OSError, http.client.HTTPException) as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Response(None, b"", time.monotonic() - started, reason)
-    finally:
-        connection.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def http_request(url: str, timeout: float, host: Optional[str] = None) -> Response:
+    """One GET on a connection of its own."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    with contextlib.closing(HttpClient(f"{parts.scheme}://{parts.netloc}", timeout, host)) as client:
+        return client.request(path)
 
 
 def listed_models(body: bytes) -> list[str]:
@@ -223,37 +256,69 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
     return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
 
 
-def chat_completions(base_url: str, served_model: str, options: Options, host: Optional[str] = None) -> list[Response]:
+def chat_completions(
+    base_urls: Sequence[str], served_model: str, options: Options, host: Optional[str] = None
+) -> list[Response]:
+    """options.requests completions from options.concurrency workers, each on a connection of its own,
+    the workers taking the base URLs in turn.
+
+    Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
+    websocket to the API server, and setting that up is not the model's latency."""
     payload = {
         "model": served_model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": MAX_TOKENS,
         "temperature": 0,
     }
-    url = f"{base_url}/v1/chat/completions"
-    with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-        futures = [pool.submit(http_request, url, options.timeout, payload, host) for _ in range(options.requests)]
-        return [future.result() for future in as_completed(futures)]
+    workers = min(options.concurrency, options.requests)
+    shares = [options.requests // workers + (index < options.requests % workers) for index in range(workers)]
+
+    def work(index: int) -> list[Response]:
+        with contextlib.closing(HttpClient(base_urls[index % len(base_urls)], options.timeout, host)) as client:
+            client.request("/v1/models")
+            return [client.request("/v1/chat/completions", payload) for _ in range(shares[index])]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [response for batch in pool.map(work, range(workers)) for response in batch]
 
 
-def http_checks(target: Target, base_url: str, options: Options, host: Optional[str] = None) -> list[Check]:
-    base_url = base_url.rstrip("/")
-    progress(f"{target.name}: GET {base_url}/health")
-    health = http_request(f"{base_url}/health", options.timeout, host=host)
-    healthy = health.error is None and health.status == 200
+def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:
+    """One check over every endpoint: a lone URL's problem as it is, or how many pods passed and why others did not."""
+    failing = {pod: problem for pod, problem in problems.items() if problem is not None}
+    if None in problems:
+        return Check(model, check, not failing, failing.get(None) or success)
+    detail = f"{len(problems) - len(failing)}/{len(problems)} pods {success}"
+    return Check(model, check, not failing, "; ".join([detail, *(f"{pod}: {why}" for pod, why in failing.items())]))
+
+
+def http_checks(
+    target: Target, base_urls: dict[Optional[str], str], options: Options, host: Optional[str] = None
+) -> list[Check]:
+    """health and models on every base URL, keyed by the pod it reaches (None: no particular pod), then the
+    completions spread over those that list the model."""
+    health: dict[Optional[str], Optional[str]] = {}
+    models: dict[Optional[str], Optional[str]] = {}
+    for pod, base_url in base_urls.items():
+        base_url = base_url.rstrip("/")
+        where = f" (pod {pod})" if pod else ""
+        progress(f"{target.name}: GET {base_url}/health{where}")
+        response = http_request(f"{base_url}/health", options.timeout, host=host)
+        health[pod] = None if response.error is None and response.status == 200 else response.problem()
+        progress(f"{target.name}: GET {base_url}/v1/models{where}")
+        response = http_request(f"{base_url}/v1/models", options.timeout, host=host)
+        models[pod] = models_problem(response, target.served_model)
     checks = [
-        Check(target.name, "health", healthy, f"HTTP 200 in {health.elapsed:.3f} s" if healthy else health.problem())
+        endpoints_check(target.name, "health", health, "answered 200"),
+        endpoints_check(target.name, "models", models, f"listed {target.served_model!r}"),
     ]
-    progress(f"{target.name}: GET {base_url}/v1/models")
-    problem = models_problem(http_request(f"{base_url}/v1/models", options.timeout, host=host), target.served_model)
-    checks.append(Check(target.name, "models", problem is None, problem or f"lists {target.served_model!r}"))
-    if problem is not None:
-        # Completions for a model the server does not list can only fail the same way; say so once.
+    serving = [base_urls[pod] for pod, problem in models.items() if problem is None]
+    if not serving:
+        # Completions for a model no server lists can only fail the same way; say so once.
         skipped = "skipped: the models check failed"
         return checks + [Check(target.name, name, False, skipped) for name in ("completions", "latency-p95")]
     progress(f"{target.name}: {options.requests} chat completions, {options.concurrency} at a time")
     return checks + evaluate_completions(
-        target.name, chat_completions(base_url, target.served_model, options, host), options.p95_slo
+        target.name, chat_completions(serving, target.served_model, options, host), options.p95_slo
     )
 
 
@@ -372,10 +437,10 @@ def label_selector(match_labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
 
 
-def forward_target(
+def forward_targets(
     service: dict[str, Any], pods: Sequence[dict[str, Any]], port: "int | str" = SERVICE_PORT_NAME
-) -> tuple[str, int]:
-    """The Ready pod and container port that the Service's port (by name or number) leads to, as a port-forward needs them."""
+) -> list[tuple[str, int]]:
+    """Each Ready pod, with the container port that the Service's port (by name or number) leads to on it."""
     ports = service["spec"].get("ports") or []
     key = "port" if isinstance(port, int) else "name"
     named = [p for p in ports if p.get(key) == port] or (ports if len(ports) == 1 else [])
@@ -385,37 +450,36 @@ def forward_target(
     ready = [p for p in live_pods(pods) if is_ready(p)]
     if not ready:
         raise KubeError(f"no Ready pod behind Service {service['metadata']['name']}")
-    pod = ready[0]
+    return [(pod["metadata"]["name"], container_port(pod, target_port)) for pod in ready]
+
+
+def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
     if isinstance(target_port, int):
-        return pod["metadata"]["name"], target_port
+        return target_port
     for container in pod["spec"]["containers"]:
         for port in container.get("ports") or []:
             if port.get("name") == target_port:
-                return pod["metadata"]["name"], port["containerPort"]
+                return port["containerPort"]
     raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
+
+
+KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 class KubeApi:
     """The few reads verify makes, as plain API JSON, and port-forward streams; errors become KubeError."""
 
     def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
-        # Imported here so that HTTP-only runs work without the kubernetes client installed.
-        import urllib3
-        import yaml
-        from kubernetes import client, config
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.config.config_exception import ConfigException
-        from kubernetes.stream import portforward
-
-        self._errors: tuple[type[BaseException], ...] = (ApiException, urllib3.exceptions.HTTPError, OSError)
-        self._portforward = portforward
         self._timeout = timeout
+        # The client's portforward() swaps call_api on the shared ApiClient while it connects: a call from
+        # another thread meanwhile would go through the swapped one, or restore it for good.
+        self._lock = threading.Lock()
         try:
-            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+            api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
         except (ConfigException, OSError, yaml.YAMLError) as exc:
             raise KubeError(f"cannot load kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
-        self._core = client.CoreV1Api(api_client)
-        self._apps = client.AppsV1Api(api_client)
+        self._core = kube_client.CoreV1Api(api_client)
+        self._apps = kube_client.AppsV1Api(api_client)
 
     def _describe(self, exc: BaseException) -> str:
         status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
@@ -429,10 +493,16 @@ class KubeApi:
         # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
         # identical across client versions, and what the pure evaluators above read.
         try:
-            raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
-            return json.loads(raw.data)
-        except self._errors as exc:
+            with self._lock:
+                raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+        except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
+        try:
+            return json.loads(raw.data)
+        except ValueError as exc:
+            # A proxy or load balancer in front of the API server answers with its own page.
+            first_line = (raw.data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
+            raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self._read(f"Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
@@ -449,11 +519,12 @@ class KubeApi:
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:
         """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
         try:
-            forward = self._portforward(
-                self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
-            )
+            with self._lock:
+                forward = portforward(
+                    self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+                )
             return forward.socket(port)
-        except self._errors as exc:
+        except KUBE_ERRORS as exc:
             raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
 
 
@@ -478,6 +549,9 @@ class _RelayHandler(socketserver.BaseRequestHandler):
     server: "LocalForward"
 
     def handle(self) -> None:
+        # The relay passes on each piece as it arrives: Nagle's algorithm would hold a response's last
+        # piece back until the client's delayed ACK, adding some 40 ms to every measured latency.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             remote = self.server.open_stream()
         except KubeError as exc:
@@ -518,15 +592,15 @@ class LocalForward(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
-def service_endpoint(kube: KubeApi, namespace: str, name: str) -> tuple[str, int]:
-    """The pod and port that a port-forward to Service `name` should use."""
+def service_endpoints(kube: KubeApi, namespace: str, name: str) -> list[tuple[str, int]]:
+    """The pods and ports that port-forwards to Service `name` should use."""
     service = kube.service(namespace, name)
-    return forward_target(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
+    return forward_targets(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
 
 
 def _ready_pod_problem(kube: KubeApi, namespace: str, name: str) -> Optional[str]:
     try:
-        service_endpoint(kube, namespace, name)
+        service_endpoints(kube, namespace, name)
     except KubeError as exc:
         return str(exc)
     return None
@@ -571,7 +645,7 @@ def interceptor_endpoint(kube: KubeApi, entry: dict[str, Any]) -> tuple[str, str
     service = kube.service(namespace, name)
     ports = entry["spec"].get("ports") or [{}]
     pods = kube.pods(namespace, label_selector(service["spec"].get("selector") or {}))
-    pod, port = forward_target(service, pods, ports[0].get("port", SERVICE_PORT_NAME))
+    pod, port = forward_targets(service, pods, ports[0].get("port", SERVICE_PORT_NAME))[0]
     return namespace, pod, port
 
 
@@ -585,8 +659,10 @@ def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: d
         return [Check(model, "port-forward", False, str(exc))]
     checks = [Check(model, "port-forward", True, f"via interceptor pod {via}/{pod} port {port} (scales to zero)")]
     progress(f"{model}: port-forward to interceptor {via}/{pod}:{port}, Host {host}")
-    with LocalForward(lambda: kube.open_stream(via, pod, port), options.timeout) as forward:
-        wake = options.wait_ready or WAKE_SECONDS
+    wake = options.wait_ready or WAKE_SECONDS
+    # The interceptor holds the waking request, silent, until the model serves: a shorter idle timeout
+    # would drop it, and every retry after it, before that.
+    with LocalForward(lambda: kube.open_stream(via, pod, port), max(options.timeout, wake)) as forward:
         progress(f"{model}: waking it through the interceptor, up to {wake:g} s")
         url = f"{forward.url}/v1/models"
         reason = wait_until(
@@ -594,7 +670,7 @@ def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: d
         )
         _report_wait(model, wake, reason)
         workload, selector, pods_before = _workload_checks(model, namespace, kube)
-        checks += workload + http_checks(target, forward.url, options, host)
+        checks += workload + http_checks(target, {None: forward.url}, options, host)
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
@@ -618,14 +694,21 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
 
     checks, selector, pods_before = _workload_checks(model, namespace, kube)
     try:
-        pod, port = service_endpoint(kube, namespace, model)
+        endpoints = service_endpoints(kube, namespace, model)
     except KubeError as exc:
         checks.append(Check(model, "port-forward", False, str(exc)))
     else:
-        checks.append(Check(model, "port-forward", True, f"via pod {pod} port {port}"))
-        progress(f"{model}: port-forward to {namespace}/{pod}:{port}")
-        with LocalForward(lambda: kube.open_stream(namespace, pod, port), options.timeout) as forward:
-            checks += http_checks(target, forward.url, options)
+        pods = ", ".join(f"{pod}:{port}" for pod, port in endpoints)
+        checks.append(Check(model, "port-forward", True, f"via pod{'s' if len(endpoints) > 1 else ''} {pods}"))
+        progress(f"{model}: port-forward to {namespace}/{pods}")
+        with contextlib.ExitStack() as forwards:
+            base_urls: dict[Optional[str], str] = {
+                pod: forwards.enter_context(
+                    LocalForward(functools.partial(kube.open_stream, namespace, pod, port), options.timeout)
+                ).url
+                for pod, port in endpoints
+            }
+            checks += http_checks(target, base_urls, options)
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
@@ -645,28 +728,44 @@ def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = No
             options.wait_interval,
         )
         _report_wait(target.name, options.wait_ready, reason)
-    return http_checks(target, target.url, options)
+    return http_checks(target, {None: target.url}, options)
 
 
-def stack_outputs(stack: str) -> dict[str, Any]:
+def stack_output(stack: str, *arguments: str) -> Any:
+    """`pulumi stack output [ARGUMENTS] --json --stack STACK`, parsed."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise UsageError("the pulumi CLI is not on PATH; install it, or check one endpoint with --url URL --model NAME")
-    command = [pulumi, "stack", "output", "--json", "--show-secrets", "--stack", stack]
+    command = [pulumi, "stack", "output", *arguments, "--json", "--stack", stack]
+    shown = " ".join(["pulumi", *command[1:]])
     # No stdin: a stack that needs a passphrase then fails with Pulumi's own message instead of a hidden prompt.
     result = subprocess.run(command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
-        raise UsageError(f"`pulumi stack output --stack {stack}` failed: {result.stderr.strip()}")
-    return json.loads(result.stdout)
+        raise UsageError(f"`{shown}` failed: {result.stderr.strip()}")
+    try:
+        return json.loads(result.stdout)
+    except ValueError as exc:
+        raise UsageError(f"`{shown}` did not print JSON: {result.stdout.strip()[:200]}") from exc
+
+
+def stack_file(stack: str) -> Path:
+    # --stack may be fully qualified (org/project/stack, as CI passes it); the file is named after the stack alone.
+    return PROJECT_ROOT / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
 
 
 def stack_file_config(stack: str, key: str) -> dict[str, Any]:
     """One `vllm-platform:` object key of Pulumi.<stack>.yaml; empty when the file or key is absent."""
-    path = PROJECT_ROOT / f"Pulumi.{stack}.yaml"
+    path = stack_file(stack)
     if not path.is_file():
         return {}
-    config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    return config.get(f"vllm-platform:{key}") or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path.name} is not valid YAML: {exc}") from exc
+    value = (document.get("config") or {}).get(f"vllm-platform:{key}") or {}
+    if not isinstance(value, dict):
+        raise UsageError(f"vllm-platform:{key} in {path.name} must be a mapping, got {value!r}")
+    return value
 
 
 def stack_file_context(stack: str) -> Optional[str]:
@@ -790,23 +889,36 @@ def p95_slo(args: argparse.Namespace) -> float:
     if args.p95_slo is not None:
         return args.p95_slo
     configured = stack_file_config(args.stack, "verify").get("p95SloSeconds") if args.stack else None
-    return float(configured) if configured else Options.p95_slo
+    if configured is None:
+        return Options.p95_slo
+    try:
+        seconds = float(configured)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not seconds > 0:
+        raise UsageError(
+            f"vllm-platform:verify.p95SloSeconds in {stack_file(args.stack).name} must be seconds > 0, got {configured!r}"
+        )
+    return seconds
 
 
 def run(args: argparse.Namespace) -> list[Check]:
     options = Options(args.requests, args.concurrency, args.timeout, p95_slo(args), args.wait_ready, args.restart_window)
     with contextlib.ExitStack() as stack:
-        kubeconfig = args.kubeconfig
+        kubeconfig, context = args.kubeconfig, args.context
         if args.url:
             targets = [target_from_url(args.url, args.model)]
         else:
-            outputs = stack_outputs(args.stack)
+            # Secret outputs read as "[secret]" here: decrypting them would need a passphrase-protected
+            # stack's passphrase, and only the kubeconfig is worth asking for it.
+            outputs = stack_output(args.stack)
             targets = targets_from_outputs(outputs)
             if kubeconfig is None and outputs.get("kubeconfig"):
-                kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"]))
-            if kubeconfig is None and args.context is None:
-                args.context = stack_file_context(args.stack)
-        if kubeconfig is None and args.context is None:
+                secret = stack_output(args.stack, "kubeconfig", "--show-secrets")
+                kubeconfig = stack.enter_context(kubeconfig_file(secret))
+            # The context the stack deploys with selects it in the stack's kubeconfig as in the default one.
+            context = context or stack_file_context(args.stack)
+        if kubeconfig is None and context is None:
             if args.stack:
                 progress(
                     "no kubeconfig: Service URLs resolve only inside the cluster; pass --kubeconfig to port-forward"
@@ -817,7 +929,7 @@ def run(args: argparse.Namespace) -> list[Check]:
                 "Kubernetes checks need a namespace: give --url as a Service URL, http://NAME.NAMESPACE.svc.cluster.local:PORT"
             )
         try:
-            kube = KubeApi(kubeconfig, args.context, options.timeout)
+            kube = KubeApi(kubeconfig, context, options.timeout)
         except KubeError as exc:
             return [Check("-", "kubeconfig", False, str(exc))]
         return [check for target in targets for check in verify_target(target, options, kube)]
