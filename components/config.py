@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from components import sizing
-from components.catalog import INSTANCE_TYPES, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+from components.catalog import INSTANCE_TYPES, Gpu, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
 
 CONFIG_NAMESPACE = "vllm-platform"
 # --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
@@ -300,6 +300,7 @@ class Model(_Section):
     quantization: Optional[Literal[QUANTIZATIONS]] = None  # type: ignore[valid-type]
     parameters_billions: Optional[float] = Field(None, gt=0)
     max_model_len: Optional[int] = Field(None, gt=0)
+    kv_cache_bytes_per_token: Optional[int] = Field(None, gt=0)
     gpu_memory_utilization: Optional[float] = Field(None, gt=0, lt=1)
     replicas: Replicas = Replicas()
     autoscaling: Autoscaling = Autoscaling()
@@ -374,6 +375,9 @@ class Model(_Section):
     @property
     def effective_parameters_billions(self) -> Optional[float]:
         return self.parameters_billions or sizing.parameters_from_model_id(self.model)
+
+    def effective_kv_cache_bytes_per_token(self, parameters_billions: float) -> int:
+        return self.kv_cache_bytes_per_token or sizing.default_kv_cache_bytes_per_token(parameters_billions)
 
 
 PROMETHEUS_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
@@ -519,38 +523,93 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
-def _smallest_fitting_tensor_parallel(model: Model, params: float, gpu_memory_gb: float) -> Optional[int]:
-    for tp in TENSOR_PARALLEL_SIZES:
-        fit = sizing.gpu_fit(params, model.quantization, tp, gpu_memory_gb, model.effective_gpu_memory_utilization)
-        if fit.fits:
-            return tp
-    return None
+def _fit(model: Model, params: float, gpu: Gpu, tensor_parallel: int, quantization: Optional[str]) -> sizing.GpuFit:
+    sequence_kv_gb = 0.0
+    if model.max_model_len:
+        sequence_kv_gb = sizing.sequence_kv_cache_gb(model.effective_kv_cache_bytes_per_token(params), model.max_model_len)
+    return sizing.gpu_fit(
+        params, quantization, tensor_parallel, gpu.memory_gb, model.effective_gpu_memory_utilization, sequence_kv_gb
+    )
+
+
+# Quantizations a way out may suggest, best first: fp8 keeps quality closest to bf16; awq_marlin, not
+# awq, because `awq` forces vLLM's slow AWQ kernel where Marlin runs (Ampere and newer: every catalog GPU).
+SUGGESTED_QUANTIZATIONS = {"fp8": "FP8", "awq_marlin": "AWQ"}
+
+
+def _checkpoint_advice(quantizations: list[str]) -> str:
+    formats = " or ".join(SUGGESTED_QUANTIZATIONS[q] for q in quantizations)
+    return f"an {formats} checkpoint (quantization {' or '.join(quantizations)})"
+
+
+def _lighter_quantizations(model: Model) -> list[str]:
+    current = sizing.BYTES_PER_PARAMETER[model.quantization]
+    return [q for q in SUGGESTED_QUANTIZATIONS if sizing.BYTES_PER_PARAMETER[q] < current]
+
+
+def _ways_out(model: Model, params: float, pool: GpuNodePool) -> list[str]:
+    """Changes that each pass the fit check on their own, on this pool's GPU first, else on a larger one."""
+    gpu, ways = pool.instance.gpu, []
+    wider = [tp for tp in TENSOR_PARALLEL_SIZES if tp > model.tensor_parallel_size]
+    tp = next((tp for tp in wider if _fit(model, params, gpu, tp, model.quantization).fits), None)
+    if tp is not None and tp <= pool.gpus_per_node:
+        ways.append(f"set tensorParallelSize {tp}")
+    elif tp is not None:
+        host = min(
+            (t for t in INSTANCE_TYPES.values() if t.gpu == gpu and t.gpu_count >= tp),
+            key=lambda t: (t.gpu_count, t.on_demand_usd_per_hour),
+        )
+        ways.append(f"use tensorParallelSize {tp} on a pool of {host.name} ({host.gpu_count}x {gpu.model})")
+    lighter = [q for q in _lighter_quantizations(model) if _fit(model, params, gpu, model.tensor_parallel_size, q).fits]
+    if lighter:
+        ways.append(f"use {_checkpoint_advice(lighter)}")
+    return ways or [_larger_gpu(model, params, pool)]
+
+
+def _larger_gpu(model: Model, params: float, pool: GpuNodePool) -> str:
+    """The cheapest catalog type of a larger GPU that holds the model on one node, and how."""
+    larger = [t for t in INSTANCE_TYPES.values() if t.gpu.memory_gb > pool.instance.gpu.memory_gb]
+    for instance in sorted(larger, key=lambda t: t.on_demand_usd_per_hour):
+        for quantization in (model.quantization, *_lighter_quantizations(model)):
+            for tp in (tp for tp in TENSOR_PARALLEL_SIZES if tp <= instance.gpu_count):
+                if _fit(model, params, instance.gpu, tp, quantization).fits:
+                    how = f"move to a pool of {instance.name} ({instance.gpu_count}x {instance.gpu.model})"
+                    how += f" with tensorParallelSize {tp}"
+                    if quantization != model.quantization:
+                        how += f" and {_checkpoint_advice([quantization])}"
+                    return how
+    return "no catalog type holds it on one node, even as a 4-bit checkpoint"
 
 
 def _gpu_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
-    instance, where = pool.instance, f"models[{model.name}]"
-    fit = sizing.gpu_fit(
-        params,
-        model.quantization,
-        model.tensor_parallel_size,
-        instance.gpu.memory_gb,
-        model.effective_gpu_memory_utilization,
-    )
+    instance, where, tp = pool.instance, f"models[{model.name}]", model.tensor_parallel_size
+    fit = _fit(model, params, instance.gpu, tp, model.quantization)
     if fit.fits:
         return []
-    needed_tp = _smallest_fitting_tensor_parallel(model, params, instance.gpu.memory_gb)
-    if needed_tp is not None and needed_tp <= pool.gpus_per_node:
-        way_out = f"set tensorParallelSize {needed_tp}"
-    elif needed_tp is not None:
-        way_out = f"use tensorParallelSize {needed_tp} on a pool with {needed_tp}+ GPUs per node, or quantization (awq)"
-    else:
-        way_out = "use quantization (awq) or a pool of larger GPUs"
+    ways = _ways_out(model, params, pool)
+    holds = (
+        f"a {instance.name} {instance.gpu.model} holds {instance.gpu.memory_gb:g} GB "
+        f"(x{model.effective_gpu_memory_utilization:.2f} = {fit.usable_per_gpu_gb:.1f} GB)"
+    )
+    if not fit.weights_fit:
+        return [
+            f"{where}: needs ~{fit.weights_per_gpu_gb:.1f} GB of weights per GPU "
+            f"({params:g}B parameters, {model.quantization or 'bf16'}, tensorParallelSize {tp}) "
+            f"plus {sizing.RUNTIME_OVERHEAD_GB + sizing.MIN_KV_CACHE_GB:.1f} GB for runtime and KV cache, "
+            f"but {holds}; {', or '.join(ways)}"
+        ]
+    assert model.max_model_len is not None
+    per_token = model.effective_kv_cache_bytes_per_token(params)
+    source = "kvCacheBytesPerToken" if model.kv_cache_bytes_per_token else f"estimated for {params:g}B"
+    shorter = sizing.tokens_fitting(fit.kv_room_per_gpu_gb, per_token, tp)
+    if shorter:
+        ways.insert(0, f"lower maxModelLen to {shorter} or less")
     return [
-        f"{where}: needs ~{fit.weights_per_gpu_gb:.1f} GB of weights per GPU "
-        f"({params:g}B parameters, {model.quantization or 'bf16'}, tensorParallelSize {model.tensor_parallel_size}) "
-        f"plus {sizing.RUNTIME_OVERHEAD_GB + sizing.MIN_KV_CACHE_GB:.1f} GB for runtime and KV cache, "
-        f"but a {instance.name} {instance.gpu.model} holds {instance.gpu.memory_gb:g} GB "
-        f"(x{model.effective_gpu_memory_utilization:.2f} = {fit.usable_per_gpu_gb:.1f} GB); {way_out}"
+        f"{where}.maxModelLen: one {model.max_model_len}-token sequence needs ~{fit.kv_cache_per_gpu_gb:.1f} GB "
+        f"of KV cache per GPU ({per_token / 1024:g} KiB per token, {source}, over tensorParallelSize {tp}), but only "
+        f"~{fit.kv_room_per_gpu_gb:.1f} GB is left after {fit.weights_per_gpu_gb:.1f} GB of weights and "
+        f"{sizing.RUNTIME_OVERHEAD_GB:g} GB of runtime, where {holds}, so vLLM would refuse to start; "
+        f"{', or '.join(ways)}"
     ]
 
 

@@ -29,10 +29,46 @@ BYTES_PER_PARAMETER: dict[str | None, float] = {
     "bitsandbytes": FOUR_BIT_BYTES_PER_PARAMETER,
 }
 
-# Per GPU, besides the weights: CUDA context, activations and CUDA graphs, then enough KV cache
-# for one 8k-token sequence of an 8B GQA model (about 1 GB). Below this vLLM refuses to start.
+# Per GPU, besides the weights: CUDA context, activations and CUDA graphs. Without maxModelLen vLLM
+# fits the context to the KV cache there is (`--max-model-len auto`), so require only enough for one
+# 8k-token sequence of an 8B GQA model (about 1 GB); below that a server is no use.
 RUNTIME_OVERHEAD_GB = 1.5
 MIN_KV_CACHE_GB = 1.0
+
+# vLLM's default kv-cache-dtype (auto) keeps the model's 16-bit dtype, quantized weights or not.
+KV_CACHE_BYTES_PER_VALUE = 2
+# A checkpoint's config is not read offline, so the KV cache per token is estimated from its size: the
+# layers of the smallest reference dense model at least that large, each with grouped-query attention
+# of 8 KV heads x 128 dims (num_hidden_layers, num_key_value_heads, head_dim in each model's config.json
+# on the Hugging Face hub): Llama-3.1-8B 32 layers, Qwen2.5-14B 48, Qwen2.5-32B 64, Llama-3.1-70B and
+# Qwen2.5-72B 80, Llama-3.1-405B 126 (and anything larger). Rounding up to the next reference keeps it
+# conservative for that family. Multi-head attention (Llama 2, Phi-3), wider heads (Gemma 2) or an fp8 KV cache differ, and
+# a mixture of experts' id counts every expert: kvCacheBytesPerToken overrides the estimate for those.
+DEFAULT_KV_HEADS = 8
+DEFAULT_HEAD_DIM = 128
+_REFERENCE_LAYERS = ((8, 32), (14, 48), (32, 64), (72, 80), (405, 126))
+
+
+def kv_cache_bytes_per_token(layers: int, kv_heads: int, head_dim: int) -> int:
+    """A key and a value per layer and KV head."""
+    return 2 * layers * kv_heads * head_dim * KV_CACHE_BYTES_PER_VALUE
+
+
+def default_kv_cache_bytes_per_token(parameters_billions: float) -> int:
+    layers = next((n for size, n in _REFERENCE_LAYERS if parameters_billions <= size), _REFERENCE_LAYERS[-1][1])
+    return kv_cache_bytes_per_token(layers, DEFAULT_KV_HEADS, DEFAULT_HEAD_DIM)
+
+
+def sequence_kv_cache_gb(bytes_per_token: int, tokens: int) -> float:
+    """The KV cache of one sequence of `tokens`, over all GPUs of the model."""
+    return bytes_per_token * tokens / 1e9
+
+
+def tokens_fitting(kv_cache_per_gpu_gb: float, bytes_per_token: int, tensor_parallel: int) -> int:
+    """The longest sequence whose KV cache fits, rounded down to a multiple of 1024 tokens."""
+    tokens = math.floor(kv_cache_per_gpu_gb * 1e9 * tensor_parallel / bytes_per_token)
+    return tokens // 1024 * 1024
+
 
 _SIZE_IN_NAME = re.compile(r"(?<![A-Za-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?![A-Za-z0-9])")
 
@@ -61,8 +97,23 @@ def usable_gpu_memory_gb(gpu_memory_gb: float, utilization: float) -> float:
 @dataclass(frozen=True)
 class GpuFit:
     weights_per_gpu_gb: float
-    required_per_gpu_gb: float
+    # One maxModelLen sequence's share; its KV heads split across the tensor-parallel GPUs, exactly
+    # so while tensor parallel is at most the model's KV heads (8 for the estimate).
+    kv_cache_per_gpu_gb: float
     usable_per_gpu_gb: float
+
+    @property
+    def kv_room_per_gpu_gb(self) -> float:
+        """What the weights and the runtime leave for KV cache."""
+        return self.usable_per_gpu_gb - self.weights_per_gpu_gb - RUNTIME_OVERHEAD_GB
+
+    @property
+    def required_per_gpu_gb(self) -> float:
+        return self.weights_per_gpu_gb + RUNTIME_OVERHEAD_GB + max(MIN_KV_CACHE_GB, self.kv_cache_per_gpu_gb)
+
+    @property
+    def weights_fit(self) -> bool:
+        return self.kv_room_per_gpu_gb >= MIN_KV_CACHE_GB
 
     @property
     def fits(self) -> bool:
@@ -75,11 +126,11 @@ def gpu_fit(
     tensor_parallel: int,
     gpu_memory_gb: float,
     utilization: float,
+    sequence_kv_gb: float = 0.0,
 ) -> GpuFit:
-    per_gpu = weights_per_gpu_gb(parameters_billions, quantization, tensor_parallel)
     return GpuFit(
-        weights_per_gpu_gb=per_gpu,
-        required_per_gpu_gb=per_gpu + RUNTIME_OVERHEAD_GB + MIN_KV_CACHE_GB,
+        weights_per_gpu_gb=weights_per_gpu_gb(parameters_billions, quantization, tensor_parallel),
+        kv_cache_per_gpu_gb=sequence_kv_gb / tensor_parallel,
         usable_per_gpu_gb=usable_gpu_memory_gb(gpu_memory_gb, utilization),
     )
 

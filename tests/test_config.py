@@ -86,6 +86,67 @@ def test_fp8_on_hopper_needs_no_note() -> None:
     assert config_notes(parse_config(raw)) == []
 
 
+def test_max_model_len_fits_what_the_weights_leave() -> None:
+    parse_config(with_model(maxModelLen=30720))
+    assert problems(with_model(maxModelLen=31744))[0].startswith("models[llama-8b].maxModelLen: one 31744-token")
+    # 70B on 8 A100-40GB: 32k tokens of 320 KiB are 1.3 GB per GPU, well within what 17.5 GB of weights leave.
+    raw = base()
+    raw["models"].append(
+        {"name": "llama-70b", "model": "meta-llama/Llama-3.3-70B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8, "maxModelLen": 32768}
+    )
+    parse_config(raw)
+
+
+def test_kv_cache_bytes_per_token_overrides_the_estimate() -> None:
+    long_context = {"model": "acme/hybrid-8b", "maxModelLen": 65536}
+    assert problems(with_model(**long_context))[0].startswith("models[llama-8b].maxModelLen:")
+    # A model with few KV heads, or an fp8 KV cache, holds the same context in less.
+    parse_config(with_model(**long_context, kvCacheBytesPerToken=32768))
+
+
+@pytest.mark.parametrize(
+    "fields, offered, ways",
+    [
+        (
+            {"model": "meta-llama/Llama-2-13b-chat-hf"},
+            "use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G), "
+            "or use an FP8 or AWQ checkpoint (quantization fp8 or awq_marlin)",
+            [{"gpuPool": "g5x4", "tensorParallelSize": 2}, {"quantization": "fp8"}, {"quantization": "awq_marlin"}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.3-70B-Instruct"},
+            "use tensorParallelSize 8 on a pool of g5.48xlarge (8x A10G)",
+            [{"gpuPool": "g5x8", "tensorParallelSize": 8}],
+        ),
+        (
+            {"maxModelLen": 131072},
+            "lower maxModelLen to 30720 or less, or use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G)",
+            [{"maxModelLen": 30720}, {"gpuPool": "g5x4", "tensorParallelSize": 2}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.3-70B-Instruct", "maxModelLen": 131072},
+            "move to a pool of p4d.24xlarge (8x A100-40GB) with tensorParallelSize 8",
+            [{"gpuPool": "p4d", "tensorParallelSize": 8}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.1-405B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8},
+            "use an AWQ checkpoint (quantization awq_marlin)",
+            [{"quantization": "awq_marlin"}],
+        ),
+    ],
+)
+def test_every_way_out_offered_would_fit(fields: dict[str, Any], offered: str, ways: list[dict[str, Any]]) -> None:
+    raw = with_model(**fields)
+    raw["cluster"]["gpuNodePools"].append({"name": "g5x8", "instanceTypes": ["g5.48xlarge"], "maxSize": 1, "rootVolumeGiB": 300})
+    raw["cluster"]["gpuNodePools"][2]["rootVolumeGiB"] = 1000
+    (problem,) = problems(raw)
+    assert problem.endswith(f"; {offered}")
+    for way in ways:
+        fixed = copy.deepcopy(raw)
+        fixed["models"][0].update(way)
+        parse_config(fixed)
+
+
 def test_explicit_parameters_override_the_name() -> None:
     cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
     assert cfg.models[0].effective_parameters_billions == 3
@@ -97,8 +158,30 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_model(model="meta-llama/Llama-2-13b-chat-hf"),
         "models[llama-8b]: needs ~26.0 GB of weights per GPU (13B parameters, bf16, tensorParallelSize 1) "
         "plus 2.5 GB for runtime and KV cache, but a g5.xlarge A10G holds 24 GB (x0.90 = 21.6 GB); "
-        "use tensorParallelSize 2 on a pool with 2+ GPUs per node, or quantization (awq)",
+        "use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G), or use an FP8 or AWQ checkpoint "
+        "(quantization fp8 or awq_marlin)",
     ),
+    (
+        "70B on one A10G is told only what fits",
+        with_model(model="meta-llama/Llama-3.3-70B-Instruct"),
+        "(x0.90 = 21.6 GB); use tensorParallelSize 8 on a pool of g5.48xlarge (8x A10G)",
+    ),
+    (
+        "a full 128k context on one A10G",
+        with_model(maxModelLen=131072),
+        "models[llama-8b].maxModelLen: one 131072-token sequence needs ~17.2 GB of KV cache per GPU "
+        "(128 KiB per token, estimated for 8B, over tensorParallelSize 1), but only ~4.1 GB is left after "
+        "16.0 GB of weights and 1.5 GB of runtime, where a g5.xlarge A10G holds 24 GB (x0.90 = 21.6 GB), "
+        "so vLLM would refuse to start; lower maxModelLen to 30720 or less, "
+        "or use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G)",
+    ),
+    (
+        "a multi-head-attention model's KV cache",
+        with_model(model="meta-llama/Llama-2-7b-chat-hf", maxModelLen=16384, kvCacheBytesPerToken=524288),
+        "models[llama-8b].maxModelLen: one 16384-token sequence needs ~8.6 GB of KV cache per GPU "
+        "(512 KiB per token, kvCacheBytesPerToken, over tensorParallelSize 1), but only ~6.1 GB is left",
+    ),
+    ("zero KV cache per token", with_model(kvCacheBytesPerToken=0), "models[llama-8b].kvCacheBytesPerToken: Input should be greater than 0"),
     (
         "70B on 4 A10G",
         with_model(model="meta-llama/Llama-3.3-70B-Instruct", gpuPool="g5x4", tensorParallelSize=4),

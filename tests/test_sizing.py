@@ -42,6 +42,37 @@ def test_gpu_fit_keeps_room_for_runtime_and_kv_cache() -> None:
     assert sizing.gpu_fit(70, None, 8, gpu_memory_gb=40, utilization=0.9).fits
 
 
+def test_kv_cache_per_token_follows_the_reference_architectures() -> None:
+    # Llama-3.1-8B: 32 layers x 8 KV heads x 128 dims, a key and a value of 2 bytes each.
+    assert sizing.kv_cache_bytes_per_token(32, 8, 128) == 128 * 1024
+    assert sizing.default_kv_cache_bytes_per_token(8) == 128 * 1024
+    assert sizing.default_kv_cache_bytes_per_token(70) == 320 * 1024
+    # Between references the next larger one counts: a 9B is estimated as a 14B (48 layers).
+    assert sizing.default_kv_cache_bytes_per_token(9) == 192 * 1024
+    assert sizing.default_kv_cache_bytes_per_token(0.5) == 128 * 1024
+    assert sizing.default_kv_cache_bytes_per_token(1000) == sizing.default_kv_cache_bytes_per_token(405) == 504 * 1024
+
+
+def test_gpu_fit_holds_one_full_sequence_of_kv_cache_per_gpu() -> None:
+    full_context = sizing.sequence_kv_cache_gb(128 * 1024, 131072)
+    assert full_context == pytest.approx(17.18, abs=0.01)
+    one_a10g = sizing.gpu_fit(8, None, 1, gpu_memory_gb=24, utilization=0.9, sequence_kv_gb=full_context)
+    assert one_a10g.weights_fit and not one_a10g.fits
+    assert one_a10g.kv_room_per_gpu_gb == pytest.approx(4.1)
+    # Tensor parallel splits the weights and the KV heads alike.
+    two_a10g = sizing.gpu_fit(8, None, 2, gpu_memory_gb=24, utilization=0.9, sequence_kv_gb=full_context)
+    assert two_a10g.fits and two_a10g.kv_cache_per_gpu_gb == pytest.approx(full_context / 2)
+    # A short sequence still leaves the minimum KV cache to the weights.
+    short = sizing.gpu_fit(9.75, None, 1, gpu_memory_gb=24, utilization=0.9, sequence_kv_gb=0.1)
+    assert not short.fits and not short.weights_fit
+
+
+def test_tokens_fitting_rounds_down_to_whole_thousands() -> None:
+    assert sizing.tokens_fitting(4.1, 128 * 1024, 1) == 30720
+    assert sizing.tokens_fitting(4.1, 128 * 1024, 2) == 62464
+    assert sizing.sequence_kv_cache_gb(128 * 1024, 30720) <= 4.1 < sizing.sequence_kv_cache_gb(128 * 1024, 30720 + 1024)
+
+
 def test_startup_budget_grows_with_weights_in_whole_periods() -> None:
     small = sizing.startup_budget_seconds(8, None)
     large = sizing.startup_budget_seconds(70, None)
