@@ -473,13 +473,31 @@ class PlatformConfig(_Section):
         assert model.gpu_pool is not None
         return self.cluster.pools[model.gpu_pool]
 
+    def models_on(self, pool: GpuNodePool) -> list[Model]:
+        """The models whose pods run on the pool's nodes."""
+        return [m for m in self.models if not self.is_simulated(m) and m.gpu_pool == pool.name]
+
+    def pod_resources(self, model: Model) -> sizing.PodResources:
+        if model.resources:
+            return sizing.PodResources(
+                cpu_millis=sizing.parse_cpu_millis(model.resources.cpu),
+                memory_mib=sizing.parse_memory_mib(model.resources.memory),
+            )
+        return sizing.default_resources(self.pool_of(model).instance, model.tensor_parallel_size)
+
+    def nodes_for(self, model: Model, replicas: int) -> int:
+        """Nodes of its pool that `replicas` of the model occupy, packed among themselves."""
+        instance = self.pool_of(model).instance
+        per_node = sizing.replicas_per_node(instance, model.tensor_parallel_size, self.pod_resources(model))
+        return sizing.nodes_for_replicas(replicas, per_node)
+
     def has_surge_room(self, model: Model) -> bool:
-        """Whether a rollout can add a new replica before removing an old one, even at replicas.max."""
+        """Whether a rollout can add a new replica before removing an old one, with every model of the pool at replicas.max."""
         if self.is_simulated(model):
             return True
         pool = self.pool_of(model)
-        surge = sizing.nodes_for_replicas(model.replicas.max + 1, model.tensor_parallel_size, pool.gpus_per_node)
-        return surge <= pool.max_size
+        others = sum(self.nodes_for(m, m.replicas.max) for m in self.models_on(pool) if m.name != model.name)
+        return others + self.nodes_for(model, model.replicas.max + 1) <= pool.max_size
 
     def startup_budget_seconds(self, model: Model) -> int:
         if model.startup_timeout_seconds:
@@ -613,11 +631,11 @@ def _gpu_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[st
     ]
 
 
-def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
+def _node_fit_problems(cfg: PlatformConfig, model: Model, pool: GpuNodePool, params: float) -> list[str]:
     instance, where, problems = pool.instance, f"models[{model.name}]", []
     if model.resources:
-        cpu = sizing.parse_cpu_millis(model.resources.cpu)
-        memory = sizing.parse_memory_mib(model.resources.memory)
+        pod = cfg.pod_resources(model)
+        cpu, memory = pod.cpu_millis, pod.memory_mib
         cpu_limit, memory_limit = allocatable_cpu_millis(instance), allocatable_memory_mib(instance)
         if cpu > cpu_limit:
             problems.append(
@@ -635,7 +653,7 @@ def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[s
             f"{where}: the checkpoint needs ~{disk} GiB of node disk with the image, but pool {pool.name} "
             f"has rootVolumeGiB {pool.root_volume_gib}; raise cluster.gpuNodePools[{pool.name}].rootVolumeGiB"
         )
-    nodes_needed = sizing.nodes_for_replicas(model.replicas.max, model.tensor_parallel_size, pool.gpus_per_node)
+    nodes_needed = cfg.nodes_for(model, model.replicas.max)
     if model.tensor_parallel_size <= pool.gpus_per_node and nodes_needed > pool.max_size:
         problems.append(
             f"{where}.replicas.max: {model.replicas.max} replicas of {model.tensor_parallel_size} GPU(s) need "
@@ -690,7 +708,39 @@ def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
             f"{where}.parametersBillions: cannot read the size from {model.model!r}; set parametersBillions",
         ]
     problems += _gpu_fit_problems(model, pool, params)
-    return problems + _node_fit_problems(model, pool, params)
+    return problems + _node_fit_problems(cfg, model, pool, params)
+
+
+def _pool_demand(cfg: PlatformConfig, pool: GpuNodePool, at: Literal["min", "max"]) -> tuple[int, str]:
+    """Nodes the pool's models need with each at replicas.min or .max, and each model's share.
+
+    Each model's replicas pack among themselves and models are counted on nodes of their own: an
+    upper bound, exact for one-GPU types, that may overcount where models could share a multi-GPU
+    node. A model that fits no node of the pool is counted by its own check, not here.
+    """
+    shares = {
+        m.name: (getattr(m.replicas, at), cfg.nodes_for(m, getattr(m.replicas, at)))
+        for m in cfg.models_on(pool)
+        if m.tensor_parallel_size <= pool.gpus_per_node
+    }
+    described = ", ".join(f"{name}: {replicas} replica(s) on {nodes} node(s)" for name, (replicas, nodes) in shares.items())
+    return sum(nodes for _, nodes in shares.values()), described
+
+
+def _pool_problems(cfg: PlatformConfig) -> list[str]:
+    problems = []
+    for pool in cfg.cluster.gpu_node_pools:
+        # One model alone is held to the pool's maxSize at replicas.max by its own check.
+        if len(cfg.models_on(pool)) < 2:
+            continue
+        nodes, described = _pool_demand(cfg, pool, "min")
+        if nodes > pool.max_size:
+            problems.append(
+                f"cluster.gpuNodePools[{pool.name}].maxSize: {pool.max_size}, but its models at replicas.min "
+                f"need {nodes} {pool.instance.name} nodes ({described}), so some replicas would stay Pending; "
+                f"raise maxSize to {nodes} or lower the models' replicas.min"
+            )
+    return problems
 
 
 def _platform_problems(cfg: PlatformConfig) -> list[str]:
@@ -703,7 +753,7 @@ def _platform_problems(cfg: PlatformConfig) -> list[str]:
         problems.append(f"models: servedModelName {served!r} is served twice; metrics and routing need it unique")
     for model in cfg.models:
         problems += _model_problems(cfg, model)
-    return problems
+    return problems + _pool_problems(cfg)
 
 
 def config_notes(cfg: PlatformConfig) -> list[str]:
@@ -728,11 +778,24 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
                 f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
             )
         if not cfg.has_surge_room(model):
+            others = [m.name for m in cfg.models_on(pool) if m.name != model.name]
             notes.append(
                 f"models[{model.name}]: pool {pool.name} (maxSize {pool.max_size}) has no node left for an extra "
-                f"replica at replicas.max {model.replicas.max}, so a rollout replaces one replica at a time"
+                f"replica at replicas.max {model.replicas.max}"
+                + (f" beside {', '.join(others)} at theirs" if others else "")
+                + ", so a rollout replaces one replica at a time"
                 + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
                 + "; raise the pool's maxSize for surge rollouts"
+            )
+    for pool in cfg.cluster.gpu_node_pools:
+        if len(cfg.models_on(pool)) < 2:
+            continue
+        nodes, described = _pool_demand(cfg, pool, "max")
+        if nodes > pool.max_size:
+            notes.append(
+                f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {pool.instance.name} "
+                f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
+                f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
             )
     return notes
 

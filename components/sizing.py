@@ -181,11 +181,6 @@ def simulated_timing(parameters_billions: float | None, tensor_parallel: int) ->
     )
 
 
-def nodes_for_replicas(replicas: int, tensor_parallel: int, gpus_per_node: int) -> int:
-    """Nodes that `replicas` pods of `tensor_parallel` GPUs each occupy; a pod never spans nodes."""
-    return math.ceil(replicas / max(gpus_per_node // tensor_parallel, 1))
-
-
 # What the vLLM image and kubelet's own files take on the node's root volume.
 IMAGE_AND_SYSTEM_DISK_GIB = 40
 
@@ -206,6 +201,24 @@ def default_resources(instance: InstanceType, tensor_parallel: int) -> PodResour
     memory_gib = max(4, math.floor(instance.memory_gib * share * 0.75))
     memory_mib = min(memory_gib * 1024, math.floor(allocatable_memory_mib(instance) * share))
     return PodResources(cpu_millis=cpu_cores * 1000, memory_mib=memory_mib)
+
+
+def replicas_per_node(instance: InstanceType, tensor_parallel: int, pod: PodResources) -> int:
+    """How many of a model's pods one node holds, by GPUs, CPU and memory; at least one, as a pod that
+    fits no node is refused by the node fit check."""
+    return max(
+        1,
+        min(
+            instance.gpu_count // tensor_parallel,
+            allocatable_cpu_millis(instance) // pod.cpu_millis,
+            allocatable_memory_mib(instance) // pod.memory_mib,
+        ),
+    )
+
+
+def nodes_for_replicas(replicas: int, per_node: int) -> int:
+    """Nodes that `replicas` pods occupy, `per_node` to a node; a pod never spans nodes."""
+    return math.ceil(replicas / per_node)
 
 
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")

@@ -169,17 +169,8 @@ def vllm_args(cfg: PlatformConfig, model: Model) -> list[str]:
     return args + list(model.extra_args)
 
 
-def pod_resources(cfg: PlatformConfig, model: Model) -> sizing.PodResources:
-    if model.resources:
-        return sizing.PodResources(
-            cpu_millis=sizing.parse_cpu_millis(model.resources.cpu),
-            memory_mib=sizing.parse_memory_mib(model.resources.memory),
-        )
-    return sizing.default_resources(cfg.pool_of(model).instance, model.tensor_parallel_size)
-
-
 def container_resources(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
-    pod = pod_resources(cfg, model)
+    pod = cfg.pod_resources(model)
     params = model.effective_parameters_billions or 0
     cache_gib = sizing.model_cache_gib(params, model.quantization)
     compute = {"cpu": sizing.format_cpu(pod.cpu_millis), "memory": sizing.format_memory(pod.memory_mib)}

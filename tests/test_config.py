@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
+from components import vllm_spec
 from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config, token_notes
 from tests.conftest import ADMIN
 from tools import mocks
@@ -147,6 +148,70 @@ def test_every_way_out_offered_would_fit(fields: dict[str, Any], offered: str, w
         parse_config(fixed)
 
 
+def on_one_pool(pool: dict[str, Any], *replicas: dict[str, int], **fields: Any) -> dict[str, Any]:
+    """Models a, b, c, ... of an 8B each on one pool, with these replicas."""
+    raw = base()
+    raw["cluster"]["gpuNodePools"] = [{"name": "shared", "minSize": 0, **pool}]
+    raw["models"] = [
+        {"name": name, "model": "meta-llama/Llama-3.1-8B-Instruct", "servedModelName": name, "gpuPool": "shared", "replicas": r, **fields}
+        for name, r in zip("abcdefgh", replicas)
+    ]
+    return raw
+
+
+def test_a_pool_must_hold_all_its_models_at_replicas_min() -> None:
+    raw = on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 2}, {"min": 2, "max": 2}, {"min": 2, "max": 2}, {"min": 1, "max": 1})
+    assert problems(raw) == [
+        "cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 5 g5.xlarge nodes "
+        "(a: 2 replica(s) on 2 node(s), b: 2 replica(s) on 2 node(s), c: 1 replica(s) on 1 node(s)), "
+        "so some replicas would stay Pending; raise maxSize to 5 or lower the models' replicas.min"
+    ]
+    raw["cluster"]["gpuNodePools"][0]["maxSize"] = 5
+    parse_config(raw)
+
+
+def test_replicas_of_one_gpu_share_a_multi_gpu_node() -> None:
+    # Four 1-GPU replicas to a g5.12xlarge: two models of four replicas each take a node apiece.
+    parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 4, "max": 4}, {"min": 4, "max": 4}))
+    found = problems(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 5, "max": 5}, {"min": 4, "max": 4}))
+    assert found[0].startswith("cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 3 g5.12xlarge nodes")
+
+
+def test_memory_requests_limit_how_many_replicas_share_a_node() -> None:
+    # 100Gi of a g5.12xlarge's ~185Gi allocatable: one replica per node, whatever its free GPUs.
+    raw = on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 3}, resources={"cpu": "8", "memory": "100Gi"})
+    assert problems(raw) == [
+        "models[a].replicas.max: 3 replicas of 1 GPU(s) need 3 g5.12xlarge nodes, but pool shared has maxSize 2; "
+        "lower replicas.max or raise the pool's maxSize"
+    ]
+
+
+def test_models_that_cannot_all_reach_replicas_max_are_warned_about() -> None:
+    cfg = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 2}))
+    assert config_notes(cfg)[-1] == (
+        "cluster.gpuNodePools[shared]: its models at replicas.max need 4 g5.xlarge nodes "
+        "(a: 2 replica(s) on 2 node(s), b: 2 replica(s) on 2 node(s)) but maxSize is 3; they cannot all be at "
+        "replicas.max at once, and a model may stay below it while the others hold the nodes; raise maxSize to 4 if they must"
+    )
+    assert not any(n.startswith("cluster.") for n in config_notes(parse_config(base())))
+
+
+def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
+    # Alone, a model at max 2 on a pool of 3 has a node to surge into; beside another at max 1 it has none.
+    alone = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}))
+    assert alone.has_surge_room(alone.models[0])
+    shared = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 1}))
+    assert not shared.has_surge_room(shared.models[0]) and not shared.has_surge_room(shared.models[1])
+    assert config_notes(shared)[0] == (
+        "models[a]: pool shared (maxSize 3) has no node left for an extra replica at replicas.max 2 beside b at "
+        "theirs, so a rollout replaces one replica at a time; raise the pool's maxSize for surge rollouts"
+    )
+    # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
+    multi = parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
+    assert not multi.has_surge_room(multi.models[0]) and multi.has_surge_room(multi.models[1])
+    assert vllm_spec.rolling_update(multi, multi.models[0]) == {"maxSurge": 0, "maxUnavailable": 1}
+
+
 def test_explicit_parameters_override_the_name() -> None:
     cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
     assert cfg.models[0].effective_parameters_billions == 3
@@ -233,6 +298,11 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         "models[llama-8b].resources.cpu: 8 exceeds the 3320m CPU a g5.xlarge in pool g5 can allocate",
     ),
     ("bad memory quantity", with_model(resources={"cpu": "3", "memory": "12GB"}), "'12GB' is not a memory quantity"),
+    (
+        "models of one pool above its maxSize at replicas.min",
+        on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 2}, {"min": 1, "max": 2}, {"min": 2, "max": 2}),
+        "cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 3 g5.xlarge nodes",
+    ),
     (
         "more replicas than the pool holds",
         with_model(replicas={"min": 1, "max": 6}),

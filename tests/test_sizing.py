@@ -93,6 +93,21 @@ def test_allocatable_is_below_capacity_and_holds_the_default_request() -> None:
                 assert pod.memory_mib <= allocatable_memory_mib(instance)
 
 
+def test_default_requests_pack_like_the_gpus() -> None:
+    for instance in INSTANCE_TYPES.values():
+        for tp in (tp for tp in (1, 2, 4, 8) if tp <= instance.gpu_count):
+            pod = sizing.default_resources(instance, tp)
+            assert sizing.replicas_per_node(instance, tp, pod) == instance.gpu_count // tp, (instance.name, tp)
+
+
+def test_own_requests_can_leave_gpus_of_a_node_unused() -> None:
+    g5_12 = INSTANCE_TYPES["g5.12xlarge"]
+    assert sizing.replicas_per_node(g5_12, 1, sizing.PodResources(cpu_millis=4000, memory_mib=16 * 1024)) == 4
+    assert sizing.replicas_per_node(g5_12, 1, sizing.PodResources(cpu_millis=4000, memory_mib=100 * 1024)) == 1
+    assert sizing.replicas_per_node(g5_12, 1, sizing.PodResources(cpu_millis=20000, memory_mib=16 * 1024)) == 2
+    assert sizing.nodes_for_replicas(5, 4) == 2 and sizing.nodes_for_replicas(0, 4) == 0
+
+
 def test_default_resources_for_a_g5_xlarge() -> None:
     pod = sizing.default_resources(INSTANCE_TYPES["g5.xlarge"], 1)
     assert (pod.cpu_millis, pod.memory_mib) == (3000, 12 * 1024)
