@@ -647,6 +647,15 @@ def _node_fit_problems(cfg: PlatformConfig, model: Model, pool: GpuNodePool, par
                 f"{where}.resources.memory: {model.resources.memory} exceeds the {memory_limit}Mi "
                 f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
             )
+        floor = sizing.tensor_parallel_memory_floor_mib(model.tensor_parallel_size)
+        if model.tensor_parallel_size > 1 and memory < floor:
+            problems.append(
+                f"{where}.resources.memory: {model.resources.memory} is below the {sizing.format_memory(floor)} "
+                f"tensorParallelSize {model.tensor_parallel_size} needs: the {sizing.format_memory(sizing.SHM_MIB)} "
+                f"memory-backed /dev/shm counts against the limit, and vLLM's {model.tensor_parallel_size + 2} "
+                f"processes take {sizing.format_memory(sizing.PROCESS_MEMORY_MIB)} each; raise it to "
+                f"{sizing.format_memory(floor)} or more"
+            )
     disk = sizing.model_cache_gib(params, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
     if disk > pool.root_volume_gib:
         problems.append(

@@ -221,6 +221,18 @@ def nodes_for_replicas(replicas: int, per_node: int) -> int:
     return math.ceil(replicas / per_node)
 
 
+# With tensor parallel > 1 the pod mounts a memory-backed /dev/shm for NCCL, whose pages count against
+# the container's memory limit. Beside it: vLLM's API server, its engine core and one worker per GPU,
+# each holding torch and a CUDA context in host memory.
+SHM_MIB = 8 * 1024
+PROCESS_MEMORY_MIB = 2 * 1024
+
+
+def tensor_parallel_memory_floor_mib(tensor_parallel: int) -> int:
+    """The least memory limit a pod of `tensor_parallel` > 1 GPUs may have: a full /dev/shm plus its processes."""
+    return SHM_MIB + PROCESS_MEMORY_MIB * (tensor_parallel + 2)
+
+
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _MEMORY_FACTORS = {

@@ -33,7 +33,7 @@ KEDA_NAMESPACE = "keda"
 MODEL_CACHE_PATH = "/models-cache"
 HOME_PATH = "/home/vllm"
 SHM_PATH = "/dev/shm"
-SHM_SIZE = "8Gi"
+SHM_SIZE = sizing.format_memory(sizing.SHM_MIB)
 # Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
 RUN_AS_UID = 10001
 

@@ -212,6 +212,14 @@ def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
     assert vllm_spec.rolling_update(multi, multi.models[0]) == {"maxSurge": 0, "maxUnavailable": 1}
 
 
+def test_tensor_parallel_memory_holds_shm_and_processes() -> None:
+    parse_config(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "16Gi"}))
+    (found,) = problems(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "15Gi"}))
+    assert found.startswith("models[llama-8b].resources.memory: 15Gi is below the 16Gi tensorParallelSize 2 needs")
+    # One GPU mounts no /dev/shm of its own.
+    parse_config(with_model(resources={"cpu": "3", "memory": "8Gi"}))
+
+
 def test_explicit_parameters_override_the_name() -> None:
     cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
     assert cfg.models[0].effective_parameters_billions == 3
@@ -296,6 +304,12 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         "CPU request above the node",
         with_model(resources={"cpu": "8", "memory": "8Gi"}),
         "models[llama-8b].resources.cpu: 8 exceeds the 3320m CPU a g5.xlarge in pool g5 can allocate",
+    ),
+    (
+        "tensor parallel memory below its /dev/shm",
+        with_model(gpuPool="g5x4", tensorParallelSize=4, resources={"cpu": "8", "memory": "8Gi"}),
+        "models[llama-8b].resources.memory: 8Gi is below the 20Gi tensorParallelSize 4 needs: the 8Gi memory-backed "
+        "/dev/shm counts against the limit, and vLLM's 6 processes take 2Gi each; raise it to 20Gi or more",
     ),
     ("bad memory quantity", with_model(resources={"cpu": "3", "memory": "12GB"}), "'12GB' is not a memory quantity"),
     (

@@ -93,6 +93,14 @@ def test_allocatable_is_below_capacity_and_holds_the_default_request() -> None:
                 assert pod.memory_mib <= allocatable_memory_mib(instance)
 
 
+def test_default_memory_holds_shm_wherever_tensor_parallel_is_possible() -> None:
+    for instance in INSTANCE_TYPES.values():
+        for tp in (tp for tp in (2, 4, 8) if tp <= instance.gpu_count):
+            floor = sizing.tensor_parallel_memory_floor_mib(tp)
+            assert sizing.default_resources(instance, tp).memory_mib >= floor, (instance.name, tp)
+    assert sizing.tensor_parallel_memory_floor_mib(2) == 16 * 1024
+
+
 def test_default_requests_pack_like_the_gpus() -> None:
     for instance in INSTANCE_TYPES.values():
         for tp in (tp for tp in (1, 2, 4, 8) if tp <= instance.gpu_count):
