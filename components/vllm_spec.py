@@ -215,9 +215,24 @@ def termination_grace_seconds(model: Model) -> int:
     return PRESTOP_SLEEP_SECONDS + model.shutdown_timeout_seconds + TERMINATION_MARGIN_SECONDS
 
 
-def await_timeout_seconds(cfg: PlatformConfig, model: Model) -> int:
-    """How long `pulumi up` waits for the Deployment: a node from zero, then the model's cold start."""
+def cold_start_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """How long one new pod may take to serve: a GPU node from zero, then the model's startup budget."""
     return sizing.NODE_PROVISIONING_SECONDS + cfg.startup_budget_seconds(model)
+
+
+def rollout_wave_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """One step of a rolling update: an old replica drains and frees its GPU, a new one cold-starts."""
+    return termination_grace_seconds(model) + cold_start_seconds(cfg, model)
+
+
+def rollout_timeout_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """How long `pulumi up` waits for the Deployment: every wave of the rolling update, one after another.
+
+    At replicas.max, since the autoscaler may hold the model there when a rollout comes.
+    """
+    step = rolling_update(cfg, model)
+    waves = math.ceil(model.replicas.max / max(step["maxSurge"], step["maxUnavailable"]))
+    return waves * rollout_wave_seconds(cfg, model)
 
 
 def _env(hf_token: bool) -> list[dict[str, Any]]:
@@ -365,11 +380,10 @@ def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
 
 def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
     volumes, _ = _volumes(cfg, model)
-    timeout = await_timeout_seconds(cfg, model)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(model)},
-        # Past this a rollout is reported failed; it must outlast a node scale-up plus a cold start.
-        "progressDeadlineSeconds": timeout,
+        # Past this without progress (a replica ready, an old one gone) a rollout is reported failed.
+        "progressDeadlineSeconds": rollout_wave_seconds(cfg, model),
         "revisionHistoryLimit": 3,
         "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(cfg, model)},
         "template": {
@@ -398,7 +412,7 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
     if model.autoscaling.mode == "none":
         # With an autoscaler, replicas are its to set; writing them here would undo its work on every `pulumi up`.
         spec["replicas"] = model.replicas.min
-    annotations = {"pulumi.com/timeoutSeconds": str(timeout), **checkov_skips(cfg, model, hf_token)}
+    annotations = {"pulumi.com/timeoutSeconds": str(rollout_timeout_seconds(cfg, model)), **checkov_skips(cfg, model, hf_token)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -507,8 +521,8 @@ def interceptor_route(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
             "rules": [{"hosts": route_hosts(cfg, model)}],
             "scalingMetric": {"concurrency": {"targetValue": model.autoscaling.concurrency_per_replica}},
             "timeouts": {
-                # A request that wakes the model waits as long as `pulumi up` would: a node, then the load.
-                "readiness": f"{await_timeout_seconds(cfg, model)}s",
+                # A request that wakes the model waits for one pod's cold start: a node, then the load.
+                "readiness": f"{cold_start_seconds(cfg, model)}s",
                 "responseHeader": INTERCEPTOR_RESPONSE_HEADER_TIMEOUT,
             },
         },
