@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import cached_property
 from typing import Any, Literal, Optional
 
 import pulumi
@@ -491,12 +492,20 @@ class PlatformConfig(_Section):
         per_node = sizing.replicas_per_node(instance, model.tensor_parallel_size, self.pod_resources(model))
         return sizing.nodes_for_replicas(replicas, per_node)
 
+    @cached_property
+    def pool_nodes_at_max(self) -> dict[str, int]:
+        """Per pool, the nodes its models occupy with each at replicas.max; once, not once per model."""
+        return {
+            name: sum(self.nodes_for(m, m.replicas.max) for m in self.models_on(pool))
+            for name, pool in self.cluster.pools.items()
+        }
+
     def has_surge_room(self, model: Model) -> bool:
         """Whether a rollout can add a new replica before removing an old one, with every model of the pool at replicas.max."""
         if self.is_simulated(model):
             return True
         pool = self.pool_of(model)
-        others = sum(self.nodes_for(m, m.replicas.max) for m in self.models_on(pool) if m.name != model.name)
+        others = self.pool_nodes_at_max[pool.name] - self.nodes_for(model, model.replicas.max)
         return others + self.nodes_for(model, model.replicas.max + 1) <= pool.max_size
 
     def startup_budget_seconds(self, model: Model) -> int:
@@ -788,10 +797,11 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
             )
         if not cfg.has_surge_room(model):
             others = [m.name for m in cfg.models_on(pool) if m.name != model.name]
+            beside = ", ".join(others) if len(others) <= 3 else f"{len(others)} other models"
             notes.append(
                 f"models[{model.name}]: pool {pool.name} (maxSize {pool.max_size}) has no node left for an extra "
                 f"replica at replicas.max {model.replicas.max}"
-                + (f" beside {', '.join(others)} at theirs" if others else "")
+                + (f" beside {beside} at theirs" if others else "")
                 + ", so a rollout replaces one replica at a time"
                 + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
                 + "; raise the pool's maxSize for surge rollouts"

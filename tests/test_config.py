@@ -206,6 +206,8 @@ def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
         "models[a]: pool shared (maxSize 3) has no node left for an extra replica at replicas.max 2 beside b at "
         "theirs, so a rollout replaces one replica at a time; raise the pool's maxSize for surge rollouts"
     )
+    crowded = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 5}, *[{"min": 1, "max": 1}] * 5))
+    assert "at replicas.max 1 beside 4 other models at theirs" in config_notes(crowded)[0]
     # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
     multi = parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
     assert not multi.has_surge_room(multi.models[0]) and multi.has_surge_room(multi.models[1])
