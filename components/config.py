@@ -349,7 +349,7 @@ class Model(_Section):
         for arg in values:
             flag = arg.split("=", 1)[0]
             if flag in MANAGED_VLLM_FLAGS:
-                raise ValueError(f"{flag} is set by the platform from its own key; remove it from extraArgs")
+                raise ValueError(f"{flag} is set by the platform itself; remove it from extraArgs")
         return values
 
     @property

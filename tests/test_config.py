@@ -297,6 +297,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("missing model id", with_model(model=None), "models[llama-8b].model: Input should be a valid string"),
     ("bad model source", with_model(model="llama"), "models[llama-8b].model: 'llama' is neither a Hugging Face id"),
     ("managed flag in extraArgs", with_model(extraArgs=["--port=9000"]), "models[llama-8b].extraArgs: --port is set by the platform"),
+    ("--host in extraArgs", with_model(extraArgs=["--host", "0.0.0.0"]), "models[llama-8b].extraArgs: --host is set by the platform itself; remove it"),
     (
         "memory request above the node",
         with_model(resources={"cpu": "3", "memory": "64Gi"}),

@@ -132,6 +132,12 @@ def test_memory_quantities(text: str, mib: int) -> None:
 
 
 @pytest.mark.parametrize("bad", ["3 cores", "-1", "12GB", ""])
-def test_bad_quantities_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError):
+def test_bad_memory_quantities_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a memory quantity"):
         sizing.parse_memory_mib(bad)
+
+
+@pytest.mark.parametrize("bad", ["3 cores", "-1", "2Gi", "500u", "1.5.0", ""])
+def test_bad_cpu_quantities_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="is not a CPU quantity"):
+        sizing.parse_cpu_millis(bad)
