@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from functools import cached_property
 from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic.alias_generators import to_camel
 
 from components import sizing
-from components.catalog import INSTANCE_TYPES, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+from components.catalog import INSTANCE_TYPES, Gpu, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
 
 CONFIG_NAMESPACE = "vllm-platform"
 # --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
@@ -383,6 +384,7 @@ class Model(_Section):
     quantization: Optional[Literal[QUANTIZATIONS]] = None  # type: ignore[valid-type]
     parameters_billions: Optional[float] = Field(None, gt=0)
     max_model_len: Optional[int] = Field(None, gt=0)
+    kv_cache_bytes_per_token: Optional[int] = Field(None, gt=0)
     gpu_memory_utilization: Optional[float] = Field(None, gt=0, lt=1)
     replicas: Replicas = Replicas()
     autoscaling: Autoscaling = Autoscaling()
@@ -439,7 +441,7 @@ class Model(_Section):
         for arg in values:
             flag = arg.split("=", 1)[0]
             if flag in MANAGED_VLLM_FLAGS:
-                raise ValueError(f"{flag} is set by the platform from its own key; remove it from extraArgs")
+                raise ValueError(f"{flag} is set by the platform itself; remove it from extraArgs")
         return values
 
     @property
@@ -466,6 +468,9 @@ class Model(_Section):
     @property
     def effective_parameters_billions(self) -> Optional[float]:
         return self.parameters_billions or sizing.parameters_from_model_id(self.model)
+
+    def effective_kv_cache_bytes_per_token(self, parameters_billions: float) -> int:
+        return self.kv_cache_bytes_per_token or sizing.default_kv_cache_bytes_per_token(parameters_billions)
 
 
 PROMETHEUS_DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
@@ -606,13 +611,39 @@ class PlatformConfig(_Section):
         assert model.gpu_pool is not None
         return self.cluster.pools[model.gpu_pool]
 
+    def models_on(self, pool: GpuNodePool) -> list[Model]:
+        """The models whose pods run on the pool's nodes."""
+        return [m for m in self.models if not self.is_simulated(m) and m.gpu_pool == pool.name]
+
+    def pod_resources(self, model: Model) -> sizing.PodResources:
+        if model.resources:
+            return sizing.PodResources(
+                cpu_millis=sizing.parse_cpu_millis(model.resources.cpu),
+                memory_mib=sizing.parse_memory_mib(model.resources.memory),
+            )
+        return sizing.default_resources(self.pool_of(model).instance, model.tensor_parallel_size)
+
+    def nodes_for(self, model: Model, replicas: int) -> int:
+        """Nodes of its pool that `replicas` of the model occupy, packed among themselves."""
+        instance = self.pool_of(model).instance
+        per_node = sizing.replicas_per_node(instance, model.tensor_parallel_size, self.pod_resources(model))
+        return sizing.nodes_for_replicas(replicas, per_node)
+
+    @cached_property
+    def pool_nodes_at_max(self) -> dict[str, int]:
+        """Per pool, the nodes its models occupy with each at replicas.max; once, not once per model."""
+        return {
+            name: sum(self.nodes_for(m, m.replicas.max) for m in self.models_on(pool))
+            for name, pool in self.cluster.pools.items()
+        }
+
     def has_surge_room(self, model: Model) -> bool:
-        """Whether a rollout can add a new replica before removing an old one, even at replicas.max."""
+        """Whether a rollout can add a new replica before removing an old one, with every model of the pool at replicas.max."""
         if self.is_simulated(model):
             return True
         pool = self.pool_of(model)
-        surge = sizing.nodes_for_replicas(model.replicas.max + 1, model.tensor_parallel_size, pool.gpus_per_node)
-        return surge <= pool.max_size
+        others = self.pool_nodes_at_max[pool.name] - self.nodes_for(model, model.replicas.max)
+        return others + self.nodes_for(model, model.replicas.max + 1) <= pool.max_size
 
     def startup_budget_seconds(self, model: Model) -> int:
         if model.startup_timeout_seconds:
@@ -656,46 +687,101 @@ def _duplicates(names: list[str]) -> list[str]:
     return sorted({n for n in names if names.count(n) > 1})
 
 
-def _smallest_fitting_tensor_parallel(model: Model, params: float, gpu_memory_gb: float) -> Optional[int]:
-    for tp in TENSOR_PARALLEL_SIZES:
-        fit = sizing.gpu_fit(params, model.quantization, tp, gpu_memory_gb, model.effective_gpu_memory_utilization)
-        if fit.fits:
-            return tp
-    return None
+def _fit(model: Model, params: float, gpu: Gpu, tensor_parallel: int, quantization: Optional[str]) -> sizing.GpuFit:
+    sequence_kv_gb = 0.0
+    if model.max_model_len:
+        sequence_kv_gb = sizing.sequence_kv_cache_gb(model.effective_kv_cache_bytes_per_token(params), model.max_model_len)
+    return sizing.gpu_fit(
+        params, quantization, tensor_parallel, gpu.memory_gb, model.effective_gpu_memory_utilization, sequence_kv_gb
+    )
+
+
+# Quantizations a way out may suggest, best first: fp8 keeps quality closest to bf16; awq_marlin, not
+# awq, because `awq` forces vLLM's slow AWQ kernel where Marlin runs (Ampere and newer: every catalog GPU).
+SUGGESTED_QUANTIZATIONS = {"fp8": "FP8", "awq_marlin": "AWQ"}
+
+
+def _checkpoint_advice(quantizations: list[str]) -> str:
+    formats = " or ".join(SUGGESTED_QUANTIZATIONS[q] for q in quantizations)
+    return f"an {formats} checkpoint (quantization {' or '.join(quantizations)})"
+
+
+def _lighter_quantizations(model: Model) -> list[str]:
+    current = sizing.BYTES_PER_PARAMETER[model.quantization]
+    return [q for q in SUGGESTED_QUANTIZATIONS if sizing.BYTES_PER_PARAMETER[q] < current]
+
+
+def _ways_out(model: Model, params: float, pool: GpuNodePool) -> list[str]:
+    """Changes that each pass the fit check on their own, on this pool's GPU first, else on a larger one."""
+    gpu, ways = pool.instance.gpu, []
+    wider = [tp for tp in TENSOR_PARALLEL_SIZES if tp > model.tensor_parallel_size]
+    tp = next((tp for tp in wider if _fit(model, params, gpu, tp, model.quantization).fits), None)
+    if tp is not None and tp <= pool.gpus_per_node:
+        ways.append(f"set tensorParallelSize {tp}")
+    elif tp is not None:
+        host = min(
+            (t for t in INSTANCE_TYPES.values() if t.gpu == gpu and t.gpu_count >= tp),
+            key=lambda t: (t.gpu_count, t.on_demand_usd_per_hour),
+        )
+        ways.append(f"use tensorParallelSize {tp} on a pool of {host.name} ({host.gpu_count}x {gpu.model})")
+    lighter = [q for q in _lighter_quantizations(model) if _fit(model, params, gpu, model.tensor_parallel_size, q).fits]
+    if lighter:
+        ways.append(f"use {_checkpoint_advice(lighter)}")
+    return ways or [_larger_gpu(model, params, pool)]
+
+
+def _larger_gpu(model: Model, params: float, pool: GpuNodePool) -> str:
+    """The cheapest catalog type of a larger GPU that holds the model on one node, and how."""
+    larger = [t for t in INSTANCE_TYPES.values() if t.gpu.memory_gb > pool.instance.gpu.memory_gb]
+    for instance in sorted(larger, key=lambda t: t.on_demand_usd_per_hour):
+        for quantization in (model.quantization, *_lighter_quantizations(model)):
+            for tp in (tp for tp in TENSOR_PARALLEL_SIZES if tp <= instance.gpu_count):
+                if _fit(model, params, instance.gpu, tp, quantization).fits:
+                    how = f"move to a pool of {instance.name} ({instance.gpu_count}x {instance.gpu.model})"
+                    how += f" with tensorParallelSize {tp}"
+                    if quantization != model.quantization:
+                        how += f" and {_checkpoint_advice([quantization])}"
+                    return how
+    return "no catalog type holds it on one node, even as a 4-bit checkpoint"
 
 
 def _gpu_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
-    instance, where = pool.instance, f"models[{model.name}]"
-    fit = sizing.gpu_fit(
-        params,
-        model.quantization,
-        model.tensor_parallel_size,
-        instance.gpu.memory_gb,
-        model.effective_gpu_memory_utilization,
-    )
+    instance, where, tp = pool.instance, f"models[{model.name}]", model.tensor_parallel_size
+    fit = _fit(model, params, instance.gpu, tp, model.quantization)
     if fit.fits:
         return []
-    needed_tp = _smallest_fitting_tensor_parallel(model, params, instance.gpu.memory_gb)
-    if needed_tp is not None and needed_tp <= pool.gpus_per_node:
-        way_out = f"set tensorParallelSize {needed_tp}"
-    elif needed_tp is not None:
-        way_out = f"use tensorParallelSize {needed_tp} on a pool with {needed_tp}+ GPUs per node, or quantization (awq)"
-    else:
-        way_out = "use quantization (awq) or a pool of larger GPUs"
+    ways = _ways_out(model, params, pool)
+    holds = (
+        f"a {instance.name} {instance.gpu.model} holds {instance.gpu.memory_gb:g} GB "
+        f"(x{model.effective_gpu_memory_utilization:.2f} = {fit.usable_per_gpu_gb:.1f} GB)"
+    )
+    if not fit.weights_fit:
+        return [
+            f"{where}: needs ~{fit.weights_per_gpu_gb:.1f} GB of weights per GPU "
+            f"({params:g}B parameters, {model.quantization or 'bf16'}, tensorParallelSize {tp}) "
+            f"plus {sizing.RUNTIME_OVERHEAD_GB + sizing.MIN_KV_CACHE_GB:.1f} GB for runtime and KV cache, "
+            f"but {holds}; {', or '.join(ways)}"
+        ]
+    assert model.max_model_len is not None
+    per_token = model.effective_kv_cache_bytes_per_token(params)
+    source = "kvCacheBytesPerToken" if model.kv_cache_bytes_per_token else f"estimated for {params:g}B"
+    shorter = sizing.tokens_fitting(fit.kv_room_per_gpu_gb, per_token, tp)
+    if shorter:
+        ways.insert(0, f"lower maxModelLen to {shorter} or less")
     return [
-        f"{where}: needs ~{fit.weights_per_gpu_gb:.1f} GB of weights per GPU "
-        f"({params:g}B parameters, {model.quantization or 'bf16'}, tensorParallelSize {model.tensor_parallel_size}) "
-        f"plus {sizing.RUNTIME_OVERHEAD_GB + sizing.MIN_KV_CACHE_GB:.1f} GB for runtime and KV cache, "
-        f"but a {instance.name} {instance.gpu.model} holds {instance.gpu.memory_gb:g} GB "
-        f"(x{model.effective_gpu_memory_utilization:.2f} = {fit.usable_per_gpu_gb:.1f} GB); {way_out}"
+        f"{where}.maxModelLen: one {model.max_model_len}-token sequence needs ~{fit.kv_cache_per_gpu_gb:.1f} GB "
+        f"of KV cache per GPU ({per_token / 1024:g} KiB per token, {source}, over tensorParallelSize {tp}), but only "
+        f"~{fit.kv_room_per_gpu_gb:.1f} GB is left after {fit.weights_per_gpu_gb:.1f} GB of weights and "
+        f"{sizing.RUNTIME_OVERHEAD_GB:g} GB of runtime, where {holds}, so vLLM would refuse to start; "
+        f"{', or '.join(ways)}"
     ]
 
 
-def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[str]:
+def _node_fit_problems(cfg: PlatformConfig, model: Model, pool: GpuNodePool, params: float) -> list[str]:
     instance, where, problems = pool.instance, f"models[{model.name}]", []
     if model.resources:
-        cpu = sizing.parse_cpu_millis(model.resources.cpu)
-        memory = sizing.parse_memory_mib(model.resources.memory)
+        pod = cfg.pod_resources(model)
+        cpu, memory = pod.cpu_millis, pod.memory_mib
         cpu_limit, memory_limit = allocatable_cpu_millis(instance), allocatable_memory_mib(instance)
         if cpu > cpu_limit:
             problems.append(
@@ -707,13 +793,22 @@ def _node_fit_problems(model: Model, pool: GpuNodePool, params: float) -> list[s
                 f"{where}.resources.memory: {model.resources.memory} exceeds the {memory_limit}Mi "
                 f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
             )
+        floor = sizing.tensor_parallel_memory_floor_mib(model.tensor_parallel_size)
+        if model.tensor_parallel_size > 1 and memory < floor:
+            problems.append(
+                f"{where}.resources.memory: {model.resources.memory} is below the {sizing.format_memory(floor)} "
+                f"tensorParallelSize {model.tensor_parallel_size} needs: the {sizing.format_memory(sizing.SHM_MIB)} "
+                f"memory-backed /dev/shm counts against the limit, and vLLM's {model.tensor_parallel_size + 2} "
+                f"processes take {sizing.format_memory(sizing.PROCESS_MEMORY_MIB)} each; raise it to "
+                f"{sizing.format_memory(floor)} or more"
+            )
     disk = sizing.model_cache_gib(params, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
     if disk > pool.root_volume_gib:
         problems.append(
             f"{where}: the checkpoint needs ~{disk} GiB of node disk with the image, but pool {pool.name} "
             f"has rootVolumeGiB {pool.root_volume_gib}; raise cluster.gpuNodePools[{pool.name}].rootVolumeGiB"
         )
-    nodes_needed = sizing.nodes_for_replicas(model.replicas.max, model.tensor_parallel_size, pool.gpus_per_node)
+    nodes_needed = cfg.nodes_for(model, model.replicas.max)
     if model.tensor_parallel_size <= pool.gpus_per_node and nodes_needed > pool.max_size:
         problems.append(
             f"{where}.replicas.max: {model.replicas.max} replicas of {model.tensor_parallel_size} GPU(s) need "
@@ -763,7 +858,39 @@ def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
             f"{where}.parametersBillions: cannot read the size from {model.model!r}; set parametersBillions",
         ]
     problems += _gpu_fit_problems(model, pool, params)
-    return problems + _node_fit_problems(model, pool, params)
+    return problems + _node_fit_problems(cfg, model, pool, params)
+
+
+def _pool_demand(cfg: PlatformConfig, pool: GpuNodePool, at: Literal["min", "max"]) -> tuple[int, str]:
+    """Nodes the pool's models need with each at replicas.min or .max, and each model's share.
+
+    Each model's replicas pack among themselves and models are counted on nodes of their own: an
+    upper bound, exact for one-GPU types, that may overcount where models could share a multi-GPU
+    node. A model that fits no node of the pool is counted by its own check, not here.
+    """
+    shares = {
+        m.name: (getattr(m.replicas, at), cfg.nodes_for(m, getattr(m.replicas, at)))
+        for m in cfg.models_on(pool)
+        if m.tensor_parallel_size <= pool.gpus_per_node
+    }
+    described = ", ".join(f"{name}: {replicas} replica(s) on {nodes} node(s)" for name, (replicas, nodes) in shares.items())
+    return sum(nodes for _, nodes in shares.values()), described
+
+
+def _pool_problems(cfg: PlatformConfig) -> list[str]:
+    problems = []
+    for pool in cfg.cluster.gpu_node_pools:
+        # One model alone is held to the pool's maxSize at replicas.max by its own check.
+        if len(cfg.models_on(pool)) < 2:
+            continue
+        nodes, described = _pool_demand(cfg, pool, "min")
+        if nodes > pool.max_size:
+            problems.append(
+                f"cluster.gpuNodePools[{pool.name}].maxSize: {pool.max_size}, but its models at replicas.min "
+                f"need {nodes} {pool.instance.name} nodes ({described}), so some replicas would stay Pending; "
+                f"raise maxSize to {nodes} or lower the models' replicas.min"
+            )
+    return problems
 
 
 def _platform_problems(cfg: PlatformConfig) -> list[str]:
@@ -776,7 +903,7 @@ def _platform_problems(cfg: PlatformConfig) -> list[str]:
         problems.append(f"models: servedModelName {served!r} is served twice; metrics and routing need it unique")
     for model in cfg.models:
         problems += _model_problems(cfg, model)
-    return problems
+    return problems + _pool_problems(cfg)
 
 
 def config_notes(cfg: PlatformConfig) -> list[str]:
@@ -801,11 +928,25 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
                 f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
             )
         if not cfg.has_surge_room(model):
+            others = [m.name for m in cfg.models_on(pool) if m.name != model.name]
+            beside = ", ".join(others) if len(others) <= 3 else f"{len(others)} other models"
             notes.append(
                 f"models[{model.name}]: pool {pool.name} (maxSize {pool.max_size}) has no node left for an extra "
-                f"replica at replicas.max {model.replicas.max}, so a rollout replaces one replica at a time"
+                f"replica at replicas.max {model.replicas.max}"
+                + (f" beside {beside} at theirs" if others else "")
+                + ", so a rollout replaces one replica at a time"
                 + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
                 + "; raise the pool's maxSize for surge rollouts"
+            )
+    for pool in cfg.cluster.gpu_node_pools:
+        if len(cfg.models_on(pool)) < 2:
+            continue
+        nodes, described = _pool_demand(cfg, pool, "max")
+        if nodes > pool.max_size:
+            notes.append(
+                f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {pool.instance.name} "
+                f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
+                f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
             )
     return notes
 

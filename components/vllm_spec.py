@@ -41,7 +41,7 @@ PROMETHEUS_PORT = 9090
 MODEL_CACHE_PATH = "/models-cache"
 HOME_PATH = "/home/vllm"
 SHM_PATH = "/dev/shm"
-SHM_SIZE = "8Gi"
+SHM_SIZE = sizing.format_memory(sizing.SHM_MIB)
 # Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
 RUN_AS_UID = 10001
 
@@ -182,17 +182,8 @@ def vllm_args(cfg: PlatformConfig, model: Model) -> list[str]:
     return args + list(model.extra_args)
 
 
-def pod_resources(cfg: PlatformConfig, model: Model) -> sizing.PodResources:
-    if model.resources:
-        return sizing.PodResources(
-            cpu_millis=sizing.parse_cpu_millis(model.resources.cpu),
-            memory_mib=sizing.parse_memory_mib(model.resources.memory),
-        )
-    return sizing.default_resources(cfg.pool_of(model).instance, model.tensor_parallel_size)
-
-
 def container_resources(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
-    pod = pod_resources(cfg, model)
+    pod = cfg.pod_resources(model)
     params = model.effective_parameters_billions or 0
     cache_gib = sizing.model_cache_gib(params, model.quantization)
     compute = {"cpu": sizing.format_cpu(pod.cpu_millis), "memory": sizing.format_memory(pod.memory_mib)}
@@ -237,9 +228,24 @@ def termination_grace_seconds(model: Model) -> int:
     return PRESTOP_SLEEP_SECONDS + model.shutdown_timeout_seconds + TERMINATION_MARGIN_SECONDS
 
 
-def await_timeout_seconds(cfg: PlatformConfig, model: Model) -> int:
-    """How long `pulumi up` waits for the Deployment: a node from zero, then the model's cold start."""
+def cold_start_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """How long one new pod may take to serve: a GPU node from zero, then the model's startup budget."""
     return sizing.NODE_PROVISIONING_SECONDS + cfg.startup_budget_seconds(model)
+
+
+def rollout_wave_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """One step of a rolling update: an old replica drains and frees its GPU, a new one cold-starts."""
+    return termination_grace_seconds(model) + cold_start_seconds(cfg, model)
+
+
+def rollout_timeout_seconds(cfg: PlatformConfig, model: Model) -> int:
+    """How long `pulumi up` waits for the Deployment: every wave of the rolling update, one after another.
+
+    At replicas.max, since the autoscaler may hold the model there when a rollout comes.
+    """
+    step = rolling_update(cfg, model)
+    waves = math.ceil(model.replicas.max / max(step["maxSurge"], step["maxUnavailable"]))
+    return waves * rollout_wave_seconds(cfg, model)
 
 
 def _env(hf_token: bool) -> list[dict[str, Any]]:
@@ -392,11 +398,10 @@ def _placement(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
 
 def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, Any]:
     volumes, _ = _volumes(cfg, model, hf_token)
-    timeout = await_timeout_seconds(cfg, model)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(model)},
-        # Past this a rollout is reported failed; it must outlast a node scale-up plus a cold start.
-        "progressDeadlineSeconds": timeout,
+        # Past this without progress (a replica ready, an old one gone) a rollout is reported failed.
+        "progressDeadlineSeconds": rollout_wave_seconds(cfg, model),
         "revisionHistoryLimit": 3,
         "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(cfg, model)},
         "template": {
@@ -422,7 +427,7 @@ def deployment(cfg: PlatformConfig, model: Model, hf_token: bool) -> dict[str, A
             },
         },
     }
-    annotations = {"pulumi.com/timeoutSeconds": str(timeout), **checkov_skips(cfg, model)}
+    annotations = {"pulumi.com/timeoutSeconds": str(rollout_timeout_seconds(cfg, model)), **checkov_skips(cfg, model)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -527,8 +532,8 @@ def interceptor_route(cfg: PlatformConfig, model: Model) -> dict[str, Any]:
             "rules": [{"hosts": route_hosts(cfg, model)}],
             "scalingMetric": {"concurrency": {"targetValue": model.autoscaling.concurrency_per_replica}},
             "timeouts": {
-                # A request that wakes the model waits as long as `pulumi up` would: a node, then the load.
-                "readiness": f"{await_timeout_seconds(cfg, model)}s",
+                # A request that wakes the model waits for one pod's cold start: a node, then the load.
+                "readiness": f"{cold_start_seconds(cfg, model)}s",
                 "responseHeader": INTERCEPTOR_RESPONSE_HEADER_TIMEOUT,
             },
         },

@@ -9,6 +9,7 @@ from typing import Any
 import pulumi
 import pytest
 
+from components import vllm_spec
 from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config, token_notes
 from tests.conftest import ADMIN
 from tools import mocks
@@ -86,6 +87,141 @@ def test_fp8_on_hopper_needs_no_note() -> None:
     assert config_notes(parse_config(raw)) == []
 
 
+def test_max_model_len_fits_what_the_weights_leave() -> None:
+    parse_config(with_model(maxModelLen=30720))
+    assert problems(with_model(maxModelLen=31744))[0].startswith("models[llama-8b].maxModelLen: one 31744-token")
+    # 70B on 8 A100-40GB: 32k tokens of 320 KiB are 1.3 GB per GPU, well within what 17.5 GB of weights leave.
+    raw = base()
+    raw["models"].append(
+        {"name": "llama-70b", "model": "meta-llama/Llama-3.3-70B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8, "maxModelLen": 32768}
+    )
+    parse_config(raw)
+
+
+def test_kv_cache_bytes_per_token_overrides_the_estimate() -> None:
+    long_context = {"model": "acme/hybrid-8b", "maxModelLen": 65536}
+    assert problems(with_model(**long_context))[0].startswith("models[llama-8b].maxModelLen:")
+    # A model with few KV heads, or an fp8 KV cache, holds the same context in less.
+    parse_config(with_model(**long_context, kvCacheBytesPerToken=32768))
+
+
+@pytest.mark.parametrize(
+    "fields, offered, ways",
+    [
+        (
+            {"model": "meta-llama/Llama-2-13b-chat-hf"},
+            "use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G), "
+            "or use an FP8 or AWQ checkpoint (quantization fp8 or awq_marlin)",
+            [{"gpuPool": "g5x4", "tensorParallelSize": 2}, {"quantization": "fp8"}, {"quantization": "awq_marlin"}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.3-70B-Instruct"},
+            "use tensorParallelSize 8 on a pool of g5.48xlarge (8x A10G)",
+            [{"gpuPool": "g5x8", "tensorParallelSize": 8}],
+        ),
+        (
+            {"maxModelLen": 131072},
+            "lower maxModelLen to 30720 or less, or use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G)",
+            [{"maxModelLen": 30720}, {"gpuPool": "g5x4", "tensorParallelSize": 2}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.3-70B-Instruct", "maxModelLen": 131072},
+            "move to a pool of p4d.24xlarge (8x A100-40GB) with tensorParallelSize 8",
+            [{"gpuPool": "p4d", "tensorParallelSize": 8}],
+        ),
+        (
+            {"model": "meta-llama/Llama-3.1-405B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8},
+            "use an AWQ checkpoint (quantization awq_marlin)",
+            [{"quantization": "awq_marlin"}],
+        ),
+    ],
+)
+def test_every_way_out_offered_would_fit(fields: dict[str, Any], offered: str, ways: list[dict[str, Any]]) -> None:
+    raw = with_model(**fields)
+    raw["cluster"]["gpuNodePools"].append({"name": "g5x8", "instanceTypes": ["g5.48xlarge"], "maxSize": 1, "rootVolumeGiB": 300})
+    raw["cluster"]["gpuNodePools"][2]["rootVolumeGiB"] = 1000
+    (problem,) = problems(raw)
+    assert problem.endswith(f"; {offered}")
+    for way in ways:
+        fixed = copy.deepcopy(raw)
+        fixed["models"][0].update(way)
+        parse_config(fixed)
+
+
+def on_one_pool(pool: dict[str, Any], *replicas: dict[str, int], **fields: Any) -> dict[str, Any]:
+    """Models a, b, c, ... of an 8B each on one pool, with these replicas."""
+    raw = base()
+    raw["cluster"]["gpuNodePools"] = [{"name": "shared", "minSize": 0, **pool}]
+    raw["models"] = [
+        {"name": name, "model": "meta-llama/Llama-3.1-8B-Instruct", "servedModelName": name, "gpuPool": "shared", "replicas": r, **fields}
+        for name, r in zip("abcdefgh", replicas)
+    ]
+    return raw
+
+
+def test_a_pool_must_hold_all_its_models_at_replicas_min() -> None:
+    raw = on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 2}, {"min": 2, "max": 2}, {"min": 2, "max": 2}, {"min": 1, "max": 1})
+    assert problems(raw) == [
+        "cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 5 g5.xlarge nodes "
+        "(a: 2 replica(s) on 2 node(s), b: 2 replica(s) on 2 node(s), c: 1 replica(s) on 1 node(s)), "
+        "so some replicas would stay Pending; raise maxSize to 5 or lower the models' replicas.min"
+    ]
+    raw["cluster"]["gpuNodePools"][0]["maxSize"] = 5
+    parse_config(raw)
+
+
+def test_replicas_of_one_gpu_share_a_multi_gpu_node() -> None:
+    # Four 1-GPU replicas to a g5.12xlarge: two models of four replicas each take a node apiece.
+    parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 4, "max": 4}, {"min": 4, "max": 4}))
+    found = problems(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 5, "max": 5}, {"min": 4, "max": 4}))
+    assert found[0].startswith("cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 3 g5.12xlarge nodes")
+
+
+def test_memory_requests_limit_how_many_replicas_share_a_node() -> None:
+    # 100Gi of a g5.12xlarge's ~185Gi allocatable: one replica per node, whatever its free GPUs.
+    raw = on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 3}, resources={"cpu": "8", "memory": "100Gi"})
+    assert problems(raw) == [
+        "models[a].replicas.max: 3 replicas of 1 GPU(s) need 3 g5.12xlarge nodes, but pool shared has maxSize 2; "
+        "lower replicas.max or raise the pool's maxSize"
+    ]
+
+
+def test_models_that_cannot_all_reach_replicas_max_are_warned_about() -> None:
+    cfg = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 2}))
+    assert config_notes(cfg)[-1] == (
+        "cluster.gpuNodePools[shared]: its models at replicas.max need 4 g5.xlarge nodes "
+        "(a: 2 replica(s) on 2 node(s), b: 2 replica(s) on 2 node(s)) but maxSize is 3; they cannot all be at "
+        "replicas.max at once, and a model may stay below it while the others hold the nodes; raise maxSize to 4 if they must"
+    )
+    assert not any(n.startswith("cluster.") for n in config_notes(parse_config(base())))
+
+
+def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
+    # Alone, a model at max 2 on a pool of 3 has a node to surge into; beside another at max 1 it has none.
+    alone = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}))
+    assert alone.has_surge_room(alone.models[0])
+    shared = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 1}))
+    assert not shared.has_surge_room(shared.models[0]) and not shared.has_surge_room(shared.models[1])
+    assert config_notes(shared)[0] == (
+        "models[a]: pool shared (maxSize 3) has no node left for an extra replica at replicas.max 2 beside b at "
+        "theirs, so a rollout replaces one replica at a time; raise the pool's maxSize for surge rollouts"
+    )
+    crowded = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 5}, *[{"min": 1, "max": 1}] * 5))
+    assert "at replicas.max 1 beside 4 other models at theirs" in config_notes(crowded)[0]
+    # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
+    multi = parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
+    assert not multi.has_surge_room(multi.models[0]) and multi.has_surge_room(multi.models[1])
+    assert vllm_spec.rolling_update(multi, multi.models[0]) == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_tensor_parallel_memory_holds_shm_and_processes() -> None:
+    parse_config(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "16Gi"}))
+    (found,) = problems(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "15Gi"}))
+    assert found.startswith("models[llama-8b].resources.memory: 15Gi is below the 16Gi tensorParallelSize 2 needs")
+    # One GPU mounts no /dev/shm of its own.
+    parse_config(with_model(resources={"cpu": "3", "memory": "8Gi"}))
+
+
 def test_explicit_parameters_override_the_name() -> None:
     cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
     assert cfg.models[0].effective_parameters_billions == 3
@@ -97,8 +233,30 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_model(model="meta-llama/Llama-2-13b-chat-hf"),
         "models[llama-8b]: needs ~26.0 GB of weights per GPU (13B parameters, bf16, tensorParallelSize 1) "
         "plus 2.5 GB for runtime and KV cache, but a g5.xlarge A10G holds 24 GB (x0.90 = 21.6 GB); "
-        "use tensorParallelSize 2 on a pool with 2+ GPUs per node, or quantization (awq)",
+        "use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G), or use an FP8 or AWQ checkpoint "
+        "(quantization fp8 or awq_marlin)",
     ),
+    (
+        "70B on one A10G is told only what fits",
+        with_model(model="meta-llama/Llama-3.3-70B-Instruct"),
+        "(x0.90 = 21.6 GB); use tensorParallelSize 8 on a pool of g5.48xlarge (8x A10G)",
+    ),
+    (
+        "a full 128k context on one A10G",
+        with_model(maxModelLen=131072),
+        "models[llama-8b].maxModelLen: one 131072-token sequence needs ~17.2 GB of KV cache per GPU "
+        "(128 KiB per token, estimated for 8B, over tensorParallelSize 1), but only ~4.1 GB is left after "
+        "16.0 GB of weights and 1.5 GB of runtime, where a g5.xlarge A10G holds 24 GB (x0.90 = 21.6 GB), "
+        "so vLLM would refuse to start; lower maxModelLen to 30720 or less, "
+        "or use tensorParallelSize 2 on a pool of g5.12xlarge (4x A10G)",
+    ),
+    (
+        "a multi-head-attention model's KV cache",
+        with_model(model="meta-llama/Llama-2-7b-chat-hf", maxModelLen=16384, kvCacheBytesPerToken=524288),
+        "models[llama-8b].maxModelLen: one 16384-token sequence needs ~8.6 GB of KV cache per GPU "
+        "(512 KiB per token, kvCacheBytesPerToken, over tensorParallelSize 1), but only ~6.1 GB is left",
+    ),
+    ("zero KV cache per token", with_model(kvCacheBytesPerToken=0), "models[llama-8b].kvCacheBytesPerToken: Input should be greater than 0"),
     (
         "70B on 4 A10G",
         with_model(model="meta-llama/Llama-3.3-70B-Instruct", gpuPool="g5x4", tensorParallelSize=4),
@@ -139,6 +297,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("missing model id", with_model(model=None), "models[llama-8b].model: Input should be a valid string"),
     ("bad model source", with_model(model="llama"), "models[llama-8b].model: 'llama' is neither a Hugging Face id"),
     ("managed flag in extraArgs", with_model(extraArgs=["--port=9000"]), "models[llama-8b].extraArgs: --port is set by the platform"),
+    ("--host in extraArgs", with_model(extraArgs=["--host", "0.0.0.0"]), "models[llama-8b].extraArgs: --host is set by the platform itself; remove it"),
     (
         "memory request above the node",
         with_model(resources={"cpu": "3", "memory": "64Gi"}),
@@ -149,7 +308,18 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_model(resources={"cpu": "8", "memory": "8Gi"}),
         "models[llama-8b].resources.cpu: 8 exceeds the 3320m CPU a g5.xlarge in pool g5 can allocate",
     ),
+    (
+        "tensor parallel memory below its /dev/shm",
+        with_model(gpuPool="g5x4", tensorParallelSize=4, resources={"cpu": "8", "memory": "8Gi"}),
+        "models[llama-8b].resources.memory: 8Gi is below the 20Gi tensorParallelSize 4 needs: the 8Gi memory-backed "
+        "/dev/shm counts against the limit, and vLLM's 6 processes take 2Gi each; raise it to 20Gi or more",
+    ),
     ("bad memory quantity", with_model(resources={"cpu": "3", "memory": "12GB"}), "'12GB' is not a memory quantity"),
+    (
+        "models of one pool above its maxSize at replicas.min",
+        on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 2}, {"min": 1, "max": 2}, {"min": 2, "max": 2}),
+        "cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 3 g5.xlarge nodes",
+    ),
     (
         "more replicas than the pool holds",
         with_model(replicas={"min": 1, "max": 6}),

@@ -420,7 +420,7 @@ def test_scale_to_zero_wakes_through_the_http_add_on() -> None:
     assert route["target"] == {"service": f"{model.name}-backend", "port": 8000}
     service_host = rendering.outputs["models"][model.name]["serviceUrl"].removeprefix("http://").rsplit(":", 1)[0]
     assert service_host in route["rules"][0]["hosts"] and model.name in route["rules"][0]["hosts"]
-    assert route["timeouts"]["readiness"] == f"{vllm_spec.await_timeout_seconds(rendering.config, model)}s"
+    assert route["timeouts"]["readiness"] == f"{vllm_spec.cold_start_seconds(rendering.config, model)}s"
 
     scaled = _one(rendering, "ScaledObject", model.name)["spec"]
     assert scaled["minReplicaCount"] == 0 and scaled["cooldownPeriod"] == model.autoscaling.scale_to_zero_after_seconds

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+import pytest
+
 from components import vllm_spec
 from components.config import Model, PlatformConfig, config_notes, parse_config
 
@@ -130,8 +132,20 @@ def test_pulumi_waits_for_node_scale_up_plus_startup() -> None:
     cfg, model = config()
     deployment = vllm_spec.deployment(cfg, model, False)
     timeout = int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
-    assert timeout == cfg.startup_budget_seconds(model) + 600
+    assert vllm_spec.cold_start_seconds(cfg, model) == cfg.startup_budget_seconds(model) + 600
+    assert timeout == vllm_spec.termination_grace_seconds(model) + vllm_spec.cold_start_seconds(cfg, model)
     assert deployment["spec"]["progressDeadlineSeconds"] == timeout
+
+
+@pytest.mark.parametrize("max_replicas, surge", [(3, 1), (4, 0)])  # pool g5: maxSize 4, one GPU per node
+def test_pulumi_waits_for_every_replica_of_a_rollout_in_turn(max_replicas: int, surge: int) -> None:
+    cfg, model = config(replicas={"min": 1, "max": max_replicas})
+    deployment = vllm_spec.deployment(cfg, model, False)
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == surge
+    wave = vllm_spec.termination_grace_seconds(model) + vllm_spec.cold_start_seconds(cfg, model)
+    assert int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) == max_replicas * wave
+    # The deadline is for one wave: each replica made ready restarts it.
+    assert deployment["spec"]["progressDeadlineSeconds"] == wave
 
 
 def test_hardened_security_context() -> None:
