@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from pulumi_policy import (
@@ -221,10 +222,11 @@ def real_vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
             yield where, container, pod
 
 
-def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A model loads for minutes: without a startup probe liveness kills it mid-load, without readiness
     # traffic reaches it before it serves, and a probe on another port tests nothing vLLM answers.
-    for where, container, _ in vllm_containers(args):
+    containers = list(vllm_containers(args))
+    for where, container, _ in containers:
         port = serving_port(container)
         if port is None:
             report(f"{where}: no serving port to probe; pass --port N or name its containerPort {SERVING_PORT_NAME!r}")
@@ -241,11 +243,13 @@ def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> 
                     f"{where}: {probe} checks port {port_text(probed, checked)} but vLLM serves on {port:g}; "
                     f"point httpGet.port at {port:g} or the port named {SERVING_PORT_NAME!r}"
                 )
+    return len(containers)
 
 
-def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # vLLM starts one worker per GPU of the tensor-parallel group: fewer GPUs fail the start, more sit idle.
-    for where, container, _ in real_vllm_containers(args):
+    containers = list(real_vllm_containers(args))
+    for where, container, _ in containers:
         size = tensor_parallel_size(container)
         limit = dig(container, "resources", "limits", GPU_RESOURCE)
         if size is None:
@@ -256,23 +260,30 @@ def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: Repor
                 f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but --tensor-parallel-size is {size:g}; "
                 f"set the limit to {size:g}, one GPU per tensor-parallel worker"
             )
+    return len(containers)
 
 
-def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # NCCL passes tensors between the workers through /dev/shm; the container runtime gives it 64 MiB.
+    examined = 0
     for where, container, pod in real_vllm_containers(args):
         size = tensor_parallel_size(container)
-        if size is not None and size > 1 and not has_memory_shm(container, pod):
+        if size is None or size <= 1:
+            continue
+        examined += 1
+        if not has_memory_shm(container, pod):
             report(
                 f"{where}: runs --tensor-parallel-size {size:g} without shared memory; mount a volume with "
                 f"emptyDir.medium 'Memory' at {SHM_PATH}"
             )
+    return examined
 
 
-def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # preStop holds the pod while endpoints stop routing to it, then vLLM finishes what it accepted;
     # a grace period shorter than both makes the kubelet kill it with requests still in flight.
-    for where, container, pod in real_vllm_containers(args):
+    containers = list(real_vllm_containers(args))
+    for where, container, pod in containers:
         hold = prestop_seconds(container)
         timeout = number(flag_value(container_words(container), "--shutdown-timeout"))
         if hold is None:
@@ -288,12 +299,14 @@ def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> None:
                 f"{where}: terminationGracePeriodSeconds {grace:g} is less than preStop {hold:g} s "
                 f"+ --shutdown-timeout {timeout:g} s; raise it to at least {hold + timeout:g}"
             )
+    return len(containers)
 
 
-def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A literal lands in the object itself, readable by anyone who may read Deployments; messages never echo it.
     fix = "take it from a Secret with valueFrom.secretKeyRef"
-    for where, container, _ in workload_containers(args):
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         for variable in items(container.get("env")):
             name, value = variable.get("name"), variable.get("value")
             if name in HF_TOKEN_VARIABLES and value is not None:
@@ -302,50 +315,57 @@ def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViola
                 report(f"{where}: env {name} holds what looks like a Hugging Face token; {fix}")
         if any(HF_TOKEN_PATTERN.search(word) for word in container_words(container)):
             report(f"{where}: command or args hold what looks like a Hugging Face token; pass it as env HF_TOKEN and {fix}")
+    return len(containers)
 
 
-def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A moving tag changes what runs on the next pull, with no change in the stack to review or roll back.
-    for where, container, _ in workload_containers(args):
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         image = container.get("image")
         if not image_pinned(image):
             report(f"{where}: image {image!r} is not pinned; give it a release tag other than latest, or an @sha256: digest")
+    return len(containers)
 
 
-def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # The scheduler places a container without requests as if it used nothing, and evicts it first.
-    for where, container, _ in workload_containers(args):
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         missing = [key for key in ("cpu", "memory") if dig(container, "resources", "requests", key) in (None, "")]
         if missing:
             absent = " or ".join(f"resources.requests.{key}" for key in missing)
             report(f"{where}: no {absent}; request what it needs so the scheduler can place it")
+    return len(containers)
 
 
-def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # IMDSv1 answers a single forged GET: one request forgery in any pod hands out the node role's credentials.
     if args.resource_type != LAUNCH_TEMPLATE:
-        return
+        return 0
     tokens = dig(args.props, "metadataOptions", "httpTokens")
     if tokens != "required":
         where, shown = describe(args.resource_type, args.props, args.name), repr(tokens) if tokens else "not set"
         report(f"{where}: metadataOptions.httpTokens is {shown}; set it to 'required'")
+    return 1
 
 
-def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A key of the account's own puts who may decrypt Secrets (the Hugging Face token) under its key policy and audit.
     if args.resource_type != EKS_CLUSTER:
-        return
+        return 0
     where = describe(args.resource_type, args.props, args.name)
     config = args.props.get("encryptionConfig")
     if not isinstance(config, Mapping):
         report(f"{where}: no encryptionConfig; set encryptionConfig with resources ['secrets'] and provider.keyArn of a KMS key")
-        return
+        return 1
     if "secrets" not in items(config.get("resources")):
         report(f"{where}: encryptionConfig.resources does not include 'secrets'; set it to ['secrets']")
     provider = config.get("provider")
     # A key created in the same stack has no ARN yet at preview: that it is set is what counts, so only keys are read.
     if not isinstance(provider, Mapping) or "keyArn" not in set(provider):
         report(f"{where}: no encryptionConfig.provider.keyArn; set it to the ARN of a KMS key")
+    return 1
 
 
 def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
@@ -384,14 +404,16 @@ def of_type(args: StackValidationArgs, *types: str) -> list[PolicyResource]:
     return [r for r in args.resources if r.resource_type in types]
 
 
-def check_model_deployments(args: StackValidationArgs, report: ReportViolation) -> None:
+def check_model_deployments(args: StackValidationArgs, report: ReportViolation) -> int:
     # A node drain without a budget can evict every replica of a model at once, and a model without an
     # autoscaler neither follows its queue nor gives its GPUs back.
     budgets, autoscalers = of_type(args, POD_DISRUPTION_BUDGET), of_type(args, *AUTOSCALERS)
+    examined = 0
     for deployment in of_type(args, DEPLOYMENT):
         props = deployment.props
         if dig(props, "metadata", "labels", MODEL_LABEL_KEY) != MODEL_LABEL_VALUE:
             continue
+        examined += 1
         namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name
         where = describe(deployment.resource_type, props, deployment.name)
         pod_labels = dig(props, "spec", "template", "metadata", "labels") or {}
@@ -409,69 +431,83 @@ def check_model_deployments(args: StackValidationArgs, report: ReportViolation) 
                 f"whose spec.scaleTargetRef is kind Deployment, name {name}",
                 deployment.urn,
             )
+    return examined
 
 
-MANDATORY = EnforcementLevel.MANDATORY
+# A check returns how many things it examined. The engine ignores what a policy returns; the tests
+# assert on it, so that no policy passes a stack by finding nothing there to look at.
+Check = Callable[[Any, ReportViolation], int]
 
-POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
-    ResourceValidationPolicy(
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    check: Check
+    stack: bool = False
+
+    def policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
+        kind = StackValidationPolicy if self.stack else ResourceValidationPolicy
+        return kind(
+            name=self.name,
+            description=self.description,
+            validate=self.check,
+            enforcement_level=EnforcementLevel.MANDATORY,
+        )
+
+
+RULES: list[Rule] = [
+    Rule(
         name="vllm-probes",
         description="vLLM containers have startup, readiness and liveness httpGet probes on the serving port.",
-        validate=check_vllm_probes,
-        enforcement_level=MANDATORY,
+        check=check_vllm_probes,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-gpus-match-tensor-parallel",
         description="A vLLM container's nvidia.com/gpu limit equals its --tensor-parallel-size.",
-        validate=check_gpus_match_tensor_parallel,
-        enforcement_level=MANDATORY,
+        check=check_gpus_match_tensor_parallel,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-shared-memory-for-tensor-parallel",
         description="A vLLM container with tensor parallelism above 1 mounts an in-memory emptyDir at /dev/shm.",
-        validate=check_shared_memory,
-        enforcement_level=MANDATORY,
+        check=check_shared_memory,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-drains-in-flight-requests",
         description="vLLM has a preStop hook and --shutdown-timeout, and the grace period covers both.",
-        validate=check_drains,
-        enforcement_level=MANDATORY,
+        check=check_drains,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="hf-token-from-secret",
         description="Hugging Face tokens reach containers from Secrets, never as literal values.",
-        validate=check_hf_token_from_secret,
-        enforcement_level=MANDATORY,
+        check=check_hf_token_from_secret,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="images-pinned",
         description="Every container image has a release tag other than latest, or a digest.",
-        validate=check_images_pinned,
-        enforcement_level=MANDATORY,
+        check=check_images_pinned,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="workloads-request-cpu-and-memory",
         description="Every container and init container requests CPU and memory.",
-        validate=check_requests,
-        enforcement_level=MANDATORY,
+        check=check_requests,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="launch-templates-require-imdsv2",
         description="EC2 launch templates require IMDSv2 session tokens.",
-        validate=check_imdsv2,
-        enforcement_level=MANDATORY,
+        check=check_imdsv2,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="eks-secrets-encrypted-with-kms",
         description="EKS clusters encrypt Kubernetes Secrets with a KMS key.",
-        validate=check_eks_secrets_encryption,
-        enforcement_level=MANDATORY,
+        check=check_eks_secrets_encryption,
     ),
-    StackValidationPolicy(
+    Rule(
         name="model-deployments-have-pdb-and-autoscaler",
         description="Every vLLM model Deployment has a PodDisruptionBudget and a ScaledObject or HPA in its namespace.",
-        validate=check_model_deployments,
-        enforcement_level=MANDATORY,
+        check=check_model_deployments,
+        stack=True,
     ),
 ]
+
+POLICIES = [rule.policy() for rule in RULES]
