@@ -22,6 +22,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
@@ -78,12 +79,25 @@ def namespace_of(props: Mapping[str, Any]) -> str:
     return dig(props, "metadata", "namespace") or DEFAULT_NAMESPACE
 
 
+def known(read: Callable[[], Any]) -> Any:
+    """What read() returns, or None for a value the preview cannot know yet."""
+    try:
+        return read()
+    except UnknownValueError:
+        return None
+
+
 def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
-    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise."""
+    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise.
+
+    Only for a message, never before a check: reading a value unknown at preview raises, and the engine
+    then downgrades the whole policy to advisory. A name not known yet gives way to the Pulumi name.
+    """
     if not resource_type.startswith("kubernetes:"):
         return f"{resource_type} {name}"
     kind = resource_type.rpartition(":")[2]
-    return f"{kind} {namespace_of(props)}/{dig(props, 'metadata', 'name') or name}"
+    namespace, object_name = known(lambda: namespace_of(props)), known(lambda: dig(props, "metadata", "name"))
+    return f"{kind} {namespace}/{object_name or name}" if namespace else f"{kind} {object_name or name}"
 
 
 def command_words(command: Sequence[Any]) -> list[str]:
@@ -193,7 +207,20 @@ def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Optional[Mapping[s
     return spec if isinstance(spec, Mapping) else None
 
 
-WorkloadContainers = Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
+@dataclass(frozen=True)
+class Where:
+    """Names a container in a message, and reads its names only then, as describe() must."""
+
+    args: ResourceValidationArgs
+    role: str
+    container: Mapping[str, Any]
+
+    def __str__(self) -> str:
+        owner = describe(self.args.resource_type, self.args.props, self.args.name)
+        return f"{owner} {self.role} {known(lambda: self.container.get('name'))}"
+
+
+WorkloadContainers = Iterator[tuple[Where, Mapping[str, Any], Mapping[str, Any]]]
 
 
 def workload_containers(args: ResourceValidationArgs, init: bool = True) -> WorkloadContainers:
@@ -201,11 +228,10 @@ def workload_containers(args: ResourceValidationArgs, init: bool = True) -> Work
     pod = pod_spec(args.resource_type, args.props)
     if pod is None:
         return
-    owner = describe(args.resource_type, args.props, args.name)
     for key in ("initContainers", "containers") if init else ("containers",):
         role = "init container" if key == "initContainers" else "container"
         for container in items(pod.get(key)):
-            yield f"{owner} {role} {container.get('name')}", container, pod
+            yield Where(args, role, container), container, pod
 
 
 def vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
@@ -415,19 +441,18 @@ def check_model_deployments(args: StackValidationArgs, report: ReportViolation) 
             continue
         examined += 1
         namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name
-        where = describe(deployment.resource_type, props, deployment.name)
         pod_labels = dig(props, "spec", "template", "metadata", "labels") or {}
         if not any(
             namespace_of(b.props) == namespace and selects(dig(b.props, "spec", "selector"), pod_labels) for b in budgets
         ):
             report(
-                f"{where}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
+                f"{describe(deployment.resource_type, props, deployment.name)}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
                 "spec.selector.matchLabels match the pod template labels",
                 deployment.urn,
             )
         if not any(scales(autoscaler, namespace, name) for autoscaler in autoscalers):
             report(
-                f"{where}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
+                f"{describe(deployment.resource_type, props, deployment.name)}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
                 f"whose spec.scaleTargetRef is kind Deployment, name {name}",
                 deployment.urn,
             )

@@ -400,6 +400,34 @@ def test_a_kms_key_created_in_the_same_stack_passes_at_preview() -> None:
     assert messages("eks-secrets-encrypted-with-kms", "prod", cluster) == []
 
 
+def unknown_names(inputs: dict[str, Any]) -> None:
+    inputs["metadata"].update(namespace=UNKNOWN_STRING_VALUE, name=UNKNOWN_STRING_VALUE)
+
+
+CONTAINER_POLICIES = [
+    "vllm-probes",
+    "vllm-gpus-match-tensor-parallel",
+    "vllm-shared-memory-for-tensor-parallel",
+    "vllm-drains-in-flight-requests",
+    "hf-token-from-secret",
+    "images-pinned",
+    "workloads-request-cpu-and-memory",
+]
+
+
+@pytest.mark.parametrize("policy", CONTAINER_POLICIES)
+def test_names_unknown_at_preview_do_not_keep_a_policy_from_checking(policy: str) -> None:
+    """The engine downgrades a policy that reads an unknown value to advisory: names are read only to report."""
+    model = broken(rendered("prod", DEPLOYMENT, "llama-70b"), unknown_names)
+    assert run(policy, "prod", [model]) == ([], 1)
+
+
+def test_a_violation_on_a_resource_named_only_after_apply_names_its_pulumi_name() -> None:
+    model = broken(broken(rendered("prod", DEPLOYMENT, "llama-70b"), unknown_names), shm_unmounted)
+    [message] = messages("vllm-shared-memory-for-tensor-parallel", "prod", model)
+    assert message.startswith("Deployment llama-70b container vllm: runs --tensor-parallel-size 8 without shared memory")
+
+
 def stack_with(stack: str, resource_type: str, name: str, breaks: Optional[Breaks]) -> list[RecordedResource]:
     """The stack's resources with one of them broken, or removed when breaks is None."""
     resources: list[RecordedResource] = []
