@@ -1,12 +1,14 @@
 """The rules of the vllm-platform policy pack, as pure functions of what the Pulumi engine hands a policy.
 
 Props arrive as read-only Mapping and Sequence proxies (never dict or list), with camelCase keys, and
-every number as a float. The pack runs from its own virtualenv, so nothing here imports the program;
-the tests check that the constants below still agree with it.
+every number as a float. The pack runs from its own virtualenv: of the program it imports only
+components/vllm_args.py, which needs nothing beyond the standard library, so that the pack and the
+stack config read vLLM's flags alike. The tests check that the constants below still agree with it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +25,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import UnknownValueError
+
+from components import vllm_args
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
@@ -44,7 +48,8 @@ SERVING_PORT_NAME = "http"
 GPU_RESOURCE = "nvidia.com/gpu"
 SHM_PATH = "/dev/shm"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp")
+# vLLM starts one worker per GPU for each of these, multiplied.
+PARALLEL_FLAGS = (vllm_args.TENSOR_PARALLEL, vllm_args.PIPELINE_PARALLEL, vllm_args.DATA_PARALLEL)
 # What Kubernetes gives a pod that sets no terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_NAMESPACE = "default"
@@ -118,19 +123,6 @@ def container_words(container: Mapping[str, Any]) -> list[str]:
     return command_words([*items(container.get("command")), *items(container.get("args"))])
 
 
-def flag_value(words: Sequence[str], *names: str) -> Optional[str]:
-    """The value of the last `--flag N` or `--flag=N`, the one argparse keeps."""
-    value = None
-    for index, word in enumerate(words):
-        flag, equals, inline = word.partition("=")
-        if flag.startswith("--"):
-            # vLLM's parser reads --tensor_parallel_size as --tensor-parallel-size.
-            flag = "--" + flag[2:].replace("_", "-")
-        if flag in names:
-            value = inline if equals else (words[index + 1] if index + 1 < len(words) else None)
-    return value
-
-
 def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
     for port in items(container.get("ports")):
         if port.get("name") == name:
@@ -139,7 +131,7 @@ def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
 
 
 def serving_port(container: Mapping[str, Any]) -> Optional[float]:
-    port = number(flag_value(container_words(container), "--port"))
+    port = number(vllm_args.value(container_words(container), "--port"))
     return port if port is not None else named_port(container, SERVING_PORT_NAME)
 
 
@@ -158,12 +150,17 @@ def port_text(port: Any, resolved: Optional[float]) -> str:
 def is_real_vllm(container: Mapping[str, Any]) -> bool:
     words = container_words(container)
     serves = any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:]))
-    return serves or flag_value(words, *TENSOR_PARALLEL_FLAGS) is not None
+    return serves or vllm_args.value(words, vllm_args.TENSOR_PARALLEL) is not None
+
+
+def parallel_sizes(container: Mapping[str, Any]) -> dict[str, Optional[float]]:
+    """Each parallelism flag's size, 1 where it is not given, None where it is not a number."""
+    words = container_words(container)
+    return {flag: number(vllm_args.value(words, flag) or 1) for flag in PARALLEL_FLAGS}
 
 
 def tensor_parallel_size(container: Mapping[str, Any]) -> Optional[float]:
-    value = flag_value(container_words(container), *TENSOR_PARALLEL_FLAGS)
-    return 1.0 if value is None else number(value)
+    return parallel_sizes(container)[vllm_args.TENSOR_PARALLEL]
 
 
 def prestop_seconds(container: Mapping[str, Any]) -> Optional[float]:
@@ -272,19 +269,27 @@ def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> 
     return len(containers)
 
 
-def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: ReportViolation) -> int:
-    # vLLM starts one worker per GPU of the tensor-parallel group: fewer GPUs fail the start, more sit idle.
+def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # vLLM starts one worker per GPU, tensor x pipeline x data parallel size of them: with fewer GPUs it
+    # cannot start and the pod crash-loops, more sit idle.
     containers = list(real_vllm_containers(args))
     for where, container, _ in containers:
-        size = tensor_parallel_size(container)
+        sizes = parallel_sizes(container)
+        unreadable = [flag for flag, size in sizes.items() if size is None]
+        if unreadable:
+            report(f"{where}: {unreadable[0]} is not a number; set it to a whole number")
+            continue
+        workers, tensor = math.prod(sizes.values()), sizes[vllm_args.TENSOR_PARALLEL]
         limit = dig(container, "resources", "limits", GPU_RESOURCE)
-        if size is None:
-            report(f"{where}: --tensor-parallel-size is not a number; set it to the GPUs per pod")
-        elif number(limit) != size:
+        if number(limit) != workers:
             shown = "not set" if limit is None else repr(limit)
+            more = [f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_args.TENSOR_PARALLEL and size != 1]
+            wants = f"--tensor-parallel-size {tensor:g}{''.join(more)} start {workers:g} workers" if more else (
+                f"--tensor-parallel-size is {tensor:g}"
+            )
             report(
-                f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but --tensor-parallel-size is {size:g}; "
-                f"set the limit to {size:g}, one GPU per tensor-parallel worker"
+                f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but {wants}; "
+                f"set the limit to {workers:g}, one GPU per vLLM worker"
             )
     return len(containers)
 
@@ -311,7 +316,7 @@ def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
     containers = list(real_vllm_containers(args))
     for where, container, pod in containers:
         hold = prestop_seconds(container)
-        timeout = number(flag_value(container_words(container), "--shutdown-timeout"))
+        timeout = number(vllm_args.value(container_words(container), "--shutdown-timeout"))
         if hold is None:
             report(f"{where}: no preStop hook; add lifecycle.preStop.sleep.seconds so traffic stops before vLLM does")
         if timeout is None:
@@ -489,8 +494,11 @@ RULES: list[Rule] = [
     ),
     Rule(
         name="vllm-gpus-match-tensor-parallel",
-        description="A vLLM container's nvidia.com/gpu limit equals its --tensor-parallel-size.",
-        check=check_gpus_match_tensor_parallel,
+        description=(
+            "A vLLM container's nvidia.com/gpu limit equals the GPU workers it starts: --tensor-parallel-size, "
+            "times --pipeline-parallel-size and --data-parallel-size where they are given."
+        ),
+        check=check_gpus_match_parallelism,
     ),
     Rule(
         name="vllm-shared-memory-for-tensor-parallel",

@@ -260,7 +260,21 @@ BROKEN = [
         case("vllm-gpus-match-tensor-parallel", PROD_70B, f"tp-as-{'-'.join(words)}",
              tensor_parallel_spelled(*words),
              "is '8' but --tensor-parallel-size is 4")
-        for words in (["--tensor-parallel-size=4"], ["-tp", "4"], ["--tensor_parallel_size", "4"])
+        for words in (
+            ["--tensor-parallel-size=4"], ["-tp", "4"], ["--tensor_parallel_size", "4"], ["--tensor-parallel-size 4"],
+            ["--tensor-parallel", "4"],
+        )
+    ),
+    *(
+        case("vllm-gpus-match-tensor-parallel", PROD_70B, f"8-gpus-for-{'-'.join(words)}",
+             lambda i, words=words: server(i)["args"].extend(words),
+             f"is '8' but --tensor-parallel-size 8 x {flag} 2 start 16 workers; set the limit to 16")
+        for words, flag in (
+            (["--pipeline-parallel-size", "2"], "--pipeline-parallel-size"),
+            (["-pp=2"], "--pipeline-parallel-size"),
+            (["--data_parallel_size", "2"], "--data-parallel-size"),
+            (["-dp", "2"], "--data-parallel-size"),
+        )
     ),
     case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "no-shm-mount", shm_unmounted,
          "runs --tensor-parallel-size 8 without shared memory"),
