@@ -42,7 +42,9 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "kubernetes:core/v1:Pod": ("spec",),
 }
 
-VLLM_CONTAINER = "vllm"
+# vLLM's server image, whose entrypoint is `vllm serve`.
+VLLM_IMAGE_NAME = "vllm-openai"
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 MODEL_LABEL_KEY, MODEL_LABEL_VALUE = "app.kubernetes.io/name", "vllm"
 SERVING_PORT_NAME = "http"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -106,7 +108,7 @@ def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
 
 
 def command_words(command: Sequence[Any]) -> list[str]:
-    """A command line as words; a shell's script is split too, since the simulator's flags live inside one."""
+    """A command line as words; a shell's script is split too, since the flags may live inside one."""
     words = [str(word) for word in command]
     if not words or words[0].rpartition("/")[2] not in SHELLS:
         return words
@@ -147,10 +149,23 @@ def port_text(port: Any, resolved: Optional[float]) -> str:
     return f"{port!r} ({resolved:g})" if isinstance(port, str) and not port.isdigit() else f"{resolved:g}"
 
 
-def is_real_vllm(container: Mapping[str, Any]) -> bool:
+def image_name(image: Any) -> str:
+    """registry/org/name:tag@digest -> name."""
+    return str(image).partition("@")[0].rpartition("/")[2].partition(":")[0]
+
+
+def runs_vllm(container: Mapping[str, Any]) -> bool:
+    """What every vLLM policy means by a vLLM container: one that runs vLLM's server, through `vllm serve`
+    or its api_server module (in a shell script too), or the vLLM image on its own entrypoint.
+
+    The local stack's simulator is not one: it has no GPUs, no --shutdown-timeout, no vLLM.
+    """
     words = container_words(container)
-    serves = any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:]))
-    return serves or vllm_args.value(words, vllm_args.TENSOR_PARALLEL) is not None
+    if any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:])):
+        return True
+    if VLLM_SERVER_MODULE in words:
+        return True
+    return not items(container.get("command")) and image_name(container.get("image")) == VLLM_IMAGE_NAME
 
 
 def parallel_sizes(container: Mapping[str, Any]) -> dict[str, Optional[float]]:
@@ -232,16 +247,8 @@ def workload_containers(args: ResourceValidationArgs, init: bool = True) -> Work
 
 
 def vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
-    """The model servers the platform deploys, simulated ones included."""
-    if args.resource_type == DEPLOYMENT:
-        for where, container, pod in workload_containers(args, init=False):
-            if container.get("name") == VLLM_CONTAINER:
-                yield where, container, pod
-
-
-def real_vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
-    for where, container, pod in workload_containers(args):
-        if is_real_vllm(container):
+    for where, container, pod in workload_containers(args, init=False):
+        if runs_vllm(container):
             yield where, container, pod
 
 
@@ -272,7 +279,7 @@ def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> 
 def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # vLLM starts one worker per GPU, tensor x pipeline x data parallel size of them: with fewer GPUs it
     # cannot start and the pod crash-loops, more sit idle.
-    containers = list(real_vllm_containers(args))
+    containers = list(vllm_containers(args))
     for where, container, _ in containers:
         sizes = parallel_sizes(container)
         unreadable = [flag for flag, size in sizes.items() if size is None]
@@ -297,7 +304,7 @@ def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportVio
 def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # NCCL passes tensors between the workers through /dev/shm; the container runtime gives it 64 MiB.
     examined = 0
-    for where, container, pod in real_vllm_containers(args):
+    for where, container, pod in vllm_containers(args):
         size = tensor_parallel_size(container)
         if size is None or size <= 1:
             continue
@@ -313,7 +320,7 @@ def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -
 def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # preStop holds the pod while endpoints stop routing to it, then vLLM finishes what it accepted;
     # a grace period shorter than both makes the kubelet kill it with requests still in flight.
-    containers = list(real_vllm_containers(args))
+    containers = list(vllm_containers(args))
     for where, container, pod in containers:
         hold = prestop_seconds(container)
         timeout = number(vllm_args.value(container_words(container), "--shutdown-timeout"))

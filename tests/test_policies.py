@@ -338,17 +338,54 @@ def test_a_broken_resource_is_reported_by_name(
     assert TOKEN not in message
 
 
-def test_the_simulator_serving_port_is_read_from_its_shell_command() -> None:
-    def moves_its_port(inputs: dict[str, Any]) -> None:
-        command = server(inputs)["command"]
-        command[-1] = command[-1].replace("--port 8000", "--port 8001")
+def through_a_shell(inputs: dict[str, Any]) -> None:
+    container = server(inputs)
+    script = " ".join(["exec", "vllm", "serve", *container.pop("args")]).replace("--port 8000", "--port 8001")
+    container["command"] = ["/bin/sh", "-c", script]
 
-    simulated = broken(rendered("local", DEPLOYMENT, "llama-8b"), moves_its_port)
-    assert messages("vllm-probes", "local", simulated) == [
-        f"{label(simulated)} container vllm: {probe} checks port 'http' (8000) but vLLM serves on 8001; "
+
+def test_vllm_started_by_a_shell_script_is_found_and_its_flags_read() -> None:
+    model = broken(rendered("prod", DEPLOYMENT, "llama-8b"), through_a_shell)
+    assert messages("vllm-probes", "prod", model) == [
+        f"{label(model)} container vllm: {probe} checks port 'http' (8000) but vLLM serves on 8001; "
         "point httpGet.port at 8001 or the port named 'http'"
         for probe in PROBES
     ]
+
+
+def on_the_images_entrypoint(image: str) -> Breaks:
+    return lambda inputs: server(inputs).update(command=None, image=image)
+
+
+def runs_other_server(inputs: dict[str, Any]) -> None:
+    server(inputs).update(command=["python3", "-m", "sglang.launch_server"])
+
+
+VLLM_POLICIES = [name for name in RULES if name.startswith("vllm-")]
+
+
+@pytest.mark.parametrize(
+    "breaks, is_vllm",
+    [
+        pytest.param(lambda inputs: None, True, id="vllm-serve"),
+        pytest.param(through_a_shell, True, id="vllm-serve-in-a-shell-script"),
+        pytest.param(lambda i: server(i).update(command=["python3", "-m", "vllm.entrypoints.openai.api_server"]), True,
+                     id="api-server-module"),
+        pytest.param(on_the_images_entrypoint("vllm/vllm-openai:v0.31.0"), True, id="image-entrypoint"),
+        pytest.param(on_the_images_entrypoint("123456789012.dkr.ecr.us-west-2.amazonaws.com/mirror/vllm-openai@sha256:"
+                                              + "0" * 64), True, id="mirrored-image-entrypoint"),
+        pytest.param(runs_other_server, False, id="another-server-with-the-same-flags"),
+        pytest.param(on_the_images_entrypoint("lmsysorg/sglang:v0.5.0"), False, id="another-image"),
+    ],
+)
+def test_every_vllm_policy_examines_the_same_containers(breaks: Breaks, is_vllm: bool) -> None:
+    workload = broken(rendered("prod", DEPLOYMENT, "llama-70b"), breaks)
+    assert {policy: run(policy, "prod", [workload])[1] for policy in VLLM_POLICIES} == dict.fromkeys(VLLM_POLICIES, int(is_vllm))
+
+
+def test_the_local_stacks_simulator_is_no_vllm_container() -> None:
+    simulator = rendered("local", DEPLOYMENT, "llama-8b")
+    assert {policy: run(policy, "local", [simulator])[1] for policy in VLLM_POLICIES} == dict.fromkeys(VLLM_POLICIES, 0)
 
 
 @pytest.mark.parametrize(
