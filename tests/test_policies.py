@@ -40,6 +40,7 @@ PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 GPU = "nvidia.com/gpu"
 STACK_POLICY = "model-deployments-have-pdb-and-autoscaler"
@@ -311,12 +312,15 @@ BROKEN = [
     case("workloads-request-cpu-and-memory", PROD_8B, "init-container",
          lambda i: pod(i).update(initContainers=[{"name": "fetch", "image": "busybox:1.37"}]),
          "init container fetch: no resources.requests.cpu or resources.requests.memory"),
-    case("launch-templates-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "gpu-p4d"), "imdsv1-allowed",
+    case("nodes-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "gpu-p4d"), "imdsv1-allowed",
          lambda i: i["metadataOptions"].update(httpTokens="optional"),
          "metadataOptions.httpTokens is 'optional'; set it to 'required'"),
-    case("launch-templates-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "system"), "no-metadata-options",
+    case("nodes-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "system"), "no-metadata-options",
          lambda i: i.pop("metadataOptions"),
          "metadataOptions.httpTokens is not set"),
+    case("nodes-require-imdsv2", ("prod", NODE_GROUP, "gpu-p4d"), "node-group-without-launch-template",
+         lambda i: i.pop("launchTemplate"),
+         "no launchTemplate; without one EKS launches the nodes from a template of its own"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "no-encryption", lambda i: i.pop("encryptionConfig"),
          "no encryptionConfig"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "secrets-not-encrypted",
@@ -449,6 +453,14 @@ def test_a_kms_key_created_in_the_same_stack_passes_at_preview() -> None:
         rendered("prod", EKS_CLUSTER, "eks"), lambda i: i["encryptionConfig"]["provider"].update(keyArn=UNKNOWN_STRING_VALUE)
     )
     assert messages("eks-secrets-encrypted-with-kms", "prod", cluster) == []
+
+
+def test_a_launch_template_created_in_the_same_stack_passes_at_preview() -> None:
+    group = broken(
+        rendered("prod", NODE_GROUP, "gpu-p4d"),
+        lambda i: i["launchTemplate"].update(id=UNKNOWN_STRING_VALUE, version=UNKNOWN_STRING_VALUE),
+    )
+    assert run("nodes-require-imdsv2", "prod", [group]) == ([], 1)
 
 
 def unknown_names(inputs: dict[str, Any]) -> None:
