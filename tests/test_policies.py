@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import re
 import sys
 from collections.abc import Callable
 from functools import lru_cache
@@ -161,6 +162,7 @@ def test_the_pack_is_a_python_pack_serving_the_rules() -> None:
     project = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
     assert project["runtime"]["name"] == "python"
     assert project["description"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(project["version"])), "a semantic version of its own"
     main = (POLICY_DIR / "__main__.py").read_text()
     assert "from rules import POLICIES" in main
     assert 'PolicyPack(name="vllm-platform", policies=POLICIES)' in main
