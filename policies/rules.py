@@ -34,6 +34,7 @@ AUTOSCALERS = ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscali
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     DEPLOYMENT: ("spec", "template", "spec"),
     "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
@@ -59,6 +60,9 @@ DEFAULT_NAMESPACE = "default"
 HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
 HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 SHELLS = ("sh", "bash", "ash", "dash")
+# A single release, as Helm reads `version`; anything else (^1.2, ~1.2.3, >=1, 1.x, 1.2, empty) is a
+# constraint Helm resolves again, to the newest match, on every install.
+EXACT_CHART_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 
 
 def dig(value: Any, *keys: str) -> Any:
@@ -101,7 +105,8 @@ def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
     Only for a message, never before a check: reading a value unknown at preview raises, and the engine
     then downgrades the whole policy to advisory. A name not known yet gives way to the Pulumi name.
     """
-    if not resource_type.startswith("kubernetes:"):
+    # A Helm release is no Kubernetes object: it has no metadata to name it by.
+    if not resource_type.startswith("kubernetes:") or resource_type == HELM_RELEASE:
         return f"{resource_type} {name}"
     kind = resource_type.rpartition(":")[2]
     namespace, object_name = known(lambda: namespace_of(props)), known(lambda: dig(props, "metadata", "name"))
@@ -416,6 +421,22 @@ def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportVio
     return 1
 
 
+def check_helm_charts_pinned(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # Helm renders a release's objects inside the provider, where neither this pack nor checkov sees
+    # them: what they run is the chart's own. An exact version from a named repository makes every
+    # change to them a change to this stack, reviewed in its preview.
+    if args.resource_type != HELM_RELEASE:
+        return 0
+    where, chart = describe(args.resource_type, args.props, args.name), args.props.get("chart")
+    version, repository = args.props.get("version"), dig(args.props, "repositoryOpts", "repo")
+    if not isinstance(version, str) or not EXACT_CHART_VERSION.fullmatch(version):
+        shown = repr(version) if version else "not set"
+        report(f"{where}: chart {chart!r} version is {shown}; pin one release, such as 1.2.3, never a range or the latest")
+    if not isinstance(repository, str) or not repository:
+        report(f"{where}: chart {chart!r} has no repositoryOpts.repo; name the chart repository it is installed from")
+    return 1
+
+
 def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
     """Whether a label selector picks pods with these labels; an empty one is refused, it means every pod."""
     match = dig(selector, "matchLabels") or {}
@@ -534,12 +555,12 @@ RULES: list[Rule] = [
     ),
     Rule(
         name="images-pinned",
-        description="Every container image has a release tag other than latest, or a digest.",
+        description="Every container image of a workload the stack declares has a release tag other than latest, or a digest.",
         check=check_images_pinned,
     ),
     Rule(
         name="workloads-request-cpu-and-memory",
-        description="Every container and init container requests CPU and memory.",
+        description="Every container and init container of a workload the stack declares requests CPU and memory.",
         check=check_requests,
     ),
     Rule(
@@ -551,6 +572,14 @@ RULES: list[Rule] = [
         name="eks-secrets-encrypted-with-kms",
         description="EKS clusters encrypt Kubernetes Secrets with a KMS key.",
         check=check_eks_secrets_encryption,
+    ),
+    Rule(
+        name="helm-charts-pinned",
+        description=(
+            "Every Helm release installs an exact chart version from a named repository: the objects a chart "
+            "creates are the chart's own, out of the other policies' sight."
+        ),
+        check=check_helm_charts_pinned,
     ),
     Rule(
         name="model-deployments-have-pdb-and-autoscaler",

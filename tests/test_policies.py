@@ -42,6 +42,7 @@ SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 GPU = "nvidia.com/gpu"
 STACK_POLICY = "model-deployments-have-pdb-and-autoscaler"
@@ -144,7 +145,7 @@ def broken(resource: RecordedResource, breaks: Breaks) -> RecordedResource:
 
 def label(resource: RecordedResource) -> str:
     """How a violation must name the resource."""
-    if not resource.type.startswith("kubernetes:"):
+    if "metadata" not in resource.inputs:
         return f"{resource.type} {resource.name}"
     metadata = resource.inputs["metadata"]
     return f"{resource.type.rpartition(':')[2]} {metadata['namespace']}/{metadata['name']}"
@@ -323,6 +324,16 @@ BROKEN = [
     case("nodes-require-imdsv2", ("prod", NODE_GROUP, "gpu-p4d"), "node-group-without-launch-template",
          lambda i: i.pop("launchTemplate"),
          "no launchTemplate; without one EKS launches the nodes from a template of its own"),
+    *(
+        case("helm-charts-pinned", ("prod", HELM_RELEASE, "keda"), f"version-{version or 'empty'}",
+             lambda i, version=version: i.update(version=version),
+             f"chart 'keda' version is {repr(version) if version else 'not set'}; pin one release")
+        for version in ("^2.20.2", "~2.20.2", ">=2.0.0", "2.20", "2.x", "2.20.*", "")
+    ),
+    case("helm-charts-pinned", ("prod", HELM_RELEASE, "keda"), "no-version", lambda i: i.pop("version"),
+         "chart 'keda' version is not set"),
+    case("helm-charts-pinned", ("prod", HELM_RELEASE, "keda"), "no-repository", lambda i: i.pop("repositoryOpts"),
+         "chart 'keda' has no repositoryOpts.repo"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "no-encryption", lambda i: i.pop("encryptionConfig"),
          "no encryptionConfig"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "secrets-not-encrypted",
@@ -440,6 +451,12 @@ def test_every_workload_kind_is_inspected(resource_type: str) -> None:
     ):
         [message] = messages(policy, "prod", workload)
         assert message.startswith(where + says)
+
+
+@pytest.mark.parametrize("version", ["0.20.0", "v2.20.2", "2.20.2-rc.1", "2.20.2+build.7"])
+def test_an_exact_chart_version_passes(version: str) -> None:
+    release = broken(rendered("prod", HELM_RELEASE, "keda"), lambda i: i.update(version=version))
+    assert run("helm-charts-pinned", "prod", [release]) == ([], 1)
 
 
 def test_hf_token_from_the_secret_passes() -> None:
