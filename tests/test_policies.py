@@ -1,7 +1,8 @@
 """The CrossGuard policy pack in policies/, offline: the committed stacks pass, and each rule catches what it guards.
 
 Rules run as the engine runs them: inputs behind pulumi-policy's read-only proxies, every number a float.
-policies/__main__.py is never imported: building its PolicyPack starts a server that never returns.
+policies/__main__.py is never imported, since building its PolicyPack starts a server that never
+returns: one test starts it as the engine does and talks to it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ import copy
 import dataclasses
 import importlib.util
 import re
+import select
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from types import ModuleType
 from typing import Any, Optional
 
+import grpc
 import pytest
 import yaml
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
@@ -164,10 +171,48 @@ def test_the_pack_is_a_python_pack_serving_the_rules() -> None:
     assert project["runtime"]["name"] == "python"
     assert project["description"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(project["version"])), "a semantic version of its own"
-    main = (POLICY_DIR / "__main__.py").read_text()
-    assert "from rules import POLICIES" in main
-    assert 'PolicyPack(name="vllm-platform", policies=POLICIES)' in main
     assert "pulumi-policy" in (POLICY_DIR / "requirements.txt").read_text()
+
+
+@contextmanager
+def served_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """The pack as `pulumi preview --policy-pack policies` starts it: `python -m pulumi.policy ENGINE .` in
+    its directory, which prints the port it serves the analyzer on. -I keeps this project off the path,
+    as it is in the pack's own virtualenv; the engine address goes unused until a policy reads config."""
+    pack = subprocess.Popen(
+        [sys.executable, "-I", "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+        cwd=POLICY_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready, _, _ = select.select([pack.stdout], [], [], 10)
+        port = pack.stdout.readline().strip() if ready else ""
+        if not port.isdigit():
+            pack.kill()
+            pytest.fail(f"the pack printed no port: {pack.communicate()[1][-3000:]}")
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        pack.kill()
+        pack.communicate()
+
+
+def test_the_pack_serves_every_policy_as_mandatory_and_enforces_them() -> None:
+    release = struct_pb2.Struct()
+    release.update({"chart": "keda", "version": "^2.20", "repositoryOpts": {"repo": "https://kedacore.github.io/charts"}})
+    request = analyzer_pb2.AnalyzeRequest(
+        type=HELM_RELEASE, name="keda", urn=f"urn:pulumi:dev::vllm-platform::{HELM_RELEASE}::keda", properties=release
+    )
+    with served_pack() as analyzer:
+        info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
+        response = analyzer.Analyze(request, timeout=10)
+    assert info.name == "vllm-platform"
+    assert {p.name: p.enforcementLevel for p in info.policies} == dict.fromkeys(RULES, analyzer_pb2.MANDATORY)
+    [diagnostic] = response.diagnostics
+    assert (diagnostic.policyName, diagnostic.enforcementLevel) == ("helm-charts-pinned", analyzer_pb2.MANDATORY)
+    assert "chart 'keda' version is '^2.20'" in diagnostic.message
 
 
 def test_policies_are_uniquely_named_mandatory_and_all_tested() -> None:
