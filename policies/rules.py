@@ -13,6 +13,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from pulumi_policy import (
@@ -484,18 +485,19 @@ def check_model_deployments(args: StackValidationArgs, report: ReportViolation) 
             continue
         examined += 1
         namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name
+        where = partial(describe, deployment.resource_type, props, deployment.name)
         pod_labels = dig(props, "spec", "template", "metadata", "labels") or {}
         if not any(
             namespace_of(b.props) == namespace and selects(dig(b.props, "spec", "selector"), pod_labels) for b in budgets
         ):
             report(
-                f"{describe(deployment.resource_type, props, deployment.name)}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
+                f"{where()}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
                 "spec.selector.matchLabels match the pod template labels",
                 deployment.urn,
             )
         if not any(scales(autoscaler, namespace, name) for autoscaler in autoscalers):
             report(
-                f"{describe(deployment.resource_type, props, deployment.name)}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
+                f"{where()}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
                 f"whose spec.scaleTargetRef is kind Deployment, name {name}",
                 deployment.urn,
             )
@@ -555,7 +557,9 @@ RULES: list[Rule] = [
     ),
     Rule(
         name="images-pinned",
-        description="Every container image of a workload the stack declares has a release tag other than latest, or a digest.",
+        description=(
+            "Every container image of a workload the stack declares has a release tag other than latest, or a digest."
+        ),
         check=check_images_pinned,
     ),
     Rule(
