@@ -297,10 +297,11 @@ def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportVio
         limit = dig(container, "resources", "limits", GPU_RESOURCE)
         if number(limit) != workers:
             shown = "not set" if limit is None else repr(limit)
-            more = [f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_args.TENSOR_PARALLEL and size != 1]
-            wants = f"--tensor-parallel-size {tensor:g}{''.join(more)} start {workers:g} workers" if more else (
-                f"--tensor-parallel-size is {tensor:g}"
-            )
+            more = "".join(f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_args.TENSOR_PARALLEL and size != 1)
+            if more:
+                wants = f"--tensor-parallel-size {tensor:g}{more} start {workers:g} workers"
+            else:
+                wants = f"--tensor-parallel-size is {tensor:g}"
             report(
                 f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but {wants}; "
                 f"set the limit to {workers:g}, one GPU per vLLM worker"
