@@ -18,7 +18,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from components import sizing
+from components import sizing, vllm_args
 from components.catalog import INSTANCE_TYPES, Gpu, InstanceType, allocatable_cpu_millis, allocatable_memory_mib
 
 CONFIG_NAMESPACE = "vllm-platform"
@@ -438,10 +438,22 @@ class Model(_Section):
     @field_validator("extra_args")
     @classmethod
     def _no_managed_flags(cls, values: list[str]) -> list[str]:
-        for arg in values:
-            flag = arg.split("=", 1)[0]
-            if flag in MANAGED_VLLM_FLAGS:
-                raise ValueError(f"{flag} is set by the platform itself; remove it from extraArgs")
+        problems = []
+        parallel = (vllm_args.PIPELINE_PARALLEL, vllm_args.DATA_PARALLEL)
+        for flag in vllm_args.flags(values):
+            read_as = next((name for name in (*MANAGED_VLLM_FLAGS, *parallel) if vllm_args.names(flag, name)), None)
+            spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
+            if read_as in MANAGED_VLLM_FLAGS:
+                problems.append(f"{spelled} is set by the platform itself; remove it from extraArgs")
+            # vLLM starts size x tensorParallelSize workers, one GPU each, in a pod that has
+            # tensorParallelSize GPUs: it cannot start, and the pod crash-loops.
+            elif read_as in parallel and flag.value != "1":
+                problems.append(
+                    f"{spelled} {flag.value}: vLLM would need {flag.value} x tensorParallelSize GPUs and the pod "
+                    "gets tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
         return values
 
     @property

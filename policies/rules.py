@@ -1,15 +1,19 @@
 """The rules of the vllm-platform policy pack, as pure functions of what the Pulumi engine hands a policy.
 
 Props arrive as read-only Mapping and Sequence proxies (never dict or list), with camelCase keys, and
-every number as a float. The pack runs from its own virtualenv, so nothing here imports the program;
-the tests check that the constants below still agree with it.
+every number as a float. The pack runs from its own virtualenv: of the program it imports only
+components/vllm_args.py, which needs nothing beyond the standard library, so that the pack and the
+stack config read vLLM's flags alike. The tests check that the constants below still agree with it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from pulumi_policy import (
@@ -21,12 +25,17 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
+
+from components import vllm_args
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
 AUTOSCALERS = ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     DEPLOYMENT: ("spec", "template", "spec"),
     "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
@@ -36,19 +45,25 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "kubernetes:core/v1:Pod": ("spec",),
 }
 
-VLLM_CONTAINER = "vllm"
+# vLLM's server image, whose entrypoint is `vllm serve`.
+VLLM_IMAGE_NAME = "vllm-openai"
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 MODEL_LABEL_KEY, MODEL_LABEL_VALUE = "app.kubernetes.io/name", "vllm"
 SERVING_PORT_NAME = "http"
 GPU_RESOURCE = "nvidia.com/gpu"
 SHM_PATH = "/dev/shm"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp")
+# vLLM starts one worker per GPU for each of these, multiplied.
+PARALLEL_FLAGS = (vllm_args.TENSOR_PARALLEL, vllm_args.PIPELINE_PARALLEL, vllm_args.DATA_PARALLEL)
 # What Kubernetes gives a pod that sets no terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_NAMESPACE = "default"
 HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
 HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 SHELLS = ("sh", "bash", "ash", "dash")
+# A single release, as Helm reads `version`; anything else (^1.2, ~1.2.3, >=1, 1.x, 1.2, empty) is a
+# constraint Helm resolves again, to the newest match, on every install.
+EXACT_CHART_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 
 
 def dig(value: Any, *keys: str) -> Any:
@@ -77,16 +92,30 @@ def namespace_of(props: Mapping[str, Any]) -> str:
     return dig(props, "metadata", "namespace") or DEFAULT_NAMESPACE
 
 
+def known(read: Callable[[], Any]) -> Any:
+    """What read() returns, or None for a value the preview cannot know yet."""
+    try:
+        return read()
+    except UnknownValueError:
+        return None
+
+
 def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
-    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise."""
-    if not resource_type.startswith("kubernetes:"):
+    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise.
+
+    Only for a message, never before a check: reading a value unknown at preview raises, and the engine
+    then downgrades the whole policy to advisory. A name not known yet gives way to the Pulumi name.
+    """
+    # A Helm release is no Kubernetes object: it has no metadata to name it by.
+    if not resource_type.startswith("kubernetes:") or resource_type == HELM_RELEASE:
         return f"{resource_type} {name}"
     kind = resource_type.rpartition(":")[2]
-    return f"{kind} {namespace_of(props)}/{dig(props, 'metadata', 'name') or name}"
+    namespace, object_name = known(lambda: namespace_of(props)), known(lambda: dig(props, "metadata", "name"))
+    return f"{kind} {namespace}/{object_name or name}" if namespace else f"{kind} {object_name or name}"
 
 
 def command_words(command: Sequence[Any]) -> list[str]:
-    """A command line as words; a shell's script is split too, since the simulator's flags live inside one."""
+    """A command line as words; a shell's script is split too, since the flags may live inside one."""
     words = [str(word) for word in command]
     if not words or words[0].rpartition("/")[2] not in SHELLS:
         return words
@@ -103,19 +132,6 @@ def container_words(container: Mapping[str, Any]) -> list[str]:
     return command_words([*items(container.get("command")), *items(container.get("args"))])
 
 
-def flag_value(words: Sequence[str], *names: str) -> Optional[str]:
-    """The value of the last `--flag N` or `--flag=N`, the one argparse keeps."""
-    value = None
-    for index, word in enumerate(words):
-        flag, equals, inline = word.partition("=")
-        if flag.startswith("--"):
-            # vLLM's parser reads --tensor_parallel_size as --tensor-parallel-size.
-            flag = "--" + flag[2:].replace("_", "-")
-        if flag in names:
-            value = inline if equals else (words[index + 1] if index + 1 < len(words) else None)
-    return value
-
-
 def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
     for port in items(container.get("ports")):
         if port.get("name") == name:
@@ -124,7 +140,7 @@ def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
 
 
 def serving_port(container: Mapping[str, Any]) -> Optional[float]:
-    port = number(flag_value(container_words(container), "--port"))
+    port = number(vllm_args.value(container_words(container), "--port"))
     return port if port is not None else named_port(container, SERVING_PORT_NAME)
 
 
@@ -140,15 +156,33 @@ def port_text(port: Any, resolved: Optional[float]) -> str:
     return f"{port!r} ({resolved:g})" if isinstance(port, str) and not port.isdigit() else f"{resolved:g}"
 
 
-def is_real_vllm(container: Mapping[str, Any]) -> bool:
+def image_name(image: Any) -> str:
+    """registry/org/name:tag@digest -> name."""
+    return str(image).partition("@")[0].rpartition("/")[2].partition(":")[0]
+
+
+def runs_vllm(container: Mapping[str, Any]) -> bool:
+    """What every vLLM policy means by a vLLM container: one that runs vLLM's server, through `vllm serve`
+    or its api_server module (in a shell script too), or the vLLM image on its own entrypoint.
+
+    The local stack's simulator is not one: it has no GPUs, no --shutdown-timeout, no vLLM.
+    """
     words = container_words(container)
-    serves = any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:]))
-    return serves or flag_value(words, *TENSOR_PARALLEL_FLAGS) is not None
+    if any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:])):
+        return True
+    if VLLM_SERVER_MODULE in words:
+        return True
+    return not items(container.get("command")) and image_name(container.get("image")) == VLLM_IMAGE_NAME
+
+
+def parallel_sizes(container: Mapping[str, Any]) -> dict[str, Optional[float]]:
+    """Each parallelism flag's size, 1 where it is not given, None where it is not a number."""
+    words = container_words(container)
+    return {flag: number(vllm_args.value(words, flag) or 1) for flag in PARALLEL_FLAGS}
 
 
 def tensor_parallel_size(container: Mapping[str, Any]) -> Optional[float]:
-    value = flag_value(container_words(container), *TENSOR_PARALLEL_FLAGS)
-    return 1.0 if value is None else number(value)
+    return parallel_sizes(container)[vllm_args.TENSOR_PARALLEL]
 
 
 def prestop_seconds(container: Mapping[str, Any]) -> Optional[float]:
@@ -192,7 +226,20 @@ def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Optional[Mapping[s
     return spec if isinstance(spec, Mapping) else None
 
 
-WorkloadContainers = Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]
+@dataclass(frozen=True)
+class Where:
+    """Names a container in a message, and reads its names only then, as describe() must."""
+
+    args: ResourceValidationArgs
+    role: str
+    container: Mapping[str, Any]
+
+    def __str__(self) -> str:
+        owner = describe(self.args.resource_type, self.args.props, self.args.name)
+        return f"{owner} {self.role} {known(lambda: self.container.get('name'))}"
+
+
+WorkloadContainers = Iterator[tuple[Where, Mapping[str, Any], Mapping[str, Any]]]
 
 
 def workload_containers(args: ResourceValidationArgs, init: bool = True) -> WorkloadContainers:
@@ -200,31 +247,23 @@ def workload_containers(args: ResourceValidationArgs, init: bool = True) -> Work
     pod = pod_spec(args.resource_type, args.props)
     if pod is None:
         return
-    owner = describe(args.resource_type, args.props, args.name)
     for key in ("initContainers", "containers") if init else ("containers",):
         role = "init container" if key == "initContainers" else "container"
         for container in items(pod.get(key)):
-            yield f"{owner} {role} {container.get('name')}", container, pod
+            yield Where(args, role, container), container, pod
 
 
 def vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
-    """The model servers the platform deploys, simulated ones included."""
-    if args.resource_type == DEPLOYMENT:
-        for where, container, pod in workload_containers(args, init=False):
-            if container.get("name") == VLLM_CONTAINER:
-                yield where, container, pod
-
-
-def real_vllm_containers(args: ResourceValidationArgs) -> WorkloadContainers:
-    for where, container, pod in workload_containers(args):
-        if is_real_vllm(container):
+    for where, container, pod in workload_containers(args, init=False):
+        if runs_vllm(container):
             yield where, container, pod
 
 
-def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A model loads for minutes: without a startup probe liveness kills it mid-load, without readiness
     # traffic reaches it before it serves, and a probe on another port tests nothing vLLM answers.
-    for where, container, _ in vllm_containers(args):
+    containers = list(vllm_containers(args))
+    for where, container, _ in containers:
         port = serving_port(container)
         if port is None:
             report(f"{where}: no serving port to probe; pass --port N or name its containerPort {SERVING_PORT_NAME!r}")
@@ -241,40 +280,58 @@ def check_vllm_probes(args: ResourceValidationArgs, report: ReportViolation) -> 
                     f"{where}: {probe} checks port {port_text(probed, checked)} but vLLM serves on {port:g}; "
                     f"point httpGet.port at {port:g} or the port named {SERVING_PORT_NAME!r}"
                 )
+    return len(containers)
 
 
-def check_gpus_match_tensor_parallel(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    # vLLM starts one worker per GPU of the tensor-parallel group: fewer GPUs fail the start, more sit idle.
-    for where, container, _ in real_vllm_containers(args):
-        size = tensor_parallel_size(container)
+def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # vLLM starts one worker per GPU, tensor x pipeline x data parallel size of them: with fewer GPUs it
+    # cannot start and the pod crash-loops, more sit idle.
+    containers = list(vllm_containers(args))
+    for where, container, _ in containers:
+        sizes = parallel_sizes(container)
+        unreadable = [flag for flag, size in sizes.items() if size is None]
+        if unreadable:
+            report(f"{where}: {unreadable[0]} is not a number; set it to a whole number")
+            continue
+        workers, tensor = math.prod(sizes.values()), sizes[vllm_args.TENSOR_PARALLEL]
         limit = dig(container, "resources", "limits", GPU_RESOURCE)
-        if size is None:
-            report(f"{where}: --tensor-parallel-size is not a number; set it to the GPUs per pod")
-        elif number(limit) != size:
+        if number(limit) != workers:
             shown = "not set" if limit is None else repr(limit)
+            more = "".join(f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_args.TENSOR_PARALLEL and size != 1)
+            if more:
+                wants = f"--tensor-parallel-size {tensor:g}{more} start {workers:g} workers"
+            else:
+                wants = f"--tensor-parallel-size is {tensor:g}"
             report(
-                f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but --tensor-parallel-size is {size:g}; "
-                f"set the limit to {size:g}, one GPU per tensor-parallel worker"
+                f"{where}: resources.limits[{GPU_RESOURCE!r}] is {shown} but {wants}; "
+                f"set the limit to {workers:g}, one GPU per vLLM worker"
             )
+    return len(containers)
 
 
-def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # NCCL passes tensors between the workers through /dev/shm; the container runtime gives it 64 MiB.
-    for where, container, pod in real_vllm_containers(args):
+    examined = 0
+    for where, container, pod in vllm_containers(args):
         size = tensor_parallel_size(container)
-        if size is not None and size > 1 and not has_memory_shm(container, pod):
+        if size is None or size <= 1:
+            continue
+        examined += 1
+        if not has_memory_shm(container, pod):
             report(
                 f"{where}: runs --tensor-parallel-size {size:g} without shared memory; mount a volume with "
                 f"emptyDir.medium 'Memory' at {SHM_PATH}"
             )
+    return examined
 
 
-def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # preStop holds the pod while endpoints stop routing to it, then vLLM finishes what it accepted;
     # a grace period shorter than both makes the kubelet kill it with requests still in flight.
-    for where, container, pod in real_vllm_containers(args):
+    containers = list(vllm_containers(args))
+    for where, container, pod in containers:
         hold = prestop_seconds(container)
-        timeout = number(flag_value(container_words(container), "--shutdown-timeout"))
+        timeout = number(vllm_args.value(container_words(container), "--shutdown-timeout"))
         if hold is None:
             report(f"{where}: no preStop hook; add lifecycle.preStop.sleep.seconds so traffic stops before vLLM does")
         if timeout is None:
@@ -288,12 +345,14 @@ def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> None:
                 f"{where}: terminationGracePeriodSeconds {grace:g} is less than preStop {hold:g} s "
                 f"+ --shutdown-timeout {timeout:g} s; raise it to at least {hold + timeout:g}"
             )
+    return len(containers)
 
 
-def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A literal lands in the object itself, readable by anyone who may read Deployments; messages never echo it.
-    fix = "take it from a Secret with valueFrom.secretKeyRef"
-    for where, container, _ in workload_containers(args):
+    fix = "mount it from a Secret and point HF_TOKEN_PATH at the file, as the platform does, or use valueFrom.secretKeyRef"
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         for variable in items(container.get("env")):
             name, value = variable.get("name"), variable.get("value")
             if name in HF_TOKEN_VARIABLES and value is not None:
@@ -301,51 +360,83 @@ def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViola
             elif isinstance(value, str) and HF_TOKEN_PATTERN.search(value):
                 report(f"{where}: env {name} holds what looks like a Hugging Face token; {fix}")
         if any(HF_TOKEN_PATTERN.search(word) for word in container_words(container)):
-            report(f"{where}: command or args hold what looks like a Hugging Face token; pass it as env HF_TOKEN and {fix}")
+            report(f"{where}: command or args hold what looks like a Hugging Face token; {fix}")
+    return len(containers)
 
 
-def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A moving tag changes what runs on the next pull, with no change in the stack to review or roll back.
-    for where, container, _ in workload_containers(args):
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         image = container.get("image")
         if not image_pinned(image):
             report(f"{where}: image {image!r} is not pinned; give it a release tag other than latest, or an @sha256: digest")
+    return len(containers)
 
 
-def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # The scheduler places a container without requests as if it used nothing, and evicts it first.
-    for where, container, _ in workload_containers(args):
+    containers = list(workload_containers(args))
+    for where, container, _ in containers:
         missing = [key for key in ("cpu", "memory") if dig(container, "resources", "requests", key) in (None, "")]
         if missing:
             absent = " or ".join(f"resources.requests.{key}" for key in missing)
             report(f"{where}: no {absent}; request what it needs so the scheduler can place it")
+    return len(containers)
 
 
-def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # IMDSv1 answers a single forged GET: one request forgery in any pod hands out the node role's credentials.
-    if args.resource_type != LAUNCH_TEMPLATE:
-        return
-    tokens = dig(args.props, "metadataOptions", "httpTokens")
-    if tokens != "required":
-        where, shown = describe(args.resource_type, args.props, args.name), repr(tokens) if tokens else "not set"
-        report(f"{where}: metadataOptions.httpTokens is {shown}; set it to 'required'")
+    if args.resource_type not in (LAUNCH_TEMPLATE, NODE_GROUP):
+        return 0
+    where = describe(args.resource_type, args.props, args.name)
+    if args.resource_type == LAUNCH_TEMPLATE:
+        tokens = dig(args.props, "metadataOptions", "httpTokens")
+        if tokens != "required":
+            report(f"{where}: metadataOptions.httpTokens is {repr(tokens) if tokens else 'not set'}; set it to 'required'")
+        return 1
+    template = args.props.get("launchTemplate")
+    # Its id is unknown at preview while the template is created in the same stack: only keys are read.
+    if not isinstance(template, Mapping) or not {"id", "name"} & set(template):
+        report(
+            f"{where}: no launchTemplate; without one EKS launches the nodes from a template of its own, "
+            "which this pack cannot check; give it a launch template whose metadataOptions.httpTokens is 'required'"
+        )
+    return 1
 
 
-def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> None:
+def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A key of the account's own puts who may decrypt Secrets (the Hugging Face token) under its key policy and audit.
     if args.resource_type != EKS_CLUSTER:
-        return
+        return 0
     where = describe(args.resource_type, args.props, args.name)
     config = args.props.get("encryptionConfig")
     if not isinstance(config, Mapping):
         report(f"{where}: no encryptionConfig; set encryptionConfig with resources ['secrets'] and provider.keyArn of a KMS key")
-        return
+        return 1
     if "secrets" not in items(config.get("resources")):
         report(f"{where}: encryptionConfig.resources does not include 'secrets'; set it to ['secrets']")
     provider = config.get("provider")
     # A key created in the same stack has no ARN yet at preview: that it is set is what counts, so only keys are read.
     if not isinstance(provider, Mapping) or "keyArn" not in set(provider):
         report(f"{where}: no encryptionConfig.provider.keyArn; set it to the ARN of a KMS key")
+    return 1
+
+
+def check_helm_charts_pinned(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # Helm renders a release's objects inside the provider, where neither this pack nor checkov sees
+    # them: what they run is the chart's own. An exact version from a named repository makes every
+    # change to them a change to this stack, reviewed in its preview.
+    if args.resource_type != HELM_RELEASE:
+        return 0
+    where, chart = describe(args.resource_type, args.props, args.name), args.props.get("chart")
+    version, repository = args.props.get("version"), dig(args.props, "repositoryOpts", "repo")
+    if not isinstance(version, str) or not EXACT_CHART_VERSION.fullmatch(version):
+        shown = repr(version) if version else "not set"
+        report(f"{where}: chart {chart!r} version is {shown}; pin one release, such as 1.2.3, never a range or the latest")
+    if not isinstance(repository, str) or not repository:
+        report(f"{where}: chart {chart!r} has no repositoryOpts.repo; name the chart repository it is installed from")
+    return 1
 
 
 def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
@@ -384,94 +475,123 @@ def of_type(args: StackValidationArgs, *types: str) -> list[PolicyResource]:
     return [r for r in args.resources if r.resource_type in types]
 
 
-def check_model_deployments(args: StackValidationArgs, report: ReportViolation) -> None:
+def check_model_deployments(args: StackValidationArgs, report: ReportViolation) -> int:
     # A node drain without a budget can evict every replica of a model at once, and a model without an
     # autoscaler neither follows its queue nor gives its GPUs back.
     budgets, autoscalers = of_type(args, POD_DISRUPTION_BUDGET), of_type(args, *AUTOSCALERS)
+    examined = 0
     for deployment in of_type(args, DEPLOYMENT):
         props = deployment.props
         if dig(props, "metadata", "labels", MODEL_LABEL_KEY) != MODEL_LABEL_VALUE:
             continue
+        examined += 1
         namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name
-        where = describe(deployment.resource_type, props, deployment.name)
+        where = partial(describe, deployment.resource_type, props, deployment.name)
         pod_labels = dig(props, "spec", "template", "metadata", "labels") or {}
         if not any(
             namespace_of(b.props) == namespace and selects(dig(b.props, "spec", "selector"), pod_labels) for b in budgets
         ):
             report(
-                f"{where}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
+                f"{where()}: no PodDisruptionBudget in namespace {namespace} selects its pods; add one whose "
                 "spec.selector.matchLabels match the pod template labels",
                 deployment.urn,
             )
         if not any(scales(autoscaler, namespace, name) for autoscaler in autoscalers):
             report(
-                f"{where}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
+                f"{where()}: no ScaledObject or HorizontalPodAutoscaler in namespace {namespace} scales it; add one "
                 f"whose spec.scaleTargetRef is kind Deployment, name {name}",
                 deployment.urn,
             )
+    return examined
 
 
-MANDATORY = EnforcementLevel.MANDATORY
+# A check returns how many things it examined. The engine ignores what a policy returns; the tests
+# assert on it, so that no policy passes a stack by finding nothing there to look at.
+Check = Callable[[Any, ReportViolation], int]
 
-POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
-    ResourceValidationPolicy(
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    check: Check
+    stack: bool = False
+
+    def policy(self) -> ResourceValidationPolicy | StackValidationPolicy:
+        kind = StackValidationPolicy if self.stack else ResourceValidationPolicy
+        return kind(
+            name=self.name,
+            description=self.description,
+            validate=self.check,
+            enforcement_level=EnforcementLevel.MANDATORY,
+        )
+
+
+RULES: list[Rule] = [
+    Rule(
         name="vllm-probes",
         description="vLLM containers have startup, readiness and liveness httpGet probes on the serving port.",
-        validate=check_vllm_probes,
-        enforcement_level=MANDATORY,
+        check=check_vllm_probes,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-gpus-match-tensor-parallel",
-        description="A vLLM container's nvidia.com/gpu limit equals its --tensor-parallel-size.",
-        validate=check_gpus_match_tensor_parallel,
-        enforcement_level=MANDATORY,
+        description=(
+            "A vLLM container's nvidia.com/gpu limit equals the GPU workers it starts: --tensor-parallel-size, "
+            "times --pipeline-parallel-size and --data-parallel-size where they are given."
+        ),
+        check=check_gpus_match_parallelism,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-shared-memory-for-tensor-parallel",
         description="A vLLM container with tensor parallelism above 1 mounts an in-memory emptyDir at /dev/shm.",
-        validate=check_shared_memory,
-        enforcement_level=MANDATORY,
+        check=check_shared_memory,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="vllm-drains-in-flight-requests",
         description="vLLM has a preStop hook and --shutdown-timeout, and the grace period covers both.",
-        validate=check_drains,
-        enforcement_level=MANDATORY,
+        check=check_drains,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="hf-token-from-secret",
         description="Hugging Face tokens reach containers from Secrets, never as literal values.",
-        validate=check_hf_token_from_secret,
-        enforcement_level=MANDATORY,
+        check=check_hf_token_from_secret,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="images-pinned",
-        description="Every container image has a release tag other than latest, or a digest.",
-        validate=check_images_pinned,
-        enforcement_level=MANDATORY,
+        description=(
+            "Every container image of a workload the stack declares has a release tag other than latest, or a digest."
+        ),
+        check=check_images_pinned,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="workloads-request-cpu-and-memory",
-        description="Every container and init container requests CPU and memory.",
-        validate=check_requests,
-        enforcement_level=MANDATORY,
+        description="Every container and init container of a workload the stack declares requests CPU and memory.",
+        check=check_requests,
     ),
-    ResourceValidationPolicy(
-        name="launch-templates-require-imdsv2",
-        description="EC2 launch templates require IMDSv2 session tokens.",
-        validate=check_imdsv2,
-        enforcement_level=MANDATORY,
+    Rule(
+        name="nodes-require-imdsv2",
+        description="EC2 launch templates require IMDSv2 session tokens, and every EKS node group launches from one.",
+        check=check_imdsv2,
     ),
-    ResourceValidationPolicy(
+    Rule(
         name="eks-secrets-encrypted-with-kms",
         description="EKS clusters encrypt Kubernetes Secrets with a KMS key.",
-        validate=check_eks_secrets_encryption,
-        enforcement_level=MANDATORY,
+        check=check_eks_secrets_encryption,
     ),
-    StackValidationPolicy(
+    Rule(
+        name="helm-charts-pinned",
+        description=(
+            "Every Helm release installs an exact chart version from a named repository: the objects a chart "
+            "creates are the chart's own, out of the other policies' sight."
+        ),
+        check=check_helm_charts_pinned,
+    ),
+    Rule(
         name="model-deployments-have-pdb-and-autoscaler",
         description="Every vLLM model Deployment has a PodDisruptionBudget and a ScaledObject or HPA in its namespace.",
-        validate=check_model_deployments,
-        enforcement_level=MANDATORY,
+        check=check_model_deployments,
+        stack=True,
     ),
 ]
+
+POLICIES = [rule.policy() for rule in RULES]

@@ -4,6 +4,7 @@ the pull request, and dev -> staging -> prod on main with OIDC credentials only.
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -36,6 +37,13 @@ def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
 def step_using(job: dict[str, Any], action: str) -> dict[str, Any]:
     (step,) = [s for s in steps(job) if s.get("uses", "").startswith(f"{action}@")]
     return step
+
+
+def mentions(value: Any, text: str) -> bool:
+    return text in yaml.safe_dump(value)
+
+
+PULUMI_TOKEN = "PULUMI_ACCESS_TOKEN"
 
 
 def test_workflows_match_githubs_schema() -> None:
@@ -76,8 +84,70 @@ def test_pull_requests_preview_every_environment_with_the_policy_pack() -> None:
     assert all(render.stack_file(s).is_file() for s in ENVIRONMENTS)
     pulumi = step_using(preview, "pulumi/actions")["with"]
     assert pulumi["command"] == "preview" and pulumi["diff"] is True
-    assert pulumi["comment-on-pr"] is True and pulumi["policyPacks"] == "policies"
+    assert pulumi["comment-on-pr"] is True and pulumi["policyPacks"].endswith("policies")
     assert preview["permissions"]["pull-requests"] == "write"
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    return {name.partition(".")[0] for name in names}
+
+
+def test_a_pull_request_is_previewed_with_the_base_commits_policy_pack() -> None:
+    """A pull request that weakens policies/ must not pass its own preview by it."""
+    preview = workflow("pull-request.yml")["jobs"]["preview"]
+    checkouts = [s for s in steps(preview) if s.get("uses", "").startswith("actions/checkout@")]
+    head, base = checkouts
+    assert "ref" not in head.get("with", {}), "the pull request's program is what is previewed"
+    assert base["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
+    where, sparse = base["with"]["path"], base["with"]["sparse-checkout"].split()
+    assert step_using(preview, "pulumi/actions")["with"]["policyPacks"] == f"{where}/policies"
+    # Everything of this project the pack imports must be in the base checkout too.
+    pack = render.PROJECT_ROOT / "policies"
+    imported = imported_packages(pack / "__main__.py") | imported_packages(pack / "rules.py")
+    local = {name for name in imported if (render.PROJECT_ROOT / name).is_dir()}
+    assert local and local | {"policies"} <= set(sparse)
+    (install,) = [s for s in steps(preview) if s.get("run") == f"make -C {where} policies-install"]
+    at = steps(preview).index
+    # The pull request's checkout cleans the workspace, so the base pack comes after it.
+    assert at(head) < at(base) < at(install) < at(step_using(preview, "pulumi/actions"))
+    assert "policies-install:" in (render.PROJECT_ROOT / "Makefile").read_text()
+
+
+def test_a_failed_preview_says_so_on_the_pull_request() -> None:
+    """pulumi/actions comments only on success; a preview stopped by a mandatory policy must not fail silently."""
+    preview = workflow("pull-request.yml")["jobs"]["preview"]
+    pulumi = step_using(preview, "pulumi/actions")
+    (comment,) = [s for s in steps(preview) if s.get("if") == "failure()"]
+    assert steps(preview).index(comment) > steps(preview).index(pulumi)
+    assert comment["run"].startswith("gh pr comment") and comment["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert comment["env"]["STACK"] == "${{ matrix.stack }}" and "$STACK" in comment["run"]
+    assert "actions/runs/${{ github.run_id }}" in comment["env"]["RUN_URL"] and "$RUN_URL" in comment["run"]
+    assert "${{" not in comment["run"], "values reach the script through env, never spliced into it"
+    assert preview["permissions"]["pull-requests"] == "write"
+
+
+def test_only_the_pulumi_steps_get_the_pulumi_token() -> None:
+    """The test job runs the pull request's code; it must never see the token."""
+    pr = workflow("pull-request.yml")
+    assert not mentions(pr.get("env", {}), PULUMI_TOKEN)
+    assert not mentions(pr["jobs"]["test"], PULUMI_TOKEN)
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    for name, job in [("pull-request.yml", pr["jobs"]["preview"]), ("pulumi-up.yml", up)]:
+        assert not mentions(job.get("env", {}), PULUMI_TOKEN), name
+        holders = [s for s in steps(job) if mentions(s, PULUMI_TOKEN)]
+        assert holders == [step_using(job, "pulumi/actions")], name
+        assert holders[0]["env"][PULUMI_TOKEN] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+        assert "environment" in job, "the secret can come from the job's environment"
+
+
+def test_deploy_passes_its_secrets_to_the_called_workflow() -> None:
+    """A caller's `env` never reaches a called workflow; only `secrets` does."""
+    deploy = workflow("deploy.yml")
+    assert "env" not in deploy
+    assert all(job["secrets"] == "inherit" for job in deploy["jobs"].values())
 
 
 def test_main_deploys_dev_then_staging_then_prod_behind_environments() -> None:
