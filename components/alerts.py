@@ -5,6 +5,7 @@ Every alert carries a `summary`, a `description` and a `runbook` hint: the first
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from components import vllm_spec
@@ -14,7 +15,7 @@ from components.dashboards import deployment_matcher, latency_quantile
 PROMETHEUS_RULE_NAME = "vllm-platform-alerts"
 # Xid 79: "GPU has fallen off the bus" in NVIDIA's Xid catalogue; the GPU is gone until the node reboots.
 XID_FALLEN_OFF_BUS = 79
-NOT_READY_FOR = "15m"
+NOT_READY_MINUTES = 15
 
 
 def _alert(name: str, expr: str, duration: str, severity: str, annotations: dict[str, str], **labels: str) -> dict[str, Any]:
@@ -55,16 +56,23 @@ def _backlog_at_max(cfg: PlatformConfig, model: Model, deployment: str, where: d
     )
 
 
+def not_ready_for(cfg: PlatformConfig, model: Model) -> str:
+    """15 minutes, or longer where a normal cold start (a node from zero, then the load) takes longer:
+    a model waking from zero, or a 70B loading, must not page."""
+    return f"{max(NOT_READY_MINUTES, math.ceil(vllm_spec.cold_start_seconds(cfg, model) / 60))}m"
+
+
 def _not_ready(cfg: PlatformConfig, model: Model, deployment: str, where: dict[str, str]) -> dict[str, Any]:
+    duration = not_ready_for(cfg, model)
     return _alert(
         "VllmModelNotReady",
         # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
         f"sum(kube_deployment_spec_replicas{{{deployment}}}) > 0 "
         f"and on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
-        NOT_READY_FOR,
+        duration,
         "critical",
         {
-            "summary": f"{model.name}: no replica has been ready for {NOT_READY_FOR}",
+            "summary": f"{model.name}: no replica has been ready for {duration}, longer than a cold start takes",
             "description": f"Deployment {cfg.namespace}/{model.name} has no available pod; the model serves nothing.",
             "runbook": f"kubectl -n {cfg.namespace} describe pods -l app.kubernetes.io/instance={model.name}: "
             "Pending on nvidia.com/gpu means no GPU node (check the node autoscaler and pool maxSize); "

@@ -372,7 +372,8 @@ def test_rules_carry_summary_runbook_and_the_slo() -> None:
     assert slo["expr"].endswith("> 1.5")
     not_ready = [r for r in rules if r["alert"] == "VllmModelNotReady"]
     assert {r["labels"]["model"] for r in not_ready} == {"llama-8b", "llama-8b-chat"}
-    assert all(r["for"] == "15m" for r in not_ready)
+    cfg = rendering.config
+    assert [r["for"] for r in not_ready] == [alerts.not_ready_for(cfg, m) for m in cfg.models]
     (backlog,) = [r for r in rules if r["alert"] == "VllmQueueBacklogAtMaxReplicas" and r["labels"]["model"] == "llama-8b"]
     assert "> 30 and on()" in backlog["expr"] and backlog["expr"].endswith(">= 3")
     (off_bus,) = [r for r in rules if r["alert"] == "GpuFallenOffBus"]
@@ -553,3 +554,12 @@ def test_only_the_models_clients_reach_the_interceptor() -> None:
     values = observability.http_add_on_values()["interceptor"]
     assert values["proxy"]["port"] == 8000 and values["admin"]["port"] == observability.INTERCEPTOR_ADMIN_PORT
     assert not [p for p in objects_of(rendered_stack("prod"), "NetworkPolicy") if p["metadata"]["namespace"] == "keda"]
+
+
+def test_not_ready_waits_out_a_normal_cold_start() -> None:
+    cfg = rendered_stack("prod").config
+    for model in cfg.models:
+        minutes = int(alerts.not_ready_for(cfg, model).removesuffix("m"))
+        assert minutes >= 15 and minutes * 60 >= vllm_spec.cold_start_seconds(cfg, model), model.name
+    seventy = next(m for m in cfg.models if m.tensor_parallel_size == 8)
+    assert alerts.not_ready_for(cfg, seventy) != "15m", "a 70B takes longer than 15 minutes to come up"
