@@ -889,20 +889,26 @@ def _pool_demand(cfg: PlatformConfig, pool: GpuNodePool, at: Literal["min", "max
     return sum(nodes for _, nodes in shares.values()), described
 
 
-def _pool_problems(cfg: PlatformConfig) -> list[str]:
-    problems = []
+def _overcommitted_pools(cfg: PlatformConfig, bound: Literal["min", "max"]) -> list[tuple[GpuNodePool, int, str]]:
+    """Pools whose models together, at replicas.`bound`, need more nodes than maxSize: (pool, nodes, who)."""
+    found = []
     for pool in cfg.cluster.gpu_node_pools:
         # One model alone is held to the pool's maxSize at replicas.max by its own check.
         if len(cfg.models_on(pool)) < 2:
             continue
-        nodes, described = _pool_demand(cfg, pool, "min")
+        nodes, described = _pool_demand(cfg, pool, bound)
         if nodes > pool.max_size:
-            problems.append(
-                f"cluster.gpuNodePools[{pool.name}].maxSize: {pool.max_size}, but its models at replicas.min "
-                f"need {nodes} {pool.instance.name} nodes ({described}), so some replicas would stay Pending; "
-                f"raise maxSize to {nodes} or lower the models' replicas.min"
-            )
-    return problems
+            found.append((pool, nodes, described))
+    return found
+
+
+def _pool_problems(cfg: PlatformConfig) -> list[str]:
+    return [
+        f"cluster.gpuNodePools[{pool.name}].maxSize: {pool.max_size}, but its models at replicas.min "
+        f"need {nodes} {pool.instance.name} nodes ({described}), so some replicas would stay Pending; "
+        f"raise maxSize to {nodes} or lower the models' replicas.min"
+        for pool, nodes, described in _overcommitted_pools(cfg, "min")
+    ]
 
 
 def _platform_problems(cfg: PlatformConfig) -> list[str]:
@@ -950,16 +956,12 @@ def config_notes(cfg: PlatformConfig) -> list[str]:
                 + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
                 + "; raise the pool's maxSize for surge rollouts"
             )
-    for pool in cfg.cluster.gpu_node_pools:
-        if len(cfg.models_on(pool)) < 2:
-            continue
-        nodes, described = _pool_demand(cfg, pool, "max")
-        if nodes > pool.max_size:
-            notes.append(
-                f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {pool.instance.name} "
-                f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
-                f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
-            )
+    for pool, nodes, described in _overcommitted_pools(cfg, "max"):
+        notes.append(
+            f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {pool.instance.name} "
+            f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
+            f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
+        )
     return notes
 
 
