@@ -14,7 +14,7 @@ import yaml
 
 from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
 from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS, GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config
+from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS, GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config, platform_values
 from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
 
@@ -49,7 +49,7 @@ def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
 
 def raw_platform(document: dict[str, Any]) -> dict[str, Any]:
     """The `vllm-platform:` values of a stack document, as parse_config takes them."""
-    return {k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")}
+    return platform_values(render.stack_config(document).values)
 
 
 # --- pure builders ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Scan every committed stack's rendered manifests with checkov's Kubernetes checks.
+"""Scan every committed stack's (and tests/data's example configs') rendered manifests with checkov's Kubernetes checks.
 
     python -m tools.scan --checkov venv-scan/bin/checkov [--out build/scan]
 
-Renders each Pulumi.<stack>.yaml into OUT/<stack>/ and runs checkov once over all of them. Fails
+Renders each Pulumi.<stack>.yaml, and each tests/data/<name>.yaml, into OUT/<name>/ and runs checkov once over all of them. Fails
 (exit 1) on any failed check, and on a stack of which checkov scanned nothing: an unparsable file
 would otherwise pass with zero findings. Skips are only the per-object `checkov.io/skip<N>`
 annotations the builders write, each with its reason; they are listed, never hidden, and any other
@@ -104,10 +104,15 @@ def annotated_skips(files: list[Path]) -> set[tuple[str, str, str, str]]:
     return skips
 
 
+# Variants no committed stack shows: onto an existing cluster, with a Hugging Face token to mount.
+FIXTURES = sorted((Path(__file__).resolve().parent.parent / "tests" / "data").glob("*.yaml"))
+
+
 def render_stacks(out: Path) -> list[Path]:
     files = []
-    for stack in render.committed_stacks():
-        render.render(render.read_stack_file(render.stack_file(stack)), stack).write(out / stack)
+    sources = [(stack, render.stack_file(stack)) for stack in render.committed_stacks()]
+    for stack, path in sources + [(f.stem, f) for f in FIXTURES]:
+        render.render(render.read_stack_file(path), stack).write(out / stack)
         files.append(out / stack / "manifests.yaml")
     return files
 
