@@ -84,6 +84,10 @@ def _check_label(value: str, pattern: re.Pattern[str], kind: str) -> str:
     return value
 
 
+def _namespace_names(values: list[str]) -> list[str]:
+    return [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+
+
 class SystemNodes(_Section):
     instance_type: str = "m6i.large"
     min_size: int = Field(2, ge=1)
@@ -535,7 +539,7 @@ class Observability(_Section):
     @field_validator("scrape_namespaces")
     @classmethod
     def _namespaces_are_labels(cls, values: Optional[list[str]]) -> Optional[list[str]]:
-        return None if values is None else [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+        return None if values is None else _namespace_names(values)
 
     @field_validator("external_prometheus_url")
     @classmethod
@@ -602,7 +606,7 @@ class PlatformConfig(_Section):
     @field_validator("client_namespaces")
     @classmethod
     def _namespaces_are_labels(cls, values: list[str]) -> list[str]:
-        return [_check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+        return _namespace_names(values)
 
     @property
     def runs_gpu_metrics(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import objects_of, rendered_stack
 from tools import render
 
 WORKFLOWS = render.PROJECT_ROOT / ".github" / "workflows"
@@ -189,3 +190,17 @@ def test_no_long_lived_keys_and_every_action_pinned() -> None:
             for step in steps(job):
                 if "uses" in step:
                     assert PINNED_ACTION.match(step["uses"]), step["uses"]
+
+
+def test_a_deploy_outlasts_the_longest_model_rollout() -> None:
+    """`pulumi up` waits up to each Deployment's timeoutSeconds; the job and the AWS session must outlast it."""
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    session = int(step_using(up, "aws-actions/configure-aws-credentials")["with"]["role-duration-seconds"])
+    job = up["timeout-minutes"] * 60
+    longest = max(
+        int(d["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
+        for stack in ENVIRONMENTS
+        for d in objects_of(rendered_stack(stack), "Deployment")
+    )
+    # An hour on top: a first up creates the cluster and its node groups before any model.
+    assert longest + 3600 <= min(session, job), (longest, session, job)
