@@ -10,7 +10,8 @@ import math
 import shlex
 from typing import Any
 
-from components import sizing, vllm_args
+from components import sizing
+from components import vllm_args as vllm_flags
 from components.config import (
     BACKEND_SERVICE_SUFFIX,
     KEDA_NAMESPACE,
@@ -177,7 +178,7 @@ def vllm_args(cfg: PlatformConfig, model: Model) -> list[str]:
     args += ["--max-model-len", str(model.max_model_len) if model.max_model_len else "auto"]
     if model.gpu_memory_utilization:
         args += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
-    if model.model.startswith("s3://") and vllm_args.value(model.extra_args, "--load-format") is None:
+    if model.model.startswith("s3://") and vllm_flags.value(model.extra_args, "--load-format") is None:
         args += ["--load-format", "runai_streamer"]
     return args + list(model.extra_args)
 
