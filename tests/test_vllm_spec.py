@@ -60,6 +60,9 @@ def test_an_unset_context_length_is_fitted_to_the_kv_cache() -> None:
 def test_s3_models_stream_with_run_ai() -> None:
     cfg, model = config(model="s3://acme-models/llama-3.1-8b-instruct")
     assert flag(vllm_spec.vllm_args(cfg, model), "--load-format") == "runai_streamer"
+    # A format of the user's own, in any spelling vLLM reads, is theirs alone.
+    cfg, model = config(model="s3://acme-models/llama-3.1-8b-instruct", extraArgs=["--load_format=safetensors"])
+    assert "runai_streamer" not in vllm_spec.vllm_args(cfg, model)
 
 
 def test_gpus_placement_and_shm_follow_tensor_parallel() -> None:
