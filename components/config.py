@@ -104,6 +104,8 @@ class SystemNodes(_Section):
 class Vpc(_Section):
     cidr: str = "10.0.0.0/16"
     availability_zones: int = Field(2, ge=2, le=6)
+    # Pinned zone names: unset, the choice follows EC2's offerings, which can change under a running VPC.
+    zones: Optional[list[str]] = None
     nat_gateways: Literal["single", "perAz"] = "single"
     id: Optional[str] = None
     private_subnet_ids: list[str] = []
@@ -116,6 +118,20 @@ class Vpc(_Section):
         if network.version != 4 or not 16 <= network.prefixlen <= 20:
             raise ValueError(f"{value!r} must be an IPv4 network of /16 to /20, large enough for pod IPs")
         return value
+
+    @model_validator(mode="after")
+    def _zones_agree(self) -> "Vpc":
+        if self.zones is None:
+            return self
+        if len(set(self.zones)) != len(self.zones) or not 2 <= len(self.zones) <= 6:
+            raise ValueError(f"zones {self.zones} must name 2 to 6 different availability zones")
+        if "availability_zones" in self.model_fields_set and self.availability_zones != len(self.zones):
+            raise ValueError(f"availabilityZones {self.availability_zones} but zones names {len(self.zones)}; drop one of the two")
+        return self
+
+    @property
+    def zone_count(self) -> int:
+        return len(self.zones) if self.zones else self.availability_zones
 
     @model_validator(mode="after")
     def _existing_vpc_complete(self) -> "Vpc":

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.config import ANYWHERE, Cluster, GpuNodePool
+from components.config import ANYWHERE, Cluster, GpuNodePool, Vpc
 
 
 @dataclass
@@ -105,18 +105,29 @@ def instance_type_offerings(pools: Sequence[GpuNodePool]) -> dict[str, set[str]]
     return offered
 
 
-def availability_zones(count: int, pools: Sequence[GpuNodePool], offered: Mapping[str, set[str]]) -> list[str]:
-    """`count` zones of the region that need no opt-in (Local and Wavelength Zones do), fitting the GPU pools."""
+def availability_zones(vpc: Vpc, pools: Sequence[GpuNodePool], offered: Mapping[str, set[str]]) -> list[str]:
+    """The configured zones, or `availabilityZones` of the region's that need no opt-in (Local and
+    Wavelength Zones do), fitting the GPU pools."""
     zones = aws.get_availability_zones(
         state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
     ).names
-    if len(zones) < count:
+    if vpc.zones:
+        unknown = sorted(set(vpc.zones) - set(zones))
+        if unknown:
+            raise pulumi.RunError(f"cluster.vpc.zones: {', '.join(unknown)} not zones of the region ({', '.join(sorted(zones))})")
+        _stop_on(zone_problems(pools, sorted(vpc.zones), offered, "Name one of them in cluster.vpc.zones, or use other instanceTypes"))
+        return sorted(vpc.zones)
+    if len(zones) < vpc.zone_count:
         raise pulumi.RunError(
-            f"cluster.vpc.availabilityZones: {count} requested but the region has {len(zones)} ({', '.join(zones)})"
+            f"cluster.vpc.availabilityZones: {vpc.zone_count} requested but the region has {len(zones)} ({', '.join(zones)})"
         )
-    chosen = choose_zones(sorted(zones), count, pools, offered)
+    chosen = choose_zones(sorted(zones), vpc.zone_count, pools, offered)
     _stop_on(zone_problems(pools, chosen, offered, "Raise cluster.vpc.availabilityZones, or use other instanceTypes"))
+    pulumi.log.warn(
+        f"cluster.vpc.zones: not set, so the zones follow EC2's offerings and the pools ({', '.join(chosen)} now); "
+        f"pin them with zones: [{', '.join(chosen)}] so that neither can ever move this VPC's subnets"
+    )
     return chosen
 
 
@@ -149,7 +160,7 @@ def create_network(cluster: Cluster, parent: pulumi.Resource, tags: dict[str, st
         return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), pool_subnets)
 
     # Before any resource: a pool no zone offers must stop the run with nothing created.
-    zones = availability_zones(vpc_cfg.availability_zones, pools, offered)
+    zones = availability_zones(vpc_cfg, pools, offered)
     name = cluster.name
     vpc = aws.ec2.Vpc(
         "vpc",

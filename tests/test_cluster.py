@@ -463,7 +463,7 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     for entry in plan["resources"]:
         count[entry["type"]] = count.get(entry["type"], 0) + 1
     cfg = rendering.config.cluster
-    zones = cfg.vpc.availability_zones
+    zones = cfg.vpc.zone_count
     assert count["aws:ec2/vpc:Vpc"] == 1 and count["aws:ec2/internetGateway:InternetGateway"] == 1
     assert count["aws:ec2/subnet:Subnet"] == 2 * zones
     assert count["aws:ec2/natGateway:NatGateway"] == (zones if cfg.vpc.nat_gateways == "perAz" else 1)
@@ -580,8 +580,14 @@ def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
             "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2b) offers p4de.24xlarge; "
             "no zone of the region does. Use other instanceTypes",
         ),
+        (
+            {"vpc": {"zones": ["us-west-2a", "us-west-2d"]}},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2d) offers p4d.24xlarge; "
+            "zones that do: us-west-2b, us-west-2c. Name one of them in cluster.vpc.zones",
+        ),
+        ({"vpc": {"zones": ["us-west-2b", "us-west-9z"]}}, "cluster.vpc.zones: us-west-9z not zones of the region"),
     ],
-    ids=["existing-vpc", "created-vpc"],
+    ids=["existing-vpc", "created-vpc", "pinned-zones", "unknown-zone"],
 )
 def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], message: str) -> None:
     document = cluster_document(**cluster_keys)
@@ -591,6 +597,15 @@ def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], m
     with pytest.raises(pulumi.RunError) as error:
         render_document(document)
     assert str(error.value).startswith(message)
+
+
+def test_pinned_zones_hold_whatever_ec2_offers() -> None:
+    rendering = render_document(cluster_document(vpc={"zones": ["us-west-2c", "us-west-2b"]}))
+    subnets = [r.inputs["availabilityZone"] for r in resources_of(rendering, "aws:ec2/subnet:Subnet")]
+    assert sorted(set(subnets)) == ["us-west-2b", "us-west-2c"] and len(subnets) == 4
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw_platform(cluster_document(vpc={"zones": ["us-west-2a", "us-west-2b"], "availabilityZones": 3})))
+    assert any("availabilityZones 3 but zones names 2" in p for p in error.value.problems)
 
 
 def test_an_existing_vpc_is_used_not_created() -> None:
