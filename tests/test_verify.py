@@ -698,11 +698,19 @@ class FakeKubeAtZero(FakeKube):
         return stream_to(self.ports[pod_name])
 
 
-def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
-    host = f"{MODEL}.vllm.svc.cluster.local"
-    interceptor = double(routed_host=host, loading_polls=2)
+AT_ZERO_HOST = f"{MODEL}.vllm.svc.cluster.local"
+
+
+def model_at_zero(double, **behaviour):
+    """An interceptor double routing the model's Host, the cluster around it, and the model's target."""
+    interceptor = double(routed_host=AT_ZERO_HOST, **behaviour)
     kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
-    target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
+    return interceptor, kube, verify.Target(MODEL, MODEL, f"http://{AT_ZERO_HOST}:8000", "vllm")
+
+
+def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
+    host = AT_ZERO_HOST
+    interceptor, kube, target = model_at_zero(double, loading_polls=2)
     options = verify.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
     checks = verify.verify_target(target, options, kube)
     assert [(c.check, c.status) for c in checks] == [
@@ -721,10 +729,7 @@ def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
 
 
 def test_the_forward_keeps_a_waking_request_open_as_long_as_the_wake_may_take(double):
-    host = f"{MODEL}.vllm.svc.cluster.local"
-    interceptor = double(routed_host=host, wake_delay=0.6)
-    kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
-    target = verify.Target(MODEL, MODEL, f"http://{host}:8000", "vllm")
+    interceptor, kube, target = model_at_zero(double, wake_delay=0.6)
     options = verify.Options(requests=1, timeout=0.2, wait_ready=5, wait_interval=0.01)
     checks = verify.verify_target(target, options, kube)
     assert all(c.passed for c in checks), checks
