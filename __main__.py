@@ -1,10 +1,5 @@
-"""vllm-platform: validated stack config in, an EKS inference platform out."""
+"""vllm-platform: validated stack config in, a resolved plan, an EKS inference platform out (see vllm_platform/program.py)."""
 
-import pulumi
+from vllm_platform.program import run
 
-from components.config import load_stack_config
-from components.platform import build_platform
-
-config, hf_token = load_stack_config()
-for output_name, value in build_platform(config, hf_token).items():
-    pulumi.export(output_name, value)
+run()

@@ -6,9 +6,12 @@ The rules live in rules.py, which the tests import; this file only serves them, 
 import sys
 from pathlib import Path
 
-# The engine runs the pack from policies/ with only this directory on the path; rules.py reads vLLM's
-# flags with the program's own components/vllm_args.py, one directory up, so both read them alike.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The engine runs the pack from its own directory with only that directory on the path. The rules read
+# the platform's vocabulary, vllm_platform.contract: a pack built for publishing (`make policy-pack`)
+# carries a copy of it beside this file; in the repository it is one directory up.
+PACK_DIR = Path(__file__).resolve().parent
+if not (PACK_DIR / "vllm_platform").is_dir():
+    sys.path.insert(0, str(PACK_DIR.parent))
 
 from pulumi_policy import PolicyPack
 

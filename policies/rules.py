@@ -1,9 +1,10 @@
 """The rules of the vllm-platform policy pack, as pure functions of what the Pulumi engine hands a policy.
 
 Props arrive as read-only Mapping and Sequence proxies (never dict or list), with camelCase keys, and
-every number as a float. The pack runs from its own virtualenv: of the program it imports only
-components/vllm_args.py, which needs nothing beyond the standard library, so that the pack and the
-stack config read vLLM's flags alike. The tests check that the constants below still agree with it.
+every number as a float. The pack runs from its own virtualenv: of the program it imports only the
+vocabulary, `vllm_platform.contract`, which needs nothing beyond the standard library. Names, ports,
+flag semantics and the serving rules (image pins, GPU workers, shared memory, drain timing) come from
+there, so the pack and the program cannot drift apart; the pack checks foreign workloads its own way.
 """
 
 from __future__ import annotations
@@ -27,7 +28,22 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from components import vllm_args
+from vllm_platform.contract import (
+    GPU_RESOURCE,
+    HF_TOKEN_PATH_VARIABLE,
+    HF_TOKEN_VARIABLES,
+    MODEL_APP,
+    NAME_LABEL,
+    PROBES,
+    SERVING_PORT_NAME,
+    SHM_PATH,
+    VLLM_IMAGE_NAME,
+    VLLM_SERVER_MODULE,
+    images,
+    minimum_grace_seconds,
+    needs_shared_memory,
+    vllm_flags,
+)
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
@@ -45,20 +61,9 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "kubernetes:core/v1:Pod": ("spec",),
 }
 
-# vLLM's server image, whose entrypoint is `vllm serve`.
-VLLM_IMAGE_NAME = "vllm-openai"
-VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-MODEL_LABEL_KEY, MODEL_LABEL_VALUE = "app.kubernetes.io/name", "vllm"
-SERVING_PORT_NAME = "http"
-GPU_RESOURCE = "nvidia.com/gpu"
-SHM_PATH = "/dev/shm"
-PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
-# vLLM starts one worker per GPU for each of these, multiplied.
-PARALLEL_FLAGS = (vllm_args.TENSOR_PARALLEL, vllm_args.PIPELINE_PARALLEL, vllm_args.DATA_PARALLEL)
 # What Kubernetes gives a pod that sets no terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30.0
 DEFAULT_NAMESPACE = "default"
-HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
 HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 SHELLS = ("sh", "bash", "ash", "dash")
 # A single release, as Helm reads `version`; anything else (^1.2, ~1.2.3, >=1, 1.x, 1.2, empty) is a
@@ -140,7 +145,7 @@ def named_port(container: Mapping[str, Any], name: str) -> Optional[float]:
 
 
 def serving_port(container: Mapping[str, Any]) -> Optional[float]:
-    port = number(vllm_args.value(container_words(container), "--port"))
+    port = number(vllm_flags.value(container_words(container), vllm_flags.PORT))
     return port if port is not None else named_port(container, SERVING_PORT_NAME)
 
 
@@ -156,11 +161,6 @@ def port_text(port: Any, resolved: Optional[float]) -> str:
     return f"{port!r} ({resolved:g})" if isinstance(port, str) and not port.isdigit() else f"{resolved:g}"
 
 
-def image_name(image: Any) -> str:
-    """registry/org/name:tag@digest -> name."""
-    return str(image).partition("@")[0].rpartition("/")[2].partition(":")[0]
-
-
 def runs_vllm(container: Mapping[str, Any]) -> bool:
     """What every vLLM policy means by a vLLM container: one that runs vLLM's server, through `vllm serve`
     or its api_server module (in a shell script too), or the vLLM image on its own entrypoint.
@@ -172,17 +172,16 @@ def runs_vllm(container: Mapping[str, Any]) -> bool:
         return True
     if VLLM_SERVER_MODULE in words:
         return True
-    return not items(container.get("command")) and image_name(container.get("image")) == VLLM_IMAGE_NAME
+    image = images.parse(str(container.get("image")))
+    return not items(container.get("command")) and image is not None and image.name == VLLM_IMAGE_NAME
 
 
 def parallel_sizes(container: Mapping[str, Any]) -> dict[str, Optional[float]]:
-    """Each parallelism flag's size, 1 where it is not given, None where it is not a number."""
-    words = container_words(container)
-    return {flag: number(vllm_args.value(words, flag) or 1) for flag in PARALLEL_FLAGS}
+    return vllm_flags.parallel_sizes(container_words(container))
 
 
 def tensor_parallel_size(container: Mapping[str, Any]) -> Optional[float]:
-    return parallel_sizes(container)[vllm_args.TENSOR_PARALLEL]
+    return parallel_sizes(container)[vllm_flags.TENSOR_PARALLEL]
 
 
 def prestop_seconds(container: Mapping[str, Any]) -> Optional[float]:
@@ -208,16 +207,6 @@ def has_memory_shm(container: Mapping[str, Any], pod: Mapping[str, Any]) -> bool
         str(mount.get("mountPath")).rstrip("/") == SHM_PATH and mount.get("name") in in_memory
         for mount in items(container.get("volumeMounts"))
     )
-
-
-def image_pinned(image: Any) -> bool:
-    if not isinstance(image, str) or not image:
-        return False
-    if "@sha256:" in image:
-        return True
-    # Only the last path segment can carry the tag: in registry:5000/img the colon belongs to the host.
-    tag = image.rpartition("/")[2].partition(":")[2]
-    return tag not in ("", "latest")
 
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
@@ -293,11 +282,11 @@ def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportVio
         if unreadable:
             report(f"{where}: {unreadable[0]} is not a number; set it to a whole number")
             continue
-        workers, tensor = math.prod(sizes.values()), sizes[vllm_args.TENSOR_PARALLEL]
+        workers, tensor = math.prod(sizes.values()), sizes[vllm_flags.TENSOR_PARALLEL]
         limit = dig(container, "resources", "limits", GPU_RESOURCE)
         if number(limit) != workers:
             shown = "not set" if limit is None else repr(limit)
-            more = "".join(f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_args.TENSOR_PARALLEL and size != 1)
+            more = "".join(f" x {flag} {size:g}" for flag, size in sizes.items() if flag != vllm_flags.TENSOR_PARALLEL and size != 1)
             if more:
                 wants = f"--tensor-parallel-size {tensor:g}{more} start {workers:g} workers"
             else:
@@ -314,7 +303,7 @@ def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -
     examined = 0
     for where, container, pod in vllm_containers(args):
         size = tensor_parallel_size(container)
-        if size is None or size <= 1:
+        if size is None or not needs_shared_memory(size):
             continue
         examined += 1
         if not has_memory_shm(container, pod):
@@ -331,7 +320,7 @@ def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
     containers = list(vllm_containers(args))
     for where, container, pod in containers:
         hold = prestop_seconds(container)
-        timeout = number(vllm_args.value(container_words(container), "--shutdown-timeout"))
+        timeout = number(vllm_flags.value(container_words(container), vllm_flags.SHUTDOWN_TIMEOUT))
         if hold is None:
             report(f"{where}: no preStop hook; add lifecycle.preStop.sleep.seconds so traffic stops before vLLM does")
         if timeout is None:
@@ -340,17 +329,21 @@ def check_drains(args: ResourceValidationArgs, report: ReportViolation) -> int:
             continue
         grace = number(pod.get("terminationGracePeriodSeconds"))
         grace = DEFAULT_GRACE_SECONDS if grace is None else grace
-        if grace < hold + timeout:
+        least = minimum_grace_seconds(hold, timeout)
+        if grace < least:
             report(
                 f"{where}: terminationGracePeriodSeconds {grace:g} is less than preStop {hold:g} s "
-                f"+ --shutdown-timeout {timeout:g} s; raise it to at least {hold + timeout:g}"
+                f"+ --shutdown-timeout {timeout:g} s; raise it to at least {least:g}"
             )
     return len(containers)
 
 
 def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # A literal lands in the object itself, readable by anyone who may read Deployments; messages never echo it.
-    fix = "mount it from a Secret and point HF_TOKEN_PATH at the file, as the platform does, or use valueFrom.secretKeyRef"
+    fix = (
+        f"mount it from a Secret and point {HF_TOKEN_PATH_VARIABLE} at the file, as the platform does, "
+        "or use valueFrom.secretKeyRef"
+    )
     containers = list(workload_containers(args))
     for where, container, _ in containers:
         for variable in items(container.get("env")):
@@ -369,7 +362,7 @@ def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -
     containers = list(workload_containers(args))
     for where, container, _ in containers:
         image = container.get("image")
-        if not image_pinned(image):
+        if images.pin_problem(image):
             report(f"{where}: image {image!r} is not pinned; give it a release tag other than latest, or an @sha256: digest")
     return len(containers)
 
@@ -482,7 +475,7 @@ def check_model_deployments(args: StackValidationArgs, report: ReportViolation) 
     examined = 0
     for deployment in of_type(args, DEPLOYMENT):
         props = deployment.props
-        if dig(props, "metadata", "labels", MODEL_LABEL_KEY) != MODEL_LABEL_VALUE:
+        if dig(props, "metadata", "labels", NAME_LABEL) != MODEL_APP:
             continue
         examined += 1
         namespace, name = namespace_of(props), dig(props, "metadata", "name") or deployment.name

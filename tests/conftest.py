@@ -12,6 +12,10 @@ import pytest
 import yaml
 
 from tools import render, schemas
+from vllm_platform.config.loader import stack_config
+from vllm_platform.config.platform import parse_config
+from vllm_platform.plan.plans import Plan
+from vllm_platform.plan.resolve import resolve
 
 COMMITTED_STACKS = render.committed_stacks()
 ADMIN = "arn:aws:iam::123456789012:role/deploy"
@@ -23,7 +27,17 @@ def stack_document(stack: str) -> dict[str, Any]:
 
 def render_document(document: dict[str, Any], stack: str = "test") -> render.Rendering:
     """Run the real program under mocks on a whole Pulumi.<stack>.yaml document."""
-    return render.render(render.stack_config(copy.deepcopy(document)), stack)
+    return render.render(stack_config(copy.deepcopy(document)), stack)
+
+
+def plan_of(raw: dict[str, Any]) -> Plan:
+    """The plan of raw `vllm-platform:` values: validated, then resolved, as the program does; raises ConfigError."""
+    return resolve(parse_config(raw))
+
+
+def document_plan(document: dict[str, Any]) -> Plan:
+    """The plan of a whole Pulumi.<stack>.yaml document."""
+    return render.plan_of(stack_config(copy.deepcopy(document)))
 
 
 @lru_cache(maxsize=None)

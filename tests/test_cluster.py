@@ -12,11 +12,23 @@ import pulumi
 import pytest
 import yaml
 
-from components import aws_policies, cluster, cluster_addons, network, node_pools, sizing, vllm_spec
-from components.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from components.config import CLUSTER_AUTOSCALER_IMAGE_TAGS, GPU_POOL_NAME_MAX_LENGTH, ConfigError, GpuNodePool, config_notes, parse_config, platform_values
-from tests.conftest import ADMIN, COMMITTED_STACKS, minimal_document, render_document, rendered_stack, resources_of
+from tests.conftest import ADMIN, COMMITTED_STACKS, document_plan, minimal_document, render_document, rendered_stack, resources_of
 from tools import mocks, render, schemas
+from vllm_platform import contract, pins
+from vllm_platform.aws import eks as cluster
+from vllm_platform.aws import iam as aws_policies
+from vllm_platform.aws import network
+from vllm_platform.aws import nodes as node_pools
+from vllm_platform.catalog import INSTANCE_TYPES, PRICE_SOURCE
+from vllm_platform.config.cluster import GPU_POOL_NAME_MAX_LENGTH, GpuNodePool
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.loader import platform_values, stack_config
+from vllm_platform.config.platform import parse_config
+from vllm_platform.k8s import cluster_addons
+from vllm_platform.pins import CLUSTER_AUTOSCALER_IMAGE_TAGS
+from vllm_platform.plan import sizing
+from vllm_platform.plan.plans import PoolPlan
+from vllm_platform.plan.resolve import pool_plan
 
 EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
 EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -28,8 +40,9 @@ CLUSTER_OUTPUTS = {
 POOL_KEYS = {"instanceTypes", "gpuModel", "gpusPerNode", "capacityType", "minNodes", "maxNodes", "maxGpus", "maxHourlyCostUsd"}
 
 
-def pool(**fields: Any) -> GpuNodePool:
-    return GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields})
+def pool(**fields: Any) -> PoolPlan:
+    """A pool's plan, as its models would leave it: none on it."""
+    return pool_plan(GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields}), 0)
 
 
 def one(rendering: render.Rendering, type_: str, name: str) -> mocks.RecordedResource:
@@ -49,7 +62,7 @@ def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
 
 def raw_platform(document: dict[str, Any]) -> dict[str, Any]:
     """The `vllm-platform:` values of a stack document, as parse_config takes them."""
-    return platform_values(render.stack_config(document).values)
+    return platform_values(stack_config(document).values)
 
 
 # --- pure builders ---------------------------------------------------------------------------
@@ -123,8 +136,8 @@ def test_template_storage_holds_the_largest_cache_the_config_admits(root: int) -
 
 def test_gpu_nodes_carry_the_model_contract() -> None:
     labels = node_pools.gpu_node_labels(pool(name="g5"))
-    assert labels[vllm_spec.GPU_POOL_LABEL] == "g5" and labels["node-type"] == "gpu"
-    assert node_pools.gpu_node_taint() == {"key": vllm_spec.GPU_TAINT_KEY, "value": "true", "effect": "NoSchedule"}
+    assert labels[contract.GPU_POOL_LABEL] == "g5" and labels["node-type"] == "gpu"
+    assert contract.GPU_TAINT.manifest() == {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 
 
 def test_pool_cost_is_the_dearest_type_at_max_size() -> None:
@@ -135,17 +148,17 @@ def test_pool_cost_is_the_dearest_type_at_max_size() -> None:
 
 
 def test_total_cost_sums_the_pools() -> None:
-    cfg = render.platform_config(render.stack_config(render.yaml.safe_load(render.stack_file("prod").read_text())))
-    pools = cfg.cluster.pools
+    plan = document_plan(yaml.safe_load(render.stack_file("prod").read_text()))
+    pools = plan.config.cluster.pools
     expected = sum(
         max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in p.instance_types) * p.max_size for p in pools.values()
     )
-    assert node_pools.max_hourly_gpu_cost_usd(cfg.cluster) == pytest.approx(expected, abs=0.01)
+    assert node_pools.max_hourly_gpu_cost_usd(plan) == pytest.approx(expected, abs=0.01)
 
 
 def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
-    assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"])) == 0
-    assert node_pools.efa_interface_count(pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True)) == 4
+    assert pool(name="p4d", instanceTypes=["p4d.24xlarge"]).efa_interfaces == 0
+    assert pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True).efa_interfaces == 4
 
 
 ZONES = sorted(mocks.FAKE_OFFERINGS)
@@ -373,7 +386,7 @@ def test_access_follows_the_config_not_whoever_runs_pulumi() -> None:
     admins = [ADMIN, "arn:aws:iam::123456789012:role/platform-admins"]
     document = cluster_document(adminPrincipalArns=admins, viewerPrincipalArns=["arn:aws:iam::123456789012:role/preview"])
     by_deployer = render_document(document)
-    by_preview = render.render(render.stack_config(document), "test", caller_arn="arn:aws:iam::123456789012:role/preview")
+    by_preview = render.render(stack_config(document), "test", caller_arn="arn:aws:iam::123456789012:role/preview")
     names = {r.name for r in of_type(by_deployer, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
     assert names == {"admin-123456789012-role/deploy", "admin-123456789012-role/platform-admins", "viewer-123456789012-role/preview"}
     assert names == {r.name for r in of_type(by_preview, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
@@ -382,7 +395,7 @@ def test_access_follows_the_config_not_whoever_runs_pulumi() -> None:
 def test_a_caller_the_cluster_does_not_admit_stops_the_run() -> None:
     stranger = "arn:aws:iam::123456789012:user/someone-else"
     with pytest.raises(pulumi.RunError, match=f"cluster.adminPrincipalArns: {stranger} runs this update but has no access"):
-        render.render(render.stack_config(cluster_document()), "test", caller_arn=stranger)
+        render.render(stack_config(cluster_document()), "test", caller_arn=stranger)
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
@@ -402,7 +415,7 @@ def test_gpu_asgs_are_tagged_for_scale_from_zero() -> None:
     rendering = rendered_stack("prod")
     tags = [r for r in of_type(rendering, "aws:autoscaling/tag:Tag") if r.parent == "aws:eks/nodeGroup:NodeGroup::gpu-p4d"]
     found = {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in tags}
-    assert found == node_pools.node_template_tags(rendering.config.cluster.pools["p4d"])
+    assert found == node_pools.node_template_tags(next(p for p in rendering.plan.pools if p.name == "p4d"))
     assert {t.inputs["autoscalingGroupName"] for t in tags} == {f"eks-gpu-p4d-{mocks.FAKE_UNIQUE_SUFFIX}-f0c7a1e2"}
 
 
@@ -458,7 +471,7 @@ def test_prod_is_protected() -> None:
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     rendering = rendered_stack(stack)
-    plan = rendering.plan()
+    plan = rendering.plan_document()
     count: dict[str, int] = {}
     for entry in plan["resources"]:
         count[entry["type"]] = count.get(entry["type"], 0) + 1
@@ -487,7 +500,7 @@ def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str
     rendering = rendered_stack(stack)
     (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
     releases = {r.name: r for r in resources_of(rendering, "kubernetes:helm.sh/v3:Release")}
-    for chart in cluster_addons.CHARTS:
+    for chart in (pins.NVIDIA_DEVICE_PLUGIN, pins.CLUSTER_AUTOSCALER):
         release = releases[chart.release]
         assert EXACT_VERSION.match(release.inputs["version"])
         assert release.inputs["name"] == chart.release and release.inputs["namespace"] == "kube-system"
@@ -702,8 +715,7 @@ def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, An
 def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     document["config"]["vllm-platform:models"][0]["model"] = "s3://acme-models/qwen-7b/"
-    cfg = render.platform_config(render.stack_config(document))
-    assert config_notes(cfg) == [
+    assert list(document_plan(document).notes) == [
         "models[qwen-7b]: s3://acme-models/qwen-7b/ is read with the pod's own AWS identity; an existing-cluster "
         "stack creates no IAM, so give ServiceAccount team-a-inference/qwen-7b read access to it there"
     ]
@@ -715,3 +727,33 @@ def test_existing_cluster_outputs_what_is_known() -> None:
     assert outputs["gpuPools"]["g5"]["maxHourlyCostUsd"] == round(4 * INSTANCE_TYPES["g5.2xlarge"].on_demand_usd_per_hour, 2)
     assert outputs["maxHourlyGpuCostUsd"] == outputs["gpuPools"]["g5"]["maxHourlyCostUsd"]
     assert not {"clusterEndpoint", "vpcId", "privateSubnetIds", "oidcIssuerUrl"} & set(outputs)
+
+
+def test_an_existing_clusters_name_comes_from_its_stack_when_not_given() -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    del document["config"]["vllm-platform:cluster"]["name"]
+    assert render_document(document, "existing").outputs["clusterName"] == mocks.FAKE_REFERENCED_CLUSTER
+    assert existing_rendering().outputs["clusterName"] == "shared-gpu", "a name given wins"
+
+
+@pytest.mark.parametrize("existing", [{"context": "team-a"}, {"kubeconfig": "apiVersion: v1\nkind: Config\n"}], ids=["context", "kubeconfig"])
+def test_an_existing_cluster_no_stack_names_needs_a_name(existing: dict[str, Any]) -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:cluster"]["existing"] = existing
+    render_document(document, "existing")
+    del document["config"]["vllm-platform:cluster"]["name"]
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw_platform(document))
+    (problem,) = error.value.problems
+    assert problem.startswith("cluster: name is required: set cluster.name")
+
+
+def test_a_created_cluster_needs_a_name() -> None:
+    document = cluster_document()
+    del document["config"]["vllm-platform:cluster"]["name"]
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw_platform(document))
+    assert error.value.problems == [
+        "cluster: name is required: set cluster.name to the EKS cluster's name (or, for an existing cluster, "
+        "existing.stackReference to a stack whose clusterName output names it)"
+    ]

@@ -9,10 +9,12 @@ from typing import Any
 import pulumi
 import pytest
 
-from components import vllm_spec
-from components.config import ConfigError, PlatformConfig, config_notes, load_stack_config, parse_config, token_notes
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, plan_of
 from tools import mocks
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.plan.notes import token_notes
+from vllm_platform.plan.plans import Plan
+from vllm_platform.program import load_plan
 
 
 def base() -> dict[str, Any]:
@@ -46,16 +48,16 @@ def with_pool(**fields: Any) -> dict[str, Any]:
 
 def problems(raw: dict[str, Any]) -> list[str]:
     with pytest.raises(ConfigError) as error:
-        parse_config(raw)
+        plan_of(raw)
     return error.value.problems
 
 
 def test_minimal_config_gets_defaults() -> None:
-    cfg = parse_config(base())
-    model = cfg.models[0]
-    assert cfg.namespace == "inference"
-    assert model.effective_served_name == "meta-llama/Llama-3.1-8B-Instruct"
-    assert model.effective_parameters_billions == 8
+    plan = plan_of(base())
+    model = plan.models[0]
+    assert plan.namespace == "inference"
+    assert model.served_name == "meta-llama/Llama-3.1-8B-Instruct"
+    assert model.parameters_billions == 8
     assert model.replicas.min == 1 and model.autoscaling.mode == "keda"
     assert model.image.startswith("vllm/vllm-openai:v")
 
@@ -65,17 +67,16 @@ def test_prod_shape_70b_on_p4d_fits() -> None:
     raw["models"].append(
         {"name": "llama-70b", "model": "meta-llama/Llama-3.3-70B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8}
     )
-    cfg = parse_config(raw)
-    assert isinstance(cfg, PlatformConfig)
+    assert isinstance(plan_of(raw), Plan)
 
 
 def test_quantization_makes_a_13b_fit_one_a10g() -> None:
-    parse_config(with_model(model="TheBloke/Llama-2-13B-chat-AWQ", quantization="awq"))
+    plan_of(with_model(model="TheBloke/Llama-2-13B-chat-AWQ", quantization="awq"))
 
 
 def test_fp8_on_ampere_is_accepted_as_weight_only() -> None:
-    cfg = parse_config(with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8"))
-    assert config_notes(cfg) == [
+    plan = plan_of(with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8"))
+    assert list(plan.notes) == [
         "models[llama-8b]: fp8 on A10G (Ampere) runs weight-only (FP8 Marlin): weights take 1 byte per parameter, "
         "activations and compute stay 16-bit"
     ]
@@ -84,25 +85,25 @@ def test_fp8_on_ampere_is_accepted_as_weight_only() -> None:
 def test_fp8_on_hopper_needs_no_note() -> None:
     raw = with_model(model="neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8", quantization="fp8", gpuPool="h100")
     raw["cluster"]["gpuNodePools"].append({"name": "h100", "instanceTypes": ["p5.48xlarge"], "maxSize": 1, "rootVolumeGiB": 300})
-    assert config_notes(parse_config(raw)) == []
+    assert plan_of(raw).notes == ()
 
 
 def test_max_model_len_fits_what_the_weights_leave() -> None:
-    parse_config(with_model(maxModelLen=30720))
+    plan_of(with_model(maxModelLen=30720))
     assert problems(with_model(maxModelLen=31744))[0].startswith("models[llama-8b].maxModelLen: one 31744-token")
     # 70B on 8 A100-40GB: 32k tokens of 320 KiB are 1.3 GB per GPU, well within what 17.5 GB of weights leave.
     raw = base()
     raw["models"].append(
         {"name": "llama-70b", "model": "meta-llama/Llama-3.3-70B-Instruct", "gpuPool": "p4d", "tensorParallelSize": 8, "maxModelLen": 32768}
     )
-    parse_config(raw)
+    plan_of(raw)
 
 
 def test_kv_cache_bytes_per_token_overrides_the_estimate() -> None:
     long_context = {"model": "acme/hybrid-8b", "maxModelLen": 65536}
     assert problems(with_model(**long_context))[0].startswith("models[llama-8b].maxModelLen:")
     # A model with few KV heads, or an fp8 KV cache, holds the same context in less.
-    parse_config(with_model(**long_context, kvCacheBytesPerToken=32768))
+    plan_of(with_model(**long_context, kvCacheBytesPerToken=32768))
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_every_way_out_offered_would_fit(fields: dict[str, Any], offered: str, w
     for way in ways:
         fixed = copy.deepcopy(raw)
         fixed["models"][0].update(way)
-        parse_config(fixed)
+        plan_of(fixed)
 
 
 def on_one_pool(pool: dict[str, Any], *replicas: dict[str, int], **fields: Any) -> dict[str, Any]:
@@ -167,12 +168,12 @@ def test_a_pool_must_hold_all_its_models_at_replicas_min() -> None:
         "so some replicas would stay Pending; raise maxSize to 5 or lower the models' replicas.min"
     ]
     raw["cluster"]["gpuNodePools"][0]["maxSize"] = 5
-    parse_config(raw)
+    plan_of(raw)
 
 
 def test_replicas_of_one_gpu_share_a_multi_gpu_node() -> None:
     # Four 1-GPU replicas to a g5.12xlarge: two models of four replicas each take a node apiece.
-    parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 4, "max": 4}, {"min": 4, "max": 4}))
+    plan_of(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 4, "max": 4}, {"min": 4, "max": 4}))
     found = problems(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 5, "max": 5}, {"min": 4, "max": 4}))
     assert found[0].startswith("cluster.gpuNodePools[shared].maxSize: 2, but its models at replicas.min need 3 g5.12xlarge nodes")
 
@@ -187,44 +188,43 @@ def test_memory_requests_limit_how_many_replicas_share_a_node() -> None:
 
 
 def test_models_that_cannot_all_reach_replicas_max_are_warned_about() -> None:
-    cfg = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 2}))
-    assert config_notes(cfg)[-1] == (
+    plan = plan_of(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 2}))
+    assert plan.notes[-1] == (
         "cluster.gpuNodePools[shared]: its models at replicas.max need 4 g5.xlarge nodes "
         "(a: 2 replica(s) on 2 node(s), b: 2 replica(s) on 2 node(s)) but maxSize is 3; they cannot all be at "
         "replicas.max at once, and a model may stay below it while the others hold the nodes; raise maxSize to 4 if they must"
     )
-    assert not any(n.startswith("cluster.") for n in config_notes(parse_config(base())))
+    assert not any(n.startswith("cluster.") for n in plan_of(base()).notes)
 
 
 def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
     # Alone, a model at max 2 on a pool of 3 has a node to surge into; beside another at max 1 it has none.
-    alone = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}))
-    assert alone.has_surge_room(alone.models[0])
-    shared = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 1}))
-    assert not shared.has_surge_room(shared.models[0]) and not shared.has_surge_room(shared.models[1])
-    assert config_notes(shared)[0] == (
+    alone = plan_of(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}))
+    assert alone.models[0].surge_room
+    shared = plan_of(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 3}, {"min": 1, "max": 2}, {"min": 1, "max": 1}))
+    assert not shared.models[0].surge_room and not shared.models[1].surge_room
+    assert shared.notes[0] == (
         "models[a]: pool shared (maxSize 3) has no node left for an extra replica at replicas.max 2 beside b at "
         "theirs, so a rollout replaces one replica at a time; raise the pool's maxSize for surge rollouts"
     )
-    crowded = parse_config(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 5}, *[{"min": 1, "max": 1}] * 5))
-    assert "at replicas.max 1 beside 4 other models at theirs" in config_notes(crowded)[0]
+    crowded = plan_of(on_one_pool({"instanceTypes": ["g5.xlarge"], "maxSize": 5}, *[{"min": 1, "max": 1}] * 5))
+    assert "at replicas.max 1 beside 4 other models at theirs" in crowded.notes[0]
     # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
-    multi = parse_config(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
-    assert not multi.has_surge_room(multi.models[0]) and multi.has_surge_room(multi.models[1])
-    assert vllm_spec.rolling_update(multi, multi.models[0]) == {"maxSurge": 0, "maxUnavailable": 1}
+    multi = plan_of(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
+    assert not multi.models[0].surge_room and multi.models[1].surge_room
+    assert multi.models[0].rolling_update == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_tensor_parallel_memory_holds_shm_and_processes() -> None:
-    parse_config(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "16Gi"}))
+    plan_of(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "16Gi"}))
     (found,) = problems(with_model(gpuPool="g5x4", tensorParallelSize=2, resources={"cpu": "8", "memory": "15Gi"}))
     assert found.startswith("models[llama-8b].resources.memory: 15Gi is below the 16Gi tensorParallelSize 2 needs")
     # One GPU mounts no /dev/shm of its own.
-    parse_config(with_model(resources={"cpu": "3", "memory": "8Gi"}))
+    plan_of(with_model(resources={"cpu": "3", "memory": "8Gi"}))
 
 
 def test_explicit_parameters_override_the_name() -> None:
-    cfg = parse_config(with_model(model="acme/house-model", parametersBillions=3))
-    assert cfg.models[0].effective_parameters_billions == 3
+    assert plan_of(with_model(model="acme/house-model", parametersBillions=3)).models[0].parameters_billions == 3
 
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
@@ -366,7 +366,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_error_text_is_one_block_without_traceback_noise() -> None:
     with pytest.raises(ConfigError) as error:
-        parse_config(with_model(model="meta-llama/Llama-2-13b-chat-hf"))
+        plan_of(with_model(model="meta-llama/Llama-2-13b-chat-hf"))
     text = str(error.value)
     assert text.startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
     assert "Traceback" not in text and "pydantic" not in text
@@ -376,7 +376,7 @@ def test_pulumi_run_stops_with_one_clear_error() -> None:
     raw = with_model(model="meta-llama/Llama-2-13b-chat-hf")
     mocks.install("vllm-platform", "test", {f"vllm-platform:{k}": json.dumps(v) for k, v in raw.items()}, [])
     with pytest.raises(pulumi.RunError) as error:
-        load_stack_config()
+        load_plan()
     assert str(error.value).startswith("invalid vllm-platform stack config (1 problem):\n  - models[llama-8b]: needs ~26.0 GB")
 
 
@@ -387,7 +387,7 @@ def test_pulumi_run_refuses_a_misspelt_top_level_key() -> None:
     config["vllm-platform:namespace"] = "inference"
     mocks.install("vllm-platform", "test", config, [])
     with pytest.raises(pulumi.RunError) as error:
-        load_stack_config()
+        load_plan()
     assert "clientNamespace: is not a known key" in str(error.value)
 
 
@@ -395,14 +395,14 @@ def test_pulumi_run_reads_plain_and_structured_values() -> None:
     config = {f"vllm-platform:{k}": json.dumps(v) for k, v in base().items()}
     config |= {"vllm-platform:namespace": "serving", "vllm-platform:clientNamespaces": '["apps"]', "aws:region": "us-west-2"}
     mocks.install("vllm-platform", "test", config, [])
-    cfg, token = load_stack_config()
-    assert cfg.namespace == "serving" and cfg.client_namespaces == ["apps"] and token is None
+    plan, token = load_plan()
+    assert plan.namespace == "serving" and plan.config.client_namespaces == ["apps"] and token is None
 
 
 def test_hub_models_without_a_token_are_warned_about() -> None:
-    cfg = parse_config(base())
+    cfg = plan_of(base()).config
     (note,) = token_notes(cfg, has_token=False)
     assert note.startswith("hfToken: not set, so meta-llama/Llama-3.1-8B-Instruct download anonymously")
     assert "pulumi config set --secret vllm-platform:hfToken" in note
     assert token_notes(cfg, has_token=True) == []
-    assert token_notes(parse_config(with_model(model="s3://acme-models/llama-8b/")), has_token=False) == []
+    assert token_notes(plan_of(with_model(model="s3://acme-models/llama-8b/")).config, has_token=False) == []

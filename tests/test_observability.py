@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 
-from components import alerts, dashboards, observability, vllm_spec
-from components.config import MONITORING_NAMESPACE, ConfigError, parse_config
-from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, plan_of, render_document, rendered_stack, resources_of
 from tools import mocks, schemas
+from vllm_platform import pins
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.contract import MONITOR_SELECTOR_LABELS, MONITORING_NAMESPACE
+from vllm_platform.k8s import alerts, dashboards, monitoring, network
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
-RELEASE_NAMES = {c.release for c in (observability.KUBE_PROMETHEUS_STACK, observability.KEDA, observability.DCGM_EXPORTER, observability.KEDA_HTTP_ADD_ON)}
+RELEASE_NAMES = {c.release for c in (pins.KUBE_PROMETHEUS_STACK, pins.KEDA, pins.DCGM_EXPORTER, pins.KEDA_HTTP_ADD_ON)}
 EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 # Names current vLLM exports with label model_name (docs/design/metrics.md, vllm/v1/metrics/loggers.py).
@@ -141,7 +143,7 @@ def test_every_stack_pins_its_releases(stack: str) -> None:
     rendering = rendered_stack(stack)
     releases = {r.name: r.inputs for r in resources_of(rendering, RELEASE) if r.name in RELEASE_NAMES}
     assert set(releases) == EXPECTED_RELEASES[stack]
-    charts = observability.installed_charts(rendering.config)
+    charts = monitoring.installed_charts(rendering.plan)
     assert _output(rendering)["charts"] == {c.release: f"{c.chart} {c.version}" for c in charts}
     assert set(_output(rendering)["charts"]) == EXPECTED_RELEASES[stack]
     for chart in charts:
@@ -157,7 +159,7 @@ def test_every_stack_pins_its_releases(stack: str) -> None:
 def test_scaled_objects_query_the_observability_output(stack: str) -> None:
     rendering = rendered_stack(stack)
     url = _output(rendering)["prometheusUrl"]
-    assert url == vllm_spec.prometheus_url(observability.KUBE_PROMETHEUS_STACK.release, MONITORING_NAMESPACE)
+    assert url == monitoring.prometheus_url(pins.KUBE_PROMETHEUS_STACK.release, MONITORING_NAMESPACE)
     scaled = objects_of(rendering, "ScaledObject")
     assert scaled, "every committed stack autoscales with KEDA"
     for manifest in scaled:
@@ -187,25 +189,24 @@ def test_prometheus_selects_the_platform_monitors_and_rules(stack: str) -> None:
             assert selector_matches(spec[f"{prefix}Selector"], metadata.get("labels", {})), metadata["name"]
             assert selector_matches(spec[f"{prefix}NamespaceSelector"], namespaces[metadata["namespace"]]), metadata
     for monitor in objects_of(rendering, "ServiceMonitor"):
-        assert monitor["metadata"]["labels"].items() >= vllm_spec.MONITOR_SELECTOR_LABELS.items()
+        assert monitor["metadata"]["labels"].items() >= MONITOR_SELECTOR_LABELS.items()
     # PodMonitors follow the same namespace contract.
     assert spec["podMonitorNamespaceSelector"] == spec["serviceMonitorNamespaceSelector"]
 
 
 def test_prometheus_ignores_namespaces_outside_the_platform() -> None:
-    selector = observability.monitor_selection()["serviceMonitorNamespaceSelector"]
-    assert selector_matches(selector, {**vllm_spec.MONITOR_SELECTOR_LABELS, "team": "x"})
+    selector = monitoring.monitor_selection()["serviceMonitorNamespaceSelector"]
+    assert selector_matches(selector, {**MONITOR_SELECTOR_LABELS, "team": "x"})
     assert not selector_matches(selector, {"kubernetes.io/metadata.name": "other-team"})
     assert not selector_matches(selector, {"app.kubernetes.io/part-of": "someone-else"})
 
 
 def test_the_dcgm_monitor_is_selected_and_tolerates_gpu_nodes() -> None:
-    cfg = rendered_stack("dev").config
-    values = observability.dcgm_exporter_values(cfg)
+    values = monitoring.dcgm_exporter_values(rendered_stack("dev").plan)
     monitor_labels = values["serviceMonitor"]["additionalLabels"]
-    assert monitor_labels == vllm_spec.MONITOR_SELECTOR_LABELS
-    namespace = observability.platform_namespace(observability.DCGM_EXPORTER.namespace, privileged=True)
-    selector = observability.monitor_selection()["serviceMonitorNamespaceSelector"]
+    assert monitor_labels == MONITOR_SELECTOR_LABELS
+    namespace = network.platform_namespace(pins.DCGM_EXPORTER.namespace, privileged=True)
+    selector = monitoring.monitor_selection()["serviceMonitorNamespaceSelector"]
     assert selector_matches(selector, namespace["metadata"]["labels"])
     assert values["nodeSelector"] == {"node-type": "gpu"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
@@ -229,8 +230,8 @@ def test_stack_values_follow_the_config() -> None:
     document = minimal_document(
         observability={"prometheus": {"retention": "30d", "storageSize": "200Gi", "scrapeInterval": "30s"}}
     )
-    cfg = parse_config({k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")})
-    values = observability.kube_prometheus_stack_values(cfg)
+    plan = plan_of({k.removeprefix("vllm-platform:"): v for k, v in document["config"].items() if k.startswith("vllm-platform:")})
+    values = monitoring.kube_prometheus_stack_values(plan)
     spec = values["prometheus"]["prometheusSpec"]
     assert spec["retention"] == "30d"
     assert spec["retentionSize"] == "170GB", "85% of the volume, so Prometheus never fills it"
@@ -238,7 +239,7 @@ def test_stack_values_follow_the_config() -> None:
     claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
     assert claim["storageClassName"] == "gp3"
     assert claim["resources"]["requests"]["storage"] == "200Gi"
-    assert values["fullnameOverride"] == observability.KUBE_PROMETHEUS_STACK.release
+    assert values["fullnameOverride"] == pins.KUBE_PROMETHEUS_STACK.release
 
 
 def test_defaults_scrape_every_15_seconds() -> None:
@@ -260,27 +261,27 @@ def _resource_blocks(values: Any, path: str = "") -> dict[str, Any]:
 
 
 def test_every_component_requests_resources() -> None:
-    cfg = rendered_stack("dev").config
-    stack = _resource_blocks(observability.kube_prometheus_stack_values(cfg))
+    plan = rendered_stack("dev").plan
+    stack = _resource_blocks(monitoring.kube_prometheus_stack_values(plan))
     assert set(stack) >= {
         "prometheusOperator", "prometheusOperator.prometheusConfigReloader", "prometheusOperator.admissionWebhooks.patch",
         "prometheus.prometheusSpec", "alertmanager.alertmanagerSpec", "grafana", "grafana.sidecar",
         "kube-state-metrics", "prometheus-node-exporter",
     }  # fmt: skip
-    keda = observability.keda_values()["resources"]
+    keda = monitoring.keda_values()["resources"]
     assert set(keda) == {"operator", "metricServer", "webhooks"}
-    for block in [*stack.values(), *keda.values(), observability.dcgm_exporter_values(cfg)["resources"]]:
+    for block in [*stack.values(), *keda.values(), monitoring.dcgm_exporter_values(plan)["resources"]]:
         assert block["requests"]["cpu"] and block["requests"]["memory"]
 
 
 def test_grafana_password_from_config_is_a_secret() -> None:
     rendering = _rendered("two-models")
-    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == observability.GRAFANA_ADMIN_SECRET]
+    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == monitoring.GRAFANA_ADMIN_SECRET]
     assert secret["stringData"]["admin-password"] == mocks.SECRET_PLACEHOLDER
     grafana = _release_inputs(rendering, "kube-prometheus-stack")["values"]["grafana"]
-    assert grafana["admin"]["existingSecret"] == observability.GRAFANA_ADMIN_SECRET
+    assert grafana["admin"]["existingSecret"] == monitoring.GRAFANA_ADMIN_SECRET
     assert "adminPassword" not in grafana
-    everything = json.dumps([rendering.manifests(), rendering.plan()])
+    everything = json.dumps([rendering.manifests(), rendering.plan_document()])
     assert "plain-text-grafana-pw-42" not in everything
 
 
@@ -288,13 +289,13 @@ def test_without_a_password_one_is_generated_as_a_pulumi_secret() -> None:
     rendering = rendered_stack("dev")
     grafana = _release_inputs(rendering, "kube-prometheus-stack")["values"]["grafana"]
     assert "adminPassword" not in grafana, "never the chart's well-known default"
-    assert grafana["admin"]["existingSecret"] == observability.GRAFANA_ADMIN_SECRET
+    assert grafana["admin"]["existingSecret"] == monitoring.GRAFANA_ADMIN_SECRET
     (generated,) = resources_of(rendering, "random:index/randomPassword:RandomPassword")
     assert generated.inputs["length"] >= 24
-    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == observability.GRAFANA_ADMIN_SECRET]
+    (secret,) = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == monitoring.GRAFANA_ADMIN_SECRET]
     assert secret["stringData"]["admin-password"] == mocks.SECRET_PLACEHOLDER
-    assert mocks.FAKE_GENERATED_PASSWORD not in json.dumps([rendering.manifests(), rendering.plan()])
-    assert observability.GRAFANA_ADMIN_SECRET in _output(rendering)["grafana"]["adminPassword"]
+    assert mocks.FAKE_GENERATED_PASSWORD not in json.dumps([rendering.manifests(), rendering.plan_document()])
+    assert monitoring.GRAFANA_ADMIN_SECRET in _output(rendering)["grafana"]["adminPassword"]
 
 
 def test_grafana_and_alertmanager_can_be_off() -> None:
@@ -323,7 +324,7 @@ def test_dashboard_has_every_panel_per_model() -> None:
     rows = [p for p in board["panels"] if p["type"] == "row"]
     assert [r["title"] for r in rows] == ["llama-8b (meta-llama/Llama-3.1-8B-Instruct)", "llama-8b-chat (chat)"]
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
-    assert len(titles) == 2 * len(dashboards.model_panels(rendering.config, rendering.config.models[0]))
+    assert len(titles) == 2 * len(dashboards.model_panels(rendering.plan.models[0]))
     expressions = _expressions(board)
     for needle in (
         "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
@@ -380,8 +381,7 @@ def test_rules_carry_summary_runbook_and_the_slo() -> None:
     assert slo["expr"].endswith("> 1.5")
     not_ready = [r for r in rules if r["alert"] == "VllmModelNotReady"]
     assert {r["labels"]["model"] for r in not_ready} == {"llama-8b", "llama-8b-chat"}
-    cfg = rendering.config
-    assert [r["for"] for r in not_ready] == [alerts.not_ready_for(cfg, m) for m in cfg.models]
+    assert [r["for"] for r in not_ready] == [alerts.not_ready_for(m) for m in rendering.plan.models]
     (backlog,) = [r for r in rules if r["alert"] == "VllmQueueBacklogAtMaxReplicas" and r["labels"]["model"] == "llama-8b"]
     assert "> 30 and on()" in backlog["expr"] and backlog["expr"].endswith(">= 3")
     (off_bus,) = [r for r in rules if r["alert"] == "GpuFallenOffBus"]
@@ -395,7 +395,7 @@ def _platform(**observability_keys: Any) -> dict[str, Any]:
 
 def _problems(raw: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as error:
-        parse_config(raw)
+        plan_of(raw)
     return str(error.value)
 
 
@@ -406,15 +406,15 @@ def _one(rendering: Any, kind: str, name: str) -> dict[str, Any]:
 
 def test_scale_to_zero_wakes_through_the_http_add_on() -> None:
     rendering = rendered_stack("dev")
-    (model,) = rendering.config.models
+    (model,) = rendering.plan.models
     assert model.replicas.min == 0, "dev idles at zero"
-    add_on = _release_inputs(rendering, observability.KEDA_HTTP_ADD_ON.release)
+    add_on = _release_inputs(rendering, pins.KEDA_HTTP_ADD_ON.release)
     assert EXACT_VERSION.match(add_on["version"]) and add_on["namespace"] == "keda"
     assert add_on["values"]["interceptor"]["proxy"]["port"] == 8000, "the ExternalName entry cannot remap ports"
 
     entry = _one(rendering, "Service", model.name)
     interceptor = _output(rendering)["interceptorHost"]
-    assert interceptor == observability.interceptor_host("keda")
+    assert interceptor == monitoring.interceptor_host("keda")
     assert entry["spec"] == {
         "type": "ExternalName",
         "externalName": interceptor,
@@ -429,13 +429,13 @@ def test_scale_to_zero_wakes_through_the_http_add_on() -> None:
     assert route["target"] == {"service": f"{model.name}-backend", "port": 8000}
     service_host = rendering.outputs["models"][model.name]["serviceUrl"].removeprefix("http://").rsplit(":", 1)[0]
     assert service_host in route["rules"][0]["hosts"] and model.name in route["rules"][0]["hosts"]
-    assert route["timeouts"]["readiness"] == f"{vllm_spec.cold_start_seconds(rendering.config, model)}s"
+    assert route["timeouts"]["readiness"] == f"{model.cold_start_seconds}s"
 
     scaled = _one(rendering, "ScaledObject", model.name)["spec"]
     assert scaled["minReplicaCount"] == 0 and scaled["cooldownPeriod"] == model.autoscaling.scale_to_zero_after_seconds
     triggers = {t["type"]: t["metadata"] for t in scaled["triggers"]}
     assert triggers["external-push"] == {
-        "scalerAddress": observability.http_scaler_address("keda"),
+        "scalerAddress": monitoring.http_scaler_address("keda"),
         "interceptorRoute": model.name,
     }
     assert "vllm:num_requests_waiting" in triggers["prometheus"]["query"], "queue depth still scales above one"
@@ -458,9 +458,9 @@ def test_the_route_exists_before_its_scaled_object_and_after_the_add_on() -> Non
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_models_that_keep_a_replica_need_no_add_on(stack: str) -> None:
     rendering = rendered_stack(stack)
-    assert not [r for r in resources_of(rendering, RELEASE) if r.name == observability.KEDA_HTTP_ADD_ON.release]
+    assert not [r for r in resources_of(rendering, RELEASE) if r.name == pins.KEDA_HTTP_ADD_ON.release]
     assert not objects_of(rendering, "InterceptorRoute")
-    for model in rendering.config.models:
+    for model in rendering.plan.models:
         assert _one(rendering, "Service", model.name)["spec"]["type"] == "ClusterIP"
         assert [t["type"] for t in _one(rendering, "ScaledObject", model.name)["spec"]["triggers"]] == ["prometheus"]
         assert rendering.outputs["models"][model.name]["scalesToZero"] is False
@@ -490,7 +490,7 @@ def test_disabled_observability_needs_an_external_prometheus_for_keda() -> None:
     assert "models[llama-8b].autoscaling" in message and "externalPrometheusUrl" in message
     raw = _platform(observability={"enabled": False})
     raw["models"][0]["autoscaling"] = {"mode": "hpa-cpu"}
-    parse_config(raw)
+    plan_of(raw)
 
 
 @pytest.mark.parametrize(
@@ -538,8 +538,7 @@ def test_gpu_alerts_fire_on_news_not_on_an_old_xid() -> None:
 def test_queue_backlog_is_alerted_only_where_the_queue_scales() -> None:
     raw = _platform()
     raw["models"][0]["autoscaling"] = {"mode": "hpa-cpu"}
-    cfg = parse_config(raw)
-    assert [r["alert"] for r in alerts.model_rules(cfg, cfg.models[0])] == ["VllmModelNotReady"]
+    assert [r["alert"] for r in alerts.model_rules(plan_of(raw).models[0])] == ["VllmModelNotReady"]
 
 
 def test_a_stack_without_gpu_models_has_no_gpu_alerts() -> None:
@@ -558,16 +557,16 @@ def test_only_the_models_clients_reach_the_interceptor() -> None:
     callers = peer["namespaceSelector"]["matchExpressions"][0]["values"]
     assert callers == sorted({*rendering.config.client_namespaces, rendering.config.namespace})
     assert proxy["ports"] == [{"port": 8000, "protocol": "TCP"}]
-    assert admin == {"from": [{"podSelector": {}}], "ports": [{"port": observability.INTERCEPTOR_ADMIN_PORT, "protocol": "TCP"}]}
-    values = observability.http_add_on_values()["interceptor"]
-    assert values["proxy"]["port"] == 8000 and values["admin"]["port"] == observability.INTERCEPTOR_ADMIN_PORT
+    assert admin == {"from": [{"podSelector": {}}], "ports": [{"port": network.INTERCEPTOR_ADMIN_PORT, "protocol": "TCP"}]}
+    values = monitoring.http_add_on_values()["interceptor"]
+    assert values["proxy"]["port"] == 8000 and values["admin"]["port"] == network.INTERCEPTOR_ADMIN_PORT
     assert not [p for p in objects_of(rendered_stack("prod"), "NetworkPolicy") if p["metadata"]["namespace"] == "keda"]
 
 
 def test_not_ready_waits_out_a_normal_cold_start() -> None:
-    cfg = rendered_stack("prod").config
-    for model in cfg.models:
-        minutes = int(alerts.not_ready_for(cfg, model).removesuffix("m"))
-        assert minutes >= 15 and minutes * 60 >= vllm_spec.cold_start_seconds(cfg, model), model.name
-    seventy = next(m for m in cfg.models if m.tensor_parallel_size == 8)
-    assert alerts.not_ready_for(cfg, seventy) != "15m", "a 70B takes longer than 15 minutes to come up"
+    plan = rendered_stack("prod").plan
+    for model in plan.models:
+        minutes = int(alerts.not_ready_for(model).removesuffix("m"))
+        assert minutes >= 15 and minutes * 60 >= model.cold_start_seconds, model.name
+    seventy = next(m for m in plan.models if m.tensor_parallel_size == 8)
+    assert alerts.not_ready_for(seventy) != "15m", "a 70B takes longer than 15 minutes to come up"

@@ -36,8 +36,9 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from components import vllm_spec
-from tools import render
+from tools import policy_pack, render
+from vllm_platform import contract
+from vllm_platform.k8s import autoscaling, workload
 from tools.mocks import RecordedResource
 from tests.conftest import COMMITTED_STACKS, rendered_stack
 from tests.test_render import TOKEN
@@ -175,13 +176,13 @@ def test_the_pack_is_a_python_pack_serving_the_rules() -> None:
 
 
 @contextmanager
-def served_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+def served_pack(directory: Any = POLICY_DIR) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """The pack as `pulumi preview --policy-pack policies` starts it: `python -m pulumi.policy ENGINE .` in
     its directory, which prints the port it serves the analyzer on. -I keeps this project off the path,
     as it is in the pack's own virtualenv; the engine address goes unused until a policy reads config."""
     pack = subprocess.Popen(
         [sys.executable, "-I", "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
-        cwd=POLICY_DIR,
+        cwd=directory,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -199,13 +200,16 @@ def served_pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         pack.communicate()
 
 
-def test_the_pack_serves_every_policy_as_mandatory_and_enforces_them() -> None:
+@pytest.mark.parametrize("published", [False, True], ids=["in-the-repository", "as-published"])
+def test_the_pack_serves_every_policy_as_mandatory_and_enforces_them(published: bool, tmp_path: Any) -> None:
+    """In the repository the pack reads the vocabulary one directory up; published, from the copy it carries."""
     release = struct_pb2.Struct()
     release.update({"chart": "keda", "version": "^2.20", "repositoryOpts": {"repo": "https://kedacore.github.io/charts"}})
     request = analyzer_pb2.AnalyzeRequest(
         type=HELM_RELEASE, name="keda", urn=f"urn:pulumi:dev::vllm-platform::{HELM_RELEASE}::keda", properties=release
     )
-    with served_pack() as analyzer:
+    directory = policy_pack.build(tmp_path / "pack") if published else POLICY_DIR
+    with served_pack(directory) as analyzer:
         info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
         response = analyzer.Analyze(request, timeout=10)
     assert info.name == "vllm-platform"
@@ -223,11 +227,11 @@ def test_policies_are_uniquely_named_mandatory_and_all_tested() -> None:
     assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == [STACK_POLICY]
 
 
-def test_the_rules_agree_with_the_program() -> None:
-    model = rendered_stack("dev").config.models[0]
-    assert rules.GPU_RESOURCE == vllm_spec.GPU_RESOURCE
-    assert rules.SHM_PATH == vllm_spec.SHM_PATH
-    assert vllm_spec.selector_labels(model)[rules.MODEL_LABEL_KEY] == rules.MODEL_LABEL_VALUE
+def test_the_rules_read_the_programs_vocabulary() -> None:
+    model = rendered_stack("dev").plan.models[0]
+    assert (rules.GPU_RESOURCE, rules.SHM_PATH, rules.PROBES) == (contract.GPU_RESOURCE, contract.SHM_PATH, contract.PROBES)
+    assert rules.vllm_flags is contract.vllm_flags and rules.images is contract.images
+    assert workload.selector_labels(model)[rules.NAME_LABEL] == rules.MODEL_APP
 
 
 @pytest.mark.parametrize("policy", sorted(RULES))
@@ -505,8 +509,7 @@ def test_an_exact_chart_version_passes(version: str) -> None:
 
 
 def test_hf_token_from_the_secret_passes() -> None:
-    rendering = rendered_stack("dev")
-    manifest = vllm_spec.deployment(rendering.config, rendering.config.models[0], hf_token=True)
+    manifest = workload.deployment(rendered_stack("dev").plan.models[0], hf_token=True)
     model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
     assert any(e["name"] == "HF_TOKEN_PATH" for e in server(manifest)["env"])
     assert violations("hf-token-from-secret", "dev", [model]) == []
@@ -603,9 +606,7 @@ def test_a_model_without_its_budget_or_autoscaler_is_reported(
 
 
 def test_an_hpa_is_an_autoscaler_too() -> None:
-    rendering = rendered_stack("staging")
-    model = next(m for m in rendering.config.models if m.name == "llama-8b")
-    manifest = vllm_spec.horizontal_pod_autoscaler(rendering.config, model)
+    manifest = autoscaling.horizontal_pod_autoscaler(rendered_stack("staging").plan.model("llama-8b"))
     hpa = dataclasses.replace(rendered("staging", SCALED_OBJECT, "llama-8b"), type=HPA, inputs=manifest)
     resources = [*stack_with("staging", SCALED_OBJECT, "llama-8b", None), hpa]
     assert violations(STACK_POLICY, "staging", resources) == []

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tools import render, schemas
+from vllm_platform.plan import sizing
 from tests.conftest import (
     COMMITTED_STACKS,
+    document_plan,
     minimal_document,
     objects_of,
     render_document,
@@ -82,7 +83,7 @@ def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
 def test_secure_config_values_render_as_placeholders() -> None:
     rendering = render_document(minimal_document(hfToken={"secure": "AAABAJ0cipher"}))
     assert objects_of(rendering, "Secret")[0]["stringData"] == {"token": "[secret]"}
-    assert "AAABAJ0cipher" not in json.dumps(rendering.plan())
+    assert "AAABAJ0cipher" not in json.dumps(rendering.plan_document())
 
 
 def test_without_a_token_there_is_no_secret_and_no_reference() -> None:
@@ -147,19 +148,24 @@ def many_models(count: int) -> dict:
     return document
 
 
-def timed_render(count: int) -> float:
-    start = time.perf_counter()
-    rendering = render_document(many_models(count))
-    elapsed = time.perf_counter() - start
-    assert len(objects_of(rendering, "Deployment")) == count
-    return elapsed
+def test_every_model_adds_the_same_resources() -> None:
+    """What the render's time follows: a model adds its component and its six objects, and nothing that grows
+    with the others (`make bench` times it)."""
+    counts = {n: len(render_document(many_models(n)).resources) for n in (10, 20, 40)}
+    assert counts[40] - counts[20] == 2 * (counts[20] - counts[10]) == 20 * 7
 
 
-def test_a_hundred_models_render_fast_and_linearly() -> None:
-    small, large = timed_render(25), timed_render(100)
-    assert large < 10
-    # Quadratic growth would make this ratio about 16.
-    assert large / small < 8, (small, large)
+def test_planning_work_grows_linearly_with_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model's nodes are counted from its own sizing: twice the models, twice the packing arithmetic."""
+    calls = []
+    real = sizing.replicas_per_node
+    monkeypatch.setattr(sizing, "replicas_per_node", lambda *args: calls.append(args) or real(*args))
+    work = {}
+    for count in (50, 100):
+        calls.clear()
+        document_plan(many_models(count))
+        work[count] = len(calls)
+    assert work[100] == 2 * work[50] > 0
 
 
 def test_local_stack_runs_simulated_models_without_gpus_or_aws() -> None:

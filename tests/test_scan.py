@@ -169,4 +169,4 @@ def test_every_skip_is_on_its_object_with_a_reason(stack: str) -> None:
                 skips += 1
         template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
         assert not [k for k in template.get("annotations", {}) if k.startswith("checkov.io/")], "checkov reads the object's own"
-    assert skips <= len(rendered_stack(stack).config.models) * 2
+    assert skips <= len(rendered_stack(stack).plan.models) * 2

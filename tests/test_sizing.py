@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components import sizing
-from components.catalog import INSTANCE_TYPES, allocatable_cpu_millis, allocatable_memory_mib
+from vllm_platform.catalog import INSTANCE_TYPES, allocatable_cpu_millis, allocatable_memory_mib
+from vllm_platform.config import quantities
+from vllm_platform.plan import sizing
 
 
 @pytest.mark.parametrize(
@@ -123,21 +124,21 @@ def test_default_resources_for_a_g5_xlarge() -> None:
 
 @pytest.mark.parametrize("text, millis", [("3", 3000), ("500m", 500), ("2.5", 2500)])
 def test_cpu_quantities(text: str, millis: int) -> None:
-    assert sizing.parse_cpu_millis(text) == millis
+    assert quantities.cpu_millis(text) == millis
 
 
 @pytest.mark.parametrize("text, mib", [("12Gi", 12288), ("512Mi", 512), ("1G", 954), ("1073741824", 1024)])
 def test_memory_quantities(text: str, mib: int) -> None:
-    assert sizing.parse_memory_mib(text) == mib
+    assert quantities.memory_mib(text) == mib
 
 
 @pytest.mark.parametrize("bad", ["3 cores", "-1", "12GB", ""])
 def test_bad_memory_quantities_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a memory quantity"):
-        sizing.parse_memory_mib(bad)
+        quantities.memory_mib(bad)
 
 
 @pytest.mark.parametrize("bad", ["3 cores", "-1", "2Gi", "500u", "1.5.0", ""])
 def test_bad_cpu_quantities_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a CPU quantity"):
-        sizing.parse_cpu_millis(bad)
+        quantities.cpu_millis(bad)

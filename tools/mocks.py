@@ -16,7 +16,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
-SECRET_PLACEHOLDER = "[secret]"
+from vllm_platform.config.loader import SECRET_PLACEHOLDER
 
 
 def mask_secrets(value: Any, inside_secret: bool = False) -> Any:
@@ -75,6 +75,7 @@ FAKE_UNIQUE_SUFFIX = "20260101000000000000000001"
 def _node_group_name(name: str, inputs: dict[str, Any]) -> str:
     return inputs.get("nodeGroupName") or f"{inputs.get('nodeGroupNamePrefix', name)}{FAKE_UNIQUE_SUFFIX}"
 FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
+FAKE_REFERENCED_CLUSTER = "llm-referenced"
 
 # Outputs that real providers compute and that the program reads back, by resource type.
 FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
@@ -92,8 +93,9 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": inputs.get("name", f"{name}-{FAKE_NAME_SUFFIX}")},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
+    # The outputs a cluster stack of this program gives (README, "Stack outputs").
     "pulumi:pulumi:StackReference": lambda name, inputs: {
-        "outputs": {"kubeconfig": "apiVersion: v1\nkind: Config\n"},
+        "outputs": {"kubeconfig": "apiVersion: v1\nkind: Config\n", "clusterName": FAKE_REFERENCED_CLUSTER},
         "secretOutputNames": ["kubeconfig"],
     },
 }

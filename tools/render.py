@@ -22,10 +22,12 @@ from typing import Any, Optional
 import pulumi
 import yaml
 from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-from components.config import ConfigError, PlatformConfig, parse_config, platform_values
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.loader import StackConfig, read_stack_file
+from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.plan.plans import Plan
+from vllm_platform.plan.resolve import resolve
 from tools import mocks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,59 +49,22 @@ def project_name() -> str:
     return yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())["name"]
 
 
-def _placeholder_secure(value: Any) -> tuple[Any, bool]:
-    """Replace `secure:` leaves with the placeholder; report whether there were any."""
-    if isinstance(value, dict):
-        if set(value) == {"secure"}:
-            return mocks.SECRET_PLACEHOLDER, True
-        pairs = {k: _placeholder_secure(v) for k, v in value.items()}
-        return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
-    if isinstance(value, list):
-        items = [_placeholder_secure(v) for v in value]
-        return [v for v, _ in items], any(s for _, s in items)
-    return value, False
-
-
-@dataclass
-class StackConfig:
-    """A stack file's config map, as the Pulumi engine hands it to the program."""
-
-    values: dict[str, str]
-    secret_keys: list[str]
-
-
-def read_stack_file(path: Path) -> StackConfig:
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"]) from None
-    if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
-        raise ConfigError(["`config:` must be a mapping of `project:key` names to values"])
-    return stack_config(document)
-
-
-def stack_config(document: dict[str, Any]) -> StackConfig:
-    """The config map of a parsed Pulumi.<stack>.yaml document."""
-    values, secret_keys = {}, []
-    for key, raw in (document.get("config") or {}).items():
-        value, secret = _placeholder_secure(raw)
-        values[key] = value if isinstance(value, str) else json.dumps(value)
-        if secret:
-            secret_keys.append(key)
-    return StackConfig(values=values, secret_keys=secret_keys)
-
-
-def platform_config(stack_config: StackConfig) -> PlatformConfig:
-    return parse_config(platform_values(stack_config.values))
+def plan_of(stack_config: StackConfig) -> Plan:
+    """The plan a stack file resolves to; raises ConfigError as `pulumi preview` would stop."""
+    return resolve(stack_config.platform())
 
 
 @dataclass
 class Rendering:
     stack: str
     project: str
-    config: PlatformConfig
+    plan: Plan
     resources: list[mocks.RecordedResource]
     outputs: dict[str, Any]
+
+    @property
+    def config(self) -> PlatformConfig:
+        return self.plan.config
 
     def manifests(self) -> list[dict[str, Any]]:
         objects = []
@@ -110,7 +75,7 @@ class Rendering:
             objects.append({**head, **{k: v for k, v in resource.inputs.items() if k not in head}})
         return sorted(objects, key=_manifest_order)
 
-    def plan(self) -> dict[str, Any]:
+    def plan_document(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
             "project": self.project,
@@ -121,7 +86,7 @@ class Rendering:
     def write(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifests.yaml").write_text(yaml.safe_dump_all(self.manifests(), sort_keys=False))
-        (out / "plan.json").write_text(json.dumps(self.plan(), indent=2) + "\n")
+        (out / "plan.json").write_text(json.dumps(self.plan_document(), indent=2) + "\n")
 
 
 async def _resolved_exports() -> dict[str, Any]:
@@ -139,9 +104,9 @@ def render(stack_config: StackConfig, stack: str, caller_arn: Optional[str] = No
 
     It runs as caller_arn, by default the stack's first admin: the identity a real `pulumi up` would use.
     """
-    config = platform_config(stack_config)
+    plan = plan_of(stack_config)
     project = project_name()
-    caller = caller_arn or next(iter(config.cluster.admin_principal_arns), mocks.DEFAULT_CALLER)
+    caller = caller_arn or next(iter(plan.config.cluster.admin_principal_arns), mocks.DEFAULT_CALLER)
     monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys, caller)
     exports: dict[str, Any] = {}
 
@@ -153,8 +118,10 @@ def render(stack_config: StackConfig, stack: str, caller_arn: Optional[str] = No
 
         return collect()
 
-    _sync_await(run_pulumi_func(program))
-    return Rendering(stack=stack, project=project, config=config, resources=monitor.records, outputs=exports)
+    # Pulumi's own way to run a program under mocks: it awaits what the program returns, then every
+    # output still pending, as the engine would before the update ends.
+    pulumi.runtime.test(program)()
+    return Rendering(stack=stack, project=project, plan=plan, resources=monitor.records, outputs=exports)
 
 
 def stack_file(stack: str) -> Path:

@@ -27,8 +27,9 @@ from typing import Any, Optional
 
 import yaml
 
-from components.config import ConfigError
+from vllm_platform.config.errors import ConfigError
 from tools import render
+from vllm_platform.config.loader import read_stack_file
 
 # No calls home: no update check, no download of Prisma Cloud's check metadata; the scan is the same offline.
 CHECKOV_ENV = {"CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"}
@@ -112,7 +113,7 @@ def render_stacks(out: Path) -> list[Path]:
     files = []
     sources = [(stack, render.stack_file(stack)) for stack in render.committed_stacks()]
     for stack, path in sources + [(f.stem, f) for f in FIXTURES]:
-        render.render(render.read_stack_file(path), stack).write(out / stack)
+        render.render(read_stack_file(path), stack).write(out / stack)
         files.append(out / stack / "manifests.yaml")
     return files
 

@@ -1,0 +1,85 @@
+"""vllm_platform.contract.vllm_flags: vLLM's flags read as vLLM reads them, and the extraArgs check built on it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import plan_of
+from tests.test_config import problems, with_model
+from vllm_platform import contract
+from vllm_platform.contract import vllm_flags as vllm_args
+from vllm_platform.contract.vllm_flags import Flag
+
+
+@pytest.mark.parametrize(
+    "words, read",
+    [
+        (["--tensor-parallel-size", "4"], [Flag("--tensor-parallel-size", "4", "--tensor-parallel-size")]),
+        (["--tensor-parallel-size=4"], [Flag("--tensor-parallel-size", "4", "--tensor-parallel-size")]),
+        (["--tensor_parallel_size=4"], [Flag("--tensor-parallel-size", "4", "--tensor_parallel_size")]),
+        (["-tp", "4"], [Flag("--tensor-parallel-size", "4", "-tp")]),
+        (["-pp=2"], [Flag("--pipeline-parallel-size", "2", "-pp")]),
+        (["-dp", "2"], [Flag("--data-parallel-size", "2", "-dp")]),
+        (["-q", "awq"], [Flag("--quantization", "awq", "-q")]),
+        (["--max-model-len 4096"], [Flag("--max-model-len", "4096", "--max-model-len")]),
+        (["--compilation_config.cudagraph_mode", "x"], [Flag("--compilation-config.cudagraph_mode", "x", "--compilation_config.cudagraph_mode")]),
+        (["--enable-prefix-caching", "--seed", "-1"],
+         [Flag("--enable-prefix-caching", None, "--enable-prefix-caching"), Flag("--seed", "-1", "--seed")]),
+        (["vllm", "serve", "--port", "8000", "--"], [Flag("--port", "8000", "--port")]),
+    ],
+)
+def test_flags_are_read_as_vllm_reads_them(words: list[str], read: list[Flag]) -> None:
+    assert vllm_args.flags(words) == read
+
+
+def test_the_last_value_wins_and_a_prefix_is_the_flag() -> None:
+    words = ["--tensor-parallel-size", "2", "--tensor-parallel", "8"]
+    assert vllm_args.value(words, vllm_args.TENSOR_PARALLEL) == "8"
+    assert vllm_args.value(["--tensor-parallel-size-x", "8"], vllm_args.TENSOR_PARALLEL) is None
+    assert vllm_args.value(["--port", "8000"], vllm_args.TENSOR_PARALLEL) is None
+
+
+def test_the_vocabulary_needs_nothing_the_policy_packs_virtualenv_lacks() -> None:
+    for module in Path(contract.__file__).parent.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {alias.name.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert imported <= {"__future__", "re", "collections", "typing", "vllm_platform"}, module.name
+
+
+EXTRA_ARGS = "models[llama-8b].extraArgs: "
+
+
+@pytest.mark.parametrize(
+    "extra_args, says",
+    [
+        (["--port=9000"], "--port is set by the platform itself"),
+        (["-tp", "4"], "-tp (vLLM's --tensor-parallel-size) is set by the platform itself"),
+        (["--tensor_parallel_size=4"], "--tensor_parallel_size (vLLM's --tensor-parallel-size) is set by the platform"),
+        (["--tensor-parallel", "4"], "--tensor-parallel (vLLM's --tensor-parallel-size) is set by the platform"),
+        (["--max-model-len 4096"], "--max-model-len is set by the platform itself"),
+        (["-q", "awq"], "-q (vLLM's --quantization) is set by the platform"),
+        (["--pipeline-parallel-size", "2"],
+         "--pipeline-parallel-size 2: vLLM would need 2 x tensorParallelSize GPUs and the pod gets tensorParallelSize"),
+        (["-pp=2"], "-pp (vLLM's --pipeline-parallel-size) 2: vLLM would need 2 x tensorParallelSize GPUs"),
+        (["--data_parallel_size", "4"], "--data_parallel_size (vLLM's --data-parallel-size) 4: vLLM would need 4 x"),
+        (["-dp", "2"], "-dp (vLLM's --data-parallel-size) 2: vLLM would need 2 x tensorParallelSize GPUs"),
+    ],
+)
+def test_extra_args_refuse_managed_flags_and_parallelism_in_every_spelling(extra_args: list[str], says: str) -> None:
+    [problem] = problems(with_model(extraArgs=extra_args))
+    assert problem.startswith(EXTRA_ARGS + says)
+    assert problem.endswith("remove it from extraArgs")
+
+
+def test_every_refused_flag_is_named() -> None:
+    [problem] = problems(with_model(extraArgs=["-tp", "4", "--enable-prefix-caching", "-dp", "2"]))
+    assert "-tp (vLLM's --tensor-parallel-size)" in problem and "-dp (vLLM's --data-parallel-size) 2" in problem
+
+
+@pytest.mark.parametrize("extra_args", [["--pipeline-parallel-size", "1"], ["-dp=1"], ["--enable-prefix-caching", "--seed", "7"]])
+def test_extra_args_that_leave_one_gpu_worker_per_tensor_parallel_rank_pass(extra_args: list[str]) -> None:
+    assert plan_of(with_model(extraArgs=extra_args)).models[0].args[-len(extra_args):] == tuple(extra_args)

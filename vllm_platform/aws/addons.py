@@ -1,0 +1,72 @@
+"""EKS managed add-ons, and the IAM roles controllers get through EKS Pod Identity."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from vllm_platform.aws import iam
+
+# DaemonSets that a node needs to become Ready (networking, service routing, and credentials for
+# the pods that follow): installed before any node group. The rest need nodes to run on.
+ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
+# metrics-server (an EKS community add-on) serves the CPU metrics an autoscaling.mode hpa-cpu HPA scales on.
+ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "metrics-server")
+# The VPC CNI leaves NetworkPolicies unenforced unless asked; the models' default-deny relies on them.
+# Its agent admits the node's own address, so kubelet's probes still reach the pods.
+ADDON_CONFIGURATION: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
+
+
+def eks_addon(
+    name: str,
+    cluster_name: pulumi.Input[str],
+    kubernetes_version: pulumi.Input[str],
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
+) -> aws.eks.Addon:
+    # EKS's default version for the cluster's minor, not the newest build: without a version an add-on
+    # stays where it was installed when the control plane is upgraded, and kube-proxy and coredns must
+    # follow the minor. A preview shows the change when kubernetesVersion, or AWS's default, moves.
+    version = aws.eks.get_addon_version_output(addon_name=name, kubernetes_version=kubernetes_version, most_recent=False)
+    configuration = ADDON_CONFIGURATION.get(name)
+    return aws.eks.Addon(
+        name,
+        cluster_name=cluster_name,
+        addon_name=name,
+        addon_version=version.version,
+        configuration_values=json.dumps(configuration) if configuration else None,
+        resolve_conflicts_on_create="OVERWRITE",
+        resolve_conflicts_on_update="OVERWRITE",
+        tags=tags,
+        opts=opts,
+    )
+
+
+def pod_identity_role(
+    name: str,
+    cluster_name: pulumi.Input[str],
+    namespace: str,
+    service_account: str,
+    tags: dict[str, str],
+    parent: pulumi.Resource,
+) -> tuple[aws.iam.Role, aws.eks.PodIdentityAssociation]:
+    """An IAM role that only pods of this service account in this cluster receive."""
+    role = aws.iam.Role(
+        name,
+        description=f"EKS Pod Identity: {namespace}/{service_account}",
+        assume_role_policy=json.dumps(iam.service_trust_policy(iam.POD_IDENTITY_SERVICE)),
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    association = aws.eks.PodIdentityAssociation(
+        name,
+        cluster_name=cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role.arn,
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    return role, association

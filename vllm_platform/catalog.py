@@ -1,0 +1,102 @@
+"""The GPU instance types the platform knows, with the figures the fit checks and cost outputs use.
+
+Hardware figures: the AWS EC2 instance-type pages for G5, P4 and P5
+(https://aws.amazon.com/ec2/instance-types/g5/, .../p4/, .../p5/).
+Max pods: amazon-eks-ami `eni-max-pods.txt`, which the EKS AL2023 AMI uses for kubelet's maxPods.
+Prices: EC2 On-Demand, Linux, us-east-1, as listed on PRICES_AS_OF. P4 and P5 include the
+price reduction AWS applied to those families in June 2025. Other regions differ; the cost
+outputs are an upper bound for planning, not a bill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRICES_AS_OF = "2026-11-01"
+PRICE_SOURCE = f"AWS EC2 On-Demand pricing, Linux, us-east-1, as of {PRICES_AS_OF}"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    model: str
+    memory_gb: float
+    architecture: str
+
+    @property
+    def native_fp8(self) -> bool:
+        # Ampere has no FP8 tensor cores: vLLM runs fp8 checkpoints there as weight-only (Marlin).
+        return self.architecture not in ("ampere",)
+
+
+A10G = Gpu(model="A10G", memory_gb=24, architecture="ampere")
+A100_40GB = Gpu(model="A100-40GB", memory_gb=40, architecture="ampere")
+A100_80GB = Gpu(model="A100-80GB", memory_gb=80, architecture="ampere")
+H100_80GB = Gpu(model="H100-80GB", memory_gb=80, architecture="hopper")
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    gpu: Gpu
+    gpu_count: int
+    vcpu: int
+    memory_gib: int
+    local_nvme_gb: int
+    max_pods: int
+    on_demand_usd_per_hour: float
+
+
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    t.name: t
+    for t in (
+        InstanceType("g5.xlarge", A10G, 1, 4, 16, 250, 58, 1.006),
+        InstanceType("g5.2xlarge", A10G, 1, 8, 32, 450, 58, 1.212),
+        InstanceType("g5.4xlarge", A10G, 1, 16, 64, 600, 234, 1.624),
+        InstanceType("g5.8xlarge", A10G, 1, 32, 128, 900, 234, 2.448),
+        InstanceType("g5.12xlarge", A10G, 4, 48, 192, 3800, 737, 5.672),
+        InstanceType("g5.16xlarge", A10G, 1, 64, 256, 1900, 234, 4.096),
+        InstanceType("g5.24xlarge", A10G, 4, 96, 384, 3800, 737, 8.144),
+        InstanceType("g5.48xlarge", A10G, 8, 192, 768, 7600, 345, 16.288),
+        InstanceType("p4d.24xlarge", A100_40GB, 8, 96, 1152, 8000, 737, 21.958),
+        InstanceType("p4de.24xlarge", A100_80GB, 8, 96, 1152, 8000, 737, 27.447),
+        InstanceType("p5.48xlarge", H100_80GB, 8, 192, 2048, 30720, 100, 55.040),
+    )
+}
+
+
+# EFA-capable network cards per type: one EFA interface per card.
+EFA_INTERFACES = {"g5.48xlarge": 1, "p4d.24xlarge": 4, "p4de.24xlarge": 4, "p5.48xlarge": 32}
+
+
+def smallest(instance_types: list[str] | tuple[str, ...]) -> InstanceType:
+    """The smallest of a pool's types: every fit check must hold on whichever type launches."""
+    return min((INSTANCE_TYPES[t] for t in instance_types), key=lambda t: (t.vcpu, t.memory_gib))
+
+
+def _kube_reserved_cpu_millis(vcpu: int) -> int:
+    # The EKS AMI's kube-reserved CPU ladder: 6% of core 1, 1% of core 2, 0.5% of cores 3-4, 0.25% beyond.
+    ladder = [(1, 60), (1, 10), (2, 5)]
+    reserved, left = 0, vcpu
+    for cores, millis in ladder:
+        used = min(left, cores)
+        reserved += used * millis
+        left -= used
+    return reserved + left * 25 // 10
+
+
+# Requests of the DaemonSets every GPU node runs (aws-node, kube-proxy, pod identity agent,
+# EBS CSI node, NVIDIA device plugin, DCGM exporter, node exporter), rounded up.
+DAEMONSET_CPU_MILLIS = 600
+DAEMONSET_MEMORY_MIB = 1024
+EVICTION_HARD_MEMORY_MIB = 100
+
+
+def allocatable_cpu_millis(instance: InstanceType) -> int:
+    """CPU a workload pod can request on an otherwise empty node of this type."""
+    return instance.vcpu * 1000 - _kube_reserved_cpu_millis(instance.vcpu) - DAEMONSET_CPU_MILLIS
+
+
+def allocatable_memory_mib(instance: InstanceType) -> int:
+    """Memory a workload pod can request: capacity less the EKS AMI's kube-reserved, eviction and DaemonSets."""
+    kube_reserved = 255 + 11 * instance.max_pods
+    return instance.memory_gib * 1024 - kube_reserved - EVICTION_HARD_MEMORY_MIB - DAEMONSET_MEMORY_MIB

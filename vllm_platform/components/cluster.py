@@ -1,0 +1,343 @@
+"""The cluster layer: an EKS cluster with GPU node pools, or an existing cluster; and the provider for it.
+
+Created mode (no `cluster.existing`): network, KMS key, EKS control plane with access entries,
+add-ons, node groups (`aws.nodes`), device plugin and autoscaler, and a kubernetes.Provider that
+authenticates with `aws eks get-token`.
+Existing mode: no AWS resource at all; a provider from the referenced kubeconfig or context.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from vllm_platform.aws import iam, nodes
+from vllm_platform.aws.addons import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, eks_addon, pod_identity_role
+from vllm_platform.aws.eks import (
+    ACCESS_POLICIES,
+    CLUSTER_POLICIES,
+    CONTROL_PLANE_LOG_RETENTION_DAYS,
+    CONTROL_PLANE_LOGS,
+    EBS_CSI_POLICY,
+    KMS_DELETION_WINDOW_DAYS,
+    NODE_POLICIES,
+    access_grants,
+    kubeconfig,
+    principal_slug,
+    resource_tags,
+    unadmitted_caller_problem,
+)
+from vllm_platform.aws.network import create_network, network_outputs
+from vllm_platform.catalog import PRICE_SOURCE
+from vllm_platform.components.helm import helm_release
+from vllm_platform.config.cluster import ExistingCluster
+from vllm_platform.contract import KUBE_SYSTEM
+from vllm_platform.k8s import cluster_addons
+from vllm_platform.pins import CLUSTER_AUTOSCALER, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.plan.plans import Plan
+
+
+def cost_outputs(plan: Plan) -> dict[str, Any]:
+    return {
+        "gpuPools": nodes.gpu_pools_summary(plan),
+        "maxHourlyGpuCostUsd": nodes.max_hourly_gpu_cost_usd(plan),
+        "gpuPriceSource": PRICE_SOURCE,
+    }
+
+
+class PlatformCluster(pulumi.ComponentResource):
+    """Contract: `provider` is the kubernetes.Provider every Kubernetes resource goes through;
+    `ready` lists what must exist before workloads are created (node groups, add-ons);
+    `outputs` are the stack outputs this layer owns (see README, "Stack outputs")."""
+
+    provider: k8s.Provider
+    ready: list[pulumi.Resource]
+    outputs: dict[str, Any]
+
+    def __init__(self, name: str, plan: Plan, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("vllm-platform:index:Cluster", name, None, opts)
+        if plan.config.cluster.existing is not None:
+            self._use_existing(plan, plan.config.cluster.existing)
+        else:
+            self._create(plan)
+        self.register_outputs(self.outputs)
+
+    def _use_existing(self, plan: Plan, existing: ExistingCluster) -> None:
+        kubeconfig_value: Optional[pulumi.Output[Any]] = None
+        cluster_name: pulumi.Input[str] = plan.config.cluster.name or ""
+        if existing.stack_reference:
+            reference = pulumi.StackReference(existing.stack_reference, opts=pulumi.ResourceOptions(parent=self))
+            # require_output: a missing output must fail, not fall back to whatever ~/.kube/config points at.
+            kubeconfig_value = pulumi.Output.secret(reference.require_output(existing.kubeconfig_output))
+            if plan.config.cluster.name is None:
+                cluster_name = reference.require_output("clusterName")
+        elif existing.kubeconfig:
+            kubeconfig_value = pulumi.Output.secret(existing.kubeconfig)
+        self.provider = k8s.Provider(
+            "existing",
+            kubeconfig=kubeconfig_value.apply(_as_text) if kubeconfig_value is not None else None,
+            context=existing.context,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ready = []
+        self.outputs = {"clusterName": cluster_name, **cost_outputs(plan)}
+        if kubeconfig_value is not None:
+            self.outputs["kubeconfig"] = kubeconfig_value
+
+    def _create(self, plan: Plan) -> None:
+        cluster = plan.config.cluster
+        assert cluster.name is not None, "a created cluster is named: the config requires it"
+        tags = resource_tags(cluster)
+        child = pulumi.ResourceOptions(parent=self)
+        partition = aws.get_partition().partition
+        region = aws.get_region().region
+        caller = aws.get_caller_identity()
+        # An assumed-role session ARN cannot hold an access entry; its role's ARN can.
+        problem = unadmitted_caller_problem(cluster, aws.iam.get_session_context(arn=caller.arn).issuer_arn)
+        if problem:
+            raise pulumi.RunError(problem)
+
+        network = create_network(cluster, plan.pools, self, tags, region)
+        key = aws.kms.Key(
+            "secrets",
+            description=f"EKS {cluster.name}: envelope encryption of Kubernetes Secrets",
+            enable_key_rotation=True,
+            deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=cluster.protect),
+        )
+        cluster_role, cluster_policies = self._service_role("cluster", iam.EKS_SERVICE, CLUSTER_POLICIES, partition, tags)
+        encryption_grant = aws.iam.RolePolicy(
+            "cluster-secrets-encryption",
+            role=cluster_role.id,
+            policy=key.arn.apply(lambda arn: json.dumps(iam.secrets_encryption_policy(arn))),
+            opts=child,
+        )
+        log_group = aws.cloudwatch.LogGroup(
+            "control-plane",
+            name=f"/aws/eks/{cluster.name}/cluster",
+            retention_in_days=CONTROL_PLANE_LOG_RETENTION_DAYS,
+            tags=tags,
+            opts=child,
+        )
+        endpoint = cluster.endpoint
+        eks = aws.eks.Cluster(
+            "eks",
+            name=cluster.name,
+            version=cluster.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=aws.eks.ClusterVpcConfigArgs(
+                subnet_ids=network.private_subnet_ids,
+                endpoint_private_access=endpoint.private_access,
+                endpoint_public_access=bool(endpoint.public_access_cidrs),
+                public_access_cidrs=endpoint.public_access_cidrs or None,
+            ),
+            access_config=aws.eks.ClusterAccessConfigArgs(
+                authentication_mode="API",
+                # Every grant comes from the config's access entries below; a creator's implicit one would
+                # outlive the config and clash with an explicit entry for the same principal.
+                bootstrap_cluster_creator_admin_permissions=False,
+            ),
+            encryption_config=aws.eks.ClusterEncryptionConfigArgs(
+                provider=aws.eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
+            ),
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            upgrade_policy=aws.eks.ClusterUpgradePolicyArgs(support_type=cluster.support_type),
+            # The core add-ons come as EKS managed add-ons below, not as unmanaged copies to fight.
+            bootstrap_self_managed_addons=False,
+            # AWS's own guard as well as Pulumi's: it also stops a delete from the console, the CLI or another tool.
+            deletion_protection=cluster.protect,
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=cluster.protect,
+                depends_on=[*cluster_policies, encryption_grant, log_group],
+            ),
+        )
+
+        access = []
+        for role, principal in access_grants(cluster):
+            name = f"{role}-{principal_slug(principal)}"
+            entry = aws.eks.AccessEntry(
+                name, cluster_name=eks.name, principal_arn=principal, type="STANDARD", tags=tags, opts=child
+            )
+            access.append(
+                aws.eks.AccessPolicyAssociation(
+                    name,
+                    cluster_name=eks.name,
+                    principal_arn=principal,
+                    policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/{ACCESS_POLICIES[role]}",
+                    access_scope=aws.eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
+                )
+            )
+
+        config_text = pulumi.Output.all(eks.name, eks.endpoint, eks.certificate_authority.data).apply(
+            lambda args: json.dumps(kubeconfig(args[0], args[1], args[2], region))
+        )
+        kubeconfig_secret = pulumi.Output.secret(config_text)
+        # Every Kubernetes call waits for the access grants: before them the API server answers 401.
+        self.provider = k8s.Provider(
+            "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=access)
+        )
+
+        node_role, node_policies = self._service_role("node", iam.EC2_SERVICE, NODE_POLICIES, partition, tags)
+        early_addons = [
+            eks_addon(addon, eks.name, eks.version, tags, child) for addon in ADDONS_BEFORE_NODES
+        ]
+        before_nodes = [*node_policies, *early_addons]
+        system = nodes.system_node_group(
+            eks.name, eks.version, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
+        )
+        gpu_groups = [
+            nodes.gpu_node_group(
+                eks.name,
+                eks.version,
+                pool,
+                node_role.arn,
+                network.gpu_pool_subnet_ids[pool.name],
+                eks.vpc_config.cluster_security_group_id,
+                tags,
+                self,
+                before_nodes,
+            )
+            for pool in plan.pools
+        ]
+
+        ebs_role, ebs_identity = pod_identity_role(
+            "ebs-csi-driver", eks.name, KUBE_SYSTEM, cluster_addons.EBS_CSI_SERVICE_ACCOUNT, tags, self
+        )
+        ebs_policy = aws.iam.RolePolicyAttachment(
+            "ebs-csi-driver",
+            role=ebs_role.name,
+            policy_arn=iam.managed_policy_arn(partition, EBS_CSI_POLICY),
+            opts=child,
+        )
+        late_addons = []
+        for addon in ADDONS_AFTER_NODES:
+            after = [system, ebs_identity, ebs_policy] if addon == "aws-ebs-csi-driver" else [system]
+            late_addons.append(
+                eks_addon(
+                    addon, eks.name, eks.version, tags, pulumi.ResourceOptions(parent=self, depends_on=after)
+                )
+            )
+
+        autoscaler_role, autoscaler_identity = pod_identity_role(
+            "cluster-autoscaler",
+            eks.name,
+            KUBE_SYSTEM,
+            cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+            tags,
+            self,
+        )
+        autoscaler_policy = aws.iam.RolePolicy(
+            "cluster-autoscaler",
+            role=autoscaler_role.id,
+            policy=json.dumps(iam.cluster_autoscaler_policy(cluster.name, partition, region, caller.account_id)),
+            opts=child,
+        )
+        weights_roles, weights_grants = self._model_weights_access(plan, eks.name, partition, tags)
+        storage = self._storage_class(late_addons)
+        device_plugin = helm_release(
+            NVIDIA_DEVICE_PLUGIN,
+            cluster_addons.device_plugin_values(),
+            pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[system]),
+        )
+        autoscaler = helm_release(
+            CLUSTER_AUTOSCALER,
+            cluster_addons.cluster_autoscaler_values(cluster.name, region, cluster.kubernetes_version),
+            pulumi.ResourceOptions(
+                parent=self,
+                provider=self.provider,
+                depends_on=[system, *late_addons, autoscaler_identity, autoscaler_policy],
+            ),
+        )
+
+        # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
+        self.ready = [
+            system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
+            *weights_grants,
+        ]  # fmt: skip
+        self.outputs = {
+            "clusterName": eks.name,
+            "clusterEndpoint": eks.endpoint,
+            "kubeconfig": kubeconfig_secret,
+            "oidcIssuerUrl": eks.identities.apply(lambda identities: identities[0].oidcs[0].issuer),
+            "podIdentity": {
+                "agentAddon": "eks-pod-identity-agent",
+                "roleArns": {
+                    f"{KUBE_SYSTEM}/{cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT}": autoscaler_role.arn,
+                    f"{KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
+                    **{account: role.arn for account, role in weights_roles.items()},
+                },
+            },
+            "nodeRoleArn": node_role.arn,
+            **network_outputs(network),
+            **cost_outputs(plan),
+        }
+
+    def _model_weights_access(
+        self, plan: Plan, cluster_name: pulumi.Input[str], partition: str, tags: dict[str, str]
+    ) -> tuple[dict[str, aws.iam.Role], list[pulumi.Resource]]:
+        """A read-only role on its checkpoint's S3 prefix for each model loaded from S3, by namespace/ServiceAccount;
+        and what must exist before such a model's pods start."""
+        roles: dict[str, aws.iam.Role] = {}
+        grants: list[pulumi.Resource] = []
+        for model in plan.models:
+            if model.weights_bucket is None or model.simulated:
+                continue
+            bucket, prefix = model.weights_bucket
+            name = f"model-{model.name}"
+            role, association = pod_identity_role(name, cluster_name, model.namespace, model.name, tags, self)
+            policy = aws.iam.RolePolicy(
+                name,
+                role=role.id,
+                policy=json.dumps(iam.model_weights_policy(partition, bucket, prefix)),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            roles[f"{model.namespace}/{model.name}"] = role
+            grants += [association, policy]
+        return roles, grants
+
+    def _service_role(
+        self, name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str]
+    ) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+        role = aws.iam.Role(
+            name,
+            assume_role_policy=json.dumps(iam.service_trust_policy(service)),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{policy}",
+                role=role.name,
+                policy_arn=iam.managed_policy_arn(partition, policy),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for policy in policies
+        ]
+        return role, attachments
+
+
+    def _storage_class(self, depends_on: list[pulumi.Resource]) -> k8s.storage.v1.StorageClass:
+        manifest = cluster_addons.gp3_storage_class()
+        return k8s.storage.v1.StorageClass(
+            cluster_addons.GP3_STORAGE_CLASS,
+            metadata=manifest["metadata"],
+            provisioner=manifest["provisioner"],
+            parameters=manifest["parameters"],
+            reclaim_policy=manifest["reclaimPolicy"],
+            volume_binding_mode=manifest["volumeBindingMode"],
+            allow_volume_expansion=manifest["allowVolumeExpansion"],
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends_on),
+        )
+
+
+def _as_text(value: Any) -> str:
+    """A stack output may hold the kubeconfig as text or as the parsed object."""
+    return value if isinstance(value, str) else json.dumps(value)

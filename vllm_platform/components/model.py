@@ -1,0 +1,106 @@
+"""VllmModel: the Kubernetes resources that serve one model, made from the pure builders in `vllm_platform.k8s`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from vllm_platform.contract import SERVING_PORT
+from vllm_platform.k8s import autoscaling, workload
+from vllm_platform.k8s.monitoring import service_monitor
+from vllm_platform.plan.plans import ModelPlan, Plan
+
+
+def custom_resource(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version=manifest["apiVersion"],
+        kind=manifest["kind"],
+        metadata=manifest["metadata"],
+        spec=manifest["spec"],
+        opts=opts,
+    )
+
+
+class VllmModel(pulumi.ComponentResource):
+    """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget;
+    for a model that scales to zero also the InterceptorRoute and the entry Service that leads to it.
+
+    `prometheus_url` is where the KEDA trigger queries; `http_scaler_address` and `interceptor_host`
+    are the KEDA HTTP add-on's scaler and interceptor; `crd_dependencies` are the resources that
+    install the ServiceMonitor, ScaledObject and InterceptorRoute CRDs, so those objects come after them.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        model: ModelPlan,
+        prometheus_url: pulumi.Input[str],
+        http_scaler_address: pulumi.Input[str] = "",
+        interceptor_host: pulumi.Input[str] = "",
+        hf_token_secret: Optional[k8s.core.v1.Secret] = None,
+        crd_dependencies: Sequence[pulumi.Resource] = (),
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("vllm-platform:index:VllmModel", model.name, None, opts)
+        name = model.name
+        child = pulumi.ResourceOptions(parent=self)
+        after_crds = pulumi.ResourceOptions(parent=self, depends_on=list(crd_dependencies))
+
+        account = workload.service_account(model)
+        service_account = k8s.core.v1.ServiceAccount(
+            name,
+            metadata=account["metadata"],
+            automount_service_account_token=account["automountServiceAccountToken"],
+            opts=child,
+        )
+        manifest = workload.deployment(model, hf_token=hf_token_secret is not None)
+        token_dependency = [hf_token_secret] if hf_token_secret is not None else []
+        self.deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency]),
+        )
+        service = workload.service(model)
+        self.service = k8s.core.v1.Service(
+            service["metadata"]["name"], metadata=service["metadata"], spec=service["spec"], opts=child
+        )
+        if plan.config.observability.creates_service_monitors:
+            custom_resource(name, service_monitor(plan, model), after_crds)
+        budget = workload.pod_disruption_budget(model)
+        k8s.policy.v1.PodDisruptionBudget(name, metadata=budget["metadata"], spec=budget["spec"], opts=child)
+
+        scaled_after: list[pulumi.Resource] = [self.deployment, *crd_dependencies]
+        if model.scales_to_zero:
+            entry = workload.interceptor_entry_service(model, interceptor_host)
+            k8s.core.v1.Service(name, metadata=entry["metadata"], spec=entry["spec"], opts=child)
+            # The route must exist first: a ScaledObject naming an unknown route falls back to CPU metrics.
+            route_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.service, *crd_dependencies])
+            scaled_after.append(custom_resource(name, autoscaling.interceptor_route(model), route_opts))
+
+        if model.keda:
+            custom_resource(
+                name,
+                autoscaling.scaled_object(model, prometheus_url, http_scaler_address),
+                pulumi.ResourceOptions(parent=self, depends_on=scaled_after),
+            )
+        else:
+            hpa = autoscaling.horizontal_pod_autoscaler(model)
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                name,
+                metadata=hpa["metadata"],
+                spec=hpa["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+            )
+
+        self.outputs = {
+            "serviceUrl": workload.service_url(model),
+            "servedModelName": model.served_name,
+            "port": SERVING_PORT,
+            # A client of a model at zero replicas waits for a node and the model's load on its first request.
+            "scalesToZero": model.scales_to_zero,
+        }
+        self.register_outputs(self.outputs)

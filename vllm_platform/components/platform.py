@@ -1,0 +1,62 @@
+"""The whole platform: cluster, namespace, token Secret, observability and one VllmModel per model."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from vllm_platform.components.cluster import PlatformCluster
+from vllm_platform.components.model import VllmModel
+from vllm_platform.components.observability import Observability
+from vllm_platform.contract import HF_TOKEN_SECRET, HF_TOKEN_SECRET_KEY
+from vllm_platform.k8s.network import namespace, network_policies
+from vllm_platform.k8s.workload import hf_token_secret_metadata
+from vllm_platform.plan.plans import Plan
+
+
+def build_platform(plan: Plan, hf_token: Optional[pulumi.Output[str]]) -> dict[str, Any]:
+    """Create every resource of the stack; return the stack outputs by name."""
+    cluster = PlatformCluster("cluster", plan)
+    k8s_opts = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=cluster.ready)
+    manifest = namespace(plan)
+    models_namespace = k8s.core.v1.Namespace(plan.namespace, metadata=manifest["metadata"], opts=k8s_opts)
+    in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[models_namespace]))
+
+    for policy in network_policies(plan):
+        k8s.networking.v1.NetworkPolicy(
+            policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"], opts=in_namespace
+        )
+
+    observability = Observability("observability", plan, opts=k8s_opts)
+
+    token_secret = None
+    if hf_token is not None:
+        token_secret = k8s.core.v1.Secret(
+            HF_TOKEN_SECRET,
+            metadata=hf_token_secret_metadata(plan),
+            type="Opaque",
+            string_data={HF_TOKEN_SECRET_KEY: hf_token},
+            opts=in_namespace,
+        )
+
+    models = {
+        model.name: VllmModel(
+            plan,
+            model,
+            prometheus_url=observability.prometheus_url,
+            http_scaler_address=observability.http_scaler_address,
+            interceptor_host=observability.interceptor_host,
+            hf_token_secret=token_secret,
+            crd_dependencies=observability.crd_dependencies,
+            opts=in_namespace,
+        )
+        for model in plan.models
+    }
+    return {
+        **cluster.outputs,
+        "namespace": models_namespace.metadata.apply(lambda m: m["name"]),
+        "models": {name: component.outputs for name, component in models.items()},
+        **observability.outputs,
+    }

@@ -1,0 +1,43 @@
+"""What every section of the stack config shares: strict, frozen, camelCase models, and the name grammars."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from vllm_platform.contract import LABEL_MAX_LENGTH
+
+CONFIG_NAMESPACE = "vllm-platform"
+
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+class Section(BaseModel):
+    """A config section: keys in camelCase, unknown keys refused, values frozen once validated."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+    )
+
+
+def check_label(value: str, pattern: re.Pattern[str], kind: str) -> str:
+    if len(value) > LABEL_MAX_LENGTH or not pattern.fullmatch(value):
+        raise ValueError(f"{value!r} is not a {kind} (lower-case letters, digits and '-', at most 63 characters)")
+    return value
+
+
+def namespace_names(values: list[str]) -> list[str]:
+    return [check_label(v, DNS_1123_LABEL, "DNS-1123 label") for v in values]
+
+
+def duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def check_ordered(low: int, high: int, names: tuple[str, str] = ("minSize", "maxSize")) -> None:
+    """A lower bound above its upper bound is refused, naming both."""
+    if low > high:
+        raise ValueError(f"{names[0]} {low} is above {names[1]} {high}")

@@ -1,0 +1,390 @@
+"""`cluster`: the EKS cluster the program creates, with its network and GPU pools, or an existing one."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from typing import Optional
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from vllm_platform.catalog import INSTANCE_TYPES
+from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, check_ordered, duplicates
+from vllm_platform.pins import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+
+ANYWHERE = "0.0.0.0/0"
+STACK_REFERENCE = re.compile(r"[\w.-]+/[\w.-]+/[\w.-]+", re.ASCII)
+IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", re.ASCII)
+# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
+# allows 63 characters.
+GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
+
+
+class SystemNodes(Section):
+    """The managed node group for the add-ons, Prometheus and KEDA: label `node-type: system`, no taint."""
+
+    instance_type: str = Field("m6i.large", description="EC2 instance type of the system nodes")
+    min_size: int = Field(2, ge=1, description="nodes at least")
+    max_size: int = Field(3, ge=1, description="nodes at most")
+    root_volume_gib: int = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "SystemNodes":
+        check_ordered(self.min_size, self.max_size)
+        return self
+
+
+class NatGateways(StrEnum):
+    SINGLE = "single"
+    PER_AZ = "perAz"
+
+
+class Vpc(Section):
+    cidr: str = Field(
+        "10.0.0.0/16",
+        description="IPv4 /16 to /20; split into one large private subnet per zone (pods take VPC addresses) and small public ones",
+    )
+    availability_zones: int = Field(
+        2,
+        ge=2,
+        le=6,
+        description=(
+            "2 to 6 zones of the region, chosen where EC2 offers the GPU pools' instance types "
+            "(`DescribeInstanceTypeOfferings`): first a zone for each pool, then those offering the most pools, by name "
+            "among equals. Each GPU pool's nodes get only the private subnets whose zone offers all its types; a pool no "
+            "chosen zone offers stops the preview, naming the pool, its types and the zones that would do. The choice "
+            "follows the pools and EC2's offerings, either of which can change under a running cluster and move its "
+            "subnets, so the preview warns until `vpc.zones` pins it"
+        ),
+    )
+    # Pinned zone names: unset, the choice follows EC2's offerings, which can change under a running VPC.
+    zones: Optional[list[str]] = Field(
+        None,
+        description=(
+            "the zone names, pinned (the committed stacks pin theirs): the VPC never moves. Checked at preview: each must "
+            "be a zone of the region, and each GPU pool must find its types offered in one of them, or the preview stops "
+            "naming the pool and the zones that would do"
+        ),
+    )
+    nat_gateways: NatGateways = Field(NatGateways.SINGLE, description="`single`, or `perAz` for one NAT gateway per zone")
+    id: Optional[str] = Field(
+        None,
+        description=(
+            "use an existing VPC instead, with `privateSubnetIds` in at least two zones (and `publicSubnetIds`), tagged "
+            "for load balancers yourself. Each GPU pool uses those whose zone offers its instance types, and a pool none "
+            "fits stops the preview"
+        ),
+    )
+    private_subnet_ids: list[str] = Field([], description="with `id`: the existing VPC's private subnets")
+    public_subnet_ids: list[str] = Field([], description="with `id`: the existing VPC's public subnets")
+
+    @field_validator("cidr")
+    @classmethod
+    def _valid_cidr(cls, value: str) -> str:
+        network = ipaddress.ip_network(value, strict=True)
+        if network.version != 4 or not 16 <= network.prefixlen <= 20:
+            raise ValueError(f"{value!r} must be an IPv4 network of /16 to /20, large enough for pod IPs")
+        return value
+
+    @model_validator(mode="after")
+    def _zones_agree(self) -> "Vpc":
+        if self.zones is None:
+            return self
+        if len(set(self.zones)) != len(self.zones) or not 2 <= len(self.zones) <= 6:
+            raise ValueError(f"zones {self.zones} must name 2 to 6 different availability zones")
+        if "availability_zones" in self.model_fields_set and self.availability_zones != len(self.zones):
+            raise ValueError(f"availabilityZones {self.availability_zones} but zones names {len(self.zones)}; drop one of the two")
+        return self
+
+    @property
+    def zone_count(self) -> int:
+        return len(self.zones) if self.zones else self.availability_zones
+
+    @model_validator(mode="after")
+    def _existing_vpc_complete(self) -> "Vpc":
+        if self.id and len(self.private_subnet_ids) < 2:
+            raise ValueError("an existing vpc (id) needs privateSubnetIds in at least two availability zones")
+        if not self.id and (self.private_subnet_ids or self.public_subnet_ids):
+            raise ValueError("privateSubnetIds and publicSubnetIds are only for an existing vpc: set vpc.id too")
+        return self
+
+
+class Endpoint(Section):
+    private_access: bool = Field(
+        True,
+        description=(
+            "API server reachable from inside the VPC. `false` is refused unless `publicAccessCidrs` holds `0.0.0.0/0`: "
+            "the nodes would reach a public-only endpoint from the NAT gateways' addresses, outside any narrower list, "
+            "and never join"
+        ),
+    )
+    # Empty means no public endpoint: reach the API from inside the VPC (a VPN, or CI runners there).
+    public_access_cidrs: list[str] = Field(
+        [], description="CIDRs allowed to reach the public API endpoint; empty means no public endpoint"
+    )
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            ipaddress.ip_network(value, strict=True)
+        return values
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "Endpoint":
+        if not self.private_access and not self.public_access_cidrs:
+            raise ValueError("privateAccess false with no publicAccessCidrs leaves the API server unreachable")
+        if not self.private_access and ANYWHERE not in self.public_access_cidrs:
+            raise ValueError(
+                f"privateAccess false with publicAccessCidrs {', '.join(self.public_access_cidrs)}: nodes in the "
+                f"private subnets reach the public endpoint from the NAT gateways' addresses, which the list does "
+                f"not admit, so they would never join; keep privateAccess true (or admit {ANYWHERE})"
+            )
+        return self
+
+
+class CapacityType(StrEnum):
+    ON_DEMAND = "ON_DEMAND"
+    SPOT = "SPOT"
+
+
+class GpuNodePool(Section):
+    name: str = Field(
+        description=(
+            f"DNS-1123 label of at most {GPU_POOL_NAME_MAX_LENGTH} characters (its node group is named `gpu-<name>-` plus "
+            "a unique suffix, so a replacement can run next to the group it replaces); the `gpu-pool` label of its nodes"
+        )
+    )
+    instance_types: list[str] = Field(
+        min_length=1,
+        description=f"catalog types ({', '.join(INSTANCE_TYPES)}), all with the same GPU model and count",
+    )
+    min_size: int = Field(0, ge=0, description="nodes the autoscaler keeps at least")
+    max_size: int = Field(ge=1, description="nodes the autoscaler adds at most")
+    capacity_type: CapacityType = Field(CapacityType.ON_DEMAND, description="`ON_DEMAND`, or `SPOT`")
+    root_volume_gib: int = Field(
+        200,
+        ge=50,
+        le=16384,
+        alias="rootVolumeGiB",
+        description="encrypted gp3 root volume (500 MB/s, 6000 IOPS) for the image and the model cache; must hold each model's checkpoint",
+    )
+    efa: bool = Field(
+        False,
+        description=(
+            "for 8-GPU types: EFA interfaces on the nodes. Node-level only: every model serves within one node, so no pod "
+            "requests EFA and no EFA device plugin is installed; it prepares a pool for serving across nodes"
+        ),
+    )
+    placement_group: bool = Field(
+        False,
+        description="a cluster placement group for the pool's nodes, which pins the pool to one subnet, in a zone that offers its types",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+        if len(value) > GPU_POOL_NAME_MAX_LENGTH:
+            raise ValueError(
+                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its node group name "
+                f"gpu-{value}- and a 26-character unique suffix must fit EKS's 63"
+            )
+        return value
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_gpu_types(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in INSTANCE_TYPES]
+        if unknown:
+            raise ValueError(f"unknown GPU instance type {', '.join(unknown)}; known: {', '.join(INSTANCE_TYPES)}")
+        shapes = {(INSTANCE_TYPES[v].gpu.model, INSTANCE_TYPES[v].gpu_count) for v in values}
+        if len(shapes) > 1:
+            described = ", ".join(f"{v} ({INSTANCE_TYPES[v].gpu_count}x {INSTANCE_TYPES[v].gpu.model})" for v in values)
+            raise ValueError(f"all types in one pool need the same GPU model and count, got {described}")
+        return values
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "GpuNodePool":
+        check_ordered(self.min_size, self.max_size)
+        if self.efa and not all(INSTANCE_TYPES[t].gpu_count == 8 for t in self.instance_types):
+            raise ValueError("efa is for 8-GPU types (g5.48xlarge, p4d, p4de, p5) that serve across nodes")
+        return self
+
+
+class ExistingCluster(Section):
+    stack_reference: Optional[str] = Field(
+        None, description="a fully qualified stack `org/project/stack` whose output `kubeconfigOutput` holds the kubeconfig"
+    )
+    kubeconfig_output: str = Field("kubeconfig", description="the output of `stackReference` that holds the kubeconfig")
+    kubeconfig: Optional[str] = Field(None, description="a kubeconfig, given as a secret")
+    context: Optional[str] = Field(None, description="a context of your own kubeconfig")
+
+    @field_validator("stack_reference")
+    @classmethod
+    def _qualified(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not STACK_REFERENCE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a fully qualified stack name org/project/stack")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ExistingCluster":
+        if self.stack_reference and self.kubeconfig:
+            raise ValueError("set either stackReference or kubeconfig, not both")
+        if not (self.stack_reference or self.kubeconfig or self.context):
+            raise ValueError("name the cluster: stackReference, kubeconfig (a secret) or a kubeconfig context")
+        if "kubeconfig_output" in self.model_fields_set and not self.stack_reference:
+            raise ValueError("kubeconfigOutput names an output of stackReference: no effect without it; remove it")
+        return self
+
+
+# Keys that only shape a cluster the program creates.
+CREATED_CLUSTER_KEYS = (
+    "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
+)  # fmt: skip
+
+
+class SupportType(StrEnum):
+    """EKS's upgrade policy once a version's standard support ends."""
+
+    STANDARD = "STANDARD"
+    EXTENDED = "EXTENDED"
+
+
+class Cluster(Section):
+    name: Optional[str] = Field(
+        None,
+        description=(
+            "the EKS cluster's name (DNS-1123 label). Required, except for an existing cluster named by "
+            "`existing.stackReference`, whose stack's `clusterName` output names it"
+        ),
+    )
+    kubernetes_version: str = Field(
+        DEFAULT_KUBERNETES_VERSION,
+        description=(
+            f"EKS minor version: `\"{SUPPORTED_KUBERNETES_VERSIONS[0]}\"` to `\"{SUPPORTED_KUBERNETES_VERSIONS[-1]}\"`, "
+            "the minors a cluster-autoscaler image is pinned for (the autoscaler supports only the minor it was built "
+            "for; any other version is refused); also the schema version the render is validated against. Raising it "
+            "upgrades the control plane, then the add-ons to their default versions for the new minor and the node "
+            "groups (rolling, one node at a time); EKS moves one minor per update"
+        ),
+    )
+    # STANDARD: at the end of standard support AWS upgrades the control plane itself. EXTENDED keeps
+    # the version for another 12 months at six times the control plane's price.
+    support_type: SupportType = Field(
+        SupportType.STANDARD,
+        description=(
+            "the EKS upgrade policy. `STANDARD`: when the version's standard support ends (14 months after its EKS "
+            "release), AWS upgrades the control plane to the next minor itself; set `kubernetesVersion` to that minor "
+            "for the next `pulumi up` (the old value would ask EKS for a downgrade, which it refuses). `EXTENDED`: the "
+            "version stays for another 12 months, and the control plane then costs $0.60/h instead of $0.10/h"
+        ),
+    )
+    vpc: Vpc = Field(Vpc(), description="the network the cluster runs in (see the `cluster.vpc` keys)")
+    endpoint: Endpoint = Field(Endpoint(), description="who reaches the API server")
+    system_nodes: SystemNodes = Field(SystemNodes(), description="the managed node group for the add-ons, Prometheus and KEDA")
+    gpu_node_pools: list[GpuNodePool] = Field([], description="the GPU node pools (see the `cluster.gpuNodePools[]` keys)")
+    protect: bool = Field(
+        False, description="Pulumi `protect` on the cluster, VPC and KMS key, and EKS deletion protection on the cluster"
+    )
+    # Who the cluster admits, through EKS access entries: everyone who runs `pulumi up` (CI's deploy
+    # role, platform admins), and read-only identities such as the PR checks' preview role.
+    admin_principal_arns: list[str] = Field(
+        [],
+        description=(
+            "required for a created cluster: IAM users or roles granted cluster admin through access entries, every "
+            "identity that runs `pulumi up` (CI's deploy role, platform admins). Access follows this list, never whoever "
+            "happens to run Pulumi; a run by an identity on neither list stops before creating anything, naming it"
+        ),
+    )
+    viewer_principal_arns: list[str] = Field(
+        [],
+        description=(
+            "IAM users or roles granted read-only access to every resource, Secrets included (`AmazonEKSAdminViewPolicy`): "
+            "the PR checks' preview role, on-call. `AmazonEKSViewPolicy` would not do: it cannot read Secrets, and a "
+            "preview reads the Helm releases (kept in Secrets) and the Secrets it diffs. So treat the viewer role as one "
+            "that can read the hfToken and the Grafana password"
+        ),
+    )
+    # Last: its validator reads the keys above.
+    existing: Optional[ExistingCluster] = Field(
+        None,
+        description=(
+            "deploy onto an existing cluster: `{stackReference, kubeconfigOutput}`, `{kubeconfig}` (a secret) or "
+            "`{context}`; creates no AWS resource. Only `name`, `kubernetesVersion` (then only the version the rendered "
+            "manifests are checked against) and `gpuNodePools` apply then: `supportType`, `vpc`, `endpoint`, "
+            "`systemNodes`, `protect`, `adminPrincipalArns` and `viewerPrincipalArns` are refused, since they would have "
+            "no effect"
+        ),
+    )
+
+    @field_validator("existing")
+    @classmethod
+    def _nothing_to_create(cls, value: Optional[ExistingCluster], info: ValidationInfo) -> Optional[ExistingCluster]:
+        """A key that shapes the cluster the program would create must not look as if it applied to someone else's."""
+        if value is None:
+            return value
+        ignored = [
+            to_camel(key)
+            for key in CREATED_CLUSTER_KEYS
+            if key in info.data and info.data[key] != cls.model_fields[key].default
+        ]
+        if ignored:
+            keys = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            verb, pronoun = ("have", "them") if len(ignored) > 1 else ("has", "it")
+            raise ValueError(f"{keys} {verb} no effect on an existing cluster; remove {pronoun}")
+        return value
+
+    @field_validator("admin_principal_arns", "viewer_principal_arns")
+    @classmethod
+    def _iam_principals(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not IAM_PRINCIPAL.fullmatch(value):
+                raise ValueError(f"{value!r} is not an IAM user or role ARN (arn:aws:iam::<account>:role/<name>)")
+        return values
+
+    @model_validator(mode="after")
+    def _someone_administers(self) -> "Cluster":
+        if self.existing is None and not self.admin_principal_arns:
+            raise ValueError(
+                "adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up` (CI's deploy role, "
+                "platform admins); a created cluster admits no one else"
+            )
+        both = sorted(set(self.admin_principal_arns) & set(self.viewer_principal_arns))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both adminPrincipalArns and viewerPrincipalArns; keep one")
+        for key, arns in (("adminPrincipalArns", self.admin_principal_arns), ("viewerPrincipalArns", self.viewer_principal_arns)):
+            if twice := duplicates(arns):
+                raise ValueError(f"{', '.join(twice)} is listed more than once in {key}; an access entry exists once")
+        return self
+
+    @model_validator(mode="after")
+    def _named(self) -> "Cluster":
+        if self.name is None and not (self.existing and self.existing.stack_reference):
+            raise ValueError(
+                "name is required: set cluster.name to the EKS cluster's name (or, for an existing cluster, "
+                "existing.stackReference to a stack whose clusterName output names it)"
+            )
+        return self
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, value: str) -> str:
+        if value not in SUPPORTED_KUBERNETES_VERSIONS:
+            raise ValueError(
+                f"{value!r} is not a Kubernetes minor version this platform supports: "
+                f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (those with a cluster-autoscaler image pinned), "
+                f"written like \"1.34\""
+            )
+        return value
+
+    @property
+    def pools(self) -> dict[str, GpuNodePool]:
+        return {p.name: p for p in self.gpu_node_pools}

@@ -1,0 +1,252 @@
+"""`models[]`: one entry per served model, with its autoscaling and resources."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Optional
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from vllm_platform.config.base import DNS_1035_LABEL, Section, check_label, check_ordered
+from vllm_platform.config.quantities import cpu_millis, memory_mib
+from vllm_platform.contract import images, vllm_flags
+from vllm_platform.pins import DEFAULT_VLLM_IMAGE
+
+HF_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
+S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", re.ASCII)
+# Served names go into argv, PromQL label matchers and the simulator's shell line: no quotes, spaces or `$`.
+SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}", re.ASCII)
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+
+
+class Quantization(StrEnum):
+    AWQ = "awq"
+    AWQ_MARLIN = "awq_marlin"
+    GPTQ = "gptq"
+    GPTQ_MARLIN = "gptq_marlin"
+    FP8 = "fp8"
+    BITSANDBYTES = "bitsandbytes"
+    COMPRESSED_TENSORS = "compressed-tensors"
+
+
+class Replicas(Section):
+    min: int = Field(1, ge=0, description="replicas at least; `0` scales to zero (see \"Scale to zero\")")
+    max: int = Field(1, ge=1, description="replicas at most")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Replicas":
+        check_ordered(self.min, self.max, ("min", "max"))
+        return self
+
+
+class AutoscalingMode(StrEnum):
+    KEDA = "keda"
+    HPA_CPU = "hpa-cpu"
+
+
+class Autoscaling(Section):
+    mode: AutoscalingMode = Field(
+        AutoscalingMode.KEDA,
+        description=(
+            "`keda`: KEDA on `vllm:num_requests_waiting`; `hpa-cpu`: an autoscaling/v2 HPA on CPU "
+            "(`targetCpuUtilizationPercent`; needs metrics-server, which a created cluster gets), never to zero. "
+            "`none` is refused: every model gets an autoscaler (a policy of the pack); for a fixed count keep `keda` "
+            "with `replicas.min = replicas.max`"
+        ),
+    )
+    queue_depth_per_replica: int = Field(10, ge=1, description="waiting requests per replica the KEDA trigger aims for")
+    target_cpu_utilization_percent: int = Field(70, ge=10, le=100, description="with `hpa-cpu`: the CPU utilisation it aims for")
+    # With replicas.min 0: requests in flight per replica, as the KEDA HTTP add-on's interceptor counts them.
+    concurrency_per_replica: int = Field(
+        64, ge=1, description="with `replicas.min: 0`: requests in flight per replica as the HTTP add-on's interceptor counts them"
+    )
+    # With replicas.min 0: idle time before the last replica goes. A cold start costs a node and minutes of loading.
+    scale_to_zero_after_seconds: int = Field(
+        900, ge=60, le=86400, description="with `replicas.min: 0`: idle time before the last replica goes (KEDA's `cooldownPeriod`)"
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _an_autoscaler(cls, value: Any) -> Any:
+        if value == "none":
+            raise ValueError(
+                "none is refused: the platform's policy gives every model an autoscaler; for a fixed count "
+                "keep mode keda and set replicas.min = replicas.max"
+            )
+        return value
+
+
+class Resources(Section):
+    cpu: str = Field(description="CPU request and limit, a Kubernetes quantity such as `3` or `3500m`")
+    memory: str = Field(description="memory request and limit, a Kubernetes quantity such as `12Gi`")
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _positive_quantity(cls, value: str, info: ValidationInfo) -> str:
+        if (cpu_millis if info.field_name == "cpu" else memory_mib)(value) <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class Model(Section):
+    name: str = Field(
+        description=(
+            "DNS-1035 label, unique; names the Deployment, Service, ServiceMonitor, ScaledObject and PDB (at most 55 "
+            "characters with `replicas.min: 0`, whose pods' Service is `<name>-backend`)"
+        )
+    )
+    model: str = Field(
+        description=(
+            "Hugging Face id (`org/name`) or `s3://bucket/prefix` (streamed with `--load-format runai_streamer`; a created "
+            "cluster gives the model's ServiceAccount, through Pod Identity, a role that may read that prefix and nothing else)"
+        )
+    )
+    served_model_name: Optional[str] = Field(
+        None,
+        description=(
+            "the name clients send and metrics carry as `model_name`; by default `model`; unique across models; letters, "
+            "digits and `. _ : / -` only, since it reaches PromQL matchers and argv"
+        ),
+    )
+    gpu_pool: Optional[str] = Field(None, description="required unless simulated: a `cluster.gpuNodePools` entry")
+    tensor_parallel_size: int = Field(
+        1, description="1, 2, 4 or 8, at most the pool's GPUs per node; also the pod's `nvidia.com/gpu`"
+    )
+    quantization: Optional[Quantization] = Field(
+        None,
+        description=(
+            f"none (bf16), or {', '.join(f'`{q.value}`' for q in Quantization)}. On Ampere (A10G, A100) fp8 runs weight-only"
+        ),
+    )
+    parameters_billions: Optional[float] = Field(
+        None, gt=0, description="read from the id (`8B`, `70b`, `8x7B`) by default; needed for the fit checks when the id carries no size"
+    )
+    max_model_len: Optional[int] = Field(
+        None,
+        gt=0,
+        description=(
+            "set, the KV cache of one sequence this long must fit what the weights leave (see \"Fit checks\"); unset, "
+            "vLLM gets `--max-model-len auto` and serves the longest context that fits, instead of refusing to start "
+            "when the checkpoint's full context (128k for Llama 3.1) does not"
+        ),
+    )
+    kv_cache_bytes_per_token: Optional[int] = Field(
+        None,
+        gt=0,
+        description=(
+            "the KV cache one token takes over all GPUs: 2 × layers × KV heads × head dim × 2 bytes, from the checkpoint's "
+            "`config.json`; estimated from the size by default. Set it for architectures the estimate misses (multi-head "
+            "attention such as Llama 2, Gemma 2's wide heads, mixtures of experts; with `--kv-cache-dtype fp8` in "
+            "`extraArgs`, half the figure)"
+        ),
+    )
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, lt=1, description="in (0, 1); vLLM's 0.9 by default")
+    replicas: Replicas = Field(
+        Replicas(),
+        description=(
+            "`min ≤ max`; `max` replicas must fit the pool's `maxSize` nodes, and all the pool's models at their `min` "
+            "together (at their `max` together, a warning); `min: 0` scales to zero with `autoscaling.mode: keda` and "
+            "observability on"
+        ),
+    )
+    autoscaling: Autoscaling = Field(Autoscaling(), description="how replicas follow load (see the `autoscaling` keys)")
+    resources: Optional[Resources] = Field(
+        None,
+        description=(
+            "`{cpu, memory}` requests and limits, derived from the instance type by default; must fit one node's "
+            "allocatable. With `tensorParallelSize` above 1, `memory` must also hold the 8Gi memory-backed `/dev/shm` "
+            "(it counts against the limit) plus 2Gi for each of vLLM's processes (API server, engine core, one worker "
+            "per GPU): 16Gi for 2, 20Gi for 4, 28Gi for 8"
+        ),
+    )
+    image: str = Field(DEFAULT_VLLM_IMAGE, description="the vLLM image: never `latest`, never untagged")
+    extra_args: list[str] = Field(
+        [],
+        description=(
+            "passed to `vllm serve`; flags the platform sets itself (`--model`, `--port`, `--tensor-parallel-size`, ...) "
+            "are refused in every spelling vLLM accepts (`-tp`, underscores, prefixes, `--flag=value`), and so are "
+            "pipeline and data parallelism above 1, which would need more GPUs than the pod gets"
+        ),
+    )
+    startup_timeout_seconds: Optional[int] = Field(
+        None, ge=30, description="the startup probe's budget; from the model's size by default (see \"What each model gets\")"
+    )
+    shutdown_timeout_seconds: int = Field(
+        60, ge=0, le=3600, description="`--shutdown-timeout`: how long vLLM drains in-flight requests on SIGTERM"
+    )
+    simulate: bool = Field(False, description="this model only: llm-d's inference simulator instead of vLLM")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_label(cls, value: str) -> str:
+        return check_label(value, DNS_1035_LABEL, "DNS-1035 label")
+
+    @field_validator("model")
+    @classmethod
+    def _model_source(cls, value: str) -> str:
+        if not (HF_MODEL_ID.fullmatch(value) or S3_URI.fullmatch(value)):
+            raise ValueError(f"{value!r} is neither a Hugging Face id (org/name) nor an s3://bucket/prefix URI")
+        return value
+
+    @field_validator("served_model_name")
+    @classmethod
+    def _plain_served_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not SERVED_MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} must be letters, digits and . _ : / - (at most 255), such as meta-llama/Llama-3.1-8B-Instruct"
+            )
+        return value
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value not in TENSOR_PARALLEL_SIZES:
+            raise ValueError(f"{value} is not a power of two from 1 to 8 (1, 2, 4 or 8)")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        problem = images.pin_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}; pin a release such as {DEFAULT_VLLM_IMAGE}")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_managed_flags(cls, values: list[str]) -> list[str]:
+        problems = []
+        parallel = (vllm_flags.PIPELINE_PARALLEL, vllm_flags.DATA_PARALLEL)
+        for flag in vllm_flags.flags(values):
+            read_as = next((name for name in (*vllm_flags.MANAGED_FLAGS, *parallel) if vllm_flags.names(flag, name)), None)
+            spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
+            if read_as in vllm_flags.MANAGED_FLAGS:
+                problems.append(f"{spelled} is set by the platform itself; remove it from extraArgs")
+            # vLLM starts size x tensorParallelSize workers, one GPU each, in a pod that has
+            # tensorParallelSize GPUs: it cannot start, and the pod crash-loops.
+            elif read_as in parallel and flag.value != "1":
+                problems.append(
+                    f"{spelled} {flag.value}: vLLM would need {flag.value} x tensorParallelSize GPUs and the pod "
+                    "gets tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
+
+    @property
+    def effective_served_name(self) -> str:
+        return self.served_model_name or self.model
+
+    @property
+    def weights_bucket(self) -> Optional[tuple[str, str]]:
+        """(bucket, key prefix) of an s3:// model, None for a Hugging Face id."""
+        if not self.model.startswith("s3://"):
+            return None
+        bucket, _, prefix = self.model.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Traffic reaches the model through the KEDA HTTP add-on's interceptor, which wakes it from zero."""
+        return self.autoscaling.mode is AutoscalingMode.KEDA and self.replicas.min == 0

@@ -1,0 +1,146 @@
+"""`observability`: kube-prometheus-stack, KEDA, the DCGM exporter, the dashboard and the alerts."""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from vllm_platform.config.base import Section, namespace_names
+from vllm_platform.contract import MONITORING_NAMESPACE
+
+PROMETHEUS_DURATION = re.compile(r"[1-9][0-9]*(ms|s|m|h|d|w|y)", re.ASCII)
+STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(Gi|Ti)", re.ASCII)
+HTTP_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
+
+
+class Prometheus(Section):
+    retention: str = Field("15d", description="Prometheus retention")
+    storage_size: str = Field(
+        "50Gi",
+        description=(
+            "Prometheus volume; `retentionSize` is set to 85% of it, so a full volume never stops Prometheus (and "
+            "KEDA's metric with it)"
+        ),
+    )
+    # The EBS CSI gp3 class the cluster layer installs as the default.
+    storage_class_name: str = Field("gp3", description="the class the volume is provisioned from (`standard` on kind)")
+    scrape_interval: str = Field(
+        "15s", description="scrape and rule evaluation interval, the models' ServiceMonitors' too"
+    )
+
+    @field_validator("retention", "scrape_interval")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not PROMETHEUS_DURATION.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Prometheus duration such as 15s, 30m or 15d")
+        return value
+
+    @field_validator("storage_size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not STORAGE_QUANTITY.fullmatch(value):
+            raise ValueError(f"{value!r} is not a volume size in Gi or Ti, such as 50Gi")
+        return value
+
+
+class Observability(Section):
+    enabled: bool = Field(
+        True, description="install kube-prometheus-stack, KEDA, the DCGM exporter, the dashboard and the alerts"
+    )
+    prometheus: Prometheus = Field(Prometheus(), description="Prometheus' storage and intervals")
+    grafana_enabled: bool = Field(True, description="Grafana with the vLLM dashboard")
+    alertmanager_enabled: bool = Field(
+        True,
+        description=(
+            "Alertmanager. It starts with the chart's `null` receiver: route the alerts to your pager with an "
+            "`AlertmanagerConfig` in `monitoring` or the chart's `alertmanager.config`"
+        ),
+    )
+    time_to_first_token_slo_seconds: float = Field(2.0, gt=0, description="the p95 time-to-first-token SLO the alert uses")
+    kv_cache_usage_alert_ratio: float = Field(0.9, gt=0, le=1, description="KV-cache usage above which a replica alerts")
+    # Set with `pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword`;
+    # unset, pulumi-random generates one once and the stack's state keeps it.
+    grafana_admin_password: Optional[str] = Field(
+        None,
+        repr=False,
+        description=(
+            "`pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword ...`; unset, one is "
+            "generated once (`pulumi-random`) and kept as a secret in the stack's state. Either way it reaches Grafana "
+            "through the `grafana-admin` Secret, never the chart's well-known default"
+        ),
+    )
+    # Where models' KEDA triggers query when this stack does not run its own Prometheus.
+    external_prometheus_url: Optional[str] = Field(
+        None,
+        description="with `enabled: false`: the Prometheus the models' KEDA triggers query (KEDA must then already run)",
+    )
+    # With enabled false: namespaces whose Prometheus or agents scrape the models; by default the one
+    # externalPrometheusUrl names (http://NAME.NAMESPACE.svc...). The models' NetworkPolicy admits them.
+    scrape_namespaces: Optional[list[str]] = Field(
+        None,
+        description=(
+            "with `enabled: false`: namespaces whose Prometheus or agent scrapes the models; the models' NetworkPolicy "
+            "admits them on port 8000. By default the namespace in `externalPrometheusUrl`: "
+            "`http://prometheus.shared.svc:9090` gives `[shared]`"
+        ),
+    )
+    # With enabled false: ServiceMonitors for an operator-run Prometheus of your own; off by default,
+    # since a cluster without the prometheus-operator CRDs would refuse them.
+    service_monitors: Optional[bool] = Field(
+        None,
+        description=(
+            "with `enabled: false`: create the models' ServiceMonitors for a prometheus-operator of your own (its CRDs "
+            "must exist; it must select `app.kubernetes.io/part-of: vllm-platform` namespaces); off by default"
+        ),
+    )
+    # The DCGM exporter and GPU alerts; by default on when some model runs on GPUs (not simulated).
+    gpu_metrics: Optional[bool] = Field(
+        None,
+        description=(
+            "the DCGM exporter and the `gpu-health` alerts; by default on where a model runs on GPUs, off when every "
+            "model is simulated (the local stack)"
+        ),
+    )
+
+    @field_validator("scrape_namespaces")
+    @classmethod
+    def _namespaces_are_labels(cls, values: Optional[list[str]]) -> Optional[list[str]]:
+        return None if values is None else namespace_names(values)
+
+    @field_validator("external_prometheus_url")
+    @classmethod
+    def _http_url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not HTTP_URL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prometheus(self) -> "Observability":
+        if self.enabled and self.external_prometheus_url:
+            raise ValueError(
+                "externalPrometheusUrl is for enabled false; with enabled true the models query this stack's Prometheus"
+            )
+        if self.enabled and (self.scrape_namespaces is not None or self.service_monitors is not None):
+            raise ValueError(
+                "scrapeNamespaces and serviceMonitors are for enabled false; this stack's own Prometheus "
+                f"scrapes from {MONITORING_NAMESPACE} through ServiceMonitors"
+            )
+        return self
+
+    @property
+    def scraper_namespaces(self) -> list[str]:
+        """Where the Prometheus that scrapes the models runs; the models' NetworkPolicy admits it."""
+        if self.enabled:
+            return [MONITORING_NAMESPACE]
+        if self.scrape_namespaces is not None:
+            return self.scrape_namespaces
+        host = urlsplit(self.external_prometheus_url or "").hostname or ""
+        parts = host.split(".")
+        return [parts[1]] if len(parts) >= 3 and parts[2] == "svc" else []
+
+    @property
+    def creates_service_monitors(self) -> bool:
+        return self.enabled if self.service_monitors is None else self.service_monitors

@@ -1,0 +1,142 @@
+"""The whole stack config, and the rules that hold between its sections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, duplicates, namespace_names
+from vllm_platform.config.cluster import Cluster, GpuNodePool
+from vllm_platform.config.errors import ConfigError, pydantic_problems
+from vllm_platform.config.models import AutoscalingMode, Model
+from vllm_platform.config.observability import Observability
+from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES
+
+
+class Verify(Section):
+    """Defaults for `python -m tools.verify` against this stack; its flags override them."""
+
+    p95_slo_seconds: float = Field(3.0, gt=0, description="p95 latency limit for `make verify`; `--p95-slo` overrides it")
+
+
+class PlatformConfig(Section):
+    namespace: str = Field(
+        "inference",
+        description=(
+            "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda` or `kube-*`, which the "
+            "platform and Kubernetes use); Pod Security `restricted` is enforced there"
+        ),
+    )
+    cluster: Cluster = Field(description="the EKS cluster and its GPU node pools, or an existing cluster (see below)")
+    models: list[Model] = Field(min_length=1, description="one entry per served model (see below)")
+    observability: Observability = Field(
+        Observability(), description="kube-prometheus-stack, KEDA, DCGM exporter, dashboard and alerts (see below)"
+    )
+    verify: Verify = Field(Verify(), description="defaults for `make verify` (see below)")
+    simulate_accelerators: bool = Field(
+        False,
+        description="serve every model with llm-d's inference simulator instead of vLLM: no GPUs needed (see \"A local stack\")",
+    )
+    # Namespaces whose pods may call the models; everything else is denied at the serving port.
+    client_namespaces: list[str] = Field(
+        [],
+        description=(
+            "namespaces whose pods may call the models on port 8000, directly or through the interceptor; ingress is "
+            "otherwise denied (the scraping Prometheus is always admitted: `monitoring`, or "
+            "`observability.scrapeNamespaces`)"
+        ),
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_label(cls, value: str) -> str:
+        if value in RESERVED_NAMESPACES:
+            raise ValueError(
+                f"{value!r} is where the platform runs its own components or Kubernetes its system; "
+                "choose a namespace of the models' own, such as inference"
+            )
+        return check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("client_namespaces")
+    @classmethod
+    def _namespaces_are_labels(cls, values: list[str]) -> list[str]:
+        return namespace_names(values)
+
+    @property
+    def runs_gpu_metrics(self) -> bool:
+        """The DCGM exporter and GPU alerts: only where some model is on GPUs, unless the config says."""
+        configured = self.observability.gpu_metrics
+        on_gpus = any(not self.is_simulated(model) for model in self.models)
+        return self.observability.enabled and (on_gpus if configured is None else configured)
+
+    @property
+    def any_scales_to_zero(self) -> bool:
+        """Whether the KEDA HTTP add-on is needed, and its interceptor must reach the models."""
+        return any(model.scales_to_zero for model in self.models)
+
+    def is_simulated(self, model: Model) -> bool:
+        return self.simulate_accelerators or model.simulate
+
+    def models_on(self, pool: GpuNodePool) -> list[Model]:
+        """The models whose pods run on the pool's nodes."""
+        return [m for m in self.models if not self.is_simulated(m) and m.gpu_pool == pool.name]
+
+
+def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
+    where = f"models[{model.name}]"
+    problems = []
+    if model.autoscaling.mode is AutoscalingMode.HPA_CPU and model.replicas.min == 0:
+        problems.append(f"{where}.replicas.min: an HPA cannot scale to 0; set min 1 or use autoscaling.mode keda")
+    if model.scales_to_zero and len(model.name + BACKEND_SERVICE_SUFFIX) > LABEL_MAX_LENGTH:
+        problems.append(
+            f"{where}.name: with replicas.min 0 its pods' Service is {model.name}{BACKEND_SERVICE_SUFFIX}, "
+            f"longer than 63 characters; shorten the name to {LABEL_MAX_LENGTH - len(BACKEND_SERVICE_SUFFIX)} or fewer"
+        )
+    if model.scales_to_zero and not cfg.observability.enabled:
+        problems.append(
+            f"{where}.replicas.min: 0 needs the KEDA HTTP add-on to hold requests and wake the model, and "
+            f"observability.enabled false leaves it uninstalled; set min 1 or enable observability"
+        )
+    keda = model.autoscaling.mode is AutoscalingMode.KEDA
+    if keda and not cfg.observability.enabled and not cfg.observability.external_prometheus_url:
+        problems.append(
+            f"{where}.autoscaling: KEDA needs a Prometheus to query, but observability.enabled is false; "
+            f"set observability.externalPrometheusUrl or enable observability"
+        )
+    if cfg.is_simulated(model):
+        return problems
+    if model.gpu_pool is None:
+        return [*problems, f"{where}.gpuPool: is required for a model on GPUs (pools: {', '.join(cfg.cluster.pools) or 'none'})"]
+    if model.gpu_pool not in cfg.cluster.pools:
+        known = ", ".join(cfg.cluster.pools) or "none are configured"
+        return [*problems, f"{where}.gpuPool: {model.gpu_pool!r} is not a pool in cluster.gpuNodePools ({known})"]
+    return problems
+
+
+def cross_field_problems(cfg: PlatformConfig) -> list[str]:
+    """What each section allows on its own but the whole does not: names used twice, models without a pool."""
+    problems = []
+    for name in duplicates([p.name for p in cfg.cluster.gpu_node_pools]):
+        problems.append(f"cluster.gpuNodePools: name {name!r} is used more than once")
+    for name in duplicates([m.name for m in cfg.models]):
+        problems.append(f"models: name {name!r} is used more than once")
+    for served in duplicates([m.effective_served_name for m in cfg.models]):
+        problems.append(f"models: servedModelName {served!r} is served twice; metrics and routing need it unique")
+    for model in cfg.models:
+        problems += _model_problems(cfg, model)
+    return problems
+
+
+def parse_config(raw: dict[str, Any]) -> PlatformConfig:
+    """Validate the raw `vllm-platform:` values (keys without the namespace) or raise ConfigError.
+
+    The fit of each model on its pool is the plan's to check (`vllm_platform.plan.resolve`)."""
+    try:
+        cfg = PlatformConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(pydantic_problems(error, raw)) from None
+    problems = cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

@@ -1,0 +1,98 @@
+"""The platform's one vocabulary: the names, ports, labels, taints and serving rules that the program,
+the policy pack and verify share.
+
+The policy pack imports this package from its own virtualenv, which has neither pydantic nor the
+providers, and a published pack carries a copy of it (see the README, "The policy pack"): nothing here
+imports outside the standard library.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+PART_OF = "vllm-platform"
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Every model's pods carry NAME_LABEL: MODEL_APP; the policy pack finds model Deployments by it.
+MODEL_APP = "vllm"
+# Prometheus selects the monitors and rules of every namespace that carries these labels.
+MONITOR_SELECTOR_LABELS = {PART_OF_LABEL: PART_OF}
+
+# Namespaces the platform itself fills: Prometheus, Grafana and the DCGM exporter; KEDA and its HTTP add-on.
+MONITORING_NAMESPACE = "monitoring"
+KEDA_NAMESPACE = "keda"
+KUBE_SYSTEM = "kube-system"
+RESERVED_NAMESPACES = (MONITORING_NAMESPACE, KEDA_NAMESPACE, KUBE_SYSTEM, "kube-public", "kube-node-lease")
+# Kubernetes' limit on a DNS label, which every object, namespace and label value here is.
+LABEL_MAX_LENGTH = 63
+
+# The node contract: every node of GPU pool P carries GPU_POOL_LABEL: P and NODE_TYPE_LABEL: GPU_NODE and
+# the GPU taint; system nodes carry NODE_TYPE_LABEL: SYSTEM_NODE and no taint.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_POOL_LABEL = "gpu-pool"
+NODE_TYPE_LABEL = "node-type"
+GPU_NODE = "gpu"
+SYSTEM_NODE = "system"
+GPU_NODE_SELECTOR = {NODE_TYPE_LABEL: GPU_NODE}
+SYSTEM_NODE_SELECTOR = {NODE_TYPE_LABEL: SYSTEM_NODE}
+
+
+class Taint(NamedTuple):
+    key: str
+    value: str
+    effect: str
+
+    def manifest(self) -> dict[str, str]:
+        return self._asdict()
+
+    def toleration(self) -> dict[str, str]:
+        """Tolerates exactly this taint, as a workload pinned to these nodes should."""
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+    def any_value_toleration(self) -> dict[str, str]:
+        """Tolerates the taint whatever its value, as a DaemonSet of every such node should."""
+        return {"key": self.key, "operator": "Exists", "effect": self.effect}
+
+
+GPU_TAINT = Taint(GPU_RESOURCE, "true", "NoSchedule")
+
+# The serving contract of every model, vLLM or the simulator: one named port; vLLM opens it only once
+# weights, KV cache and CUDA graphs are ready, and lists the model on READINESS_PATH from then on.
+SERVING_PORT = 8000
+SERVING_PORT_NAME = "http"
+READINESS_PATH = "/v1/models"
+LIVENESS_PATH = "/health"
+METRICS_PATH = "/metrics"
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+# A model that scales to zero gives its name to the interceptor's entry point; its pods' Service takes this suffix.
+BACKEND_SERVICE_SUFFIX = "-backend"
+
+# vLLM's server: its image, whose entrypoint is `vllm serve`, and the module that command runs.
+VLLM_IMAGE_NAME = "vllm-openai"
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+SERVE_COMMAND = ("vllm", "serve")
+
+# NCCL passes tensors between a model's GPU workers through /dev/shm, whose runtime default is 64 MiB.
+SHM_PATH = "/dev/shm"
+
+HF_TOKEN_SECRET = "hf-token"
+HF_TOKEN_SECRET_KEY = "token"
+HF_TOKEN_DIR = "/var/run/secrets/huggingface"
+# huggingface_hub reads the token from the file this names; the variables below would carry it as a value.
+HF_TOKEN_PATH_VARIABLE = "HF_TOKEN_PATH"
+HF_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_TOKEN")
+
+
+def needs_shared_memory(tensor_parallel_size: float) -> bool:
+    """Whether a vLLM pod needs a memory-backed /dev/shm: more than one GPU worker exchanging tensors."""
+    return tensor_parallel_size > 1
+
+
+def minimum_grace_seconds(prestop_seconds: float, shutdown_timeout_seconds: float) -> float:
+    """The least terminationGracePeriodSeconds that lets a pod drain: the preStop hold while endpoints stop
+    routing to it, then vLLM's --shutdown-timeout for the requests it accepted. Shorter, the kubelet kills it
+    with requests still in flight."""
+    return prestop_seconds + shutdown_timeout_seconds

@@ -1,0 +1,74 @@
+"""Container image references, read with the grammar of the distribution spec's reference package
+(github.com/distribution/reference, reference.go): [domain[:port]/]path[:tag][@digest].
+
+A reference that does not parse whole is refused rather than guessed at: the config and the policy pack
+both ask here whether an image is pinned, so a spelling one of them misreads cannot pass the other.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Optional
+
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[_.]|__|-+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+REFERENCE = re.compile(
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
+    re.ASCII,
+)
+# The spec's limit on the name, domain and path together.
+NAME_MAX_LENGTH = 255
+SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+
+
+class ImageReference(NamedTuple):
+    domain: Optional[str]
+    path: str
+    tag: Optional[str]
+    digest: Optional[str]
+
+    @property
+    def name(self) -> str:
+        """The last path component: `vllm-openai` of registry/vllm/vllm-openai:v1."""
+        return self.path.rpartition("/")[2]
+
+    @property
+    def repository(self) -> str:
+        return f"{self.domain}/{self.path}" if self.domain else self.path
+
+
+def parse(reference: str) -> Optional[ImageReference]:
+    """The parts of a whole, valid reference; None for anything else."""
+    match = REFERENCE.fullmatch(reference)
+    if not match:
+        return None
+    domain, path = match["domain"], match["path"]
+    # As the spec's normalisation reads it: a first component without '.' or ':' (other than localhost)
+    # belongs to the path, `library/ubuntu` on Docker Hub, not a registry named `library`.
+    if domain is not None and not ("." in domain or ":" in domain or domain == "localhost" or domain.startswith("[")):
+        domain, path = None, f"{domain}/{path}"
+    if len((f"{domain}/" if domain else "") + path) > NAME_MAX_LENGTH:
+        return None
+    return ImageReference(domain, path, match["tag"], match["digest"])
+
+
+def pin_problem(reference: object) -> Optional[str]:
+    """Why the image is not pinned to one release, or None: a release tag other than latest, or a sha256 digest."""
+    if not isinstance(reference, str) or not reference:
+        return "is not an image reference"
+    parsed = parse(reference)
+    if parsed is None:
+        return "is not an image reference ([registry/]path[:tag][@sha256:digest])"
+    if parsed.digest is not None:
+        return None if SHA256_DIGEST.fullmatch(parsed.digest) else "has a digest that is not sha256:<64 hex digits>"
+    if parsed.tag is None:
+        return "has no tag"
+    if parsed.tag == "latest":
+        return "floats (latest)"
+    return None

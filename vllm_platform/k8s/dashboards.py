@@ -1,0 +1,192 @@
+"""Pure builders of the vLLM Grafana dashboard: one row of panels per configured model.
+
+Metric names are those of current vLLM (label `model_name`), kube-state-metrics and NVIDIA's DCGM
+exporter; tests/test_observability.py checks every expression against an allow-list and a list of
+names vLLM has removed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from vllm_platform.contract import MONITOR_SELECTOR_LABELS
+from vllm_platform.k8s.autoscaling import queue_depth_query
+from vllm_platform.plan.plans import ModelPlan, Plan
+
+DASHBOARD_UID = "vllm-platform-models"
+DASHBOARD_CONFIGMAP = "vllm-platform-dashboard"
+# The kube-prometheus-stack Grafana sidecar loads every ConfigMap carrying this label and value.
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+GRAFANA_DASHBOARD_LABEL_VALUE = "1"
+RATE_WINDOW = "5m"
+PANEL_WIDTH = 8
+PANEL_HEIGHT = 8
+PANELS_PER_ROW = 24 // PANEL_WIDTH
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def vllm_matcher(model: ModelPlan) -> str:
+    """Label matchers for one model's vLLM series: the namespace Prometheus scraped and the served name."""
+    return f'namespace="{model.namespace}",model_name="{model.served_name}"'
+
+
+def deployment_matcher(model: ModelPlan) -> str:
+    return f'namespace="{model.namespace}",deployment="{model.name}"'
+
+
+def pod_matcher(model: ModelPlan) -> str:
+    """The model's pods, `<deployment>-<replicaset hash>-<pod hash>`, and no other Deployment sharing its prefix."""
+    return f'namespace="{model.namespace}",pod=~"{model.name}-[a-z0-9]+-[a-z0-9]+"'
+
+
+def latency_quantile(quantile: float, histogram: str, matcher: str, by: str = "le") -> str:
+    return (
+        f"histogram_quantile({quantile}, sum by ({by}) "
+        f"(rate({histogram}_bucket{{{matcher}}}[{RATE_WINDOW}])))"
+    )
+
+
+def _panel(title: str, unit: str, targets: list[tuple[str, str]], **options: Any) -> dict[str, Any]:
+    return {
+        "type": "timeseries",
+        "title": title,
+        "datasource": DATASOURCE,
+        "fieldConfig": {"defaults": {"unit": unit, **options}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+
+
+def model_panels(model: ModelPlan) -> list[dict[str, Any]]:
+    vllm, pods = vllm_matcher(model), pod_matcher(model)
+    deployment = deployment_matcher(model)
+    return [
+        _panel(
+            "Requests running / waiting",
+            "short",
+            [
+                (f"sum(vllm:num_requests_running{{{vllm}}})", "running"),
+                (queue_depth_query(model), "waiting"),
+            ],
+        ),
+        _panel(
+            "KV-cache usage",
+            "percentunit",
+            [(f"max by (pod) (vllm:kv_cache_usage_perc{{{vllm}}})", "{{pod}}")],
+            min=0,
+            max=1,
+        ),
+        _panel(
+            "Time to first token",
+            "s",
+            [
+                (latency_quantile(0.5, "vllm:time_to_first_token_seconds", vllm), "p50"),
+                (latency_quantile(0.95, "vllm:time_to_first_token_seconds", vllm), "p95"),
+            ],
+        ),
+        _panel(
+            "Inter-token latency",
+            "s",
+            [
+                (latency_quantile(0.5, "vllm:inter_token_latency_seconds", vllm), "p50"),
+                (latency_quantile(0.95, "vllm:inter_token_latency_seconds", vllm), "p95"),
+            ],
+        ),
+        _panel(
+            "End-to-end request latency p95",
+            "s",
+            [(latency_quantile(0.95, "vllm:e2e_request_latency_seconds", vllm), "p95")],
+        ),
+        _panel(
+            "Generation tokens / s",
+            "short",
+            [(f"sum(rate(vllm:generation_tokens_total{{{vllm}}}[{RATE_WINDOW}]))", "tokens/s")],
+        ),
+        _panel(
+            "Replicas desired / ready",
+            "short",
+            [
+                (f"sum(kube_deployment_spec_replicas{{{deployment}}})", "desired"),
+                (f"sum(kube_deployment_status_replicas_available{{{deployment}}})", "ready"),
+            ],
+        ),
+        _panel(
+            "GPU utilisation",
+            "percent",
+            [(f"avg by (pod, gpu) (DCGM_FI_DEV_GPU_UTIL{{{pods}}})", "{{pod}} gpu {{gpu}}")],
+            min=0,
+            max=100,
+        ),
+        _panel(
+            "GPU memory used",
+            "percentunit",
+            [
+                (
+                    f"sum by (pod) (DCGM_FI_DEV_FB_USED{{{pods}}}) / "
+                    f"(sum by (pod) (DCGM_FI_DEV_FB_USED{{{pods}}}) + sum by (pod) (DCGM_FI_DEV_FB_FREE{{{pods}}}))",
+                    "{{pod}}",
+                )
+            ],
+            min=0,
+            max=1,
+        ),
+    ]
+
+
+def dashboard(plan: Plan) -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    next_id, y = 1, 0
+    for model in plan.models:
+        panels.append(
+            {
+                "type": "row",
+                "id": next_id,
+                "title": f"{model.name} ({model.served_name})",
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        next_id, y = next_id + 1, y + 1
+        row = model_panels(model)
+        for index, panel in enumerate(row):
+            column, line = index % PANELS_PER_ROW, index // PANELS_PER_ROW
+            panel["id"] = next_id
+            panel["gridPos"] = {"h": PANEL_HEIGHT, "w": PANEL_WIDTH, "x": column * PANEL_WIDTH, "y": y + line * PANEL_HEIGHT}
+            panels.append(panel)
+            next_id += 1
+        y += math.ceil(len(row) / PANELS_PER_ROW) * PANEL_HEIGHT
+    return {
+        "uid": DASHBOARD_UID,
+        "title": "vLLM models",
+        "tags": ["vllm", "vllm-platform"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "editable": False,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus", "current": {}}
+            ]
+        },
+        "panels": panels,
+    }
+
+
+def dashboard_config_map(plan: Plan, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": DASHBOARD_CONFIGMAP,
+            "namespace": namespace,
+            "labels": {GRAFANA_DASHBOARD_LABEL: GRAFANA_DASHBOARD_LABEL_VALUE, **MONITOR_SELECTOR_LABELS},
+        },
+        "data": {"vllm-models.json": json.dumps(dashboard(plan), indent=1, sort_keys=True)},
+    }

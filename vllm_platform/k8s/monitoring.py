@@ -1,0 +1,215 @@
+"""The observability releases' Helm values, the models' ServiceMonitors, and where Prometheus answers.
+
+Label contract: Prometheus selects every ServiceMonitor, PodMonitor and PrometheusRule in the
+namespaces labelled `MONITOR_SELECTOR_LABELS` (the models' namespace, `monitoring` and `keda`). A label
+selector on the monitors themselves cannot work: the chart's own monitors (kubelet, kube-state-metrics,
+node exporter) already set `app.kubernetes.io/part-of` to their chart's name, and selectors cannot OR
+two values of different keys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vllm_platform.config.quantities import memory_mib
+from vllm_platform.contract import (
+    COMPONENT_LABEL,
+    GPU_NODE_SELECTOR,
+    GPU_TAINT,
+    METRICS_PATH,
+    MONITOR_SELECTOR_LABELS,
+    MONITORING_NAMESPACE,
+    SERVING_PORT,
+    SERVING_PORT_NAME,
+)
+from vllm_platform.k8s import dashboards
+from vllm_platform.k8s.network import INTERCEPTOR_ADMIN_PORT
+from vllm_platform.k8s.workload import metadata, selector_labels
+from vllm_platform.pins import DCGM_EXPORTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
+from vllm_platform.plan.plans import ModelPlan, Plan
+
+PROMETHEUS_PORT = 9090
+HTTP_SCALER_PORT = 9090
+GRAFANA_ADMIN_SECRET = "grafana-admin"
+GRAFANA_ADMIN_USER = "admin"
+# Head room on the volume for the WAL and compaction: a full volume crash-loops Prometheus, and KEDA loses its metric.
+RETENTION_SIZE_SHARE = 0.85
+
+
+def installed_charts(plan: Plan) -> list[Chart]:
+    """The releases the observability layer installs: the add-on only for a model at zero, DCGM only where GPUs serve."""
+    if not plan.config.observability.enabled:
+        return []
+    return [
+        KUBE_PROMETHEUS_STACK,
+        KEDA,
+        *([DCGM_EXPORTER] if plan.runs_gpu_metrics else []),
+        *([KEDA_HTTP_ADD_ON] if plan.any_scales_to_zero else []),
+    ]
+
+
+def prometheus_url(release: str = KUBE_PROMETHEUS_STACK.release, namespace: str = MONITORING_NAMESPACE) -> str:
+    """The in-cluster address of kube-prometheus-stack's Prometheus Service: fullnameOverride makes it `<release>-prometheus`."""
+    return f"http://{release}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
+
+
+def grafana_service(chart: Chart = KUBE_PROMETHEUS_STACK) -> str:
+    """Grafana's chart names its Service `<release>-grafana`."""
+    return f"{chart.release}-grafana"
+
+
+def http_add_on_service(component: str, namespace: str) -> str:
+    """The add-on's chart names its Services `<chart name>-<component>`, whatever the release is called."""
+    return f"{KEDA_HTTP_ADD_ON.chart}-{component}.{namespace}.svc.cluster.local"
+
+
+def interceptor_host(namespace: str) -> str:
+    return http_add_on_service("interceptor-proxy", namespace)
+
+
+def http_scaler_address(namespace: str) -> str:
+    return f"{http_add_on_service('external-scaler', namespace)}:{HTTP_SCALER_PORT}"
+
+
+def service_monitor(plan: Plan, model: ModelPlan) -> dict[str, Any]:
+    monitor_metadata = metadata(model)
+    monitor_metadata["labels"] = {**monitor_metadata["labels"], **MONITOR_SELECTOR_LABELS}
+    endpoint = {"port": SERVING_PORT_NAME, "path": METRICS_PATH, "interval": plan.config.observability.prometheus.scrape_interval}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": monitor_metadata,
+        "spec": {
+            "selector": {"matchLabels": {**selector_labels(model), COMPONENT_LABEL: "inference"}},
+            "namespaceSelector": {"matchNames": [model.namespace]},
+            "endpoints": [endpoint],
+        },
+    }
+
+
+def _requests(cpu: str, memory: str) -> dict[str, Any]:
+    return {"requests": {"cpu": cpu, "memory": memory}}
+
+
+def _requests_and_limits(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+    # The chart's values schema wants both cpu and memory wherever requests or limits appear.
+    return {**_requests(cpu, memory), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+def monitor_selection() -> dict[str, Any]:
+    """prometheusSpec keys that pick the platform's monitors and rules, and nothing the chart assumes."""
+    platform_namespaces = {"matchLabels": dict(MONITOR_SELECTOR_LABELS)}
+    selection: dict[str, Any] = {}
+    for kind in ("serviceMonitor", "podMonitor", "rule"):
+        selection[f"{kind}SelectorNilUsesHelmValues"] = False
+        selection[f"{kind}Selector"] = {}
+        selection[f"{kind}NamespaceSelector"] = platform_namespaces
+    return selection
+
+
+def retention_size(storage_size: str) -> str:
+    """Prometheus' size cap for a volume of `storage_size`; its GB are 2^30 bytes, like Gi."""
+    return f"{math.floor(memory_mib(storage_size) / 1024 * RETENTION_SIZE_SHARE)}GB"
+
+
+def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
+    obs = plan.config.observability
+    grafana: dict[str, Any] = {
+        "enabled": obs.grafana_enabled,
+        "resources": _requests("100m", "256Mi"),
+        "sidecar": {
+            "resources": _requests("50m", "128Mi"),
+            "dashboards": {
+                "enabled": True,
+                "label": dashboards.GRAFANA_DASHBOARD_LABEL,
+                "labelValue": dashboards.GRAFANA_DASHBOARD_LABEL_VALUE,
+            },
+        },
+    }
+    if obs.grafana_enabled:
+        # Never the chart's well-known "prom-operator": the password is a Pulumi secret in a Secret of our own.
+        grafana["admin"] = {"existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password"}
+    return {
+        "fullnameOverride": KUBE_PROMETHEUS_STACK.release,
+        "prometheusOperator": {
+            "resources": _requests("100m", "128Mi"),
+            "prometheusConfigReloader": {"resources": _requests("10m", "32Mi")},
+            "admissionWebhooks": {"patch": {"resources": _requests("10m", "32Mi")}},
+        },
+        "prometheus": {
+            "prometheusSpec": {
+                "retention": obs.prometheus.retention,
+                "retentionSize": retention_size(obs.prometheus.storage_size),
+                "scrapeInterval": obs.prometheus.scrape_interval,
+                "evaluationInterval": obs.prometheus.scrape_interval,
+                "storageSpec": {
+                    "volumeClaimTemplate": {
+                        "spec": {
+                            "storageClassName": obs.prometheus.storage_class_name,
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": obs.prometheus.storage_size}},
+                        }
+                    }
+                },
+                "resources": _requests("500m", "2Gi"),
+                **monitor_selection(),
+            }
+        },
+        "alertmanager": {
+            "enabled": obs.alertmanager_enabled,
+            "alertmanagerSpec": {"resources": _requests("50m", "128Mi")},
+        },
+        "grafana": grafana,
+        "kube-state-metrics": {"resources": _requests("50m", "128Mi")},
+        "prometheus-node-exporter": {"resources": _requests("50m", "64Mi")},
+    }
+
+
+def keda_values() -> dict[str, Any]:
+    return {
+        "resources": {
+            "operator": _requests("100m", "128Mi"),
+            "metricServer": _requests("100m", "128Mi"),
+            "webhooks": _requests("50m", "64Mi"),
+        }
+    }
+
+
+def http_add_on_values() -> dict[str, Any]:
+    return {
+        "interceptor": {
+            # Clients reach the interceptor through each model's ExternalName Service, which cannot remap
+            # ports: it must listen where the models do.
+            "proxy": {"port": SERVING_PORT},
+            "admin": {"port": INTERCEPTOR_ADMIN_PORT},
+            # Two, not the chart's three: every request to a model at zero goes through one of them.
+            "replicas": {"min": 2, "max": 10},
+            "resources": _requests_and_limits("100m", "64Mi", "1000m", "256Mi"),
+        },
+        "operator": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+        "scaler": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+    }
+
+
+def dcgm_exporter_values(plan: Plan) -> dict[str, Any]:
+    return {
+        "fullnameOverride": DCGM_EXPORTER.release,
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [GPU_TAINT.any_value_toleration()],
+        # The embedded DCGM host engine holds per-GPU buffers; 8-GPU nodes need the headroom.
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "serviceMonitor": {
+            "enabled": True,
+            # No scrapeTimeout: Prometheus then takes the lesser of 10 s and the interval, valid for any interval.
+            "interval": plan.config.observability.prometheus.scrape_interval,
+            # The exporter labels each GPU with the namespace and pod it is allocated to; without
+            # honorLabels Prometheus would overwrite them with the exporter pod's own.
+            "honorLabels": True,
+            "additionalLabels": dict(MONITOR_SELECTOR_LABELS),
+            "relabelings": [
+                {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
+            ],
+            "metricRelabelings": [],
+        },
+    }

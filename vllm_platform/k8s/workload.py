@@ -1,0 +1,287 @@
+"""A model's workload: its Deployment (vLLM's container, or the simulator's), ServiceAccount, Services and budget."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from vllm_platform.config.quantities import format_cpu, format_memory
+from vllm_platform.contract import (
+    COMPONENT_LABEL,
+    GPU_POOL_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    HF_TOKEN_DIR,
+    HF_TOKEN_PATH_VARIABLE,
+    HF_TOKEN_SECRET,
+    HF_TOKEN_SECRET_KEY,
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    MODEL_APP,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    SERVE_COMMAND,
+    SERVING_PORT,
+    SERVING_PORT_NAME,
+    SHM_PATH,
+)
+from vllm_platform.k8s.probes import probes
+from vllm_platform.pins import SIMULATOR_IMAGE
+from vllm_platform.plan.plans import ModelPlan, Plan
+from vllm_platform.plan.serving import MODEL_CACHE_PATH
+from vllm_platform.plan.sizing import SHM_MIB
+
+HOME_PATH = "/home/vllm"
+SHM_SIZE = format_memory(SHM_MIB)
+# Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
+RUN_AS_UID = 10001
+SIMULATOR_BINARY = "/app/llm-d-inference-sim"
+
+
+def selector_labels(model: ModelPlan) -> dict[str, str]:
+    return {NAME_LABEL: MODEL_APP, INSTANCE_LABEL: model.name}
+
+
+def labels(model: ModelPlan, component: str = "inference") -> dict[str, str]:
+    return {
+        **selector_labels(model),
+        COMPONENT_LABEL: component,
+        PART_OF_LABEL: PART_OF,
+        MANAGED_BY_LABEL: "pulumi",
+    }
+
+
+def metadata(model: ModelPlan, **extra: Any) -> dict[str, Any]:
+    return {"name": model.name, "namespace": model.namespace, "labels": labels(model), **extra}
+
+
+def hf_token_secret_metadata(plan: Plan) -> dict[str, Any]:
+    return {"name": HF_TOKEN_SECRET, "namespace": plan.namespace, "labels": {PART_OF_LABEL: PART_OF}}
+
+
+def container_resources(model: ModelPlan) -> dict[str, Any]:
+    compute = {"cpu": format_cpu(model.resources.cpu_millis), "memory": format_memory(model.resources.memory_mib)}
+    gpus = {GPU_RESOURCE: str(model.gpus)} if model.gpus else {}
+    storage = {"ephemeral-storage": f"{model.ephemeral_storage_gib}Gi"} if model.ephemeral_storage_gib is not None else {}
+    # Limits equal requests: a Guaranteed pod is the last to be evicted under node pressure.
+    return {"requests": {**compute, **gpus, **storage}, "limits": {**compute, **gpus}}
+
+
+def _env(hf_token: bool) -> list[dict[str, Any]]:
+    env = [
+        {"name": "HOME", "value": HOME_PATH},
+        # torch and triton ask getpass for a user name, which fails for a UID without a passwd entry.
+        {"name": "USER", "value": "vllm"},
+        {"name": "HF_HOME", "value": f"{MODEL_CACHE_PATH}/huggingface"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+    ]
+    if hf_token:
+        # huggingface_hub reads the token from this file: a mounted Secret stays out of the process
+        # environment, which crash reports and `/proc/<pid>/environ` would show.
+        env.append({"name": HF_TOKEN_PATH_VARIABLE, "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
+    return env
+
+
+def volumes(model: ModelPlan, hf_token: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes and the serving container's mounts of them."""
+    if model.simulated:
+        return [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
+    pod_volumes = [
+        {"name": "model-cache", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "model-cache", "mountPath": MODEL_CACHE_PATH},
+        {"name": "home", "mountPath": HOME_PATH},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if model.shared_memory:
+        # NCCL exchanges tensors between the TP workers through shared memory; the runtime's 64 MiB is far too small.
+        pod_volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
+        mounts.append({"name": "dshm", "mountPath": SHM_PATH})
+    if hf_token:
+        # Group-readable: the pod's fsGroup owns the projected file, not the user.
+        items = [{"key": HF_TOKEN_SECRET_KEY, "path": HF_TOKEN_SECRET_KEY}]
+        pod_volumes.append({"name": "hf-token", "secret": {"secretName": HF_TOKEN_SECRET, "items": items, "defaultMode": 0o440}})
+        mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
+    return pod_volumes, mounts
+
+
+# Who the pod's processes run as, and under which seccomp profile: the pod and its container alike.
+RESTRICTED_IDENTITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_UID,
+    "runAsGroup": RUN_AS_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        **RESTRICTED_IDENTITY,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {**RESTRICTED_IDENTITY, "fsGroup": RUN_AS_UID}
+
+
+def _serving_container(model: ModelPlan, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What vLLM's container and the simulator's share: the name, port, probes, drain and hardening."""
+    return {
+        "name": "vllm",
+        "image": image,
+        "imagePullPolicy": "Always",
+        "ports": [{"name": SERVING_PORT_NAME, "containerPort": SERVING_PORT, "protocol": "TCP"}],
+        "resources": container_resources(model),
+        "volumeMounts": mounts,
+        **probes(model),
+        "lifecycle": {"preStop": {"sleep": {"seconds": model.prestop_seconds}}},
+        "securityContext": container_security_context(),
+    }
+
+
+def vllm_container(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
+    _, mounts = volumes(model, hf_token)
+    return {
+        **_serving_container(model, model.image, mounts),
+        "command": list(SERVE_COMMAND),
+        "args": list(model.args),
+        "env": _env(hf_token),
+    }
+
+
+def simulator_container(model: ModelPlan) -> dict[str, Any]:
+    # vLLM refuses connections until loaded; the simulator's --startup-duration only turns /health/ready
+    # to 503 and leaves /health and /v1/models answering. Holding the port closed instead exercises the
+    # startup probe and pulumi's await as vLLM would. The trap lets a pod deleted mid-load stop at once:
+    # as PID 1, sh would otherwise ignore SIGTERM for the whole grace period.
+    serve = shlex.join([SIMULATOR_BINARY, *model.args])
+    command = f"trap 'exit 143' TERM; sleep {model.simulated_load_seconds} & wait $!; exec {serve}"
+    _, mounts = volumes(model, hf_token=False)
+    return {**_serving_container(model, SIMULATOR_IMAGE, mounts), "command": ["/bin/sh", "-c", command]}
+
+
+def _topology_spread(model: ModelPlan) -> list[dict[str, Any]]:
+    # ScheduleAnyway: a GPU pod that cannot be spread must still run rather than wait for a perfect node.
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(model)},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+
+
+def _placement(model: ModelPlan) -> dict[str, Any]:
+    if model.pool is None:
+        return {}
+    return {"nodeSelector": {GPU_POOL_LABEL: model.pool.name}, "tolerations": [GPU_TAINT.toleration()]}
+
+
+def checkov_skips(model: ModelPlan) -> dict[str, str]:
+    """The scanner findings this Deployment accepts, each with the reason, as checkov's per-object annotations."""
+    reasons = []
+    if model.simulated:
+        reasons.append(
+            f"CKV_K8S_43=the platform pins the simulator to release tag {SIMULATOR_IMAGE.rpartition(':')[2]}; "
+            "it serves test traffic only, never a model"
+        )
+    elif "@sha256:" not in model.image:
+        reasons.append(
+            f"CKV_K8S_43=pinned to release tag {model.image.rpartition(':')[2]}, never latest (validated); "
+            "set models[].image to name@sha256:... to pin by digest"
+        )
+    return {f"checkov.io/skip{i}": reason for i, reason in enumerate(reasons, start=1)}
+
+
+def deployment(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
+    pod_volumes, _ = volumes(model, hf_token)
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(model)},
+        # Past this without progress (a replica ready, an old one gone) a rollout is reported failed.
+        "progressDeadlineSeconds": model.rollout_wave_seconds,
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(model.rolling_update)},
+        "template": {
+            "metadata": {
+                "labels": labels(model),
+                # A serving pod is never evicted to consolidate nodes; the model's autoscaler alone removes it.
+                "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+            },
+            "spec": {
+                "serviceAccountName": model.name,
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "terminationGracePeriodSeconds": model.termination_grace_seconds,
+                "securityContext": pod_security_context(),
+                "containers": [simulator_container(model) if model.simulated else vllm_container(model, hf_token)],
+                "volumes": pod_volumes,
+                "topologySpreadConstraints": _topology_spread(model),
+                **_placement(model),
+            },
+        },
+    }
+    annotations = {"pulumi.com/timeoutSeconds": str(model.rollout_timeout_seconds), **checkov_skips(model)}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(model, annotations=annotations), "spec": spec}
+
+
+def service_account(model: ModelPlan) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(model), "automountServiceAccountToken": False}
+
+
+def service(model: ModelPlan) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**metadata(model), "name": model.service_name},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(model),
+            "ports": [{"name": SERVING_PORT_NAME, "port": SERVING_PORT, "targetPort": SERVING_PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_url(model: ModelPlan) -> str:
+    return f"http://{model.service_host}:{SERVING_PORT}"
+
+
+def interceptor_entry_service(model: ModelPlan, interceptor_host: Any) -> dict[str, Any]:
+    """The model's name as a DNS alias of the interceptor, so clients keep the same URL when it scales to zero.
+
+    The interceptor listens on the serving port too: an ExternalName Service renames, it cannot remap ports.
+    `interceptor_host` is a str, or a Pulumi Output of one: it is placed, never read.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(model, labels=labels(model, component="interceptor-entry")),
+        "spec": {
+            "type": "ExternalName",
+            "externalName": interceptor_host,
+            "ports": [{"name": SERVING_PORT_NAME, "port": SERVING_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def pod_disruption_budget(model: ModelPlan) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(model),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(model)},
+            # A pod that never became ready serves nobody; it must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

@@ -1,0 +1,72 @@
+"""What a valid config still deserves a word about at preview: checks that did not run, and what runs differently."""
+
+from __future__ import annotations
+
+from vllm_platform.catalog import smallest
+from vllm_platform.config.base import CONFIG_NAMESPACE
+from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.config.loader import HF_TOKEN_KEY
+from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.plan import fit
+from vllm_platform.plan.plans import ModelPlan
+
+
+def _surge_note(model: ModelPlan, beside: list[str]) -> str:
+    assert model.pool is not None
+    others = ", ".join(beside) if len(beside) <= 3 else f"{len(beside)} other models"
+    return (
+        f"models[{model.name}]: pool {model.pool.name} (maxSize {model.pool.max_size}) has no node left for an extra "
+        f"replica at replicas.max {model.replicas.max}"
+        + (f" beside {others} at theirs" if beside else "")
+        + ", so a rollout replaces one replica at a time"
+        + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
+        + "; raise the pool's maxSize for surge rollouts"
+    )
+
+
+def config_notes(
+    cfg: PlatformConfig,
+    models: tuple[ModelPlan, ...],
+    pools: list[GpuNodePool],
+    sized_on: dict[str, list[fit.ModelSizing]],
+) -> list[str]:
+    notes = []
+    for model in models:
+        if model.simulated:
+            notes.append(
+                f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+            )
+            continue
+        assert model.pool is not None
+        if model.weights_bucket and cfg.cluster.existing is not None:
+            notes.append(
+                f"models[{model.name}]: {model.source} is read with the pod's own AWS identity; an existing-cluster "
+                f"stack creates no IAM, so give ServiceAccount {model.namespace}/{model.name} read access to it there"
+            )
+        gpu = model.pool.instance.gpu
+        if model.quantization == "fp8" and not gpu.native_fp8:
+            notes.append(
+                f"models[{model.name}]: fp8 on {gpu.model} ({gpu.architecture.capitalize()}) runs weight-only "
+                f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
+            )
+        if not model.surge_room:
+            beside = [s.model.name for s in sized_on.get(model.pool.name, []) if s.model.name != model.name]
+            notes.append(_surge_note(model, beside))
+    for pool, nodes, described in fit.overcommitted_pools(pools, sized_on, "max"):
+        notes.append(
+            f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {smallest(pool.instance_types).name} "
+            f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
+            f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
+        )
+    return notes
+
+
+def token_notes(cfg: PlatformConfig, has_token: bool) -> list[str]:
+    """A gated checkpoint (meta-llama/*, google/gemma-*, ...) without a token fails only after the startup budget."""
+    hub = [m.model for m in cfg.models if m.weights_bucket is None and not cfg.is_simulated(m)]
+    if has_token or not hub:
+        return []
+    return [
+        f"{HF_TOKEN_KEY}: not set, so {', '.join(sorted(set(hub)))} download anonymously; a gated repository "
+        f"(meta-llama/* among them) refuses that. Set it: pulumi config set --secret {CONFIG_NAMESPACE}:{HF_TOKEN_KEY} hf_..."
+    ]

@@ -1,0 +1,120 @@
+"""The plan's records: one frozen `PoolPlan` per pool and `ModelPlan` per model, and the `Plan` that holds them.
+
+Every field is resolved once, by `resolve.resolve`; builders read them and compute nothing of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
+from vllm_platform.config.cluster import CapacityType
+from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
+from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
+from vllm_platform.plan.sizing import PodResources
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    name: str
+    instance_types: tuple[str, ...]
+    # The smallest of its types: every fit check holds on whichever type launches.
+    instance: InstanceType
+    min_size: int
+    max_size: int
+    capacity_type: CapacityType
+    root_volume_gib: int
+    efa_interfaces: int
+    placement_group: bool
+    # Nodes its models occupy with each at replicas.max, packed among themselves.
+    nodes_at_max: int
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.instance.gpu_count
+
+    @property
+    def dearest_usd_per_hour(self) -> float:
+        """The price the pool's costs count: the dearest of its types, at on-demand prices."""
+        return max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in self.instance_types)
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    name: str
+    namespace: str
+    served_name: str
+    # What vLLM's --model gets: a Hugging Face id, or an s3:// URI it streams from.
+    source: str
+    # (bucket, key prefix) of an s3:// source.
+    weights_bucket: Optional[tuple[str, str]]
+    image: str
+    simulated: bool
+    pool: Optional[PoolPlan]
+    tensor_parallel_size: int
+    # nvidia.com/gpu the pod requests: its tensor parallel size, none when simulated.
+    gpus: int
+    parameters_billions: Optional[float]
+    quantization: Optional[str]
+    resources: PodResources
+    # Node disk for the downloaded checkpoint; None where nothing is downloaded (simulated).
+    ephemeral_storage_gib: Optional[int]
+    shared_memory: bool
+    replicas: Replicas
+    autoscaling: Autoscaling
+    scales_to_zero: bool
+    nodes_at_max: int
+    surge_room: bool
+    rolling_update: dict[str, int]
+    shutdown_timeout_seconds: int
+    prestop_seconds: int
+    termination_grace_seconds: int
+    startup_budget_seconds: int
+    # One new pod, from a GPU node scaled up from zero to serving.
+    cold_start_seconds: int
+    # One step of a rolling update: an old replica drains and frees its GPU, a new one cold-starts.
+    rollout_wave_seconds: int
+    rollout_timeout_seconds: int
+    # vLLM's flags after `vllm serve`, or the simulator's.
+    args: tuple[str, ...]
+    # The simulator holds its port closed this long, as vLLM does while it loads.
+    simulated_load_seconds: int
+
+    @property
+    def keda(self) -> bool:
+        return self.autoscaling.mode is AutoscalingMode.KEDA
+
+    @property
+    def service_name(self) -> str:
+        """The Service in front of the pods: the model's own name, unless the interceptor's entry point holds it."""
+        return self.name + BACKEND_SERVICE_SUFFIX if self.scales_to_zero else self.name
+
+    @property
+    def service_host(self) -> str:
+        return f"{self.name}.{self.namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: PlatformConfig
+    models: tuple[ModelPlan, ...]
+    pools: tuple[PoolPlan, ...]
+    # What a valid config still deserves a word about at preview.
+    notes: tuple[str, ...]
+
+    @property
+    def namespace(self) -> str:
+        return self.config.namespace
+
+    @property
+    def any_scales_to_zero(self) -> bool:
+        return any(m.scales_to_zero for m in self.models)
+
+    @property
+    def runs_gpu_metrics(self) -> bool:
+        return self.config.runs_gpu_metrics
+
+    def model(self, name: str) -> ModelPlan:
+        return next(m for m in self.models if m.name == name)

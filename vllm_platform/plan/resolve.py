@@ -1,0 +1,122 @@
+"""The plan: the validated stack config resolved once into frozen facts per pool and per model.
+
+`resolve` checks every model against its pool (see `fit`) and, if all fit, computes what every builder
+reads: resources, GPUs, nodes at replicas.max and surge room, the startup budget and rollout timeouts,
+the command line. Builders take a `ModelPlan` (and the `Plan` for what spans models); none goes back
+to the config to recompute a number.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from vllm_platform.catalog import EFA_INTERFACES, smallest
+from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.models import Model
+from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.contract import needs_shared_memory
+from vllm_platform.plan import fit, notes, serving, sizing
+from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
+
+# From "pod created" to "container started" on a GPU node scaled up from zero: instance boot,
+# node join, device plugin registration and a ~10 GB vLLM image pull.
+NODE_PROVISIONING_SECONDS = 600
+# What a simulated model's pod requests: the simulator is a small Go server.
+SIMULATOR_RESOURCES = sizing.PodResources(cpu_millis=250, memory_mib=256)
+
+
+def pool_plan(pool: GpuNodePool, nodes_at_max: int) -> PoolPlan:
+    return PoolPlan(
+        name=pool.name,
+        instance_types=tuple(pool.instance_types),
+        instance=smallest(pool.instance_types),
+        min_size=pool.min_size,
+        max_size=pool.max_size,
+        capacity_type=pool.capacity_type,
+        root_volume_gib=pool.root_volume_gib,
+        efa_interfaces=min(EFA_INTERFACES.get(t, 0) for t in pool.instance_types) if pool.efa else 0,
+        placement_group=pool.placement_group,
+        nodes_at_max=nodes_at_max,
+    )
+
+
+def _surge_room(sized: fit.ModelSizing, pool: PoolPlan) -> bool:
+    """Whether a rollout can add a new replica before removing an old one, with every model of the pool at replicas.max."""
+    at_max = sized.nodes_for(sized.model.replicas.max)
+    others = pool.nodes_at_max - at_max
+    return others + sized.nodes_for(sized.model.replicas.max + 1) <= pool.max_size
+
+
+def _model_plan(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizing], pool: Optional[PoolPlan]) -> ModelPlan:
+    simulated = cfg.is_simulated(model)
+    params = sized.parameters_billions if sized else fit.parameters_billions(model)
+    surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
+    step = serving.rolling_update(surge_room)
+    budget = serving.startup_budget_seconds(model, params, simulated)
+    cold_start = NODE_PROVISIONING_SECONDS + budget
+    grace = serving.termination_grace_seconds(model)
+    wave = grace + cold_start
+    return ModelPlan(
+        name=model.name,
+        namespace=cfg.namespace,
+        served_name=model.effective_served_name,
+        source=model.model,
+        weights_bucket=model.weights_bucket,
+        image=model.image,
+        simulated=simulated,
+        pool=pool,
+        tensor_parallel_size=model.tensor_parallel_size,
+        gpus=0 if simulated else model.tensor_parallel_size,
+        parameters_billions=params,
+        quantization=model.quantization,
+        resources=sized.pod if sized else SIMULATOR_RESOURCES,
+        ephemeral_storage_gib=None if simulated else sizing.model_cache_gib(params or 0, model.quantization),
+        shared_memory=not simulated and needs_shared_memory(model.tensor_parallel_size),
+        replicas=model.replicas,
+        autoscaling=model.autoscaling,
+        scales_to_zero=model.scales_to_zero,
+        nodes_at_max=sized.nodes_for(model.replicas.max) if sized else 0,
+        surge_room=surge_room,
+        rolling_update=step,
+        shutdown_timeout_seconds=model.shutdown_timeout_seconds,
+        prestop_seconds=serving.PRESTOP_SLEEP_SECONDS,
+        termination_grace_seconds=grace,
+        startup_budget_seconds=budget,
+        cold_start_seconds=cold_start,
+        rollout_wave_seconds=wave,
+        rollout_timeout_seconds=serving.rollout_timeout_seconds(model.replicas.max, step, wave),
+        args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model),
+        simulated_load_seconds=sizing.simulated_timing(params, model.tensor_parallel_size).load_seconds,
+    )
+
+
+def resolve(cfg: PlatformConfig) -> Plan:
+    """The plan of a config `parse_config` accepted; raises ConfigError, with every problem, when a model
+    does not fit its pool."""
+    pools = cfg.cluster.pools
+    # parse_config has made sure that every model on GPUs names a pool of the cluster.
+    on_gpus = {m.name: pools[m.gpu_pool] for m in cfg.models if not cfg.is_simulated(m) and m.gpu_pool}
+    sized = {m.name: fit.size(m, on_gpus[m.name]) for m in cfg.models if m.name in on_gpus}
+    problems = [p for m in cfg.models if m.name in on_gpus for p in fit.model_problems(m, on_gpus[m.name], sized[m.name])]
+    sized_on: dict[str, list[fit.ModelSizing]] = {}
+    for found in sized.values():
+        if found is not None:
+            sized_on.setdefault(found.pool.name, []).append(found)
+    problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
+    if problems:
+        raise ConfigError(problems)
+    pool_plans = {
+        p.name: pool_plan(p, sum(s.nodes_for(s.model.replicas.max) for s in sized_on.get(p.name, [])))
+        for p in cfg.cluster.gpu_node_pools
+    }
+    models = tuple(
+        _model_plan(cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None)
+        for m in cfg.models
+    )
+    return Plan(
+        config=cfg,
+        models=models,
+        pools=tuple(pool_plans.values()),
+        notes=tuple(notes.config_notes(cfg, models, cfg.cluster.gpu_node_pools, sized_on)),
+    )
