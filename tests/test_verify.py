@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import pytest
+import yaml
 
-from tools import verify
+from tests.conftest import minimal_document
+from tools.verify import checks as verdicts
+from tools.verify import cli, client, probe, report, stack
+from tools.verify import kube as kubeapi
 
 MODEL = "llama-8b"
+EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
 # Few requests, tiny delays and SLO: the slow variant has to be slow without the suite being so.
@@ -182,7 +187,7 @@ def refused_url() -> Iterator[str]:
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    code = verify.main([*argv, "--json"])
+    code = cli.main([*argv, "--json"])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -192,21 +197,21 @@ def by_check(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_healthy_endpoint_passes_every_check(double, capsys):
     server = double()
-    code = verify.main(["--url", server.url, "--model", MODEL, *FAST])
+    code = cli.main(["--url", server.url, "--model", MODEL, *FAST])
     out, err = capsys.readouterr()
-    assert code == verify.EXIT_PASSED
+    assert code == cli.EXIT_PASSED
     rows = [line.split()[:3] for line in out.splitlines()[1:-1]]
     assert rows == [[MODEL, name, "PASS"] for name in ("health", "models", "completions", "latency-p95")]
     assert out.splitlines()[-1] == "PASS: all 4 checks passed"
     assert "verify: " in err and "verify: " not in out
     assert len(server.chat_requests) == 4
-    assert server.chat_requests[0]["model"] == MODEL and server.chat_requests[0]["max_tokens"] == verify.MAX_TOKENS
+    assert server.chat_requests[0]["model"] == MODEL and server.chat_requests[0]["max_tokens"] == probe.MAX_TOKENS
 
 
 def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double, capsys):
     server = double(chat_delay=0.05)
-    code = verify.main(["--url", server.url, "--model", MODEL, "--requests", "9", "--concurrency", "3"])
-    assert code == verify.EXIT_PASSED, capsys.readouterr().out
+    code = cli.main(["--url", server.url, "--model", MODEL, "--requests", "9", "--concurrency", "3"])
+    assert code == cli.EXIT_PASSED, capsys.readouterr().out
     assert len(server.chat_requests) == 9
     assert 1 < server.peak_in_flight <= 3
     assert server.connections == 2 + 3, "/health, /v1/models, then one connection per worker"
@@ -214,16 +219,16 @@ def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double
 
 def test_a_kept_alive_connection_closed_by_the_server_is_reopened_once(double):
     server = double(drop_reused=1)
-    responses = verify.chat_completions([server.url], MODEL, verify.Options(requests=2, concurrency=1, timeout=2))
+    responses = probe.chat_completions([server.url], MODEL, verdicts.Options(requests=2, concurrency=1, timeout=2))
     assert server.drop_reused == 0, "the double closed a kept-alive connection on a completion"
-    assert [verify.completion_problem(r) for r in responses] == [None, None]
+    assert [verdicts.completion_problem(r) for r in responses] == [None, None]
     assert server.connections == 2
 
 
 def test_not_listening_fails_with_connection_refused(refused_url, capsys):
     code, result = run_json(capsys, "--url", refused_url, "--model", MODEL, *FAST)
     checks = by_check(result)
-    assert code == verify.EXIT_FAILED and result["passed"] is False
+    assert code == cli.EXIT_FAILED and result["passed"] is False
     assert checks["health"]["status"] == "FAIL" and checks["health"]["detail"] == "connection refused"
     assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"] == "connection refused"
     assert checks["completions"]["status"] == "FAIL" and checks["completions"]["detail"].startswith("skipped")
@@ -233,7 +238,7 @@ def test_model_not_listed_fails_the_models_check(double, capsys):
     server = double(served=("some-other-model",))
     code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST)
     checks = by_check(result)
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert checks["health"]["status"] == "PASS"
     assert checks["models"]["status"] == "FAIL"
     assert checks["models"]["detail"] == "'llama-8b' not listed (listed: some-other-model)"
@@ -245,7 +250,7 @@ def test_slow_completions_fail_the_p95_slo(double, capsys):
     server = double(chat_delay=0.1)
     code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST, "--p95-slo", "0.05")
     checks = by_check(result)
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert checks["completions"]["status"] == "PASS"
     latency = checks["latency-p95"]
     assert latency["status"] == "FAIL"
@@ -257,7 +262,7 @@ def test_server_errors_fail_the_completions_check(double, capsys):
     server = double(chat_status=500)
     code, result = run_json(capsys, "--url", server.url, "--model", MODEL, *FAST)
     checks = by_check(result)
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert checks["health"]["status"] == "PASS" and checks["models"]["status"] == "PASS"
     assert checks["completions"]["status"] == "FAIL"
     assert checks["completions"]["detail"].startswith("4/4 failed: HTTP 500")
@@ -268,7 +273,7 @@ def test_server_errors_fail_the_completions_check(double, capsys):
 def test_request_timeouts_are_reported_not_raised(double, capsys):
     server = double(chat_delay=0.5)
     code, result = run_json(capsys, "--url", server.url, "--model", MODEL, "--requests", "2", "--timeout", "0.1")
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert by_check(result)["completions"]["detail"] == "2/2 failed: timed out after 0.1 s x2"
 
 
@@ -287,8 +292,8 @@ def test_json_output_shape(double, capsys):
 
 def test_wait_ready_waits_for_the_model_to_load(double, capsys):
     server = double(loading_polls=2)
-    options = verify.Options(requests=1, timeout=2, wait_ready=5, wait_interval=0.01)
-    checks = verify.verify_target(verify.Target(MODEL, MODEL, server.url), options)
+    options = verdicts.Options(requests=1, timeout=2, wait_ready=5, wait_interval=0.01)
+    checks = probe.verify_target(verdicts.Target(MODEL, MODEL, server.url), options)
     assert server.loading_polls == 0
     assert all(c.passed for c in checks)
     assert "still not ready" not in capsys.readouterr().err
@@ -296,7 +301,7 @@ def test_wait_ready_waits_for_the_model_to_load(double, capsys):
 
 def test_wait_until_gives_up_at_the_deadline(refused_url):
     started = time.monotonic()
-    reason = verify.wait_until(lambda left: verify.http_request(refused_url, left).error, 0.2, interval=0.05)
+    reason = probe.wait_until(lambda left: client.http_request(refused_url, left).error, 0.2, interval=0.05)
     assert reason == "connection refused"
     assert 0.2 <= time.monotonic() - started < 1
 
@@ -314,26 +319,26 @@ def test_wait_until_gives_up_at_the_deadline(refused_url):
 )
 def test_bad_flags_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        verify.main(argv)
-    assert exit_info.value.code == verify.EXIT_USAGE
+        cli.main(argv)
+    assert exit_info.value.code == cli.EXIT_USAGE
 
 
-def test_stack_without_the_pulumi_cli_is_a_clear_usage_error(monkeypatch, capsys):
-    monkeypatch.setattr(verify.shutil, "which", lambda name: None)
-    assert verify.main(["--stack", "dev"]) == verify.EXIT_USAGE
+def test_stack_without_the_pulumi_cli_is_a_clear_usage_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cli.main(["--stack", "dev"]) == cli.EXIT_USAGE
     assert "the pulumi CLI is not on PATH" in capsys.readouterr().err
 
 
 def test_kubernetes_checks_need_a_service_url(capsys):
-    code = verify.main(["--url", "http://127.0.0.1:8000", "--model", MODEL, "--kubeconfig", "/nonexistent"])
-    assert code == verify.EXIT_USAGE
+    code = cli.main(["--url", "http://127.0.0.1:8000", "--model", MODEL, "--kubeconfig", "/nonexistent"])
+    assert code == cli.EXIT_USAGE
     assert "Service URL" in capsys.readouterr().err
 
 
 def test_unreadable_kubeconfig_is_a_failed_check(tmp_path, capsys):
     url = "http://llama-8b.vllm.svc.cluster.local:8000"
     code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(tmp_path / "missing"))
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
 
 
@@ -353,25 +358,25 @@ def test_targets_from_stack_outputs():
             },
         },
     }
-    assert verify.targets_from_outputs(outputs) == [
-        verify.Target("llama-8b", MODEL, "http://llama-8b.vllm.svc.cluster.local:8000", "vllm"),
-        verify.Target("qwen", "qwen-7b", "http://qwen.vllm.svc.cluster.local:8000", "vllm"),
+    assert stack.targets_from_outputs(outputs) == [
+        verdicts.Target("llama-8b", MODEL, "http://llama-8b.vllm.svc.cluster.local:8000", "vllm"),
+        verdicts.Target("qwen", "qwen-7b", "http://qwen.vllm.svc.cluster.local:8000", "vllm"),
     ]
-    with pytest.raises(verify.UsageError):
-        verify.targets_from_outputs({"namespace": "vllm"})
+    with pytest.raises(verdicts.UsageError):
+        stack.targets_from_outputs({"namespace": "vllm"})
 
 
 def test_target_from_a_service_url_names_deployment_and_namespace():
-    assert verify.target_from_url("http://llama-8b.vllm.svc.cluster.local:8000", "served") == verify.Target(
+    assert stack.target_from_url("http://llama-8b.vllm.svc.cluster.local:8000", "served") == verdicts.Target(
         "llama-8b", "served", "http://llama-8b.vllm.svc.cluster.local:8000", "vllm"
     )
-    assert verify.target_from_url("http://127.0.0.1:8000", "served").namespace is None
-    with pytest.raises(verify.UsageError):
-        verify.target_from_url("ftp://example.com", "served")
+    assert stack.target_from_url("http://127.0.0.1:8000", "served").namespace is None
+    with pytest.raises(verdicts.UsageError):
+        stack.target_from_url("ftp://example.com", "served")
 
 
 def test_stack_kubeconfig_goes_to_a_private_temporary_file():
-    with verify.kubeconfig_file({"apiVersion": "v1", "kind": "Config"}) as path:
+    with stack.kubeconfig_file({"apiVersion": "v1", "kind": "Config"}) as path:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
         assert json.loads(open(path).read())["kind"] == "Config"
     with pytest.raises(FileNotFoundError):
@@ -380,10 +385,10 @@ def test_stack_kubeconfig_goes_to_a_private_temporary_file():
 
 def test_table_has_one_aligned_row_per_check_and_a_verdict():
     checks = [
-        verify.Check("llama-8b", "health", True, "HTTP 200 in 0.010 s"),
-        verify.Check("qwen", "latency-p95", False, "p50 1.000 s, p95 4.000 s, max 5.000 s (SLO p95 <= 3 s)"),
+        verdicts.Check("llama-8b", "health", True, "HTTP 200 in 0.010 s"),
+        verdicts.Check("qwen", "latency-p95", False, "p50 1.000 s, p95 4.000 s, max 5.000 s (SLO p95 <= 3 s)"),
     ]
-    assert verify.render_table(checks).splitlines() == [
+    assert report.render_table(checks).splitlines() == [
         "MODEL     CHECK        STATUS  DETAIL",
         "llama-8b  health       PASS    HTTP 200 in 0.010 s",
         "qwen      latency-p95  FAIL    p50 1.000 s, p95 4.000 s, max 5.000 s (SLO p95 <= 3 s)",
@@ -402,26 +407,26 @@ def test_table_has_one_aligned_row_per_check_and_a_verdict():
     ],
 )
 def test_percentile_is_nearest_rank(values, pct, expected):
-    assert verify.percentile(values, pct) == expected
+    assert verdicts.percentile(values, pct) == expected
 
 
 def test_percentile_of_nothing_is_an_error():
     with pytest.raises(ValueError):
-        verify.percentile([], 95)
+        verdicts.percentile([], 95)
 
 
-def _completion(elapsed: float) -> verify.Response:
-    return verify.Response(200, json.dumps({"choices": [{"message": {"content": "OK"}}]}).encode(), elapsed)
+def _completion(elapsed: float) -> client.Response:
+    return client.Response(200, json.dumps({"choices": [{"message": {"content": "OK"}}]}).encode(), elapsed)
 
 
 def test_evaluate_completions_counts_errors_and_measures_only_successes():
     responses = [
         _completion(0.1),
         _completion(0.3),
-        verify.Response(200, b'{"object": "list"}', 0.01),
-        verify.Response(None, b"", 2.0, "connection refused"),
+        client.Response(200, b'{"object": "list"}', 0.01),
+        client.Response(None, b"", 2.0, "connection refused"),
     ]
-    completions, latency = verify.evaluate_completions(MODEL, responses, p95_slo=0.5)
+    completions, latency = verdicts.evaluate_completions(MODEL, responses, p95_slo=0.5)
     assert not completions.passed
     assert completions.detail == "2/4 failed: HTTP 200 without a chat completion x1; connection refused x1"
     assert latency.passed and latency.data["p95Seconds"] == 0.3 and latency.data["maxSeconds"] == 0.3
@@ -504,7 +509,7 @@ def service() -> dict[str, Any]:
     ],
 )
 def test_evaluate_deployment(kwargs, passed, detail):
-    check = verify.evaluate_deployment(MODEL, deployment(**kwargs))
+    check = verdicts.evaluate_deployment(MODEL, deployment(**kwargs))
     assert (check.check, check.passed, check.detail) == ("deployment", passed, detail)
 
 
@@ -515,14 +520,14 @@ def test_evaluate_pods_names_what_keeps_each_pod_from_ready():
         pod("c", ready=False, unschedulable=True),
         pod("d", ready=False, terminating=True),
     ]
-    check = verify.evaluate_pods(MODEL, pods)
+    check = verdicts.evaluate_pods(MODEL, pods)
     assert not check.passed
     assert check.detail == (
         "1/3 Ready; b: vllm CrashLoopBackOff, "
         "c: Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     )
-    assert verify.evaluate_pods(MODEL, [pod("a"), pod("d", ready=False, terminating=True)]).detail == "1/1 Ready"
-    assert verify.evaluate_pods(MODEL, []).detail == "no pods"
+    assert verdicts.evaluate_pods(MODEL, [pod("a"), pod("d", ready=False, terminating=True)]).detail == "1/1 Ready"
+    assert verdicts.evaluate_pods(MODEL, []).detail == "no pods"
 
 
 @pytest.mark.parametrize(
@@ -546,15 +551,15 @@ def test_evaluate_pods_names_what_keeps_each_pod_from_ready():
     ],
 )
 def test_evaluate_restarts(before, after, passed, detail):
-    check = verify.evaluate_restarts(MODEL, before, after, NOW, HOUR)
+    check = verdicts.evaluate_restarts(MODEL, before, after, NOW, HOUR)
     assert (check.check, check.passed, check.detail) == ("restarts", passed, detail)
 
 
 def test_forward_targets_resolve_the_named_port_on_every_ready_pod():
     pods = [pod("a", ready=False), pod("b", terminating=True), pod("c"), pod("d")]
-    assert verify.forward_targets(service(), pods) == [("c", 8000), ("d", 8000)]
-    with pytest.raises(verify.KubeError, match="no Ready pod"):
-        verify.forward_targets(service(), [pod("a", ready=False)])
+    assert kubeapi.forward_targets(service(), pods) == [("c", 8000), ("d", 8000)]
+    with pytest.raises(kubeapi.KubeError, match="no Ready pod"):
+        kubeapi.forward_targets(service(), [pod("a", ready=False)])
 
 
 def stream_to(port: int) -> socket.socket:
@@ -582,7 +587,7 @@ class FakeKube:
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         if name != MODEL:
-            raise verify.KubeError(f"reading Deployment {namespace}/{name}: HTTP 404 Not Found")
+            raise kubeapi.KubeError(f"reading Deployment {namespace}/{name}: HTTP 404 Not Found")
         return deployment()
 
     def service(self, namespace: str, name: str) -> dict[str, Any]:
@@ -603,8 +608,8 @@ class FakeKube:
 def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
     server = double()
     kube = FakeKube({"a": server.url}, [pod("a")])
-    target = verify.Target(MODEL, MODEL, f"http://{MODEL}.vllm.svc.cluster.local:8000", "vllm")
-    checks = verify.verify_target(target, verify.Options(requests=3, concurrency=2, timeout=2), kube)
+    target = verdicts.Target(MODEL, MODEL, f"http://{MODEL}.vllm.svc.cluster.local:8000", "vllm")
+    checks = probe.verify_target(target, verdicts.Options(requests=3, concurrency=2, timeout=2), kube)
     assert [(c.check, c.status) for c in checks] == [
         ("deployment", "PASS"),
         ("pods-ready", "PASS"),
@@ -622,17 +627,17 @@ def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
 def test_neither_the_port_forward_setup_nor_the_relay_adds_latency(double):
     server = double()
     kube = FakeKube({"a": server.url}, [pod("a")], stream_setup=0.12)
-    target = verify.Target(MODEL, MODEL, "unused", "vllm")
-    options = verify.Options(requests=4, concurrency=2, timeout=2, p95_slo=0.03)
-    latency = {c.check: c for c in verify.verify_target(target, options, kube)}["latency-p95"]
+    target = verdicts.Target(MODEL, MODEL, "unused", "vllm")
+    options = verdicts.Options(requests=4, concurrency=2, timeout=2, p95_slo=0.03)
+    latency = {c.check: c for c in probe.verify_target(target, options, kube)}["latency-p95"]
     assert latency.passed, latency.detail
 
 
 def test_health_and_models_are_checked_on_every_ready_pod(double):
     healthy, broken = double(), double(health_status=503, served=())
     kube = FakeKube({"a": healthy.url, "b": broken.url}, [pod("a"), pod("b")])
-    target = verify.Target(MODEL, MODEL, "unused", "vllm")
-    checks = {c.check: c for c in verify.verify_target(target, verify.Options(requests=4, timeout=2), kube)}
+    target = verdicts.Target(MODEL, MODEL, "unused", "vllm")
+    checks = {c.check: c for c in probe.verify_target(target, verdicts.Options(requests=4, timeout=2), kube)}
     assert checks["port-forward"].detail == "via pods a:8000, b:8000"
     assert not checks["health"].passed
     assert checks["health"].detail == "1/2 pods answered 200; b: HTTP 503"
@@ -645,8 +650,8 @@ def test_health_and_models_are_checked_on_every_ready_pod(double):
 def test_kubernetes_checks_catch_a_restart_during_the_load(double):
     server = double()
     kube = FakeKube({"a": server.url}, [pod("a")], [pod("a", restarts=1, finished_at="2025-06-01T11:59:59Z")])
-    target = verify.Target(MODEL, MODEL, "unused", "vllm")
-    restarts = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)[-1]
+    target = verdicts.Target(MODEL, MODEL, "unused", "vllm")
+    restarts = probe.verify_target(target, verdicts.Options(requests=1, timeout=2), kube)[-1]
     assert (restarts.check, restarts.passed) == ("restarts", False)
     assert "restarted during verification (0 -> 1" in restarts.detail
 
@@ -654,8 +659,8 @@ def test_kubernetes_checks_catch_a_restart_during_the_load(double):
 def test_kubernetes_api_errors_become_failed_checks(double):
     server = double()
     kube = FakeKube({"a": server.url}, [pod("a")])
-    target = verify.Target("missing", MODEL, "unused", "vllm")
-    checks = verify.verify_target(target, verify.Options(requests=1, timeout=2), kube)
+    target = verdicts.Target("missing", MODEL, "unused", "vllm")
+    checks = probe.verify_target(target, verdicts.Options(requests=1, timeout=2), kube)
     assert (checks[0].check, checks[0].status) == ("deployment", "FAIL")
     assert checks[0].detail == "reading Deployment vllm/missing: HTTP 404 Not Found"
 
@@ -705,14 +710,14 @@ def model_at_zero(double, **behaviour):
     """An interceptor double routing the model's Host, the cluster around it, and the model's target."""
     interceptor = double(routed_host=AT_ZERO_HOST, **behaviour)
     kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
-    return interceptor, kube, verify.Target(MODEL, MODEL, f"http://{AT_ZERO_HOST}:8000", "vllm")
+    return interceptor, kube, verdicts.Target(MODEL, MODEL, f"http://{AT_ZERO_HOST}:8000", "vllm")
 
 
 def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
     host = AT_ZERO_HOST
     interceptor, kube, target = model_at_zero(double, loading_polls=2)
-    options = verify.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
-    checks = verify.verify_target(target, options, kube)
+    options = verdicts.Options(requests=2, concurrency=2, timeout=2, wait_interval=0.01)
+    checks = probe.verify_target(target, options, kube)
     assert [(c.check, c.status) for c in checks] == [
         ("port-forward", "PASS"),
         ("deployment", "PASS"),
@@ -730,8 +735,8 @@ def test_a_model_at_zero_is_woken_and_checked_through_the_interceptor(double):
 
 def test_the_forward_keeps_a_waking_request_open_as_long_as_the_wake_may_take(double):
     interceptor, kube, target = model_at_zero(double, wake_delay=0.6)
-    options = verify.Options(requests=1, timeout=0.2, wait_ready=5, wait_interval=0.01)
-    checks = verify.verify_target(target, options, kube)
+    options = verdicts.Options(requests=1, timeout=0.2, wait_ready=5, wait_interval=0.01)
+    checks = probe.verify_target(target, options, kube)
     assert all(c.passed for c in checks), checks
     assert interceptor.held == 1, "the request that woke the model was answered, not dropped and sent again"
 
@@ -739,9 +744,9 @@ def test_the_forward_keeps_a_waking_request_open_as_long_as_the_wake_may_take(do
 def test_a_wrong_host_at_the_interceptor_fails_the_checks(double):
     interceptor = double(routed_host="someone-else.vllm.svc.cluster.local")
     kube = FakeKubeAtZero({"interceptor-1": interceptor.url}, [pod("a")])
-    target = verify.Target(MODEL, MODEL, "unused", "vllm")
-    options = verify.Options(requests=1, timeout=1, wait_ready=0.2, wait_interval=0.05)
-    checks = {c.check: c for c in verify.verify_target(target, options, kube)}
+    target = verdicts.Target(MODEL, MODEL, "unused", "vllm")
+    options = verdicts.Options(requests=1, timeout=1, wait_ready=0.2, wait_interval=0.05)
+    checks = {c.check: c for c in probe.verify_target(target, options, kube)}
     assert not checks["health"].passed and checks["health"].detail.startswith("HTTP 404")
     assert not checks["models"].passed
 
@@ -901,10 +906,10 @@ def api_server() -> Iterator[FakeApiServer]:
 def test_kube_api_reads_plain_api_json_through_the_kubernetes_client(api_server, tmp_path):
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
-    kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
+    kube = kubeapi.KubeApi(str(kubeconfig), None, timeout=2)
     assert kube.deployment("vllm", MODEL) == deployment()
     assert kube.pods("vllm", "app.kubernetes.io/instance=llama-8b") == [pod("a")]
-    with pytest.raises(verify.KubeError, match=r"reading Deployment vllm/other: HTTP 404"):
+    with pytest.raises(kubeapi.KubeError, match=r"reading Deployment vllm/other: HTTP 404"):
         kube.deployment("vllm", "other")
 
 
@@ -920,7 +925,7 @@ def test_port_forwards_through_the_kubernetes_client_reach_every_pod(api_server,
     argv = ["--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--requests", "6", "--concurrency", "2"]
     code, result = run_json(capsys, *argv, "--timeout", "2")
     checks = by_check(result)
-    assert code == verify.EXIT_PASSED, checks
+    assert code == cli.EXIT_PASSED, checks
     assert checks["port-forward"]["detail"] == "via pods a:8000, b:8000"
     assert checks["health"]["detail"] == "2/2 pods answered 200"
     assert checks["models"]["detail"] == "2/2 pods listed 'llama-8b'"
@@ -935,8 +940,8 @@ def test_port_forwards_through_the_kubernetes_client_reach_every_pod(api_server,
 def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
-    kube = verify.KubeApi(str(kubeconfig), None, timeout=2)
-    with pytest.raises(verify.KubeError) as raised:
+    kube = kubeapi.KubeApi(str(kubeconfig), None, timeout=2)
+    with pytest.raises(kubeapi.KubeError) as raised:
         kube.service("vllm", "behind-a-proxy")
     assert str(raised.value) == (
         "reading Service vllm/behind-a-proxy: the answer is not JSON (<html><body>502 Bad Gateway</body></html>)"
@@ -945,29 +950,39 @@ def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
 
 @pytest.fixture
 def fake_pulumi(tmp_path, monkeypatch) -> Any:
-    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its calls, one per line.
+    """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its calls, one per line,
+    as the Automation API makes them: `version` first, then the outputs masked and with secrets shown.
 
     Like the real one, it shows a secret kubeconfig output as "[secret]" unless asked for it with --show-secrets."""
 
     def install(
         outputs: Optional[dict[str, Any]] = None, fail: Optional[str] = None, kubeconfig: Optional[dict[str, Any]] = None
     ) -> Path:
+        shown = dict(outputs or {})
         if kubeconfig is not None:
             outputs = {**(outputs or {}), "kubeconfig": "[secret]"}
-            (tmp_path / "kubeconfig.json").write_text(json.dumps(kubeconfig))
+            shown["kubeconfig"] = kubeconfig
+            (tmp_path / "shown.json").write_text(json.dumps(shown))
         (tmp_path / "outputs.json").write_text(json.dumps(outputs))
-        show = (
-            f'case "$*" in "stack output kubeconfig --show-secrets "*) cat "{tmp_path}/kubeconfig.json";; '
+        if kubeconfig is None:
+            (tmp_path / "shown.json").write_text(json.dumps(shown))
+        answer = (
+            f'case "$*" in *--show-secrets*) cat "{tmp_path}/shown.json" || {{ echo "error: cannot decrypt" >&2; exit 255; }};; '
             f'*) cat "{tmp_path}/outputs.json";; esac'
         )
-        body = f'echo "{fail}" >&2; exit 255' if fail else show
+        body = f'echo "{fail}" >&2; exit 255' if fail else answer
         script = tmp_path / "pulumi"
-        script.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/args"\n{body}\n')
+        script.write_text(
+            f'#!/bin/sh\n[ "$1" = version ] && {{ echo v3.272.0; exit 0; }}\necho "$@" >> "{tmp_path}/args"\n{body}\n'
+        )
         script.chmod(0o755)
         monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
         return tmp_path / "args"
 
     return install
+
+
+OUTPUT_CALLS = ["--non-interactive stack output --json --stack {0}", "--non-interactive stack output --json --show-secrets --stack {0}"]
 
 
 def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsys):
@@ -982,15 +997,15 @@ def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsy
         }
     )
     code, result = run_json(capsys, "--stack", "dev", *FAST)
-    assert args.read_text().splitlines() == ["stack output --json --stack dev"]
-    assert code == verify.EXIT_FAILED
+    assert args.read_text().splitlines() == [call.format("dev") for call in OUTPUT_CALLS]
+    assert code == cli.EXIT_FAILED
     failed = [(c["model"], c["check"]) for c in result["checks"] if c["status"] == "FAIL"]
     assert failed == [("b-model", "completions"), ("b-model", "latency-p95")]
 
 
 def test_a_pulumi_failure_is_a_usage_error(fake_pulumi, capsys):
     fake_pulumi(fail="error: no stack named 'nope' found")
-    assert verify.main(["--stack", "nope"]) == verify.EXIT_USAGE
+    assert cli.main(["--stack", "nope"]) == cli.EXIT_USAGE
     assert "no stack named 'nope' found" in capsys.readouterr().err
 
 
@@ -1003,14 +1018,11 @@ ONE_MODEL = {
 def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulumi, capsys):
     """The cluster answers but refuses the port-forward upgrade (no RBAC for it): failed HTTP checks, no traceback."""
     calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server.url))
-    code = verify.main(["--stack", "dev", *FAST, "--json"])
+    code = cli.main(["--stack", "dev", *FAST, "--json"])
     out, err = capsys.readouterr()
-    assert calls.read_text().splitlines() == [
-        "stack output --json --stack dev",
-        "stack output kubeconfig --show-secrets --json --stack dev",
-    ]
+    assert calls.read_text().splitlines() == [call.format("dev") for call in OUTPUT_CALLS]
     checks = by_check(json.loads(out))
-    assert code == verify.EXIT_FAILED
+    assert code == cli.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
     assert checks["port-forward"]["detail"] == "via pod a:8000"
     refused = "a: RemoteDisconnected: Remote end closed connection without response"
@@ -1019,18 +1031,27 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     assert "port-forward to vllm/a:8000: ApiException: Handshake status 403 Forbidden" in err
 
 
-def test_secrets_are_not_asked_for_when_the_kubeconfig_comes_from_the_flag(fake_pulumi, tmp_path, capsys):
+def test_the_flags_kubeconfig_wins_over_the_stacks(fake_pulumi, tmp_path, capsys):
+    """The Automation API reads every output, secrets decrypted; the stack's kubeconfig then goes unused."""
     calls = fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
     code, result = run_json(capsys, "--stack", "dev", "--kubeconfig", str(tmp_path / "missing"), *FAST)
     assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
-    assert calls.read_text().splitlines() == ["stack output --json --stack dev"]
+    assert str(tmp_path / "missing") in result["checks"][0]["detail"]
+    assert calls.read_text().splitlines() == [call.format("dev") for call in OUTPUT_CALLS]
 
 
 def test_a_failed_secret_read_is_a_usage_error(fake_pulumi, tmp_path, capsys):
     fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
-    (tmp_path / "kubeconfig.json").unlink()
-    assert verify.main(["--stack", "dev"]) == verify.EXIT_USAGE
-    assert "`pulumi stack output kubeconfig --show-secrets --json --stack dev` failed" in capsys.readouterr().err
+    (tmp_path / "shown.json").unlink()
+    assert cli.main(["--stack", "dev"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "reading the outputs of stack dev failed" in err and "cannot decrypt" in err
+
+
+def write_stack_file(directory: Path, name: str, **platform: Any) -> None:
+    """A valid Pulumi.<name>.yaml: the minimal stack, with these `vllm-platform:` keys replaced."""
+    document = minimal_document(**platform)
+    (directory / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(document))
 
 
 def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
@@ -1041,33 +1062,37 @@ def test_the_stack_files_context_selects_the_cluster_in_the_stacks_kubeconfig(
     kubeconfig["contexts"].append({"name": "gone", "context": {"cluster": "gone", "user": "fake"}})
     kubeconfig["current-context"] = "gone"
     fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig)
-    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  vllm-platform:cluster: {existing: {context: fake}}\n")
-    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:cluster"]["existing"] = {"context": "fake"}
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(document))
+    monkeypatch.setattr(stack, "PROJECT_ROOT", tmp_path)
     code, result = run_json(capsys, "--stack", "acme/dev", *FAST)
     assert by_check(result)["deployment"]["status"] == "PASS", "read through the stack file's context, not `gone`"
 
 
 def test_existing_cluster_stacks_name_their_context() -> None:
-    assert verify.stack_file_context("local") == "kind-vllm-platform"
-    assert verify.stack_file_context("acme/local") == "kind-vllm-platform"
-    assert verify.stack_file_context("acme/vllm-platform/local") == "kind-vllm-platform"
-    assert verify.stack_file_context("dev") is None
-    assert verify.stack_file_context("no-such-stack") is None
+    assert stack.stack_file_context("local") == "kind-vllm-platform"
+    assert stack.stack_file_context("acme/local") == "kind-vllm-platform"
+    assert stack.stack_file_context("acme/vllm-platform/local") == "kind-vllm-platform"
+    assert stack.stack_file_context("dev") is None
+    assert stack.stack_file_context("no-such-stack") is None
 
 
 def test_p95_slo_comes_from_the_flag_then_the_stack_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "Pulumi.slo.yaml").write_text("config:\n  vllm-platform:verify: {p95SloSeconds: 1.5}\n")
-    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
-    args = verify.parser().parse_args(["--stack", "slo"])
-    assert verify.p95_slo(args) == 1.5
-    assert verify.p95_slo(verify.parser().parse_args(["--stack", "acme/vllm-platform/slo"])) == 1.5
-    assert verify.p95_slo(verify.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
-    assert verify.p95_slo(verify.parser().parse_args(["--stack", "dev"])) == 3.0
+    write_stack_file(tmp_path, "slo", verify={"p95SloSeconds": 1.5})
+    monkeypatch.setattr(stack, "PROJECT_ROOT", tmp_path)
+    args = cli.parser().parse_args(["--stack", "slo"])
+    assert cli.p95_slo(args) == 1.5
+    assert cli.p95_slo(cli.parser().parse_args(["--stack", "acme/vllm-platform/slo"])) == 1.5
+    assert cli.p95_slo(cli.parser().parse_args(["--stack", "slo", "--p95-slo", "2"])) == 2
+    assert cli.p95_slo(cli.parser().parse_args(["--stack", "dev"])) == 3.0
 
 
-@pytest.mark.parametrize("value", ["fast", "0", "[1, 2]"])
+@pytest.mark.parametrize("value", ["fast", 0, [1, 2]])
 def test_a_bad_p95_slo_in_the_stack_file_is_a_usage_error(value, tmp_path, monkeypatch, capsys):
-    (tmp_path / "Pulumi.slo.yaml").write_text(f"config:\n  vllm-platform:verify: {{p95SloSeconds: {value}}}\n")
-    monkeypatch.setattr(verify, "PROJECT_ROOT", tmp_path)
-    assert verify.main(["--stack", "slo"]) == verify.EXIT_USAGE
-    assert "vllm-platform:verify.p95SloSeconds in Pulumi.slo.yaml must be seconds > 0" in capsys.readouterr().err
+    """Read through the program's own config model: the same check, and the same message, as `pulumi preview`."""
+    write_stack_file(tmp_path, "slo", verify={"p95SloSeconds": value})
+    monkeypatch.setattr(stack, "PROJECT_ROOT", tmp_path)
+    assert cli.main(["--stack", "slo"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Pulumi.slo.yaml: invalid vllm-platform stack config (1 problem)" in err and "verify.p95SloSeconds: Input should be" in err

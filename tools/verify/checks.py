@@ -1,0 +1,253 @@
+"""What verify checks, and the pure verdicts on what it finds: HTTP answers, Deployments, pods and restarts.
+
+Every evaluator takes plain values (Responses, API JSON) and returns Checks; none does I/O, and none
+raises on what a server or the API sent, whatever its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Optional, Sequence
+
+from tools.verify.client import Response
+
+
+class UsageError(Exception):
+    """Bad flags or an unusable environment: exit 2, no checks run."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the model's name in the stack: its Deployment and Service are named after it
+    served_model: str
+    url: str
+    namespace: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    check: str
+    passed: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "check": self.check,
+            "status": self.status,
+            "detail": self.detail,
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    requests: int = 20
+    concurrency: int = 4
+    timeout: float = 30.0
+    p95_slo: float = 3.0
+    wait_ready: float = 0.0
+    # How often --wait-ready asks again; short, because the deadline is what bounds the wait.
+    wait_interval: float = 2.0
+    restart_window: float = 900.0
+    # Past this the run reports what it has found and stops; None: no limit beyond the per-request ones.
+    deadline: Optional[float] = None
+
+
+def parsed_json(body: bytes) -> Any:
+    """The JSON document in a body, or None for anything that is not one (nesting too deep included)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def listed_models(body: bytes) -> Optional[list[Any]]:
+    """The ids in a /v1/models answer ({"object": "list", "data": [{"id": ...}, ...]}); None if it is not one."""
+    document = parsed_json(body)
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [entry.get("id") for entry in data if isinstance(entry, dict)]
+
+
+def completion_problem(response: Response) -> Optional[str]:
+    """None for a usable chat completion: a message with text content, or with a tool call; else why it is not one."""
+    if not response.ok:
+        return response.problem()
+    document = parsed_json(response.body)
+    choices = document.get("choices") if isinstance(document, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        return f"HTTP {response.status} without a chat completion"
+    content, tool_calls = message.get("content"), message.get("tool_calls")
+    if not (isinstance(content, str) and content) and not (isinstance(tool_calls, list) and tool_calls):
+        return f"HTTP {response.status} with a message that has neither text nor a tool call"
+    return None
+
+
+def models_problem(response: Response, served_model: str) -> Optional[str]:
+    """None when /v1/models answered and lists the served model, else why not."""
+    if not response.ok:
+        return response.problem()
+    ids = listed_models(response.body)
+    if ids is None:
+        return "answer is not a model list"
+    if served_model not in ids:
+        names = [i for i in ids if isinstance(i, str)]
+        others = len(ids) - len(names)
+        shown = ", ".join(names) + (f"{', ' if names else ''}{others} id(s) that are no string" if others else "")
+        return f"{served_model!r} not listed (listed: {shown or 'none'})"
+    return None
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile: always one of the measured values, never an interpolation below it."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: float) -> list[Check]:
+    """The `completions` (error count) and `latency-p95` checks from a batch of chat completions."""
+    problems = [completion_problem(r) for r in responses]
+    latencies = [r.elapsed for r, p in zip(responses, problems) if p is None]
+    errors = Counter(p for p in problems if p is not None)
+    failed = sum(errors.values())
+    if failed:
+        summary = "; ".join(f"{reason} x{count}" for reason, count in errors.most_common(3))
+        completions = Check(model, "completions", False, f"{failed}/{len(responses)} failed: {summary}")
+    else:
+        completions = Check(model, "completions", True, f"{len(responses)}/{len(responses)} succeeded")
+
+    data: dict[str, Any] = {"requests": len(responses), "errors": failed, "p95SloSeconds": p95_slo}
+    if not latencies:
+        return [completions, Check(model, "latency-p95", False, "no successful completion to measure", data)]
+    p50, p95, worst = percentile(latencies, 50), percentile(latencies, 95), max(latencies)
+    data.update({"p50Seconds": round(p50, 4), "p95Seconds": round(p95, 4), "maxSeconds": round(worst, 4)})
+    detail = f"p50 {p50:.3f} s, p95 {p95:.3f} s, max {worst:.3f} s (SLO p95 <= {p95_slo:g} s)"
+    return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
+
+
+def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:
+    """One check over every endpoint: a lone URL's problem as it is, or how many pods passed and why others did not."""
+    failing = {pod: problem for pod, problem in problems.items() if problem is not None}
+    if None in problems:
+        return Check(model, check, not failing, failing.get(None) or success)
+    detail = f"{len(problems) - len(failing)}/{len(problems)} pods {success}"
+    return Check(model, check, not failing, "; ".join([detail, *(f"{pod}: {why}" for pod, why in failing.items())]))
+
+
+def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return _conditions(pod).get("Ready", {}).get("status") == "True"
+
+
+def live_pods(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods not on their way out: a terminating pod is neither a problem nor a place to send traffic."""
+    return sorted((p for p in pods if not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
+
+
+def pod_problem(pod: dict[str, Any]) -> str:
+    """The most telling reason a pod is not Ready: a waiting container, unschedulable, or the condition."""
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return f"{container['name']} {waiting.get('reason', 'waiting')}"
+    scheduled = _conditions(pod).get("PodScheduled", {})
+    if scheduled.get("status") == "False":
+        reason, message = scheduled.get("reason", "Unscheduled"), scheduled.get("message")
+        return f"{reason}: {message}" if message else reason
+    ready = _conditions(pod).get("Ready", {})
+    return ready.get("reason") or status.get("phase", "unknown phase")
+
+
+def evaluate_deployment(model: str, deployment: dict[str, Any]) -> Check:
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    desired = spec.get("replicas", 1)
+    available = status.get("availableReplicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    detail = f"{available}/{desired} available, {updated} updated"
+    progressing = _conditions(deployment).get("Progressing", {})
+    if progressing.get("status") == "False":
+        return Check(
+            model, "deployment", False, f"{detail}; {progressing.get('reason')}: {progressing.get('message', '')}"
+        )
+    if desired < 1:
+        return Check(model, "deployment", False, f"{detail}; scaled to zero, nothing serves")
+    if updated < desired:
+        return Check(model, "deployment", False, f"{detail}; rollout still in progress")
+    return Check(model, "deployment", available >= desired, detail)
+
+
+def evaluate_pods(model: str, pods: Sequence[dict[str, Any]]) -> Check:
+    pods = live_pods(pods)
+    if not pods:
+        return Check(model, "pods-ready", False, "no pods")
+    not_ready = [p for p in pods if not is_ready(p)]
+    detail = f"{len(pods) - len(not_ready)}/{len(pods)} Ready"
+    if not_ready:
+        detail += "; " + ", ".join(f"{p['metadata']['name']}: {pod_problem(p)}" for p in not_ready)
+    return Check(model, "pods-ready", not not_ready, detail)
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def evaluate_restarts(
+    model: str,
+    before: Sequence[dict[str, Any]],
+    after: Sequence[dict[str, Any]],
+    now: datetime,
+    window: timedelta,
+) -> Check:
+    """Fail on a container that restarted within the window or while verify ran (its count went up),
+    and on a pod that went away meanwhile: each means the model is not as stable as the other checks saw."""
+    counts_before = {
+        (p["metadata"]["name"], c["name"]): c.get("restartCount", 0)
+        for p in before
+        for c in p.get("status", {}).get("containerStatuses") or []
+    }
+    problems: list[str] = []
+    total = 0
+    for pod in after:
+        pod_name = pod["metadata"]["name"]
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            count = container.get("restartCount", 0)
+            total += count
+            where = f"{pod_name}/{container['name']}"
+            previous = counts_before.get((pod_name, container["name"]))
+            terminated = (container.get("lastState") or {}).get("terminated") or {}
+            finished = terminated.get("finishedAt")
+            why = f"{terminated.get('reason', 'terminated')}, exit {terminated.get('exitCode', '?')}"
+            if previous is not None and count > previous:
+                problems.append(f"{where} restarted during verification ({previous} -> {count}; {why})")
+            elif count and finished and now - _parse_time(finished) <= window:
+                problems.append(f"{where} restarted at {finished} ({why}); restart count {count}")
+    gone = sorted({name for name, _ in counts_before} - {p["metadata"]["name"] for p in after})
+    problems += [f"{name} went away during verification" for name in gone]
+    if problems:
+        return Check(model, "restarts", False, "; ".join(problems))
+    minutes = f"{window.total_seconds() / 60:g}m"
+    detail = f"none in the last {minutes}" + (f" ({total} older)" if total else "")
+    return Check(model, "restarts", True, detail)
+
+

@@ -1,0 +1,140 @@
+"""`python -m tools.verify`: flags in, one table (or JSON) of checks out, and the exit code that sums them up."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+from tools.verify.checks import Check, Options, UsageError
+from tools.verify.kube import KubeApi, KubeError
+from tools.verify.probe import verify_target
+from tools.verify.report import progress, render_json, render_table
+from tools.verify.stack import (
+    kubeconfig_file,
+    stack_file_context,
+    stack_outputs,
+    stack_settings,
+    target_from_url,
+    targets_from_outputs,
+)
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The whole run: every model's wait, its checks and its completions together.
+DEFAULT_DEADLINE_SECONDS = 3600.0
+
+
+def _positive(kind: Callable[[str], Any], minimum: float = 0, inclusive: bool = False) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tools.verify", description=(__doc__ or "").split("\n\n")[0])
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="one endpoint, e.g. http://127.0.0.1:8000 (needs --model)")
+    target.add_argument("--stack", help="every model of this Pulumi stack, from its outputs")
+    p.add_argument("--model", help="served model name expected at --url")
+    p.add_argument(
+        "--kubeconfig",
+        help="enables the Kubernetes checks and the port-forward (with --stack, its kubeconfig output is the default)",
+    )
+    p.add_argument(
+        "--context", help="kubeconfig context; on its own, enables the Kubernetes checks with the default kubeconfig"
+    )
+    p.add_argument("--requests", type=_positive(int), default=Options.requests, help="chat completions per model (default %(default)s)")
+    p.add_argument(
+        "--concurrency", type=_positive(int), default=Options.concurrency, help="completions in flight at once (default %(default)s)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=Options.timeout,
+        help="seconds each request may take, from connecting to the last byte of its answer (default %(default)s)",
+    )
+    p.add_argument(
+        "--p95-slo",
+        type=_positive(float),
+        metavar="SECONDS",
+        help=f"p95 latency limit (default: the stack's verify.p95SloSeconds, else {Options.p95_slo})",
+    )
+    for flag, default, zero_allowed, meaning in (
+        ("--wait-ready", Options.wait_ready, True, "first wait up to this long for the model to be ready, asking every few seconds (default: do not wait)"),
+        ("--restart-window", Options.restart_window, False, "a restart this recent fails the restarts check (default %(default)s)"),
+        ("--deadline", DEFAULT_DEADLINE_SECONDS, False, "the whole run ends by then, reporting what it found (default %(default)s)"),
+    ):
+        p.add_argument(flag, type=_positive(float, inclusive=zero_allowed), default=default, metavar="SECONDS", help=meaning)
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    return p
+
+
+def p95_slo(args: argparse.Namespace) -> float:
+    if args.p95_slo is not None:
+        return args.p95_slo
+    settings = stack_settings(args.stack) if args.stack else None
+    return settings.verify.p95_slo_seconds if settings else Options.p95_slo
+
+
+def run(args: argparse.Namespace) -> list[Check]:
+    options = Options(
+        requests=args.requests,
+        concurrency=args.concurrency,
+        timeout=args.timeout,
+        p95_slo=p95_slo(args),
+        wait_ready=args.wait_ready,
+        restart_window=args.restart_window,
+        deadline=time.monotonic() + args.deadline,
+    )
+    with contextlib.ExitStack() as stack:
+        kubeconfig, context = args.kubeconfig, args.context
+        if args.url:
+            targets = [target_from_url(args.url, args.model)]
+        else:
+            outputs = stack_outputs(args.stack)
+            targets = targets_from_outputs({name: output.value for name, output in outputs.items()})
+            if kubeconfig is None and "kubeconfig" in outputs:
+                kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"].value))
+            # The context the stack deploys with selects it in the stack's kubeconfig as in the default one.
+            context = context or stack_file_context(args.stack)
+        if kubeconfig is None and context is None:
+            if args.stack:
+                progress("no kubeconfig: Service URLs resolve only inside the cluster; pass --kubeconfig to port-forward")
+            return [check for target in targets for check in verify_target(target, options)]
+        if any(t.namespace is None for t in targets):
+            raise UsageError(
+                "Kubernetes checks need a namespace: give --url as a Service URL, http://NAME.NAMESPACE.svc.cluster.local:PORT"
+            )
+        try:
+            kube = KubeApi(kubeconfig, context, options.timeout)
+        except KubeError as exc:
+            return [Check("-", "kubeconfig", False, str(exc))]
+        return [check for target in targets for check in verify_target(target, options, kube)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.url and not args.model:
+        p.error("--url needs --model (the served model name)")
+    if args.stack and args.model:
+        p.error("--model goes with --url; --stack takes the model names from the stack")
+    try:
+        checks = run(args)
+    except UsageError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render_json(checks) if args.json else render_table(checks))
+    return EXIT_PASSED if all(c.passed for c in checks) else EXIT_FAILED

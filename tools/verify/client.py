@@ -1,0 +1,192 @@
+"""HTTP to a model: urllib3's connection pool, one kept-alive connection per client, and a total deadline per request.
+
+urllib3 rather than urllib: urllib would route loopback port-forwards through any *_proxy from the
+environment. Its timeouts bound each socket operation, so a server that trickles its answer a byte at a
+time would never trip them: a watchdog shuts the connection's socket down when the request's own
+deadline passes, whatever phase the request is in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+# An OpenAI answer is kilobytes; a server that sends more than this is not one.
+MAX_BODY_BYTES = 16 * 2**20
+READ_CHUNK_BYTES = 64 * 1024
+
+
+class AnswerTooLarge(urllib3.exceptions.HTTPError):
+    """The server sent more than MAX_BODY_BYTES."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status: Optional[int]  # None when no HTTP response arrived at all
+    body: bytes
+    elapsed: float
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status is not None and 200 <= self.status < 300
+
+    def problem(self) -> str:
+        """Why the request did not succeed, in a few words."""
+        if self.error is not None:
+            return self.error
+        text = self.body.decode("utf-8", "replace").strip()
+        return f"HTTP {self.status}" + (f": {text[:120]}" if text else "")
+
+
+class _Watchdog:
+    """Shuts down the socket of the request under way when its deadline passes: every blocked read returns."""
+
+    def __init__(self) -> None:
+        self.sock: Optional[socket.socket] = None
+        self.fired = False
+        self._timer: Optional[threading.Timer] = None
+
+    def arm(self, seconds: float) -> None:
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watched:
+    """Hands each new connection's socket to the client's watchdog."""
+
+    sock: Optional[socket.socket]
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any):
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._watchdog.sock = self.sock
+
+
+class _WatchedConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def _reason(exc: BaseException, timeout: float, deadline_passed: bool) -> str:
+    if isinstance(exc, AnswerTooLarge):
+        return str(exc)
+    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
+    if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
+        return "connection refused"
+    if deadline_passed or isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        return f"timed out after {timeout:g} s"
+    # urllib3 wraps what http.client raised: ('Connection aborted.', RemoteDisconnected(...)).
+    inner = exc.args[1] if isinstance(exc, urllib3.exceptions.ProtocolError) and len(exc.args) > 1 else exc
+    if isinstance(inner, BaseException):
+        return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+class HttpClient:
+    """Requests to one base URL over one kept-alive connection; each request ends within `timeout` seconds."""
+
+    def __init__(self, base_url: str, timeout: float, host: Optional[str] = None):
+        parts = urlsplit(base_url)
+        pool_class = _WatchedHTTPSPool if parts.scheme == "https" else _WatchedPool
+        self._watchdog = _Watchdog()
+        self._pool = pool_class(parts.hostname or "", parts.port, maxsize=1, retries=False, watchdog=self._watchdog)
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._kept_alive = False
+        # The interceptor routes by Host, and a port-forward's URL names 127.0.0.1.
+        self._headers = {"Accept": "application/json", **({"Host": host} if host is not None else {})}
+
+    def request(self, path: str, payload: Optional[dict[str, Any]] = None) -> Response:
+        """GET path, or POST the payload to it; transport failures, and the deadline, come back as Response.error."""
+        body = None if payload is None else json.dumps(payload).encode()
+        headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        started = time.monotonic()
+        self._watchdog.arm(self._timeout)
+        try:
+            try:
+                return self._exchange(path, body, headers, started)
+            except urllib3.exceptions.ProtocolError:
+                # A kept-alive connection that the server, or a port-forward's idle timeout, closed meanwhile:
+                # the request never got an answer, so it is sent once more on a new connection.
+                if not self._kept_alive or self._watchdog.fired:
+                    raise
+                self._kept_alive = False
+                return self._exchange(path, body, headers, started)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            self._kept_alive = False
+            return Response(None, b"", time.monotonic() - started, _reason(exc, self._timeout, self._watchdog.fired))
+        finally:
+            self._watchdog.disarm()
+
+    def _exchange(self, path: str, body: Optional[bytes], headers: dict[str, str], started: float) -> Response:
+        timeout = urllib3.Timeout(connect=self._timeout, read=self._timeout)
+        reply = self._pool.urlopen(
+            "GET" if body is None else "POST",
+            self._prefix + path,
+            body=body,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            timeout=timeout,
+            preload_content=False,
+        )
+        try:
+            data = bytearray()
+            while chunk := reply.read(READ_CHUNK_BYTES):
+                data += chunk
+                if len(data) > MAX_BODY_BYTES:
+                    raise AnswerTooLarge(f"answer larger than {MAX_BODY_BYTES // 2**20} MiB")
+        finally:
+            reply.release_conn()
+        if self._watchdog.fired:
+            raise TimeoutError("deadline")
+        self._kept_alive = True
+        return Response(reply.status, bytes(data), time.monotonic() - started)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def http_request(url: str, timeout: float, host: Optional[str] = None) -> Response:
+    """One GET on a connection of its own."""
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    with contextlib.closing(HttpClient(f"{parts.scheme}://{parts.netloc}", timeout, host)) as client:
+        return client.request(path)

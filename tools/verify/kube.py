@@ -1,0 +1,142 @@
+"""The Kubernetes side of verify: the few API reads it makes, as plain JSON, and port-forward streams.
+
+Every failure (an API error, a proxy's HTML page, a refused upgrade) becomes a KubeError, which the
+checks report as a FAILED check, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import urllib3
+import yaml
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import OpenApiException
+from kubernetes.config.config_exception import ConfigException
+from kubernetes.stream import portforward
+
+from tools.verify.checks import is_ready, live_pods
+from vllm_platform.contract import SERVING_PORT_NAME
+
+# Cluster-local Service URLs, as the `models` output gives them: http://NAME.NAMESPACE.svc[.cluster.local][:PORT]
+SERVICE_HOST = re.compile(r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc(\.cluster\.local)?")
+
+
+class KubeError(Exception):
+    """A Kubernetes API call or port-forward that failed; becomes a FAILED check, never a traceback."""
+
+
+def label_selector(match_labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(match_labels.items()))
+
+
+def forward_targets(
+    service: dict[str, Any], pods: Sequence[dict[str, Any]], port: "int | str" = SERVING_PORT_NAME
+) -> list[tuple[str, int]]:
+    """Each Ready pod, with the container port that the Service's port (by name or number) leads to on it."""
+    ports = service["spec"].get("ports") or []
+    key = "port" if isinstance(port, int) else "name"
+    named = [p for p in ports if p.get(key) == port] or (ports if len(ports) == 1 else [])
+    if not named:
+        raise KubeError(f"Service {service['metadata']['name']} has no port {port!r}")
+    target_port = named[0].get("targetPort", named[0]["port"])
+    ready = [p for p in live_pods(pods) if is_ready(p)]
+    if not ready:
+        raise KubeError(f"no Ready pod behind Service {service['metadata']['name']}")
+    return [(pod["metadata"]["name"], container_port(pod, target_port)) for pod in ready]
+
+
+def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
+    if isinstance(target_port, int):
+        return target_port
+    for container in pod["spec"]["containers"]:
+        for port in container.get("ports") or []:
+            if port.get("name") == target_port:
+                return port["containerPort"]
+    raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
+
+
+KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class KubeApi:
+    """The few reads verify makes, as plain API JSON, and port-forward streams; errors become KubeError."""
+
+    def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
+        self._timeout = timeout
+        # The client's portforward() swaps call_api on the shared ApiClient while it connects: a call from
+        # another thread meanwhile would go through the swapped one, or restore it for good.
+        self._lock = threading.Lock()
+        try:
+            api_client = kube_config.new_client_from_config(config_file=kubeconfig, context=context)
+        except (ConfigException, OSError, yaml.YAMLError) as exc:
+            raise KubeError(f"cannot load kubeconfig {kubeconfig or '(default)'}: {exc}") from exc
+        self._core = kube_client.CoreV1Api(api_client)
+        self._apps = kube_client.AppsV1Api(api_client)
+
+    def _describe(self, exc: BaseException) -> str:
+        status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+        if status:
+            return f"HTTP {status} {reason or ''}".strip()
+        # Failed websocket handshakes carry the whole HTML error page; its first line says enough.
+        text = str(reason or exc).strip().splitlines() or [""]
+        return f"{type(exc).__name__}: {text[0][:200]}"
+
+    def _read(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
+        # identical across client versions, and what the pure evaluators above read.
+        try:
+            with self._lock:
+                raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+        except KUBE_ERRORS as exc:
+            raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
+        try:
+            return json.loads(raw.data)
+        except ValueError as exc:
+            # A proxy or load balancer in front of the API server answers with its own page.
+            first_line = (raw.data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
+            raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._read(f"Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
+
+    def service(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, name, namespace)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing = self._read(
+            f"pods {selector} in {namespace}", self._core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        return listing["items"]
+
+    def open_stream(self, namespace: str, pod: str, port: int) -> Any:
+        """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
+        try:
+            with self._lock:
+                forward = portforward(
+                    self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+                )
+            return forward.socket(port)
+        except KUBE_ERRORS as exc:
+            raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
+
+
+
+
+def service_endpoints(kube: KubeApi, namespace: str, name: str) -> list[tuple[str, int]]:
+    """The pods and ports that port-forwards to Service `name` should use."""
+    service = kube.service(namespace, name)
+    return forward_targets(service, kube.pods(namespace, label_selector(service["spec"].get("selector") or {})))
+
+
+def ready_pod_problem(kube: KubeApi, namespace: str, name: str) -> Optional[str]:
+    try:
+        service_endpoints(kube, namespace, name)
+    except KubeError as exc:
+        return str(exc)
+    return None
+

@@ -1,0 +1,261 @@
+"""The orchestration: which checks run against a model, through which endpoints, in what order, within what time.
+
+Every wait and every request is bounded twice: by its own limit (--timeout per request, --wait-ready for
+the wait) and by the run's deadline (--deadline), past which verify reports what it found and stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional, Sequence
+
+from tools.verify.checks import (
+    Check,
+    Options,
+    Target,
+    endpoints_check,
+    evaluate_completions,
+    evaluate_deployment,
+    evaluate_pods,
+    evaluate_restarts,
+    models_problem,
+)
+from tools.verify.client import HttpClient, Response, http_request
+from tools.verify.kube import (
+    SERVICE_HOST,
+    KubeApi,
+    KubeError,
+    forward_targets,
+    label_selector,
+    ready_pod_problem,
+    service_endpoints,
+)
+from tools.verify.relay import LocalForward
+from tools.verify.report import progress
+from vllm_platform.contract import LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME
+
+# A model that scales to zero answers through the KEDA HTTP add-on's interceptor; its first request waits
+# for a GPU node and the model's load. Without --wait-ready, verify allows this long for that wake-up.
+WAKE_SECONDS = 1200.0
+PROMPT = "Reply with the single word OK."
+# Enough for a short answer; the point is the round trip, not the generation.
+MAX_TOKENS = 8
+COMPLETIONS_PATH = "/v1/chat/completions"
+PAST_DEADLINE = "not sent: the run's --deadline passed"
+
+
+def time_left(options: Options) -> float:
+    """Seconds until the run's deadline; infinite without one."""
+    return float("inf") if options.deadline is None else options.deadline - time.monotonic()
+
+
+def request_timeout(options: Options) -> float:
+    """A request's limit: its own --timeout, or what is left of the run if that is less."""
+    return max(min(options.timeout, time_left(options)), 0.001)
+
+
+def chat_completions(
+    base_urls: Sequence[str], served_model: str, options: Options, host: Optional[str] = None
+) -> list[Response]:
+    """options.requests completions from options.concurrency workers, each on a connection of its own,
+    the workers taking the base URLs in turn.
+
+    Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
+    websocket to the API server, and setting that up is not the model's latency."""
+    payload = {
+        "model": served_model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+    }
+    workers = min(options.concurrency, options.requests)
+    shares = [options.requests // workers + (index < options.requests % workers) for index in range(workers)]
+
+    def work(index: int) -> list[Response]:
+        with contextlib.closing(HttpClient(base_urls[index % len(base_urls)], request_timeout(options), host)) as client:
+            client.request(READINESS_PATH)
+            responses = []
+            for _ in range(shares[index]):
+                sent = time_left(options) > 0
+                responses.append(client.request(COMPLETIONS_PATH, payload) if sent else Response(None, b"", 0.0, PAST_DEADLINE))
+            return responses
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [response for batch in pool.map(work, range(workers)) for response in batch]
+
+
+def http_checks(
+    target: Target, base_urls: dict[Optional[str], str], options: Options, host: Optional[str] = None
+) -> list[Check]:
+    """health and models on every base URL, keyed by the pod it reaches (None: no particular pod), then the
+    completions spread over those that list the model."""
+    health: dict[Optional[str], Optional[str]] = {}
+    models: dict[Optional[str], Optional[str]] = {}
+    for pod, base_url in base_urls.items():
+        base_url = base_url.rstrip("/")
+        where = f" (pod {pod})" if pod else ""
+        progress(f"{target.name}: GET {base_url}{LIVENESS_PATH}{where}")
+        response = http_request(f"{base_url}{LIVENESS_PATH}", request_timeout(options), host=host)
+        health[pod] = None if response.error is None and response.status == 200 else response.problem()
+        progress(f"{target.name}: GET {base_url}{READINESS_PATH}{where}")
+        response = http_request(f"{base_url}{READINESS_PATH}", request_timeout(options), host=host)
+        models[pod] = models_problem(response, target.served_model)
+    checks = [
+        endpoints_check(target.name, "health", health, "answered 200"),
+        endpoints_check(target.name, "models", models, f"listed {target.served_model!r}"),
+    ]
+    serving = [base_urls[pod] for pod, problem in models.items() if problem is None]
+    if not serving:
+        # Completions for a model no server lists can only fail the same way; say so once.
+        skipped = "skipped: the models check failed"
+        return checks + [Check(target.name, name, False, skipped) for name in ("completions", "latency-p95")]
+    progress(f"{target.name}: {options.requests} chat completions, {options.concurrency} at a time")
+    return checks + evaluate_completions(
+        target.name, chat_completions(serving, target.served_model, options, host), options.p95_slo
+    )
+
+
+def wait_until(probe: Callable[[float], Optional[str]], seconds: float, interval: float) -> Optional[str]:
+    """Call probe(time left) until it returns None or the deadline passes; return its last complaint, or None."""
+    deadline = time.monotonic() + seconds
+    while True:
+        reason = probe(max(deadline - time.monotonic(), 0.001))
+        remaining = deadline - time.monotonic()
+        if reason is None or remaining <= 0:
+            return reason
+        time.sleep(min(interval, remaining))
+
+
+def _wait_seconds(options: Options, wanted: float) -> float:
+    return max(min(wanted, time_left(options)), 0.0)
+
+
+def _report_wait(model: str, seconds: float, reason: Optional[str]) -> None:
+    if reason is not None:
+        progress(f"{model}: still not ready after {seconds:g} s ({reason}); checking anyway")
+
+
+def _workload_checks(model: str, namespace: str, kube: KubeApi) -> tuple[list[Check], Optional[str], list[dict[str, Any]]]:
+    """The deployment and pods-ready checks, with the pod selector and listing the restarts check starts from."""
+    progress(f"{model}: reading Deployment {namespace}/{model} and its pods")
+    checks: list[Check] = []
+    try:
+        deployment = kube.deployment(namespace, model)
+    except KubeError as exc:
+        return [Check(model, "deployment", False, str(exc))], None, []
+    checks.append(evaluate_deployment(model, deployment))
+    selector = label_selector(deployment["spec"]["selector"].get("matchLabels") or {})
+    try:
+        pods = kube.pods(namespace, selector)
+    except KubeError as exc:
+        return [*checks, Check(model, "pods-ready", False, str(exc))], selector, []
+    return [*checks, evaluate_pods(model, pods)], selector, pods
+
+
+def _restarts_check(
+    model: str, namespace: str, kube: KubeApi, selector: str, before: list[dict[str, Any]], options: Options
+) -> Check:
+    try:
+        after = kube.pods(namespace, selector)
+    except KubeError as exc:
+        return Check(model, "restarts", False, str(exc))
+    return evaluate_restarts(model, before, after, datetime.now(timezone.utc), timedelta(seconds=options.restart_window))
+
+
+def interceptor_endpoint(kube: KubeApi, entry: dict[str, Any]) -> tuple[str, str, int]:
+    """Namespace, pod and port of the interceptor that an ExternalName entry Service aliases."""
+    alias = SERVICE_HOST.fullmatch(str(entry["spec"].get("externalName", "")))
+    if not alias:
+        raise KubeError(f"Service {entry['metadata']['name']} points outside the cluster ({entry['spec'].get('externalName')})")
+    namespace, name = alias["namespace"], alias["name"]
+    service = kube.service(namespace, name)
+    ports = entry["spec"].get("ports") or [{}]
+    pods = kube.pods(namespace, label_selector(service["spec"].get("selector") or {}))
+    pod, port = forward_targets(service, pods, ports[0].get("port", SERVING_PORT_NAME))[0]
+    return namespace, pod, port
+
+
+def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: dict[str, Any]) -> list[Check]:
+    """A model that scales to zero: wake it through the interceptor, as a client would, then check it."""
+    namespace, model = str(target.namespace), target.name
+    host = f"{model}.{namespace}.svc.cluster.local"
+    try:
+        via, pod, port = interceptor_endpoint(kube, entry)
+    except KubeError as exc:
+        return [Check(model, "port-forward", False, str(exc))]
+    checks = [Check(model, "port-forward", True, f"via interceptor pod {via}/{pod} port {port} (scales to zero)")]
+    progress(f"{model}: port-forward to interceptor {via}/{pod}:{port}, Host {host}")
+    wake = _wait_seconds(options, options.wait_ready or WAKE_SECONDS)
+    # The interceptor holds the waking request, silent, until the model serves: a shorter idle timeout
+    # would drop it, and every retry after it, before that.
+    with LocalForward(lambda: kube.open_stream(via, pod, port), max(options.timeout, wake)) as forward:
+        progress(f"{model}: waking it through the interceptor, up to {wake:g} s")
+        url = f"{forward.url}{READINESS_PATH}"
+        reason = wait_until(
+            lambda left: models_problem(http_request(url, left, host=host), target.served_model), wake, options.wait_interval
+        )
+        _report_wait(model, wake, reason)
+        workload, selector, pods_before = _workload_checks(model, namespace, kube)
+        checks += workload + http_checks(target, {None: forward.url}, options, host)
+    if selector is not None:
+        checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
+    return checks
+
+
+def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[Check]:
+    """Deployment and pods, then the HTTP checks through a port-forward, then restarts (before and after)."""
+    namespace, model = str(target.namespace), target.name
+    try:
+        entry: Optional[dict[str, Any]] = kube.service(namespace, model)
+    except KubeError:
+        entry = None  # reported by the port-forward check below
+    if entry is not None and entry["spec"].get("type") == "ExternalName":
+        return interceptor_checks(target, options, kube, entry)
+    if options.wait_ready:
+        wait = _wait_seconds(options, options.wait_ready)
+        progress(f"{model}: waiting up to {wait:g} s for a Ready pod")
+        reason = wait_until(lambda _: ready_pod_problem(kube, namespace, model), wait, options.wait_interval)
+        _report_wait(model, wait, reason)
+
+    checks, selector, pods_before = _workload_checks(model, namespace, kube)
+    try:
+        endpoints = service_endpoints(kube, namespace, model)
+    except KubeError as exc:
+        checks.append(Check(model, "port-forward", False, str(exc)))
+    else:
+        pods = ", ".join(f"{pod}:{port}" for pod, port in endpoints)
+        checks.append(Check(model, "port-forward", True, f"via pod{'s' if len(endpoints) > 1 else ''} {pods}"))
+        progress(f"{model}: port-forward to {namespace}/{pods}")
+        with contextlib.ExitStack() as forwards:
+            base_urls: dict[Optional[str], str] = {
+                pod: forwards.enter_context(
+                    LocalForward(functools.partial(kube.open_stream, namespace, pod, port), options.timeout)
+                ).url
+                for pod, port in endpoints
+            }
+            checks += http_checks(target, base_urls, options)
+    if selector is not None:
+        checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
+    return checks
+
+
+def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = None) -> list[Check]:
+    if time_left(options) <= 0:
+        return [Check(target.name, "deadline", False, "skipped: the run's --deadline passed before this model")]
+    if kube is not None:
+        return kubernetes_checks(target, options, kube)
+    if options.wait_ready:
+        wait = _wait_seconds(options, options.wait_ready)
+        progress(f"{target.name}: waiting up to {wait:g} s for {READINESS_PATH} to list {target.served_model!r}")
+        url = f"{target.url.rstrip('/')}{READINESS_PATH}"
+        reason = wait_until(
+            lambda left: models_problem(http_request(url, min(options.timeout, left)), target.served_model),
+            wait,
+            options.wait_interval,
+        )
+        _report_wait(target.name, wait, reason)
+    return http_checks(target, {None: target.url}, options)

@@ -1,0 +1,32 @@
+"""What verify tells: progress on stderr while it runs, then one table (or JSON) of every check on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+from tools.verify.checks import Check
+
+
+def progress(message: str) -> None:
+    print(f"verify: {message}", file=sys.stderr, flush=True)
+
+
+
+def render_table(checks: Sequence[Check]) -> str:
+    header = ("MODEL", "CHECK", "STATUS", "DETAIL")
+    rows = [header] + [(c.model, c.check, c.status, c.detail) for c in checks]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
+    failed = sum(not c.passed for c in checks)
+    lines.append(
+        f"FAIL: {failed} of {len(checks)} checks failed" if failed else f"PASS: all {len(checks)} checks passed"
+    )
+    return "\n".join(lines)
+
+
+def render_json(checks: Sequence[Check]) -> str:
+    return json.dumps({"passed": all(c.passed for c in checks), "checks": [c.as_json() for c in checks]}, indent=2)
+
+

@@ -1,0 +1,100 @@
+"""What verify knows of a stack: its outputs, through Pulumi's Automation API, and its settings, through the
+program's own config model reading `Pulumi.<stack>.yaml`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
+
+from pulumi import automation
+
+from tools.verify.checks import Target, UsageError
+from tools.verify.kube import SERVICE_HOST
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.loader import read_stack_file
+from vllm_platform.config.platform import PlatformConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def stack_outputs(stack: str) -> dict[str, automation.OutputValue]:
+    """The stack's outputs, each with whether it is secret. The Automation API reads them with the CLI, secrets
+    decrypted, so a stack whose secrets provider is a passphrase needs PULUMI_CONFIG_PASSPHRASE."""
+    try:
+        workspace = automation.LocalWorkspace(work_dir=str(PROJECT_ROOT))
+        return workspace.stack_outputs(stack)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            "the pulumi CLI is not on PATH; install it, or check one endpoint with --url URL --model NAME"
+        ) from exc
+    except automation.errors.CommandError as exc:
+        raise UsageError(f"reading the outputs of stack {stack} failed: {exc}") from exc
+
+
+def stack_file(stack: str) -> Path:
+    # --stack may be fully qualified (org/project/stack, as CI passes it); the file is named after the stack alone.
+    return PROJECT_ROOT / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+
+
+def stack_settings(stack: str) -> Optional[PlatformConfig]:
+    """The stack's config as the program reads it; None when there is no such stack file here."""
+    path = stack_file(stack)
+    if not path.is_file():
+        return None
+    try:
+        return read_stack_file(path).platform()
+    except ConfigError as exc:
+        raise UsageError(f"{path.name}: {exc}") from exc
+
+
+def stack_file_context(stack: str) -> Optional[str]:
+    """The kubeconfig context an existing-cluster stack deploys to (`cluster.existing.context`), if any."""
+    settings = stack_settings(stack)
+    existing = settings.cluster.existing if settings else None
+    return existing.context if existing else None
+
+
+def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
+    models = outputs.get("models") or {}
+    if not isinstance(models, dict) or not models:
+        raise UsageError("the stack has no `models` output; has it been deployed?")
+    namespace = outputs.get("namespace")
+    try:
+        return [
+            Target(name=name, served_model=model["servedModelName"], url=model["serviceUrl"], namespace=namespace)
+            for name, model in sorted(models.items())
+        ]
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"the stack's `models` output is not the documented shape: {exc!r}") from exc
+
+
+def target_from_url(url: str, model: str) -> Target:
+    """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise UsageError(f"--url {url!r} has no valid port: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise UsageError(f"--url {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    service = SERVICE_HOST.fullmatch(parts.hostname)
+    if service:
+        return Target(service["name"], model, url, service["namespace"])
+    return Target(model, model, url)
+
+
+@contextlib.contextmanager
+def kubeconfig_file(content: Any) -> Iterator[str]:
+    """The stack's kubeconfig in a private temporary file, removed afterwards; mkstemp creates it 0600."""
+    descriptor, path = tempfile.mkstemp(prefix="verify-", suffix=".kubeconfig")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content if isinstance(content, str) else json.dumps(content))
+        yield path
+    finally:
+        os.unlink(path)
