@@ -5,7 +5,7 @@ SCAN_VENV ?= venv-scan
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test scan render preview up verify install policies-install clean
+.PHONY: test scan render preview up verify install policies-install policy-pack docs bench clean
 
 # $(1): a virtualenv, created if missing; $(2): the requirements file it installs.
 define virtualenv
@@ -45,6 +45,19 @@ preview: install policies-install
 
 up: install policies-install
 	pulumi up --stack $(STACK) --policy-pack policies
+
+# The policy pack as Pulumi publishes it, with the vocabulary it imports beside it:
+#   make policy-pack && (cd build/policy-pack && pulumi policy publish ORG)
+policy-pack: install
+	$(PYTHON) -m tools.policy_pack build/policy-pack
+
+# The README's config reference, from the config model's schema; `make test` fails when it drifts.
+docs: install
+	$(PYTHON) -m tools.docs
+
+# How render time grows with the models (100, then 200); the suite itself never times anything.
+bench: install
+	$(PYTHON) -m tools.bench
 
 # After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack.
 verify: install

@@ -1,0 +1,29 @@
+"""The README's config reference is the config model's own schema, and says every key the model has."""
+
+from __future__ import annotations
+
+from tools import docs
+from vllm_platform.config.platform import PlatformConfig
+
+
+def test_the_committed_readme_matches_the_schema() -> None:
+    assert docs.main(["--check"]) == 0, "run `make docs`"
+
+
+def test_every_key_of_the_model_has_a_row_with_a_meaning() -> None:
+    schema = PlatformConfig.model_json_schema(by_alias=True)
+    documented = {path: rows for path, _, rows in docs.sections(schema, schema, "")}
+    assert {"", "cluster", "cluster.gpuNodePools[]", "models[]", "models[].autoscaling", "observability", "verify"} <= set(documented)
+    for path, rows in documented.items():
+        assert rows, path
+        for row in rows:
+            key, default, meaning = [cell.strip() for cell in row.strip("|").split(" | ")]
+            assert key.startswith("`") and default and meaning, (path, row)
+
+
+def test_a_drifted_readme_is_caught(tmp_path, monkeypatch) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(docs.README.read_text().replace("`\"m6i.large\"`", "`\"m5.large\"`", 1))
+    monkeypatch.setattr(docs, "README", readme)
+    assert docs.main(["--check"]) == 1
+    assert docs.main([]) == 0 and docs.main(["--check"]) == 0

@@ -1,0 +1,58 @@
+"""How the offline render's time grows with the models: 100 and 200 models, each timed, and the ratio.
+
+    python -m tools.bench
+
+Linear growth gives a ratio near 2; quadratic, near 4. Timing is for this command only: the test suite
+asserts counts that scale (resources and planning work per model), never seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from vllm_platform.config.loader import stack_config
+from tools import render
+
+SIZES = (100, 200)
+ADMIN = "arn:aws:iam::123456789012:role/bench"
+
+
+def many_models(count: int) -> dict[str, Any]:
+    """A stack of `count` 8B models on one g5.xlarge pool with a node for each."""
+    return {
+        "config": {
+            "aws:region": "us-west-2",
+            "vllm-platform:cluster": {
+                "name": "llm-bench",
+                "adminPrincipalArns": [ADMIN],
+                "vpc": {"zones": ["us-west-2a", "us-west-2b"]},
+                "gpuNodePools": [{"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": count + 1}],
+            },
+            "vllm-platform:models": [
+                {"name": f"model-{i}", "model": f"acme/model-{i}-8B", "gpuPool": "g5"} for i in range(count)
+            ],
+        }
+    }
+
+
+def timed_render(count: int) -> float:
+    started = time.perf_counter()
+    render.render(stack_config(many_models(count)), "bench")
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    # Imports and the providers' schemas load on the first render: warm them up before timing.
+    timed_render(10)
+    times = {count: timed_render(count) for count in SIZES}
+    for count, seconds in times.items():
+        print(f"{count} models: {seconds:.2f} s")
+    small, large = SIZES
+    print(f"ratio {large}/{small}: {times[large] / times[small]:.2f} (linear: {large / small:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
