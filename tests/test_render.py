@@ -69,7 +69,7 @@ def test_prod_serves_8b_with_two_replicas_and_70b_on_p4d_tp8() -> None:
 def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
     document = minimal_document(hfToken=TOKEN)
     rendering = render_document(document)
-    rendering.write(tmp_path)
+    rendering.write(tmp_path, with_charts=False)
     written = "".join(p.read_text() for p in tmp_path.iterdir())
     for form in (TOKEN, base64.b64encode(TOKEN.encode()).decode()):
         assert form not in written

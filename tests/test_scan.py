@@ -12,11 +12,21 @@ from typing import Any
 import pytest
 
 from tests.conftest import COMMITTED_STACKS, rendered_stack
-from tools import scan
+from tools import pack_on_charts, scan
 
 SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")
 # A check id, then a reason of a few words at least: "CKV_K8S_43=pinned to ...".
 REASONED_SKIP = re.compile(r"^CKV2?_K8S_\d+=\S.{30,}$")
+
+
+@pytest.fixture(autouse=True)
+def accepted_findings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The reviewed file of accepted chart findings, empty unless a test writes one: the real one names objects
+    of the real stacks, which these tests' made-up renders do not have."""
+    path = tmp_path / "chart_findings.yaml"
+    path.write_text("[]\n")
+    monkeypatch.setattr(scan, "CHART_FINDINGS", path)
+    return path
 
 
 def _item(check_id: str, file: str, reason: Any = None) -> dict[str, Any]:
@@ -170,3 +180,69 @@ def test_every_skip_is_on_its_object_with_a_reason(stack: str) -> None:
         template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
         assert not [k for k in template.get("annotations", {}) if k.startswith("checkov.io/")], "checkov reads the object's own"
     assert skips <= len(rendered_stack(stack).plan.models) * 2
+
+
+CHART_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: operator, namespace: keda}
+spec:
+  template:
+    spec:
+      containers:
+        - name: operator
+          image: ghcr.io/kedacore/keda:2.20.2
+          resources: {requests: {cpu: 100m, memory: 128Mi}}
+"""
+
+
+def scan_chart_finding(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, accepted: list[dict[str, Any]], chart: str = CHART_DEPLOYMENT
+) -> int:
+    """The scan of one chart's objects where checkov fails CKV_K8S_43 on Deployment.keda.operator."""
+    chart_file = tmp_path / "dev" / "checkov" / "keda.yaml"
+    chart_file.parent.mkdir(parents=True)
+    chart_file.write_text(chart)
+    scan.CHART_FINDINGS.write_text(json.dumps(accepted))
+    monkeypatch.setattr(scan, "render_stacks", lambda out: [chart_file])
+    file = str(chart_file.resolve())
+
+    def fake_checkov(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        failed = {**_item("CKV_K8S_43", file), "resource": "Deployment.keda.operator"}
+        return subprocess.CompletedProcess(command, 1, json.dumps({"results": {"failed_checks": [failed]}}), "")
+
+    monkeypatch.setattr(scan.subprocess, "run", fake_checkov)
+    return scan.main(["--checkov", "checkov", "--out", str(tmp_path)])
+
+
+ACCEPTED_43 = {"checks": ["CKV_K8S_43"], "objects": ["Deployment.keda.operator"], "reason": "the chart pins its image by tag"}
+
+
+def test_a_chart_finding_passes_only_with_a_reason_in_the_reviewed_file(monkeypatch, tmp_path, capsys) -> None:
+    assert scan_chart_finding(monkeypatch, tmp_path, [ACCEPTED_43]) == 0
+    assert "accepted CKV_K8S_43 Deployment.keda.operator" in capsys.readouterr().out
+    other = {**ACCEPTED_43, "objects": ["Deployment.keda.other"]}
+    assert scan_chart_finding(monkeypatch, tmp_path / "again", [ACCEPTED_43 | {"checks": ["CKV_K8S_40"]}]) == 1
+    assert "FAILED   CKV_K8S_43 Deployment.keda.operator" in capsys.readouterr().out
+    assert scan_chart_finding(monkeypatch, tmp_path / "third", [ACCEPTED_43, other]) == 1
+    assert "accepts CKV_K8S_43 on Deployment.keda.other, which no stack has: remove the entry" in capsys.readouterr().out
+
+
+def test_the_policy_pack_looks_at_the_charts_workloads_too(monkeypatch, tmp_path, capsys) -> None:
+    unrequested = CHART_DEPLOYMENT.replace("          resources: {requests: {cpu: 100m, memory: 128Mi}}\n", "")
+    assert scan_chart_finding(monkeypatch, tmp_path, [ACCEPTED_43], chart=unrequested) == 1
+    out = capsys.readouterr().out
+    assert "FAILED   workloads-request-cpu-and-memory Deployment.keda.operator" in out
+    accepted = {"checks": ["workloads-request-cpu-and-memory"], "objects": ["Deployment.keda.operator"], "reason": "x y z"}
+    assert scan_chart_finding(monkeypatch, tmp_path / "again", [ACCEPTED_43, accepted], chart=unrequested) == 0
+
+
+def test_every_accepted_chart_finding_says_why() -> None:
+    entries = scan.yaml.safe_load(Path(scan.__file__).with_name("chart_findings.yaml").read_text())
+    rules = {rule.name for rule in pack_on_charts.rules().RULES}
+    assert entries
+    for entry in entries:
+        assert set(entry) == {"checks", "objects", "reason"}
+        assert all(re.fullmatch(r"CKV2?_K8S_\d+", c) or c in rules for c in entry["checks"]), entry["checks"]
+        assert all(re.fullmatch(r"[A-Za-z]+\.[a-z0-9-]+\.[a-z0-9.-]+", o) for o in entry["objects"]), entry["objects"]
+        assert len(entry["reason"].split()) >= 12, entry["reason"]

@@ -26,6 +26,8 @@ def mask_secrets(value: Any, inside_secret: bool = False) -> Any:
     """
     if rpc.is_rpc_secret(value):
         return mask_secrets(rpc.unwrap_rpc_secret(value), inside_secret=True)
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
     if isinstance(value, dict):
         return {k: mask_secrets(value[k], inside_secret) for k in sorted(value) if not k.startswith("__")}
     if isinstance(value, list):

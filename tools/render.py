@@ -3,8 +3,9 @@
     python -m tools.render --stack dev --out build/dev
     python -m tools.render --config path/to/Pulumi.x.yaml [--stack x] --out DIR
 
-Writes DIR/manifests.yaml (every Kubernetes object, apply-ready; not Helm releases or providers)
-and DIR/plan.json ({stack, project, resources: [{type, name, parent, inputs}], outputs}).
+Writes DIR/manifests.yaml (every Kubernetes object, apply-ready; not Helm releases or providers),
+DIR/plan.json ({stack, project, resources: [{type, name, parent, inputs}], outputs}) and
+DIR/charts/<release>.yaml, each Helm release's own objects from a real `helm template` (tools/charts.py).
 Secrets, and the `secure:` config values that cannot be decrypted offline, appear as "[secret]".
 Exit codes: 0 rendered, 2 invalid stack config, 1 anything else.
 """
@@ -28,12 +29,13 @@ from vllm_platform.config.loader import StackConfig, read_stack_file
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
-from tools import mocks
+from tools import charts, mocks
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_ROOT / "__main__.py"
 # Resource types that are not Kubernetes objects of their own: Helm releases and chart components.
 NOT_MANIFESTS = ("kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize/")
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 # Apply order: what others live in or refer to comes first.
 KIND_ORDER = ("Namespace", "NetworkPolicy", "ServiceAccount", "Secret", "ConfigMap", "Service", "Deployment")
 
@@ -83,10 +85,25 @@ class Rendering:
             "outputs": self.outputs,
         }
 
-    def write(self, out: Path) -> None:
+    def releases(self) -> list[dict[str, Any]]:
+        """Every Helm release's inputs: chart, version, repository, values, namespace and name."""
+        return [r.inputs for r in self.resources if r.type == HELM_RELEASE]
+
+    def chart_documents(self) -> dict[str, str]:
+        """Each release's own objects as `helm template` renders them, by release name; ChartsUnavailable
+        says why where helm or a chart cannot be had."""
+        version = self.config.cluster.kubernetes_version
+        return {release["name"]: charts.template(release, version) for release in self.releases()}
+
+    def write(self, out: Path, with_charts: bool = True) -> None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifests.yaml").write_text(yaml.safe_dump_all(self.manifests(), sort_keys=False))
         (out / "plan.json").write_text(json.dumps(self.plan_document(), indent=2) + "\n")
+        if with_charts and self.releases():
+            documents = self.chart_documents()
+            (out / "charts").mkdir(exist_ok=True)
+            for release, text in documents.items():
+                (out / "charts" / f"{release}.yaml").write_text(text)
 
 
 async def _resolved_exports() -> dict[str, Any]:
@@ -150,9 +167,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ConfigError, pulumi.RunError) as error:
         print(f"error: {path.name}: {error}", file=sys.stderr)
         return 2
-    rendering.write(args.out)
+    try:
+        rendering.write(args.out)
+        charts_note = f", {len(rendering.releases())} Helm releases' objects in charts/"
+    except charts.ChartsUnavailable as reason:
+        rendering.write(args.out, with_charts=False)
+        charts_note = f"; the Helm releases' own objects are not rendered: {reason}"
+        print(f"note: {reason}", file=sys.stderr)
     kinds = len(rendering.manifests())
-    print(f"rendered stack {stack}: {kinds} Kubernetes objects, {len(rendering.resources)} resources -> {args.out}")
+    print(f"rendered stack {stack}: {kinds} Kubernetes objects, {len(rendering.resources)} resources{charts_note} -> {args.out}")
     return 0
 
 

@@ -22,7 +22,7 @@ DEFAULT_CRD_DIR = PROJECT_ROOT.parent / "shared" / "crds"
 BUILT_IN_GROUPS = {
     "", "apps", "batch", "policy", "autoscaling", "networking.k8s.io", "rbac.authorization.k8s.io",
     "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "discovery.k8s.io", "coordination.k8s.io",
-    "admissionregistration.k8s.io", "apiextensions.k8s.io", "certificates.k8s.io",
+    "admissionregistration.k8s.io", "apiextensions.k8s.io", "certificates.k8s.io", "apiregistration.k8s.io",
 }  # fmt: skip
 
 
@@ -53,28 +53,35 @@ def _strict(schema: Any) -> Any:
     return strict
 
 
-@lru_cache(maxsize=None)
-def crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict JSON schema, from every CRD file in the directory."""
+CrdSchemas = dict[tuple[str, str], dict[str, Any]]
+
+
+def schemas_of(documents: Iterable[Any]) -> CrdSchemas:
+    """(apiVersion, kind) -> strict JSON schema, from every CustomResourceDefinition among the documents."""
     schemas = {}
-    for path in sorted(directory.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if not document or document.get("kind") != "CustomResourceDefinition":
-                continue
-            spec = document["spec"]
-            for version in spec["versions"]:
-                schema = version.get("schema", {}).get("openAPIV3Schema")
-                if schema:
-                    api_version = f"{spec['group']}/{version['name']}"
-                    schemas[(api_version, spec["names"]["kind"])] = _strict(schema)
+    for document in documents:
+        if not isinstance(document, dict) or document.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = document["spec"]
+        for version in spec["versions"]:
+            schema = version.get("schema", {}).get("openAPIV3Schema")
+            if schema:
+                schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = _strict(schema)
     return schemas
 
 
-def validate_custom_resource(manifest: dict[str, Any], directory: Path) -> list[str]:
+@lru_cache(maxsize=None)
+def crd_schemas(directory: Path) -> CrdSchemas:
+    """The strict schemas of every CRD file in the directory; the C loader, since they run to megabytes."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return schemas_of(d for path in sorted(directory.glob("*.yaml")) for d in yaml.load_all(path.read_text(), Loader=loader))
+
+
+def validate_custom_resource(manifest: dict[str, Any], directory: Path, extra: Optional[CrdSchemas] = None) -> list[str]:
     key = (manifest["apiVersion"], manifest["kind"])
-    schema = crd_schemas(directory).get(key)
+    schema = crd_schemas(directory).get(key) or (extra or {}).get(key)
     if schema is None:
-        return [f"{describe(manifest)}: no CRD for {key[0]} {key[1]} in {directory}"]
+        return [f"{describe(manifest)}: no CRD for {key[0]} {key[1]} in {directory} or among the charts' own"]
     validator = jsonschema.Draft7Validator(schema)
     return [
         f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
@@ -97,14 +104,18 @@ def describe(manifest: dict[str, Any]) -> str:
 
 
 def validate_manifests(
-    manifests: Iterable[dict[str, Any]], kubernetes_version: str, crd_dir: Optional[Path]
+    manifests: Iterable[dict[str, Any]],
+    kubernetes_version: str,
+    crd_dir: Optional[Path],
+    extra_crds: Optional[CrdSchemas] = None,
 ) -> list[str]:
-    """Every problem found; custom resources are checked only when crd_dir is given."""
+    """Every problem found; custom resources are checked only when crd_dir is given, against its CRDs and then
+    `extra_crds` (those a chart installs itself)."""
     problems = []
     for manifest in manifests:
         if is_custom_resource(manifest):
             if crd_dir is not None:
-                problems += validate_custom_resource(manifest, crd_dir)
+                problems += validate_custom_resource(manifest, crd_dir, extra_crds)
         else:
             problems += validate_built_in(manifest, kubernetes_version)
     return problems

@@ -6,6 +6,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from vllm_platform.pins import Chart
 
@@ -13,8 +14,28 @@ from vllm_platform.pins import Chart
 RELEASE_TIMEOUT_SECONDS = 900
 
 
+def split_deletions(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(values without their None leaves, just those leaves as nulls). A null deletes a chart default in Helm,
+    but Pulumi's Python SDK drops None from a map before it reaches the provider: the nulls go as a values
+    file instead, which it passes through as it is (pulumi-kubernetes 4.30 and later)."""
+    kept: dict[str, Any] = {}
+    deleted: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            deleted[key] = None
+        elif isinstance(value, dict):
+            inner_kept, inner_deleted = split_deletions(value)
+            kept[key] = inner_kept
+            if inner_deleted:
+                deleted[key] = inner_deleted
+        else:
+            kept[key] = value
+    return kept, deleted
+
+
 def helm_release(chart: Chart, values: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
     """A release named after the chart's `release`, so the Service names it creates are predictable."""
+    kept, deleted = split_deletions(values)
     return k8s.helm.v3.Release(
         chart.release,
         name=chart.release,
@@ -23,7 +44,8 @@ def helm_release(chart: Chart, values: dict[str, Any], opts: pulumi.ResourceOpti
         repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
         namespace=chart.namespace,
         create_namespace=False,
-        values=values,
+        values=kept,
+        value_yaml_files=[pulumi.StringAsset(yaml.safe_dump(deleted))] if deleted else None,
         timeout=RELEASE_TIMEOUT_SECONDS,
         cleanup_on_fail=True,
         opts=opts,

