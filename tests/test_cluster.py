@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import ADMIN, COMMITTED_STACKS, document_plan, minimal_document, render_document, rendered_stack, resources_of
-from tools import mocks, render, schemas
+from tools import mocks, offerings, render, schemas
 from vllm_platform import contract, pins
 from vllm_platform.aws import eks as cluster
 from vllm_platform.aws import iam as aws_policies
@@ -161,7 +161,14 @@ def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
     assert pool(name="p4d", instanceTypes=["p4d.24xlarge"], efa=True).efa_interfaces == 4
 
 
-ZONES = sorted(mocks.FAKE_OFFERINGS)
+# A made-up region for the zone choice's own logic: g5 in three zones, the P types in fewer, p4de in none.
+MADE_UP_OFFERINGS = {
+    "us-west-2a": {f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge")},
+    "us-west-2b": {"g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge"},
+    "us-west-2c": {"g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge", "p5.48xlarge"},
+    "us-west-2d": {"p5.48xlarge"},
+}
+ZONES = sorted(MADE_UP_OFFERINGS)
 
 
 @pytest.mark.parametrize(
@@ -177,15 +184,15 @@ ZONES = sorted(mocks.FAKE_OFFERINGS)
     ],
 )
 def test_zones_are_chosen_where_the_pools_instance_types_are_offered(pools: list[GpuNodePool], count: int, zones: list[str]) -> None:
-    chosen = network.choose_zones(ZONES, count, pools, mocks.FAKE_OFFERINGS)
+    chosen = network.choose_zones(ZONES, count, pools, MADE_UP_OFFERINGS)
     assert chosen == zones
-    assert network.zone_problems(pools, chosen, mocks.FAKE_OFFERINGS, "") == []
+    assert network.zone_problems(pools, chosen, MADE_UP_OFFERINGS, "") == []
 
 
 def test_a_pool_fits_only_zones_offering_all_its_types() -> None:
     mixed = pool(instanceTypes=["g5.xlarge", "g5.16xlarge"])
-    assert network.fitting_zones(mixed, ZONES, mocks.FAKE_OFFERINGS) == ["us-west-2a"]
-    (problem,) = network.zone_problems([mixed], ["us-west-2b", "us-west-2c"], mocks.FAKE_OFFERINGS, "Do this.")
+    assert network.fitting_zones(mixed, ZONES, MADE_UP_OFFERINGS) == ["us-west-2a"]
+    (problem,) = network.zone_problems([mixed], ["us-west-2b", "us-west-2c"], MADE_UP_OFFERINGS, "Do this.")
     assert problem == (
         "cluster.gpuNodePools[g5]: no availability zone of the cluster (us-west-2b, us-west-2c) offers g5.xlarge, "
         "g5.16xlarge; zones that do: us-west-2a. Do this."
@@ -561,51 +568,61 @@ def test_hugging_face_models_get_no_aws_identity() -> None:
     assert not [r for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name.startswith("model-")]
 
 
+def in_region(region: str, **cluster_keys: Any) -> dict[str, Any]:
+    document = cluster_document(**cluster_keys)
+    document["config"]["aws:region"] = region
+    return document
+
+
+P4D_POOL = {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}
+
+
 def test_gpu_pools_use_only_subnets_whose_zone_offers_their_types() -> None:
     rendering = rendered_stack("prod")
     subnets = {r.name for r in of_type(rendering, "aws:ec2/subnet:Subnet")}
     assert subnets == {f"{kind}-us-west-2{z}" for kind in ("private", "public") for z in "abc"}
+    # us-west-2d offers p4d but no g5 (tools/offerings.py): there the g5 pool gets no subnet.
+    pools = [{"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2}, P4D_POOL]
+    rendering = render_document(cluster_document(vpc={"zones": ["us-west-2c", "us-west-2d"]}, gpuNodePools=pools))
     groups = {r.name: r.inputs["subnetIds"] for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
-    everywhere = [f"private-us-west-2{z}-id" for z in "abc"]
-    assert groups == {"system": everywhere, "gpu-g5": everywhere, "gpu-p4d": ["private-us-west-2b-id", "private-us-west-2c-id"]}
+    both = ["private-us-west-2c-id", "private-us-west-2d-id"]
+    assert groups == {"system": both, "gpu-g5": ["private-us-west-2c-id"], "gpu-p4d": both}
 
 
 def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
-    pools = [
-        {"name": "g5", "instanceTypes": ["g5.16xlarge"], "maxSize": 2},
-        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "placementGroup": True},
-    ]
-    rendering = render_document(cluster_document(gpuNodePools=pools))
-    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"] == ["private-us-west-2b-id"]
-    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-g5").inputs["subnetIds"] == ["private-us-west-2a-id"]
+    # eu-west-1 offers p4d in its second zone only, g5 in all three.
+    pools = [{"name": "g5", "instanceTypes": ["g5.16xlarge"], "maxSize": 2}, {**P4D_POOL, "placementGroup": True}]
+    rendering = render_document(in_region("eu-west-1", vpc={"availabilityZones": 3}, gpuNodePools=pools))
+    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"] == ["private-eu-west-1b-id"]
+    assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-g5").inputs["subnetIds"]) == 3
 
 
 @pytest.mark.parametrize(
     "cluster_keys, message",
     [
         (
-            {"vpc": {"id": "vpc-0abc", "privateSubnetIds": ["subnet-0a", "subnet-0d"]}},
-            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2d) offers p4d.24xlarge; "
-            "zones that do: us-west-2b, us-west-2c. Add private subnets in one of them to cluster.vpc.privateSubnetIds",
+            {"vpc": {"id": "vpc-0abc", "privateSubnetIds": ["subnet-0a", "subnet-0c"]}},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (eu-west-1a, eu-west-1c) offers p4d.24xlarge; "
+            "zones that do: eu-west-1b. Add private subnets in one of them to cluster.vpc.privateSubnetIds",
         ),
         (
-            {"vpc": {"availabilityZones": 2}, "gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4de.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]},
-            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2b) offers p4de.24xlarge; "
-            "no zone of the region does. Use other instanceTypes",
+            {"vpc": {"availabilityZones": 2}, "gpuNodePools": [{**P4D_POOL, "instanceTypes": ["p4de.24xlarge"]}]},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (eu-west-1a, eu-west-1b) offers p4de.24xlarge; "
+            "no zone of region eu-west-1 does. Use other instanceTypes, or another region",
         ),
         (
-            {"vpc": {"zones": ["us-west-2a", "us-west-2d"]}},
-            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (us-west-2a, us-west-2d) offers p4d.24xlarge; "
-            "zones that do: us-west-2b, us-west-2c. Name one of them in cluster.vpc.zones",
+            {"vpc": {"zones": ["eu-west-1a", "eu-west-1c"]}},
+            "cluster.gpuNodePools[p4d]: no availability zone of the cluster (eu-west-1a, eu-west-1c) offers p4d.24xlarge; "
+            "zones that do: eu-west-1b. Name one of them in cluster.vpc.zones",
         ),
-        ({"vpc": {"zones": ["us-west-2b", "us-west-9z"]}}, "cluster.vpc.zones: us-west-9z not zones of the region"),
+        ({"vpc": {"zones": ["eu-west-1b", "eu-west-9z"]}}, "cluster.vpc.zones: eu-west-9z not zones of the region"),
     ],
     ids=["existing-vpc", "created-vpc", "pinned-zones", "unknown-zone"],
 )
 def test_a_pool_no_zone_offers_stops_the_preview(cluster_keys: dict[str, Any], message: str) -> None:
-    document = cluster_document(**cluster_keys)
+    document = in_region("eu-west-1", **cluster_keys)
     if "gpuNodePools" not in cluster_keys:
-        document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}]
+        document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [P4D_POOL]
     document["config"]["vllm-platform:models"] = [{"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "p4d"}]
     with pytest.raises(pulumi.RunError) as error:
         render_document(document)
@@ -757,3 +774,19 @@ def test_a_created_cluster_needs_a_name() -> None:
         "cluster: name is required: set cluster.name to the EKS cluster's name (or, for an existing cluster, "
         "existing.stackReference to a stack whose clusterName output names it)"
     ]
+
+
+@pytest.mark.parametrize("region", sorted(offerings.REGION_ZONES))
+def test_the_offline_zones_follow_the_stacks_region(region: str) -> None:
+    """Every region where g5 is offered renders the minimal stack in its own zones (tools/offerings.py)."""
+    if not any("g5.xlarge" in types for types in offerings.offered_by_name(region).values()):
+        pytest.skip(f"{region} offers no g5 in the table")
+    rendering = render_document(in_region(region))
+    zones = {r.inputs["availabilityZone"] for r in resources_of(rendering, "aws:ec2/subnet:Subnet")}
+    assert zones and all(zone.startswith(region) for zone in zones)
+
+
+def test_a_region_the_offline_render_does_not_know_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="aws:region: the offline render knows no zones of 'mars-east-1'"):
+        render_document(in_region("mars-east-1"))
+    render_document(in_region("eu-north-1"))

@@ -16,6 +16,8 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 
+from tools import offerings
+
 from vllm_platform.config.loader import SECRET_PLACEHOLDER
 
 
@@ -117,67 +119,84 @@ def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -
     return version.replace("eksbuild.", "eksbuild.9") if most_recent else version
 
 
-# Where EC2 offers the catalog's GPU types in us-west-2 (for the mocks: g5 in three zones, the P
-# types in fewer, p4de in none). The committed stacks' zones follow from it.
-FAKE_OFFERINGS = {
-    "us-west-2a": {f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge")},
-    "us-west-2b": {"g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge"},
-    "us-west-2c": {"g5.xlarge", "g5.2xlarge", "g5.12xlarge", "g5.48xlarge", "p4d.24xlarge", "p5.48xlarge"},
-    "us-west-2d": {"p5.48xlarge"},
-}
+def fake_subnet_zone(region: str, subnet_id: str) -> str:
+    """An existing subnet lies in the zone its id ends with (subnet-0b -> <region>b); the region's a otherwise."""
+    return f"{region}{subnet_id[-1]}" if subnet_id[-1] in "abcdef" else f"{region}a"
 
 
-def _instance_type_offerings(args: dict[str, Any]) -> dict[str, Any]:
-    wanted = {v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]}
-    pairs = [(t, zone) for zone, types in sorted(FAKE_OFFERINGS.items()) for t in sorted(types) if t in wanted]
-    return {
-        "id": "us-west-2",
-        "instanceTypes": [t for t, _ in pairs],
-        "locations": [zone for _, zone in pairs],
-        "locationTypes": ["availability-zone"] * len(pairs),
-    }
+def partition(region: str) -> tuple[str, str]:
+    """The partition of a region and its DNS suffix."""
+    if region.startswith("cn-"):
+        return "aws-cn", "amazonaws.com.cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov", "amazonaws.com"
+    return "aws", "amazonaws.com"
 
 
-def fake_subnet_zone(subnet_id: str) -> str:
-    """An existing subnet lies in the zone its id ends with (subnet-0b -> us-west-2b); us-west-2a otherwise."""
-    return f"us-west-2{subnet_id[-1]}" if subnet_id[-1] in "abcd" else "us-west-2a"
+class FakeAws:
+    """Answers to the provider functions (data sources) the program invokes, for the stack's own region, from
+    the dated offerings table in tools/offerings.py."""
 
+    def __init__(self, region: str):
+        self.region = region
 
-# Answers to provider functions (data sources) the program invokes, by function token.
-FAKE_CALLS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "aws:index/getPartition:getPartition": lambda args: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
-    "aws:index/getRegion:getRegion": lambda args: {"name": "us-west-2", "region": "us-west-2"},
-    "aws:iam/getSessionContext:getSessionContext": lambda args: {
-        "arn": args.get("arn", ""),
-        "issuerArn": args.get("arn", ""),
-        "issuerName": args.get("arn", "").rpartition("/")[2],
-    },
-    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
-        "names": ["us-west-2a", "us-west-2b", "us-west-2c", "us-west-2d"],
-        "zoneIds": ["usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"],
-        "state": "available",
-    },
-    "aws:eks/getAddonVersion:getAddonVersion": lambda args: {
-        "addonName": args["addonName"],
-        "kubernetesVersion": args["kubernetesVersion"],
-        "version": fake_addon_version(args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))),
-    },
-    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _instance_type_offerings,
-    "aws:ec2/getSubnet:getSubnet": lambda args: {"id": args["id"], "availabilityZone": fake_subnet_zone(args["id"])},
-    "aws:iam/getPolicyDocument:getPolicyDocument": lambda args: {
-        "json": json.dumps({"Version": "2012-10-17", "Statement": args.get("statements", [])})
-    },
-}
+    def _known(self) -> None:
+        if self.region not in offerings.REGION_ZONES:
+            raise KeyError(
+                f"the offline render knows no zones of region {self.region!r}; it knows {', '.join(sorted(offerings.REGION_ZONES))}"
+            )
+
+    def availability_zones(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._known()
+        zones = offerings.zones(self.region)
+        return {"names": [n for n, _ in zones], "zoneIds": [i for _, i in zones], "state": "available"}
+
+    def instance_type_offerings(self, args: dict[str, Any]) -> dict[str, Any]:
+        self._known()
+        wanted = {v for f in args.get("filters", []) if f["name"] == "instance-type" for v in f["values"]}
+        offered = offerings.offered_by_name(self.region)
+        pairs = [(t, zone) for zone, types in sorted(offered.items()) for t in sorted(types) if t in wanted]
+        return {
+            "id": self.region,
+            "instanceTypes": [t for t, _ in pairs],
+            "locations": [zone for _, zone in pairs],
+            "locationTypes": ["availability-zone"] * len(pairs),
+        }
+
+    def answer(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
+        name, suffix = partition(self.region)
+        answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "aws:index/getPartition:getPartition": lambda a: {"partition": name, "dnsSuffix": suffix},
+            "aws:index/getRegion:getRegion": lambda a: {"name": self.region, "region": self.region},
+            "aws:iam/getSessionContext:getSessionContext": lambda a: {
+                "arn": a.get("arn", ""),
+                "issuerArn": a.get("arn", ""),
+                "issuerName": a.get("arn", "").rpartition("/")[2],
+            },
+            "aws:index/getAvailabilityZones:getAvailabilityZones": self.availability_zones,
+            "aws:eks/getAddonVersion:getAddonVersion": lambda a: {
+                "addonName": a["addonName"],
+                "kubernetesVersion": a["kubernetesVersion"],
+                "version": fake_addon_version(a["addonName"], a["kubernetesVersion"], bool(a.get("mostRecent"))),
+            },
+            "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": self.instance_type_offerings,
+            "aws:ec2/getSubnet:getSubnet": lambda a: {"id": a["id"], "availabilityZone": fake_subnet_zone(self.region, a["id"])},
+        }
+        found = answers.get(token)
+        return found(args) if found else {}
 
 
 # Who runs the program when a test or the render names no one; an account of AWS's documentation.
 DEFAULT_CALLER = "arn:aws:iam::123456789012:user/render"
+# The region of a stack that names none (an existing cluster's, which calls no AWS function).
+DEFAULT_REGION = "us-west-2"
 CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
 
 
 class RecordingMocks(pulumi_mocks.Mocks):
-    def __init__(self, caller_arn: str):
+    def __init__(self, caller_arn: str, region: str):
         self.caller_arn = caller_arn
+        self.aws = FakeAws(region)
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         state = dict(args.inputs)
@@ -191,8 +210,7 @@ class RecordingMocks(pulumi_mocks.Mocks):
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == CALLER_IDENTITY:
             return {"accountId": self.caller_arn.split(":")[4], "arn": self.caller_arn, "userId": "AIDARENDER"}, []
-        answer = FAKE_CALLS.get(args.token)
-        return (answer(args.args) if answer else {}), []
+        return self.aws.answer(args.token, args.args), []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -236,7 +254,7 @@ def install(
     """Point the Pulumi runtime at a fresh recording monitor with this stack's config, run by caller_arn."""
     pulumi.runtime.settings.set_root_resource(None)  # type: ignore[arg-type]
     pulumi.runtime.set_all_config(config, secret_keys)
-    monitor = RecordingMonitor(RecordingMocks(caller_arn))
+    monitor = RecordingMonitor(RecordingMocks(caller_arn, config.get("aws:region", DEFAULT_REGION)))
     pulumi.runtime.set_mocks(
         monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=program_log()
     )

@@ -29,7 +29,7 @@ from vllm_platform.config.loader import StackConfig, read_stack_file
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
-from tools import charts, mocks
+from tools import charts, mocks, offerings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = PROJECT_ROOT / "__main__.py"
@@ -122,6 +122,10 @@ def render(stack_config: StackConfig, stack: str, caller_arn: Optional[str] = No
     It runs as caller_arn, by default the stack's first admin: the identity a real `pulumi up` would use.
     """
     plan = plan_of(stack_config)
+    region = stack_config.values.get("aws:region", mocks.DEFAULT_REGION)
+    if plan.config.cluster.existing is None and region not in offerings.REGION_ZONES:
+        known = ", ".join(sorted(offerings.REGION_ZONES))
+        raise ConfigError([f"aws:region: the offline render knows no zones of {region!r}; it knows {known}"])
     project = project_name()
     caller = caller_arn or next(iter(plan.config.cluster.admin_principal_arns), mocks.DEFAULT_CALLER)
     monitor = mocks.install(project, stack, stack_config.values, stack_config.secret_keys, caller)

@@ -75,7 +75,7 @@ def choose_zones(
 
 
 def zone_problems(
-    pools: Sequence[PoolPlan], zones: Sequence[str], offered: Mapping[str, set[str]], way_out: str
+    pools: Sequence[PoolPlan], zones: Sequence[str], offered: Mapping[str, set[str]], way_out: str, region: str = ""
 ) -> list[str]:
     """One line per pool that no zone of the cluster fits, naming its types, the cluster's zones and those that would do."""
     problems = []
@@ -86,7 +86,7 @@ def zone_problems(
         elsewhere = fitting_zones(pool, sorted(offered), offered)
         problems.append(
             f"cluster.gpuNodePools[{pool.name}]: no availability zone of the cluster ({', '.join(zones)}) offers {types}; "
-            + (f"zones that do: {', '.join(elsewhere)}. {way_out}" if elsewhere else "no zone of the region does. Use other instanceTypes")
+            + (f"zones that do: {', '.join(elsewhere)}. {way_out}" if elsewhere else f"no zone of region {region} does. Use other instanceTypes, or another region")
         )
     return problems
 
@@ -106,7 +106,7 @@ def instance_type_offerings(pools: Sequence[PoolPlan]) -> dict[str, set[str]]:
     return offered
 
 
-def availability_zones(vpc: Vpc, pools: Sequence[PoolPlan], offered: Mapping[str, set[str]]) -> list[str]:
+def availability_zones(vpc: Vpc, pools: Sequence[PoolPlan], offered: Mapping[str, set[str]], region: str) -> list[str]:
     """The configured zones, or `availabilityZones` of the region's that need no opt-in (Local and
     Wavelength Zones do), fitting the GPU pools."""
     zones = aws.get_availability_zones(
@@ -117,14 +117,14 @@ def availability_zones(vpc: Vpc, pools: Sequence[PoolPlan], offered: Mapping[str
         unknown = sorted(set(vpc.zones) - set(zones))
         if unknown:
             raise pulumi.RunError(f"cluster.vpc.zones: {', '.join(unknown)} not zones of the region ({', '.join(sorted(zones))})")
-        _stop_on(zone_problems(pools, sorted(vpc.zones), offered, "Name one of them in cluster.vpc.zones, or use other instanceTypes"))
+        _stop_on(zone_problems(pools, sorted(vpc.zones), offered, "Name one of them in cluster.vpc.zones, or use other instanceTypes", region))
         return sorted(vpc.zones)
     if len(zones) < vpc.zone_count:
         raise pulumi.RunError(
             f"cluster.vpc.availabilityZones: {vpc.zone_count} requested but the region has {len(zones)} ({', '.join(zones)})"
         )
     chosen = choose_zones(sorted(zones), vpc.zone_count, pools, offered)
-    _stop_on(zone_problems(pools, chosen, offered, "Raise cluster.vpc.availabilityZones, or use other instanceTypes"))
+    _stop_on(zone_problems(pools, chosen, offered, "Raise cluster.vpc.availabilityZones, or use other instanceTypes", region))
     pulumi.log.warn(
         f"cluster.vpc.zones: not set, so the zones follow EC2's offerings and the pools ({', '.join(chosen)} now); "
         f"pin them with zones: [{', '.join(chosen)}] so that neither can ever move this VPC's subnets"
@@ -157,12 +157,12 @@ def create_network(
         subnet_ids = list(vpc_cfg.private_subnet_ids)
         subnet_zones = [aws.ec2.get_subnet(id=subnet).availability_zone for subnet in subnet_ids]
         way_out = "Add private subnets in one of them to cluster.vpc.privateSubnetIds, or use other instanceTypes"
-        _stop_on(zone_problems(pools, sorted(set(subnet_zones)), offered, way_out))
+        _stop_on(zone_problems(pools, sorted(set(subnet_zones)), offered, way_out, region))
         pool_subnets = _pool_subnets(pools, subnet_ids, subnet_zones, offered)
         return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), pool_subnets)
 
     # Before any resource: a pool no zone offers must stop the run with nothing created.
-    zones = availability_zones(vpc_cfg, pools, offered)
+    zones = availability_zones(vpc_cfg, pools, offered, region)
     name = cluster.name
     vpc = aws.ec2.Vpc(
         "vpc",
