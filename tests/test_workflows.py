@@ -47,6 +47,11 @@ def mentions(value: Any, text: str) -> bool:
 PULUMI_TOKEN = "PULUMI_ACCESS_TOKEN"
 
 
+def verify_step(job: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "")]
+    return step
+
+
 def test_workflows_match_githubs_schema() -> None:
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
     assert len(files) == 3
@@ -139,8 +144,10 @@ def test_only_the_pulumi_steps_get_the_pulumi_token() -> None:
     for name, job in [("pull-request.yml", pr["jobs"]["preview"]), ("pulumi-up.yml", up)]:
         assert not mentions(job.get("env", {}), PULUMI_TOKEN), name
         holders = [s for s in steps(job) if mentions(s, PULUMI_TOKEN)]
-        assert holders == [step_using(job, "pulumi/actions")], name
-        assert holders[0]["env"][PULUMI_TOKEN] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+        # verify reads the stack's outputs with the Pulumi CLI, after the deploy, in the same job.
+        pulumi_steps = [step_using(job, "pulumi/actions"), *([verify_step(job)] if job is up else [])]
+        assert holders == pulumi_steps, name
+        assert all(h["env"][PULUMI_TOKEN] == "${{ secrets.PULUMI_ACCESS_TOKEN }}" for h in holders)
         assert "environment" in job, "the secret can come from the job's environment"
 
 
@@ -204,3 +211,13 @@ def test_a_deploy_outlasts_the_longest_model_rollout() -> None:
     )
     # An hour on top: a first up creates the cluster and its node groups before any model.
     assert longest + 3600 <= min(session, job), (longest, session, job)
+
+
+def test_each_deploy_is_verified_and_a_failed_verify_fails_the_job() -> None:
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    order = steps(up)
+    deploy, verify = step_using(up, "pulumi/actions"), verify_step(up)
+    assert order.index(verify) == order.index(deploy) + 1, "verify runs right after pulumi up"
+    assert deploy["with"]["command"] == "up"
+    assert f"STACK={deploy['with']['stack-name']}" in verify["run"], "the stack just deployed"
+    assert "continue-on-error" not in verify and "||" not in verify["run"] and "if" not in verify
