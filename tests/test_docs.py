@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tools import docs
+from tools import docs, offerings
+from tools.render import PROJECT_ROOT
 from vllm_platform.config.platform import PlatformConfig
 
 
@@ -27,3 +28,12 @@ def test_a_drifted_readme_is_caught(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(docs, "README", readme)
     assert docs.main(["--check"]) == 1
     assert docs.main([]) == 0 and docs.main(["--check"]) == 0
+
+
+def test_the_readme_names_every_region_the_offline_render_knows() -> None:
+    text = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    listed = text.split("It knows the ")[1].split(". Another region")[0]
+    assert f"{len(offerings.REGION_ZONES)} regions with g5 or p4d" in listed
+    named = {name.strip() for name in listed.split(":", 1)[1].replace(" and ", ", ").split(",")}
+    assert named == set(offerings.REGION_ZONES)
+    assert offerings.AS_OF in text

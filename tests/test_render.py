@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import json
 from pathlib import Path
 
@@ -67,8 +69,8 @@ def test_prod_serves_8b_with_two_replicas_and_70b_on_p4d_tp8() -> None:
 
 
 def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
-    document = minimal_document(hfToken=TOKEN)
-    rendering = render_document(document)
+    # As the engine runs the program: the token decrypted, its key marked secret.
+    rendering = render_document(minimal_document(hfToken={"secure": "AAABAtoken"}), secrets={"AAABAtoken": TOKEN})
     rendering.write(tmp_path, with_charts=False)
     written = "".join(p.read_text() for p in tmp_path.iterdir())
     for form in (TOKEN, base64.b64encode(TOKEN.encode()).decode()):
@@ -123,7 +125,7 @@ def test_cli_refuses_an_invalid_config_with_exit_2(tmp_path: Path, capsys: pytes
     [
         ("config: [unclosed", "not valid YAML"),
         ("config: [a, b]\n", "`config:` must be a mapping"),
-        ("config:\n  vllm-platform:models: llama\n", "models: Input should be a valid list"),
+        ("config:\n  vllm-platform:models: llama\n", "models: must be a list, not the string \"llama\""),
     ],
     ids=["malformed YAML", "config not a mapping", "models not a list"],
 )
@@ -178,3 +180,15 @@ def test_local_stack_runs_simulated_models_without_gpus_or_aws() -> None:
             assert "nvidia.com/gpu" not in json.dumps(container["resources"])
             assert container["image"].startswith("ghcr.io/llm-d/llm-d-inference-sim:")
     assert objects_of(local, "ScaledObject") and objects_of(local, "ServiceMonitor")
+
+
+def test_without_the_venv_the_tools_stop_with_one_line(tmp_path: Path) -> None:
+    # -S leaves site-packages out: a Python with the standard library only, as a bare `python3` may be.
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", "tools.render", "--stack", "dev", "--out", str(tmp_path)],
+        cwd=render.PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert "lacks pulumi" in line and "run `make install`" in line
+    assert not list(tmp_path.iterdir())
