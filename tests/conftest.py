@@ -6,12 +6,12 @@ import copy
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
-import yaml
 
 from tools import render, schemas
+from vllm_platform.config import stack_yaml
 from vllm_platform.config.loader import stack_config
 from vllm_platform.config.platform import parse_config
 from vllm_platform.plan.plans import Plan
@@ -22,12 +22,16 @@ ADMIN = "arn:aws:iam::123456789012:role/deploy"
 
 
 def stack_document(stack: str) -> dict[str, Any]:
-    return yaml.safe_load(render.stack_file(stack).read_text())
+    return stack_yaml.load(render.stack_file(stack).read_text())
 
 
-def render_document(document: dict[str, Any], stack: str = "test") -> render.Rendering:
-    """Run the real program under mocks on a whole Pulumi.<stack>.yaml document."""
-    return render.render(stack_config(copy.deepcopy(document)), stack)
+def render_document(
+    document: dict[str, Any], stack: str = "test", secrets: Optional[dict[str, str]] = None
+) -> render.Rendering:
+    """Run the real program under mocks on a whole Pulumi.<stack>.yaml document. `secrets` maps each
+    `secure:` ciphertext to its plain text, as the engine decrypts them; offline they stay placeholders."""
+    config = stack_config(copy.deepcopy(document), secrets.__getitem__) if secrets else stack_config(copy.deepcopy(document))
+    return render.render(config, stack)
 
 
 def plan_of(raw: dict[str, Any]) -> Plan:

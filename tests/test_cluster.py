@@ -22,8 +22,8 @@ from vllm_platform.aws import nodes as node_pools
 from vllm_platform.catalog import INSTANCE_TYPES, PRICE_SOURCE
 from vllm_platform.config.cluster import GPU_POOL_NAME_MAX_LENGTH, GpuNodePool
 from vllm_platform.config.errors import ConfigError
-from vllm_platform.config.loader import platform_values, stack_config
-from vllm_platform.config.platform import parse_config
+from vllm_platform.config.loader import stack_config
+from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.k8s import cluster_addons
 from vllm_platform.pins import CLUSTER_AUTOSCALER_IMAGE_TAGS
 from vllm_platform.plan import sizing
@@ -31,7 +31,7 @@ from vllm_platform.plan.plans import PoolPlan
 from vllm_platform.plan.resolve import pool_plan
 
 EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
-EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+", re.ASCII)
 CREATED_STACKS = [s for s in COMMITTED_STACKS if "existing" not in render.stack_file(s).read_text()]
 CLUSTER_OUTPUTS = {
     "clusterName", "clusterEndpoint", "kubeconfig", "oidcIssuerUrl", "podIdentity", "nodeRoleArn",
@@ -60,9 +60,9 @@ def cluster_document(**cluster_keys: Any) -> dict[str, Any]:
     return document
 
 
-def raw_platform(document: dict[str, Any]) -> dict[str, Any]:
-    """The `vllm-platform:` values of a stack document, as parse_config takes them."""
-    return platform_values(stack_config(document).values)
+def document_config(document: dict[str, Any]) -> PlatformConfig:
+    """A stack document's config, validated as the program validates it."""
+    return stack_config(document).platform()
 
 
 # --- pure builders ---------------------------------------------------------------------------
@@ -265,7 +265,7 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
         ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
         ({"adminPrincipalArns": [ADMIN, ADMIN]}, f"cluster: {ADMIN} is listed more than once in adminPrincipalArns"),
         ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
-        ({"vpc": {"id": "vpc-1", "privateSubnetIds": ["subnet-a"]}}, "needs privateSubnetIds in at least two availability zones"),
+        ({"vpc": {"id": "vpc-0123456789abcdef0", "privateSubnetIds": ["subnet-0123456789abcdefa"]}}, "needs privateSubnetIds in at least two availability zones"),
         (
             {"endpoint": {"privateAccess": False, "publicAccessCidrs": ["203.0.113.0/24"]}},
             "cluster.endpoint: privateAccess false with publicAccessCidrs 203.0.113.0/24: nodes in the private subnets "
@@ -281,13 +281,13 @@ def test_cluster_keys_are_validated(cluster_keys: dict[str, Any], message: str) 
 
 def cluster_problems(**cluster_keys: Any) -> list[str]:
     with pytest.raises(ConfigError) as error:
-        parse_config(raw_platform(cluster_document(**cluster_keys)))
+        document_config(cluster_document(**cluster_keys))
     return error.value.problems
 
 
 def test_a_public_only_endpoint_must_admit_the_nodes() -> None:
     endpoint = {"privateAccess": False, "publicAccessCidrs": ["0.0.0.0/0"]}
-    assert parse_config(raw_platform(cluster_document(endpoint=endpoint))).cluster.endpoint.private_access is False
+    assert document_config(cluster_document(endpoint=endpoint)).cluster.endpoint.private_access is False
 
 
 @pytest.mark.parametrize("version", ["1.31", "1.37"])
@@ -302,7 +302,7 @@ def test_a_kubernetes_minor_without_a_pinned_autoscaler_is_refused(version: str)
 def test_the_upgrade_policy_follows_the_config(support_type: str) -> None:
     rendering = render_document(cluster_document(supportType=support_type))
     assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["upgradePolicy"] == {"supportType": support_type}
-    assert parse_config(raw_platform(cluster_document())).cluster.support_type == "STANDARD"
+    assert document_config(cluster_document()).cluster.support_type == "STANDARD"
     assert "cluster.supportType: Input should be 'STANDARD' or 'EXTENDED'" in cluster_problems(supportType="extended")
 
 
@@ -509,7 +509,7 @@ def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str
     releases = {r.name: r for r in resources_of(rendering, "kubernetes:helm.sh/v3:Release")}
     for chart in (pins.NVIDIA_DEVICE_PLUGIN, pins.CLUSTER_AUTOSCALER):
         release = releases[chart.release]
-        assert EXACT_VERSION.match(release.inputs["version"])
+        assert EXACT_VERSION.fullmatch(release.inputs["version"])
         assert release.inputs["name"] == chart.release and release.inputs["namespace"] == "kube-system"
         assert release.inputs["repositoryOpts"]["repo"] == chart.repository
         assert release.provider.split("::")[-2] == provider.name
@@ -601,7 +601,7 @@ def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
     "cluster_keys, message",
     [
         (
-            {"vpc": {"id": "vpc-0abc", "privateSubnetIds": ["subnet-0a", "subnet-0c"]}},
+            {"vpc": {"id": "vpc-0123456789abcdef0", "privateSubnetIds": ["subnet-0123456789abcdefa", "subnet-0123456789abcdefc"]}},
             "cluster.gpuNodePools[p4d]: no availability zone of the cluster (eu-west-1a, eu-west-1c) offers p4d.24xlarge; "
             "zones that do: eu-west-1b. Add private subnets in one of them to cluster.vpc.privateSubnetIds",
         ),
@@ -634,16 +634,16 @@ def test_pinned_zones_hold_whatever_ec2_offers() -> None:
     subnets = [r.inputs["availabilityZone"] for r in resources_of(rendering, "aws:ec2/subnet:Subnet")]
     assert sorted(set(subnets)) == ["us-west-2b", "us-west-2c"] and len(subnets) == 4
     with pytest.raises(ConfigError) as error:
-        parse_config(raw_platform(cluster_document(vpc={"zones": ["us-west-2a", "us-west-2b"], "availabilityZones": 3})))
+        document_config(cluster_document(vpc={"zones": ["us-west-2a", "us-west-2b"], "availabilityZones": 3}))
     assert any("availabilityZones 3 but zones names 2" in p for p in error.value.problems)
 
 
 def test_an_existing_vpc_is_used_not_created() -> None:
-    vpc = {"id": "vpc-0abc", "privateSubnetIds": ["subnet-a", "subnet-b"], "publicSubnetIds": ["subnet-c"]}
+    vpc = {"id": "vpc-0123456789abcdef0", "privateSubnetIds": ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"], "publicSubnetIds": ["subnet-0123456789abcdefc"]}
     rendering = render_document(cluster_document(vpc=vpc))
     assert not [r for r in rendering.resources if r.type.startswith(("aws:ec2/vpc:", "aws:ec2/subnet:", "aws:ec2/natGateway:", "aws:ec2/vpcEndpoint:"))]
-    assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]["subnetIds"] == ["subnet-a", "subnet-b"]
-    assert rendering.outputs["vpcId"] == "vpc-0abc" and rendering.outputs["privateSubnetIds"] == ["subnet-a", "subnet-b"]
+    assert one(rendering, "aws:eks/cluster:Cluster", "eks").inputs["vpcConfig"]["subnetIds"] == ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"]
+    assert rendering.outputs["vpcId"] == "vpc-0123456789abcdef0" and rendering.outputs["privateSubnetIds"] == ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"]
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
@@ -682,7 +682,7 @@ def existing_rendering(**existing: Any) -> render.Rendering:
 
 @pytest.mark.parametrize(
     "existing",
-    [{}, {"kubeconfig": "apiVersion: v1\nkind: Config\n"}, {"context": "team-a"}],
+    [{}, {"kubeconfig": {"secure": "AAABAkubeconfig"}}, {"context": "team-a"}],
     ids=["stack-reference", "kubeconfig", "context"],
 )
 def test_existing_cluster_deploys_models_only_through_its_provider(existing: dict[str, Any]) -> None:
@@ -715,7 +715,7 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
             "cluster.existing: supportType, systemNodes and viewerPrincipalArns have no effect on an existing cluster",
         ),
         (
-            {"existing": {"kubeconfig": "apiVersion: v1\nkind: Config\n", "kubeconfigOutput": "config"}},
+            {"existing": {"kubeconfig": {"secure": "AAABAkubeconfig"}, "kubeconfigOutput": "config"}},
             "cluster.existing: kubeconfigOutput names an output of stackReference: no effect without it; remove it",
         ),
     ],
@@ -724,7 +724,7 @@ def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, An
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     document["config"]["vllm-platform:cluster"].update(cluster_keys)
     with pytest.raises(ConfigError) as error:
-        parse_config(raw_platform(document))
+        document_config(document)
     (problem,) = error.value.problems
     assert problem.startswith(message)
 
@@ -753,14 +753,14 @@ def test_an_existing_clusters_name_comes_from_its_stack_when_not_given() -> None
     assert existing_rendering().outputs["clusterName"] == "shared-gpu", "a name given wins"
 
 
-@pytest.mark.parametrize("existing", [{"context": "team-a"}, {"kubeconfig": "apiVersion: v1\nkind: Config\n"}], ids=["context", "kubeconfig"])
+@pytest.mark.parametrize("existing", [{"context": "team-a"}, {"kubeconfig": {"secure": "AAABAkubeconfig"}}], ids=["context", "kubeconfig"])
 def test_an_existing_cluster_no_stack_names_needs_a_name(existing: dict[str, Any]) -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     document["config"]["vllm-platform:cluster"]["existing"] = existing
     render_document(document, "existing")
     del document["config"]["vllm-platform:cluster"]["name"]
     with pytest.raises(ConfigError) as error:
-        parse_config(raw_platform(document))
+        document_config(document)
     (problem,) = error.value.problems
     assert problem.startswith("cluster: name is required: set cluster.name")
 
@@ -769,7 +769,7 @@ def test_a_created_cluster_needs_a_name() -> None:
     document = cluster_document()
     del document["config"]["vllm-platform:cluster"]["name"]
     with pytest.raises(ConfigError) as error:
-        parse_config(raw_platform(document))
+        document_config(document)
     assert error.value.problems == [
         "cluster: name is required: set cluster.name to the EKS cluster's name (or, for an existing cluster, "
         "existing.stackReference to a stack whose clusterName output names it)"

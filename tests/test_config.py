@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ADMIN, plan_of
 from tools import mocks
 from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.platform import parse_config
 from vllm_platform.plan.notes import token_notes
 from vllm_platform.plan.plans import Plan
 from vllm_platform.program import load_plan
@@ -294,7 +295,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("floating image", with_model(image="vllm/vllm-openai:latest"), "models[llama-8b].image: 'vllm/vllm-openai:latest' floats"),
     ("unknown quantization", with_model(quantization="int3"), "models[llama-8b].quantization: Input should be 'awq'"),
     ("misspelt key", with_model(tensorParalelSize=1), "models[llama-8b].tensorParalelSize: is not a known key"),
-    ("missing model id", with_model(model=None), "models[llama-8b].model: Input should be a valid string"),
+    ("missing model id", with_model(model=None), "models[llama-8b].model: must be a string, not null"),
     ("bad model source", with_model(model="llama"), "models[llama-8b].model: 'llama' is neither a Hugging Face id"),
     ("managed flag in extraArgs", with_model(extraArgs=["--port=9000"]), "models[llama-8b].extraArgs: --port is set by the platform"),
     ("--host in extraArgs", with_model(extraArgs=["--host", "0.0.0.0"]), "models[llama-8b].extraArgs: --host is set by the platform itself; remove it"),
@@ -395,14 +396,15 @@ def test_pulumi_run_reads_plain_and_structured_values() -> None:
     config = {f"vllm-platform:{k}": json.dumps(v) for k, v in base().items()}
     config |= {"vllm-platform:namespace": "serving", "vllm-platform:clientNamespaces": '["apps"]', "aws:region": "us-west-2"}
     mocks.install("vllm-platform", "test", config, [])
-    plan, token = load_plan()
-    assert plan.namespace == "serving" and plan.config.client_namespaces == ["apps"] and token is None
+    plan = load_plan()
+    assert plan.namespace == "serving" and plan.config.client_namespaces == ["apps"] and plan.config.hf_token is None
 
 
 def test_hub_models_without_a_token_are_warned_about() -> None:
     cfg = plan_of(base()).config
-    (note,) = token_notes(cfg, has_token=False)
+    (note,) = token_notes(cfg)
     assert note.startswith("hfToken: not set, so meta-llama/Llama-3.1-8B-Instruct download anonymously")
-    assert "pulumi config set --secret vllm-platform:hfToken" in note
-    assert token_notes(cfg, has_token=True) == []
-    assert token_notes(plan_of(with_model(model="s3://acme-models/llama-8b/")).config, has_token=False) == []
+    assert "pulumi config set --secret 'vllm-platform:hfToken'" in note
+    with_token = parse_config({**base(), "hfToken": "hf_x"}, secret_paths={"hfToken"})
+    assert token_notes(with_token) == []
+    assert token_notes(plan_of(with_model(model="s3://acme-models/llama-8b/")).config) == []

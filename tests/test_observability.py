@@ -101,6 +101,9 @@ def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
+GRAFANA_PASSWORD = "plain-text-grafana-pw-42"
+
+
 @lru_cache(maxsize=None)
 def _rendered(variant: str) -> Any:
     documents = {
@@ -110,14 +113,15 @@ def _rendered(variant: str) -> Any:
                 {"name": "llama-8b-chat", "model": "meta-llama/Llama-3.1-8B-Instruct", "servedModelName": "chat",
                  "gpuPool": "g5", "autoscaling": {"mode": "hpa-cpu"}},
             ],
-            observability={"timeToFirstTokenSloSeconds": 1.5, "grafanaAdminPassword": "plain-text-grafana-pw-42"},
+            observability={"timeToFirstTokenSloSeconds": 1.5, "grafanaAdminPassword": {"secure": "AAABAgrafana"}},
         ),
         "external": minimal_document(
             observability={"enabled": False, "externalPrometheusUrl": "http://prometheus.shared.svc:9090"}
         ),
         "no-grafana": minimal_document(observability={"grafanaEnabled": False, "alertmanagerEnabled": False}),
     }  # fmt: skip
-    return render_document(documents[variant])
+    # The engine decrypts a secret before the program reads it: the plain text must still never show.
+    return render_document(documents[variant], secrets={"AAABAgrafana": GRAFANA_PASSWORD})
 
 
 def _release_inputs(rendering: Any, release: str) -> dict[str, Any]:
@@ -282,7 +286,7 @@ def test_grafana_password_from_config_is_a_secret() -> None:
     assert grafana["admin"]["existingSecret"] == monitoring.GRAFANA_ADMIN_SECRET
     assert "adminPassword" not in grafana
     everything = json.dumps([rendering.manifests(), rendering.plan_document()])
-    assert "plain-text-grafana-pw-42" not in everything
+    assert GRAFANA_PASSWORD not in everything
 
 
 def test_without_a_password_one_is_generated_as_a_pulumi_secret() -> None:

@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import COMMITTED_STACKS, rendered_stack
 from tools import pack_on_charts, scan
 
-SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")
+SKIP_ANNOTATION = re.compile(r"checkov\.io/skip\d+", re.ASCII)
 # A check id, then a reason of a few words at least: "CKV_K8S_43=pinned to ...".
-REASONED_SKIP = re.compile(r"^CKV2?_K8S_\d+=\S.{30,}$")
+REASONED_SKIP = re.compile(r"CKV2?_K8S_\d+=\S.{30,}", re.ASCII)
 
 
 @pytest.fixture(autouse=True)
@@ -175,7 +175,7 @@ def test_every_skip_is_on_its_object_with_a_reason(stack: str) -> None:
     for manifest in rendered_stack(stack).manifests():
         for key, value in (manifest["metadata"].get("annotations") or {}).items():
             if key.startswith("checkov.io/"):
-                assert SKIP_ANNOTATION.match(key) and REASONED_SKIP.match(value), (manifest["metadata"]["name"], key, value)
+                assert SKIP_ANNOTATION.fullmatch(key) and REASONED_SKIP.fullmatch(value), (manifest["metadata"]["name"], key, value)
                 skips += 1
         template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
         assert not [k for k in template.get("annotations", {}) if k.startswith("checkov.io/")], "checkov reads the object's own"

@@ -47,7 +47,7 @@ def test_the_vocabulary_needs_nothing_the_policy_packs_virtualenv_lacks() -> Non
         tree = ast.parse(module.read_text())
         imported = {alias.name.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        assert imported <= {"__future__", "re", "collections", "typing", "vllm_platform"}, module.name
+        assert imported <= {"__future__", "json", "re", "collections", "typing", "vllm_platform"}, module.name
 
 
 EXTRA_ARGS = "models[llama-8b].extraArgs: "
@@ -80,6 +80,6 @@ def test_every_refused_flag_is_named() -> None:
     assert "-tp (vLLM's --tensor-parallel-size)" in problem and "-dp (vLLM's --data-parallel-size) 2" in problem
 
 
-@pytest.mark.parametrize("extra_args", [["--pipeline-parallel-size", "1"], ["-dp=1"], ["--enable-prefix-caching", "--seed", "7"]])
+@pytest.mark.parametrize("extra_args", [["--pipeline-parallel-size=1"], ["-dp=1"], ["--enable-prefix-caching", "--seed=7"]])
 def test_extra_args_that_leave_one_gpu_worker_per_tensor_parallel_rank_pass(extra_args: list[str]) -> None:
     assert plan_of(with_model(extraArgs=extra_args)).models[0].args[-len(extra_args):] == tuple(extra_args)

@@ -21,7 +21,7 @@ def test_children_are_parented_to_the_model_component() -> None:
 
 
 def test_deployment_waits_for_its_service_account_and_token_secret() -> None:
-    rendering = render_document(minimal_document(hfToken="hf_x"))
+    rendering = render_document(minimal_document(hfToken={"secure": "AAABAtoken"}))
     deployment = resources_of(rendering, "kubernetes:apps/v1:Deployment")[0]
     assert "kubernetes:core/v1:Secret::hf-token" in deployment.dependencies
     assert "kubernetes:core/v1:ServiceAccount::llama-8b" in deployment.dependencies

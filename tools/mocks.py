@@ -120,7 +120,7 @@ def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -
 
 
 def fake_subnet_zone(region: str, subnet_id: str) -> str:
-    """An existing subnet lies in the zone its id ends with (subnet-0b -> <region>b); the region's a otherwise."""
+    """An existing subnet lies in the zone its id ends with (subnet-...b -> <region>b); the region's a otherwise."""
     return f"{region}{subnet_id[-1]}" if subnet_id[-1] in "abcdef" else f"{region}a"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -16,7 +16,7 @@ from vllm_platform.k8s.workload import hf_token_secret_metadata
 from vllm_platform.plan.plans import Plan
 
 
-def build_platform(plan: Plan, hf_token: Optional[pulumi.Output[str]]) -> dict[str, Any]:
+def build_platform(plan: Plan) -> dict[str, Any]:
     """Create every resource of the stack; return the stack outputs by name."""
     cluster = PlatformCluster("cluster", plan)
     k8s_opts = pulumi.ResourceOptions(providers=[cluster.provider], depends_on=cluster.ready)
@@ -32,12 +32,12 @@ def build_platform(plan: Plan, hf_token: Optional[pulumi.Output[str]]) -> dict[s
     observability = Observability("observability", plan, opts=k8s_opts)
 
     token_secret = None
-    if hf_token is not None:
+    if plan.config.hf_token is not None:
         token_secret = k8s.core.v1.Secret(
             HF_TOKEN_SECRET,
             metadata=hf_token_secret_metadata(plan),
             type="Opaque",
-            string_data={HF_TOKEN_SECRET_KEY: hf_token},
+            string_data={HF_TOKEN_SECRET_KEY: pulumi.Output.secret(plan.config.hf_token)},
             opts=in_namespace,
         )
 

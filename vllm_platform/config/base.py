@@ -13,19 +13,37 @@ CONFIG_NAMESPACE = "vllm-platform"
 
 DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+DNS_1123_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# Text a secret or a name may hold: printable ASCII, no newline (a token piped in with `echo` ends in one).
+PRINTABLE_WORD = re.compile(r"[\x21-\x7e]+")
+PRINTABLE_TEXT = re.compile(r"[\x20-\x7e]+")
 
 
 class Section(BaseModel):
-    """A config section: keys in camelCase, unknown keys refused, values frozen once validated."""
+    """A config section: keys in camelCase, unknown keys refused, values frozen once validated, and no
+    infinite or NaN number (YAML's `.inf` would pass every lower bound)."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, validate_default=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+        allow_inf_nan=False,
     )
 
 
 def check_label(value: str, pattern: re.Pattern[str], kind: str) -> str:
     if len(value) > LABEL_MAX_LENGTH or not pattern.fullmatch(value):
         raise ValueError(f"{value!r} is not a {kind} (lower-case letters, digits and '-', at most 63 characters)")
+    return value
+
+
+def check_pattern(value: str, pattern: re.Pattern[str], expected: str, shown: bool = True) -> str:
+    """The value, if the pattern matches all of it; else a refusal naming what was expected. A secret
+    (`shown` false) is never repeated in the message."""
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{repr(value) + ' ' if shown else ''}is not {expected}")
     return value
 
 

@@ -7,14 +7,29 @@ import re
 from enum import StrEnum
 from typing import Optional
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from vllm_platform.catalog import INSTANCE_TYPES
-from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, check_ordered, duplicates
+from vllm_platform.config.base import (
+    DNS_1123_LABEL,
+    PRINTABLE_WORD,
+    Section,
+    check_label,
+    check_ordered,
+    check_pattern,
+    duplicates,
+)
+from vllm_platform.config.secrets import set_command
 from vllm_platform.pins import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 ANYWHERE = "0.0.0.0/0"
+EC2_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+", re.ASCII)
+# us-west-2a, and Local Zones such as us-west-2-lax-1a.
+ZONE_NAME = re.compile(r"[a-z]{2}(-[a-z0-9]+)+", re.ASCII)
+VPC_ID = re.compile(r"vpc-([0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
+SUBNET_ID = re.compile(r"subnet-([0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
+STACK_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 STACK_REFERENCE = re.compile(r"[\w.-]+/[\w.-]+/[\w.-]+", re.ASCII)
 IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", re.ASCII)
 # A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
@@ -25,10 +40,15 @@ GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
 class SystemNodes(Section):
     """The managed node group for the add-ons, Prometheus and KEDA: label `node-type: system`, no taint."""
 
-    instance_type: str = Field("m6i.large", description="EC2 instance type of the system nodes")
-    min_size: int = Field(2, ge=1, description="nodes at least")
-    max_size: int = Field(3, ge=1, description="nodes at most")
-    root_volume_gib: int = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
+    instance_type: StrictStr = Field("m6i.large", description="EC2 instance type of the system nodes")
+    min_size: StrictInt = Field(2, ge=1, description="nodes at least")
+    max_size: StrictInt = Field(3, ge=1, description="nodes at most")
+    root_volume_gib: StrictInt = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        return check_pattern(value, EC2_INSTANCE_TYPE, "an EC2 instance type such as m6i.large")
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "SystemNodes":
@@ -42,11 +62,11 @@ class NatGateways(StrEnum):
 
 
 class Vpc(Section):
-    cidr: str = Field(
+    cidr: StrictStr = Field(
         "10.0.0.0/16",
         description="IPv4 /16 to /20; split into one large private subnet per zone (pods take VPC addresses) and small public ones",
     )
-    availability_zones: int = Field(
+    availability_zones: StrictInt = Field(
         2,
         ge=2,
         le=6,
@@ -60,7 +80,7 @@ class Vpc(Section):
         ),
     )
     # Pinned zone names: unset, the choice follows EC2's offerings, which can change under a running VPC.
-    zones: Optional[list[str]] = Field(
+    zones: Optional[list[StrictStr]] = Field(
         None,
         description=(
             "the zone names, pinned (the committed stacks pin theirs): the VPC never moves. Checked at preview: each must "
@@ -69,7 +89,7 @@ class Vpc(Section):
         ),
     )
     nat_gateways: NatGateways = Field(NatGateways.SINGLE, description="`single`, or `perAz` for one NAT gateway per zone")
-    id: Optional[str] = Field(
+    id: Optional[StrictStr] = Field(
         None,
         description=(
             "use an existing VPC instead, with `privateSubnetIds` in at least two zones (and `publicSubnetIds`), tagged "
@@ -77,8 +97,8 @@ class Vpc(Section):
             "fits stops the preview"
         ),
     )
-    private_subnet_ids: list[str] = Field([], description="with `id`: the existing VPC's private subnets")
-    public_subnet_ids: list[str] = Field([], description="with `id`: the existing VPC's public subnets")
+    private_subnet_ids: list[StrictStr] = Field([], description="with `id`: the existing VPC's private subnets")
+    public_subnet_ids: list[StrictStr] = Field([], description="with `id`: the existing VPC's public subnets")
 
     @field_validator("cidr")
     @classmethod
@@ -87,6 +107,25 @@ class Vpc(Section):
         if network.version != 4 or not 16 <= network.prefixlen <= 20:
             raise ValueError(f"{value!r} must be an IPv4 network of /16 to /20, large enough for pod IPs")
         return value
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_names(cls, values: Optional[list[str]]) -> Optional[list[str]]:
+        for value in values or []:
+            check_pattern(value, ZONE_NAME, "an availability zone name such as us-west-2a")
+        return values
+
+    @field_validator("id")
+    @classmethod
+    def _vpc_id(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_pattern(value, VPC_ID, "a VPC id such as vpc-0123456789abcdef0")
+
+    @field_validator("private_subnet_ids", "public_subnet_ids")
+    @classmethod
+    def _subnet_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            check_pattern(value, SUBNET_ID, "a subnet id such as subnet-0123456789abcdef0")
+        return values
 
     @model_validator(mode="after")
     def _zones_agree(self) -> "Vpc":
@@ -112,7 +151,7 @@ class Vpc(Section):
 
 
 class Endpoint(Section):
-    private_access: bool = Field(
+    private_access: StrictBool = Field(
         True,
         description=(
             "API server reachable from inside the VPC. `false` is refused unless `publicAccessCidrs` holds `0.0.0.0/0`: "
@@ -121,7 +160,7 @@ class Endpoint(Section):
         ),
     )
     # Empty means no public endpoint: reach the API from inside the VPC (a VPN, or CI runners there).
-    public_access_cidrs: list[str] = Field(
+    public_access_cidrs: list[StrictStr] = Field(
         [], description="CIDRs allowed to reach the public API endpoint; empty means no public endpoint"
     )
 
@@ -151,34 +190,34 @@ class CapacityType(StrEnum):
 
 
 class GpuNodePool(Section):
-    name: str = Field(
+    name: StrictStr = Field(
         description=(
             f"DNS-1123 label of at most {GPU_POOL_NAME_MAX_LENGTH} characters (its node group is named `gpu-<name>-` plus "
             "a unique suffix, so a replacement can run next to the group it replaces); the `gpu-pool` label of its nodes"
         )
     )
-    instance_types: list[str] = Field(
+    instance_types: list[StrictStr] = Field(
         min_length=1,
         description=f"catalog types ({', '.join(INSTANCE_TYPES)}), all with the same GPU model and count",
     )
-    min_size: int = Field(0, ge=0, description="nodes the autoscaler keeps at least")
-    max_size: int = Field(ge=1, description="nodes the autoscaler adds at most")
+    min_size: StrictInt = Field(0, ge=0, description="nodes the autoscaler keeps at least")
+    max_size: StrictInt = Field(ge=1, description="nodes the autoscaler adds at most")
     capacity_type: CapacityType = Field(CapacityType.ON_DEMAND, description="`ON_DEMAND`, or `SPOT`")
-    root_volume_gib: int = Field(
+    root_volume_gib: StrictInt = Field(
         200,
         ge=50,
         le=16384,
         alias="rootVolumeGiB",
         description="encrypted gp3 root volume (500 MB/s, 6000 IOPS) for the image and the model cache; must hold each model's checkpoint",
     )
-    efa: bool = Field(
+    efa: StrictBool = Field(
         False,
         description=(
             "for 8-GPU types: EFA interfaces on the nodes. Node-level only: every model serves within one node, so no pod "
             "requests EFA and no EFA device plugin is installed; it prepares a pool for serving across nodes"
         ),
     )
-    placement_group: bool = Field(
+    placement_group: StrictBool = Field(
         False,
         description="a cluster placement group for the pool's nodes, which pins the pool to one subnet, in a zone that offers its types",
     )
@@ -215,12 +254,16 @@ class GpuNodePool(Section):
 
 
 class ExistingCluster(Section):
-    stack_reference: Optional[str] = Field(
+    stack_reference: Optional[StrictStr] = Field(
         None, description="a fully qualified stack `org/project/stack` whose output `kubeconfigOutput` holds the kubeconfig"
     )
-    kubeconfig_output: str = Field("kubeconfig", description="the output of `stackReference` that holds the kubeconfig")
-    kubeconfig: Optional[str] = Field(None, description="a kubeconfig, given as a secret")
-    context: Optional[str] = Field(None, description="a context of your own kubeconfig")
+    kubeconfig_output: StrictStr = Field("kubeconfig", description="the output of `stackReference` that holds the kubeconfig")
+    kubeconfig: Optional[StrictStr] = Field(
+        None,
+        repr=False,
+        description=f"a kubeconfig, as a secret: `{set_command('cluster.existing.kubeconfig')} < kubeconfig.yaml`",
+    )
+    context: Optional[StrictStr] = Field(None, description="a context of your own kubeconfig")
 
     @field_validator("stack_reference")
     @classmethod
@@ -228,6 +271,16 @@ class ExistingCluster(Section):
         if value is not None and not STACK_REFERENCE.fullmatch(value):
             raise ValueError(f"{value!r} is not a fully qualified stack name org/project/stack")
         return value
+
+    @field_validator("kubeconfig_output")
+    @classmethod
+    def _output_name(cls, value: str) -> str:
+        return check_pattern(value, STACK_OUTPUT_NAME, "a stack output name such as kubeconfig")
+
+    @field_validator("context")
+    @classmethod
+    def _context_name(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_pattern(value, PRINTABLE_WORD, "a kubeconfig context name (printable ASCII, no spaces)")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ExistingCluster":
@@ -254,14 +307,14 @@ class SupportType(StrEnum):
 
 
 class Cluster(Section):
-    name: Optional[str] = Field(
+    name: Optional[StrictStr] = Field(
         None,
         description=(
             "the EKS cluster's name (DNS-1123 label). Required, except for an existing cluster named by "
             "`existing.stackReference`, whose stack's `clusterName` output names it"
         ),
     )
-    kubernetes_version: str = Field(
+    kubernetes_version: StrictStr = Field(
         DEFAULT_KUBERNETES_VERSION,
         description=(
             f"EKS minor version: `\"{SUPPORTED_KUBERNETES_VERSIONS[0]}\"` to `\"{SUPPORTED_KUBERNETES_VERSIONS[-1]}\"`, "
@@ -286,12 +339,12 @@ class Cluster(Section):
     endpoint: Endpoint = Field(Endpoint(), description="who reaches the API server")
     system_nodes: SystemNodes = Field(SystemNodes(), description="the managed node group for the add-ons, Prometheus and KEDA")
     gpu_node_pools: list[GpuNodePool] = Field([], description="the GPU node pools (see the `cluster.gpuNodePools[]` keys)")
-    protect: bool = Field(
+    protect: StrictBool = Field(
         False, description="Pulumi `protect` on the cluster, VPC and KMS key, and EKS deletion protection on the cluster"
     )
     # Who the cluster admits, through EKS access entries: everyone who runs `pulumi up` (CI's deploy
     # role, platform admins), and read-only identities such as the PR checks' preview role.
-    admin_principal_arns: list[str] = Field(
+    admin_principal_arns: list[StrictStr] = Field(
         [],
         description=(
             "required for a created cluster: IAM users or roles granted cluster admin through access entries, every "
@@ -299,7 +352,7 @@ class Cluster(Section):
             "happens to run Pulumi; a run by an identity on neither list stops before creating anything, naming it"
         ),
     )
-    viewer_principal_arns: list[str] = Field(
+    viewer_principal_arns: list[StrictStr] = Field(
         [],
         description=(
             "IAM users or roles granted read-only access to every resource, Secrets included (`AmazonEKSAdminViewPolicy`): "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -35,14 +37,47 @@ def describe_location(loc: tuple[Any, ...], raw: Any) -> str:
     return text or "config"
 
 
-def pydantic_problems(error: ValidationError, raw: Any) -> list[str]:
+# What a value of each strict type must be; YAML's and pydantic's coercions (true as 1, "yes" as a
+# boolean, "2" as a number) are refused, so the message says what was given instead.
+EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "model_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+}
+
+
+def describe_value(value: Any, secret: bool) -> str:
+    """The value as YAML would show it; a secret's own text is never repeated."""
+    kinds = {bool: "the boolean", int: "the number", float: "the number", str: "the string"}
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    kind = next((name for type_, name in kinds.items() if isinstance(value, type_)), "a value")
+    if secret:
+        return f"{kind.replace('the ', 'a ')}"
+    shown = json.dumps(value) if not isinstance(value, str) or len(value) <= 60 else json.dumps(value[:57] + "...")
+    return f"{kind} {shown}"
+
+
+def pydantic_problems(error: ValidationError, raw: Any, secret_keys: Collection[str] = ()) -> list[str]:
     problems = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+        where = describe_location(loc, raw)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "is not a known key (check its spelling against the README's config reference)"
         elif item["type"] == "missing":
             message = "is required"
-        problems.append(f"{describe_location(loc, raw)}: {message}")
+        elif item["type"] in EXPECTED:
+            secret = ".".join(str(p) for p in loc) in secret_keys
+            message = f"must be {EXPECTED[item['type']]}, not {describe_value(item['input'], secret)}"
+        problems.append(f"{where}: {message}")
     return problems

@@ -1,24 +1,24 @@
 """Where the stack config comes from: the Pulumi engine at `pulumi up`, or a `Pulumi.<stack>.yaml` file offline.
 
-Either way the same raw `vllm-platform:` values reach `parse_config`. The HF token is read as a secret
-on its own and never validated into plain state.
+Either way the same raw `vllm-platform:` values reach `parse_config`, with the paths that are secret, so
+that a secret written in plain text is refused (config/secrets.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pulumi
-import yaml
 
+from vllm_platform.config import stack_yaml
 from vllm_platform.config.base import CONFIG_NAMESPACE
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import PlatformConfig, parse_config
 
-HF_TOKEN_KEY = "hfToken"
 # What a `secure:` value, which cannot be decrypted offline, reads as; and every secret in an offline render.
 SECRET_PLACEHOLDER = "[secret]"
 
@@ -26,18 +26,23 @@ SECRET_PLACEHOLDER = "[secret]"
 def platform_values(config: dict[str, str]) -> dict[str, Any]:
     """The `vllm-platform:` keys of an engine config map (values as JSON text), decoded for parse_config.
 
-    Every key is passed on, so a misspelt one is an error, never a silent default. The HF token is
-    left out: it is read as a secret on its own and never validated into plain state."""
+    Every key is passed on, so a misspelt one is an error, never a silent default."""
     prefix, raw = f"{CONFIG_NAMESPACE}:", {}
     for key, text in config.items():
         name = key.removeprefix(prefix)
-        if name == key or name == HF_TOKEN_KEY:
+        if name == key:
             continue
         try:
             raw[name] = json.loads(text)
         except ValueError:
             raw[name] = text  # a plain string such as `namespace: inference`
     return raw
+
+
+def platform_paths(keys: list[str]) -> set[str]:
+    """Config keys (`vllm-platform:observability`) as the paths parse_config names (`observability`)."""
+    prefix = f"{CONFIG_NAMESPACE}:"
+    return {key.removeprefix(prefix) for key in keys if key.startswith(prefix)}
 
 
 def _engine_config() -> dict[str, str]:
@@ -48,12 +53,11 @@ def _engine_config() -> dict[str, str]:
 
 
 def engine_config() -> PlatformConfig:
-    """This stack's config as the engine gives it, validated; raises ConfigError."""
-    return parse_config(platform_values(_engine_config()))
-
-
-def engine_hf_token() -> Optional[pulumi.Output[str]]:
-    return pulumi.Config(CONFIG_NAMESPACE).get_secret(HF_TOKEN_KEY)
+    """This stack's config as the engine gives it, validated; raises ConfigError. The engine knows
+    secrets by top-level key: one secret value inside `observability` makes all of it secret."""
+    config = _engine_config()
+    secret = [key for key in config if pulumi.runtime.config.is_config_secret(key)]
+    return parse_config(platform_values(config), platform_paths(secret))
 
 
 @dataclass
@@ -61,41 +65,70 @@ class StackConfig:
     """A stack file's config map, as the Pulumi engine hands it to the program."""
 
     values: dict[str, str]
+    # Top-level keys holding a secret, as the engine marks them.
     secret_keys: list[str]
+    # Exactly which values are secret, `observability.grafanaAdminPassword`: the file says.
+    secret_paths: set[str] = field(default_factory=set)
 
     def platform(self) -> PlatformConfig:
-        return parse_config(platform_values(self.values))
+        return parse_config(platform_values(self.values), platform_paths(sorted(self.secret_paths)))
 
 
-def _placeholder_secure(value: Any) -> tuple[Any, bool]:
-    """Replace `secure:` leaves with the placeholder; report whether there were any."""
-    if isinstance(value, dict):
-        if set(value) == {"secure"}:
-            return SECRET_PLACEHOLDER, True
-        pairs = {k: _placeholder_secure(v) for k, v in value.items()}
-        return {k: v for k, (v, _) in pairs.items()}, any(s for _, s in pairs.values())
-    if isinstance(value, list):
-        items = [_placeholder_secure(v) for v in value]
-        return [v for v, _ in items], any(s for _, s in items)
-    return value, False
+def _offline(ciphertext: str) -> str:
+    return SECRET_PLACEHOLDER
 
 
-def stack_config(document: dict[str, Any]) -> StackConfig:
-    """The config map of a parsed Pulumi.<stack>.yaml document."""
-    values, secret_keys = {}, []
+class _SecureValues:
+    """Replaces each `secure:` value with what `decrypt` makes of it, noting its path and any malformed one."""
+
+    def __init__(self, decrypt: Callable[[str], str]):
+        self.decrypt = decrypt
+        self.paths: set[str] = set()
+        self.problems: list[str] = []
+
+    def replace(self, value: Any, path: str) -> Any:
+        if isinstance(value, dict) and "secure" in value:
+            ciphertext = value["secure"]
+            if set(value) != {"secure"} or not isinstance(ciphertext, str) or not ciphertext:
+                what = (
+                    f"has other keys ({', '.join(sorted(str(k) for k in value if k != 'secure'))})"
+                    if set(value) != {"secure"}
+                    else f"holds {type(ciphertext).__name__ if ciphertext is not None else 'nothing'}, not ciphertext"
+                )
+                self.problems.append(
+                    f"{path}: malformed secret: a `secure:` value is exactly `secure: <ciphertext>`, as "
+                    f"`pulumi config set --secret` writes it, and this one {what}"
+                )
+                return SECRET_PLACEHOLDER
+            self.paths.add(path)
+            return self.decrypt(ciphertext)
+        if isinstance(value, dict):
+            return {k: self.replace(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.replace(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+
+def stack_config(document: dict[str, Any], decrypt: Callable[[str], str] = _offline) -> StackConfig:
+    """The config map of a parsed Pulumi.<stack>.yaml document; raises ConfigError for a malformed secret.
+
+    Offline, every secret reads as the placeholder; `decrypt` stands in for the engine's key in tests."""
+    values, secure = {}, _SecureValues(decrypt)
     for key, raw in (document.get("config") or {}).items():
-        value, secret = _placeholder_secure(raw)
+        value = secure.replace(raw, str(key))
         values[key] = value if isinstance(value, str) else json.dumps(value)
-        if secret:
-            secret_keys.append(key)
-    return StackConfig(values=values, secret_keys=secret_keys)
+    if secure.problems:
+        raise ConfigError([p.removeprefix(f"{CONFIG_NAMESPACE}:") for p in secure.problems])
+    secret_keys = sorted({path.split(".")[0].split("[")[0] for path in secure.paths})
+    return StackConfig(values=values, secret_keys=secret_keys, secret_paths=secure.paths)
 
 
 def read_stack_file(path: Path) -> StackConfig:
+    """A stack file, read strictly (config/stack_yaml.py); raises ConfigError with one line per problem."""
     try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"]) from None
+        document = stack_yaml.load(path.read_text()) or {}
+    except stack_yaml.StackFileError as error:
+        raise ConfigError([f"{path.name}: {error}"]) from None
     if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
-        raise ConfigError(["`config:` must be a mapping of `project:key` names to values"])
+        raise ConfigError([f"{path.name}: `config:` must be a mapping of `project:key` names to values"])
     return stack_config(document)

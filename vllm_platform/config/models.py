@@ -6,15 +6,24 @@ import re
 from enum import StrEnum
 from typing import Any, Optional
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 
 from vllm_platform.config.base import DNS_1035_LABEL, Section, check_label, check_ordered
 from vllm_platform.config.quantities import cpu_millis, memory_mib
 from vllm_platform.contract import images, vllm_flags
 from vllm_platform.pins import DEFAULT_VLLM_IMAGE
 
-HF_MODEL_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+", re.ASCII)
-S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", re.ASCII)
+# huggingface_hub's validate_repo_id (utils/_validators.py): `namespace/name`, each of letters, digits and
+# `_ . -` starting and ending with a letter, digit or `_`, the name at most 96 characters; no `--` or `..`,
+# no `.git` at the end. In ASCII only: the hub's `\w` would admit look-alike letters it then never finds.
+HF_MODEL_ID = re.compile(r"(?!.*(--|\.\.))(?!.*\.git$)\w(?:[\w.-]*\w)?/(?=[\w.-]{1,96}$)\w(?:[\w.-]*\w)?", re.ASCII)
+# Bucket names as S3 names them (3 to 63 of lower-case letters, digits, `.` and `-`, no `..`); a key
+# prefix of letters, digits and `. _ / -` only, since it becomes the Resource of an IAM policy (where `*`
+# and `?` are wildcards) and a vLLM argument. Segments are never `.` or `..`, and never empty.
+S3_URI = re.compile(
+    r"s3://(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+/)*(?:(?!\.\.?$)[A-Za-z0-9._-]+)?)?",
+    re.ASCII,
+)
 # Served names go into argv, PromQL label matchers and the simulator's shell line: no quotes, spaces or `$`.
 SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}", re.ASCII)
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -26,13 +35,12 @@ class Quantization(StrEnum):
     GPTQ = "gptq"
     GPTQ_MARLIN = "gptq_marlin"
     FP8 = "fp8"
-    BITSANDBYTES = "bitsandbytes"
     COMPRESSED_TENSORS = "compressed-tensors"
 
 
 class Replicas(Section):
-    min: int = Field(1, ge=0, description="replicas at least; `0` scales to zero (see \"Scale to zero\")")
-    max: int = Field(1, ge=1, description="replicas at most")
+    min: StrictInt = Field(1, ge=0, description="replicas at least; `0` scales to zero (see \"Scale to zero\")")
+    max: StrictInt = Field(1, ge=1, description="replicas at most")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Replicas":
@@ -55,14 +63,14 @@ class Autoscaling(Section):
             "with `replicas.min = replicas.max`"
         ),
     )
-    queue_depth_per_replica: int = Field(10, ge=1, description="waiting requests per replica the KEDA trigger aims for")
-    target_cpu_utilization_percent: int = Field(70, ge=10, le=100, description="with `hpa-cpu`: the CPU utilisation it aims for")
+    queue_depth_per_replica: StrictInt = Field(10, ge=1, description="waiting requests per replica the KEDA trigger aims for")
+    target_cpu_utilization_percent: StrictInt = Field(70, ge=10, le=100, description="with `hpa-cpu`: the CPU utilisation it aims for")
     # With replicas.min 0: requests in flight per replica, as the KEDA HTTP add-on's interceptor counts them.
-    concurrency_per_replica: int = Field(
+    concurrency_per_replica: StrictInt = Field(
         64, ge=1, description="with `replicas.min: 0`: requests in flight per replica as the HTTP add-on's interceptor counts them"
     )
     # With replicas.min 0: idle time before the last replica goes. A cold start costs a node and minutes of loading.
-    scale_to_zero_after_seconds: int = Field(
+    scale_to_zero_after_seconds: StrictInt = Field(
         900, ge=60, le=86400, description="with `replicas.min: 0`: idle time before the last replica goes (KEDA's `cooldownPeriod`)"
     )
 
@@ -78,8 +86,8 @@ class Autoscaling(Section):
 
 
 class Resources(Section):
-    cpu: str = Field(description="CPU request and limit, a Kubernetes quantity such as `3` or `3500m`")
-    memory: str = Field(description="memory request and limit, a Kubernetes quantity such as `12Gi`")
+    cpu: StrictStr = Field(description="CPU request and limit, a Kubernetes quantity such as `3` or `3500m`")
+    memory: StrictStr = Field(description="memory request and limit, a Kubernetes quantity such as `12Gi`")
 
     @field_validator("cpu", "memory")
     @classmethod
@@ -90,27 +98,27 @@ class Resources(Section):
 
 
 class Model(Section):
-    name: str = Field(
+    name: StrictStr = Field(
         description=(
             "DNS-1035 label, unique; names the Deployment, Service, ServiceMonitor, ScaledObject and PDB (at most 55 "
             "characters with `replicas.min: 0`, whose pods' Service is `<name>-backend`)"
         )
     )
-    model: str = Field(
+    model: StrictStr = Field(
         description=(
             "Hugging Face id (`org/name`) or `s3://bucket/prefix` (streamed with `--load-format runai_streamer`; a created "
             "cluster gives the model's ServiceAccount, through Pod Identity, a role that may read that prefix and nothing else)"
         )
     )
-    served_model_name: Optional[str] = Field(
+    served_model_name: Optional[StrictStr] = Field(
         None,
         description=(
             "the name clients send and metrics carry as `model_name`; by default `model`; unique across models; letters, "
             "digits and `. _ : / -` only, since it reaches PromQL matchers and argv"
         ),
     )
-    gpu_pool: Optional[str] = Field(None, description="required unless simulated: a `cluster.gpuNodePools` entry")
-    tensor_parallel_size: int = Field(
+    gpu_pool: Optional[StrictStr] = Field(None, description="required unless simulated: a `cluster.gpuNodePools` entry")
+    tensor_parallel_size: StrictInt = Field(
         1, description="1, 2, 4 or 8, at most the pool's GPUs per node; also the pod's `nvidia.com/gpu`"
     )
     quantization: Optional[Quantization] = Field(
@@ -119,10 +127,10 @@ class Model(Section):
             f"none (bf16), or {', '.join(f'`{q.value}`' for q in Quantization)}. On Ampere (A10G, A100) fp8 runs weight-only"
         ),
     )
-    parameters_billions: Optional[float] = Field(
+    parameters_billions: Optional[StrictFloat] = Field(
         None, gt=0, description="read from the id (`8B`, `70b`, `8x7B`) by default; needed for the fit checks when the id carries no size"
     )
-    max_model_len: Optional[int] = Field(
+    max_model_len: Optional[StrictInt] = Field(
         None,
         gt=0,
         description=(
@@ -131,7 +139,7 @@ class Model(Section):
             "when the checkpoint's full context (128k for Llama 3.1) does not"
         ),
     )
-    kv_cache_bytes_per_token: Optional[int] = Field(
+    kv_cache_bytes_per_token: Optional[StrictInt] = Field(
         None,
         gt=0,
         description=(
@@ -141,7 +149,7 @@ class Model(Section):
             "`extraArgs`, half the figure)"
         ),
     )
-    gpu_memory_utilization: Optional[float] = Field(None, gt=0, lt=1, description="in (0, 1); vLLM's 0.9 by default")
+    gpu_memory_utilization: Optional[StrictFloat] = Field(None, gt=0, lt=1, description="in (0, 1); vLLM's 0.9 by default")
     replicas: Replicas = Field(
         Replicas(),
         description=(
@@ -160,8 +168,8 @@ class Model(Section):
             "per GPU): 16Gi for 2, 20Gi for 4, 28Gi for 8"
         ),
     )
-    image: str = Field(DEFAULT_VLLM_IMAGE, description="the vLLM image: never `latest`, never untagged")
-    extra_args: list[str] = Field(
+    image: StrictStr = Field(DEFAULT_VLLM_IMAGE, description="the vLLM image: never `latest`, never untagged")
+    extra_args: list[StrictStr] = Field(
         [],
         description=(
             "passed to `vllm serve`; flags the platform sets itself (`--model`, `--port`, `--tensor-parallel-size`, ...) "
@@ -169,13 +177,13 @@ class Model(Section):
             "pipeline and data parallelism above 1, which would need more GPUs than the pod gets"
         ),
     )
-    startup_timeout_seconds: Optional[int] = Field(
+    startup_timeout_seconds: Optional[StrictInt] = Field(
         None, ge=30, description="the startup probe's budget; from the model's size by default (see \"What each model gets\")"
     )
-    shutdown_timeout_seconds: int = Field(
+    shutdown_timeout_seconds: StrictInt = Field(
         60, ge=0, le=3600, description="`--shutdown-timeout`: how long vLLM drains in-flight requests on SIGTERM"
     )
-    simulate: bool = Field(False, description="this model only: llm-d's inference simulator instead of vLLM")
+    simulate: StrictBool = Field(False, description="this model only: llm-d's inference simulator instead of vLLM")
 
     @field_validator("name")
     @classmethod
@@ -215,21 +223,24 @@ class Model(Section):
 
     @field_validator("extra_args")
     @classmethod
-    def _no_managed_flags(cls, values: list[str]) -> list[str]:
-        problems = []
+    def _flags_that_work(cls, values: list[str]) -> list[str]:
+        problems, refused = [], []
         parallel = (vllm_flags.PIPELINE_PARALLEL, vllm_flags.DATA_PARALLEL)
         for flag in vllm_flags.flags(values):
             read_as = next((name for name in (*vllm_flags.MANAGED_FLAGS, *parallel) if vllm_flags.names(flag, name)), None)
             spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
             if read_as in vllm_flags.MANAGED_FLAGS:
+                refused.append(flag.written)
                 problems.append(f"{spelled} is set by the platform itself; remove it from extraArgs")
             # vLLM starts size x tensorParallelSize workers, one GPU each, in a pod that has
             # tensorParallelSize GPUs: it cannot start, and the pod crash-loops.
             elif read_as in parallel and flag.value != "1":
+                refused.append(flag.written)
                 problems.append(
                     f"{spelled} {flag.value}: vLLM would need {flag.value} x tensorParallelSize GPUs and the pod "
                     "gets tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
                 )
+        problems += vllm_flags.word_problems(values, refused)
         if problems:
             raise ValueError("; ".join(problems))
         return values

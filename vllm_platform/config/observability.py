@@ -6,9 +6,10 @@ import re
 from typing import Optional
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictStr, field_validator, model_validator
 
-from vllm_platform.config.base import Section, namespace_names
+from vllm_platform.config.base import DNS_1123_SUBDOMAIN, PRINTABLE_TEXT, Section, check_pattern, namespace_names
+from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE
 
 PROMETHEUS_DURATION = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>ms|s|m|h|d|w|y)", re.ASCII)
@@ -22,12 +23,17 @@ def duration_seconds(duration: str) -> float:
         raise ValueError(f"{duration!r} is not a Prometheus duration such as 15s, 30m or 15d")
     return int(match["count"]) * DURATION_SECONDS[match["unit"]]
 STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(Gi|Ti)", re.ASCII)
-HTTP_URL = re.compile(r"https?://[^/\s]+(/\S*)?", re.ASCII)
+# scheme://host[:port][/path]: a DNS name or IPv4 address, and a path of printable ASCII without spaces.
+HTTP_URL = re.compile(
+    r"https?://(?P<host>[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
+    r"(:(?P<port>[0-9]{1,5}))?(/[\x21-\x7e]*)?",
+    re.ASCII,
+)
 
 
 class Prometheus(Section):
-    retention: str = Field("15d", description="Prometheus retention")
-    storage_size: str = Field(
+    retention: StrictStr = Field("15d", description="Prometheus retention")
+    storage_size: StrictStr = Field(
         "50Gi",
         description=(
             "Prometheus volume; `retentionSize` is set to 85% of it, so a full volume never stops Prometheus (and "
@@ -35,10 +41,15 @@ class Prometheus(Section):
         ),
     )
     # The EBS CSI gp3 class the cluster layer installs as the default.
-    storage_class_name: str = Field("gp3", description="the class the volume is provisioned from (`standard` on kind)")
-    scrape_interval: str = Field(
+    storage_class_name: StrictStr = Field("gp3", description="the class the volume is provisioned from (`standard` on kind)")
+    scrape_interval: StrictStr = Field(
         "15s", description="scrape and rule evaluation interval, the models' ServiceMonitors' too"
     )
+
+    @field_validator("storage_class_name")
+    @classmethod
+    def _class_name(cls, value: str) -> str:
+        return check_pattern(value, DNS_1123_SUBDOMAIN, "a StorageClass name (a DNS-1123 subdomain such as gp3)")
 
     @field_validator("retention", "scrape_interval")
     @classmethod
@@ -55,39 +66,38 @@ class Prometheus(Section):
 
 
 class Observability(Section):
-    enabled: bool = Field(
+    enabled: StrictBool = Field(
         True, description="install kube-prometheus-stack, KEDA, the DCGM exporter, the dashboard and the alerts"
     )
     prometheus: Prometheus = Field(Prometheus(), description="Prometheus' storage and intervals")
-    grafana_enabled: bool = Field(True, description="Grafana with the vLLM dashboard")
-    alertmanager_enabled: bool = Field(
+    grafana_enabled: StrictBool = Field(True, description="Grafana with the vLLM dashboard")
+    alertmanager_enabled: StrictBool = Field(
         True,
         description=(
             "Alertmanager. It starts with the chart's `null` receiver: route the alerts to your pager with an "
             "`AlertmanagerConfig` in `monitoring` or the chart's `alertmanager.config`"
         ),
     )
-    time_to_first_token_slo_seconds: float = Field(2.0, gt=0, description="the p95 time-to-first-token SLO the alert uses")
-    kv_cache_usage_alert_ratio: float = Field(0.9, gt=0, le=1, description="KV-cache usage above which a replica alerts")
-    # Set with `pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword`;
-    # unset, pulumi-random generates one once and the stack's state keeps it.
-    grafana_admin_password: Optional[str] = Field(
+    time_to_first_token_slo_seconds: StrictFloat = Field(2.0, gt=0, description="the p95 time-to-first-token SLO the alert uses")
+    kv_cache_usage_alert_ratio: StrictFloat = Field(0.9, gt=0, le=1, description="KV-cache usage above which a replica alerts")
+    # Unset, pulumi-random generates one once and the stack's state keeps it.
+    grafana_admin_password: Optional[StrictStr] = Field(
         None,
         repr=False,
         description=(
-            "`pulumi config set --path --secret vllm-platform:observability.grafanaAdminPassword ...`; unset, one is "
-            "generated once (`pulumi-random`) and kept as a secret in the stack's state. Either way it reaches Grafana "
-            "through the `grafana-admin` Secret, never the chart's well-known default"
+            f"a secret, `{set_command('observability.grafanaAdminPassword')}`; unset, one is generated once "
+            "(`pulumi-random`) and kept as a secret in the stack's state. Either way it reaches Grafana through the "
+            "`grafana-admin` Secret, never the chart's well-known default"
         ),
     )
     # Where models' KEDA triggers query when this stack does not run its own Prometheus.
-    external_prometheus_url: Optional[str] = Field(
+    external_prometheus_url: Optional[StrictStr] = Field(
         None,
         description="with `enabled: false`: the Prometheus the models' KEDA triggers query (KEDA must then already run)",
     )
     # With enabled false: namespaces whose Prometheus or agents scrape the models; by default the one
     # externalPrometheusUrl names (http://NAME.NAMESPACE.svc...). The models' NetworkPolicy admits them.
-    scrape_namespaces: Optional[list[str]] = Field(
+    scrape_namespaces: Optional[list[StrictStr]] = Field(
         None,
         description=(
             "with `enabled: false`: namespaces whose Prometheus or agent scrapes the models; the models' NetworkPolicy "
@@ -97,7 +107,7 @@ class Observability(Section):
     )
     # With enabled false: ServiceMonitors for an operator-run Prometheus of your own; off by default,
     # since a cluster without the prometheus-operator CRDs would refuse them.
-    service_monitors: Optional[bool] = Field(
+    service_monitors: Optional[StrictBool] = Field(
         None,
         description=(
             "with `enabled: false`: create the models' ServiceMonitors for a prometheus-operator of your own (its CRDs "
@@ -105,13 +115,20 @@ class Observability(Section):
         ),
     )
     # The DCGM exporter and GPU alerts; by default on when some model runs on GPUs (not simulated).
-    gpu_metrics: Optional[bool] = Field(
+    gpu_metrics: Optional[StrictBool] = Field(
         None,
         description=(
             "the DCGM exporter and the `gpu-health` alerts; by default on where a model runs on GPUs, off when every "
             "model is simulated (the local stack)"
         ),
     )
+
+    @field_validator("grafana_admin_password")
+    @classmethod
+    def _password_text(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        return check_pattern(value, PRINTABLE_TEXT, "a password of printable ASCII (no newline or control character)", shown=False)
 
     @field_validator("scrape_namespaces")
     @classmethod
@@ -121,7 +138,10 @@ class Observability(Section):
     @field_validator("external_prometheus_url")
     @classmethod
     def _http_url(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not HTTP_URL.fullmatch(value):
+        if value is None:
+            return value
+        match = HTTP_URL.fullmatch(value)
+        if not match or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
             raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090")
         return value
 

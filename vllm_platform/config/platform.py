@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Optional
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictStr, ValidationError, field_validator
 
-from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, duplicates, namespace_names
+from vllm_platform.config.base import (
+    DNS_1123_LABEL,
+    PRINTABLE_WORD,
+    Section,
+    check_label,
+    check_pattern,
+    duplicates,
+    namespace_names,
+)
 from vllm_platform.config.cluster import Cluster, GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
 from vllm_platform.config.models import AutoscalingMode, Model
 from vllm_platform.config.observability import Observability
+from vllm_platform.config.secrets import SECRET_PATHS, plaintext_problems, set_command
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES
 
 
 class Verify(Section):
     """Defaults for `python -m tools.verify` against this stack; its flags override them."""
 
-    p95_slo_seconds: float = Field(3.0, gt=0, description="p95 latency limit for `make verify`; `--p95-slo` overrides it")
+    p95_slo_seconds: StrictFloat = Field(3.0, gt=0, description="p95 latency limit for `make verify`; `--p95-slo` overrides it")
 
 
 class PlatformConfig(Section):
-    namespace: str = Field(
+    namespace: StrictStr = Field(
         "inference",
         description=(
             "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda` or `kube-*`, which the "
@@ -34,12 +44,20 @@ class PlatformConfig(Section):
         Observability(), description="kube-prometheus-stack, KEDA, DCGM exporter, dashboard and alerts (see below)"
     )
     verify: Verify = Field(Verify(), description="defaults for `make verify` (see below)")
-    simulate_accelerators: bool = Field(
+    hf_token: Optional[StrictStr] = Field(
+        None,
+        repr=False,
+        description=(
+            f"a secret, `{set_command('hfToken')}`: the Hugging Face token for gated checkpoints "
+            "(meta-llama/*), mounted as a file from the `hf-token` Secret, never an env value"
+        ),
+    )
+    simulate_accelerators: StrictBool = Field(
         False,
         description="serve every model with llm-d's inference simulator instead of vLLM: no GPUs needed (see \"A local stack\")",
     )
     # Namespaces whose pods may call the models; everything else is denied at the serving port.
-    client_namespaces: list[str] = Field(
+    client_namespaces: list[StrictStr] = Field(
         [],
         description=(
             "namespaces whose pods may call the models on port 8000, directly or through the interceptor; ingress is "
@@ -57,6 +75,14 @@ class PlatformConfig(Section):
                 "choose a namespace of the models' own, such as inference"
             )
         return check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("hf_token")
+    @classmethod
+    def _token_is_one_word(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        # `echo hf_... | pulumi config set --secret` stores the newline, and the hub refuses the token.
+        return check_pattern(value, PRINTABLE_WORD, "a token of printable ASCII without spaces or a newline", shown=False)
 
     @field_validator("client_namespaces")
     @classmethod
@@ -128,15 +154,18 @@ def cross_field_problems(cfg: PlatformConfig) -> list[str]:
     return problems
 
 
-def parse_config(raw: dict[str, Any]) -> PlatformConfig:
+def parse_config(raw: dict[str, Any], secret_paths: Collection[str] = ()) -> PlatformConfig:
     """Validate the raw `vllm-platform:` values (keys without the namespace) or raise ConfigError.
 
-    The fit of each model on its pool is the plan's to check (`vllm_platform.plan.resolve`)."""
+    `secret_paths` are the keys stored encrypted (`observability`, or `observability.grafanaAdminPassword`);
+    a secret outside them is refused. The fit of each model on its pool is the plan's to check
+    (`vllm_platform.plan.resolve`)."""
+    leaked = plaintext_problems(raw, secret_paths)
     try:
         cfg = PlatformConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(pydantic_problems(error, raw)) from None
-    problems = cross_field_problems(cfg)
+        raise ConfigError([*leaked, *pydantic_problems(error, raw, SECRET_PATHS)]) from None
+    problems = [*leaked, *cross_field_problems(cfg)]
     if problems:
         raise ConfigError(problems)
     return cfg

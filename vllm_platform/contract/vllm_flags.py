@@ -7,6 +7,7 @@ outside the standard library.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Optional
@@ -33,6 +34,22 @@ MANAGED_FLAGS = (
     "--download-dir",
     SHUTDOWN_TIMEOUT,
 )
+# Flags that would make the pod serve something no check here sees, or never pass its probes.
+UNWORKABLE_FLAGS = {
+    "--config": "vLLM reads further flags from that file, which no check here sees",
+    "--api-key": (
+        "vLLM then answers /v1/models only with the key, so the readiness probe never passes; callers' keys "
+        "belong in front of the Service"
+    ),
+    "--ssl-keyfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
+    "--ssl-certfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
+}
+# A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.level`.
+FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
+PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# In a value that is not JSON: whitespace, quotes and shell syntax. No shell reads argv, so vLLM would get
+# them literally, and no flag of vLLM's takes such a value.
+NOT_IN_A_VALUE = re.compile(r"[\s\"'`$;&|<>\\]")
 # vLLM's single-dash spellings of the flags the platform cares about.
 SHORT_ALIASES = {
     "-tp": TENSOR_PARALLEL,
@@ -110,3 +127,63 @@ def _number(text: str) -> Optional[float]:
         return float(text)
     except ValueError:
         return None
+
+
+def word_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str]:
+    """Why entries of an extraArgs list cannot work as written, one line each; `refused` are the written
+    flags already refused for what they set, whose entries are not examined again.
+
+    Each entry is one flag, `--name` or `--name=value`. A word of its own is refused even where it was
+    meant as the value of the flag before it: vLLM reads a word after a flag that takes no value as the
+    positional model to serve, over `--model`, and only vLLM's own table of flags tells the two apart."""
+    problems: list[str] = []
+    skip = set(refused)
+    previous: Optional[str] = None
+    for word in words:
+        flag, _, given = word.partition("=")
+        after, previous = previous, (flag if is_flag(word) and "=" not in word else None)
+        if not PRINTABLE_ASCII.fullmatch(word):
+            problems.append(f"{word!r} holds a character outside printable ASCII (a newline, NUL or look-alike)")
+        elif word == "--":
+            problems.append("'--' ends vLLM's flags: every word after it is a positional, read as the model to serve")
+        elif not is_flag(word):
+            if after in skip:
+                continue
+            fix = f", such as {after}={word}" if after else ""
+            problems.append(
+                f"{word!r} is not a flag: vLLM would read it as the model to serve; write each flag with its value "
+                f"as one entry{fix}"
+            )
+        elif flag in skip or _joined_with_space(word) in skip:
+            continue
+        elif (joined := _FLAG_AND_VALUE.fullmatch(word)) and "=" not in word:
+            problems.append(f"{word!r} holds whitespace; write the flag and its value as one word, {joined[1]}={joined[2]}")
+        elif not FLAG_NAME.fullmatch(flag):
+            problems.append(f"{flag!r} is not a flag name vLLM has (--lower-case-words, or -tp and its like)")
+        elif reason := next((why for name, why in UNWORKABLE_FLAGS.items() if names(Flag(long_form(flag), None, flag), name)), None):
+            problems.append(f"{flag} cannot work here: {reason}")
+        elif "=" in word and (value_problem := _value_problem(given)):
+            problems.append(f"{word!r}: {value_problem}")
+    return problems
+
+
+def _joined_with_space(word: str) -> str:
+    joined = _FLAG_AND_VALUE.fullmatch(word)
+    return joined[1] if joined else word
+
+
+def _value_problem(value: str) -> Optional[str]:
+    if not value:
+        return "has no value after '='"
+    if value[0] in "{[":
+        try:
+            json.loads(value)
+        except ValueError as error:
+            return f"is not valid JSON ({error.msg} at column {error.colno}), which vLLM would refuse at start"
+        return None
+    if NOT_IN_A_VALUE.search(value):
+        return (
+            "holds whitespace, a quote or shell syntax: no shell reads it, so vLLM would get it literally and refuse "
+            "it at start; give one flag per entry, and JSON values as JSON"
+        )
+    return None

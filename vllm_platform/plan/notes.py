@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from vllm_platform.catalog import smallest
-from vllm_platform.config.base import CONFIG_NAMESPACE
 from vllm_platform.config.cluster import GpuNodePool
-from vllm_platform.config.loader import HF_TOKEN_KEY
 from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.config.secrets import set_command
 from vllm_platform.plan import fit
 from vllm_platform.plan.plans import ModelPlan
 
@@ -61,12 +60,12 @@ def config_notes(
     return notes
 
 
-def token_notes(cfg: PlatformConfig, has_token: bool) -> list[str]:
+def token_notes(cfg: PlatformConfig) -> list[str]:
     """A gated checkpoint (meta-llama/*, google/gemma-*, ...) without a token fails only after the startup budget."""
     hub = [m.model for m in cfg.models if m.weights_bucket is None and not cfg.is_simulated(m)]
-    if has_token or not hub:
+    if cfg.hf_token is not None or not hub:
         return []
     return [
-        f"{HF_TOKEN_KEY}: not set, so {', '.join(sorted(set(hub)))} download anonymously; a gated repository "
-        f"(meta-llama/* among them) refuses that. Set it: pulumi config set --secret {CONFIG_NAMESPACE}:{HF_TOKEN_KEY} hf_..."
+        f"hfToken: not set, so {', '.join(sorted(set(hub)))} download anonymously; a gated repository "
+        f"(meta-llama/* among them) refuses that. Set it: {set_command('hfToken')}"
     ]

@@ -26,7 +26,6 @@ BYTES_PER_PARAMETER: dict[str | None, float] = {
     "awq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
     "gptq": FOUR_BIT_BYTES_PER_PARAMETER,
     "gptq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
-    "bitsandbytes": FOUR_BIT_BYTES_PER_PARAMETER,
 }
 
 # Per GPU, besides the weights: CUDA context, activations and CUDA graphs. Without maxModelLen vLLM

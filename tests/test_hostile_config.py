@@ -1,0 +1,285 @@
+"""Stack configs written as a careless or hostile user would: each refused with one line naming its key,
+beside a near-identical config that is accepted, so that no refusal is wider than its reason."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+from tests.conftest import plan_of, render_document
+from tests.test_config import base, problems
+from tools import mocks, render
+from vllm_platform.config import stack_yaml
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.loader import read_stack_file, stack_config
+from vllm_platform.config.platform import parse_config
+from vllm_platform.program import load_plan
+
+EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
+CYRILLIC_E = "\u0435"  # looks like "e"
+
+
+def setting(path: str, value: Any) -> dict[str, Any]:
+    """base() with the dotted path (`models.0.name`) set to value."""
+    raw = base()
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[int(last) if last.isdigit() else last] = value
+    return raw
+
+
+# (case, dotted path, refused value, accepted value, what the refusal says)
+REFUSED_BESIDE_ACCEPTED = [
+    # Lax types: YAML's `true` is not 1, "yes" is not a boolean, a quoted number is a string.
+    ("true as a size", "models.0.tensorParallelSize", True, 1, "tensorParallelSize: must be an integer, not the boolean true"),
+    ("true as maxSize", "cluster.gpuNodePools.0.maxSize", True, 1, "gpuNodePools[g5].maxSize: must be an integer, not the boolean true"),
+    ("yes as a bool", "models.0.simulate", "yes", True, 'simulate: must be true or false, not the string "yes"'),
+    ("1 as a bool", "simulateAccelerators", 1, False, "simulateAccelerators: must be true or false, not the number 1"),
+    ("quoted integer", "models.0.replicas.min", "1", 1, 'replicas.min: must be an integer, not the string "1"'),
+    ("quoted number", "models.0.gpuMemoryUtilization", "0.85", 0.85, 'gpuMemoryUtilization: must be a number, not the string "0.85"'),
+    ("float as integer", "models.0.shutdownTimeoutSeconds", 60.0, 60, "shutdownTimeoutSeconds: must be an integer, not the number 60.0"),
+    ("infinite size", "models.0.parametersBillions", float("inf"), 8.0, "parametersBillions: Input should be a finite number"),
+    ("number as a name", "namespace", 7, "inference", "namespace: must be a string, not the number 7"),
+    # Patterns that must match all of the value, in ASCII.
+    ("name with a newline", "models.0.name", "llama-8b\n", "llama-8b", "'llama-8b\\n' is not a DNS-1035 label"),
+    ("look-alike in a name", "models.0.name", f"llama-8b-t{CYRILLIC_E}st", "llama-8b-test", "is not a DNS-1035 label"),
+    ("id with a newline", "models.0.model", "meta-llama/Llama-3.1-8B-Instruct\n", "meta-llama/Llama-3.1-8B-Instruct", "is neither a Hugging Face id"),
+    ("look-alike in an id", "models.0.model", f"m{CYRILLIC_E}ta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "is neither a Hugging Face id"),
+    ("id with --", "models.0.model", "meta-llama/Llama--3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "is neither a Hugging Face id"),
+    ("id of three parts", "models.0.model", "meta-llama/Llama-3.1-8B/Instruct", "meta-llama/Llama-3.1-8B-Instruct", "is neither"),
+    ("id too long", "models.0.model", "org/" + "m" * 97 + "-8B", "org/" + "m" * 92 + "-8B", "is neither a Hugging Face id"),
+    ("wildcard in an S3 prefix", "models.0.model", "s3://acme-models/llama-8b*", "s3://acme-models/llama-8b", "is neither"),
+    ("S3 prefix climbing out", "models.0.model", "s3://acme-models/../llama-8b", "s3://acme-models/llama-8b", "is neither"),
+    ("served name with a newline", "models.0.servedModelName", "chat\n", "chat", "servedModelName: 'chat\\n' must be letters"),
+    ("namespace with a newline", "namespace", "inference\n", "inference", "namespace: 'inference\\n' is not a DNS-1123 label"),
+    ("cluster name with a newline", "cluster.name", "llm-test\n", "llm-test", "cluster.name: 'llm-test\\n' is not a DNS-1123 label"),
+    ("zone with a newline", "cluster.vpc.zones", ["us-west-2a\n", "us-west-2b"], ["us-west-2a", "us-west-2b"], "is not an availability zone name"),
+    ("system type with a shell", "cluster.systemNodes.instanceType", "m6i.large;id", "m6i.large", "is not an EC2 instance type"),
+    ("storage class with a space", "observability.prometheus.storageClassName", "gp3 ", "gp3", "is not a StorageClass name"),
+    ("quantization vLLM dropped", "models.0.quantization", "bitsandbytes", "awq", "quantization: Input should be 'awq'"),
+    # Image references, by the grammar of a reference.
+    ("command after an image", "models.0.image", "vllm/vllm-openai:v0.31.0 && curl x.sh", "vllm/vllm-openai:v0.31.0", "is not an image reference"),
+    ("image with a newline", "models.0.image", "vllm/vllm-openai:v0.31.0\n", "vllm/vllm-openai:v0.31.0", "is not an image reference"),
+    # extraArgs that would change what runs, or cannot work.
+    ("positional model", "models.0.extraArgs", ["meta-llama/Llama-3.3-70B-Instruct"], ["--enable-prefix-caching"], "is not a flag: vLLM would read it as the model to serve"),
+    ("positional after a flag", "models.0.extraArgs", ["--enforce-eager", "Qwen/Qwen2.5-72B"], ["--enforce-eager"], "'Qwen/Qwen2.5-72B' is not a flag"),
+    ("value as its own word", "models.0.extraArgs", ["--max-num-seqs", "128"], ["--max-num-seqs=128"], "such as --max-num-seqs=128"),
+    ("flags from a file", "models.0.extraArgs", ["--config=/etc/vllm.yaml"], ["--max-num-seqs=128"], "--config cannot work here: vLLM reads further flags"),
+    ("api key", "models.0.extraArgs", ["--api-key=abc"], ["--enable-prefix-caching"], "--api-key cannot work here"),
+    ("end of flags", "models.0.extraArgs", ["--enforce-eager", "--"], ["--enforce-eager"], "'--' ends vLLM's flags"),
+    ("newline in a value", "models.0.extraArgs", ["--max-num-seqs=128\n"], ["--max-num-seqs=128"], "outside printable ASCII"),
+    ("NUL in a value", "models.0.extraArgs", ["--max-num-seqs=128\x00"], ["--max-num-seqs=128"], "outside printable ASCII"),
+    ("shell in a value", "models.0.extraArgs", ["--max-num-seqs=128;curl x"], ["--max-num-seqs=128"], "holds whitespace, a quote or shell syntax"),
+    ("two flags in one entry", "models.0.extraArgs", ["--max-num-seqs=128 --enforce-eager"], ["--max-num-seqs=128"], "holds whitespace"),
+    ("broken JSON", "models.0.extraArgs", ['--hf-overrides={"rope_theta": }'], ['--hf-overrides={"rope_theta": 500000}'], "is not valid JSON"),
+    ("empty value", "models.0.extraArgs", ["--max-num-seqs="], ["--max-num-seqs=1"], "has no value after '='"),
+    ("dash look-alike", "models.0.extraArgs", ["\u2014enforce-eager"], ["--enforce-eager"], "outside printable ASCII"),
+    ("upper-case flag", "models.0.extraArgs", ["--Enforce-Eager"], ["--enforce-eager"], "is not a flag name vLLM has"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, refused, accepted, says",
+    [case[1:] for case in REFUSED_BESIDE_ACCEPTED],
+    ids=[case[0] for case in REFUSED_BESIDE_ACCEPTED],
+)
+def test_each_refusal_beside_a_near_identical_config_it_accepts(path: str, refused: Any, accepted: Any, says: str) -> None:
+    found = problems(setting(path, refused))
+    assert len(found) == 1 and says in found[0], found
+    plan_of(setting(path, accepted))
+
+
+def test_an_external_prometheus_url_with_a_port_beyond_65535_is_refused() -> None:
+    observability = {"enabled": False, "externalPrometheusUrl": "http://127.0.0.1:99999"}
+    (problem,) = problems(setting("observability", observability))
+    assert problem.startswith("observability.externalPrometheusUrl: 'http://127.0.0.1:99999' is not an http(s) URL")
+    plan_of(setting("observability", observability | {"externalPrometheusUrl": "http://127.0.0.1:9090"}))
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+SECRETS = [
+    ("hfToken", "hf_plain0123456789"),
+    ("observability.grafanaAdminPassword", "plain-password-42"),
+]
+
+
+@pytest.mark.parametrize("path, value", SECRETS, ids=[p for p, _ in SECRETS])
+def test_a_plaintext_secret_is_refused_with_the_command_that_fixes_it(path: str, value: str) -> None:
+    raw = setting(path, value)
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{path}: is a secret written in plain text")
+    assert "pulumi config set --secret" in problem and f"'vllm-platform:{path}'" in problem
+    assert ("--path" in problem) == ("." in path)
+    assert value not in str(error.value)
+    parse_config(raw, secret_paths={path})
+    parse_config(raw, secret_paths={path.split(".")[0]}), "the engine marks the whole top-level key secret"
+
+
+def test_a_plaintext_kubeconfig_is_refused() -> None:
+    document = stack_yaml.load(EXISTING_EXAMPLE.read_text())
+    existing = {"kubeconfig": "apiVersion: v1\nkind: Config\n"}
+    document["config"]["vllm-platform:cluster"]["existing"] = existing
+    with pytest.raises(ConfigError) as error:
+        stack_config(copy.deepcopy(document)).platform()
+    (problem,) = error.value.problems
+    assert problem.startswith("cluster.existing.kubeconfig: is a secret written in plain text")
+    assert "pulumi config set --secret --path 'vllm-platform:cluster.existing.kubeconfig'" in problem
+    existing["kubeconfig"] = {"secure": "AAABAkubeconfig"}
+    stack_config(document).platform()
+
+
+def test_a_secret_that_is_not_one_word_is_refused_without_repeating_it() -> None:
+    raw = setting("hfToken", "hf_secret0123456789\n")
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, secret_paths={"hfToken"})
+    assert error.value.problems == ["hfToken: is not a token of printable ASCII without spaces or a newline"]
+    parse_config(setting("hfToken", "hf_secret0123456789"), secret_paths={"hfToken"})
+
+
+def test_a_number_where_a_secret_belongs_is_refused_without_its_digits() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(setting("observability.grafanaAdminPassword", 12345678), secret_paths={"observability"})
+    assert error.value.problems == ["observability.grafanaAdminPassword: must be a string, not a number"]
+
+
+@pytest.mark.parametrize(
+    "secure, says",
+    [
+        ({"secure": "AAABAtoken", "plain": "hf_x"}, "has other keys (plain)"),
+        ({"secure": 12345}, "holds int, not ciphertext"),
+        ({"secure": ""}, "holds str, not ciphertext"),
+    ],
+    ids=["extra key", "number", "empty"],
+)
+def test_a_malformed_secure_value_is_refused(secure: dict[str, Any], says: str) -> None:
+    document = {"config": {"vllm-platform:hfToken": secure}}
+    with pytest.raises(ConfigError) as error:
+        stack_config(document)
+    (problem,) = error.value.problems
+    assert problem.startswith("hfToken: malformed secret: a `secure:` value is exactly `secure: <ciphertext>`")
+    assert problem.endswith(says)
+    assert stack_config({"config": {"vllm-platform:hfToken": {"secure": "AAABAtoken"}}}).secret_paths == {"vllm-platform:hfToken"}
+
+
+def engine_values(raw: dict[str, Any]) -> dict[str, str]:
+    """The config map as the engine hands it over: every value text, structured ones as JSON."""
+    return {f"vllm-platform:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+
+
+def test_the_engine_refuses_a_plaintext_token_and_accepts_a_secret_one() -> None:
+    config = engine_values(setting("hfToken", "hf_plain0123456789"))
+    mocks.install("vllm-platform", "test", config, [])
+    with pytest.raises(pulumi.RunError) as error:
+        load_plan()
+    assert "hfToken: is a secret written in plain text" in str(error.value)
+    assert "hf_plain0123456789" not in str(error.value)
+    mocks.install("vllm-platform", "test", config, ["vllm-platform:hfToken"])
+    assert load_plan().config.hf_token == "hf_plain0123456789"
+
+
+def test_the_engine_reads_yes_as_the_string_it_is() -> None:
+    config = engine_values(base())
+    mocks.install("vllm-platform", "test", config | {"vllm-platform:simulateAccelerators": "yes"}, [])
+    with pytest.raises(pulumi.RunError) as error:
+        load_plan()
+    assert 'simulateAccelerators: must be true or false, not the string "yes"' in str(error.value)
+    mocks.install("vllm-platform", "test", config | {"vllm-platform:simulateAccelerators": "true"}, [])
+    assert load_plan().config.simulate_accelerators is True
+
+
+# --- the stack file as YAML --------------------------------------------------------------------
+
+STACK_FILE = """\
+config:
+  aws:region: us-west-2
+  vllm-platform:cluster:
+    name: llm-test
+    adminPrincipalArns: [arn:aws:iam::123456789012:role/deploy]
+    gpuNodePools:
+      - &g5 {name: g5, instanceTypes: [g5.xlarge], minSize: 0, maxSize: 4}
+  vllm-platform:models:
+    - {name: llama-8b, model: meta-llama/Llama-3.1-8B-Instruct, gpuPool: g5, simulate: false}
+"""
+
+
+def stack_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "Pulumi.hostile.yaml"
+    path.write_text(text)
+    return path
+
+
+def refusal(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as error:
+        read_stack_file(stack_file(tmp_path, text)).platform()
+    (problem,) = error.value.problems
+    return problem
+
+
+def test_the_plain_stack_file_is_accepted(tmp_path: Path) -> None:
+    assert read_stack_file(stack_file(tmp_path, STACK_FILE)).platform().models[0].name == "llama-8b"
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    twice = STACK_FILE.replace("    name: llm-test\n", "    name: llm-test\n    name: llm-prod\n")
+    assert refusal(tmp_path, twice) == (
+        "Pulumi.hostile.yaml: line 5: key 'name' is given twice (first on line 4); the last would silently win, so keep one"
+    )
+
+
+def test_a_top_level_key_given_twice_is_refused(tmp_path: Path) -> None:
+    twice = STACK_FILE + "  aws:region: eu-west-1\n"
+    assert "key 'aws:region' is given twice (first on line 2)" in refusal(tmp_path, twice)
+
+
+def test_yes_is_a_string_as_the_pulumi_cli_reads_it(tmp_path: Path) -> None:
+    problem = refusal(tmp_path, STACK_FILE.replace("simulate: false", "simulate: yes"))
+    assert problem == 'models[llama-8b].simulate: must be true or false, not the string "yes"'
+
+
+def test_an_alias_used_within_bounds_is_accepted(tmp_path: Path) -> None:
+    text = STACK_FILE.replace("      - &g5 {", "      - &g5 {") + "  aws:defaultTags: {tags: {pool: *g5}}\n"
+    assert read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"]
+
+
+BILLION_LAUGHS = "config:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"  {b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
+)
+
+
+def test_a_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
+    problem = refusal(tmp_path, BILLION_LAUGHS)
+    assert problem.startswith("Pulumi.hostile.yaml: line ") and f"beyond {stack_yaml.MAX_EXPANDED_NODES} values" in problem
+
+
+def test_an_alias_into_itself_is_refused(tmp_path: Path) -> None:
+    assert "an alias refers to the node that contains it" in refusal(tmp_path, "config:\n  a: &a [x, *a]\n")
+
+
+def test_the_render_cli_refuses_a_hostile_file_with_exit_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = stack_file(tmp_path, BILLION_LAUGHS)
+    assert render.main(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("  - ")]) == 1
+
+
+def test_a_secure_value_renders_as_the_placeholder_and_its_plain_twin_is_refused(tmp_path: Path) -> None:
+    secret = STACK_FILE + "  vllm-platform:hfToken:\n    secure: AAABAtoken\n"
+    assert read_stack_file(stack_file(tmp_path, secret)).platform().hf_token == "[secret]"
+    plain = STACK_FILE + "  vllm-platform:hfToken: hf_plain0123456789\n"
+    assert refusal(tmp_path, plain).startswith("hfToken: is a secret written in plain text")
+
+
+def test_a_rendered_token_never_leaves_the_secret() -> None:
+    document = {"config": {**stack_yaml.load(STACK_FILE)["config"], "vllm-platform:hfToken": {"secure": "AAABAtoken"}}}
+    rendering = render_document(document, secrets={"AAABAtoken": "hf_sentinel0123456789"})
+    assert "hf_sentinel0123456789" not in json.dumps([rendering.manifests(), rendering.plan_document()])

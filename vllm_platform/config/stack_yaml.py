@@ -1,0 +1,96 @@
+"""A `Pulumi.<stack>.yaml` read as plain data, the way the Pulumi CLI reads it, or refused.
+
+ruamel.yaml reads YAML 1.2 as Pulumi's Go parser does: `yes`, `on` and `1:20` stay strings, where
+PyYAML's YAML 1.1 would make them a bool and a number the engine never sees. Before any value is built,
+the document's node graph is checked for what plain data never has: a key given twice (the last would
+silently win) and aliases that expand it beyond any stack file's size (a billion-laughs file), or into
+itself. Both checks walk the graph once, so a hostile file is refused in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# Nodes of the document with every alias expanded. The committed prod stack has about 150; this leaves
+# room for a hundred models, and none for a file that expands a few lines into millions of values.
+MAX_EXPANDED_NODES = 20_000
+
+
+class StackFileError(ValueError):
+    """A stack file that is not plain YAML data; the message is one line."""
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+class _Walk:
+    """Counts the nodes of the expanded document and finds duplicate keys, visiting each node once."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[int, int] = {}
+        self.open: set[int] = set()
+
+    def size(self, node: Node) -> int:
+        key = id(node)
+        if key in self.sizes:
+            return self.sizes[key]
+        if key in self.open:
+            raise StackFileError(f"line {_line(node)}: an alias refers to the node that contains it, which never ends")
+        self.open.add(key)
+        if isinstance(node, MappingNode):
+            self._no_duplicate_keys(node)
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += self.size(child)
+            if total > MAX_EXPANDED_NODES:
+                raise StackFileError(
+                    f"line {_line(node)}: its aliases expand the document beyond {MAX_EXPANDED_NODES} values, "
+                    "more than any stack config holds"
+                )
+        self.open.discard(key)
+        self.sizes[key] = total
+        return total
+
+    @staticmethod
+    def _no_duplicate_keys(node: MappingNode) -> None:
+        seen: dict[str, int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode):
+                continue
+            if key.value in seen:
+                raise StackFileError(
+                    f"line {_line(key)}: key {key.value!r} is given twice (first on line {seen[key.value]}); "
+                    "the last would silently win, so keep one"
+                )
+            seen[key.value] = _line(key)
+
+
+def _where(error: YAMLError) -> str:
+    mark = error.problem_mark if isinstance(error, MarkedYAMLError) else None
+    problem = error.problem if isinstance(error, MarkedYAMLError) and error.problem else str(error).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def load(text: str) -> Any:
+    """The document as plain data (dicts, lists, scalars); raises StackFileError with one line."""
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        node = yaml.compose(text)
+        if node is None:
+            return None
+        _Walk().size(node)
+        return yaml.load(text)
+    except YAMLError as error:
+        raise StackFileError(f"not valid YAML at {_where(error)}") from None
+    except RecursionError:
+        raise StackFileError("nested deeper than the parser follows, which no stack config is") from None
