@@ -6,6 +6,7 @@ them skips these tests with the reason; CI (REQUIRE_HELM_CHARTS=1) fails instead
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from functools import lru_cache
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+import yaml
 
 from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
 from tests.test_observability import selector_matches
@@ -20,6 +22,7 @@ from tools import charts, schemas
 from vllm_platform.aws.nodes import gpu_node_labels
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KEDA_NAMESPACE, MONITORING_NAMESPACE
+from vllm_platform.k8s import alerting
 from vllm_platform.k8s.cluster_addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
 from vllm_platform.pins import CLUSTER_AUTOSCALER, DCGM_EXPORTER, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
@@ -265,3 +268,14 @@ def test_a_chart_neither_packaged_nor_pullable_says_why(tmp_path: Path, monkeypa
 
 def test_a_bare_equals_sign_in_a_crd_is_a_plain_string() -> None:
     assert charts.load_objects("kind: X\nenum: [=, '!=']\n") == [{"kind": "X", "enum": ["=", "!="]}]
+
+
+def test_alertmanager_runs_the_platforms_config_whole_and_mounts_the_receivers_keys() -> None:
+    """Helm merges maps and replaces lists: the chart's own `null`-only route must not survive in any part."""
+    objects = chart_objects("prod")[KUBE_PROMETHEUS_STACK.release]
+    (secret,) = of_kind(objects, "Secret", f"alertmanager-{KUBE_PROMETHEUS_STACK.release}-alertmanager")
+    served = yaml.safe_load(base64.b64decode(secret["data"]["alertmanager.yaml"]))
+    settings = rendered_stack("prod").config.observability.alertmanager
+    assert served == alerting.alertmanager_config(settings)
+    (manager,) = of_kind(objects, "Alertmanager")
+    assert manager["spec"]["secrets"] == [alerting.RECEIVER_SECRET]

@@ -283,3 +283,73 @@ def test_a_rendered_token_never_leaves_the_secret() -> None:
     document = {"config": {**stack_yaml.load(STACK_FILE)["config"], "vllm-platform:hfToken": {"secure": "AAABAtoken"}}}
     rendering = render_document(document, secrets={"AAABAtoken": "hf_sentinel0123456789"})
     assert "hf_sentinel0123456789" not in json.dumps([rendering.manifests(), rendering.plan_document()])
+
+
+# --- observability.alertmanager -------------------------------------------------------------------
+
+PAGER = {"name": "pager", "pagerduty": {"routingKey": "key"}}
+CHAT = {"name": "chat", "slack": {"apiUrl": "https://hooks.slack.com/services/T/B/x", "channel": "#llm"}}
+TOPIC = {"name": "topic", "sns": {"topicArn": "arn:aws:sns:us-west-2:123456789012:llm-alerts"}}
+ROUTED = {"receivers": [PAGER, CHAT, TOPIC], "critical": ["pager", "chat"], "warning": ["chat"]}
+RECEIVER_SECRETS = {
+    "observability.alertmanager.receivers[0].pagerduty.routingKey",
+    "observability.alertmanager.receivers[1].slack.apiUrl",
+}
+
+
+def alerting_config(**alerting: Any) -> dict[str, Any]:
+    return setting("observability", {"alertmanager": {**copy.deepcopy(ROUTED), **alerting}})
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        ({"critical": ["pagr"]}, {"critical": ["pager"]}, "critical names pagr, not a receiver (receivers: pager, chat, topic)"),
+        ({"critical": []}, {"critical": ["topic"]}, "critical is empty: name the receiver that pages"),
+        ({"watchdog": "beat"}, {"watchdog": "topic"}, "watchdog names beat, not a receiver"),
+        ({"receivers": [PAGER, PAGER, CHAT, TOPIC]}, {"receivers": [PAGER, CHAT, TOPIC]}, "receiver pager is named more than once"),
+        ({"receivers": [{**PAGER, "slack": CHAT["slack"]}, CHAT, TOPIC]}, {"receivers": [PAGER, CHAT, TOPIC]},
+         "a receiver is exactly one of pagerduty, slack, sns, webhook; pager has pagerduty, slack"),
+        ({"receivers": [PAGER, CHAT, {"name": "topic", "sns": {"topicArn": "arn:aws:sqs:us-west-2:123456789012:q"}}]},
+         {"receivers": [PAGER, CHAT, TOPIC]}, "is not an SNS topic ARN"),
+    ],
+    ids=["unknown critical", "nothing pages", "unknown watchdog", "name twice", "two kinds", "not SNS"],
+)
+def test_alert_routing_refusals(refused: dict[str, Any], accepted: dict[str, Any], says: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(alerting_config(**refused), secret_paths={"observability"})
+    assert any(says in p for p in error.value.problems), error.value.problems
+    parse_config(alerting_config(**accepted), secret_paths={"observability"})
+
+
+def test_a_receivers_key_in_plain_text_is_refused_and_named_by_its_index() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(alerting_config(), secret_paths=set())
+    problems = error.value.problems
+    assert [p.split(":")[0] for p in problems] == sorted(RECEIVER_SECRETS)
+    assert "pulumi config set --secret --path 'vllm-platform:observability.alertmanager.receivers[0].pagerduty.routingKey'" in problems[0]
+    assert "hooks.slack.com" not in str(error.value)
+    parse_config(alerting_config(), secret_paths=RECEIVER_SECRETS)
+
+
+def test_routing_needs_the_alertmanager_it_routes() -> None:
+    raw = alerting_config()
+    raw["observability"]["alertmanagerEnabled"] = False
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, secret_paths={"observability"})
+    assert "alertmanager routes this stack's Alertmanager" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "key, refused, accepted",
+    [
+        ("timeToFirstTokenSloSeconds", 2.0, 2.5),
+        ("interTokenLatencySloSeconds", 0.12, 0.15),
+        ("requestLatencySloSeconds", 45.0, 50.0),
+    ],
+)
+def test_a_latency_slo_off_vllms_bucket_bounds_is_refused(key: str, refused: float, accepted: float) -> None:
+    (problem,) = problems(setting("observability", {key: refused}))
+    assert problem.startswith(f"observability.{key}: {refused:g} is not a bucket bound of vllm:")
+    assert "only interpolated; use" in problem
+    plan_of(setting("observability", {key: accepted}))

@@ -184,7 +184,11 @@ def test_scaled_object_queries_the_served_name_queue() -> None:
         "serverAddress": "http://prom:9090",
         "query": 'sum(vllm:num_requests_waiting{namespace="inference",model_name="llama"})',
         "threshold": "7",
+        # A model with replicas always has the series: an empty answer is a broken scrape, an error...
+        "ignoreNullValues": "false",
     }
+    # ... after which the fallback holds what it has, at least replicas.min, instead of shrinking.
+    assert spec["fallback"] == {"failureThreshold": 4, "replicas": 1, "behavior": "currentReplicasIfHigher"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (1, 4)
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] < behavior["scaleDown"]["stabilizationWindowSeconds"]
@@ -196,6 +200,8 @@ def test_a_model_at_zero_is_woken_by_the_interceptor_and_keeps_its_queue_trigger
     assert [t["type"] for t in spec["triggers"]] == ["prometheus", "external-push"]
     assert spec["triggers"][1]["metadata"] == {"scalerAddress": "scaler.keda:9090", "interceptorRoute": "llama-8b"}
     assert (spec["minReplicaCount"], spec["cooldownPeriod"]) == (0, 1200)
+    # At zero there is no series by design: an empty answer is a queue of 0, and no fallback holds it up.
+    assert spec["triggers"][0]["metadata"]["ignoreNullValues"] == "true" and "fallback" not in spec
     route = autoscaling.interceptor_route(model)["spec"]
     assert route["scalingMetric"] == {"concurrency": {"targetValue": 16}}
     assert route["target"] == {"service": "llama-8b-backend", "port": 8000}

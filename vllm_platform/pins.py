@@ -43,6 +43,8 @@ KUBE_PROMETHEUS_STACK = Chart(
     "kube-prometheus-stack", "88.5.0", "https://prometheus-community.github.io/helm-charts",
     "kube-prometheus-stack", MONITORING_NAMESPACE,
 )  # fmt: skip
+# The chart names Alertmanager's ServiceAccount after its fullnameOverride, the release name here.
+ALERTMANAGER_SERVICE_ACCOUNT = f"{KUBE_PROMETHEUS_STACK.release}-alertmanager"
 KEDA = Chart("keda", "2.20.2", "https://kedacore.github.io/charts", "keda", KEDA_NAMESPACE)
 # The 0.15 line, the InterceptorRoute API the tests validate against; installed when a model scales to zero.
 KEDA_HTTP_ADD_ON = Chart(

@@ -61,6 +61,14 @@ def model_weights_policy(partition: str, bucket: str, prefix: str) -> dict[str, 
     }
 
 
+def sns_publish_policy(topic_arns: list[str]) -> dict[str, Any]:
+    """Publish to the alert topics, and no other; the ARNs name their partition and region."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [{"Sid": "PublishAlerts", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}],
+    }
+
+
 def cluster_autoscaler_policy(cluster: str, partition: str, region: str, account: str) -> dict[str, Any]:
     """Read what the autoscaler must see; change only the Auto Scaling groups of this cluster's node groups."""
     return {

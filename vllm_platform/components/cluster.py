@@ -35,9 +35,9 @@ from vllm_platform.aws.network import create_network, network_outputs
 from vllm_platform.catalog import PRICE_SOURCE
 from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
-from vllm_platform.contract import KUBE_SYSTEM
-from vllm_platform.k8s import cluster_addons
-from vllm_platform.pins import CLUSTER_AUTOSCALER, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.contract import KUBE_SYSTEM, MONITORING_NAMESPACE
+from vllm_platform.k8s import alerting, cluster_addons
+from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, CLUSTER_AUTOSCALER, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
 
@@ -241,6 +241,7 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=child,
         )
         weights_roles, weights_grants = self._model_weights_access(plan, eks.name, partition, tags)
+        publish_grants = self._alert_publishing(plan, eks.name, tags)
         storage = self._storage_class(late_addons)
         device_plugin = helm_release(
             NVIDIA_DEVICE_PLUGIN,
@@ -260,7 +261,7 @@ class PlatformCluster(pulumi.ComponentResource):
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
         self.ready = [
             system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
-            *weights_grants,
+            *weights_grants, *publish_grants,
         ]  # fmt: skip
         self.outputs = {
             "clusterName": eks.name,
@@ -302,6 +303,18 @@ class PlatformCluster(pulumi.ComponentResource):
             roles[f"{model.namespace}/{model.name}"] = role
             grants += [association, policy]
         return roles, grants
+
+    def _alert_publishing(self, plan: Plan, cluster_name: pulumi.Input[str], tags: dict[str, str]) -> list[pulumi.Resource]:
+        """Alertmanager's role for its SNS receivers: publish to those topics, nothing else."""
+        topics = alerting.sns_topics(plan.config.observability.alertmanager)
+        if not topics or not plan.config.observability.alertmanager_enabled:
+            return []
+        name = "alertmanager-sns"
+        role, association = pod_identity_role(name, cluster_name, MONITORING_NAMESPACE, ALERTMANAGER_SERVICE_ACCOUNT, tags, self)
+        policy = aws.iam.RolePolicy(
+            name, role=role.id, policy=json.dumps(iam.sns_publish_policy(topics)), opts=pulumi.ResourceOptions(parent=self)
+        )
+        return [association, policy]
 
     def _service_role(
         self, name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str]

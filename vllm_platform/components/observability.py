@@ -12,7 +12,7 @@ import pulumi_random as random
 from vllm_platform.components.helm import helm_release
 from vllm_platform.components.model import custom_resource
 from vllm_platform.contract import KEDA_NAMESPACE, MONITOR_SELECTOR_LABELS, MONITORING_NAMESPACE
-from vllm_platform.k8s import alerts, dashboards
+from vllm_platform.k8s import alerting, alerts, dashboards
 from vllm_platform.k8s.monitoring import (
     GRAFANA_ADMIN_SECRET,
     GRAFANA_ADMIN_USER,
@@ -58,10 +58,13 @@ class Observability(pulumi.ComponentResource):
         monitoring = self._namespace(platform_namespace(MONITORING_NAMESPACE, privileged=True))
         keda_namespace = self._namespace(platform_namespace(KEDA_NAMESPACE))
 
-        admin_secret: list[pulumi.Resource] = []
+        secrets: list[pulumi.Resource] = []
         if obs.grafana_enabled:
-            admin_secret.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
-        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan), [monitoring, *admin_secret])
+            secrets.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
+        receiver_keys = alerting.secret_values(obs.alertmanager)
+        if obs.alertmanager_enabled and receiver_keys:
+            secrets.append(self._receiver_secret(receiver_keys, monitoring))
+        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan), [monitoring, *secrets])
         keda = self._release(KEDA, keda_values(), [keda_namespace])
         if plan.runs_gpu_metrics:
             # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.
@@ -115,6 +118,20 @@ class Observability(pulumi.ComponentResource):
             },
             type="Opaque",
             string_data={"admin-user": GRAFANA_ADMIN_USER, "admin-password": password},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+        )
+
+    def _receiver_secret(self, keys: dict[str, str], monitoring: k8s.core.v1.Namespace) -> k8s.core.v1.Secret:
+        """The receivers' keys and URLs, as Pulumi secrets, for Alertmanager to read as files."""
+        return k8s.core.v1.Secret(
+            alerting.RECEIVER_SECRET,
+            metadata={
+                "name": alerting.RECEIVER_SECRET,
+                "namespace": MONITORING_NAMESPACE,
+                "labels": dict(MONITOR_SELECTOR_LABELS),
+            },
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value) for key, value in keys.items()},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
         )
 

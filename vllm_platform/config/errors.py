@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -66,7 +66,7 @@ def describe_value(value: Any, secret: bool) -> str:
     return f"{kind} {shown}"
 
 
-def pydantic_problems(error: ValidationError, raw: Any, secret_keys: Collection[str] = ()) -> list[str]:
+def pydantic_problems(error: ValidationError, raw: Any, is_secret: Callable[[tuple[Any, ...]], bool] = lambda loc: False) -> list[str]:
     problems = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
@@ -77,7 +77,6 @@ def pydantic_problems(error: ValidationError, raw: Any, secret_keys: Collection[
         elif item["type"] == "missing":
             message = "is required"
         elif item["type"] in EXPECTED:
-            secret = ".".join(str(p) for p in loc) in secret_keys
-            message = f"must be {EXPECTED[item['type']]}, not {describe_value(item['input'], secret)}"
+            message = f"must be {EXPECTED[item['type']]}, not {describe_value(item['input'], is_secret(loc))}"
         problems.append(f"{where}: {message}")
     return problems

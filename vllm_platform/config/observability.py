@@ -6,11 +6,12 @@ import re
 from typing import Optional
 from urllib.parse import urlsplit
 
-from pydantic import Field, StrictBool, StrictFloat, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictStr, ValidationInfo, field_validator, model_validator
 
+from vllm_platform.config.alerting import Alerting
 from vllm_platform.config.base import DNS_1123_SUBDOMAIN, PRINTABLE_TEXT, Section, check_pattern, namespace_names
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import MONITORING_NAMESPACE
+from vllm_platform.contract import MONITORING_NAMESPACE, vllm_metrics
 
 PROMETHEUS_DURATION = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>ms|s|m|h|d|w|y)", re.ASCII)
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -22,6 +23,14 @@ def duration_seconds(duration: str) -> float:
     if not match:
         raise ValueError(f"{duration!r} is not a Prometheus duration such as 15s, 30m or 15d")
     return int(match["count"]) * DURATION_SECONDS[match["unit"]]
+
+
+# Each latency SLO and the vLLM histogram that counts requests within it.
+SLO_HISTOGRAMS = {
+    "time_to_first_token_slo_seconds": vllm_metrics.TIME_TO_FIRST_TOKEN,
+    "inter_token_latency_slo_seconds": vllm_metrics.INTER_TOKEN_LATENCY,
+    "request_latency_slo_seconds": vllm_metrics.END_TO_END_LATENCY,
+}
 STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(Gi|Ti)", re.ASCII)
 # scheme://host[:port][/path]: a DNS name or IPv4 address, and a path of printable ASCII without spaces.
 HTTP_URL = re.compile(
@@ -74,11 +83,29 @@ class Observability(Section):
     alertmanager_enabled: StrictBool = Field(
         True,
         description=(
-            "Alertmanager. It starts with the chart's `null` receiver: route the alerts to your pager with an "
-            "`AlertmanagerConfig` in `monitoring` or the chart's `alertmanager.config`"
+            "Alertmanager, routing as `alertmanager` says"
         ),
     )
-    time_to_first_token_slo_seconds: StrictFloat = Field(2.0, gt=0, description="the p95 time-to-first-token SLO the alert uses")
+    time_to_first_token_slo_seconds: StrictFloat = Field(
+        2.5,
+        description=(
+            "the time-to-first-token SLO: `latencyObjective` of requests start within it. One of vLLM's bucket "
+            "bounds (… 0.5, 0.75, 1.0, 2.5, 5.0 …): between two, a quantile is an interpolation, and 1.2 s reads as 2.4. "
+            "Paged on a fast burn of its error budget (14.4× over 1 h and 5 min), a warning on a slow one (6× over "
+            "6 h and 30 min)"
+        ),
+    )
+    inter_token_latency_slo_seconds: StrictFloat = Field(
+        0.2,
+        description="the inter-token latency SLO, one of vLLM's bucket bounds (0.1, 0.15, 0.2, 0.3 …); a warning past it",
+    )
+    request_latency_slo_seconds: StrictFloat = Field(
+        60.0,
+        description="the end-to-end request latency SLO, one of vLLM's bucket bounds (… 30, 40, 50, 60, 120 …); a warning past it",
+    )
+    latency_objective: StrictFloat = Field(
+        0.95, gt=0, lt=1, description="the share of requests (of tokens, for inter-token latency) within their SLO"
+    )
     kv_cache_usage_alert_ratio: StrictFloat = Field(0.9, gt=0, le=1, description="KV-cache usage above which a replica alerts")
     # Unset, pulumi-random generates one once and the stack's state keeps it.
     grafana_admin_password: Optional[StrictStr] = Field(
@@ -115,6 +142,13 @@ class Observability(Section):
         ),
     )
     # The DCGM exporter and GPU alerts; by default on when some model runs on GPUs (not simulated).
+    alertmanager: Optional[Alerting] = Field(
+        None,
+        description=(
+            "where alerts go: `{receivers, critical, warning, watchdog}` (see below). Unset, Alertmanager routes "
+            "everything to its `null` receiver and the preview warns that alerts go nowhere"
+        ),
+    )
     gpu_metrics: Optional[StrictBool] = Field(
         None,
         description=(
@@ -130,6 +164,21 @@ class Observability(Section):
             return value
         return check_pattern(value, PRINTABLE_TEXT, "a password of printable ASCII (no newline or control character)", shown=False)
 
+    @field_validator("time_to_first_token_slo_seconds", "inter_token_latency_slo_seconds", "request_latency_slo_seconds")
+    @classmethod
+    def _on_a_bucket_bound(cls, value: float, info: ValidationInfo) -> float:
+        histogram = SLO_HISTOGRAMS[info.field_name or ""]
+        bounds = vllm_metrics.BUCKETS[histogram]
+        if value not in bounds:
+            below = max((b for b in bounds if b < value), default=None)
+            above = min((b for b in bounds if b > value), default=None)
+            near = " or ".join(f"{b:g}" for b in (below, above) if b is not None)
+            raise ValueError(
+                f"{value:g} is not a bucket bound of {histogram}, so the fraction of requests within it cannot be "
+                f"counted, only interpolated; use {near}"
+            )
+        return value
+
     @field_validator("scrape_namespaces")
     @classmethod
     def _namespaces_are_labels(cls, values: Optional[list[str]]) -> Optional[list[str]]:
@@ -144,6 +193,12 @@ class Observability(Section):
         if not match or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
             raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090")
         return value
+
+    @model_validator(mode="after")
+    def _routed_where_it_runs(self) -> "Observability":
+        if self.alertmanager is not None and not (self.enabled and self.alertmanager_enabled):
+            raise ValueError("alertmanager routes this stack's Alertmanager: it needs enabled and alertmanagerEnabled true")
+        return self
 
     @model_validator(mode="after")
     def _one_prometheus(self) -> "Observability":

@@ -20,7 +20,7 @@ from vllm_platform.config.cluster import Cluster, GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
 from vllm_platform.config.models import AutoscalingMode, Model
 from vllm_platform.config.observability import Observability
-from vllm_platform.config.secrets import SECRET_PATHS, plaintext_problems, set_command
+from vllm_platform.config.secrets import is_secret_location, plaintext_problems, set_command
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES
 
 
@@ -164,7 +164,7 @@ def parse_config(raw: dict[str, Any], secret_paths: Collection[str] = ()) -> Pla
     try:
         cfg = PlatformConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError([*leaked, *pydantic_problems(error, raw, SECRET_PATHS)]) from None
+        raise ConfigError([*leaked, *pydantic_problems(error, raw, is_secret_location)]) from None
     problems = [*leaked, *cross_field_problems(cfg)]
     if problems:
         raise ConfigError(problems)

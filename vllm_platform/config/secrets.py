@@ -7,22 +7,45 @@ then tells the program which keys are secret; offline, the `secure:` entries of 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from vllm_platform.config.base import CONFIG_NAMESPACE
 
-# Dotted paths below `vllm-platform:`; the fields they name are declared with repr=False.
-SECRET_PATHS = ("hfToken", "observability.grafanaAdminPassword", "cluster.existing.kubeconfig")
+# Dotted paths below `vllm-platform:`, `[]` standing for every index of a list; the fields they name are
+# declared with repr=False.
+SECRET_PATHS = (
+    "hfToken",
+    "observability.grafanaAdminPassword",
+    "cluster.existing.kubeconfig",
+    "observability.alertmanager.receivers[].pagerduty.routingKey",
+    "observability.alertmanager.receivers[].slack.apiUrl",
+    "observability.alertmanager.receivers[].webhook.url",
+)
 
 
-def _value_at(raw: Any, path: str) -> Any:
-    node = raw
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
+def _values_at(node: Any, parts: list[str], path: str = "") -> Iterator[tuple[str, Any]]:
+    """(concrete path, value) of each value a SECRET_PATHS pattern names in raw config."""
+    if not parts:
+        yield path, node
+        return
+    part, rest = parts[0], parts[1:]
+    name, listed = part.removesuffix("[]"), part.endswith("[]")
+    child = node.get(name) if isinstance(node, dict) else None
+    where = f"{path}.{name}" if path else name
+    if not listed:
+        yield from _values_at(child, rest, where) if child is not None else ()
+    elif isinstance(child, list):
+        for index, item in enumerate(child):
+            yield from _values_at(item, rest, f"{where}[{index}]")
+
+
+def is_secret_location(loc: tuple[Any, ...]) -> bool:
+    """Whether a validation error's location, ('observability', 'alertmanager', 'receivers', 0, ...), is a secret."""
+    text = ""
+    for part in loc:
+        text += "[]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text in SECRET_PATHS
 
 
 def is_covered(path: str, secret_paths: Collection[str]) -> bool:
@@ -33,7 +56,7 @@ def is_covered(path: str, secret_paths: Collection[str]) -> bool:
 
 
 def set_command(path: str) -> str:
-    flag = " --path" if "." in path else ""
+    flag = " --path" if "." in path or "[" in path else ""
     return f"pulumi config set --secret{flag} '{CONFIG_NAMESPACE}:{path}'"
 
 
@@ -42,6 +65,7 @@ def plaintext_problems(raw: Any, secret_paths: Collection[str]) -> list[str]:
     return [
         f"{path}: is a secret written in plain text, readable by anyone with the stack file; remove it there and "
         f"store it encrypted with {set_command(path)} (it prompts for the value, or reads it from a pipe)"
-        for path in SECRET_PATHS
-        if _value_at(raw, path) is not None and not is_covered(path, secret_paths)
+        for pattern in SECRET_PATHS
+        for path, value in _values_at(raw, pattern.split("."))
+        if value is not None and not is_covered(path, secret_paths)
     ]

@@ -1,6 +1,13 @@
-"""Pure builder of the platform's PrometheusRule: serving alerts per model and GPU health from DCGM.
+"""Pure builder of the platform's PrometheusRule: each model's availability, serving and autoscaling alerts,
+and GPU health from DCGM.
 
-Every alert carries a `summary`, a `description` and a `runbook` hint: the first thing to check.
+Label conventions, the same on every rule: a model alert carries `namespace`, `model` (its name in the
+stack, its Deployment's) and `model_name` (what vLLM's series carry), whatever its expression keeps; a GPU
+alert is aggregated to `node`, `gpu` and `UUID`, so that a GPU whose pod changes stays one alert. Every
+alert has a `summary`, a `description` and a `runbook` hint: the first thing to check.
+
+The rules run on the cluster's Prometheus 3 and are tested on Debian's Prometheus 2.42 (promtool): they
+use nothing 2.42 lacks.
 """
 
 from __future__ import annotations
@@ -8,53 +15,55 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vllm_platform.contract import MONITOR_SELECTOR_LABELS
+from vllm_platform.config.observability import Observability
+from vllm_platform.contract import MONITOR_SELECTOR_LABELS, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
-from vllm_platform.k8s.dashboards import deployment_matcher, latency_quantile
+from vllm_platform.k8s.dashboards import deployment_matcher, pod_matcher, vllm_matcher
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 PROMETHEUS_RULE_NAME = "vllm-platform-alerts"
 # Xid 79: "GPU has fallen off the bus" in NVIDIA's Xid catalogue; the GPU is gone until the node reboots.
 XID_FALLEN_OFF_BUS = 79
 NOT_READY_MINUTES = 15
+# A model that served and lost every pod: an outage, paged within minutes rather than after a cold start.
+OUTAGE_FOR = "2m"
+# How long a replica wanted for longer than a cold start may be missing before that is worth a warning.
+PARTIAL_FOR = "5m"
+RATE_WINDOW = "5m"
+# The multiwindow, multi-burn-rate alerts of Google's SRE workbook (ch. 5, "Alerting on SLOs"): a page when
+# 2% of a 30-day error budget burns in an hour, a warning when 5% burns in six.
+FAST_BURN = (14.4, "1h", "5m")
+SLOW_BURN = (6.0, "6h", "30m")
+# vLLM answers "error" with a 500; "abort" is a client that stopped waiting.
+ERROR_RATIO = 0.01
+ABORT_RATIO = 0.1
+GPU_KEYS = "node, gpu, UUID"
+GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
+GPU_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
+XID = "DCGM_FI_DEV_XID_ERRORS"
 
 
-def _alert(name: str, expr: str, duration: str, severity: str, annotations: dict[str, str], **labels: str) -> dict[str, Any]:
-    rule: dict[str, Any] = {"alert": name, "expr": expr, "labels": {"severity": severity, **labels}, "annotations": annotations}
+def _alert(
+    name: str,
+    expr: str,
+    duration: str,
+    severity: str,
+    annotations: dict[str, str],
+    labels: dict[str, str],
+    keep_firing_for: str = "",
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"alert": name, "expr": expr}
     if duration != "0m":
         rule["for"] = duration
+    if keep_firing_for:
+        rule["keep_firing_for"] = keep_firing_for
+    rule["labels"] = {"severity": severity, **labels}
+    rule["annotations"] = annotations
     return rule
 
 
-def model_rules(model: ModelPlan) -> list[dict[str, Any]]:
-    """Rules whose thresholds come from this model's own config: its maximum replicas and queue target."""
-    deployment = deployment_matcher(model)
-    where = {"namespace": model.namespace, "model": model.name}
-    rules = [_not_ready(model, deployment, where)]
-    # Only KEDA scales on the queue; under the CPU HPA the queue target means nothing.
-    if model.keda:
-        rules.insert(0, _backlog_at_max(model, deployment, where))
-    return rules
-
-
-def _backlog_at_max(model: ModelPlan, deployment: str, where: dict[str, str]) -> dict[str, Any]:
-    backlog = model.autoscaling.queue_depth_per_replica * model.replicas.max
-    return _alert(
-        "VllmQueueBacklogAtMaxReplicas",
-        f"{queue_depth_query(model)} > {backlog} "
-        f"and on() sum(kube_deployment_spec_replicas{{{deployment}}}) >= {model.replicas.max}",
-        "10m",
-        "warning",
-        {
-            "summary": f"{model.name}: requests queue while already at its maximum of {model.replicas.max} replicas",
-            "description": f"{{{{ $value }}}} requests wait for {model.name}, more than {backlog} "
-            f"({model.autoscaling.queue_depth_per_replica} per replica at max {model.replicas.max}); "
-            "the autoscaler can add no more.",
-            "runbook": f"Raise models[{model.name}].replicas.max and the GPU pool's maxSize, or shed load; "
-            "check the KV-cache panel, a full cache also makes requests wait.",
-        },
-        **where,
-    )
+def model_labels(model: ModelPlan) -> dict[str, str]:
+    return {"namespace": model.namespace, "model": model.name, "model_name": model.served_name}
 
 
 def not_ready_for(model: ModelPlan) -> str:
@@ -63,82 +72,317 @@ def not_ready_for(model: ModelPlan) -> str:
     return f"{max(NOT_READY_MINUTES, math.ceil(model.cold_start_seconds / 60))}m"
 
 
-def _not_ready(model: ModelPlan, deployment: str, where: dict[str, str]) -> dict[str, Any]:
-    duration = not_ready_for(model)
-    return _alert(
-        "VllmModelNotReady",
-        # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
-        f"sum(kube_deployment_spec_replicas{{{deployment}}}) > 0 "
-        f"and on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
-        duration,
-        "critical",
-        {
-            "summary": f"{model.name}: no replica has been ready for {duration}, longer than a cold start takes",
-            "description": f"Deployment {model.namespace}/{model.name} has no available pod; the model serves nothing.",
-            "runbook": f"kubectl -n {model.namespace} describe pods -l app.kubernetes.io/instance={model.name}: "
-            "Pending on nvidia.com/gpu means no GPU node (check the node autoscaler and pool maxSize); "
-            "a failing startup probe means the model load is slow or crashing (kubectl logs -c vllm).",
-        },
-        **where,
-    )
+def _minutes(duration: str) -> int:
+    return int(duration.removesuffix("m"))
 
 
-def platform_rules(plan: Plan) -> list[dict[str, Any]]:
-    """Rules that hold for every model in the namespace, keyed by the series' own labels."""
-    slo = plan.config.observability.time_to_first_token_slo_seconds
-    kv_limit = plan.config.observability.kv_cache_usage_alert_ratio
-    in_namespace = f'namespace="{plan.namespace}"'
-    ttft_p95 = latency_quantile(0.95, "vllm:time_to_first_token_seconds", in_namespace, by="le, namespace, model_name")
+def outage_window(model: ModelPlan) -> str:
+    """How far back `VllmModelDown` looks for a model that served: past the not-ready alert's `for`, so that
+    one has taken over by the time an outage is too old for this one."""
+    return f"{_minutes(not_ready_for(model)) + 5}m"
+
+
+def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
+    deployment, labels = deployment_matcher(model), model_labels(model)
+    desired = f"sum(kube_deployment_spec_replicas{{{deployment}}})"
+    available = f"sum(kube_deployment_status_replicas_available{{{deployment}}})"
+    window = outage_window(model)
+    not_ready = not_ready_for(model)
+    describe = f"kubectl -n {model.namespace} describe pods -l app.kubernetes.io/instance={model.name}"
     return [
         _alert(
-            "VllmKvCacheNearlyFull",
-            f"max by (namespace, model_name, pod) (vllm:kv_cache_usage_perc{{{in_namespace}}}) > {kv_limit:g}",
-            "10m",
-            "warning",
+            "VllmModelDown",
+            # Served within the window and wanted all through it: not a wake from zero, whose desired count was 0.
+            f"{available} < 1 and on() {desired} > 0 "
+            f"and on() sum(max_over_time(kube_deployment_status_replicas_available{{{deployment}}}[{window}])) >= 1 "
+            f"and on() sum(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{window}])) > 0",
+            OUTAGE_FOR,
+            "critical",
             {
-                "summary": "{{ $labels.model_name }}: KV cache above " + f"{kv_limit:.0%}" + " on {{ $labels.pod }}",
-                "description": "A full KV cache makes vLLM preempt running requests and queue new ones.",
-                "runbook": "Add replicas (lower autoscaling.queueDepthPerReplica), lower maxModelLen, or raise "
-                "gpuMemoryUtilization; check vllm:num_preemptions_total for preemptions.",
+                "summary": f"{model.name}: every replica stopped serving",
+                "description": f"Deployment {model.namespace}/{model.name} served within the last {window} and has "
+                "no available pod now, while it wants replicas: an outage, not a cold start.",
+                "runbook": f"{describe}; kubectl -n {model.namespace} logs deploy/{model.name} -c vllm --previous: "
+                "a crash (OOMKilled, CUDA error), an evicted pod, or the GPU node gone (check the gpu-health alerts).",
             },
+            labels,
         ),
         _alert(
-            "VllmTimeToFirstTokenSloBreached",
-            f"{ttft_p95} > {slo:g}",
+            "VllmModelNotReady",
+            # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
+            f"{desired} > 0 and on() {available} < 1",
+            not_ready,
+            "critical",
+            {
+                "summary": f"{model.name}: no replica has been ready for {not_ready}, longer than a cold start takes",
+                "description": f"Deployment {model.namespace}/{model.name} has no available pod; the model serves nothing.",
+                "runbook": f"{describe}: Pending on nvidia.com/gpu means no GPU node (check the node autoscaler and "
+                "the pool's maxSize); a failing startup probe means the model load is slow or crashing (kubectl logs -c vllm).",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmReplicasUnavailable",
+            # Fewer serve than have been wanted all through a cold start: a scale-up still in its cold start,
+            # or one step of it after another, is not a shortfall yet.
+            f"{available} < sum(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{not_ready}])) "
+            f"and on() {available} >= 1",
+            PARTIAL_FOR,
+            "warning",
+            {
+                "summary": f"{model.name}: only {{{{ $value }}}} replicas serve, fewer than it has wanted for {not_ready}",
+                "description": "Some replicas have not become available for longer than a new one takes: the model "
+                "serves with less capacity than its autoscaler asked for.",
+                "runbook": f"{describe}: Pending pods mean the GPU pool is at maxSize or EC2 has no capacity for its "
+                "types; crash-looping ones, see VllmContainerCrashLooping.",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmContainerCrashLooping",
+            f'max by (pod) (kube_pod_container_status_waiting_reason{{{pod_matcher(model)},container="vllm",'
+            f'reason="CrashLoopBackOff"}}) == 1',
             "10m",
             "warning",
             {
-                "summary": "{{ $labels.model_name }}: time to first token p95 {{ $value | humanizeDuration }} "
-                f"is above the {slo:g} s SLO",
-                "description": "Prefill is slow or requests wait before their first token.",
-                "runbook": "Check the waiting requests and KV-cache panels: a queue means too few replicas "
-                "(see VllmQueueBacklogAtMaxReplicas); long prompts alone point to maxModelLen or chunked prefill.",
+                "summary": f"{model.name}: pod {{{{ $labels.pod }}}} is crash-looping",
+                "description": "vLLM in this pod exits and restarts again and again; its replica never serves.",
+                "runbook": f"kubectl -n {model.namespace} logs {{{{ $labels.pod }}}} -c vllm --previous: out of GPU "
+                "memory at load (lower maxModelLen or gpuMemoryUtilization), a gated checkpoint without hfToken, "
+                "or a flag vLLM refuses.",
             },
+            labels,
+        ),
+        _alert(
+            "VllmMetricsMissing",
+            # Scrapes that fail, or succeed without vLLM's series: every other alert of the model, and KEDA's
+            # view of its queue, go blind.
+            f"{available} > (count(up{{{pod_matcher(model)}}} == 1) or on() vector(0)) "
+            f"or ({available} > 0 unless on() count({vllm_metrics.QUEUE_DEPTH}{{{vllm_matcher(model)}}}))",
+            "10m",
+            "critical",
+            {
+                "summary": f"{model.name}: Prometheus gets no vLLM metrics from some of its serving pods",
+                "description": "Available pods that Prometheus cannot scrape, or whose scrape holds no "
+                f"{vllm_metrics.QUEUE_DEPTH} for model_name {model.served_name}: the model's alerts are blind, "
+                "and its autoscaler holds its replicas (KEDA's fallback) instead of following load.",
+                "runbook": f"kubectl -n monitoring port-forward svc/kube-prometheus-stack-prometheus 9090, then Status > "
+                f"Targets for serviceMonitor/{model.namespace}/{model.name}; a renamed served model name changes model_name.",
+            },
+            labels,
         ),
     ]
 
 
+def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
+    """Only KEDA scales on the queue; under the CPU HPA the queue target and the scaler mean nothing."""
+    if not model.keda:
+        return []
+    deployment, labels = deployment_matcher(model), model_labels(model)
+    backlog = model.autoscaling.queue_depth_per_replica * model.replicas.max
+    return [
+        _alert(
+            "VllmQueueBacklogAtMaxReplicas",
+            f"{queue_depth_query(model)} > {backlog} "
+            f"and on() sum(kube_deployment_spec_replicas{{{deployment}}}) >= {model.replicas.max}",
+            "10m",
+            "warning",
+            {
+                "summary": f"{model.name}: requests queue while already at its maximum of {model.replicas.max} replicas",
+                "description": f"{{{{ $value }}}} requests wait for {model.name}, more than {backlog} "
+                f"({model.autoscaling.queue_depth_per_replica} per replica at max {model.replicas.max}); "
+                "the autoscaler can add no more.",
+                "runbook": f"Raise models[{model.name}].replicas.max and the GPU pool's maxSize, or shed load; "
+                "check the KV-cache panel, a full cache also makes requests wait.",
+            },
+            labels,
+        ),
+        _alert(
+            "KedaScalerErrors",
+            f'sum(rate(keda_scaled_object_errors_total{{namespace="{model.namespace}",scaledObject="{model.name}"}}'
+            f"[{RATE_WINDOW}])) > 0",
+            "10m",
+            "warning",
+            {
+                "summary": f"{model.name}: KEDA cannot read its scaling metric",
+                "description": "The ScaledObject's triggers fail (Prometheus unreachable, or the queue's series "
+                "gone); KEDA holds the replicas at its fallback and no longer follows load.",
+                "runbook": f"kubectl -n {model.namespace} describe scaledobject {model.name} (conditions, events) and "
+                "kubectl -n keda logs deploy/keda-operator.",
+            },
+            labels,
+        ),
+    ]
+
+
+def _bad_ratio(histogram: str, bound: float, matcher: str, window: str) -> str:
+    """The fraction of observations above `bound` over the window; NaN (never firing) with no traffic."""
+    within = f"sum(rate({histogram}_bucket{{{matcher},{vllm_metrics.bucket_matcher(bound)}}}[{window}]))"
+    return f"(1 - {within} / sum(rate({histogram}_count{{{matcher}}}[{window}])))"
+
+
+def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
+    """What vLLM's own series say: latency against the SLOs, errors, aborts, preemptions and the KV cache."""
+    vllm, labels = vllm_matcher(model), model_labels(model)
+    objective = obs.latency_objective
+    budget = 1 - objective
+    ttft = obs.time_to_first_token_slo_seconds
+    finished = vllm_metrics.FINISHED_REQUESTS
+    share = f"{objective:.0%}"
+
+    def bad(histogram: str, bound: float, window: str) -> str:
+        return _bad_ratio(histogram, bound, vllm, window)
+
+    def burn(rate: tuple[float, str, str]) -> str:
+        factor, long, short = rate
+        return " and ".join(f"{bad(vllm_metrics.TIME_TO_FIRST_TOKEN, ttft, w)} > {factor * budget:g}" for w in (long, short))
+
+    def finished_ratio(reason: str) -> str:
+        return (
+            f'sum(rate({finished}{{{vllm},finished_reason="{reason}"}}[{RATE_WINDOW}])) '
+            f"/ sum(rate({finished}{{{vllm}}}[{RATE_WINDOW}]))"
+        )
+
+    ttft_annotations = {
+        "description": f"More than {1 - objective:.0%} of requests wait longer than {ttft:g} s for their first "
+        "token, the error budget burning {{ $value | humanizePercentage }} of requests at a time.",
+        "runbook": "Check the waiting requests and KV-cache panels: a queue means too few replicas "
+        "(see VllmQueueBacklogAtMaxReplicas); long prompts alone point to maxModelLen or chunked prefill.",
+    }
+    return [
+        _alert(
+            "VllmTimeToFirstTokenBudgetBurning",
+            burn(FAST_BURN),
+            "2m",
+            "critical",
+            {"summary": f"{model.name}: time to first token misses its {ttft:g} s SLO fast "
+             f"({FAST_BURN[0]:g}× the error budget over {FAST_BURN[1]})", **ttft_annotations},
+            labels,
+        ),
+        _alert(
+            "VllmTimeToFirstTokenSloBreached",
+            burn(SLOW_BURN),
+            "15m",
+            "warning",
+            {"summary": f"{model.name}: time to first token misses its {ttft:g} s SLO "
+             f"({SLOW_BURN[0]:g}× the error budget over {SLOW_BURN[1]})", **ttft_annotations},
+            labels,
+        ),
+        _alert(
+            "VllmInterTokenLatencyHigh",
+            f"{bad(vllm_metrics.INTER_TOKEN_LATENCY, obs.inter_token_latency_slo_seconds, RATE_WINDOW)} > {budget:g}",
+            "15m",
+            "warning",
+            {
+                "summary": f"{model.name}: fewer than {share} of tokens come within "
+                f"{obs.inter_token_latency_slo_seconds:g} s of the one before",
+                "description": "Decoding is slow: too many sequences share a replica, or preemptions recompute them.",
+                "runbook": "Check VllmPreempting and the KV-cache panel; lower autoscaling.queueDepthPerReplica so "
+                "replicas are added sooner, or cap --max-num-seqs in extraArgs.",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmRequestLatencyHigh",
+            f"{bad(vllm_metrics.END_TO_END_LATENCY, obs.request_latency_slo_seconds, RATE_WINDOW)} > {budget:g}",
+            "15m",
+            "warning",
+            {
+                "summary": f"{model.name}: fewer than {share} of requests finish within {obs.request_latency_slo_seconds:g} s",
+                "description": "Requests take long end to end: queueing, slow decoding, or long generations.",
+                "runbook": "Compare the time-to-first-token and inter-token panels: the slow one is where the time goes.",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmRequestErrors",
+            f"{finished_ratio('error')} > {ERROR_RATIO:g}",
+            "10m",
+            "warning",
+            {
+                "summary": f"{model.name}: {{{{ $value | humanizePercentage }}}} of requests end in an engine error",
+                "description": "vLLM answers these with 500: a request-level engine failure such as a KV transfer.",
+                "runbook": f"kubectl -n {model.namespace} logs deploy/{model.name} -c vllm | grep -i error",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmRequestsAborted",
+            f"{finished_ratio('abort')} > {ABORT_RATIO:g}",
+            "15m",
+            "warning",
+            {
+                "summary": f"{model.name}: {{{{ $value | humanizePercentage }}}} of requests are abandoned by their clients",
+                "description": "Clients stop waiting before the answer: their timeout is shorter than the latency "
+                "they get, usually because requests queue.",
+                "runbook": "Check the latency alerts and the queue; raise the clients' timeouts or add replicas.",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmPreempting",
+            f"sum(rate({vllm_metrics.PREEMPTIONS}{{{vllm}}}[{RATE_WINDOW}])) > 0",
+            "15m",
+            "warning",
+            {
+                "summary": f"{model.name}: vLLM keeps preempting running requests",
+                "description": "The KV cache is too small for the sequences admitted: preempted requests are "
+                "recomputed, and every request slows down.",
+                "runbook": "Lower maxModelLen or --max-num-seqs, raise gpuMemoryUtilization, or add replicas.",
+            },
+            labels,
+        ),
+        _alert(
+            "VllmKvCacheNearlyFull",
+            f"max by (pod) ({vllm_metrics.KV_CACHE_USAGE}{{{vllm}}}) > {obs.kv_cache_usage_alert_ratio:g}",
+            "10m",
+            "warning",
+            {
+                "summary": f"{model.name}: KV cache above {obs.kv_cache_usage_alert_ratio:.0%} on {{{{ $labels.pod }}}}",
+                "description": "A full KV cache makes vLLM preempt running requests and queue new ones.",
+                "runbook": "Add replicas (lower autoscaling.queueDepthPerReplica), lower maxModelLen, or raise "
+                "gpuMemoryUtilization; check VllmPreempting.",
+            },
+            labels,
+        ),
+    ]
+
+
+def model_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
+    return [*availability_rules(model), *autoscaling_rules(model), *serving_rules(model, obs)]
+
+
 def gpu_rules() -> list[dict[str, Any]]:
-    # The exporter's Xid series holds the last Xid a GPU reported, until the exporter restarts: alert
-    # on a new value, not on the value, or one old application Xid would fire for the node's lifetime.
-    xid = "DCGM_FI_DEV_XID_ERRORS"
-    gpu_capacity = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
+    xid = f"max by ({GPU_KEYS}) ({XID})"
+    ten_minutes_ago = f"max by ({GPU_KEYS}) ({XID} offset 10m)"
+    gpu_runbook = (
+        "Cordon and drain the node (kubectl cordon/drain {{ $labels.node }}), then terminate the instance so a "
+        "new one replaces it; report the instance to AWS if it recurs."
+    )
     return [
         _alert(
             "GpuFallenOffBus",
             f"{xid} == {XID_FALLEN_OFF_BUS}",
-            "0m",
+            "1m",
             "critical",
             {
                 "summary": "GPU {{ $labels.gpu }} on node {{ $labels.node }} has fallen off the bus (Xid 79)",
                 "description": "The GPU no longer answers on PCIe; pods using it fail until the node is replaced.",
-                "runbook": "Cordon and drain the node (kubectl cordon/drain {{ $labels.node }}), then terminate the "
-                "instance so the node group replaces it; report the instance to AWS if it recurs.",
+                "runbook": gpu_runbook,
             },
+            {},
+            # The exporter may stop reporting a GPU that is gone: that must not read as recovered.
+            keep_firing_for="1h",
         ),
         _alert(
             "GpuXidError",
-            f"({xid} > 0 and changes({xid}[10m]) > 0) unless {xid} == {XID_FALLEN_OFF_BUS}",
+            # The exporter holds the last Xid a GPU reported, as a series labelled with its code (err_code): news
+            # is a value other than ten minutes ago, a GPU with no value then (a new exporter or node), or a
+            # change within the ten minutes. The value alone would fire for the node's lifetime, and changes()
+            # alone never sees a series that starts non-zero.
+            f"({xid} > 0 unless {xid} == {XID_FALLEN_OFF_BUS}) "
+            f"and ({xid} != {ten_minutes_ago} or ({xid} unless {ten_minutes_ago}) "
+            f"or max by ({GPU_KEYS}) (changes({XID}[10m])) > 0)",
             "0m",
             "warning",
             {
@@ -147,35 +391,38 @@ def gpu_rules() -> list[dict[str, Any]]:
                 "runbook": "Look the code up in NVIDIA's Xid catalogue; 13, 31 and 43 are usually the application, "
                 "48, 63, 64, 74, 92, 94 and 95 the hardware: for those drain the node and replace it.",
             },
+            {},
         ),
         _alert(
-            # DCGM cannot see every way a GPU is lost (Xid 79 among them, through NVML): the device plugin
-            # withdrawing a GPU it found unhealthy, or the exporter no longer listing it, catches the rest.
+            # DCGM cannot see every way a GPU is lost: the device plugin withdrawing a GPU it found unhealthy,
+            # or DCGM listing fewer GPUs than the node has (none at all included), catches the rest.
             "GpuUnavailable",
-            f'kube_node_status_allocatable{{resource="nvidia_com_gpu"}} < {gpu_capacity} '
-            f"or max by (node) ({gpu_capacity}) > on(node) count by (node) (DCGM_FI_DEV_GPU_UTIL)",
-            "5m",
+            f"max by (node) ({GPU_ALLOCATABLE}) < max by (node) ({GPU_CAPACITY}) "
+            f"or max by (node) ({GPU_CAPACITY}) > on(node) "
+            f"(count by (node) (DCGM_FI_DEV_GPU_UTIL) or on(node) 0 * max by (node) ({GPU_CAPACITY}))",
+            "10m",
             "critical",
             {
                 "summary": "Node {{ $labels.node }} has fewer usable GPUs than it was built with",
-                "description": "The NVIDIA device plugin marked a GPU unhealthy, or DCGM no longer reports one; "
-                "pods cannot use it and a pod that needs every GPU of the node stays Pending.",
-                "runbook": "kubectl describe node {{ $labels.node }} (Allocatable nvidia.com/gpu) and the device "
-                "plugin's log on it; drain the node and terminate the instance so the node group replaces it.",
+                "description": "The NVIDIA device plugin marked a GPU unhealthy, or DCGM reports fewer GPUs than the "
+                "node has, or none; pods cannot use it, and a pod that needs every GPU of the node stays Pending.",
+                "runbook": "kubectl describe node {{ $labels.node }} (Allocatable nvidia.com/gpu), and the device "
+                "plugin's and the DCGM exporter's logs on it; " + gpu_runbook,
             },
+            {},
         ),
     ]
 
 
 def prometheus_rule(plan: Plan, namespace: str) -> dict[str, Any]:
+    obs = plan.config.observability
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": PROMETHEUS_RULE_NAME, "namespace": namespace, "labels": dict(MONITOR_SELECTOR_LABELS)},
         "spec": {
             "groups": [
-                {"name": "vllm-models", "rules": [r for m in plan.models for r in model_rules(m)]},
-                {"name": "vllm-serving", "rules": platform_rules(plan)},
+                *({"name": f"vllm-{m.name}", "rules": model_rules(m, obs)} for m in plan.models),
                 *([{"name": "gpu-health", "rules": gpu_rules()}] if plan.runs_gpu_metrics else []),
             ]
         },

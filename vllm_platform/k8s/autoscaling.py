@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_platform.contract import SERVING_PORT
+from vllm_platform.contract import SERVING_PORT, vllm_metrics
 from vllm_platform.k8s.workload import metadata
 from vllm_platform.plan.plans import ModelPlan
 
@@ -28,8 +28,13 @@ KEDA_POLLING_INTERVAL_SECONDS = 15
 INTERCEPTOR_RESPONSE_HEADER_TIMEOUT = "600s"
 
 
+# Failed polls before KEDA's fallback holds the replicas: a minute at the polling interval.
+FALLBACK_FAILURE_THRESHOLD = 4
+
+
 def queue_depth_query(model: ModelPlan) -> str:
-    return f'sum(vllm:num_requests_waiting{{namespace="{model.namespace}",model_name="{model.served_name}"}})'
+    """One model's queue, summed over its pods: KEDA refuses a query that returns more than one series."""
+    return f'sum({vllm_metrics.QUEUE_DEPTH}{{namespace="{model.namespace}",{vllm_metrics.MODEL_LABEL}="{model.served_name}"}})'
 
 
 def _behavior() -> dict[str, Any]:
@@ -72,6 +77,13 @@ def scaled_object(model: ModelPlan, prometheus_url: Any, http_scaler_address: An
 
     With no pod there is no vllm:num_requests_waiting, so only the HTTP add-on, which holds the first
     request, can bring the first replica back. KEDA follows whichever trigger asks for more.
+
+    What an empty answer means is decided here, not left to KEDA's default (`ignoreNullValues: true`,
+    read as 0): a model that keeps replicas has series whenever it serves, so an empty answer is a broken
+    scrape, an error, and after FALLBACK_FAILURE_THRESHOLD polls the fallback holds the replicas it has
+    (at least replicas.min) rather than shrinking them. A model at zero has no series by design: there an
+    empty answer is a queue of 0, and the HTTP add-on's push trigger wakes it. It gets no fallback, which
+    would keep it from reaching zero (and does not engage for an external-push scaler; kedacore/keda#8056).
     """
     triggers: list[dict[str, Any]] = [
         {
@@ -80,6 +92,7 @@ def scaled_object(model: ModelPlan, prometheus_url: Any, http_scaler_address: An
                 "serverAddress": prometheus_url,
                 "query": queue_depth_query(model),
                 "threshold": str(model.autoscaling.queue_depth_per_replica),
+                "ignoreNullValues": "true" if model.scales_to_zero else "false",
             },
         }
     ]
@@ -91,6 +104,12 @@ def scaled_object(model: ModelPlan, prometheus_url: Any, http_scaler_address: An
         "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior()}},
         "triggers": triggers,
     }
+    if not model.scales_to_zero:
+        spec["fallback"] = {
+            "failureThreshold": FALLBACK_FAILURE_THRESHOLD,
+            "replicas": model.replicas.min,
+            "behavior": "currentReplicasIfHigher",
+        }
     if model.scales_to_zero:
         triggers.append(
             {"type": "external-push", "metadata": {"scalerAddress": http_scaler_address, "interceptorRoute": model.name}}

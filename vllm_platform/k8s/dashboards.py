@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from vllm_platform.contract import MONITOR_SELECTOR_LABELS
+from vllm_platform.contract import MONITOR_SELECTOR_LABELS, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
 from vllm_platform.plan.plans import ModelPlan, Plan
 
@@ -29,7 +29,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 def vllm_matcher(model: ModelPlan) -> str:
     """Label matchers for one model's vLLM series: the namespace Prometheus scraped and the served name."""
-    return f'namespace="{model.namespace}",model_name="{model.served_name}"'
+    return f'namespace="{model.namespace}",{vllm_metrics.MODEL_LABEL}="{model.served_name}"'
 
 
 def deployment_matcher(model: ModelPlan) -> str:
@@ -70,14 +70,14 @@ def model_panels(model: ModelPlan) -> list[dict[str, Any]]:
             "Requests running / waiting",
             "short",
             [
-                (f"sum(vllm:num_requests_running{{{vllm}}})", "running"),
+                (f"sum({vllm_metrics.RUNNING}{{{vllm}}})", "running"),
                 (queue_depth_query(model), "waiting"),
             ],
         ),
         _panel(
             "KV-cache usage",
             "percentunit",
-            [(f"max by (pod) (vllm:kv_cache_usage_perc{{{vllm}}})", "{{pod}}")],
+            [(f"max by (pod) ({vllm_metrics.KV_CACHE_USAGE}{{{vllm}}})", "{{pod}}")],
             min=0,
             max=1,
         ),
@@ -85,27 +85,27 @@ def model_panels(model: ModelPlan) -> list[dict[str, Any]]:
             "Time to first token",
             "s",
             [
-                (latency_quantile(0.5, "vllm:time_to_first_token_seconds", vllm), "p50"),
-                (latency_quantile(0.95, "vllm:time_to_first_token_seconds", vllm), "p95"),
+                (latency_quantile(0.5, vllm_metrics.TIME_TO_FIRST_TOKEN, vllm), "p50"),
+                (latency_quantile(0.95, vllm_metrics.TIME_TO_FIRST_TOKEN, vllm), "p95"),
             ],
         ),
         _panel(
             "Inter-token latency",
             "s",
             [
-                (latency_quantile(0.5, "vllm:inter_token_latency_seconds", vllm), "p50"),
-                (latency_quantile(0.95, "vllm:inter_token_latency_seconds", vllm), "p95"),
+                (latency_quantile(0.5, vllm_metrics.INTER_TOKEN_LATENCY, vllm), "p50"),
+                (latency_quantile(0.95, vllm_metrics.INTER_TOKEN_LATENCY, vllm), "p95"),
             ],
         ),
         _panel(
             "End-to-end request latency p95",
             "s",
-            [(latency_quantile(0.95, "vllm:e2e_request_latency_seconds", vllm), "p95")],
+            [(latency_quantile(0.95, vllm_metrics.END_TO_END_LATENCY, vllm), "p95")],
         ),
         _panel(
             "Generation tokens / s",
             "short",
-            [(f"sum(rate(vllm:generation_tokens_total{{{vllm}}}[{RATE_WINDOW}]))", "tokens/s")],
+            [(f"sum(rate({vllm_metrics.GENERATION_TOKENS}{{{vllm}}}[{RATE_WINDOW}]))", "tokens/s")],
         ),
         _panel(
             "Replicas desired / ready",

@@ -24,7 +24,7 @@ from vllm_platform.contract import (
     SERVING_PORT,
     SERVING_PORT_NAME,
 )
-from vllm_platform.k8s import dashboards
+from vllm_platform.k8s import alerting, dashboards
 from vllm_platform.k8s.network import INTERCEPTOR_ADMIN_PORT
 from vllm_platform.k8s.workload import RUN_AS_UID, metadata, selector_labels
 from vllm_platform.pins import DCGM_EXPORTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
@@ -171,7 +171,12 @@ def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
         },
         "alertmanager": {
             "enabled": obs.alertmanager_enabled,
-            "alertmanagerSpec": {"resources": _requests("50m", "128Mi")},
+            # The whole config, replacing the chart's, which sends every alert to `null` (k8s/alerting.py).
+            "config": alerting.alertmanager_config(obs.alertmanager),
+            "alertmanagerSpec": {
+                "resources": _requests("50m", "128Mi"),
+                **({"secrets": [alerting.RECEIVER_SECRET]} if alerting.secret_values(obs.alertmanager) else {}),
+            },
         },
         "grafana": grafana,
         "kube-state-metrics": {"resources": _requests_and_memory_limit("50m", "128Mi", "512Mi")},

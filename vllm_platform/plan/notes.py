@@ -6,6 +6,8 @@ from vllm_platform.catalog import smallest
 from vllm_platform.config.cluster import GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
+from vllm_platform.contract import MONITORING_NAMESPACE
+from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
 from vllm_platform.plan import fit
 from vllm_platform.plan.plans import ModelPlan
 
@@ -56,6 +58,33 @@ def config_notes(
             f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {smallest(pool.instance_types).name} "
             f"nodes ({described}) but maxSize is {pool.max_size}; they cannot all be at replicas.max at once, "
             f"and a model may stay below it while the others hold the nodes; raise maxSize to {nodes} if they must"
+        )
+    return notes
+
+
+def alerting_notes(cfg: PlatformConfig) -> list[str]:
+    """Alerts that reach no one are worse than none: they look like monitoring."""
+    obs = cfg.observability
+    if not obs.enabled:
+        return []
+    if not obs.alertmanager_enabled:
+        return ["observability.alertmanagerEnabled: false, so alerts go nowhere: Prometheus evaluates them for no one"]
+    if obs.alertmanager is None:
+        return [
+            "observability.alertmanager: not set, so alerts go nowhere: Alertmanager sends every alert, critical ones "
+            "included, to its null receiver; set receivers, and name the one that pages in critical"
+        ]
+    notes = []
+    if obs.alertmanager.watchdog is None:
+        notes.append(
+            "observability.alertmanager.watchdog: not set, so nothing notices when alerting itself stops: name a "
+            "heartbeat receiver that pages when the always-firing Watchdog stops arriving"
+        )
+    if cfg.cluster.existing is not None and any(r.sns for r in obs.alertmanager.receivers):
+        notes.append(
+            "observability.alertmanager: an SNS receiver publishes with Alertmanager's own AWS identity; an "
+            f"existing-cluster stack creates no IAM, so give ServiceAccount {MONITORING_NAMESPACE}/{ALERTMANAGER_SERVICE_ACCOUNT} "
+            "sns:Publish on its topics there"
         )
     return notes
 

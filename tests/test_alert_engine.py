@@ -1,0 +1,448 @@
+"""The alerts, dashboard queries, KEDA queries and Alertmanager routing, on the real engines: promtool,
+a Prometheus server on loopback and amtool, from Debian's packages (prometheus 2.42, alertmanager 0.25).
+
+Synthetic series carry the labels vLLM, kube-state-metrics, KEDA and the DCGM exporter really give them.
+Each alert has a case where it fires, at the time it should, and one where it stays silent. Without the
+binaries these tests skip with the reason; `.ci/run` installs them and sets REQUIRE_PROMETHEUS_TOOLS=1,
+so CI never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import pytest
+import yaml
+
+from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack, stack_document
+from tests.test_observability import _platform
+from vllm_platform.config.loader import stack_config
+from vllm_platform.k8s import alerting, alerts, autoscaling, dashboards
+from vllm_platform.plan.plans import Plan
+
+PROMQL_TIMEOUT = 30
+NAMESPACE = "inference"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
+        if os.environ.get("REQUIRE_PROMETHEUS_TOOLS") == "1":
+            pytest.fail(f"{reason}, and REQUIRE_PROMETHEUS_TOOLS=1 says it must be")
+        pytest.skip(reason)
+    return path
+
+
+def run(*argv: str, stdin: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=PROMQL_TIMEOUT)
+
+
+def rule_groups(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    return rule["spec"]["groups"]
+
+
+# --- promtool check rules: every rule, dashboard expression and KEDA query parses ----------------
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_rendered_rule_passes_promtool_check(stack: str, tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    rendering = rendered_stack(stack)
+    rules = tmp_path / "rules.yaml"
+    for rule in objects_of(rendering, "PrometheusRule"):
+        rules.write_text(yaml.safe_dump({"groups": rule_groups(rule)}))
+        done = run(promtool, "check", "rules", str(rules))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_dashboard_and_keda_query_passes_promtool_check(stack: str, tmp_path: Path) -> None:
+    """Wrapped as recording rules, which promtool parses exactly as Prometheus would evaluate them."""
+    promtool = tool("promtool")
+    rendering = rendered_stack(stack)
+    board = json.loads(dashboards.dashboard_config_map(rendering.plan, "monitoring")["data"]["vllm-models.json"])
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    queries += [t["metadata"]["query"] for s in objects_of(rendering, "ScaledObject") for t in s["spec"]["triggers"] if t["type"] == "prometheus"]
+    assert queries
+    records = [{"record": f"check:query_{i}", "expr": expr} for i, expr in enumerate(queries)]
+    rules = tmp_path / "queries.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "queries", "rules": records}]}))
+    done = run(promtool, "check", "rules", str(rules))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_check_refuses_a_broken_rule(tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    rules = tmp_path / "broken.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "sum(rate(x[5m])"}]}]}))
+    assert run(promtool, "check", "rules", str(rules)).returncode != 0
+
+
+# --- promtool test rules: each alert fires when it should, and only then -------------------------
+
+
+def alerts_plan() -> Plan:
+    raw = _platform()
+    raw["models"][0].update({"name": "chat", "replicas": {"min": 1, "max": 3}})
+    return plan_of(raw)
+
+
+PLAN = alerts_plan()
+MODEL = PLAN.models[0]
+SERVED = MODEL.served_name
+POD_A, POD_B = "chat-7d9f8c6b5-x2k4q", "chat-7d9f8c6b5-p8r1z"
+NOT_READY = int(alerts.not_ready_for(MODEL).removesuffix("m"))
+
+
+def selector(name: str, **labels: str) -> str:
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def vllm(name: str, pod: str = POD_A, **labels: str) -> str:
+    """A vLLM series as the ServiceMonitor's scrape labels it."""
+    return selector(
+        name, namespace=NAMESPACE, model_name=SERVED, engine="0", pod=pod, container="vllm", service="chat",
+        endpoint="http", job="chat", instance="10.0.1.5:8000", **labels,
+    )  # fmt: skip
+
+
+def ksm(name: str, **labels: str) -> str:
+    return selector(name, job="kube-state-metrics", instance="10.0.0.9:8080", **labels)
+
+
+def deployment(name: str) -> str:
+    return ksm(name, namespace=NAMESPACE, deployment="chat")
+
+
+def dcgm(name: str, gpu: str = "0", pod: str = POD_A, **labels: str) -> str:
+    return selector(
+        name, gpu=gpu, UUID=f"GPU-5f1c{gpu}", pci_bus_id=f"00000000:00:1{gpu}.0", device=f"nvidia{gpu}",
+        modelName="NVIDIA A10G", Hostname="ip-10-0-1-5", node="ip-10-0-1-5", namespace=NAMESPACE, pod=pod,
+        container="vllm", job="dcgm-exporter", instance="10.0.1.5:9400", **labels,
+    )  # fmt: skip
+
+
+def gpu_labels(gpu: str = "0") -> dict[str, str]:
+    return {"node": "ip-10-0-1-5", "gpu": gpu, "UUID": f"GPU-5f1c{gpu}"}
+
+
+def histogram(name: str, bounds: dict[str, str], count: str) -> list[dict[str, str]]:
+    """A histogram's buckets (bound as vLLM's client writes it -> values) and its count."""
+    series = [{"series": vllm(f"{name}_bucket", le=le), "values": values} for le, values in bounds.items()]
+    return [*series, {"series": vllm(f"{name}_bucket", le="+Inf"), "values": count}, {"series": vllm(f"{name}_count"), "values": count}]
+
+
+def ready(desired: str, available: str) -> list[dict[str, str]]:
+    return [
+        {"series": deployment("kube_deployment_spec_replicas"), "values": desired},
+        {"series": deployment("kube_deployment_status_replicas_available"), "values": available},
+    ]
+
+
+SERVING = [*ready("1+0x60", "1+0x60"), {"series": vllm("up"), "values": "1+0x60"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x60"}]
+MODEL_LABELS = alerts.model_labels(MODEL)
+FLAT = "+0x500"  # a constant, for long enough
+
+# alert -> [(case, series, eval time, alerts expected then as extra labels, or None for silent)]
+CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[str, str]]]]]] = {
+    "VllmModelDown": [
+        ("served, then lost every pod", ready("1+0x60", "1+0x29 0+0x30"), "33m", [{}]),
+        ("a cold start from zero", ready("0+0x29 1+0x30", "0+0x60"), "33m", None),
+        ("woken from zero after serving", ready("1+0x19 0+0x9 1+0x30", "1+0x19 0+0x40"), "33m", None),
+    ],
+    "VllmModelNotReady": [
+        ("wanted, never available", ready("1+0x60", "0+0x60"), f"{NOT_READY + 1}m", [{}]),
+        ("at zero on purpose", ready("0+0x60", "0+0x60"), f"{NOT_READY + 1}m", None),
+    ],
+    "VllmReplicasUnavailable": [
+        # Scaled from 1 to 7 at 10 min: wanted a full not-ready time at 10 + NOT_READY, then 5 min more.
+        ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), f"{10 + NOT_READY + 6}m", [{}]),
+        ("7 of 7 after a cold start", ready("1+0x9 7+0x60", "1+0x25 7+0x44"), "45m", None),
+        ("a scale-up in steps", ready("1+0x9 3+0x9 5+0x9 7+0x40", "1+0x25 3+0x9 5+0x9 7+0x30"), f"{10 + NOT_READY + 6}m", None),
+    ],
+    "VllmContainerCrashLooping": [
+        ("back-off", [{"series": ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason="CrashLoopBackOff", uid="u1"), "values": "1+0x30"}], "12m", [{"pod": POD_A}]),
+        ("creating", [{"series": ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason="ContainerCreating", uid="u1"), "values": "1+0x30"}], "12m", None),
+    ],
+    "VllmMetricsMissing": [
+        ("one pod unscraped", [*ready("2+0x30", "2+0x30"), {"series": vllm("up"), "values": "1+0x30"}, {"series": vllm("up", POD_B), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}], "12m", [{}]),
+        ("scraped without vLLM's series", [*ready("1+0x30", "1+0x30"), {"series": vllm("up"), "values": "1+0x30"}], "12m", [{}]),
+        ("every pod scraped", [*ready("2+0x30", "2+0x30"), {"series": vllm("up"), "values": "1+0x30"}, {"series": vllm("up", POD_B), "values": "1+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting", POD_B), "values": "0+0x30"}], "12m", None),
+    ],
+    "VllmQueueBacklogAtMaxReplicas": [
+        ("40 waiting at max 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("3+0x30", "3+0x30")], "12m", [{}]),
+        ("40 waiting at 2 of 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("2+0x30", "2+0x30")], "12m", None),
+    ],
+    "KedaScalerErrors": [
+        ("errors every poll", [{"series": selector("keda_scaled_object_errors_total", namespace=NAMESPACE, scaledObject="chat", job="keda-operator"), "values": "0+4x30"}], "12m", [{}]),
+        ("old errors", [{"series": selector("keda_scaled_object_errors_total", namespace=NAMESPACE, scaledObject="chat", job="keda-operator"), "values": "5+0x30"}], "12m", None),
+    ],
+    "VllmTimeToFirstTokenBudgetBurning": [
+        ("every request over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+0x70"}, "0+10x70"), "10m", [{}]),
+        # The finding: 1.2 s under a 2.5 s SLO, which a p95 from histogram_quantile reads as 2.4 s.
+        ("every request at 1.2 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+10x70"}, "0+10x70"), "10m", None),
+    ],
+    "VllmTimeToFirstTokenSloBreached": [
+        ("half over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+5x70"}, "0+10x70"), "20m", [{}]),
+        ("one in fifty over", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+49x70"}, "0+50x70"), "20m", None),
+    ],
+    "VllmInterTokenLatencyHigh": [
+        ("half the tokens over 0.2 s", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+50x40"}, "0+100x40"), "20m", [{}]),
+        ("one in a hundred", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+99x40"}, "0+100x40"), "20m", None),
+    ],
+    "VllmRequestLatencyHigh": [
+        # prometheus_client writes the bound as 60.0: the matcher takes it in either spelling.
+        ("half over 60 s", histogram("vllm:e2e_request_latency_seconds", {"60.0": "0+5x40"}, "0+10x40"), "20m", [{}]),
+        ("all within", histogram("vllm:e2e_request_latency_seconds", {"60.0": "0+10x40"}, "0+10x40"), "20m", None),
+    ],
+    "VllmRequestErrors": [
+        ("one in ten fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", [{}]),
+        ("none fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+0x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", None),
+    ],
+    "VllmRequestsAborted": [
+        ("three in ten abandoned", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+3x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+7x30"}], "17m", [{}]),
+        ("one in twenty", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="length"), "values": "0+19x30"}], "17m", None),
+    ],
+    "VllmPreempting": [
+        ("preempting", [{"series": vllm("vllm:num_preemptions_total"), "values": "0+2x30"}], "17m", [{}]),
+        ("long ago", [{"series": vllm("vllm:num_preemptions_total"), "values": "12+0x30"}], "17m", None),
+    ],
+    "VllmKvCacheNearlyFull": [
+        ("95% full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.95+0x30"}], "12m", [{"pod": POD_A}]),
+        ("half full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.5+0x30"}], "12m", None),
+    ],
+    "GpuFallenOffBus": [
+        ("Xid 79", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x30"}], "3m", [gpu_labels()]),
+        # The exporter stops listing a GPU that is gone: the alert outlives its series.
+        ("Xid 79, then no series", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x9"}], "30m", [gpu_labels()]),
+        ("Xid 43", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="GPU stopped processing"), "values": "43+0x30"}], "3m", None),
+    ],
+    "GpuXidError": [
+        ("non-zero from its first sample", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x30"}], "1m", [gpu_labels()]),
+        ("a new code after 0", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="0", err_msg=""), "values": "0+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "22m", [gpu_labels()]),
+        ("an old Xid", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x40"}], "30m", None),
+        ("an old Xid, its pod changed", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", pod=POD_B, err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "30m", None),
+    ],
+    "GpuUnavailable": [
+        ("one withdrawn", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "3+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], "12m", [{"node": "ip-10-0-1-5"}]),
+        ("no DCGM series at all", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "12m", [{"node": "ip-10-0-1-5"}]),
+        ("DCGM lists three of four", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(3))], "12m", [{"node": "ip-10-0-1-5"}]),
+        ("all four", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], "12m", None),
+    ],
+}  # fmt: skip
+
+
+def rules_under_test() -> dict[str, dict[str, Any]]:
+    rule = alerts.prometheus_rule(PLAN, "monitoring")
+    return {r["alert"]: r for g in rule_groups(rule) for r in g["rules"]}
+
+
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    assert set(CASES) == set(rules_under_test()) | {a for a in CASES if a.startswith("Gpu")}
+    for name, cases in CASES.items():
+        assert any(expected for _, _, _, expected in cases), f"{name} never fires"
+        assert any(expected is None for _, _, _, expected in cases), f"{name} is never silent"
+
+
+def expected_labels(name: str, extra: dict[str, str]) -> dict[str, str]:
+    rule = rules_under_test()[name]
+    return {**rule["labels"], **extra}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_alert_fires_when_it_should_and_only_then(name: str, tmp_path: Path) -> None:
+    promtool = tool("promtool")
+    rule = dict(rules_under_test()[name])
+    # Annotations are checked for their template syntax by promtool check; their text by the unit tests.
+    rule.pop("annotations")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "under-test", "rules": [rule]}]}))
+    tests = [
+        {
+            "name": f"{name}: {case}",
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                {
+                    "eval_time": at,
+                    "alertname": name,
+                    "exp_alerts": [{"exp_labels": expected_labels(name, extra)} for extra in expected or []],
+                }
+            ],
+        }
+        for case, series, at, expected in CASES[name]
+    ]
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}))
+    done = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- a Prometheus server: each ScaledObject's query on backfilled series --------------------------
+
+
+def scaling_plan() -> Plan:
+    raw = _platform()
+    template = raw["models"][0]
+    raw["models"] = [
+        {**template, "name": name, "servedModelName": name, "replicas": replicas}
+        for name, replicas in (("alpha", {"min": 1, "max": 3}), ("beta", {"min": 1, "max": 3}),
+                               ("gamma", {"min": 1, "max": 3}), ("delta", {"min": 0, "max": 2}))
+    ]  # fmt: skip
+    return plan_of(raw)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def prometheus_server(openmetrics: str, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus on loopback over blocks backfilled from `openmetrics`; stopped on exit, whatever happens."""
+    promtool, binary = tool("promtool"), tool("prometheus")
+    source, data = tmp_path / "series.om", tmp_path / "data"
+    source.write_text(openmetrics)
+    done = run(promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tmp_path / "prometheus.yml").write_text("global: {}\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
+         f"--web.listen-address={url.removeprefix('http://')}", "--storage.tsdb.retention.time=30d"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(100):  # 10 s at most
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited: {process.stderr.read() if process.stderr else ''}")
+            time.sleep(0.1)
+        else:
+            pytest.fail("prometheus was not ready within 10 s")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def instant_query(url: str, query: str, at: float) -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode({"query": query, "time": f"{at:.3f}"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{params}", timeout=5) as answer:
+        document = json.load(answer)
+    assert document["status"] == "success", document
+    return document["data"]["result"]
+
+
+def test_each_scaled_object_reads_its_own_models_queue_on_a_real_prometheus(tmp_path: Path) -> None:
+    plan = scaling_plan()
+    at = float(int(time.time()) - 3600)
+    waiting = {("alpha", NAMESPACE, "alpha-1"): 3, ("alpha", NAMESPACE, "alpha-2"): 4, ("beta", NAMESPACE, "beta-1"): 5,
+               ("alpha", "elsewhere", "alpha-9"): 100}  # fmt: skip
+    lines = ["# TYPE vllm:num_requests_waiting gauge"]
+    for (model, namespace, pod), value in waiting.items():
+        labels = f'namespace="{namespace}",model_name="{model}",engine="0",pod="{pod}"'
+        lines += [f"vllm:num_requests_waiting{{{labels}}} {value} {at - step * 15:.0f}" for step in range(8, -1, -1)]
+    openmetrics = "\n".join([*lines, "# EOF", ""])
+    scaled = {m.name: autoscaling.scaled_object(m, "http://p:9090", "s:9090")["spec"] for m in plan.models}
+    with prometheus_server(openmetrics, tmp_path) as url:
+        answers = {name: instant_query(url, spec["triggers"][0]["metadata"]["query"], at) for name, spec in scaled.items()}
+    assert [float(r["value"][1]) for r in answers["alpha"]] == [7.0], "both pods, and nothing from another namespace"
+    assert [float(r["value"][1]) for r in answers["beta"]] == [5.0]
+    # No series: an empty vector, not 0. What it means is the ScaledObject's to say.
+    assert answers["gamma"] == [] and answers["delta"] == []
+    gamma, delta = scaled["gamma"], scaled["delta"]
+    assert gamma["triggers"][0]["metadata"]["ignoreNullValues"] == "false" and gamma["fallback"]["replicas"] == 1
+    assert delta["triggers"][0]["metadata"]["ignoreNullValues"] == "true" and "fallback" not in delta
+
+
+# --- amtool: the rendered Alertmanager config, and where each alert goes ---------------------------
+
+
+def prod_alerting() -> Any:
+    return stack_config(stack_document("prod")).platform().observability.alertmanager
+
+
+def for_amtool_025(config: dict[str, Any]) -> dict[str, Any]:
+    """Debian's amtool 0.25 predates webhook `url_file` (Alertmanager 0.26; the cluster runs 0.34): for the
+    check, and only there, a webhook's file becomes an inline URL. Every other field is checked as rendered."""
+    copied = json.loads(json.dumps(config))
+    for receiver in copied["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook.pop("url_file")
+            hook["url"] = "https://heartbeat.invalid/ping"
+    return copied
+
+
+@pytest.mark.parametrize("which", ["prod", "no receivers"])
+def test_the_rendered_alertmanager_config_passes_amtool_check(which: str, tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    config = alerting.alertmanager_config(prod_alerting() if which == "prod" else None)
+    path = tmp_path / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(for_amtool_025(config)))
+    done = run(amtool, "check-config", str(path))
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
+def routed_to(amtool: str, path: Path, labels: dict[str, str]) -> str:
+    done = run(amtool, "config", "routes", "test", f"--config.file={path}", *(f"{k}={v}" for k, v in labels.items()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def test_prods_critical_alerts_page_and_its_warnings_reach_the_chat(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    settings = prod_alerting()
+    path = tmp_path / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(for_amtool_025(alerting.alertmanager_config(settings))))
+    rendering = rendered_stack("prod")
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    rules = [r for g in rule_groups(rule) for r in g["rules"]]
+    pager = ",".join(settings.critical)
+    assert settings.receiver(settings.critical[0]).pagerduty is not None, "prod pages through PagerDuty first"
+    critical = [r for r in rules if r["labels"]["severity"] == "critical"]
+    warning = [r for r in rules if r["labels"]["severity"] == "warning"]
+    assert critical and warning
+    for item in critical:
+        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == pager, item["alert"]
+    for item in warning:
+        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == ",".join(settings.warning)
+    # kube-prometheus-stack's own, by severity alone.
+    assert routed_to(amtool, path, {"alertname": "KubeNodeNotReady", "severity": "warning"}) == ",".join(settings.warning)
+    assert routed_to(amtool, path, {"alertname": "TargetDown", "severity": "warning", "namespace": "kube-system"})
+    assert routed_to(amtool, path, {"alertname": "Watchdog", "severity": "none"}) == settings.watchdog
+    assert routed_to(amtool, path, {"alertname": "InfoInhibitor", "severity": "none"}) == alerting.NULL_RECEIVER
+
+
+def test_without_receivers_everything_goes_to_null(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    path = tmp_path / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
+    for labels in ({"alertname": "VllmModelDown", "severity": "critical"}, {"alertname": "Watchdog", "severity": "none"}):
+        assert routed_to(amtool, path, labels) == alerting.NULL_RECEIVER
+
+
+def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    config = alerting.alertmanager_config(prod_alerting())
+    config["route"]["routes"][2]["receiver"] = "nobody"
+    path = tmp_path / "alertmanager.yaml"
+    path.write_text(yaml.safe_dump(for_amtool_025(config)))
+    assert run(amtool, "check-config", str(path)).returncode != 0
