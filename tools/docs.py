@@ -24,12 +24,12 @@ END = "<!-- config-reference:end -->"
 
 
 def _reference(schema: dict[str, Any], node: dict[str, Any]) -> Optional[str]:
-    """The $defs name of the section a property holds, through anyOf (Optional) and array items; None for a
-    value, an enum's included."""
+    """The $defs name of the section a property holds, through anyOf (Optional), allOf (how pydantic before
+    2.9 wraps a described $ref) and array items; None for a value, an enum's included."""
     if "$ref" in node:
         name = node["$ref"].rpartition("/")[2]
         return name if "properties" in schema["$defs"][name] else None
-    for option in node.get("anyOf", []):
+    for option in [*node.get("anyOf", []), *node.get("allOf", [])]:
         if (found := _reference(schema, option)) is not None:
             return found
     if node.get("type") == "array":
