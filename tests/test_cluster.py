@@ -26,7 +26,7 @@ from vllm_platform.config.loader import stack_config
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.k8s import cluster_addons
 from vllm_platform.pins import CLUSTER_AUTOSCALER_IMAGE_TAGS
-from vllm_platform.plan import sizing
+from vllm_platform.plan import notes, sizing
 from vllm_platform.plan.plans import PoolPlan
 from vllm_platform.plan.resolve import pool_plan
 
@@ -447,6 +447,30 @@ def test_a_kubernetes_upgrade_moves_the_nodes_and_the_addons_too(version: str) -
     assert one(rendering, "aws:eks/addon:Addon", "kube-proxy").inputs["addonVersion"].startswith(f"v{version}.")
 
 
+@pytest.mark.parametrize("has_default", [True, False], ids=["a default", "no default"])
+def test_an_addon_gets_awss_default_version_or_else_the_most_recent(has_default: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A community add-on (metrics-server) may have no version marked default for a minor: the lookup
+    answers "empty result" then, and the most recent version for that minor is used instead."""
+    if not has_default:
+        monkeypatch.setattr(mocks, "ADDONS_WITHOUT_DEFAULT", frozenset({"metrics-server"}))
+    rendering = render_document(cluster_document())
+    installed = one(rendering, "aws:eks/addon:Addon", "metrics-server").inputs["addonVersion"]
+    assert installed == mocks.fake_addon_version("metrics-server", "1.34", most_recent=not has_default)
+    lookups = [c for c in rendering.calls if c == "aws:eks/getAddonVersion:getAddonVersion"]
+    assert len(lookups) == len(of_type(rendering, "aws:eks/addon:Addon")) + (0 if has_default else 1)
+    # Every other add-on keeps its default either way.
+    assert one(rendering, "aws:eks/addon:Addon", "coredns").inputs["addonVersion"] == mocks.fake_addon_version("coredns", "1.34", False)
+
+
+def test_any_other_addon_lookup_failure_still_stops_the_preview(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: Any, args: dict[str, Any]) -> dict[str, Any]:
+        raise mocks.ProviderError("operation error EKS: DescribeAddonVersions, AccessDeniedException")
+
+    monkeypatch.setattr(mocks.FakeAws, "addon_version", refused)
+    with pytest.raises(Exception, match="AccessDeniedException"):
+        render_document(cluster_document())
+
+
 def test_the_longest_pool_name_still_fits_an_eks_node_group_name() -> None:
     longest = "p" * GPU_POOL_NAME_MAX_LENGTH
     prefix = node_pools.node_group_name_prefix(node_pools.gpu_node_group_name(pool(name=longest)))
@@ -521,12 +545,22 @@ def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str
             assert resource.provider and resource.provider.split("::")[-2] == provider.name, resource.name
 
 
-def test_workloads_wait_for_the_cluster() -> None:
-    rendering = rendered_stack("dev")
+def test_workloads_wait_for_the_cluster_but_not_for_gpu_capacity() -> None:
+    rendering = rendered_stack("prod")
     namespace = one(rendering, "kubernetes:core/v1:Namespace", "inference")
-    for needed in ("aws:eks/nodeGroup:NodeGroup::gpu-g5", "kubernetes:helm.sh/v3:Release::cluster-autoscaler",
-                   "kubernetes:storage.k8s.io/v1:StorageClass::gp3", "aws:eks/addon:Addon::coredns"):  # fmt: skip
-        assert needed in namespace.dependencies
+    (observability,) = of_type(rendering, "vllm-platform:index:Observability")
+    for waiting in (namespace, observability):
+        for needed in ("aws:eks/nodeGroup:NodeGroup::system", "kubernetes:helm.sh/v3:Release::cluster-autoscaler",
+                       "kubernetes:storage.k8s.io/v1:StorageClass::gp3", "aws:eks/addon:Addon::coredns"):  # fmt: skip
+            assert needed in waiting.dependencies
+        # A p4d that EC2 cannot supply holds only its own node group.
+        assert not [d for d in waiting.dependencies if d.startswith("aws:eks/nodeGroup:NodeGroup::gpu-")]
+    gpu_groups = [r for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup") if r.name.startswith("gpu-")]
+    assert {r.name for r in gpu_groups} == {"gpu-g5", "gpu-p4d"}
+    for resource in rendering.resources:
+        if resource.parent and resource.parent.startswith("aws:eks/nodeGroup:NodeGroup::gpu-"):
+            continue  # the group's own Auto Scaling group tags
+        assert not [d for d in resource.dependencies if d.startswith("aws:eks/nodeGroup:NodeGroup::gpu-")], resource.name
 
 
 def test_efa_and_placement_group_follow_their_flags() -> None:
@@ -790,3 +824,28 @@ def test_a_region_the_offline_render_does_not_know_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match="aws:region: the offline render knows no zones of 'mars-east-1'"):
         render_document(in_region("mars-east-1"))
     render_document(in_region("eu-north-1"))
+
+
+def test_the_preview_prints_the_quotas_a_stack_draws_on() -> None:
+    (info,), warnings = notes.quota_notes(rendered_stack("prod").plan)
+    assert warnings == []
+    assert "3 Elastic IPs (NAT gateways) (L-0263D0A3, default 5)" in info
+    # p4d: 3 nodes of 96 vCPUs; g5.2xlarge: 8 nodes of 8.
+    assert "288 vCPUs of Running On-Demand P instances (L-417A185B" in info
+    assert "64 vCPUs of Running On-Demand G and VT instances (L-DB2E81BA" in info
+    assert "request-service-quota-increase" in info
+
+
+def test_more_nat_gateways_than_the_default_elastic_ips_are_warned_about() -> None:
+    plan = render.plan_of(stack_config(cluster_document(vpc={"availabilityZones": 6, "natGateways": "perAz"})))
+    _, (warning,) = notes.quota_notes(plan)
+    assert warning.startswith("cluster.vpc: 6 NAT gateways need 6 Elastic IPs, above the default quota of 5")
+    five = render.plan_of(stack_config(cluster_document(vpc={"availabilityZones": 5, "natGateways": "perAz"})))
+    assert notes.quota_notes(five)[1] == []
+    spot = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge", "g5.2xlarge"], "maxSize": 3, "capacityType": "SPOT"}])))
+    (info,), _ = notes.quota_notes(spot)
+    assert "24 vCPUs of All G and VT Spot Instance Requests (L-3819A6DF" in info, "the widest type at maxSize"
+
+
+def test_an_existing_cluster_draws_on_no_quota_of_this_stacks() -> None:
+    assert notes.quota_notes(existing_rendering().plan) == ([], [])

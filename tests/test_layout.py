@@ -15,7 +15,7 @@ MAX_LINES = 600
 # are one layer, side by side, and neither imports the other.
 LAYERS: list[tuple[str, ...]] = [
     ("vllm_platform.contract",),
-    ("vllm_platform.pins", "vllm_platform.catalog"),
+    ("vllm_platform.pins", "vllm_platform.catalog", "vllm_platform.names"),
     ("vllm_platform.config",),
     ("vllm_platform.plan",),
     ("vllm_platform.k8s", "vllm_platform.aws"),

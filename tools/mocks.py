@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import grpc
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
@@ -113,6 +114,24 @@ FAKE_DEFAULT_ADDON_VERSIONS = {
 }
 
 
+class ProviderError(grpc.RpcError):
+    """A provider function's failure as the engine reports it to the program: a gRPC error with details."""
+
+    def __init__(self, details: str):
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return self._details
+
+
+# Add-ons for which AWS marks no version as the default; a test sets it to try the fallback.
+ADDONS_WITHOUT_DEFAULT: frozenset[str] = frozenset()
+
+
 def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -> str:
     """What getAddonVersion answers: the default build, or a newer one when most_recent asks for it."""
     version = f"v{kubernetes_version}.0-eksbuild.1" if addon == "kube-proxy" else FAKE_DEFAULT_ADDON_VERSIONS[addon]
@@ -163,6 +182,14 @@ class FakeAws:
             "locationTypes": ["availability-zone"] * len(pairs),
         }
 
+    def addon_version(self, args: dict[str, Any]) -> dict[str, Any]:
+        addon, kubernetes_version, most_recent = args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))
+        if addon in ADDONS_WITHOUT_DEFAULT and not most_recent:
+            # The provider's own words (terraform-provider-aws, aws_eks_addon_version) when none is the default.
+            raise ProviderError(f"reading EKS Add-On version info ({addon}, {kubernetes_version}): empty result")
+        version = fake_addon_version(addon, kubernetes_version, most_recent)
+        return {"addonName": addon, "kubernetesVersion": kubernetes_version, "version": version}
+
     def answer(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
         name, suffix = partition(self.region)
         answers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -174,11 +201,7 @@ class FakeAws:
                 "issuerName": a.get("arn", "").rpartition("/")[2],
             },
             "aws:index/getAvailabilityZones:getAvailabilityZones": self.availability_zones,
-            "aws:eks/getAddonVersion:getAddonVersion": lambda a: {
-                "addonName": a["addonName"],
-                "kubernetesVersion": a["kubernetesVersion"],
-                "version": fake_addon_version(a["addonName"], a["kubernetesVersion"], bool(a.get("mostRecent"))),
-            },
+            "aws:eks/getAddonVersion:getAddonVersion": self.addon_version,
             "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": self.instance_type_offerings,
             "aws:ec2/getSubnet:getSubnet": lambda a: {"id": a["id"], "availabilityZone": fake_subnet_zone(self.region, a["id"])},
         }
@@ -197,6 +220,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
     def __init__(self, caller_arn: str, region: str):
         self.caller_arn = caller_arn
         self.aws = FakeAws(region)
+        # Every provider function the program invoked, by token: what a preview asks AWS.
+        self.calls: list[str] = []
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         state = dict(args.inputs)
@@ -208,6 +233,7 @@ class RecordingMocks(pulumi_mocks.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.calls.append(args.token)
         if args.token == CALLER_IDENTITY:
             return {"accountId": self.caller_arn.split(":")[4], "arn": self.caller_arn, "userId": "AIDARENDER"}, []
         return self.aws.answer(args.token, args.args), []
@@ -244,6 +270,7 @@ def program_log() -> logging.Logger:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(handler)
+        logger.setLevel(logging.INFO)  # pulumi preview prints its info diagnostics too
         logger.propagate = False
     return logger
 

@@ -63,6 +63,8 @@ class Rendering:
     plan: Plan
     resources: list[mocks.RecordedResource]
     outputs: dict[str, Any]
+    # The provider functions the program invoked, in order: what its preview asks AWS.
+    calls: tuple[str, ...] = ()
 
     @property
     def config(self) -> PlatformConfig:
@@ -142,7 +144,8 @@ def render(stack_config: StackConfig, stack: str, caller_arn: Optional[str] = No
     # Pulumi's own way to run a program under mocks: it awaits what the program returns, then every
     # output still pending, as the engine would before the update ends.
     pulumi.runtime.test(program)()
-    return Rendering(stack=stack, project=project, plan=plan, resources=monitor.records, outputs=exports)
+    calls = tuple(monitor.mocks.calls)  # type: ignore[attr-defined]
+    return Rendering(stack=stack, project=project, plan=plan, resources=monitor.records, outputs=exports, calls=calls)
 
 
 def stack_file(stack: str) -> Path:

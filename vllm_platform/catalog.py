@@ -64,6 +64,31 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
 }
 
 
+@dataclass(frozen=True)
+class Quota:
+    name: str
+    code: str
+    # AWS's default for a new account, where AWS states one; None where it publishes none.
+    default: int | None
+
+
+# EC2 Service Quotas a stack of this platform draws on, per Region (Service Quotas codes, service `ec2`). AWS
+# publishes a default only for Elastic IPs (EC2 User Guide: "limited to five (5) Elastic IP addresses per
+# Region"); the GPU quotas are vCPUs per instance family, and new accounts have been seen at 0.
+ELASTIC_IPS = Quota("EC2-VPC Elastic IPs", "L-0263D0A3", 5)
+GPU_VCPU_QUOTAS = {
+    ("g", "ON_DEMAND"): Quota("Running On-Demand G and VT instances", "L-DB2E81BA", None),
+    ("g", "SPOT"): Quota("All G and VT Spot Instance Requests", "L-3819A6DF", None),
+    ("p", "ON_DEMAND"): Quota("Running On-Demand P instances", "L-417A185B", None),
+    ("p", "SPOT"): Quota("All P4, P3 and P2 Spot Instance Requests", "L-7212CCBC", None),
+}
+
+
+def quota_family(instance_type: str) -> str:
+    """The letter whose vCPU quota an instance type draws on: g5.* on G, p4d and p5 on P."""
+    return instance_type[0]
+
+
 # EFA-capable network cards per type: one EFA interface per card.
 EFA_INTERFACES = {"g5.48xlarge": 1, "p4d.24xlarge": 4, "p4de.24xlarge": 4, "p5.48xlarge": 32}
 

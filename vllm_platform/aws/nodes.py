@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
+from vllm_platform import names
 from vllm_platform.config.cluster import SystemNodes
 from vllm_platform.contract import GPU_NODE_SELECTOR, GPU_POOL_LABEL, GPU_RESOURCE, GPU_TAINT, SYSTEM_NODE_SELECTOR
 from vllm_platform.plan.plans import Plan, PoolPlan
@@ -45,14 +46,15 @@ NODEFS_EVICTION_FRACTION = 0.10
 RESERVED_EPHEMERAL_GIB = 2
 # The autoscaler owns the node count between minSize and maxSize; Pulumi must not reset it on every `up`.
 AUTOSCALED_SIZE = ["scalingConfig.desiredSize"]
+
 def gpu_node_group_name(pool: PoolPlan) -> str:
-    return f"gpu-{pool.name}"
+    return f"{names.GPU_NODE_GROUP_PREFIX}{pool.name}"
 
 
 def node_group_name_prefix(name: str) -> str:
     """The provider appends a unique suffix: a replacement (new instance types, capacity type, subnets) is
     created before the old group goes, and two node groups of one cluster cannot share a name."""
-    return f"{name}-"
+    return names.name_prefix(names.NODE_GROUP, name)
 
 
 def accelerator_name(pool: PoolPlan) -> str:

@@ -37,6 +37,7 @@ from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
 from vllm_platform.contract import KUBE_SYSTEM, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting, cluster_addons
+from vllm_platform.names import IAM_ROLE_POLICY, logical_name
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, CLUSTER_AUTOSCALER, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
@@ -187,13 +188,13 @@ class PlatformCluster(pulumi.ComponentResource):
 
         node_role, node_policies = self._service_role("node", iam.EC2_SERVICE, NODE_POLICIES, partition, tags)
         early_addons = [
-            eks_addon(addon, eks.name, eks.version, tags, child) for addon in ADDONS_BEFORE_NODES
+            eks_addon(addon, eks.name, cluster.kubernetes_version, tags, child) for addon in ADDONS_BEFORE_NODES
         ]
         before_nodes = [*node_policies, *early_addons]
         system = nodes.system_node_group(
             eks.name, eks.version, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
         )
-        gpu_groups = [
+        for pool in plan.pools:
             nodes.gpu_node_group(
                 eks.name,
                 eks.version,
@@ -205,8 +206,6 @@ class PlatformCluster(pulumi.ComponentResource):
                 self,
                 before_nodes,
             )
-            for pool in plan.pools
-        ]
 
         ebs_role, ebs_identity = pod_identity_role(
             "ebs-csi-driver", eks.name, KUBE_SYSTEM, cluster_addons.EBS_CSI_SERVICE_ACCOUNT, tags, self
@@ -222,7 +221,7 @@ class PlatformCluster(pulumi.ComponentResource):
             after = [system, ebs_identity, ebs_policy] if addon == "aws-ebs-csi-driver" else [system]
             late_addons.append(
                 eks_addon(
-                    addon, eks.name, eks.version, tags, pulumi.ResourceOptions(parent=self, depends_on=after)
+                    addon, eks.name, cluster.kubernetes_version, tags, pulumi.ResourceOptions(parent=self, depends_on=after)
                 )
             )
 
@@ -259,8 +258,11 @@ class PlatformCluster(pulumi.ComponentResource):
         )
 
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
+        # Not the GPU node groups: a group whose instances EC2 cannot supply (a p4d, InsufficientInstanceCapacity)
+        # holds its own creation until it fails, and must hold nothing else; a model's pods wait for GPU nodes
+        # on their own, Pending, while the rest of the stack (system nodes, observability) comes up.
         self.ready = [
-            system, *gpu_groups, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
+            system, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
             *weights_grants, *publish_grants,
         ]  # fmt: skip
         self.outputs = {
@@ -295,7 +297,7 @@ class PlatformCluster(pulumi.ComponentResource):
             name = f"model-{model.name}"
             role, association = pod_identity_role(name, cluster_name, model.namespace, model.name, tags, self)
             policy = aws.iam.RolePolicy(
-                name,
+                logical_name(IAM_ROLE_POLICY, name),
                 role=role.id,
                 policy=json.dumps(iam.model_weights_policy(partition, bucket, prefix)),
                 opts=pulumi.ResourceOptions(parent=self),

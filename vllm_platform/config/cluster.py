@@ -10,6 +10,7 @@ from typing import Optional
 from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from vllm_platform import names
 from vllm_platform.catalog import INSTANCE_TYPES
 from vllm_platform.config.base import (
     DNS_1123_LABEL,
@@ -32,9 +33,8 @@ SUBNET_ID = re.compile(r"subnet-([0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
 STACK_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 STACK_REFERENCE = re.compile(r"[\w.-]+/[\w.-]+/[\w.-]+", re.ASCII)
 IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", re.ASCII)
-# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, and EKS
-# allows 63 characters.
-GPU_POOL_NAME_MAX_LENGTH = 63 - 26 - len("gpu--")
+# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, within EKS's 63.
+GPU_POOL_NAME_MAX_LENGTH = names.prefix_room(names.NODE_GROUP) - len(names.GPU_NODE_GROUP_PREFIX)
 
 
 class SystemNodes(Section):
@@ -320,7 +320,8 @@ class Cluster(Section):
             f"EKS minor version: `\"{SUPPORTED_KUBERNETES_VERSIONS[0]}\"` to `\"{SUPPORTED_KUBERNETES_VERSIONS[-1]}\"`, "
             "the minors a cluster-autoscaler image is pinned for (the autoscaler supports only the minor it was built "
             "for; any other version is refused); also the schema version the render is validated against. Raising it "
-            "upgrades the control plane, then the add-ons to their default versions for the new minor and the node "
+            "upgrades the control plane, then the add-ons to their default versions for the new minor (the most recent "
+            "where AWS marks none) and the node "
             "groups (rolling, one node at a time); EKS moves one minor per update"
         ),
     )

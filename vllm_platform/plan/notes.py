@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from vllm_platform.catalog import smallest
-from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.catalog import ELASTIC_IPS, GPU_VCPU_QUOTAS, INSTANCE_TYPES, Quota, quota_family, smallest
+from vllm_platform.config.cluster import GpuNodePool, NatGateways
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
 from vllm_platform.plan import fit
-from vllm_platform.plan.plans import ModelPlan
+from vllm_platform.plan.plans import ModelPlan, Plan
 
 
 def _surge_note(model: ModelPlan, beside: list[str]) -> str:
@@ -87,6 +87,50 @@ def alerting_notes(cfg: PlatformConfig) -> list[str]:
             "sns:Publish on its topics there"
         )
     return notes
+
+
+def quota_needs(plan: Plan) -> list[tuple[Quota, int]]:
+    """The EC2 quotas a created cluster draws on, and how much of each at every pool's maxSize."""
+    cluster = plan.config.cluster
+    if cluster.existing is not None:
+        return []
+    vpc = cluster.vpc
+    needs: list[tuple[Quota, int]] = []
+    if vpc.id is None:
+        needs.append((ELASTIC_IPS, vpc.zone_count if vpc.nat_gateways is NatGateways.PER_AZ else 1))
+    vcpus: dict[Quota, int] = {}
+    for pool in plan.pools:
+        for family in sorted({quota_family(t) for t in pool.instance_types}):
+            quota = GPU_VCPU_QUOTAS[(family, pool.capacity_type.value)]
+            widest = max(INSTANCE_TYPES[t].vcpu for t in pool.instance_types if quota_family(t) == family)
+            vcpus[quota] = vcpus.get(quota, 0) + widest * pool.max_size
+    return needs + sorted(vcpus.items(), key=lambda item: item[0].code)
+
+
+def quota_notes(plan: Plan) -> tuple[list[str], list[str]]:
+    """(what the preview prints as information, what it warns about): each quota the stack needs against
+    its default, with the commands that check and raise it."""
+    needs = quota_needs(plan)
+    if not needs:
+        return [], []
+    described = [
+        f"{amount} {('Elastic IP' + 's' * (amount != 1) + ' (NAT gateways)') if quota is ELASTIC_IPS else 'vCPUs of ' + quota.name} "
+        f"({quota.code}, default {quota.default if quota.default is not None else 'not published, often 0 on a new account'})"
+        for quota, amount in needs
+    ]
+    info = [
+        "EC2 quotas this stack draws on in its Region, at every pool's maxSize: " + "; ".join(described) + ". Check one "
+        "with `aws service-quotas get-service-quota --service-code ec2 --quota-code CODE`, raise it with "
+        "`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code CODE --desired-value N` "
+        "(vCPUs, not instances); until then EC2 refuses the nodes and the pool's node group waits, then fails"
+    ]
+    warnings = [
+        f"cluster.vpc: {amount} NAT gateways need {amount} Elastic IPs, above the default quota of {quota.default} per "
+        f"Region ({quota.code}), which every VPC of the account there shares; raise it first, or use natGateways single"
+        for quota, amount in needs
+        if quota.default is not None and amount > quota.default
+    ]
+    return info, warnings
 
 
 def token_notes(cfg: PlatformConfig) -> list[str]:

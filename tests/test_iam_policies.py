@@ -1,0 +1,172 @@
+"""The IAM policies of the roles that run the program (iam/): what `pulumi preview` and `pulumi up` ask AWS,
+checked against the provider functions the program invokes and the resources it manages, both ways.
+
+Actions per provider function and resource type are those terraform-provider-aws calls (pulumi-aws v7
+bridges it), as the research for this project read them (2026-12-02): a data source's Describe* call, and
+a resource's create, read, update, tag and delete calls. `pulumi preview` runs the program (its provider
+functions) and diffs against state without refresh, so it reads no resource.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import COMMITTED_STACKS, render_document, rendered_stack
+from tests.test_aws_names import longest_document
+from tools import render
+
+IAM_DIR = render.PROJECT_ROOT / "iam"
+PREVIEW_POLICY = IAM_DIR / "preview-policy.json"
+DEPLOY_POLICY = IAM_DIR / "deploy-policy.json"
+# IAM's limit on a managed policy, in characters without whitespace.
+MANAGED_POLICY_MAX_CHARS = 6144
+
+# Provider function -> the actions its data source calls. STS GetCallerIdentity needs no permission ("No
+# permissions are required to perform this operation", STS API reference); partition and region are
+# answered from the provider's own endpoint tables.
+INVOKE_ACTIONS = {
+    "aws:index/getCallerIdentity:getCallerIdentity": set(),
+    "aws:index/getPartition:getPartition": set(),
+    "aws:index/getRegion:getRegion": set(),
+    # Only for an assumed-role ARN, whose role it looks up: the caller's own.
+    "aws:iam/getSessionContext:getSessionContext": {"iam:GetRole"},
+    "aws:index/getAvailabilityZones:getAvailabilityZones": {"ec2:DescribeAvailabilityZones"},
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": {"ec2:DescribeInstanceTypeOfferings"},
+    "aws:ec2/getSubnet:getSubnet": {"ec2:DescribeSubnets"},
+    "aws:eks/getAddonVersion:getAddonVersion": {"eks:DescribeAddonVersions"},
+}
+EC2_TAGS = {"ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeTags"}
+# Resource type -> what managing it calls.
+RESOURCE_ACTIONS: dict[str, set[str]] = {
+    "aws:ec2/vpc:Vpc": {"ec2:CreateVpc", "ec2:DeleteVpc", "ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:ModifyVpcAttribute",
+                        "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", *EC2_TAGS},
+    "aws:ec2/subnet:Subnet": {"ec2:CreateSubnet", "ec2:DeleteSubnet", "ec2:DescribeSubnets", "ec2:ModifySubnetAttribute", *EC2_TAGS},
+    "aws:ec2/internetGateway:InternetGateway": {"ec2:CreateInternetGateway", "ec2:DeleteInternetGateway", "ec2:AttachInternetGateway",
+                                                "ec2:DetachInternetGateway", "ec2:DescribeInternetGateways", *EC2_TAGS},
+    "aws:ec2/routeTable:RouteTable": {"ec2:CreateRouteTable", "ec2:DeleteRouteTable", "ec2:DescribeRouteTables", *EC2_TAGS},
+    "aws:ec2/route:Route": {"ec2:CreateRoute", "ec2:DeleteRoute", "ec2:ReplaceRoute", "ec2:DescribeRouteTables"},
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": {"ec2:AssociateRouteTable", "ec2:DisassociateRouteTable",
+                                                            "ec2:ReplaceRouteTableAssociation", "ec2:DescribeRouteTables"},
+    "aws:ec2/eip:Eip": {"ec2:AllocateAddress", "ec2:ReleaseAddress", "ec2:DescribeAddresses", "ec2:DescribeAddressesAttribute",
+                        "ec2:DisassociateAddress", *EC2_TAGS},
+    "aws:ec2/natGateway:NatGateway": {"ec2:CreateNatGateway", "ec2:DeleteNatGateway", "ec2:DescribeNatGateways", *EC2_TAGS},
+    "aws:ec2/vpcEndpoint:VpcEndpoint": {"ec2:CreateVpcEndpoint", "ec2:DeleteVpcEndpoints", "ec2:DescribeVpcEndpoints",
+                                        "ec2:ModifyVpcEndpoint", "ec2:DescribePrefixLists", *EC2_TAGS},
+    "aws:ec2/launchTemplate:LaunchTemplate": {"ec2:CreateLaunchTemplate", "ec2:CreateLaunchTemplateVersion", "ec2:DeleteLaunchTemplate",
+                                              "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions",
+                                              "ec2:ModifyLaunchTemplate", *EC2_TAGS},
+    "aws:ec2/placementGroup:PlacementGroup": {"ec2:CreatePlacementGroup", "ec2:DeletePlacementGroup", "ec2:DescribePlacementGroups", *EC2_TAGS},
+    "aws:autoscaling/tag:Tag": {"autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags", "autoscaling:DescribeTags",
+                                "autoscaling:DescribeAutoScalingGroups"},
+    "aws:eks/cluster:Cluster": {"eks:CreateCluster", "eks:DeleteCluster", "eks:DescribeCluster", "eks:UpdateClusterConfig",
+                                "eks:UpdateClusterVersion", "eks:DescribeUpdate", "eks:TagResource", "eks:UntagResource",
+                                "eks:ListTagsForResource", "iam:PassRole", "iam:CreateServiceLinkedRole", "kms:DescribeKey",
+                                "kms:CreateGrant"},
+    "aws:eks/nodeGroup:NodeGroup": {"eks:CreateNodegroup", "eks:DeleteNodegroup", "eks:DescribeNodegroup",
+                                    "eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
+                                    "eks:TagResource", "eks:UntagResource", "iam:PassRole", "iam:CreateServiceLinkedRole",
+                                    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSubnets"},
+    "aws:eks/addon:Addon": {"eks:CreateAddon", "eks:DeleteAddon", "eks:DescribeAddon", "eks:UpdateAddon",
+                            "eks:DescribeAddonConfiguration", "eks:DescribeAddonVersions", "eks:DescribeUpdate",
+                            "eks:TagResource", "eks:UntagResource"},
+    "aws:eks/accessEntry:AccessEntry": {"eks:CreateAccessEntry", "eks:DeleteAccessEntry", "eks:DescribeAccessEntry",
+                                        "eks:UpdateAccessEntry", "eks:TagResource", "eks:UntagResource"},
+    "aws:eks/accessPolicyAssociation:AccessPolicyAssociation": {"eks:AssociateAccessPolicy", "eks:DisassociateAccessPolicy",
+                                                                "eks:ListAssociatedAccessPolicies"},
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": {"eks:CreatePodIdentityAssociation", "eks:DeletePodIdentityAssociation",
+                                                              "eks:DescribePodIdentityAssociation", "eks:UpdatePodIdentityAssociation",
+                                                              "eks:TagResource", "eks:UntagResource", "iam:PassRole"},
+    "aws:iam/role:Role": {"iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateRole", "iam:UpdateRoleDescription",
+                          "iam:UpdateAssumeRolePolicy", "iam:TagRole", "iam:UntagRole", "iam:ListRolePolicies",
+                          "iam:ListAttachedRolePolicies", "iam:ListInstanceProfilesForRole"},
+    "aws:iam/rolePolicy:RolePolicy": {"iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy"},
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": {"iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:ListAttachedRolePolicies"},
+    "aws:kms/key:Key": {"kms:CreateKey", "kms:DescribeKey", "kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:GetKeyRotationStatus",
+                        "kms:EnableKeyRotation", "kms:ListResourceTags", "kms:TagResource", "kms:UntagResource",
+                        "kms:ScheduleKeyDeletion"},
+    "aws:cloudwatch/logGroup:LogGroup": {"logs:CreateLogGroup", "logs:DeleteLogGroup", "logs:DescribeLogGroups",
+                                         "logs:PutRetentionPolicy", "logs:DeleteRetentionPolicy", "logs:TagResource",
+                                         "logs:UntagResource", "logs:ListTagsForResource"},
+}  # fmt: skip
+READ_ONLY = re.compile(r"\w+:(Describe|Get|List)\w*")
+
+
+def policy(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def actions(document: dict[str, Any]) -> set[str]:
+    return {a for statement in document["Statement"] for a in statement["Action"]}
+
+
+def renderings() -> list[Any]:
+    """Every committed stack; the longest, which makes every resource type the program has; and one in an
+    existing VPC, whose subnets the preview looks up."""
+    existing_vpc = longest_document()
+    existing_vpc["config"]["vllm-platform:cluster"]["vpc"] = {
+        "id": "vpc-0123456789abcdef0",
+        "privateSubnetIds": ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"],
+        "publicSubnetIds": ["subnet-0123456789abcdefc"],
+    }
+    return [
+        *(rendered_stack(s) for s in COMMITTED_STACKS),
+        render_document(longest_document(), "longest"),
+        render_document(existing_vpc, "existing-vpc"),
+    ]
+
+
+RENDERINGS = renderings()
+
+
+def test_every_provider_function_and_resource_type_is_accounted_for() -> None:
+    calls = {c for r in RENDERINGS for c in r.calls if c.startswith("aws:")}
+    assert calls - set(INVOKE_ACTIONS) == set(), "a new provider function: add what it calls here and to iam/"
+    types = {res.type for r in RENDERINGS for res in r.resources if res.type.startswith("aws:")}
+    assert types - set(RESOURCE_ACTIONS) == set(), "a new resource type: add what managing it calls here and to iam/"
+
+
+def test_the_preview_policy_allows_what_a_preview_asks_and_nothing_else() -> None:
+    needed = {a for r in RENDERINGS for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
+    granted = actions(policy(PREVIEW_POLICY))
+    assert granted == needed
+    assert all(READ_ONLY.fullmatch(a) for a in granted), "the PR checks' role can change nothing"
+    (own_role,) = [s for s in policy(PREVIEW_POLICY)["Statement"] if "iam:GetRole" in s["Action"]]
+    assert own_role["Resource"] != "*", "it looks up the preview role itself, no other"
+
+
+def test_the_deploy_policy_allows_what_an_up_does_and_nothing_else() -> None:
+    needed = {a for r in RENDERINGS for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
+    needed |= {a for t in {res.type for r in RENDERINGS for res in r.resources} if t in RESOURCE_ACTIONS for a in RESOURCE_ACTIONS[t]}
+    granted = actions(policy(DEPLOY_POLICY))
+    assert needed - granted == set(), "missing"
+    assert granted - needed == set(), "granted but never used"
+
+
+def test_roles_are_passed_only_to_eks_and_service_linked_roles_made_only_for_it() -> None:
+    statements = policy(DEPLOY_POLICY)["Statement"]
+    (passing,) = [s for s in statements if s["Action"] == ["iam:PassRole"]]
+    assert set(passing["Condition"]["StringEquals"]["iam:PassedToService"]) == {"eks.amazonaws.com", "pods.eks.amazonaws.com"}
+    (linked,) = [s for s in statements if s["Action"] == ["iam:CreateServiceLinkedRole"]]
+    assert "iam:AWSServiceName" in linked["Condition"]["StringEquals"]
+
+
+@pytest.mark.parametrize("path", [PREVIEW_POLICY, DEPLOY_POLICY], ids=["preview", "deploy"])
+def test_each_policy_fits_one_managed_policy(path: Path) -> None:
+    document = policy(path)
+    assert document["Version"] == "2012-10-17" and all(s["Effect"] == "Allow" for s in document["Statement"])
+    assert len(re.sub(r"\s", "", path.read_text())) <= MANAGED_POLICY_MAX_CHARS
+
+
+@pytest.mark.parametrize(
+    "workflow, path",
+    [("pull-request.yml", PREVIEW_POLICY), ("pulumi-up.yml", DEPLOY_POLICY)],
+)
+def test_the_workflows_and_the_readme_name_the_policies(workflow: str, path: Path) -> None:
+    relative = str(path.relative_to(render.PROJECT_ROOT))
+    assert relative in (render.PROJECT_ROOT / ".github" / "workflows" / workflow).read_text()
+    assert relative in (render.PROJECT_ROOT / "README.md").read_text()
