@@ -1,10 +1,11 @@
 """The rules of the vllm-platform policy pack, as pure functions of what the Pulumi engine hands a policy.
 
-Props arrive as read-only Mapping and Sequence proxies (never dict or list), with camelCase keys, and
-every number as a float. The pack runs from its own virtualenv: of the program it imports only the
-vocabulary, `vllm_platform.contract`, which needs nothing beyond the standard library. Names, ports,
-flag semantics and the serving rules (image pins, GPU workers, shared memory, drain timing) come from
-there, so the pack and the program cannot drift apart; the pack checks foreign workloads its own way.
+How props are read is props.py's; the rules for nodes, the control plane and Helm releases are
+infrastructure_rules.py's, and every rule is listed in RULES here. The pack runs from its own
+virtualenv: of the program it imports only the vocabulary, `vllm_platform.contract`, which needs
+nothing beyond the standard library. Names, ports, flag semantics and the serving rules (image pins,
+GPU workers, shared memory, drain timing) come from there, so the pack and the program cannot drift
+apart; the pack checks foreign workloads its own way.
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.proxy import UnknownValueError
 
+from infrastructure_rules import (
+    check_eks_secrets_encryption,
+    check_gpu_node_pools,
+    check_helm_charts_pinned,
+    check_imdsv2,
+    check_node_classes,
+)
+from props import describe, dig, items, known, namespace_of, number
 from vllm_platform.contract import (
     GPU_RESOURCE,
     HF_TOKEN_PATH_VARIABLE,
@@ -48,10 +56,6 @@ from vllm_platform.contract import (
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
 AUTOSCALERS = ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-EKS_CLUSTER = "aws:eks/cluster:Cluster"
-HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     DEPLOYMENT: ("spec", "template", "spec"),
     "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
@@ -63,60 +67,8 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
 
 # What Kubernetes gives a pod that sets no terminationGracePeriodSeconds.
 DEFAULT_GRACE_SECONDS = 30.0
-DEFAULT_NAMESPACE = "default"
 HF_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")
 SHELLS = ("sh", "bash", "ash", "dash")
-# A single release, as Helm reads `version`; anything else (^1.2, ~1.2.3, >=1, 1.x, 1.2, empty) is a
-# constraint Helm resolves again, to the newest match, on every install.
-EXACT_CHART_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
-
-
-def dig(value: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
-def items(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, Sequence) and not isinstance(value, str) else ()
-
-
-def number(value: Any) -> Optional[float]:
-    """2, 2.0 and "2" alike: the engine sends every number as a float, Kubernetes quantities come as strings."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def namespace_of(props: Mapping[str, Any]) -> str:
-    return dig(props, "metadata", "namespace") or DEFAULT_NAMESPACE
-
-
-def known(read: Callable[[], Any]) -> Any:
-    """What read() returns, or None for a value the preview cannot know yet."""
-    try:
-        return read()
-    except UnknownValueError:
-        return None
-
-
-def describe(resource_type: str, props: Mapping[str, Any], name: str) -> str:
-    """How a message names a resource: kind namespace/name for Kubernetes objects, type and Pulumi name otherwise.
-
-    Only for a message, never before a check: reading a value unknown at preview raises, and the engine
-    then downgrades the whole policy to advisory. A name not known yet gives way to the Pulumi name.
-    """
-    # A Helm release is no Kubernetes object: it has no metadata to name it by.
-    if not resource_type.startswith("kubernetes:") or resource_type == HELM_RELEASE:
-        return f"{resource_type} {name}"
-    kind = resource_type.rpartition(":")[2]
-    namespace, object_name = known(lambda: namespace_of(props)), known(lambda: dig(props, "metadata", "name"))
-    return f"{kind} {namespace}/{object_name or name}" if namespace else f"{kind} {object_name or name}"
 
 
 def command_words(command: Sequence[Any]) -> list[str]:
@@ -378,60 +330,6 @@ def check_requests(args: ResourceValidationArgs, report: ReportViolation) -> int
     return len(containers)
 
 
-def check_imdsv2(args: ResourceValidationArgs, report: ReportViolation) -> int:
-    # IMDSv1 answers a single forged GET: one request forgery in any pod hands out the node role's credentials.
-    if args.resource_type not in (LAUNCH_TEMPLATE, NODE_GROUP):
-        return 0
-    where = describe(args.resource_type, args.props, args.name)
-    if args.resource_type == LAUNCH_TEMPLATE:
-        tokens = dig(args.props, "metadataOptions", "httpTokens")
-        if tokens != "required":
-            report(f"{where}: metadataOptions.httpTokens is {repr(tokens) if tokens else 'not set'}; set it to 'required'")
-        return 1
-    template = args.props.get("launchTemplate")
-    # Its id is unknown at preview while the template is created in the same stack: only keys are read.
-    if not isinstance(template, Mapping) or not {"id", "name"} & set(template):
-        report(
-            f"{where}: no launchTemplate; without one EKS launches the nodes from a template of its own, "
-            "which this pack cannot check; give it a launch template whose metadataOptions.httpTokens is 'required'"
-        )
-    return 1
-
-
-def check_eks_secrets_encryption(args: ResourceValidationArgs, report: ReportViolation) -> int:
-    # A key of the account's own puts who may decrypt Secrets (the Hugging Face token) under its key policy and audit.
-    if args.resource_type != EKS_CLUSTER:
-        return 0
-    where = describe(args.resource_type, args.props, args.name)
-    config = args.props.get("encryptionConfig")
-    if not isinstance(config, Mapping):
-        report(f"{where}: no encryptionConfig; set encryptionConfig with resources ['secrets'] and provider.keyArn of a KMS key")
-        return 1
-    if "secrets" not in items(config.get("resources")):
-        report(f"{where}: encryptionConfig.resources does not include 'secrets'; set it to ['secrets']")
-    provider = config.get("provider")
-    # A key created in the same stack has no ARN yet at preview: that it is set is what counts, so only keys are read.
-    if not isinstance(provider, Mapping) or "keyArn" not in set(provider):
-        report(f"{where}: no encryptionConfig.provider.keyArn; set it to the ARN of a KMS key")
-    return 1
-
-
-def check_helm_charts_pinned(args: ResourceValidationArgs, report: ReportViolation) -> int:
-    # Helm renders a release's objects inside the provider, where neither this pack nor checkov sees
-    # them: what they run is the chart's own. An exact version from a named repository makes every
-    # change to them a change to this stack, reviewed in its preview.
-    if args.resource_type != HELM_RELEASE:
-        return 0
-    where, chart = describe(args.resource_type, args.props, args.name), args.props.get("chart")
-    version, repository = args.props.get("version"), dig(args.props, "repositoryOpts", "repo")
-    if not isinstance(version, str) or not EXACT_CHART_VERSION.fullmatch(version):
-        shown = repr(version) if version else "not set"
-        report(f"{where}: chart {chart!r} version is {shown}; pin one release, such as 1.2.3, never a range or the latest")
-    if not isinstance(repository, str) or not repository:
-        report(f"{where}: chart {chart!r} has no repositoryOpts.repo; name the chart repository it is installed from")
-    return 1
-
-
 def selects(selector: Any, labels: Mapping[str, Any]) -> bool:
     """Whether a label selector picks pods with these labels; an empty one is refused, it means every pod."""
     match = dig(selector, "matchLabels") or {}
@@ -567,6 +465,19 @@ RULES: list[Rule] = [
         check=check_imdsv2,
     ),
     Rule(
+        name="karpenter-gpu-node-pools-bounded",
+        description=(
+            "Every Karpenter NodePool that may launch GPU instances has an nvidia.com/gpu limit, the nvidia.com/gpu "
+            "NoSchedule taint, and a disruption policy that never repacks serving nodes."
+        ),
+        check=check_gpu_node_pools,
+    ),
+    Rule(
+        name="karpenter-node-classes-imdsv2-encrypted",
+        description="Every EC2NodeClass requires IMDSv2 with a hop limit of 1, and encrypts every volume.",
+        check=check_node_classes,
+    ),
+    Rule(
         name="eks-secrets-encrypted-with-kms",
         description="EKS clusters encrypt Kubernetes Secrets with a KMS key.",
         check=check_eks_secrets_encryption,
@@ -574,8 +485,8 @@ RULES: list[Rule] = [
     Rule(
         name="helm-charts-pinned",
         description=(
-            "Every Helm release installs an exact chart version from a named repository: the objects a chart "
-            "creates are the chart's own, out of the other policies' sight."
+            "Every Helm release installs an exact chart version from a named repository or an OCI reference: the "
+            "objects a chart creates are the chart's own, out of the other policies' sight."
         ),
         check=check_helm_charts_pinned,
     ),

@@ -20,10 +20,13 @@ NAMED = {
     "aws:ec2/placementGroup:PlacementGroup": ("name", None),
     "aws:cloudwatch/logGroup:LogGroup": ("name", "namePrefix"),
     "aws:eks/cluster:Cluster": ("name", None),
+    "aws:sqs/queue:Queue": ("name", "namePrefix"),
+    "aws:cloudwatch/eventRule:EventRule": ("name", "namePrefix"),
+    "aws:cloudwatch/eventTarget:EventTarget": ("targetId", None),
 }
 # Types AWS gives an id of its own, or whose name is AWS's (an add-on's), or that have none.
 NAMELESS = {
-    "aws:autoscaling/tag:Tag", "aws:ec2/eip:Eip", "aws:ec2/internetGateway:InternetGateway", "aws:ec2/natGateway:NatGateway",
+    "aws:ec2/tag:Tag", "aws:sqs/queuePolicy:QueuePolicy", "aws:ec2/eip:Eip", "aws:ec2/internetGateway:InternetGateway", "aws:ec2/natGateway:NatGateway",
     "aws:ec2/route:Route", "aws:ec2/routeTable:RouteTable", "aws:ec2/routeTableAssociation:RouteTableAssociation",
     "aws:ec2/subnet:Subnet", "aws:ec2/vpc:Vpc", "aws:ec2/vpcEndpoint:VpcEndpoint", "aws:eks/accessEntry:AccessEntry",
     "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", "aws:eks/addon:Addon",

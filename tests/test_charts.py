@@ -18,13 +18,12 @@ import yaml
 
 from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
 from tests.test_observability import selector_matches
-from tools import charts, schemas
-from vllm_platform.aws.nodes import gpu_node_labels
+from tools import charts, mocks, schemas
 from vllm_platform.config.observability import duration_seconds
-from vllm_platform.contract import GPU_TAINT, KEDA_NAMESPACE, MONITORING_NAMESPACE
+from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting
-from vllm_platform.k8s.cluster_addons import CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
-from vllm_platform.pins import CLUSTER_AUTOSCALER, DCGM_EXPORTER, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.k8s.karpenter import gpu_node_labels
+from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
 CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
 GPU_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).plan.runs_gpu_metrics]
@@ -195,16 +194,30 @@ def test_keda_serves_the_external_metrics_api_and_is_scraped(stack: str) -> None
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
-def test_the_autoscaler_discovers_this_clusters_groups_as_the_plans_service_account(stack: str) -> None:
+def test_karpenter_runs_for_this_cluster_queue_and_role_on_the_system_nodes(stack: str) -> None:
     rendering = rendered_stack(stack)
-    (deployment,) = of_kind(chart_objects(stack)[CLUSTER_AUTOSCALER.release], "Deployment")
+    objects = chart_objects(stack)
+    (deployment,) = of_kind(objects[KARPENTER.release], "Deployment")
     pod = pod_spec(deployment)
-    (association,) = [r for r in resources_of(rendering, "aws:eks/podIdentityAssociation:") if r.name == "cluster-autoscaler"]
-    assert pod["serviceAccountName"] == association.inputs["serviceAccount"] == CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
-    assert deployment["metadata"]["namespace"] == association.inputs["namespace"]
+    (association,) = [r for r in resources_of(rendering, "aws:eks/podIdentityAssociation:") if r.name == "karpenter"]
+    assert pod["serviceAccountName"] == association.inputs["serviceAccount"] == KARPENTER_SERVICE_ACCOUNT
+    assert deployment["metadata"]["namespace"] == association.inputs["namespace"] == KARPENTER.namespace
     (container,) = pod["containers"]
-    name = rendering.config.cluster.name
-    assert f"--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/{name}" in container["command"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (queue,) = [r for r in resources_of(rendering, "aws:sqs/queue:Queue")]
+    assert env["CLUSTER_NAME"] == rendering.config.cluster.name
+    assert env["INTERRUPTION_QUEUE"] == mocks.FAKE_STATE["aws:sqs/queue:Queue"](queue.name, queue.inputs)["name"]
+    assert env["AWS_REGION"] == "us-west-2"
+    assert deployment["spec"]["replicas"] == 2 and pod["nodeSelector"]["node-type"] == "system"
+    # Never on a node it launched itself: the chart's own affinity keeps it off every NodePool's nodes.
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert {"key": "karpenter.sh/nodepool", "operator": "DoesNotExist"} in terms[0]["matchExpressions"]
+    assert of_kind(objects[KARPENTER.release], "PodDisruptionBudget")
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "1Gi"}
+    # Its CRDs come from karpenter-crd, which Helm upgrades with each version; the chart's own crds/ are skipped.
+    assert not of_kind(objects[KARPENTER.release], "CustomResourceDefinition")
+    crds = {c["metadata"]["name"] for c in of_kind(objects[KARPENTER_CRD.release], "CustomResourceDefinition")}
+    assert {"nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh"} <= crds
 
 
 def test_the_release_names_its_chart_objects_by_the_prometheus_namespace() -> None:

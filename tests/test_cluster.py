@@ -12,7 +12,16 @@ import pulumi
 import pytest
 import yaml
 
-from tests.conftest import ADMIN, COMMITTED_STACKS, document_plan, minimal_document, render_document, rendered_stack, resources_of
+from tests.conftest import (
+    ADMIN,
+    COMMITTED_STACKS,
+    document_plan,
+    minimal_document,
+    render_document,
+    rendered_stack,
+    resources_of,
+    stack_document,
+)
 from tools import mocks, offerings, render, schemas
 from vllm_platform import contract, pins
 from vllm_platform.aws import eks as cluster
@@ -20,13 +29,12 @@ from vllm_platform.aws import iam as aws_policies
 from vllm_platform.aws import network
 from vllm_platform.aws import nodes as node_pools
 from vllm_platform.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from vllm_platform.config.cluster import GPU_POOL_NAME_MAX_LENGTH, GpuNodePool
+from vllm_platform.config.cluster import GpuNodePool
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.loader import stack_config
 from vllm_platform.config.platform import PlatformConfig
-from vllm_platform.k8s import cluster_addons
-from vllm_platform.pins import CLUSTER_AUTOSCALER_IMAGE_TAGS
-from vllm_platform.plan import notes, sizing
+from vllm_platform.k8s import cluster_addons, karpenter
+from vllm_platform.plan import notes
 from vllm_platform.plan.plans import PoolPlan
 from vllm_platform.plan.resolve import pool_plan
 
@@ -34,15 +42,18 @@ EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
 EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+", re.ASCII)
 CREATED_STACKS = [s for s in COMMITTED_STACKS if "existing" not in render.stack_file(s).read_text()]
 CLUSTER_OUTPUTS = {
-    "clusterName", "clusterEndpoint", "kubeconfig", "oidcIssuerUrl", "podIdentity", "nodeRoleArn",
+    "clusterName", "clusterEndpoint", "kubeconfig", "oidcIssuerUrl", "podIdentity", "nodeRoleArn", "gpuNodeRoleArn",
     "vpcId", "privateSubnetIds", "publicSubnetIds", "gpuPools", "maxHourlyGpuCostUsd", "gpuPriceSource",
 }  # fmt: skip
-POOL_KEYS = {"instanceTypes", "gpuModel", "gpusPerNode", "capacityType", "minNodes", "maxNodes", "maxGpus", "maxHourlyCostUsd"}
+POOL_KEYS = {
+    "instanceTypes", "gpuModel", "gpusPerNode", "capacityType", "capacityTypes", "capacityReservations", "minNodes",
+    "maxNodes", "maxGpus", "maxHourlyCostUsd",
+}  # fmt: skip
 
 
 def pool(**fields: Any) -> PoolPlan:
     """A pool's plan, as its models would leave it: none on it."""
-    return pool_plan(GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields}), 0)
+    return pool_plan(GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields}), [])
 
 
 def one(rendering: render.Rendering, type_: str, name: str) -> mocks.RecordedResource:
@@ -87,22 +98,6 @@ def test_subnet_tags_select_load_balancer_subnets() -> None:
     assert public["kubernetes.io/cluster/llm-dev"] == private["kubernetes.io/cluster/llm-dev"] == "shared"
 
 
-def test_autoscaler_may_change_only_this_clusters_groups() -> None:
-    policy = aws_policies.cluster_autoscaler_policy("llm-prod", "aws", "us-west-2", "123456789012")
-    mutating = {"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"}
-    for statement in policy["Statement"]:
-        actions = set(statement["Action"])
-        assert all(a.split(":")[1].startswith(("Describe", "Get", "SetDesired", "Terminate")) for a in actions)
-        if actions & mutating:
-            assert statement["Condition"] == {
-                "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/llm-prod": "owned"}
-            }
-            assert ":autoScalingGroup:" in statement["Resource"]
-        if "eks:DescribeNodegroup" in actions:
-            assert statement["Resource"] == "arn:aws:eks:us-west-2:123456789012:nodegroup/llm-prod/*/*"
-    assert mutating <= {a for s in policy["Statement"] for a in s["Action"]}
-
-
 def test_trust_policies_name_one_service() -> None:
     pods = aws_policies.service_trust_policy(aws_policies.POD_IDENTITY_SERVICE)["Statement"]
     assert pods == [
@@ -118,24 +113,8 @@ def test_encryption_policy_is_limited_to_the_key() -> None:
     assert set(statement["Action"]) == {"kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"}
 
 
-def test_node_template_tags_let_a_pool_scale_from_zero() -> None:
-    tags = node_pools.node_template_tags(pool(name="p4d", instanceTypes=["p4d.24xlarge"], rootVolumeGiB=300))
-    prefix = "k8s.io/cluster-autoscaler/node-template"
-    assert tags[f"{prefix}/label/gpu-pool"] == "p4d"
-    assert tags[f"{prefix}/label/node-type"] == "gpu"
-    assert tags[f"{prefix}/taint/nvidia.com/gpu"] == "true:NoSchedule"
-    assert tags[f"{prefix}/resources/nvidia.com/gpu"] == "8"
-    assert tags[f"{prefix}/resources/ephemeral-storage"] == "268Gi"
-
-
-@pytest.mark.parametrize("root", [50, 200, 300])
-def test_template_storage_holds_the_largest_cache_the_config_admits(root: int) -> None:
-    """The config lets a model cache use rootVolumeGiB less the image; a template promising less would never scale up."""
-    assert root - sizing.IMAGE_AND_SYSTEM_DISK_GIB <= node_pools.allocatable_ephemeral_storage_gib(root) < root
-
-
 def test_gpu_nodes_carry_the_model_contract() -> None:
-    labels = node_pools.gpu_node_labels(pool(name="g5"))
+    labels = karpenter.gpu_node_labels(pool(name="g5"))
     assert labels[contract.GPU_POOL_LABEL] == "g5" and labels["node-type"] == "gpu"
     assert contract.GPU_TAINT.manifest() == {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 
@@ -148,7 +127,7 @@ def test_pool_cost_is_the_dearest_type_at_max_size() -> None:
 
 
 def test_total_cost_sums_the_pools() -> None:
-    plan = document_plan(yaml.safe_load(render.stack_file("prod").read_text()))
+    plan = document_plan(stack_document("prod"))
     pools = plan.config.cluster.pools
     expected = sum(
         max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in p.instance_types) * p.max_size for p in pools.values()
@@ -225,7 +204,7 @@ def test_lookalike_principals_get_an_access_entry_each() -> None:
     admins = ["arn:aws:iam::111111111111:role/deploy", "arn:aws:iam::222222222222:role/deploy", "arn:aws:iam::111111111111:role/ci-x"]
     viewers = ["arn:aws:iam::111111111111:role/ci/x"]
     rendering = render_document(cluster_document(adminPrincipalArns=admins, viewerPrincipalArns=viewers))
-    entries = of_type(rendering, "aws:eks/accessEntry:AccessEntry")
+    entries = [e for e in of_type(rendering, "aws:eks/accessEntry:AccessEntry") if e.inputs["type"] == "STANDARD"]
     assert sorted(e.inputs["principalArn"] for e in entries) == sorted(admins + viewers)
     assert len({e.name for e in entries}) == len(entries)
 
@@ -234,19 +213,6 @@ def test_device_plugin_runs_only_on_gpu_nodes_and_tolerates_their_taint() -> Non
     values = cluster_addons.device_plugin_values()
     assert values["nodeSelector"] == {"node-type": "gpu"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
-
-
-@pytest.mark.parametrize("version", CLUSTER_AUTOSCALER_IMAGE_TAGS)
-def test_autoscaler_matches_the_kubernetes_minor(version: str) -> None:
-    values = cluster_addons.cluster_autoscaler_values("llm-dev", "us-west-2", version)
-    assert values["image"] == {"tag": CLUSTER_AUTOSCALER_IMAGE_TAGS[version]}
-    assert values["image"]["tag"].startswith(f"v{version}.")
-    assert values["autoDiscovery"] == {"clusterName": "llm-dev"} and values["awsRegion"] == "us-west-2"
-    assert values["rbac"]["serviceAccount"]["name"] == cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
-    args = values["extraArgs"]
-    assert args["expander"] in ("least-waste", "priority")
-    assert all(int(args[k].removesuffix("m")) >= 10 for k in ("scale-down-unneeded-time", "scale-down-delay-after-add"))
-    assert values["nodeSelector"] == {"node-type": "system"}
 
 
 def test_gp3_storage_class_is_the_default_and_valid() -> None:
@@ -264,7 +230,7 @@ def test_gp3_storage_class_is_the_default_and_valid() -> None:
         ({"adminPrincipalArns": []}, "cluster: adminPrincipalArns is empty: list the IAM roles or users that run `pulumi up`"),
         ({"viewerPrincipalArns": [ADMIN]}, f"{ADMIN} is in both adminPrincipalArns and viewerPrincipalArns"),
         ({"adminPrincipalArns": [ADMIN, ADMIN]}, f"cluster: {ADMIN} is listed more than once in adminPrincipalArns"),
-        ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20"),
+        ({"systemNodes": {"rootVolumeGiB": 10}}, "cluster.systemNodes.rootVolumeGiB: Input should be greater than or equal to 20, not the number 10"),
         ({"vpc": {"id": "vpc-0123456789abcdef0", "privateSubnetIds": ["subnet-0123456789abcdefa"]}}, "needs privateSubnetIds in at least two availability zones"),
         (
             {"endpoint": {"privateAccess": False, "publicAccessCidrs": ["203.0.113.0/24"]}},
@@ -285,15 +251,25 @@ def cluster_problems(**cluster_keys: Any) -> list[str]:
     return error.value.problems
 
 
+def test_the_system_nodes_hold_one_karpenter_controller_each() -> None:
+    (problem,) = cluster_problems(systemNodes={"minSize": 1, "maxSize": 3})
+    assert problem == (
+        "cluster.systemNodes.minSize: 1 is below 2: Karpenter's 2 controller replicas run one to a system node, "
+        "never on a GPU node it launched"
+    ), problem
+    accepted = document_config(cluster_document(systemNodes={"minSize": 2, "maxSize": 3}))
+    assert accepted.cluster.system_nodes.min_size == 2
+
+
 def test_a_public_only_endpoint_must_admit_the_nodes() -> None:
     endpoint = {"privateAccess": False, "publicAccessCidrs": ["0.0.0.0/0"]}
     assert document_config(cluster_document(endpoint=endpoint)).cluster.endpoint.private_access is False
 
 
 @pytest.mark.parametrize("version", ["1.31", "1.37"])
-def test_a_kubernetes_minor_without_a_pinned_autoscaler_is_refused(version: str) -> None:
+def test_a_kubernetes_minor_karpenter_does_not_support_is_refused(version: str) -> None:
     (problem,) = cluster_problems(kubernetesVersion=version)
-    supported = ", ".join(CLUSTER_AUTOSCALER_IMAGE_TAGS)
+    supported = ", ".join(pins.SUPPORTED_KUBERNETES_VERSIONS)
     assert problem.startswith(f"cluster.kubernetesVersion: '{version}' is not a Kubernetes minor version")
     assert f"supports: {supported} (" in problem and supported.startswith("1.32, ")
 
@@ -310,31 +286,14 @@ def test_the_upgrade_policy_follows_the_config(support_type: str) -> None:
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
-def test_gpu_node_groups_carry_the_taint_and_labels(stack: str) -> None:
-    rendering = rendered_stack(stack)
-    groups = {r.name: r.inputs for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
-    assert set(groups) == {"system", *(f"gpu-{p}" for p in rendering.config.cluster.pools)}
-    assert groups["system"]["labels"] == {"node-type": "system"} and "taints" not in groups["system"]
-    for name, gpu_pool in rendering.config.cluster.pools.items():
-        inputs = groups[f"gpu-{name}"]
-        assert inputs["amiType"] == "AL2023_x86_64_NVIDIA"
-        assert inputs["labels"]["gpu-pool"] == name and inputs["labels"]["node-type"] == "gpu"
-        assert inputs["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
-        assert inputs["instanceTypes"] == gpu_pool.instance_types
-        assert inputs["capacityType"] == gpu_pool.capacity_type
-        assert inputs["scalingConfig"] == {"minSize": gpu_pool.min_size, "maxSize": gpu_pool.max_size, "desiredSize": gpu_pool.min_size}
-
-
-@pytest.mark.parametrize("stack", CREATED_STACKS)
-def test_launch_templates_require_imdsv2_and_an_encrypted_gp3_root(stack: str) -> None:
+def test_the_system_launch_template_requires_imdsv2_and_an_encrypted_gp3_root(stack: str) -> None:
     rendering = rendered_stack(stack)
     templates = {r.name: r.inputs for r in of_type(rendering, "aws:ec2/launchTemplate:LaunchTemplate")}
-    sizes = {f"gpu-{p.name}": p.root_volume_gib for p in rendering.config.cluster.gpu_node_pools}
-    sizes["system"] = rendering.config.cluster.system_nodes.root_volume_gib
+    sizes = {"system": rendering.config.cluster.system_nodes.root_volume_gib}
     assert set(templates) == set(sizes)
     for name, inputs in templates.items():
         assert inputs["metadataOptions"]["httpTokens"] == "required"
-        assert inputs["metadataOptions"]["httpPutResponseHopLimit"] in (1, 2)
+        assert inputs["metadataOptions"]["httpPutResponseHopLimit"] == 1
         assert "imageId" not in inputs, "EKS picks the AMI of the node group's amiType"
         (root,) = inputs["blockDeviceMappings"]
         assert root["ebs"] | {"volumeSize": sizes[name]} == root["ebs"]
@@ -350,7 +309,7 @@ def test_the_kms_key_encrypts_secrets_and_rotates(stack: str) -> None:
     key = one(rendering, "aws:kms/key:Key", "secrets")
     assert key.inputs["enableKeyRotation"] is True
     eks = one(rendering, "aws:eks/cluster:Cluster", "eks").inputs
-    key_arn = mocks._fake_arn("aws:kms/key:Key", "secrets")
+    key_arn = mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {})["arn"]
     assert eks["encryptionConfig"] == {"provider": {"keyArn": key_arn}, "resources": ["secrets"]}
     grant = json.loads(one(rendering, "aws:iam/rolePolicy:RolePolicy", "cluster-secrets-encryption").inputs["policy"])
     assert grant["Statement"][0]["Resource"] == key_arn
@@ -373,7 +332,7 @@ def test_control_plane_uses_access_entries_logs_and_configured_endpoint(stack: s
     vpc_config = inputs["vpcConfig"]
     assert vpc_config["endpointPrivateAccess"] is cfg.endpoint.private_access
     assert vpc_config.get("publicAccessCidrs", []) == cfg.endpoint.public_access_cidrs
-    entries = {r.inputs["principalArn"] for r in of_type(rendering, "aws:eks/accessEntry:AccessEntry")}
+    entries = {r.inputs["principalArn"] for r in of_type(rendering, "aws:eks/accessEntry:AccessEntry") if r.inputs["type"] == "STANDARD"}
     grants = {
         r.inputs["principalArn"]: r for r in of_type(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
     }
@@ -406,29 +365,8 @@ def test_a_caller_the_cluster_does_not_admit_stops_the_run() -> None:
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)
-def test_autoscaler_role_is_scoped_to_the_cluster_tag(stack: str) -> None:
-    rendering = rendered_stack(stack)
-    name = rendering.config.cluster.name
-    policy = json.loads(one(rendering, "aws:iam/rolePolicy:RolePolicy", "cluster-autoscaler").inputs["policy"])
-    assert policy == aws_policies.cluster_autoscaler_policy(name, "aws", "us-west-2", "123456789012")
-    association = one(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation", "cluster-autoscaler").inputs
-    assert association["namespace"] == "kube-system" and association["serviceAccount"] == "cluster-autoscaler"
-    assert association["roleArn"] == mocks._fake_arn("aws:iam/role:Role", "cluster-autoscaler")
-    trust = json.loads(one(rendering, "aws:iam/role:Role", "cluster-autoscaler").inputs["assumeRolePolicy"])
-    assert trust["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
-
-
-def test_gpu_asgs_are_tagged_for_scale_from_zero() -> None:
-    rendering = rendered_stack("prod")
-    tags = [r for r in of_type(rendering, "aws:autoscaling/tag:Tag") if r.parent == "aws:eks/nodeGroup:NodeGroup::gpu-p4d"]
-    found = {t.inputs["tag"]["key"]: t.inputs["tag"]["value"] for t in tags}
-    assert found == node_pools.node_template_tags(next(p for p in rendering.plan.pools if p.name == "p4d"))
-    assert {t.inputs["autoscalingGroupName"] for t in tags} == {f"eks-gpu-p4d-{mocks.FAKE_UNIQUE_SUFFIX}-f0c7a1e2"}
-
-
-@pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_node_groups_are_named_by_prefix_so_a_replacement_can_coexist(stack: str) -> None:
-    """instanceTypes, capacityType, subnets and the launch template force a new group, created before the old goes."""
+    """The instance type, subnets and the launch template force a new group, created before the old goes."""
     for group in of_type(rendered_stack(stack), "aws:eks/nodeGroup:NodeGroup"):
         assert "nodeGroupName" not in group.inputs, group.name
         assert group.inputs["nodeGroupNamePrefix"] == f"{group.name}-"
@@ -471,20 +409,6 @@ def test_any_other_addon_lookup_failure_still_stops_the_preview(monkeypatch: pyt
         render_document(cluster_document())
 
 
-def test_the_longest_pool_name_still_fits_an_eks_node_group_name() -> None:
-    longest = "p" * GPU_POOL_NAME_MAX_LENGTH
-    prefix = node_pools.node_group_name_prefix(node_pools.gpu_node_group_name(pool(name=longest)))
-    assert len(prefix + mocks.FAKE_UNIQUE_SUFFIX) == 63
-    with pytest.raises(ValueError, match=f"has {GPU_POOL_NAME_MAX_LENGTH + 1} characters, above {GPU_POOL_NAME_MAX_LENGTH}"):
-        pool(name=longest + "p")
-
-
-@pytest.mark.parametrize("stack", CREATED_STACKS)
-def test_pulumi_leaves_the_node_count_to_the_autoscaler(stack: str) -> None:
-    for group in of_type(rendered_stack(stack), "aws:eks/nodeGroup:NodeGroup"):
-        assert group.ignore_changes == ("scalingConfig.desiredSize",), group.name
-
-
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_protect_follows_the_config(stack: str) -> None:
     rendering = rendered_stack(stack)
@@ -516,8 +440,8 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     assert (s3["serviceName"], s3["vpcEndpointType"]) == ("com.amazonaws.us-west-2.s3", "Gateway")
     private_routes = {f"{e['name']}-id" for e in plan["resources"] if e["type"] == "aws:ec2/routeTable:RouteTable" and e["name"].startswith("private-")}
     assert set(s3["routeTableIds"]) == private_routes and len(private_routes) == zones
-    assert count["aws:eks/nodeGroup:NodeGroup"] == 1 + len(cfg.gpu_node_pools)
-    assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2
+    assert count["aws:eks/nodeGroup:NodeGroup"] == 1, "the system group; Karpenter launches the GPU nodes"
+    assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2, "Karpenter's and the EBS CSI driver's"
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
     assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver", "metrics-server"}
     cni = one(rendering, "aws:eks/addon:Addon", "vpc-cni").inputs
@@ -531,12 +455,16 @@ def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str
     rendering = rendered_stack(stack)
     (provider,) = of_type(rendering, "pulumi:providers:kubernetes")
     releases = {r.name: r for r in resources_of(rendering, "kubernetes:helm.sh/v3:Release")}
-    for chart in (pins.NVIDIA_DEVICE_PLUGIN, pins.CLUSTER_AUTOSCALER):
+    for chart in (pins.NVIDIA_DEVICE_PLUGIN, pins.KARPENTER, pins.KARPENTER_CRD):
         release = releases[chart.release]
         assert EXACT_VERSION.fullmatch(release.inputs["version"])
         assert release.inputs["name"] == chart.release and release.inputs["namespace"] == "kube-system"
-        assert release.inputs["repositoryOpts"]["repo"] == chart.repository
+        if chart.repository.startswith("oci://"):
+            assert release.inputs["chart"] == f"{chart.repository}/{chart.chart}" and "repositoryOpts" not in release.inputs
+        else:
+            assert release.inputs["repositoryOpts"]["repo"] == chart.repository
         assert release.provider.split("::")[-2] == provider.name
+    assert "cluster-autoscaler" not in releases
     plugin = releases["nvidia-device-plugin"].inputs["values"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in plugin["tolerations"]
     assert plugin["nodeSelector"] == {"node-type": "gpu"}
@@ -550,36 +478,12 @@ def test_workloads_wait_for_the_cluster_but_not_for_gpu_capacity() -> None:
     namespace = one(rendering, "kubernetes:core/v1:Namespace", "inference")
     (observability,) = of_type(rendering, "vllm-platform:index:Observability")
     for waiting in (namespace, observability):
-        for needed in ("aws:eks/nodeGroup:NodeGroup::system", "kubernetes:helm.sh/v3:Release::cluster-autoscaler",
-                       "kubernetes:storage.k8s.io/v1:StorageClass::gp3", "aws:eks/addon:Addon::coredns"):  # fmt: skip
+        for needed in ("aws:eks/nodeGroup:NodeGroup::system", "kubernetes:helm.sh/v3:Release::karpenter",
+                       "kubernetes:karpenter.sh/v1:NodePool::gpu-p4d", "kubernetes:storage.k8s.io/v1:StorageClass::gp3",
+                       "aws:eks/addon:Addon::coredns"):  # fmt: skip
             assert needed in waiting.dependencies
-        # A p4d that EC2 cannot supply holds only its own node group.
-        assert not [d for d in waiting.dependencies if d.startswith("aws:eks/nodeGroup:NodeGroup::gpu-")]
-    gpu_groups = [r for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup") if r.name.startswith("gpu-")]
-    assert {r.name for r in gpu_groups} == {"gpu-g5", "gpu-p4d"}
-    for resource in rendering.resources:
-        if resource.parent and resource.parent.startswith("aws:eks/nodeGroup:NodeGroup::gpu-"):
-            continue  # the group's own Auto Scaling group tags
-        assert not [d for d in resource.dependencies if d.startswith("aws:eks/nodeGroup:NodeGroup::gpu-")], resource.name
-
-
-def test_efa_and_placement_group_follow_their_flags() -> None:
-    pools = [
-        {"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2},
-        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "efa": True, "placementGroup": True},
-    ]
-    rendering = render_document(cluster_document(gpuNodePools=pools))
-    template = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-p4d").inputs
-    interfaces = template["networkInterfaces"]
-    assert [i["networkCardIndex"] for i in interfaces] == [0, 1, 2, 3]
-    assert {i["interfaceType"] for i in interfaces} == {"efa"}
-    assert {tuple(i["securityGroups"]) for i in interfaces} == {("sg-0eks0cluster0000",)}
-    (group,) = of_type(rendering, "aws:ec2/placementGroup:PlacementGroup")
-    assert group.inputs["strategy"] == "cluster" and "name" not in group.inputs, "a fixed name blocks replacement"
-    assert template["placement"] == {"groupName": f"gpu-p4d-{mocks.FAKE_NAME_SUFFIX}"}
-    assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"]) == 1
-    g5 = one(rendering, "aws:ec2/launchTemplate:LaunchTemplate", "gpu-g5").inputs
-    assert "networkInterfaces" not in g5 and "placement" not in g5
+    # A p4d that EC2 cannot supply holds only the pods waiting for it: no GPU node is a resource of the stack.
+    assert [g.name for g in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")] == ["system"]
 
 
 def test_a_model_from_s3_reads_its_prefix_through_its_own_service_account() -> None:
@@ -609,26 +513,6 @@ def in_region(region: str, **cluster_keys: Any) -> dict[str, Any]:
 
 
 P4D_POOL = {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300}
-
-
-def test_gpu_pools_use_only_subnets_whose_zone_offers_their_types() -> None:
-    rendering = rendered_stack("prod")
-    subnets = {r.name for r in of_type(rendering, "aws:ec2/subnet:Subnet")}
-    assert subnets == {f"{kind}-us-west-2{z}" for kind in ("private", "public") for z in "abc"}
-    # us-west-2d offers p4d but no g5 (tools/offerings.py): there the g5 pool gets no subnet.
-    pools = [{"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2}, P4D_POOL]
-    rendering = render_document(cluster_document(vpc={"zones": ["us-west-2c", "us-west-2d"]}, gpuNodePools=pools))
-    groups = {r.name: r.inputs["subnetIds"] for r in of_type(rendering, "aws:eks/nodeGroup:NodeGroup")}
-    both = ["private-us-west-2c-id", "private-us-west-2d-id"]
-    assert groups == {"system": both, "gpu-g5": ["private-us-west-2c-id"], "gpu-p4d": both}
-
-
-def test_the_placement_group_pool_lands_in_a_zone_offering_its_type() -> None:
-    # eu-west-1 offers p4d in its second zone only, g5 in all three.
-    pools = [{"name": "g5", "instanceTypes": ["g5.16xlarge"], "maxSize": 2}, {**P4D_POOL, "placementGroup": True}]
-    rendering = render_document(in_region("eu-west-1", vpc={"availabilityZones": 3}, gpuNodePools=pools))
-    assert one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-p4d").inputs["subnetIds"] == ["private-eu-west-1b-id"]
-    assert len(one(rendering, "aws:eks/nodeGroup:NodeGroup", "gpu-g5").inputs["subnetIds"]) == 3
 
 
 @pytest.mark.parametrize(
@@ -695,7 +579,7 @@ def test_outputs_are_the_documented_contract(stack: str) -> None:
     assert set(pools) == set(rendering.config.cluster.pools)
     assert all(set(p) == POOL_KEYS for p in pools.values())
     assert outputs["maxHourlyGpuCostUsd"] == pytest.approx(sum(p["maxHourlyCostUsd"] for p in pools.values()))
-    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/cluster-autoscaler", "kube-system/ebs-csi-controller-sa"}
+    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"}
 
 
 def test_prod_costs_at_most_its_pools_at_list_price() -> None:
@@ -727,7 +611,8 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
     kubernetes = [r for r in rendering.resources if r.type.startswith("kubernetes:")]
     assert {r.type for r in kubernetes} >= {"kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service"}
     assert all(r.provider and r.provider.split("::")[-2] == "existing" for r in kubernetes)
-    assert not [r for r in kubernetes if r.inputs.get("kind") == "StorageClass" or r.name in ("nvidia-device-plugin", "cluster-autoscaler")]
+    assert not [r for r in kubernetes if r.inputs.get("kind") == "StorageClass" or r.name in ("nvidia-device-plugin", "karpenter")]
+    assert not [r for r in kubernetes if r.type.startswith("kubernetes:karpenter")], "the existing cluster's capacity is its own"
     if "context" in existing:
         assert provider.inputs == {"context": "team-a"}
         assert "kubeconfig" not in rendering.outputs
@@ -842,7 +727,7 @@ def test_more_nat_gateways_than_the_default_elastic_ips_are_warned_about() -> No
     assert warning.startswith("cluster.vpc: 6 NAT gateways need 6 Elastic IPs, above the default quota of 5")
     five = render.plan_of(stack_config(cluster_document(vpc={"availabilityZones": 5, "natGateways": "perAz"})))
     assert notes.quota_notes(five)[1] == []
-    spot = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge", "g5.2xlarge"], "maxSize": 3, "capacityType": "SPOT"}])))
+    spot = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge", "g5.2xlarge"], "maxSize": 3, "capacityTypes": ["spot"]}])))
     (info,), _ = notes.quota_notes(spot)
     assert "24 vCPUs of All G and VT Spot Instance Requests (L-3819A6DF" in info, "the widest type at maxSize"
 

@@ -280,7 +280,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("replicas min above max", with_model(replicas={"min": 3, "max": 2}), "models[llama-8b].replicas: min 3 is above max 2"),
     ("negative min replicas", with_model(replicas={"min": -1, "max": 2}), "models[llama-8b].replicas.min: Input should be greater than or equal to 0"),
     ("zero max model length", with_model(maxModelLen=0), "models[llama-8b].maxModelLen: Input should be greater than 0"),
-    ("utilisation of 1", with_model(gpuMemoryUtilization=1.0), "models[llama-8b].gpuMemoryUtilization: Input should be less than 1"),
+    ("utilisation of 1", with_model(gpuMemoryUtilization=1.0), "models[llama-8b].gpuMemoryUtilization: Input should be less than 1, not the number 1.0"),
     ("model name not DNS-1035", with_model(name="Llama_8B"), "models[Llama_8B].name: 'Llama_8B' is not a DNS-1035 label"),
     ("model name starting with a digit", with_model(name="8b"), "'8b' is not a DNS-1035 label"),
     ("pool name not DNS-1123", with_pool(name="G5"), "cluster.gpuNodePools[G5].name: 'G5' is not a DNS-1123 label"),
@@ -290,7 +290,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_pool(instanceTypes=["g5.xlarge", "g5.12xlarge"]),
         "all types in one pool need the same GPU model and count, got g5.xlarge (1x A10G), g5.12xlarge (4x A10G)",
     ),
-    ("pool min above max", with_pool(minSize=5, maxSize=4), "cluster.gpuNodePools[g5]: minSize 5 is above maxSize 4"),
+    ("pool minimum on Karpenter", with_pool(minSize=1), "cluster.gpuNodePools[g5].minSize: 1: Karpenter keeps no idle minimum"),
     ("image without tag", with_model(image="vllm/vllm-openai"), "models[llama-8b].image: 'vllm/vllm-openai' has no tag"),
     ("floating image", with_model(image="vllm/vllm-openai:latest"), "models[llama-8b].image: 'vllm/vllm-openai:latest' floats"),
     ("unknown quantization", with_model(quantization="int3"), "models[llama-8b].quantization: Input should be 'awq'"),
@@ -408,3 +408,19 @@ def test_hub_models_without_a_token_are_warned_about() -> None:
     with_token = parse_config({**base(), "hfToken": "hf_x"}, secret_paths={"hfToken"})
     assert token_notes(with_token) == []
     assert token_notes(plan_of(with_model(model="s3://acme-models/llama-8b/")).config) == []
+
+
+def test_a_pool_of_several_types_holds_only_models_that_fit_the_smallest() -> None:
+    """Karpenter may launch any type of the pool's list: a model that fits only the larger one is refused."""
+    needs_more = {"cpu": "6", "memory": "24Gi"}
+    mixed = with_model(resources=needs_more)
+    mixed["cluster"]["gpuNodePools"][0]["instanceTypes"] = ["g5.xlarge", "g5.2xlarge"]
+    assert problems(mixed) == [
+        "models[llama-8b].resources.cpu: 6 exceeds the 3320m CPU a g5.xlarge in pool g5 can allocate to one pod; "
+        "lower it or take g5.xlarge out of the pool's instanceTypes",
+        "models[llama-8b].resources.memory: 24Gi exceeds the 14367Mi a g5.xlarge in pool g5 can allocate to one pod; "
+        "lower it or take g5.xlarge out of the pool's instanceTypes",
+    ]
+    larger_only = copy.deepcopy(mixed)
+    larger_only["cluster"]["gpuNodePools"][0]["instanceTypes"] = ["g5.2xlarge"]
+    assert [p.instance_types for p in plan_of(larger_only).pools if p.name == "g5"] == [("g5.2xlarge",)]

@@ -353,3 +353,56 @@ def test_a_latency_slo_off_vllms_bucket_bounds_is_refused(key: str, refused: flo
     assert problem.startswith(f"observability.{key}: {refused:g} is not a bucket bound of vllm:")
     assert "only interpolated; use" in problem
     plan_of(setting("observability", {key: accepted}))
+
+
+# --- GPU pools on Karpenter ------------------------------------------------------------------------
+
+POOL = "cluster.gpuNodePools.0"
+RESERVATION = [{"id": "cr-0123456789abcdef0"}]
+
+
+@pytest.mark.parametrize(
+    "key, refused, accepted, says",
+    [
+        ("capacityTypes", ["on-demand", "spot"], ["spot", "on-demand"], "is not the order Karpenter tries them in"),
+        ("capacityTypes", ["spot", "spot"], ["spot"], "names a capacity type twice"),
+        ("capacityTypes", ["reserved", "on-demand"], ["on-demand"], "capacityTypes has reserved but capacityReservations is empty"),
+        ("capacityTypes", [], ["on-demand"], "List should have at least 1 item"),
+        ("capacityTypes", ["ondemand"], ["on-demand"], "Input should be 'reserved', 'spot' or 'on-demand'"),
+        ("capacityReservations", [{"id": "odcr-1"}], [], "is not a capacity reservation id"),
+        ("capacityReservations", [{"id": "cr-0123456789abcdef0", "tags": {"team": "llm"}}], [], "by id or by tags, exactly one"),
+        ("capacityReservations", RESERVATION, [], "capacityReservations are used only with reserved in capacityTypes"),
+        ("consolidateAfter", "20 minutes", "20m", "is not a duration such as 20m, 720h or 1h30m, or Never"),
+        ("expireAfter", "30d", "720h", "is not a duration"),
+        ("minSize", 2, 0, "Karpenter keeps no idle minimum"),
+    ],
+    ids=["order", "twice", "reserved-without-reservations", "empty", "misspelt", "bad-id", "id-and-tags",
+         "reservations-unused", "consolidate-words", "expire-days", "min-size"],  # fmt: skip
+)
+def test_pool_capacity_refusals(key: str, refused: Any, accepted: Any, says: str) -> None:
+    found = problems(setting(f"{POOL}.{key}", refused))
+    assert len(found) == 1 and says in found[0], found
+    plan_of(setting(f"{POOL}.{key}", accepted))
+
+
+def test_reserved_capacity_needs_its_reservations_and_then_renders() -> None:
+    raw = setting(f"{POOL}.capacityTypes", ["reserved", "spot", "on-demand"])
+    raw["cluster"]["gpuNodePools"][0]["capacityReservations"] = [*RESERVATION, {"tags": {"purpose": "capacity-block"}}]
+    (pool,) = [p for p in plan_of(raw).pools if p.name == "g5"]
+    assert pool.capacity_types == ("reserved", "spot", "on-demand")
+    assert pool.capacity_reservations == ({"id": "cr-0123456789abcdef0"}, {"tags": {"purpose": "capacity-block"}})
+
+
+def test_the_old_capacity_type_is_refused_naming_the_new_key() -> None:
+    (problem,) = problems(setting(f"{POOL}.capacityType", "SPOT"))
+    assert "capacityType is replaced by capacityTypes" in problem and "SPOT is [spot]" in problem
+
+
+@pytest.mark.parametrize("alias, pinned", [("al2023@latest", False), ("al2023@v2026714", False), ("bottlerocket@v1.10.0", False), ("al2023@v20260714", True)])
+def test_the_gpu_ami_is_an_al2023_release(alias: str, pinned: bool) -> None:
+    raw = setting("cluster.gpuAmiAlias", alias)
+    if pinned:
+        plan_of(raw)
+    else:
+        (problem,) = problems(raw)
+        assert problem.startswith(f"cluster.gpuAmiAlias: '{alias}' is not an AL2023 release alias")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import re
 import select
 import subprocess
@@ -17,7 +16,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from types import ModuleType
 from typing import Any, Optional
 
 import grpc
@@ -36,14 +34,14 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
-from tools import policy_pack, render
+from tools import policy_pack
 from vllm_platform import contract
 from vllm_platform.k8s import autoscaling, workload
 from tools.mocks import RecordedResource
 from tests.conftest import COMMITTED_STACKS, rendered_stack
 from tests.test_render import TOKEN
 
-POLICY_DIR = render.PROJECT_ROOT / "policies"
+POLICY_DIR = policy_pack.POLICY_DIR
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
@@ -59,18 +57,7 @@ PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 Breaks = Callable[[dict[str, Any]], object]
 
 
-def load_rules() -> ModuleType:
-    # A name of its own: a bare `rules` could be some installed package's module.
-    spec = importlib.util.spec_from_file_location("vllm_platform_policy_rules", POLICY_DIR / "rules.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs, as an import would: dataclasses look their module up there.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rules = load_rules()
+rules = policy_pack.rules()
 RULES = {rule.name: rule for rule in rules.RULES}
 
 
@@ -156,6 +143,8 @@ def label(resource: RecordedResource) -> str:
     if "metadata" not in resource.inputs:
         return f"{resource.type} {resource.name}"
     metadata = resource.inputs["metadata"]
+    if "namespace" not in metadata:  # cluster-scoped: a NodePool, an EC2NodeClass
+        return f"{resource.type.rpartition(':')[2]} {metadata['name']}"
     return f"{resource.type.rpartition(':')[2]} {metadata['namespace']}/{metadata['name']}"
 
 
@@ -286,6 +275,8 @@ PROD_8B: Where = ("prod", DEPLOYMENT, "llama-8b")
 PROD_70B: Where = ("prod", DEPLOYMENT, "llama-70b")
 DEV_8B: Where = ("dev", DEPLOYMENT, "llama-8b")
 PROD_EKS: Where = ("prod", EKS_CLUSTER, "eks")
+PROD_P4D_POOL: Where = ("prod", "kubernetes:karpenter.sh/v1:NodePool", "gpu-p4d")
+PROD_P4D_CLASS: Where = ("prod", "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "gpu-p4d-class")
 
 
 def case(policy: str, where: Where, id: str, breaks: Breaks, says: str) -> Any:
@@ -364,13 +355,13 @@ BROKEN = [
     case("workloads-request-cpu-and-memory", PROD_8B, "init-container",
          lambda i: pod(i).update(initContainers=[{"name": "fetch", "image": "busybox:1.37"}]),
          "init container fetch: no resources.requests.cpu or resources.requests.memory"),
-    case("nodes-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "gpu-p4d"), "imdsv1-allowed",
+    case("nodes-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "system"), "imdsv1-allowed",
          lambda i: i["metadataOptions"].update(httpTokens="optional"),
          "metadataOptions.httpTokens is 'optional'; set it to 'required'"),
     case("nodes-require-imdsv2", ("prod", LAUNCH_TEMPLATE, "system"), "no-metadata-options",
          lambda i: i.pop("metadataOptions"),
          "metadataOptions.httpTokens is not set"),
-    case("nodes-require-imdsv2", ("prod", NODE_GROUP, "gpu-p4d"), "node-group-without-launch-template",
+    case("nodes-require-imdsv2", ("prod", NODE_GROUP, "system"), "node-group-without-launch-template",
          lambda i: i.pop("launchTemplate"),
          "no launchTemplate; without one EKS launches the nodes from a template of its own"),
     *(
@@ -383,6 +374,30 @@ BROKEN = [
          "chart 'keda' version is not set"),
     case("helm-charts-pinned", ("prod", HELM_RELEASE, "keda"), "no-repository", lambda i: i.pop("repositoryOpts"),
          "chart 'keda' has no repositoryOpts.repo"),
+    case("helm-charts-pinned", ("prod", HELM_RELEASE, "karpenter"), "oci-unpinned", lambda i: i.update(version="1.x"),
+         "chart 'oci://public.ecr.aws/karpenter/karpenter' version is '1.x'"),
+    case("karpenter-gpu-node-pools-bounded", PROD_P4D_POOL, "no-gpu-limit", lambda i: i["spec"]["limits"].pop(GPU),
+         "no spec.limits['nvidia.com/gpu']; cap the GPUs it may launch"),
+    case("karpenter-gpu-node-pools-bounded", PROD_P4D_POOL, "no-taint", lambda i: i["spec"]["template"]["spec"].pop("taints"),
+         "no nvidia.com/gpu:NoSchedule taint"),
+    case("karpenter-gpu-node-pools-bounded", PROD_P4D_POOL, "repacks-serving-nodes",
+         lambda i: i["spec"]["disruption"].update(consolidationPolicy="WhenEmptyOrUnderutilized"),
+         "consolidationPolicy is 'WhenEmptyOrUnderutilized'; set it to WhenEmpty"),
+    case("karpenter-gpu-node-pools-bounded", PROD_P4D_POOL, "default-policy",
+         lambda i: i["spec"]["disruption"].pop("consolidationPolicy"),
+         "consolidationPolicy is not set (WhenEmptyOrUnderutilized)"),
+    case("karpenter-node-classes-imdsv2-encrypted", PROD_P4D_CLASS, "imdsv1",
+         lambda i: i["spec"]["metadataOptions"].update(httpTokens="optional"),
+         "metadataOptions.httpTokens is 'optional'; set it to 'required'"),
+    case("karpenter-node-classes-imdsv2-encrypted", PROD_P4D_CLASS, "hop-limit-2",
+         lambda i: i["spec"]["metadataOptions"].update(httpPutResponseHopLimit=2),
+         "httpPutResponseHopLimit is not 1"),
+    case("karpenter-node-classes-imdsv2-encrypted", PROD_P4D_CLASS, "unencrypted",
+         lambda i: i["spec"]["blockDeviceMappings"][0]["ebs"].update(encrypted=False),
+         "volume /dev/xvda is not encrypted"),
+    case("karpenter-node-classes-imdsv2-encrypted", PROD_P4D_CLASS, "default-volumes",
+         lambda i: i["spec"].pop("blockDeviceMappings"),
+         "no blockDeviceMappings"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "no-encryption", lambda i: i.pop("encryptionConfig"),
          "no encryptionConfig"),
     case("eks-secrets-encrypted-with-kms", PROD_EKS, "secrets-not-encrypted",
@@ -524,7 +539,7 @@ def test_a_kms_key_created_in_the_same_stack_passes_at_preview() -> None:
 
 def test_a_launch_template_created_in_the_same_stack_passes_at_preview() -> None:
     group = broken(
-        rendered("prod", NODE_GROUP, "gpu-p4d"),
+        rendered("prod", NODE_GROUP, "system"),
         lambda i: i["launchTemplate"].update(id=UNKNOWN_STRING_VALUE, version=UNKNOWN_STRING_VALUE),
     )
     assert run("nodes-require-imdsv2", "prod", [group]) == ([], 1)
@@ -610,3 +625,21 @@ def test_an_hpa_is_an_autoscaler_too() -> None:
     hpa = dataclasses.replace(rendered("staging", SCALED_OBJECT, "llama-8b"), type=HPA, inputs=manifest)
     resources = [*stack_with("staging", SCALED_OBJECT, "llama-8b", None), hpa]
     assert violations(STACK_POLICY, "staging", resources) == []
+
+
+def test_a_node_pool_that_cannot_launch_gpus_needs_no_gpu_limit() -> None:
+    cpu_only = broken(
+        rendered("prod", PROD_P4D_POOL[1], "gpu-p4d"),
+        lambda i: (i["spec"]["limits"].pop(GPU), i["spec"]["template"]["spec"]["requirements"][0].update(values=["m6i.large"])),
+    )
+    assert run("karpenter-gpu-node-pools-bounded", "prod", [cpu_only]) == ([], 0)
+
+
+def test_a_budget_that_never_repacks_serving_nodes_also_passes() -> None:
+    guarded = broken(
+        rendered("prod", PROD_P4D_POOL[1], "gpu-p4d"),
+        lambda i: i["spec"]["disruption"].update(
+            consolidationPolicy="WhenEmptyOrUnderutilized", budgets=[{"nodes": "0", "reasons": ["Underutilized"]}]
+        ),
+    )
+    assert run("karpenter-gpu-node-pools-bounded", "prod", [guarded]) == ([], 1)

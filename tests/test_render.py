@@ -82,6 +82,16 @@ def test_hf_token_never_appears_in_the_output(tmp_path: Path) -> None:
     assert not [e for e in env if e["name"] == "HF_TOKEN"]
 
 
+def test_a_release_an_earlier_render_had_is_not_left_behind(tmp_path: Path) -> None:
+    stale, kept = tmp_path / "charts" / "cluster-autoscaler.yaml", tmp_path / "notes.txt"
+    stale.parent.mkdir()
+    stale.write_text("kind: Deployment\n")
+    kept.write_text("the user's own\n")
+    render_document(minimal_document()).write(tmp_path, with_charts=False)
+    assert not stale.exists() and kept.exists()
+    assert (tmp_path / "manifests.yaml").exists() and (tmp_path / "plan.json").exists()
+
+
 def test_secure_config_values_render_as_placeholders() -> None:
     rendering = render_document(minimal_document(hfToken={"secure": "AAABAJ0cipher"}))
     assert objects_of(rendering, "Secret")[0]["stringData"] == {"token": "[secret]"}

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import COMMITTED_STACKS, rendered_stack
-from tools import pack_on_charts, scan
+from tools import policy_pack, scan
 
 SKIP_ANNOTATION = re.compile(r"checkov\.io/skip\d+", re.ASCII)
 # A check id, then a reason of a few words at least: "CKV_K8S_43=pinned to ...".
@@ -50,6 +51,18 @@ def test_the_report_names_failures_skips_and_what_was_scanned() -> None:
     assert [f.check_id for f in report.failed] == ["CKV_K8S_14"]
     assert report.skipped[0].line() == "CKV_K8S_43 Deployment.ns.m (/b/dev/manifests.yaml): pinned to a release tag"
     assert report.unscanned([Path("/b/dev/manifests.yaml"), Path("/b/local/manifests.yaml")]) == [Path("/b/local/manifests.yaml")]
+
+
+def test_a_chart_of_crds_only_gives_checkov_nothing_to_scan(tmp_path: Path) -> None:
+    charts_dir = tmp_path / "charts"
+    charts_dir.mkdir()
+    crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: nodepools.karpenter.sh}\n"
+    (charts_dir / "karpenter-crd.yaml").write_text(crd)
+    (charts_dir / "karpenter.yaml").write_text(crd + "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: karpenter}\n")
+    assert scan.checkov_copy(charts_dir / "karpenter-crd.yaml") is None
+    copy = scan.checkov_copy(charts_dir / "karpenter.yaml")
+    assert copy == tmp_path / "checkov" / "karpenter.yaml"
+    assert [o["kind"] for o in yaml.safe_load_all(copy.read_text())] == ["ServiceAccount"]
 
 
 def test_a_report_per_framework_is_read_too() -> None:
@@ -239,7 +252,7 @@ def test_the_policy_pack_looks_at_the_charts_workloads_too(monkeypatch, tmp_path
 
 def test_every_accepted_chart_finding_says_why() -> None:
     entries = scan.yaml.safe_load(Path(scan.__file__).with_name("chart_findings.yaml").read_text())
-    rules = {rule.name for rule in pack_on_charts.rules().RULES}
+    rules = {rule.name for rule in policy_pack.rules().RULES}
     assert entries
     for entry in entries:
         assert set(entry) == {"checks", "objects", "reason"}

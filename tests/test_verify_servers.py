@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.test_verify import FAST, MODEL, by_check, double, refused_url, run_json  # noqa: F401 (fixtures)
+from tests.test_verify import FAST, MODEL, FakeKube, by_check, deployment, double, pod, refused_url, run_json  # noqa: F401 (fixtures)
 from tools.verify import checks as verdicts
 from tools.verify import cli, client, probe
 
@@ -233,3 +233,59 @@ def test_a_wait_that_is_not_a_finite_number_is_refused(value, capsys):
         cli.main(["--url", "http://127.0.0.1:8000", "--model", MODEL, "--wait-ready", value])
     assert exit_info.value.code == cli.EXIT_USAGE
     assert "--wait-ready" in capsys.readouterr().err
+
+
+# --- a model that cannot get a GPU node: Karpenter's reasons ---------------------------------------
+
+KARPENTER_FAILED = {
+    "reason": "FailedScheduling",
+    "message": 'Failed to schedule pod, all available instance types exceed limits for nodepool: "gpu-p4d"',
+    "lastTimestamp": "2025-06-01T12:00:30Z",
+}
+ICE = {
+    "reason": "InsufficientCapacityError",
+    "involvedObject": {"kind": "NodeClaim", "name": "gpu-p4d-x7k2q"},
+    "message": "NodeClaim gpu-p4d-x7k2q event: all requested instance types were unavailable during launch",
+    "count": 3,
+    "lastTimestamp": "2025-06-01T12:00:10Z",
+}
+OTHER_POOLS_ICE = {**ICE, "involvedObject": {"kind": "NodeClaim", "name": "gpu-g5-ab12c"}, "count": 9}
+SCHEDULER_SAYS = {"reason": "FailedScheduling", "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}
+
+
+def test_karpenters_reasons_name_why_a_pod_waits_for_a_gpu_node() -> None:
+    waiting = [pod("a", ready=False, unschedulable=True)]
+    check = verdicts.evaluate_capacity(MODEL, waiting, [SCHEDULER_SAYS, KARPENTER_FAILED], [ICE, OTHER_POOLS_ICE], "gpu-p4d")
+    assert not check.passed
+    assert check.detail == (
+        "1 pod(s) wait for a node of NodePool gpu-p4d (a); "
+        'all available instance types exceed limits for nodepool: "gpu-p4d"; '
+        "EC2 refused 3 launch(es) for capacity, the last: NodeClaim gpu-p4d-x7k2q event: all requested instance types "
+        "were unavailable during launch"
+    )
+    quiet = verdicts.evaluate_capacity(MODEL, waiting, [SCHEDULER_SAYS], [OTHER_POOLS_ICE], "gpu-p4d")
+    assert quiet.detail.endswith("Karpenter has said nothing yet")
+    assert verdicts.evaluate_capacity(MODEL, [], [], [ICE], "gpu-p4d").passed
+
+
+def test_verify_asks_karpenter_only_for_pods_that_wait_for_a_gpu_node() -> None:
+    class WaitingForP4d(FakeKube):
+        def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+            found = deployment(available=0)
+            found["spec"]["template"] = {"spec": {"nodeSelector": {"node-type": "gpu", "gpu-pool": "p4d"}}}
+            return found
+
+        def events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+            self.asked.append((namespace, field_selector))
+            return [KARPENTER_FAILED] if namespace == "vllm" else [ICE]
+
+    kube = WaitingForP4d({}, [pod("a", ready=False, unschedulable=True), pod("b")])
+    kube.asked = []
+    checks, _, _ = probe._workload_checks(MODEL, "vllm", kube)  # type: ignore[arg-type]
+    capacity = {c.check: c for c in checks}["capacity"]
+    assert not capacity.passed and "exceed limits for nodepool" in capacity.detail and "EC2 refused 3" in capacity.detail
+    assert kube.asked == [("vllm", "involvedObject.name=a"), ("default", "reason=InsufficientCapacityError")]
+    served = WaitingForP4d({}, [pod("a"), pod("b")])
+    served.asked = []
+    assert "capacity" not in {c.check for c in probe._workload_checks(MODEL, "vllm", served)[0]}
+    assert served.asked == []

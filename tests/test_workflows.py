@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import objects_of, rendered_stack
-from tools import render
+from tools import policy_pack, render
 
 WORKFLOWS = render.PROJECT_ROOT / ".github" / "workflows"
 ENVIRONMENTS = ["dev", "staging", "prod"]
@@ -48,7 +48,12 @@ PULUMI_TOKEN = "PULUMI_ACCESS_TOKEN"
 
 
 def verify_step(job: dict[str, Any]) -> dict[str, Any]:
-    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "")]
+    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "") and "if" not in s]
+    return step
+
+
+def diagnosis_step(job: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "") and "if" in s]
     return step
 
 
@@ -110,8 +115,7 @@ def test_a_pull_request_is_previewed_with_the_base_commits_policy_pack() -> None
     where, sparse = base["with"]["path"], base["with"]["sparse-checkout"].split()
     assert step_using(preview, "pulumi/actions")["with"]["policyPacks"] == f"{where}/policies"
     # Everything of this project the pack imports must be in the base checkout too.
-    pack = render.PROJECT_ROOT / "policies"
-    imported = imported_modules(pack / "__main__.py") | imported_modules(pack / "rules.py")
+    imported = set().union(*(imported_modules(policy_pack.POLICY_DIR / name) for name in policy_pack.PACK_FILES if name.endswith(".py")))
     local = {name.replace(".", "/") for name in imported if (render.PROJECT_ROOT / name.partition(".")[0]).is_dir()}
     assert local and "policies" in sparse
     assert all(any(f"{path}/".startswith(f"{entry}/") for entry in sparse) for path in local), (local, sparse)
@@ -145,7 +149,7 @@ def test_only_the_pulumi_steps_get_the_pulumi_token() -> None:
         assert not mentions(job.get("env", {}), PULUMI_TOKEN), name
         holders = [s for s in steps(job) if mentions(s, PULUMI_TOKEN)]
         # verify reads the stack's outputs with the Pulumi CLI, after the deploy, in the same job.
-        pulumi_steps = [step_using(job, "pulumi/actions"), *([verify_step(job)] if job is up else [])]
+        pulumi_steps = [step_using(job, "pulumi/actions"), *([verify_step(job), diagnosis_step(job)] if job is up else [])]
         assert holders == pulumi_steps, name
         assert all(h["env"][PULUMI_TOKEN] == "${{ secrets.PULUMI_ACCESS_TOKEN }}" for h in holders)
         assert "environment" in job, "the secret can come from the job's environment"
@@ -228,3 +232,11 @@ def test_pull_requests_and_ci_test_the_dependency_floors_too() -> None:
     runs = [s.get("run", "") for s in steps(test)]
     assert runs.index("make test-lowest") > runs.index("make test")
     assert "make test-lowest" in (render.PROJECT_ROOT / ".ci" / "run").read_text()
+
+
+def test_a_failed_deploy_is_diagnosed_by_verify_and_stays_failed() -> None:
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    diagnosis = diagnosis_step(up)
+    assert step_using(up, "pulumi/actions")["id"] == "up"
+    assert diagnosis["if"] == "failure() && steps.up.outcome == 'failure'"
+    assert diagnosis["run"].endswith("|| true"), "its own exit code must not hide the deploy's failure, nor add one"

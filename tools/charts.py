@@ -83,7 +83,11 @@ def _packaged(directory: Path) -> dict[tuple[str, str], Path]:
 
 
 def chart_archive(chart: str, version: str, repository: str) -> Path:
-    """The packaged chart at exactly this version: from HELM_CHART_DIR, else pulled into the cache."""
+    """The packaged chart at exactly this version: from HELM_CHART_DIR, else pulled into the cache. `chart` is a
+    name in `repository`, or an OCI reference (oci://registry/path/name), which needs no repository."""
+    reference = chart
+    chart = chart.rsplit("/", 1)[-1]
+    pull = ["pull", reference] if reference.startswith("oci://") else ["pull", chart, "--repo", repository]
     directory = chart_dir()
     if directory.is_dir():
         archive = _packaged(directory).get((chart, version.removeprefix("v")))
@@ -94,14 +98,14 @@ def chart_archive(chart: str, version: str, repository: str) -> Path:
     if cached is not None:
         return cached
     pulled = subprocess.run(
-        [str(helm_binary()), "pull", chart, "--repo", repository, "--version", version, "--destination", str(PULL_CACHE)],
+        [str(helm_binary()), *pull, "--version", version, "--destination", str(PULL_CACHE)],
         capture_output=True,
         text=True,
         timeout=HELM_SECONDS,
     )
     if pulled.returncode != 0:
         raise ChartsUnavailable(
-            f"chart {chart} {version} is neither in {directory} (HELM_CHART_DIR) nor pullable from {repository}: "
+            f"chart {chart} {version} is neither in {directory} (HELM_CHART_DIR) nor pullable from {repository or reference}: "
             f"{pulled.stderr.strip().splitlines()[-1] if pulled.stderr.strip() else 'helm pull failed'}"
         )
     return _packaged.__wrapped__(PULL_CACHE)[(chart, version.removeprefix("v"))]
@@ -123,7 +127,9 @@ def load_objects(text: str) -> list[dict[str, Any]]:
 
 
 @lru_cache(maxsize=None)
-def _template(helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...]) -> str:
+def _template(
+    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool
+) -> str:
     with tempfile.TemporaryDirectory(prefix="helm-values-") as directory:
         # In the release's order: its value files, then its values on top, as pulumi-kubernetes merges them.
         files = []
@@ -132,7 +138,7 @@ def _template(helm: Path, archive: Path, release: str, namespace: str, kube_vers
             Path(files[-1]).write_text(text)
         command = [
             str(helm), "template", release, str(archive), "--namespace", namespace,
-            "--kube-version", kube_version, "--include-crds", "--skip-tests", *files,
+            "--kube-version", kube_version, *(["--include-crds"] if crds else []), "--skip-tests", *files,
         ]  # fmt: skip
         rendered = subprocess.run(command, capture_output=True, text=True, timeout=HELM_SECONDS)
     if rendered.returncode != 0:
@@ -142,10 +148,11 @@ def _template(helm: Path, archive: Path, release: str, namespace: str, kube_vers
 
 def template(release: dict[str, Any], kube_version: str) -> str:
     """`helm template` of a Release's inputs, as the release would install them: its chart at its version,
-    its values and namespace, the cluster's Kubernetes version, CRDs included."""
+    its values and namespace, the cluster's Kubernetes version, its CRDs unless it skips them."""
     archive = chart_archive(release["chart"], release["version"], (release.get("repositoryOpts") or {}).get("repo", ""))
     files = tuple(asset["text"] for asset in release.get("valueYamlFiles") or [])
     values = (*files, json.dumps(release.get("values") or {}, sort_keys=True))
-    return _template(helm_binary(), archive, release["name"], release["namespace"], kube_version, values)
+    crds = not release.get("skipCrds")
+    return _template(helm_binary(), archive, release["name"], release["namespace"], kube_version, values, crds)
 
 

@@ -6,7 +6,6 @@ compute (ids, ARNs, endpoints) and that the program reads back, so the real prog
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -77,6 +76,10 @@ FAKE_NAME_SUFFIX = "a1b2c3d"
 FAKE_UNIQUE_SUFFIX = "20260101000000000000000001"
 
 
+def _auto_name(name: str, inputs: dict[str, Any]) -> str:
+    return str(inputs.get("name") or f"{name}-{FAKE_NAME_SUFFIX}")
+
+
 def _node_group_name(name: str, inputs: dict[str, Any]) -> str:
     return inputs.get("nodeGroupName") or f"{inputs.get('nodeGroupNamePrefix', name)}{FAKE_UNIQUE_SUFFIX}"
 FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
@@ -90,12 +93,16 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
         "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.us-west-2.amazonaws.com/id/{FAKE_EKS_ID}"}]}],
         "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0eks0cluster0000"},
     },
-    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {
-        "nodeGroupName": _node_group_name(name, inputs),
-        "resources": [{"autoscalingGroups": [{"name": f"eks-{_node_group_name(name, inputs)}-f0c7a1e2"}]}],
-    },
+    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {"nodeGroupName": _node_group_name(name, inputs)},
     # Pulumi's auto-name: the resource name and a random suffix.
-    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": inputs.get("name", f"{name}-{FAKE_NAME_SUFFIX}")},
+    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": _auto_name(name, inputs)},
+    "aws:iam/role:Role": lambda name, inputs: {"name": _auto_name(name, inputs)},
+    "aws:cloudwatch/eventRule:EventRule": lambda name, inputs: {"name": _auto_name(name, inputs)},
+    "aws:sqs/queue:Queue": lambda name, inputs: {
+        "name": _auto_name(name, inputs),
+        "url": f"https://sqs.us-west-2.amazonaws.com/123456789012/{_auto_name(name, inputs)}",
+    },
+    "aws:kms/key:Key": lambda name, inputs: {"arn": "arn:aws:kms:us-west-2:123456789012:key/0a1b2c3d-0000-4000-8000-0123456789ab"},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     # The outputs a cluster stack of this program gives (README, "Stack outputs").

@@ -7,20 +7,16 @@ handed to every resource rule as the engine would hand a resource of its type.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from tools import charts
+from tools.policy_pack import rules
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
@@ -33,17 +29,6 @@ class Violation:
 
     def line(self) -> str:
         return f"{self.policy} {self.resource} ({self.file}): {self.message}"
-
-
-@lru_cache(maxsize=None)
-def rules() -> ModuleType:
-    """policies/rules.py under a name of its own, as the engine loads the pack: from its directory."""
-    spec = importlib.util.spec_from_file_location("vllm_platform_policy_rules", POLICY_DIR / "rules.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _as_wire(value: Any) -> Any:

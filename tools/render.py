@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,8 @@ class Rendering:
         return {release["name"]: charts.template(release, version) for release in self.releases()}
 
     def write(self, out: Path, with_charts: bool = True) -> None:
+        """OUT holds this render and nothing else: a release an earlier render had is not left behind."""
+        shutil.rmtree(out / "charts", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / "manifests.yaml").write_text(yaml.safe_dump_all(self.manifests(), sort_keys=False))
         (out / "plan.json").write_text(json.dumps(self.plan_document(), indent=2) + "\n")

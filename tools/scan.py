@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,10 +115,13 @@ def annotated_skips(files: list[Path]) -> set[tuple[str, str, str, str]]:
 FIXTURES = sorted((Path(__file__).resolve().parent.parent / "tests" / "data").glob("*.yaml"))
 
 
-def checkov_copy(chart_file: Path) -> Path:
+def checkov_copy(chart_file: Path) -> Optional[Path]:
     """A chart's objects without its CRDs, for checkov: it parses with PyYAML's safe loader, which fails on the bare
-    `=` some upstream CRDs hold (the whole file would go unscanned), and a CRD runs nothing to check."""
+    `=` some upstream CRDs hold (the whole file would go unscanned), and a CRD runs nothing to check. None for a
+    chart of CRDs only (karpenter-crd): nothing of it is for checkov, and the schemas check its CRDs."""
     objects = [o for o in charts.load_objects(chart_file.read_text()) if o.get("kind") != "CustomResourceDefinition"]
+    if not objects:
+        return None
     copy = chart_file.parent.parent / "checkov" / chart_file.name
     copy.parent.mkdir(exist_ok=True)
     copy.write_text(yaml.safe_dump_all(objects, sort_keys=False))
@@ -131,6 +135,7 @@ def render_stacks(out: Path) -> list[Path]:
     sources = [(stack, render.stack_file(stack)) for stack in render.committed_stacks()]
     for stack, path in sources + [(f.stem, f) for f in FIXTURES]:
         rendering = render.render(read_stack_file(path), stack)
+        shutil.rmtree(out / stack / "checkov", ignore_errors=True)
         try:
             rendering.write(out / stack)
         except charts.ChartsUnavailable as reason:
@@ -138,7 +143,8 @@ def render_stacks(out: Path) -> list[Path]:
                 raise
             print(f"note: the charts' own objects of {stack} are not scanned: {reason}", file=sys.stderr)
             rendering.write(out / stack, with_charts=False)
-        files += [out / stack / "manifests.yaml", *(checkov_copy(f) for f in sorted((out / stack / "charts").glob("*.yaml")))]
+        copies = (checkov_copy(f) for f in sorted((out / stack / "charts").glob("*.yaml")))
+        files += [out / stack / "manifests.yaml", *(copy for copy in copies if copy is not None)]
     return files
 
 

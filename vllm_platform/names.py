@@ -24,8 +24,8 @@ HASH_LENGTH = 8
 IAM_ROLE = "aws:iam/role:Role"
 IAM_ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-# A GPU pool's node group (and launch template, placement group) is named `gpu-<pool>`.
-GPU_NODE_GROUP_PREFIX = "gpu-"
+# A GPU pool's NodePool, EC2NodeClass and placement group are named `gpu-<pool>`.
+GPU_POOL_PREFIX = "gpu-"
 
 # Pulumi resource type -> the longest name AWS accepts for it.
 AWS_NAME_LIMITS = {

@@ -15,17 +15,9 @@ DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
 # llm-d's vLLM simulator: the same OpenAI API, probes and vllm: metrics, without a GPU.
 SIMULATOR_IMAGE = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
 
-# The Kubernetes minors the platform supports: cluster-autoscaler supports only the minor it was
-# built for (the chart's own image, appVersion 1.35.0, is right for 1.35 only), so a minor without a
-# pinned image here cannot scale its GPU pools. Tags promoted to registry.k8s.io.
-CLUSTER_AUTOSCALER_IMAGE_TAGS = {
-    "1.32": "v1.32.5",
-    "1.33": "v1.33.5",
-    "1.34": "v1.34.4",
-    "1.35": "v1.35.1",
-    "1.36": "v1.36.0",
-}
-SUPPORTED_KUBERNETES_VERSIONS = tuple(CLUSTER_AUTOSCALER_IMAGE_TAGS)
+# The Kubernetes minors the platform supports: those Karpenter 1.14 supports (1.30 to 1.36, its compatibility
+# matrix) that EKS still offers, and that the schemas the render is validated against cover.
+SUPPORTED_KUBERNETES_VERSIONS = ("1.32", "1.33", "1.34", "1.35", "1.36")
 DEFAULT_KUBERNETES_VERSION = "1.34"
 
 
@@ -56,6 +48,10 @@ DCGM_EXPORTER = Chart(
 NVIDIA_DEVICE_PLUGIN = Chart(
     "nvidia-device-plugin", "0.20.0", "https://nvidia.github.io/k8s-device-plugin", "nvidia-device-plugin", KUBE_SYSTEM
 )
-CLUSTER_AUTOSCALER = Chart(
-    "cluster-autoscaler", "9.59.0", "https://kubernetes.github.io/autoscaler", "cluster-autoscaler", KUBE_SYSTEM
-)
+# Karpenter launches the GPU nodes. Published as OCI charts only; the CRDs come from karpenter-crd, whose
+# templates Helm upgrades with the chart (a chart's crds/ directory it installs once and never upgrades).
+KARPENTER = Chart("karpenter", "1.14.1", "oci://public.ecr.aws/karpenter", "karpenter", KUBE_SYSTEM)
+KARPENTER_CRD = Chart("karpenter-crd", "1.14.1", "oci://public.ecr.aws/karpenter", "karpenter-crd", KUBE_SYSTEM)
+# The EKS AL2023 AMI release Karpenter's alias resolves (its NVIDIA variant for GPU types): amazon-eks-ami
+# v20260714, the newest release with a published changelog listing NVIDIA AMIs for Kubernetes 1.30 to 1.36.
+DEFAULT_GPU_AMI_ALIAS = "al2023@v20260714"

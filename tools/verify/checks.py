@@ -179,6 +179,46 @@ def pod_problem(pod: dict[str, Any]) -> str:
     return ready.get("reason") or status.get("phase", "unknown phase")
 
 
+def unscheduled(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live pods the scheduler has not placed: they wait for a node."""
+    return [p for p in live_pods(pods) if _conditions(p).get("PodScheduled", {}).get("status") == "False"]
+
+
+# Karpenter's words for a pod it cannot place (sigs.k8s.io/karpenter v1.14.1, provisioning/scheduling/events.go;
+# the default scheduler's FailedScheduling reads "0/3 nodes are available: ...") and for a launch EC2 refused
+# for capacity (nodeclaim/lifecycle/events.go, on the NodeClaim, which is named after its NodePool).
+KARPENTER_SCHEDULING_PREFIX = "Failed to schedule pod, "
+INSUFFICIENT_CAPACITY = "InsufficientCapacityError"
+
+
+def _newest(events: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    stamped = [e for e in events if isinstance(e, dict)]
+    return max(stamped, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None)
+
+
+def evaluate_capacity(
+    model: str, waiting: Sequence[dict[str, Any]], pod_events: Sequence[dict[str, Any]], claim_events: Sequence[dict[str, Any]], node_pool: str
+) -> Check:
+    """Why pods wait for a GPU node, in Karpenter's words: the pods' scheduling failures and the NodePool's
+    launches EC2 refused for capacity, each with how often it happened."""
+    if not waiting:
+        return Check(model, "capacity", True, "no pod waits for a node")
+    reasons = []
+    karpenter = [e for e in pod_events if str(e.get("message", "")).startswith(KARPENTER_SCHEDULING_PREFIX)]
+    if (newest := _newest(karpenter)) is not None:
+        reasons.append(str(newest["message"]).removeprefix(KARPENTER_SCHEDULING_PREFIX))
+    refused = [
+        e for e in claim_events
+        if e.get("reason") == INSUFFICIENT_CAPACITY and str((e.get("involvedObject") or {}).get("name", "")).startswith(f"{node_pool}-")
+    ]  # fmt: skip
+    if (newest := _newest(refused)) is not None:
+        count = sum(int(e.get("count") or 1) for e in refused)
+        reasons.append(f"EC2 refused {count} launch(es) for capacity, the last: {newest.get('message', '')}")
+    names = ", ".join(p["metadata"]["name"] for p in waiting)
+    detail = f"{len(waiting)} pod(s) wait for a node of NodePool {node_pool} ({names})"
+    return Check(model, "capacity", False, detail + ("; " + "; ".join(reasons) if reasons else "; Karpenter has said nothing yet"))
+
+
 def evaluate_deployment(model: str, deployment: dict[str, Any]) -> Check:
     spec, status = deployment.get("spec", {}), deployment.get("status", {})
     desired = spec.get("replicas", 1)

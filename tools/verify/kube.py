@@ -113,6 +113,12 @@ class KubeApi:
         )
         return listing["items"]
 
+    def events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        listing = self._read(
+            f"events {field_selector} in {namespace}", self._core.list_namespaced_event, namespace, field_selector=field_selector
+        )
+        return listing["items"]
+
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:
         """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
         try:

@@ -14,15 +14,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import (
+    INSUFFICIENT_CAPACITY,
     Check,
     Options,
     Target,
     endpoints_check,
+    evaluate_capacity,
     evaluate_completions,
     evaluate_deployment,
     evaluate_pods,
     evaluate_restarts,
     models_problem,
+    unscheduled,
 )
 from tools.verify.client import HttpClient, Response, http_request
 from tools.verify.kube import (
@@ -36,7 +39,8 @@ from tools.verify.kube import (
 )
 from tools.verify.relay import LocalForward
 from tools.verify.report import progress
-from vllm_platform.contract import LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME
+from vllm_platform.contract import GPU_POOL_LABEL, LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME
+from vllm_platform.names import GPU_POOL_PREFIX
 
 # A model that scales to zero answers through the KEDA HTTP add-on's interceptor; its first request waits
 # for a GPU node and the model's load. Without --wait-ready, verify allows this long for that wake-up.
@@ -153,7 +157,29 @@ def _workload_checks(model: str, namespace: str, kube: KubeApi) -> tuple[list[Ch
         pods = kube.pods(namespace, selector)
     except KubeError as exc:
         return [*checks, Check(model, "pods-ready", False, str(exc))], selector, []
-    return [*checks, evaluate_pods(model, pods)], selector, pods
+    checks.append(evaluate_pods(model, pods))
+    pool = ((deployment["spec"].get("template") or {}).get("spec") or {}).get("nodeSelector", {}).get(GPU_POOL_LABEL)
+    waiting = unscheduled(pods)
+    if pool and waiting:
+        checks.append(_capacity_check(model, namespace, kube, waiting, f"{GPU_POOL_PREFIX}{pool}"))
+    return checks, selector, pods
+
+
+def _capacity_check(model: str, namespace: str, kube: KubeApi, waiting: list[dict[str, Any]], node_pool: str) -> Check:
+    """A pod waiting for a GPU node: what Karpenter said about it, and about launches for its NodePool."""
+    try:
+        pod_events = [
+            e for p in waiting[:MAX_PODS_ASKED] for e in kube.events(namespace, f"involvedObject.name={p['metadata']['name']}")
+        ]
+        # A NodeClaim is cluster-scoped: its events are in the default namespace.
+        claim_events = kube.events("default", f"reason={INSUFFICIENT_CAPACITY}")
+    except KubeError as exc:
+        return Check(model, "capacity", False, str(exc))
+    return evaluate_capacity(model, waiting, pod_events, claim_events, node_pool)
+
+
+# Enough to say why; a model waiting on many pods says the same of each.
+MAX_PODS_ASKED = 3
 
 
 def _restarts_check(

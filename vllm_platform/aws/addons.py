@@ -90,3 +90,20 @@ def pod_identity_role(
         opts=pulumi.ResourceOptions(parent=parent),
     )
     return role, association
+
+
+def service_role(
+    name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str], parent: pulumi.Resource
+) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    """A role an AWS service assumes (EKS, or EC2 for nodes), with AWS managed policies attached."""
+    opts = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        logical_name(IAM_ROLE, name), assume_role_policy=json.dumps(iam.service_trust_policy(service)), tags=tags, opts=opts
+    )
+    attachments = [
+        aws.iam.RolePolicyAttachment(
+            f"{name}-{policy}", role=role.name, policy_arn=iam.managed_policy_arn(partition, policy), opts=opts
+        )
+        for policy in policies
+    ]
+    return role, attachments

@@ -17,6 +17,8 @@ KMS_DELETION_WINDOW_DAYS = 30
 ACCESS_POLICIES = {"admin": "AmazonEKSClusterAdminPolicy", "viewer": "AmazonEKSAdminViewPolicy"}
 CLUSTER_POLICIES = ("AmazonEKSClusterPolicy",)
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly")
+# Karpenter's reference node role (its getting-started template) adds Systems Manager, for sessions on a node.
+KARPENTER_NODE_POLICIES = (*NODE_POLICIES, "AmazonSSMManagedInstanceCore")
 EBS_CSI_POLICY = "service-role/AmazonEBSCSIDriverPolicy"
 EXEC_API_VERSION = "client.authentication.k8s.io/v1beta1"
 

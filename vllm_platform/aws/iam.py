@@ -8,8 +8,6 @@ POLICY_VERSION = "2012-10-17"
 EKS_SERVICE = "eks.amazonaws.com"
 EC2_SERVICE = "ec2.amazonaws.com"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
-# The tag EKS puts on every managed node group's Auto Scaling group, valued "owned".
-AUTOSCALER_OWNER_TAG = "k8s.io/cluster-autoscaler/{cluster}"
 
 
 def managed_policy_arn(partition: str, name: str) -> str:
@@ -66,45 +64,4 @@ def sns_publish_policy(topic_arns: list[str]) -> dict[str, Any]:
     return {
         "Version": POLICY_VERSION,
         "Statement": [{"Sid": "PublishAlerts", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}],
-    }
-
-
-def cluster_autoscaler_policy(cluster: str, partition: str, region: str, account: str) -> dict[str, Any]:
-    """Read what the autoscaler must see; change only the Auto Scaling groups of this cluster's node groups."""
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [
-            {
-                "Sid": "Discover",
-                "Effect": "Allow",
-                "Action": [
-                    "autoscaling:DescribeAutoScalingGroups",
-                    "autoscaling:DescribeAutoScalingInstances",
-                    "autoscaling:DescribeLaunchConfigurations",
-                    "autoscaling:DescribeScalingActivities",
-                    "autoscaling:DescribeTags",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplateVersions",
-                    "ec2:GetInstanceTypesFromInstanceRequirements",
-                ],
-                # These Describe calls support no resource-level scoping.
-                "Resource": "*",
-            },
-            {
-                "Sid": "ReadNodeGroups",
-                "Effect": "Allow",
-                "Action": ["eks:DescribeNodegroup"],
-                "Resource": f"arn:{partition}:eks:{region}:{account}:nodegroup/{cluster}/*/*",
-            },
-            {
-                "Sid": "ScaleOwnGroups",
-                "Effect": "Allow",
-                "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
-                "Resource": f"arn:{partition}:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/*",
-                "Condition": {
-                    "StringEquals": {f"aws:ResourceTag/{AUTOSCALER_OWNER_TAG.format(cluster=cluster)}": "owned"}
-                },
-            },
-        ],
     }

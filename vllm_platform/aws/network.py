@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from vllm_platform.config.cluster import ANYWHERE, Cluster, NatGateways, Vpc
+from vllm_platform.contract import KARPENTER_DISCOVERY_TAG
 from vllm_platform.plan.plans import PoolPlan
 
 
@@ -22,8 +23,11 @@ class NetworkFacts:
     vpc_id: pulumi.Input[str]
     private_subnet_ids: list[pulumi.Input[str]]
     public_subnet_ids: list[pulumi.Input[str]]
-    # By pool name: the private subnets in zones where EC2 offers every instance type of the pool.
-    gpu_pool_subnet_ids: dict[str, list[pulumi.Input[str]]]
+    # By pool name: the cluster's zones where EC2 offers every instance type of the pool, in name order.
+    gpu_pool_zones: dict[str, list[str]]
+    # Whether the private subnets carry Karpenter's discovery tag already (a VPC this program made); an
+    # existing VPC's get it from the capacity layer.
+    discovery_tagged: bool
 
 
 def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -41,12 +45,14 @@ def subnet_cidrs(cidr: str, zones: int) -> tuple[list[str], list[str]]:
 
 
 def subnet_tags(cluster_name: str, public: bool, zone: str) -> dict[str, str]:
-    """Tags by which the AWS load balancer integrations pick subnets for this cluster."""
+    """Tags by which the AWS load balancer integrations pick subnets for this cluster, and Karpenter the
+    private ones its GPU nodes launch into."""
     role = "kubernetes.io/role/elb" if public else "kubernetes.io/role/internal-elb"
     return {
         "Name": f"{cluster_name}-{'public' if public else 'private'}-{zone}",
         role: "1",
         f"kubernetes.io/cluster/{cluster_name}": "shared",
+        **({} if public else {KARPENTER_DISCOVERY_TAG: cluster_name}),
     }
 
 
@@ -137,14 +143,14 @@ def _stop_on(problems: list[str]) -> None:
         raise pulumi.RunError("\n".join(problems))
 
 
-def _pool_subnets(
-    pools: Sequence[PoolPlan], subnet_ids: Sequence[pulumi.Input[str]], zones: Sequence[str], offered: Mapping[str, set[str]]
-) -> dict[str, list[pulumi.Input[str]]]:
-    subnets = {}
+def pool_zones(pools: Sequence[PoolPlan], zones: Sequence[str], offered: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    """Where each pool's nodes may launch: the cluster's zones that offer all its types; the first of them only
+    for a pool in a cluster placement group, which lives in one zone."""
+    found = {}
     for pool in pools:
-        fits = fitting_zones(pool, zones, offered)
-        subnets[pool.name] = [subnet for subnet, zone in zip(subnet_ids, zones) if zone in fits]
-    return subnets
+        fits = fitting_zones(pool, sorted(set(zones)), offered)
+        found[pool.name] = fits[:1] if pool.placement_group else fits
+    return found
 
 
 def create_network(
@@ -158,8 +164,8 @@ def create_network(
         subnet_zones = [aws.ec2.get_subnet(id=subnet).availability_zone for subnet in subnet_ids]
         way_out = "Add private subnets in one of them to cluster.vpc.privateSubnetIds, or use other instanceTypes"
         _stop_on(zone_problems(pools, sorted(set(subnet_zones)), offered, way_out, region))
-        pool_subnets = _pool_subnets(pools, subnet_ids, subnet_zones, offered)
-        return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), pool_subnets)
+        zones_of = pool_zones(pools, subnet_zones, offered)
+        return NetworkFacts(vpc_cfg.id, subnet_ids, list(vpc_cfg.public_subnet_ids), zones_of, discovery_tagged=False)
 
     # Before any resource: a pool no zone offers must stop the run with nothing created.
     zones = availability_zones(vpc_cfg, pools, offered, region)
@@ -241,7 +247,7 @@ def create_network(
         tags={**tags, "Name": f"{name}-s3"},
         opts=child,
     )
-    return NetworkFacts(vpc.id, private_ids, public_ids, _pool_subnets(pools, private_ids, zones, offered))
+    return NetworkFacts(vpc.id, private_ids, public_ids, pool_zones(pools, zones, offered), discovery_tagged=True)
 
 
 def network_outputs(facts: NetworkFacts) -> dict[str, Any]:

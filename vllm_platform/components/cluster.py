@@ -1,8 +1,8 @@
 """The cluster layer: an EKS cluster with GPU node pools, or an existing cluster; and the provider for it.
 
 Created mode (no `cluster.existing`): network, KMS key, EKS control plane with access entries,
-add-ons, node groups (`aws.nodes`), device plugin and autoscaler, and a kubernetes.Provider that
-authenticates with `aws eks get-token`.
+add-ons, the system node group (`aws.nodes`), the device plugin, Karpenter for the GPU pools
+(`components.capacity`), and a kubernetes.Provider that authenticates with `aws eks get-token`.
 Existing mode: no AWS resource at all; a provider from the referenced kubeconfig or context.
 """
 
@@ -16,7 +16,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from vllm_platform.aws import iam, nodes
-from vllm_platform.aws.addons import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, eks_addon, pod_identity_role
+from vllm_platform.aws.addons import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, eks_addon, pod_identity_role, service_role
 from vllm_platform.aws.eks import (
     ACCESS_POLICIES,
     CLUSTER_POLICIES,
@@ -33,12 +33,13 @@ from vllm_platform.aws.eks import (
 )
 from vllm_platform.aws.network import create_network, network_outputs
 from vllm_platform.catalog import PRICE_SOURCE
+from vllm_platform.components.capacity import AwsContext, GpuCapacity
 from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
-from vllm_platform.contract import KUBE_SYSTEM, MONITORING_NAMESPACE
+from vllm_platform.contract import KARPENTER_SERVICE_ACCOUNT, KUBE_SYSTEM, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting, cluster_addons
 from vllm_platform.names import IAM_ROLE_POLICY, logical_name
-from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, CLUSTER_AUTOSCALER, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
 
@@ -111,7 +112,7 @@ class PlatformCluster(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=cluster.protect),
         )
-        cluster_role, cluster_policies = self._service_role("cluster", iam.EKS_SERVICE, CLUSTER_POLICIES, partition, tags)
+        cluster_role, cluster_policies = service_role("cluster", iam.EKS_SERVICE, CLUSTER_POLICIES, partition, tags, self)
         encryption_grant = aws.iam.RolePolicy(
             "cluster-secrets-encryption",
             role=cluster_role.id,
@@ -186,7 +187,7 @@ class PlatformCluster(pulumi.ComponentResource):
             "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=access)
         )
 
-        node_role, node_policies = self._service_role("node", iam.EC2_SERVICE, NODE_POLICIES, partition, tags)
+        node_role, node_policies = service_role("node", iam.EC2_SERVICE, NODE_POLICIES, partition, tags, self)
         early_addons = [
             eks_addon(addon, eks.name, cluster.kubernetes_version, tags, child) for addon in ADDONS_BEFORE_NODES
         ]
@@ -194,19 +195,6 @@ class PlatformCluster(pulumi.ComponentResource):
         system = nodes.system_node_group(
             eks.name, eks.version, cluster.system_nodes, node_role.arn, network.private_subnet_ids, tags, self, before_nodes
         )
-        for pool in plan.pools:
-            nodes.gpu_node_group(
-                eks.name,
-                eks.version,
-                pool,
-                node_role.arn,
-                network.gpu_pool_subnet_ids[pool.name],
-                eks.vpc_config.cluster_security_group_id,
-                tags,
-                self,
-                before_nodes,
-            )
-
         ebs_role, ebs_identity = pod_identity_role(
             "ebs-csi-driver", eks.name, KUBE_SYSTEM, cluster_addons.EBS_CSI_SERVICE_ACCOUNT, tags, self
         )
@@ -225,20 +213,6 @@ class PlatformCluster(pulumi.ComponentResource):
                 )
             )
 
-        autoscaler_role, autoscaler_identity = pod_identity_role(
-            "cluster-autoscaler",
-            eks.name,
-            KUBE_SYSTEM,
-            cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
-            tags,
-            self,
-        )
-        autoscaler_policy = aws.iam.RolePolicy(
-            "cluster-autoscaler",
-            role=autoscaler_role.id,
-            policy=json.dumps(iam.cluster_autoscaler_policy(cluster.name, partition, region, caller.account_id)),
-            opts=child,
-        )
         weights_roles, weights_grants = self._model_weights_access(plan, eks.name, partition, tags)
         publish_grants = self._alert_publishing(plan, eks.name, tags)
         storage = self._storage_class(late_addons)
@@ -247,22 +221,21 @@ class PlatformCluster(pulumi.ComponentResource):
             cluster_addons.device_plugin_values(),
             pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[system]),
         )
-        autoscaler = helm_release(
-            CLUSTER_AUTOSCALER,
-            cluster_addons.cluster_autoscaler_values(cluster.name, region, cluster.kubernetes_version),
-            pulumi.ResourceOptions(
-                parent=self,
-                provider=self.provider,
-                depends_on=[system, *late_addons, autoscaler_identity, autoscaler_policy],
-            ),
+        capacity = GpuCapacity(
+            "gpu-capacity",
+            plan,
+            AwsContext(partition, region, caller.account_id, eks, key),
+            network,
+            self.provider,
+            tags,
+            after=[system, *late_addons],
+            opts=child,
         )
-
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
-        # Not the GPU node groups: a group whose instances EC2 cannot supply (a p4d, InsufficientInstanceCapacity)
-        # holds its own creation until it fails, and must hold nothing else; a model's pods wait for GPU nodes
-        # on their own, Pending, while the rest of the stack (system nodes, observability) comes up.
+        # Not a GPU node: one EC2 cannot supply (a p4d, InsufficientInstanceCapacity) holds only the pods that
+        # wait for it, Pending, while the rest of the stack (system nodes, observability) comes up.
         self.ready = [
-            system, *early_addons, *late_addons, storage, device_plugin, autoscaler, *access,
+            system, *early_addons, *late_addons, storage, device_plugin, *capacity.ready, *access,
             *weights_grants, *publish_grants,
         ]  # fmt: skip
         self.outputs = {
@@ -273,12 +246,13 @@ class PlatformCluster(pulumi.ComponentResource):
             "podIdentity": {
                 "agentAddon": "eks-pod-identity-agent",
                 "roleArns": {
-                    f"{KUBE_SYSTEM}/{cluster_addons.CLUSTER_AUTOSCALER_SERVICE_ACCOUNT}": autoscaler_role.arn,
+                    f"{KUBE_SYSTEM}/{KARPENTER_SERVICE_ACCOUNT}": capacity.controller_role.arn,
                     f"{KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
                     **{account: role.arn for account, role in weights_roles.items()},
                 },
             },
             "nodeRoleArn": node_role.arn,
+            "gpuNodeRoleArn": capacity.node_role.arn,
             **network_outputs(network),
             **cost_outputs(plan),
         }
@@ -317,27 +291,6 @@ class PlatformCluster(pulumi.ComponentResource):
             name, role=role.id, policy=json.dumps(iam.sns_publish_policy(topics)), opts=pulumi.ResourceOptions(parent=self)
         )
         return [association, policy]
-
-    def _service_role(
-        self, name: str, service: str, policies: tuple[str, ...], partition: str, tags: dict[str, str]
-    ) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
-        role = aws.iam.Role(
-            name,
-            assume_role_policy=json.dumps(iam.service_trust_policy(service)),
-            tags=tags,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-{policy}",
-                role=role.name,
-                policy_arn=iam.managed_policy_arn(partition, policy),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            for policy in policies
-        ]
-        return role, attachments
-
 
     def _storage_class(self, depends_on: list[pulumi.Resource]) -> k8s.storage.v1.StorageClass:
         manifest = cluster_addons.gp3_storage_class()

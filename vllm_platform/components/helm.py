@@ -33,15 +33,21 @@ def split_deletions(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return kept, deleted
 
 
-def helm_release(chart: Chart, values: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.helm.v3.Release:
-    """A release named after the chart's `release`, so the Service names it creates are predictable."""
+def helm_release(
+    chart: Chart, values: dict[str, Any], opts: pulumi.ResourceOptions, skip_crds: bool = False
+) -> k8s.helm.v3.Release:
+    """A release named after the chart's `release`, so the Service names it creates are predictable. An OCI
+    chart is named by its reference (`oci://registry/path/chart`), a repository's by name and repository.
+    `skip_crds`: the chart's crds/ are left out, for a chart whose CRDs another release installs and upgrades."""
     kept, deleted = split_deletions(values)
+    oci = chart.repository.startswith("oci://")
     return k8s.helm.v3.Release(
         chart.release,
         name=chart.release,
-        chart=chart.chart,
+        chart=f"{chart.repository}/{chart.chart}" if oci else chart.chart,
         version=chart.version,
-        repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+        repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
+        skip_crds=skip_crds or None,
         namespace=chart.namespace,
         create_namespace=False,
         values=kept,

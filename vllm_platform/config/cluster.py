@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -22,7 +22,8 @@ from vllm_platform.config.base import (
     duplicates,
 )
 from vllm_platform.config.secrets import set_command
-from vllm_platform.pins import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+from vllm_platform.contract import LABEL_MAX_LENGTH
+from vllm_platform.pins import DEFAULT_GPU_AMI_ALIAS, DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 ANYWHERE = "0.0.0.0/0"
 EC2_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+", re.ASCII)
@@ -33,22 +34,41 @@ SUBNET_ID = re.compile(r"subnet-([0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
 STACK_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 STACK_REFERENCE = re.compile(r"[\w.-]+/[\w.-]+/[\w.-]+", re.ASCII)
 IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", re.ASCII)
-# A pool's node group is named gpu-<name>- plus the provider's 26-character unique suffix, within EKS's 63.
-GPU_POOL_NAME_MAX_LENGTH = names.prefix_room(names.NODE_GROUP) - len(names.GPU_NODE_GROUP_PREFIX)
+# A pool's NodePool and EC2NodeClass are named gpu-<name>, a Kubernetes name of 63 characters at most.
+GPU_POOL_NAME_MAX_LENGTH = LABEL_MAX_LENGTH - len(names.GPU_POOL_PREFIX)
+
+
+# Karpenter's controller runs on the system nodes, one replica to a node (its chart's pod anti-affinity),
+# never on a node it launched: with fewer system nodes a replica stays Pending and its Helm release never
+# becomes ready.
+KARPENTER_REPLICAS = 2
 
 
 class SystemNodes(Section):
-    """The managed node group for the add-ons, Prometheus and KEDA: label `node-type: system`, no taint."""
+    """The managed node group for the add-ons, Prometheus, KEDA and Karpenter: label `node-type: system`, no taint."""
 
     instance_type: StrictStr = Field("m6i.large", description="EC2 instance type of the system nodes")
-    min_size: StrictInt = Field(2, ge=1, description="nodes at least")
-    max_size: StrictInt = Field(3, ge=1, description="nodes at most")
+    min_size: StrictInt = Field(
+        KARPENTER_REPLICAS,
+        description=f"nodes at least; {KARPENTER_REPLICAS} or more: Karpenter's {KARPENTER_REPLICAS} controller replicas run one to a system node",
+    )
+    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, description="nodes at most")
     root_volume_gib: StrictInt = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
 
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, value: str) -> str:
         return check_pattern(value, EC2_INSTANCE_TYPE, "an EC2 instance type such as m6i.large")
+
+    @field_validator("min_size")
+    @classmethod
+    def _holds_karpenter(cls, value: int) -> int:
+        if value < KARPENTER_REPLICAS:
+            raise ValueError(
+                f"{value} is below {KARPENTER_REPLICAS}: Karpenter's {KARPENTER_REPLICAS} controller replicas run one "
+                "to a system node, never on a GPU node it launched"
+            )
+        return value
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "SystemNodes":
@@ -184,25 +204,100 @@ class Endpoint(Section):
         return self
 
 
-class CapacityType(StrEnum):
-    ON_DEMAND = "ON_DEMAND"
-    SPOT = "SPOT"
+class CapacityKind(StrEnum):
+    """Karpenter's capacity types (karpenter.sh/capacity-type): capacity reservations (ODCRs and Capacity
+    Blocks for ML), spot, on-demand."""
+
+    RESERVED = "reserved"
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+# Karpenter's own order among the types a NodePool allows; it launches the first that has an offering left.
+CAPACITY_PREFERENCE = (CapacityKind.RESERVED, CapacityKind.SPOT, CapacityKind.ON_DEMAND)
+CAPACITY_RESERVATION_ID = re.compile(r"cr-[0-9a-z]+", re.ASCII)
+KARPENTER_DURATION = re.compile(r"([0-9]+(s|m|h))+|Never", re.ASCII)
+
+
+class CapacityReservation(Section):
+    """One `capacityReservationSelectorTerms` entry of the pool's EC2NodeClass: an ODCR or a Capacity Block
+    (EC2 models both as capacity reservations), by id or by tags."""
+
+    id: Optional[StrictStr] = Field(None, description="a capacity reservation id, `cr-...`")
+    tags: Optional[dict[StrictStr, StrictStr]] = Field(None, description="tags that select reservations, such as `{team: llm}`")
+
+    @field_validator("id")
+    @classmethod
+    def _reservation_id(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_pattern(value, CAPACITY_RESERVATION_ID, "a capacity reservation id such as cr-0123456789abcdef0")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> "CapacityReservation":
+        if (self.id is None) == (not self.tags):
+            raise ValueError("a capacity reservation is selected by id or by tags, exactly one of the two")
+        return self
+
+    def selector_term(self) -> dict[str, Any]:
+        return {"id": self.id} if self.id else {"tags": dict(self.tags or {})}
 
 
 class GpuNodePool(Section):
     name: StrictStr = Field(
         description=(
-            f"DNS-1123 label of at most {GPU_POOL_NAME_MAX_LENGTH} characters (its node group is named `gpu-<name>-` plus "
-            "a unique suffix, so a replacement can run next to the group it replaces); the `gpu-pool` label of its nodes"
+            f"DNS-1123 label of at most {GPU_POOL_NAME_MAX_LENGTH} characters: its Karpenter NodePool and EC2NodeClass "
+            "are `gpu-<name>`, and its nodes' `gpu-pool` label is the name"
         )
     )
     instance_types: list[StrictStr] = Field(
         min_length=1,
-        description=f"catalog types ({', '.join(INSTANCE_TYPES)}), all with the same GPU model and count",
+        description=(
+            f"catalog types ({', '.join(INSTANCE_TYPES)}), all with the same GPU model and count; Karpenter launches "
+            "whichever of them has capacity, and every model of the pool must fit the smallest (the fit checks use it)"
+        ),
     )
-    min_size: StrictInt = Field(0, ge=0, description="nodes the autoscaler keeps at least")
-    max_size: StrictInt = Field(ge=1, description="nodes the autoscaler adds at most")
-    capacity_type: CapacityType = Field(CapacityType.ON_DEMAND, description="`ON_DEMAND`, or `SPOT`")
+    min_size: StrictInt = Field(
+        0,
+        ge=0,
+        description=(
+            "only 0: Karpenter keeps no idle nodes. A node stays while a pod needs it, so the models' `replicas.min` "
+            "hold the pool's nodes; a value above 0 is refused, saying so"
+        ),
+    )
+    max_size: StrictInt = Field(
+        ge=1,
+        description=(
+            "nodes at most: the NodePool's `limits` (`nvidia.com/gpu` and `cpu` of that many of its widest type), the "
+            "hard cap on what the pool can cost"
+        ),
+    )
+    capacity_types: list[CapacityKind] = Field(
+        [CapacityKind.ON_DEMAND],
+        min_length=1,
+        description=(
+            "what Karpenter may launch, in its order of preference: `reserved` (the pool's `capacityReservations`), "
+            "`spot`, `on-demand`. It always tries them in that order, each type's every offering (type × zone) "
+            "before the next, so the list must be written in that order; a type left out is never used (`[spot]` "
+            "has no on-demand fallback)"
+        ),
+    )
+    capacity_reservations: list[CapacityReservation] = Field(
+        [],
+        description="with `reserved` in `capacityTypes`: the ODCRs or Capacity Blocks to launch into, by `id` or `tags`",
+    )
+    consolidate_after: StrictStr = Field(
+        "20m",
+        description=(
+            "how long a GPU node stays empty before Karpenter removes it (`Never` keeps it). Only empty nodes go: a "
+            "node that serves a model is never drained to save money"
+        ),
+    )
+    expire_after: StrictStr = Field(
+        "720h",
+        description=(
+            "a node's lifetime (`Never`: forever): past it Karpenter replaces the node, draining it within the "
+            "models' grace periods, so the pool picks up newer AMIs and patches"
+        ),
+    )
     root_volume_gib: StrictInt = Field(
         200,
         ge=50,
@@ -228,8 +323,8 @@ class GpuNodePool(Section):
         check_label(value, DNS_1123_LABEL, "DNS-1123 label")
         if len(value) > GPU_POOL_NAME_MAX_LENGTH:
             raise ValueError(
-                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its node group name "
-                f"gpu-{value}- and a 26-character unique suffix must fit EKS's 63"
+                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its NodePool's name "
+                f"gpu-{value} must be a Kubernetes name of 63 at most"
             )
         return value
 
@@ -245,9 +340,52 @@ class GpuNodePool(Section):
             raise ValueError(f"all types in one pool need the same GPU model and count, got {described}")
         return values
 
+    @model_validator(mode="before")
+    @classmethod
+    def _capacity_type_is_gone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "capacityType" in data:
+            raise ValueError(
+                "capacityType is replaced by capacityTypes, Karpenter's list in its order of preference: ON_DEMAND "
+                "is capacityTypes: [on-demand], SPOT is [spot], and [spot, on-demand] falls back to on-demand"
+            )
+        return data
+
+    @field_validator("min_size")
+    @classmethod
+    def _no_idle_minimum(cls, value: int) -> int:
+        if value > 0:
+            raise ValueError(
+                f"{value}: Karpenter keeps no idle minimum; a node stays while a pod needs it, so the models' "
+                "replicas.min hold the pool's nodes. Raise replicas.min of a model on the pool instead, and remove minSize"
+            )
+        return value
+
+    @field_validator("capacity_types")
+    @classmethod
+    def _in_karpenters_order(cls, values: list[CapacityKind]) -> list[CapacityKind]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"{', '.join(values)} names a capacity type twice")
+        ordered = sorted(values, key=CAPACITY_PREFERENCE.index)
+        if values != ordered:
+            raise ValueError(
+                f"[{', '.join(values)}] is not the order Karpenter tries them in (reserved, then spot, then on-demand); "
+                f"write [{', '.join(ordered)}]"
+            )
+        return values
+
+    @field_validator("consolidate_after", "expire_after")
+    @classmethod
+    def _karpenter_duration(cls, value: str) -> str:
+        return check_pattern(value, KARPENTER_DURATION, "a duration such as 20m, 720h or 1h30m, or Never")
+
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "GpuNodePool":
         check_ordered(self.min_size, self.max_size)
+        reserved = CapacityKind.RESERVED in self.capacity_types
+        if reserved and not self.capacity_reservations:
+            raise ValueError("capacityTypes has reserved but capacityReservations is empty: name the ODCRs or Capacity Blocks")
+        if self.capacity_reservations and not reserved:
+            raise ValueError("capacityReservations are used only with reserved in capacityTypes; add it first in the list")
         if self.efa and not all(INSTANCE_TYPES[t].gpu_count == 8 for t in self.instance_types):
             raise ValueError("efa is for 8-GPU types (g5.48xlarge, p4d, p4de, p5) that serve across nodes")
         return self
@@ -296,7 +434,10 @@ class ExistingCluster(Section):
 # Keys that only shape a cluster the program creates.
 CREATED_CLUSTER_KEYS = (
     "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
+    "gpu_ami_alias",
 )  # fmt: skip
+# An AL2023 release, never `latest`: a new AMI must come with a reviewed change, not on its own.
+AMI_ALIAS = re.compile(r"al2023@v20[0-9]{6}", re.ASCII)
 
 
 class SupportType(StrEnum):
@@ -318,11 +459,10 @@ class Cluster(Section):
         DEFAULT_KUBERNETES_VERSION,
         description=(
             f"EKS minor version: `\"{SUPPORTED_KUBERNETES_VERSIONS[0]}\"` to `\"{SUPPORTED_KUBERNETES_VERSIONS[-1]}\"`, "
-            "the minors a cluster-autoscaler image is pinned for (the autoscaler supports only the minor it was built "
-            "for; any other version is refused); also the schema version the render is validated against. Raising it "
-            "upgrades the control plane, then the add-ons to their default versions for the new minor (the most recent "
-            "where AWS marks none) and the node "
-            "groups (rolling, one node at a time); EKS moves one minor per update"
+            "the minors Karpenter 1.14 supports that EKS offers (any other is refused); also the schema version the "
+            "render is validated against. Raising it upgrades the control plane, then the add-ons to their default "
+            "versions for the new minor (the most recent where AWS marks none) and the system node group (rolling, one "
+            "node at a time); Karpenter replaces the GPU nodes as drifted, one at a time. EKS moves one minor per update"
         ),
     )
     # STANDARD: at the end of standard support AWS upgrades the control plane itself. EXTENDED keeps
@@ -336,9 +476,17 @@ class Cluster(Section):
             "version stays for another 12 months, and the control plane then costs $0.60/h instead of $0.10/h"
         ),
     )
+    gpu_ami_alias: StrictStr = Field(
+        DEFAULT_GPU_AMI_ALIAS,
+        description=(
+            "the AMI of the GPU nodes, as a Karpenter alias pinned to an EKS AL2023 release (`al2023@vYYYYMMDD`, never "
+            "`latest`); Karpenter picks its NVIDIA variant for GPU types. A new release replaces the nodes as drifted, "
+            "one at a time, each drained within its models' grace periods"
+        ),
+    )
     vpc: Vpc = Field(Vpc(), description="the network the cluster runs in (see the `cluster.vpc` keys)")
     endpoint: Endpoint = Field(Endpoint(), description="who reaches the API server")
-    system_nodes: SystemNodes = Field(SystemNodes(), description="the managed node group for the add-ons, Prometheus and KEDA")
+    system_nodes: SystemNodes = Field(SystemNodes(), description="the managed node group for the add-ons, Prometheus, KEDA and Karpenter")
     gpu_node_pools: list[GpuNodePool] = Field([], description="the GPU node pools (see the `cluster.gpuNodePools[]` keys)")
     protect: StrictBool = Field(
         False, description="Pulumi `protect` on the cluster, VPC and KMS key, and EKS deletion protection on the cluster"
@@ -428,13 +576,18 @@ class Cluster(Section):
     def _name_is_label(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else check_label(value, DNS_1123_LABEL, "DNS-1123 label")
 
+    @field_validator("gpu_ami_alias")
+    @classmethod
+    def _pinned_ami(cls, value: str) -> str:
+        return check_pattern(value, AMI_ALIAS, f"an AL2023 release alias such as {DEFAULT_GPU_AMI_ALIAS} (never latest)")
+
     @field_validator("kubernetes_version")
     @classmethod
     def _supported_version(cls, value: str) -> str:
         if value not in SUPPORTED_KUBERNETES_VERSIONS:
             raise ValueError(
                 f"{value!r} is not a Kubernetes minor version this platform supports: "
-                f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (those with a cluster-autoscaler image pinned), "
+                f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (those Karpenter 1.14 supports that EKS offers), "
                 f"written like \"1.34\""
             )
         return value

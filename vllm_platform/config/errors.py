@@ -48,6 +48,8 @@ EXPECTED = {
     "model_type": "a mapping of keys",
     "dict_type": "a mapping of keys",
 }
+# Pydantic's bounds name the limit; the message adds the value given.
+BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
 
 
 def describe_value(value: Any, secret: bool) -> str:
@@ -78,5 +80,7 @@ def pydantic_problems(error: ValidationError, raw: Any, is_secret: Callable[[tup
             message = "is required"
         elif item["type"] in EXPECTED:
             message = f"must be {EXPECTED[item['type']]}, not {describe_value(item['input'], is_secret(loc))}"
+        elif item["type"] in BOUNDS:
+            message = f"{message}, not {describe_value(item['input'], is_secret(loc))}"
         problems.append(f"{where}: {message}")
     return problems

@@ -58,6 +58,10 @@ class Taint(NamedTuple):
 
 
 GPU_TAINT = Taint(GPU_RESOURCE, "true", "NoSchedule")
+# Karpenter launches the GPU nodes: its controller's ServiceAccount, and the tag by which every EC2NodeClass
+# finds the cluster's private subnets and security group.
+KARPENTER_SERVICE_ACCOUNT = "karpenter"
+KARPENTER_DISCOVERY_TAG = "karpenter.sh/discovery"
 
 # The serving contract of every model, vLLM or the simulator: one named port; vLLM opens it only once
 # weights, KV cache and CUDA graphs are ready, and lists the model on READINESS_PATH from then on.

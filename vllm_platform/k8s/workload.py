@@ -215,6 +215,8 @@ def deployment(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
             "metadata": {
                 "labels": labels(model),
                 # A serving pod is never evicted to consolidate nodes; the model's autoscaler alone removes it.
+                # This stack's Karpenter pools consolidate only empty nodes; on an existing cluster whose
+                # nodes cluster-autoscaler scales, this annotation is what keeps it from repacking them.
                 "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
             },
             "spec": {

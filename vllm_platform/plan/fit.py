@@ -167,17 +167,19 @@ def tensor_parallel_problems(model: Model, pool: GpuNodePool) -> list[str]:
 def resource_problems(sized: ModelSizing) -> list[str]:
     model, pool, instance = sized.model, sized.pool, sized.instance
     where, problems = f"models[{model.name}]", []
+    # Karpenter may launch any type of the pool's list, so a pod must fit the smallest of them.
+    larger = f"take {instance.name} out of the pool's instanceTypes" if len(pool.instance_types) > 1 else "use a larger type"
     if model.resources:
         cpu_limit, memory_limit = allocatable_cpu_millis(instance), allocatable_memory_mib(instance)
         if sized.pod.cpu_millis > cpu_limit:
             problems.append(
                 f"{where}.resources.cpu: {model.resources.cpu} exceeds the {format_cpu(cpu_limit)} CPU "
-                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
+                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or {larger}"
             )
         if sized.pod.memory_mib > memory_limit:
             problems.append(
                 f"{where}.resources.memory: {model.resources.memory} exceeds the {memory_limit}Mi "
-                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or use a larger type"
+                f"a {instance.name} in pool {pool.name} can allocate to one pod; lower it or {larger}"
             )
         floor = sizing.tensor_parallel_memory_floor_mib(model.tensor_parallel_size)
         if model.tensor_parallel_size > 1 and sized.pod.memory_mib < floor:

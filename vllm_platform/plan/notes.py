@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vllm_platform.catalog import ELASTIC_IPS, GPU_VCPU_QUOTAS, INSTANCE_TYPES, Quota, quota_family, smallest
-from vllm_platform.config.cluster import GpuNodePool, NatGateways
+from vllm_platform.config.cluster import CapacityKind, GpuNodePool, NatGateways
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE
@@ -100,10 +100,14 @@ def quota_needs(plan: Plan) -> list[tuple[Quota, int]]:
         needs.append((ELASTIC_IPS, vpc.zone_count if vpc.nat_gateways is NatGateways.PER_AZ else 1))
     vcpus: dict[Quota, int] = {}
     for pool in plan.pools:
+        # Instances in a capacity reservation count against the on-demand quota; a pool that may use spot
+        # needs the spot quota as well, at its maxSize, since it can run on either.
+        purchases = sorted({"SPOT" if kind == CapacityKind.SPOT else "ON_DEMAND" for kind in pool.capacity_types})
         for family in sorted({quota_family(t) for t in pool.instance_types}):
-            quota = GPU_VCPU_QUOTAS[(family, pool.capacity_type.value)]
             widest = max(INSTANCE_TYPES[t].vcpu for t in pool.instance_types if quota_family(t) == family)
-            vcpus[quota] = vcpus.get(quota, 0) + widest * pool.max_size
+            for purchase in purchases:
+                quota = GPU_VCPU_QUOTAS[(family, purchase)]
+                vcpus[quota] = vcpus.get(quota, 0) + widest * pool.max_size
     return needs + sorted(vcpus.items(), key=lambda item: item[0].code)
 
 
@@ -122,7 +126,8 @@ def quota_notes(plan: Plan) -> tuple[list[str], list[str]]:
         "EC2 quotas this stack draws on in its Region, at every pool's maxSize: " + "; ".join(described) + ". Check one "
         "with `aws service-quotas get-service-quota --service-code ec2 --quota-code CODE`, raise it with "
         "`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code CODE --desired-value N` "
-        "(vCPUs, not instances); until then EC2 refuses the nodes and the pool's node group waits, then fails"
+        "(vCPUs, not instances); until then EC2 refuses the nodes (VcpuLimitExceeded): Karpenter tries the pool's next "
+        "capacity type, retries every 3 minutes, and the pool's models stay Pending"
     ]
     warnings = [
         f"cluster.vpc: {amount} NAT gateways need {amount} Elastic IPs, above the default quota of {quota.default} per "

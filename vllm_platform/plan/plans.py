@@ -6,10 +6,9 @@ Every field is resolved once, by `resolve.resolve`; builders read them and compu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
-from vllm_platform.config.cluster import CapacityType
 from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
@@ -22,9 +21,14 @@ class PoolPlan:
     instance_types: tuple[str, ...]
     # The smallest of its types: every fit check holds on whichever type launches.
     instance: InstanceType
-    min_size: int
     max_size: int
-    capacity_type: CapacityType
+    # Karpenter's capacity types, in its order of preference, and the capacity reservations' selector terms.
+    capacity_types: tuple[str, ...]
+    capacity_reservations: tuple[dict[str, Any], ...]
+    consolidate_after: str
+    expire_after: str
+    # The NodePool's terminationGracePeriod: the longest drain of a model on the pool.
+    drain_seconds: int
     root_volume_gib: int
     efa_interfaces: int
     placement_group: bool

@@ -19,25 +19,38 @@ from vllm_platform.contract import needs_shared_memory
 from vllm_platform.plan import fit, notes, serving, sizing
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
-# From "pod created" to "container started" on a GPU node scaled up from zero: instance boot,
-# node join, device plugin registration and a ~10 GB vLLM image pull.
-NODE_PROVISIONING_SECONDS = 600
+# How long a GPU node's drain may take where no model runs on its pool yet.
+MIN_NODE_DRAIN_SECONDS = 300
 # What a simulated model's pod requests: the simulator is a small Go server.
 SIMULATOR_RESOURCES = sizing.PodResources(cpu_millis=250, memory_mib=256)
 
 
-def pool_plan(pool: GpuNodePool, nodes_at_max: int) -> PoolPlan:
+def _timings(model: Model, params: Optional[float], simulated: bool) -> tuple[int, int, int, int]:
+    """(termination grace, startup budget, cold start, rollout wave) of one model, in seconds."""
+    budget = serving.startup_budget_seconds(model, params, simulated)
+    cold_start = sizing.NODE_PROVISIONING_SECONDS + budget
+    grace = serving.termination_grace_seconds(model)
+    return grace, budget, cold_start, grace + cold_start
+
+
+def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing]) -> PoolPlan:
+    # A node's drain may wait for a replacement replica to come up (the PDB lets one go at a time), then for
+    # the pod's own grace: one rollout wave of the slowest model on the pool.
+    drain = max((_timings(s.model, s.parameters_billions, False)[3] for s in sized), default=MIN_NODE_DRAIN_SECONDS)
     return PoolPlan(
         name=pool.name,
         instance_types=tuple(pool.instance_types),
         instance=smallest(pool.instance_types),
-        min_size=pool.min_size,
         max_size=pool.max_size,
-        capacity_type=pool.capacity_type,
+        capacity_types=tuple(pool.capacity_types),
+        capacity_reservations=tuple(r.selector_term() for r in pool.capacity_reservations),
+        consolidate_after=pool.consolidate_after,
+        expire_after=pool.expire_after,
+        drain_seconds=drain,
         root_volume_gib=pool.root_volume_gib,
         efa_interfaces=min(EFA_INTERFACES.get(t, 0) for t in pool.instance_types) if pool.efa else 0,
         placement_group=pool.placement_group,
-        nodes_at_max=nodes_at_max,
+        nodes_at_max=sum(s.nodes_for(s.model.replicas.max) for s in sized),
     )
 
 
@@ -53,10 +66,7 @@ def _model_plan(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizi
     params = sized.parameters_billions if sized else fit.parameters_billions(model)
     surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
     step = serving.rolling_update(surge_room)
-    budget = serving.startup_budget_seconds(model, params, simulated)
-    cold_start = NODE_PROVISIONING_SECONDS + budget
-    grace = serving.termination_grace_seconds(model)
-    wave = grace + cold_start
+    grace, budget, cold_start, wave = _timings(model, params, simulated)
     return ModelPlan(
         name=model.name,
         namespace=cfg.namespace,
@@ -106,10 +116,7 @@ def resolve(cfg: PlatformConfig) -> Plan:
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
     if problems:
         raise ConfigError(problems)
-    pool_plans = {
-        p.name: pool_plan(p, sum(s.nodes_for(s.model.replicas.max) for s in sized_on.get(p.name, [])))
-        for p in cfg.cluster.gpu_node_pools
-    }
+    pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, [])) for p in cfg.cluster.gpu_node_pools}
     models = tuple(
         _model_plan(cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None)
         for m in cfg.models

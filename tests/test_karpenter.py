@@ -1,0 +1,250 @@
+"""The GPU pools on Karpenter: NodePools and EC2NodeClasses as the config describes them, the controller's IAM
+scoped as Karpenter's reference scopes it, and the interruption queue wired to its rules."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tools import mocks, schemas
+from vllm_platform.aws import karpenter as policies
+from vllm_platform.contract import GPU_POOL_LABEL, GPU_TAINT, KARPENTER_DISCOVERY_TAG
+from vllm_platform.k8s import karpenter
+
+CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
+# IAM's limit on all of a role's inline policies together, in characters without whitespace.
+INLINE_POLICIES_MAX_CHARS = 10240
+
+
+def one(rendering: Any, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [m for m in objects_of(rendering, kind) if m["metadata"]["name"] == name]
+    return found
+
+
+def requirement(pool: dict[str, Any], key: str) -> list[str]:
+    (found,) = [r for r in pool["spec"]["template"]["spec"]["requirements"] if r["key"] == key]
+    assert found["operator"] == "In"
+    return found["values"]
+
+
+def aws_inputs(rendering: Any, type_: str) -> list[Any]:
+    return [r for r in rendering.resources if r.type == type_]
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_every_gpu_pool_has_a_node_pool_and_a_node_class_valid_against_karpenters_crds(stack: str, crd_dir: Path) -> None:
+    rendering = rendered_stack(stack)
+    pools = {p["metadata"]["name"] for p in objects_of(rendering, "NodePool")}
+    classes = {c["metadata"]["name"] for c in objects_of(rendering, "EC2NodeClass")}
+    assert pools == classes == {f"gpu-{p.name}" for p in rendering.plan.pools}
+    custom = [*objects_of(rendering, "NodePool"), *objects_of(rendering, "EC2NodeClass")]
+    assert schemas.validate_manifests(custom, rendering.config.cluster.kubernetes_version, crd_dir) == []
+    broken = json.loads(json.dumps(custom[0]))
+    broken["spec"]["disruption"]["consolidationPolicy"] = "Never"
+    assert schemas.validate_manifests([broken], "1.34", crd_dir)
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_node_pools_keep_the_node_contract_and_the_pools_bounds(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    for pool in rendering.plan.pools:
+        manifest = one(rendering, "NodePool", f"gpu-{pool.name}")
+        template = manifest["spec"]["template"]
+        assert template["metadata"]["labels"] == {"node-type": "gpu", GPU_POOL_LABEL: pool.name, "nvidia.com/gpu.present": "true"}
+        assert template["spec"]["taints"] == [GPU_TAINT.manifest()]
+        assert requirement(manifest, "node.kubernetes.io/instance-type") == list(pool.instance_types)
+        assert requirement(manifest, "karpenter.sh/capacity-type") == list(pool.capacity_types)
+        assert manifest["spec"]["limits"]["nvidia.com/gpu"] == str(pool.max_size * pool.gpus_per_node)
+        assert template["spec"]["nodeClassRef"] == {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": f"gpu-{pool.name}"}
+        # The cost output is the limit, at on-demand prices: the same maxSize nodes.
+        assert rendering.outputs["gpuPools"][pool.name]["maxGpus"] == pool.max_size * pool.gpus_per_node
+
+
+def test_a_pool_launches_only_in_the_zones_that_offer_all_its_types() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:cluster"]["vpc"] = {"zones": ["us-west-2a", "us-west-2b", "us-west-2d"]}
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [
+        {"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2},
+        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "placementGroup": True},
+    ]
+    rendering = render_document(document)
+    # us-west-2d (usw2-az4) offers p4d but no g5, in the dated offerings table.
+    assert requirement(one(rendering, "NodePool", "gpu-g5"), "topology.kubernetes.io/zone") == ["us-west-2a", "us-west-2b"]
+    # A cluster placement group lives in one zone.
+    assert requirement(one(rendering, "NodePool", "gpu-p4d"), "topology.kubernetes.io/zone") == ["us-west-2a"]
+    (group,) = aws_inputs(rendering, "aws:ec2/placementGroup:PlacementGroup")
+    assert group.inputs["strategy"] == "cluster" and "name" not in group.inputs, "a fixed name blocks replacement"
+    assert one(rendering, "EC2NodeClass", "gpu-p4d")["spec"]["placementGroupSelector"] == {"name": f"gpu-p4d-{mocks.FAKE_NAME_SUFFIX}"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_node_classes_pin_the_ami_require_imdsv2_and_encrypt_with_the_platform_key(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    key_arn = mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {})["arn"]
+    (node_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter-node"]
+    for pool in rendering.plan.pools:
+        spec = one(rendering, "EC2NodeClass", f"gpu-{pool.name}")["spec"]
+        assert spec["amiSelectorTerms"] == [{"alias": rendering.config.cluster.gpu_ami_alias}]
+        assert re.fullmatch(r"al2023@v20\d{6}", rendering.config.cluster.gpu_ami_alias)
+        assert spec["metadataOptions"]["httpTokens"] == "required" and spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
+        (root,) = spec["blockDeviceMappings"]
+        assert root["rootVolume"] is True
+        assert root["ebs"] == {
+            "volumeSize": f"{pool.root_volume_gib}Gi", "volumeType": "gp3", "iops": 6000, "throughput": 500,
+            "encrypted": True, "kmsKeyID": key_arn, "deleteOnTermination": True,
+        }  # fmt: skip
+        discovery = {"tags": {KARPENTER_DISCOVERY_TAG: rendering.config.cluster.name}}
+        assert spec["subnetSelectorTerms"] == spec["securityGroupSelectorTerms"] == [discovery]
+        assert spec["role"] == mocks.FAKE_STATE["aws:iam/role:Role"](node_role.name, node_role.inputs)["name"]
+        assert not [k for k in spec["tags"] if k.startswith(karpenter.RESTRICTED_TAG_PREFIXES)]
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_subnets_and_the_cluster_security_group_carry_the_discovery_tag(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    name = rendering.config.cluster.name
+    private = [r for r in aws_inputs(rendering, "aws:ec2/subnet:Subnet") if r.name.startswith("private-")]
+    assert private and all(s.inputs["tags"][KARPENTER_DISCOVERY_TAG] == name for s in private)
+    public = [r for r in aws_inputs(rendering, "aws:ec2/subnet:Subnet") if r.name.startswith("public-")]
+    assert not [s for s in public if KARPENTER_DISCOVERY_TAG in s.inputs["tags"]], "GPU nodes stay off the public subnets"
+    (tag,) = aws_inputs(rendering, "aws:ec2/tag:Tag")
+    assert tag.inputs == {"resourceId": "sg-0eks0cluster0000", "key": KARPENTER_DISCOVERY_TAG, "value": name}
+
+
+def test_an_existing_vpcs_private_subnets_get_the_discovery_tag_from_the_program() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:cluster"]["vpc"] = {
+        "id": "vpc-0123456789abcdef0", "privateSubnetIds": ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"],
+    }  # fmt: skip
+    tagged = {t.inputs["resourceId"] for t in aws_inputs(render_document(document), "aws:ec2/tag:Tag")}
+    assert tagged == {"sg-0eks0cluster0000", "subnet-0123456789abcdefa", "subnet-0123456789abcdefb"}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_disruption_never_repacks_a_serving_node_nor_cuts_a_drain_short(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    for pool in rendering.plan.pools:
+        manifest = one(rendering, "NodePool", f"gpu-{pool.name}")
+        disruption = manifest["spec"]["disruption"]
+        assert disruption["consolidationPolicy"] == "WhenEmpty"
+        assert disruption["budgets"] == [{"nodes": "1"}]
+        grace = int(manifest["spec"]["template"]["spec"]["terminationGracePeriod"].removesuffix("s"))
+        for model in [m for m in rendering.plan.models if m.pool is not None and m.pool.name == pool.name]:
+            assert grace >= model.termination_grace_seconds, model.name
+            assert grace >= model.rollout_wave_seconds, "room for a replacement to come up before the PDB lets go"
+
+
+def test_a_spot_only_pool_gets_no_on_demand_fallback_unless_it_asks() -> None:
+    def capacity(types: list[str]) -> list[str]:
+        document = minimal_document()
+        document["config"]["vllm-platform:cluster"]["gpuNodePools"][0]["capacityTypes"] = types
+        return requirement(one(render_document(document), "NodePool", "gpu-g5"), "karpenter.sh/capacity-type")
+
+    assert capacity(["spot"]) == ["spot"]
+    assert capacity(["spot", "on-demand"]) == ["spot", "on-demand"]
+
+
+def test_prods_p4d_falls_back_from_its_reservation_to_on_demand_and_g5_from_spot() -> None:
+    rendering = rendered_stack("prod")
+    p4d = one(rendering, "NodePool", "gpu-p4d")
+    assert requirement(p4d, "karpenter.sh/capacity-type") == ["reserved", "on-demand"]
+    assert one(rendering, "EC2NodeClass", "gpu-p4d")["spec"]["capacityReservationSelectorTerms"] == [{"id": "cr-0123456789abcdef0"}]
+    assert requirement(one(rendering, "NodePool", "gpu-g5"), "karpenter.sh/capacity-type") == ["spot", "on-demand"]
+    assert rendering.outputs["gpuPools"]["p4d"]["capacityReservations"] == ["cr-0123456789abcdef0"]
+    assert rendering.outputs["gpuPools"]["g5"]["capacityTypes"] == ["spot", "on-demand"]
+
+
+def test_efa_gives_every_network_card_an_efa_interface() -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"] = [
+        {"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 2, "rootVolumeGiB": 300, "efa": True}
+    ]
+    document["config"]["vllm-platform:models"] = [{"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "p4d"}]
+    interfaces = one(render_document(document), "EC2NodeClass", "gpu-p4d")["spec"]["networkInterfaces"]
+    assert interfaces[0] == {"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}
+    assert [(i["networkCardIndex"], i["interfaceType"]) for i in interfaces[1:]] == [(card, "efa-only") for card in range(4)]
+
+
+# --- IAM, the queue and its rules ------------------------------------------------------------------
+
+
+def controller_documents(rendering: Any) -> dict[str, dict[str, Any]]:
+    return {
+        name: json.loads(r.inputs["policy"])
+        for r in aws_inputs(rendering, "aws:iam/rolePolicy:RolePolicy")
+        if (name := r.name.removeprefix("karpenter-")) in policies.CONTROLLER_POLICY_NAMES and r.name.startswith("karpenter-")
+    }
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_scopes_it(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    name = rendering.config.cluster.name
+    documents = controller_documents(rendering)
+    assert sorted(documents) == sorted(policies.CONTROLLER_POLICY_NAMES)
+    statements = {s["Sid"]: s for d in documents.values() for s in d["Statement"]}
+    owned = f"aws:ResourceTag/kubernetes.io/cluster/{name}"
+    for sid in ("AllowScopedEC2LaunchTemplateAccessActions", "AllowScopedResourceTagging", "AllowScopedDeletion"):
+        assert statements[sid]["Condition"]["StringEquals"][owned] == "owned", sid
+    for sid in ("AllowScopedEC2InstanceActionsWithTags", "AllowScopedResourceCreationTagging", "AllowScopedInstanceProfileCreationActions"):
+        assert statements[sid]["Condition"]["StringEquals"]["aws:RequestTag/eks:eks-cluster-name"] == name, sid
+    (node_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter-node"]
+    assert statements["AllowPassingInstanceRole"]["Resource"] == mocks._fake_arn("aws:iam/role:Role", node_role.name)
+    assert statements["AllowAPIServerEndpointDiscovery"]["Resource"] == f"arn:aws:eks:us-west-2:123456789012:cluster/{name}"
+    (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
+    assert statements["AllowInterruptionQueueActions"]["Resource"] == mocks._fake_arn("aws:sqs/queue:Queue", queue.name)
+    key_arn = mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {})["arn"]
+    assert statements["EncryptNodeVolumes"]["Resource"] == statements["GrantVolumesTheKey"]["Resource"] == key_arn
+    # Every statement that may change something is scoped: by a tag condition or by the ARN of one resource.
+    for sid, statement in statements.items():
+        mutating = [a for a in statement["Action"] if not re.match(r"\w+:(Describe|Get|List)", a)]
+        if mutating and statement["Resource"] == "*":
+            assert "Condition" in statement, sid
+    size = sum(len(json.dumps(d, separators=(",", ":"))) for d in documents.values())
+    assert size <= INLINE_POLICIES_MAX_CHARS
+
+
+def test_the_controller_gets_its_role_through_pod_identity_and_the_nodes_join_through_an_access_entry() -> None:
+    rendering = rendered_stack("prod")
+    (association,) = [r for r in aws_inputs(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name == "karpenter"]
+    assert (association.inputs["namespace"], association.inputs["serviceAccount"]) == ("kube-system", "karpenter")
+    entries = [r for r in aws_inputs(rendering, "aws:eks/accessEntry:AccessEntry") if r.inputs["type"] == "EC2_LINUX"]
+    assert [e.name for e in entries] == ["karpenter-node"]
+    associations = {r.inputs["principalArn"] for r in aws_inputs(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
+    assert entries[0].inputs["principalArn"] not in associations, "an EC2_LINUX entry takes no access policy"
+    attached = {r.inputs["policyArn"].rpartition("/")[2] for r in aws_inputs(rendering, "aws:iam/rolePolicyAttachment:RolePolicyAttachment") if r.name.startswith("karpenter-node-")}
+    assert attached == {"AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"}
+
+
+def test_the_interruption_queue_takes_only_its_rules_and_the_controller_reads_it() -> None:
+    rendering = rendered_stack("prod")
+    (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
+    assert queue.inputs["messageRetentionSeconds"] == 300 and queue.inputs["sqsManagedSseEnabled"] is True
+    rules = {r.name: r for r in aws_inputs(rendering, "aws:cloudwatch/eventRule:EventRule")}
+    patterns = [json.loads(r.inputs["eventPattern"]) for r in rules.values()]
+    assert sorted((p["source"][0], p["detail-type"][0]) for p in patterns) == sorted((s, d) for _, s, d in policies.INTERRUPTION_EVENTS)
+    targets = aws_inputs(rendering, "aws:cloudwatch/eventTarget:EventTarget")
+    queue_arn = mocks._fake_arn("aws:sqs/queue:Queue", queue.name)
+    assert len(targets) == len(rules) and all(t.inputs["arn"] == queue_arn for t in targets)
+    assert {t.inputs["rule"] for t in targets} == {mocks.FAKE_STATE["aws:cloudwatch/eventRule:EventRule"](n, r.inputs)["name"] for n, r in rules.items()}
+    (policy,) = aws_inputs(rendering, "aws:sqs/queuePolicy:QueuePolicy")
+    allow, deny = json.loads(policy.inputs["policy"])["Statement"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == sorted(mocks._fake_arn("aws:cloudwatch/eventRule:EventRule", n) for n in rules)
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_no_cluster_autoscaler_remains(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    names = {r.name for r in rendering.resources}
+    assert not {n for n in names if "autoscaler" in n}
+    assert not resources_of(rendering, "aws:autoscaling/")
+    assert [g.name for g in aws_inputs(rendering, "aws:eks/nodeGroup:NodeGroup")] == ["system"]
+    (system,) = aws_inputs(rendering, "aws:eks/nodeGroup:NodeGroup")
+    assert system.ignore_changes == (), "nothing scales the system group behind Pulumi's back any more"

@@ -1,0 +1,172 @@
+"""Pure builders of Karpenter's side of the GPU pools: its Helm values, one EC2NodeClass and one NodePool per
+pool (karpenter.k8s.aws/v1, karpenter.sh/v1; Karpenter 1.14.1).
+
+Each NodePool keeps the node contract of `vllm_platform.contract` (labels `gpu-pool: <pool>` and
+`node-type: gpu`, the GPU taint), so the models' selectors and the GPU DaemonSets work unchanged. Values
+that exist only at preview (the node role's name, the key's ARN, the queue's name) are placed, never read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from vllm_platform import names
+from vllm_platform.catalog import INSTANCE_TYPES
+from vllm_platform.config.cluster import KARPENTER_REPLICAS
+from vllm_platform.contract import (
+    GPU_NODE_SELECTOR,
+    GPU_POOL_LABEL,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    KARPENTER_DISCOVERY_TAG,
+    KARPENTER_SERVICE_ACCOUNT,
+    PART_OF,
+    PART_OF_LABEL,
+    SYSTEM_NODE_SELECTOR,
+)
+from vllm_platform.plan.plans import PoolPlan
+
+NODE_CLASS_KIND = ("karpenter.k8s.aws/v1", "EC2NodeClass")
+NODE_POOL_KIND = ("karpenter.sh/v1", "NodePool")
+# The NVIDIA device plugin chart's default node affinity asks for this label (normally set by
+# node-feature-discovery, which this platform does not run).
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+ROOT_DEVICE = "/dev/xvda"
+# The vLLM image (~10 GB) and the checkpoint are read from the root volume at every cold start;
+# gp3's baseline 125 MB/s would take ~20 min for a 70B checkpoint.
+GPU_ROOT_THROUGHPUT_MBPS = 500
+GPU_ROOT_IOPS = 6000
+# 1: only the node itself and host-network pods (the VPC CNI) reach instance metadata; a pod, vLLM
+# running a checkpoint's custom code included, cannot borrow the node role.
+IMDS_HOP_LIMIT = 1
+# At most one GPU node at a time is taken away on purpose (empty, or drifted to a new AMI); serving
+# nodes are never consolidated (WhenEmpty), and each drain respects the models' PDBs.
+DISRUPTION_BUDGET = [{"nodes": "1"}]
+# The controller, as Karpenter's getting-started guide sizes it.
+CONTROLLER_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+# Tags Karpenter sets itself; an EC2NodeClass may not name them.
+RESTRICTED_TAG_PREFIXES = ("eks:eks-cluster-name", "kubernetes.io/cluster/", "karpenter.sh/", "karpenter.k8s.aws/")
+
+
+def pool_resource_name(pool: PoolPlan) -> str:
+    """The name of the pool's NodePool, EC2NodeClass and placement group."""
+    return f"{names.GPU_POOL_PREFIX}{pool.name}"
+
+
+def gpu_node_labels(pool: PoolPlan) -> dict[str, str]:
+    return {**GPU_NODE_SELECTOR, GPU_POOL_LABEL: pool.name, GPU_PRESENT_LABEL: "true"}
+
+
+def karpenter_values(cluster_name: str, region: str, interruption_queue: Any) -> dict[str, Any]:
+    return {
+        "settings": {"clusterName": cluster_name, "interruptionQueue": interruption_queue},
+        "serviceAccount": {"name": KARPENTER_SERVICE_ACCOUNT},
+        # On the system nodes, one per node and zone (the chart's affinity and spread); never on a node it launched.
+        "replicas": KARPENTER_REPLICAS,
+        "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+        "controller": {
+            "resources": CONTROLLER_RESOURCES,
+            # Otherwise it asks instance metadata, which the IMDS hop limit of 1 keeps from its pod.
+            "env": [{"name": "AWS_REGION", "value": region}],
+        },
+    }
+
+
+def _network_interfaces(pool: PoolPlan) -> Optional[list[dict[str, Any]]]:
+    """With EFA: the primary interface, then one EFA-only interface per network card."""
+    if not pool.efa_interfaces:
+        return None
+    primary = {"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}
+    efa = [{"networkCardIndex": card, "deviceIndex": 1, "interfaceType": "efa-only"} for card in range(pool.efa_interfaces)]
+    return [primary, *efa]
+
+
+def node_class(
+    pool: PoolPlan,
+    cluster_name: str,
+    ami_alias: str,
+    node_role: Any,
+    volume_key_arn: Any,
+    tags: dict[str, str],
+    placement_group: Any = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        # A pinned AL2023 release; Karpenter resolves its NVIDIA variant for GPU instance types.
+        "amiSelectorTerms": [{"alias": ami_alias}],
+        "role": node_role,
+        "subnetSelectorTerms": [{"tags": {KARPENTER_DISCOVERY_TAG: cluster_name}}],
+        "securityGroupSelectorTerms": [{"tags": {KARPENTER_DISCOVERY_TAG: cluster_name}}],
+        "metadataOptions": {
+            "httpEndpoint": "enabled",
+            "httpProtocolIPv6": "disabled",
+            "httpPutResponseHopLimit": IMDS_HOP_LIMIT,
+            "httpTokens": "required",
+        },
+        "blockDeviceMappings": [
+            {
+                "deviceName": ROOT_DEVICE,
+                "rootVolume": True,
+                "ebs": {
+                    "volumeSize": f"{pool.root_volume_gib}Gi",
+                    "volumeType": "gp3",
+                    "iops": GPU_ROOT_IOPS,
+                    "throughput": GPU_ROOT_THROUGHPUT_MBPS,
+                    "encrypted": True,
+                    "kmsKeyID": volume_key_arn,
+                    "deleteOnTermination": True,
+                },
+            }
+        ],
+        "tags": {k: v for k, v in tags.items() if not k.startswith(RESTRICTED_TAG_PREFIXES)},
+    }
+    if pool.capacity_reservations:
+        spec["capacityReservationSelectorTerms"] = [dict(term) for term in pool.capacity_reservations]
+    interfaces = _network_interfaces(pool)
+    if interfaces:
+        spec["networkInterfaces"] = interfaces
+    if placement_group is not None:
+        spec["placementGroupSelector"] = {"name": placement_group}
+    return {
+        "apiVersion": NODE_CLASS_KIND[0],
+        "kind": NODE_CLASS_KIND[1],
+        "metadata": {"name": pool_resource_name(pool), "labels": {PART_OF_LABEL: PART_OF}},
+        "spec": spec,
+    }
+
+
+def pool_limits(pool: PoolPlan) -> dict[str, str]:
+    """maxSize nodes of the pool's widest type: Karpenter launches nothing past them."""
+    widest_vcpu = max(INSTANCE_TYPES[t].vcpu for t in pool.instance_types)
+    return {GPU_RESOURCE: str(pool.gpus_per_node * pool.max_size), "cpu": str(widest_vcpu * pool.max_size)}
+
+
+def node_pool(pool: PoolPlan, zones: Sequence[str]) -> dict[str, Any]:
+    requirements = [
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(pool.instance_types)},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
+        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(zones)},
+    ]
+    return {
+        "apiVersion": NODE_POOL_KIND[0],
+        "kind": NODE_POOL_KIND[1],
+        "metadata": {"name": pool_resource_name(pool), "labels": {PART_OF_LABEL: PART_OF}},
+        "spec": {
+            "template": {
+                "metadata": {"labels": gpu_node_labels(pool)},
+                "spec": {
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": NODE_CLASS_KIND[1], "name": pool_resource_name(pool)},
+                    "requirements": requirements,
+                    "taints": [GPU_TAINT.manifest()],
+                    "expireAfter": pool.expire_after,
+                    # Never cut a drain short: the longest of the pool's models, waiting out its PDB and its grace.
+                    "terminationGracePeriod": f"{pool.drain_seconds}s",
+                },
+            },
+            "disruption": {
+                "consolidationPolicy": "WhenEmpty",
+                "consolidateAfter": pool.consolidate_after,
+                "budgets": [dict(budget) for budget in DISRUPTION_BUDGET],
+            },
+            "limits": pool_limits(pool),
+        },
+    }
