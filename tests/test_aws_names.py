@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ADMIN, minimal_document, render_document
 from vllm_platform import names
-from vllm_platform.config.cluster import GPU_POOL_NAME_MAX_LENGTH
+from vllm_platform.config.pools import GPU_POOL_NAME_MAX_LENGTH
 from vllm_platform.contract import LABEL_MAX_LENGTH
 
 # Resource type -> (its name field, its name-prefix field): how Pulumi's name for it is made.

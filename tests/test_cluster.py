@@ -29,7 +29,7 @@ from vllm_platform.aws import iam as aws_policies
 from vllm_platform.aws import network
 from vllm_platform.aws import nodes as node_pools
 from vllm_platform.catalog import INSTANCE_TYPES, PRICE_SOURCE
-from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.loader import stack_config
 from vllm_platform.config.platform import PlatformConfig

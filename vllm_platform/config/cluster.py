@@ -5,13 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Optional
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from vllm_platform import names
-from vllm_platform.catalog import INSTANCE_TYPES
 from vllm_platform.config.base import (
     DNS_1123_LABEL,
     PRINTABLE_WORD,
@@ -21,8 +19,8 @@ from vllm_platform.config.base import (
     check_pattern,
     duplicates,
 )
+from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import LABEL_MAX_LENGTH
 from vllm_platform.pins import DEFAULT_GPU_AMI_ALIAS, DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
 
 ANYWHERE = "0.0.0.0/0"
@@ -34,8 +32,6 @@ SUBNET_ID = re.compile(r"subnet-([0-9a-f]{8}|[0-9a-f]{17})", re.ASCII)
 STACK_OUTPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 STACK_REFERENCE = re.compile(r"[\w.-]+/[\w.-]+/[\w.-]+", re.ASCII)
 IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+", re.ASCII)
-# A pool's NodePool and EC2NodeClass are named gpu-<name>, a Kubernetes name of 63 characters at most.
-GPU_POOL_NAME_MAX_LENGTH = LABEL_MAX_LENGTH - len(names.GPU_POOL_PREFIX)
 
 
 # Karpenter's controller runs on the system nodes, one replica to a node (its chart's pod anti-affinity),
@@ -201,193 +197,6 @@ class Endpoint(Section):
                 f"private subnets reach the public endpoint from the NAT gateways' addresses, which the list does "
                 f"not admit, so they would never join; keep privateAccess true (or admit {ANYWHERE})"
             )
-        return self
-
-
-class CapacityKind(StrEnum):
-    """Karpenter's capacity types (karpenter.sh/capacity-type): capacity reservations (ODCRs and Capacity
-    Blocks for ML), spot, on-demand."""
-
-    RESERVED = "reserved"
-    SPOT = "spot"
-    ON_DEMAND = "on-demand"
-
-
-# Karpenter's own order among the types a NodePool allows; it launches the first that has an offering left.
-CAPACITY_PREFERENCE = (CapacityKind.RESERVED, CapacityKind.SPOT, CapacityKind.ON_DEMAND)
-CAPACITY_RESERVATION_ID = re.compile(r"cr-[0-9a-z]+", re.ASCII)
-KARPENTER_DURATION = re.compile(r"([0-9]+(s|m|h))+|Never", re.ASCII)
-
-
-class CapacityReservation(Section):
-    """One `capacityReservationSelectorTerms` entry of the pool's EC2NodeClass: an ODCR or a Capacity Block
-    (EC2 models both as capacity reservations), by id or by tags."""
-
-    id: Optional[StrictStr] = Field(None, description="a capacity reservation id, `cr-...`")
-    tags: Optional[dict[StrictStr, StrictStr]] = Field(None, description="tags that select reservations, such as `{team: llm}`")
-
-    @field_validator("id")
-    @classmethod
-    def _reservation_id(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_pattern(value, CAPACITY_RESERVATION_ID, "a capacity reservation id such as cr-0123456789abcdef0")
-
-    @model_validator(mode="after")
-    def _one_selector(self) -> "CapacityReservation":
-        if (self.id is None) == (not self.tags):
-            raise ValueError("a capacity reservation is selected by id or by tags, exactly one of the two")
-        return self
-
-    def selector_term(self) -> dict[str, Any]:
-        return {"id": self.id} if self.id else {"tags": dict(self.tags or {})}
-
-
-class GpuNodePool(Section):
-    name: StrictStr = Field(
-        description=(
-            f"DNS-1123 label of at most {GPU_POOL_NAME_MAX_LENGTH} characters: its Karpenter NodePool and EC2NodeClass "
-            "are `gpu-<name>`, and its nodes' `gpu-pool` label is the name"
-        )
-    )
-    instance_types: list[StrictStr] = Field(
-        min_length=1,
-        description=(
-            f"catalog types ({', '.join(INSTANCE_TYPES)}), all with the same GPU model and count; Karpenter launches "
-            "whichever of them has capacity, and every model of the pool must fit the smallest (the fit checks use it)"
-        ),
-    )
-    min_size: StrictInt = Field(
-        0,
-        ge=0,
-        description=(
-            "only 0: Karpenter keeps no idle nodes. A node stays while a pod needs it, so the models' `replicas.min` "
-            "hold the pool's nodes; a value above 0 is refused, saying so"
-        ),
-    )
-    max_size: StrictInt = Field(
-        ge=1,
-        description=(
-            "nodes at most: the NodePool's `limits` (`nvidia.com/gpu` and `cpu` of that many of its widest type), the "
-            "hard cap on what the pool can cost"
-        ),
-    )
-    capacity_types: list[CapacityKind] = Field(
-        [CapacityKind.ON_DEMAND],
-        min_length=1,
-        description=(
-            "what Karpenter may launch, in its order of preference: `reserved` (the pool's `capacityReservations`), "
-            "`spot`, `on-demand`. It always tries them in that order, each type's every offering (type × zone) "
-            "before the next, so the list must be written in that order; a type left out is never used (`[spot]` "
-            "has no on-demand fallback)"
-        ),
-    )
-    capacity_reservations: list[CapacityReservation] = Field(
-        [],
-        description="with `reserved` in `capacityTypes`: the ODCRs or Capacity Blocks to launch into, by `id` or `tags`",
-    )
-    consolidate_after: StrictStr = Field(
-        "20m",
-        description=(
-            "how long a GPU node stays empty before Karpenter removes it (`Never` keeps it). Only empty nodes go: a "
-            "node that serves a model is never drained to save money"
-        ),
-    )
-    expire_after: StrictStr = Field(
-        "720h",
-        description=(
-            "a node's lifetime (`Never`: forever): past it Karpenter replaces the node, draining it within the "
-            "models' grace periods, so the pool picks up newer AMIs and patches"
-        ),
-    )
-    root_volume_gib: StrictInt = Field(
-        200,
-        ge=50,
-        le=16384,
-        alias="rootVolumeGiB",
-        description="encrypted gp3 root volume (500 MB/s, 6000 IOPS) for the image and the model cache; must hold each model's checkpoint",
-    )
-    efa: StrictBool = Field(
-        False,
-        description=(
-            "for 8-GPU types: EFA interfaces on the nodes. Node-level only: every model serves within one node, so no pod "
-            "requests EFA and no EFA device plugin is installed; it prepares a pool for serving across nodes"
-        ),
-    )
-    placement_group: StrictBool = Field(
-        False,
-        description="a cluster placement group for the pool's nodes, which pins the pool to one subnet, in a zone that offers its types",
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_label(cls, value: str) -> str:
-        check_label(value, DNS_1123_LABEL, "DNS-1123 label")
-        if len(value) > GPU_POOL_NAME_MAX_LENGTH:
-            raise ValueError(
-                f"{value!r} has {len(value)} characters, above {GPU_POOL_NAME_MAX_LENGTH}: its NodePool's name "
-                f"gpu-{value} must be a Kubernetes name of 63 at most"
-            )
-        return value
-
-    @field_validator("instance_types")
-    @classmethod
-    def _known_gpu_types(cls, values: list[str]) -> list[str]:
-        unknown = [v for v in values if v not in INSTANCE_TYPES]
-        if unknown:
-            raise ValueError(f"unknown GPU instance type {', '.join(unknown)}; known: {', '.join(INSTANCE_TYPES)}")
-        shapes = {(INSTANCE_TYPES[v].gpu.model, INSTANCE_TYPES[v].gpu_count) for v in values}
-        if len(shapes) > 1:
-            described = ", ".join(f"{v} ({INSTANCE_TYPES[v].gpu_count}x {INSTANCE_TYPES[v].gpu.model})" for v in values)
-            raise ValueError(f"all types in one pool need the same GPU model and count, got {described}")
-        return values
-
-    @model_validator(mode="before")
-    @classmethod
-    def _capacity_type_is_gone(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "capacityType" in data:
-            raise ValueError(
-                "capacityType is replaced by capacityTypes, Karpenter's list in its order of preference: ON_DEMAND "
-                "is capacityTypes: [on-demand], SPOT is [spot], and [spot, on-demand] falls back to on-demand"
-            )
-        return data
-
-    @field_validator("min_size")
-    @classmethod
-    def _no_idle_minimum(cls, value: int) -> int:
-        if value > 0:
-            raise ValueError(
-                f"{value}: Karpenter keeps no idle minimum; a node stays while a pod needs it, so the models' "
-                "replicas.min hold the pool's nodes. Raise replicas.min of a model on the pool instead, and remove minSize"
-            )
-        return value
-
-    @field_validator("capacity_types")
-    @classmethod
-    def _in_karpenters_order(cls, values: list[CapacityKind]) -> list[CapacityKind]:
-        if len(set(values)) != len(values):
-            raise ValueError(f"{', '.join(values)} names a capacity type twice")
-        ordered = sorted(values, key=CAPACITY_PREFERENCE.index)
-        if values != ordered:
-            raise ValueError(
-                f"[{', '.join(values)}] is not the order Karpenter tries them in (reserved, then spot, then on-demand); "
-                f"write [{', '.join(ordered)}]"
-            )
-        return values
-
-    @field_validator("consolidate_after", "expire_after")
-    @classmethod
-    def _karpenter_duration(cls, value: str) -> str:
-        return check_pattern(value, KARPENTER_DURATION, "a duration such as 20m, 720h or 1h30m, or Never")
-
-    @model_validator(mode="after")
-    def _sizes_ordered(self) -> "GpuNodePool":
-        check_ordered(self.min_size, self.max_size)
-        reserved = CapacityKind.RESERVED in self.capacity_types
-        if reserved and not self.capacity_reservations:
-            raise ValueError("capacityTypes has reserved but capacityReservations is empty: name the ODCRs or Capacity Blocks")
-        if self.capacity_reservations and not reserved:
-            raise ValueError("capacityReservations are used only with reserved in capacityTypes; add it first in the list")
-        if self.efa and not all(INSTANCE_TYPES[t].gpu_count == 8 for t in self.instance_types):
-            raise ValueError("efa is for 8-GPU types (g5.48xlarge, p4d, p4de, p5) that serve across nodes")
         return self
 
 

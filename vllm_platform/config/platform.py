@@ -16,7 +16,8 @@ from vllm_platform.config.base import (
     duplicates,
     namespace_names,
 )
-from vllm_platform.config.cluster import Cluster, GpuNodePool
+from vllm_platform.config.cluster import Cluster
+from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
 from vllm_platform.config.models import AutoscalingMode, Model
 from vllm_platform.config.observability import Observability

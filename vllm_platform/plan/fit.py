@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, Gpu, InstanceType, allocatable_cpu_millis, allocatable_memory_mib, smallest
-from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.models import TENSOR_PARALLEL_SIZES, Model
 from vllm_platform.config.quantities import cpu_millis, format_cpu, format_memory, memory_mib
 from vllm_platform.plan import sizing

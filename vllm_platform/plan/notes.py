@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vllm_platform.catalog import ELASTIC_IPS, GPU_VCPU_QUOTAS, INSTANCE_TYPES, Quota, quota_family, smallest
-from vllm_platform.config.cluster import CapacityKind, GpuNodePool, NatGateways
+from vllm_platform.config.cluster import NatGateways
+from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE

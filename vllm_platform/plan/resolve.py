@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from vllm_platform.catalog import EFA_INTERFACES, smallest
-from vllm_platform.config.cluster import GpuNodePool
+from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.models import Model
 from vllm_platform.config.platform import PlatformConfig
