@@ -14,6 +14,8 @@ MAX_LINES = 600
 # Bottom to top. A module may import from its own layer's package and from the layers below; k8s and aws
 # are one layer, side by side, and neither imports the other.
 LAYERS: list[tuple[str, ...]] = [
+    # The staging Job's script runs alone in its pod: it may import nothing of the project.
+    ("vllm_platform.staging",),
     ("vllm_platform.contract",),
     ("vllm_platform.pins", "vllm_platform.catalog", "vllm_platform.names"),
     ("vllm_platform.config",),
@@ -72,6 +74,8 @@ def test_the_pack_and_the_program_entry_import_only_what_they_may() -> None:
     for pack_file in ROOT.glob("policies/*.py"):
         assert all(m.startswith("vllm_platform.contract") for m in project_imports(pack_file) if m.startswith("vllm_platform"))
     assert project_imports(ROOT / "__main__.py") == {"vllm_platform.program"}
+    for script in ROOT.glob("vllm_platform/staging/*.py"):
+        assert project_imports(script) == frozenset(), f"{script.name} runs alone in the staging Job's pod"
 
 
 def test_no_module_imports_itself_in_a_circle() -> None:

@@ -1,0 +1,629 @@
+"""The model staging script against real S3 (moto's server) and stand-ins for the hub and its CDN, on loopback.
+
+The hub stand-in serves a revision's listing and its files, and sends each LFS file on to the CDN stand-in,
+a second server on another port, with a signed URL, as huggingface.co does; both count what they were asked
+and the CDN keeps the headers it got. Every refusal is tested beside a near-identical input that passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from vllm_platform.staging import stage_model
+
+SCRIPT = Path(stage_model.__file__)
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+MODEL = "test-org/tiny-llama"
+GATED = "gated-org/gated-llama"
+TOKEN = "hf_the_right_token"
+MiB = 1024 * 1024
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth")  # what the stand-in keeps in LFS, as the hub's .gitattributes do
+DECOYS = ("pytorch_model.bin", "original/consolidated.00.pth", "original/params.json", "README.md", ".gitattributes")
+S3_WRITES = {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload", "DeleteObject"}
+TIMEOUTS = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 2})
+
+
+def safetensors(tensors: dict[str, tuple[list[int], bytes]]) -> bytes:
+    """A real safetensors file: the header's length (8 bytes, little-endian), the JSON header, the raw bytes."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, (shape, raw) in tensors.items():
+        header[name] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + b"".join(raw for _, raw in tensors.values())
+
+
+def safetensors_header(data: bytes) -> dict[str, Any]:
+    (length,) = struct.unpack("<Q", data[:8])
+    header: dict[str, Any] = json.loads(data[8 : 8 + length])
+    return header
+
+
+def tensor(*shape: int) -> tuple[list[int], bytes]:
+    count = 1
+    for n in shape:
+        count *= n
+    return list(shape), os.urandom(2 * count)
+
+
+def small_model() -> dict[str, bytes]:
+    """A tiny Llama-shaped repo: what vLLM needs, and the decoys it must not get."""
+    return {
+        "model.safetensors": safetensors({"model.embed_tokens.weight": tensor(32, 8), "lm_head.weight": tensor(32, 8)}),
+        "config.json": json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "vocab_size": 32}).encode(),
+        "generation_config.json": b'{"do_sample": true}',
+        "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}).encode(),
+        "tokenizer_config.json": b'{"chat_template": "{{ messages }}"}',
+        "special_tokens_map.json": b'{"bos_token": "<s>"}',
+        "pytorch_model.bin": b"decoy: pickled torch weights",
+        "original/consolidated.00.pth": b"decoy: Meta's own checkpoint",
+        "original/params.json": b'{"dim": 8}',
+        "README.md": b"# tiny",
+        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text",
+    }
+
+
+@lru_cache(maxsize=None)
+def big_shard() -> bytes:
+    """Just over two 5 MiB parts: the smallest file whose interruption leaves a whole part behind."""
+    return safetensors({"model.layers.0.mlp.weight": tensor(5632, 1024)})  # 11 MiB of F16
+
+
+def sharded_model() -> dict[str, bytes]:
+    second = safetensors({"lm_head.weight": tensor(32, 8)})
+    index = {"metadata": {"total_size": 11 * MiB + 512}, "weight_map": {"model.layers.0.mlp.weight": "model-00001-of-00002.safetensors"}}
+    return {
+        "model-00001-of-00002.safetensors": big_shard(),
+        "model-00002-of-00002.safetensors": second,
+        "model.safetensors.index.json": json.dumps(index).encode(),
+        "config.json": b'{"architectures": ["LlamaForCausalLM"]}',
+    }
+
+
+def wanted_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {p: d for p, d in files.items() if p not in DECOYS}
+
+
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 5  # no stand-in waits on a client for longer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, body: bytes = b"", **headers: str) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_bytes(self, data: bytes, cut_after: Optional[int] = None) -> int:
+        """`data` from the byte the Range asks for; `cut_after`: close the connection after that many bytes."""
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(match.group(1)) if match else 0
+        body = data[start:]
+        self.send_response(206 if match else 200)
+        if match:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        sent = body if cut_after is None else body[:cut_after]
+        self.wfile.write(sent)
+        if cut_after is not None:
+            self.close_connection = True
+        return len(sent)
+
+
+class Cdn(http.server.ThreadingHTTPServer):
+    """Where the hub sends LFS files: a signed URL on another origin; it keeps the headers of every request."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _CdnHandler)
+        self.blobs: dict[str, bytes] = {}
+        self.seen: list[dict[str, str]] = []
+        self.sent: list[tuple[str, str, int]] = []  # (sha256, Range asked, bytes sent) per download
+        self.cut_after: Optional[int] = None  # the next download stops after this many bytes
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _CdnHandler(_Quiet):
+    server: Cdn
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        sha = url.path.removeprefix("/blobs/")
+        with self.server.lock:
+            self.server.seen.append(dict(self.headers))
+            cut, self.server.cut_after = self.server.cut_after, None
+        if sha not in self.server.blobs or "X-Amz-Signature=" not in url.query:
+            self.reply(403, b"<Error>AccessDenied</Error>")
+            return
+        sent = self.send_bytes(self.server.blobs[sha], cut)
+        with self.server.lock:
+            self.server.sent.append((sha, self.headers.get("Range", ""), sent))
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    token: Optional[str] = None  # set: the repo is gated, and this is the one token with access
+    answered_sha: str = REVISION  # what the listing says the revision resolved to
+
+
+class Hub(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, cdn: Cdn) -> None:
+        super().__init__(("127.0.0.1", 0), _HubHandler)
+        self.cdn = cdn
+        self.repos: dict[str, Repo] = {}
+        self.requests: list[tuple[str, Optional[str]]] = []  # (path, Authorization) of every request
+        self.failures: dict[str, list[int]] = {}  # "listing" or a file's path: bare statuses to answer it with first
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def add(self, name: str, repo: Repo) -> None:
+        self.repos[name] = repo
+        for path, data in repo.files.items():
+            if path.endswith(LFS_SUFFIXES):
+                self.cdn.blobs[hashlib.sha256(data).hexdigest()] = data
+
+    def fail(self, what: str, *statuses: int) -> None:
+        self.failures[what] = list(statuses)
+
+    def resolve_gets(self) -> int:
+        return sum("/resolve/" in path for path, _ in self.requests)
+
+
+class _HubHandler(_Quiet):
+    server: Hub
+
+    def do_GET(self) -> None:
+        path = urllib.parse.urlsplit(self.path).path
+        what = "listing" if path.startswith("/api/") else urllib.parse.unquote(path.split(f"/{REVISION}/", 1)[-1])
+        with self.server.lock:
+            self.server.requests.append((path, self.headers.get("Authorization")))
+            scripted = self.server.failures.get(what)
+            failure = scripted.pop(0) if scripted else None
+        if failure:
+            self.reply(failure, b'{"error": "scripted"}')
+        elif listing := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path):
+            self.listing(listing.group(1), urllib.parse.unquote(listing.group(2)))
+        elif resolve := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+            self.resolve(resolve.group(1), urllib.parse.unquote(resolve.group(2)), urllib.parse.unquote(resolve.group(3)))
+        else:
+            self.reply(404, b'{"error": "no such route"}')
+
+    def repo(self, name: str, revision: str) -> Optional[Repo]:
+        """The repo, or None once the refusal the hub would give has been sent."""
+        repo = self.server.repos.get(name)
+        auth = self.headers.get("Authorization")
+        if repo is None:
+            self.reply(401 if auth is None else 404, b'{"error": "Repository not found"}', X_Error_Code="RepoNotFound")
+        elif repo.token and auth is None:
+            self.reply(401, b'{"error": "Access to this model is restricted"}', X_Error_Code="GatedRepo")
+        elif repo.token and auth != f"Bearer {repo.token}":
+            self.reply(403, b'{"error": "Access to this model is restricted"}', X_Error_Code="GatedRepo")
+        elif revision != REVISION:
+            self.reply(404, b'{"error": "Revision not found"}', X_Error_Code="RevisionNotFound")
+        else:
+            return repo
+        return None
+
+    def listing(self, name: str, revision: str) -> None:
+        repo = self.repo(name, revision)
+        if repo is None:
+            return
+        siblings = []
+        for path, data in repo.files.items():
+            sibling: dict[str, Any] = {"rfilename": path, "size": len(data)}
+            if path.endswith(LFS_SUFFIXES):
+                sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            siblings.append(sibling)
+        self.reply(200, json.dumps({"id": name, "sha": repo.answered_sha, "siblings": siblings}).encode())
+
+    def resolve(self, name: str, revision: str, path: str) -> None:
+        repo = self.repo(name, revision)
+        if repo is None:
+            return
+        if path not in repo.files:
+            self.reply(404, b'{"error": "Entry not found"}', X_Error_Code="EntryNotFound")
+        elif path.endswith(LFS_SUFFIXES):
+            sha = hashlib.sha256(repo.files[path]).hexdigest()
+            self.reply(302, Location=f"{self.server.cdn.url}/blobs/{sha}?X-Amz-Signature=signed")
+        else:
+            self.send_bytes(repo.files[path])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    starting = threading.Thread(target=server.start, daemon=True)
+    starting.start()
+    starting.join(timeout=10)  # start() waits for the server without a bound; this bounds it
+    assert not starting.is_alive(), f"moto's server did not start on 127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing", config=TIMEOUTS
+    )
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Staging:
+    """One test's hub, CDN and bucket, and the ways to run the script against them."""
+
+    hub: Hub
+    cdn: Cdn
+    s3: Any
+    endpoint: str
+    bucket: str
+    tmp: Path
+    monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str]
+    termination_log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.termination_log = self.tmp / "termination-log"
+        self.termination_log.write_text("")  # Kubernetes makes the file; the script only writes one that is there
+        self.monkeypatch.setattr(stage_model, "TERMINATION_LOG", str(self.termination_log))
+
+    def env(self, repo: str = MODEL, token: Optional[str] = None, **overrides: str) -> dict[str, str]:
+        token_file = self.tmp / "token"
+        if token is None:
+            token_file.unlink(missing_ok=True)  # as when the Secret has no token: the mounted file is absent
+        else:
+            token_file.write_text(token + "\n")
+        return {
+            "HF_REPO": repo,
+            "HF_REVISION": REVISION,
+            "HF_ENDPOINT": self.hub.url,
+            "HF_TOKEN_PATH": str(token_file),
+            "CACHE_BUCKET": self.bucket,
+            "CACHE_PREFIX": prefix(repo),
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": str(self.tmp / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.tmp / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": "127.0.0.1",
+            **overrides,
+        }
+
+    def main(self, repo: str = MODEL, token: Optional[str] = None, **overrides: str) -> Ran:
+        """The script's main(), in this process, with the environment the Job gives it."""
+        for name, value in self.env(repo, token, **overrides).items():
+            self.monkeypatch.setenv(name, value)
+        code = stage_model.main()
+        out, err = self.capsys.readouterr()
+        return Ran(code, out, err)
+
+    def stage(self, repo: str = MODEL) -> tuple[stage_model.Result, list[tuple[str, str]], list[str]]:
+        """stage() on a client that records every S3 write, in order: (operation, key)."""
+        writes: list[tuple[str, str]] = []
+        client = s3_client(self.endpoint)
+
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.name in S3_WRITES:
+                writes.append((model.name, params.get("Key", "")))
+
+        client.meta.events.register("before-parameter-build.s3", record)
+        lines: list[str] = []
+        result = stage_model.stage(stage_model.Settings.from_env(self.env(repo)), client, lines.append)
+        return result, writes, lines
+
+    def objects(self) -> dict[str, bytes]:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket).get("Contents", [])
+        return {o["Key"]: self.s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read() for o in listed}
+
+    def uploads(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.s3.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        return found
+
+
+def prefix(repo: str) -> str:
+    return f"models/{repo}/{REVISION}/"
+
+
+def marker(repo: str) -> str:
+    return f"models/{repo}/{REVISION}.staged.json"
+
+
+@pytest.fixture
+def staging(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Staging]:
+    monkeypatch.setattr(stage_model, "BACKOFF_BASE_SECONDS", 0.0)  # the only sleeps are the script's backoff
+    monkeypatch.setattr(stage_model, "HTTP_TIMEOUT_SECONDS", 5.0)
+    cdn = Cdn()
+    hub = Hub(cdn)
+    for server in (cdn, hub):
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    s3 = s3_client(s3_endpoint)
+    bucket = f"model-cache-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    yield Staging(hub, cdn, s3, s3_endpoint, bucket, tmp_path, monkeypatch, capsys)
+    for server in (hub, cdn):
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_full_copy_lands_in_the_layout_and_the_marker_comes_last(staging: Staging) -> None:
+    files = small_model()
+    staging.hub.add(MODEL, Repo(files))
+    result, writes, lines = staging.stage()
+    objects = staging.objects()
+    wanted = wanted_files(files)
+    assert objects.keys() == {prefix(MODEL) + p for p in wanted} | {marker(MODEL)}
+    assert all(objects[prefix(MODEL) + p] == data for p, data in wanted.items())
+    assert not any(key.endswith(DECOYS) for key in objects), "a decoy was copied"
+    assert writes[-1] == ("PutObject", marker(MODEL)), "the marker is not the last write"
+    assert json.loads(objects[marker(MODEL)]) == {
+        "repo": MODEL,
+        "revision": REVISION,
+        "files": [
+            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest() if p.endswith(".safetensors") else None}
+            for p, d in sorted(wanted.items())
+        ],
+    }
+    assert set(safetensors_header(objects[prefix(MODEL) + "model.safetensors"])) == {"model.embed_tokens.weight", "lm_head.weight", "__metadata__"}
+    head = staging.s3.head_object(Bucket=staging.bucket, Key=prefix(MODEL) + "model.safetensors")
+    assert head["Metadata"] == {"sha256": hashlib.sha256(files["model.safetensors"]).hexdigest()}
+    assert [o.action for o in result.outcomes] == ["copied"] * len(wanted) and not result.already_staged
+    assert f"copied model.safetensors {len(files['model.safetensors'])} bytes" in lines
+    assert lines[-1].startswith(f"staged {MODEL}@{REVISION} in s3://{staging.bucket}/{prefix(MODEL)}: {len(wanted)} files, {len(wanted)} copied")
+
+
+def test_a_second_run_copies_nothing(staging: Staging) -> None:
+    staging.hub.add(MODEL, Repo(small_model()))
+    assert staging.main().code == 0
+    gets = staging.hub.resolve_gets()
+    result, writes, lines = staging.stage()
+    assert result.already_staged and result.outcomes == []
+    assert staging.hub.resolve_gets() == gets and writes == [], "an already staged revision was copied again"
+    assert lines == [f"already staged: s3://{staging.bucket}/{marker(MODEL)} matches the hub's listing (6 files); nothing to do"]
+
+
+def test_files_already_complete_are_skipped_and_a_wrong_one_is_copied_again(staging: Staging) -> None:
+    files = small_model()
+    staging.hub.add(MODEL, Repo(files))
+    assert staging.main().code == 0
+    staging.s3.delete_object(Bucket=staging.bucket, Key=marker(MODEL))
+    staging.s3.put_object(Bucket=staging.bucket, Key=prefix(MODEL) + "config.json", Body=b"{}")  # another size
+    gets = staging.hub.resolve_gets()
+    result, writes, _ = staging.stage()
+    assert {o.path: o.action for o in result.outcomes if o.action != "skipped"} == {"config.json": "copied"}
+    assert staging.hub.resolve_gets() == gets + 1
+    assert writes == [("PutObject", prefix(MODEL) + "config.json"), ("PutObject", marker(MODEL))]
+    assert staging.objects()[prefix(MODEL) + "config.json"] == files["config.json"]
+
+
+def test_a_stale_marker_is_deleted_before_anything_is_copied(staging: Staging) -> None:
+    staging.hub.add(MODEL, Repo(small_model()))
+    staging.s3.put_object(Bucket=staging.bucket, Key=marker(MODEL), Body=b'{"repo": "test-org/tiny-llama", "files": []}')
+    staging.hub.fail("config.json", 404)  # the first file to copy: the run stops there
+    ran = staging.main()
+    assert ran.code == 2 and "does not match the hub's listing: deleted" in ran.out
+    assert marker(MODEL) not in staging.objects(), "a marker stayed through a partial copy"
+    assert staging.main().code == 0
+    assert json.loads(staging.objects()[marker(MODEL)])["repo"] == MODEL
+
+
+def interrupted(staging: Staging) -> Ran:
+    """A first run whose CDN closes the 11 MiB shard's download after 7 MiB: one 5 MiB part is uploaded."""
+    staging.monkeypatch.setattr(stage_model, "PART_SIZE", 5 * MiB)
+    staging.hub.add(MODEL, Repo(sharded_model()))
+    staging.cdn.cut_after = 7 * MiB
+    with pytest.MonkeyPatch.context() as once:
+        once.setattr(stage_model, "MAX_ATTEMPTS", 1)  # no retry: the run stops as a killed pod would
+        ran = staging.main()
+    return ran
+
+
+def test_an_interrupted_copy_leaves_no_marker_and_the_next_run_resumes_it(staging: Staging) -> None:
+    shard, key = big_shard(), prefix(MODEL) + "model-00001-of-00002.safetensors"
+    ran = interrupted(staging)
+    reason = f"model-00001-of-00002.safetensors: the connection closed at byte {7 * MiB} of {len(shard)}"
+    assert ran.code == 1 and ran.err.splitlines()[-1].startswith(reason)
+    assert staging.termination_log.read_text() == ran.err.splitlines()[-1] + "\n"
+    objects = staging.objects()
+    assert marker(MODEL) not in objects and key not in objects
+    (upload,) = staging.uploads()
+    parts = staging.s3.list_parts(Bucket=staging.bucket, Key=key, UploadId=upload["UploadId"])["Parts"]
+    assert [p["Size"] for p in parts] == [5 * MiB]
+
+    sent = len(staging.cdn.sent)
+    ran = staging.main()
+    assert ran.code == 0, ran.err
+    assert f"resumed model-00001-of-00002.safetensors {len(shard)} bytes ({5 * MiB} kept from an interrupted run)" in ran.out
+    resumed = [(r, n) for sha, r, n in staging.cdn.sent[sent:] if sha == hashlib.sha256(shard).hexdigest()]
+    assert resumed == [(f"bytes={5 * MiB}-", len(shard) - 5 * MiB)], "the resumed run fetched more than the missing bytes"
+    objects = staging.objects()
+    assert objects[key] == shard and marker(MODEL) in objects and staging.uploads() == []
+
+
+def test_a_resumed_file_is_hashed_whole_and_copied_again_when_wrong(staging: Staging) -> None:
+    shard, key = big_shard(), prefix(MODEL) + "model-00001-of-00002.safetensors"
+    assert interrupted(staging).code == 1
+    (upload,) = staging.uploads()
+    # The kept part replaced by bytes of the same size: only the read-back's hash can tell.
+    staging.s3.upload_part(Bucket=staging.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=bytes(5 * MiB))
+    ran = staging.main()
+    assert ran.code == 1 and "of the resumed object is not the listing's" in ran.err and "deleted it" in ran.err
+    assert key not in staging.objects() and marker(MODEL) not in staging.objects()
+    ran = staging.main()
+    assert ran.code == 0 and f"copied model-00001-of-00002.safetensors {len(shard)} bytes" in ran.out
+    assert staging.objects()[key] == shard
+
+
+def test_a_gated_model_needs_a_token_with_access(staging: Staging) -> None:
+    staging.hub.add(GATED, Repo(small_model(), token=TOKEN))
+    refused = staging.main(GATED)
+    assert refused.code == 2
+    line = refused.err.strip()
+    assert line == (
+        f"{GATED} is gated and no token was given (HTTP 401): request access on {staging.hub.url}/{GATED} while logged in, "
+        "then set the stack's hfToken to a token of that account: pulumi config set --secret vllm-platform:hfToken <token>"
+    )
+    assert staging.termination_log.read_text() == line + "\n"
+    assert staging.main(GATED, token="").code == 2, "an empty token file is no token"
+    wrong = staging.main(GATED, token="hf_another_token")
+    assert wrong.code == 2 and f"{GATED} is gated and the token given has no access to it (HTTP 403)" in wrong.err
+    assert staging.objects() == {}
+    ran = staging.main(GATED, token=TOKEN)
+    assert ran.code == 0 and marker(GATED) in staging.objects()
+
+
+def test_the_token_reaches_the_hub_and_never_the_cdn(staging: Staging) -> None:
+    staging.hub.add(GATED, Repo(small_model(), token=TOKEN))
+    assert staging.main(GATED, token=TOKEN).code == 0
+    assert staging.hub.requests and all(auth == f"Bearer {TOKEN}" for _, auth in staging.hub.requests)
+    assert staging.cdn.seen, "no file went through the CDN: the test proves nothing"
+    assert not any(name.lower() == "authorization" for headers in staging.cdn.seen for name in headers)
+
+
+@pytest.mark.parametrize(
+    "overrides, refusal",
+    [
+        ({"HF_REVISION": "main"}, "HF_REVISION 'main' is not a commit sha"),
+        ({"HF_REVISION": REVISION.upper()}, "is not a commit sha"),
+        ({"HF_REVISION": REVISION[:-1]}, "is not a commit sha"),
+        ({"HF_REVISION": REVISION}, None),
+        ({"CACHE_PREFIX": prefix(MODEL).rstrip("/")}, "must be like models/<org>/<name>/<revision>/, ending with '/'"),
+        ({"CACHE_PREFIX": f"models/../{REVISION}/"}, "must be like models/<org>/<name>/<revision>/"),
+        ({"CACHE_PREFIX": prefix(MODEL)}, None),
+        ({"HF_REPO": "tiny-llama"}, "HF_REPO 'tiny-llama' is not org/name"),
+        ({"HF_REPO": "test-org/tiny-llama/extra"}, "is not org/name"),
+        ({"HF_REPO": "test-org/tiny-llama"}, None),
+        ({"CACHE_BUCKET": "Model_Cache"}, "is not an S3 bucket name"),
+        ({"HF_ENDPOINT": "ftp://127.0.0.1"}, "is not an http(s) URL"),
+        ({"HF_ENDPOINT": ""}, None),
+    ],
+)
+def test_bad_input_is_refused_next_to_good(staging: Staging, overrides: dict[str, str], refusal: Optional[str]) -> None:
+    env = staging.env(**overrides)
+    if refusal is None:
+        settings = stage_model.Settings.from_env(env)
+        assert settings.endpoint == (env["HF_ENDPOINT"] or "https://huggingface.co")
+        assert settings.marker_key == marker(MODEL)
+    else:
+        with pytest.raises(stage_model.Permanent, match=re.escape(refusal)):
+            stage_model.Settings.from_env(env)
+
+
+def test_bad_input_exits_2_before_asking_anyone(staging: Staging) -> None:
+    staging.hub.add(MODEL, Repo(small_model()))
+    ran = staging.main(HF_REVISION="main")
+    assert ran.code == 2 and ran.err.startswith("HF_REVISION 'main' is not a commit sha")
+    assert staging.termination_log.read_text() == ran.err
+    assert staging.hub.requests == [] and staging.objects() == {}
+    assert staging.main().code == 0
+
+
+def test_a_revision_without_safetensors_is_refused(staging: Staging) -> None:
+    files = small_model()
+    staging.hub.add("test-org/bin-only", Repo({p: d for p, d in files.items() if p != "model.safetensors"}))
+    ran = staging.main("test-org/bin-only")
+    assert ran.code == 2 and "has no *.safetensors file: vLLM's runai_streamer load format reads safetensors only" in ran.err
+    assert staging.hub.resolve_gets() == 0 and staging.objects() == {}
+    staging.hub.add(MODEL, Repo(files))
+    assert staging.main().code == 0
+
+
+def test_a_listing_of_another_commit_is_refused(staging: Staging) -> None:
+    staging.hub.add("test-org/moved", Repo(small_model(), answered_sha="f" * 40))
+    ran = staging.main("test-org/moved")
+    assert ran.code == 2 and f"resolved test-org/moved@{REVISION} to commit '{'f' * 40}'" in ran.err
+    staging.hub.add(MODEL, Repo(small_model()))
+    assert staging.main().code == 0
+
+
+def test_a_transient_503_is_retried_and_a_404_is_not(staging: Staging) -> None:
+    staging.hub.add(MODEL, Repo(small_model()))
+    staging.hub.fail("listing", 503, 503)
+    ran = staging.main()
+    assert ran.code == 0 and ran.err.count("retrying listing") == 2
+    listings = [p for p, _ in staging.hub.requests if p.startswith("/api/")]
+    assert len(listings) == 3
+
+    staging.s3.delete_object(Bucket=staging.bucket, Key=marker(MODEL))
+    staging.s3.delete_object(Bucket=staging.bucket, Key=prefix(MODEL) + "config.json")
+    before = len(staging.hub.requests)
+    staging.hub.fail("config.json", 404)
+    ran = staging.main()
+    assert ran.code == 2 and "config.json not found in" in ran.err and "retrying" not in ran.err
+    assert [p for p, _ in staging.hub.requests[before:]].count(f"/{MODEL}/resolve/{REVISION}/config.json") == 1
+
+
+def test_retries_are_bounded(staging: Staging) -> None:
+    staging.monkeypatch.setattr(stage_model, "MAX_ATTEMPTS", 3)
+    staging.hub.add(MODEL, Repo(small_model()))
+    staging.hub.fail("listing", *[429] * 10)
+    ran = staging.main()
+    assert ran.code == 1 and ran.err.splitlines()[-1].endswith("HTTP 429 from the hub (gave up after 3 attempt(s) in 0 s)")
+    assert len(staging.hub.requests) == 3
+
+
+def test_the_script_runs_alone_as_a_subprocess(staging: Staging) -> None:
+    files = small_model()
+    staging.hub.add(MODEL, Repo(files))
+    # -I: no PYTHONPATH, no script directory, no user site: nothing of the project can be imported.
+    ran = subprocess.run(
+        [sys.executable, "-I", str(SCRIPT)], env=staging.env(), cwd=staging.tmp, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1].startswith(f"staged {MODEL}@{REVISION}")
+    objects = staging.objects()
+    assert marker(MODEL) in objects and all(objects[prefix(MODEL) + p] == d for p, d in wanted_files(files).items())
