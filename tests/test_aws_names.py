@@ -23,6 +23,9 @@ NAMED = {
     "aws:sqs/queue:Queue": ("name", "namePrefix"),
     "aws:cloudwatch/eventRule:EventRule": ("name", "namePrefix"),
     "aws:cloudwatch/eventTarget:EventTarget": ("targetId", None),
+    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix"),
+    "aws:secretsmanager/secret:Secret": ("name", "namePrefix"),
+    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": ("ecrRepositoryPrefix", None),
 }
 # Types AWS gives an id of its own, or whose name is AWS's (an add-on's), or that have none.
 NAMELESS = {
@@ -31,7 +34,11 @@ NAMELESS = {
     "aws:ec2/subnet:Subnet", "aws:ec2/vpc:Vpc", "aws:ec2/vpcEndpoint:VpcEndpoint", "aws:eks/accessEntry:AccessEntry",
     "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", "aws:eks/addon:Addon",
     "aws:eks/podIdentityAssociation:PodIdentityAssociation", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
-    "aws:kms/key:Key",
+    "aws:kms/key:Key", "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls", "aws:s3/bucketPolicy:BucketPolicy",
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    "aws:secretsmanager/secretVersion:SecretVersion",
 }  # fmt: skip
 # EC2's API model: tag keys of at most 127 characters (the general tagging guide says 128), values 256.
 TAG_KEY_MAX, TAG_VALUE_MAX = 127, 256
@@ -43,7 +50,12 @@ LONGEST_MODEL = "m" + "o" * (LABEL_MAX_LENGTH - 2) + "l"
 
 def longest_document() -> dict[str, Any]:
     document = minimal_document(
-        models=[{"name": LONGEST_MODEL, "model": "s3://acme-models/llama-3.1-8b/", "parametersBillions": 8, "gpuPool": LONGEST_POOL}],
+        models=[
+            {"name": LONGEST_MODEL, "model": "s3://acme-models/llama-3.1-8b/", "parametersBillions": 8, "gpuPool": LONGEST_POOL},
+            # A hub model with a revision: staged into the stack's cache, with a staging role of its own.
+            {"name": "h" + LONGEST_MODEL[1:], "model": "meta-llama/Llama-3.1-8B-Instruct", "revision": "0" * 40, "gpuPool": LONGEST_POOL},
+        ],
+        images={"dockerHub": {"username": "acmeplatform", "accessToken": {"secure": "AAABAdockerHubToken"}}},
         observability={"alertmanager": {
             "receivers": [{"name": "topic", "sns": {"topicArn": "arn:aws:sns:us-west-2:123456789012:llm-alerts"}}],
             "critical": ["topic"],

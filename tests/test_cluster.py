@@ -43,17 +43,19 @@ EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+", re.ASCII)
 CREATED_STACKS = [s for s in COMMITTED_STACKS if "existing" not in render.stack_file(s).read_text()]
 CLUSTER_OUTPUTS = {
     "clusterName", "clusterEndpoint", "kubeconfig", "oidcIssuerUrl", "podIdentity", "nodeRoleArn", "gpuNodeRoleArn",
-    "vpcId", "privateSubnetIds", "publicSubnetIds", "gpuPools", "maxHourlyGpuCostUsd", "gpuPriceSource",
+    "vpcId", "privateSubnetIds", "publicSubnetIds", "gpuPools", "maxHourlyGpuCostUsd", "idleHourlyGpuCostUsd",
+    "gpuPriceSource", "modelCacheBucket", "imageRegistry",
 }  # fmt: skip
 POOL_KEYS = {
     "instanceTypes", "gpuModel", "gpusPerNode", "capacityType", "capacityTypes", "capacityReservations", "minNodes",
-    "maxNodes", "maxGpus", "maxHourlyCostUsd",
+    "maxNodes", "maxGpus", "maxHourlyCostUsd", "warmNodes", "idleNodes", "idleHourlyCostUsd",
 }  # fmt: skip
 
 
 def pool(**fields: Any) -> PoolPlan:
     """A pool's plan, as its models would leave it: none on it."""
-    return pool_plan(GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields}), [])
+    pool = GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields})
+    return pool_plan(document_plan(minimal_document()).config, pool, [])
 
 
 def one(rendering: render.Rendering, type_: str, name: str) -> mocks.RecordedResource:
@@ -132,7 +134,7 @@ def test_total_cost_sums_the_pools() -> None:
     expected = sum(
         max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in p.instance_types) * p.max_size for p in pools.values()
     )
-    assert node_pools.max_hourly_gpu_cost_usd(plan) == pytest.approx(expected, abs=0.01)
+    assert node_pools.hourly_gpu_cost_usd(plan, "maxHourlyCostUsd") == pytest.approx(expected, abs=0.01)
 
 
 def test_efa_interfaces_follow_the_flag_and_the_type() -> None:
@@ -441,7 +443,12 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
     private_routes = {f"{e['name']}-id" for e in plan["resources"] if e["type"] == "aws:ec2/routeTable:RouteTable" and e["name"].startswith("private-")}
     assert set(s3["routeTableIds"]) == private_routes and len(private_routes) == zones
     assert count["aws:eks/nodeGroup:NodeGroup"] == 1, "the system group; Karpenter launches the GPU nodes"
-    assert count["aws:eks/podIdentityAssociation:PodIdentityAssociation"] == 2, "Karpenter's and the EBS CSI driver's"
+    identities = {
+        f"{e['inputs']['namespace']}/{e['inputs']['serviceAccount']}"
+        for e in plan["resources"]
+        if e["type"] == "aws:eks/podIdentityAssociation:PodIdentityAssociation" and e["name"] != "alertmanager-sns"
+    }
+    assert identities == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"} | cache_identities(rendering)
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
     assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver", "metrics-server"}
     cni = one(rendering, "aws:eks/addon:Addon", "vpc-cni").inputs
@@ -501,9 +508,27 @@ def test_a_model_from_s3_reads_its_prefix_through_its_own_service_account() -> N
     assert "aws:eks/podIdentityAssociation:PodIdentityAssociation::model-llama-8b" in namespace.dependencies
 
 
-def test_hugging_face_models_get_no_aws_identity() -> None:
-    rendering = rendered_stack("prod")
-    assert not [r for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name.startswith("model-")]
+def cache_identities(rendering: render.Rendering) -> set[str]:
+    """The service accounts of the model cache: each streamed model's, and each staging Job's."""
+    found = set()
+    for model in rendering.plan.models:
+        if model.weights.streams:
+            found.add(f"{model.namespace}/{model.name}")
+        if model.weights.staging:
+            found.add(f"{model.namespace}/{model.weights.staging.service_account}")
+    return found
+
+
+def test_hugging_face_models_without_the_cache_get_no_aws_identity() -> None:
+    def model_identities(**cache: Any) -> list[str]:
+        """Sorted: resources register as their inputs resolve, in no fixed order."""
+        document = minimal_document(modelCache=cache)
+        document["config"]["vllm-platform:models"][0]["revision"] = "0e9e39f249a16976918f6564b8830bc894c89659"
+        rendering = render_document(document)
+        return sorted(r.name for r in of_type(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if "llama" in r.name)
+
+    assert model_identities(enabled=False) == []
+    assert model_identities(enabled=True) == ["model-llama-8b", "stage-llama-8b"]
 
 
 def in_region(region: str, **cluster_keys: Any) -> dict[str, Any]:
@@ -579,7 +604,9 @@ def test_outputs_are_the_documented_contract(stack: str) -> None:
     assert set(pools) == set(rendering.config.cluster.pools)
     assert all(set(p) == POOL_KEYS for p in pools.values())
     assert outputs["maxHourlyGpuCostUsd"] == pytest.approx(sum(p["maxHourlyCostUsd"] for p in pools.values()))
-    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"}
+    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"} | cache_identities(
+        rendering
+    )
 
 
 def test_prod_costs_at_most_its_pools_at_list_price() -> None:

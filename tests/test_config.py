@@ -326,12 +326,6 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_model(replicas={"min": 1, "max": 6}),
         "models[llama-8b].replicas.max: 6 replicas of 1 GPU(s) need 6 g5.xlarge nodes, but pool g5 has maxSize 4",
     ),
-    (
-        "checkpoint larger than the root volume",
-        with_model(model="meta-llama/Llama-3.3-70B-Instruct", gpuPool="p4d", tensorParallelSize=8)
-        | {"cluster": base()["cluster"] | {"gpuNodePools": [{"name": "p4d", "instanceTypes": ["p4d.24xlarge"], "maxSize": 1, "rootVolumeGiB": 150}]}},
-        "the checkpoint needs ~184 GiB of node disk with the image, but pool p4d has rootVolumeGiB 150",
-    ),
     ("no autoscaler", with_model(autoscaling={"mode": "none"}), "models[llama-8b].autoscaling.mode: none is refused: the platform's policy gives every model an autoscaler"),
     ("quoted served name", with_model(servedModelName="team's llama"), "models[llama-8b].servedModelName: \"team's llama\" must be letters, digits"),
     ("platform namespace", base() | {"namespace": "keda"}, "namespace: 'keda' is where the platform runs"),

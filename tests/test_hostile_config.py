@@ -82,6 +82,18 @@ REFUSED_BESIDE_ACCEPTED = [
     ("empty value", "models.0.extraArgs", ["--max-num-seqs="], ["--max-num-seqs=1"], "has no value after '='"),
     ("dash look-alike", "models.0.extraArgs", ["\u2014enforce-eager"], ["--enforce-eager"], "outside printable ASCII"),
     ("upper-case flag", "models.0.extraArgs", ["--Enforce-Eager"], ["--enforce-eager"], "is not a flag name vLLM has"),
+    # The model cache's key and where images come from.
+    ("revision a branch", "models.0.revision", "main", "0" * 40, "a branch or tag such as main moves"),
+    ("revision in upper case", "models.0.revision", "A" * 40, "a" * 40, "is not a commit of the repository (40 hex digits)"),
+    ("revision one short", "models.0.revision", "0" * 39, "0" * 40, "is not a commit of the repository"),
+    ("revision with a newline", "models.0.revision", "0" * 40 + "\n", "0" * 40, "is not a commit of the repository"),
+    ("bucket with an underscore", "modelCache.bucket", "model_cache", "model-cache", "is not an S3 bucket name"),
+    ("bucket as an IP address", "modelCache.bucket", "192.168.10.1", "192-168-10-1", "is not an S3 bucket name"),
+    ("bucket with two dots", "modelCache.bucket", "model..cache", "model.cache", "is not an S3 bucket name"),
+    ("registry with a scheme", "images.registry", "https://registry.example.com/hub", "registry.example.com/hub", "is not a registry host and path"),
+    ("registry with a tag", "images.registry", "registry.example.com/hub:v1", "registry.example.com/hub", "is not a registry host and path"),
+    ("warm nodes past maxSize", "cluster.gpuNodePools.0.warmNodes", 5, 1, "warmNodes 5 is above maxSize 4"),
+    ("true as warm nodes", "cluster.gpuNodePools.0.warmNodes", True, 1, "warmNodes: must be an integer, not the boolean true"),
 ]
 
 

@@ -3,12 +3,14 @@ scoped as Karpenter's reference scopes it, and the interruption queue wired to i
 
 from __future__ import annotations
 
+import email
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
 from tools import mocks, schemas
@@ -82,6 +84,15 @@ def test_a_pool_launches_only_in_the_zones_that_offer_all_its_types() -> None:
     assert one(rendering, "EC2NodeClass", "gpu-p4d")["spec"]["placementGroupSelector"] == {"name": f"gpu-p4d-{mocks.FAKE_NAME_SUFFIX}"}
 
 
+def node_config_parts(user_data: str) -> list[Any]:
+    """The NodeConfig documents of a MIME multipart user data, as nodeadm reads them."""
+    message = email.message_from_string(user_data)
+    assert message.is_multipart() and message.get_content_type() == "multipart/mixed"
+    parts = [p for p in message.walk() if not p.is_multipart()]
+    assert [p.get_content_type() for p in parts] == ["application/node.eks.aws"]
+    return [yaml.safe_load(p.get_payload()) for p in parts]
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_node_classes_pin_the_ami_require_imdsv2_and_encrypt_with_the_platform_key(stack: str) -> None:
     rendering = rendered_stack(stack)
@@ -95,9 +106,12 @@ def test_node_classes_pin_the_ami_require_imdsv2_and_encrypt_with_the_platform_k
         (root,) = spec["blockDeviceMappings"]
         assert root["rootVolume"] is True
         assert root["ebs"] == {
-            "volumeSize": f"{pool.root_volume_gib}Gi", "volumeType": "gp3", "iops": 6000, "throughput": 500,
+            "volumeSize": f"{pool.root_volume_gib}Gi", "volumeType": "gp3", "iops": 6000, "throughput": 600,
             "encrypted": True, "kmsKeyID": key_arn, "deleteOnTermination": True,
         }  # fmt: skip
+        assert spec["instanceStorePolicy"] == "RAID0"
+        (node_config,) = node_config_parts(spec["userData"])
+        assert node_config == {"apiVersion": "node.eks.aws/v1alpha1", "kind": "NodeConfig", "spec": {"featureGates": {"FastImagePull": True}}}
         discovery = {"tags": {KARPENTER_DISCOVERY_TAG: rendering.config.cluster.name}}
         assert spec["subnetSelectorTerms"] == spec["securityGroupSelectorTerms"] == [discovery]
         assert spec["role"] == mocks.FAKE_STATE["aws:iam/role:Role"](node_role.name, node_role.inputs)["name"]

@@ -524,7 +524,8 @@ def test_an_exact_chart_version_passes(version: str) -> None:
 
 
 def test_hf_token_from_the_secret_passes() -> None:
-    manifest = workload.deployment(rendered_stack("dev").plan.models[0], hf_token=True)
+    plan = rendered_stack("dev").plan.models[0]
+    manifest = workload.deployment(plan, hf_token=True, weights_uri=plan.weights.uri("model-cache"), region="us-west-2")
     model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
     assert any(e["name"] == "HF_TOKEN_PATH" for e in server(manifest)["env"])
     assert violations("hf-token-from-secret", "dev", [model]) == []

@@ -182,17 +182,28 @@ def test_checkov_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert "checkov could not scan" in capsys.readouterr().err
 
 
+# The checks each kind of the program's objects may skip, by its app.kubernetes.io/name; every other object none.
+ALLOWED_SKIPS = {
+    # Pinned to a release tag (or a digest), pulled IfNotPresent.
+    ("Deployment", "vllm"): {"CKV_K8S_43", "CKV_K8S_15"},
+    ("Job", "vllm-staging"): {"CKV_K8S_43", "CKV_K8S_15"},
+    # The same, and a sleep that serves nothing has no probe to give.
+    ("Deployment", "vllm-warm-node"): {"CKV_K8S_43", "CKV_K8S_15", "CKV_K8S_8", "CKV_K8S_9"},
+}
+
+
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
 def test_every_skip_is_on_its_object_with_a_reason(stack: str) -> None:
-    skips = 0
     for manifest in rendered_stack(stack).manifests():
+        skipped = set()
         for key, value in (manifest["metadata"].get("annotations") or {}).items():
             if key.startswith("checkov.io/"):
                 assert SKIP_ANNOTATION.fullmatch(key) and REASONED_SKIP.fullmatch(value), (manifest["metadata"]["name"], key, value)
-                skips += 1
+                skipped.add(value.split("=", 1)[0])
+        app = manifest["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+        assert skipped <= ALLOWED_SKIPS.get((manifest["kind"], app), set()), (manifest["kind"], manifest["metadata"]["name"], skipped)
         template = manifest.get("spec", {}).get("template", {}).get("metadata", {})
         assert not [k for k in template.get("annotations", {}) if k.startswith("checkov.io/")], "checkov reads the object's own"
-    assert skips <= len(rendered_stack(stack).plan.models) * 2
 
 
 CHART_DEPLOYMENT = """

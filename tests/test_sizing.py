@@ -74,15 +74,6 @@ def test_tokens_fitting_rounds_down_to_whole_thousands() -> None:
     assert sizing.sequence_kv_cache_gb(128 * 1024, 30720) <= 4.1 < sizing.sequence_kv_cache_gb(128 * 1024, 30720 + 1024)
 
 
-def test_startup_budget_grows_with_weights_in_whole_periods() -> None:
-    small = sizing.startup_budget_seconds(8, None)
-    large = sizing.startup_budget_seconds(70, None)
-    assert small == 180 + 12 * 16 + 8  # 372 s rounded up to 380
-    assert large > 25 * 60
-    assert small % sizing.STARTUP_PROBE_PERIOD_SECONDS == 0
-    assert sizing.startup_budget_seconds(70, "awq") < large
-
-
 def test_allocatable_is_below_capacity_and_holds_the_default_request() -> None:
     for instance in INSTANCE_TYPES.values():
         assert 0 < allocatable_cpu_millis(instance) < instance.vcpu * 1000

@@ -204,14 +204,21 @@ def test_no_long_lived_keys_and_every_action_pinned() -> None:
 
 
 def test_a_deploy_outlasts_the_longest_model_rollout() -> None:
-    """`pulumi up` waits up to each Deployment's timeoutSeconds; the job and the AWS session must outlast it."""
+    """`pulumi up` waits up to each model's staging Job's timeoutSeconds, then its Deployment's; the job and the
+    AWS session must outlast both."""
     (up,) = workflow("pulumi-up.yml")["jobs"].values()
     session = int(step_using(up, "aws-actions/configure-aws-credentials")["with"]["role-duration-seconds"])
     job = up["timeout-minutes"] * 60
+
+    def waits(stack: str, kind: str) -> dict[str, int]:
+        return {
+            o["metadata"]["labels"]["app.kubernetes.io/instance"]: int(o["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
+            for o in objects_of(rendered_stack(stack), kind)
+            if "pulumi.com/timeoutSeconds" in o["metadata"].get("annotations", {})
+        }
+
     longest = max(
-        int(d["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
-        for stack in ENVIRONMENTS
-        for d in objects_of(rendered_stack(stack), "Deployment")
+        rollout + waits(stack, "Job").get(model, 0) for stack in ENVIRONMENTS for model, rollout in waits(stack, "Deployment").items()
     )
     # An hour on top: a first up creates the cluster and its node groups before any model.
     assert longest + 3600 <= min(session, job), (longest, session, job)

@@ -12,6 +12,7 @@ from tests.test_config import base
 from vllm_platform.contract import MONITOR_SELECTOR_LABELS
 from vllm_platform.k8s import autoscaling, monitoring, network, probes, workload
 from vllm_platform.pins import SIMULATOR_IMAGE
+from vllm_platform.plan import coldstart
 from vllm_platform.plan.plans import ModelPlan, Plan
 from vllm_platform.plan.serving import MODEL_CACHE_PATH
 
@@ -34,8 +35,8 @@ def flag(args: list[str], name: str) -> str:
 def test_args_carry_the_model_and_serving_flags() -> None:
     cfg, model = config(quantization="awq", model="hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4",
                         maxModelLen=8192, gpuMemoryUtilization=0.85, extraArgs=["--enable-prefix-caching"])
-    args = list(model.args)
-    assert flag(args, "--model") == "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
+    args = container(cfg, model)["args"]
+    assert args[:2] == ["--model", "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"]
     assert flag(args, "--served-model-name") == model.source
     assert flag(args, "--port") == "8000"
     assert flag(args, "--tensor-parallel-size") == "1"
@@ -138,7 +139,8 @@ def test_pulumi_waits_for_node_scale_up_plus_startup() -> None:
     cfg, model = config()
     deployment = workload.deployment(model, False)
     timeout = int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
-    assert model.cold_start_seconds == model.startup_budget_seconds + 600
+    assert model.cold_start is not None
+    assert model.cold_start_seconds == coldstart.with_safety(model.cold_start.cold_seconds) > model.startup_budget_seconds
     assert timeout == model.termination_grace_seconds + model.cold_start_seconds
     assert deployment["spec"]["progressDeadlineSeconds"] == timeout
 
@@ -310,12 +312,17 @@ def test_simulator_mimics_the_configured_model() -> None:
 
 def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
     raw = base()
-    raw["models"][0].update({"model": "meta-llama/Llama-3.3-70B-Instruct", "simulate": True})
+    raw["models"][0].update({"model": "meta-llama/Llama-3.3-70B-Instruct", "simulate": True, "revision": "6" * 40})
     raw["models"][0].pop("gpuPool")
     cfg = plan_of(raw)
     assert list(cfg.notes) == [
-        "models[llama-8b]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+        "models[llama-8b]: simulated with llm-d-inference-sim, no GPU and no weights; the GPU and node fit checks, the "
+        "model cache and its staging are skipped"
     ]
+    (model,) = cfg.models
+    assert model.weights.staging is None and not model.weights.streams and model.cold_start is None
+    raw["models"][0].update({"simulate": False, "gpuPool": "p4d", "tensorParallelSize": 8})
+    assert plan_of(raw).models[0].weights.staging is not None, "the same model on GPUs is staged"
 
 
 def test_network_policies_deny_by_default_and_open_only_the_serving_port() -> None:
@@ -335,11 +342,12 @@ def test_scanner_skips_are_specific_and_only_where_needed() -> None:
     cfg, model = config()
     annotations = workload.deployment(model, hf_token=True)["metadata"]["annotations"]
     assert annotations["checkov.io/skip1"].startswith("CKV_K8S_43=pinned to release tag v")
+    assert annotations["checkov.io/skip2"] == workload.PULL_POLICY_SKIP
     # The token is a mounted file, so checkov's "secrets as environment variables" has nothing to skip.
-    assert [k for k in annotations if k.startswith("checkov.io/")] == ["checkov.io/skip1"]
+    assert [k for k in annotations if k.startswith("checkov.io/")] == ["checkov.io/skip1", "checkov.io/skip2"]
     cfg, model = config(image="vllm/vllm-openai@sha256:" + "0" * 64)
     annotations = workload.deployment(model, hf_token=False)["metadata"]["annotations"]
-    assert not [k for k in annotations if k.startswith("checkov.io/")]
+    assert {k: v for k, v in annotations.items() if k.startswith("checkov.io/")} == {"checkov.io/skip1": workload.PULL_POLICY_SKIP}
 
 
 def test_an_external_prometheus_is_admitted_from_the_namespace_its_url_names() -> None:

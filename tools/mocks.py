@@ -104,6 +104,13 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     },
     "aws:kms/key:Key": lambda name, inputs: {"arn": "arn:aws:kms:us-west-2:123456789012:key/0a1b2c3d-0000-4000-8000-0123456789ab"},
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
+    # S3 ARNs name neither the region nor the account.
+    "aws:s3/bucket:Bucket": lambda name, inputs: {"bucket": _auto_name(name, inputs), "arn": f"arn:aws:s3:::{_auto_name(name, inputs)}"},
+    "aws:secretsmanager/secret:Secret": lambda name, inputs: {
+        "arn": f"arn:aws:secretsmanager:us-west-2:123456789012:secret:{inputs.get('namePrefix', name)}{FAKE_UNIQUE_SUFFIX}-AbCdEf"
+    },
+    # The account whose private registry holds the cache.
+    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": lambda name, inputs: {"registryId": "123456789012"},
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     # The outputs a cluster stack of this program gives (README, "Stack outputs").
     "pulumi:pulumi:StackReference": lambda name, inputs: {

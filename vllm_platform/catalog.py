@@ -2,6 +2,10 @@
 
 Hardware figures: the AWS EC2 instance-type pages for G5, P4 and P5
 (https://aws.amazon.com/ec2/instance-types/g5/, .../p4/, .../p5/).
+Network bandwidth, baseline and burst (Gbit/s): the EC2 User Guide's accelerated computing table ("Baseline
+bandwidth (Gbps)", "Burst bandwidth (Gbps)"; awsdocs/amazon-ec2-user-guide@d2899614, 2023-05-11), the same
+baselines as Karpenter v1.14.1's generated `instance-network-bandwidth` (2026-07-06). A burst lasts "typically
+from 5 to 60 minutes", best effort, with full credits at launch. Network cards: the same guide's ENI table.
 Max pods: amazon-eks-ami `eni-max-pods.txt`, which the EKS AL2023 AMI uses for kubelet's maxPods.
 Prices: EC2 On-Demand, Linux, us-east-1, as listed on PRICES_AS_OF. P4 and P5 include the
 price reduction AWS applied to those families in June 2025. Other regions differ; the cost
@@ -44,22 +48,33 @@ class InstanceType:
     local_nvme_gb: int
     max_pods: int
     on_demand_usd_per_hour: float
+    network_gbps: float
+    # Above the baseline, for a while: the sizes up to 4xlarge only.
+    burst_gbps: float | None = None
+    # Bandwidth is per card: one pod's traffic leaves through the card of its interface.
+    network_cards: int = 1
+
+    @property
+    def pod_network_gbps(self) -> float:
+        """What one pod's transfers can reach: the burst where there is one (a fresh node's credits are full),
+        of one network card."""
+        return (self.burst_gbps or self.network_gbps) / self.network_cards
 
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
     t.name: t
     for t in (
-        InstanceType("g5.xlarge", A10G, 1, 4, 16, 250, 58, 1.006),
-        InstanceType("g5.2xlarge", A10G, 1, 8, 32, 450, 58, 1.212),
-        InstanceType("g5.4xlarge", A10G, 1, 16, 64, 600, 234, 1.624),
-        InstanceType("g5.8xlarge", A10G, 1, 32, 128, 900, 234, 2.448),
-        InstanceType("g5.12xlarge", A10G, 4, 48, 192, 3800, 737, 5.672),
-        InstanceType("g5.16xlarge", A10G, 1, 64, 256, 1900, 234, 4.096),
-        InstanceType("g5.24xlarge", A10G, 4, 96, 384, 3800, 737, 8.144),
-        InstanceType("g5.48xlarge", A10G, 8, 192, 768, 7600, 345, 16.288),
-        InstanceType("p4d.24xlarge", A100_40GB, 8, 96, 1152, 8000, 737, 21.958),
-        InstanceType("p4de.24xlarge", A100_80GB, 8, 96, 1152, 8000, 737, 27.447),
-        InstanceType("p5.48xlarge", H100_80GB, 8, 192, 2048, 30720, 100, 55.040),
+        InstanceType("g5.xlarge", A10G, 1, 4, 16, 250, 58, 1.006, 2.5, 10),
+        InstanceType("g5.2xlarge", A10G, 1, 8, 32, 450, 58, 1.212, 5, 10),
+        InstanceType("g5.4xlarge", A10G, 1, 16, 64, 600, 234, 1.624, 10, 25),
+        InstanceType("g5.8xlarge", A10G, 1, 32, 128, 900, 234, 2.448, 25),
+        InstanceType("g5.12xlarge", A10G, 4, 48, 192, 3800, 737, 5.672, 40),
+        InstanceType("g5.16xlarge", A10G, 1, 64, 256, 1900, 234, 4.096, 25),
+        InstanceType("g5.24xlarge", A10G, 4, 96, 384, 3800, 737, 8.144, 50),
+        InstanceType("g5.48xlarge", A10G, 8, 192, 768, 7600, 345, 16.288, 100),
+        InstanceType("p4d.24xlarge", A100_40GB, 8, 96, 1152, 8000, 737, 21.958, 400, network_cards=4),
+        InstanceType("p4de.24xlarge", A100_80GB, 8, 96, 1152, 8000, 737, 27.447, 400, network_cards=4),
+        InstanceType("p5.48xlarge", H100_80GB, 8, 192, 2048, 30720, 100, 55.040, 3200, network_cards=32),
     )
 }
 

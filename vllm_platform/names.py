@@ -45,10 +45,14 @@ AWS_NAME_LIMITS = {
     "aws:s3/bucket:Bucket": 63,
     "aws:kms/alias:Alias": 256,
     "aws:ecr/repository:Repository": 256,
+    # A pull-through cache rule's ecrRepositoryPrefix.
+    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": 30,
+    "aws:secretsmanager/secret:Secret": 512,
 }
 
 
-def _shortened(base: str, room: int) -> str:
+def shortened(base: str, room: int) -> str:
+    """`base`, or where it is longer than `room`, its head and a hash of all of it."""
     if len(base) <= room:
         return base
     digest = hashlib.sha256(base.encode()).hexdigest()[:HASH_LENGTH]
@@ -58,17 +62,26 @@ def _shortened(base: str, room: int) -> str:
 def logical_name(resource_type: str, base: str) -> str:
     """The logical name for an auto-named resource of this type: `base`, or, where `base` plus Pulumi's
     suffix would pass the type's AWS limit, its head and a hash."""
-    return _shortened(base, AWS_NAME_LIMITS[resource_type] - AUTO_NAME_SUFFIX)
+    return shortened(base, AWS_NAME_LIMITS[resource_type] - AUTO_NAME_SUFFIX)
 
 
 def name_prefix(resource_type: str, base: str) -> str:
     """A `*_name_prefix` ending in "-", short enough for the 26 digits the provider appends."""
-    return _shortened(base, AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1) + "-"
+    return shortened(base, AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1) + "-"
 
 
 def prefix_room(resource_type: str) -> int:
     """The longest base a name prefix of this type keeps whole."""
     return AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1
+
+
+# A Kubernetes object's name that becomes a label value too (a Job's `job-name`): 63 characters at most.
+KUBERNETES_NAME_MAX_LENGTH = 63
+
+
+def kubernetes_name(base: str) -> str:
+    """`base`, or where it is longer than a label value may be, its head and a hash."""
+    return shortened(base, KUBERNETES_NAME_MAX_LENGTH)
 
 
 def fits(resource_type: str, name: str) -> bool:

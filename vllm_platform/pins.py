@@ -55,3 +55,7 @@ KARPENTER_CRD = Chart("karpenter-crd", "1.14.1", "oci://public.ecr.aws/karpenter
 # The EKS AL2023 AMI release Karpenter's alias resolves (its NVIDIA variant for GPU types): amazon-eks-ami
 # v20260714, the newest release with a published changelog listing NVIDIA AMIs for Kubernetes 1.30 to 1.36.
 DEFAULT_GPU_AMI_ALIAS = "al2023@v20260714"
+# The model staging Job's image: AWS Lambda's Python 3.12 base image, a dated release on ECR Public, which
+# ships boto3 and nothing else the Job needs (vllm_platform/staging/stage_model.py uses the standard library
+# besides). Small, so the system nodes pull it in seconds; its entrypoint is replaced by the Job's command.
+STAGING_IMAGE = "public.ecr.aws/lambda/python:3.12.2026.10.03.13"

@@ -11,7 +11,7 @@ import pulumi
 from vllm_platform.components.platform import build_platform
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.loader import engine_config
-from vllm_platform.plan.notes import alerting_notes, quota_notes, token_notes
+from vllm_platform.plan.notes import alerting_notes, cold_start_notes, delivery_notes, quota_notes, token_notes
 from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
 
@@ -23,9 +23,10 @@ def load_plan() -> Plan:
     except ConfigError as error:
         raise pulumi.RunError(str(error)) from None
     quota_info, quota_warnings = quota_notes(plan)
-    for note in (*plan.notes, *token_notes(plan.config), *alerting_notes(plan.config), *quota_warnings):
+    warnings = (*plan.notes, *token_notes(plan.config), *alerting_notes(plan.config), *delivery_notes(plan), *quota_warnings)
+    for note in warnings:
         pulumi.log.warn(note)
-    for note in quota_info:
+    for note in (*quota_info, *cold_start_notes(plan)):
         pulumi.log.info(note)
     return plan
 

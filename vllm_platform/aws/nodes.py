@@ -48,6 +48,10 @@ def pool_summary(pool: PoolPlan) -> dict[str, Any]:
         "maxNodes": pool.max_size,
         "maxGpus": pool.gpus_per_node * pool.max_size,
         "maxHourlyCostUsd": round(price * pool.max_size, 2),
+        # What runs with every model at rest: the nodes replicas.min holds, and the warm nodes on top.
+        "warmNodes": pool.warm_nodes,
+        "idleNodes": pool.nodes_at_min + pool.warm_nodes,
+        "idleHourlyCostUsd": round(price * (pool.nodes_at_min + pool.warm_nodes), 2),
     }
 
 
@@ -55,8 +59,9 @@ def gpu_pools_summary(plan: Plan) -> dict[str, dict[str, Any]]:
     return {pool.name: pool_summary(pool) for pool in plan.pools}
 
 
-def max_hourly_gpu_cost_usd(plan: Plan) -> float:
-    return round(sum(summary["maxHourlyCostUsd"] for summary in gpu_pools_summary(plan).values()), 2)
+def hourly_gpu_cost_usd(plan: Plan, which: str) -> float:
+    """The sum over pools of `maxHourlyCostUsd` or `idleHourlyCostUsd`."""
+    return round(sum(summary[which] for summary in gpu_pools_summary(plan).values()), 2)
 
 
 def _launch_template(name: str, root_volume_gib: int, tags: dict[str, str], opts: pulumi.ResourceOptions) -> aws.ec2.LaunchTemplate:

@@ -34,11 +34,11 @@ from vllm_platform.aws.eks import (
 from vllm_platform.aws.network import create_network, network_outputs
 from vllm_platform.catalog import PRICE_SOURCE
 from vllm_platform.components.capacity import AwsContext, GpuCapacity
+from vllm_platform.components.delivery import ModelDelivery, existing_cluster_sources
 from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
 from vllm_platform.contract import KARPENTER_SERVICE_ACCOUNT, KUBE_SYSTEM, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting, cluster_addons
-from vllm_platform.names import IAM_ROLE_POLICY, logical_name
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
@@ -46,18 +46,27 @@ from vllm_platform.plan.plans import Plan
 def cost_outputs(plan: Plan) -> dict[str, Any]:
     return {
         "gpuPools": nodes.gpu_pools_summary(plan),
-        "maxHourlyGpuCostUsd": nodes.max_hourly_gpu_cost_usd(plan),
+        "maxHourlyGpuCostUsd": nodes.hourly_gpu_cost_usd(plan, "maxHourlyCostUsd"),
+        "idleHourlyGpuCostUsd": nodes.hourly_gpu_cost_usd(plan, "idleHourlyCostUsd"),
         "gpuPriceSource": PRICE_SOURCE,
     }
+
+
+def delivery_outputs(bucket: Any, registry: Any) -> dict[str, Any]:
+    return {"modelCacheBucket": bucket, "imageRegistry": registry}
 
 
 class PlatformCluster(pulumi.ComponentResource):
     """Contract: `provider` is the kubernetes.Provider every Kubernetes resource goes through;
     `ready` lists what must exist before workloads are created (node groups, add-ons);
-    `outputs` are the stack outputs this layer owns (see README, "Stack outputs")."""
+    `cache_bucket` names the model cache's bucket and `image_registry` the registry Docker Hub images are
+    pulled through (each None where there is none); `outputs` are the stack outputs this layer owns (see
+    README, "Stack outputs")."""
 
     provider: k8s.Provider
     ready: list[pulumi.Resource]
+    cache_bucket: Any
+    image_registry: Any
     outputs: dict[str, Any]
 
     def __init__(self, name: str, plan: Plan, opts: Optional[pulumi.ResourceOptions] = None):
@@ -86,7 +95,8 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ready = []
-        self.outputs = {"clusterName": cluster_name, **cost_outputs(plan)}
+        self.cache_bucket, self.image_registry = existing_cluster_sources(plan)
+        self.outputs = {"clusterName": cluster_name, **cost_outputs(plan), **delivery_outputs(self.cache_bucket, self.image_registry)}
         if kubeconfig_value is not None:
             self.outputs["kubeconfig"] = kubeconfig_value
 
@@ -213,7 +223,6 @@ class PlatformCluster(pulumi.ComponentResource):
                 )
             )
 
-        weights_roles, weights_grants = self._model_weights_access(plan, eks.name, partition, tags)
         publish_grants = self._alert_publishing(plan, eks.name, tags)
         storage = self._storage_class(late_addons)
         device_plugin = helm_release(
@@ -231,12 +240,16 @@ class PlatformCluster(pulumi.ComponentResource):
             after=[system, *late_addons],
             opts=child,
         )
+        delivery = ModelDelivery(
+            "model-delivery", plan, partition, region, caller.account_id, eks.name, key, capacity.node_role, tags, opts=child
+        )
+        self.cache_bucket, self.image_registry = delivery.bucket_name, delivery.registry
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
         # Not a GPU node: one EC2 cannot supply (a p4d, InsufficientInstanceCapacity) holds only the pods that
         # wait for it, Pending, while the rest of the stack (system nodes, observability) comes up.
         self.ready = [
             system, *early_addons, *late_addons, storage, device_plugin, *capacity.ready, *access,
-            *weights_grants, *publish_grants,
+            *delivery.ready, *publish_grants,
         ]  # fmt: skip
         self.outputs = {
             "clusterName": eks.name,
@@ -248,37 +261,15 @@ class PlatformCluster(pulumi.ComponentResource):
                 "roleArns": {
                     f"{KUBE_SYSTEM}/{KARPENTER_SERVICE_ACCOUNT}": capacity.controller_role.arn,
                     f"{KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
-                    **{account: role.arn for account, role in weights_roles.items()},
+                    **{account: role.arn for account, role in delivery.roles.items()},
                 },
             },
             "nodeRoleArn": node_role.arn,
             "gpuNodeRoleArn": capacity.node_role.arn,
+            **delivery_outputs(self.cache_bucket, self.image_registry),
             **network_outputs(network),
             **cost_outputs(plan),
         }
-
-    def _model_weights_access(
-        self, plan: Plan, cluster_name: pulumi.Input[str], partition: str, tags: dict[str, str]
-    ) -> tuple[dict[str, aws.iam.Role], list[pulumi.Resource]]:
-        """A read-only role on its checkpoint's S3 prefix for each model loaded from S3, by namespace/ServiceAccount;
-        and what must exist before such a model's pods start."""
-        roles: dict[str, aws.iam.Role] = {}
-        grants: list[pulumi.Resource] = []
-        for model in plan.models:
-            if model.weights_bucket is None or model.simulated:
-                continue
-            bucket, prefix = model.weights_bucket
-            name = f"model-{model.name}"
-            role, association = pod_identity_role(name, cluster_name, model.namespace, model.name, tags, self)
-            policy = aws.iam.RolePolicy(
-                logical_name(IAM_ROLE_POLICY, name),
-                role=role.id,
-                policy=json.dumps(iam.model_weights_policy(partition, bucket, prefix)),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            roles[f"{model.namespace}/{model.name}"] = role
-            grants += [association, policy]
-        return roles, grants
 
     def _alert_publishing(self, plan: Plan, cluster_name: pulumi.Input[str], tags: dict[str, str]) -> list[pulumi.Resource]:
         """Alertmanager's role for its SNS receivers: publish to those topics, nothing else."""

@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from vllm_platform.contract import SERVING_PORT
-from vllm_platform.k8s import autoscaling, workload
+from vllm_platform.k8s import autoscaling, staging, workload
 from vllm_platform.k8s.monitoring import service_monitor
 from vllm_platform.plan.plans import ModelPlan, Plan
 
@@ -24,6 +24,11 @@ def custom_resource(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOp
     )
 
 
+def weights_output(model: ModelPlan, weights_uri: Any) -> dict[str, Any]:
+    """Where the model's weights come from, for the `models` output."""
+    return {"source": model.weights.source.value, "uri": weights_uri if weights_uri is not None else model.weights.model}
+
+
 class VllmModel(pulumi.ComponentResource):
     """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget;
     for a model that scales to zero also the InterceptorRoute and the entry Service that leads to it.
@@ -31,6 +36,9 @@ class VllmModel(pulumi.ComponentResource):
     `prometheus_url` is where the KEDA trigger queries; `http_scaler_address` and `interceptor_host`
     are the KEDA HTTP add-on's scaler and interceptor; `crd_dependencies` are the resources that
     install the ServiceMonitor, ScaledObject and InterceptorRoute CRDs, so those objects come after them.
+    `weights_uri`, `cache_bucket` and `image` are what the plan cannot name: where the weights stream from (the
+    stack's own cache bucket), and the registry the image comes through; `region` is the AWS region streaming
+    and staging talk to S3 in. A model staged into the cache rolls only after its staging Job has completed.
     """
 
     def __init__(
@@ -42,6 +50,10 @@ class VllmModel(pulumi.ComponentResource):
         interceptor_host: pulumi.Input[str] = "",
         hf_token_secret: Optional[k8s.core.v1.Secret] = None,
         crd_dependencies: Sequence[pulumi.Resource] = (),
+        weights_uri: pulumi.Input[str] | None = None,
+        cache_bucket: pulumi.Input[str] | None = None,
+        image: pulumi.Input[str] | None = None,
+        region: Optional[str] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         super().__init__("vllm-platform:index:VllmModel", model.name, None, opts)
@@ -56,13 +68,15 @@ class VllmModel(pulumi.ComponentResource):
             automount_service_account_token=account["automountServiceAccountToken"],
             opts=child,
         )
-        manifest = workload.deployment(model, hf_token=hf_token_secret is not None)
+        hf_token = hf_token_secret is not None
         token_dependency = [hf_token_secret] if hf_token_secret is not None else []
+        staged = self._staging(model, cache_bucket, region, hf_token, token_dependency)
+        manifest = workload.deployment(model, hf_token, weights_uri, image, region)
         self.deployment = k8s.apps.v1.Deployment(
             name,
             metadata=manifest["metadata"],
             spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency, *staged]),
         )
         service = workload.service(model)
         self.service = k8s.core.v1.Service(
@@ -98,9 +112,41 @@ class VllmModel(pulumi.ComponentResource):
 
         self.outputs = {
             "serviceUrl": workload.service_url(model),
+            "weights": weights_output(model, weights_uri),
+            "coldStart": model.cold_start.output() if model.cold_start else None,
             "servedModelName": model.served_name,
             "port": SERVING_PORT,
             # A client of a model at zero replicas waits for a node and the model's load on its first request.
             "scalesToZero": model.scales_to_zero,
         }
         self.register_outputs(self.outputs)
+
+    def _staging(
+        self,
+        model: ModelPlan,
+        bucket: pulumi.Input[str] | None,
+        region: Optional[str],
+        hf_token: bool,
+        token_dependency: list[k8s.core.v1.Secret],
+    ) -> list[pulumi.Resource]:
+        """The staging Job of a model served from the cache, and what it needs; `pulumi up` waits for it to complete,
+        and a failed copy fails the update with the Job's reason."""
+        plan = model.weights.staging
+        if plan is None:
+            return []
+        assert bucket is not None and region is not None, "a staged model's cache has a bucket and a region"
+        child = pulumi.ResourceOptions(parent=self)
+        account = staging.service_account(model, plan)
+        service_account = k8s.core.v1.ServiceAccount(
+            plan.service_account, metadata=account["metadata"], automount_service_account_token=False, opts=child
+        )
+        script = staging.script_config_map(model, plan)
+        config_map = k8s.core.v1.ConfigMap(plan.job_name, metadata=script["metadata"], data=script["data"], opts=child)
+        manifest = staging.job(model, plan, bucket, region, hf_token)
+        job = k8s.batch.v1.Job(
+            plan.job_name,
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, config_map, *token_dependency]),
+        )
+        return [job]

@@ -8,12 +8,48 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from vllm_platform.components.cluster import PlatformCluster
+from vllm_platform.components.delivery import pulled_image
 from vllm_platform.components.model import VllmModel
 from vllm_platform.components.observability import Observability
 from vllm_platform.contract import HF_TOKEN_SECRET, HF_TOKEN_SECRET_KEY
+from vllm_platform.k8s import warm
 from vllm_platform.k8s.network import namespace, network_policies
 from vllm_platform.k8s.workload import hf_token_secret_metadata
-from vllm_platform.plan.plans import Plan
+from vllm_platform.plan.plans import ModelPlan, Plan
+
+
+def _weights_uri(model: ModelPlan, cache_bucket: Any) -> Any:
+    """vLLM's --model: the plan's own, or for the stack's own cache, the URI below the bucket once it is named."""
+    if model.weights.model is not None:
+        return model.weights.model
+    return pulumi.Output.from_input(cache_bucket).apply(model.weights.uri)
+
+
+def _warm_nodes(plan: Plan, images: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+    """Each pool's placeholder Deployment, holding its warm nodes with its models' images pulled."""
+    pools = [p for p in plan.pools if p.warm_nodes]
+    if not pools:
+        return
+    manifest = warm.priority_class()
+    priority = k8s.scheduling.v1.PriorityClass(
+        warm.PRIORITY_CLASS,
+        metadata=manifest["metadata"],
+        value=manifest["value"],
+        preemption_policy=manifest["preemptionPolicy"],
+        global_default=manifest["globalDefault"],
+        description=manifest["description"],
+        opts=opts,
+    )
+    for pool in pools:
+        # One container per image the pool's models use, so a warm node holds each of them.
+        by_reference = {m.image: images[m.name] for m in plan.models if m.pool is not None and m.pool.name == pool.name}
+        placeholder = warm.placeholder(plan, pool, list(by_reference.values()))
+        k8s.apps.v1.Deployment(
+            warm.name(pool),
+            metadata=placeholder["metadata"],
+            spec=placeholder["spec"],
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[priority])),
+        )
 
 
 def build_platform(plan: Plan) -> dict[str, Any]:
@@ -41,6 +77,8 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             opts=in_namespace,
         )
 
+    region = pulumi.Config("aws").get("region")
+    images = {model.name: pulled_image(model, cluster.image_registry) for model in plan.models}
     models = {
         model.name: VllmModel(
             plan,
@@ -50,10 +88,15 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             interceptor_host=observability.interceptor_host,
             hf_token_secret=token_secret,
             crd_dependencies=observability.crd_dependencies,
+            weights_uri=_weights_uri(model, cluster.cache_bucket),
+            cache_bucket=cluster.cache_bucket,
+            image=images[model.name],
+            region=region,
             opts=in_namespace,
         )
         for model in plan.models
     }
+    _warm_nodes(plan, images, in_namespace)
     return {
         **cluster.outputs,
         "namespace": models_namespace.metadata.apply(lambda m: m["name"]),

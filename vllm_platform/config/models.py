@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 
-from vllm_platform.config.base import DNS_1035_LABEL, Section, check_label, check_ordered
+from vllm_platform.config.base import DNS_1035_LABEL, Section, check_label, check_ordered, check_pattern
 from vllm_platform.config.quantities import cpu_millis, memory_mib
 from vllm_platform.contract import images, vllm_flags
 from vllm_platform.pins import DEFAULT_VLLM_IMAGE
@@ -24,6 +24,8 @@ S3_URI = re.compile(
     r"s3://(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+/)*(?:(?!\.\.?$)[A-Za-z0-9._-]+)?)?",
     re.ASCII,
 )
+# A Hugging Face commit: the 40 hex digits of a git SHA-1, which a branch or tag name never is.
+HF_REVISION = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # Served names go into argv, PromQL label matchers and the simulator's shell line: no quotes, spaces or `$`.
 SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}", re.ASCII)
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -110,6 +112,14 @@ class Model(Section):
             "cluster gives the model's ServiceAccount, through Pod Identity, a role that may read that prefix and nothing else)"
         )
     )
+    revision: Optional[StrictStr] = Field(
+        None,
+        description=(
+            "for a Hugging Face id: the repository's commit (40 hex digits) to serve, and the model cache's key "
+            "(`s3://<bucket>/models/<org>/<name>/<revision>/`). Unset, the model is served from the hub's `main` as "
+            "it is at each start, never cached: a preview warning says so, and how to look the commit up"
+        ),
+    )
     served_model_name: Optional[StrictStr] = Field(
         None,
         description=(
@@ -195,6 +205,16 @@ class Model(Section):
     def _model_source(cls, value: str) -> str:
         if not (HF_MODEL_ID.fullmatch(value) or S3_URI.fullmatch(value)):
             raise ValueError(f"{value!r} is neither a Hugging Face id (org/name) nor an s3://bucket/prefix URI")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _commit(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if value is None:
+            return value
+        check_pattern(value, HF_REVISION, "a commit of the repository (40 hex digits); a branch or tag such as main moves")
+        if str(info.data.get("model", "")).startswith("s3://"):
+            raise ValueError("is for a Hugging Face id; an s3:// model is served from its prefix as it is")
         return value
 
     @field_validator("served_model_name")

@@ -17,6 +17,7 @@ from vllm_platform.config.base import (
     namespace_names,
 )
 from vllm_platform.config.cluster import Cluster
+from vllm_platform.config.delivery import Images, ModelCache
 from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
 from vllm_platform.config.models import AutoscalingMode, Model
@@ -45,6 +46,10 @@ class PlatformConfig(Section):
         Observability(), description="kube-prometheus-stack, KEDA, DCGM exporter, dashboard and alerts (see below)"
     )
     verify: Verify = Field(Verify(), description="defaults for `make verify` (see below)")
+    model_cache: ModelCache = Field(
+        ModelCache(), description="the S3 bucket checkpoints are staged into once per revision and streamed from (see below)"
+    )
+    images: Images = Field(Images(), description="where the GPU nodes pull the vLLM image from (see below)")
     hf_token: Optional[StrictStr] = Field(
         None,
         repr=False,
@@ -102,6 +107,11 @@ class PlatformConfig(Section):
         """Whether the KEDA HTTP add-on is needed, and its interceptor must reach the models."""
         return any(model.scales_to_zero for model in self.models)
 
+    @property
+    def caches_models(self) -> bool:
+        """Whether models with a revision stream from the S3 model cache."""
+        return self.model_cache.active(self.cluster.existing is None)
+
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate
 
@@ -152,6 +162,22 @@ def cross_field_problems(cfg: PlatformConfig) -> list[str]:
         problems.append(f"models: servedModelName {served!r} is served twice; metrics and routing need it unique")
     for model in cfg.models:
         problems += _model_problems(cfg, model)
+    used = {m.gpu_pool for m in cfg.models if not cfg.is_simulated(m)}
+    for pool in cfg.cluster.gpu_node_pools:
+        if pool.warm_nodes and pool.name not in used:
+            problems.append(
+                f"cluster.gpuNodePools[{pool.name}].warmNodes: {pool.warm_nodes}, but no model runs on the pool, so its "
+                "warm nodes would hold no image and wait for nothing; set it to 0"
+            )
+    if cfg.images.docker_hub is not None and cfg.cluster.existing is not None:
+        problems.append(
+            "images.dockerHub: an existing cluster gets no ECR pull-through cache, since the stack creates no AWS "
+            "resources there; give the mirror your nodes pull from as images.registry"
+        )
+    if cfg.model_cache.enabled and cfg.cluster.existing is not None and cfg.model_cache.bucket is None:
+        problems.append(
+            "modelCache.enabled: an existing cluster gets no bucket of the stack's own; name yours in modelCache.bucket"
+        )
     return problems
 
 

@@ -112,11 +112,23 @@ class GpuNodePool(Section):
         ),
     )
     root_volume_gib: StrictInt = Field(
-        200,
+        100,
         ge=50,
         le=16384,
         alias="rootVolumeGiB",
-        description="encrypted gp3 root volume (500 MB/s, 6000 IOPS) for the image and the model cache; must hold each model's checkpoint",
+        description=(
+            "encrypted gp3 root volume (600 MiB/s, 6000 IOPS) for the OS and its logs: the images and the pods' "
+            "disk are on the node's NVMe instance store, in one RAID0"
+        ),
+    )
+    warm_nodes: StrictInt = Field(
+        0,
+        ge=0,
+        description=(
+            "spare nodes kept up with the vLLM image pulled, each held by a placeholder pod that any model's new "
+            "replica preempts: it starts on a node at once instead of waiting for one to boot. Each costs a node "
+            "around the clock (the `idleHourlyGpuCostUsd` output counts it); at most `maxSize`"
+        ),
     )
     efa: StrictBool = Field(
         False,
@@ -199,6 +211,8 @@ class GpuNodePool(Section):
             raise ValueError("capacityTypes has reserved but capacityReservations is empty: name the ODCRs or Capacity Blocks")
         if self.capacity_reservations and not reserved:
             raise ValueError("capacityReservations are used only with reserved in capacityTypes; add it first in the list")
+        if self.warm_nodes > self.max_size:
+            raise ValueError(f"warmNodes {self.warm_nodes} is above maxSize {self.max_size}: the NodePool launches no more")
         if self.efa and not all(INSTANCE_TYPES[t].gpu_count == 8 for t in self.instance_types):
             raise ValueError("efa is for 8-GPU types (g5.48xlarge, p4d, p4de, p5) that serve across nodes")
         return self

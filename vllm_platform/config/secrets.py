@@ -18,6 +18,7 @@ SECRET_PATHS = (
     "hfToken",
     "observability.grafanaAdminPassword",
     "cluster.existing.kubeconfig",
+    "images.dockerHub.accessToken",
     "observability.alertmanager.receivers[].pagerduty.routingKey",
     "observability.alertmanager.receivers[].slack.apiUrl",
     "observability.alertmanager.receivers[].webhook.url",

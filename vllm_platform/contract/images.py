@@ -72,3 +72,18 @@ def pin_problem(reference: object) -> Optional[str]:
     if parsed.tag == "latest":
         return "floats (latest)"
     return None
+
+
+# The names Docker Hub goes by in a reference; no domain at all means Docker Hub too.
+DOCKER_HUB_DOMAINS = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def docker_hub_path(reference: str) -> Optional[str]:
+    """`path[:tag][@digest]` of a Docker Hub image as a registry that mirrors Docker Hub names it, or None for an
+    image of another registry. Official images live under `library/` (`ubuntu` is `library/ubuntu`), which a
+    mirror's path keeps."""
+    parsed = parse(reference)
+    if parsed is None or parsed.domain not in DOCKER_HUB_DOMAINS:
+        return None
+    path = parsed.path if "/" in parsed.path else f"library/{parsed.path}"
+    return path + (f":{parsed.tag}" if parsed.tag else "") + (f"@{parsed.digest}" if parsed.digest else "")

@@ -20,6 +20,7 @@ PARALLEL_FLAGS = (TENSOR_PARALLEL, PIPELINE_PARALLEL, DATA_PARALLEL)
 SHUTDOWN_TIMEOUT = "--shutdown-timeout"
 PORT = "--port"
 LOAD_FORMAT = "--load-format"
+MODEL_LOADER_EXTRA_CONFIG = "--model-loader-extra-config"
 # Flags the platform sets itself from other keys; passing them again through extraArgs would
 # silently override the fit checks or break the probes.
 MANAGED_FLAGS = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, Optional
 
 from vllm_platform.config.quantities import format_cpu, format_memory
 from vllm_platform.contract import (
@@ -37,6 +37,10 @@ SHM_SIZE = format_memory(SHM_MIB)
 # Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
 RUN_AS_UID = 10001
 SIMULATOR_BINARY = "/app/llm-d-inference-sim"
+PULL_POLICY_SKIP = (
+    "CKV_K8S_15=IfNotPresent on an image pinned to one release (validated): a node that holds it starts the pod "
+    "without a registry round-trip, and an unreachable registry or a pull-through cache's upstream stops no start"
+)
 
 
 def selector_labels(model: ModelPlan) -> dict[str, str]:
@@ -68,7 +72,7 @@ def container_resources(model: ModelPlan) -> dict[str, Any]:
     return {"requests": {**compute, **gpus, **storage}, "limits": {**compute, **gpus}}
 
 
-def _env(hf_token: bool) -> list[dict[str, Any]]:
+def _env(model: ModelPlan, hf_token: bool, region: Optional[str]) -> list[dict[str, Any]]:
     env = [
         {"name": "HOME", "value": HOME_PATH},
         # torch and triton ask getpass for a user name, which fails for a UID without a passwd entry.
@@ -77,6 +81,12 @@ def _env(hf_token: bool) -> list[dict[str, Any]]:
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
     ]
+    if model.weights.streams:
+        # The streamer copies config and tokenizer files here (by default under ~/.cache) and streams only weights.
+        env.append({"name": "VLLM_ASSETS_CACHE", "value": f"{MODEL_CACHE_PATH}/assets"})
+        if region:
+            # The streamer's AWS SDK would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod.
+            env.append({"name": "AWS_REGION", "value": region})
     if hf_token:
         # huggingface_hub reads the token from this file: a mounted Secret stays out of the process
         # environment, which crash reports and `/proc/<pid>/environ` would show.
@@ -103,11 +113,18 @@ def volumes(model: ModelPlan, hf_token: bool) -> tuple[list[dict[str, Any]], lis
         pod_volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}})
         mounts.append({"name": "dshm", "mountPath": SHM_PATH})
     if hf_token:
-        # Group-readable: the pod's fsGroup owns the projected file, not the user.
-        items = [{"key": HF_TOKEN_SECRET_KEY, "path": HF_TOKEN_SECRET_KEY}]
-        pod_volumes.append({"name": "hf-token", "secret": {"secretName": HF_TOKEN_SECRET, "items": items, "defaultMode": 0o440}})
-        mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
+        volume, mount = hf_token_volume()
+        pod_volumes.append(volume)
+        mounts.append(mount)
     return pod_volumes, mounts
+
+
+def hf_token_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `hf-token` Secret as a file, and its mount: the token stays out of the process environment."""
+    # Group-readable: the pod's fsGroup owns the projected file, not the user.
+    items = [{"key": HF_TOKEN_SECRET_KEY, "path": HF_TOKEN_SECRET_KEY}]
+    volume = {"name": "hf-token", "secret": {"secretName": HF_TOKEN_SECRET, "items": items, "defaultMode": 0o440}}
+    return volume, {"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True}
 
 
 # Who the pod's processes run as, and under which seccomp profile: the pod and its container alike.
@@ -132,12 +149,14 @@ def pod_security_context() -> dict[str, Any]:
     return {**RESTRICTED_IDENTITY, "fsGroup": RUN_AS_UID}
 
 
-def _serving_container(model: ModelPlan, image: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+def _serving_container(model: ModelPlan, image: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """What vLLM's container and the simulator's share: the name, port, probes, drain and hardening."""
     return {
         "name": "vllm",
         "image": image,
-        "imagePullPolicy": "Always",
+        # A pinned release (the config refuses anything else) does not change under its tag: a node that holds
+        # it starts the pod without asking the registry, and a registry that is down stops no start.
+        "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": SERVING_PORT_NAME, "containerPort": SERVING_PORT, "protocol": "TCP"}],
         "resources": container_resources(model),
         "volumeMounts": mounts,
@@ -147,13 +166,19 @@ def _serving_container(model: ModelPlan, image: str, mounts: list[dict[str, Any]
     }
 
 
-def vllm_container(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
+def vllm_container(
+    model: ModelPlan, hf_token: bool, weights_uri: Any = None, image: Any = None, region: Optional[str] = None
+) -> dict[str, Any]:
+    """vLLM's container. `weights_uri` and `image` are what the plan cannot name (the stack's own cache bucket,
+    the pull-through cache's registry), each a str or a Pulumi Output; by default the plan's own."""
     _, mounts = volumes(model, hf_token)
+    weights = weights_uri if weights_uri is not None else model.weights.model
+    assert weights is not None, "the stack's own cache is named only once created: pass weights_uri"
     return {
-        **_serving_container(model, model.image, mounts),
+        **_serving_container(model, image if image is not None else model.image_plan.reference, mounts),
         "command": list(SERVE_COMMAND),
-        "args": list(model.args),
-        "env": _env(hf_token),
+        "args": ["--model", weights, *model.args],
+        "env": _env(model, hf_token, region),
     }
 
 
@@ -200,10 +225,13 @@ def checkov_skips(model: ModelPlan) -> dict[str, str]:
             f"CKV_K8S_43=pinned to release tag {model.image.rpartition(':')[2]}, never latest (validated); "
             "set models[].image to name@sha256:... to pin by digest"
         )
+    reasons.append(PULL_POLICY_SKIP)
     return {f"checkov.io/skip{i}": reason for i, reason in enumerate(reasons, start=1)}
 
 
-def deployment(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
+def deployment(
+    model: ModelPlan, hf_token: bool, weights_uri: Any = None, image: Any = None, region: Optional[str] = None
+) -> dict[str, Any]:
     pod_volumes, _ = volumes(model, hf_token)
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(model)},
@@ -225,7 +253,9 @@ def deployment(model: ModelPlan, hf_token: bool) -> dict[str, Any]:
                 "enableServiceLinks": False,
                 "terminationGracePeriodSeconds": model.termination_grace_seconds,
                 "securityContext": pod_security_context(),
-                "containers": [simulator_container(model) if model.simulated else vllm_container(model, hf_token)],
+                "containers": [
+                    simulator_container(model) if model.simulated else vllm_container(model, hf_token, weights_uri, image, region)
+                ],
                 "volumes": pod_volumes,
                 "topologySpreadConstraints": _topology_spread(model),
                 **_placement(model),

@@ -193,17 +193,6 @@ def resource_problems(sized: ModelSizing) -> list[str]:
     return problems
 
 
-def disk_problems(sized: ModelSizing) -> list[str]:
-    model, pool = sized.model, sized.pool
-    disk = sizing.model_cache_gib(sized.parameters_billions, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
-    if disk <= pool.root_volume_gib:
-        return []
-    return [
-        f"models[{model.name}]: the checkpoint needs ~{disk} GiB of node disk with the image, but pool {pool.name} "
-        f"has rootVolumeGiB {pool.root_volume_gib}; raise cluster.gpuNodePools[{pool.name}].rootVolumeGiB"
-    ]
-
-
 def replica_problems(sized: ModelSizing) -> list[str]:
     model, pool = sized.model, sized.pool
     nodes_needed = sized.nodes_for(model.replicas.max)
@@ -221,7 +210,7 @@ def model_problems(model: Model, pool: GpuNodePool, sized: Optional[ModelSizing]
     problems = tensor_parallel_problems(model, pool)
     if sized is None:
         return [*problems, f"models[{model.name}].parametersBillions: cannot read the size from {model.model!r}; set parametersBillions"]
-    return problems + gpu_fit_problems(sized) + resource_problems(sized) + disk_problems(sized) + replica_problems(sized)
+    return problems + gpu_fit_problems(sized) + resource_problems(sized) + replica_problems(sized)
 
 
 def pool_demand(pool: GpuNodePool, sized: list[ModelSizing], at: Literal["min", "max"]) -> tuple[int, str]:
@@ -255,8 +244,22 @@ def overcommitted_pools(
     return found
 
 
+def warm_node_problems(pools: list[GpuNodePool], sized_on: dict[str, list[ModelSizing]]) -> list[str]:
+    """Warm nodes come on top of the nodes the models hold at replicas.min, within the NodePool's limit."""
+    problems = []
+    for pool in pools:
+        nodes, _ = pool_demand(pool, sized_on.get(pool.name, []), "min")
+        if pool.warm_nodes and nodes + pool.warm_nodes > pool.max_size:
+            problems.append(
+                f"cluster.gpuNodePools[{pool.name}].warmNodes: {pool.warm_nodes} warm node(s) and the {nodes} its models "
+                f"hold at replicas.min make {nodes + pool.warm_nodes}, above maxSize {pool.max_size}; Karpenter would "
+                f"launch no warm node past the limit. Raise maxSize or lower warmNodes"
+            )
+    return problems
+
+
 def pool_problems(pools: list[GpuNodePool], sized_on: dict[str, list[ModelSizing]]) -> list[str]:
-    return [
+    return warm_node_problems(pools, sized_on) + [
         f"cluster.gpuNodePools[{pool.name}].maxSize: {pool.max_size}, but its models at replicas.min "
         f"need {nodes} {smallest(pool.instance_types).name} nodes ({described}), so some replicas would stay Pending; "
         f"raise maxSize to {nodes} or lower the models' replicas.min"

@@ -7,9 +7,10 @@ from vllm_platform.config.cluster import NatGateways
 from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import MONITORING_NAMESPACE
+from vllm_platform.contract import MONITORING_NAMESPACE, images
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
 from vllm_platform.plan import fit
+from vllm_platform.plan.delivery import ImageRoute, WeightsSource
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 
@@ -36,11 +37,12 @@ def config_notes(
     for model in models:
         if model.simulated:
             notes.append(
-                f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU; GPU, node and disk fit checks skipped"
+                f"models[{model.name}]: simulated with llm-d-inference-sim, no GPU and no weights; the GPU and node fit "
+                "checks, the model cache and its staging are skipped"
             )
             continue
         assert model.pool is not None
-        if model.weights_bucket and cfg.cluster.existing is not None:
+        if model.weights.source is WeightsSource.S3 and cfg.cluster.existing is not None:
             notes.append(
                 f"models[{model.name}]: {model.source} is read with the pod's own AWS identity; an existing-cluster "
                 f"stack creates no IAM, so give ServiceAccount {model.namespace}/{model.name} read access to it there"
@@ -141,10 +143,69 @@ def quota_notes(plan: Plan) -> tuple[list[str], list[str]]:
 
 def token_notes(cfg: PlatformConfig) -> list[str]:
     """A gated checkpoint (meta-llama/*, google/gemma-*, ...) without a token fails only after the startup budget."""
-    hub = [m.model for m in cfg.models if m.weights_bucket is None and not cfg.is_simulated(m)]
+    hub = [m.model for m in cfg.models if not m.model.startswith("s3://") and not cfg.is_simulated(m)]
     if cfg.hf_token is not None or not hub:
         return []
     return [
         f"hfToken: not set, so {', '.join(sorted(set(hub)))} download anonymously; a gated repository "
         f"(meta-llama/* among them) refuses that. Set it: {set_command('hfToken')}"
     ]
+
+
+HUB_COMMIT_LOOKUP = "curl -s https://huggingface.co/api/models/{repo}/revision/main | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"sha\"])'"
+
+
+def cold_start_notes(plan: Plan) -> list[str]:
+    """One line per model at preview: how long a new replica takes, from a running node and from zero."""
+    lines = []
+    for model in plan.models:
+        cold = model.cold_start
+        if cold is None:
+            continue
+        assert model.pool is not None
+        warm = f", on one of the pool's {model.pool.warm_nodes} warm node(s)" if cold.warm else ""
+        lines.append(
+            f"models[{model.name}]: cold start ~{cold.from_node_seconds} s from a running node, ~{cold.from_zero_seconds} s "
+            f"from zero{warm} (on {model.pool.instance.name}: node boot {cold.node_boot_seconds} s, image pull "
+            f"{cold.image_pull_seconds} s, weights {cold.weights_seconds} s from {model.weights.source.value}, engine start "
+            f"{cold.engine_start_seconds} s); startup budget {model.startup_budget_seconds} s"
+        )
+    return lines
+
+
+def delivery_notes(plan: Plan) -> list[str]:
+    """Where weights and images come from slower, or less reproducibly, than they could: each with its way out."""
+    cfg, notes = plan.config, []
+    for model in plan.models:
+        if model.simulated or model.source.startswith("s3://"):
+            continue
+        configured = next(m for m in cfg.models if m.name == model.name)
+        if configured.revision is None:
+            notes.append(
+                f"models[{model.name}].revision: not set, so {model.source} is served from the hub's main as it is at "
+                "each start: a new commit there changes what serves without a deploy, and the model is never cached. "
+                f"Pin the commit: {HUB_COMMIT_LOOKUP.format(repo=model.source)}"
+            )
+        elif not cfg.caches_models and model.cold_start is not None:
+            notes.append(
+                f"models[{model.name}]: no model cache on this cluster, so every start downloads the checkpoint from the "
+                f"hub: {model.cold_start.weights_seconds} s of its {model.cold_start.from_node_seconds} s from a running "
+                "node; name a bucket in modelCache.bucket to stream it from S3"
+            )
+        staging = model.weights.staging
+        if staging is not None and cfg.cluster.existing is not None:
+            notes.append(
+                f"models[{model.name}]: an existing-cluster stack creates no IAM: give ServiceAccount "
+                f"{model.namespace}/{staging.service_account} write access to s3://{cfg.model_cache.bucket}/{staging.prefix} "
+                f"and {model.namespace}/{model.name} read access, there"
+            )
+    upstream_hub = [
+        m.name for m in plan.models if not m.simulated and m.image_plan.route is ImageRoute.UPSTREAM and images.docker_hub_path(m.image)
+    ]
+    if upstream_hub and cfg.cluster.existing is None:
+        notes.append(
+            f"images: {', '.join(upstream_hub)} pull the vLLM image straight from Docker Hub, which allows 100 anonymous "
+            "pulls per 6 hours per IP address, and every node shares its NAT gateway's; set images.dockerHub for an ECR "
+            "pull-through cache in the cluster's region, or images.registry for a mirror of yours"
+        )
+    return notes

@@ -12,6 +12,8 @@ from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
 from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
+from vllm_platform.plan.coldstart import ColdStart
+from vllm_platform.plan.delivery import ImagePlan, WeightsPlan
 from vllm_platform.plan.sizing import PodResources
 
 
@@ -30,10 +32,13 @@ class PoolPlan:
     # The NodePool's terminationGracePeriod: the longest drain of a model on the pool.
     drain_seconds: int
     root_volume_gib: int
+    # Spare nodes held by placeholder pods that any new replica preempts.
+    warm_nodes: int
     efa_interfaces: int
     placement_group: bool
-    # Nodes its models occupy with each at replicas.max, packed among themselves.
+    # Nodes its models occupy with each at replicas.max, and at replicas.min, packed among themselves.
     nodes_at_max: int
+    nodes_at_min: int
 
     @property
     def gpus_per_node(self) -> int:
@@ -50,11 +55,13 @@ class ModelPlan:
     name: str
     namespace: str
     served_name: str
-    # What vLLM's --model gets: a Hugging Face id, or an s3:// URI it streams from.
+    # The model as the config names it: a Hugging Face id, or an s3:// URI.
     source: str
-    # (bucket, key prefix) of an s3:// source.
-    weights_bucket: Optional[tuple[str, str]]
+    # Where vLLM reads the weights: the hub, the config's s3:// prefix, or the stack's cache after staging.
+    weights: WeightsPlan
+    # The image as the config names it, and the registry the nodes pull it through.
     image: str
+    image_plan: ImagePlan
     simulated: bool
     pool: Optional[PoolPlan]
     tensor_parallel_size: int
@@ -63,7 +70,7 @@ class ModelPlan:
     parameters_billions: Optional[float]
     quantization: Optional[str]
     resources: PodResources
-    # Node disk for the downloaded checkpoint; None where nothing is downloaded (simulated).
+    # Node disk for the checkpoint (downloaded) or its config and caches (streamed); None when simulated.
     ephemeral_storage_gib: Optional[int]
     shared_memory: bool
     replicas: Replicas
@@ -76,7 +83,10 @@ class ModelPlan:
     prestop_seconds: int
     termination_grace_seconds: int
     startup_budget_seconds: int
-    # One new pod, from a GPU node scaled up from zero to serving.
+    # The estimate of a new replica's start, phase by phase; None for a simulated model.
+    cold_start: Optional[ColdStart]
+    # What `pulumi up` allows one new pod, from a GPU node scaled up from zero to serving: the estimate with
+    # its safety factor.
     cold_start_seconds: int
     # One step of a rolling update: an old replica drains and frees its GPU, a new one cold-starts.
     rollout_wave_seconds: int

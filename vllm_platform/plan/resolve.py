@@ -16,27 +16,41 @@ from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.models import Model
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import needs_shared_memory
-from vllm_platform.plan import fit, notes, serving, sizing
+from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
+from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
 # How long a GPU node's drain may take where no model runs on its pool yet.
 MIN_NODE_DRAIN_SECONDS = 300
+# What a rollout allows a simulated model's pod besides its load: the simulator's small image on a system node.
+SIMULATED_NODE_SECONDS = 120
 # What a simulated model's pod requests: the simulator is a small Go server.
 SIMULATOR_RESOURCES = sizing.PodResources(cpu_millis=250, memory_mib=256)
 
 
-def _timings(model: Model, params: Optional[float], simulated: bool) -> tuple[int, int, int, int]:
+def _cold_start(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizing]) -> Optional[ColdStart]:
+    """The estimate of a new replica's start on its pool; None for a simulated model, which loads nothing."""
+    if sized is None or cfg.is_simulated(model):
+        return None
+    weights_bytes = sizing.weights_gb(sized.parameters_billions, model.quantization) * 1e9
+    source = delivery.weights_plan(cfg, model, delivery.staging_plan(cfg, model, weights_bytes)).source
+    warm = sized.pool.warm_nodes > 0
+    return coldstart.estimate(sized.instance, weights_bytes, sized.parameters_billions, source, warm)
+
+
+def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -> tuple[int, int, int, int]:
     """(termination grace, startup budget, cold start, rollout wave) of one model, in seconds."""
-    budget = serving.startup_budget_seconds(model, params, simulated)
-    cold_start = sizing.NODE_PROVISIONING_SECONDS + budget
+    budget = serving.startup_budget_seconds(model, params, cold)
+    # What a rollout allows a new pod: the whole cold start with its margin, never less than the probe allows.
+    cold_start = max(coldstart.with_safety(cold.cold_seconds), budget) if cold else budget + SIMULATED_NODE_SECONDS
     grace = serving.termination_grace_seconds(model)
     return grace, budget, cold_start, grace + cold_start
 
 
-def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing]) -> PoolPlan:
+def pool_plan(cfg: PlatformConfig, pool: GpuNodePool, sized: list[fit.ModelSizing]) -> PoolPlan:
     # A node's drain may wait for a replacement replica to come up (the PDB lets one go at a time), then for
     # the pod's own grace: one rollout wave of the slowest model on the pool.
-    drain = max((_timings(s.model, s.parameters_billions, False)[3] for s in sized), default=MIN_NODE_DRAIN_SECONDS)
+    waves = (_timings(s.model, s.parameters_billions, _cold_start(cfg, s.model, s))[3] for s in sized)
     return PoolPlan(
         name=pool.name,
         instance_types=tuple(pool.instance_types),
@@ -46,11 +60,13 @@ def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing]) -> PoolPlan:
         capacity_reservations=tuple(r.selector_term() for r in pool.capacity_reservations),
         consolidate_after=pool.consolidate_after,
         expire_after=pool.expire_after,
-        drain_seconds=drain,
+        drain_seconds=max(waves, default=MIN_NODE_DRAIN_SECONDS),
         root_volume_gib=pool.root_volume_gib,
+        warm_nodes=pool.warm_nodes,
         efa_interfaces=min(EFA_INTERFACES.get(t, 0) for t in pool.instance_types) if pool.efa else 0,
         placement_group=pool.placement_group,
         nodes_at_max=sum(s.nodes_for(s.model.replicas.max) for s in sized),
+        nodes_at_min=sum(s.nodes_for(s.model.replicas.min) for s in sized),
     )
 
 
@@ -66,22 +82,32 @@ def _model_plan(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizi
     params = sized.parameters_billions if sized else fit.parameters_billions(model)
     surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
     step = serving.rolling_update(surge_room)
-    grace, budget, cold_start, wave = _timings(model, params, simulated)
+    cold = _cold_start(cfg, model, sized)
+    grace, budget, cold_start, wave = _timings(model, params, cold)
+    weights_bytes = sizing.weights_gb(params or 0, model.quantization) * 1e9
+    weights = delivery.weights_plan(cfg, model, delivery.staging_plan(cfg, model, weights_bytes))
+    pod = sized.pod if sized else SIMULATOR_RESOURCES
+    streamer = None
+    if weights.streams and sized is not None:
+        readers = coldstart.streamer_readers(sized.instance, model.tensor_parallel_size)
+        streamer = serving.streamer_config(pod.memory_mib, model.tensor_parallel_size, readers)
+    disk = sizing.STREAMED_DISK_GIB if weights.streams else sizing.model_cache_gib(params or 0, model.quantization)
     return ModelPlan(
         name=model.name,
         namespace=cfg.namespace,
         served_name=model.effective_served_name,
         source=model.model,
-        weights_bucket=model.weights_bucket,
+        weights=weights,
         image=model.image,
+        image_plan=delivery.image_plan(cfg, model.image),
         simulated=simulated,
         pool=pool,
         tensor_parallel_size=model.tensor_parallel_size,
         gpus=0 if simulated else model.tensor_parallel_size,
         parameters_billions=params,
         quantization=model.quantization,
-        resources=sized.pod if sized else SIMULATOR_RESOURCES,
-        ephemeral_storage_gib=None if simulated else sizing.model_cache_gib(params or 0, model.quantization),
+        resources=pod,
+        ephemeral_storage_gib=None if simulated else disk,
         shared_memory=not simulated and needs_shared_memory(model.tensor_parallel_size),
         replicas=model.replicas,
         autoscaling=model.autoscaling,
@@ -93,10 +119,11 @@ def _model_plan(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizi
         prestop_seconds=serving.PRESTOP_SLEEP_SECONDS,
         termination_grace_seconds=grace,
         startup_budget_seconds=budget,
+        cold_start=cold,
         cold_start_seconds=cold_start,
         rollout_wave_seconds=wave,
         rollout_timeout_seconds=serving.rollout_timeout_seconds(model.replicas.max, step, wave),
-        args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model),
+        args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model, streamer),
         simulated_load_seconds=sizing.simulated_timing(params, model.tensor_parallel_size).load_seconds,
     )
 
@@ -116,7 +143,7 @@ def resolve(cfg: PlatformConfig) -> Plan:
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
     if problems:
         raise ConfigError(problems)
-    pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, [])) for p in cfg.cluster.gpu_node_pools}
+    pool_plans = {p.name: pool_plan(cfg, p, sized_on.get(p.name, [])) for p in cfg.cluster.gpu_node_pools}
     models = tuple(
         _model_plan(cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None)
         for m in cfg.models

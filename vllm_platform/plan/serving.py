@@ -3,12 +3,14 @@ drain and roll out. Pure functions of the validated config and the model's sizin
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Optional
 
 from vllm_platform.config.models import Model
 from vllm_platform.contract import SERVING_PORT, minimum_grace_seconds, vllm_flags
-from vllm_platform.plan import sizing
+from vllm_platform.plan import coldstart, sizing
+from vllm_platform.plan.coldstart import ColdStart
 
 MODEL_CACHE_PATH = "/models-cache"
 # Long enough for the endpoints controller and kube-proxy on every node to stop routing to the pod
@@ -20,15 +22,31 @@ SIMULATED_START_MARGIN_SECONDS = 120
 STREAMED_LOAD_FORMAT = "runai_streamer"
 
 
-def vllm_args(model: Model) -> tuple[str, ...]:
+def streamer_config(pod_memory_mib: int, tensor_parallel: int, readers: int) -> dict[str, object]:
+    """The Run:ai streamer's settings (vLLM 0.31 takes exactly `concurrency`, `distributed` and `memory_limit`)."""
+    return {
+        # Readers (S3 clients) per streaming process, sized to the pod's link.
+        "concurrency": readers,
+        # With tensor parallelism each worker streams its share once and passes it on over NVLink or PCIe,
+        # instead of every worker reading the whole checkpoint: S3 moves it once, not tensorParallelSize times.
+        "distributed": tensor_parallel > 1,
+        # The CPU staging buffer, per process: a quarter of the pod's memory among its workers. The streamer's
+        # default (40 GB, or no limit when distributed) outgrows a g5's pod.
+        "memory_limit": pod_memory_mib * 2**20 // (4 * tensor_parallel),
+    }
+
+
+def vllm_args(model: Model, streamer: Optional[dict[str, object]]) -> tuple[str, ...]:
+    """vLLM's flags after `vllm serve --model <weights>`: the weights' URI is the builder's to place, since the
+    stack's own cache bucket is named only when it is created. `streamer` is set where the weights stream from S3."""
     args = [
-        "--model", model.model,
         "--served-model-name", model.effective_served_name,
         "--port", str(SERVING_PORT),
         "--tensor-parallel-size", str(model.tensor_parallel_size),
-        "--download-dir", MODEL_CACHE_PATH,
         vllm_flags.SHUTDOWN_TIMEOUT, str(model.shutdown_timeout_seconds),
     ]  # fmt: skip
+    if streamer is None:
+        args += ["--download-dir", MODEL_CACHE_PATH]
     if model.quantization:
         args += ["--quantization", model.quantization]
     # Unset, vLLM would take the checkpoint's full context (128k for Llama 3.1), refuse to start when one
@@ -36,8 +54,10 @@ def vllm_args(model: Model) -> tuple[str, ...]:
     args += ["--max-model-len", str(model.max_model_len) if model.max_model_len else "auto"]
     if model.gpu_memory_utilization:
         args += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
-    if model.weights_bucket and vllm_flags.value(model.extra_args, vllm_flags.LOAD_FORMAT) is None:
+    if streamer is not None and vllm_flags.value(model.extra_args, vllm_flags.LOAD_FORMAT) is None:
         args += [vllm_flags.LOAD_FORMAT, STREAMED_LOAD_FORMAT]
+    if streamer is not None and vllm_flags.value(model.extra_args, vllm_flags.MODEL_LOADER_EXTRA_CONFIG) is None:
+        args += [vllm_flags.MODEL_LOADER_EXTRA_CONFIG, json.dumps(streamer, separators=(",", ":"))]
     return (*args, *model.extra_args)
 
 
@@ -58,15 +78,15 @@ def simulator_args(model: Model, parameters_billions: Optional[float]) -> tuple[
     return tuple(args)
 
 
-def startup_budget_seconds(model: Model, parameters_billions: Optional[float], simulated: bool) -> int:
-    """How long the startup probe waits for the model to load: configured, or sized to its weights."""
+def startup_budget_seconds(model: Model, parameters_billions: Optional[float], cold: Optional[ColdStart]) -> int:
+    """How long the startup probe waits for the model to load: configured, or the estimate of the weights and the
+    engine's start with its safety factor (the simulator: its load phase and a margin)."""
     if model.startup_timeout_seconds:
         return model.startup_timeout_seconds
-    if simulated:
+    if cold is None:
         load = sizing.simulated_timing(parameters_billions, model.tensor_parallel_size).load_seconds
         return load + SIMULATED_START_MARGIN_SECONDS
-    assert parameters_billions is not None
-    return sizing.startup_budget_seconds(parameters_billions, model.quantization)
+    return sizing.probe_periods(coldstart.with_safety(cold.from_node_seconds))
 
 
 def termination_grace_seconds(model: Model) -> int:

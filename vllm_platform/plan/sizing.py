@@ -134,21 +134,12 @@ def gpu_fit(
     )
 
 
-# A cold start downloads the weights (a conservative 100 MB/s from the Hugging Face hub or S3),
-# loads them, profiles memory and captures CUDA graphs (about three minutes for any size).
-STARTUP_FIXED_SECONDS = 180
-STARTUP_SECONDS_PER_WEIGHT_GB = 12
 STARTUP_PROBE_PERIOD_SECONDS = 10
 
-# From "pod created" to "container started" on a GPU node scaled up from zero: instance boot,
-# node join, device plugin registration and a ~10 GB vLLM image pull.
-NODE_PROVISIONING_SECONDS = 600
 
-
-def startup_budget_seconds(parameters_billions: float, quantization: str | None) -> int:
-    """How long a cold start may take before the startup probe gives up, rounded up to whole probe periods."""
-    raw = STARTUP_FIXED_SECONDS + STARTUP_SECONDS_PER_WEIGHT_GB * weights_gb(parameters_billions, quantization)
-    return math.ceil(raw / STARTUP_PROBE_PERIOD_SECONDS) * STARTUP_PROBE_PERIOD_SECONDS
+def probe_periods(seconds: int) -> int:
+    """`seconds` rounded up to whole startup-probe periods."""
+    return math.ceil(seconds / STARTUP_PROBE_PERIOD_SECONDS) * STARTUP_PROBE_PERIOD_SECONDS
 
 
 def model_cache_gib(parameters_billions: float, quantization: str | None) -> int:
@@ -180,8 +171,8 @@ def simulated_timing(parameters_billions: float | None, tensor_parallel: int) ->
     )
 
 
-# What the vLLM image and kubelet's own files take on the node's root volume.
-IMAGE_AND_SYSTEM_DISK_GIB = 40
+# A streamed model's pod keeps only its config, tokenizer and torch.compile cache on disk.
+STREAMED_DISK_GIB = 10
 
 
 @dataclass(frozen=True)

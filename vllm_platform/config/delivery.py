@@ -1,0 +1,102 @@
+"""`modelCache` and `images`: how a model's weights and its image reach a GPU node, near and fast.
+
+Weights come from the stack's S3 model cache, filled once per model revision by a staging Job and streamed
+from there; the image comes through an ECR pull-through cache (or a mirror of the user's own) instead of
+Docker Hub, whose anonymous pulls are rate-limited per source IP, and every node shares the NAT's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
+
+from vllm_platform.config.base import PRINTABLE_WORD, Section, check_pattern
+from vllm_platform.config.secrets import set_command
+
+# S3's bucket naming rules: 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with a
+# letter or digit, no `..`, not an IP address.
+S3_BUCKET = re.compile(r"(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+# A registry host (with an optional port) and path, as an image reference starts: no scheme, no tag.
+REGISTRY = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*", re.ASCII)
+# Docker Hub user names: 4 to 30 lower-case letters and digits.
+DOCKER_HUB_USER = re.compile(r"[a-z0-9]{4,30}", re.ASCII)
+
+
+class ModelCache(Section):
+    """The S3 bucket a model's checkpoint is staged into once per revision and streamed from at every start."""
+
+    enabled: Optional[StrictBool] = Field(
+        None,
+        description=(
+            "on by default for a created cluster (the stack creates the bucket) and where `bucket` is given; off by "
+            "default on an existing cluster without `bucket`, whose models then download from the hub at every start"
+        ),
+    )
+    bucket: Optional[StrictStr] = Field(
+        None,
+        description=(
+            "an existing bucket to use instead of one the stack creates; the staging Jobs write "
+            "`models/<org>/<name>/<revision>/` in it. On an existing cluster, grant the roles as \"The model cache\" says"
+        ),
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_pattern(value, S3_BUCKET, "an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')")
+
+    def active(self, creates_cluster: bool) -> bool:
+        """Whether models with a revision stream from the cache."""
+        if self.enabled is not None:
+            return self.enabled
+        return creates_cluster or self.bucket is not None
+
+
+class DockerHub(Section):
+    username: StrictStr = Field(description="the Docker Hub account the pull-through cache authenticates as")
+    access_token: StrictStr = Field(
+        repr=False,
+        description=f"a secret, `{set_command('images.dockerHub.accessToken')}`: a Docker Hub access token with read access",
+    )
+
+    @field_validator("username")
+    @classmethod
+    def _user_name(cls, value: str) -> str:
+        return check_pattern(value, DOCKER_HUB_USER, "a Docker Hub user name (4 to 30 lower-case letters and digits)")
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_is_one_word(cls, value: str) -> str:
+        return check_pattern(value, PRINTABLE_WORD, "a token of printable ASCII without spaces or a newline", shown=False)
+
+
+class Images(Section):
+    """Where the GPU nodes pull the vLLM image from."""
+
+    registry: Optional[StrictStr] = Field(
+        None,
+        description=(
+            "a mirror of your own, such as `registry.example.com/dockerhub`: images are pulled as "
+            "`<registry>/<repository>:<tag>` (`vllm/vllm-openai:v0.31.0` becomes `<registry>/vllm/vllm-openai:v0.31.0`)"
+        ),
+    )
+    docker_hub: Optional[DockerHub] = Field(
+        None,
+        description=(
+            "on a created cluster: credentials for an ECR pull-through cache of Docker Hub, which the stack creates "
+            "(Docker Hub upstreams need them); the nodes then pull from ECR in the cluster's region"
+        ),
+    )
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_pattern(value, REGISTRY, "a registry host and path, such as registry.example.com/dockerhub")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "Images":
+        if self.registry is not None and self.docker_hub is not None:
+            raise ValueError("registry and dockerHub are two ways to the same images: keep one")
+        return self

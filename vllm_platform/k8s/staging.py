@@ -1,0 +1,140 @@
+"""Pure builders of a model's staging: the ConfigMap that carries the copy script, and the Job that runs it once
+per model revision on the system nodes, from the Hugging Face hub into the stack's model cache.
+
+The script is `vllm_platform/staging/stage_model.py`, the project's own tested module, placed in the ConfigMap
+as it is: the Job runs nothing fetched at run time. `bucket` is a str or a Pulumi Output: placed, never read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vllm_platform.contract import (
+    COMPONENT_LABEL,
+    HF_TOKEN_DIR,
+    HF_TOKEN_SECRET_KEY,
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    SYSTEM_NODE_SELECTOR,
+)
+from vllm_platform.k8s.workload import PULL_POLICY_SKIP, container_security_context, hf_token_volume, pod_security_context
+from vllm_platform.pins import STAGING_IMAGE
+from vllm_platform.plan.delivery import STAGING_BACKOFF_LIMIT, StagingPlan
+from vllm_platform.plan.plans import ModelPlan
+
+SCRIPT = Path(__file__).resolve().parent.parent / "staging" / "stage_model.py"
+SCRIPT_DIR = "/opt/stage"
+# Streaming a part at a time (64 MiB) through boto3 needs little; the hub and S3 are the bottleneck. The CPU
+# limit leaves room for TLS and the sha256 of every byte, and keeps a copy from starving the system nodes.
+RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+# Past the Job's own deadline, so that the Job's failure, with its reason, is what `pulumi up` reports.
+AWAIT_MARGIN_SECONDS = 120
+# Not the model's `app.kubernetes.io/name: vllm`: its Service, PDB and NetworkPolicy select pods by that.
+STAGING_APP = "vllm-staging"
+
+
+def staging_labels(model: ModelPlan) -> dict[str, str]:
+    return {
+        NAME_LABEL: STAGING_APP,
+        INSTANCE_LABEL: model.name,
+        COMPONENT_LABEL: "staging",
+        PART_OF_LABEL: PART_OF,
+        MANAGED_BY_LABEL: "pulumi",
+    }
+
+
+def _metadata(model: ModelPlan, staging: StagingPlan, **extra: Any) -> dict[str, Any]:
+    return {"name": staging.job_name, "namespace": model.namespace, "labels": staging_labels(model), **extra}
+
+
+def script_config_map(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(model, staging),
+        "data": {SCRIPT.name: SCRIPT.read_text()},
+    }
+
+
+def service_account(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
+    """The Job's own identity: its Pod Identity role may write this revision's prefix, the model's may only read."""
+    meta = {**_metadata(model, staging), "name": staging.service_account}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
+
+
+def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: str, hf_token: bool) -> list[dict[str, Any]]:
+    env = [
+        {"name": "HF_REPO", "value": staging.repo},
+        {"name": "HF_REVISION", "value": staging.revision},
+        {"name": "CACHE_BUCKET", "value": bucket},
+        {"name": "CACHE_PREFIX", "value": staging.prefix},
+        # boto3 would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod.
+        {"name": "AWS_REGION", "value": region},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]
+    if hf_token:
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
+    return env
+
+
+def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: str, hf_token: bool) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "script", "configMap": {"name": staging.job_name, "defaultMode": 0o444}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if hf_token:
+        volume, mount = hf_token_volume()
+        volumes.append(volume)
+        mounts.append(mount)
+    container = {
+        "name": "stage",
+        "image": STAGING_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        # The image's entrypoint is Lambda's bootstrap; the Job runs the script with the image's Python.
+        "command": ["python3", f"{SCRIPT_DIR}/{SCRIPT.name}"],
+        "env": _env(model, staging, bucket, region, hf_token),
+        "resources": RESOURCES,
+        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        # The script writes its one-line reason here; Kubernetes shows it as the pod's termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    annotations = {
+        "pulumi.com/timeoutSeconds": str(staging.deadline_seconds + AWAIT_MARGIN_SECONDS),
+        "checkov.io/skip1": (
+            f"CKV_K8S_43=the staging image is pinned to release tag {STAGING_IMAGE.rpartition(':')[2]}, a dated "
+            "AWS base image release; it runs once per model revision"
+        ),
+        "checkov.io/skip2": PULL_POLICY_SKIP,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(model, staging, annotations=annotations),
+        "spec": {
+            "backoffLimit": STAGING_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": staging.deadline_seconds,
+            "template": {
+                "metadata": {"labels": staging_labels(model)},
+                "spec": {
+                    "serviceAccountName": staging.service_account,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "restartPolicy": "Never",
+                    "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+                    "securityContext": pod_security_context(),
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

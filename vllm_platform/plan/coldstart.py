@@ -1,0 +1,232 @@
+"""How long a new replica takes to serve, per model, from the bytes it moves and the rates it moves them at.
+
+Four phases: the node's boot (from zero only), the image pull (where the node does not hold the image yet),
+the weights (streamed from S3, or downloaded from the hub and read back), and the engine's start (CUDA
+context, torch.compile, CUDA graphs, KV cache). Every figure comes from `CONSTANTS`, each named, dated and
+sourced; none is faster than its bytes over its bandwidth. The startup probe's budget and the rollouts'
+timeouts are this estimate times `SAFETY_FACTOR`, so they follow from it instead of being guessed apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vllm_platform.catalog import InstanceType
+from vllm_platform.plan.delivery import WeightsSource
+
+
+@dataclass(frozen=True)
+class Constant:
+    value: float
+    unit: str
+    # The date of the source: a document's, a measurement's, a commit's.
+    date: str
+    source: str
+    what: str
+
+
+CONSTANTS: dict[str, Constant] = {
+    "VLLM_IMAGE_BYTES": Constant(
+        12.64e9, "bytes", "2025-10-18",
+        "vllm-project/vllm#27154, discuss.vllm.ai: \"current vLLM docker image size is 12.64GB\"",
+        "the vllm/vllm-openai image, compressed, as a pull moves it",
+    ),
+    "PULL_REFERENCE_BYTES": Constant(
+        9.354342327e9, "bytes", "2026-06-03",
+        "aws-samples/karpenter-blueprints@be1fe4f, SOCI parallel pull blueprint (kubelet's \"Image size\")",
+        "the AWS vLLM container image those pulls measured",
+    ),
+    "PULL_REFERENCE_PARALLEL_SECONDS": Constant(
+        39.55, "s", "2026-06-03", "aws-samples/karpenter-blueprints@be1fe4f: SOCI parallel pull on AL2023",
+        "that image pulled and unpacked with nodeadm's FastImagePull",
+    ),
+    "PULL_REFERENCE_DEFAULT_SECONDS": Constant(
+        130.8, "s", "2026-06-03", "aws-samples/karpenter-blueprints@be1fe4f: containerd's default pull",
+        "the same image without parallel pull",
+    ),
+    "PARALLEL_PULL_MIN_VCPU": Constant(
+        8, "vCPU", "2025-08-19",
+        "awslabs/amazon-eks-ami nodeadm/doc/examples.md, \"Enabling fast image pull\": \"we recommend a 2xlarge instance or larger\"",
+        "the smallest size the estimate counts parallel pull on (nodeadm enables it from 4 vCPU and 7 GiB)",
+    ),
+    "NODE_BOOT_SECONDS": Constant(
+        90, "s", "2022-02-16",
+        "NVIDIA/k8s-device-plugin#291 (Karpenter, g5): \"Approximately 90 seconds later ... the k8s-device-plugin "
+        "daemonset launches a pod and discovers the GPU resource\"; unmeasured on AL2023 (measure it with Karpenter's "
+        "NodeClaim status transitions)",
+        "from a NodeClaim to nvidia.com/gpu on the node",
+    ),
+    "FABRIC_MANAGER_WAIT_SECONDS": Constant(
+        30, "s", "2026-05-12",
+        "pytorch/ci-infra#552 (AL2023 NVIDIA AMI): the host fabric manager \"waits up to its 30 s GFM Wait Timeout\"",
+        "what an NVSwitch node (p4d, p4de, p5) adds to its boot, at most",
+    ),
+    "S3_INSTANCE_GBPS": Constant(
+        100, "Gbit/s", "2023-05-05",
+        "Amazon S3 User Guide, \"Best practices design patterns: optimizing Amazon S3 performance\": up to 100 Gb/s on a single instance",
+        "S3's throughput to one instance, at most",
+    ),
+    "S3_GETS_PER_PREFIX_PER_SECOND": Constant(
+        5500, "requests/s", "2018-07-17",
+        "Amazon S3 User Guide, \"Best practices design patterns: optimizing Amazon S3 performance\": at least 5,500 "
+        "GET/HEAD requests per second per partitioned prefix (the rate announced on that date)",
+        "what S3 serves one revision's prefix, in requests",
+    ),
+    "STREAMER_S3_CHUNK_BYTES": Constant(
+        8 * 2**20, "bytes", "2024-08-08",
+        "run-ai/runai-model-streamer@bd20596 docs/src/env-vars.md, RUNAI_STREAMER_CHUNK_BYTESIZE: 8 MiB from object storage",
+        "what one streamer read asks S3 for",
+    ),
+    "STREAMER_LINK_EFFICIENCY": Constant(
+        0.61, "ratio", "2024-10-07",
+        "run-ai/runai-model-streamer docs/src/benchmarks.md: Llama-3-8B (15 GB) from S3 in 4.88 s on a g5.12xlarge (40 Gbit/s)",
+        "the share of the link the Run:ai streamer filled from S3 (24.6 of 40 Gbit/s)",
+    ),
+    "STREAMER_GBPS_PER_READER": Constant(
+        1.25, "Gbit/s", "2024-10-07",
+        "run-ai/runai-model-streamer docs/src/benchmarks.md: best at concurrency 32 on 40 Gbit/s (4.88 s; 16: 8.45 s, 64: 5.01 s)",
+        "the link one streamer reader (S3 client) fills",
+    ),
+    "HUB_BYTES_PER_SECOND": Constant(
+        263e6, "bytes/s", "2025-09-01",
+        "Tensorfuse, \"Why vLLM cold starts are slow\": Llama-3.1-8B-Instruct downloaded in 61 s",
+        "a download from the Hugging Face hub",
+    ),
+    "INTERNET_GBPS_BELOW_32_VCPU": Constant(
+        5, "Gbit/s", "2023-05-11",
+        "EC2 User Guide, \"Amazon EC2 instance network bandwidth\": through an internet gateway, instances with fewer "
+        "than 32 vCPUs are limited to 5 Gbps",
+        "what a node below 32 vCPUs reaches the internet (the hub) at",
+    ),
+    "LOCAL_LOAD_BYTES_PER_SECOND": Constant(
+        485e6, "bytes/s", "2025-09-01",
+        "Tensorfuse, \"Why vLLM cold starts are slow\": Llama-3.1-8B's weights loaded from local disk in 33 s",
+        "reading a downloaded checkpoint back from the node's disk",
+    ),
+    "ENGINE_START_8B_SECONDS": Constant(
+        50.9, "s", "2026-01-14",
+        "vllm-project/vllm#32337, `vllm bench sweep startup`: Qwen3-8B, tensor parallel 1, cold (GPU not stated; "
+        "unmeasured on A10G: measure with `vllm bench startup`)",
+        "an 8B model's start, torch.compile and CUDA graphs included",
+    ),
+    "ENGINE_START_70B_TP8_SECONDS": Constant(
+        145, "s", "2025-06-19",
+        "vllm-project/vllm#19824: Llama-70B, tensor parallel 8: Dynamo 15 s, torch.compile 70 s, CUDA graphs 60 s",
+        "a 70B model's start on 8 GPUs, the same phases",
+    ),
+    "SAFETY_FACTOR": Constant(
+        3, "ratio", "2026-12-02", "vllm-platform's own choice",
+        "the startup probe's budget and the rollout timeouts, over the estimate: room for a slow hub, a cold "
+        "compile on a slower GPU, a node short of burst credits",
+    ),
+}  # fmt: skip
+
+
+def c(name: str) -> float:
+    return CONSTANTS[name].value
+
+
+# The types with NVSwitch, whose nodes start a fabric manager.
+NVSWITCH_TYPES = ("p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge")
+STREAMER_READERS_MIN = 8  # the streamer's own default for object storage
+STREAMER_READERS_MAX = 64  # the benchmark's 64 was no faster than 32
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    node_boot_seconds: int
+    image_pull_seconds: int
+    weights_seconds: int
+    engine_start_seconds: int
+    # The pool keeps warm nodes: a new replica preempts a placeholder on a node that holds the image.
+    warm: bool
+
+    @property
+    def from_node_seconds(self) -> int:
+        """From the pod scheduled on a running node that holds the image, to Ready."""
+        return self.weights_seconds + self.engine_start_seconds
+
+    @property
+    def from_zero_seconds(self) -> int:
+        """From the first replica asked for, with no node for it: the boot and the pull, unless a warm node waits."""
+        return self.from_node_seconds if self.warm else self.cold_seconds
+
+    @property
+    def cold_seconds(self) -> int:
+        """From zero with no warm node: what the rollout timeouts allow for, since warm nodes may all be taken."""
+        return self.node_boot_seconds + self.image_pull_seconds + self.from_node_seconds
+
+    def output(self) -> dict[str, object]:
+        return {
+            "fromNodeSeconds": self.from_node_seconds,
+            "fromZeroSeconds": self.from_zero_seconds,
+            "phases": {
+                "nodeBoot": self.node_boot_seconds,
+                "imagePull": self.image_pull_seconds,
+                "weights": self.weights_seconds,
+                "engineStart": self.engine_start_seconds,
+            },
+        }
+
+
+def link_bytes_per_second(instance: InstanceType) -> float:
+    return instance.pod_network_gbps * 1e9 / 8
+
+
+def node_boot_seconds(instance: InstanceType) -> float:
+    return c("NODE_BOOT_SECONDS") + (c("FABRIC_MANAGER_WAIT_SECONDS") if instance.name in NVSWITCH_TYPES else 0)
+
+
+def parallel_pull(instance: InstanceType) -> bool:
+    return instance.vcpu >= c("PARALLEL_PULL_MIN_VCPU")
+
+
+def image_pull_seconds(instance: InstanceType) -> float:
+    """The measured pull rate, with parallel pull where AWS recommends it; never above the link."""
+    seconds = c("PULL_REFERENCE_PARALLEL_SECONDS" if parallel_pull(instance) else "PULL_REFERENCE_DEFAULT_SECONDS")
+    measured = c("VLLM_IMAGE_BYTES") * seconds / c("PULL_REFERENCE_BYTES")
+    return max(measured, c("VLLM_IMAGE_BYTES") / link_bytes_per_second(instance))
+
+
+def streamed_bytes_per_second(instance: InstanceType) -> float:
+    """What the streamer fills of the link, S3's limit for one instance, or S3's for the revision's one prefix."""
+    gbps = min(instance.pod_network_gbps, c("S3_INSTANCE_GBPS")) * c("STREAMER_LINK_EFFICIENCY")
+    per_prefix = c("S3_GETS_PER_PREFIX_PER_SECOND") * c("STREAMER_S3_CHUNK_BYTES")
+    return min(gbps * 1e9 / 8, per_prefix)
+
+
+def weights_seconds(instance: InstanceType, weights_bytes: float, source: WeightsSource) -> float:
+    """Streamed from S3 at what the streamer fills of the link; from the hub, downloaded, then read back from disk."""
+    if source is not WeightsSource.HUB:
+        return weights_bytes / streamed_bytes_per_second(instance)
+    internet = instance.pod_network_gbps if instance.vcpu >= 32 else c("INTERNET_GBPS_BELOW_32_VCPU")
+    download = weights_bytes / min(c("HUB_BYTES_PER_SECOND"), internet * 1e9 / 8)
+    return download + weights_bytes / c("LOCAL_LOAD_BYTES_PER_SECOND")
+
+
+def engine_start_seconds(parameters_billions: float) -> float:
+    """Between the two measured starts (8B on 1 GPU, 70B on 8), by the model's size; the 70B anchor holds
+    what tensor parallelism adds (a process and a CUDA context per GPU, NCCL's setup)."""
+    low, high = c("ENGINE_START_8B_SECONDS"), c("ENGINE_START_70B_TP8_SECONDS")
+    return max(low, low + (parameters_billions - 8) * (high - low) / (70 - 8))
+
+
+def estimate(instance: InstanceType, weights_bytes: float, parameters_billions: float, source: WeightsSource, warm: bool) -> ColdStart:
+    return ColdStart(
+        node_boot_seconds=math.ceil(node_boot_seconds(instance)),
+        image_pull_seconds=math.ceil(image_pull_seconds(instance)),
+        weights_seconds=math.ceil(weights_seconds(instance, weights_bytes, source)),
+        engine_start_seconds=math.ceil(engine_start_seconds(parameters_billions)),
+        warm=warm,
+    )
+
+
+def with_safety(seconds: float) -> int:
+    return math.ceil(seconds * c("SAFETY_FACTOR"))
+
+
+def streamer_readers(instance: InstanceType, processes: int) -> int:
+    """Readers (S3 clients) per streaming process, to fill the pod's link among `processes` that share it."""
+    wanted = math.ceil(min(instance.pod_network_gbps, c("S3_INSTANCE_GBPS")) / c("STREAMER_GBPS_PER_READER") / processes)
+    return min(STREAMER_READERS_MAX, max(STREAMER_READERS_MIN, wanted))
