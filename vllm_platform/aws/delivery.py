@@ -52,7 +52,8 @@ def _key_use(key_arn: str, actions: list[str]) -> dict[str, Any]:
 
 def staging_policy(partition: str, bucket: str, prefix: str, marker_key: str, key_arn: str) -> dict[str, Any]:
     """What one model's staging Job may do: write its own prefix and its completion marker, resume its own
-    multipart uploads there, read back what it wrote; nothing elsewhere in the bucket."""
+    multipart uploads there, read back what it wrote, and delete there what it finds wrong (a stale marker, a
+    resumed file whose hash does not match); nothing elsewhere in the bucket."""
     objects = [f"arn:{partition}:s3:::{bucket}/{prefix}*", f"arn:{partition}:s3:::{bucket}/{marker_key}"]
     return {
         "Version": POLICY_VERSION,
@@ -63,6 +64,7 @@ def staging_policy(partition: str, bucket: str, prefix: str, marker_key: str, ke
                 "Action": [
                     "s3:PutObject",
                     "s3:GetObject",
+                    "s3:DeleteObject",
                     "s3:AbortMultipartUpload",
                     "s3:ListMultipartUploadParts",
                 ],
