@@ -212,6 +212,16 @@ def test_the_staging_job_runs_the_projects_script_once_on_a_system_node() -> Non
     assert "HF_TOKEN_PATH" not in json.dumps(public) and len(public["volumes"]) == len(spec["volumes"]) - 1
 
 
+def test_a_permanent_failure_fails_the_job_at_once_and_a_disruption_costs_no_retry() -> None:
+    model, plan = staged(document_plan(cached()))
+    spec = staging.job(model, plan, "model-cache", None, hf_token=False)["spec"]
+    fail, ignore = spec["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob" and fail["onExitCodes"]["values"] == [stage_model.EXIT_PERMANENT]
+    assert fail["onExitCodes"]["containerName"] == spec["template"]["spec"]["containers"][0]["name"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert "AWS_REGION" not in json.dumps(spec), "no region named: S3 redirects boto3 to the bucket's"
+
+
 def test_the_script_is_the_projects_own_module_in_its_config_map() -> None:
     model, plan = staged(document_plan(cached()))
     config_map = staging.script_config_map(model, plan)

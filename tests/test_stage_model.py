@@ -27,6 +27,7 @@ from typing import Any, Iterator, Optional
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from vllm_platform.staging import stage_model
@@ -627,3 +628,19 @@ def test_the_script_runs_alone_as_a_subprocess(staging: Staging) -> None:
     assert ran.stdout.splitlines()[-1].startswith(f"staged {MODEL}@{REVISION}")
     objects = staging.objects()
     assert marker(MODEL) in objects and all(objects[prefix(MODEL) + p] == d for p, d in wanted_files(files).items())
+
+
+@pytest.mark.parametrize(
+    "code, status, kind",
+    [
+        ("RequestTimeout", 400, stage_model.Transient),
+        ("ExpiredToken", 400, stage_model.Transient),
+        ("SlowDown", 503, stage_model.Transient),
+        ("InvalidArgument", 400, stage_model.Permanent),
+        ("AccessDenied", 403, stage_model.Permanent),
+        ("InternalError", 500, stage_model.Transient),
+    ],
+)
+def test_s3_errors_are_retried_or_not_by_their_code(code: str, status: int, kind: type) -> None:
+    error = ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "UploadPart")
+    assert isinstance(stage_model.s3_failure("upload part 1", error), kind)

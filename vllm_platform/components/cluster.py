@@ -60,13 +60,15 @@ class PlatformCluster(pulumi.ComponentResource):
     """Contract: `provider` is the kubernetes.Provider every Kubernetes resource goes through;
     `ready` lists what must exist before workloads are created (node groups, add-ons);
     `cache_bucket` names the model cache's bucket and `image_registry` the registry Docker Hub images are
-    pulled through (each None where there is none); `outputs` are the stack outputs this layer owns (see
+    pulled through (each None where there is none); `region` the cluster's AWS region (None on an existing
+    cluster whose stack names no aws:region); `outputs` are the stack outputs this layer owns (see
     README, "Stack outputs")."""
 
     provider: k8s.Provider
     ready: list[pulumi.Resource]
     cache_bucket: Any
     image_registry: Any
+    region: Optional[str]
     outputs: dict[str, Any]
 
     def __init__(self, name: str, plan: Plan, opts: Optional[pulumi.ResourceOptions] = None):
@@ -96,6 +98,8 @@ class PlatformCluster(pulumi.ComponentResource):
         )
         self.ready = []
         self.cache_bucket, self.image_registry = existing_cluster_sources(plan)
+        # The stack's aws:region, where it names one; the program asks AWS nothing on an existing cluster.
+        self.region = pulumi.Config("aws").get("region")
         self.outputs = {"clusterName": cluster_name, **cost_outputs(plan), **delivery_outputs(self.cache_bucket, self.image_registry)}
         if kubeconfig_value is not None:
             self.outputs["kubeconfig"] = kubeconfig_value
@@ -106,7 +110,7 @@ class PlatformCluster(pulumi.ComponentResource):
         tags = resource_tags(cluster)
         child = pulumi.ResourceOptions(parent=self)
         partition = aws.get_partition().partition
-        region = aws.get_region().region
+        region = self.region = aws.get_region().region
         caller = aws.get_caller_identity()
         # An assumed-role session ARN cannot hold an access entry; its role's ARN can.
         problem = unadmitted_caller_problem(cluster, aws.iam.get_session_context(arn=caller.arn).issuer_arn)

@@ -134,7 +134,7 @@ class VllmModel(pulumi.ComponentResource):
         plan = model.weights.staging
         if plan is None:
             return []
-        assert bucket is not None and region is not None, "a staged model's cache has a bucket and a region"
+        assert bucket is not None, "a staged model's cache has a bucket"
         child = pulumi.ResourceOptions(parent=self)
         account = staging.service_account(model, plan)
         service_account = k8s.core.v1.ServiceAccount(

@@ -77,7 +77,6 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             opts=in_namespace,
         )
 
-    region = pulumi.Config("aws").get("region")
     images = {model.name: pulled_image(model, cluster.image_registry) for model in plan.models}
     models = {
         model.name: VllmModel(
@@ -91,7 +90,7 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             weights_uri=_weights_uri(model, cluster.cache_bucket),
             cache_bucket=cluster.cache_bucket,
             image=images[model.name],
-            region=region,
+            region=cluster.region,
             opts=in_namespace,
         )
         for model in plan.models

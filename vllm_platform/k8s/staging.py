@@ -8,7 +8,7 @@ as it is: the Job runs nothing fetched at run time. `bucket` is a str or a Pulum
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from vllm_platform.contract import (
     COMPONENT_LABEL,
@@ -33,6 +33,8 @@ SCRIPT_DIR = "/opt/stage"
 RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
 # Past the Job's own deadline, so that the Job's failure, with its reason, is what `pulumi up` reports.
 AWAIT_MARGIN_SECONDS = 120
+# stage_model.py's exit code for a failure that running again cannot cure (its EXIT_PERMANENT).
+PERMANENT_EXIT = 2
 # Not the model's `app.kubernetes.io/name: vllm`: its Service, PDB and NetworkPolicy select pods by that.
 STAGING_APP = "vllm-staging"
 
@@ -66,23 +68,25 @@ def service_account(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
 
 
-def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: str, hf_token: bool) -> list[dict[str, Any]]:
+def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[str], hf_token: bool) -> list[dict[str, Any]]:
     env = [
         {"name": "HF_REPO", "value": staging.repo},
         {"name": "HF_REVISION", "value": staging.revision},
         {"name": "CACHE_BUCKET", "value": bucket},
         {"name": "CACHE_PREFIX", "value": staging.prefix},
-        # boto3 would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod.
-        {"name": "AWS_REGION", "value": region},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
     ]
+    if region is not None:
+        # boto3 would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod; without it
+        # (an existing cluster's stack that names no aws:region) S3 redirects boto3 to the bucket's region.
+        env.append({"name": "AWS_REGION", "value": region})
     if hf_token:
         env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
     return env
 
 
-def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: str, hf_token: bool) -> dict[str, Any]:
+def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[str], hf_token: bool) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": "script", "configMap": {"name": staging.job_name, "defaultMode": 0o444}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -122,6 +126,14 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: str, hf_tok
         "metadata": _metadata(model, staging, annotations=annotations),
         "spec": {
             "backoffLimit": STAGING_BACKOFF_LIMIT,
+            "podFailurePolicy": {
+                "rules": [
+                    # Exit 2: bad input or a refusal (a gated repo, no access): another pod cannot help.
+                    {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [PERMANENT_EXIT]}},
+                    # A pod evicted or preempted off its node did not fail: it resumes in the next one, uncounted.
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                ]
+            },
             "activeDeadlineSeconds": staging.deadline_seconds,
             "template": {
                 "metadata": {"labels": staging_labels(model)},

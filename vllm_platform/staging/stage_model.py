@@ -328,10 +328,15 @@ def read_exactly(response: Any, size: int, entry: Entry, at: int = 0) -> bytearr
     return buffer
 
 
+# S3's errors worth another try whatever their status: a 400 RequestTimeout or an expired session's token
+# (Pod Identity refreshes it) is no reason to give up on a 140 GB copy.
+S3_TRANSIENT = {"RequestTimeout", "ExpiredToken", "SlowDown", "InternalError", "ServiceUnavailable", "OperationAborted"}
+
+
 def s3_failure(what: str, error: ClientError) -> Exception:
     code = error.response.get("Error", {}).get("Code", "?")
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in ("AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status in (301, 400, 403):
+    if code not in S3_TRANSIENT and (code in ("AccessDenied", "NoSuchBucket") or status in (301, 400, 403)):
         return Permanent(f"{what}: S3 {code} (HTTP {status}): check the bucket, and that the Job's role may read and write it")
     return Transient(f"{what}: S3 {code} (HTTP {status})")
 
