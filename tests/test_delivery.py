@@ -335,7 +335,7 @@ def test_the_staging_role_writes_its_prefix_only_and_the_serving_role_only_reads
     assert via["Resource"] == key and via["Condition"] == {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}
 
 
-@pytest.mark.parametrize("cluster", ["llm-prod", "c" + "l" * 61 + "x"])
+@pytest.mark.parametrize("cluster", ["llm-prod", "llm--prod", "c" + "l" * 61 + "x"])
 def test_the_repository_prefix_is_one_ecr_takes(cluster: str) -> None:
     prefix = repository_prefix(cluster)
     assert ECR_PREFIX.fullmatch(prefix) and 2 <= len(prefix) <= 30 and prefix.endswith("/docker-hub")

@@ -9,6 +9,7 @@ Manager, which the GPU nodes may import through. Wiring only: the documents are 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Optional
 
 import pulumi
@@ -29,7 +30,9 @@ SECRET = "aws:secretsmanager/secret:Secret"
 def repository_prefix(cluster_name: str) -> str:
     """The cache's prefix in the account's registry, one per cluster: two stacks in a Region must not share a rule."""
     upstream = "/docker-hub"
-    return names.shortened(cluster_name, names.AWS_NAME_LIMITS[PULL_THROUGH_RULE] - len(upstream)) + upstream
+    # ECR takes one separator between letters and digits; a DNS label allows "--".
+    base = re.sub(r"-{2,}", "-", cluster_name)
+    return names.shortened(base, names.AWS_NAME_LIMITS[PULL_THROUGH_RULE] - len(upstream)) + upstream
 
 
 class ModelDelivery(pulumi.ComponentResource):

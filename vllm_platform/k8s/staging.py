@@ -76,6 +76,9 @@ def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[s
         {"name": "CACHE_PREFIX", "value": staging.prefix},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        # Where Lambda's Python images keep the runtime's boto3; a python3 started outside Lambda's bootstrap
+        # finds it there as the bootstrap would.
+        {"name": "PYTHONPATH", "value": "/var/runtime"},
     ]
     if region is not None:
         # boto3 would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod; without it
