@@ -54,6 +54,9 @@ RETRY_DEADLINE_SECONDS = 300.0
 BACKOFF_BASE_SECONDS = 1.0  # doubled at each failure (1, 2, 4, 8, 16 s), never past the maximum
 BACKOFF_MAX_SECONDS = 30.0
 MAX_REDIRECTS = 5
+# Named, so that the upload, each of its parts and its completion agree on one checksum whichever boto3 the
+# image ships (boto3 1.36 began to add CRC32 by default, earlier ones none), a resumed run's included.
+PART_CHECKSUM = "CRC32"
 S3_CONFIG = Config(
     connect_timeout=HTTP_TIMEOUT_SECONDS, read_timeout=HTTP_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 5}
 )
@@ -454,7 +457,11 @@ class _Run:
         upload = self.resumable(entry, key)
         if upload is None:
             created = self.s3(
-                f"start uploading {entry.path}", "create_multipart_upload", Key=key, Metadata={"sha256": entry.sha256} if entry.sha256 else {}
+                f"start uploading {entry.path}",
+                "create_multipart_upload",
+                Key=key,
+                Metadata={"sha256": entry.sha256} if entry.sha256 else {},
+                ChecksumAlgorithm=PART_CHECKSUM,
             )
             upload = _Upload(created["UploadId"], [], 0, hashlib.sha256())
         backoff = Backoff(f"copy {entry.path}")
@@ -507,7 +514,13 @@ class _Run:
                 data = read_exactly(response, min(PART_SIZE, entry.size - upload.offset), entry, upload.offset)
                 number = len(upload.parts) + 1
                 answer = self.s3(
-                    f"upload part {number} of {entry.path}", "upload_part", Key=key, UploadId=upload.upload_id, PartNumber=number, Body=data
+                    f"upload part {number} of {entry.path}",
+                    "upload_part",
+                    Key=key,
+                    UploadId=upload.upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    ChecksumAlgorithm=PART_CHECKSUM,
                 )
                 upload.parts.append(part_record({**answer, "PartNumber": number}))
                 upload.offset += len(data)
