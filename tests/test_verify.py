@@ -15,7 +15,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 import yaml
@@ -584,11 +584,11 @@ class FakeKube:
         upstreams: dict[str, str],
         pods: list[dict[str, Any]],
         pods_later: Optional[list[dict[str, Any]]] = None,
-        stream_setup: float = 0.0,
+        on_stream: Callable[[], None] = lambda: None,
     ):
         self.ports = {name: int(url.rsplit(":", 1)[1]) for name, url in upstreams.items()}
         self._pods = [pods, pods_later or pods]
-        self.stream_setup = stream_setup  # how long a port-forward's websocket takes to open
+        self.on_stream = on_stream  # what opening a port-forward's websocket does besides
         self.streams = 0
         self.selectors: list[str] = []
 
@@ -608,7 +608,7 @@ class FakeKube:
     def open_stream(self, namespace: str, pod_name: str, port: int) -> socket.socket:
         assert (namespace, port) == ("vllm", 8000)
         self.streams += 1
-        time.sleep(self.stream_setup)
+        self.on_stream()
         return stream_to(self.ports[pod_name])
 
 
@@ -631,12 +631,31 @@ def test_kubernetes_checks_reach_the_model_through_the_port_forward(double):
     assert set(kube.selectors) == {"app.kubernetes.io/instance=llama-8b,app.kubernetes.io/name=vllm"}
 
 
-def test_neither_the_port_forward_setup_nor_the_relay_adds_latency(double):
+class SkewedClock:
+    """verify's client clock, which each port-forward setup moves on by an hour: a latency that counted a setup
+    would show that hour, whatever the machine's load, and one that did not stays far below it."""
+
+    SETUP_SECONDS = 3600.0
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skew
+
+    def stream_opened(self) -> None:
+        self.skew += self.SETUP_SECONDS
+
+
+def test_neither_the_port_forward_setup_nor_the_relay_adds_latency(double, monkeypatch):
     server = double()
-    kube = FakeKube({"a": server.url}, [pod("a")], stream_setup=0.12)
+    clock = SkewedClock()
+    monkeypatch.setattr(client, "time", clock)
+    kube = FakeKube({"a": server.url}, [pod("a")], on_stream=clock.stream_opened)
     target = verdicts.Target(MODEL, MODEL, "unused", "vllm")
-    options = verdicts.Options(requests=4, concurrency=2, timeout=2, p95_slo=0.03)
+    options = verdicts.Options(requests=4, concurrency=2, timeout=2, p95_slo=SkewedClock.SETUP_SECONDS / 2)
     latency = {c.check: c for c in probe.verify_target(target, options, kube)}["latency-p95"]
+    assert kube.streams == 4 and clock.skew == 4 * SkewedClock.SETUP_SECONDS, "the setups happened"
     assert latency.passed, latency.detail
 
 
