@@ -55,7 +55,7 @@ POOL_KEYS = {
 def pool(**fields: Any) -> PoolPlan:
     """A pool's plan, as its models would leave it: none on it."""
     pool = GpuNodePool.model_validate({"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 2, **fields})
-    return pool_plan(document_plan(minimal_document()).config, pool, [])
+    return pool_plan(pool, [], {})
 
 
 def one(rendering: render.Rendering, type_: str, name: str) -> mocks.RecordedResource:

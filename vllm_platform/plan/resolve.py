@@ -18,6 +18,7 @@ from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import needs_shared_memory
 from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
 from vllm_platform.plan.coldstart import ColdStart
+from vllm_platform.plan.delivery import WeightsPlan
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
 # How long a GPU node's drain may take where no model runs on its pool yet.
@@ -28,14 +29,24 @@ SIMULATED_NODE_SECONDS = 120
 SIMULATOR_RESOURCES = sizing.PodResources(cpu_millis=250, memory_mib=256)
 
 
-def _cold_start(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizing]) -> Optional[ColdStart]:
+def _parameters(model: Model, sized: Optional[fit.ModelSizing]) -> Optional[float]:
+    return sized.parameters_billions if sized else fit.parameters_billions(model)
+
+
+def _checkpoint_bytes(model: Model, params: Optional[float]) -> float:
+    return sizing.weights_gb(params or 0, model.quantization) * 1e9
+
+
+def _weights(cfg: PlatformConfig, model: Model, params: Optional[float]) -> WeightsPlan:
+    return delivery.weights_plan(cfg, model, delivery.staging_plan(cfg, model, _checkpoint_bytes(model, params)))
+
+
+def _cold_start(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizing], weights: WeightsPlan) -> Optional[ColdStart]:
     """The estimate of a new replica's start on its pool; None for a simulated model, which loads nothing."""
     if sized is None or cfg.is_simulated(model):
         return None
-    weights_bytes = sizing.weights_gb(sized.parameters_billions, model.quantization) * 1e9
-    source = delivery.weights_plan(cfg, model, delivery.staging_plan(cfg, model, weights_bytes)).source
-    warm = sized.pool.warm_nodes > 0
-    return coldstart.estimate(sized.instance, weights_bytes, sized.parameters_billions, source, warm)
+    checkpoint = _checkpoint_bytes(model, sized.parameters_billions)
+    return coldstart.estimate(sized.instance, checkpoint, sized.parameters_billions, weights.source, sized.pool.warm_nodes > 0)
 
 
 def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -> tuple[int, int, int, int]:
@@ -47,10 +58,11 @@ def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -
     return grace, budget, cold_start, grace + cold_start
 
 
-def pool_plan(cfg: PlatformConfig, pool: GpuNodePool, sized: list[fit.ModelSizing]) -> PoolPlan:
+def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing], cold_starts: dict[str, Optional[ColdStart]]) -> PoolPlan:
+    """`cold_starts`: each of the pool's models' estimate, by name."""
     # A node's drain may wait for a replacement replica to come up (the PDB lets one go at a time), then for
     # the pod's own grace: one rollout wave of the slowest model on the pool.
-    waves = (_timings(s.model, s.parameters_billions, _cold_start(cfg, s.model, s))[3] for s in sized)
+    waves = (_timings(s.model, s.parameters_billions, cold_starts[s.model.name])[3] for s in sized)
     return PoolPlan(
         name=pool.name,
         instance_types=tuple(pool.instance_types),
@@ -77,15 +89,19 @@ def _surge_room(sized: fit.ModelSizing, pool: PoolPlan) -> bool:
     return others + sized.nodes_for(sized.model.replicas.max + 1) <= pool.max_size
 
 
-def _model_plan(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizing], pool: Optional[PoolPlan]) -> ModelPlan:
+def _model_plan(
+    cfg: PlatformConfig,
+    model: Model,
+    sized: Optional[fit.ModelSizing],
+    pool: Optional[PoolPlan],
+    weights: WeightsPlan,
+    cold: Optional[ColdStart],
+) -> ModelPlan:
     simulated = cfg.is_simulated(model)
-    params = sized.parameters_billions if sized else fit.parameters_billions(model)
+    params = _parameters(model, sized)
     surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
     step = serving.rolling_update(surge_room)
-    cold = _cold_start(cfg, model, sized)
     grace, budget, cold_start, wave = _timings(model, params, cold)
-    weights_bytes = sizing.weights_gb(params or 0, model.quantization) * 1e9
-    weights = delivery.weights_plan(cfg, model, delivery.staging_plan(cfg, model, weights_bytes))
     pod = sized.pod if sized else SIMULATOR_RESOURCES
     streamer = None
     if weights.streams and sized is not None:
@@ -143,9 +159,13 @@ def resolve(cfg: PlatformConfig) -> Plan:
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
     if problems:
         raise ConfigError(problems)
-    pool_plans = {p.name: pool_plan(cfg, p, sized_on.get(p.name, [])) for p in cfg.cluster.gpu_node_pools}
+    weights = {m.name: _weights(cfg, m, _parameters(m, sized.get(m.name))) for m in cfg.models}
+    cold_starts = {m.name: _cold_start(cfg, m, sized.get(m.name), weights[m.name]) for m in cfg.models}
+    pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, []), cold_starts) for p in cfg.cluster.gpu_node_pools}
     models = tuple(
-        _model_plan(cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None)
+        _model_plan(
+            cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None, weights[m.name], cold_starts[m.name]
+        )
         for m in cfg.models
     )
     return Plan(
