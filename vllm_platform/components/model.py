@@ -24,11 +24,6 @@ def custom_resource(name: str, manifest: dict[str, Any], opts: pulumi.ResourceOp
     )
 
 
-def weights_output(model: ModelPlan, weights_uri: Any) -> dict[str, Any]:
-    """Where the model's weights come from, for the `models` output."""
-    return {"source": model.weights.source.value, "uri": weights_uri if weights_uri is not None else model.weights.model}
-
-
 class VllmModel(pulumi.ComponentResource):
     """One model: ServiceAccount, Deployment, Service, ServiceMonitor, autoscaler and PodDisruptionBudget;
     for a model that scales to zero also the InterceptorRoute and the entry Service that leads to it.
@@ -46,11 +41,11 @@ class VllmModel(pulumi.ComponentResource):
         plan: Plan,
         model: ModelPlan,
         prometheus_url: pulumi.Input[str],
+        weights_uri: pulumi.Input[str],
         http_scaler_address: pulumi.Input[str] = "",
         interceptor_host: pulumi.Input[str] = "",
         hf_token_secret: Optional[k8s.core.v1.Secret] = None,
         crd_dependencies: Sequence[pulumi.Resource] = (),
-        weights_uri: pulumi.Input[str] | None = None,
         cache_bucket: pulumi.Input[str] | None = None,
         image: pulumi.Input[str] | None = None,
         region: Optional[str] = None,
@@ -112,7 +107,7 @@ class VllmModel(pulumi.ComponentResource):
 
         self.outputs = {
             "serviceUrl": workload.service_url(model),
-            "weights": weights_output(model, weights_uri),
+            "weights": {"source": model.weights.source.value, "uri": weights_uri},
             "coldStart": model.cold_start.output() if model.cold_start else None,
             "servedModelName": model.served_name,
             "port": SERVING_PORT,
