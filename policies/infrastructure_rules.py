@@ -12,7 +12,7 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from props import HELM_RELEASE, NODE_CLASS, NODE_POOL, describe, dig, items, number
-from vllm_platform.contract import GPU_RESOURCE
+from vllm_platform.contract import GPU_RESOURCE, IMDS_HOP_LIMIT
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -123,16 +123,19 @@ def check_gpu_node_pools(args: ResourceValidationArgs, report: ReportViolation) 
 
 
 def check_node_classes(args: ResourceValidationArgs, report: ReportViolation) -> int:
-    # As for launch templates: IMDSv2 with a hop limit of 1 keeps pods from the node role, and every volume
-    # holds a model cache and image layers.
+    # As for launch templates: IMDSv2 with a hop limit of 1 keeps pods from the node role, and every EBS volume is
+    # encrypted with a key of the account's, whatever it holds.
     if args.resource_type != NODE_CLASS:
         return 0
     where = describe(args.resource_type, args.props, args.name)
     options = dig(args.props, "spec", "metadataOptions") or {}
     if options.get("httpTokens") != "required":
         report(f"{where}: metadataOptions.httpTokens is {repr(options.get('httpTokens')) if options.get('httpTokens') else 'not set'}; set it to 'required'")
-    if number(options.get("httpPutResponseHopLimit")) != 1:
-        report(f"{where}: metadataOptions.httpPutResponseHopLimit is not 1; set it to 1 so that pods cannot reach instance metadata")
+    if number(options.get("httpPutResponseHopLimit")) != IMDS_HOP_LIMIT:
+        report(
+            f"{where}: metadataOptions.httpPutResponseHopLimit is not {IMDS_HOP_LIMIT}; set it to {IMDS_HOP_LIMIT} so that pods "
+            "cannot reach instance metadata"
+        )
     mappings = items(dig(args.props, "spec", "blockDeviceMappings"))
     if not mappings:
         report(f"{where}: no blockDeviceMappings; give the root volume with ebs.encrypted true")

@@ -15,15 +15,10 @@ import pulumi_aws as aws
 
 from vllm_platform import names
 from vllm_platform.config.cluster import SystemNodes
-from vllm_platform.contract import SYSTEM_NODE_SELECTOR
+from vllm_platform.contract import IMDS_HOP_LIMIT, ROOT_DEVICE, SYSTEM_NODE_SELECTOR
 from vllm_platform.plan.plans import Plan, PoolPlan
 
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
-ROOT_DEVICE = "/dev/xvda"
-# 1: only the node itself and host-network pods (the VPC CNI) reach instance metadata; a pod cannot borrow
-# the node role. The controllers get their own roles through Pod Identity, and the EBS CSI node plugin reads
-# its zone from the Kubernetes API.
-IMDS_HOP_LIMIT = 1
 
 
 def node_group_name_prefix(name: str) -> str:

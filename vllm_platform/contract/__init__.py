@@ -58,6 +58,11 @@ class Taint(NamedTuple):
 
 
 GPU_TAINT = Taint(GPU_RESOURCE, "true", "NoSchedule")
+# Every node, system or GPU: IMDSv2 with a hop limit of 1, so only the node itself and host-network pods (the
+# VPC CNI) reach instance metadata and no pod, vLLM running a checkpoint's custom code included, borrows the
+# node role; the controllers get their own roles through Pod Identity. The root volume is the AMI's device.
+IMDS_HOP_LIMIT = 1
+ROOT_DEVICE = "/dev/xvda"
 # Karpenter launches the GPU nodes: its controller's ServiceAccount, and the tag by which every EC2NodeClass
 # finds the cluster's private subnets and security group.
 KARPENTER_SERVICE_ACCOUNT = "karpenter"

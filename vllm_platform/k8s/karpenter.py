@@ -18,10 +18,12 @@ from vllm_platform.contract import (
     GPU_POOL_LABEL,
     GPU_RESOURCE,
     GPU_TAINT,
+    IMDS_HOP_LIMIT,
     KARPENTER_DISCOVERY_TAG,
     KARPENTER_SERVICE_ACCOUNT,
     PART_OF,
     PART_OF_LABEL,
+    ROOT_DEVICE,
     SYSTEM_NODE_SELECTOR,
 )
 from vllm_platform.plan.plans import PoolPlan
@@ -31,7 +33,6 @@ NODE_POOL_KIND = ("karpenter.sh/v1", "NodePool")
 # The NVIDIA device plugin chart's default node affinity asks for this label (normally set by
 # node-feature-discovery, which this platform does not run).
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
-ROOT_DEVICE = "/dev/xvda"
 # The root volume holds the OS; containerd's images, the pods' emptyDirs and logs sit on the instance store
 # (instanceStorePolicy RAID0). Where parallel pull writes to EBS, nodeadm's guide asks for "at least 600MiB/s
 # throughput. Below that value, you may see longer image pull times" (awslabs/amazon-eks-ami
@@ -55,9 +56,6 @@ spec:
 
 --VLLM-PLATFORM--
 """
-# 1: only the node itself and host-network pods (the VPC CNI) reach instance metadata; a pod, vLLM
-# running a checkpoint's custom code included, cannot borrow the node role.
-IMDS_HOP_LIMIT = 1
 # At most one GPU node at a time is taken away on purpose (empty, or drifted to a new AMI); serving
 # nodes are never consolidated (WhenEmpty), and each drain respects the models' PDBs.
 DISRUPTION_BUDGET = [{"nodes": "1"}]
