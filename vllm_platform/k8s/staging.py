@@ -10,18 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from vllm_platform.contract import (
-    COMPONENT_LABEL,
-    HF_TOKEN_DIR,
-    HF_TOKEN_SECRET_KEY,
-    INSTANCE_LABEL,
-    MANAGED_BY_LABEL,
-    NAME_LABEL,
-    PART_OF,
-    PART_OF_LABEL,
-    SYSTEM_NODE_SELECTOR,
-)
-from vllm_platform.k8s.workload import PULL_POLICY_SKIP, container_security_context, hf_token_volume, pod_security_context
+from vllm_platform.contract import HF_TOKEN_DIR, HF_TOKEN_SECRET_KEY, SYSTEM_NODE_SELECTOR
+from vllm_platform.k8s.workload import PULL_POLICY_SKIP, app_labels, container_security_context, hf_token_volume, pod_security_context
 from vllm_platform.pins import STAGING_IMAGE
 from vllm_platform.plan.delivery import STAGING_BACKOFF_LIMIT, StagingPlan
 from vllm_platform.plan.plans import ModelPlan
@@ -40,13 +30,7 @@ STAGING_APP = "vllm-staging"
 
 
 def staging_labels(model: ModelPlan) -> dict[str, str]:
-    return {
-        NAME_LABEL: STAGING_APP,
-        INSTANCE_LABEL: model.name,
-        COMPONENT_LABEL: "staging",
-        PART_OF_LABEL: PART_OF,
-        MANAGED_BY_LABEL: "pulumi",
-    }
+    return app_labels(STAGING_APP, model.name, "staging")
 
 
 def _metadata(model: ModelPlan, staging: StagingPlan, **extra: Any) -> dict[str, Any]:

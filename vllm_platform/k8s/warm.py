@@ -11,17 +11,15 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from vllm_platform.contract import (
-    COMPONENT_LABEL,
     GPU_POOL_LABEL,
     GPU_RESOURCE,
     GPU_TAINT,
     INSTANCE_LABEL,
-    MANAGED_BY_LABEL,
     NAME_LABEL,
     PART_OF,
     PART_OF_LABEL,
 )
-from vllm_platform.k8s.workload import PULL_POLICY_SKIP, container_security_context, pod_security_context
+from vllm_platform.k8s.workload import PULL_POLICY_SKIP, app_labels, container_security_context, pod_security_context
 from vllm_platform.plan.plans import Plan, PoolPlan
 
 PRIORITY_CLASS = "vllm-platform-warm-node"
@@ -48,7 +46,7 @@ def name(pool: PoolPlan) -> str:
 
 
 def _labels(pool: PoolPlan) -> dict[str, str]:
-    return {NAME_LABEL: WARM_APP, INSTANCE_LABEL: pool.name, COMPONENT_LABEL: "warm-node", PART_OF_LABEL: PART_OF, MANAGED_BY_LABEL: "pulumi"}
+    return app_labels(WARM_APP, pool.name, "warm-node")
 
 
 def _container(index: int, image: Any, gpus: int) -> dict[str, Any]:

@@ -47,13 +47,13 @@ def selector_labels(model: ModelPlan) -> dict[str, str]:
     return {NAME_LABEL: MODEL_APP, INSTANCE_LABEL: model.name}
 
 
+def app_labels(app: str, instance: str, component: str) -> dict[str, str]:
+    """The recommended labels of every object of the platform's own: the app, which one, and its part."""
+    return {NAME_LABEL: app, INSTANCE_LABEL: instance, COMPONENT_LABEL: component, PART_OF_LABEL: PART_OF, MANAGED_BY_LABEL: "pulumi"}
+
+
 def labels(model: ModelPlan, component: str = "inference") -> dict[str, str]:
-    return {
-        **selector_labels(model),
-        COMPONENT_LABEL: component,
-        PART_OF_LABEL: PART_OF,
-        MANAGED_BY_LABEL: "pulumi",
-    }
+    return app_labels(MODEL_APP, model.name, component)
 
 
 def metadata(model: ModelPlan, **extra: Any) -> dict[str, Any]:
