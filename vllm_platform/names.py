@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 
+from vllm_platform.contract import LABEL_MAX_LENGTH
+
 # Auto-naming adds "-" and 7 hex characters; a name prefix gets 26 digits.
 AUTO_NAME_SUFFIX = 8
 PREFIX_SUFFIX = 26
@@ -75,13 +77,10 @@ def prefix_room(resource_type: str) -> int:
     return AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1
 
 
-# A Kubernetes object's name that becomes a label value too (a Job's `job-name`): 63 characters at most.
-KUBERNETES_NAME_MAX_LENGTH = 63
-
-
 def kubernetes_name(base: str) -> str:
-    """`base`, or where it is longer than a label value may be, its head and a hash."""
-    return shortened(base, KUBERNETES_NAME_MAX_LENGTH)
+    """`base`, or where it is longer than a label value may be, its head and a hash: a Kubernetes object's name
+    that becomes a label value too (a Job's `job-name`)."""
+    return shortened(base, LABEL_MAX_LENGTH)
 
 
 def fits(resource_type: str, name: str) -> bool:

@@ -15,6 +15,9 @@ DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 DNS_1123_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # Text a secret or a name may hold: printable ASCII, no newline (a token piped in with `echo` ends in one).
+# An S3 bucket name, as S3 names them: 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with
+# a letter or digit (the patterns that use it refuse `..` over the whole value).
+S3_BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 PRINTABLE_WORD = re.compile(r"[\x21-\x7e]+")
 PRINTABLE_TEXT = re.compile(r"[\x20-\x7e]+")
 

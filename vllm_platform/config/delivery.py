@@ -12,12 +12,11 @@ from typing import Optional
 
 from pydantic import Field, StrictBool, StrictStr, field_validator, model_validator
 
-from vllm_platform.config.base import PRINTABLE_WORD, Section, check_pattern
+from vllm_platform.config.base import PRINTABLE_WORD, S3_BUCKET_NAME, Section, check_pattern
 from vllm_platform.config.secrets import set_command
 
-# S3's bucket naming rules: 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with a
-# letter or digit, no `..`, not an IP address.
-S3_BUCKET = re.compile(r"(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+# A bucket name with no `..` that is not an IP address.
+S3_BUCKET = re.compile(rf"(?!.*\.\.)(?!\d+\.\d+\.\d+\.\d+$){S3_BUCKET_NAME}", re.ASCII)
 # A registry host (with an optional port) and path, as an image reference starts: no scheme, no tag.
 REGISTRY = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*", re.ASCII)
 # Docker Hub user names: 4 to 30 lower-case letters and digits.

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 
-from vllm_platform.config.base import DNS_1035_LABEL, Section, check_label, check_ordered, check_pattern
+from vllm_platform.config.base import DNS_1035_LABEL, S3_BUCKET_NAME, Section, check_label, check_ordered, check_pattern
 from vllm_platform.config.quantities import cpu_millis, memory_mib
 from vllm_platform.contract import images, vllm_flags
 from vllm_platform.pins import DEFAULT_VLLM_IMAGE
@@ -21,7 +21,7 @@ HF_MODEL_ID = re.compile(r"(?!.*(--|\.\.))(?!.*\.git$)\w(?:[\w.-]*\w)?/(?=[\w.-]
 # prefix of letters, digits and `. _ / -` only, since it becomes the Resource of an IAM policy (where `*`
 # and `?` are wildcards) and a vLLM argument. Segments are never `.` or `..`, and never empty.
 S3_URI = re.compile(
-    r"s3://(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+/)*(?:(?!\.\.?$)[A-Za-z0-9._-]+)?)?",
+    rf"s3://(?!.*\.\.){S3_BUCKET_NAME}(?:/(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+/)*(?:(?!\.\.?$)[A-Za-z0-9._-]+)?)?",
     re.ASCII,
 )
 # A Hugging Face commit: the 40 hex digits of a git SHA-1, which a branch or tag name never is.
