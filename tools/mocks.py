@@ -111,6 +111,12 @@ FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
     },
     # The account whose private registry holds the cache.
     "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": lambda name, inputs: {"registryId": "123456789012"},
+    # What the AWS Load Balancer Controller writes on a LoadBalancer Service once its NLB exists.
+    "kubernetes:core/v1:Service": lambda name, inputs: (
+        {"status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{FAKE_NAME_SUFFIX}.elb.us-west-2.amazonaws.com"}]}}}
+        if (inputs.get("spec") or {}).get("type") == "LoadBalancer"
+        else {}
+    ),
     "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
     # The outputs a cluster stack of this program gives (README, "Stack outputs").
     "pulumi:pulumi:StackReference": lambda name, inputs: {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vllm_platform.contract import KEDA_NAMESPACE, KUBE_SYSTEM, MONITORING_NAMESPACE
+from vllm_platform.contract import GATEWAY_NAMESPACE, KEDA_NAMESPACE, KUBE_SYSTEM, MONITORING_NAMESPACE
 
 # --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
@@ -59,3 +59,15 @@ DEFAULT_GPU_AMI_ALIAS = "al2023@v20260714"
 # ships boto3 and nothing else the Job needs (vllm_platform/staging/stage_model.py uses the standard library
 # besides). Small, so the system nodes pull it in seconds; its entrypoint is replaced by the Job's command.
 STAGING_IMAGE = "public.ecr.aws/lambda/python:3.12.2026.10.03.13"
+# The gateway: Envoy Gateway v1.9 (AI Gateway v1.1 needs v1.8.1 or later), which installs the Gateway API CRDs
+# (v1.6) with its own; AI Gateway's CRDs from their own chart, which Helm upgrades with its templates.
+ENVOY_GATEWAY = Chart("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy", "eg", GATEWAY_NAMESPACE)
+AI_GATEWAY_CRDS = Chart("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg-crd", GATEWAY_NAMESPACE)
+AI_GATEWAY = Chart("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg", GATEWAY_NAMESPACE)
+# Makes the gateway's NLB; app v3.5.0, whose iam_policy.json vllm_platform/aws/load_balancer.py follows.
+AWS_LOAD_BALANCER_CONTROLLER = Chart(
+    "aws-load-balancer-controller", "3.5.0", "https://aws.github.io/eks-charts", "aws-load-balancer-controller", KUBE_SYSTEM
+)
+# The gateway's rate-limit counters: the Redis release AI Gateway's token_ratelimit example (v1.1.0) runs, from
+# ECR Public's copy of the Docker official image, clear of Docker Hub's per-IP pull limit.
+RATE_LIMIT_REDIS_IMAGE = "public.ecr.aws/docker/library/redis:8.2.4-alpine3.22"

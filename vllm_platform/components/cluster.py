@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from vllm_platform.aws import iam, nodes
+from vllm_platform.aws import iam, load_balancer, nodes
 from vllm_platform.aws.addons import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, eks_addon, pod_identity_role, service_role
 from vllm_platform.aws.eks import (
     ACCESS_POLICIES,
@@ -39,7 +39,8 @@ from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
 from vllm_platform.contract import KARPENTER_SERVICE_ACCOUNT, KUBE_SYSTEM, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting, cluster_addons
-from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.k8s.gateway import load_balancer_controller_values
+from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, AWS_LOAD_BALANCER_CONTROLLER, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
 
@@ -61,7 +62,8 @@ class PlatformCluster(pulumi.ComponentResource):
     `ready` lists what must exist before workloads are created (node groups, add-ons);
     `cache_bucket` names the model cache's bucket and `image_registry` the registry Docker Hub images are
     pulled through (each None where there is none); `region` the cluster's AWS region (None on an existing
-    cluster whose stack names no aws:region); `outputs` are the stack outputs this layer owns (see
+    cluster whose stack names no aws:region); `load_balancer_controller` what must exist before a Service asks
+    for an NLB (empty where the stack makes none); `outputs` are the stack outputs this layer owns (see
     README, "Stack outputs")."""
 
     provider: k8s.Provider
@@ -69,6 +71,7 @@ class PlatformCluster(pulumi.ComponentResource):
     cache_bucket: Any
     image_registry: Any
     region: Optional[str]
+    load_balancer_controller: list[pulumi.Resource]
     outputs: dict[str, Any]
 
     def __init__(self, name: str, plan: Plan, opts: Optional[pulumi.ResourceOptions] = None):
@@ -97,6 +100,7 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.ready = []
+        self.load_balancer_controller = []
         self.cache_bucket, self.image_registry = existing_cluster_sources(plan)
         # The stack's aws:region, where it names one; the program asks AWS nothing on an existing cluster.
         self.region = pulumi.Config("aws").get("region")
@@ -228,6 +232,9 @@ class PlatformCluster(pulumi.ComponentResource):
             )
 
         publish_grants = self._alert_publishing(plan, eks.name, tags)
+        self.load_balancer_controller, load_balancer_role = self._load_balancer_controller(
+            plan, partition, region, eks.name, network.vpc_id, tags, [system]
+        )
         storage = self._storage_class(late_addons)
         device_plugin = helm_release(
             NVIDIA_DEVICE_PLUGIN,
@@ -265,6 +272,7 @@ class PlatformCluster(pulumi.ComponentResource):
                 "roleArns": {
                     f"{KUBE_SYSTEM}/{KARPENTER_SERVICE_ACCOUNT}": capacity.controller_role.arn,
                     f"{KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
+                    **({f"{KUBE_SYSTEM}/{load_balancer.SERVICE_ACCOUNT}": load_balancer_role.arn} if load_balancer_role else {}),
                     **{account: role.arn for account, role in delivery.roles.items()},
                 },
             },
@@ -286,6 +294,37 @@ class PlatformCluster(pulumi.ComponentResource):
             name, role=role.id, policy=json.dumps(iam.sns_publish_policy(topics)), opts=pulumi.ResourceOptions(parent=self)
         )
         return [association, policy]
+
+    def _load_balancer_controller(
+        self,
+        plan: Plan,
+        partition: str,
+        region: str,
+        cluster_name: pulumi.Output[str],
+        vpc_id: pulumi.Input[str],
+        tags: dict[str, str],
+        after: list[pulumi.Resource],
+    ) -> tuple[list[pulumi.Resource], Optional[aws.iam.Role]]:
+        """The AWS Load Balancer Controller, for the gateway's NLB: its Pod Identity role with the published
+        policy scoped to this cluster, and its release on the system nodes."""
+        if plan.gateway is None or not plan.gateway.load_balanced:
+            return [], None
+        name = str(plan.config.cluster.name)
+        role, association = pod_identity_role(
+            "aws-load-balancer-controller", cluster_name, KUBE_SYSTEM, load_balancer.SERVICE_ACCOUNT, tags, self
+        )
+        policy = aws.iam.RolePolicy(
+            "aws-load-balancer-controller",
+            role=role.id,
+            policy=json.dumps(load_balancer.controller_policy(partition, name)),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        release = helm_release(
+            AWS_LOAD_BALANCER_CONTROLLER,
+            load_balancer_controller_values(name, region, vpc_id),  # type: ignore[arg-type]
+            pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[*after, association, policy]),
+        )
+        return [release], role
 
     def _storage_class(self, depends_on: list[pulumi.Resource]) -> k8s.storage.v1.StorageClass:
         manifest = cluster_addons.gp3_storage_class()

@@ -110,6 +110,8 @@ class VllmModel(pulumi.ComponentResource):
             "weights": {"source": model.weights.source.value, "uri": weights_uri},
             "coldStart": model.cold_start.output() if model.cold_start else None,
             "servedModelName": model.served_name,
+            # The `model` a client sends through the gateway's endpoint; None where the stack has no gateway.
+            "gatewayModelName": model.served_name if plan.gateway is not None else None,
             "port": SERVING_PORT,
             # A client of a model at zero replicas waits for a node and the model's load on its first request.
             "scalesToZero": model.scales_to_zero,

@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from vllm_platform.components.cluster import PlatformCluster
 from vllm_platform.components.delivery import pulled_image
+from vllm_platform.components.gateway import LlmGateway
 from vllm_platform.components.model import VllmModel
 from vllm_platform.components.observability import Observability
 from vllm_platform.contract import HF_TOKEN_SECRET, HF_TOKEN_SECRET_KEY
@@ -96,9 +97,16 @@ def build_platform(plan: Plan) -> dict[str, Any]:
         for model in plan.models
     }
     _warm_nodes(plan, images, in_namespace)
+    gateway_outputs: dict[str, Any] = {}
+    if plan.gateway is not None:
+        gateway = LlmGateway(
+            "gateway", plan, after=cluster.load_balancer_controller, monitoring=observability.crd_dependencies, opts=k8s_opts
+        )
+        gateway_outputs = gateway.outputs
     return {
         **cluster.outputs,
         "namespace": models_namespace.metadata.apply(lambda m: m["name"]),
         "models": {name: component.outputs for name, component in models.items()},
         **observability.outputs,
+        **gateway_outputs,
     }

@@ -18,9 +18,7 @@ from vllm_platform.config import stack_yaml
 from vllm_platform.config.base import CONFIG_NAMESPACE
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import PlatformConfig, parse_config
-
-# What a `secure:` value, which cannot be decrypted offline, reads as; and every secret in an offline render.
-SECRET_PLACEHOLDER = "[secret]"
+from vllm_platform.config.secrets import SECRET_PLACEHOLDER
 
 
 def platform_values(config: dict[str, str]) -> dict[str, Any]:

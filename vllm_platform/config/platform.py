@@ -20,9 +20,10 @@ from vllm_platform.config.cluster import Cluster
 from vllm_platform.config.delivery import Images, ModelCache
 from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
+from vllm_platform.config.gateway import Exposure, Gateway
 from vllm_platform.config.models import AutoscalingMode, Model
 from vllm_platform.config.observability import Observability
-from vllm_platform.config.secrets import is_secret_location, plaintext_problems, set_command
+from vllm_platform.config.secrets import SECRET_PLACEHOLDER, is_secret_location, plaintext_problems, set_command
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES
 
 
@@ -36,7 +37,7 @@ class PlatformConfig(Section):
     namespace: StrictStr = Field(
         "inference",
         description=(
-            "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda` or `kube-*`, which the "
+            "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda`, `envoy-gateway-system` or `kube-*`, which the "
             "platform and Kubernetes use); Pod Security `restricted` is enforced there"
         ),
     )
@@ -50,6 +51,7 @@ class PlatformConfig(Section):
         ModelCache(), description="the S3 bucket checkpoints are staged into once per revision and streamed from (see below)"
     )
     images: Images = Field(Images(), description="where the GPU nodes pull the vLLM image from (see below)")
+    gateway: Gateway = Field(Gateway(), description="one OpenAI endpoint for every model, with keys and token limits (see below)")
     hf_token: Optional[StrictStr] = Field(
         None,
         repr=False,
@@ -177,6 +179,31 @@ def cross_field_problems(cfg: PlatformConfig) -> list[str]:
     if cfg.model_cache.enabled and cfg.cluster.existing is not None and cfg.model_cache.bucket is None:
         problems.append(
             "modelCache.enabled: an existing cluster gets no bucket of the stack's own; name yours in modelCache.bucket"
+        )
+    return [*problems, *_gateway_problems(cfg)]
+
+
+def _gateway_problems(cfg: PlatformConfig) -> list[str]:
+    gateway = cfg.gateway
+    if not gateway.enabled:
+        return []
+    problems = []
+    if not gateway.clients:
+        problems.append("gateway.clients: the gateway admits only clients with a key, and none is configured; add one")
+    names = {m.name for m in cfg.models}
+    for client in gateway.clients:
+        unknown = [m for m in client.models if m not in names]
+        if unknown:
+            problems.append(
+                f"gateway.clients[{client.name}].models: {', '.join(unknown)} is not in models ({', '.join(sorted(names))})"
+            )
+    keys = [c.api_key for c in gateway.clients if c.api_key != SECRET_PLACEHOLDER]
+    if len(set(keys)) < len(keys):
+        problems.append("gateway.clients: two clients share an apiKey; the gateway could not tell them apart")
+    if gateway.exposure is not Exposure.CLUSTER and cfg.cluster.existing is not None:
+        problems.append(
+            f"gateway.exposure: {gateway.exposure.value} needs the AWS Load Balancer Controller, which this stack installs "
+            "only on a cluster it creates; use exposure cluster on an existing cluster"
         )
     return problems
 

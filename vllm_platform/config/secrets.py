@@ -12,6 +12,9 @@ from typing import Any
 
 from vllm_platform.config.base import CONFIG_NAMESPACE
 
+# What an encrypted value reads as where it cannot be decrypted: the offline render, and outputs that hold it.
+SECRET_PLACEHOLDER = "[secret]"
+
 # Dotted paths below `vllm-platform:`, `[]` standing for every index of a list; the fields they name are
 # declared with repr=False.
 SECRET_PATHS = (
@@ -22,6 +25,7 @@ SECRET_PATHS = (
     "observability.alertmanager.receivers[].pagerduty.routingKey",
     "observability.alertmanager.receivers[].slack.apiUrl",
     "observability.alertmanager.receivers[].webhook.url",
+    "gateway.clients[].apiKey",
 )
 
 

@@ -24,8 +24,12 @@ MONITOR_SELECTOR_LABELS = {PART_OF_LABEL: PART_OF}
 # Namespaces the platform itself fills: Prometheus, Grafana and the DCGM exporter; KEDA and its HTTP add-on.
 MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
+# Envoy Gateway, Envoy AI Gateway, the gateway's proxies and its rate-limit store: the models' one door.
+GATEWAY_NAMESPACE = "envoy-gateway-system"
 KUBE_SYSTEM = "kube-system"
-RESERVED_NAMESPACES = (MONITORING_NAMESPACE, KEDA_NAMESPACE, KUBE_SYSTEM, "kube-public", "kube-node-lease")
+RESERVED_NAMESPACES = (
+    MONITORING_NAMESPACE, KEDA_NAMESPACE, GATEWAY_NAMESPACE, KUBE_SYSTEM, "kube-public", "kube-node-lease"
+)  # fmt: skip
 # Kubernetes' limit on a DNS label, which every object, namespace and label value here is.
 LABEL_MAX_LENGTH = 63
 
@@ -86,6 +90,14 @@ SERVE_COMMAND = ("vllm", "serve")
 
 # NCCL passes tensors between a model's GPU workers through /dev/shm, whose runtime default is 64 MiB.
 SHM_PATH = "/dev/shm"
+
+# The gateway: the Gateway object, which names its proxies' Service; the header in which Envoy forwards the
+# client a key belongs to (its metrics label and rate-limit bucket); the header AI Gateway puts the body's
+# `model` in, which the routes match; and the Secret of the clients' keys.
+GATEWAY_NAME = "llm-gateway"
+CLIENT_ID_HEADER = "x-client-id"
+MODEL_HEADER = "x-ai-eg-model"
+GATEWAY_KEYS_SECRET = "gateway-api-keys"
 
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_SECRET_KEY = "token"

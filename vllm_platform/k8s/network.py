@@ -15,6 +15,7 @@ from vllm_platform.contract import (
     PART_OF_LABEL,
     SERVING_PORT,
 )
+from vllm_platform.k8s.gateway import proxy_peer
 from vllm_platform.pins import KEDA_HTTP_ADD_ON
 from vllm_platform.plan.plans import Plan
 
@@ -49,12 +50,21 @@ def _from_namespaces(names: list[str]) -> list[dict[str, Any]]:
     return [{"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": names}]}}]
 
 
+def direct_clients(plan: Plan) -> list[str]:
+    """The namespaces that may call the models without the gateway: clientNamespaces, unless the gateway's
+    directAccess is false and it is the only door."""
+    if plan.gateway is not None and not plan.gateway.direct_access:
+        return []
+    return list(plan.config.client_namespaces)
+
+
 def network_policies(plan: Plan) -> list[dict[str, Any]]:
     """Deny all ingress in the namespace, then open the serving port to clients and to Prometheus only."""
     cfg = plan.config
     metadata = {"namespace": plan.namespace, "labels": {PART_OF_LABEL: PART_OF}}
     interceptor = [KEDA_NAMESPACE] if plan.any_scales_to_zero else []
-    allowed = sorted({*cfg.client_namespaces, *cfg.observability.scraper_namespaces, *interceptor})
+    allowed = sorted({*direct_clients(plan), *cfg.observability.scraper_namespaces, *interceptor})
+    peers = _from_namespaces(allowed) + ([proxy_peer()] if plan.gateway is not None else [])
     return [
         {
             "apiVersion": "networking.k8s.io/v1",
@@ -69,7 +79,7 @@ def network_policies(plan: Plan) -> list[dict[str, Any]]:
             "spec": {
                 "podSelector": {"matchLabels": {NAME_LABEL: MODEL_APP}},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": _from_namespaces(allowed), "ports": [{"port": SERVING_PORT, "protocol": "TCP"}]}],
+                "ingress": [{"from": peers, "ports": [{"port": SERVING_PORT, "protocol": "TCP"}]}],
             },
         },
     ]
@@ -78,7 +88,8 @@ def network_policies(plan: Plan) -> list[dict[str, Any]]:
 def interceptor_network_policy(plan: Plan) -> dict[str, Any]:
     """The interceptor forwards to every model at zero: only the models' clients may reach its proxy port,
     or any pod in the cluster could call those models around the models' own NetworkPolicy."""
-    callers = sorted({*plan.config.client_namespaces, plan.namespace})
+    callers = sorted({*direct_clients(plan), plan.namespace})
+    peers = _from_namespaces(callers) + ([proxy_peer()] if plan.gateway is not None else [])
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -87,7 +98,7 @@ def interceptor_network_policy(plan: Plan) -> dict[str, Any]:
             "podSelector": {"matchLabels": {COMPONENT_LABEL: "interceptor", INSTANCE_LABEL: KEDA_HTTP_ADD_ON.release}},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": _from_namespaces(callers), "ports": [{"port": SERVING_PORT, "protocol": "TCP"}]},
+                {"from": peers, "ports": [{"port": SERVING_PORT, "protocol": "TCP"}]},
                 # The add-on's scaler, beside it in this namespace, polls the request counts.
                 {"from": [{"podSelector": {}}], "ports": [{"port": INTERCEPTOR_ADMIN_PORT, "protocol": "TCP"}]},
             ],

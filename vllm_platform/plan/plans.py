@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
+from vllm_platform.config.gateway import Exposure, TokenKind
 from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
@@ -111,12 +112,55 @@ class ModelPlan:
 
 
 @dataclass(frozen=True)
+class GatewayRoute:
+    """One model behind the gateway: the name clients send, and the host its traffic goes to."""
+
+    model: str
+    served_name: str
+    # The model's Service, which for a model at zero is the interceptor's entry: the gateway sends that Host,
+    # so the interceptor holds the first request and wakes the model, as it does for direct calls.
+    backend_host: str
+    through_interceptor: bool
+    # The clients whose keys may call it.
+    clients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GatewayClient:
+    name: str
+    # The served names it may call.
+    served_names: tuple[str, ...]
+    tokens_per_minute: int
+    counts: TokenKind
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    exposure: Exposure
+    # What clients connect to: 443 with TLS at the NLB, else 80.
+    port: int
+    scheme: str
+    hostname: Optional[str]
+    certificate_arn: Optional[str]
+    allowed_source_cidrs: tuple[str, ...]
+    direct_access: bool
+    replicas: int
+    routes: tuple[GatewayRoute, ...]
+    clients: tuple[GatewayClient, ...]
+
+    @property
+    def load_balanced(self) -> bool:
+        return self.exposure is not Exposure.CLUSTER
+
+
+@dataclass(frozen=True)
 class Plan:
     config: PlatformConfig
     models: tuple[ModelPlan, ...]
     pools: tuple[PoolPlan, ...]
     # What a valid config still deserves a word about at preview.
     notes: tuple[str, ...]
+    gateway: Optional[GatewayPlan] = None
 
     @property
     def namespace(self) -> str:

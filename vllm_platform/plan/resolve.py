@@ -17,6 +17,7 @@ from vllm_platform.config.models import Model
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import needs_shared_memory
 from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
+from vllm_platform.plan.gateway import gateway_plan
 from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.delivery import WeightsPlan
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
@@ -173,4 +174,5 @@ def resolve(cfg: PlatformConfig) -> Plan:
         models=models,
         pools=tuple(pool_plans.values()),
         notes=tuple(notes.config_notes(cfg, models, cfg.cluster.gpu_node_pools, sized_on)),
+        gateway=gateway_plan(cfg, models),
     )

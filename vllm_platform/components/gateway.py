@@ -1,0 +1,110 @@
+"""The gateway: Envoy Gateway and Envoy AI Gateway as pinned releases, the keys' Secret, the rate-limit store and
+the Gateway API objects; the manifests and values come from `vllm_platform.k8s.gateway`."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from vllm_platform.components.helm import helm_release
+from vllm_platform.components.model import custom_resource
+from vllm_platform.contract import GATEWAY_KEYS_SECRET, GATEWAY_NAMESPACE
+from vllm_platform.k8s import gateway as manifests
+from vllm_platform.pins import AI_GATEWAY, AI_GATEWAY_CRDS, ENVOY_GATEWAY
+from vllm_platform.plan.plans import Plan
+
+BUILT_IN = {
+    "Deployment": k8s.apps.v1.Deployment,
+    "Service": k8s.core.v1.Service,
+    "NetworkPolicy": k8s.networking.v1.NetworkPolicy,
+}
+
+
+def _load_balancer_host(status: Any) -> str:
+    """The NLB's DNS name from the Service's status (`pulumi up` waits until the controller has written it)."""
+    ingress = status.load_balancer.ingress if status is not None and status.load_balancer is not None else None
+    return ingress[0].hostname if ingress else ""
+
+
+class LlmGateway(pulumi.ComponentResource):
+    """Contract: `outputs` are the stack outputs it owns (`endpoint`, `gateway`); `after` is what must exist
+    first (the load balancer controller, for an NLB); `monitoring` the releases that install the PodMonitor CRD."""
+
+    outputs: dict[str, Any]
+
+    def __init__(
+        self,
+        name: str,
+        plan: Plan,
+        after: Sequence[pulumi.Resource] = (),
+        monitoring: Sequence[pulumi.Resource] = (),
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("vllm-platform:index:LlmGateway", name, None, opts)
+        gateway = plan.gateway
+        assert gateway is not None, "built only for a stack with the gateway enabled"
+        child = pulumi.ResourceOptions(parent=self)
+        namespace_manifest = manifests.gateway_namespace()
+        namespace = k8s.core.v1.Namespace(GATEWAY_NAMESPACE, metadata=namespace_manifest["metadata"], opts=child)
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        # The NLB's Service is made after the controller that makes its NLB, and so deleted before it.
+        before_controller = pulumi.ResourceOptions(parent=self, depends_on=[namespace, *after])
+
+        built: dict[str, pulumi.CustomResource] = {
+            f"{o['kind']}/{o['metadata']['name']}": BUILT_IN[o["kind"]](
+                f"{o['metadata']['name']}-{o['kind'].lower()}", metadata=o["metadata"], spec=o["spec"], opts=before_controller
+            )
+            for o in manifests.built_in_objects(gateway)
+        }
+        store = [r for key, r in built.items() if key != f"Service/{manifests.proxy_service_name()}"]
+        envoy = helm_release(
+            ENVOY_GATEWAY, manifests.envoy_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[namespace, *store])
+        )
+        crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=[namespace]))
+        # Its mutating webhook puts the extproc beside every proxy: it must run before the Gateway makes them.
+        controller = helm_release(
+            AI_GATEWAY, manifests.ai_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]), skip_crds=True
+        )
+        keys = k8s.core.v1.Secret(
+            GATEWAY_KEYS_SECRET,
+            metadata=manifests.api_keys_secret_metadata(),
+            type="Opaque",
+            string_data={
+                client: pulumi.Output.secret(value)
+                for client, value in manifests.api_keys_secret_data([(c.name, c.api_key) for c in plan.config.gateway.clients]).items()
+            },
+            opts=in_namespace,
+        )
+        routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys])
+        for manifest in manifests.routed_objects(plan):
+            kind = manifest["kind"]
+            if kind == "GatewayClass":
+                k8s.apiextensions.CustomResource(
+                    manifest["metadata"]["name"], api_version=manifest["apiVersion"], kind=kind,
+                    metadata=manifest["metadata"], spec=manifest["spec"], opts=routed,
+                )  # fmt: skip
+            else:
+                custom_resource(f"{manifest['metadata']['name']}-{kind.lower()}", manifest, routed)
+        if plan.config.observability.creates_service_monitors:
+            custom_resource("llm-gateway-podmonitor", manifests.pod_monitor(), pulumi.ResourceOptions(parent=self, depends_on=list(monitoring)))
+
+        service = built[f"Service/{manifests.proxy_service_name()}"]
+        # `pulumi up` waits for a LoadBalancer Service until the controller has made its NLB; its name is unknown
+        # at preview.
+        hostname: Any = (
+            service.status.apply(_load_balancer_host)
+            if gateway.load_balanced
+            else manifests.cluster_host()
+        )
+        self.outputs = {
+            "endpoint": pulumi.Output.from_input(hostname).apply(lambda host: manifests.endpoint(gateway, host)),
+            "gateway": {
+                "namespace": GATEWAY_NAMESPACE,
+                "service": manifests.proxy_service_name(),
+                "hostname": gateway.hostname or hostname,
+                "exposure": gateway.exposure.value,
+            },
+        }
+        self.register_outputs(self.outputs)

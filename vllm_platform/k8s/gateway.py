@@ -1,0 +1,552 @@
+"""The gateway's objects and chart values: Envoy Gateway and Envoy AI Gateway, one Gateway, a route per model,
+API keys, token budgets, and the NLB the AWS Load Balancer Controller makes of the proxies' Service.
+
+How a request goes: the NLB (TLS there, with an ACM certificate) -> an Envoy proxy, whose filters run in
+Envoy Gateway's order (internal/xds/translator/httpfilters.go at v1.9.0): the API key (401 without a valid
+one; the client's name forwarded in CLIENT_ID_HEADER), AI Gateway's extproc (the body's `model` into
+MODEL_HEADER), the authorization rules (403 for a model outside the client's list), the token rate limit
+(429), then the route of the model -> its Service, or for a model at zero the interceptor's entry, which
+wakes it. The extproc sits before the RBAC filter: AI Gateway inserts it at the first ext_proc position
+(internal/extensionserver/post_translate_modify.go at v1.1.0).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vllm_platform.aws.load_balancer import SERVICE_ACCOUNT
+from vllm_platform.config.gateway import Exposure, TokenKind
+from vllm_platform.contract import (
+    CLIENT_ID_HEADER,
+    COMPONENT_LABEL,
+    GATEWAY_KEYS_SECRET,
+    GATEWAY_NAME,
+    GATEWAY_NAMESPACE,
+    INSTANCE_LABEL,
+    MODEL_HEADER,
+    MONITOR_SELECTOR_LABELS,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    SERVING_PORT,
+    SYSTEM_NODE_SELECTOR,
+)
+from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY, RATE_LIMIT_REDIS_IMAGE
+from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
+AI_GATEWAY_API = "aigateway.envoyproxy.io/v1beta1"
+GATEWAY_CLASS = "vllm-platform"
+# Envoy Gateway's GatewayClass controller, as AI Gateway's envoy-gateway-values.yaml (v1.1.0) names it.
+GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
+PROXY_CONFIG = "llm-gateway-proxy"
+LISTENER = "http"
+# The proxies' listener, above 1024 so that Envoy Gateway opens it in the pod as it is; the client port maps onto it.
+PROXY_LISTENER_PORT = 8080
+# AI Gateway's controller: the chart's fullnameOverride, its extension server's gRPC port (the chart's Service).
+AI_GATEWAY_CONTROLLER = "ai-gateway-controller"
+EXTENSION_SERVER_PORT = 1063
+# The metadata namespace AI Gateway writes each response's token counts in, and its keys as llmRequestCosts name them.
+COST_METADATA_NAMESPACE = "io.envoy.ai_gateway"
+TOKEN_METADATA_KEYS = {TokenKind.INPUT: "llm_input_token", TokenKind.OUTPUT: "llm_output_token", TokenKind.TOTAL: "llm_total_token"}
+TOKEN_COST_TYPES = {TokenKind.INPUT: "InputToken", TokenKind.OUTPUT: "OutputToken", TokenKind.TOTAL: "TotalToken"}
+# The metrics label AI Gateway's extproc gives CLIENT_ID_HEADER (metricsRequestHeaderAttributes); Prometheus
+# sees `client_id`.
+CLIENT_METRIC_ATTRIBUTE = "client.id"
+# Envoy Gateway's global rate limit keeps its counters in Redis, a single replica in the gateway's namespace:
+# a restart forgets the current minute's counts, no more.
+REDIS = "gateway-ratelimit-redis"
+REDIS_PORT = 6379
+# What OpenAI clients wait by default: a long non-streamed generation must not be cut off sooner.
+REQUEST_TIMEOUT = "600s"
+# Envoy Gateway's pod labels on every proxy of a Gateway.
+OWNING_GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-name"
+OWNING_GATEWAY_NAMESPACE_LABEL = "gateway.envoyproxy.io/owning-gateway-namespace"
+PROXY_METRICS_PORT = "metrics"
+EXTPROC_METRICS_PORT = "aigw-admin"
+ENVOY_METRICS_PATH = "/stats/prometheus"
+NLB_CLASS = "service.k8s.aws/nlb"
+NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+def _labels(component: str) -> dict[str, str]:
+    return {NAME_LABEL: "llm-gateway", INSTANCE_LABEL: GATEWAY_NAME, COMPONENT_LABEL: component, PART_OF_LABEL: PART_OF}
+
+
+def _metadata(name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": GATEWAY_NAMESPACE, "labels": _labels(component)}
+
+
+def proxy_service_name() -> str:
+    """The Service clients reach the proxies through."""
+    return GATEWAY_NAME
+
+
+def cluster_host() -> str:
+    return f"{proxy_service_name()}.{GATEWAY_NAMESPACE}.svc.cluster.local"
+
+
+def endpoint(gateway: GatewayPlan, load_balancer_host: str) -> str:
+    """The OpenAI base URL: the configured hostname, else the NLB's name, else the in-cluster Service."""
+    host = gateway.hostname or (load_balancer_host if gateway.load_balanced else cluster_host())
+    default = {"http": 80, "https": 443}[gateway.scheme]
+    port = "" if gateway.port == default else f":{gateway.port}"
+    return f"{gateway.scheme}://{host}{port}/v1"
+
+
+def _system_placement() -> dict[str, Any]:
+    return {"nodeSelector": dict(SYSTEM_NODE_SELECTOR)}
+
+
+def envoy_gateway_values() -> dict[str, Any]:
+    """gateway-helm v1.9.0: two controllers with a PDB, on the system nodes, configured as AI Gateway's
+    manifests/envoy-gateway-values.yaml and examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say."""
+    return {
+        "deployment": {
+            "replicas": 2,
+            "envoyGateway": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1024Mi"}}},
+            "pod": _system_placement(),
+        },
+        "podDisruptionBudget": {"minAvailable": 1},
+        "config": {
+            "envoyGateway": {
+                "gateway": {"controllerName": GATEWAY_CONTROLLER},
+                "provider": {"type": "Kubernetes"},
+                "logging": {"level": {"default": "info"}},
+                "extensionApis": {"enableEnvoyPatchPolicy": True, "enableBackend": True},
+                "extensionManager": {
+                    "hooks": {
+                        "xdsTranslator": {
+                            "translation": {kind: {"includeAll": True} for kind in ("listener", "route", "cluster", "secret")},
+                            "post": ["Translation", "Cluster", "Route"],
+                        }
+                    },
+                    "service": {
+                        "fqdn": {
+                            "hostname": f"{AI_GATEWAY_CONTROLLER}.{AI_GATEWAY.namespace}.svc.cluster.local",
+                            "port": EXTENSION_SERVER_PORT,
+                        }
+                    },
+                },
+                "rateLimit": {
+                    "backend": {"type": "Redis", "redis": {"url": f"{REDIS}.{GATEWAY_NAMESPACE}.svc.cluster.local:{REDIS_PORT}"}}
+                },
+            }
+        },
+    }
+
+
+def ai_gateway_values() -> dict[str, Any]:
+    """ai-gateway-helm v1.1.0: two controllers with a PDB on the system nodes; the client's name as a metrics label."""
+    return {
+        "controller": {
+            "replicaCount": 2,
+            "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+            "metricsRequestHeaderAttributes": f"{CLIENT_ID_HEADER}:{CLIENT_METRIC_ATTRIBUTE}",
+        },
+        "envoyGateway": {"namespace": ENVOY_GATEWAY.namespace},
+    }
+
+
+def gateway_class() -> dict[str, Any]:
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "GatewayClass",
+        "metadata": {"name": GATEWAY_CLASS, "labels": _labels("gateway")},
+        "spec": {"controllerName": GATEWAY_CONTROLLER},
+    }
+
+
+def _service_annotations(gateway: GatewayPlan) -> dict[str, str]:
+    """The NLB the AWS Load Balancer Controller makes of the proxies' Service: IP targets (the pods themselves),
+    the scheme by exposure, TLS at the NLB with the ACM certificate where one is given."""
+    annotations = {
+        f"{NLB_ANNOTATION}nlb-target-type": "ip",
+        f"{NLB_ANNOTATION}scheme": "internet-facing" if gateway.exposure is Exposure.INTERNET else "internal",
+        f"{NLB_ANNOTATION}target-group-attributes": "deregistration_delay.timeout_seconds=60",
+    }
+    if gateway.certificate_arn is not None:
+        annotations[f"{NLB_ANNOTATION}ssl-cert"] = gateway.certificate_arn
+        annotations[f"{NLB_ANNOTATION}ssl-ports"] = str(gateway.port)
+        annotations[f"{NLB_ANNOTATION}ssl-negotiation-policy"] = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    return annotations
+
+
+def envoy_proxy(gateway: GatewayPlan) -> dict[str, Any]:
+    """The proxies: replicas spread over nodes with a PDB, requests, on the system nodes. Envoy Gateway's own
+    Service for them stays inside the cluster; clients come through `proxy_service`."""
+    return {
+        "apiVersion": ENVOY_GATEWAY_API,
+        "kind": "EnvoyProxy",
+        "metadata": _metadata(PROXY_CONFIG, "gateway"),
+        "spec": {
+            "provider": {
+                "type": "Kubernetes",
+                "kubernetes": {
+                    "envoyDeployment": {
+                        "replicas": gateway.replicas,
+                        "container": {
+                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+                        },
+                        "pod": {
+                            **_system_placement(),
+                            "topologySpreadConstraints": [
+                                {
+                                    "maxSkew": 1,
+                                    "topologyKey": "kubernetes.io/hostname",
+                                    "whenUnsatisfiable": "ScheduleAnyway",
+                                    "labelSelector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
+                                }
+                            ],
+                        },
+                    },
+                    "envoyPDB": {"minAvailable": 1},
+                    "envoyService": {"name": f"{GATEWAY_NAME}-envoy", "type": "ClusterIP"},
+                },
+            }
+        },
+    }
+
+
+def proxy_service(gateway: GatewayPlan) -> dict[str, Any]:
+    """The door clients use, the program's own so that `pulumi up` waits for its NLB and reads its name: the
+    client port (443 with TLS at the NLB, else 80) onto the proxies' listener. `internal` and `internet` make it
+    an NLB through the AWS Load Balancer Controller, with IP targets (the pods themselves, no node hop)."""
+    spec: dict[str, Any] = {
+        "selector": {OWNING_GATEWAY_LABEL: GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_NAMESPACE},
+        "ports": [{"name": LISTENER, "port": gateway.port, "targetPort": PROXY_LISTENER_PORT, "protocol": "TCP"}],
+    }
+    metadata = _metadata(proxy_service_name(), "gateway")
+    if gateway.load_balanced:
+        spec.update(type="LoadBalancer", loadBalancerClass=NLB_CLASS)
+        if gateway.allowed_source_cidrs:
+            # The NLB's security group admits only these; without, an internal NLB admits the VPC.
+            spec["loadBalancerSourceRanges"] = list(gateway.allowed_source_cidrs)
+        metadata["annotations"] = _service_annotations(gateway)
+    else:
+        spec["type"] = "ClusterIP"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def gateway_object(gateway: GatewayPlan) -> dict[str, Any]:
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "Gateway",
+        "metadata": _metadata(GATEWAY_NAME, "gateway"),
+        "spec": {
+            "gatewayClassName": GATEWAY_CLASS,
+            "infrastructure": {"parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": PROXY_CONFIG}},
+            # One HTTP listener: TLS, where there is any, ends at the NLB, which forwards the decrypted stream here.
+            "listeners": [
+                {"name": LISTENER, "protocol": "HTTP", "port": PROXY_LISTENER_PORT, "allowedRoutes": {"namespaces": {"from": "Same"}}}
+            ],
+        },
+    }
+
+
+def route_name(route: GatewayRoute) -> str:
+    """The model's AIGatewayRoute, and the HTTPRoute AI Gateway generates from it under the same name."""
+    return route.model
+
+
+def backend(route: GatewayRoute) -> dict[str, Any]:
+    """Where the model's traffic goes: its Service's cluster name. AI Gateway rewrites Host to it (its
+    ai-eg-host-rewrite filter), which is a host the interceptor routes for a model at zero."""
+    return {
+        "apiVersion": ENVOY_GATEWAY_API,
+        "kind": "Backend",
+        "metadata": _metadata(route.model, "route"),
+        "spec": {"endpoints": [{"fqdn": {"hostname": route.backend_host, "port": SERVING_PORT}}]},
+    }
+
+
+def ai_service_backend(route: GatewayRoute) -> dict[str, Any]:
+    return {
+        "apiVersion": AI_GATEWAY_API,
+        "kind": "AIServiceBackend",
+        "metadata": _metadata(route.model, "route"),
+        "spec": {
+            # vLLM serves the OpenAI API.
+            "schema": {"name": "OpenAI"},
+            "backendRef": {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": route.model},
+        },
+    }
+
+
+def ai_gateway_route(route: GatewayRoute, plan: Plan) -> dict[str, Any]:
+    """One rule: the model's served name in MODEL_HEADER goes to its backend; every response's tokens are
+    counted into the metadata the rate limit reads."""
+    model = plan.model(route.model)
+    return {
+        "apiVersion": AI_GATEWAY_API,
+        "kind": "AIGatewayRoute",
+        "metadata": _metadata(route_name(route), "route"),
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+            "rules": [
+                {
+                    "name": "serve",
+                    "matches": [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": route.served_name}]}],
+                    "backendRefs": [{"name": route.model}],
+                    # A request that wakes the model waits for its cold start, as the interceptor allows it.
+                    "timeouts": {
+                        "request": f"{model.cold_start_seconds + 600}s" if route.through_interceptor else REQUEST_TIMEOUT
+                    },
+                    "modelsOwnedBy": PART_OF,
+                }
+            ],
+            "llmRequestCosts": [
+                {"metadataKey": TOKEN_METADATA_KEYS[kind], "type": TOKEN_COST_TYPES[kind]} for kind in TokenKind
+            ],
+        },
+    }
+
+
+def api_keys_secret_data(clients: list[tuple[str, str]]) -> dict[str, str]:
+    """Client name -> the Authorization header's value. Envoy compares the whole header, `Bearer ` included
+    (Envoy Gateway's API key task, v1.9): the Secret holds it as clients send it."""
+    return {name: f"Bearer {key}" for name, key in clients}
+
+
+def api_keys_secret_metadata() -> dict[str, Any]:
+    return _metadata(GATEWAY_KEYS_SECRET, "gateway")
+
+
+def _authorization_rules(gateway: GatewayPlan, plan: Plan) -> list[dict[str, Any]]:
+    """First match wins: each client to its own models; any other served model is refused (403); what names no
+    served model (GET /v1/models, an unknown model) passes on, to the list or to the 404 in OpenAI's shape."""
+    rules: list[dict[str, Any]] = [
+        {
+            "name": f"client-{client.name}",
+            "action": "Allow",
+            "principal": {
+                "headers": [
+                    {"name": CLIENT_ID_HEADER, "values": [client.name]},
+                    {"name": MODEL_HEADER, "values": list(client.served_names)},
+                ]
+            },
+        }
+        for client in gateway.clients
+    ]
+    rules.append(
+        {
+            "name": "other-clients-models",
+            "action": "Deny",
+            "principal": {"headers": [{"name": MODEL_HEADER, "values": [m.served_name for m in plan.models]}]},
+        }
+    )
+    return rules
+
+
+def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
+    """Every request needs a client's key (401 otherwise), and a model of that client's list (403 otherwise)."""
+    return {
+        "apiVersion": ENVOY_GATEWAY_API,
+        "kind": "SecurityPolicy",
+        "metadata": _metadata("llm-gateway-keys", "gateway"),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+            "apiKeyAuth": {
+                "credentialRefs": [{"group": "", "kind": "Secret", "name": GATEWAY_KEYS_SECRET}],
+                "extractFrom": [{"headers": ["Authorization"]}],
+                "forwardClientIDHeader": CLIENT_ID_HEADER,
+                # The key goes no further than the gateway: the models never see it.
+                "sanitize": True,
+            },
+            "authorization": {"defaultAction": "Allow", "rules": _authorization_rules(gateway, plan)},
+        },
+    }
+
+
+def _token_rule(client: GatewayClient) -> dict[str, Any]:
+    """The client's bucket: checked before each request (cost 0), drawn down by the response's token count."""
+    return {
+        "clientSelectors": [{"headers": [{"name": CLIENT_ID_HEADER, "type": "Exact", "value": client.name}]}],
+        "limit": {"requests": client.tokens_per_minute, "unit": "Minute"},
+        "cost": {
+            "request": {"from": "Number", "number": 0},
+            "response": {
+                "from": "Metadata",
+                "metadata": {"namespace": COST_METADATA_NAMESPACE, "key": TOKEN_METADATA_KEYS[client.counts]},
+            },
+        },
+    }
+
+
+def openai_error(message: str, kind: str, code: str) -> str:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}, sort_keys=True)
+
+
+# Envoy's own answers, in OpenAI's error shape, so an OpenAI client raises the matching error: the custom
+# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it.
+ERROR_RESPONSES = (
+    (401, openai_error("Missing or invalid API key: send Authorization: Bearer <key>.", "invalid_request_error", "invalid_api_key")),
+    (403, openai_error("This API key may not use this model.", "invalid_request_error", "model_not_allowed")),
+    (
+        404,
+        openai_error(
+            "The model does not exist on this gateway, or the path is not an OpenAI endpoint; GET /v1/models lists the models.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
+    ),
+    (429, openai_error("This API key has used its tokens for this minute; retry later.", "rate_limit_error", "rate_limit_exceeded")),
+)
+
+
+def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
+    """The token budgets, per client, and OpenAI-shaped errors for the gateway's own refusals."""
+    return {
+        "apiVersion": ENVOY_GATEWAY_API,
+        "kind": "BackendTrafficPolicy",
+        "metadata": _metadata("llm-gateway-tokens", "gateway"),
+        "spec": {
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+            "rateLimit": {"type": "Global", "global": {"rules": [_token_rule(c) for c in gateway.clients]}},
+            "responseOverride": [
+                {
+                    "match": {"statusCodes": [{"type": "Value", "value": status}]},
+                    "response": {"contentType": "application/json", "body": {"type": "Inline", "inline": body}},
+                }
+                for status, body in ERROR_RESPONSES
+            ],
+        },
+    }
+
+
+def redis_objects() -> list[dict[str, Any]]:
+    """The rate limit's counters: one Redis, hardened, with requests, reachable only from the gateway's namespace."""
+    labels = _labels("ratelimit-store")
+    selector = {NAME_LABEL: "llm-gateway", COMPONENT_LABEL: "ratelimit-store"}
+    container = {
+        "name": "redis",
+        "image": RATE_LIMIT_REDIS_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        # Counters only: nothing to persist, nothing written to the root filesystem.
+        "args": ["--save", "", "--appendonly", "no", "--dir", "/data"],
+        "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "readinessProbe": {"tcpSocket": {"port": REDIS_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 20},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 999,
+            "runAsGroup": 999,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                **_metadata(REDIS, "ratelimit-store"),
+                "annotations": {
+                    "checkov.io/skip1": "CKV_K8S_43=the upstream Redis image pinned by release tag in vllm_platform/pins.py",
+                    "checkov.io/skip2": "CKV_K8S_15=IfNotPresent on a release-tagged image: a restart reuses the node's copy",
+                },
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        **_system_placement(),
+                        "automountServiceAccountToken": False,
+                        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 999},
+                        "containers": [container],
+                        "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "64Mi"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(REDIS, "ratelimit-store"),
+            "spec": {"selector": selector, "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}]},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(REDIS, "ratelimit-store"),
+            "spec": {
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": REDIS_PORT, "protocol": "TCP"}]}],
+            },
+        },
+    ]
+
+
+def proxy_peer() -> dict[str, Any]:
+    """The gateway's proxies, as a NetworkPolicy peer of the models'."""
+    return {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE}},
+        "podSelector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
+    }
+
+
+def pod_monitor() -> dict[str, Any]:
+    """The proxies' Envoy stats (requests, latency, 5xx) and AI Gateway's token and latency metrics per client
+    and model, from the extproc beside each proxy."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {**_metadata("llm-gateway", "gateway"), "labels": {**_labels("gateway"), **MONITOR_SELECTOR_LABELS}},
+        "spec": {
+            "selector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
+            "podMetricsEndpoints": [
+                {"port": PROXY_METRICS_PORT, "path": ENVOY_METRICS_PATH},
+                {"port": EXTPROC_METRICS_PORT, "path": "/metrics"},
+            ],
+        },
+    }
+
+
+def gateway_namespace() -> dict[str, Any]:
+    labels = {**MONITOR_SELECTOR_LABELS, "pod-security.kubernetes.io/enforce": "baseline"}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE, "labels": labels}}
+
+
+def routed_objects(plan: Plan) -> list[dict[str, Any]]:
+    """Everything on the Gateway API side, in the order that lets each find what it refers to."""
+    gateway = plan.gateway
+    assert gateway is not None
+    objects = [gateway_class(), envoy_proxy(gateway), gateway_object(gateway)]
+    for route in gateway.routes:
+        objects += [backend(route), ai_service_backend(route), ai_gateway_route(route, plan)]
+    return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway)]
+
+
+def built_in_objects(gateway: GatewayPlan) -> list[dict[str, Any]]:
+    """The gateway's own plain Kubernetes objects: the rate-limit store, and the clients' Service."""
+    return [*redis_objects(), proxy_service(gateway)]
+
+
+def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str) -> dict[str, Any]:
+    """aws-load-balancer-controller 3.5.0: two replicas with a PDB on the system nodes, told its cluster,
+    region and VPC (else it asks instance metadata, which the hop limit of 1 keeps from pods). The proxies'
+    Service names its class itself, so no webhook must mutate every Service; no Ingress class, as nothing
+    here makes an ALB."""
+    return {
+        "clusterName": cluster_name,
+        "region": region,
+        "vpcId": vpc_id,
+        "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
+        "replicaCount": 2,
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+        "enableServiceMutatorWebhook": False,
+        "createIngressClassResource": False,
+    }
