@@ -448,7 +448,7 @@ def test_plan_holds_the_aws_resources_of_the_cluster(stack: str) -> None:
         for e in plan["resources"]
         if e["type"] == "aws:eks/podIdentityAssociation:PodIdentityAssociation" and e["name"] != "alertmanager-sns"
     }
-    assert identities == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"} | cache_identities(rendering)
+    assert identities == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"} | cache_identities(rendering) | load_balancer_identity(rendering)
     addons = {e["inputs"]["addonName"] for e in plan["resources"] if e["type"] == "aws:eks/addon:Addon"}
     assert addons == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver", "metrics-server"}
     cni = one(rendering, "aws:eks/addon:Addon", "vpc-cni").inputs
@@ -589,6 +589,12 @@ def test_an_existing_vpc_is_used_not_created() -> None:
     assert rendering.outputs["vpcId"] == "vpc-0123456789abcdef0" and rendering.outputs["privateSubnetIds"] == ["subnet-0123456789abcdefa", "subnet-0123456789abcdefb"]
 
 
+def load_balancer_identity(rendering: Any) -> set[str]:
+    """The AWS Load Balancer Controller's, where the gateway asks for an NLB."""
+    gateway = rendering.plan.gateway
+    return {"kube-system/aws-load-balancer-controller"} if gateway is not None and gateway.load_balanced else set()
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_outputs_are_the_documented_contract(stack: str) -> None:
     rendering = rendered_stack(stack)
@@ -604,9 +610,17 @@ def test_outputs_are_the_documented_contract(stack: str) -> None:
     assert set(pools) == set(rendering.config.cluster.pools)
     assert all(set(p) == POOL_KEYS for p in pools.values())
     assert outputs["maxHourlyGpuCostUsd"] == pytest.approx(sum(p["maxHourlyCostUsd"] for p in pools.values()))
-    assert set(outputs["podIdentity"]["roleArns"]) == {"kube-system/karpenter", "kube-system/ebs-csi-controller-sa"} | cache_identities(
-        rendering
+    assert set(outputs["podIdentity"]["roleArns"]) == {
+        "kube-system/karpenter", "kube-system/ebs-csi-controller-sa"
+    } | cache_identities(rendering) | load_balancer_identity(rendering)  # fmt: skip
+    # The gateway's door, for clients and for other stacks: the OpenAI base URL and where its Service is.
+    gateway = rendering.plan.gateway
+    assert gateway is not None
+    assert outputs["endpoint"] == (
+        f"https://{gateway.hostname}/v1" if gateway.hostname else f"http://k8s-llm-gateway-service-{mocks.FAKE_NAME_SUFFIX}.elb.us-west-2.amazonaws.com/v1"
     )
+    assert outputs["gateway"]["namespace"] == "envoy-gateway-system" and outputs["gateway"]["service"] == "llm-gateway"
+    assert {m["gatewayModelName"] for m in outputs["models"].values()} == {r.served_name for r in gateway.routes}
 
 
 def test_prod_costs_at_most_its_pools_at_list_price() -> None:

@@ -283,7 +283,8 @@ def test_prod_pulls_the_vllm_image_from_its_ecr_cache() -> None:
     rendering = rendered_stack("prod")
     registry = rendering.outputs["imageRegistry"]
     assert registry == "123456789012.dkr.ecr.us-west-2.amazonaws.com/llm-prod/docker-hub"
-    images = {c["image"] for d in objects_of(rendering, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    models = [d for d in objects_of(rendering, "Deployment") if d["metadata"]["namespace"] == rendering.config.namespace]
+    images = {c["image"] for d in models for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {f"{registry}/vllm/vllm-openai:{pins.DEFAULT_VLLM_IMAGE.rpartition(':')[2]}"}
     rule = inputs_of(rendering, "aws:ecr/pullThroughCacheRule:PullThroughCacheRule", "docker-hub")
     assert rule["upstreamRegistryUrl"] == "registry-1.docker.io" and rule["ecrRepositoryPrefix"] == "llm-prod/docker-hub"

@@ -17,7 +17,7 @@ from vllm_platform import pins
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.contract import MONITOR_SELECTOR_LABELS, MONITORING_NAMESPACE
 from vllm_platform.config.loader import stack_config
-from vllm_platform.k8s import alerting, alerts, dashboards, monitoring, network
+from vllm_platform.k8s import alerting, alerts, dashboards, gateway, monitoring, network
 from vllm_platform.plan import notes
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -619,7 +619,9 @@ def test_only_the_models_clients_reach_the_interceptor() -> None:
     [policy] = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["namespace"] == "keda"]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "interceptor"
     proxy, admin = policy["spec"]["ingress"]
-    [peer] = proxy["from"]
+    # dev has the gateway: its proxies reach the interceptor too, to wake the model at zero.
+    [peer, gateway_proxies] = proxy["from"]
+    assert gateway_proxies == gateway.proxy_peer()
     callers = peer["namespaceSelector"]["matchExpressions"][0]["values"]
     assert callers == sorted({*rendering.config.client_namespaces, rendering.config.namespace})
     assert proxy["ports"] == [{"port": 8000, "protocol": "TCP"}]

@@ -187,6 +187,8 @@ ALLOWED_SKIPS = {
     # Pinned to a release tag (or a digest), pulled IfNotPresent.
     ("Deployment", "vllm"): {"CKV_K8S_43", "CKV_K8S_15"},
     ("Job", "vllm-staging"): {"CKV_K8S_43", "CKV_K8S_15"},
+    # The gateway's rate-limit store: the upstream Redis by release tag.
+    ("Deployment", "llm-gateway"): {"CKV_K8S_43", "CKV_K8S_15"},
     # The same, and a sleep that serves nothing has no probe to give.
     ("Deployment", "vllm-warm-node"): {"CKV_K8S_43", "CKV_K8S_15", "CKV_K8S_8", "CKV_K8S_9"},
 }

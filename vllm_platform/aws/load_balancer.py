@@ -14,7 +14,6 @@ from typing import Any
 from vllm_platform.aws.iam import POLICY_VERSION
 
 CLUSTER_TAG = "elbv2.k8s.aws/cluster"
-SERVICE_ACCOUNT = "aws-load-balancer-controller"
 
 _DESCRIBE = (
     "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",

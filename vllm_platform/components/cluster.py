@@ -37,7 +37,12 @@ from vllm_platform.components.capacity import AwsContext, GpuCapacity
 from vllm_platform.components.delivery import ModelDelivery, existing_cluster_sources
 from vllm_platform.components.helm import helm_release
 from vllm_platform.config.cluster import ExistingCluster
-from vllm_platform.contract import KARPENTER_SERVICE_ACCOUNT, KUBE_SYSTEM, MONITORING_NAMESPACE
+from vllm_platform.contract import (
+    KARPENTER_SERVICE_ACCOUNT,
+    KUBE_SYSTEM,
+    LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
+    MONITORING_NAMESPACE,
+)
 from vllm_platform.k8s import alerting, cluster_addons
 from vllm_platform.k8s.gateway import load_balancer_controller_values
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, AWS_LOAD_BALANCER_CONTROLLER, NVIDIA_DEVICE_PLUGIN
@@ -272,7 +277,7 @@ class PlatformCluster(pulumi.ComponentResource):
                 "roleArns": {
                     f"{KUBE_SYSTEM}/{KARPENTER_SERVICE_ACCOUNT}": capacity.controller_role.arn,
                     f"{KUBE_SYSTEM}/{cluster_addons.EBS_CSI_SERVICE_ACCOUNT}": ebs_role.arn,
-                    **({f"{KUBE_SYSTEM}/{load_balancer.SERVICE_ACCOUNT}": load_balancer_role.arn} if load_balancer_role else {}),
+                    **({f"{KUBE_SYSTEM}/{LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT}": load_balancer_role.arn} if load_balancer_role else {}),
                     **{account: role.arn for account, role in delivery.roles.items()},
                 },
             },
@@ -311,7 +316,7 @@ class PlatformCluster(pulumi.ComponentResource):
             return [], None
         name = str(plan.config.cluster.name)
         role, association = pod_identity_role(
-            "aws-load-balancer-controller", cluster_name, KUBE_SYSTEM, load_balancer.SERVICE_ACCOUNT, tags, self
+            "aws-load-balancer-controller", cluster_name, KUBE_SYSTEM, LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT, tags, self
         )
         policy = aws.iam.RolePolicy(
             "aws-load-balancer-controller",

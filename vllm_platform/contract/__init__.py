@@ -71,6 +71,8 @@ ROOT_DEVICE = "/dev/xvda"
 # finds the cluster's private subnets and security group.
 KARPENTER_SERVICE_ACCOUNT = "karpenter"
 KARPENTER_DISCOVERY_TAG = "karpenter.sh/discovery"
+# The AWS Load Balancer Controller makes the gateway's NLB: its ServiceAccount, which its Pod Identity role names.
+LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 
 # The serving contract of every model, vLLM or the simulator: one named port; vLLM opens it only once
 # weights, KV cache and CUDA graphs are ready, and lists the model on READINESS_PATH from then on.

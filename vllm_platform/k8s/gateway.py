@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vllm_platform.aws.load_balancer import SERVICE_ACCOUNT
 from vllm_platform.config.gateway import Exposure, TokenKind
 from vllm_platform.contract import (
     CLIENT_ID_HEADER,
@@ -24,6 +23,7 @@ from vllm_platform.contract import (
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
     INSTANCE_LABEL,
+    LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
@@ -307,9 +307,9 @@ def ai_gateway_route(route: GatewayRoute, plan: Plan) -> dict[str, Any]:
 
 
 def api_keys_secret_data(clients: list[tuple[str, str]]) -> dict[str, str]:
-    """Client name -> the Authorization header's value. Envoy compares the whole header, `Bearer ` included
-    (Envoy Gateway's API key task, v1.9): the Secret holds it as clients send it."""
-    return {name: f"Bearer {key}" for name, key in clients}
+    """Client name -> its key, without `Bearer `: clients send `Authorization: Bearer <key>`, and Envoy compares
+    the key alone (Envoy Gateway's API key task, v1.9)."""
+    return dict(clients)
 
 
 def api_keys_secret_metadata() -> dict[str, Any]:
@@ -367,6 +367,8 @@ def _token_rule(client: GatewayClient) -> dict[str, Any]:
     return {
         "clientSelectors": [{"headers": [{"name": CLIENT_ID_HEADER, "type": "Exact", "value": client.name}]}],
         "limit": {"requests": client.tokens_per_minute, "unit": "Minute"},
+        # One bucket over all the routes the policy reaches, not one per model's route.
+        "shared": True,
         "cost": {
             "request": {"from": "Number", "number": 0},
             "response": {
@@ -382,7 +384,9 @@ def openai_error(message: str, kind: str, code: str) -> str:
 
 
 # Envoy's own answers, in OpenAI's error shape, so an OpenAI client raises the matching error: the custom
-# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it.
+# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it. (With it
+# there, AI Gateway puts its extproc first of all, before the key check, which then sees the model's final
+# route; the RBAC filter still comes after both.)
 ERROR_RESPONSES = (
     (401, openai_error("Missing or invalid API key: send Authorization: Bearer <key>.", "invalid_request_error", "invalid_api_key")),
     (403, openai_error("This API key may not use this model.", "invalid_request_error", "model_not_allowed")),
@@ -406,7 +410,7 @@ def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
         "metadata": _metadata("llm-gateway-tokens", "gateway"),
         "spec": {
             "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
-            "rateLimit": {"type": "Global", "global": {"rules": [_token_rule(c) for c in gateway.clients]}},
+            "rateLimit": {"global": {"rules": [_token_rule(c) for c in gateway.clients]}},
             "responseOverride": [
                 {
                     "match": {"statusCodes": [{"type": "Value", "value": status}]},
@@ -542,7 +546,7 @@ def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str)
         "clusterName": cluster_name,
         "region": region,
         "vpcId": vpc_id,
-        "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
+        "serviceAccount": {"create": True, "name": LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT},
         "replicaCount": 2,
         "podDisruptionBudget": {"maxUnavailable": 1},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

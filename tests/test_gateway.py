@@ -1,0 +1,206 @@
+"""The gateway: routing by served name, the 401 and 403 paths, the token limits as rendered, exposure, the
+interceptor for a model at zero, and no key anywhere in what the program outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import ADMIN, objects_of, rendered_stack
+from tools import mocks
+from vllm_platform.config.errors import ConfigError
+from vllm_platform.config.platform import parse_config
+from vllm_platform.contract import CLIENT_ID_HEADER, GATEWAY_KEYS_SECRET, MODEL_HEADER
+from vllm_platform.k8s import gateway as manifests
+from vllm_platform.plan.plans import Plan
+from vllm_platform.plan.resolve import resolve
+
+KEY_A = "a" * 40
+KEY_B = "b" * 40
+CERTIFICATE = "arn:aws:acm:us-west-2:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+def base(**gateway: Any) -> dict[str, Any]:
+    return {
+        "cluster": {
+            "name": "llm-test",
+            "adminPrincipalArns": [ADMIN],
+            "gpuNodePools": [{"name": "g5", "instanceTypes": ["g5.2xlarge"], "maxSize": 4}],
+        },
+        "models": [
+            {"name": "llama-8b", "model": "meta-llama/Llama-3.1-8B-Instruct", "gpuPool": "g5", "servedModelName": "llama3-8b"},
+            {
+                "name": "qwen-7b", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "g5",
+                "replicas": {"min": 0, "max": 1}, "autoscaling": {"mode": "keda"},
+            },
+        ],  # fmt: skip
+        "gateway": {
+            "enabled": True,
+            "clients": [
+                {"name": "chat", "apiKey": KEY_A, "models": ["llama-8b", "qwen-7b"], "tokensPerMinute": 1000},
+                {"name": "batch", "apiKey": KEY_B, "models": ["llama-8b"], "tokensPerMinute": 50, "counts": "output"},
+            ],
+            **gateway,
+        },
+    }
+
+
+def plan_of(raw: dict[str, Any], secret: bool = True) -> Plan:
+    return resolve(parse_config(raw, ("gateway",) if secret else ()))
+
+
+def problems(raw: dict[str, Any], secret: bool = True) -> list[str]:
+    with pytest.raises(ConfigError) as error:
+        plan_of(raw, secret)
+    return error.value.problems
+
+
+def test_each_model_has_a_route_on_its_served_name_to_its_service() -> None:
+    plan = plan_of(base())
+    objects = manifests.routed_objects(plan)
+    routes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "AIGatewayRoute"}
+    backends = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Backend"}
+    assert set(routes) == {"llama-8b", "qwen-7b"}
+    [rule] = routes["llama-8b"]["spec"]["rules"]
+    assert rule["matches"] == [{"headers": [{"type": "Exact", "name": MODEL_HEADER, "value": "llama3-8b"}]}]
+    assert rule["backendRefs"] == [{"name": "llama-8b"}]
+    assert backends["llama-8b"]["spec"]["endpoints"] == [{"fqdn": {"hostname": "llama-8b.inference.svc.cluster.local", "port": 8000}}]
+
+
+def test_a_model_at_zero_is_reached_through_the_interceptor_on_a_host_it_routes() -> None:
+    plan = plan_of(base())
+    [route] = [r for r in plan.gateway.routes if r.model == "qwen-7b"]  # type: ignore[union-attr]
+    assert route.through_interceptor
+    qwen = plan.model("qwen-7b")
+    from vllm_platform.k8s.autoscaling import route_hosts
+    from vllm_platform.k8s.workload import interceptor_entry_service
+
+    # The Backend's host is the model's entry Service, the ExternalName to the interceptor; AI Gateway's host
+    # rewrite sends it as Host, one of the hosts the model's InterceptorRoute holds requests for.
+    assert route.backend_host == qwen.service_host and route.backend_host in route_hosts(qwen)
+    assert interceptor_entry_service(qwen, "interceptor.keda.svc.cluster.local")["spec"]["type"] == "ExternalName"
+    # It waits for the model's cold start, not the usual request timeout.
+    rule = manifests.ai_gateway_route(route, plan)["spec"]["rules"][0]
+    assert int(rule["timeouts"]["request"].removesuffix("s")) > qwen.cold_start_seconds
+
+
+def test_no_valid_key_is_401_and_a_model_outside_the_list_is_403() -> None:
+    plan = plan_of(base())
+    policy = manifests.security_policy(plan.gateway, plan)  # type: ignore[arg-type]
+    auth = policy["spec"]["apiKeyAuth"]
+    assert auth["credentialRefs"] == [{"group": "", "kind": "Secret", "name": GATEWAY_KEYS_SECRET}]
+    assert auth["extractFrom"] == [{"headers": ["Authorization"]}] and auth["forwardClientIDHeader"] == CLIENT_ID_HEADER
+    assert auth["sanitize"] is True
+    rules = policy["spec"]["authorization"]["rules"]
+    allowed = {
+        r["principal"]["headers"][0]["values"][0]: r["principal"]["headers"][1]["values"] for r in rules if r["action"] == "Allow"
+    }
+    assert allowed == {"chat": ["llama3-8b", "Qwen/Qwen2.5-7B-Instruct"], "batch": ["llama3-8b"]}
+    # After the clients' own: every served model is refused to anyone else, first match wins.
+    assert rules[-1]["action"] == "Deny" and rules[-1]["principal"]["headers"] == [
+        {"name": MODEL_HEADER, "values": ["llama3-8b", "Qwen/Qwen2.5-7B-Instruct"]}
+    ]
+    # What names no model (GET /v1/models, an unknown name) passes on to the list or the OpenAI-shaped 404.
+    assert policy["spec"]["authorization"]["defaultAction"] == "Allow"
+    bodies = {status: json.loads(body) for status, body in manifests.ERROR_RESPONSES}
+    assert set(bodies) == {401, 403, 404, 429}
+    assert all(set(b["error"]) == {"message", "type", "param", "code"} for b in bodies.values())
+    assert bodies[404]["error"]["code"] == "model_not_found"
+
+
+def test_each_client_has_a_shared_token_bucket_of_the_tokens_it_counts() -> None:
+    plan = plan_of(base())
+    policy = manifests.backend_traffic_policy(plan.gateway)  # type: ignore[arg-type]
+    rules = {r["clientSelectors"][0]["headers"][0]["value"]: r for r in policy["spec"]["rateLimit"]["global"]["rules"]}
+    assert rules["chat"]["limit"] == {"requests": 1000, "unit": "Minute"}
+    assert rules["chat"]["cost"]["response"]["metadata"] == {"namespace": "io.envoy.ai_gateway", "key": "llm_total_token"}
+    assert rules["batch"]["cost"]["response"]["metadata"]["key"] == "llm_output_token"
+    assert all(r["cost"]["request"] == {"from": "Number", "number": 0} and r["shared"] for r in rules.values())
+    # Every kind a budget may count is one the routes measure.
+    [route, *_] = [o for o in manifests.routed_objects(plan) if o["kind"] == "AIGatewayRoute"]
+    assert {c["metadataKey"] for c in route["spec"]["llmRequestCosts"]} == set(manifests.TOKEN_METADATA_KEYS.values())
+
+
+def test_internet_exposure_needs_tls_and_an_allowlist() -> None:
+    [refused] = problems(base(exposure="internet", allowedSourceCidrs=["203.0.113.0/24"]))
+    assert "gateway" in refused and "tls.certificateArn" in refused
+    [refused] = problems(base(exposure="internet", tls={"certificateArn": CERTIFICATE}))
+    assert "allowedSourceCidrs" in refused
+    [refused] = problems(base(exposure="internet", tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["0.0.0.0/0"]))
+    assert "whole internet" in refused
+    plan = plan_of(base(exposure="internet", tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["203.0.113.0/24"]))
+    service = manifests.proxy_service(plan.gateway)  # type: ignore[arg-type]
+    assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
+    assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    assert service["spec"]["ports"][0]["port"] == 443
+    annotations = service["metadata"]["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERTIFICATE
+
+
+def test_exposure_is_internal_by_default_and_cluster_needs_no_load_balancer() -> None:
+    plan = plan_of(base())
+    service = manifests.proxy_service(plan.gateway)  # type: ignore[arg-type]
+    assert service["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+    cluster = manifests.proxy_service(plan_of(base(exposure="cluster")).gateway)  # type: ignore[arg-type]
+    assert cluster["spec"]["type"] == "ClusterIP" and "annotations" not in cluster["metadata"]
+
+
+def test_a_plaintext_key_is_refused_and_an_encrypted_one_accepted() -> None:
+    leaks = problems(base(), secret=False)
+    assert [leak.split(":")[0] for leak in leaks] == ["gateway.clients[0].apiKey", "gateway.clients[1].apiKey"]
+    assert all("is a secret written in plain text" in leak and KEY_A not in leak for leak in leaks)
+    assert plan_of(base()).gateway is not None
+
+
+def test_keys_must_be_long_distinct_and_for_known_models() -> None:
+    raw = base()
+    raw["gateway"]["clients"][1]["apiKey"] = "short"
+    [short] = problems(raw)
+    assert "32 to 256" in short and "short" not in short
+    raw["gateway"]["clients"][1]["apiKey"] = KEY_A
+    assert problems(raw) == ["gateway.clients: two clients share an apiKey; the gateway could not tell them apart"]
+    raw = base()
+    raw["gateway"]["clients"][1]["models"] = ["llama-70b"]
+    [unknown] = problems(raw)
+    assert unknown.startswith("gateway.clients[batch].models: llama-70b is not in models")
+    enabled_without_clients = copy.deepcopy(base())
+    enabled_without_clients["gateway"]["clients"] = []
+    assert problems(enabled_without_clients)[0].startswith("gateway.clients:")
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_renders_the_gateway_with_no_key_in_any_output(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    kinds = {o["kind"] for o in rendering.manifests()}
+    assert {"Gateway", "GatewayClass", "EnvoyProxy", "AIGatewayRoute", "AIServiceBackend", "Backend", "SecurityPolicy"} <= kinds
+    routes = {o["metadata"]["name"] for o in objects_of(rendering, "AIGatewayRoute")}
+    assert routes == {m.name for m in rendering.plan.models}
+    [keys] = [s for s in objects_of(rendering, "Secret") if s["metadata"]["name"] == GATEWAY_KEYS_SECRET]
+    assert set(keys["stringData"]) == {c.name for c in rendering.config.gateway.clients}
+    assert set(keys["stringData"].values()) == {mocks.SECRET_PLACEHOLDER}
+    # The models admit the gateway's proxies.
+    [serving] = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["name"] == "allow-serving-port"]
+    assert manifests.proxy_peer() in serving["spec"]["ingress"][0]["from"]
+
+
+def test_prod_has_two_clients_and_only_the_gateway_as_a_door() -> None:
+    rendering = rendered_stack("prod")
+    clients = rendering.config.gateway.clients
+    assert len(clients) == 2 and clients[0].models != clients[1].models
+    assert clients[0].tokens_per_minute != clients[1].tokens_per_minute
+    [serving] = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["name"] == "allow-serving-port"]
+    namespaces = serving["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert "apps" not in namespaces, "directAccess false: the apps namespace calls through the gateway"
+
+
+def test_no_api_key_reaches_an_output_or_a_resource_in_plain_text() -> None:
+    raw = base()
+    plan = plan_of(raw)
+    keys = [c.api_key for c in plan.config.gateway.clients]
+    manifests_text = json.dumps(manifests.routed_objects(plan)) + json.dumps(manifests.built_in_objects(plan.gateway))  # type: ignore[arg-type]
+    assert not [k for k in keys if k in manifests_text]
+    assert KEY_A not in repr(plan.config)
