@@ -35,6 +35,7 @@ from infrastructure_rules import (
     check_imdsv2,
     check_node_classes,
 )
+from gateway_rules import check_internet_exposure, check_keys_in_secrets, check_route_per_model
 from props import describe, dig, items, known, namespace_of, number
 from vllm_platform.contract import (
     GPU_RESOURCE,
@@ -495,6 +496,22 @@ RULES: list[Rule] = [
         description="Every vLLM model Deployment has a PodDisruptionBudget and a ScaledObject or HPA in its namespace.",
         check=check_model_deployments,
         stack=True,
+    ),
+    Rule(
+        name="gateway-route-per-model",
+        description="Where the stack has an AI gateway, every vLLM model has an AIGatewayRoute rule on its served name.",
+        check=check_route_per_model,
+        stack=True,
+    ),
+    Rule(
+        name="gateway-internet-needs-tls-and-allowlist",
+        description="An internet-facing load balancer Service terminates TLS with a certificate and admits listed CIDRs only.",
+        check=check_internet_exposure,
+    ),
+    Rule(
+        name="gateway-keys-in-secrets",
+        description="API keys reach the gateway from Secrets only, and no container carries a key as a literal env value.",
+        check=check_keys_in_secrets,
     ),
 ]
 

@@ -49,9 +49,11 @@ HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+AI_GATEWAY_ROUTE = "kubernetes:aigateway.envoyproxy.io/v1beta1:AIGatewayRoute"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 GPU = "nvidia.com/gpu"
 STACK_POLICY = "model-deployments-have-pdb-and-autoscaler"
+ROUTE_POLICY = "gateway-route-per-model"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 Breaks = Callable[[dict[str, Any]], object]
@@ -211,9 +213,9 @@ def test_the_pack_serves_every_policy_as_mandatory_and_enforces_them(published: 
 def test_policies_are_uniquely_named_mandatory_and_all_tested() -> None:
     names = [policy.name for policy in rules.POLICIES]
     assert names == list(RULES) and len(names) == len(set(names))
-    assert {param.values[0] for param in BROKEN} | {STACK_POLICY} == set(names), "each fails on a broken input"
+    assert {param.values[0] for param in BROKEN} | {STACK_POLICY, ROUTE_POLICY} == set(names), "each fails on a broken input"
     assert all(policy.enforcement_level == EnforcementLevel.MANDATORY for policy in rules.POLICIES)
-    assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == [STACK_POLICY]
+    assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == [STACK_POLICY, ROUTE_POLICY]
 
 
 def test_the_rules_read_the_programs_vocabulary() -> None:
@@ -277,6 +279,8 @@ DEV_8B: Where = ("dev", DEPLOYMENT, "llama-8b")
 PROD_EKS: Where = ("prod", EKS_CLUSTER, "eks")
 PROD_P4D_POOL: Where = ("prod", "kubernetes:karpenter.sh/v1:NodePool", "gpu-p4d")
 PROD_P4D_CLASS: Where = ("prod", "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "gpu-p4d-class")
+PROD_GATEWAY_SERVICE: Where = ("prod", "kubernetes:core/v1:Service", "llm-gateway-service")
+PROD_KEYS_POLICY: Where = ("prod", "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy", "llm-gateway-keys-securitypolicy")
 
 
 def case(policy: str, where: Where, id: str, breaks: Breaks, says: str) -> Any:
@@ -284,6 +288,18 @@ def case(policy: str, where: Where, id: str, breaks: Breaks, says: str) -> Any:
 
 
 BROKEN = [
+    case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "no-tls",
+         lambda i: i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
+         "internet-facing without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "open-to-all",
+         lambda i: i["spec"].update(loadBalancerSourceRanges=["203.0.113.0/24", "0.0.0.0/0"]), "open to every source"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "no-allowlist",
+         lambda i: i["spec"].pop("loadBalancerSourceRanges"), "open to every source"),
+    case("gateway-keys-in-secrets", PROD_KEYS_POLICY, "keys-in-a-configmap",
+         lambda i: i["spec"]["apiKeyAuth"]["credentialRefs"][0].update(kind="ConfigMap"), "is a ConfigMap; keep keys in a Secret"),
+    case("gateway-keys-in-secrets", PROD_8B, "key-as-env-literal",
+         lambda i: server(i).setdefault("env", []).append({"name": "OPENAI_API_KEY", "value": "sk-abc"}),
+         "env OPENAI_API_KEY has a literal value"),
     *(case("vllm-probes", PROD_8B, f"no-{p}", lambda i, p=p: server(i).pop(p), f"no {p} with httpGet") for p in PROBES),
     case("vllm-probes", PROD_8B, "probe-on-another-port",
          lambda i: server(i)["startupProbe"]["httpGet"].update(port=9000),
@@ -644,3 +660,17 @@ def test_a_budget_that_never_repacks_serving_nodes_also_passes() -> None:
         ),
     )
     assert run("karpenter-gpu-node-pools-bounded", "prod", [guarded]) == ([], 1)
+
+
+def test_a_model_without_a_gateway_route_is_reported_and_one_with_it_passes() -> None:
+    deployment = rendered("prod", DEPLOYMENT, "llama-70b")
+    assert violations(ROUTE_POLICY, "prod", stack_with("prod", AI_GATEWAY_ROUTE, "llama-70b-aigatewayroute", lambda i: None)) == []
+    [(message, at)] = violations(ROUTE_POLICY, "prod", stack_with("prod", AI_GATEWAY_ROUTE, "llama-70b-aigatewayroute", None))
+    assert message.startswith(f"{label(deployment)}: serves 'meta-llama/Llama-3.3-70B-Instruct', which no AIGatewayRoute")
+    assert at == urn("prod", deployment)
+
+
+def test_an_internal_load_balancer_needs_no_certificate() -> None:
+    service = rendered("dev", "kubernetes:core/v1:Service", "llm-gateway-service")
+    assert service.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
+    assert messages("gateway-internet-needs-tls-and-allowlist", "dev", service) == []

@@ -20,7 +20,9 @@ from typing import Optional
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = PROJECT_ROOT / "policies"
-PACK_FILES = ("__main__.py", "rules.py", "props.py", "infrastructure_rules.py", "PulumiPolicy.yaml", "requirements.txt")
+PACK_FILES = (
+    "__main__.py", "rules.py", "props.py", "infrastructure_rules.py", "gateway_rules.py", "PulumiPolicy.yaml", "requirements.txt",
+)  # fmt: skip
 VOCABULARY = ("vllm_platform/__init__.py", "vllm_platform/contract")
 
 

@@ -1,0 +1,106 @@
+"""The pack's rules for the gateway in front of the models: a route per model, no open internet door, keys only
+in Secrets.
+
+Pure functions of what the engine hands a policy, as in rules.py, which lists them among its RULES.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
+
+from props import describe, dig, items
+from vllm_platform.contract import MODEL_APP, MODEL_HEADER, NAME_LABEL
+
+AI_GATEWAY_ROUTE = "kubernetes:aigateway.envoyproxy.io/v1beta1:AIGatewayRoute"
+SECURITY_POLICY = "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy"
+SERVICE = "kubernetes:core/v1:Service"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
+# A variable that by its name carries an API key or bearer token.
+KEY_VARIABLE = re.compile(r"(?i).*(api[_-]?key|bearer|auth[_-]?token).*")
+
+
+def _served_name(deployment: Mapping[str, Any]) -> Optional[str]:
+    """What a model Deployment's vLLM answers to: --served-model-name, else --model (the flags the program writes)."""
+    for container in items(dig(deployment, "spec", "template", "spec", "containers")):
+        args = [str(a) for a in items(container.get("args"))]
+        for flag in ("--served-model-name", "--model"):
+            if flag in args[:-1]:
+                return args[args.index(flag) + 1]
+    return None
+
+
+def check_route_per_model(args: StackValidationArgs, report: ReportViolation) -> int:
+    # Where a stack has a gateway, a model without a route is reachable only around it, with no key or quota.
+    routes = [r for r in args.resources if r.resource_type == AI_GATEWAY_ROUTE]
+    if not routes:
+        return 0
+    routed = {
+        header.get("value")
+        for route in routes
+        for rule in items(dig(route.props, "spec", "rules"))
+        for match in items(rule.get("matches"))
+        for header in items(match.get("headers"))
+        if header.get("name") == MODEL_HEADER
+    }
+    examined = 0
+    for resource in args.resources:
+        if resource.resource_type != DEPLOYMENT or dig(resource.props, "metadata", "labels", NAME_LABEL) != MODEL_APP:
+            continue
+        examined += 1
+        served = _served_name(resource.props)
+        if served not in routed:
+            where = describe(resource.resource_type, resource.props, resource.name)
+            report(
+                f"{where}: serves {served!r}, which no AIGatewayRoute matches on {MODEL_HEADER}; add a rule for it",
+                resource.urn,
+            )
+    return examined
+
+
+def _open_to_all(cidr: str) -> bool:
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def check_internet_exposure(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # An internet-facing load balancer without TLS sends keys and prompts in the clear; without a source list
+    # it takes every scanner on the internet.
+    if args.resource_type != SERVICE:
+        return 0
+    annotations = dig(args.props, "metadata", "annotations") or {}
+    if annotations.get(f"{NLB_ANNOTATION}scheme") != "internet-facing":
+        return 0
+    where = describe(args.resource_type, args.props, args.name)
+    if not annotations.get(f"{NLB_ANNOTATION}ssl-cert"):
+        report(f"{where}: internet-facing without {NLB_ANNOTATION}ssl-cert; terminate TLS with an ACM certificate")
+    ranges = [str(r) for r in items(dig(args.props, "spec", "loadBalancerSourceRanges"))]
+    if not ranges or any(_open_to_all(r) for r in ranges):
+        report(f"{where}: internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges")
+    return 1
+
+
+def check_keys_in_secrets(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # A key written into a policy, a route or an env value is readable by whoever may read that object.
+    examined = 0
+    if args.resource_type == SECURITY_POLICY:
+        examined += 1
+        where = describe(args.resource_type, args.props, args.name)
+        for ref in items(dig(args.props, "spec", "apiKeyAuth", "credentialRefs")):
+            if ref.get("kind", "Secret") != "Secret":
+                report(f"{where}: apiKeyAuth credentialRefs {ref.get('name')!r} is a {ref.get('kind')}; keep keys in a Secret")
+    for container in items(dig(args.props, "spec", "template", "spec", "containers")):
+        examined += 1
+        for variable in items(container.get("env")):
+            name = str(variable.get("name", ""))
+            if KEY_VARIABLE.fullmatch(name) and variable.get("value") is not None:
+                where = describe(args.resource_type, args.props, args.name)
+                report(f"{where}: env {name} has a literal value; read it from a Secret with valueFrom.secretKeyRef")
+    return examined
