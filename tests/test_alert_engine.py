@@ -27,8 +27,10 @@ import yaml
 from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack, stack_document
 from tests.test_observability import _platform
 from vllm_platform.config.loader import stack_config
+from vllm_platform.config.platform import parse_config
 from vllm_platform.k8s import alerting, alerts, autoscaling, dashboards
 from vllm_platform.plan.plans import Plan
+from vllm_platform.plan.resolve import resolve
 
 PROMQL_TIMEOUT = 30
 NAMESPACE = "inference"
@@ -95,7 +97,11 @@ def test_promtool_check_refuses_a_broken_rule(tmp_path: Path) -> None:
 def alerts_plan() -> Plan:
     raw = _platform()
     raw["models"][0].update({"name": "chat", "replicas": {"min": 1, "max": 3}})
-    return plan_of(raw)
+    raw["gateway"] = {
+        "enabled": True,
+        "clients": [{"name": "web", "apiKey": "k" * 40, "models": ["chat"], "tokensPerMinute": 1000, "counts": "total"}],
+    }
+    return resolve(parse_config(raw, ("gateway",)))
 
 
 PLAN = alerts_plan()
@@ -115,6 +121,23 @@ def vllm(name: str, pod: str = POD_A, **labels: str) -> str:
         name, namespace=NAMESPACE, model_name=SERVED, engine="0", pod=pod, container="vllm", service="chat",
         endpoint="http", job="chat", instance="10.0.1.5:8000", **labels,
     )  # fmt: skip
+
+
+def token_usage(kind: str, values: str, client: str = "web") -> dict[str, str]:
+    """AI Gateway's token counter as the PodMonitor scrapes it from an extproc beside a proxy."""
+    series = selector(
+        "gen_ai_client_token_usage_sum", namespace="envoy-gateway-system", pod="envoy-llm-gateway-abc", client_id=client,
+        gen_ai_token_type=kind, gen_ai_request_model=SERVED, gen_ai_operation_name="chat",
+    )  # fmt: skip
+    return {"series": series, "values": values}
+
+
+def envoy_downstream(stat: str, values: str, **labels: str) -> dict[str, str]:
+    series = selector(
+        f"envoy_http_downstream_{stat}", namespace="envoy-gateway-system", pod="envoy-llm-gateway-abc",
+        envoy_http_conn_manager_prefix="http-8080", **labels,
+    )  # fmt: skip
+    return {"series": series, "values": values}
 
 
 def ksm(name: str, **labels: str) -> str:
@@ -183,6 +206,16 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
     "VllmQueueBacklogAtMaxReplicas": [
         ("40 waiting at max 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("3+0x30", "3+0x30")], "12m", [{}]),
         ("40 waiting at 2 of 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("2+0x30", "2+0x30")], "12m", None),
+    ],
+    "GatewayClientNearTokenLimit": [
+        # 900 tokens a minute (600 in, 300 out) of a 1000 budget; then 500.
+        ("at 90 % of its budget", [token_usage("input", "0+600x30"), token_usage("output", "0+300x30")], "12m", [{}]),
+        ("at half its budget", [token_usage("input", "0+300x30"), token_usage("output", "0+200x30")], "12m", None),
+        ("another client near its own", [token_usage("input", "0+950x30", client="batch")], "12m", None),
+    ],
+    "GatewayServerErrors": [
+        ("one in ten a 5xx", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+10x30", envoy_response_code_class="5")], "12m", [{}]),
+        ("one in a hundred", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+1x30", envoy_response_code_class="5")], "12m", None),
     ],
     "KedaScalerErrors": [
         ("errors every poll", [{"series": selector("keda_scaled_object_errors_total", namespace=NAMESPACE, scaledObject="chat", job="keda-operator"), "values": "0+4x30"}], "12m", [{}]),

@@ -135,7 +135,10 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if self._unrouted():
             return
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self._complete(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+    def _complete(self, request: dict[str, Any]) -> None:
+        """Answer a chat completion whose body has been read."""
         with self.server.lock:
             dropped = self.answered > 0 and self.server.drop_reused > 0
             self.server.drop_reused -= dropped

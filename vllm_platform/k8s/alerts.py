@@ -16,10 +16,10 @@ import math
 from typing import Any
 
 from vllm_platform.config.observability import Observability
-from vllm_platform.contract import MONITOR_SELECTOR_LABELS, vllm_metrics
+from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
-from vllm_platform.k8s.dashboards import deployment_matcher, pod_matcher, vllm_matcher
-from vllm_platform.plan.plans import ModelPlan, Plan
+from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher
+from vllm_platform.plan.plans import GatewayPlan, ModelPlan, Plan
 
 PROMETHEUS_RULE_NAME = "vllm-platform-alerts"
 # Xid 79: "GPU has fallen off the bus" in NVIDIA's Xid catalogue; the GPU is gone until the node reboots.
@@ -414,6 +414,52 @@ def gpu_rules() -> list[dict[str, Any]]:
     ]
 
 
+# The budget share used over a sustained 5 minutes that warns before the client meets 429s.
+NEAR_LIMIT_SHARE = 0.8
+GATEWAY_5XX_RATIO = 0.05
+
+
+def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
+    """A client near its budget (before its requests meet 429), and the gateway's own 5xx rate."""
+    near = [
+        _alert(
+            "GatewayClientNearTokenLimit",
+            f"{client_tokens_per_minute(client)} > {NEAR_LIMIT_SHARE} * {client.tokens_per_minute}",
+            "5m",
+            "warning",
+            {
+                "summary": "Client {{ $labels.client }} uses over 80 % of its token budget",
+                "description": f"{client.name} draws {{{{ $value | humanize }}}} {client.counts.value} tokens a minute of its "
+                f"{client.tokens_per_minute}; past the budget the gateway answers 429.",
+                "runbook": f"Raise gateway.clients[{client.name}].tokensPerMinute, or ask the client to slow down.",
+            },
+            {"client": client.name},
+        )
+        for client in gateway.clients
+    ]
+    downstream = f'{{namespace="{GATEWAY_NAMESPACE}",envoy_http_conn_manager_prefix=~"http-.*"}}'
+    errors = (
+        f'sum(rate(envoy_http_downstream_rq_xx{{namespace="{GATEWAY_NAMESPACE}",envoy_http_conn_manager_prefix=~"http-.*",'
+        f'envoy_response_code_class="5"}}[5m])) / sum(rate(envoy_http_downstream_rq_total{downstream}[5m]))'
+    )
+    return [
+        *near,
+        _alert(
+            "GatewayServerErrors",
+            f"{errors} > {GATEWAY_5XX_RATIO}",
+            "5m",
+            "critical",
+            {
+                "summary": "Over 5 % of the gateway's answers are 5xx",
+                "description": "Clients of every model through the gateway get server errors: {{ $value | humanizePercentage }}.",
+                "runbook": "kubectl -n envoy-gateway-system logs of the envoy proxies and ai-gateway-controller; check each "
+                "model's VllmModelDown and the Backends' status.",
+            },
+            {},
+        ),
+    ]
+
+
 def prometheus_rule(plan: Plan, namespace: str) -> dict[str, Any]:
     obs = plan.config.observability
     return {
@@ -424,6 +470,7 @@ def prometheus_rule(plan: Plan, namespace: str) -> dict[str, Any]:
             "groups": [
                 *({"name": f"vllm-{m.name}", "rules": model_rules(m, obs)} for m in plan.models),
                 *([{"name": "gpu-health", "rules": gpu_rules()}] if plan.runs_gpu_metrics else []),
+                *([{"name": "llm-gateway", "rules": gateway_rules(plan.gateway)}] if plan.gateway is not None else []),
             ]
         },
     }

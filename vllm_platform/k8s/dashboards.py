@@ -13,7 +13,8 @@ from typing import Any
 
 from vllm_platform.contract import MONITOR_SELECTOR_LABELS, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
-from vllm_platform.plan.plans import ModelPlan, Plan
+from vllm_platform.config.gateway import TokenKind
+from vllm_platform.plan.plans import GatewayClient, ModelPlan, Plan
 
 DASHBOARD_UID = "vllm-platform-models"
 DASHBOARD_CONFIGMAP = "vllm-platform-dashboard"
@@ -138,22 +139,63 @@ def model_panels(model: ModelPlan) -> list[dict[str, Any]]:
     ]
 
 
+# AI Gateway's metrics (gen_ai.* in OpenTelemetry's names, as its extproc exports them), each labelled with the
+# client (`client_id`, from the forwarded client header) and the model the request named.
+TOKEN_USAGE = "gen_ai_client_token_usage_sum"
+GATEWAY_REQUEST_DURATION = "gen_ai_server_request_duration_seconds"
+
+
+def client_tokens_per_minute(client: GatewayClient) -> str:
+    """The client's tokens per minute as its budget counts them: input, output, or both (total)."""
+    types = "input|output" if client.counts is TokenKind.TOTAL else client.counts.value
+    return f'sum(rate({TOKEN_USAGE}{{client_id="{client.name}",gen_ai_token_type=~"{types}"}}[{RATE_WINDOW}])) * 60'
+
+
+def client_panels(client: GatewayClient) -> list[dict[str, Any]]:
+    """One gateway client: its tokens against its budget, its requests and their latency by model."""
+    matcher = f'client_id="{client.name}"'
+    return [
+        _panel(
+            f"Tokens per minute ({client.counts.value}) of {client.tokens_per_minute}",
+            "short",
+            [(client_tokens_per_minute(client), "used"), (str(client.tokens_per_minute), "budget")],
+        ),
+        _panel(
+            "Requests per second by model",
+            "reqps",
+            [(f"sum by (gen_ai_request_model) (rate({GATEWAY_REQUEST_DURATION}_count{{{matcher}}}[{RATE_WINDOW}]))", "{{gen_ai_request_model}}")],
+        ),
+        _panel(
+            "p95 request duration by model",
+            "s",
+            [(latency_quantile(0.95, GATEWAY_REQUEST_DURATION, matcher, "le, gen_ai_request_model"), "{{gen_ai_request_model}}")],
+        ),
+    ]
+
+
+def _rows(plan: Plan) -> list[tuple[str, list[dict[str, Any]]]]:
+    rows = [(f"{model.name} ({model.served_name})", model_panels(model)) for model in plan.models]
+    if plan.gateway is not None:
+        rows += [(f"Gateway client {client.name}", client_panels(client)) for client in plan.gateway.clients]
+    return rows
+
+
 def dashboard(plan: Plan) -> dict[str, Any]:
+    """A row per model, and per gateway client where the stack has the gateway."""
     panels: list[dict[str, Any]] = []
     next_id, y = 1, 0
-    for model in plan.models:
+    for title, row in _rows(plan):
         panels.append(
             {
                 "type": "row",
                 "id": next_id,
-                "title": f"{model.name} ({model.served_name})",
+                "title": title,
                 "collapsed": False,
                 "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
                 "panels": [],
             }
         )
         next_id, y = next_id + 1, y + 1
-        row = model_panels(model)
         for index, panel in enumerate(row):
             column, line = index % PANELS_PER_ROW, index // PANELS_PER_ROW
             panel["id"] = next_id
