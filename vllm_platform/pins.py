@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vllm_platform.contract import GATEWAY_NAMESPACE, KEDA_NAMESPACE, KUBE_SYSTEM, MONITORING_NAMESPACE
+from vllm_platform.contract import AI_GATEWAY_NAMESPACE, GATEWAY_NAMESPACE, KEDA_NAMESPACE, KUBE_SYSTEM, MONITORING_NAMESPACE
 
 # --shutdown-timeout needs v0.18.0 or newer; the CUDA 13 builds need NVIDIA driver 580+, which the EKS AL2023 NVIDIA AMI ships.
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.31.0"
@@ -62,8 +62,8 @@ STAGING_IMAGE = "public.ecr.aws/lambda/python:3.12.2026.10.03.13"
 # The gateway: Envoy Gateway v1.9 (AI Gateway v1.1 needs v1.8.1 or later), which installs the Gateway API CRDs
 # (v1.6) with its own; AI Gateway's CRDs from their own chart, which Helm upgrades with its templates.
 ENVOY_GATEWAY = Chart("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy", "eg", GATEWAY_NAMESPACE)
-AI_GATEWAY_CRDS = Chart("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg-crd", GATEWAY_NAMESPACE)
-AI_GATEWAY = Chart("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg", GATEWAY_NAMESPACE)
+AI_GATEWAY_CRDS = Chart("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg-crd", AI_GATEWAY_NAMESPACE)
+AI_GATEWAY = Chart("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg", AI_GATEWAY_NAMESPACE)
 # Makes the gateway's NLB; app v3.5.0, whose iam_policy.json vllm_platform/aws/load_balancer.py follows.
 AWS_LOAD_BALANCER_CONTROLLER = Chart(
     "aws-load-balancer-controller", "3.5.0", "https://aws.github.io/eks-charts", "aws-load-balancer-controller", KUBE_SYSTEM

@@ -46,11 +46,10 @@ class LlmGateway(pulumi.ComponentResource):
         gateway = plan.gateway
         assert gateway is not None, "built only for a stack with the gateway enabled"
         child = pulumi.ResourceOptions(parent=self)
-        namespace_manifest = manifests.gateway_namespace()
-        namespace = k8s.core.v1.Namespace(GATEWAY_NAMESPACE, metadata=namespace_manifest["metadata"], opts=child)
-        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
+        namespaces = [k8s.core.v1.Namespace(n["metadata"]["name"], metadata=n["metadata"], opts=child) for n in manifests.gateway_namespaces()]
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=namespaces)
         # The NLB's Service is made after the controller that makes its NLB, and so deleted before it.
-        before_controller = pulumi.ResourceOptions(parent=self, depends_on=[namespace, *after])
+        before_controller = pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *after])
 
         built: dict[str, pulumi.CustomResource] = {
             f"{o['kind']}/{o['metadata']['name']}": BUILT_IN[o["kind"]](
@@ -60,9 +59,9 @@ class LlmGateway(pulumi.ComponentResource):
         }
         store = [r for key, r in built.items() if key != f"Service/{manifests.proxy_service_name()}"]
         envoy = helm_release(
-            ENVOY_GATEWAY, manifests.envoy_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[namespace, *store])
+            ENVOY_GATEWAY, manifests.envoy_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store])
         )
-        crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=[namespace]))
+        crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=namespaces))
         # Its mutating webhook puts the extproc beside every proxy: it must run before the Gateway makes them.
         controller = helm_release(
             AI_GATEWAY, manifests.ai_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]), skip_crds=True

@@ -37,7 +37,7 @@ class PlatformConfig(Section):
     namespace: StrictStr = Field(
         "inference",
         description=(
-            "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda`, `envoy-gateway-system` or `kube-*`, which the "
+            "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda`, the gateway's three (`envoy-gateway-system`, `envoy-ai-gateway-system`, `llm-gateway`) or `kube-*`, which the "
             "platform and Kubernetes use); Pod Security `restricted` is enforced there"
         ),
     )

@@ -24,11 +24,15 @@ MONITOR_SELECTOR_LABELS = {PART_OF_LABEL: PART_OF}
 # Namespaces the platform itself fills: Prometheus, Grafana and the DCGM exporter; KEDA and its HTTP add-on.
 MONITORING_NAMESPACE = "monitoring"
 KEDA_NAMESPACE = "keda"
-# Envoy Gateway, Envoy AI Gateway, the gateway's proxies and its rate-limit store: the models' one door.
+# The models' one door: Envoy Gateway, its proxies and the rate-limit store; AI Gateway's controller; the Gateway,
+# its routes, keys and policies.
 GATEWAY_NAMESPACE = "envoy-gateway-system"
+AI_GATEWAY_NAMESPACE = "envoy-ai-gateway-system"
+GATEWAY_ROUTES_NAMESPACE = "llm-gateway"
 KUBE_SYSTEM = "kube-system"
 RESERVED_NAMESPACES = (
-    MONITORING_NAMESPACE, KEDA_NAMESPACE, GATEWAY_NAMESPACE, KUBE_SYSTEM, "kube-public", "kube-node-lease"
+    MONITORING_NAMESPACE, KEDA_NAMESPACE, GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE, GATEWAY_ROUTES_NAMESPACE, KUBE_SYSTEM,
+    "kube-public", "kube-node-lease",
 )  # fmt: skip
 # Kubernetes' limit on a DNS label, which every object, namespace and label value here is.
 LABEL_MAX_LENGTH = 63

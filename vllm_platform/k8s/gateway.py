@@ -19,9 +19,11 @@ from vllm_platform.config.gateway import Exposure, TokenKind
 from vllm_platform.contract import (
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
+    AI_GATEWAY_NAMESPACE,
     GATEWAY_KEYS_SECRET,
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
+    GATEWAY_ROUTES_NAMESPACE,
     INSTANCE_LABEL,
     LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
     MODEL_HEADER,
@@ -75,8 +77,10 @@ def _labels(component: str) -> dict[str, str]:
     return {NAME_LABEL: "llm-gateway", INSTANCE_LABEL: GATEWAY_NAME, COMPONENT_LABEL: component, PART_OF_LABEL: PART_OF}
 
 
-def _metadata(name: str, component: str) -> dict[str, Any]:
-    return {"name": name, "namespace": GATEWAY_NAMESPACE, "labels": _labels(component)}
+def _metadata(name: str, component: str, namespace: str = GATEWAY_ROUTES_NAMESPACE) -> dict[str, Any]:
+    """In the routes' namespace unless said: the Gateway API objects and the keys live there, the proxies, the
+    Service in front of them and the rate-limit store beside Envoy Gateway."""
+    return {"name": name, "namespace": namespace, "labels": _labels(component)}
 
 
 def proxy_service_name() -> str:
@@ -217,10 +221,10 @@ def proxy_service(gateway: GatewayPlan) -> dict[str, Any]:
     client port (443 with TLS at the NLB, else 80) onto the proxies' listener. `internal` and `internet` make it
     an NLB through the AWS Load Balancer Controller, with IP targets (the pods themselves, no node hop)."""
     spec: dict[str, Any] = {
-        "selector": {OWNING_GATEWAY_LABEL: GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_NAMESPACE},
+        "selector": {OWNING_GATEWAY_LABEL: GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_ROUTES_NAMESPACE},
         "ports": [{"name": LISTENER, "port": gateway.port, "targetPort": PROXY_LISTENER_PORT, "protocol": "TCP"}],
     }
-    metadata = _metadata(proxy_service_name(), "gateway")
+    metadata = _metadata(proxy_service_name(), "gateway", GATEWAY_NAMESPACE)
     if gateway.load_balanced:
         spec.update(type="LoadBalancer", loadBalancerClass=NLB_CLASS)
         if gateway.allowed_source_cidrs:
@@ -452,7 +456,7 @@ def redis_objects() -> list[dict[str, Any]]:
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
-                **_metadata(REDIS, "ratelimit-store"),
+                **_metadata(REDIS, "ratelimit-store", GATEWAY_NAMESPACE),
                 "annotations": {
                     "checkov.io/skip1": "CKV_K8S_43=the upstream Redis image pinned by release tag in vllm_platform/pins.py",
                     "checkov.io/skip2": "CKV_K8S_15=IfNotPresent on a release-tagged image: a restart reuses the node's copy",
@@ -476,13 +480,13 @@ def redis_objects() -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(REDIS, "ratelimit-store"),
+            "metadata": _metadata(REDIS, "ratelimit-store", GATEWAY_NAMESPACE),
             "spec": {"selector": selector, "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}]},
         },
         {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
-            "metadata": _metadata(REDIS, "ratelimit-store"),
+            "metadata": _metadata(REDIS, "ratelimit-store", GATEWAY_NAMESPACE),
             "spec": {
                 "podSelector": {"matchLabels": selector},
                 "policyTypes": ["Ingress"],
@@ -506,7 +510,7 @@ def pod_monitor() -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": {**_metadata("llm-gateway", "gateway"), "labels": {**_labels("gateway"), **MONITOR_SELECTOR_LABELS}},
+        "metadata": {**_metadata("llm-gateway", "gateway", GATEWAY_NAMESPACE), "labels": {**_labels("gateway"), **MONITOR_SELECTOR_LABELS}},
         "spec": {
             "selector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
             "podMetricsEndpoints": [
@@ -517,9 +521,14 @@ def pod_monitor() -> dict[str, Any]:
     }
 
 
-def gateway_namespace() -> dict[str, Any]:
+def gateway_namespaces() -> list[dict[str, Any]]:
+    """Envoy Gateway and its proxies; AI Gateway's controller; the routes, keys and policies. The Gateway is not
+    in Envoy Gateway's own namespace, where AI Gateway v1.1 does not attach its filter (envoyproxy/ai-gateway#1708)."""
     labels = {**MONITOR_SELECTOR_LABELS, "pod-security.kubernetes.io/enforce": "baseline"}
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE, "labels": labels}}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+        for name in (GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE, GATEWAY_ROUTES_NAMESPACE)
+    ]
 
 
 def routed_objects(plan: Plan) -> list[dict[str, Any]]:
