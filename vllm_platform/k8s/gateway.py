@@ -114,6 +114,13 @@ def envoy_gateway_values() -> dict[str, Any]:
             "pod": _system_placement(),
         },
         "podDisruptionBudget": {"minAvailable": 1},
+        # The job that writes the controller's and proxies' TLS Secret at install and upgrade.
+        "certgen": {
+            "job": {
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+                **_system_placement(),
+            }
+        },
         "config": {
             "envoyGateway": {
                 "gateway": {"controllerName": GATEWAY_CONTROLLER},
@@ -442,8 +449,9 @@ def redis_objects() -> list[dict[str, Any]]:
         "livenessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 20},
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": 999,
-            "runAsGroup": 999,
+            # Above the host's UID range; the image's entrypoint runs redis-server as whoever it is started as.
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -470,7 +478,7 @@ def redis_objects() -> list[dict[str, Any]]:
                     "spec": {
                         **_system_placement(),
                         "automountServiceAccountToken": False,
-                        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 999},
+                        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 10001},
                         "containers": [container],
                         "volumes": [{"name": "data", "emptyDir": {"sizeLimit": "64Mi"}}],
                     },
@@ -560,6 +568,16 @@ def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str)
         "podDisruptionBudget": {"maxUnavailable": 1},
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+        # The chart's own settings, hardened to the restricted profile: the controller needs no capability.
+        "podSecurityContext": {"fsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "enableServiceMutatorWebhook": False,
         "createIngressClassResource": False,
     }
