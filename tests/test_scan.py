@@ -270,5 +270,5 @@ def test_every_accepted_chart_finding_says_why() -> None:
     for entry in entries:
         assert set(entry) == {"checks", "objects", "reason"}
         assert all(re.fullmatch(r"CKV2?_K8S_\d+", c) or c in rules for c in entry["checks"]), entry["checks"]
-        assert all(re.fullmatch(r"[A-Za-z]+\.[a-z0-9-]+\.[a-z0-9.-]+", o) for o in entry["objects"]), entry["objects"]
+        assert all(re.fullmatch(r"[A-Za-z]+\.[a-z0-9-]+\.[a-z0-9.:-]+", o) for o in entry["objects"]), entry["objects"]
         assert len(entry["reason"].split()) >= 12, entry["reason"]

@@ -23,9 +23,11 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class Target:
     name: str  # the model's name in the stack: its Deployment and Service are named after it
-    served_model: str
+    served_model: str  # the `model` requests name: vLLM's served name, or through the gateway its gatewayModelName
     url: str
     namespace: Optional[str] = None
+    # Through the gateway, the first request to a model at zero waits for it to wake, so verify waits for that too.
+    scales_to_zero: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,29 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
     data.update({"p50Seconds": round(p50, 4), "p95Seconds": round(p95, 4), "maxSeconds": round(worst, 4)})
     detail = f"p50 {p50:.3f} s, p95 {p95:.3f} s, max {worst:.3f} s (SLO p95 <= {p95_slo:g} s)"
     return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
+
+
+def evaluate_keyless(model: str, response: Response) -> Check:
+    """`key-required`: the gateway refuses a request without a key with 401. Any other answer, a 200 above all,
+    means anyone who reaches the endpoint can use the model."""
+    if response.error is not None:
+        return Check(model, "key-required", False, response.error)
+    if response.status == 401:
+        return Check(model, "key-required", True, "refused with 401 without a key")
+    return Check(model, "key-required", False, f"HTTP {response.status} without a key; the gateway must refuse it with 401")
+
+
+def evaluate_keyed(model: str, gateway_model: str, response: Response) -> Check:
+    """`key-allowed`: a chat completion with the key. A 403 is the gateway's answer for a model outside the
+    key's list, so a key scoped to some models shows which; a 401 means the key itself is refused."""
+    if response.error is None and response.status == 403:
+        return Check(model, "key-allowed", False, f"403: this key may not use {gateway_model}")
+    if response.error is None and response.status == 401:
+        return Check(model, "key-allowed", False, "401: the gateway does not accept this key")
+    problem = completion_problem(response)
+    if problem is not None:
+        return Check(model, "key-allowed", False, problem)
+    return Check(model, "key-allowed", True, f"this key may use {gateway_model}")
 
 
 def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:

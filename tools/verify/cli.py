@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import Check, Options, UsageError
 from tools.verify.kube import KubeApi, KubeError
-from tools.verify.probe import verify_target
+from tools.verify.probe import verify_target, verify_via_gateway
 from tools.verify.report import progress, render_json, render_table
 from tools.verify.stack import (
+    gateway_targets,
     kubeconfig_file,
     stack_file_context,
     stack_outputs,
@@ -77,8 +79,44 @@ def parser() -> argparse.ArgumentParser:
         ("--deadline", DEFAULT_DEADLINE_SECONDS, False, "the whole run ends by then, reporting what it found (default %(default)s)"),
     ):
         p.add_argument(flag, type=_positive(float, inclusive=zero_allowed), default=default, metavar="SECONDS", help=meaning)
+    p.add_argument(
+        "--via-gateway",
+        action="store_true",
+        help="check each model through the stack's gateway endpoint, as a client would (needs --stack and --api-key-env)",
+    )
+    p.add_argument("--api-key-env", metavar="VAR", help="the environment variable holding the client's API key (with --via-gateway)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     return p
+
+
+def flag_problem(args: argparse.Namespace) -> Optional[str]:
+    """Why these flags do not go together, or None."""
+    if args.url and not args.model:
+        return "--url needs --model (the served model name)"
+    if args.stack and args.model:
+        return "--model goes with --url; --stack takes the model names from the stack"
+    if args.api_key_env is not None and not args.via_gateway:
+        return "--api-key-env goes with --via-gateway"
+    if not args.via_gateway:
+        return None
+    if not args.stack:
+        return "--via-gateway needs --stack: the gateway's endpoint is a stack output"
+    if args.api_key_env is None:
+        return "--via-gateway needs --api-key-env VAR, the environment variable holding the client API key"
+    if args.kubeconfig is not None or args.context is not None:
+        return "--via-gateway reaches the endpoint directly: it takes no --kubeconfig or --context"
+    return None
+
+
+def api_key(variable: str) -> str:
+    """The client's key, from the environment rather than a flag, which shell history and `ps` would show.
+    The messages name the variable, never what it holds."""
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise UsageError(f"--api-key-env {variable}: the environment variable {variable} is unset or empty")
+    if not (key.isascii() and key.isprintable()):
+        raise UsageError(f"--api-key-env {variable}: {variable} holds characters an HTTP header cannot carry")
+    return key
 
 
 def p95_slo(args: argparse.Namespace) -> float:
@@ -98,6 +136,8 @@ def run(args: argparse.Namespace) -> list[Check]:
         restart_window=args.restart_window,
         deadline=time.monotonic() + args.deadline,
     )
+    if args.via_gateway:
+        return run_via_gateway(args, options)
     with contextlib.ExitStack() as stack:
         kubeconfig, context = args.kubeconfig, args.context
         if args.url:
@@ -124,13 +164,19 @@ def run(args: argparse.Namespace) -> list[Check]:
         return [check for target in targets for check in verify_target(target, options, kube)]
 
 
+def run_via_gateway(args: argparse.Namespace, options: Options) -> list[Check]:
+    """Every model through the stack's gateway endpoint, with the key read before anything is asked of the stack."""
+    key = api_key(args.api_key_env)
+    targets = gateway_targets({name: output.value for name, output in stack_outputs(args.stack).items()})
+    return [check for target in targets for check in verify_via_gateway(target, options, key)]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    if args.url and not args.model:
-        p.error("--url needs --model (the served model name)")
-    if args.stack and args.model:
-        p.error("--model goes with --url; --stack takes the model names from the stack")
+    problem = flag_problem(args)
+    if problem is not None:
+        p.error(problem)
     try:
         checks = run(args)
     except UsageError as exc:

@@ -120,9 +120,12 @@ def _reason(exc: BaseException, timeout: float, deadline_passed: bool) -> str:
 
 
 class HttpClient:
-    """Requests to one base URL over one kept-alive connection; each request ends within `timeout` seconds."""
+    """Requests to one base URL over one kept-alive connection; each request ends within `timeout` seconds.
 
-    def __init__(self, base_url: str, timeout: float, host: Optional[str] = None):
+    With an `api_key`, every request carries it as `Authorization: Bearer`, as an OpenAI client sends it to the
+    gateway; without one, none does. Redirects are never followed, so the key goes to no other host."""
+
+    def __init__(self, base_url: str, timeout: float, host: Optional[str] = None, api_key: Optional[str] = None):
         parts = urlsplit(base_url)
         pool_class = _WatchedHTTPSPool if parts.scheme == "https" else _WatchedPool
         self._watchdog = _Watchdog()
@@ -132,6 +135,8 @@ class HttpClient:
         self._kept_alive = False
         # The interceptor routes by Host, and a port-forward's URL names 127.0.0.1.
         self._headers = {"Accept": "application/json", **({"Host": host} if host is not None else {})}
+        if api_key is not None:
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def request(self, path: str, payload: Optional[dict[str, Any]] = None) -> Response:
         """GET path, or POST the payload to it; transport failures, and the deadline, come back as Response.error."""

@@ -18,10 +18,13 @@ from tools.verify.checks import (
     Check,
     Options,
     Target,
+    completion_problem,
     endpoints_check,
     evaluate_capacity,
     evaluate_completions,
     evaluate_deployment,
+    evaluate_keyed,
+    evaluate_keyless,
     evaluate_pods,
     evaluate_restarts,
     models_problem,
@@ -62,25 +65,30 @@ def request_timeout(options: Options) -> float:
     return max(min(options.timeout, time_left(options)), 0.001)
 
 
-def chat_completions(
-    base_urls: Sequence[str], served_model: str, options: Options, host: Optional[str] = None
-) -> list[Response]:
-    """options.requests completions from options.concurrency workers, each on a connection of its own,
-    the workers taking the base URLs in turn.
-
-    Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
-    websocket to the API server, and setting that up is not the model's latency."""
-    payload = {
+def completion_payload(served_model: str) -> dict[str, Any]:
+    return {
         "model": served_model,
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": MAX_TOKENS,
         "temperature": 0,
     }
+
+
+def chat_completions(
+    base_urls: Sequence[str], served_model: str, options: Options, host: Optional[str] = None, api_key: Optional[str] = None
+) -> list[Response]:
+    """options.requests completions from options.concurrency workers, each on a connection of its own,
+    the workers taking the base URLs in turn.
+
+    Each worker first sends an untimed GET /v1/models: through a port-forward a new connection is a new
+    websocket to the API server, through the gateway a TLS handshake, and setting that up is not the model's latency."""
+    payload = completion_payload(served_model)
     workers = min(options.concurrency, options.requests)
     shares = [options.requests // workers + (index < options.requests % workers) for index in range(workers)]
 
     def work(index: int) -> list[Response]:
-        with contextlib.closing(HttpClient(base_urls[index % len(base_urls)], request_timeout(options), host)) as client:
+        base_url = base_urls[index % len(base_urls)]
+        with contextlib.closing(HttpClient(base_url, request_timeout(options), host, api_key)) as client:
             client.request(READINESS_PATH)
             responses = []
             for _ in range(shares[index]):
@@ -269,9 +277,60 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
     return checks
 
 
+def one_completion(base_url: str, served_model: str, timeout: float, api_key: Optional[str] = None) -> Response:
+    """One chat completion on a connection of its own, with the key or, when none is given, without one."""
+    with contextlib.closing(HttpClient(base_url, timeout, api_key=api_key)) as client:
+        return client.request(COMPLETIONS_PATH, completion_payload(served_model))
+
+
+def gateway_pending(response: Response) -> Optional[str]:
+    """None once the gateway gives an answer that waiting will not change: a completion, or its 401 or 403."""
+    return None if response.error is None and response.status in (401, 403) else completion_problem(response)
+
+
+def gateway_checks(target: Target, options: Options, api_key: str) -> list[Check]:
+    """A model through the gateway, as a client reaches it: refused without a key, allowed with it, then the
+    completions and their p95, the same checks as on the direct path. A model that scales to zero is first
+    woken, as through the interceptor: up to --wait-ready, WAKE_SECONDS without it."""
+    model, base_url, gateway_model = target.name, target.url, target.served_model
+    wanted = options.wait_ready or (WAKE_SECONDS if target.scales_to_zero else 0.0)
+    if wanted:
+        wait = _wait_seconds(options, wanted)
+        progress(f"{model}: waiting up to {wait:g} s for {gateway_model!r} to answer through the gateway")
+        # The gateway holds a request for a model at zero while it wakes: each poll may take what is left of the wait.
+        reason = wait_until(
+            lambda left: gateway_pending(one_completion(base_url, gateway_model, left, api_key)), wait, options.wait_interval
+        )
+        _report_wait(model, wait, reason)
+    progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} without a key")
+    checks = [evaluate_keyless(model, one_completion(base_url, gateway_model, request_timeout(options)))]
+    progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} with the key")
+    allowed = evaluate_keyed(model, gateway_model, one_completion(base_url, gateway_model, request_timeout(options), api_key))
+    checks.append(allowed)
+    if not allowed.passed:
+        # Completions the key may not make can only fail the same way; say so once.
+        skipped = "skipped: the key-allowed check failed"
+        return checks + [Check(model, name, False, skipped) for name in ("completions", "latency-p95")]
+    progress(f"{model}: {options.requests} chat completions through the gateway, {options.concurrency} at a time")
+    return checks + evaluate_completions(
+        model, chat_completions([base_url], gateway_model, options, api_key=api_key), options.p95_slo
+    )
+
+
+def _past_deadline(target: Target) -> Check:
+    return Check(target.name, "deadline", False, "skipped: the run's --deadline passed before this model")
+
+
+def verify_via_gateway(target: Target, options: Options, api_key: str) -> list[Check]:
+    """The gateway's endpoint is reached directly: no Kubernetes checks, no port-forward."""
+    if time_left(options) <= 0:
+        return [_past_deadline(target)]
+    return gateway_checks(target, options, api_key)
+
+
 def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = None) -> list[Check]:
     if time_left(options) <= 0:
-        return [Check(target.name, "deadline", False, "skipped: the run's --deadline passed before this model")]
+        return [_past_deadline(target)]
     if kube is not None:
         return kubernetes_checks(target, options, kube)
     if options.wait_ready:

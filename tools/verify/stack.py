@@ -59,10 +59,15 @@ def stack_file_context(stack: str) -> Optional[str]:
     return existing.context if existing else None
 
 
-def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
+def _models(outputs: dict[str, Any]) -> dict[str, Any]:
     models = outputs.get("models") or {}
     if not isinstance(models, dict) or not models:
         raise UsageError("the stack has no `models` output; has it been deployed?")
+    return models
+
+
+def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
+    models = _models(outputs)
     namespace = outputs.get("namespace")
     try:
         return [
@@ -71,6 +76,34 @@ def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
         ]
     except (KeyError, TypeError) as exc:
         raise UsageError(f"the stack's `models` output is not the documented shape: {exc!r}") from exc
+
+
+def gateway_base_url(endpoint: Any) -> str:
+    """The gateway's root URL: `endpoint` is an OpenAI base URL, ending in /v1, and verify's paths start with /v1."""
+    parts = urlsplit(endpoint if isinstance(endpoint, str) else "")
+    path = parts.path.rstrip("/")
+    try:
+        port_ok = parts.port != 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or not path.endswith("/v1"):
+        raise UsageError(f"the stack's `endpoint` output {endpoint!r} is not an OpenAI base URL such as https://llm.example.com/v1")
+    return f"{parts.scheme}://{parts.netloc}{path.removesuffix('/v1')}"
+
+
+def gateway_targets(outputs: dict[str, Any]) -> list[Target]:
+    """Every model as a client of the gateway names it: its `gatewayModelName`, at the stack's `endpoint`."""
+    if not outputs.get("endpoint"):
+        raise UsageError("the stack has no gateway (no `endpoint` output): set gateway.enabled in its config, or verify without --via-gateway")
+    base_url = gateway_base_url(outputs["endpoint"])
+    targets = []
+    for name, model in sorted(_models(outputs).items()):
+        gateway_model = model.get("gatewayModelName") if isinstance(model, dict) else None
+        if not isinstance(gateway_model, str) or not gateway_model:
+            raise UsageError(f"the stack's `models.{name}` output has no `gatewayModelName`")
+        scales_to_zero = model.get("scalesToZero") is True
+        targets.append(Target(name=name, served_model=gateway_model, url=base_url, scales_to_zero=scales_to_zero))
+    return targets
 
 
 def target_from_url(url: str, model: str) -> Target:

@@ -1,0 +1,375 @@
+"""tools.verify --via-gateway against a stand-in for the gateway on loopback: keys, per-model authorization,
+and the same completions and p95 as on the direct path, reached as a client reaches them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from tests import test_verify as direct
+from tests.test_verify import FAST, MODEL, ONE_MODEL, VllmDouble, _VllmHandler, kubeconfig_for, made_calls, run_json
+from tools.verify import checks as verdicts
+from tools.verify import cli, client, probe, stack
+
+# The direct path's fixtures, bound here by assignment: the stack's outputs from a stand-in `pulumi` on PATH,
+# and a port that refuses connections.
+fake_pulumi, refused_url = direct.fake_pulumi, direct.refused_url
+
+OTHER = "qwen-7b"
+KEY = "sk-verify-3f9a1c7e5b"
+KEY_VARIABLE = "VERIFY_GATEWAY_KEY"
+# A stack with no Pulumi.<stack>.yaml here: the p95 SLO is verify's default unless a flag says otherwise.
+STACK = "gw"
+VIA_GATEWAY = ["--stack", STACK, "--via-gateway", "--api-key-env", KEY_VARIABLE]
+GATEWAY_CHECKS = ("key-required", "key-allowed", "completions", "latency-p95")
+
+
+class GatewayDouble(VllmDouble):
+    """The gateway as a client meets it: 401 without `Authorization: Bearer <a known key>`, 403 for a model
+    outside that key's list, 404 off the two OpenAI paths verify uses; otherwise the vLLM double's answer."""
+
+    def __init__(
+        self,
+        keys: Optional[dict[str, tuple[str, ...]]] = None,
+        keyless_passes: bool = False,
+        unready: int = 0,
+        **variant: Any,
+    ):
+        super().__init__(served=(MODEL, OTHER), **variant)
+        self.RequestHandlerClass = _GatewayHandler  # the vLLM double's handler, behind the gateway's own checks
+        self.keys = {KEY: (MODEL, OTHER)} if keys is None else keys
+        self.keyless_passes = keyless_passes  # a gateway without its key check: keyless requests reach the models
+        self.unready = unready  # this many allowed completions answer 503 first, as before a model's route is up
+        self.authorizations: list[Optional[str]] = []  # each request's Authorization header, None without one
+        self.paths: list[str] = []
+        self.refused: Counter[tuple[int, str]] = Counter()  # (status, model) of each 401 and 403
+
+
+class _GatewayHandler(_VllmHandler):
+    server: GatewayDouble
+
+    def _error(self, status: int, code: str) -> None:
+        self._reply(status, {"error": {"message": code, "type": "invalid_request_error", "param": None, "code": code}})
+
+    def _refused(self, model: Optional[str]) -> bool:
+        """The key check, then the key's models, in Envoy Gateway's order; True when it answered the refusal."""
+        header = self.headers.get("Authorization")
+        with self.server.lock:
+            self.server.authorizations.append(header)
+        key = header.removeprefix("Bearer ") if header and header.startswith("Bearer ") else None
+        if key is None and self.server.keyless_passes:
+            return False
+        refusal = None
+        if key not in self.server.keys:
+            refusal = (401, "invalid_api_key")
+        elif model is not None and model not in self.server.keys[key]:
+            refusal = (403, "model_not_allowed")
+        if refusal is None:
+            return False
+        with self.server.lock:
+            self.server.refused[(refusal[0], str(model))] += 1
+        self._error(*refusal)
+        return True
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        if self.path != "/v1/models":
+            self._error(404, "model_not_found")
+        elif not self._refused(None):
+            super().do_GET()
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.paths.append(self.path)
+        if self.path != "/v1/chat/completions":
+            self._error(404, "model_not_found")
+            return
+        if self._refused(request.get("model")):
+            return
+        with self.server.lock:
+            unready = self.server.unready > 0
+            self.server.unready -= unready
+        if unready:
+            self._reply(503, {"error": {"message": "no healthy upstream"}})
+            return
+        self._complete(request)
+
+
+@pytest.fixture
+def gateway() -> Iterator[Any]:
+    servers: list[GatewayDouble] = []
+
+    def start(**variant: Any) -> GatewayDouble:
+        server = GatewayDouble(**variant)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def gateway_outputs(server: GatewayDouble, endpoint: Any = "") -> dict[str, Any]:
+    """The stack's outputs with its gateway on: the endpoint, and each model's gatewayModelName beside the rest."""
+    models = {
+        name: {
+            "serviceUrl": f"http://{name}.vllm.svc.cluster.local:8000",
+            "servedModelName": served,
+            "gatewayModelName": served,
+            "port": 8000,
+        }
+        for name, served in ((MODEL, MODEL), ("qwen", OTHER))
+    }
+    return {"namespace": "vllm", "endpoint": endpoint or f"{server.url}/v1", "models": models}
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["model"], c["check"], c["status"]) for c in result["checks"]]
+
+
+def details(result: dict[str, Any], model: str) -> dict[str, str]:
+    return {c["check"]: c["detail"] for c in result["checks"] if c["model"] == model}
+
+
+def test_every_model_passes_through_the_gateway_with_the_right_key(gateway, fake_pulumi, refused_url, monkeypatch, capsys):
+    """The stack's kubeconfig goes unused: it names a cluster that refuses connections, and no check asks it."""
+    server = gateway()
+    calls = fake_pulumi(gateway_outputs(server), kubeconfig=kubeconfig_for(refused_url))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code = cli.main([*VIA_GATEWAY, *FAST, "--json"])
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert code == cli.EXIT_PASSED, result
+    assert rows(result) == [(model, check, "PASS") for model in (MODEL, "qwen") for check in GATEWAY_CHECKS]
+    assert details(result, "qwen")["key-required"] == "refused with 401 without a key"
+    assert details(result, "qwen")["key-allowed"] == f"this key may use {OTHER}"
+    assert details(result, "qwen")["completions"] == "4/4 succeeded"
+    assert made_calls(calls, STACK)
+    # One keyless request per model; every other one carries the key, and each completion names its gatewayModelName.
+    assert server.authorizations.count(None) == 2 and set(server.authorizations) == {None, f"Bearer {KEY}"}
+    assert Counter(r["model"] for r in server.chat_requests) == {MODEL: 1 + 4, OTHER: 1 + 4}
+    assert set(server.paths) == {"/v1/models", "/v1/chat/completions"}, "the endpoint's /v1 is not doubled"
+    assert "port-forward" not in err and "kubeconfig" not in err
+    assert KEY not in out and KEY not in err
+
+
+def test_a_gateway_that_lets_keyless_requests_through_fails_key_required(gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway(keyless_passes=True)
+    fake_pulumi(gateway_outputs(server))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code, result = run_json(capsys, *VIA_GATEWAY, *FAST)
+    assert code == cli.EXIT_FAILED
+    failed = [(model, check) for model, check, status in rows(result) if status == "FAIL"]
+    assert failed == [(MODEL, "key-required"), ("qwen", "key-required")]
+    assert details(result, MODEL)["key-required"] == "HTTP 200 without a key; the gateway must refuse it with 401"
+
+
+def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway(keys={KEY: (MODEL,)})
+    fake_pulumi(gateway_outputs(server))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code = cli.main([*VIA_GATEWAY, *FAST])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_FAILED
+    table = [line.split(None, 3) for line in out.splitlines()[1:-1]]
+    assert [row[:3] for row in table[:4]] == [[MODEL, check, "PASS"] for check in GATEWAY_CHECKS]
+    assert table[1][3] == f"this key may use {MODEL}"
+    assert table[4:] == [
+        ["qwen", "key-required", "PASS", "refused with 401 without a key"],
+        ["qwen", "key-allowed", "FAIL", f"403: this key may not use {OTHER}"],
+        ["qwen", "completions", "FAIL", "skipped: the key-allowed check failed"],
+        ["qwen", "latency-p95", "FAIL", "skipped: the key-allowed check failed"],
+    ]
+    assert out.splitlines()[-1] == "FAIL: 3 of 8 checks failed"
+    assert server.refused == {(401, MODEL): 1, (401, OTHER): 1, (403, OTHER): 1}, "one 403, then no completions for it"
+    assert "Traceback" not in err and KEY not in out + err
+
+
+def test_a_key_the_gateway_does_not_know_fails_key_allowed_and_is_never_printed(gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway()
+    fake_pulumi(gateway_outputs(server))
+    wrong = "sk-not-a-key-7d1e"
+    monkeypatch.setenv(KEY_VARIABLE, wrong)
+    code = cli.main([*VIA_GATEWAY, *FAST, "--json"])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_FAILED
+    assert details(json.loads(out), "qwen")["key-allowed"] == "401: the gateway does not accept this key"
+    assert server.chat_requests == []
+    assert wrong not in out and wrong not in err
+
+
+def test_slow_answers_through_the_gateway_fail_the_same_p95_slo(gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway(chat_delay=0.1)
+    fake_pulumi(gateway_outputs(server))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code, result = run_json(capsys, *VIA_GATEWAY, *FAST, "--p95-slo", "0.05")
+    assert code == cli.EXIT_FAILED
+    checks = {c["check"]: c for c in result["checks"] if c["model"] == MODEL}
+    assert checks["completions"]["status"] == "PASS" and checks["latency-p95"]["status"] == "FAIL"
+    assert checks["latency-p95"]["data"]["p95Seconds"] >= 0.1 and checks["latency-p95"]["data"]["p95SloSeconds"] == 0.05
+    assert "SLO p95 <= 0.05 s" in checks["latency-p95"]["detail"]
+
+
+@pytest.mark.parametrize("value", [None, "", "   "], ids=["unset", "empty", "blank"])
+def test_a_missing_key_is_a_usage_error_that_names_the_variable(value, fake_pulumi, monkeypatch, capsys):
+    calls = fake_pulumi({"endpoint": "https://llm.example.com/v1", **ONE_MODEL})
+    monkeypatch.setenv("VERIFY_GATEWAY_KEY_FOR_ANOTHER_STACK", KEY)
+    if value is None:
+        monkeypatch.delenv(KEY_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(KEY_VARIABLE, value)
+    assert cli.main(VIA_GATEWAY) == cli.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert f"--api-key-env {KEY_VARIABLE}: the environment variable {KEY_VARIABLE} is unset or empty" in err
+    assert KEY not in out + err
+    assert not calls.exists(), "the key is read before the stack's outputs"
+
+
+def test_a_key_no_header_can_carry_is_a_usage_error_that_does_not_print_it(monkeypatch, capsys):
+    monkeypatch.setenv(KEY_VARIABLE, "sk-first-line\nsk-second-line")
+    assert cli.main(VIA_GATEWAY) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{KEY_VARIABLE} holds characters an HTTP header cannot carry" in err and "sk-" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--url", "http://127.0.0.1:1", "--model", MODEL, "--via-gateway", "--api-key-env", KEY_VARIABLE], "--via-gateway needs --stack"),
+        (["--stack", STACK, "--via-gateway"], "--via-gateway needs --api-key-env VAR"),
+        (["--stack", STACK, "--api-key-env", KEY_VARIABLE], "--api-key-env goes with --via-gateway"),
+        ([*VIA_GATEWAY, "--kubeconfig", "/nonexistent"], "it takes no --kubeconfig or --context"),
+        ([*VIA_GATEWAY, "--context", "kind-vllm-platform"], "it takes no --kubeconfig or --context"),
+    ],
+    ids=["no stack", "no key variable", "key without gateway", "kubeconfig", "context"],
+)
+def test_gateway_flags_that_do_not_go_together_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("endpoint", ["absent", None], ids=["no output", "null"])
+def test_a_stack_without_a_gateway_is_a_usage_error(endpoint, fake_pulumi, monkeypatch, capsys):
+    fake_pulumi(ONE_MODEL if endpoint == "absent" else {**ONE_MODEL, "endpoint": endpoint})
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    assert cli.main(VIA_GATEWAY) == cli.EXIT_USAGE
+    assert "the stack has no gateway (no `endpoint` output)" in capsys.readouterr().err
+
+
+def test_a_model_without_a_gateway_model_name_is_a_usage_error() -> None:
+    outputs = {"endpoint": "https://llm.example.com/v1", **ONE_MODEL}
+    with pytest.raises(verdicts.UsageError, match=f"`models.{MODEL}` output has no `gatewayModelName`"):
+        stack.gateway_targets(outputs)
+    named = {**outputs, "models": {MODEL: {**ONE_MODEL["models"][MODEL], "gatewayModelName": "llama"}}}
+    assert stack.gateway_targets(named) == [verdicts.Target(MODEL, "llama", "https://llm.example.com")]
+    at_zero = {**outputs, "models": {MODEL: {**named["models"][MODEL], "scalesToZero": True}}}
+    assert stack.gateway_targets(at_zero) == [verdicts.Target(MODEL, "llama", "https://llm.example.com", scales_to_zero=True)]
+
+
+@pytest.mark.parametrize(
+    "endpoint, base_url",
+    [
+        ("http://k8s-gw-0a1b2c.elb.us-west-2.amazonaws.com/v1", "http://k8s-gw-0a1b2c.elb.us-west-2.amazonaws.com"),
+        ("https://llm.example.com/v1", "https://llm.example.com"),
+        ("https://llm.example.com/v1/", "https://llm.example.com"),
+        ("https://llm.example.com:8443/llm/v1", "https://llm.example.com:8443/llm"),
+    ],
+)
+def test_the_endpoint_is_an_openai_base_url(endpoint, base_url) -> None:
+    assert stack.gateway_base_url(endpoint) == base_url
+
+
+@pytest.mark.parametrize("endpoint", ["llm.example.com/v1", "https://llm.example.com", "ftp://llm.example.com/v1", "http://llm:99999/v1", 7])
+def test_an_endpoint_that_is_no_openai_base_url_is_a_usage_error(endpoint) -> None:
+    with pytest.raises(verdicts.UsageError, match="is not an OpenAI base URL"):
+        stack.gateway_base_url(endpoint)
+
+
+def gateway_target(server: GatewayDouble, gateway_model: str = MODEL) -> verdicts.Target:
+    return verdicts.Target(MODEL, gateway_model, server.url)
+
+
+def test_wait_ready_waits_for_the_gateway_to_route_the_model(gateway, capsys):
+    server = gateway(unready=2)
+    options = verdicts.Options(requests=2, concurrency=2, timeout=2, wait_ready=5, wait_interval=0.01)
+    checks = probe.verify_via_gateway(gateway_target(server), options, KEY)
+    assert [(c.check, c.passed) for c in checks] == [(name, True) for name in GATEWAY_CHECKS]
+    assert server.unready == 0
+    assert "still not ready" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scales_to_zero", [True, False], ids=["at zero: woken", "not at zero: no wait"])
+def test_a_model_at_zero_is_woken_through_the_gateway_without_wait_ready(gateway, capsys, scales_to_zero):
+    server = gateway(unready=2)
+    target = verdicts.Target(MODEL, MODEL, server.url, scales_to_zero=scales_to_zero)
+    options = verdicts.Options(requests=2, timeout=2, wait_interval=0.01)
+    checks = {c.check: c for c in probe.verify_via_gateway(target, options, KEY)}
+    assert checks["key-allowed"].passed is scales_to_zero
+    assert (f"waiting up to {probe.WAKE_SECONDS:g} s" in capsys.readouterr().err) is scales_to_zero
+    if not scales_to_zero:
+        assert checks["key-allowed"].detail.startswith("HTTP 503") and server.unready == 1
+
+
+def test_wait_ready_stops_at_a_403_that_waiting_will_not_change(gateway):
+    server = gateway(keys={KEY: (MODEL,)})
+    options = verdicts.Options(requests=2, timeout=2, wait_ready=60, wait_interval=0.01)
+    checks = {c.check: c for c in probe.verify_via_gateway(gateway_target(server, OTHER), options, KEY)}
+    assert checks["key-allowed"].detail == f"403: this key may not use {OTHER}"
+    assert server.refused[(403, OTHER)] == 2, "one poll of the wait, then the key-allowed check"
+
+
+def test_the_runs_deadline_skips_the_gateway_checks(gateway):
+    server = gateway()
+    options = verdicts.Options(deadline=time.monotonic() - 1)
+    assert [(c.check, c.passed) for c in probe.verify_via_gateway(gateway_target(server), options, KEY)] == [("deadline", False)]
+    assert server.paths == []
+
+
+@pytest.mark.parametrize(
+    "response, passed, detail",
+    [
+        (client.Response(401, b'{"error": {}}', 0.01), True, "refused with 401 without a key"),
+        (client.Response(403, b"", 0.01), False, "HTTP 403 without a key; the gateway must refuse it with 401"),
+        (client.Response(None, b"", 2.0, "connection refused"), False, "connection refused"),
+    ],
+)
+def test_evaluate_keyless(response, passed, detail) -> None:
+    check = verdicts.evaluate_keyless(MODEL, response)
+    assert (check.check, check.passed, check.detail) == ("key-required", passed, detail)
+
+
+@pytest.mark.parametrize(
+    "response, passed, detail",
+    [
+        (client.Response(200, b'{"choices": [{"message": {"content": "OK"}}]}', 0.01), True, f"this key may use {MODEL}"),
+        (client.Response(403, b'{"error": {}}', 0.01), False, f"403: this key may not use {MODEL}"),
+        (client.Response(401, b'{"error": {}}', 0.01), False, "401: the gateway does not accept this key"),
+        (client.Response(404, b"", 0.01), False, "HTTP 404"),
+        (client.Response(None, b"", 2.0, "timed out after 2 s"), False, "timed out after 2 s"),
+    ],
+)
+def test_evaluate_keyed(response, passed, detail) -> None:
+    check = verdicts.evaluate_keyed("llama", MODEL, response)
+    assert (check.model, check.check, check.passed, check.detail) == ("llama", "key-allowed", passed, detail)
+
+
+def test_the_client_sends_a_key_only_where_one_is_given(gateway) -> None:
+    server = gateway()
+    keyless = client.HttpClient(server.url, 2)
+    keyed = client.HttpClient(server.url, 2, api_key=KEY)
+    try:
+        assert keyless.request("/v1/models").status == 401
+        assert keyed.request("/v1/models").status == 200
+    finally:
+        keyless.close()
+        keyed.close()
+    assert server.authorizations == [None, f"Bearer {KEY}"]
