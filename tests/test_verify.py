@@ -167,12 +167,12 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         )
 
 
-@pytest.fixture
-def double() -> Iterator[Any]:
-    servers: list[VllmDouble] = []
+def serving(factory: Callable[..., Any]) -> Iterator[Any]:
+    """A fixture's `start(**variant)`: each server it makes serves on loopback until the test ends."""
+    servers: list[Any] = []
 
-    def start(**variant: Any) -> VllmDouble:
-        server = VllmDouble(**variant)
+    def start(**variant: Any) -> Any:
+        server = factory(**variant)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return server
@@ -181,6 +181,11 @@ def double() -> Iterator[Any]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def double() -> Iterator[Any]:
+    yield from serving(VllmDouble)
 
 
 @pytest.fixture

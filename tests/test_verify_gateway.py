@@ -4,7 +4,6 @@ and the same completions and p95 as on the direct path, reached as a client reac
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from typing import Any, Iterator, Optional
@@ -12,7 +11,7 @@ from typing import Any, Iterator, Optional
 import pytest
 
 from tests import test_verify as direct
-from tests.test_verify import FAST, MODEL, ONE_MODEL, VllmDouble, _VllmHandler, kubeconfig_for, made_calls, run_json
+from tests.test_verify import FAST, MODEL, ONE_MODEL, VllmDouble, _VllmHandler, kubeconfig_for, made_calls, run_json, serving
 from tools.verify import checks as verdicts
 from tools.verify import cli, client, probe, stack
 
@@ -102,18 +101,7 @@ class _GatewayHandler(_VllmHandler):
 
 @pytest.fixture
 def gateway() -> Iterator[Any]:
-    servers: list[GatewayDouble] = []
-
-    def start(**variant: Any) -> GatewayDouble:
-        server = GatewayDouble(**variant)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    yield from serving(GatewayDouble)
 
 
 def gateway_outputs(server: GatewayDouble, endpoint: Any = "") -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict
@@ -62,3 +63,10 @@ def check_ordered(low: int, high: int, names: tuple[str, str] = ("minSize", "max
     """A lower bound above its upper bound is refused, naming both."""
     if low > high:
         raise ValueError(f"{names[0]} {low} is above {names[1]} {high}")
+
+
+def check_cidrs(values: list[str]) -> list[str]:
+    """Each a network in CIDR notation with no host bits set, as AWS takes it; else ValueError naming it."""
+    for value in values:
+        ipaddress.ip_network(value, strict=True)
+    return values

@@ -14,6 +14,7 @@ from vllm_platform.config.base import (
     DNS_1123_LABEL,
     PRINTABLE_WORD,
     Section,
+    check_cidrs,
     check_label,
     check_ordered,
     check_pattern,
@@ -183,9 +184,7 @@ class Endpoint(Section):
     @field_validator("public_access_cidrs")
     @classmethod
     def _valid_cidrs(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_network(value, strict=True)
-        return values
+        return check_cidrs(values)
 
     @model_validator(mode="after")
     def _reachable(self) -> "Endpoint":

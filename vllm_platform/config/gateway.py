@@ -7,13 +7,20 @@ Envoy Gateway and Envoy AI Gateway route on the request body's `model`; each cli
 from __future__ import annotations
 
 import enum
-import ipaddress
 import re
 from typing import Optional
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from vllm_platform.config.base import DNS_1123_LABEL, DNS_1123_SUBDOMAIN, Section, check_label, check_pattern, duplicates
+from vllm_platform.config.base import (
+    DNS_1123_LABEL,
+    DNS_1123_SUBDOMAIN,
+    Section,
+    check_cidrs,
+    check_label,
+    check_pattern,
+    duplicates,
+)
 from vllm_platform.config.secrets import SECRET_PLACEHOLDER, set_command
 
 # An ACM certificate: the NLB terminates TLS with it, as ACM keys never leave AWS.
@@ -120,9 +127,7 @@ class Gateway(Section):
     @field_validator("allowed_source_cidrs")
     @classmethod
     def _cidrs(cls, values: list[str]) -> list[str]:
-        for value in values:
-            ipaddress.ip_network(value, strict=True)
-        return values
+        return check_cidrs(values)
 
     @model_validator(mode="after")
     def _exposure_is_safe(self) -> "Gateway":

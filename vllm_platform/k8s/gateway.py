@@ -297,7 +297,7 @@ def ai_gateway_route(route: GatewayRoute, plan: Plan) -> dict[str, Any]:
         "kind": "AIGatewayRoute",
         "metadata": _metadata(route_name(route), "route"),
         "spec": {
-            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+            "parentRefs": [_gateway_ref()],
             "rules": [
                 {
                     "name": "serve",
@@ -353,14 +353,26 @@ def _authorization_rules(gateway: GatewayPlan, plan: Plan) -> list[dict[str, Any
     return rules
 
 
-def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
-    """Every request needs a client's key (401 otherwise), and a model of that client's list (403 otherwise)."""
+def _gateway_ref() -> dict[str, str]:
+    return {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}
+
+
+def _gateway_policy(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An Envoy Gateway policy on the whole Gateway: every route, the route-not-found ones included."""
     return {
         "apiVersion": ENVOY_GATEWAY_API,
-        "kind": "SecurityPolicy",
-        "metadata": _metadata("llm-gateway-keys", "gateway"),
-        "spec": {
-            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+        "kind": kind,
+        "metadata": _metadata(name, "gateway"),
+        "spec": {"targetRefs": [_gateway_ref()], **spec},
+    }
+
+
+def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
+    """Every request needs a client's key (401 otherwise), and a model of that client's list (403 otherwise)."""
+    return _gateway_policy(
+        "SecurityPolicy",
+        "llm-gateway-keys",
+        {
             "apiKeyAuth": {
                 "credentialRefs": [{"group": "", "kind": "Secret", "name": GATEWAY_KEYS_SECRET}],
                 "extractFrom": [{"headers": ["Authorization"]}],
@@ -370,7 +382,7 @@ def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
             },
             "authorization": {"defaultAction": "Allow", "rules": _authorization_rules(gateway, plan)},
         },
-    }
+    )
 
 
 def _token_rule(client: GatewayClient) -> dict[str, Any]:
@@ -415,12 +427,10 @@ ERROR_RESPONSES = (
 
 def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
     """The token budgets, per client, and OpenAI-shaped errors for the gateway's own refusals."""
-    return {
-        "apiVersion": ENVOY_GATEWAY_API,
-        "kind": "BackendTrafficPolicy",
-        "metadata": _metadata("llm-gateway-tokens", "gateway"),
-        "spec": {
-            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}],
+    return _gateway_policy(
+        "BackendTrafficPolicy",
+        "llm-gateway-tokens",
+        {
             "rateLimit": {"global": {"rules": [_token_rule(c) for c in gateway.clients]}},
             "responseOverride": [
                 {
@@ -430,7 +440,7 @@ def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
                 for status, body in ERROR_RESPONSES
             ],
         },
-    }
+    )
 
 
 def redis_objects() -> list[dict[str, Any]]:
