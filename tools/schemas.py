@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 import jsonschema
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,11 @@ def validate_custom_resource(manifest: dict[str, Any], directory: Path, extra: O
         f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
         for e in validator.iter_errors(manifest)
     ]
+
+
+# kubernetes-validate reads and parses two schema files (its definitions file, megabytes, among them) for every
+# object it validates; a chart such as Envoy Gateway's has dozens. Each file is parsed once here, and only read.
+kubernetes_validate.utils.schema_contents = lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents)
 
 
 def validate_built_in(manifest: dict[str, Any], kubernetes_version: str) -> list[str]:
