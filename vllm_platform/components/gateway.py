@@ -51,13 +51,12 @@ class LlmGateway(pulumi.ComponentResource):
         # The NLB's Service is made after the controller that makes its NLB, and so deleted before it.
         before_controller = pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *after])
 
-        built: dict[str, pulumi.CustomResource] = {
-            f"{o['kind']}/{o['metadata']['name']}": BUILT_IN[o["kind"]](
-                f"{o['metadata']['name']}-{o['kind'].lower()}", metadata=o["metadata"], spec=o["spec"], opts=before_controller
-            )
-            for o in manifests.built_in_objects(gateway)
-        }
-        store = [r for key, r in built.items() if key != f"Service/{manifests.proxy_service_name()}"]
+        store = [
+            BUILT_IN[o["kind"]](f"{o['metadata']['name']}-{o['kind'].lower()}", metadata=o["metadata"], spec=o["spec"], opts=in_namespace)
+            for o in manifests.redis_objects()
+        ]
+        door = manifests.proxy_service(gateway)
+        service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
         envoy = helm_release(
             ENVOY_GATEWAY, manifests.envoy_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store])
         )
@@ -78,18 +77,10 @@ class LlmGateway(pulumi.ComponentResource):
         )
         routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys])
         for manifest in manifests.routed_objects(plan):
-            kind = manifest["kind"]
-            if kind == "GatewayClass":
-                k8s.apiextensions.CustomResource(
-                    manifest["metadata"]["name"], api_version=manifest["apiVersion"], kind=kind,
-                    metadata=manifest["metadata"], spec=manifest["spec"], opts=routed,
-                )  # fmt: skip
-            else:
-                custom_resource(f"{manifest['metadata']['name']}-{kind.lower()}", manifest, routed)
+            custom_resource(f"{manifest['metadata']['name']}-{manifest['kind'].lower()}", manifest, routed)
         if plan.config.observability.creates_service_monitors:
             custom_resource("llm-gateway-podmonitor", manifests.pod_monitor(), pulumi.ResourceOptions(parent=self, depends_on=list(monitoring)))
 
-        service = built[f"Service/{manifests.proxy_service_name()}"]
         # `pulumi up` waits for a LoadBalancer Service until the controller has made its NLB; its name is unknown
         # at preview.
         hostname: Any = (

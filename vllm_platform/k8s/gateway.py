@@ -559,10 +559,6 @@ def routed_objects(plan: Plan) -> list[dict[str, Any]]:
     return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway)]
 
 
-def built_in_objects(gateway: GatewayPlan) -> list[dict[str, Any]]:
-    """The gateway's own plain Kubernetes objects: the rate-limit store, and the clients' Service."""
-    return [*redis_objects(), proxy_service(gateway)]
-
 
 def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str) -> dict[str, Any]:
     """aws-load-balancer-controller 3.5.0: two replicas with a PDB on the system nodes, told its cluster,
