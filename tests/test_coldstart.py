@@ -43,7 +43,7 @@ def test_every_constant_is_named_dated_sourced_and_used() -> None:
 def test_no_phase_is_faster_than_its_bytes_over_its_bandwidth(instance: InstanceType, source: WeightsSource) -> None:
     link = instance.pod_network_gbps * GB / 8
     for weights in CHECKPOINTS.values():
-        estimate = coldstart.estimate(instance, weights, 70, source, warm=False)
+        estimate = coldstart.estimate(instance, weights, 70, 8, source, warm=False)
         assert estimate.weights_seconds >= weights / link
         assert estimate.weights_seconds >= weights / (c("S3_INSTANCE_GBPS") * GB / 8)
         assert estimate.image_pull_seconds >= c("VLLM_IMAGE_BYTES") / link
@@ -81,15 +81,24 @@ def test_nvswitch_nodes_boot_with_the_fabric_manager() -> None:
 
 
 def test_engine_start_grows_with_size_from_the_measured_anchors() -> None:
-    assert coldstart.engine_start_seconds(0.5) == coldstart.engine_start_seconds(8) == c("ENGINE_START_8B_SECONDS")
-    assert coldstart.engine_start_seconds(70) == pytest.approx(c("ENGINE_START_70B_TP8_SECONDS"))
-    assert coldstart.engine_start_seconds(8) < coldstart.engine_start_seconds(30) < coldstart.engine_start_seconds(70)
+    start = coldstart.engine_start_seconds
+    assert start(0.5, 1) == start(8, 1) == c("ENGINE_START_8B_SECONDS")
+    assert start(70, 8) == pytest.approx(c("ENGINE_START_70B_TP8_SECONDS"))
+    assert start(8, 1) < start(30, 1) < start(70, 1)
+
+
+def test_engine_start_grows_with_each_gpu_beyond_the_first() -> None:
+    start, per_gpu = coldstart.engine_start_seconds, c("ENGINE_START_PER_EXTRA_GPU_SECONDS")
+    assert start(8, 2) - start(8, 1) == pytest.approx(per_gpu)
+    assert start(70, 8) - start(70, 4) == pytest.approx(4 * per_gpu)
+    # The same model on one GPU starts sooner than the measured 70B on eight, by what seven GPUs add.
+    assert start(70, 1) == pytest.approx(c("ENGINE_START_70B_TP8_SECONDS") - 7 * per_gpu)
 
 
 def test_a_warm_node_skips_the_boot_and_the_pull() -> None:
     g5 = INSTANCE_TYPES["g5.2xlarge"]
-    cold = coldstart.estimate(g5, CHECKPOINTS[8], 8, WeightsSource.CACHE, warm=False)
-    warm = coldstart.estimate(g5, CHECKPOINTS[8], 8, WeightsSource.CACHE, warm=True)
+    cold = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=False)
+    warm = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=True)
     assert warm.from_zero_seconds == warm.from_node_seconds == cold.from_node_seconds
     assert cold.from_zero_seconds == cold.node_boot_seconds + cold.image_pull_seconds + cold.from_node_seconds
     assert warm.cold_seconds == cold.from_zero_seconds, "the timeouts still allow for every warm node taken"

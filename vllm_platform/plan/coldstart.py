@@ -2,8 +2,8 @@
 
 Four phases: the node's boot (from zero only), the image pull (where the node does not hold the image yet),
 the weights (streamed from S3, or downloaded from the hub and read back), and the engine's start (CUDA
-context, torch.compile, CUDA graphs, KV cache). Every figure comes from `CONSTANTS`, each named, dated and
-sourced; none is faster than its bytes over its bandwidth. The startup probe's budget and the rollouts'
+context, torch.compile, CUDA graphs, KV cache; by the model's size and its tensor parallelism). Every figure
+comes from `CONSTANTS`, each named, dated and sourced; none is faster than its bytes over its bandwidth. The startup probe's budget and the rollouts'
 timeouts are this estimate times `SAFETY_FACTOR`, so they follow from it instead of being guessed apart.
 """
 
@@ -115,6 +115,14 @@ CONSTANTS: dict[str, Constant] = {
         "vllm-project/vllm#19824: Llama-70B, tensor parallel 8: Dynamo 15 s, torch.compile 70 s, CUDA graphs 60 s",
         "a 70B model's start on 8 GPUs, the same phases",
     ),
+    "ENGINE_START_PER_EXTRA_GPU_SECONDS": Constant(
+        3.5, "s", "2025-09-03",
+        "upb-cn/vllm-startup-profiler@9ef96f4 (MLSys 2026, \"Breaking the Ice: Analyzing Cold Start Latency in vLLM\"), "
+        "vLLM 0.10.1.1, cold compile cache: Llama-2-13B, Llama-3.2-3B and Qwen-4B started 1.9, 3.8 and 4.9 s later at "
+        "tensor parallel 2 (experiments/node5/examples/multi_gpu) than at 1 (model_size/uncached), weight loading excluded",
+        "what each GPU beyond the first adds to the start (a worker process, its CUDA context, NCCL's setup); "
+        "counted per GPU, not per doubling, since only 1 and 2 were measured",
+    ),
     "SAFETY_FACTOR": Constant(
         3, "ratio", "2026-12-02", "vllm-platform's own choice",
         "the startup probe's budget and the rollout timeouts, over the estimate: room for a slow hub, a cold "
@@ -205,19 +213,27 @@ def weights_seconds(instance: InstanceType, weights_bytes: float, source: Weight
     return download + weights_bytes / c("LOCAL_LOAD_BYTES_PER_SECOND")
 
 
-def engine_start_seconds(parameters_billions: float) -> float:
-    """Between the two measured starts (8B on 1 GPU, 70B on 8), by the model's size; the 70B anchor holds
-    what tensor parallelism adds (a process and a CUDA context per GPU, NCCL's setup)."""
-    low, high = c("ENGINE_START_8B_SECONDS"), c("ENGINE_START_70B_TP8_SECONDS")
-    return max(low, low + (parameters_billions - 8) * (high - low) / (70 - 8))
+def tensor_parallel_seconds(tensor_parallel: int) -> float:
+    return (tensor_parallel - 1) * c("ENGINE_START_PER_EXTRA_GPU_SECONDS")
 
 
-def estimate(instance: InstanceType, weights_bytes: float, parameters_billions: float, source: WeightsSource, warm: bool) -> ColdStart:
+def engine_start_seconds(parameters_billions: float, tensor_parallel: int) -> float:
+    """By the model's size, between the two measured starts (8B on 1 GPU, and 70B on 8 less what its 7 extra
+    GPUs added), plus what this model's extra GPUs add."""
+    low = c("ENGINE_START_8B_SECONDS")
+    high = c("ENGINE_START_70B_TP8_SECONDS") - tensor_parallel_seconds(8)
+    by_size = max(low, low + (parameters_billions - 8) * (high - low) / (70 - 8))
+    return by_size + tensor_parallel_seconds(tensor_parallel)
+
+
+def estimate(
+    instance: InstanceType, weights_bytes: float, parameters_billions: float, tensor_parallel: int, source: WeightsSource, warm: bool
+) -> ColdStart:
     return ColdStart(
         node_boot_seconds=math.ceil(node_boot_seconds(instance)),
         image_pull_seconds=math.ceil(image_pull_seconds(instance)),
         weights_seconds=math.ceil(weights_seconds(instance, weights_bytes, source)),
-        engine_start_seconds=math.ceil(engine_start_seconds(parameters_billions)),
+        engine_start_seconds=math.ceil(engine_start_seconds(parameters_billions, tensor_parallel)),
         warm=warm,
     )
 

@@ -47,7 +47,9 @@ def _cold_start(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizi
     if sized is None or cfg.is_simulated(model):
         return None
     checkpoint = _checkpoint_bytes(model, sized.parameters_billions)
-    return coldstart.estimate(sized.instance, checkpoint, sized.parameters_billions, weights.source, sized.pool.warm_nodes > 0)
+    return coldstart.estimate(
+        sized.instance, checkpoint, sized.parameters_billions, model.tensor_parallel_size, weights.source, sized.pool.warm_nodes > 0
+    )
 
 
 def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -> tuple[int, int, int, int]:
