@@ -129,7 +129,7 @@ class PlatformCluster(pulumi.ComponentResource):
         network = create_network(cluster, plan.pools, self, tags, region)
         key = aws.kms.Key(
             "secrets",
-            description=f"EKS {cluster.name}: envelope encryption of Kubernetes Secrets",
+            description=f"EKS {cluster.name}: Kubernetes Secrets (envelope encryption), the GPU nodes' volumes, the model cache",
             enable_key_rotation=True,
             deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
             tags=tags,
