@@ -1,7 +1,7 @@
 """The alerts, dashboard queries, KEDA queries and Alertmanager routing, on the real engines: promtool,
 a Prometheus server on loopback and amtool, from Debian's packages (prometheus 2.42, alertmanager 0.25).
 
-Synthetic series carry the labels vLLM, kube-state-metrics, KEDA and the DCGM exporter really give them.
+Synthetic series carry the labels vLLM, kube-state-metrics, KEDA, Karpenter and the DCGM exporter really give them.
 Each alert has a case where it fires, at the time it should, and one where it stays silent. Without the
 binaries these tests skip with the reason; `.ci/run` installs them and sets REQUIRE_PROMETHEUS_TOOLS=1,
 so CI never skips.
@@ -140,6 +140,19 @@ def envoy_downstream(stat: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": series, "values": values}
 
 
+def karpenter(name: str, pod: str = "karpenter-6f8b9c7d4-aaaaa", **labels: str) -> str:
+    """A series of the Karpenter controller, as the platform's ServiceMonitor in `monitoring` scrapes it."""
+    return selector(
+        name, namespace="kube-system", service="karpenter", job="karpenter", endpoint="http-metrics", pod=pod,
+        container="controller", instance="10.0.0.7:8080", **labels,
+    )  # fmt: skip
+
+
+def launch_errors(values: str, method: str = "Create", error: str = "InsufficientCapacityError") -> dict[str, str]:
+    series = karpenter("karpenter_cloudprovider_errors_total", controller="nodeclaim.lifecycle", method=method, provider="aws", error=error)
+    return {"series": series, "values": values}
+
+
 def ksm(name: str, **labels: str) -> str:
     return selector(name, job="kube-state-metrics", instance="10.0.0.9:8080", **labels)
 
@@ -254,6 +267,16 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
     "VllmKvCacheNearlyFull": [
         ("95% full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.95+0x30"}], "12m", [{"pod": POD_A}]),
         ("half full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.5+0x30"}], "12m", None),
+    ],
+    "KarpenterDown": [
+        ("both controllers down", [{"series": karpenter("up"), "values": "0+0x30"}, {"series": karpenter("up", "karpenter-6f8b9c7d4-bbbbb"), "values": "0+0x30"}], "12m", [{}]),
+        ("never scraped", [{"series": deployment("kube_deployment_spec_replicas"), "values": "1+0x30"}], "12m", [{}]),
+        ("one of two up", [{"series": karpenter("up"), "values": "1+0x30"}, {"series": karpenter("up", "karpenter-6f8b9c7d4-bbbbb"), "values": "0+0x30"}], "12m", None),
+    ],
+    "GpuNodeLaunchesFailing": [
+        ("no capacity for half an hour", [launch_errors("0+1x40")], "32m", [{"error": "InsufficientCapacityError"}]),
+        ("one refusal, then a launch", [launch_errors("0+1x1 2+0x40")], "32m", None),
+        ("a node's deletion failing", [launch_errors("0+1x40", method="Delete", error="")], "32m", None),
     ],
     "GpuFallenOffBus": [
         ("Xid 79", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x30"}], "3m", [gpu_labels()]),

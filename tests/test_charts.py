@@ -23,6 +23,7 @@ from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
 from vllm_platform.k8s import alerting
 from vllm_platform.k8s.karpenter import gpu_node_labels
+from vllm_platform.k8s.monitoring import karpenter_service
 from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
 CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
@@ -218,6 +219,23 @@ def test_karpenter_runs_for_this_cluster_queue_and_role_on_the_system_nodes(stac
     assert not of_kind(objects[KARPENTER.release], "CustomResourceDefinition")
     crds = {c["metadata"]["name"] for c in of_kind(objects[KARPENTER_CRD.release], "CustomResourceDefinition")}
     assert {"nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh"} <= crds
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_karpenters_metrics_are_scraped_from_the_charts_service(stack: str) -> None:
+    """The platform's monitor in `monitoring` finds the chart's Service in kube-system by its labels and port,
+    and the Prometheus honours a monitor's namespace selector."""
+    objects = chart_objects(stack)
+    (monitor,) = [m for m in objects_of(rendered_stack(stack), "ServiceMonitor") if m["metadata"]["name"] == karpenter_service()]
+    (service,) = of_kind(objects[KARPENTER.release], "Service", karpenter_service())
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    assert selector_matches(monitor["spec"]["selector"], service["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    (prometheus,) = of_kind(objects[KUBE_PROMETHEUS_STACK.release], "Prometheus")
+    assert not prometheus["spec"].get("ignoreNamespaceSelectors")
+    # The chart's own monitor stays off: it would be made in kube-system, which Prometheus does not select.
+    assert not of_kind(objects[KARPENTER.release], "ServiceMonitor")
 
 
 def test_the_release_names_its_chart_objects_by_the_prometheus_namespace() -> None:

@@ -49,7 +49,7 @@ REMOVED_VLLM_METRICS = {
     "vllm:cpu_prefix_cache_hit_rate",
     "vllm:gpu_prefix_cache_hit_rate",
 }
-# DCGM exporter default counters and the kube-state-metrics series for replicas.
+# DCGM exporter default counters, the kube-state-metrics series for replicas, KEDA's and Karpenter's errors.
 OTHER_METRICS = {
     "DCGM_FI_DEV_GPU_UTIL",
     "DCGM_FI_DEV_FB_USED",
@@ -61,12 +61,13 @@ OTHER_METRICS = {
     "kube_node_status_allocatable",
     "kube_pod_container_status_waiting_reason",
     "keda_scaled_object_errors_total",
+    "karpenter_cloudprovider_errors_total",
     "up",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
     "rate", "increase", "changes", "histogram_quantile", "group_left", "group_right", "bool",
-    "max_over_time", "min_over_time", "vector", "offset",
+    "max_over_time", "min_over_time", "vector", "offset", "absent",
 }  # fmt: skip
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -432,10 +433,11 @@ def test_rules_carry_summary_runbook_and_both_model_labels() -> None:
     rendering = _rendered("two-models")
     (rule,) = objects_of(rendering, "PrometheusRule")
     groups = {g["name"]: g["rules"] for g in rule["spec"]["groups"]}
-    assert set(groups) == {"vllm-llama-8b", "vllm-llama-8b-chat", "gpu-health"}
+    assert set(groups) == {"vllm-llama-8b", "vllm-llama-8b-chat", "gpu-health", "karpenter"}
     assert {r["alert"] for r in groups["vllm-llama-8b"]} == MODEL_ALERTS | KEDA_ALERTS
     assert {r["alert"] for r in groups["vllm-llama-8b-chat"]} == MODEL_ALERTS, "the CPU HPA scales on no queue"
     assert {r["alert"] for r in groups["gpu-health"]} == GPU_ALERTS
+    assert {r["alert"] for r in groups["karpenter"]} == {"KarpenterDown", "GpuNodeLaunchesFailing"}
     for model in rendering.plan.models:
         for item in groups[f"vllm-{model.name}"]:
             assert item["labels"] | alerts.model_labels(model) == item["labels"], item["alert"]
@@ -605,6 +607,16 @@ def test_queue_alerts_exist_only_where_the_queue_scales() -> None:
     plan = plan_of(raw)
     names = {r["alert"] for r in alerts.model_rules(plan.models[0], plan.config.observability)}
     assert names == MODEL_ALERTS
+
+
+def test_karpenter_is_watched_only_where_the_stack_runs_it() -> None:
+    for stack, runs in (("dev", True), ("local", False)):
+        rendering = rendered_stack(stack)
+        assert rendering.plan.runs_karpenter is runs
+        monitors = {m["metadata"]["name"] for m in objects_of(rendering, "ServiceMonitor")}
+        (rule,) = objects_of(rendering, "PrometheusRule")
+        groups = {g["name"] for g in rule["spec"]["groups"]}
+        assert (monitoring.karpenter_service() in monitors, "karpenter" in groups) == (runs, runs), stack
 
 
 def test_a_stack_without_gpu_models_has_no_gpu_alerts() -> None:

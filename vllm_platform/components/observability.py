@@ -22,6 +22,7 @@ from vllm_platform.k8s.monitoring import (
     http_scaler_address,
     installed_charts,
     interceptor_host,
+    karpenter_service_monitor,
     keda_values,
     kube_prometheus_stack_values,
     prometheus_url,
@@ -72,6 +73,9 @@ class Observability(pulumi.ComponentResource):
 
         after_stack = pulumi.ResourceOptions(parent=self, depends_on=[stack])
         custom_resource(alerts.PROMETHEUS_RULE_NAME, alerts.prometheus_rule(plan, MONITORING_NAMESPACE), after_stack)
+        if plan.runs_karpenter:
+            monitor = karpenter_service_monitor(plan)
+            custom_resource(f"{monitor['metadata']['name']}-monitor", monitor, after_stack)
         if obs.grafana_enabled:
             board = dashboards.dashboard_config_map(plan, MONITORING_NAMESPACE)
             k8s.core.v1.ConfigMap(

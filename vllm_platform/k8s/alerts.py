@@ -1,5 +1,5 @@
 """Pure builder of the platform's PrometheusRule: each model's availability, serving and autoscaling alerts,
-and GPU health from DCGM.
+GPU health from DCGM, and Karpenter's launches where it runs.
 
 Label conventions, the same on every rule: a model alert carries `namespace`, `model` (its name in the
 stack, its Deployment's) and `model_name` (what vLLM's series carry), whatever its expression keeps; a GPU
@@ -19,6 +19,8 @@ from vllm_platform.config.observability import Observability
 from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
 from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher
+from vllm_platform.k8s.monitoring import karpenter_service
+from vllm_platform.pins import KARPENTER
 from vllm_platform.plan.plans import GatewayPlan, ModelPlan, Plan
 
 PROMETHEUS_RULE_NAME = "vllm-platform-alerts"
@@ -41,6 +43,9 @@ GPU_KEYS = "node, gpu, UUID"
 GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
 GPU_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
 XID = "DCGM_FI_DEV_XID_ERRORS"
+# Karpenter's count of failed cloud-provider calls, by method and error (sigs.k8s.io/karpenter v1.14.1,
+# pkg/cloudprovider/metrics): a failed launch is a failed Create.
+KARPENTER_LAUNCH_ERRORS = "karpenter_cloudprovider_errors_total"
 
 
 def _alert(
@@ -460,6 +465,42 @@ def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
     ]
 
 
+def karpenter_rules() -> list[dict[str, Any]]:
+    """Karpenter gone, or its launches failing: either way no GPU node comes, and a model's new replicas wait Pending."""
+    scraped = f'namespace="{KARPENTER.namespace}",service="{karpenter_service()}"'
+    return [
+        _alert(
+            "KarpenterDown",
+            f"absent(up{{{scraped}}} == 1)",
+            "10m",
+            "warning",
+            {
+                "summary": "Karpenter is not scraped up",
+                "description": "No Karpenter controller has answered Prometheus for 10 minutes: no GPU node is launched, "
+                "none is drained before a Spot interruption, and a model at zero cannot wake.",
+                "runbook": f"kubectl -n {KARPENTER.namespace} get pods -l app.kubernetes.io/name={KARPENTER.chart}; "
+                "its logs, and the system nodes' capacity.",
+            },
+            {},
+        ),
+        _alert(
+            "GpuNodeLaunchesFailing",
+            f'sum by (error) (rate({KARPENTER_LAUNCH_ERRORS}{{{scraped},method="Create"}}[15m])) > 0',
+            "15m",
+            "warning",
+            {
+                "summary": "Karpenter's launches keep failing ({{ $labels.error }})",
+                "description": "For 15 minutes EC2 has refused the nodes Karpenter asks for, after every fallback its "
+                "NodePools allow; InsufficientCapacityError means no capacity for any of the pool's types, zones and "
+                "capacity types.",
+                "runbook": "kubectl get nodeclaims and kubectl describe nodeclaim (its Launched condition); add instance "
+                "types or capacity types to the pool, a capacity reservation, or a zone.",
+            },
+            {},
+        ),
+    ]
+
+
 def prometheus_rule(plan: Plan, namespace: str) -> dict[str, Any]:
     obs = plan.config.observability
     return {
@@ -471,6 +512,7 @@ def prometheus_rule(plan: Plan, namespace: str) -> dict[str, Any]:
                 *({"name": f"vllm-{m.name}", "rules": model_rules(m, obs)} for m in plan.models),
                 *([{"name": "gpu-health", "rules": gpu_rules()}] if plan.runs_gpu_metrics else []),
                 *([{"name": "llm-gateway", "rules": gateway_rules(plan.gateway)}] if plan.gateway is not None else []),
+                *([{"name": "karpenter", "rules": karpenter_rules()}] if plan.runs_karpenter else []),
             ]
         },
     }

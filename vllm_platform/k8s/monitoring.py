@@ -27,7 +27,7 @@ from vllm_platform.contract import (
 from vllm_platform.k8s import alerting, dashboards
 from vllm_platform.k8s.network import INTERCEPTOR_ADMIN_PORT
 from vllm_platform.k8s.workload import RUN_AS_UID, metadata, selector_labels
-from vllm_platform.pins import DCGM_EXPORTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
+from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 PROMETHEUS_PORT = 9090
@@ -91,6 +91,34 @@ def service_monitor(plan: Plan, model: ModelPlan) -> dict[str, Any]:
             "selector": {"matchLabels": {**selector_labels(model), COMPONENT_LABEL: "inference"}},
             "namespaceSelector": {"matchNames": [model.namespace]},
             "endpoints": [endpoint],
+        },
+    }
+
+
+# The port name of the Karpenter chart's Service (templates/service.yaml).
+KARPENTER_METRICS_PORT_NAME = "http-metrics"
+
+
+def karpenter_service() -> str:
+    """The Karpenter chart's Service: its fullname, which is the release's name where that holds the chart's
+    (as `karpenter` does); the chart's rendered Service is checked against it."""
+    return KARPENTER.release
+
+
+def karpenter_service_monitor(plan: Plan) -> dict[str, Any]:
+    """Karpenter's metrics (its launches, its errors, its NodePools' use), scraped from `monitoring`: Karpenter
+    runs in kube-system, which Prometheus does not select, and the chart's own monitor would be made there."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": karpenter_service(), "namespace": MONITORING_NAMESPACE, "labels": dict(MONITOR_SELECTOR_LABELS)},
+        "spec": {
+            # The chart's selector labels (templates/_helpers.tpl, karpenter.selectorLabels).
+            "selector": {"matchLabels": {"app.kubernetes.io/name": KARPENTER.chart, "app.kubernetes.io/instance": KARPENTER.release}},
+            "namespaceSelector": {"matchNames": [KARPENTER.namespace]},
+            "endpoints": [
+                {"port": KARPENTER_METRICS_PORT_NAME, "path": METRICS_PATH, "interval": plan.config.observability.prometheus.scrape_interval}
+            ],
         },
     }
 

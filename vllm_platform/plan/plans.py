@@ -174,5 +174,10 @@ class Plan:
     def runs_gpu_metrics(self) -> bool:
         return self.config.runs_gpu_metrics
 
+    @property
+    def runs_karpenter(self) -> bool:
+        """A cluster this stack creates gets its GPU nodes from Karpenter; an existing one brings its own."""
+        return self.config.cluster.existing is None
+
     def model(self, name: str) -> ModelPlan:
         return next(m for m in self.models if m.name == name)
