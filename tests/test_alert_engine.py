@@ -153,6 +153,16 @@ def launch_errors(values: str, method: str = "Create", error: str = "Insufficien
     return {"series": series, "values": values}
 
 
+def keda_errors(values: str, namespace: str = NAMESPACE) -> dict[str, str]:
+    """KEDA's error count as its chart's ServiceMonitor leaves it: the target's `namespace` (keda) kept, the
+    ScaledObject's own moved to `exported_namespace`."""
+    series = selector(
+        "keda_scaled_object_errors_total", namespace="keda", exported_namespace=namespace, scaledObject="chat",
+        job="keda-operator", service="keda-operator", endpoint="metrics", instance="10.0.0.8:8080",
+    )  # fmt: skip
+    return {"series": series, "values": values}
+
+
 def ksm(name: str, **labels: str) -> str:
     return selector(name, job="kube-state-metrics", instance="10.0.0.9:8080", **labels)
 
@@ -231,8 +241,9 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
         ("one in a hundred", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+1x30", envoy_response_code_class="5")], "12m", None),
     ],
     "KedaScalerErrors": [
-        ("errors every poll", [{"series": selector("keda_scaled_object_errors_total", namespace=NAMESPACE, scaledObject="chat", job="keda-operator"), "values": "0+4x30"}], "12m", [{}]),
-        ("old errors", [{"series": selector("keda_scaled_object_errors_total", namespace=NAMESPACE, scaledObject="chat", job="keda-operator"), "values": "5+0x30"}], "12m", None),
+        ("errors every poll", [keda_errors("0+4x30")], "12m", [{}]),
+        ("old errors", [keda_errors("5+0x30")], "12m", None),
+        ("another namespace's object of the same name", [keda_errors("0+4x30", namespace="batch")], "12m", None),
     ],
     "VllmTimeToFirstTokenBudgetBurning": [
         ("every request over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+0x70"}, "0+10x70"), "10m", [{}]),

@@ -21,7 +21,7 @@ from tests.test_observability import selector_matches
 from tools import charts, mocks, schemas
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
-from vllm_platform.k8s import alerting
+from vllm_platform.k8s import alerting, alerts
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import karpenter_service
 from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
@@ -219,6 +219,16 @@ def test_karpenter_runs_for_this_cluster_queue_and_role_on_the_system_nodes(stac
     assert not of_kind(objects[KARPENTER.release], "CustomResourceDefinition")
     crds = {c["metadata"]["name"] for c in of_kind(objects[KARPENTER_CRD.release], "CustomResourceDefinition")}
     assert {"nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh"} <= crds
+
+
+def test_the_keda_alert_reads_the_namespace_label_the_charts_monitor_leaves() -> None:
+    """Without honorLabels a series' own `namespace` becomes `exported_namespace`: the alert must select that."""
+    (monitor,) = of_kind(chart_objects("prod")[KEDA.release], "ServiceMonitor", "keda-operator")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert alerts.KEDA_OBJECT_NAMESPACE == ("namespace" if endpoint.get("honorLabels") else "exported_namespace")
+    (rule,) = objects_of(rendered_stack("prod"), "PrometheusRule")
+    keda = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "KedaScalerErrors"]
+    assert keda and all(f'{alerts.KEDA_OBJECT_NAMESPACE}="' in r["expr"] for r in keda)
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)

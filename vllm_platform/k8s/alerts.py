@@ -43,6 +43,11 @@ GPU_KEYS = "node, gpu, UUID"
 GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
 GPU_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
 XID = "DCGM_FI_DEV_XID_ERRORS"
+KEDA_SCALER_ERRORS = "keda_scaled_object_errors_total"
+# KEDA labels its series with the ScaledObject's namespace; its chart's ServiceMonitors keep the target's
+# labels over the scraped ones (no honorLabels), so Prometheus stores that one as exported_namespace and
+# `namespace` is keda's own.
+KEDA_OBJECT_NAMESPACE = "exported_namespace"
 # Karpenter's count of failed cloud-provider calls, by method and error (sigs.k8s.io/karpenter v1.14.1,
 # pkg/cloudprovider/metrics): a failed launch is a failed Create.
 KARPENTER_LAUNCH_ERRORS = "karpenter_cloudprovider_errors_total"
@@ -204,7 +209,7 @@ def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
         ),
         _alert(
             "KedaScalerErrors",
-            f'sum(rate(keda_scaled_object_errors_total{{namespace="{model.namespace}",scaledObject="{model.name}"}}'
+            f'sum(rate({KEDA_SCALER_ERRORS}{{{KEDA_OBJECT_NAMESPACE}="{model.namespace}",scaledObject="{model.name}"}}'
             f"[{RATE_WINDOW}])) > 0",
             "10m",
             "warning",
