@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import http.server
 import json
@@ -981,6 +982,71 @@ def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
     assert str(raised.value) == (
         "reading Service vllm/behind-a-proxy: the answer is not JSON (<html><body>502 Bad Gateway</body></html>)"
     )
+
+
+REMOVED = object()
+
+
+def replaced(document: dict[str, Any], value: Any, *path: Any) -> dict[str, Any]:
+    """A deep copy of `document` with the field at `path` set to `value`, or removed for REMOVED."""
+    changed = copy.deepcopy(document)
+    parent = changed
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is REMOVED:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return changed
+
+
+def without(document: dict[str, Any], *path: Any) -> dict[str, Any]:
+    return replaced(document, REMOVED, *path)
+
+
+PODS_PATH = "/api/v1/namespaces/vllm/pods"
+DEPLOYMENT_PATH = f"/apis/apps/v1/namespaces/vllm/deployments/{MODEL}"
+RESTARTED = pod("a", restarts=1, finished_at="2025-06-01T11:58:00Z")
+
+
+@pytest.mark.parametrize(
+    "path, answer, field",
+    [
+        (DEPLOYMENT_PATH, without(deployment(), "spec", "selector"), "spec.selector: Field required"),
+        (DEPLOYMENT_PATH, replaced(deployment(), "2", "spec", "replicas"), "spec.replicas: Input should be a valid integer"),
+        (DEPLOYMENT_PATH, replaced(deployment(), None, "status"), "status: Input should be a valid dictionary"),
+        (PODS_PATH, {"items": [without(pod("a"), "metadata", "name")]}, "items.0.metadata.name: Field required"),
+        (PODS_PATH, {"items": [without(pod("a"), "spec", "containers")]}, "items.0.spec.containers: Field required"),
+        (PODS_PATH, {"items": [replaced(RESTARTED, "yesterday", "status", "containerStatuses", 0, "lastState", "terminated", "finishedAt")]},
+         "items.0.status.containerStatuses.0.lastState.terminated.finishedAt: Value error"),
+        (PODS_PATH, {"items": [replaced(pod("a"), "1", "status", "containerStatuses", 0, "restartCount")]},
+         "items.0.status.containerStatuses.0.restartCount: Input should be a valid integer"),
+        (PODS_PATH, {"kind": "PodList"}, "items: Field required"),
+    ],
+)  # fmt: skip
+def test_an_api_answer_not_shaped_as_the_apis_is_a_kube_error(api_server, tmp_path, path, answer, field):
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    kube = kubeapi.KubeApi(str(kubeconfig), None, timeout=2)
+    # The same reads, well formed, pass: a restart with a real time, every field as the API writes it.
+    api_server.objects[PODS_PATH] = {"kind": "PodList", "items": [RESTARTED]}
+    assert kube.deployment("vllm", MODEL) == deployment() and kube.pods("vllm", "a=b") == [RESTARTED]
+    api_server.objects[path] = answer
+    read = (lambda: kube.deployment("vllm", MODEL)) if path == DEPLOYMENT_PATH else (lambda: kube.pods("vllm", "a=b"))
+    with pytest.raises(kubeapi.KubeError) as raised:
+        read()
+    assert "the answer is not shaped as the API's" in str(raised.value) and field in str(raised.value)
+
+
+def test_a_deployment_without_a_selector_fails_the_check_without_a_traceback(api_server, tmp_path, capsys):
+    api_server.objects[DEPLOYMENT_PATH] = without(deployment(), "spec", "selector")
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    checks = by_check(result)
+    assert code == cli.EXIT_FAILED
+    assert checks["deployment"]["status"] == "FAIL" and "spec.selector: Field required" in checks["deployment"]["detail"]
 
 
 @pytest.fixture

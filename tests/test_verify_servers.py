@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_verify import FAST, MODEL, FakeKube, by_check, deployment, double, pod, refused_url, run_json  # noqa: F401 (fixtures)
 from tools.verify import checks as verdicts
-from tools.verify import cli, client, probe
+from tools.verify import cli, client, probe, stack
 
 
 class RawServer:
@@ -218,13 +218,18 @@ def test_the_wait_returns_as_soon_as_the_server_is_ready(double):
         ["--url", "http://127.0.0.1:0", "--model", MODEL],
         ["--url", "ftp://127.0.0.1:21", "--model", MODEL],
         ["--url", "http://", "--model", MODEL],
+        ["--url", "http://[::1:8000", "--model", MODEL],
     ],
-    ids=["port beyond 65535", "port 0", "not http", "no host"],
+    ids=["port beyond 65535", "port 0", "not http", "no host", "unclosed IPv6 host"],
 )
 def test_a_malformed_url_is_a_usage_error(argv, capsys):
     assert cli.main(argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "--url" in err and "Traceback" not in err
+
+
+def test_an_ipv6_url_closed_as_it_should_be_is_a_target() -> None:
+    assert stack.target_from_url("http://[::1]:8000", MODEL).url == "http://[::1]:8000"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])

@@ -273,7 +273,7 @@ def evaluate_pods(model: str, pods: Sequence[dict[str, Any]]) -> Check:
     return Check(model, "pods-ready", not not_ready, detail)
 
 
-def _parse_time(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
@@ -305,7 +305,7 @@ def evaluate_restarts(
             why = f"{terminated.get('reason', 'terminated')}, exit {terminated.get('exitCode', '?')}"
             if previous is not None and count > previous:
                 problems.append(f"{where} restarted during verification ({previous} -> {count}; {why})")
-            elif count and finished and now - _parse_time(finished) <= window:
+            elif count and finished and now - parse_time(finished) <= window:
                 problems.append(f"{where} restarted at {finished} ({why}); restart count {count}")
     gone = sorted({name for name, _ in counts_before} - {p["metadata"]["name"] for p in after})
     problems += [f"{name} went away during verification" for name in gone]

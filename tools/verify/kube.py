@@ -1,7 +1,7 @@
 """The Kubernetes side of verify: the few API reads it makes, as plain JSON, and port-forward streams.
 
-Every failure (an API error, a proxy's HTML page, a refused upgrade) becomes a KubeError, which the
-checks report as a FAILED check, never a traceback.
+Every failure (an API error, a proxy's HTML page, an answer not shaped as the API's, a refused upgrade)
+becomes a KubeError, which the checks report as a FAILED check, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import OpenApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import portforward
+from pydantic import TypeAdapter
 
+from tools.verify import shapes
 from tools.verify.checks import is_ready, live_pods
 from vllm_platform.contract import SERVING_PORT_NAME
 
@@ -86,37 +88,45 @@ class KubeApi:
         text = str(reason or exc).strip().splitlines() or [""]
         return f"{type(exc).__name__}: {text[0][:200]}"
 
-    def _read(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def _read(self, what: str, shape: TypeAdapter[Any], method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
-        # identical across client versions, and what the pure evaluators above read.
+        # identical across client versions, and what the pure evaluators above read, once `shape` holds.
         try:
             with self._lock:
                 raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
         except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
         try:
-            return json.loads(raw.data)
+            answer = json.loads(raw.data)
         except ValueError as exc:
             # A proxy or load balancer in front of the API server answers with its own page.
             first_line = (raw.data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
             raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc
+        try:
+            shape.validate_python(answer)
+        except shapes.ValidationError as exc:
+            raise KubeError(f"reading {what}: the answer is not shaped as the API's ({shapes.problem(exc)})") from exc
+        return answer
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._read(f"Deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace)
+        return self._read(
+            f"Deployment {namespace}/{name}", shapes.DEPLOYMENT, self._apps.read_namespaced_deployment, name, namespace
+        )
 
     def service(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._read(f"Service {namespace}/{name}", self._core.read_namespaced_service, name, namespace)
+        return self._read(f"Service {namespace}/{name}", shapes.SERVICE, self._core.read_namespaced_service, name, namespace)
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         listing = self._read(
-            f"pods {selector} in {namespace}", self._core.list_namespaced_pod, namespace, label_selector=selector
+            f"pods {selector} in {namespace}", shapes.POD_LIST, self._core.list_namespaced_pod, namespace, label_selector=selector
         )
         return listing["items"]
 
     def events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
         listing = self._read(
-            f"events {field_selector} in {namespace}", self._core.list_namespaced_event, namespace, field_selector=field_selector
-        )
+            f"events {field_selector} in {namespace}", shapes.EVENT_LIST, self._core.list_namespaced_event, namespace,
+            field_selector=field_selector,
+        )  # fmt: skip
         return listing["items"]
 
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:

@@ -108,11 +108,11 @@ def gateway_targets(outputs: dict[str, Any]) -> list[Target]:
 
 def target_from_url(url: str, model: str) -> Target:
     """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"--url {url!r} has no valid port: {exc}") from exc
+    except ValueError as exc:  # an unclosed [IPv6] host, or a port out of range
+        raise UsageError(f"--url {url!r} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise UsageError(f"--url {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
     service = SERVICE_HOST.fullmatch(parts.hostname)
