@@ -342,6 +342,16 @@ def test_the_repository_prefix_is_one_ecr_takes(cluster: str) -> None:
     assert ECR_PREFIX.fullmatch(prefix) and 2 <= len(prefix) <= 30 and prefix.endswith("/docker-hub")
 
 
+def test_a_simulated_stack_makes_no_cache_and_says_so() -> None:
+    simulated = render_document(cached(simulateAccelerators=True), "simulated")
+    assert simulated.outputs["modelCacheBucket"] is None
+    assert not [r for r in simulated.resources if r.type.startswith("aws:s3/")]
+    assert not objects_of(simulated, "Job")
+    assert any("the model cache and its staging are skipped" in note for note in simulated.plan.notes)
+    on_gpus = render_document(cached(simulateAccelerators=False), "on-gpus")
+    assert on_gpus.outputs["modelCacheBucket"] and objects_of(on_gpus, "Job"), "the same stack on GPUs caches its model"
+
+
 def test_without_docker_hub_credentials_the_image_comes_from_docker_hub_with_a_warning() -> None:
     rendering = render_document(cached())
     assert rendering.outputs["imageRegistry"] is None and rendering.outputs["modelCacheBucket"]

@@ -111,8 +111,10 @@ class PlatformConfig(Section):
 
     @property
     def caches_models(self) -> bool:
-        """Whether models with a revision stream from the S3 model cache."""
-        return self.model_cache.active(self.cluster.existing is None)
+        """Whether models with a revision stream from the S3 model cache; never where every model is simulated,
+        which loads no weights: such a stack makes no bucket."""
+        loads_weights = any(not self.is_simulated(model) for model in self.models)
+        return loads_weights and self.model_cache.active(self.cluster.existing is None)
 
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate
