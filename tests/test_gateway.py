@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN, objects_of, rendered_stack
+from tests.conftest import ADMIN, minimal_document, objects_of, render_document, rendered_stack
 from tools import mocks
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import parse_config
@@ -204,3 +204,19 @@ def test_no_api_key_reaches_an_output_or_a_resource_in_plain_text() -> None:
     manifests_text = json.dumps(manifests.routed_objects(plan)) + json.dumps([*manifests.redis_objects(), manifests.proxy_service(plan.gateway)])  # type: ignore[arg-type]
     assert not [k for k in keys if k in manifests_text]
     assert KEY_A not in repr(plan.config)
+
+
+def test_a_decrypted_key_reaches_its_secret_as_a_secret_and_no_output_resource_or_chart() -> None:
+    """The whole program under mocks, with the key decrypted as the engine would: it is in the keys Secret,
+    masked as a Pulumi secret, and nowhere in plain text: not in the outputs, any resource (the Helm releases'
+    values among them) or the plan."""
+    document = minimal_document()
+    model = document["config"]["vllm-platform:models"][0]["name"]
+    clients = [{"name": "web", "apiKey": {"secure": "AAABAwebKey"}, "models": [model], "tokensPerMinute": 1000}]
+    document["config"]["vllm-platform:gateway"] = {"enabled": True, "clients": clients}
+    plain = "sk-web-" + "7f3a" * 10
+    rendering = render_document(document, "keys", secrets={"AAABAwebKey": plain})
+    (keys,) = [r for r in rendering.resources if r.type == "kubernetes:core/v1:Secret" and r.name == GATEWAY_KEYS_SECRET]
+    assert keys.inputs["stringData"] == {"web": "[secret]"}
+    everything = [rendering.outputs, [r.inputs for r in rendering.resources], rendering.plan_document()]
+    assert plain not in json.dumps(everything, default=str)
