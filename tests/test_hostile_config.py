@@ -67,6 +67,7 @@ REFUSED_BESIDE_ACCEPTED = [
     # Image references, by the grammar of a reference.
     ("command after an image", "models.0.image", "vllm/vllm-openai:v0.31.0 && curl x.sh", "vllm/vllm-openai:v0.31.0", "is not an image reference"),
     ("image with a newline", "models.0.image", "vllm/vllm-openai:v0.31.0\n", "vllm/vllm-openai:v0.31.0", "is not an image reference"),
+    ("image path in capitals", "models.0.image", "VLLM/vllm-openai:v0.31.0", "vllm/vllm-openai:v0.31.0", "is not an image reference"),
     # extraArgs that would change what runs, or cannot work.
     ("positional model", "models.0.extraArgs", ["meta-llama/Llama-3.3-70B-Instruct"], ["--enable-prefix-caching"], "is not a flag: vLLM would read it as the model to serve"),
     ("positional after a flag", "models.0.extraArgs", ["--enforce-eager", "Qwen/Qwen2.5-72B"], ["--enforce-eager"], "'Qwen/Qwen2.5-72B' is not a flag"),

@@ -22,6 +22,7 @@ REFERENCE = re.compile(
     rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?",
     re.ASCII,
 )
+_PATH_COMPONENT_WHOLE = re.compile(_PATH_COMPONENT, re.ASCII)
 # The spec's limit on the name, domain and path together.
 NAME_MAX_LENGTH = 255
 SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
@@ -52,6 +53,9 @@ def parse(reference: str) -> Optional[ImageReference]:
     # As the spec's normalisation reads it: a first component without '.' or ':' (other than localhost)
     # belongs to the path, `library/ubuntu` on Docker Hub, not a registry named `library`.
     if domain is not None and not ("." in domain or ":" in domain or domain == "localhost" or domain.startswith("[")):
+        # Read as the path's first component, it must be one: lower case (`VLLM/vllm-openai` is no reference).
+        if not _PATH_COMPONENT_WHOLE.fullmatch(domain):
+            return None
         domain, path = None, f"{domain}/{path}"
     if len((f"{domain}/" if domain else "") + path) > NAME_MAX_LENGTH:
         return None
