@@ -21,6 +21,7 @@ from tests.test_observability import selector_matches
 from tools import charts, mocks, schemas
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
+from vllm_platform.contract import images
 from vllm_platform.k8s import alerting, alerts
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import karpenter_service
@@ -219,6 +220,39 @@ def test_karpenter_runs_for_this_cluster_queue_and_role_on_the_system_nodes(stac
     assert not of_kind(objects[KARPENTER.release], "CustomResourceDefinition")
     crds = {c["metadata"]["name"] for c in of_kind(objects[KARPENTER_CRD.release], "CustomResourceDefinition")}
     assert {"nodepools.karpenter.sh", "ec2nodeclasses.karpenter.k8s.aws", "nodeclaims.karpenter.sh"} <= crds
+
+
+# Images a controller starts itself: Envoy Gateway's rate limit, named in its config; AI Gateway's extproc, a flag.
+IMAGE_IN_CONFIG = re.compile(r"(?:image: |--extProcImage=)\"?([^\s\"]+)")
+
+
+def _images_in(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {i for key, inner in value.items() for i in ({inner} if key == "image" and isinstance(inner, str) else _images_in(inner))}
+    if isinstance(value, list):
+        return {i for inner in value for i in _images_in(inner)}
+    return set(IMAGE_IN_CONFIG.findall(value)) if isinstance(value, str) else set()
+
+
+def pulled_images(stack: str) -> set[str]:
+    """Every image the stack's pods run: the charts' and the program's containers, and those the gateway's
+    controllers start from their config and flags. CRDs are left out: their descriptions quote examples."""
+    objects = [o for objects in chart_objects(stack).values() for o in objects] + rendered_stack(stack).manifests()
+    return {image for o in objects if o["kind"] != "CustomResourceDefinition" for image in _images_in({**o, "metadata": {}})}
+
+
+def test_with_a_cache_of_docker_hub_no_pod_pulls_from_docker_hub_itself() -> None:
+    registry = rendered_stack("prod").outputs["imageRegistry"]
+    pulled = pulled_images("prod")
+    assert not {image for image in pulled if images.docker_hub_path(image) is not None}
+    through_cache = {image.removeprefix(f"{registry}/").partition(":")[0] for image in pulled if image.startswith(registry)}
+    assert through_cache == {
+        "vllm/vllm-openai", "grafana/grafana", "envoyproxy/gateway", "envoyproxy/ratelimit", "envoyproxy/envoy",
+        "envoyproxy/ai-gateway-controller", "envoyproxy/ai-gateway-extproc",
+    }  # fmt: skip
+    # The same charts without the cache pull those from Docker Hub: the check above sees them where they are.
+    upstream = render_document(minimal_document(), "upstream").chart_documents()[KUBE_PROMETHEUS_STACK.release]
+    assert "docker.io/grafana/grafana:" in upstream
 
 
 def test_the_keda_alert_reads_the_namespace_label_the_charts_monitor_leaves() -> None:

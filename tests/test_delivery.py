@@ -15,7 +15,7 @@ from tools import mocks
 from vllm_platform import pins
 from vllm_platform.aws import delivery as documents
 from vllm_platform.components.delivery import repository_prefix
-from vllm_platform.contract import GPU_POOL_LABEL, GPU_RESOURCE, SYSTEM_NODE_SELECTOR
+from vllm_platform.contract import GPU_POOL_LABEL, GPU_RESOURCE, SYSTEM_NODE_SELECTOR, images
 from vllm_platform.k8s import staging, warm
 from vllm_platform.plan import sizing
 from vllm_platform.plan.delivery import ImageRoute, WeightsSource
@@ -295,6 +295,31 @@ def test_prod_pulls_the_vllm_image_from_its_ecr_cache() -> None:
     grant = json.loads(inputs_of(rendering, "aws:iam/rolePolicy:RolePolicy", "gpu-node-pull-through")["policy"])
     (statement,) = grant["Statement"]
     assert statement["Resource"] == "arn:aws:ecr:us-west-2:123456789012:repository/llm-prod/docker-hub/*"
+
+
+def test_both_node_roles_may_make_a_first_pull_through_the_cache() -> None:
+    """The GPU nodes pull the models' images through it, the system nodes the platform's own (Grafana, the gateway)."""
+    rendering = rendered_stack("prod")
+    for grant, role in (("gpu-node-pull-through", "karpenter-node"), ("system-node-pull-through", "node")):
+        inputs = inputs_of(rendering, "aws:iam/rolePolicy:RolePolicy", grant)
+        assert inputs["role"] == f"{role}-id"
+        (statement,) = json.loads(inputs["policy"])["Statement"]
+        assert statement["Action"] == ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]
+
+
+def test_a_mirror_on_a_created_cluster_serves_every_docker_hub_image() -> None:
+    """`images.registry` on a cluster the stack creates: the models and Grafana pull from it, and no cache is made."""
+    mirror = "mirror.example.com/hub"
+    rendering = render_document(minimal_document(images={"registry": mirror}), "mirror")
+    assert rendering.outputs["imageRegistry"] == mirror
+    (model,) = [d for d in objects_of(rendering, "Deployment") if d["metadata"]["namespace"] == rendering.config.namespace]
+    assert model["spec"]["template"]["spec"]["containers"][0]["image"] == f"{mirror}/{images.docker_hub_path(pins.DEFAULT_VLLM_IMAGE)}"
+    stack = inputs_of(rendering, "kubernetes:helm.sh/v3:Release", pins.KUBE_PROMETHEUS_STACK.release)
+    assert stack["values"]["grafana"]["image"] == {"registry": mirror}
+    assert not [r for r in rendering.resources if r.type.startswith("aws:ecr/")]
+    upstream = render_document(minimal_document(), "upstream")
+    assert upstream.outputs["imageRegistry"] is None
+    assert "image" not in inputs_of(upstream, "kubernetes:helm.sh/v3:Release", pins.KUBE_PROMETHEUS_STACK.release)["values"]["grafana"]
 
 
 def test_the_cache_bucket_is_encrypted_private_tls_only_unversioned_and_cleans_up_uploads() -> None:

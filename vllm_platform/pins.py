@@ -64,6 +64,9 @@ STAGING_IMAGE = "public.ecr.aws/lambda/python:3.12.2026.10.03.13"
 ENVOY_GATEWAY = Chart("gateway-helm", "v1.9.0", "oci://docker.io/envoyproxy", "eg", GATEWAY_NAMESPACE)
 AI_GATEWAY_CRDS = Chart("ai-gateway-crds-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg-crd", AI_GATEWAY_NAMESPACE)
 AI_GATEWAY = Chart("ai-gateway-helm", "v1.1.0", "oci://docker.io/envoyproxy", "aieg", AI_GATEWAY_NAMESPACE)
+# The proxies' image that Envoy Gateway v1.9.0 runs by default (api/v1alpha1/shared_types.go, DefaultEnvoyProxyImage),
+# named only where Docker Hub's images come through a mirror or the stack's cache; bump it with ENVOY_GATEWAY.
+ENVOY_PROXY_IMAGE = "docker.io/envoyproxy/envoy:distroless-v1.39.0"
 # Makes the gateway's NLB; app v3.5.0, whose iam_policy.json vllm_platform/aws/load_balancer.py follows.
 AWS_LOAD_BALANCER_CONTROLLER = Chart(
     "aws-load-balancer-controller", "3.5.0", "https://aws.github.io/eks-charts", "aws-load-balancer-controller", KUBE_SYSTEM

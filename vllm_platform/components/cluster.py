@@ -44,7 +44,6 @@ from vllm_platform.contract import (
     MONITORING_NAMESPACE,
 )
 from vllm_platform.k8s import alerting, cluster_addons
-from vllm_platform.k8s.gateway import load_balancer_controller_values
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT, AWS_LOAD_BALANCER_CONTROLLER, NVIDIA_DEVICE_PLUGIN
 from vllm_platform.plan.plans import Plan
 
@@ -257,7 +256,8 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=child,
         )
         delivery = ModelDelivery(
-            "model-delivery", plan, partition, region, caller.account_id, eks.name, key, capacity.node_role, tags, opts=child
+            "model-delivery", plan, partition, region, caller.account_id, eks.name, key, capacity.node_role, node_role, tags,
+            opts=child,
         )
         self.cache_bucket, self.image_registry = delivery.bucket_name, delivery.registry
         # Pod Identity credentials are injected when a pod starts: the associations must exist before the models.
@@ -326,7 +326,7 @@ class PlatformCluster(pulumi.ComponentResource):
         )
         release = helm_release(
             AWS_LOAD_BALANCER_CONTROLLER,
-            load_balancer_controller_values(name, region, vpc_id),  # type: ignore[arg-type]
+            cluster_addons.load_balancer_controller_values(name, region, vpc_id),  # type: ignore[arg-type]
             pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[*after, association, policy]),
         )
         return [release], role

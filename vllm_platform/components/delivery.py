@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Optional
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -19,7 +19,7 @@ from vllm_platform import names
 from vllm_platform.aws import delivery as documents
 from vllm_platform.aws import iam
 from vllm_platform.aws.addons import pod_identity_role
-from vllm_platform.plan.delivery import ImageRoute, WeightsSource
+from vllm_platform.plan.delivery import ImageRoute, WeightsSource, docker_hub_route
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -36,12 +36,12 @@ def repository_prefix(cluster_name: str) -> str:
 
 
 class ModelDelivery(pulumi.ComponentResource):
-    """Contract: `bucket_name` names the cache's bucket (None with no cache), `registry` the pull-through cache's
-    registry path (None with no cache of Docker Hub), `roles` the Pod Identity roles by namespace/ServiceAccount,
+    """Contract: `bucket_name` names the cache's bucket (None with no cache), `registry` the registry path Docker
+    Hub's images come through (the pull-through cache's or the user's mirror; None for Docker Hub itself), `roles` the Pod Identity roles by namespace/ServiceAccount,
     `ready` what must exist before a model's pods or staging Jobs start."""
 
     bucket_name: Optional[pulumi.Output[str]]
-    registry: Optional[pulumi.Output[str]]
+    registry: Optional[str]
     roles: dict[str, aws.iam.Role]
     ready: list[pulumi.Resource]
 
@@ -55,6 +55,7 @@ class ModelDelivery(pulumi.ComponentResource):
         cluster_name: pulumi.Input[str],
         key: aws.kms.Key,
         gpu_node_role: aws.iam.Role,
+        system_node_role: aws.iam.Role,
         tags: dict[str, str],
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
@@ -67,9 +68,11 @@ class ModelDelivery(pulumi.ComponentResource):
             self.bucket_name = pulumi.Output.from_input(cache.bucket) if cache.bucket else self._bucket(plan).bucket
         for model in plan.models:
             self._model_access(model)
-        self.registry = None
-        if any(m.image_plan.route is ImageRoute.ECR_CACHE for m in plan.models):
-            self.registry = self._pull_through_cache(plan, partition, region, account, gpu_node_role)
+        route = docker_hub_route(plan.config)
+        self.registry = plan.config.images.registry if route is ImageRoute.MIRROR else None
+        if route is ImageRoute.ECR_CACHE:
+            roles = {"gpu-node": gpu_node_role, "system-node": system_node_role}
+            self.registry = self._pull_through_cache(plan, partition, region, account, roles)
         self.register_outputs({})
 
     def _bucket(self, plan: Plan) -> aws.s3.Bucket:
@@ -158,7 +161,9 @@ class ModelDelivery(pulumi.ComponentResource):
         )
         self._role(f"stage-{model.name}", model, staging.service_account, writes)
 
-    def _pull_through_cache(self, plan: Plan, partition: str, region: str, account: str, node_role: aws.iam.Role) -> pulumi.Output[str]:
+    def _pull_through_cache(self, plan: Plan, partition: str, region: str, account: str, node_roles: dict[str, aws.iam.Role]) -> str:
+        """The rule, its credentials and the nodes' part in a first pull; the registry path, known at preview (the
+        account and region are), so that a preview shows every image the pods will pull."""
         child = pulumi.ResourceOptions(parent=self)
         hub = plan.config.images.docker_hub
         assert hub is not None and plan.config.cluster.name is not None
@@ -185,14 +190,18 @@ class ModelDelivery(pulumi.ComponentResource):
             credential_arn=secret.arn,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[version]),
         )
-        grant = aws.iam.RolePolicy(
-            names.logical_name(names.IAM_ROLE_POLICY, "gpu-node-pull-through"),
-            role=node_role.id,
-            policy=json.dumps(documents.pull_through_node_policy(partition, region, account, prefix)),
-            opts=child,
-        )
-        self.ready += [rule, grant]
-        return rule.registry_id.apply(lambda registry: documents.pull_through_registry(registry, region, prefix))
+        # Both node roles: the GPU nodes pull the models' images, the system nodes the platform's own.
+        grants = [
+            aws.iam.RolePolicy(
+                names.logical_name(names.IAM_ROLE_POLICY, f"{nodes}-pull-through"),
+                role=role.id,
+                policy=json.dumps(documents.pull_through_node_policy(partition, region, account, prefix)),
+                opts=child,
+            )
+            for nodes, role in node_roles.items()
+        ]
+        self.ready += [rule, *grants]
+        return documents.pull_through_registry(account, region, prefix)
 
 
 def existing_cluster_sources(plan: Plan) -> tuple[Optional[str], Optional[str]]:
@@ -201,8 +210,8 @@ def existing_cluster_sources(plan: Plan) -> tuple[Optional[str], Optional[str]]:
     return bucket, plan.config.images.registry
 
 
-def pulled_image(model: ModelPlan, registry: Any) -> Any:
+def pulled_image(model: ModelPlan, registry: Optional[str]) -> str:
     """The reference the model's pods pull: through the cache's or the mirror's registry where its route says."""
     if model.image_plan.route is ImageRoute.UPSTREAM or registry is None:
         return model.image_plan.reference
-    return pulumi.Output.from_input(registry).apply(model.image_plan.pulled_from)
+    return model.image_plan.pulled_from(registry)

@@ -30,7 +30,8 @@ def _load_balancer_host(status: Any) -> str:
 
 class LlmGateway(pulumi.ComponentResource):
     """Contract: `outputs` are the stack outputs it owns (`endpoint`, `gateway`); `after` is what must exist
-    first (the load balancer controller, for an NLB); `monitoring` the releases that install the PodMonitor CRD."""
+    first (the load balancer controller, for an NLB); `monitoring` the releases that install the PodMonitor CRD;
+    `docker_hub_registry` where Docker Hub's images come from (None: from Docker Hub)."""
 
     outputs: dict[str, Any]
 
@@ -40,6 +41,7 @@ class LlmGateway(pulumi.ComponentResource):
         plan: Plan,
         after: Sequence[pulumi.Resource] = (),
         monitoring: Sequence[pulumi.Resource] = (),
+        docker_hub_registry: Optional[str] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         super().__init__("vllm-platform:index:LlmGateway", name, None, opts)
@@ -58,12 +60,12 @@ class LlmGateway(pulumi.ComponentResource):
         door = manifests.proxy_service(gateway)
         service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
         envoy = helm_release(
-            ENVOY_GATEWAY, manifests.envoy_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store])
+            ENVOY_GATEWAY, manifests.envoy_gateway_values(docker_hub_registry), pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store])
         )
         crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=namespaces))
         # Its mutating webhook puts the extproc beside every proxy: it must run before the Gateway makes them.
         controller = helm_release(
-            AI_GATEWAY, manifests.ai_gateway_values(), pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]), skip_crds=True
+            AI_GATEWAY, manifests.ai_gateway_values(docker_hub_registry), pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]), skip_crds=True
         )
         keys = k8s.core.v1.Secret(
             GATEWAY_KEYS_SECRET,
@@ -76,7 +78,7 @@ class LlmGateway(pulumi.ComponentResource):
             opts=in_namespace,
         )
         routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys])
-        for manifest in manifests.routed_objects(plan):
+        for manifest in manifests.routed_objects(plan, docker_hub_registry):
             custom_resource(f"{manifest['metadata']['name']}-{manifest['kind'].lower()}", manifest, routed)
         if plan.config.observability.creates_service_monitors:
             custom_resource("llm-gateway-podmonitor", manifests.pod_monitor(), pulumi.ResourceOptions(parent=self, depends_on=list(monitoring)))

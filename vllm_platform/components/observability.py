@@ -43,7 +43,9 @@ class Observability(pulumi.ComponentResource):
     crd_dependencies: list[pulumi.Resource]
     outputs: dict[str, Any]
 
-    def __init__(self, name: str, plan: Plan, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(
+        self, name: str, plan: Plan, docker_hub_registry: Optional[str] = None, opts: Optional[pulumi.ResourceOptions] = None
+    ):
         super().__init__("vllm-platform:index:Observability", name, None, opts)
         obs = plan.config.observability
         # Only a model that scales to zero needs the HTTP add-on; the config refuses one without observability.
@@ -65,7 +67,7 @@ class Observability(pulumi.ComponentResource):
         receiver_keys = alerting.secret_values(obs.alertmanager)
         if obs.alertmanager_enabled and receiver_keys:
             secrets.append(self._receiver_secret(receiver_keys, monitoring))
-        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan), [monitoring, *secrets])
+        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan, docker_hub_registry), [monitoring, *secrets])
         keda = self._release(KEDA, keda_values(), [keda_namespace])
         if plan.runs_gpu_metrics:
             # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.

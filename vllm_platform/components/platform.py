@@ -66,7 +66,8 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"], opts=in_namespace
         )
 
-    observability = Observability("observability", plan, opts=k8s_opts)
+    # The models' Docker Hub images and the platform's own (Grafana, the gateway's) come the same way.
+    observability = Observability("observability", plan, cluster.image_registry, opts=k8s_opts)
 
     token_secret = None
     if plan.config.hf_token is not None:
@@ -100,8 +101,9 @@ def build_platform(plan: Plan) -> dict[str, Any]:
     gateway_outputs: dict[str, Any] = {}
     if plan.gateway is not None:
         gateway = LlmGateway(
-            "gateway", plan, after=cluster.load_balancer_controller, monitoring=observability.crd_dependencies, opts=k8s_opts
-        )
+            "gateway", plan, after=cluster.load_balancer_controller, monitoring=observability.crd_dependencies,
+            docker_hub_registry=cluster.image_registry, opts=k8s_opts,
+        )  # fmt: skip
         gateway_outputs = gateway.outputs
     return {
         **cluster.outputs,

@@ -72,13 +72,14 @@ class DockerHub(Section):
 
 
 class Images(Section):
-    """Where the GPU nodes pull the vLLM image from."""
+    """Where the nodes pull Docker Hub's images from: the vLLM image, and the platform's own (Grafana, the gateway's)."""
 
     registry: Optional[StrictStr] = Field(
         None,
         description=(
-            "a mirror of your own, such as `registry.example.com/dockerhub`: images are pulled as "
-            "`<registry>/<repository>:<tag>` (`vllm/vllm-openai:v0.31.0` becomes `<registry>/vllm/vllm-openai:v0.31.0`)"
+            "a mirror of Docker Hub of your own, such as `registry.example.com/dockerhub`: every Docker Hub image is "
+            "pulled as `<registry>/<repository>:<tag>` (`vllm/vllm-openai:v0.31.0` becomes "
+            "`<registry>/vllm/vllm-openai:v0.31.0`, Grafana's `grafana/grafana`, the gateway's `envoyproxy/...`)"
         ),
     )
     docker_hub: Optional[DockerHub] = Field(

@@ -13,9 +13,10 @@ wakes it. The extproc sits before the RBAC filter: AI Gateway inserts it at the 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from vllm_platform.config.gateway import Exposure, TokenKind
+from vllm_platform.contract import images
 from vllm_platform.contract import (
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
@@ -25,7 +26,6 @@ from vllm_platform.contract import (
     GATEWAY_NAMESPACE,
     GATEWAY_ROUTES_NAMESPACE,
     INSTANCE_LABEL,
-    LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT,
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
@@ -34,7 +34,7 @@ from vllm_platform.contract import (
     SERVING_PORT,
     SYSTEM_NODE_SELECTOR,
 )
-from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY, RATE_LIMIT_REDIS_IMAGE
+from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY, ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -70,6 +70,11 @@ PROXY_METRICS_PORT = "metrics"
 EXTPROC_METRICS_PORT = "aigw-admin"
 ENVOY_METRICS_PATH = "/stats/prometheus"
 NLB_CLASS = "service.k8s.aws/nlb"
+# ai-gateway-helm v1.1.0's own image repositories (values.yaml), on Docker Hub.
+AI_GATEWAY_REPOSITORIES = {
+    "controller": "docker.io/envoyproxy/ai-gateway-controller",
+    "extProc": "docker.io/envoyproxy/ai-gateway-extproc",
+}
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 
 
@@ -104,10 +109,13 @@ def _system_placement() -> dict[str, Any]:
     return {"nodeSelector": dict(SYSTEM_NODE_SELECTOR)}
 
 
-def envoy_gateway_values() -> dict[str, Any]:
+def envoy_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
     """gateway-helm v1.9.0: two controllers with a PDB, on the system nodes, configured as AI Gateway's
-    manifests/envoy-gateway-values.yaml and examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say."""
+    manifests/envoy-gateway-values.yaml and examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say.
+    `docker_hub_registry`: where Docker Hub's images come from, for the controller's and the rate limit's."""
+    pulled = {"global": {"imageRegistry": docker_hub_registry}} if docker_hub_registry else {}
     return {
+        **pulled,
         "deployment": {
             "replicas": 2,
             "envoyGateway": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1024Mi"}}},
@@ -149,9 +157,10 @@ def envoy_gateway_values() -> dict[str, Any]:
     }
 
 
-def ai_gateway_values() -> dict[str, Any]:
-    """ai-gateway-helm v1.1.0: two controllers with a PDB on the system nodes; the client's name as a metrics label."""
-    return {
+def ai_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
+    """ai-gateway-helm v1.1.0: two controllers with a PDB on the system nodes; the client's name as a metrics label.
+    `docker_hub_registry`: where Docker Hub's images come from, for the controller's and the extproc's."""
+    values: dict[str, Any] = {
         "controller": {
             "replicaCount": 2,
             "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
@@ -161,6 +170,11 @@ def ai_gateway_values() -> dict[str, Any]:
         },
         "envoyGateway": {"namespace": ENVOY_GATEWAY.namespace},
     }
+    if docker_hub_registry:
+        # The chart's own repositories below the registry; the tag stays the chart's appVersion.
+        for component, repository in AI_GATEWAY_REPOSITORIES.items():
+            values.setdefault(component, {})["image"] = {"repository": f"{docker_hub_registry}/{images.docker_hub_path(repository)}"}
+    return values
 
 
 def gateway_class() -> dict[str, Any]:
@@ -187,9 +201,11 @@ def _service_annotations(gateway: GatewayPlan) -> dict[str, str]:
     return annotations
 
 
-def envoy_proxy(gateway: GatewayPlan) -> dict[str, Any]:
+def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
     """The proxies: replicas spread over nodes with a PDB, requests, on the system nodes. Envoy Gateway's own
-    Service for them stays inside the cluster; clients come through `proxy_service`."""
+    Service for them stays inside the cluster; clients come through `proxy_service`. Where Docker Hub's images
+    come from `docker_hub_registry`, so does their Envoy (Envoy Gateway's default image, otherwise)."""
+    image = {"image": f"{docker_hub_registry}/{images.docker_hub_path(ENVOY_PROXY_IMAGE)}"} if docker_hub_registry else {}
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "EnvoyProxy",
@@ -201,7 +217,8 @@ def envoy_proxy(gateway: GatewayPlan) -> dict[str, Any]:
                     "envoyDeployment": {
                         "replicas": gateway.replicas,
                         "container": {
-                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+                            **image,
+                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
                         },
                         "pod": {
                             **_system_placement(),
@@ -549,41 +566,11 @@ def gateway_namespaces() -> list[dict[str, Any]]:
     ]
 
 
-def routed_objects(plan: Plan) -> list[dict[str, Any]]:
+def routed_objects(plan: Plan, docker_hub_registry: Optional[str] = None) -> list[dict[str, Any]]:
     """Everything on the Gateway API side, in the order that lets each find what it refers to."""
     gateway = plan.gateway
     assert gateway is not None
-    objects = [gateway_class(), envoy_proxy(gateway), gateway_object(gateway)]
+    objects = [gateway_class(), envoy_proxy(gateway, docker_hub_registry), gateway_object(gateway)]
     for route in gateway.routes:
         objects += [backend(route), ai_service_backend(route), ai_gateway_route(route, plan)]
     return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway)]
-
-
-
-def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str) -> dict[str, Any]:
-    """aws-load-balancer-controller 3.5.0: two replicas with a PDB on the system nodes, told its cluster,
-    region and VPC (else it asks instance metadata, which the hop limit of 1 keeps from pods). The proxies'
-    Service names its class itself, so no webhook must mutate every Service; no Ingress class, as nothing
-    here makes an ALB."""
-    return {
-        "clusterName": cluster_name,
-        "region": region,
-        "vpcId": vpc_id,
-        "serviceAccount": {"create": True, "name": LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT},
-        "replicaCount": 2,
-        "podDisruptionBudget": {"maxUnavailable": 1},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
-        # The chart's own settings, hardened to the restricted profile: the controller needs no capability.
-        "podSecurityContext": {"fsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
-        "securityContext": {
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": 65534,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "enableServiceMutatorWebhook": False,
-        "createIngressClassResource": False,
-    }

@@ -10,7 +10,7 @@ two values of different keys.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.config.quantities import memory_mib
@@ -154,9 +154,11 @@ def retention_size(storage_size: str) -> str:
     return f"{math.floor(memory_mib(storage_size) / 1024 * RETENTION_SIZE_SHARE)}GB"
 
 
-def kube_prometheus_stack_values(plan: Plan) -> dict[str, Any]:
+def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
+    """`docker_hub_registry`: where Docker Hub's images come from, for Grafana's (the chart's only one there)."""
     obs = plan.config.observability
     grafana: dict[str, Any] = {
+        **({"image": {"registry": docker_hub_registry}} if docker_hub_registry else {}),
         "enabled": obs.grafana_enabled,
         "resources": _requests_and_memory_limit("100m", "256Mi", "512Mi"),
         "sidecar": {

@@ -128,13 +128,20 @@ class ImagePlan:
         return self.reference if self.route is ImageRoute.UPSTREAM else f"{registry}/{self.path}"
 
 
+def docker_hub_route(cfg: PlatformConfig) -> ImageRoute:
+    """Where the stack pulls Docker Hub's images from, the models' and the platform's own alike: the user's
+    mirror, else the stack's ECR cache where it makes one, else Docker Hub itself."""
+    if cfg.images.registry is not None:
+        return ImageRoute.MIRROR
+    if cfg.images.docker_hub is not None and cfg.cluster.existing is None:
+        return ImageRoute.ECR_CACHE
+    return ImageRoute.UPSTREAM
+
+
 def image_plan(cfg: PlatformConfig, reference: str) -> ImagePlan:
     """A Docker Hub image through the mirror or the stack's cache, where there is one; any other as it is named."""
     hub_path = images.docker_hub_path(reference)
-    if hub_path is None:
+    route = docker_hub_route(cfg)
+    if hub_path is None or route is ImageRoute.UPSTREAM:
         return ImagePlan(reference, ImageRoute.UPSTREAM, reference)
-    if cfg.images.registry is not None:
-        return ImagePlan(reference, ImageRoute.MIRROR, hub_path)
-    if cfg.images.docker_hub is not None and cfg.cluster.existing is None:
-        return ImagePlan(reference, ImageRoute.ECR_CACHE, hub_path)
-    return ImagePlan(reference, ImageRoute.UPSTREAM, reference)
+    return ImagePlan(reference, route, hub_path)
