@@ -689,6 +689,21 @@ def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, An
     assert problem.startswith(message)
 
 
+def test_a_pools_karpenter_keys_are_refused_on_an_existing_cluster_and_its_fit_keys_kept() -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    (pool,) = document["config"]["vllm-platform:cluster"]["gpuNodePools"]
+    pool.update({"maxSize": 6, "warmNodes": 1})
+    assert document_config(document).cluster.pools["g5"].max_size == 6, "the fit checks and warm nodes still read these"
+    pool.update({"capacityTypes": ["spot"], "rootVolumeGiB": 300, "placementGroup": True})
+    with pytest.raises(ConfigError) as error:
+        document_config(document)
+    (problem,) = error.value.problems
+    assert problem.startswith(
+        "cluster.existing: gpuNodePools[g5].capacityTypes, gpuNodePools[g5].rootVolumeGiB and gpuNodePools[g5].placementGroup "
+        "have no effect on an existing cluster; remove them"
+    )
+
+
 def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     document["config"]["vllm-platform:models"][0]["model"] = "s3://acme-models/qwen-7b/"

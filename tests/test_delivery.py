@@ -101,6 +101,13 @@ def test_the_cache_on_an_existing_cluster_needs_a_bucket() -> None:
     assert model.weights.model == f"s3://acme-model-cache/models/meta-llama/Llama-3.1-8B-Instruct/{REVISION}/"
 
 
+def test_a_bucket_for_a_cache_turned_off_is_refused() -> None:
+    assert problems(raw_with(modelCache={"enabled": False, "bucket": "acme-model-cache"})) == [
+        "modelCache: bucket names the cache's bucket, and enabled false turns the cache off: keep one"
+    ]
+    assert plan_of(raw_with(modelCache={"enabled": False})).models[0].weights.staging is None, "the same without the bucket"
+
+
 def test_warm_nodes_on_a_pool_no_model_uses_are_refused() -> None:
     raw = raw_with()
     raw["cluster"]["gpuNodePools"][1]["warmNodes"] = 1  # g5x4: no model on it

@@ -12,7 +12,7 @@ from tests.test_config import base
 from vllm_platform.contract import MONITOR_SELECTOR_LABELS
 from vllm_platform.k8s import autoscaling, monitoring, network, probes, workload
 from vllm_platform.pins import SIMULATOR_IMAGE
-from vllm_platform.plan import coldstart
+from vllm_platform.plan import coldstart, resolve, sizing
 from vllm_platform.plan.plans import ModelPlan, Plan
 from vllm_platform.plan.serving import MODEL_CACHE_PATH
 
@@ -323,6 +323,14 @@ def test_simulation_per_model_skips_fit_checks_and_says_so() -> None:
     assert model.weights.staging is None and not model.weights.streams and model.cold_start is None
     raw["models"][0].update({"simulate": False, "gpuPool": "p4d", "tensorParallelSize": 8})
     assert plan_of(raw).models[0].weights.staging is not None, "the same model on GPUs is staged"
+
+
+def test_a_simulated_model_takes_the_resources_it_is_given() -> None:
+    raw = base()
+    raw["models"][0].update({"simulate": True})
+    assert plan_of(raw).models[0].resources == resolve.SIMULATOR_RESOURCES, "the simulator's own needs, unless told"
+    raw["models"][0]["resources"] = {"cpu": "2", "memory": "4Gi"}
+    assert plan_of(raw).models[0].resources == sizing.PodResources(cpu_millis=2000, memory_mib=4096)
 
 
 def test_network_policies_deny_by_default_and_open_only_the_serving_port() -> None:

@@ -244,6 +244,11 @@ CREATED_CLUSTER_KEYS = (
     "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
     "gpu_ami_alias",
 )  # fmt: skip
+# A pool's keys that only its Karpenter NodePool and EC2NodeClass read: an existing cluster gets neither.
+KARPENTER_POOL_KEYS = (
+    "capacity_types", "capacity_reservations", "consolidate_after", "expire_after", "root_volume_gib", "efa",
+    "placement_group",
+)  # fmt: skip
 # An AL2023 release, never `latest`: a new AMI must come with a reviewed change, not on its own.
 AMI_ALIAS = re.compile(r"al2023@v20[0-9]{6}", re.ASCII)
 
@@ -325,8 +330,9 @@ class Cluster(Section):
             "deploy onto an existing cluster: `{stackReference, kubeconfigOutput}`, `{kubeconfig}` (a secret) or "
             "`{context}`; creates no AWS resource. Only `name`, `kubernetesVersion` (then only the version the rendered "
             "manifests are checked against) and `gpuNodePools` apply then: `supportType`, `vpc`, `endpoint`, "
-            "`systemNodes`, `protect`, `adminPrincipalArns` and `viewerPrincipalArns` are refused, since they would have "
-            "no effect"
+            "`systemNodes`, `protect`, `adminPrincipalArns`, `viewerPrincipalArns`, `gpuAmiAlias` and a pool's "
+            "Karpenter keys (`capacityTypes`, `capacityReservations`, `consolidateAfter`, `expireAfter`, "
+            "`rootVolumeGiB`, `efa`, `placementGroup`) are refused, since they would have no effect"
         ),
     )
 
@@ -340,6 +346,12 @@ class Cluster(Section):
             to_camel(key)
             for key in CREATED_CLUSTER_KEYS
             if key in info.data and info.data[key] != cls.model_fields[key].default
+        ]
+        ignored += [
+            f"gpuNodePools[{pool.name}].{GpuNodePool.model_fields[key].alias or to_camel(key)}"
+            for pool in info.data.get("gpu_node_pools", [])
+            for key in KARPENTER_POOL_KEYS
+            if getattr(pool, key) != GpuNodePool.model_fields[key].default
         ]
         if ignored:
             keys = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]

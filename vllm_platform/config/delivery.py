@@ -46,6 +46,12 @@ class ModelCache(Section):
     def _bucket_name(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else check_pattern(value, S3_BUCKET, "an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')")
 
+    @model_validator(mode="after")
+    def _a_bucket_is_for_a_cache(self) -> "ModelCache":
+        if self.enabled is False and self.bucket is not None:
+            raise ValueError("bucket names the cache's bucket, and enabled false turns the cache off: keep one")
+        return self
+
     def active(self, creates_cluster: bool) -> bool:
         """Whether models with a revision stream from the cache."""
         if self.enabled is not None:

@@ -51,16 +51,20 @@ class ModelSizing:
         return self.model.tensor_parallel_size <= self.instance.gpu_count
 
 
+def configured_resources(model: Model) -> Optional[sizing.PodResources]:
+    """The pod's resources as `models[].resources` gives them; None where the config leaves them to the plan."""
+    if model.resources is None:
+        return None
+    return sizing.PodResources(cpu_millis=cpu_millis(model.resources.cpu), memory_mib=memory_mib(model.resources.memory))
+
+
 def size(model: Model, pool: GpuNodePool) -> Optional[ModelSizing]:
     """The model's numbers on the pool; None when its size cannot be read."""
     params = parameters_billions(model)
     if params is None:
         return None
     instance = smallest(pool.instance_types)
-    if model.resources:
-        pod = sizing.PodResources(cpu_millis=cpu_millis(model.resources.cpu), memory_mib=memory_mib(model.resources.memory))
-    else:
-        pod = sizing.default_resources(instance, model.tensor_parallel_size)
+    pod = configured_resources(model) or sizing.default_resources(instance, model.tensor_parallel_size)
     return ModelSizing(model, pool, instance, params, pod)
 
 

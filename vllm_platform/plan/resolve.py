@@ -105,7 +105,8 @@ def _model_plan(
     surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
     step = serving.rolling_update(surge_room)
     grace, budget, cold_start, wave = _timings(model, params, cold)
-    pod = sized.pod if sized else SIMULATOR_RESOURCES
+    # A simulated model on no GPU: what the config asks for, else what the simulator needs.
+    pod = sized.pod if sized else (fit.configured_resources(model) or SIMULATOR_RESOURCES)
     streamer = None
     if weights.streams and sized is not None:
         readers = coldstart.streamer_readers(sized.instance, model.tensor_parallel_size)
