@@ -72,11 +72,6 @@ def name_prefix(resource_type: str, base: str) -> str:
     return shortened(base, AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1) + "-"
 
 
-def prefix_room(resource_type: str) -> int:
-    """The longest base a name prefix of this type keeps whole."""
-    return AWS_NAME_LIMITS[resource_type] - PREFIX_SUFFIX - 1
-
-
 def kubernetes_name(base: str) -> str:
     """`base`, or where it is longer than a label value may be, its head and a hash: a Kubernetes object's name
     that becomes a label value too (a Job's `job-name`)."""

@@ -18,7 +18,6 @@ from vllm_platform.config.base import (
 )
 from vllm_platform.config.cluster import Cluster
 from vllm_platform.config.delivery import Images, ModelCache
-from vllm_platform.config.pools import GpuNodePool
 from vllm_platform.config.errors import ConfigError, pydantic_problems
 from vllm_platform.config.gateway import Exposure, Gateway
 from vllm_platform.config.models import AutoscalingMode, Model
@@ -105,11 +104,6 @@ class PlatformConfig(Section):
         return self.observability.enabled and (on_gpus if configured is None else configured)
 
     @property
-    def any_scales_to_zero(self) -> bool:
-        """Whether the KEDA HTTP add-on is needed, and its interceptor must reach the models."""
-        return any(model.scales_to_zero for model in self.models)
-
-    @property
     def caches_models(self) -> bool:
         """Whether models with a revision stream from the S3 model cache; never where every model is simulated,
         which loads no weights: such a stack makes no bucket."""
@@ -118,10 +112,6 @@ class PlatformConfig(Section):
 
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate
-
-    def models_on(self, pool: GpuNodePool) -> list[Model]:
-        """The models whose pods run on the pool's nodes."""
-        return [m for m in self.models if not self.is_simulated(m) and m.gpu_pool == pool.name]
 
 
 def _model_problems(cfg: PlatformConfig, model: Model) -> list[str]:
