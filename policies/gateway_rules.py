@@ -14,7 +14,7 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
 from props import describe, dig, items
-from vllm_platform.contract import MODEL_APP, MODEL_HEADER, NAME_LABEL
+from vllm_platform.contract import MODEL_APP, MODEL_HEADER, NAME_LABEL, vllm_flags
 
 AI_GATEWAY_ROUTE = "kubernetes:aigateway.envoyproxy.io/v1beta1:AIGatewayRoute"
 SECURITY_POLICY = "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy"
@@ -29,9 +29,9 @@ def _served_name(deployment: Mapping[str, Any]) -> Optional[str]:
     """What a model Deployment's vLLM answers to: --served-model-name, else --model (the flags the program writes)."""
     for container in items(dig(deployment, "spec", "template", "spec", "containers")):
         args = [str(a) for a in items(container.get("args"))]
-        for flag in ("--served-model-name", "--model"):
-            if flag in args[:-1]:
-                return args[args.index(flag) + 1]
+        served = vllm_flags.value(args, vllm_flags.SERVED_MODEL_NAME) or vllm_flags.value(args, vllm_flags.MODEL)
+        if served:
+            return served
     return None
 
 

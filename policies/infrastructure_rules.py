@@ -12,7 +12,7 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from props import HELM_RELEASE, NODE_CLASS, NODE_POOL, describe, dig, items, number
-from vllm_platform.contract import GPU_RESOURCE, IMDS_HOP_LIMIT
+from vllm_platform.contract import GPU_RESOURCE, GPU_TAINT, IMDS_HOP_LIMIT
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -107,8 +107,8 @@ def check_gpu_node_pools(args: ResourceValidationArgs, report: ReportViolation) 
     if dig(args.props, "spec", "limits", GPU_RESOURCE) is None:
         report(f"{where}: no spec.limits['{GPU_RESOURCE}']; cap the GPUs it may launch")
     taints = items(dig(args.props, "spec", "template", "spec", "taints"))
-    if not any(isinstance(t, Mapping) and t.get("key") == GPU_RESOURCE and t.get("effect") == "NoSchedule" for t in taints):
-        report(f"{where}: no {GPU_RESOURCE}:NoSchedule taint; only pods that ask for GPUs may land on its nodes")
+    if not any(isinstance(t, Mapping) and t.get("key") == GPU_TAINT.key and t.get("effect") == GPU_TAINT.effect for t in taints):
+        report(f"{where}: no {GPU_TAINT.key}:{GPU_TAINT.effect} taint; only pods that ask for GPUs may land on its nodes")
     policy = dig(args.props, "spec", "disruption", "consolidationPolicy")
     budgets = items(dig(args.props, "spec", "disruption", "budgets"))
     no_repacking = any(

@@ -7,6 +7,7 @@ reaches Alertmanager as a file of a Kubernetes Secret, never as a Helm value.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Optional
 
 from pydantic import Field, StrictStr, field_validator, model_validator
@@ -16,7 +17,14 @@ from vllm_platform.config.secrets import set_command
 
 SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?", re.ASCII)
 SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}", re.ASCII)
-RECEIVER_KINDS = ("pagerduty", "slack", "sns", "webhook")
+class ReceiverKind(StrEnum):
+    """A receiver's kind: the one of its keys it sets."""
+
+    PAGERDUTY = "pagerduty"
+    SLACK = "slack"
+    SNS = "sns"
+    WEBHOOK = "webhook"
+
 
 
 def _secret(value: str) -> str:
@@ -96,15 +104,15 @@ class Receiver(Section):
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Receiver":
-        kinds = [kind for kind in RECEIVER_KINDS if getattr(self, kind) is not None]
+        kinds = [kind for kind in ReceiverKind if getattr(self, kind) is not None]
         if len(kinds) != 1:
             given = ", ".join(kinds) or "none"
-            raise ValueError(f"a receiver is exactly one of {', '.join(RECEIVER_KINDS)}; {self.name} has {given}")
+            raise ValueError(f"a receiver is exactly one of {', '.join(ReceiverKind)}; {self.name} has {given}")
         return self
 
     @property
-    def kind(self) -> str:
-        return next(kind for kind in RECEIVER_KINDS if getattr(self, kind) is not None)
+    def kind(self) -> ReceiverKind:
+        return next(kind for kind in ReceiverKind if getattr(self, kind) is not None)
 
 
 class Alerting(Section):

@@ -18,21 +18,28 @@ DATA_PARALLEL = "--data-parallel-size"
 # vLLM starts one GPU worker per rank of each, multiplied.
 PARALLEL_FLAGS = (TENSOR_PARALLEL, PIPELINE_PARALLEL, DATA_PARALLEL)
 SHUTDOWN_TIMEOUT = "--shutdown-timeout"
+MODEL = "--model"
+SERVED_MODEL_NAME = "--served-model-name"
 PORT = "--port"
+HOST = "--host"
+QUANTIZATION = "--quantization"
+MAX_MODEL_LEN = "--max-model-len"
+GPU_MEMORY_UTILIZATION = "--gpu-memory-utilization"
+DOWNLOAD_DIR = "--download-dir"
 LOAD_FORMAT = "--load-format"
 MODEL_LOADER_EXTRA_CONFIG = "--model-loader-extra-config"
 # Flags the platform sets itself from other keys; passing them again through extraArgs would
 # silently override the fit checks or break the probes.
 MANAGED_FLAGS = (
-    "--model",
-    "--served-model-name",
+    MODEL,
+    SERVED_MODEL_NAME,
     PORT,
-    "--host",
+    HOST,
     TENSOR_PARALLEL,
-    "--quantization",
-    "--max-model-len",
-    "--gpu-memory-utilization",
-    "--download-dir",
+    QUANTIZATION,
+    MAX_MODEL_LEN,
+    GPU_MEMORY_UTILIZATION,
+    DOWNLOAD_DIR,
     SHUTDOWN_TIMEOUT,
 )
 # Flags that would make the pod serve something no check here sees, or never pass its probes.
@@ -56,7 +63,7 @@ SHORT_ALIASES = {
     "-tp": TENSOR_PARALLEL,
     "-pp": PIPELINE_PARALLEL,
     "-dp": DATA_PARALLEL,
-    "-q": "--quantization",
+    "-q": QUANTIZATION,
 }
 # A flag and what follows it: `--flag=value`, or `--flag value` given as one word.
 _FLAG_AND_VALUE = re.compile(r"(-[^\s=]+)(?:=|\s+)(.*)", re.DOTALL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from vllm_platform.config.alerting import Alerting, Receiver
+from vllm_platform.config.alerting import Alerting, Receiver, ReceiverKind
 
 RECEIVER_SECRET = "alertmanager-receivers"
 SECRETS_DIRECTORY = f"/etc/alertmanager/secrets/{RECEIVER_SECRET}"
@@ -34,9 +34,9 @@ MODEL_SYMPTOM_ALERTS = (
 )
 # Each receiver kind: Alertmanager's config list, the secret field's file key, and our field holding it.
 SECRET_FIELDS = {
-    "pagerduty": ("pagerduty_configs", "routing_key_file", "routing_key"),
-    "slack": ("slack_configs", "api_url_file", "api_url"),
-    "webhook": ("webhook_configs", "url_file", "url"),
+    ReceiverKind.PAGERDUTY: ("pagerduty_configs", "routing_key_file", "routing_key"),
+    ReceiverKind.SLACK: ("slack_configs", "api_url_file", "api_url"),
+    ReceiverKind.WEBHOOK: ("webhook_configs", "url_file", "url"),
 }
 
 
@@ -57,7 +57,7 @@ def secret_values(alerting: Optional[Alerting]) -> dict[str, str]:
 
 
 def _receiver(receiver: Receiver) -> dict[str, Any]:
-    if receiver.kind == "sns":
+    if receiver.kind is ReceiverKind.SNS:
         assert receiver.sns is not None
         # No keys: the AWS SDK's default chain finds the Pod Identity role (components/cluster.py).
         sns = {"topic_arn": receiver.sns.topic_arn, "sigv4": {"region": receiver.sns.region}, "send_resolved": True}

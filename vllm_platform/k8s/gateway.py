@@ -16,7 +16,6 @@ import json
 from typing import Any, Optional
 
 from vllm_platform.config.gateway import Exposure, TokenKind
-from vllm_platform.contract import images
 from vllm_platform.contract import (
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
@@ -26,6 +25,7 @@ from vllm_platform.contract import (
     GATEWAY_NAMESPACE,
     GATEWAY_ROUTES_NAMESPACE,
     INSTANCE_LABEL,
+    METRICS_PATH,
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
@@ -33,6 +33,7 @@ from vllm_platform.contract import (
     PART_OF_LABEL,
     SERVING_PORT,
     SYSTEM_NODE_SELECTOR,
+    images,
 )
 from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY, ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
@@ -550,7 +551,7 @@ def pod_monitor() -> dict[str, Any]:
             "selector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
             "podMetricsEndpoints": [
                 {"port": PROXY_METRICS_PORT, "path": ENVOY_METRICS_PATH},
-                {"port": EXTPROC_METRICS_PORT, "path": "/metrics"},
+                {"port": EXTPROC_METRICS_PORT, "path": METRICS_PATH},
             ],
         },
     }

@@ -18,9 +18,11 @@ from vllm_platform.contract import (
     COMPONENT_LABEL,
     GPU_NODE_SELECTOR,
     GPU_TAINT,
+    INSTANCE_LABEL,
     METRICS_PATH,
     MONITOR_SELECTOR_LABELS,
     MONITORING_NAMESPACE,
+    NAME_LABEL,
     SERVING_PORT,
     SERVING_PORT_NAME,
 )
@@ -114,7 +116,7 @@ def karpenter_service_monitor(plan: Plan) -> dict[str, Any]:
         "metadata": {"name": karpenter_service(), "namespace": MONITORING_NAMESPACE, "labels": dict(MONITOR_SELECTOR_LABELS)},
         "spec": {
             # The chart's selector labels (templates/_helpers.tpl, karpenter.selectorLabels).
-            "selector": {"matchLabels": {"app.kubernetes.io/name": KARPENTER.chart, "app.kubernetes.io/instance": KARPENTER.release}},
+            "selector": {"matchLabels": {NAME_LABEL: KARPENTER.chart, INSTANCE_LABEL: KARPENTER.release}},
             "namespaceSelector": {"matchNames": [KARPENTER.namespace]},
             "endpoints": [
                 {"port": KARPENTER_METRICS_PORT_NAME, "path": METRICS_PATH, "interval": plan.config.observability.prometheus.scrape_interval}

@@ -25,6 +25,7 @@ from vllm_platform.contract import (
     SERVING_PORT,
     SERVING_PORT_NAME,
     SHM_PATH,
+    vllm_flags,
 )
 from vllm_platform.k8s.probes import probes
 from vllm_platform.pins import SIMULATOR_IMAGE
@@ -177,7 +178,7 @@ def vllm_container(
     return {
         **_serving_container(model, image if image is not None else model.image_plan.reference, mounts),
         "command": list(SERVE_COMMAND),
-        "args": ["--model", weights, *model.args],
+        "args": [vllm_flags.MODEL, weights, *model.args],
         "env": _env(model, hf_token, region),
     }
 

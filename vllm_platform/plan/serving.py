@@ -40,20 +40,20 @@ def vllm_args(model: Model, streamer: Optional[dict[str, object]]) -> tuple[str,
     """vLLM's flags after `vllm serve --model <weights>`: the weights' URI is the builder's to place, since the
     stack's own cache bucket is named only when it is created. `streamer` is set where the weights stream from S3."""
     args = [
-        "--served-model-name", model.effective_served_name,
-        "--port", str(SERVING_PORT),
-        "--tensor-parallel-size", str(model.tensor_parallel_size),
+        vllm_flags.SERVED_MODEL_NAME, model.effective_served_name,
+        vllm_flags.PORT, str(SERVING_PORT),
+        vllm_flags.TENSOR_PARALLEL, str(model.tensor_parallel_size),
         vllm_flags.SHUTDOWN_TIMEOUT, str(model.shutdown_timeout_seconds),
     ]  # fmt: skip
     if streamer is None:
-        args += ["--download-dir", MODEL_CACHE_PATH]
+        args += [vllm_flags.DOWNLOAD_DIR, MODEL_CACHE_PATH]
     if model.quantization:
-        args += ["--quantization", model.quantization]
+        args += [vllm_flags.QUANTIZATION, model.quantization]
     # Unset, vLLM would take the checkpoint's full context (128k for Llama 3.1), refuse to start when one
     # such sequence does not fit the KV cache, and crash-loop; `auto` fits the context to the memory there is.
-    args += ["--max-model-len", str(model.max_model_len) if model.max_model_len else "auto"]
+    args += [vllm_flags.MAX_MODEL_LEN, str(model.max_model_len) if model.max_model_len else "auto"]
     if model.gpu_memory_utilization:
-        args += ["--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}"]
+        args += [vllm_flags.GPU_MEMORY_UTILIZATION, f"{model.gpu_memory_utilization:g}"]
     if streamer is not None and vllm_flags.value(model.extra_args, vllm_flags.LOAD_FORMAT) is None:
         args += [vllm_flags.LOAD_FORMAT, STREAMED_LOAD_FORMAT]
     if streamer is not None and vllm_flags.value(model.extra_args, vllm_flags.MODEL_LOADER_EXTRA_CONFIG) is None:
@@ -64,17 +64,18 @@ def vllm_args(model: Model, streamer: Optional[dict[str, object]]) -> tuple[str,
 def simulator_args(model: Model, parameters_billions: Optional[float]) -> tuple[str, ...]:
     """Flags that make the simulator answer like the configured model: its served name, context and latency."""
     timing = sizing.simulated_timing(parameters_billions, model.tensor_parallel_size)
-    # A name the simulator cannot find on the hub keeps it from downloading a tokenizer at start.
+    # A name the simulator cannot find on the hub keeps it from downloading a tokenizer at start. It takes
+    # vLLM's spelling of the flags it shares with vLLM.
     args = [
-        "--model", f"simulated-{model.name}",
-        "--served-model-name", model.effective_served_name,
-        "--port", str(SERVING_PORT),
+        vllm_flags.MODEL, f"simulated-{model.name}",
+        vllm_flags.SERVED_MODEL_NAME, model.effective_served_name,
+        vllm_flags.PORT, str(SERVING_PORT),
         "--mode", "random",
         "--time-to-first-token", f"{timing.time_to_first_token_ms}ms",
         "--inter-token-latency", f"{timing.inter_token_latency_ms}ms",
     ]  # fmt: skip
     if model.max_model_len:
-        args += ["--max-model-len", str(model.max_model_len)]
+        args += [vllm_flags.MAX_MODEL_LEN, str(model.max_model_len)]
     return tuple(args)
 
 
