@@ -153,6 +153,15 @@ def test_disruption_never_repacks_a_serving_node_nor_cuts_a_drain_short(stack: s
             assert grace >= model.rollout_wave_seconds, "room for a replacement to come up before the PDB lets go"
 
 
+def test_node_classes_and_pools_are_made_after_the_controller_and_so_destroyed_before_it() -> None:
+    """Their finalizers need the running controller (a class's removes its instance profile and launch templates)."""
+    rendering = rendered_stack("prod")
+    wiring = [r for r in rendering.resources if r.type.startswith("kubernetes:karpenter")]
+    assert wiring
+    for resource in wiring:
+        assert "kubernetes:helm.sh/v3:Release::karpenter" in resource.dependencies, resource.name
+
+
 def test_a_spot_only_pool_gets_no_on_demand_fallback_unless_it_asks() -> None:
     def capacity(types: list[str]) -> list[str]:
         document = minimal_document()

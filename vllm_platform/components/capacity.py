@@ -115,7 +115,9 @@ class GpuCapacity(pulumi.ComponentResource):
                     pool, cluster_name, plan.config.cluster.gpu_ami_alias, self.node_role.name, context.key.arn, tags,
                     placement.name if placement else None,
                 ),
-                pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[crds, *discovery])),
+                # After the controller, so destroyed before it: the class's finalizer needs the running controller
+                # to remove its instance profile and launch templates, or the destroy hangs on it.
+                pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[crds, controller, *discovery])),
             )  # fmt: skip
             pools.append(
                 custom_resource(
