@@ -162,6 +162,17 @@ def test_node_classes_and_pools_are_made_after_the_controller_and_so_destroyed_b
         assert "kubernetes:helm.sh/v3:Release::karpenter" in resource.dependencies, resource.name
 
 
+def test_nodes_never_expire_unless_the_pool_asks() -> None:
+    """Expiry is forceful (no budget holds it) and with the AMI pinned brings the same one back: off by default."""
+    def expiry(pool_keys: dict[str, Any]) -> str:
+        document = minimal_document()
+        document["config"]["vllm-platform:cluster"]["gpuNodePools"][0].update(pool_keys)
+        return str(one(render_document(document), "NodePool", "gpu-g5")["spec"]["template"]["spec"]["expireAfter"])
+
+    assert expiry({}) == "Never"
+    assert expiry({"expireAfter": "720h"}) == "720h"
+
+
 def test_a_spot_only_pool_gets_no_on_demand_fallback_unless_it_asks() -> None:
     def capacity(types: list[str]) -> list[str]:
         document = minimal_document()

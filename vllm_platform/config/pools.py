@@ -105,10 +105,12 @@ class GpuNodePool(Section):
         ),
     )
     expire_after: StrictStr = Field(
-        "720h",
+        "Never",
         description=(
-            "a node's lifetime (`Never`: forever): past it Karpenter replaces the node, draining it within the "
-            "models' grace periods, so the pool picks up newer AMIs and patches"
+            "a node's lifetime, such as `720h` (`Never`: forever). Expiry is forceful in Karpenter 1.14: no disruption "
+            "budget holds it and no replacement is started first, nodes launched together expire together, and the "
+            "pinned `gpuAmiAlias` brings the same AMI back. Newer AMIs come by raising the alias, a drift Karpenter "
+            "rolls one node at a time"
         ),
     )
     root_volume_gib: StrictInt = Field(

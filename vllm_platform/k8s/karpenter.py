@@ -57,7 +57,8 @@ spec:
 --VLLM-PLATFORM--
 """
 # At most one GPU node at a time is taken away on purpose (empty, or drifted to a new AMI); serving
-# nodes are never consolidated (WhenEmpty), and each drain respects the models' PDBs.
+# nodes are never consolidated (WhenEmpty), and each drain respects the models' PDBs. Expiry, which no budget
+# holds, is off unless a pool sets expireAfter.
 DISRUPTION_BUDGET = [{"nodes": "1"}]
 # The controller, as Karpenter's getting-started guide sizes it.
 CONTROLLER_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
