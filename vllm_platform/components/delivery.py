@@ -19,7 +19,7 @@ from vllm_platform import names
 from vllm_platform.aws import delivery as documents
 from vllm_platform.aws import iam
 from vllm_platform.aws.addons import pod_identity_role
-from vllm_platform.plan.delivery import ImageRoute, WeightsSource, docker_hub_route
+from vllm_platform.plan.delivery import ImageRoute, WeightsSource
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 BUCKET = "aws:s3/bucket:Bucket"
@@ -37,8 +37,9 @@ def repository_prefix(cluster_name: str) -> str:
 
 class ModelDelivery(pulumi.ComponentResource):
     """Contract: `bucket_name` names the cache's bucket (None with no cache), `registry` the registry path Docker
-    Hub's images come through (the pull-through cache's or the user's mirror; None for Docker Hub itself), `roles` the Pod Identity roles by namespace/ServiceAccount,
-    `ready` what must exist before a model's pods or staging Jobs start."""
+    Hub's images come through (the pull-through cache's or the user's mirror; None for Docker Hub itself),
+    `roles` the Pod Identity roles by namespace/ServiceAccount, `ready` what must exist before a model's pods
+    or staging Jobs start."""
 
     bucket_name: Optional[pulumi.Output[str]]
     registry: Optional[str]
@@ -68,9 +69,8 @@ class ModelDelivery(pulumi.ComponentResource):
             self.bucket_name = pulumi.Output.from_input(cache.bucket) if cache.bucket else self._bucket(plan).bucket
         for model in plan.models:
             self._model_access(model)
-        route = docker_hub_route(plan.config)
-        self.registry = plan.config.images.registry if route is ImageRoute.MIRROR else None
-        if route is ImageRoute.ECR_CACHE:
+        self.registry = plan.config.images.registry if plan.docker_hub_route is ImageRoute.MIRROR else None
+        if plan.docker_hub_route is ImageRoute.ECR_CACHE:
             roles = {"gpu-node": gpu_node_role, "system-node": system_node_role}
             self.registry = self._pull_through_cache(plan, partition, region, account, roles)
         self.register_outputs({})
@@ -161,7 +161,9 @@ class ModelDelivery(pulumi.ComponentResource):
         )
         self._role(f"stage-{model.name}", model, staging.service_account, writes)
 
-    def _pull_through_cache(self, plan: Plan, partition: str, region: str, account: str, node_roles: dict[str, aws.iam.Role]) -> str:
+    def _pull_through_cache(
+        self, plan: Plan, partition: str, region: str, account: str, node_roles: dict[str, aws.iam.Role]
+    ) -> str:
         """The rule, its credentials and the nodes' part in a first pull; the registry path, known at preview (the
         account and region are), so that a preview shows every image the pods will pull."""
         child = pulumi.ResourceOptions(parent=self)

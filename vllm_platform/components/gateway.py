@@ -60,12 +60,17 @@ class LlmGateway(pulumi.ComponentResource):
         door = manifests.proxy_service(gateway)
         service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
         envoy = helm_release(
-            ENVOY_GATEWAY, manifests.envoy_gateway_values(docker_hub_registry), pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store])
+            ENVOY_GATEWAY,
+            manifests.envoy_gateway_values(docker_hub_registry),
+            pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store]),
         )
         crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=namespaces))
         # Its mutating webhook puts the extproc beside every proxy: it must run before the Gateway makes them.
         controller = helm_release(
-            AI_GATEWAY, manifests.ai_gateway_values(docker_hub_registry), pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]), skip_crds=True
+            AI_GATEWAY,
+            manifests.ai_gateway_values(docker_hub_registry),
+            pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]),
+            skip_crds=True,
         )
         keys = k8s.core.v1.Secret(
             GATEWAY_KEYS_SECRET,

@@ -17,6 +17,8 @@ from vllm_platform.config.secrets import set_command
 
 SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?", re.ASCII)
 SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}", re.ASCII)
+
+
 class ReceiverKind(StrEnum):
     """A receiver's kind: the one of its keys it sets."""
 
@@ -24,7 +26,6 @@ class ReceiverKind(StrEnum):
     SLACK = "slack"
     SNS = "sns"
     WEBHOOK = "webhook"
-
 
 
 def _secret(value: str) -> str:

@@ -97,18 +97,21 @@ class PlatformConfig(Section):
         return namespace_names(values)
 
     @property
+    def any_on_gpus(self) -> bool:
+        """Some model runs vLLM on GPUs and loads weights; none does where every model is simulated."""
+        return any(not self.is_simulated(model) for model in self.models)
+
+    @property
     def runs_gpu_metrics(self) -> bool:
         """The DCGM exporter and GPU alerts: only where some model is on GPUs, unless the config says."""
         configured = self.observability.gpu_metrics
-        on_gpus = any(not self.is_simulated(model) for model in self.models)
-        return self.observability.enabled and (on_gpus if configured is None else configured)
+        return self.observability.enabled and (self.any_on_gpus if configured is None else configured)
 
     @property
     def caches_models(self) -> bool:
         """Whether models with a revision stream from the S3 model cache; never where every model is simulated,
         which loads no weights: such a stack makes no bucket."""
-        loads_weights = any(not self.is_simulated(model) for model in self.models)
-        return loads_weights and self.model_cache.active(self.cluster.existing is None)
+        return self.any_on_gpus and self.model_cache.active(self.cluster.existing is None)
 
     def is_simulated(self, model: Model) -> bool:
         return self.simulate_accelerators or model.simulate

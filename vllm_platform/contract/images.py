@@ -82,6 +82,13 @@ def pin_problem(reference: object) -> Optional[str]:
 DOCKER_HUB_DOMAINS = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
 
 
+def below_mirror(registry: str, reference: str) -> str:
+    """A Docker Hub image as a registry that mirrors Docker Hub serves it: `<registry>/<path>[:tag][@digest]`."""
+    path = docker_hub_path(reference)
+    assert path is not None, f"{reference} is not a Docker Hub image"
+    return f"{registry}/{path}"
+
+
 def docker_hub_path(reference: str) -> Optional[str]:
     """`path[:tag][@digest]` of a Docker Hub image as a registry that mirrors Docker Hub names it, or None for an
     image of another registry. Official images live under `library/` (`ubuntu` is `library/ubuntu`), which a

@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from vllm_platform.config.observability import Observability
-from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, vllm_metrics
+from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, NAME_LABEL, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
 from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher
 from vllm_platform.k8s.monitoring import karpenter_service
@@ -483,7 +483,7 @@ def karpenter_rules() -> list[dict[str, Any]]:
                 "summary": "Karpenter is not scraped up",
                 "description": "No Karpenter controller has answered Prometheus for 10 minutes: no GPU node is launched, "
                 "none is drained before a Spot interruption, and a model at zero cannot wake.",
-                "runbook": f"kubectl -n {KARPENTER.namespace} get pods -l app.kubernetes.io/name={KARPENTER.chart}; "
+                "runbook": f"kubectl -n {KARPENTER.namespace} get pods -l {NAME_LABEL}={KARPENTER.chart}; "
                 "its logs, and the system nodes' capacity.",
             },
             {},

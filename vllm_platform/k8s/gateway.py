@@ -71,12 +71,12 @@ PROXY_METRICS_PORT = "metrics"
 EXTPROC_METRICS_PORT = "aigw-admin"
 ENVOY_METRICS_PATH = "/stats/prometheus"
 NLB_CLASS = "service.k8s.aws/nlb"
+NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 # ai-gateway-helm v1.1.0's own image repositories (values.yaml), on Docker Hub.
 AI_GATEWAY_REPOSITORIES = {
     "controller": "docker.io/envoyproxy/ai-gateway-controller",
     "extProc": "docker.io/envoyproxy/ai-gateway-extproc",
 }
-NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -174,7 +174,7 @@ def ai_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, An
     if docker_hub_registry:
         # The chart's own repositories below the registry; the tag stays the chart's appVersion.
         for component, repository in AI_GATEWAY_REPOSITORIES.items():
-            values.setdefault(component, {})["image"] = {"repository": f"{docker_hub_registry}/{images.docker_hub_path(repository)}"}
+            values.setdefault(component, {})["image"] = {"repository": images.below_mirror(docker_hub_registry, repository)}
     return values
 
 
@@ -206,7 +206,7 @@ def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None)
     """The proxies: replicas spread over nodes with a PDB, requests, on the system nodes. Envoy Gateway's own
     Service for them stays inside the cluster; clients come through `proxy_service`. Where Docker Hub's images
     come from `docker_hub_registry`, so does their Envoy (Envoy Gateway's default image, otherwise)."""
-    image = {"image": f"{docker_hub_registry}/{images.docker_hub_path(ENVOY_PROXY_IMAGE)}"} if docker_hub_registry else {}
+    image = {"image": images.below_mirror(docker_hub_registry, ENVOY_PROXY_IMAGE)} if docker_hub_registry else {}
     return {
         "apiVersion": ENVOY_GATEWAY_API,
         "kind": "EnvoyProxy",

@@ -3,8 +3,8 @@
 Four phases: the node's boot (from zero only), the image pull (where the node does not hold the image yet),
 the weights (streamed from S3, or downloaded from the hub and read back), and the engine's start (CUDA
 context, torch.compile, CUDA graphs, KV cache; by the model's size and its tensor parallelism). Every figure
-comes from `CONSTANTS`, each named, dated and sourced; none is faster than its bytes over its bandwidth. The startup probe's budget and the rollouts'
-timeouts are this estimate times `SAFETY_FACTOR`, so they follow from it instead of being guessed apart.
+comes from `CONSTANTS`, each named, dated and sourced; none is faster than its bytes over its bandwidth. The
+startup probe's budget and the rollouts' timeouts are this estimate times `SAFETY_FACTOR`, so they follow from it instead of being guessed apart.
 """
 
 from __future__ import annotations

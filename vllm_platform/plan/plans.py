@@ -14,7 +14,7 @@ from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
 from vllm_platform.plan.coldstart import ColdStart
-from vllm_platform.plan.delivery import ImagePlan, WeightsPlan
+from vllm_platform.plan.delivery import ImagePlan, ImageRoute, WeightsPlan
 from vllm_platform.plan.sizing import PodResources
 
 
@@ -160,6 +160,8 @@ class Plan:
     pools: tuple[PoolPlan, ...]
     # What a valid config still deserves a word about at preview.
     notes: tuple[str, ...]
+    # Where every Docker Hub image comes from, the models' and the platform's own.
+    docker_hub_route: ImageRoute
     gateway: Optional[GatewayPlan] = None
 
     @property

@@ -178,4 +178,5 @@ def resolve(cfg: PlatformConfig) -> Plan:
         pools=tuple(pool_plans.values()),
         notes=tuple(notes.config_notes(cfg, models, cfg.cluster.gpu_node_pools, sized_on)),
         gateway=gateway_plan(cfg, models),
+        docker_hub_route=delivery.docker_hub_route(cfg),
     )
