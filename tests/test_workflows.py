@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import objects_of, rendered_stack
+from tests.conftest import objects_of, rendered_stack, resources_of
 from tools import policy_pack, render
 
 WORKFLOWS = render.PROJECT_ROOT / ".github" / "workflows"
@@ -204,22 +204,24 @@ def test_no_long_lived_keys_and_every_action_pinned() -> None:
 
 
 def test_a_deploy_outlasts_the_longest_model_rollout() -> None:
-    """`pulumi up` waits up to each model's staging Job's timeoutSeconds, then its Deployment's; the job and the
-    AWS session must outlast both."""
+    """`pulumi up` waits up to each model's staging Job's timeoutSeconds, then for the Rollouts resource, up to
+    each model's own rollout timeout; the job and the AWS session must outlast both."""
     (up,) = workflow("pulumi-up.yml")["jobs"].values()
     session = int(step_using(up, "aws-actions/configure-aws-credentials")["with"]["role-duration-seconds"])
     job = up["timeout-minutes"] * 60
 
-    def waits(stack: str, kind: str) -> dict[str, int]:
-        return {
+    def longest_wait(stack: str) -> int:
+        rendering = rendered_stack(stack)
+        staging = {
             o["metadata"]["labels"]["app.kubernetes.io/instance"]: int(o["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
-            for o in objects_of(rendered_stack(stack), kind)
-            if "pulumi.com/timeoutSeconds" in o["metadata"].get("annotations", {})
+            for o in objects_of(rendering, "Job")
         }
+        (rollouts,) = resources_of(rendering, "pulumi-python:dynamic/vllm-platform:Rollouts")
+        watched = rollouts.inputs["models"]
+        assert set(watched) == {m.name for m in rendering.plan.models}
+        return max(staging.get(name, 0) + model["timeoutSeconds"] for name, model in watched.items())
 
-    longest = max(
-        rollout + waits(stack, "Job").get(model, 0) for stack in ENVIRONMENTS for model, rollout in waits(stack, "Deployment").items()
-    )
+    longest = max(longest_wait(stack) for stack in ENVIRONMENTS)
     # An hour on top: a first up creates the cluster and its node groups before any model.
     assert longest + 3600 <= min(session, job), (longest, session, job)
 

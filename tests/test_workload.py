@@ -135,23 +135,30 @@ def test_replicas_are_left_to_the_autoscaler() -> None:
     assert "replicas" not in workload.deployment(model, False)["spec"]
 
 
-def test_pulumi_waits_for_node_scale_up_plus_startup() -> None:
+def test_a_rollout_wave_is_a_drain_plus_a_node_scale_up_and_startup() -> None:
     cfg, model = config()
     deployment = workload.deployment(model, False)
-    timeout = int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
     assert model.cold_start is not None
     assert model.cold_start_seconds == coldstart.with_safety(model.cold_start.cold_seconds) > model.startup_budget_seconds
-    assert timeout == model.termination_grace_seconds + model.cold_start_seconds
-    assert deployment["spec"]["progressDeadlineSeconds"] == timeout
+    assert deployment["spec"]["progressDeadlineSeconds"] == model.termination_grace_seconds + model.cold_start_seconds
+
+
+def test_pulumi_leaves_the_rollout_to_the_rollouts_resource_and_waits_for_the_drain_on_delete() -> None:
+    cfg, model = config()
+    annotations = workload.deployment(model, False)["metadata"]["annotations"]
+    # Pulumi's own await would wait on a stalled rollout to its timeout; waitFor (unlike skipAwait) keeps the delete's.
+    assert annotations["pulumi.com/waitFor"] == "jsonpath={.metadata.uid}"
+    assert "pulumi.com/skipAwait" not in annotations
+    assert int(annotations["pulumi.com/timeoutSeconds"]) > model.termination_grace_seconds
 
 
 @pytest.mark.parametrize("max_replicas, surge", [(3, 1), (4, 0)])  # pool g5: maxSize 4, one GPU per node
-def test_pulumi_waits_for_every_replica_of_a_rollout_in_turn(max_replicas: int, surge: int) -> None:
+def test_a_rollout_is_given_every_replica_in_turn(max_replicas: int, surge: int) -> None:
     cfg, model = config(replicas={"min": 1, "max": max_replicas})
     deployment = workload.deployment(model, False)
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == surge
     wave = model.termination_grace_seconds + model.cold_start_seconds
-    assert int(deployment["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) == max_replicas * wave
+    assert model.rollout_timeout_seconds == max_replicas * wave
     # The deadline is for one wave: each replica made ready restarts it.
     assert deployment["spec"]["progressDeadlineSeconds"] == wave
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Optional, Sequence
 
 from tools.verify.client import Response
+from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
 
 
 class UsageError(Exception):
@@ -176,69 +177,13 @@ def endpoints_check(model: str, check: str, problems: dict[Optional[str], Option
     return Check(model, check, not failing, "; ".join([detail, *(f"{pod}: {why}" for pod, why in failing.items())]))
 
 
-def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in obj.get("status", {}).get("conditions") or []}
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    return _conditions(pod).get("Ready", {}).get("status") == "True"
-
-
-def live_pods(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pods not on their way out: a terminating pod is neither a problem nor a place to send traffic."""
-    return sorted((p for p in pods if not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
-
-
-def pod_problem(pod: dict[str, Any]) -> str:
-    """The most telling reason a pod is not Ready: a waiting container, unschedulable, or the condition."""
-    status = pod.get("status", {})
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting")
-        if waiting:
-            return f"{container['name']} {waiting.get('reason', 'waiting')}"
-    scheduled = _conditions(pod).get("PodScheduled", {})
-    if scheduled.get("status") == "False":
-        reason, message = scheduled.get("reason", "Unscheduled"), scheduled.get("message")
-        return f"{reason}: {message}" if message else reason
-    ready = _conditions(pod).get("Ready", {})
-    return ready.get("reason") or status.get("phase", "unknown phase")
-
-
-def unscheduled(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Live pods the scheduler has not placed: they wait for a node."""
-    return [p for p in live_pods(pods) if _conditions(p).get("PodScheduled", {}).get("status") == "False"]
-
-
-# Karpenter's words for a pod it cannot place (sigs.k8s.io/karpenter v1.14.1, provisioning/scheduling/events.go;
-# the default scheduler's FailedScheduling reads "0/3 nodes are available: ...") and for a launch EC2 refused
-# for capacity (nodeclaim/lifecycle/events.go, on the NodeClaim, which is named after its NodePool).
-KARPENTER_SCHEDULING_PREFIX = "Failed to schedule pod, "
-INSUFFICIENT_CAPACITY = "InsufficientCapacityError"
-
-
-def _newest(events: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    stamped = [e for e in events if isinstance(e, dict)]
-    return max(stamped, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None)
-
-
 def evaluate_capacity(
     model: str, waiting: Sequence[dict[str, Any]], pod_events: Sequence[dict[str, Any]], claim_events: Sequence[dict[str, Any]], node_pool: str
 ) -> Check:
-    """Why pods wait for a GPU node, in Karpenter's words: the pods' scheduling failures and the NodePool's
-    launches EC2 refused for capacity, each with how often it happened."""
+    """Why pods wait for a GPU node, in Karpenter's words (the same the rollout watch of `pulumi up` reports)."""
     if not waiting:
         return Check(model, "capacity", True, "no pod waits for a node")
-    reasons = []
-    karpenter = [e for e in pod_events if str(e.get("message", "")).startswith(KARPENTER_SCHEDULING_PREFIX)]
-    if (newest := _newest(karpenter)) is not None:
-        reasons.append(str(newest["message"]).removeprefix(KARPENTER_SCHEDULING_PREFIX))
-    refused = [
-        e for e in claim_events
-        if e.get("reason") == INSUFFICIENT_CAPACITY and str((e.get("involvedObject") or {}).get("name", "")).startswith(f"{node_pool}-")
-    ]  # fmt: skip
-    if (newest := _newest(refused)) is not None:
-        count = sum(int(e.get("count") or 1) for e in refused)
-        reasons.append(f"EC2 refused {count} launch(es) for capacity, the last: {newest.get('message', '')}")
+    reasons = capacity_reasons(pod_events, claim_events, node_pool)
     names = ", ".join(p["metadata"]["name"] for p in waiting)
     detail = f"{len(waiting)} pod(s) wait for a node of NodePool {node_pool} ({names})"
     return Check(model, "capacity", False, detail + ("; " + "; ".join(reasons) if reasons else "; Karpenter has said nothing yet"))
@@ -250,7 +195,7 @@ def evaluate_deployment(model: str, deployment: dict[str, Any]) -> Check:
     available = status.get("availableReplicas", 0)
     updated = status.get("updatedReplicas", 0)
     detail = f"{available}/{desired} available, {updated} updated"
-    progressing = _conditions(deployment).get("Progressing", {})
+    progressing = conditions(deployment).get("Progressing", {})
     if progressing.get("status") == "False":
         return Check(
             model, "deployment", False, f"{detail}; {progressing.get('reason')}: {progressing.get('message', '')}"

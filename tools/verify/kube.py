@@ -11,18 +11,17 @@ import re
 import threading
 from typing import Any, Callable, Optional, Sequence
 
-import urllib3
 import yaml
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
-from kubernetes.client.exceptions import OpenApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import portforward
 from pydantic import TypeAdapter
 
 from tools.verify import shapes
-from tools.verify.checks import is_ready, live_pods
+from vllm_platform.components.rollout import KUBE_ERRORS
 from vllm_platform.contract import SERVING_PORT_NAME
+from vllm_platform.k8s.rollout import is_ready, live_pods
 
 # Cluster-local Service URLs, as the `models` output gives them: http://NAME.NAMESPACE.svc[.cluster.local][:PORT]
 SERVICE_HOST = re.compile(r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc(\.cluster\.local)?")
@@ -62,7 +61,6 @@ def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
     raise KubeError(f"pod {pod['metadata']['name']} has no container port named {target_port!r}")
 
 
-KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 class KubeApi:

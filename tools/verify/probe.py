@@ -14,7 +14,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import (
-    INSUFFICIENT_CAPACITY,
     Check,
     Options,
     Target,
@@ -28,7 +27,6 @@ from tools.verify.checks import (
     evaluate_pods,
     evaluate_restarts,
     models_problem,
-    unscheduled,
 )
 from tools.verify.client import HttpClient, Response, http_request
 from tools.verify.kube import (
@@ -43,6 +41,7 @@ from tools.verify.kube import (
 from tools.verify.relay import LocalForward
 from tools.verify.report import progress
 from vllm_platform.contract import GPU_POOL_LABEL, LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME
+from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, unscheduled
 from vllm_platform.names import GPU_POOL_PREFIX
 
 # A model that scales to zero answers through the KEDA HTTP add-on's interceptor; its first request waits

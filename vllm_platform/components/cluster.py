@@ -66,7 +66,8 @@ class PlatformCluster(pulumi.ComponentResource):
     `ready` lists what must exist before workloads are created (node groups, add-ons);
     `cache_bucket` names the model cache's bucket and `image_registry` the registry Docker Hub images are
     pulled through (each None where there is none); `region` the cluster's AWS region (None on an existing
-    cluster whose stack names no aws:region); `load_balancer_controller` what must exist before a Service asks
+    cluster whose stack names no aws:region); `kubeconfig` (secret) and `context` what `provider` reaches the
+    cluster with, for the rollout watch; `load_balancer_controller` what must exist before a Service asks
     for an NLB (empty where the stack makes none); `outputs` are the stack outputs this layer owns (see
     README, "Stack outputs")."""
 
@@ -75,6 +76,8 @@ class PlatformCluster(pulumi.ComponentResource):
     cache_bucket: Any
     image_registry: Any
     region: Optional[str]
+    kubeconfig: Optional[pulumi.Output[str]]
+    context: Optional[str]
     load_balancer_controller: list[pulumi.Resource]
     outputs: dict[str, Any]
 
@@ -97,11 +100,10 @@ class PlatformCluster(pulumi.ComponentResource):
                 cluster_name = reference.require_output("clusterName")
         elif existing.kubeconfig:
             kubeconfig_value = pulumi.Output.secret(existing.kubeconfig)
+        self.kubeconfig = kubeconfig_value.apply(_as_text) if kubeconfig_value is not None else None
+        self.context = existing.context
         self.provider = k8s.Provider(
-            "existing",
-            kubeconfig=kubeconfig_value.apply(_as_text) if kubeconfig_value is not None else None,
-            context=existing.context,
-            opts=pulumi.ResourceOptions(parent=self),
+            "existing", kubeconfig=self.kubeconfig, context=self.context, opts=pulumi.ResourceOptions(parent=self)
         )
         self.ready = []
         self.load_balancer_controller = []
@@ -203,7 +205,8 @@ class PlatformCluster(pulumi.ComponentResource):
         config_text = pulumi.Output.all(eks.name, eks.endpoint, eks.certificate_authority.data).apply(
             lambda args: json.dumps(kubeconfig(args[0], args[1], args[2], region))
         )
-        kubeconfig_secret = pulumi.Output.secret(config_text)
+        kubeconfig_secret = self.kubeconfig = pulumi.Output.secret(config_text)
+        self.context = None
         # Every Kubernetes call waits for the access grants: before them the API server answers 401.
         self.provider = k8s.Provider(
             "eks", kubeconfig=kubeconfig_secret, opts=pulumi.ResourceOptions(parent=self, depends_on=access)

@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from vllm_platform.components.rollout import watched_input
 from vllm_platform.contract import SERVING_PORT
 from vllm_platform.k8s import autoscaling, staging, workload
 from vllm_platform.k8s.monitoring import service_monitor
@@ -31,6 +32,7 @@ class VllmModel(pulumi.ComponentResource):
     `prometheus_url` is where the KEDA trigger queries; `http_scaler_address` and `interceptor_host`
     are the KEDA HTTP add-on's scaler and interceptor; `crd_dependencies` are the resources that
     install the ServiceMonitor, ScaledObject and InterceptorRoute CRDs, so those objects come after them.
+    `deployment` and `rollout` are what the stack's Rollouts resource waits on (components/rollout.py).
     `weights_uri`, `cache_bucket` and `image` are what the plan cannot name: where the weights stream from (the
     stack's own cache bucket), and the registry the image comes through; `region` is the AWS region streaming
     and staging talk to S3 in. A model staged into the cache rolls only after its staging Job has completed.
@@ -73,6 +75,9 @@ class VllmModel(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, *token_dependency, *staged]),
         )
+        # What the stack's Rollouts resource waits for: this Deployment's spec, and Karpenter's word on its pool.
+        karpenter_pool = model.pool.name if plan.runs_karpenter and model.pool is not None else None
+        self.rollout = watched_input(model.namespace, manifest["spec"], model.rollout_timeout_seconds, karpenter_pool)
         service = workload.service(model)
         self.service = k8s.core.v1.Service(
             service["metadata"]["name"], metadata=service["metadata"], spec=service["spec"], opts=child

@@ -12,6 +12,7 @@ from vllm_platform.components.delivery import pulled_image
 from vllm_platform.components.gateway import LlmGateway
 from vllm_platform.components.model import VllmModel
 from vllm_platform.components.observability import Observability
+from vllm_platform.components.rollout import Rollouts
 from vllm_platform.contract import HF_TOKEN_SECRET, HF_TOKEN_SECRET_KEY
 from vllm_platform.k8s import warm
 from vllm_platform.k8s.network import namespace, network_policies
@@ -97,6 +98,14 @@ def build_platform(plan: Plan) -> dict[str, Any]:
         )
         for model in plan.models
     }
+    # `pulumi up` waits here for every model's rollout, and fails with the reason as soon as one cannot finish.
+    Rollouts(
+        "rollouts",
+        {name: component.rollout for name, component in models.items()},
+        cluster.kubeconfig,
+        cluster.context,
+        opts=pulumi.ResourceOptions(depends_on=[component.deployment for component in models.values()]),
+    )
     _warm_nodes(plan, images, in_namespace)
     gateway_outputs: dict[str, Any] = {}
     if plan.gateway is not None:

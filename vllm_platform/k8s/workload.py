@@ -37,6 +37,8 @@ HOME_PATH = "/home/vllm"
 SHM_SIZE = format_memory(SHM_MIB)
 # Any UID without a passwd entry works once USER and HOME are set; above 10000 to stay clear of host users.
 RUN_AS_UID = 10001
+# Past the pods' grace period, for the API server to remove the ReplicaSet and the Deployment after them.
+DELETE_MARGIN_SECONDS = 60
 SIMULATOR_BINARY = "/app/llm-d-inference-sim"
 PULL_POLICY_SKIP = (
     "CKV_K8S_15=IfNotPresent on an image pinned to one release (validated): a node that holds it starts the pod "
@@ -263,7 +265,15 @@ def deployment(
             },
         },
     }
-    annotations = {"pulumi.com/timeoutSeconds": str(model.rollout_timeout_seconds), **checkov_skips(model)}
+    annotations = {
+        # The rollout is awaited by the Rollouts resource (components/rollout.py), which fails as soon as it cannot
+        # finish; Pulumi's own await would wait on to its timeout. waitFor, not skipAwait: skipAwait would also
+        # stop `pulumi destroy` waiting for the pods to drain (pulumi-kubernetes, allowsSkipAwaitWithDelete).
+        "pulumi.com/waitFor": "jsonpath={.metadata.uid}",
+        # The delete's wait: foreground deletion ends when the last pod has drained.
+        "pulumi.com/timeoutSeconds": str(model.termination_grace_seconds + DELETE_MARGIN_SECONDS),
+        **checkov_skips(model),
+    }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(model, annotations=annotations), "spec": spec}
 
 

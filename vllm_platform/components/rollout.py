@@ -1,0 +1,259 @@
+"""Rollouts: the wait `pulumi up` does for the models' Deployments, failing as soon as one cannot finish.
+
+pulumi-kubernetes' own Deployment await logs a stalled rollout and waits on until `pulumi.com/timeoutSeconds`
+(provider/pkg/await/deployment.go): a model Karpenter cannot get a node for would hold `pulumi up` for all the
+`replicas.max` waves its timeout allows. So a model's Deployment asks Pulumi only that it exist
+(`pulumi.com/waitFor`, k8s/workload.py), and this resource waits for every changed model at once, judging each
+look at the cluster with k8s/rollout.judge: it succeeds when all are rolled out, and fails with Kubernetes' or
+Karpenter's reason as soon as one cannot finish, or at that model's own timeout.
+
+One resource for all models, not one each: Pulumi's Python dynamic provider serves its calls from 4 threads
+(pulumi/dynamic/__main__.py), so a fifth model's wait would queue behind the first four.
+
+The provider runs in Pulumi's dynamic-provider host, which imports this module by name from the project
+directory; it talks to the cluster with the kubeconfig the `kubernetes` provider uses (secret in the state,
+never in this resource's outputs) and waits on `pulumi up` only: a preview shows which models it waits for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import pulumi
+import pulumi.dynamic
+import urllib3
+import yaml
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import OpenApiException
+from kubernetes.config.config_exception import ConfigException
+
+from vllm_platform.contract import GPU_POOL_LABEL
+from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, Observation, Outcome, Verdict, judge
+from vllm_platform.names import GPU_POOL_PREFIX
+
+# Often enough to report Karpenter's verdict within seconds of it; five list calls a look, whatever the model count.
+POLL_SECONDS = 10.0
+# A cluster that cannot be read for a minute (credentials, network) will not start answering within the timeout.
+MAX_UNREADABLE_LOOKS = 6
+REQUEST_TIMEOUT_SECONDS = 30.0
+KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class ReadError(Exception):
+    """A list call that failed or answered with something other than a list of API objects."""
+
+
+class RolloutFailed(Exception):
+    """A model's rollout cannot finish, or did not within its timeout: fails `pulumi up` with the reason."""
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One model's rollout, as the resource's inputs give it; `pool` is its GPU pool where Karpenter runs it."""
+
+    name: str
+    namespace: str
+    timeout_seconds: int
+    pool: Optional[str] = None
+
+    @property
+    def node_pool(self) -> Optional[str]:
+        return f"{GPU_POOL_PREFIX}{self.pool}" if self.pool else None
+
+    @classmethod
+    def from_input(cls, name: str, value: Mapping[str, Any]) -> "Watched":
+        return cls(name, value["namespace"], int(value["timeoutSeconds"]), value.get("pool"))
+
+
+def spec_digest(spec: Any) -> str:
+    """What a Deployment's rollout depends on, as one value: a new digest is a new rollout to wait for."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def watched_input(namespace: str, spec: pulumi.Input[Any], timeout_seconds: int, pool: Optional[str]) -> pulumi.Output[Any]:
+    return pulumi.Output.from_input(spec).apply(
+        lambda resolved: {"namespace": namespace, "timeoutSeconds": timeout_seconds, "pool": pool, "spec": spec_digest(resolved)}
+    )
+
+
+class ClusterReader:
+    """The list calls a look makes, as raw API JSON (what k8s/rollout reads); every failure is a ReadError."""
+
+    def __init__(self, kubeconfig: Optional[str], context: Optional[str]):
+        try:
+            if kubeconfig:
+                api = kube_config.new_client_from_config_dict(yaml.safe_load(kubeconfig), context=context)
+            else:
+                api = kube_config.new_client_from_config(context=context)
+        except (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
+            raise RolloutFailed(f"cannot load the kubeconfig: {exc}") from exc
+        self._core, self._apps = kube_client.CoreV1Api(api), kube_client.AppsV1Api(api)
+        self._custom = kube_client.CustomObjectsApi(api)
+
+    def _items(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        try:
+            raw = method(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+            items = json.loads(raw.data)["items"]
+        except KUBE_ERRORS as exc:
+            raise ReadError(f"listing {what}: {getattr(exc, 'status', None) or type(exc).__name__} {getattr(exc, 'reason', '') or exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReadError(f"listing {what}: the answer is not an API list") from exc
+        if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("metadata"), dict) for i in items):
+            raise ReadError(f"listing {what}: the answer is not a list of API objects")
+        return items
+
+    def deployments(self, namespace: str) -> list[dict[str, Any]]:
+        return self._items(f"Deployments in {namespace}", self._apps.list_namespaced_deployment, namespace)
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        return self._items(f"pods in {namespace}", self._core.list_namespaced_pod, namespace)
+
+    def pod_events(self, namespace: str) -> list[dict[str, Any]]:
+        return self._items(
+            f"pod events in {namespace}", self._core.list_namespaced_event, namespace, field_selector="involvedObject.kind=Pod"
+        )
+
+    def claim_events(self) -> list[dict[str, Any]]:
+        # A NodeClaim is cluster-scoped: its events land in the default namespace.
+        return self._items(
+            "NodeClaim events", self._core.list_namespaced_event, "default", field_selector=f"reason={INSUFFICIENT_CAPACITY}"
+        )
+
+    def node_pools(self) -> list[dict[str, Any]]:
+        return self._items("NodePools", self._custom.list_cluster_custom_object, "karpenter.sh", "v1", "nodepools")
+
+
+def _selects(deployment: dict[str, Any], pod: dict[str, Any]) -> bool:
+    wanted = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    labels = pod["metadata"].get("labels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _on_pool(pod: dict[str, Any], pool: str) -> bool:
+    return ((pod.get("spec") or {}).get("nodeSelector") or {}).get(GPU_POOL_LABEL) == pool
+
+
+def look(reader: ClusterReader, watched: Mapping[str, Watched]) -> dict[str, Verdict]:
+    """Every watched model's verdict from one round of list calls."""
+    karpenter = any(w.pool for w in watched.values())
+    claim_events = reader.claim_events() if karpenter else []
+    node_pools = {p["metadata"].get("name"): p for p in reader.node_pools()} if karpenter else {}
+    verdicts = {}
+    for namespace in sorted({w.namespace for w in watched.values()}):
+        deployments = {d["metadata"].get("name"): d for d in reader.deployments(namespace)}
+        pods, events = reader.pods(namespace), reader.pod_events(namespace)
+        for w in (w for w in watched.values() if w.namespace == namespace):
+            deployment = deployments.get(w.name)
+            if deployment is None:
+                verdicts[w.name] = Verdict(Outcome.FAILED, f"Deployment {namespace}/{w.name} is not in the cluster")
+                continue
+            mine = [p for p in pods if _selects(deployment, p)]
+            draining = bool(w.pool) and any(p["metadata"].get("deletionTimestamp") and _on_pool(p, w.pool) for p in pods)
+            observed = Observation(
+                deployment, mine, events, claim_events, node_pools.get(w.node_pool) if w.pool else None, draining
+            )
+            verdicts[w.name] = judge(observed, w.node_pool)
+    return verdicts
+
+
+def _report(failed: Mapping[str, str], waiting: Mapping[str, str]) -> str:
+    lines = [f"model {name}: {detail}" for name, detail in sorted(failed.items())]
+    lines += [f"model {name} (still rolling out): {detail}" for name, detail in sorted(waiting.items())]
+    return "\n".join(lines)
+
+
+def wait_for_rollouts(
+    reader: ClusterReader,
+    watched: Mapping[str, Watched],
+    poll_seconds: float = POLL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, str]:
+    """Until every watched model is rolled out (its final detail, by name); RolloutFailed as soon as one
+    cannot be, or is not within its timeout. Bounded in looks as in time."""
+    started, pending = clock(), dict(watched)
+    done: dict[str, str] = {}
+    last: dict[str, str] = {name: "not looked at yet" for name in watched}
+    unreadable = 0
+    longest = max((w.timeout_seconds for w in watched.values()), default=0)
+    for _ in range(int(longest // poll_seconds) + 2):
+        if not pending:
+            return done
+        try:
+            verdicts = look(reader, pending)
+            unreadable = 0
+        except ReadError as exc:
+            unreadable += 1
+            if unreadable >= MAX_UNREADABLE_LOOKS:
+                raise RolloutFailed(f"cannot read the cluster ({unreadable} looks in a row): {exc}") from exc
+            verdicts = {}
+        elapsed = clock() - started
+        failed = {}
+        for name, verdict in verdicts.items():
+            last[name] = verdict.detail
+            if verdict.outcome is Outcome.DONE:
+                done[name] = verdict.detail
+                del pending[name]
+            elif verdict.outcome is Outcome.FAILED:
+                failed[name] = verdict.detail
+            elif elapsed >= pending[name].timeout_seconds:
+                failed[name] = f"not rolled out within its {pending[name].timeout_seconds} s: {verdict.detail}"
+        if failed:
+            raise RolloutFailed(_report(failed, {n: last[n] for n in pending if n not in failed}))
+        if pending:
+            sleep(poll_seconds)
+    if pending:
+        raise RolloutFailed(_report({n: f"not rolled out within its {pending[n].timeout_seconds} s: {last[n]}" for n in pending}, {}))
+    return done
+
+
+def changed_models(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """The models whose Deployment spec is new since the last wait (a value unknown at preview counts as new)."""
+    return sorted(name for name, new in news.items() if not isinstance(new, dict) or (olds.get(name) or {}).get("spec") != new.get("spec"))
+
+
+class RolloutsProvider(pulumi.dynamic.ResourceProvider):
+    """Create and update wait for the models whose Deployment changed; delete has nothing to undo."""
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        old_models, new_models = olds.get("models") or {}, news.get("models")
+        if not isinstance(new_models, dict):  # unknown at preview
+            return pulumi.dynamic.DiffResult(changes=True, replaces=[])
+        changes = bool(changed_models(old_models, new_models)) or set(new_models) != set(old_models)
+        return pulumi.dynamic.DiffResult(changes=changes, replaces=[])
+
+    def _wait(self, props: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        watched = {name: Watched.from_input(name, props["models"][name]) for name in names}
+        if watched:
+            wait_for_rollouts(ClusterReader(props.get("kubeconfig"), props.get("context")), watched)
+        # Never the kubeconfig: the outputs are stored in plain text.
+        return {"models": props["models"]}
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult("rollouts", self._wait(props, sorted(props["models"])))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(self._wait(news, changed_models(olds.get("models") or {}, news["models"])))
+
+
+class Rollouts(pulumi.dynamic.Resource, module="vllm-platform", name="Rollouts"):
+    """Waits on `pulumi up` for the rollouts of `models` (name → watched_input), through the cluster that
+    `kubeconfig` (secret) or `context` of the default kubeconfig reaches."""
+
+    models: pulumi.Output[dict[str, Any]]
+
+    def __init__(
+        self,
+        name: str,
+        models: Mapping[str, pulumi.Input[Any]],
+        kubeconfig: Optional[pulumi.Input[str]],
+        context: Optional[str],
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        props = {"models": dict(models), "kubeconfig": kubeconfig, "context": context}
+        super().__init__(RolloutsProvider(), name, props, opts)

@@ -1,0 +1,202 @@
+"""Whether a model's rollout is done, still on its way, or cannot finish, judged from what the API server shows.
+
+Pure functions of API JSON (the camelCase objects `kubectl get -o json` prints); `pulumi up`'s rollout
+watch (components/rollout.py) and verify both read with them, so the two say the same thing in the same words.
+
+A rollout is done as `kubectl rollout status` has it: the controller has seen the new generation, every
+replica runs the new template, none of the old is left, and all the new are available. It cannot finish
+when Kubernetes says so (the Progressing condition's ProgressDeadlineExceeded, after one wave without
+progress) or, sooner, when Karpenter says so for a pod that waits for a GPU node.
+
+Karpenter's words (sigs.k8s.io/karpenter v1.14.1): `Nominated` on a pod it launches a NodeClaim for
+(provisioning/scheduling/events.go); an EC2 launch refused for capacity is an `InsufficientCapacityError` on the
+NodeClaim (nodeclaim/lifecycle/events.go; the claim is named after its NodePool and then deleted), and the
+refused offering is cached as unavailable for 3 minutes (pkg/cache, UnavailableOfferingsTTL); once no offering
+of a Ready NodePool can take the pod, whether all were refused or the NodePool's limits are reached, the pod
+gets `FailedScheduling` "Failed to schedule pod, ...". The newer of Nominated and that is Karpenter's current
+word on the pod: the second means it has tried every offering. Karpenter does not repeat FailedScheduling on a
+pod within 5 minutes, nor Nominated within 2 (pkg/events/recorder.go), so a pod it gave up on before its NodePool
+was Ready is judged on its next word.
+The default scheduler's own FailedScheduling ("0/3 nodes are available: ...") says only that no running node fits.
+A NodeClaim leaves no condition to read here: one refused for capacity is deleted at once, and one whose launch
+failed otherwise keeps `Launched` Unknown (LaunchFailed) while Karpenter retries it (nodeclaim/lifecycle/launch.go);
+that rollout fails at its progress deadline.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+KARPENTER_SCHEDULING_PREFIX = "Failed to schedule pod, "
+FAILED_SCHEDULING = "FailedScheduling"
+NOMINATED = "Nominated"
+INSUFFICIENT_CAPACITY = "InsufficientCapacityError"
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict) and "type" in c}
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return conditions(pod).get("Ready", {}).get("status") == "True"
+
+
+def live_pods(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods not on their way out: a terminating pod is neither a problem nor a place to send traffic."""
+    return sorted((p for p in pods if not p["metadata"].get("deletionTimestamp")), key=lambda p: p["metadata"]["name"])
+
+
+def pod_problem(pod: dict[str, Any]) -> str:
+    """The most telling reason a pod is not Ready: a waiting container, unschedulable, or the condition."""
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return f"{container['name']} {waiting.get('reason', 'waiting')}"
+    scheduled = conditions(pod).get("PodScheduled", {})
+    if scheduled.get("status") == "False":
+        reason, message = scheduled.get("reason", "Unscheduled"), scheduled.get("message")
+        return f"{reason}: {message}" if message else reason
+    ready = conditions(pod).get("Ready", {})
+    return ready.get("reason") or status.get("phase", "unknown phase")
+
+
+def unscheduled(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live pods the scheduler has not placed: they wait for a node."""
+    return [p for p in live_pods(pods) if conditions(p).get("PodScheduled", {}).get("status") == "False"]
+
+
+def _stamp(event: dict[str, Any]) -> str:
+    # RFC 3339 in UTC from the API server, so the strings order as the times do.
+    return str(event.get("lastTimestamp") or event.get("eventTime") or "")
+
+
+def newest(events: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    return max((e for e in events if isinstance(e, dict)), key=_stamp, default=None)
+
+
+def karpenter_gave_up(event: dict[str, Any]) -> bool:
+    return event.get("reason") == FAILED_SCHEDULING and str(event.get("message", "")).startswith(KARPENTER_SCHEDULING_PREFIX)
+
+
+def capacity_reasons(pod_events: Sequence[dict[str, Any]], claim_events: Sequence[dict[str, Any]], node_pool: str) -> list[str]:
+    """Why pods wait for a GPU node, in Karpenter's words: its newest scheduling failure for them, and the
+    NodePool's launches EC2 refused for capacity, with how often that happened."""
+    reasons = []
+    if (given_up := newest([e for e in pod_events if karpenter_gave_up(e)])) is not None:
+        reasons.append(str(given_up["message"]).removeprefix(KARPENTER_SCHEDULING_PREFIX))
+    refused = [
+        e for e in claim_events
+        if e.get("reason") == INSUFFICIENT_CAPACITY and str((e.get("involvedObject") or {}).get("name", "")).startswith(f"{node_pool}-")
+    ]  # fmt: skip
+    if (last := newest(refused)) is not None:
+        count = sum(int(e.get("count") or 1) for e in refused)
+        reasons.append(f"EC2 refused {count} launch(es) for capacity, the last: {last.get('message', '')}")
+    return reasons
+
+
+def rollout_state(deployment: dict[str, Any]) -> tuple[bool, str]:
+    """(done, what it waits for), as `kubectl rollout status` reads a Deployment."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation", 0)
+    if status.get("observedGeneration", 0) < generation:
+        return False, f"the Deployment controller has not yet seen generation {generation}"
+    desired = spec.get("replicas", 1)
+    updated, total = status.get("updatedReplicas", 0), status.get("replicas", 0)
+    available = status.get("availableReplicas", 0)
+    if updated < desired:
+        return False, f"{updated} of {desired} replica(s) updated"
+    if total > updated:
+        return False, f"{total - updated} old replica(s) pending termination"
+    if available < updated:
+        return False, f"{available} of {updated} updated replica(s) available"
+    return True, f"{available} of {desired} replica(s) available"
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    WAITING = "waiting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    detail: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the watch read for one model in one look. `node_pool` is its Karpenter NodePool object (None where
+    Karpenter does not run the model's nodes, or the NodePool is not there); `pool_draining` says a pod on that
+    pool is terminating, so a node may free up without Karpenter."""
+
+    deployment: dict[str, Any]
+    pods: Sequence[dict[str, Any]]
+    pod_events: Sequence[dict[str, Any]]
+    claim_events: Sequence[dict[str, Any]] = ()
+    node_pool: Optional[dict[str, Any]] = None
+    pool_draining: bool = False
+
+
+def _events_about(pod: dict[str, Any], events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    meta = pod["metadata"]
+    return [
+        e for e in events
+        if (about := e.get("involvedObject") or {}).get("kind", "Pod") == "Pod" and about.get("name") == meta["name"]
+        and about.get("uid", meta.get("uid")) == meta.get("uid")
+    ]  # fmt: skip
+
+
+def _ready_since(node_pool: dict[str, Any]) -> Optional[str]:
+    ready = conditions(node_pool).get("Ready", {})
+    return str(ready.get("lastTransitionTime") or "") if ready.get("status") == "True" else None
+
+
+def stranded(observed: Observation) -> list[dict[str, Any]]:
+    """The model's pods that Karpenter has given up on: unscheduled, not preempting their way onto a node, with
+    Karpenter's newest word on them a scheduling failure made while the NodePool was Ready; none while a pod
+    on the pool drains, since its node may take the pod without a launch."""
+    if observed.node_pool is None or observed.pool_draining:
+        return []
+    ready_since = _ready_since(observed.node_pool)
+    if ready_since is None:
+        return []  # Karpenter launches for Ready NodePools only; this one may still be resolving its EC2NodeClass.
+    found = []
+    for pod in unscheduled(observed.pods):
+        if (pod.get("status") or {}).get("nominatedNodeName"):
+            continue
+        words = [e for e in _events_about(pod, observed.pod_events) if e.get("reason") == NOMINATED or karpenter_gave_up(e)]
+        last = newest(words)
+        # A tie in the second-resolution stamps is no verdict: Karpenter may have nominated again.
+        if last is not None and karpenter_gave_up(last) and _stamp(last) >= ready_since and not any(
+            e.get("reason") == NOMINATED and _stamp(e) == _stamp(last) for e in words
+        ):
+            found.append(pod)
+    return found
+
+
+def judge(observed: Observation, node_pool_name: Optional[str]) -> Verdict:
+    """One model's rollout, from one look at the cluster."""
+    done, progress = rollout_state(observed.deployment)
+    if done:
+        return Verdict(Outcome.DONE, progress)
+    not_ready = [p for p in live_pods(observed.pods) if not is_ready(p)]
+    pods = "; ".join(f"{p['metadata']['name']}: {pod_problem(p)}" for p in not_ready[:3])
+    reasons = capacity_reasons(observed.pod_events, observed.claim_events, node_pool_name) if node_pool_name else []
+    detail = "; ".join(part for part in (progress, pods, *reasons) if part)
+    progressing = conditions(observed.deployment).get("Progressing", {})
+    if progressing.get("status") == "False" and progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+        deadline = (observed.deployment.get("spec") or {}).get("progressDeadlineSeconds")
+        return Verdict(Outcome.FAILED, f"no progress in {deadline} s ({PROGRESS_DEADLINE_EXCEEDED}): {detail}")
+    if node_pool_name and (given_up := stranded(observed)):
+        names = ", ".join(p["metadata"]["name"] for p in given_up)
+        return Verdict(
+            Outcome.FAILED,
+            f"Karpenter cannot launch a node of NodePool {node_pool_name} for {len(given_up)} pod(s) ({names}): "
+            + "; ".join(reasons),
+        )
+    return Verdict(Outcome.WAITING, detail)
