@@ -207,6 +207,7 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
         ("lost every pod a minute ago", ready("1+0x60", "1+0x29 0+0x30"), "31m", None),
         ("a cold start from zero", ready("0+0x29 1+0x30", "0+0x60"), "33m", None),
         ("woken from zero after serving", ready("1+0x19 0+0x9 1+0x30", "1+0x19 0+0x40"), "33m", None),
+        ("woken from zero, served, then lost every pod", ready("1+0x9 0+0x9 1+0x40", "1+0x9 0+0x14 1+0x4 0+0x30"), "33m", [{}]),
     ],
     "VllmModelNotReady": [
         ("wanted, never available", ready("1+0x60", "0+0x60"), f"{NOT_READY + 1}m", [{}]),

@@ -67,7 +67,7 @@ OTHER_METRICS = {
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
     "rate", "increase", "changes", "histogram_quantile", "group_left", "group_right", "bool",
-    "max_over_time", "min_over_time", "vector", "offset", "absent",
+    "max_over_time", "min_over_time", "timestamp", "vector", "offset", "absent",
 }  # fmt: skip
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

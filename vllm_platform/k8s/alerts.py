@@ -102,10 +102,11 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
     return [
         _alert(
             "VllmModelDown",
-            # Served within the window and wanted all through it: not a wake from zero, whose desired count was 0.
+            # Served within the window, and later than it was last scaled to zero: a wake from zero that has not
+            # served yet is a cold start, while one that served and then lost every pod is an outage.
             f"{available} < 1 and on() {desired} > 0 "
-            f"and on() sum(max_over_time(kube_deployment_status_replicas_available{{{deployment}}}[{window}])) >= 1 "
-            f"and on() sum(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{window}])) > 0",
+            f"and on() max_over_time(timestamp({available} >= 1)[{window}:1m]) "
+            f"> on() (max_over_time(timestamp({desired} == 0)[{window}:1m]) or on() vector(0))",
             OUTAGE_FOR,
             "critical",
             {
