@@ -6,19 +6,22 @@ Pure functions of what the engine hands a policy, as in rules.py, which lists th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
-from props import describe, dig, items
-from vllm_platform.contract import MODEL_APP, MODEL_HEADER, NAME_LABEL, vllm_flags
+from props import describe, dig, items, known, namespace_of
+from vllm_platform.contract import API_KEY_LENGTHS, MODEL_APP, MODEL_HEADER, NAME_LABEL, vllm_flags
 
 AI_GATEWAY_ROUTE = "kubernetes:aigateway.envoyproxy.io/v1beta1:AIGatewayRoute"
 SECURITY_POLICY = "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy"
 SERVICE = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 # A variable that by its name carries an API key or bearer token.
@@ -103,4 +106,54 @@ def check_keys_in_secrets(args: ResourceValidationArgs, report: ReportViolation)
             if KEY_VARIABLE.fullmatch(name) and variable.get("value") is not None:
                 where = describe(args.resource_type, args.props, args.name)
                 report(f"{where}: env {name} has a literal value; read it from a Secret with valueFrom.secretKeyRef")
+    return examined
+
+
+def _secret_values(secret: Mapping[str, Any]) -> list[str]:
+    """A Secret's values as text: stringData as it is, data decoded from base64; what preview cannot know, left out."""
+    values = [str(v) for v in (known(lambda: dict(dig(secret, "stringData") or {})) or {}).values()]
+    for encoded in (known(lambda: dict(dig(secret, "data") or {})) or {}).values():
+        try:
+            values.append(base64.b64decode(str(encoded), validate=True).decode())
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+    return values
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a resource's props, however deep; a value preview cannot know yet is passed over."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key in value:
+            yield from _strings(known(lambda key=key: value[key]))
+    elif isinstance(value, Sequence):
+        for index in range(len(value)):
+            yield from _strings(known(lambda index=index: value[index]))
+
+
+def check_keys_nowhere_else(args: StackValidationArgs, report: ReportViolation) -> int:
+    # The keys' Secret is the one place a key may be: in any other resource (a ConfigMap, a chart's values, an
+    # annotation) it is readable by whoever may read that object, and shown in plain text by `pulumi preview`.
+    key_secrets = {
+        (namespace_of(r.props), str(ref.get("name")))
+        for r in args.resources
+        if r.resource_type == SECURITY_POLICY
+        for ref in items(dig(r.props, "spec", "apiKeyAuth", "credentialRefs"))
+    }
+    keys: set[str] = set()
+    for resource in args.resources:
+        if resource.resource_type == SECRET and (namespace_of(resource.props), dig(resource.props, "metadata", "name")) in key_secrets:
+            keys.update(k for k in _secret_values(resource.props) if len(k) >= API_KEY_LENGTHS[0])
+    if not keys:
+        return 0
+    examined = 0
+    for resource in args.resources:
+        if resource.resource_type == SECRET:
+            continue
+        examined += 1
+        if any(key in text for text in _strings(resource.props) for key in keys):
+            where = describe(resource.resource_type, resource.props, resource.name)
+            names = ", ".join(sorted(name for _, name in key_secrets))
+            report(f"{where}: holds a gateway client's API key in plain text; keep keys in the Secret {names} only", resource.urn)
     return examined

@@ -35,7 +35,7 @@ from infrastructure_rules import (
     check_imdsv2,
     check_node_classes,
 )
-from gateway_rules import check_internet_exposure, check_keys_in_secrets, check_route_per_model
+from gateway_rules import check_internet_exposure, check_keys_in_secrets, check_keys_nowhere_else, check_route_per_model
 from props import describe, dig, items, known, namespace_of, number
 from vllm_platform.contract import (
     GPU_RESOURCE,
@@ -512,6 +512,12 @@ RULES: list[Rule] = [
         name="gateway-keys-in-secrets",
         description="API keys reach the gateway from Secrets only, and no container carries a key as a literal env value.",
         check=check_keys_in_secrets,
+    ),
+    Rule(
+        name="gateway-keys-nowhere-else",
+        description="A gateway client's API key is in the Secret its SecurityPolicy names, and in no other resource.",
+        check=check_keys_nowhere_else,
+        stack=True,
     ),
 ]
 

@@ -25,7 +25,7 @@ from vllm_platform.contract import images
 from vllm_platform.k8s import alerting, alerts
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import karpenter_service
-from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.pins import DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
 CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
 GPU_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).plan.runs_gpu_metrics]
@@ -153,6 +153,17 @@ def test_the_dcgm_exporter_runs_without_a_cpu_limit() -> None:
     (daemonset,) = of_kind(chart_objects("prod")[DCGM_EXPORTER.release], "DaemonSet")
     (exporter,) = pod_spec(daemonset)["containers"]
     assert "cpu" not in exporter["resources"]["limits"] and exporter["resources"]["requests"]["cpu"]
+
+
+def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None:
+    """Every proxy asks the rate limit service before a request goes on: the controller makes it from the
+    chart's EnvoyGateway config, which must keep the Kubernetes provider beside the deployment's settings."""
+    (config,) = of_kind(chart_objects("prod")[ENVOY_GATEWAY.release], "ConfigMap", "envoy-gateway-config")
+    provider = yaml.safe_load(config["data"]["envoy-gateway.yaml"])["provider"]
+    assert provider["type"] == "Kubernetes"
+    assert provider["kubernetes"]["rateLimitDeployment"]["replicas"] == 2
+    assert provider["kubernetes"]["rateLimitPDB"] == {"minAvailable": 1}
+    assert provider["kubernetes"]["rateLimitDeployment"]["container"]["resources"]["requests"]["cpu"]
 
 
 @pytest.mark.parametrize("stack", [*COMMITTED_STACKS, "fast-scrape"])

@@ -106,9 +106,56 @@ def test_no_valid_key_is_401_and_a_model_outside_the_list_is_403() -> None:
     # What names no model (GET /v1/models, an unknown name) passes on to the list or the OpenAI-shaped 404.
     assert policy["spec"]["authorization"]["defaultAction"] == "Allow"
     bodies = {status: json.loads(body) for status, body in manifests.ERROR_RESPONSES}
-    assert set(bodies) == {401, 403, 404, 429}
+    assert set(bodies) == {401, 403, 404, 413, 429}
     assert all(set(b["error"]) == {"message", "type", "param", "code"} for b in bodies.values())
     assert bodies[404]["error"]["code"] == "model_not_found"
+
+
+# Envoy Gateway v1.9.0's filter order (internal/xds/translator/httpfilters.go, newOrderedHTTPFilter) for the
+# filters these policies make, and the prefixes AI Gateway v1.1.0 inserts its extproc before, unless a buffer
+# filter comes at or after that point (insertAIGatewayExtProcFilter, internal/extensionserver/post_translate_modify.go).
+EG_ORDER = {"envoy.filters.http.custom_response": 0, "envoy.filters.http.api_key_auth": 7, "envoy.filters.http.buffer": 12,
+            "envoy.filters.http.rbac": 301, "envoy.filters.http.ratelimit": 303, "envoy.filters.http.router": 1000}  # fmt: skip
+EXTPROC_BEFORE = ("envoy.filters.http.ext_proc", "envoy.filters.http.rbac", "envoy.filters.http.ratelimit",
+                  "envoy.filters.http.custom_response", "envoy.filters.http.router")  # fmt: skip
+
+
+def listener_filters(plan: Any) -> list[str]:
+    """The HTTP filters of the Gateway's listener, in order, with AI Gateway's extproc where it inserts it."""
+    security, traffic = manifests.security_policy(plan.gateway, plan)["spec"], manifests.backend_traffic_policy(plan.gateway)["spec"]
+    present = ["envoy.filters.http.router"]
+    present += ["envoy.filters.http.api_key_auth"] if "apiKeyAuth" in security else []
+    present += ["envoy.filters.http.rbac"] if "authorization" in security else []
+    present += ["envoy.filters.http.custom_response"] if "responseOverride" in traffic else []
+    present += ["envoy.filters.http.ratelimit"] if "rateLimit" in traffic else []
+    present += ["envoy.filters.http.buffer"] if "requestBuffer" in traffic else []
+    filters = sorted(present, key=EG_ORDER.__getitem__)
+    at = next(i for i, f in enumerate(filters) if f.startswith(EXTPROC_BEFORE))
+    buffers = [i for i, f in enumerate(filters) if f == "envoy.filters.http.buffer"]
+    if buffers and buffers[-1] >= at:
+        at = buffers[-1] + 1
+    return [*filters[:at], "extproc", *filters[at:]]
+
+
+def test_the_key_is_checked_before_ai_gateways_extproc_sees_the_request() -> None:
+    """The extproc answers GET /v1/models itself and reads the client's name for its metrics: it must run after
+    the key check. The custom responses' filter, first of all, would put it first; the request buffer puts it after."""
+    plan = plan_of(base())
+    order = listener_filters(plan)
+    assert order.index("envoy.filters.http.api_key_auth") < order.index("extproc") < order.index("envoy.filters.http.rbac")
+    unbuffered = manifests.backend_traffic_policy(plan.gateway)
+    del unbuffered["spec"]["requestBuffer"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(manifests, "backend_traffic_policy", lambda gateway: unbuffered)
+        assert listener_filters(plan)[0] == "extproc", "without the buffer the extproc would come before the key check"
+
+
+def test_the_extproc_beside_each_proxy_gets_its_resources_from_the_gateways_config() -> None:
+    plan = plan_of(base())
+    gateway, config = manifests.gateway_object(plan.gateway), manifests.gateway_config()  # type: ignore[arg-type]
+    assert gateway["metadata"]["annotations"][manifests.GATEWAY_CONFIG_ANNOTATION] == config["metadata"]["name"]
+    assert config["metadata"]["namespace"] == gateway["metadata"]["namespace"], "AI Gateway looks in the Gateway's namespace"
+    assert config["spec"]["extProc"]["kubernetes"]["resources"]["requests"]["cpu"]
 
 
 def test_each_client_has_a_shared_token_bucket_of_the_tokens_it_counts() -> None:

@@ -44,6 +44,7 @@ from tests.test_render import TOKEN
 POLICY_DIR = policy_pack.POLICY_DIR
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+SECRET = "kubernetes:core/v1:Secret"
 SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -54,6 +55,7 @@ EKS_CLUSTER = "aws:eks/cluster:Cluster"
 GPU = "nvidia.com/gpu"
 STACK_POLICY = "model-deployments-have-pdb-and-autoscaler"
 ROUTE_POLICY = "gateway-route-per-model"
+KEYS_POLICY = "gateway-keys-nowhere-else"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 Breaks = Callable[[dict[str, Any]], object]
@@ -213,9 +215,10 @@ def test_the_pack_serves_every_policy_as_mandatory_and_enforces_them(published: 
 def test_policies_are_uniquely_named_mandatory_and_all_tested() -> None:
     names = [policy.name for policy in rules.POLICIES]
     assert names == list(RULES) and len(names) == len(set(names))
-    assert {param.values[0] for param in BROKEN} | {STACK_POLICY, ROUTE_POLICY} == set(names), "each fails on a broken input"
+    stack_policies = [STACK_POLICY, ROUTE_POLICY, KEYS_POLICY]
+    assert {param.values[0] for param in BROKEN} | set(stack_policies) == set(names), "each fails on a broken input"
     assert all(policy.enforcement_level == EnforcementLevel.MANDATORY for policy in rules.POLICIES)
-    assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == [STACK_POLICY, ROUTE_POLICY]
+    assert [p.name for p in rules.POLICIES if isinstance(p, StackValidationPolicy)] == stack_policies
 
 
 def test_the_rules_read_the_programs_vocabulary() -> None:
@@ -236,7 +239,10 @@ def test_committed_stack_passes(stack: str, policy: str) -> None:
 
 @pytest.mark.parametrize("policy", sorted(RULES))
 def test_every_policy_passes_a_committed_stack_where_it_examined_something(policy: str) -> None:
-    runs = [on_committed_stack(stack, policy) for stack in COMMITTED_STACKS]
+    if policy == KEYS_POLICY:  # offline the keys are placeholders; the engine hands policies the decrypted keys
+        runs = [run(policy, stack, with_decrypted_keys(stack)) for stack in COMMITTED_STACKS]
+    else:
+        runs = [on_committed_stack(stack, policy) for stack in COMMITTED_STACKS]
     assert any(examined >= 1 and not reported for reported, examined in runs), f"{policy} examined nothing anywhere"
 
 
@@ -674,3 +680,43 @@ def test_an_internal_load_balancer_needs_no_certificate() -> None:
     service = rendered("dev", "kubernetes:core/v1:Service", "llm-gateway-service")
     assert service.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
     assert messages("gateway-internet-needs-tls-and-allowlist", "dev", service) == []
+
+
+def with_decrypted_keys(stack: str) -> list[RecordedResource]:
+    """The stack's resources as the engine hands them to a policy: secrets decrypted (pulumi-policy gives policies
+    every secret in plain text), here each client's key made up from its name."""
+    return [
+        broken(r, lambda i: i.update(stringData={c: made_up_key(c) for c in i["stringData"]}))
+        if (r.type, r.name) == (SECRET, contract.GATEWAY_KEYS_SECRET)
+        else r
+        for r in rendered_stack(stack).resources
+    ]
+
+
+def made_up_key(client: str) -> str:
+    return f"sk-{client}-" + "5d1e" * 10
+
+
+def test_a_key_anywhere_but_its_secret_is_reported_and_the_secret_alone_passes() -> None:
+    resources = with_decrypted_keys("prod")
+    reported, examined = run(KEYS_POLICY, "prod", resources)
+    assert reported == [] and examined > 100
+    [client, *_] = [c.name for c in rendered_stack("prod").config.gateway.clients]
+    leaked = ("kubernetes:core/v1:Service", "llm-gateway-service")
+    annotated = [
+        broken(r, lambda i: i["metadata"]["annotations"].update(note=f"key {made_up_key(client)}")) if (r.type, r.name) == leaked else r
+        for r in resources
+    ]
+    [(message, at)] = violations(KEYS_POLICY, "prod", annotated)
+    service = rendered("prod", *leaked)
+    assert message == f"{label(service)}: holds a gateway client's API key in plain text; keep keys in the Secret gateway-api-keys only"
+    assert made_up_key(client) not in message and at == urn("prod", service)
+    # A second Secret holding it is a Secret still: readable only by who may read Secrets.
+    [keys] = [r for r in resources if (r.type, r.name) == (SECRET, contract.GATEWAY_KEYS_SECRET)]
+    copied = [*resources, broken(keys, lambda i: i["metadata"].update(name="copy"))]
+    assert violations(KEYS_POLICY, "prod", copied) == []
+
+
+def test_the_readme_lists_every_policy() -> None:
+    readme = (policy_pack.POLICY_DIR.parent / "README.md").read_text()
+    assert [name for name in RULES if f"\n| `{name}` | " not in readme] == []

@@ -26,6 +26,7 @@ KEY_VARIABLE = "VERIFY_GATEWAY_KEY"
 STACK = "gw"
 VIA_GATEWAY = ["--stack", STACK, "--via-gateway", "--api-key-env", KEY_VARIABLE]
 GATEWAY_CHECKS = ("key-required", "key-allowed", "completions", "latency-p95")
+KEYLESS_REFUSED = "refused with 401 without a key: POST /v1/chat/completions, GET /v1/models"
 
 
 class GatewayDouble(VllmDouble):
@@ -36,6 +37,7 @@ class GatewayDouble(VllmDouble):
         self,
         keys: Optional[dict[str, tuple[str, ...]]] = None,
         keyless_passes: bool = False,
+        models_listed_keyless: bool = False,
         unready: int = 0,
         **variant: Any,
     ):
@@ -43,6 +45,8 @@ class GatewayDouble(VllmDouble):
         self.RequestHandlerClass = _GatewayHandler  # the vLLM double's handler, behind the gateway's own checks
         self.keys = {KEY: (MODEL, OTHER)} if keys is None else keys
         self.keyless_passes = keyless_passes  # a gateway without its key check: keyless requests reach the models
+        # AI Gateway's extproc before the key check: it answers the model list to anyone.
+        self.models_listed_keyless = models_listed_keyless
         self.unready = unready  # this many allowed completions answer 503 first, as before a model's route is up
         self.authorizations: list[Optional[str]] = []  # each request's Authorization header, None without one
         self.paths: list[str] = []
@@ -79,7 +83,7 @@ class _GatewayHandler(_VllmHandler):
         self.server.paths.append(self.path)
         if self.path != "/v1/models":
             self._error(404, "model_not_found")
-        elif not self._refused(None):
+        elif self.server.models_listed_keyless or not self._refused(None):
             super().do_GET()
 
     def do_POST(self) -> None:
@@ -136,12 +140,12 @@ def test_every_model_passes_through_the_gateway_with_the_right_key(gateway, fake
     result = json.loads(out)
     assert code == cli.EXIT_PASSED, result
     assert rows(result) == [(model, check, "PASS") for model in (MODEL, "qwen") for check in GATEWAY_CHECKS]
-    assert details(result, "qwen")["key-required"] == "refused with 401 without a key"
+    assert details(result, "qwen")["key-required"] == KEYLESS_REFUSED
     assert details(result, "qwen")["key-allowed"] == f"this key may use {OTHER}"
     assert details(result, "qwen")["completions"] == "4/4 succeeded"
     assert made_calls(calls, STACK)
-    # One keyless request per model; every other one carries the key, and each completion names its gatewayModelName.
-    assert server.authorizations.count(None) == 2 and set(server.authorizations) == {None, f"Bearer {KEY}"}
+    # Two keyless requests per model; every other one carries the key, and each completion names its gatewayModelName.
+    assert server.authorizations.count(None) == 4 and set(server.authorizations) == {None, f"Bearer {KEY}"}
     assert Counter(r["model"] for r in server.chat_requests) == {MODEL: 1 + 4, OTHER: 1 + 4}
     assert set(server.paths) == {"/v1/models", "/v1/chat/completions"}, "the endpoint's /v1 is not doubled"
     assert "port-forward" not in err and "kubeconfig" not in err
@@ -156,7 +160,18 @@ def test_a_gateway_that_lets_keyless_requests_through_fails_key_required(gateway
     assert code == cli.EXIT_FAILED
     failed = [(model, check) for model, check, status in rows(result) if status == "FAIL"]
     assert failed == [(MODEL, "key-required"), ("qwen", "key-required")]
-    assert details(result, MODEL)["key-required"] == "HTTP 200 without a key; the gateway must refuse it with 401"
+    assert details(result, MODEL)["key-required"] == "POST /v1/chat/completions: HTTP 200 without a key; the gateway must refuse it with 401"
+
+
+def test_a_gateway_that_lists_its_models_without_a_key_fails_key_required(gateway, fake_pulumi, monkeypatch, capsys):
+    """As AI Gateway's extproc would if it ran before the key check; completions are still refused."""
+    server = gateway(models_listed_keyless=True)
+    fake_pulumi(gateway_outputs(server))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code, result = run_json(capsys, *VIA_GATEWAY, *FAST)
+    assert code == cli.EXIT_FAILED
+    assert [(m, c) for m, c, status in rows(result) if status == "FAIL"] == [(MODEL, "key-required"), ("qwen", "key-required")]
+    assert details(result, MODEL)["key-required"] == "GET /v1/models: HTTP 200 without a key; the gateway must refuse it with 401"
 
 
 def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypatch, capsys):
@@ -170,13 +185,13 @@ def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypat
     assert [row[:3] for row in table[:4]] == [[MODEL, check, "PASS"] for check in GATEWAY_CHECKS]
     assert table[1][3] == f"this key may use {MODEL}"
     assert table[4:] == [
-        ["qwen", "key-required", "PASS", "refused with 401 without a key"],
+        ["qwen", "key-required", "PASS", KEYLESS_REFUSED],
         ["qwen", "key-allowed", "FAIL", f"403: this key may not use {OTHER}"],
         ["qwen", "completions", "FAIL", "skipped: the key-allowed check failed"],
         ["qwen", "latency-p95", "FAIL", "skipped: the key-allowed check failed"],
     ]
     assert out.splitlines()[-1] == "FAIL: 3 of 8 checks failed"
-    assert server.refused == {(401, MODEL): 1, (401, OTHER): 1, (403, OTHER): 1}, "one 403, then no completions for it"
+    assert server.refused == {(401, MODEL): 1, (401, OTHER): 1, (401, "None"): 2, (403, OTHER): 1}, "one 403, then no completions"
     assert "Traceback" not in err and KEY not in out + err
 
 
@@ -325,13 +340,14 @@ def test_the_runs_deadline_skips_the_gateway_checks(gateway):
 @pytest.mark.parametrize(
     "response, passed, detail",
     [
-        (client.Response(401, b'{"error": {}}', 0.01), True, "refused with 401 without a key"),
-        (client.Response(403, b"", 0.01), False, "HTTP 403 without a key; the gateway must refuse it with 401"),
-        (client.Response(None, b"", 2.0, "connection refused"), False, "connection refused"),
+        (client.Response(401, b'{"error": {}}', 0.01), True, "refused with 401 without a key: POST /x, GET /y"),
+        (client.Response(403, b"", 0.01), False, "GET /y: HTTP 403 without a key; the gateway must refuse it with 401"),
+        (client.Response(None, b"", 2.0, "connection refused"), False, "GET /y: connection refused"),
     ],
 )
 def test_evaluate_keyless(response, passed, detail) -> None:
-    check = verdicts.evaluate_keyless(MODEL, response)
+    refused = client.Response(401, b'{"error": {}}', 0.01)
+    check = verdicts.evaluate_keyless(MODEL, {"POST /x": refused, "GET /y": response})
     assert (check.check, check.passed, check.detail) == ("key-required", passed, detail)
 
 

@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from tools.verify.client import Response
 from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
@@ -145,14 +145,18 @@ def evaluate_completions(model: str, responses: Sequence[Response], p95_slo: flo
     return [completions, Check(model, "latency-p95", p95 <= p95_slo, detail, data)]
 
 
-def evaluate_keyless(model: str, response: Response) -> Check:
-    """`key-required`: the gateway refuses a request without a key with 401. Any other answer, a 200 above all,
-    means anyone who reaches the endpoint can use the model."""
-    if response.error is not None:
-        return Check(model, "key-required", False, response.error)
-    if response.status == 401:
-        return Check(model, "key-required", True, "refused with 401 without a key")
-    return Check(model, "key-required", False, f"HTTP {response.status} without a key; the gateway must refuse it with 401")
+def evaluate_keyless(model: str, responses: Mapping[str, Response]) -> Check:
+    """`key-required`: the gateway refuses every request without a key with 401, each `responses` key naming the
+    request. Any other answer, a 200 above all, means anyone who reaches the endpoint can use the model, or
+    read which models there are."""
+    for request, response in responses.items():
+        if response.error is not None:
+            return Check(model, "key-required", False, f"{request}: {response.error}")
+        if response.status != 401:
+            return Check(
+                model, "key-required", False, f"{request}: HTTP {response.status} without a key; the gateway must refuse it with 401"
+            )
+    return Check(model, "key-required", True, f"refused with 401 without a key: {', '.join(responses)}")
 
 
 def evaluate_keyed(model: str, gateway_model: str, response: Response) -> Check:

@@ -301,8 +301,13 @@ def gateway_checks(target: Target, options: Options, api_key: str) -> list[Check
             lambda left: gateway_pending(one_completion(base_url, gateway_model, left, api_key)), wait, options.wait_interval
         )
         _report_wait(model, wait, reason)
-    progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} without a key")
-    checks = [evaluate_keyless(model, one_completion(base_url, gateway_model, request_timeout(options)))]
+    progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} and GET {base_url}{READINESS_PATH} without a key")
+    keyless = {
+        f"POST {COMPLETIONS_PATH}": one_completion(base_url, gateway_model, request_timeout(options)),
+        # AI Gateway answers the model list itself: it must not come before the key check.
+        f"GET {READINESS_PATH}": http_request(f"{base_url}{READINESS_PATH}", request_timeout(options)),
+    }
+    checks = [evaluate_keyless(model, keyless)]
     progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} with the key")
     allowed = evaluate_keyed(model, gateway_model, one_completion(base_url, gateway_model, request_timeout(options), api_key))
     checks.append(allowed)

@@ -12,6 +12,7 @@ from vllm_platform.components.helm import helm_release
 from vllm_platform.components.model import custom_resource
 from vllm_platform.contract import GATEWAY_KEYS_SECRET, GATEWAY_NAMESPACE
 from vllm_platform.k8s import gateway as manifests
+from vllm_platform.k8s import gateway_charts
 from vllm_platform.pins import AI_GATEWAY, AI_GATEWAY_CRDS, ENVOY_GATEWAY
 from vllm_platform.plan.plans import Plan
 
@@ -61,14 +62,14 @@ class LlmGateway(pulumi.ComponentResource):
         service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
         envoy = helm_release(
             ENVOY_GATEWAY,
-            manifests.envoy_gateway_values(docker_hub_registry),
+            gateway_charts.envoy_gateway_values(docker_hub_registry),
             pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *store]),
         )
         crds = helm_release(AI_GATEWAY_CRDS, {}, pulumi.ResourceOptions(parent=self, depends_on=namespaces))
         # Its mutating webhook puts the extproc beside every proxy: it must run before the Gateway makes them.
         controller = helm_release(
             AI_GATEWAY,
-            manifests.ai_gateway_values(docker_hub_registry),
+            gateway_charts.ai_gateway_values(docker_hub_registry),
             pulumi.ResourceOptions(parent=self, depends_on=[crds, envoy]),
             skip_crds=True,
         )

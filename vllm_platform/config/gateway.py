@@ -22,11 +22,12 @@ from vllm_platform.config.base import (
     duplicates,
 )
 from vllm_platform.config.secrets import SECRET_PLACEHOLDER, set_command
+from vllm_platform.contract import API_KEY_LENGTHS
 
 # An ACM certificate: the NLB terminates TLS with it, as ACM keys never leave AWS.
 ACM_CERTIFICATE_ARN = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}", re.ASCII)
 # A key as OpenAI clients send it after `Bearer `: printable ASCII without spaces, long enough not to be guessed.
-API_KEY = re.compile(r"[\x21-\x7e]{32,256}")
+API_KEY = re.compile(r"[\x21-\x7e]{%d,%d}" % API_KEY_LENGTHS)
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
@@ -53,7 +54,7 @@ class Client(Section):
         repr=False,
         description=(
             f"a secret, `{set_command('gateway.clients[N].apiKey')}`: the key the client sends as "
-            "`Authorization: Bearer <key>`, 32 to 256 printable ASCII characters without spaces"
+            f"`Authorization: Bearer <key>`, {API_KEY_LENGTHS[0]} to {API_KEY_LENGTHS[1]} printable ASCII characters without spaces"
         ),
     )
     models: list[StrictStr] = Field(
@@ -75,7 +76,9 @@ class Client(Section):
         if value == SECRET_PLACEHOLDER:
             # Offline, an encrypted key cannot be read; `pulumi preview` decrypts it and checks the real one.
             return value
-        return check_pattern(value, API_KEY, "32 to 256 printable ASCII characters without spaces or a newline", shown=False)
+        return check_pattern(
+            value, API_KEY, "%d to %d printable ASCII characters without spaces or a newline" % API_KEY_LENGTHS, shown=False
+        )
 
 
 class Tls(Section):

@@ -104,6 +104,9 @@ GATEWAY_NAME = "llm-gateway"
 CLIENT_ID_HEADER = "x-client-id"
 MODEL_HEADER = "x-ai-eg-model"
 GATEWAY_KEYS_SECRET = "gateway-api-keys"
+# A client's key, as OpenAI clients send it after `Bearer `: long enough not to be guessed, and so that the
+# policy pack can look for it in other resources without matching short everyday strings.
+API_KEY_LENGTHS = (32, 256)
 
 HF_TOKEN_SECRET = "hf-token"
 HF_TOKEN_SECRET_KEY = "token"

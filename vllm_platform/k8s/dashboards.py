@@ -152,8 +152,9 @@ def client_tokens_per_minute(client: GatewayClient) -> str:
 
 
 def client_panels(client: GatewayClient) -> list[dict[str, Any]]:
-    """One gateway client: its tokens against its budget, its requests and their latency by model."""
+    """One gateway client: its tokens against its budget and by model, its requests, errors and latency by model."""
     matcher = f'client_id="{client.name}"'
+    by_model = "sum by (gen_ai_request_model)"
     return [
         _panel(
             f"Tokens per minute ({client.counts.value}) of {client.tokens_per_minute}",
@@ -161,9 +162,20 @@ def client_panels(client: GatewayClient) -> list[dict[str, Any]]:
             [(client_tokens_per_minute(client), "used"), (str(client.tokens_per_minute), "budget")],
         ),
         _panel(
+            "Tokens per minute by model",
+            "short",
+            [(f"{by_model} (rate({TOKEN_USAGE}{{{matcher}}}[{RATE_WINDOW}])) * 60", "{{gen_ai_request_model}}")],
+        ),
+        _panel(
             "Requests per second by model",
             "reqps",
-            [(f"sum by (gen_ai_request_model) (rate({GATEWAY_REQUEST_DURATION}_count{{{matcher}}}[{RATE_WINDOW}]))", "{{gen_ai_request_model}}")],
+            [(f"{by_model} (rate({GATEWAY_REQUEST_DURATION}_count{{{matcher}}}[{RATE_WINDOW}]))", "{{gen_ai_request_model}}")],
+        ),
+        _panel(
+            # The extproc marks a failed request with error.type (metrics_impl.go, RecordRequestCompletion, v1.1.0).
+            "Errors per second by model",
+            "reqps",
+            [(f'{by_model} (rate({GATEWAY_REQUEST_DURATION}_count{{{matcher},error_type!=""}}[{RATE_WINDOW}]))', "{{gen_ai_request_model}}")],
         ),
         _panel(
             "p95 request duration by model",

@@ -2,12 +2,15 @@
 API keys, token budgets, and the NLB the AWS Load Balancer Controller makes of the proxies' Service.
 
 How a request goes: the NLB (TLS there, with an ACM certificate) -> an Envoy proxy, whose filters run in
-Envoy Gateway's order (internal/xds/translator/httpfilters.go at v1.9.0): the API key (401 without a valid
-one; the client's name forwarded in CLIENT_ID_HEADER), AI Gateway's extproc (the body's `model` into
-MODEL_HEADER), the authorization rules (403 for a model outside the client's list), the token rate limit
-(429), then the route of the model -> its Service, or for a model at zero the interceptor's entry, which
-wakes it. The extproc sits before the RBAC filter: AI Gateway inserts it at the first ext_proc position
-(internal/extensionserver/post_translate_modify.go at v1.1.0).
+Envoy Gateway's order (internal/xds/translator/httpfilters.go at v1.9.0): the custom responses (OpenAI's error
+shape for every refusal below), the API key (401 without a valid one; the client's name forwarded in
+CLIENT_ID_HEADER), the request buffer, AI Gateway's extproc (the body's `model` into MODEL_HEADER; it answers
+GET /v1/models itself), the authorization rules (403 for a model outside the client's list), the token rate
+limit (429), then the route of the model -> its Service, or for a model at zero the interceptor's entry, which
+wakes it. AI Gateway inserts its extproc before the first of the custom response, ext_proc, RBAC, rate limit and
+router filters, but after the last buffer filter (insertAIGatewayExtProcFilter,
+internal/extensionserver/post_translate_modify.go at v1.1.0): without the buffer the custom response filter,
+first of all, would put the extproc before the key check, and an unauthenticated GET /v1/models would be answered.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from vllm_platform.contract import (
     SYSTEM_NODE_SELECTOR,
     images,
 )
-from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY, ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
+from vllm_platform.pins import ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -62,6 +65,11 @@ CLIENT_METRIC_ATTRIBUTE = "client.id"
 # a restart forgets the current minute's counts, no more.
 REDIS = "gateway-ratelimit-redis"
 REDIS_PORT = 6379
+# The largest request body the gateway takes, which its buffer holds whole (413 above it): a 128k-token prompt
+# is about 0.5 MB of text, and base64 images a few MB each.
+REQUEST_BODY_LIMIT = "16Mi"
+# AI Gateway's GatewayConfig a Gateway names in this annotation (internal/controller/ai_gateway_route.go, v1.1.0).
+GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
 # What OpenAI clients wait by default: a long non-streamed generation must not be cut off sooner.
 REQUEST_TIMEOUT = "600s"
 # Envoy Gateway's pod labels on every proxy of a Gateway.
@@ -72,11 +80,6 @@ EXTPROC_METRICS_PORT = "aigw-admin"
 ENVOY_METRICS_PATH = "/stats/prometheus"
 NLB_CLASS = "service.k8s.aws/nlb"
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
-# ai-gateway-helm v1.1.0's own image repositories (values.yaml), on Docker Hub.
-AI_GATEWAY_REPOSITORIES = {
-    "controller": "docker.io/envoyproxy/ai-gateway-controller",
-    "extProc": "docker.io/envoyproxy/ai-gateway-extproc",
-}
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -106,76 +109,8 @@ def endpoint(gateway: GatewayPlan, load_balancer_host: str) -> str:
     return f"{gateway.scheme}://{host}{port}/v1"
 
 
-def _system_placement() -> dict[str, Any]:
+def system_placement() -> dict[str, Any]:
     return {"nodeSelector": dict(SYSTEM_NODE_SELECTOR)}
-
-
-def envoy_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
-    """gateway-helm v1.9.0: two controllers with a PDB, on the system nodes, configured as AI Gateway's
-    manifests/envoy-gateway-values.yaml and examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say.
-    `docker_hub_registry`: where Docker Hub's images come from, for the controller's and the rate limit's."""
-    pulled = {"global": {"imageRegistry": docker_hub_registry}} if docker_hub_registry else {}
-    return {
-        **pulled,
-        "deployment": {
-            "replicas": 2,
-            "envoyGateway": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1024Mi"}}},
-            "pod": _system_placement(),
-        },
-        "podDisruptionBudget": {"minAvailable": 1},
-        # The job that writes the controller's and proxies' TLS Secret at install and upgrade.
-        "certgen": {
-            "job": {
-                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-                **_system_placement(),
-            }
-        },
-        "config": {
-            "envoyGateway": {
-                "gateway": {"controllerName": GATEWAY_CONTROLLER},
-                "provider": {"type": "Kubernetes"},
-                "logging": {"level": {"default": "info"}},
-                "extensionApis": {"enableEnvoyPatchPolicy": True, "enableBackend": True},
-                "extensionManager": {
-                    "hooks": {
-                        "xdsTranslator": {
-                            "translation": {kind: {"includeAll": True} for kind in ("listener", "route", "cluster", "secret")},
-                            "post": ["Translation", "Cluster", "Route"],
-                        }
-                    },
-                    "service": {
-                        "fqdn": {
-                            "hostname": f"{AI_GATEWAY_CONTROLLER}.{AI_GATEWAY.namespace}.svc.cluster.local",
-                            "port": EXTENSION_SERVER_PORT,
-                        }
-                    },
-                },
-                "rateLimit": {
-                    "backend": {"type": "Redis", "redis": {"url": f"{REDIS}.{GATEWAY_NAMESPACE}.svc.cluster.local:{REDIS_PORT}"}}
-                },
-            }
-        },
-    }
-
-
-def ai_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, Any]:
-    """ai-gateway-helm v1.1.0: two controllers with a PDB on the system nodes; the client's name as a metrics label.
-    `docker_hub_registry`: where Docker Hub's images come from, for the controller's and the extproc's."""
-    values: dict[str, Any] = {
-        "controller": {
-            "replicaCount": 2,
-            "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-            "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
-            "metricsRequestHeaderAttributes": f"{CLIENT_ID_HEADER}:{CLIENT_METRIC_ATTRIBUTE}",
-        },
-        "envoyGateway": {"namespace": ENVOY_GATEWAY.namespace},
-    }
-    if docker_hub_registry:
-        # The chart's own repositories below the registry; the tag stays the chart's appVersion.
-        for component, repository in AI_GATEWAY_REPOSITORIES.items():
-            values.setdefault(component, {})["image"] = {"repository": images.below_mirror(docker_hub_registry, repository)}
-    return values
 
 
 def gateway_class() -> dict[str, Any]:
@@ -222,7 +157,7 @@ def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None)
                             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
                         },
                         "pod": {
-                            **_system_placement(),
+                            **system_placement(),
                             "topologySpreadConstraints": [
                                 {
                                     "maxSkew": 1,
@@ -261,11 +196,23 @@ def proxy_service(gateway: GatewayPlan) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
+def gateway_config() -> dict[str, Any]:
+    """AI Gateway's settings for the extproc it injects beside each proxy: its requests and limit, which it
+    takes from here only (extproc_builder.go, v1.1.0). It parses every request body and answers /v1/models."""
+    resources = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    return {
+        "apiVersion": AI_GATEWAY_API,
+        "kind": "GatewayConfig",
+        "metadata": _metadata(GATEWAY_NAME, "gateway"),
+        "spec": {"extProc": {"kubernetes": {"resources": resources}}},
+    }
+
+
 def gateway_object(gateway: GatewayPlan) -> dict[str, Any]:
     return {
         "apiVersion": GATEWAY_API,
         "kind": "Gateway",
-        "metadata": _metadata(GATEWAY_NAME, "gateway"),
+        "metadata": {**_metadata(GATEWAY_NAME, "gateway"), "annotations": {GATEWAY_CONFIG_ANNOTATION: GATEWAY_NAME}},
         "spec": {
             "gatewayClassName": GATEWAY_CLASS,
             "infrastructure": {"parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": PROXY_CONFIG}},
@@ -425,9 +372,7 @@ def openai_error(message: str, kind: str, code: str) -> str:
 
 
 # Envoy's own answers, in OpenAI's error shape, so an OpenAI client raises the matching error: the custom
-# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it. (With it
-# there, AI Gateway puts its extproc first of all, before the key check, which then sees the model's final
-# route; the RBAC filter still comes after both.)
+# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it.
 ERROR_RESPONSES = (
     (401, openai_error("Missing or invalid API key: send Authorization: Bearer <key>.", "invalid_request_error", "invalid_api_key")),
     (403, openai_error("This API key may not use this model.", "invalid_request_error", "model_not_allowed")),
@@ -439,6 +384,7 @@ ERROR_RESPONSES = (
             "model_not_found",
         ),
     ),
+    (413, openai_error(f"The request body is larger than the gateway takes ({REQUEST_BODY_LIMIT}).", "invalid_request_error", "request_too_large")),
     (429, openai_error("This API key has used its tokens for this minute; retry later.", "rate_limit_error", "rate_limit_exceeded")),
 )
 
@@ -450,6 +396,8 @@ def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
         "llm-gateway-tokens",
         {
             "rateLimit": {"global": {"rules": [_token_rule(c) for c in gateway.clients]}},
+            # The buffer filter that makes AI Gateway's extproc come after the key check (see the module's doc).
+            "requestBuffer": {"limit": REQUEST_BODY_LIMIT},
             "responseOverride": [
                 {
                     "match": {"statusCodes": [{"type": "Value", "value": status}]},
@@ -504,7 +452,7 @@ def redis_objects() -> list[dict[str, Any]]:
                 "template": {
                     "metadata": {"labels": labels},
                     "spec": {
-                        **_system_placement(),
+                        **system_placement(),
                         "automountServiceAccountToken": False,
                         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}, "fsGroup": 10001},
                         "containers": [container],
@@ -571,7 +519,7 @@ def routed_objects(plan: Plan, docker_hub_registry: Optional[str] = None) -> lis
     """Everything on the Gateway API side, in the order that lets each find what it refers to."""
     gateway = plan.gateway
     assert gateway is not None
-    objects = [gateway_class(), envoy_proxy(gateway, docker_hub_registry), gateway_object(gateway)]
+    objects = [gateway_class(), envoy_proxy(gateway, docker_hub_registry), gateway_config(), gateway_object(gateway)]
     for route in gateway.routes:
         objects += [backend(route), ai_service_backend(route), ai_gateway_route(route, plan)]
     return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway)]
