@@ -169,6 +169,17 @@ def test_without_a_revision_or_a_cache_the_model_downloads_from_the_hub_and_says
     assert any("no model cache on this cluster, so every start downloads the checkpoint from the hub" in n for n in delivery_notes(plan))
 
 
+def test_a_pinned_model_from_the_hub_downloads_its_revision_and_one_from_the_cache_its_prefix() -> None:
+    """Without a cache vLLM downloads from the hub itself, which takes main unless told the revision."""
+    (from_hub,) = document_plan(existing(cached())).models
+    args = list(from_hub.args)
+    assert args[args.index("--revision") + 1] == REVISION and args[args.index("--tokenizer-revision") + 1] == REVISION
+    (unpinned,) = document_plan(minimal_document()).models
+    (streamed,) = document_plan(cached()).models
+    assert "--revision" not in unpinned.args, "the hub's main, as the preview note says"
+    assert "--revision" not in streamed.args, "the cache's prefix is that revision's files"
+
+
 def test_an_s3_model_streams_as_it_is_without_staging() -> None:
     document = minimal_document()
     document["config"]["vllm-platform:models"][0] |= {"model": "s3://acme-models/llama-3.1-8b/", "parametersBillions": 8}

@@ -28,6 +28,8 @@ GPU_MEMORY_UTILIZATION = "--gpu-memory-utilization"
 DOWNLOAD_DIR = "--download-dir"
 LOAD_FORMAT = "--load-format"
 MODEL_LOADER_EXTRA_CONFIG = "--model-loader-extra-config"
+REVISION = "--revision"
+TOKENIZER_REVISION = "--tokenizer-revision"
 # Flags the platform sets itself from other keys; passing them again through extraArgs would
 # silently override the fit checks or break the probes.
 MANAGED_FLAGS = (
@@ -41,6 +43,8 @@ MANAGED_FLAGS = (
     GPU_MEMORY_UTILIZATION,
     DOWNLOAD_DIR,
     SHUTDOWN_TIMEOUT,
+    REVISION,
+    TOKENIZER_REVISION,
 )
 # Flags that would make the pod serve something no check here sees, or never pass its probes.
 UNWORKABLE_FLAGS = {

@@ -143,7 +143,7 @@ def _model_plan(
         cold_start_seconds=cold_start,
         rollout_wave_seconds=wave,
         rollout_timeout_seconds=serving.rollout_timeout_seconds(model.replicas.max, step, wave),
-        args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model, streamer),
+        args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model, streamer, not weights.streams),
         simulated_load_seconds=sizing.simulated_timing(params, model.tensor_parallel_size).load_seconds,
     )
 

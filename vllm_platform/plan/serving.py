@@ -36,9 +36,10 @@ def streamer_config(pod_memory_mib: int, tensor_parallel: int, readers: int) -> 
     }
 
 
-def vllm_args(model: Model, streamer: Optional[dict[str, object]]) -> tuple[str, ...]:
+def vllm_args(model: Model, streamer: Optional[dict[str, object]], from_hub: bool) -> tuple[str, ...]:
     """vLLM's flags after `vllm serve --model <weights>`: the weights' URI is the builder's to place, since the
-    stack's own cache bucket is named only when it is created. `streamer` is set where the weights stream from S3."""
+    stack's own cache bucket is named only when it is created. `streamer` is set where the weights stream from S3;
+    `from_hub` where vLLM downloads them from the Hugging Face hub itself."""
     args = [
         vllm_flags.SERVED_MODEL_NAME, model.effective_served_name,
         vllm_flags.PORT, str(SERVING_PORT),
@@ -47,6 +48,9 @@ def vllm_args(model: Model, streamer: Optional[dict[str, object]]) -> tuple[str,
     ]  # fmt: skip
     if streamer is None:
         args += [vllm_flags.DOWNLOAD_DIR, MODEL_CACHE_PATH]
+    if from_hub and model.revision:
+        # The commit the config pins, for the weights and the tokenizer alike: without it vLLM takes the hub's main.
+        args += [vllm_flags.REVISION, model.revision, vllm_flags.TOKENIZER_REVISION, model.revision]
     if model.quantization:
         args += [vllm_flags.QUANTIZATION, model.quantization]
     # Unset, vLLM would take the checkpoint's full context (128k for Llama 3.1), refuse to start when one
