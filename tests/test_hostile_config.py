@@ -95,6 +95,13 @@ REFUSED_BESIDE_ACCEPTED = [
     ("registry with a tag", "images.registry", "registry.example.com/hub:v1", "registry.example.com/hub", "is not a registry host and path"),
     ("warm nodes past maxSize", "cluster.gpuNodePools.0.warmNodes", 5, 1, "warmNodes 5 is above maxSize 4"),
     ("true as warm nodes", "cluster.gpuNodePools.0.warmNodes", True, 1, "warmNodes: must be an integer, not the boolean true"),
+    # Kubernetes quantities, by Kubernetes' grammar and not Python's Decimal's.
+    *(
+        (f"cpu {name}", "models.0.resources", {"cpu": cpu, "memory": "12Gi"}, {"cpu": "2", "memory": "12Gi"}, "is not a CPU quantity")
+        for name, cpu in (("with a newline", "2\n"), ("NaN", "NaN"), ("Infinity", "Infinity"), ("with an underscore", "2_0"),
+                          ("in Arabic-Indic digits", "\u0662"), ("beyond int64", "1e400"))
+    ),
+    ("memory with a space", "models.0.resources", {"cpu": "2", "memory": " 12Gi"}, {"cpu": "2", "memory": "12Gi"}, "is not a memory quantity"),
 ]
 
 
@@ -276,6 +283,25 @@ def test_a_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
 
 def test_an_alias_into_itself_is_refused(tmp_path: Path) -> None:
     assert "an alias refers to the node that contains it" in refusal(tmp_path, "config:\n  a: &a [x, *a]\n")
+
+
+def test_a_stack_file_not_in_utf8_is_refused_and_the_same_text_in_utf8_accepted(tmp_path: Path) -> None:
+    """Latin-1's é (0xe9) where UTF-8 would have two bytes: no traceback, the byte and where it is."""
+    text = STACK_FILE.replace("name: llm-test", "name: llm-test  # café")
+    path = tmp_path / "Pulumi.hostile.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as error:
+        read_stack_file(path)
+    offset = text.encode("latin-1").index(b"\xe9")
+    assert error.value.problems == [f"Pulumi.hostile.yaml: byte 0xe9 at offset {offset} is not UTF-8; save the file as UTF-8"]
+    path.write_bytes(text.encode("utf-8"))
+    assert read_stack_file(path).platform().models[0].name == "llama-8b"
+
+
+def test_a_stack_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        read_stack_file(tmp_path / "Pulumi.missing.yaml")
+    assert error.value.problems == ["Pulumi.missing.yaml: cannot be read (No such file or directory)"]
 
 
 def test_the_render_cli_refuses_a_hostile_file_with_exit_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

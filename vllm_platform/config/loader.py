@@ -124,9 +124,15 @@ def stack_config(document: dict[str, Any], decrypt: Callable[[str], str] = _offl
 def read_stack_file(path: Path) -> StackConfig:
     """A stack file, read strictly (config/stack_yaml.py); raises ConfigError with one line per problem."""
     try:
-        document = stack_yaml.load(path.read_text()) or {}
+        document = stack_yaml.load(path.read_text(encoding="utf-8")) or {}
     except stack_yaml.StackFileError as error:
         raise ConfigError([f"{path.name}: {error}"]) from None
+    except UnicodeDecodeError as error:
+        # Pulumi reads stack files as UTF-8; a file in another encoding is text no key can be read from.
+        byte = error.object[error.start : error.start + 1].hex()
+        raise ConfigError([f"{path.name}: byte 0x{byte} at offset {error.start} is not UTF-8; save the file as UTF-8"]) from None
+    except OSError as error:
+        raise ConfigError([f"{path.name}: cannot be read ({error.strerror or error})"]) from None
     if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
         raise ConfigError([f"{path.name}: `config:` must be a mapping of `project:key` names to values"])
     return stack_config(document)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from typing import Optional
 
 from kubernetes.utils import parse_quantity
 
 BINARY_SUFFIXES = ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+# Kubernetes' quantity grammar (apimachinery's resource.Quantity), whole and ASCII only: the parser below takes
+# Python's Decimal syntax too, which admits "NaN", "Infinity", "2_0", other scripts' digits and whitespace.
+QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?")
+# The largest quantity the API server keeps (an int64 of milli-units); beyond it, "1e400" say, it refuses the object.
+LARGEST = Decimal(2**63 - 1) / 1000
 
 
 def _quantity(text: str) -> Optional[Decimal]:
+    if not QUANTITY.fullmatch(text):
+        return None
     try:
         value = parse_quantity(text)
     except (ValueError, TypeError):
         return None
-    return value if value >= 0 else None
+    return value if 0 <= value <= LARGEST else None
 
 
 def cpu_millis(text: str) -> int:
