@@ -285,6 +285,14 @@ def test_an_alias_into_itself_is_refused(tmp_path: Path) -> None:
     assert "an alias refers to the node that contains it" in refusal(tmp_path, "config:\n  a: &a [x, *a]\n")
 
 
+def test_an_entry_named_with_a_newline_is_named_by_its_index_and_a_plain_name_by_itself() -> None:
+    """The refusal stays one line: a name that cannot stand in a key's path gives way to the entry's index."""
+    (problem,) = problems(setting("models.0.name", "llama-8b\n[x]"))
+    assert problem.startswith("models[0].name: ") and "\n" not in problem
+    (problem,) = problems(setting("models.0.tensorParallelSize", 0))
+    assert problem.startswith("models[llama-8b].tensorParallelSize: ")
+
+
 def test_a_stack_file_not_in_utf8_is_refused_and_the_same_text_in_utf8_accepted(tmp_path: Path) -> None:
     """Latin-1's é (0xe9) where UTF-8 would have two bytes: no traceback, the byte and where it is."""
     text = STACK_FILE.replace("name: llm-test", "name: llm-test  # café")

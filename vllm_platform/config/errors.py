@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,13 +24,18 @@ class ConfigError(Exception):
         return "\n".join([head, *(f"  - {p}" for p in self.problems)])
 
 
+# A list entry's `name` that can stand for it in a key's path; any other (a newline, brackets, another script's
+# look-alike letters) would break the one line or mislead, so the entry is named by its index instead.
+PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
+
+
 def describe_location(loc: tuple[Any, ...], raw: Any) -> str:
     """('models', 1, 'tensorParallelSize') -> 'models[llama-13b].tensorParallelSize'."""
     text, node = "", raw
     for part in loc:
         if isinstance(part, int):
             name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
-            text += f"[{name or part}]"
+            text += f"[{name if isinstance(name, str) and PATH_NAME.fullmatch(name) else part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else {}
         else:
             text += f".{part}" if text else str(part)
