@@ -97,6 +97,16 @@ def test_a_trickling_body_ends_at_the_requests_deadline(raw_server):
     assert server.sent < TRICKLED_BYTES / 4, "verify kept reading past its deadline"
 
 
+def test_a_completion_ends_at_the_runs_deadline_not_its_own_longer_timeout(double):
+    """Each completion takes 1 s and the run ends in 1.6 s: the first answers, and the second, sent with 0.6 s
+    left, is cut off then, where a worker's timeout fixed when it started (1.6 s) would let it answer at 2 s."""
+    server = double(chat_delay=1.0)
+    options = verdicts.Options(requests=2, concurrency=1, timeout=30.0, deadline=time.monotonic() + 1.6)
+    first, second = probe.chat_completions([server.url], MODEL, options)
+    assert first.ok
+    assert second.error is not None and second.error.startswith("timed out after 0.")
+
+
 def test_a_trickling_server_fails_every_check_and_the_run_ends(raw_server, capsys):
     server = raw_server(lambda _: http_answer(b'{"object": "list", "data": []}'), piece=1, pause=0.2)
     code, result = run_json(capsys, "--url", server.url, "--model", MODEL, "--requests", "1", "--timeout", "0.3")
@@ -147,6 +157,19 @@ def test_whatever_bytes_a_server_sends_verify_reports_them(raw_server, capsys, a
     checks = by_check(result)
     assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_control_bytes_a_server_sends_are_printed_escaped_on_one_line(double, raw_server, capsys):
+    """A terminal's escape or a newline in an id or an error body would rewrite the operator's screen."""
+    server = double(served=("\x1b[2Jevil\nmodel",))
+    code = cli.main(["--url", server.url, "--model", MODEL, *FAST])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_FAILED and "\x1b" not in out
+    assert "'llama-8b' not listed (listed: \\x1b[2Jevil\\nmodel)" in out
+    body = b"HTTP/1.1 500 Oops\r\nContent-Length: 13\r\nConnection: close\r\n\r\nbad\x1b[31mthing"
+    failing = raw_server(lambda _: body)
+    code, result = run_json(capsys, "--url", failing.url, "--model", MODEL, "--requests", "1", "--timeout", "1")
+    assert by_check(result)["models"]["detail"] == "HTTP 500: bad\\x1b[31mthing"
 
 
 def test_ids_that_are_no_strings_are_counted_not_raised(double, capsys):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Sequence
 
-from tools.verify.client import Response
+from tools.verify.client import Response, printable
 from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
 
 
@@ -110,7 +110,7 @@ def models_problem(response: Response, served_model: str) -> Optional[str]:
     if served_model not in ids:
         names = [i for i in ids if isinstance(i, str)]
         others = len(ids) - len(names)
-        shown = ", ".join(names) + (f"{', ' if names else ''}{others} id(s) that are no string" if others else "")
+        shown = printable(", ".join(names)) + (f"{', ' if names else ''}{others} id(s) that are no string" if others else "")
         return f"{served_model!r} not listed (listed: {shown or 'none'})"
     return None
 

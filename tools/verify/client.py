@@ -26,6 +26,13 @@ MAX_BODY_BYTES = 16 * 2**20
 READ_CHUNK_BYTES = 64 * 1024
 
 
+def printable(text: str, limit: int = 120) -> str:
+    """What a server sent, safe to print on one line: control characters (a newline, a terminal's escape)
+    as their escapes, and at most `limit` characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 class AnswerTooLarge(urllib3.exceptions.HTTPError):
     """The server sent more than MAX_BODY_BYTES."""
 
@@ -46,7 +53,7 @@ class Response:
         if self.error is not None:
             return self.error
         text = self.body.decode("utf-8", "replace").strip()
-        return f"HTTP {self.status}" + (f": {text[:120]}" if text else "")
+        return f"HTTP {self.status}" + (f": {printable(text)}" if text else "")
 
 
 class _Watchdog:
@@ -138,30 +145,34 @@ class HttpClient:
         if api_key is not None:
             self._headers["Authorization"] = f"Bearer {api_key}"
 
-    def request(self, path: str, payload: Optional[dict[str, Any]] = None) -> Response:
-        """GET path, or POST the payload to it; transport failures, and the deadline, come back as Response.error."""
+    def request(self, path: str, payload: Optional[dict[str, Any]] = None, within: Optional[float] = None) -> Response:
+        """GET path, or POST the payload to it, within the client's timeout or `within` seconds if less (what is
+        left of a run's deadline); transport failures, and the deadline, come back as Response.error."""
         body = None if payload is None else json.dumps(payload).encode()
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
+        limit = self._timeout if within is None else max(min(self._timeout, within), 0.001)
         started = time.monotonic()
-        self._watchdog.arm(self._timeout)
+        self._watchdog.arm(limit)
         try:
             try:
-                return self._exchange(path, body, headers, started)
+                return self._exchange(path, body, headers, started, limit)
             except urllib3.exceptions.ProtocolError:
                 # A kept-alive connection that the server, or a port-forward's idle timeout, closed meanwhile:
-                # the request never got an answer, so it is sent once more on a new connection.
+                # the request never got an answer, so it is sent once more on a new connection. urllib3's
+                # Retry cannot tell that from a server that took the request and died answering it (both are
+                # its read errors), and resending that POST would hide the crash, so the pool retries nothing.
                 if not self._kept_alive or self._watchdog.fired:
                     raise
                 self._kept_alive = False
-                return self._exchange(path, body, headers, started)
+                return self._exchange(path, body, headers, started, limit)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             self._kept_alive = False
-            return Response(None, b"", time.monotonic() - started, _reason(exc, self._timeout, self._watchdog.fired))
+            return Response(None, b"", time.monotonic() - started, _reason(exc, limit, self._watchdog.fired))
         finally:
             self._watchdog.disarm()
 
-    def _exchange(self, path: str, body: Optional[bytes], headers: dict[str, str], started: float) -> Response:
-        timeout = urllib3.Timeout(connect=self._timeout, read=self._timeout)
+    def _exchange(self, path: str, body: Optional[bytes], headers: dict[str, str], started: float, limit: float) -> Response:
+        timeout = urllib3.Timeout(connect=limit, read=limit)
         reply = self._pool.urlopen(
             "GET" if body is None else "POST",
             self._prefix + path,

@@ -92,7 +92,9 @@ def chat_completions(
             responses = []
             for _ in range(shares[index]):
                 sent = time_left(options) > 0
-                responses.append(client.request(COMPLETIONS_PATH, payload) if sent else Response(None, b"", 0.0, PAST_DEADLINE))
+                responses.append(
+                    client.request(COMPLETIONS_PATH, payload, time_left(options)) if sent else Response(None, b"", 0.0, PAST_DEADLINE)
+                )
             return responses
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
