@@ -30,7 +30,8 @@ CONSTANTS: dict[str, Constant] = {
     "VLLM_IMAGE_BYTES": Constant(
         12.64e9, "bytes", "2025-10-18",
         "vllm-project/vllm#27154, discuss.vllm.ai: \"current vLLM docker image size is 12.64GB\"",
-        "the vllm/vllm-openai image, compressed, as a pull moves it",
+        "the vllm/vllm-openai image, compressed, as a pull moves it: the release of that date, not the pinned tag "
+        "(unmeasured here; the layer sizes `docker manifest inspect` lists for it sum to its own)",
     ),
     "PULL_REFERENCE_BYTES": Constant(
         9.354342327e9, "bytes", "2026-06-03",
@@ -79,13 +80,15 @@ CONSTANTS: dict[str, Constant] = {
         "what one streamer read asks S3 for",
     ),
     "STREAMER_LINK_EFFICIENCY": Constant(
-        0.61, "ratio", "2024-10-07",
-        "run-ai/runai-model-streamer docs/src/benchmarks.md: Llama-3-8B (15 GB) from S3 in 4.88 s on a g5.12xlarge (40 Gbit/s)",
+        0.61, "ratio", "2025-05-08",
+        "run-ai/runai-model-streamer@ccb9454 docs/src/benchmarks.md, Figure 5: Llama-3-8B (15 GB) from S3 in 4.88 s on a "
+        "g5.12xlarge (40 Gbit/s)",
         "the share of the link the Run:ai streamer filled from S3 (24.6 of 40 Gbit/s)",
     ),
     "STREAMER_GBPS_PER_READER": Constant(
-        1.25, "Gbit/s", "2024-10-07",
-        "run-ai/runai-model-streamer docs/src/benchmarks.md: best at concurrency 32 on 40 Gbit/s (4.88 s; 16: 8.45 s, 64: 5.01 s)",
+        1.25, "Gbit/s", "2025-05-08",
+        "run-ai/runai-model-streamer@ccb9454 docs/src/benchmarks.md, Figure 5: best at concurrency 32 on 40 Gbit/s "
+        "(4.88 s; 16: 8.45 s, 64: 5.01 s)",
         "the link one streamer reader (S3 client) fills",
     ),
     "HUB_BYTES_PER_SECOND": Constant(
