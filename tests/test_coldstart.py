@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import document_plan, minimal_document, rendered_stack
+from vllm_platform import contract
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
 from vllm_platform.plan import coldstart, sizing
 from vllm_platform.plan.coldstart import CONSTANTS, c
@@ -134,7 +135,7 @@ def test_the_startup_budget_and_the_rollout_follow_from_the_estimate() -> None:
     (model,) = document_plan(minimal_document()).models
     assert model.cold_start is not None
     assert model.startup_budget_seconds == sizing.probe_periods(coldstart.with_safety(model.cold_start.from_node_seconds))
-    assert model.startup_budget_seconds % sizing.STARTUP_PROBE_PERIOD_SECONDS == 0
+    assert model.startup_budget_seconds % contract.STARTUP_PROBE_PERIOD_SECONDS == 0
     assert model.cold_start_seconds == coldstart.with_safety(model.cold_start.cold_seconds)
     assert model.rollout_wave_seconds == model.termination_grace_seconds + model.cold_start_seconds
 

@@ -213,7 +213,7 @@ def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
     # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
     multi = plan_of(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
     assert not multi.models[0].surge_room and multi.models[1].surge_room
-    assert multi.models[0].rolling_update == {"maxSurge": 0, "maxUnavailable": 1}
+    assert multi.models[0].rolling_update.manifest() == {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def test_tensor_parallel_memory_holds_shm_and_processes() -> None:

@@ -234,7 +234,7 @@ def test_a_model_with_replicas_keeps_its_own_service() -> None:
 
 def test_rollouts_surge_only_where_the_pool_has_a_node_for_it() -> None:
     cfg, model = config(replicas={"min": 1, "max": 3})
-    assert model.rolling_update == {"maxSurge": 1, "maxUnavailable": 0}
+    assert model.rolling_update.manifest() == {"maxSurge": 1, "maxUnavailable": 0}
     cfg, model = config(replicas={"min": 1, "max": 4})  # pool g5: maxSize 4, one GPU per node
     strategy = workload.deployment(model, False)["spec"]["strategy"]
     assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}

@@ -86,6 +86,8 @@ READINESS_PATH = "/v1/models"
 LIVENESS_PATH = "/health"
 METRICS_PATH = "/metrics"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+# How often the startup probe asks: a model's start budget is a whole number of these.
+STARTUP_PROBE_PERIOD_SECONDS = 10
 # A model that scales to zero gives its name to the interceptor's entry point; its pods' Service takes this suffix.
 BACKEND_SERVICE_SUFFIX = "-backend"
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vllm_platform.contract import LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME
+from vllm_platform.contract import LIVENESS_PATH, READINESS_PATH, SERVING_PORT_NAME, STARTUP_PROBE_PERIOD_SECONDS
 from vllm_platform.plan.plans import ModelPlan
-from vllm_platform.plan.sizing import STARTUP_PROBE_PERIOD_SECONDS
 
 READINESS_PERIOD_SECONDS = 5
 LIVENESS_PERIOD_SECONDS = 10

@@ -241,7 +241,7 @@ def deployment(
         # Past this without progress (a replica ready, an old one gone) a rollout is reported failed.
         "progressDeadlineSeconds": model.rollout_wave_seconds,
         "revisionHistoryLimit": 3,
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": dict(model.rolling_update)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": model.rolling_update.manifest()},
         "template": {
             "metadata": {
                 "labels": labels(model),

@@ -15,6 +15,7 @@ from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
 from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.delivery import ImagePlan, ImageRoute, WeightsPlan
+from vllm_platform.plan.serving import RollingStep
 from vllm_platform.plan.sizing import PodResources
 
 
@@ -79,7 +80,7 @@ class ModelPlan:
     scales_to_zero: bool
     nodes_at_max: int
     surge_room: bool
-    rolling_update: dict[str, int]
+    rolling_update: RollingStep
     shutdown_timeout_seconds: int
     prestop_seconds: int
     termination_grace_seconds: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 from vllm_platform.config.models import Model
@@ -98,18 +99,29 @@ def termination_grace_seconds(model: Model) -> int:
     return int(minimum_grace_seconds(PRESTOP_SLEEP_SECONDS, model.shutdown_timeout_seconds)) + TERMINATION_MARGIN_SECONDS
 
 
-def rolling_update(surge_room: bool) -> dict[str, int]:
+@dataclass(frozen=True)
+class RollingStep:
+    """One wave of a Deployment's rolling update: how many pods above and below the desired count it may have."""
+
+    max_surge: int
+    max_unavailable: int
+
+    def manifest(self) -> dict[str, int]:
+        return {"maxSurge": self.max_surge, "maxUnavailable": self.max_unavailable}
+
+
+def rolling_update(surge_room: bool) -> RollingStep:
     """A new replica before an old one goes, where the pool has a node for it; else one at a time in place.
 
     A surge pod the pool cannot place stays Pending and the rollout never finishes.
     """
-    return {"maxSurge": 1, "maxUnavailable": 0} if surge_room else {"maxSurge": 0, "maxUnavailable": 1}
+    return RollingStep(max_surge=1, max_unavailable=0) if surge_room else RollingStep(max_surge=0, max_unavailable=1)
 
 
-def rollout_timeout_seconds(max_replicas: int, step: dict[str, int], wave_seconds: int) -> int:
+def rollout_timeout_seconds(max_replicas: int, step: RollingStep, wave_seconds: int) -> int:
     """How long `pulumi up` waits for the Deployment: every wave of the rolling update, one after another.
 
     At replicas.max, since the autoscaler may hold the model there when a rollout comes.
     """
-    waves = math.ceil(max_replicas / max(step["maxSurge"], step["maxUnavailable"]))
+    waves = math.ceil(max_replicas / max(step.max_surge, step.max_unavailable))
     return waves * wave_seconds

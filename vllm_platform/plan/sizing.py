@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from vllm_platform.catalog import InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+from vllm_platform.contract import STARTUP_PROBE_PERIOD_SECONDS
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 
@@ -132,9 +133,6 @@ def gpu_fit(
         kv_cache_per_gpu_gb=sequence_kv_gb / tensor_parallel,
         usable_per_gpu_gb=usable_gpu_memory_gb(gpu_memory_gb, utilization),
     )
-
-
-STARTUP_PROBE_PERIOD_SECONDS = 10
 
 
 def probe_periods(seconds: int) -> int:
