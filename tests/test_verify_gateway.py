@@ -152,26 +152,23 @@ def test_every_model_passes_through_the_gateway_with_the_right_key(gateway, fake
     assert KEY not in out and KEY not in err
 
 
-def test_a_gateway_that_lets_keyless_requests_through_fails_key_required(gateway, fake_pulumi, monkeypatch, capsys):
-    server = gateway(keyless_passes=True)
+@pytest.mark.parametrize(
+    "gap, answered",
+    [
+        pytest.param({"keyless_passes": True}, "POST /v1/chat/completions", id="no-key-check"),
+        # As AI Gateway's extproc would if it ran before the key check; completions are still refused.
+        pytest.param({"models_listed_keyless": True}, "GET /v1/models", id="models-listed-before-the-key-check"),
+    ],
+)
+def test_a_gateway_that_answers_without_a_key_fails_key_required(gap, answered, gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway(**gap)
     fake_pulumi(gateway_outputs(server))
     monkeypatch.setenv(KEY_VARIABLE, KEY)
     code, result = run_json(capsys, *VIA_GATEWAY, *FAST)
     assert code == cli.EXIT_FAILED
     failed = [(model, check) for model, check, status in rows(result) if status == "FAIL"]
     assert failed == [(MODEL, "key-required"), ("qwen", "key-required")]
-    assert details(result, MODEL)["key-required"] == "POST /v1/chat/completions: HTTP 200 without a key; the gateway must refuse it with 401"
-
-
-def test_a_gateway_that_lists_its_models_without_a_key_fails_key_required(gateway, fake_pulumi, monkeypatch, capsys):
-    """As AI Gateway's extproc would if it ran before the key check; completions are still refused."""
-    server = gateway(models_listed_keyless=True)
-    fake_pulumi(gateway_outputs(server))
-    monkeypatch.setenv(KEY_VARIABLE, KEY)
-    code, result = run_json(capsys, *VIA_GATEWAY, *FAST)
-    assert code == cli.EXIT_FAILED
-    assert [(m, c) for m, c, status in rows(result) if status == "FAIL"] == [(MODEL, "key-required"), ("qwen", "key-required")]
-    assert details(result, MODEL)["key-required"] == "GET /v1/models: HTTP 200 without a key; the gateway must refuse it with 401"
+    assert details(result, MODEL)["key-required"] == f"{answered}: HTTP 200 without a key; the gateway must refuse it with 401"
 
 
 def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypatch, capsys):
