@@ -25,6 +25,7 @@ from vllm_platform.contract import images
 from vllm_platform.k8s import alerting, alerts
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import karpenter_service
+from vllm_platform.k8s.workload import RUN_AS_UID
 from vllm_platform.pins import DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
 CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
@@ -153,6 +154,14 @@ def test_the_dcgm_exporter_runs_without_a_cpu_limit() -> None:
     (daemonset,) = of_kind(chart_objects("prod")[DCGM_EXPORTER.release], "DaemonSet")
     (exporter,) = pod_spec(daemonset)["containers"]
     assert "cpu" not in exporter["resources"]["limits"] and exporter["resources"]["requests"]["cpu"]
+
+
+def test_kedas_pods_run_above_the_hosts_uids() -> None:
+    deployments = of_kind(chart_objects("dev")[KEDA.release], "Deployment")
+    assert len(deployments) == 3
+    for deployment in deployments:
+        context = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert context["runAsNonRoot"] and context["runAsUser"] == RUN_AS_UID == context["runAsGroup"], deployment["metadata"]["name"]
 
 
 def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None:

@@ -217,25 +217,36 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
     }
 
 
+def above_host_uids() -> dict[str, Any]:
+    """A pod's identity above the host's UIDs, as the models run: no clash with a host user's files."""
+    return {"runAsNonRoot": True, "runAsUser": RUN_AS_UID, "runAsGroup": RUN_AS_UID, "fsGroup": RUN_AS_UID}
+
+
+# The KEDA chart's three workloads, as its values name them.
+KEDA_COMPONENTS = ("operator", "metricServer", "webhooks")
+
+
 def keda_values() -> dict[str, Any]:
     # The operator's, metrics server's and webhooks' own metrics (scaler errors among them), scraped through
     # ServiceMonitors the chart makes: Prometheus selects every monitor in the keda namespace.
     scraped = {"enabled": True, "serviceMonitor": {"enabled": True}}
     return {
+        # KEDA's images take any UID (OpenShift gives them random ones); the operator's generated certificates
+        # go to an emptyDir, which fsGroup makes writable.
+        "podSecurityContext": {component: above_host_uids() for component in KEDA_COMPONENTS},
         "resources": {
             "operator": _requests("100m", "128Mi"),
             "metricServer": _requests("100m", "128Mi"),
             "webhooks": _requests("50m", "64Mi"),
         },
-        "prometheus": {component: scraped for component in ("operator", "metricServer", "webhooks")},
+        "prometheus": {component: scraped for component in KEDA_COMPONENTS},
     }
 
 
 def http_add_on_values() -> dict[str, Any]:
-    # Above the host's UIDs, as the models run: the add-on's three Go binaries write nothing but to stdout.
-    identity = {"runAsNonRoot": True, "runAsUser": RUN_AS_UID, "runAsGroup": RUN_AS_UID, "fsGroup": RUN_AS_UID}
     return {
-        "podSecurityContext": {**identity, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The add-on's three Go binaries write nothing but to stdout.
+        "podSecurityContext": {**above_host_uids(), "seccompProfile": {"type": "RuntimeDefault"}},
         "interceptor": {
             # Clients reach the interceptor through each model's ExternalName Service, which cannot remap
             # ports: it must listen where the models do.
