@@ -370,3 +370,15 @@ def test_one_rollouts_resource_waits_for_every_model_after_its_deployment(stack:
         assert len(watched["spec"]) == 64
     if rendering.plan.config.cluster.existing is None:
         assert rollouts.inputs["kubeconfig"] == "[secret]"
+
+
+@pytest.mark.parametrize("stack", ["prod", "local"])
+def test_the_rollouts_wait_starts_after_every_other_resource(stack: str) -> None:
+    """After its first failure `pulumi up` starts no other resource: a model that cannot get a node must fail the
+    update only once the rest of the stack (other models, observability, the gateway) is in place."""
+    rendering = rendered_stack(stack)
+    (rollouts,) = resources_of(rendering, "pulumi-python:dynamic/vllm-platform:Rollouts")
+    others = {f"{r.type}::{r.name}" for r in rendering.resources if r.custom and r is not rollouts}
+    others = {o for o in others if not o.startswith("pulumi:providers:")}
+    assert any(o.startswith("kubernetes:monitoring.coreos.com/v1:PrometheusRule::") for o in others)
+    assert others - set(rollouts.dependencies) == set()

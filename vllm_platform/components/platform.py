@@ -27,11 +27,11 @@ def _weights_uri(model: ModelPlan, cache_bucket: Any) -> Any:
     return pulumi.Output.from_input(cache_bucket).apply(model.weights.uri)
 
 
-def _warm_nodes(plan: Plan, images: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+def _warm_nodes(plan: Plan, images: dict[str, Any], opts: pulumi.ResourceOptions) -> list[pulumi.Resource]:
     """Each pool's placeholder Deployment, holding its warm nodes with its models' images pulled."""
     pools = [p for p in plan.pools if p.warm_nodes]
     if not pools:
-        return
+        return []
     manifest = warm.priority_class()
     priority = k8s.scheduling.v1.PriorityClass(
         warm.PRIORITY_CLASS,
@@ -42,16 +42,19 @@ def _warm_nodes(plan: Plan, images: dict[str, Any], opts: pulumi.ResourceOptions
         description=manifest["description"],
         opts=opts,
     )
+    created: list[pulumi.Resource] = [priority]
     for pool in pools:
         # One container per image the pool's models use, so a warm node holds each of them.
         by_reference = {m.image: images[m.name] for m in plan.models if m.pool is not None and m.pool.name == pool.name}
         placeholder = warm.placeholder(plan, pool, list(by_reference.values()))
-        k8s.apps.v1.Deployment(
+        deployment = k8s.apps.v1.Deployment(
             warm.name(pool),
             metadata=placeholder["metadata"],
             spec=placeholder["spec"],
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[priority])),
         )
+        created.append(deployment)
+    return created
 
 
 def build_platform(plan: Plan) -> dict[str, Any]:
@@ -62,13 +65,16 @@ def build_platform(plan: Plan) -> dict[str, Any]:
     models_namespace = k8s.core.v1.Namespace(plan.namespace, metadata=manifest["metadata"], opts=k8s_opts)
     in_namespace = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[models_namespace]))
 
-    for policy in network_policies(plan):
-        k8s.networking.v1.NetworkPolicy(
-            policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"], opts=in_namespace
-        )
+    # Everything but the rollouts' wait, which comes after all of it (see below).
+    created: list[pulumi.Resource] = [cluster, models_namespace]
+    created += [
+        k8s.networking.v1.NetworkPolicy(policy["metadata"]["name"], metadata=policy["metadata"], spec=policy["spec"], opts=in_namespace)
+        for policy in network_policies(plan)
+    ]
 
     # The models' Docker Hub images and the platform's own (Grafana, the gateway's) come the same way.
     observability = Observability("observability", plan, cluster.image_registry, opts=k8s_opts)
+    created.append(observability)
 
     token_secret = None
     if plan.config.hf_token is not None:
@@ -79,6 +85,7 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             string_data={HF_TOKEN_SECRET_KEY: pulumi.Output.secret(plan.config.hf_token)},
             opts=in_namespace,
         )
+        created.append(token_secret)
 
     images = {model.name: pulled_image(model, cluster.image_registry) for model in plan.models}
     models = {
@@ -98,15 +105,7 @@ def build_platform(plan: Plan) -> dict[str, Any]:
         )
         for model in plan.models
     }
-    # `pulumi up` waits here for every model's rollout, and fails with the reason as soon as one cannot finish.
-    Rollouts(
-        "rollouts",
-        {name: component.rollout for name, component in models.items()},
-        cluster.kubeconfig,
-        cluster.context,
-        opts=pulumi.ResourceOptions(depends_on=[component.deployment for component in models.values()]),
-    )
-    _warm_nodes(plan, images, in_namespace)
+    created += [*models.values(), *_warm_nodes(plan, images, in_namespace)]
     gateway_outputs: dict[str, Any] = {}
     if plan.gateway is not None:
         gateway = LlmGateway(
@@ -114,6 +113,18 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             docker_hub_registry=cluster.image_registry, opts=k8s_opts,
         )  # fmt: skip
         gateway_outputs = gateway.outputs
+        created.append(gateway)
+    # `pulumi up` waits here for every model's rollout, and fails with the reason as soon as one cannot finish.
+    # Last of all: once one resource fails, `pulumi up` starts no other, so a model that cannot get a node (a
+    # p4d EC2 cannot supply) fails the update only after the rest of the stack (the other models, the
+    # observability, the gateway) is in place.
+    Rollouts(
+        "rollouts",
+        {name: component.rollout for name, component in models.items()},
+        cluster.kubeconfig,
+        cluster.context,
+        opts=pulumi.ResourceOptions(depends_on=created),
+    )
     return {
         **cluster.outputs,
         "namespace": models_namespace.metadata.apply(lambda m: m["name"]),
