@@ -271,6 +271,27 @@ def test_an_alias_used_within_bounds_is_accepted(tmp_path: Path) -> None:
     assert read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"]
 
 
+@pytest.mark.parametrize(
+    "tags, says",
+    [
+        pytest.param("{team: !!binary aGVsbG8=}", "'binary' is no type a stack config holds", id="binary"),
+        pytest.param("{team: !!set {a, b}}", "'set' is no type a stack config holds", id="set"),
+        pytest.param("{1: team}", "a key must be a string; quote it if it is one", id="number-as-key"),
+        pytest.param("{? [a, b] : team}", "a key must be a string", id="list-as-key"),
+    ],
+)
+def test_yaml_that_is_no_plain_data_is_refused_in_one_line(tmp_path: Path, tags: str, says: str) -> None:
+    text = STACK_FILE + f"  aws:defaultTags: {{tags: {tags}}}\n"
+    line = len(STACK_FILE.splitlines()) + 1
+    assert refusal(tmp_path, text).startswith(f"Pulumi.hostile.yaml: line {line}: {says}")
+
+
+def test_plain_twins_of_those_are_read_and_a_date_stays_its_text_as_pulumi_reads_it(tmp_path: Path) -> None:
+    text = STACK_FILE + "  aws:defaultTags: {tags: {team: aGVsbG8=, '1': team, since: 2024-01-01}}\n"
+    tags = json.loads(read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"])["tags"]
+    assert tags == {"team": "aGVsbG8=", "1": "team", "since": "2024-01-01"}
+
+
 BILLION_LAUGHS = "config:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"  {b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")
 )
@@ -291,6 +312,8 @@ def test_an_entry_named_with_a_newline_is_named_by_its_index_and_a_plain_name_by
     assert problem.startswith("models[0].name: ") and "\n" not in problem
     (problem,) = problems(setting("models.0.tensorParallelSize", 0))
     assert problem.startswith("models[llama-8b].tensorParallelSize: ")
+    (problem,) = problems(setting("models.0.max\nLen", 1))
+    assert problem == "models[llama-8b].'max\\nLen': is not a known key (check its spelling against the README's config reference)"
 
 
 def test_a_stack_file_not_in_utf8_is_refused_and_the_same_text_in_utf8_accepted(tmp_path: Path) -> None:

@@ -24,8 +24,9 @@ class ConfigError(Exception):
         return "\n".join([head, *(f"  - {p}" for p in self.problems)])
 
 
-# A list entry's `name` that can stand for it in a key's path; any other (a newline, brackets, another script's
-# look-alike letters) would break the one line or mislead, so the entry is named by its index instead.
+# A list entry's `name` or a key that can stand in a key's path as it is; any other (a newline, brackets,
+# another script's look-alike letters) would break the one line or mislead: an entry is then named by its
+# index, a key quoted.
 PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
 
 
@@ -38,7 +39,9 @@ def describe_location(loc: tuple[Any, ...], raw: Any) -> str:
             text += f"[{name if isinstance(name, str) and PATH_NAME.fullmatch(name) else part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else {}
         else:
-            text += f".{part}" if text else str(part)
+            # A misspelt key is shown as written, quoted where it holds what would break the line.
+            shown = str(part) if PATH_NAME.fullmatch(str(part)) else repr(part)
+            text += f".{shown}" if text else shown
             node = node.get(part, {}) if isinstance(node, dict) else {}
     return text or "config"
 

@@ -3,8 +3,10 @@
 ruamel.yaml reads YAML 1.2 as Pulumi's Go parser does: `yes`, `on` and `1:20` stay strings, where
 PyYAML's YAML 1.1 would make them a bool and a number the engine never sees. Before any value is built,
 the document's node graph is checked for what plain data never has: a key given twice (the last would
-silently win) and aliases that expand it beyond any stack file's size (a billion-laughs file), or into
-itself. Both checks walk the graph once, so a hostile file is refused in milliseconds.
+silently win), a key that is not a string, a value of a type plain data has no place for (`!!binary`,
+`!!set`, an ordered map), and aliases that expand it beyond any stack file's size (a billion-laughs file),
+or into itself. The checks walk the graph once, so a hostile file is refused in milliseconds. A date such as
+`2024-01-01` stays the string it is, as Pulumi's parser (yaml.v3) keeps it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -20,8 +23,21 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_EXPANDED_NODES = 20_000
 
 
+TAG = "tag:yaml.org,2002:"
+# What plain data holds, as YAML's core schema tags it: a timestamp is read as its text (see the module's doc).
+PLAIN_SCALARS = {f"{TAG}{name}" for name in ("str", "int", "float", "bool", "null", "timestamp")}
+PLAIN_COLLECTIONS = {MappingNode: f"{TAG}map", SequenceNode: f"{TAG}seq"}
+
+
 class StackFileError(ValueError):
     """A stack file that is not plain YAML data; the message is one line."""
+
+
+class _PlainConstructor(SafeConstructor):
+    """The safe constructor, with a timestamp built as the string it is written as."""
+
+
+_PlainConstructor.add_constructor(f"{TAG}timestamp", SafeConstructor.construct_yaml_str)
 
 
 def _line(node: Node) -> int:
@@ -42,6 +58,7 @@ class _Walk:
         if key in self.open:
             raise StackFileError(f"line {_line(node)}: an alias refers to the node that contains it, which never ends")
         self.open.add(key)
+        _plain_type(node)
         if isinstance(node, MappingNode):
             self._no_duplicate_keys(node)
             children = [part for pair in node.value for part in pair]
@@ -65,14 +82,23 @@ class _Walk:
     def _no_duplicate_keys(node: MappingNode) -> None:
         seen: dict[str, int] = {}
         for key, _ in node.value:
-            if not isinstance(key, ScalarNode):
-                continue
+            if not isinstance(key, ScalarNode) or key.tag != f"{TAG}str":
+                raise StackFileError(f"line {_line(key)}: a key must be a string; quote it if it is one")
             if key.value in seen:
                 raise StackFileError(
                     f"line {_line(key)}: key {key.value!r} is given twice (first on line {seen[key.value]}); "
                     "the last would silently win, so keep one"
                 )
             seen[key.value] = _line(key)
+
+
+def _plain_type(node: Node) -> None:
+    wanted = PLAIN_COLLECTIONS.get(type(node))
+    if (node.tag != wanted) if wanted else (node.tag not in PLAIN_SCALARS):
+        raise StackFileError(
+            f"line {_line(node)}: {node.tag.removeprefix(TAG)!r} is no type a stack config holds; "
+            "write a string, a number, true or false, a list or a mapping"
+        )
 
 
 def _where(error: YAMLError) -> str:
@@ -84,6 +110,7 @@ def _where(error: YAMLError) -> str:
 def load(text: str) -> Any:
     """The document as plain data (dicts, lists, scalars); raises StackFileError with one line."""
     yaml = YAML(typ="safe", pure=True)
+    yaml.Constructor = _PlainConstructor
     try:
         node = yaml.compose(text)
         if node is None:
