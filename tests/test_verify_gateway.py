@@ -288,7 +288,7 @@ def test_the_endpoint_is_an_openai_base_url(endpoint, base_url) -> None:
     assert stack.gateway_base_url(endpoint) == base_url
 
 
-@pytest.mark.parametrize("endpoint", ["llm.example.com/v1", "https://llm.example.com", "ftp://llm.example.com/v1", "http://llm:99999/v1", 7])
+@pytest.mark.parametrize("endpoint", ["llm.example.com/v1", "https://llm.example.com", "ftp://llm.example.com/v1", "http://llm:99999/v1", "https://llm example.com/v1", 7])
 def test_an_endpoint_that_is_no_openai_base_url_is_a_usage_error(endpoint) -> None:
     with pytest.raises(verdicts.UsageError, match="is not an OpenAI base URL"):
         stack.gateway_base_url(endpoint)

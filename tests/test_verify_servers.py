@@ -156,6 +156,7 @@ def test_whatever_bytes_a_server_sends_verify_reports_them(raw_server, capsys, a
     assert code == cli.EXIT_FAILED
     checks = by_check(result)
     assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"]
+    assert all(c.isprintable() for check in checks.values() for c in check["detail"]), "what the server sent, unescaped"
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -242,8 +243,10 @@ def test_the_wait_returns_as_soon_as_the_server_is_ready(double):
         ["--url", "ftp://127.0.0.1:21", "--model", MODEL],
         ["--url", "http://", "--model", MODEL],
         ["--url", "http://[::1:8000", "--model", MODEL],
+        ["--url", "http://a b:8000", "--model", MODEL],
+        ["--url", "http://a..b:8000", "--model", MODEL],
     ],
-    ids=["port beyond 65535", "port 0", "not http", "no host", "unclosed IPv6 host"],
+    ids=["port beyond 65535", "port 0", "not http", "no host", "unclosed IPv6 host", "space in the host", "empty label"],
 )
 def test_a_malformed_url_is_a_usage_error(argv, capsys):
     assert cli.main(argv) == cli.EXIT_USAGE
@@ -251,8 +254,9 @@ def test_a_malformed_url_is_a_usage_error(argv, capsys):
     assert "--url" in err and "Traceback" not in err
 
 
-def test_an_ipv6_url_closed_as_it_should_be_is_a_target() -> None:
+def test_an_ipv6_url_closed_as_it_should_be_and_a_plain_name_are_targets() -> None:
     assert stack.target_from_url("http://[::1]:8000", MODEL).url == "http://[::1]:8000"
+    assert stack.target_from_url("http://a.b:8000", MODEL).url == "http://a.b:8000"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])

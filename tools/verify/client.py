@@ -121,9 +121,10 @@ def _reason(exc: BaseException, timeout: float, deadline_passed: bool) -> str:
         return f"timed out after {timeout:g} s"
     # urllib3 wraps what http.client raised: ('Connection aborted.', RemoteDisconnected(...)).
     inner = exc.args[1] if isinstance(exc, urllib3.exceptions.ProtocolError) and len(exc.args) > 1 else exc
+    # The text may quote what the server sent (http.client's BadStatusLine holds its status line).
     if isinstance(inner, BaseException):
-        return f"{type(inner).__name__}: {inner}" if str(inner) else type(inner).__name__
-    return f"{type(exc).__name__}: {exc}"
+        return f"{type(inner).__name__}: {printable(str(inner))}" if str(inner) else type(inner).__name__
+    return f"{type(exc).__name__}: {printable(str(exc))}"
 
 
 class HttpClient:

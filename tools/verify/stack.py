@@ -9,8 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+import urllib3
 from pulumi import automation
 
 from tools.verify.checks import Target, UsageError
@@ -78,15 +79,26 @@ def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
         raise UsageError(f"the stack's `models` output is not the documented shape: {exc!r}") from exc
 
 
+def http_url(url: Any) -> Optional[SplitResult]:
+    """The parts of an http(s) URL a connection can be made to, or None: a scheme, a host that resolves as a
+    name can (IDNA) and urllib3 takes, a port from 1 to 65535."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port != 0
+        urllib3.util.parse_url(url)
+        (parts.hostname or "").encode("idna")
+    except ValueError:  # an unclosed [IPv6] host, a port out of range, a space in the host, an empty label
+        return None
+    return parts if parts.scheme in ("http", "https") and parts.hostname and port_ok else None
+
+
 def gateway_base_url(endpoint: Any) -> str:
     """The gateway's root URL: `endpoint` is an OpenAI base URL, ending in /v1, and verify's paths start with /v1."""
-    parts = urlsplit(endpoint if isinstance(endpoint, str) else "")
-    path = parts.path.rstrip("/")
-    try:
-        port_ok = parts.port != 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or not path.endswith("/v1"):
+    parts = http_url(endpoint)
+    path = parts.path.rstrip("/") if parts else ""
+    if parts is None or not path.endswith("/v1"):
         raise UsageError(f"the stack's `endpoint` output {endpoint!r} is not an OpenAI base URL such as https://llm.example.com/v1")
     return f"{parts.scheme}://{parts.netloc}{path.removesuffix('/v1')}"
 
@@ -108,12 +120,8 @@ def gateway_targets(outputs: dict[str, Any]) -> list[Target]:
 
 def target_from_url(url: str, model: str) -> Target:
     """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:  # an unclosed [IPv6] host, or a port out of range
-        raise UsageError(f"--url {url!r} is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+    parts = http_url(url)
+    if parts is None or parts.hostname is None:
         raise UsageError(f"--url {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
     service = SERVICE_HOST.fullmatch(parts.hostname)
     if service:
