@@ -23,7 +23,7 @@ from tests.conftest import (
     stack_document,
 )
 from tools import mocks, offerings, render, schemas
-from vllm_platform import contract, pins
+from vllm_platform import catalog, contract, pins
 from vllm_platform.aws import eks as cluster
 from vllm_platform.aws import iam as aws_policies
 from vllm_platform.aws import network
@@ -768,8 +768,11 @@ def test_a_region_the_offline_render_does_not_know_is_refused_by_name() -> None:
 
 
 def test_the_preview_prints_the_quotas_a_stack_draws_on() -> None:
-    (info,), warnings = notes.quota_notes(rendered_stack("prod").plan)
+    (info, spot), warnings = notes.quota_notes(rendered_stack("prod").plan)
     assert warnings == []
+    # The system nodes: 6 of m6i.xlarge, 4 vCPUs each.
+    assert "24 vCPUs of Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances (L-1216C47A" in info
+    assert "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com" in spot
     assert "3 Elastic IPs (NAT gateways) (L-0263D0A3, default 5)" in info
     # p4d: 3 nodes of 96 vCPUs; g5.2xlarge: 8 nodes of 8.
     assert "288 vCPUs of Running On-Demand P instances (L-417A185B" in info
@@ -784,8 +787,17 @@ def test_more_nat_gateways_than_the_default_elastic_ips_are_warned_about() -> No
     five = render.plan_of(stack_config(cluster_document(vpc={"availabilityZones": 5, "natGateways": "perAz"})))
     assert notes.quota_notes(five)[1] == []
     spot = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge", "g5.2xlarge"], "maxSize": 3, "capacityTypes": ["spot"]}])))
-    (info,), _ = notes.quota_notes(spot)
+    (info, _), _ = notes.quota_notes(spot)
     assert "24 vCPUs of All G and VT Spot Instance Requests (L-3819A6DF" in info, "the widest type at maxSize"
+    on_demand = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 3}])))
+    assert len(notes.quota_notes(on_demand)[0]) == 1, "no Spot, no service-linked role to make"
+
+
+@pytest.mark.parametrize(
+    "instance_type, vcpus", [("m6i.large", 2), ("m6i.xlarge", 4), ("c7g.16xlarge", 64), ("t3.medium", None), ("m7i.metal-24xl", None)]
+)
+def test_a_sizes_vcpus_are_read_from_its_name_where_the_name_says(instance_type: str, vcpus: Any) -> None:
+    assert catalog.size_vcpus(instance_type) == vcpus
 
 
 def test_an_existing_cluster_draws_on_no_quota_of_this_stacks() -> None:

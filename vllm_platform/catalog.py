@@ -99,6 +99,23 @@ GPU_VCPU_QUOTAS = {
 }
 
 
+# The system nodes' quota: every general-purpose, compute, memory and storage family draws on it.
+STANDARD_VCPU_QUOTA = Quota("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "L-1216C47A", None)
+STANDARD_FAMILIES = "acdhimrtz"
+
+
+def size_vcpus(instance_type: str) -> int | None:
+    """vCPUs by the size's name, where its name says (large 2, xlarge 4, 8xlarge 32); None for the others
+    (medium, small, metal), whose count differs between families."""
+    size = instance_type.partition(".")[2]
+    if size == "large":
+        return 2
+    multiple = size.removesuffix("xlarge")
+    if multiple != size and (multiple == "" or multiple.isdigit()):
+        return 4 * int(multiple or 1)
+    return None
+
+
 def quota_family(instance_type: str) -> str:
     """The letter whose vCPU quota an instance type draws on: g5.* on G, p4d and p5 on P."""
     return instance_type[0]

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from vllm_platform.catalog import ELASTIC_IPS, GPU_VCPU_QUOTAS, INSTANCE_TYPES, Quota, quota_family, smallest
+from vllm_platform.catalog import (
+    ELASTIC_IPS,
+    GPU_VCPU_QUOTAS,
+    INSTANCE_TYPES,
+    STANDARD_FAMILIES,
+    STANDARD_VCPU_QUOTA,
+    Quota,
+    quota_family,
+    size_vcpus,
+    smallest,
+)
 from vllm_platform.config.cluster import NatGateways
 from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
@@ -102,6 +112,10 @@ def quota_needs(plan: Plan) -> list[tuple[Quota, int]]:
     if vpc.id is None:
         needs.append((ELASTIC_IPS, vpc.zone_count if vpc.nat_gateways is NatGateways.PER_AZ else 1))
     vcpus: dict[Quota, int] = {}
+    system = cluster.system_nodes
+    per_node = size_vcpus(system.instance_type)
+    if per_node is not None and quota_family(system.instance_type) in STANDARD_FAMILIES:
+        vcpus[STANDARD_VCPU_QUOTA] = per_node * system.max_size
     for pool in plan.pools:
         # Instances in a capacity reservation count against the on-demand quota; a pool that may use spot
         # needs the spot quota as well, at its maxSize, since it can run on either.
@@ -132,6 +146,14 @@ def quota_notes(plan: Plan) -> tuple[list[str], list[str]]:
         "(vCPUs, not instances); until then EC2 refuses the nodes (VcpuLimitExceeded): Karpenter tries the pool's next "
         "capacity type, retries every 3 minutes, and the pool's models stay Pending"
     ]
+    if any(CapacityKind.SPOT in pool.capacity_types for pool in plan.pools):
+        # EC2 makes the role at an account's first Spot request only if the caller may; Karpenter's role may not.
+        info.append(
+            "spot capacity needs the account's Spot service-linked role (AWSServiceRoleForEC2Spot); where the account "
+            "has never used Spot, create it once: `aws iam create-service-linked-role --aws-service-name spot.amazonaws.com` "
+            "(an answer that it exists already is fine); without it every spot launch fails with "
+            "AuthFailure.ServiceLinkedRoleCreationNotPermitted"
+        )
     warnings = [
         f"cluster.vpc: {amount} NAT gateways need {amount} Elastic IPs, above the default quota of {quota.default} per "
         f"Region ({quota.code}), which every VPC of the account there shares; raise it first, or use natGateways single"
