@@ -75,8 +75,9 @@ CONSTANTS: dict[str, Constant] = {
         "what S3 serves one revision's prefix, in requests",
     ),
     "STREAMER_S3_CHUNK_BYTES": Constant(
-        8 * 2**20, "bytes", "2024-08-08",
-        "run-ai/runai-model-streamer@bd20596 docs/src/env-vars.md, RUNAI_STREAMER_CHUNK_BYTESIZE: 8 MiB from object storage",
+        8 * 2**20, "bytes", "2024-09-30",
+        "run-ai/runai-model-streamer@74e539b docs/src/env-vars.md, RUNAI_STREAMER_CHUNK_BYTESIZE: \"8388608 (=8MiB) "
+        "when reading from object store e.g. S3\"",
         "what one streamer read asks S3 for",
     ),
     "STREAMER_LINK_EFFICIENCY": Constant(
@@ -140,8 +141,11 @@ def c(name: str) -> float:
 
 # The types with NVSwitch, whose nodes start a fabric manager.
 NVSWITCH_TYPES = ("p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge")
-STREAMER_READERS_MIN = 8  # the streamer's own default for object storage
-STREAMER_READERS_MAX = 64  # the benchmark's 64 was no faster than 32
+# The streamer's own default for object storage (run-ai/runai-model-streamer@b29d43a docs/src/env-vars.md,
+# RUNAI_STREAMER_CONCURRENCY, 2025-06-19: "8 for reading from object storage").
+STREAMER_READERS_MIN = 8
+# The most the benchmark tried: 64 readers were no faster than 32 (@ccb9454 benchmarks.md, Figure 5, 2025-05-08).
+STREAMER_READERS_MAX = 64
 
 
 @dataclass(frozen=True)
