@@ -692,16 +692,41 @@ def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, An
 def test_a_pools_karpenter_keys_are_refused_on_an_existing_cluster_and_its_fit_keys_kept() -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     (pool,) = document["config"]["vllm-platform:cluster"]["gpuNodePools"]
-    pool.update({"maxSize": 6, "warmNodes": 1})
+    pool.update({"maxSize": 6, "warmNodes": 1, "minSize": 2, "rootVolumeGiB": 300})
     assert document_config(document).cluster.pools["g5"].max_size == 6, "the fit checks and warm nodes still read these"
-    pool.update({"capacityTypes": ["spot"], "rootVolumeGiB": 300, "placementGroup": True})
+    pool.update({"capacityTypes": ["spot"], "placementGroup": True})
     with pytest.raises(ConfigError) as error:
         document_config(document)
     (problem,) = error.value.problems
     assert problem.startswith(
-        "cluster.existing: gpuNodePools[g5].capacityTypes, gpuNodePools[g5].rootVolumeGiB and gpuNodePools[g5].placementGroup "
+        "cluster.existing: gpuNodePools[g5].capacityTypes and gpuNodePools[g5].placementGroup "
         "have no effect on an existing cluster; remove them"
     )
+
+
+def test_an_existing_node_groups_minimum_counts_in_its_idle_cost() -> None:
+    """The path to an existing cluster describes its node groups as it always did: their minimum is real there."""
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"][0]["minSize"] = 3
+    summary = render_document(document, "existing").outputs["gpuPools"]["g5"]
+    assert (summary["minNodes"], summary["idleNodes"]) == (3, 3)
+    plain = existing_rendering().outputs["gpuPools"]["g5"]
+    assert (plain["minNodes"], plain["idleNodes"]) == (0, 1), "replicas.min 1 of qwen-7b holds one node"
+
+
+def test_a_checkpoint_downloaded_onto_an_existing_node_group_must_fit_its_root_volume() -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    (pool,) = document["config"]["vllm-platform:cluster"]["gpuNodePools"]
+    pool["rootVolumeGiB"] = 50
+    with pytest.raises(ConfigError) as error:
+        document_plan(document)
+    (problem,) = error.value.problems
+    assert problem.startswith("models[qwen-7b]: the checkpoint it downloads from the hub needs ~55 GiB of node disk with the image, "
+                              "but pool g5's nodes have rootVolumeGiB 50")  # fmt: skip
+    pool["rootVolumeGiB"] = 60
+    assert document_plan(document).pools[0].root_volume_gib == 60
+    del pool["rootVolumeGiB"]
+    assert document_plan(document).pools[0].root_volume_gib == 200, "the node group's disk the checks always assumed"
 
 
 def test_an_existing_cluster_is_told_to_grant_s3_reads_itself() -> None:

@@ -38,15 +38,15 @@ def pool_summary(pool: PoolPlan) -> dict[str, Any]:
         "capacityType": pool.capacity_types[0],
         "capacityTypes": list(pool.capacity_types),
         "capacityReservations": [term.get("id") or term.get("tags") for term in pool.capacity_reservations],
-        # Karpenter keeps no idle node: the models' replicas.min hold nodes.
-        "minNodes": 0,
+        # Karpenter keeps no idle node (the models' replicas.min hold nodes); a node group keeps its minimum.
+        "minNodes": pool.min_size,
         "maxNodes": pool.max_size,
         "maxGpus": pool.gpus_per_node * pool.max_size,
         "maxHourlyCostUsd": round(price * pool.max_size, 2),
         # What runs with every model at rest: the nodes replicas.min holds, and the warm nodes on top.
         "warmNodes": pool.warm_nodes,
-        "idleNodes": pool.nodes_at_min + pool.warm_nodes,
-        "idleHourlyCostUsd": round(price * (pool.nodes_at_min + pool.warm_nodes), 2),
+        "idleNodes": max(pool.nodes_at_min, pool.min_size) + pool.warm_nodes,
+        "idleHourlyCostUsd": round(price * (max(pool.nodes_at_min, pool.min_size) + pool.warm_nodes), 2),
     }
 
 

@@ -246,8 +246,7 @@ CREATED_CLUSTER_KEYS = (
 )  # fmt: skip
 # A pool's keys that only its Karpenter NodePool and EC2NodeClass read: an existing cluster gets neither.
 KARPENTER_POOL_KEYS = (
-    "capacity_types", "capacity_reservations", "consolidate_after", "expire_after", "root_volume_gib", "efa",
-    "placement_group",
+    "capacity_types", "capacity_reservations", "consolidate_after", "expire_after", "efa", "placement_group",
 )  # fmt: skip
 # An AL2023 release, never `latest`: a new AMI must come with a reviewed change, not on its own.
 AMI_ALIAS = re.compile(r"al2023@v20[0-9]{6}", re.ASCII)
@@ -332,7 +331,8 @@ class Cluster(Section):
             "manifests are checked against) and `gpuNodePools` apply then: `supportType`, `vpc`, `endpoint`, "
             "`systemNodes`, `protect`, `adminPrincipalArns`, `viewerPrincipalArns`, `gpuAmiAlias` and a pool's "
             "Karpenter keys (`capacityTypes`, `capacityReservations`, `consolidateAfter`, `expireAfter`, "
-            "`rootVolumeGiB`, `efa`, `placementGroup`) are refused, since they would have no effect"
+            "`efa`, `placementGroup`) are refused, since they would have no effect; a pool's `minSize` and "
+            "`rootVolumeGiB` describe its node group"
         ),
     )
 
@@ -366,6 +366,17 @@ class Cluster(Section):
             if not IAM_PRINCIPAL.fullmatch(value):
                 raise ValueError(f"{value!r} is not an IAM user or role ARN (arn:aws:iam::<account>:role/<name>)")
         return values
+
+    @model_validator(mode="after")
+    def _no_idle_minimum_on_karpenter(self) -> "Cluster":
+        held = [pool for pool in self.gpu_node_pools if pool.min_size > 0]
+        if self.existing is None and held:
+            raise ValueError(
+                f"gpuNodePools[{held[0].name}].minSize {held[0].min_size}: Karpenter keeps no idle minimum; a node "
+                "stays while a pod needs it, so the models' replicas.min hold the pool's nodes. Raise replicas.min of a "
+                "model on the pool (or set warmNodes for idle nodes), and remove minSize"
+            )
+        return self
 
     @model_validator(mode="after")
     def _someone_administers(self) -> "Cluster":

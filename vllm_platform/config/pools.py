@@ -30,6 +30,10 @@ class CapacityKind(StrEnum):
 CAPACITY_PREFERENCE = (CapacityKind.RESERVED, CapacityKind.SPOT, CapacityKind.ON_DEMAND)
 CAPACITY_RESERVATION_ID = re.compile(r"cr-[0-9a-z]+", re.ASCII)
 KARPENTER_DURATION = re.compile(r"([0-9]+(s|m|h))+|Never", re.ASCII)
+# A GPU node's root volume: on Karpenter's nodes only the OS and its logs (the rest is on the NVMe RAID0); on an
+# existing cluster's node group the image and a downloaded checkpoint too, as the fit checks always assumed there.
+CREATED_ROOT_VOLUME_GIB = 100
+EXISTING_ROOT_VOLUME_GIB = 200
 
 
 class CapacityReservation(Section):
@@ -72,8 +76,9 @@ class GpuNodePool(Section):
         0,
         ge=0,
         description=(
-            "only 0: Karpenter keeps no idle nodes. A node stays while a pod needs it, so the models' `replicas.min` "
-            "hold the pool's nodes; a value above 0 is refused, saying so"
+            "on a created cluster only 0: its NodePool launches only the nodes pods ask for, so the models' "
+            "`replicas.min` hold the pool's nodes (a value above 0 is refused, saying so). On an existing cluster, the "
+            "node group's own minimum, which the idle cost counts"
         ),
     )
     max_size: StrictInt = Field(
@@ -113,16 +118,25 @@ class GpuNodePool(Section):
             "rolls one node at a time"
         ),
     )
-    root_volume_gib: StrictInt = Field(
-        100,
+    root_volume_gib: Optional[StrictInt] = Field(
+        None,
         ge=50,
         le=16384,
         alias="rootVolumeGiB",
         description=(
-            "encrypted gp3 root volume (600 MiB/s, 6000 IOPS) for the OS and its logs: the images and the pods' "
-            "disk are on the node's NVMe instance store, in one RAID0"
+            f"on a created cluster, the encrypted gp3 root volume (600 MiB/s, 6000 IOPS; {CREATED_ROOT_VOLUME_GIB} by "
+            "default) for the OS and its logs: the images and the pods' disk are on the node's NVMe instance store, "
+            "in one RAID0. On an existing cluster, the node group's root volume, which holds the image and a "
+            f"checkpoint downloaded from the hub ({EXISTING_ROOT_VOLUME_GIB} by default): the fit checks hold the "
+            "checkpoint to it"
         ),
     )
+
+    def root_volume(self, existing: bool) -> int:
+        """The root volume's size, given or the default for the kind of cluster."""
+        if self.root_volume_gib is not None:
+            return self.root_volume_gib
+        return EXISTING_ROOT_VOLUME_GIB if existing else CREATED_ROOT_VOLUME_GIB
     warm_nodes: StrictInt = Field(
         0,
         ge=0,
@@ -176,16 +190,6 @@ class GpuNodePool(Section):
                 "is capacityTypes: [on-demand], SPOT is [spot], and [spot, on-demand] falls back to on-demand"
             )
         return data
-
-    @field_validator("min_size")
-    @classmethod
-    def _no_idle_minimum(cls, value: int) -> int:
-        if value > 0:
-            raise ValueError(
-                f"{value}: Karpenter keeps no idle minimum; a node stays while a pod needs it, so the models' "
-                "replicas.min hold the pool's nodes. Raise replicas.min of a model on the pool instead, and remove minSize"
-            )
-        return value
 
     @field_validator("capacity_types")
     @classmethod

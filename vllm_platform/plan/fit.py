@@ -197,6 +197,21 @@ def resource_problems(sized: ModelSizing) -> list[str]:
     return problems
 
 
+def node_group_disk_problems(sized: ModelSizing) -> list[str]:
+    """An existing cluster's node group: the checkpoint vLLM downloads from the hub, with the image, on its root
+    volume (a created cluster's nodes put both on their NVMe instance store)."""
+    model, pool = sized.model, sized.pool
+    root = pool.root_volume(existing=True)
+    disk = sizing.model_cache_gib(sized.parameters_billions, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
+    if disk <= root:
+        return []
+    return [
+        f"models[{model.name}]: the checkpoint it downloads from the hub needs ~{disk} GiB of node disk with the image, "
+        f"but pool {pool.name}'s nodes have rootVolumeGiB {root}; set cluster.gpuNodePools[{pool.name}].rootVolumeGiB "
+        "to the node group's real root volume, or serve the model from S3 (an s3:// model, or modelCache.bucket)"
+    ]
+
+
 def replica_problems(sized: ModelSizing) -> list[str]:
     model, pool = sized.model, sized.pool
     nodes_needed = sized.nodes_for(model.replicas.max)

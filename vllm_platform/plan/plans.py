@@ -33,6 +33,8 @@ class PoolPlan:
     expire_after: str
     # The NodePool's terminationGracePeriod: the longest drain of a model on the pool.
     drain_seconds: int
+    # An existing cluster's node group minimum; 0 on Karpenter, which keeps no idle node.
+    min_size: int
     root_volume_gib: int
     # Spare nodes held by placeholder pods that any new replica preempts.
     warm_nodes: int

@@ -19,7 +19,7 @@ from vllm_platform.contract import needs_shared_memory
 from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
 from vllm_platform.plan.gateway import gateway_plan
 from vllm_platform.plan.coldstart import ColdStart
-from vllm_platform.plan.delivery import WeightsPlan
+from vllm_platform.plan.delivery import WeightsPlan, WeightsSource
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
 # How long a GPU node's drain may take where no model runs on its pool yet.
@@ -61,8 +61,11 @@ def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -
     return grace, budget, cold_start, grace + cold_start
 
 
-def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing], cold_starts: dict[str, Optional[ColdStart]]) -> PoolPlan:
-    """`cold_starts`: each of the pool's models' estimate, by name."""
+def pool_plan(
+    pool: GpuNodePool, sized: list[fit.ModelSizing], cold_starts: dict[str, Optional[ColdStart]], existing: bool = False
+) -> PoolPlan:
+    """`cold_starts`: each of the pool's models' estimate, by name; `existing`: the pool is a node group of an
+    existing cluster, not a Karpenter NodePool."""
     # A node's drain may wait for a replacement replica to come up (the PDB lets one go at a time), then for
     # the pod's own grace: one rollout wave of the slowest model on the pool.
     waves = (_timings(s.model, s.parameters_billions, cold_starts[s.model.name])[3] for s in sized)
@@ -76,7 +79,8 @@ def pool_plan(pool: GpuNodePool, sized: list[fit.ModelSizing], cold_starts: dict
         consolidate_after=pool.consolidate_after,
         expire_after=pool.expire_after,
         drain_seconds=max(waves, default=MIN_NODE_DRAIN_SECONDS),
-        root_volume_gib=pool.root_volume_gib,
+        min_size=pool.min_size,
+        root_volume_gib=pool.root_volume(existing),
         warm_nodes=pool.warm_nodes,
         efa_interfaces=min(EFA_INTERFACES.get(t, 0) for t in pool.instance_types) if pool.efa else 0,
         placement_group=pool.placement_group,
@@ -161,11 +165,15 @@ def resolve(cfg: PlatformConfig) -> Plan:
         if found is not None:
             sized_on.setdefault(found.pool.name, []).append(found)
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
+    weights = {m.name: _weights(cfg, m, _parameters(m, sized.get(m.name))) for m in cfg.models}
+    if cfg.cluster.existing is not None:
+        downloaded = [s for s in sized.values() if s is not None and weights[s.model.name].source is WeightsSource.HUB]
+        problems += [p for s in downloaded for p in fit.node_group_disk_problems(s)]
     if problems:
         raise ConfigError(problems)
-    weights = {m.name: _weights(cfg, m, _parameters(m, sized.get(m.name))) for m in cfg.models}
     cold_starts = {m.name: _cold_start(cfg, m, sized.get(m.name), weights[m.name]) for m in cfg.models}
-    pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, []), cold_starts) for p in cfg.cluster.gpu_node_pools}
+    existing = cfg.cluster.existing is not None
+    pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, []), cold_starts, existing) for p in cfg.cluster.gpu_node_pools}
     models = tuple(
         _model_plan(
             cfg, m, sized.get(m.name), pool_plans[on_gpus[m.name].name] if m.name in on_gpus else None, weights[m.name], cold_starts[m.name]

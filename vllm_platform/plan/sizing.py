@@ -140,6 +140,11 @@ def probe_periods(seconds: int) -> int:
     return math.ceil(seconds / STARTUP_PROBE_PERIOD_SECONDS) * STARTUP_PROBE_PERIOD_SECONDS
 
 
+# What the vLLM image and kubelet's own files take on a node's root volume, where the checkpoint is downloaded
+# beside them (an existing cluster's node group).
+IMAGE_AND_SYSTEM_DISK_GIB = 40
+
+
 def model_cache_gib(parameters_billions: float, quantization: str | None) -> int:
     """Disk the downloaded checkpoint needs, with 10% for tokenizer, configs and partial downloads."""
     return math.ceil(weights_gb(parameters_billions, quantization) * 1e9 * 1.1 / 2**30)
