@@ -36,8 +36,9 @@ PROMQL_TIMEOUT = 30
 NAMESPACE = "inference"
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name)
+def tool(name: str, *other_names: str) -> str:
+    """The binary by its name, or one of its other names (Debian calls Alertmanager prometheus-alertmanager)."""
+    path = next((found for n in (name, *other_names) if (found := shutil.which(n))), None)
     if path is None:
         reason = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
         if os.environ.get("REQUIRE_PROMETHEUS_TOOLS") == "1":
@@ -189,6 +190,15 @@ def histogram(name: str, bounds: dict[str, str], count: str) -> list[dict[str, s
     return [*series, {"series": vllm(f"{name}_bucket", le="+Inf"), "values": count}, {"series": vllm(f"{name}_count"), "values": count}]
 
 
+def node_ready(node: str, ready_values: str) -> list[dict[str, str]]:
+    """kube-state-metrics' Ready condition of a node: 1 on the status it has, 0 on the others."""
+    flipped = " ".join(f"{1 - int(part.split('+')[0])}+{part.split('+', 1)[1]}" for part in ready_values.split())
+    return [
+        {"series": ksm("kube_node_status_condition", node=node, condition="Ready", status="true"), "values": ready_values},
+        {"series": ksm("kube_node_status_condition", node=node, condition="Ready", status="false"), "values": flipped},
+    ]
+
+
 def ready(desired: str, available: str) -> list[dict[str, str]]:
     return [
         {"series": deployment("kube_deployment_spec_replicas"), "values": desired},
@@ -303,6 +313,11 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
         ("an old Xid", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x40"}], "30m", None),
         ("an old Xid, its pod changed", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", pod=POD_B, err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "30m", None),
     ],
+    "NodeWithGpusNotReady": [
+        ("not ready for 3 minutes", [*node_ready("ip-10-0-1-5", "1+0x9 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "13m", [{"node": "ip-10-0-1-5"}]),
+        ("not ready for a minute", [*node_ready("ip-10-0-1-5", "1+0x11 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "13m", None),
+        ("a node without GPUs", [*node_ready("ip-10-0-1-6", "1+0x9 0+0x20")], "13m", None),
+    ],
     "GpuUnavailable": [
         ("one withdrawn", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "3+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], "12m", [{"node": "ip-10-0-1-5"}]),
         ("no DCGM series at all", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "12m", [{"node": "ip-10-0-1-5"}]),
@@ -385,12 +400,19 @@ def prometheus_server(openmetrics: str, tmp_path: Path) -> Iterator[str]:
     done = run(promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data))
     assert done.returncode == 0, done.stdout + done.stderr
     (tmp_path / "prometheus.yml").write_text("global: {}\n")
-    url = f"http://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
+    address = f"127.0.0.1:{free_port()}"
+    with loopback_server(
         [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={data}",
-         f"--web.listen-address={url.removeprefix('http://')}", "--storage.tsdb.retention.time=30d"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+         f"--web.listen-address={address}", "--storage.tsdb.retention.time=30d"], address,
+    ) as url:  # fmt: skip
+        yield url
+
+
+@contextlib.contextmanager
+def loopback_server(argv: list[str], address: str) -> Iterator[str]:
+    """A server of Prometheus' family on `address`, ready (its /-/ready within 10 s); stopped on exit, whatever happens."""
+    url = f"http://{address}"
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):  # 10 s at most
             with contextlib.suppress(OSError):
@@ -398,10 +420,10 @@ def prometheus_server(openmetrics: str, tmp_path: Path) -> Iterator[str]:
                     if answer.status == 200:
                         break
             if process.poll() is not None:
-                pytest.fail(f"prometheus exited: {process.stderr.read() if process.stderr else ''}")
+                pytest.fail(f"{Path(argv[0]).name} exited: {process.stderr.read() if process.stderr else ''}")
             time.sleep(0.1)
         else:
-            pytest.fail("prometheus was not ready within 10 s")
+            pytest.fail(f"{Path(argv[0]).name} was not ready within 10 s")
         yield url
     finally:
         process.terminate()
@@ -515,3 +537,46 @@ def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path
     path = tmp_path / "alertmanager.yaml"
     path.write_text(yaml.safe_dump(for_amtool_025(config)))
     assert run(amtool, "check-config", str(path)).returncode != 0
+
+
+# --- Alertmanager itself: the inhibitions, on the rendered config --------------------------------------------
+
+
+def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[str, ...], list[str]]:
+    """Post `sent` to a running Alertmanager, then each alert's inhibitors as it reports them, by its labels."""
+    body = json.dumps([{"labels": labels} for labels in sent]).encode()
+    post = urllib.request.Request(f"{url}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=5) as answer:
+        assert answer.status == 200
+    for _ in range(50):  # 5 s at most for every alert to be listed
+        with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as answer:
+            listed = json.load(answer)
+        if len(listed) == len(sent):
+            return {tuple(sorted(a["labels"].items())): a["status"]["inhibitedBy"] for a in listed}  # type: ignore[misc]
+        time.sleep(0.1)
+    pytest.fail(f"Alertmanager listed {len(listed)} of the {len(sent)} alerts sent")
+
+
+def test_alertmanager_mutes_a_nodes_gpu_alerts_and_a_downed_models_symptoms(tmp_path: Path) -> None:
+    """The rendered inhibitions on a real Alertmanager: a GPU node not ready mutes that node's GPU alerts (and
+    fires before them, where kube-prometheus-stack's KubeNodeNotReady waits 15 minutes), a model that is down
+    mutes its symptoms; the same alerts elsewhere still go out."""
+    binary = tool("alertmanager", "prometheus-alertmanager")
+    config = tmp_path / "alertmanager.yaml"
+    config.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
+    address = f"127.0.0.1:{free_port()}"
+    argv = [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}", f"--web.listen-address={address}",
+            "--cluster.listen-address="]  # fmt: skip
+    model = {"namespace": NAMESPACE, "model": "llama-8b"}
+    sent = [
+        {"alertname": "NodeWithGpusNotReady", "node": "n1", "severity": "warning"},
+        {"alertname": "GpuUnavailable", "node": "n1", "severity": "critical"},
+        {"alertname": "GpuUnavailable", "node": "n2", "severity": "critical"},
+        {"alertname": "VllmModelDown", "severity": "critical", **model},
+        {"alertname": "VllmMetricsMissing", "severity": "warning", **model},
+        {"alertname": "VllmMetricsMissing", "severity": "warning", "namespace": NAMESPACE, "model": "qwen-7b"},
+    ]
+    with loopback_server(argv, address) as url:
+        status = alerts_status(url, sent)
+    muted = {dict(labels)["alertname"] + "/" + dict(labels).get("node", dict(labels).get("model", "")) for labels, by in status.items() if by}
+    assert muted == {"GpuUnavailable/n1", "VllmMetricsMissing/llama-8b"}

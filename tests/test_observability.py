@@ -58,6 +58,7 @@ OTHER_METRICS = {
     "kube_deployment_spec_replicas",
     "kube_deployment_status_replicas_available",
     "kube_node_status_capacity",
+    "kube_node_status_condition",
     "kube_node_status_allocatable",
     "kube_pod_container_status_waiting_reason",
     "keda_scaled_object_errors_total",
@@ -426,7 +427,7 @@ MODEL_ALERTS = {
     "VllmRequestLatencyHigh", "VllmRequestErrors", "VllmRequestsAborted", "VllmPreempting", "VllmKvCacheNearlyFull",
 }  # fmt: skip
 KEDA_ALERTS = {"VllmQueueBacklogAtMaxReplicas", "KedaScalerErrors"}
-GPU_ALERTS = {"GpuXidError", "GpuFallenOffBus", "GpuUnavailable"}
+GPU_ALERTS = {"NodeWithGpusNotReady", "GpuXidError", "GpuFallenOffBus", "GpuUnavailable"}
 
 
 def test_rules_carry_summary_runbook_and_both_model_labels() -> None:

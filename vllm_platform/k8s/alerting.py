@@ -24,7 +24,7 @@ CRITICAL_REPEAT = "4h"
 DEFAULT_REPEAT = "12h"
 GROUP_BY = ["alertname", "namespace", "model", "node"]
 # kube-prometheus-stack's alerts for a node that is gone: its GPUs' alerts are consequences, not news.
-NODE_DOWN_ALERTS = "KubeNodeNotReady|KubeNodeUnreachable"
+NODE_DOWN_ALERTS = "KubeNodeNotReady|KubeNodeUnreachable|NodeWithGpusNotReady"
 GPU_ALERTS = "Gpu.+"
 # A model without any serving pod: every partial symptom of it is a consequence.
 MODEL_DOWN_ALERTS = "VllmModelDown|VllmModelNotReady"

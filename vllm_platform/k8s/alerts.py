@@ -372,6 +372,24 @@ def gpu_rules() -> list[dict[str, Any]]:
     )
     return [
         _alert(
+            # The root cause that mutes the node's GPU alerts (k8s/alerting.py): it must fire before them, and
+            # kube-prometheus-stack's KubeNodeNotReady waits 15 minutes. Not named Gpu*, so as not to mute itself.
+            "NodeWithGpusNotReady",
+            f'max by (node) (kube_node_status_condition{{condition="Ready", status!="true"}}) == 1 '
+            f"and on(node) max by (node) ({GPU_CAPACITY}) > 0",
+            "2m",
+            "warning",
+            {
+                "summary": "GPU node {{ $labels.node }} is not Ready",
+                "description": "The kubelet stopped reporting Ready: the node's pods are lost or stranded, and its "
+                "GPU alerts are muted while this fires.",
+                "runbook": "kubectl describe node {{ $labels.node }} (Conditions); Karpenter replaces a node that "
+                "stays unhealthy, or delete its NodeClaim to replace it now: kubectl delete nodeclaim -l "
+                "karpenter.sh/nodepool (the node's `karpenter.sh/nodeclaim` annotation names it).",
+            },
+            {},
+        ),
+        _alert(
             "GpuFallenOffBus",
             f"{xid} == {XID_FALLEN_OFF_BUS}",
             "1m",

@@ -32,7 +32,7 @@ def _surge_note(model: ModelPlan, beside: list[str]) -> str:
         f"replica at replicas.max {model.replicas.max}"
         + (f" beside {others} at theirs" if beside else "")
         + ", so a rollout replaces one replica at a time"
-        + (", and the model is down while its only replica restarts" if model.replicas.max == 1 else "")
+        + (", and the model is down while its only replica restarts (VllmModelDown pages for it)" if model.replicas.max == 1 else "")
         + "; raise the pool's maxSize for surge rollouts"
     )
 
