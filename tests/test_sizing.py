@@ -6,6 +6,7 @@ import pytest
 
 from vllm_platform.catalog import INSTANCE_TYPES, allocatable_cpu_millis, allocatable_memory_mib
 from vllm_platform.config import quantities
+from vllm_platform.config.models import Quantization
 from vllm_platform.plan import sizing
 
 
@@ -133,3 +134,8 @@ def test_bad_memory_quantities_are_refused(bad: str) -> None:
 def test_bad_cpu_quantities_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a CPU quantity"):
         quantities.cpu_millis(bad)
+
+
+def test_every_quantization_has_its_bytes_per_parameter() -> None:
+    """A new quantization in the config must come with its size, or every fit check of it would raise."""
+    assert set(sizing.BYTES_PER_PARAMETER) == {None, *Quantization}

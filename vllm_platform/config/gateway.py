@@ -6,7 +6,7 @@ Envoy Gateway and Envoy AI Gateway route on the request body's `model`; each cli
 
 from __future__ import annotations
 
-import enum
+from enum import StrEnum
 import re
 from typing import Optional
 
@@ -31,7 +31,7 @@ API_KEY = re.compile(r"[\x21-\x7e]{%d,%d}" % API_KEY_LENGTHS)
 ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
-class Exposure(str, enum.Enum):
+class Exposure(StrEnum):
     # Only pods in the cluster: the proxy's Service is a ClusterIP.
     CLUSTER = "cluster"
     # An internal NLB in the private subnets: the VPC and what is peered or connected to it.
@@ -40,7 +40,7 @@ class Exposure(str, enum.Enum):
     INTERNET = "internet"
 
 
-class TokenKind(str, enum.Enum):
+class TokenKind(StrEnum):
     """Which tokens a client's budget counts, as AI Gateway reports each response's usage."""
 
     INPUT = "input"

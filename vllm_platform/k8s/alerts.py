@@ -458,7 +458,7 @@ def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
             "warning",
             {
                 "summary": f"Client {client.name} uses over {NEAR_LIMIT_SHARE:.0%} of its token budget",
-                "description": f"{client.name} draws {{{{ $value | humanize }}}} {client.counts.value} tokens a minute of its "
+                "description": f"{client.name} draws {{{{ $value | humanize }}}} {client.counts} tokens a minute of its "
                 f"{client.tokens_per_minute}; past the budget the gateway answers 429.",
                 "runbook": f"Raise gateway.clients[{client.name}].tokensPerMinute, or ask the client to slow down.",
             },

@@ -147,7 +147,7 @@ GATEWAY_REQUEST_DURATION = "gen_ai_server_request_duration_seconds"
 
 def client_tokens_per_minute(client: GatewayClient) -> str:
     """The client's tokens per minute as its budget counts them: input, output, or both (total)."""
-    types = "input|output" if client.counts is TokenKind.TOTAL else client.counts.value
+    types = "input|output" if client.counts is TokenKind.TOTAL else client.counts
     return f'sum(rate({TOKEN_USAGE}{{client_id="{client.name}",gen_ai_token_type=~"{types}"}}[{RATE_WINDOW}])) * 60'
 
 
@@ -157,7 +157,7 @@ def client_panels(client: GatewayClient) -> list[dict[str, Any]]:
     by_model = "sum by (gen_ai_request_model)"
     return [
         _panel(
-            f"Tokens per minute ({client.counts.value}) of {client.tokens_per_minute}",
+            f"Tokens per minute ({client.counts}) of {client.tokens_per_minute}",
             "short",
             [(client_tokens_per_minute(client), "used"), (str(client.tokens_per_minute), "budget")],
         ),

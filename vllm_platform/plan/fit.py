@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, Gpu, InstanceType, allocatable_cpu_millis, allocatable_memory_mib, smallest
 from vllm_platform.config.pools import GpuNodePool
-from vllm_platform.config.models import TENSOR_PARALLEL_SIZES, Model
+from vllm_platform.config.models import TENSOR_PARALLEL_SIZES, Model, Quantization
 from vllm_platform.config.quantities import cpu_millis, format_cpu, format_memory, memory_mib
 from vllm_platform.plan import sizing
 
@@ -77,7 +77,7 @@ def gpu_fit(model: Model, params: float, gpu: Gpu, tensor_parallel: int, quantiz
 
 # Quantizations a way out may suggest, best first: fp8 keeps quality closest to bf16; awq_marlin, not
 # awq, because `awq` forces vLLM's slow AWQ kernel where Marlin runs (Ampere and newer: every catalog GPU).
-SUGGESTED_QUANTIZATIONS = {"fp8": "FP8", "awq_marlin": "AWQ"}
+SUGGESTED_QUANTIZATIONS = {Quantization.FP8: "FP8", Quantization.AWQ_MARLIN: "AWQ"}
 
 
 def _checkpoint_advice(quantizations: list[str]) -> str:

@@ -14,6 +14,7 @@ from vllm_platform.catalog import (
     smallest,
 )
 from vllm_platform.config.cluster import NatGateways
+from vllm_platform.config.models import Quantization
 from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
@@ -58,7 +59,7 @@ def config_notes(
                 f"stack creates no IAM, so give ServiceAccount {model.namespace}/{model.name} read access to it there"
             )
         gpu = model.pool.instance.gpu
-        if model.quantization == "fp8" and not gpu.native_fp8:
+        if model.quantization is Quantization.FP8 and not gpu.native_fp8:
             notes.append(
                 f"models[{model.name}]: fp8 on {gpu.model} ({gpu.architecture.capitalize()}) runs weight-only "
                 f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"

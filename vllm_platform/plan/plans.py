@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
 from vllm_platform.config.gateway import Exposure, TokenKind
-from vllm_platform.config.models import Autoscaling, AutoscalingMode, Replicas
+from vllm_platform.config.models import Autoscaling, AutoscalingMode, Quantization, Replicas
 from vllm_platform.config.platform import PlatformConfig
+from vllm_platform.config.pools import CapacityKind
 from vllm_platform.contract import BACKEND_SERVICE_SUFFIX
 from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.delivery import ImagePlan, ImageRoute, WeightsPlan
@@ -27,7 +28,7 @@ class PoolPlan:
     instance: InstanceType
     max_size: int
     # Karpenter's capacity types, in its order of preference, and the capacity reservations' selector terms.
-    capacity_types: tuple[str, ...]
+    capacity_types: tuple[CapacityKind, ...]
     capacity_reservations: tuple[dict[str, Any], ...]
     consolidate_after: str
     expire_after: str
@@ -72,7 +73,7 @@ class ModelPlan:
     # nvidia.com/gpu the pod requests: its tensor parallel size, none when simulated.
     gpus: int
     parameters_billions: Optional[float]
-    quantization: Optional[str]
+    quantization: Optional[Quantization]
     resources: PodResources
     # Node disk for the checkpoint (downloaded) or its config and caches (streamed); None when simulated.
     ephemeral_storage_gib: Optional[int]
@@ -80,7 +81,6 @@ class ModelPlan:
     replicas: Replicas
     autoscaling: Autoscaling
     scales_to_zero: bool
-    nodes_at_max: int
     surge_room: bool
     rolling_update: RollingStep
     shutdown_timeout_seconds: int

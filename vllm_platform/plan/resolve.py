@@ -136,7 +136,6 @@ def _model_plan(
         replicas=model.replicas,
         autoscaling=model.autoscaling,
         scales_to_zero=model.scales_to_zero,
-        nodes_at_max=sized.nodes_for(model.replicas.max) if sized else 0,
         surge_room=surge_room,
         rolling_update=step,
         shutdown_timeout_seconds=model.shutdown_timeout_seconds,

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from vllm_platform.catalog import InstanceType, allocatable_cpu_millis, allocatable_memory_mib
+from vllm_platform.config.models import Quantization
 from vllm_platform.contract import STARTUP_PROBE_PERIOD_SECONDS
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
@@ -18,15 +19,15 @@ DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 # 4-bit formats store 0.5 bytes per weight plus group scales and zero points; 0.6 covers
 # AWQ/GPTQ group size 128 with the unquantised embeddings and head of a typical checkpoint.
 FOUR_BIT_BYTES_PER_PARAMETER = 0.6
-BYTES_PER_PARAMETER: dict[str | None, float] = {
+BYTES_PER_PARAMETER: dict[Quantization | None, float] = {
     None: 2.0,
-    "fp8": 1.0,
+    Quantization.FP8: 1.0,
     # compressed-tensors checkpoints are int8/fp8 (1 byte) or 4-bit; assume the larger so a fit never lies.
-    "compressed-tensors": 1.0,
-    "awq": FOUR_BIT_BYTES_PER_PARAMETER,
-    "awq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
-    "gptq": FOUR_BIT_BYTES_PER_PARAMETER,
-    "gptq_marlin": FOUR_BIT_BYTES_PER_PARAMETER,
+    Quantization.COMPRESSED_TENSORS: 1.0,
+    Quantization.AWQ: FOUR_BIT_BYTES_PER_PARAMETER,
+    Quantization.AWQ_MARLIN: FOUR_BIT_BYTES_PER_PARAMETER,
+    Quantization.GPTQ: FOUR_BIT_BYTES_PER_PARAMETER,
+    Quantization.GPTQ_MARLIN: FOUR_BIT_BYTES_PER_PARAMETER,
 }
 
 # Per GPU, besides the weights: CUDA context, activations and CUDA graphs. Without maxModelLen vLLM
