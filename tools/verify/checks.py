@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Sequence
 
 from tools.verify.client import Response, printable
+from vllm_platform.config.platform import Verify
 from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
 
 
@@ -58,7 +59,8 @@ class Options:
     requests: int = 20
     concurrency: int = 4
     timeout: float = 30.0
-    p95_slo: float = 3.0
+    # The stack config's own default, where the stack sets none and no flag is given.
+    p95_slo: float = Verify().p95_slo_seconds
     wait_ready: float = 0.0
     # How often --wait-ready asks again; short, because the deadline is what bounds the wait.
     wait_interval: float = 2.0

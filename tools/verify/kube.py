@@ -19,7 +19,7 @@ from kubernetes.stream import portforward
 from pydantic import TypeAdapter
 
 from tools.verify import shapes
-from vllm_platform.components.rollout import KUBE_ERRORS
+from vllm_platform.k8s.rollout import KUBE_ERRORS
 from vllm_platform.contract import SERVING_PORT_NAME
 from vllm_platform.k8s.rollout import is_ready, live_pods
 

@@ -25,15 +25,13 @@ from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 import pulumi.dynamic
-import urllib3
 import yaml
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
-from kubernetes.client.exceptions import OpenApiException
 from kubernetes.config.config_exception import ConfigException
 
 from vllm_platform.contract import GPU_POOL_LABEL
-from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, Observation, Outcome, Verdict, judge
+from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, KUBE_ERRORS, Observation, Outcome, Verdict, judge
 from vllm_platform.names import GPU_POOL_PREFIX
 
 # Often enough to report Karpenter's verdict within seconds of it; five list calls a look, whatever the model count.
@@ -41,7 +39,6 @@ POLL_SECONDS = 10.0
 # A cluster that cannot be read for a minute (credentials, network) will not start answering within the timeout.
 MAX_UNREADABLE_LOOKS = 6
 REQUEST_TIMEOUT_SECONDS = 30.0
-KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 class ReadError(Exception):

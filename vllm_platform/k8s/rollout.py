@@ -29,11 +29,17 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+import urllib3
+from kubernetes.client.exceptions import OpenApiException
+
 KARPENTER_SCHEDULING_PREFIX = "Failed to schedule pod, "
 FAILED_SCHEDULING = "FailedScheduling"
 NOMINATED = "Nominated"
 INSUFFICIENT_CAPACITY = "InsufficientCapacityError"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+# What reading the API server can raise, for the rollouts' wait and verify alike: its answers, the transport, the socket.
+KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
 
 
 def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
