@@ -16,14 +16,22 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
 from props import describe, dig, items, known, namespace_of
-from vllm_platform.contract import API_KEY_LENGTHS, MODEL_APP, MODEL_HEADER, NAME_LABEL, vllm_flags
+from vllm_platform.contract import (
+    AI_GATEWAY_ROUTE as AI_GATEWAY_ROUTE_KIND,
+    API_KEY_LENGTHS,
+    MODEL_APP,
+    MODEL_HEADER,
+    NAME_LABEL,
+    NLB_ANNOTATION,
+    SECURITY_POLICY as SECURITY_POLICY_KIND,
+    vllm_flags,
+)
 
-AI_GATEWAY_ROUTE = "kubernetes:aigateway.envoyproxy.io/v1beta1:AIGatewayRoute"
-SECURITY_POLICY = "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy"
+AI_GATEWAY_ROUTE = AI_GATEWAY_ROUTE_KIND.pulumi_type
+SECURITY_POLICY = SECURITY_POLICY_KIND.pulumi_type
 SERVICE = "kubernetes:core/v1:Service"
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 # A variable that by its name carries an API key or bearer token.
 KEY_VARIABLE = re.compile(r"(?i).*(api[_-]?key|bearer|auth[_-]?token).*")
 

@@ -11,9 +11,12 @@ from typing import Any, Optional
 
 from pulumi_policy.proxy import UnknownValueError
 
+from vllm_platform.contract import NODE_CLASS as NODE_CLASS_KIND
+from vllm_platform.contract import NODE_POOL as NODE_POOL_KIND
+
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
-NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
-NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+NODE_POOL = NODE_POOL_KIND.pulumi_type
+NODE_CLASS = NODE_CLASS_KIND.pulumi_type
 # Kinds without a namespace: their messages name them by name alone.
 CLUSTER_SCOPED = (NODE_POOL, NODE_CLASS)
 DEFAULT_NAMESPACE = "default"

@@ -41,9 +41,11 @@ from vllm_platform.contract import (
     GPU_RESOURCE,
     HF_TOKEN_PATH_VARIABLE,
     HF_TOKEN_VARIABLES,
+    HORIZONTAL_POD_AUTOSCALER,
     MODEL_APP,
     NAME_LABEL,
     PROBES,
+    SCALED_OBJECT,
     SERVING_PORT_NAME,
     SHM_PATH,
     VLLM_IMAGE_NAME,
@@ -56,7 +58,7 @@ from vllm_platform.contract import (
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 POD_DISRUPTION_BUDGET = "kubernetes:policy/v1:PodDisruptionBudget"
-AUTOSCALERS = ("kubernetes:keda.sh/v1alpha1:ScaledObject", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+AUTOSCALERS = (SCALED_OBJECT.pulumi_type, HORIZONTAL_POD_AUTOSCALER.pulumi_type)
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     DEPLOYMENT: ("spec", "template", "spec"),
     "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),

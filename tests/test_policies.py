@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import re
 import select
 import subprocess
@@ -226,6 +227,12 @@ def test_the_rules_read_the_programs_vocabulary() -> None:
     assert (rules.GPU_RESOURCE, rules.SHM_PATH, rules.PROBES) == (contract.GPU_RESOURCE, contract.SHM_PATH, contract.PROBES)
     assert rules.vllm_flags is contract.vllm_flags and rules.images is contract.images
     assert workload.selector_labels(model)[rules.NAME_LABEL] == rules.MODEL_APP
+    # The kinds the pack looks for are the program's, by their type tokens as pulumi-kubernetes spells them.
+    types = {r.type for r in rendered_stack("prod").resources}
+    pack_props = importlib.import_module("props")  # the pack's own module, beside rules.py
+    gateway_rules = importlib.import_module("gateway_rules")
+    assert {*rules.AUTOSCALERS[:1], pack_props.NODE_POOL, pack_props.NODE_CLASS, gateway_rules.AI_GATEWAY_ROUTE, gateway_rules.SECURITY_POLICY} <= types
+    assert contract.Kind("v1", "Service").pulumi_type == "kubernetes:core/v1:Service"
 
 
 @pytest.mark.parametrize("policy", sorted(RULES))

@@ -30,7 +30,7 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
 
-from vllm_platform.contract import GPU_POOL_LABEL
+from vllm_platform.contract import GPU_POOL_LABEL, NODE_POOL
 from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, KUBE_ERRORS, Observation, Outcome, Verdict, judge
 from vllm_platform.names import GPU_POOL_PREFIX
 
@@ -122,7 +122,7 @@ class ClusterReader:
         )
 
     def node_pools(self) -> list[dict[str, Any]]:
-        return self._items("NodePools", self._custom.list_cluster_custom_object, "karpenter.sh", "v1", "nodepools")
+        return self._items("NodePools", self._custom.list_cluster_custom_object, NODE_POOL.group, NODE_POOL.version, "nodepools")
 
 
 def _selects(deployment: dict[str, Any], pod: dict[str, Any]) -> bool:

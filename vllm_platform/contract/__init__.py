@@ -128,3 +128,35 @@ def minimum_grace_seconds(prestop_seconds: float, shutdown_timeout_seconds: floa
     routing to it, then vLLM's --shutdown-timeout for the requests it accepted. Shorter, the kubelet kills it
     with requests still in flight."""
     return prestop_seconds + shutdown_timeout_seconds
+
+
+class Kind(NamedTuple):
+    """A Kubernetes kind the program makes and the policy pack checks: one place for its API version."""
+
+    api_version: str
+    kind: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def pulumi_type(self) -> str:
+        """pulumi-kubernetes' type token: `kubernetes:<group>/<version>:<kind>`, the core group spelt `core`."""
+        return f"kubernetes:{self.group or 'core'}/{self.version}:{self.kind}"
+
+
+ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
+AI_GATEWAY_API = "aigateway.envoyproxy.io/v1beta1"
+NODE_POOL = Kind("karpenter.sh/v1", "NodePool")
+NODE_CLASS = Kind("karpenter.k8s.aws/v1", "EC2NodeClass")
+SCALED_OBJECT = Kind("keda.sh/v1alpha1", "ScaledObject")
+HORIZONTAL_POD_AUTOSCALER = Kind("autoscaling/v2", "HorizontalPodAutoscaler")
+AI_GATEWAY_ROUTE = Kind(AI_GATEWAY_API, "AIGatewayRoute")
+SECURITY_POLICY = Kind(ENVOY_GATEWAY_API, "SecurityPolicy")
+# The AWS Load Balancer Controller's Service annotations: what the program sets and the pack reads.
+NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_platform.contract import SERVING_PORT, vllm_metrics
+from vllm_platform.contract import HORIZONTAL_POD_AUTOSCALER, SCALED_OBJECT, SERVING_PORT, vllm_metrics
 from vllm_platform.k8s.workload import metadata
 from vllm_platform.plan.plans import ModelPlan
 
@@ -115,14 +115,14 @@ def scaled_object(model: ModelPlan, prometheus_url: Any, http_scaler_address: An
             {"type": "external-push", "metadata": {"scalerAddress": http_scaler_address, "interceptorRoute": model.name}}
         )
         spec["cooldownPeriod"] = model.autoscaling.scale_to_zero_after_seconds
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": metadata(model), "spec": spec}
+    return {"apiVersion": SCALED_OBJECT.api_version, "kind": SCALED_OBJECT.kind, "metadata": metadata(model), "spec": spec}
 
 
 def horizontal_pod_autoscaler(model: ModelPlan) -> dict[str, Any]:
     target = {"type": "Utilization", "averageUtilization": model.autoscaling.target_cpu_utilization_percent}
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": HORIZONTAL_POD_AUTOSCALER.api_version,
+        "kind": HORIZONTAL_POD_AUTOSCALER.kind,
         "metadata": metadata(model),
         "spec": {
             "scaleTargetRef": _scale_target(model),

@@ -20,8 +20,11 @@ from typing import Any, Optional
 
 from vllm_platform.config.gateway import Exposure, TokenKind
 from vllm_platform.contract import (
+    AI_GATEWAY_API,
+    AI_GATEWAY_ROUTE,
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
+    ENVOY_GATEWAY_API,
     AI_GATEWAY_NAMESPACE,
     GATEWAY_KEYS_SECRET,
     GATEWAY_NAME,
@@ -32,8 +35,10 @@ from vllm_platform.contract import (
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
+    NLB_ANNOTATION,
     PART_OF,
     PART_OF_LABEL,
+    SECURITY_POLICY,
     SERVING_PORT,
     SYSTEM_NODE_SELECTOR,
     images,
@@ -42,8 +47,6 @@ from vllm_platform.pins import ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
-ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
-AI_GATEWAY_API = "aigateway.envoyproxy.io/v1beta1"
 GATEWAY_CLASS = "vllm-platform"
 # Envoy Gateway's GatewayClass controller, as AI Gateway's envoy-gateway-values.yaml (v1.1.0) names it.
 GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
@@ -79,7 +82,6 @@ PROXY_METRICS_PORT = "metrics"
 EXTPROC_METRICS_PORT = "aigw-admin"
 ENVOY_METRICS_PATH = "/stats/prometheus"
 NLB_CLASS = "service.k8s.aws/nlb"
-NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -258,8 +260,8 @@ def ai_gateway_route(route: GatewayRoute, plan: Plan) -> dict[str, Any]:
     counted into the metadata the rate limit reads."""
     model = plan.model(route.model)
     return {
-        "apiVersion": AI_GATEWAY_API,
-        "kind": "AIGatewayRoute",
+        "apiVersion": AI_GATEWAY_ROUTE.api_version,
+        "kind": AI_GATEWAY_ROUTE.kind,
         "metadata": _metadata(route_name(route), "route"),
         "spec": {
             "parentRefs": [_gateway_ref()],
@@ -335,7 +337,7 @@ def _gateway_policy(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any
 def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
     """Every request needs a client's key (401 otherwise), and a model of that client's list (403 otherwise)."""
     return _gateway_policy(
-        "SecurityPolicy",
+        SECURITY_POLICY.kind,
         "llm-gateway-keys",
         {
             "apiKeyAuth": {

@@ -22,14 +22,14 @@ from vllm_platform.contract import (
     KARPENTER_DISCOVERY_TAG,
     KARPENTER_SERVICE_ACCOUNT,
     PART_OF,
+    NODE_CLASS,
+    NODE_POOL,
     PART_OF_LABEL,
     ROOT_DEVICE,
     SYSTEM_NODE_SELECTOR,
 )
 from vllm_platform.plan.plans import PoolPlan
 
-NODE_CLASS_KIND = ("karpenter.k8s.aws/v1", "EC2NodeClass")
-NODE_POOL_KIND = ("karpenter.sh/v1", "NodePool")
 # The NVIDIA device plugin chart's default node affinity asks for this label (normally set by
 # node-feature-discovery, which this platform does not run).
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
@@ -148,8 +148,8 @@ def node_class(
     if placement_group is not None:
         spec["placementGroupSelector"] = {"name": placement_group}
     return {
-        "apiVersion": NODE_CLASS_KIND[0],
-        "kind": NODE_CLASS_KIND[1],
+        "apiVersion": NODE_CLASS.api_version,
+        "kind": NODE_CLASS.kind,
         "metadata": {"name": pool_resource_name(pool), "labels": {PART_OF_LABEL: PART_OF}},
         "spec": spec,
     }
@@ -168,14 +168,14 @@ def node_pool(pool: PoolPlan, zones: Sequence[str]) -> dict[str, Any]:
         {"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(zones)},
     ]
     return {
-        "apiVersion": NODE_POOL_KIND[0],
-        "kind": NODE_POOL_KIND[1],
+        "apiVersion": NODE_POOL.api_version,
+        "kind": NODE_POOL.kind,
         "metadata": {"name": pool_resource_name(pool), "labels": {PART_OF_LABEL: PART_OF}},
         "spec": {
             "template": {
                 "metadata": {"labels": gpu_node_labels(pool)},
                 "spec": {
-                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": NODE_CLASS_KIND[1], "name": pool_resource_name(pool)},
+                    "nodeClassRef": {"group": NODE_CLASS.group, "kind": NODE_CLASS.kind, "name": pool_resource_name(pool)},
                     "requirements": requirements,
                     "taints": [GPU_TAINT.manifest()],
                     "expireAfter": pool.expire_after,
