@@ -98,10 +98,10 @@ def test_a_trickling_body_ends_at_the_requests_deadline(raw_server):
 
 
 def test_a_completion_ends_at_the_runs_deadline_not_its_own_longer_timeout(double):
-    """Each completion takes 1 s and the run ends in 1.6 s: the first answers, and the second, sent with 0.6 s
-    left, is cut off then, where a worker's timeout fixed when it started (1.6 s) would let it answer at 2 s."""
-    server = double(chat_delay=1.0)
-    options = verdicts.Options(requests=2, concurrency=1, timeout=30.0, deadline=time.monotonic() + 1.6)
+    """Each completion takes 1.5 s and the run ends in 2.4 s: the first answers, and the second, sent with 0.9 s
+    left, is cut off then, where a worker's timeout fixed when it started (2.4 s) would let it answer at 3 s."""
+    server = double(chat_delay=1.5)
+    options = verdicts.Options(requests=2, concurrency=1, timeout=30.0, deadline=time.monotonic() + 2.4)
     first, second = probe.chat_completions([server.url], MODEL, options)
     assert first.ok
     assert second.error is not None and second.error.startswith("timed out after 0.")

@@ -45,7 +45,11 @@ def platform_paths(keys: list[str]) -> set[str]:
 
 def _engine_config() -> dict[str, str]:
     """Every config value the engine gave this program, read without the secret-access warnings of
-    pulumi.Config: secrets inside (the Grafana password) are wrapped where they are used."""
+    pulumi.Config: secrets inside (the Grafana password) are wrapped where they are used.
+
+    The keys come from `pulumi.runtime.config.CONFIG`, which the SDK does not export: no public call lists
+    every key, and listing them all is how a misspelt key is refused instead of silently defaulted. A test
+    under the mocks (which set the config through the SDK's public `set_all_config`) holds it to that."""
     keys = {*pulumi.runtime.config.CONFIG.get(), *pulumi.runtime.config.get_config_env()}
     return {key: pulumi.runtime.config.get_config(key) for key in keys}
 
