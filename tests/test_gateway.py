@@ -267,3 +267,19 @@ def test_a_decrypted_key_reaches_its_secret_as_a_secret_and_no_output_resource_o
     assert keys.inputs["stringData"] == {"web": "[secret]"}
     everything = [rendering.outputs, [r.inputs for r in rendering.resources], rendering.plan_document()]
     assert plain not in json.dumps(everything, default=str)
+
+
+def test_the_dashboard_has_a_row_per_client_and_the_gateway_is_scraped_on_both_its_ports() -> None:
+    """Envoy's stats on the proxy's `metrics` port (Envoy Gateway v1.9.0, proxy/resource.go) and AI Gateway's
+    token and latency metrics on the extproc's `aigw-admin` (v1.1.0, extproc_builder.go)."""
+    rendering = rendered_stack("prod")
+    (board,) = [c for c in objects_of(rendering, "ConfigMap") if c["metadata"]["name"].endswith("dashboard")]
+    panels = json.loads(next(iter(board["data"].values())))["panels"]
+    rows = [p["title"] for p in panels if p["type"] == "row"]
+    clients = rendering.config.gateway.clients
+    assert [r for r in rows if r.startswith("Gateway client ")] == [f"Gateway client {c.name}" for c in clients]
+    queries = [t["expr"] for p in panels if p["type"] != "row" for t in p.get("targets", [])]
+    assert all(any(f'client_id="{c.name}"' in q for q in queries) for c in clients)
+    (monitor,) = objects_of(rendering, "PodMonitor")
+    ports = {(e["port"], e["path"]) for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert ports == {("metrics", "/stats/prometheus"), ("aigw-admin", "/metrics")}
