@@ -279,6 +279,10 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
         ("one in ten fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", [{}]),
         ("none fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+0x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", None),
     ],
+    "VllmServerErrors": [
+        ("one answer in ten a 5xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="5xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}], "12m", [{}]),
+        ("only 4xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="4xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}], "12m", None),
+    ],
     "VllmRequestsAborted": [
         ("three in ten abandoned", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+3x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+7x30"}], "17m", [{}]),
         ("one in twenty", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="length"), "values": "0+19x30"}], "17m", None),

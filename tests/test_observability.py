@@ -64,6 +64,8 @@ OTHER_METRICS = {
     "keda_scaled_object_errors_total",
     "karpenter_cloudprovider_errors_total",
     "up",
+    # vLLM's API server's HTTP answers (prometheus-fastapi-instrumentator's default, without model_name).
+    "http_requests_total",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
@@ -424,7 +426,7 @@ def test_the_metric_check_catches_removed_or_unknown_names(expr: str) -> None:
 MODEL_ALERTS = {
     "VllmModelDown", "VllmModelNotReady", "VllmReplicasUnavailable", "VllmContainerCrashLooping", "VllmMetricsMissing",
     "VllmTimeToFirstTokenBudgetBurning", "VllmTimeToFirstTokenSloBreached", "VllmInterTokenLatencyHigh",
-    "VllmRequestLatencyHigh", "VllmRequestErrors", "VllmRequestsAborted", "VllmPreempting", "VllmKvCacheNearlyFull",
+    "VllmRequestLatencyHigh", "VllmRequestErrors", "VllmServerErrors", "VllmRequestsAborted", "VllmPreempting", "VllmKvCacheNearlyFull",
 }  # fmt: skip
 KEDA_ALERTS = {"VllmQueueBacklogAtMaxReplicas", "KedaScalerErrors"}
 GPU_ALERTS = {"NodeWithGpusNotReady", "GpuXidError", "GpuFallenOffBus", "GpuUnavailable"}

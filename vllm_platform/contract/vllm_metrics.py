@@ -21,6 +21,11 @@ GENERATION_TOKENS = "vllm:generation_tokens_total"
 TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"
 INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"
 END_TO_END_LATENCY = "vllm:e2e_request_latency_seconds"
+# Every HTTP answer of the API server, 500s raised outside the engine included (a dead engine, a failed
+# request before it), by `handler`, `method` and `status` grouped as 2xx, 4xx, 5xx: prometheus-fastapi-
+# instrumentator's default metric, which vLLM 0.31.0 mounts (vllm/entrypoints/serve/instrumentator/metrics.py,
+# with prometheus-fastapi-instrumentator>=8.0.0, whose default groups the codes). It has no `model_name`.
+HTTP_REQUESTS = "http_requests_total"
 
 TIME_TO_FIRST_TOKEN_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,

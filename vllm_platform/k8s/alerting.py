@@ -30,7 +30,7 @@ GPU_ALERTS = "Gpu.+"
 MODEL_DOWN_ALERTS = "VllmModelDown|VllmModelNotReady"
 MODEL_SYMPTOM_ALERTS = (
     "VllmReplicasUnavailable|VllmMetricsMissing|VllmContainerCrashLooping|KedaScalerErrors"
-    "|VllmTimeToFirstToken.+|VllmInterTokenLatencyHigh|VllmRequestLatencyHigh"
+    "|VllmTimeToFirstToken.+|VllmInterTokenLatencyHigh|VllmRequestLatencyHigh|VllmServerErrors"
 )
 # Each receiver kind: Alertmanager's config list, the secret field's file key, and our field holding it.
 SECRET_FIELDS = {

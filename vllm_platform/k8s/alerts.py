@@ -318,6 +318,20 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             labels,
         ),
         _alert(
+            "VllmServerErrors",
+            f'sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)},status="5xx"}}[{RATE_WINDOW}])) '
+            f"/ sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)}}}[{RATE_WINDOW}])) > {ERROR_RATIO:g}",
+            "10m",
+            "warning",
+            {
+                "summary": f"{model.name}: {{{{ $value | humanizePercentage }}}} of its API server's answers are 5xx",
+                "description": "Every 5xx the server sends, those raised outside the engine included (a dead or "
+                "restarting engine, a request failed before it), which the engine's own error count never sees.",
+                "runbook": f"kubectl -n {model.namespace} logs deploy/{model.name} -c vllm | grep -iE 'error|exception'",
+            },
+            labels,
+        ),
+        _alert(
             "VllmRequestsAborted",
             f"{finished_ratio('abort')} > {ABORT_RATIO:g}",
             "15m",
