@@ -241,6 +241,22 @@ def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_s
             assert "Condition" in statement, sid
     size = sum(len(json.dumps(d, separators=(",", ":"))) for d in documents.values())
     assert size <= INLINE_POLICIES_MAX_CHARS
+    # Each statement's conditions, key by key, as Karpenter v1.14.1's reference policy has them
+    # (website/content/en/docs/getting-started/getting-started-with-karpenter/cloudformation.yaml): none dropped.
+    cluster, region = f"kubernetes.io/cluster/{name}", "topology.kubernetes.io/region"
+    conditions = {sid: {op: set(keys) for op, keys in s.get("Condition", {}).items()} for sid, s in statements.items()}
+    scoped_by_pool = {"StringEquals": {f"aws:ResourceTag/{cluster}"}, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool"}}
+    created = {f"aws:RequestTag/{cluster}", "aws:RequestTag/eks:eks-cluster-name"}
+    assert conditions["AllowScopedEC2LaunchTemplateAccessActions"] == conditions["AllowScopedDeletion"] == scoped_by_pool
+    assert conditions["AllowScopedEC2InstanceActionsWithTags"] == {"StringEquals": created, "StringLike": {"aws:RequestTag/karpenter.sh/nodepool"}}
+    assert conditions["AllowScopedResourceCreationTagging"] == {"StringEquals": {*created, "ec2:CreateAction"}, "StringLike": {"aws:RequestTag/karpenter.sh/nodepool"}}
+    assert conditions["AllowScopedResourceTagging"] == {**scoped_by_pool, "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name"}, "ForAllValues:StringEquals": {"aws:TagKeys"}}
+    profile = {f"aws:ResourceTag/{cluster}", f"aws:ResourceTag/{region}"}
+    assert conditions["AllowScopedInstanceProfileCreationActions"] == {"StringEquals": {*created, f"aws:RequestTag/{region}"}, "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass"}}
+    assert conditions["AllowScopedInstanceProfileTagActions"] == {"StringEquals": {*profile, *created, f"aws:RequestTag/{region}"}, "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass", "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass"}}
+    assert conditions["AllowScopedInstanceProfileActions"] == {"StringEquals": profile, "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass"}}
+    assert conditions["AllowPassingInstanceRole"] == {"StringEquals": {"iam:PassedToService"}}
+    assert conditions["AllowRegionalReadActions"] == {"StringEquals": {"aws:RequestedRegion"}}
 
 
 def test_the_controller_gets_its_role_through_pod_identity_and_the_nodes_join_through_an_access_entry() -> None:

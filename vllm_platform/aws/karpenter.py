@@ -2,8 +2,8 @@
 and the EventBridge rules that feed it.
 
 The controller policies are Karpenter v1.14.1's reference (the getting-started CloudFormation template,
-website/content/en/v1.14/getting-started/getting-started-with-karpenter/cloudformation.yaml, identical at the
-v1.14.1 tag), statement for statement, with the template's substitutions made: scoped to this cluster by
+website/content/en/docs/getting-started/getting-started-with-karpenter/cloudformation.yaml at the v1.14.1
+tag, which the site publishes as its v1.14 page), statement for statement, with the template's substitutions made: scoped to this cluster by
 the tags Karpenter puts on what it launches (`kubernetes.io/cluster/<cluster>: owned`,
 `eks:eks-cluster-name`, `karpenter.sh/nodepool`, `karpenter.k8s.aws/ec2nodeclass`) and by ARN (the node
 role, the cluster, the queue) wherever the reference scopes them. One statement is the platform's own:
