@@ -283,3 +283,17 @@ def test_the_dashboard_has_a_row_per_client_and_the_gateway_is_scraped_on_both_i
     (monitor,) = objects_of(rendering, "PodMonitor")
     ports = {(e["port"], e["path"]) for e in monitor["spec"]["podMetricsEndpoints"]}
     assert ports == {("metrics", "/stats/prometheus"), ("aigw-admin", "/metrics")}
+
+
+def test_the_load_balancer_controller_may_change_only_this_clusters_load_balancers() -> None:
+    """Its published v3.5.0 policy scopes what it creates, tags and deletes by the `elbv2.k8s.aws/cluster` tag's
+    presence (`Null: false`); here every such condition asks that the tag name this cluster."""
+    rendering = rendered_stack("prod")
+    (policy,) = [r for r in rendering.resources if r.type == "aws:iam/rolePolicy:RolePolicy" and r.name == "aws-load-balancer-controller"]
+    statements = json.loads(policy.inputs["policy"])["Statement"]
+    tag = "elbv2.k8s.aws/cluster"
+    tests = [(op, key, value) for s in statements for op, test in s.get("Condition", {}).items() for key, value in test.items() if tag in key]
+    assert len({key for _, key, _ in tests}) == 2, "both the request's tag and the resource's"
+    # Only one absence check stays: a tag change that leaves the cluster tag alone.
+    assert all((op, value) == ("StringEquals", rendering.config.cluster.name) or (op, value) == ("Null", "true") for op, key, value in tests)
+    assert sum(op == "StringEquals" for op, _, _ in tests) >= 6
