@@ -220,7 +220,8 @@ def test_healthy_endpoint_passes_every_check(double, capsys):
 
 
 def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double, capsys):
-    server = double(chat_delay=0.05)
+    # Long enough that three workers' completions overlap even on a loaded machine.
+    server = double(chat_delay=0.2)
     code = cli.main(["--url", server.url, "--model", MODEL, "--requests", "9", "--concurrency", "3"])
     assert code == cli.EXIT_PASSED, capsys.readouterr().out
     assert len(server.chat_requests) == 9
