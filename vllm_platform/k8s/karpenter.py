@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from vllm_platform import names
-from vllm_platform.catalog import INSTANCE_TYPES
 from vllm_platform.config.cluster import KARPENTER_REPLICAS
 from vllm_platform.contract import (
     GPU_NODE_SELECTOR,
@@ -157,8 +156,7 @@ def node_class(
 
 def pool_limits(pool: PoolPlan) -> dict[str, str]:
     """maxSize nodes of the pool's widest type: Karpenter launches nothing past them."""
-    widest_vcpu = max(INSTANCE_TYPES[t].vcpu for t in pool.instance_types)
-    return {GPU_RESOURCE: str(pool.gpus_per_node * pool.max_size), "cpu": str(widest_vcpu * pool.max_size)}
+    return {GPU_RESOURCE: str(pool.gpus_per_node * pool.max_size), "cpu": str(pool.widest_vcpu * pool.max_size)}
 
 
 def node_pool(pool: PoolPlan, zones: Sequence[str]) -> dict[str, Any]:

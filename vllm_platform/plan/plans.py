@@ -54,6 +54,11 @@ class PoolPlan:
         """The price the pool's costs count: the dearest of its types, at on-demand prices."""
         return max(INSTANCE_TYPES[t].on_demand_usd_per_hour for t in self.instance_types)
 
+    @property
+    def widest_vcpu(self) -> int:
+        """The vCPUs of the pool's widest type, which bound what its nodes may add up to."""
+        return max(INSTANCE_TYPES[t].vcpu for t in self.instance_types)
+
 
 @dataclass(frozen=True)
 class ModelPlan:
