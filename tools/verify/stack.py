@@ -4,14 +4,15 @@ program's own config model reading `Pulumi.<stack>.yaml`."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
+import re
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import SplitResult, urlsplit
 
-import urllib3
 from pulumi import automation
 
 from tools.verify.checks import Target, UsageError
@@ -21,6 +22,9 @@ from vllm_platform.config.loader import read_stack_file
 from vllm_platform.config.platform import PlatformConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+# A host name a resolver takes: dot-separated labels of letters, digits and inner hyphens (RFC 1123), once IDNA
+# has spelt it in ASCII; a space or an underscore is no name.
+DNS_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?", re.ASCII)
 
 
 def stack_outputs(stack: str) -> dict[str, automation.OutputValue]:
@@ -80,18 +84,27 @@ def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
 
 
 def http_url(url: Any) -> Optional[SplitResult]:
-    """The parts of an http(s) URL a connection can be made to, or None: a scheme, a host that resolves as a
-    name can (IDNA) and urllib3 takes, a port from 1 to 65535."""
+    """The parts of an http(s) URL a connection can be made to, or None: a scheme, a host that is an IP address
+    or a DNS name (IDNA, as a resolver takes it), a port from 1 to 65535."""
     if not isinstance(url, str):
         return None
     try:
         parts = urlsplit(url)
         port_ok = parts.port != 0
-        urllib3.util.parse_url(url)
-        (parts.hostname or "").encode("idna")
-    except ValueError:  # an unclosed [IPv6] host, a port out of range, a space in the host, an empty label
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except ValueError:  # an unclosed [IPv6] host, a port out of range, an empty or overlong label
         return None
-    return parts if parts.scheme in ("http", "https") and parts.hostname and port_ok else None
+    if parts.scheme not in ("http", "https") or not host or not port_ok:
+        return None
+    return parts if _is_ip_address(host) or DNS_NAME.fullmatch(host) else None
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def gateway_base_url(endpoint: Any) -> str:
