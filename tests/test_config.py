@@ -290,7 +290,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
         with_pool(instanceTypes=["g5.xlarge", "g5.12xlarge"]),
         "all types in one pool need the same GPU model and count, got g5.xlarge (1x A10G), g5.12xlarge (4x A10G)",
     ),
-    ("pool minimum on Karpenter", with_pool(minSize=1), "cluster: gpuNodePools[g5].minSize 1: Karpenter keeps no idle minimum"),
+    ("pool minimum on Karpenter", with_pool(minSize=1), "cluster: gpuNodePools[g5].minSize 1: Karpenter keeps no idle minimum here"),
     ("image without tag", with_model(image="vllm/vllm-openai"), "models[llama-8b].image: 'vllm/vllm-openai' has no tag"),
     ("floating image", with_model(image="vllm/vllm-openai:latest"), "models[llama-8b].image: 'vllm/vllm-openai:latest' floats"),
     ("unknown quantization", with_model(quantization="int3"), "models[llama-8b].quantization: Input should be 'awq'"),

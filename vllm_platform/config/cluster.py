@@ -372,9 +372,10 @@ class Cluster(Section):
         held = [pool for pool in self.gpu_node_pools if pool.min_size > 0]
         if self.existing is None and held:
             raise ValueError(
-                f"gpuNodePools[{held[0].name}].minSize {held[0].min_size}: Karpenter keeps no idle minimum; a node "
-                "stays while a pod needs it, so the models' replicas.min hold the pool's nodes. Raise replicas.min of a "
-                "model on the pool (or set warmNodes for idle nodes), and remove minSize"
+                f"gpuNodePools[{held[0].name}].minSize {held[0].min_size}: Karpenter keeps no idle minimum here (its "
+                "static capacity is alpha in v1.14, and not used); a node stays while a pod needs it, so the models' "
+                "replicas.min hold the pool's nodes. Raise replicas.min of a model on the pool (or set warmNodes for "
+                "idle nodes), and remove minSize"
             )
         return self
 
