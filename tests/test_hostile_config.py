@@ -16,6 +16,7 @@ from tests.test_config import base, problems
 from tools import mocks, render
 from vllm_platform.config import stack_yaml
 from vllm_platform.config.errors import ConfigError
+from vllm_platform.config import quantities
 from vllm_platform.config.loader import read_stack_file, stack_config
 from vllm_platform.config.platform import parse_config
 from vllm_platform.program import load_plan
@@ -286,6 +287,12 @@ def test_yaml_that_is_no_plain_data_is_refused_in_one_line(tmp_path: Path, tags:
     assert refusal(tmp_path, text).startswith(f"Pulumi.hostile.yaml: line {line}: {says}")
 
 
+def test_a_merge_key_is_read_as_yaml_and_pulumi_read_it(tmp_path: Path) -> None:
+    text = STACK_FILE + "  aws:defaultTags: {tags: {<<: {team: llm}, owner: platform}}\n"
+    tags = json.loads(read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"])["tags"]
+    assert tags == {"team": "llm", "owner": "platform"}
+
+
 def test_plain_twins_of_those_are_read_and_a_date_stays_its_text_as_pulumi_reads_it(tmp_path: Path) -> None:
     text = STACK_FILE + "  aws:defaultTags: {tags: {team: aGVsbG8=, '1': team, since: 2024-01-01}}\n"
     tags = json.loads(read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"])["tags"]
@@ -476,3 +483,11 @@ def test_the_gpu_ami_is_an_al2023_release(alias: str, pinned: bool) -> None:
     else:
         (problem,) = problems(raw)
         assert problem.startswith(f"cluster.gpuAmiAlias: '{alias}' is not an AL2023 release alias")
+
+
+def test_quantities_up_to_what_the_api_server_keeps_are_read() -> None:
+    """An int64 of bytes for memory, of millicores for a CPU: 1Ei of memory is a quantity, 1Ei of CPU is not."""
+    assert quantities.memory_mib("1Ei") == 2**40 and quantities.memory_mib(".5Gi") == 512
+    assert quantities.cpu_millis("1.5") == 1500 and quantities.cpu_millis("9223372036854775") == 9223372036854775000
+    with pytest.raises(ValueError):
+        quantities.cpu_millis("9223372036854776")

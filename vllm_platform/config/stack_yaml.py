@@ -24,8 +24,9 @@ MAX_EXPANDED_NODES = 20_000
 
 
 TAG = "tag:yaml.org,2002:"
-# What plain data holds, as YAML's core schema tags it: a timestamp is read as its text (see the module's doc).
-PLAIN_SCALARS = {f"{TAG}{name}" for name in ("str", "int", "float", "bool", "null", "timestamp")}
+# What plain data holds, as YAML's core schema tags it: a timestamp is read as its text (see the module's doc),
+# and `<<` is a merge key.
+PLAIN_SCALARS = {f"{TAG}{name}" for name in ("str", "int", "float", "bool", "null", "timestamp", "merge")}
 PLAIN_COLLECTIONS = {MappingNode: f"{TAG}map", SequenceNode: f"{TAG}seq"}
 
 
@@ -82,6 +83,8 @@ class _Walk:
     def _no_duplicate_keys(node: MappingNode) -> None:
         seen: dict[str, int] = {}
         for key, _ in node.value:
+            if isinstance(key, ScalarNode) and key.tag == f"{TAG}merge":
+                continue  # `<<: *base`, a merge key, which Pulumi's yaml.v3 takes too
             if not isinstance(key, ScalarNode) or key.tag != f"{TAG}str":
                 raise StackFileError(f"line {_line(key)}: a key must be a string; quote it if it is one")
             if key.value in seen:
