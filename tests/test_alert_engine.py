@@ -280,7 +280,8 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[s
         ("none fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+0x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", None),
     ],
     "VllmServerErrors": [
-        ("one answer in ten a 5xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="5xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}], "12m", [{}]),
+        # The probes' 100 answers a minute would put it under 1 % if they counted.
+        ("one answer in ten a 5xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="5xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}, {"series": vllm("http_requests_total", handler="/v1/models", method="GET", status="2xx"), "values": "0+100x30"}], "12m", [{}]),
         ("only 4xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="4xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}], "12m", None),
     ],
     "VllmRequestsAborted": [

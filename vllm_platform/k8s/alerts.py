@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from vllm_platform.config.observability import Observability
-from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, NAME_LABEL, vllm_metrics
+from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, NAME_LABEL, READINESS_PATH, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
 from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher
 from vllm_platform.k8s.monitoring import karpenter_service
@@ -319,8 +319,10 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
         ),
         _alert(
             "VllmServerErrors",
-            f'sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)},status="5xx"}}[{RATE_WINDOW}])) '
-            f"/ sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)}}}[{RATE_WINDOW}])) > {ERROR_RATIO:g}",
+            # Clients' requests only: the readiness and startup probes' GET /v1/models would dilute the ratio.
+            f'sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)},handler!="{READINESS_PATH}",status="5xx"}}[{RATE_WINDOW}])) '
+            f'/ sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)},handler!="{READINESS_PATH}"}}[{RATE_WINDOW}])) '
+            f"> {ERROR_RATIO:g}",
             "10m",
             "warning",
             {
@@ -397,9 +399,9 @@ def gpu_rules() -> list[dict[str, Any]]:
                 "summary": "GPU node {{ $labels.node }} is not Ready",
                 "description": "The kubelet stopped reporting Ready: the node's pods are lost or stranded, and its "
                 "GPU alerts are muted while this fires.",
-                "runbook": "kubectl describe node {{ $labels.node }} (Conditions); Karpenter replaces a node that "
-                "stays unhealthy, or delete its NodeClaim to replace it now: kubectl delete nodeclaim -l "
-                "karpenter.sh/nodepool (the node's `karpenter.sh/nodeclaim` annotation names it).",
+                "runbook": "kubectl describe node {{ $labels.node }} (Conditions). To replace it now: a Karpenter node, "
+                "kubectl delete node {{ $labels.node }} (Karpenter's finalizer drains it and terminates its instance); a "
+                "node group's, terminate its instance, and the group starts another.",
             },
             {},
         ),
