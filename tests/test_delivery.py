@@ -178,6 +178,10 @@ def test_a_pinned_model_from_the_hub_downloads_its_revision_and_one_from_the_cac
     (streamed,) = document_plan(cached()).models
     assert "--revision" not in unpinned.args, "the hub's main, as the preview note says"
     assert "--revision" not in streamed.args, "the cache's prefix is that revision's files"
+    other_tokenizer = existing(cached())
+    other_tokenizer["config"]["vllm-platform:models"][0]["extraArgs"] = ["--tokenizer=meta-llama/Llama-3.1-8B"]
+    (model,) = document_plan(other_tokenizer).models
+    assert "--revision" in model.args and "--tokenizer-revision" not in model.args, "that commit is not the other repo's"
 
 
 def test_an_s3_model_streams_as_it_is_without_staging() -> None:

@@ -29,6 +29,9 @@ DOWNLOAD_DIR = "--download-dir"
 LOAD_FORMAT = "--load-format"
 MODEL_LOADER_EXTRA_CONFIG = "--model-loader-extra-config"
 REVISION = "--revision"
+# Not managed: `--tokenizer` is a prefix of it, and extraArgs may name another tokenizer with its own revision
+# (argparse keeps the last, extraArgs' own).
+TOKENIZER = "--tokenizer"
 TOKENIZER_REVISION = "--tokenizer-revision"
 # Flags the platform sets itself from other keys; passing them again through extraArgs would
 # silently override the fit checks or break the probes.
@@ -44,7 +47,6 @@ MANAGED_FLAGS = (
     DOWNLOAD_DIR,
     SHUTDOWN_TIMEOUT,
     REVISION,
-    TOKENIZER_REVISION,
 )
 # Flags that would make the pod serve something no check here sees, or never pass its probes.
 UNWORKABLE_FLAGS = {

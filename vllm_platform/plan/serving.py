@@ -50,8 +50,11 @@ def vllm_args(model: Model, streamer: Optional[dict[str, object]], from_hub: boo
     if streamer is None:
         args += [vllm_flags.DOWNLOAD_DIR, MODEL_CACHE_PATH]
     if from_hub and model.revision:
-        # The commit the config pins, for the weights and the tokenizer alike: without it vLLM takes the hub's main.
-        args += [vllm_flags.REVISION, model.revision, vllm_flags.TOKENIZER_REVISION, model.revision]
+        # The commit the config pins: without it vLLM takes the hub's main. The tokenizer's too, unless extraArgs
+        # takes it from another repository, where that commit does not exist.
+        args += [vllm_flags.REVISION, model.revision]
+        if vllm_flags.value(model.extra_args, vllm_flags.TOKENIZER) is None:
+            args += [vllm_flags.TOKENIZER_REVISION, model.revision]
     if model.quantization:
         args += [vllm_flags.QUANTIZATION, model.quantization]
     # Unset, vLLM would take the checkpoint's full context (128k for Llama 3.1), refuse to start when one
