@@ -710,6 +710,9 @@ def test_an_existing_node_groups_minimum_counts_in_its_idle_cost() -> None:
     document["config"]["vllm-platform:cluster"]["gpuNodePools"][0]["minSize"] = 3
     summary = render_document(document, "existing").outputs["gpuPools"]["g5"]
     assert (summary["minNodes"], summary["idleNodes"]) == (3, 3)
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"][0].update(minSize=2, warmNodes=1)
+    summary = render_document(document, "existing").outputs["gpuPools"]["g5"]
+    assert summary["idleNodes"] == 2, "qwen-7b's node and the warm one are the group's two"
     plain = existing_rendering().outputs["gpuPools"]["g5"]
     assert (plain["minNodes"], plain["idleNodes"]) == (0, 1), "replicas.min 1 of qwen-7b holds one node"
 

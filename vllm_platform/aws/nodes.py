@@ -45,8 +45,9 @@ def pool_summary(pool: PoolPlan) -> dict[str, Any]:
         "maxHourlyCostUsd": round(price * pool.max_size, 2),
         # What runs with every model at rest: the nodes replicas.min holds, and the warm nodes on top.
         "warmNodes": pool.warm_nodes,
-        "idleNodes": max(pool.nodes_at_min, pool.min_size) + pool.warm_nodes,
-        "idleHourlyCostUsd": round(price * (max(pool.nodes_at_min, pool.min_size) + pool.warm_nodes), 2),
+        # A node group's minimum holds nodes whatever runs on them, the warm placeholders included.
+        "idleNodes": max(pool.nodes_at_min + pool.warm_nodes, pool.min_size),
+        "idleHourlyCostUsd": round(price * max(pool.nodes_at_min + pool.warm_nodes, pool.min_size), 2),
     }
 
 
