@@ -321,3 +321,13 @@ def test_verify_asks_karpenter_only_for_pods_that_wait_for_a_gpu_node() -> None:
     served.asked = []
     assert "capacity" not in {c.check for c in probe._workload_checks(MODEL, "vllm", served)[0]}
     assert served.asked == []
+
+
+def test_a_host_that_cannot_be_reached_says_so_and_not_that_it_timed_out() -> None:
+    """urllib3's NewConnectionError (a name that does not resolve) is also a ConnectTimeoutError."""
+    unresolved = OSError("[Errno -2] Name or service not known")
+    error = client.urllib3.exceptions.NewConnectionError(None, "Failed to establish a new connection")  # type: ignore[arg-type]
+    error.__cause__ = unresolved
+    assert client._reason(error, 3.0, deadline_passed=False) == "cannot connect: [Errno -2] Name or service not known"
+    timed_out = client.urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    assert client._reason(timed_out, 3.0, deadline_passed=False) == "timed out after 3 s"

@@ -117,6 +117,9 @@ def _reason(exc: BaseException, timeout: float, deadline_passed: bool) -> str:
     # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
     if isinstance(exc, ConnectionRefusedError) or isinstance(exc.__cause__, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError) and not deadline_passed:
+        # A name that does not resolve, a network that is unreachable: said as such, not as a timeout.
+        return f"cannot connect: {printable(str(exc.__cause__ or exc))}"
     if deadline_passed or isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
         return f"timed out after {timeout:g} s"
     # urllib3 wraps what http.client raised: ('Connection aborted.', RemoteDisconnected(...)).
