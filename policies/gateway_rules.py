@@ -143,15 +143,20 @@ def _strings(value: Any) -> Iterator[str]:
 def check_keys_nowhere_else(args: StackValidationArgs, report: ReportViolation) -> int:
     # The keys' Secret is the one place a key may be: in any other resource (a ConfigMap, a chart's values, an
     # annotation) it is readable by whoever may read that object, and shown in plain text by `pulumi preview`.
+    # Every read through known(): a name preview cannot know yet matches nothing, rather than raising, which
+    # would make the engine downgrade the whole policy to advisory.
     key_secrets = {
-        (namespace_of(r.props), str(ref.get("name")))
+        (known(lambda r=r: namespace_of(r.props)), known(lambda ref=ref: str(ref.get("name"))))
         for r in args.resources
         if r.resource_type == SECURITY_POLICY
-        for ref in items(dig(r.props, "spec", "apiKeyAuth", "credentialRefs"))
+        for ref in items(known(lambda r=r: dig(r.props, "spec", "apiKeyAuth", "credentialRefs")))
     }
     keys: set[str] = set()
     for resource in args.resources:
-        if resource.resource_type == SECRET and (namespace_of(resource.props), dig(resource.props, "metadata", "name")) in key_secrets:
+        if resource.resource_type != SECRET:
+            continue
+        named = (known(lambda: namespace_of(resource.props)), known(lambda: dig(resource.props, "metadata", "name")))
+        if None not in named and named in key_secrets:
             keys.update(k for k in _secret_values(resource.props) if len(k) >= API_KEY_LENGTHS[0])
     if not keys:
         return 0

@@ -727,3 +727,12 @@ def test_a_key_anywhere_but_its_secret_is_reported_and_the_secret_alone_passes()
 def test_the_readme_lists_every_policy() -> None:
     readme = (policy_pack.POLICY_DIR.parent / "README.md").read_text()
     assert [name for name in RULES if f"\n| `{name}` | " not in readme] == []
+
+
+def test_a_keys_secret_named_only_after_apply_keeps_the_keys_policy_checking() -> None:
+    """An unknown read raising would make the engine downgrade the whole stack policy to advisory."""
+    resources = [
+        broken(r, lambda i: i["metadata"].update(name=UNKNOWN_STRING_VALUE)) if (r.type, r.name) == (SECRET, contract.GATEWAY_KEYS_SECRET) else r
+        for r in with_decrypted_keys("prod")
+    ]
+    assert run(KEYS_POLICY, "prod", resources) == ([], 0), "its keys are not known to be the gateway's yet"

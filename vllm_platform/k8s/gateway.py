@@ -32,6 +32,7 @@ from vllm_platform.contract import (
     GATEWAY_ROUTES_NAMESPACE,
     INSTANCE_LABEL,
     METRICS_PATH,
+    Kind,
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
@@ -47,6 +48,7 @@ from vllm_platform.pins import ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
+BACKEND_TRAFFIC_POLICY = Kind(ENVOY_GATEWAY_API, "BackendTrafficPolicy")
 GATEWAY_CLASS = "vllm-platform"
 # Envoy Gateway's GatewayClass controller, as AI Gateway's envoy-gateway-values.yaml (v1.1.0) names it.
 GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
@@ -324,11 +326,11 @@ def _gateway_ref() -> dict[str, str]:
     return {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}
 
 
-def _gateway_policy(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+def _gateway_policy(kind: Kind, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """An Envoy Gateway policy on the whole Gateway: every route, the route-not-found ones included."""
     return {
-        "apiVersion": ENVOY_GATEWAY_API,
-        "kind": kind,
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
         "metadata": _metadata(name, "gateway"),
         "spec": {"targetRefs": [_gateway_ref()], **spec},
     }
@@ -337,7 +339,7 @@ def _gateway_policy(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any
 def security_policy(gateway: GatewayPlan, plan: Plan) -> dict[str, Any]:
     """Every request needs a client's key (401 otherwise), and a model of that client's list (403 otherwise)."""
     return _gateway_policy(
-        SECURITY_POLICY.kind,
+        SECURITY_POLICY,
         "llm-gateway-keys",
         {
             "apiKeyAuth": {
@@ -394,7 +396,7 @@ ERROR_RESPONSES = (
 def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
     """The token budgets, per client, and OpenAI-shaped errors for the gateway's own refusals."""
     return _gateway_policy(
-        "BackendTrafficPolicy",
+        BACKEND_TRAFFIC_POLICY,
         "llm-gateway-tokens",
         {
             "rateLimit": {"global": {"rules": [_token_rule(c) for c in gateway.clients]}},
