@@ -6,11 +6,12 @@ trickling server got to send before verify hung up, polls before it gave up), ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -97,14 +98,31 @@ def test_a_trickling_body_ends_at_the_requests_deadline(raw_server):
     assert server.sent < TRICKLED_BYTES / 4, "verify kept reading past its deadline"
 
 
-def test_a_completion_ends_at_the_runs_deadline_not_its_own_longer_timeout(double):
-    """Each completion takes 1.5 s and the run ends in 2.4 s: the first answers, and the second, sent with 0.9 s
-    left, is cut off then, where a worker's timeout fixed when it started (2.4 s) would let it answer at 3 s."""
-    server = double(chat_delay=1.5)
-    options = verdicts.Options(requests=2, concurrency=1, timeout=30.0, deadline=time.monotonic() + 2.4)
-    first, second = probe.chat_completions([server.url], MODEL, options)
-    assert first.ok
-    assert second.error is not None and second.error.startswith("timed out after 0.")
+def test_each_completion_is_sent_with_what_is_left_of_the_run(monkeypatch):
+    """With 2.5 s left and completions that take 1.5 s each, the second goes with 1 s, not the 2.5 s its worker
+    had when it started. A clock of the test's own: each answer takes its 1.5 s from it."""
+    left = [2.5]
+    sent_within: list[Optional[float]] = []
+
+    def answer(self: client.HttpClient, path: str, payload: Any = None, within: Optional[float] = None) -> client.Response:
+        sent_within.append(within)
+        if payload is not None:
+            left[0] -= 1.5
+        return client.Response(200, json.dumps({"choices": [{"message": {"content": "OK"}}]}).encode(), 1.5)
+
+    monkeypatch.setattr(probe, "time_left", lambda options: left[0])
+    monkeypatch.setattr(probe.HttpClient, "request", answer)
+    options = verdicts.Options(requests=3, concurrency=1, timeout=30.0, deadline=0.0)
+    first, second, third = probe.chat_completions(["http://127.0.0.1:9"], MODEL, options)
+    assert sent_within == [None, 2.5, 1.0], "the untimed warm-up GET, then each completion with the time left"
+    assert first.ok and second.ok and third.error == probe.PAST_DEADLINE
+
+
+def test_a_request_ends_within_the_time_it_is_given_when_that_is_shorter_than_its_timeout(double):
+    server = double(chat_delay=2.0)
+    with contextlib.closing(client.HttpClient(server.url, 30.0)) as http:
+        response = http.request("/v1/chat/completions", probe.completion_payload(MODEL), within=0.2)
+    assert response.error == "timed out after 0.2 s"
 
 
 def test_a_trickling_server_fails_every_check_and_the_run_ends(raw_server, capsys):
