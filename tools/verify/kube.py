@@ -19,9 +19,8 @@ from kubernetes.stream import portforward
 from pydantic import TypeAdapter
 
 from tools.verify import shapes
-from vllm_platform.k8s.rollout import KUBE_ERRORS
 from vllm_platform.contract import SERVING_PORT_NAME
-from vllm_platform.k8s.rollout import is_ready, live_pods
+from vllm_platform.k8s.rollout import KUBE_ERRORS, is_ready, live_pods
 
 # Cluster-local Service URLs, as the `models` output gives them: http://NAME.NAMESPACE.svc[.cluster.local][:PORT]
 SERVICE_HOST = re.compile(r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc(\.cluster\.local)?")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import re
 import os
 import tempfile
 from pathlib import Path
@@ -17,14 +16,12 @@ from pulumi import automation
 
 from tools.verify.checks import Target, UsageError
 from tools.verify.kube import SERVICE_HOST
+from vllm_platform.config.base import DNS_1123_SUBDOMAIN
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.loader import read_stack_file
 from vllm_platform.config.platform import PlatformConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-# A host name a resolver takes: dot-separated labels of letters, digits and inner hyphens (RFC 1123), once IDNA
-# has spelt it in ASCII; a space or an underscore is no name.
-DNS_NAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?", re.ASCII)
 
 
 def stack_outputs(stack: str) -> dict[str, automation.OutputValue]:
@@ -85,7 +82,7 @@ def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
 
 def http_url(url: Any) -> Optional[SplitResult]:
     """The parts of an http(s) URL a connection can be made to, or None: a scheme, a host that is an IP address
-    or a DNS name (IDNA, as a resolver takes it), a port from 1 to 65535."""
+    or a DNS name (RFC 1123 once IDNA spells it in ASCII; urlsplit lowers its case), a port from 1 to 65535."""
     if not isinstance(url, str):
         return None
     try:
@@ -96,7 +93,7 @@ def http_url(url: Any) -> Optional[SplitResult]:
         return None
     if parts.scheme not in ("http", "https") or not host or not port_ok:
         return None
-    return parts if _is_ip_address(host) or DNS_NAME.fullmatch(host) else None
+    return parts if _is_ip_address(host) or DNS_1123_SUBDOMAIN.fullmatch(host) else None
 
 
 def _is_ip_address(host: str) -> bool:

@@ -61,7 +61,7 @@ class _Walk:
         self.open.add(key)
         _plain_type(node)
         if isinstance(node, MappingNode):
-            self._no_duplicate_keys(node)
+            self._string_keys_given_once(node)
             children = [part for pair in node.value for part in pair]
         elif isinstance(node, SequenceNode):
             children = list(node.value)
@@ -80,7 +80,7 @@ class _Walk:
         return total
 
     @staticmethod
-    def _no_duplicate_keys(node: MappingNode) -> None:
+    def _string_keys_given_once(node: MappingNode) -> None:
         seen: dict[str, int] = {}
         for key, _ in node.value:
             if isinstance(key, ScalarNode) and key.tag == f"{TAG}merge":
@@ -96,8 +96,8 @@ class _Walk:
 
 
 def _plain_type(node: Node) -> None:
-    wanted = PLAIN_COLLECTIONS.get(type(node))
-    if (node.tag != wanted) if wanted else (node.tag not in PLAIN_SCALARS):
+    allowed = {PLAIN_COLLECTIONS[type(node)]} if type(node) in PLAIN_COLLECTIONS else PLAIN_SCALARS
+    if node.tag not in allowed:
         raise StackFileError(
             f"line {_line(node)}: {node.tag.removeprefix(TAG)!r} is no type a stack config holds; "
             "write a string, a number, true or false, a list or a mapping"
