@@ -165,13 +165,13 @@ def resolve(cfg: PlatformConfig) -> Plan:
             sized_on.setdefault(found.pool.name, []).append(found)
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
     weights = {m.name: _weights(cfg, m, _parameters(m, sized.get(m.name))) for m in cfg.models}
-    if cfg.cluster.existing is not None:
+    existing = cfg.cluster.existing is not None
+    if existing:
         downloaded = [s for s in sized.values() if s is not None and weights[s.model.name].source is WeightsSource.HUB]
         problems += [p for s in downloaded for p in fit.node_group_disk_problems(s)]
     if problems:
         raise ConfigError(problems)
     cold_starts = {m.name: _cold_start(cfg, m, sized.get(m.name), weights[m.name]) for m in cfg.models}
-    existing = cfg.cluster.existing is not None
     pool_plans = {p.name: pool_plan(p, sized_on.get(p.name, []), cold_starts, existing) for p in cfg.cluster.gpu_node_pools}
     models = tuple(
         _model_plan(
