@@ -5,7 +5,7 @@ SCAN_VENV ?= venv-scan
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean
+.PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean vllm-flags
 
 # $(1): a virtualenv, created if missing; $(2): the requirements file it installs. pip lists each package
 # as it goes: the first install of the program's venv downloads about 750 MB, for about two minutes.
@@ -52,6 +52,12 @@ up: install policies-install
 #   make policy-pack && (cd build/policy-pack && pulumi policy publish ORG)
 policy-pack: install
 	$(PYTHON) -m tools.policy_pack build/policy-pack
+
+# vLLM's serve flags and its own parser's answers, from the release the default image pins; run after bumping
+# it. VLLM_PYTHON: a Python with that vLLM installed (no GPU needed), or see the README for the image's own.
+vllm-flags:
+	@test -n "$(VLLM_PYTHON)" || { echo "set VLLM_PYTHON to a Python that has the pinned vLLM (see the README)"; exit 2; }
+	$(VLLM_PYTHON) tools/vllm_cli_table.py vllm_platform/contract/vllm_serve_flags.json tests/data/vllm_serve_verdicts.json
 
 # The README's config reference, from the config model's schema; `make test` fails when it drifts.
 docs: install

@@ -253,6 +253,32 @@ def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportVio
     return len(containers)
 
 
+def serve_words(container: Mapping[str, Any]) -> list[str]:
+    """The words vLLM's parser reads: those after `vllm serve` or the api_server module, or all of them where
+    the image's own entrypoint (`vllm serve`) runs."""
+    words = container_words(container)
+    for start, (first, second) in enumerate(zip(words, words[1:])):
+        if first.rpartition("/")[2] == "vllm" and second == "serve":
+            return words[start + 2 :]
+    if VLLM_SERVER_MODULE in words:
+        return words[words.index(VLLM_SERVER_MODULE) + 1 :]
+    return words
+
+
+def check_command_line_parses(args: ResourceValidationArgs, report: ReportViolation) -> int:
+    # vLLM's parser refuses an unknown flag, or a value its flag cannot take, before it loads anything: the pod
+    # exits at once and crash-loops. Only the release the table is read from is known here.
+    examined = 0
+    for where, container, _ in vllm_containers(args):
+        if not vllm_flags.checks_image(str(container.get("image"))):
+            continue
+        examined += 1
+        refused = vllm_flags.refusal(serve_words(container))
+        if refused:
+            report(f"{where}: vLLM {vllm_flags.table_release()} refuses its command line at start: {refused}")
+    return examined
+
+
 def check_shared_memory(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # NCCL passes tensors between the workers through /dev/shm; the container runtime gives it 64 MiB.
     examined = 0
@@ -431,9 +457,17 @@ RULES: list[Rule] = [
         name="vllm-gpus-match-tensor-parallel",
         description=(
             "A vLLM container's nvidia.com/gpu limit equals the GPU workers it starts: --tensor-parallel-size, "
-            "times --pipeline-parallel-size and --data-parallel-size where they are given."
+            "times --pipeline-parallel-size, --data-parallel-size and --prefill-context-parallel-size where they are given."
         ),
         check=check_gpus_match_parallelism,
+    ),
+    Rule(
+        name="vllm-command-line-parses",
+        description=(
+            "A vLLM container of the release the platform pins passes only flags and values that release's own "
+            "parser takes."
+        ),
+        check=check_command_line_parses,
     ),
     Rule(
         name="vllm-shared-memory-for-tensor-parallel",

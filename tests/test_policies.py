@@ -347,8 +347,16 @@ BROKEN = [
             (["-pp=2"], "--pipeline-parallel-size"),
             (["--data_parallel_size", "2"], "--data-parallel-size"),
             (["-dp", "2"], "--data-parallel-size"),
+            (["-pcp", "2"], "--prefill-context-parallel-size"),
         )
     ),
+    case("vllm-command-line-parses", PROD_8B, "word-for-a-number", lambda i: server(i)["args"].extend(["--max-num-seqs", "lots"]),
+         "container vllm: vLLM v0.31.0 refuses its command line at start: argument --max-num-seqs: invalid int value: 'lots'"),
+    case("vllm-command-line-parses", PROD_8B, "misspelt-flag", lambda i: server(i)["args"].append("--enable-prefix-cachng"),
+         "unrecognized argument --enable-prefix-cachng (did you mean --enable-prefix-caching?)"),
+    case("vllm-command-line-parses", PROD_8B, "in-a-shell-script",
+         lambda i: server(i).update(command=["/bin/sh", "-c", "exec vllm serve --model m --kv-cache-dtype fp9"], args=[]),
+         "argument --kv-cache-dtype: invalid choice: 'fp9'"),
     case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "no-shm-mount", shm_unmounted,
          "runs --tensor-parallel-size 8 without shared memory"),
     case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "shm-on-disk", shm_on_disk,
@@ -490,7 +498,10 @@ VLLM_POLICIES = [name for name in RULES if name.startswith("vllm-")]
 )
 def test_every_vllm_policy_examines_the_same_containers(breaks: Breaks, is_vllm: bool) -> None:
     workload = broken(rendered("prod", DEPLOYMENT, "llama-70b"), breaks)
-    assert {policy: run(policy, "prod", [workload])[1] for policy in VLLM_POLICIES} == dict.fromkeys(VLLM_POLICIES, int(is_vllm))
+    expected = dict.fromkeys(VLLM_POLICIES, int(is_vllm))
+    # A command line is read only where the image is of the release the flag table is read from.
+    expected["vllm-command-line-parses"] = int(is_vllm and contract.vllm_flags.checks_image(server(workload.inputs)["image"]))
+    assert {policy: run(policy, "prod", [workload])[1] for policy in VLLM_POLICIES} == expected
 
 
 def test_the_local_stacks_simulator_is_no_vllm_container() -> None:
@@ -560,6 +571,14 @@ def test_hf_token_from_the_secret_passes() -> None:
     assert violations("hf-token-from-secret", "dev", [model]) == []
 
 
+def test_another_vllm_release_is_not_read_with_the_pinned_releases_flags() -> None:
+    words = ["--max-num-seqs", "lots"]
+    other = broken(rendered("prod", DEPLOYMENT, "llama-8b"), lambda i: (server(i)["args"].extend(words), server(i).update(image="vllm/vllm-openai:v0.30.0")))
+    assert run("vllm-command-line-parses", "prod", [other]) == ([], 0)
+    pinned = broken(rendered("prod", DEPLOYMENT, "llama-8b"), lambda i: server(i)["args"].extend(["--max-num-seqs", "8"]))
+    assert run("vllm-command-line-parses", "prod", [pinned]) == ([], 1)
+
+
 def test_a_kms_key_created_in_the_same_stack_passes_at_preview() -> None:
     cluster = broken(
         rendered("prod", EKS_CLUSTER, "eks"), lambda i: i["encryptionConfig"]["provider"].update(keyArn=UNKNOWN_STRING_VALUE)
@@ -581,6 +600,7 @@ def unknown_names(inputs: dict[str, Any]) -> None:
 
 CONTAINER_POLICIES = [
     "vllm-probes",
+    "vllm-command-line-parses",
     "vllm-gpus-match-tensor-parallel",
     "vllm-shared-memory-for-tensor-parallel",
     "vllm-drains-in-flight-requests",

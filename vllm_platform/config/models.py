@@ -182,9 +182,11 @@ class Model(Section):
     extra_args: list[StrictStr] = Field(
         [],
         description=(
-            "passed to `vllm serve`; flags the platform sets itself (`--model`, `--port`, `--tensor-parallel-size`, ...) "
-            "are refused in every spelling vLLM accepts (`-tp`, underscores, prefixes, `--flag=value`), and so are "
-            "pipeline and data parallelism above 1, which would need more GPUs than the pod gets"
+            "passed to `vllm serve`, one flag per entry (`--name` or `--name=value`); flags the platform sets itself "
+            "(`--model`, `--port`, `--tensor-parallel-size`, ...) are refused in every spelling vLLM accepts (`-tp`, "
+            "underscores, prefixes, `--flag=value`), and so are pipeline, data and prefill context parallelism above 1, "
+            "which would need more GPUs than the pod gets; the rest must parse as the pinned vLLM release's own parser "
+            "reads it (see \"`extraArgs` and vLLM's own flags\")"
         ),
     )
     startup_timeout_seconds: Optional[StrictInt] = Field(
@@ -243,9 +245,9 @@ class Model(Section):
 
     @field_validator("extra_args")
     @classmethod
-    def _flags_that_work(cls, values: list[str]) -> list[str]:
+    def _flags_that_work(cls, values: list[str], info: ValidationInfo) -> list[str]:
         problems, refused = [], []
-        parallel = (vllm_flags.PIPELINE_PARALLEL, vllm_flags.DATA_PARALLEL)
+        parallel = tuple(flag for flag in vllm_flags.PARALLEL_FLAGS if flag != vllm_flags.TENSOR_PARALLEL)
         for flag in vllm_flags.flags(values):
             read_as = next((name for name in (*vllm_flags.MANAGED_FLAGS, *parallel) if vllm_flags.names(flag, name)), None)
             spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
@@ -261,6 +263,14 @@ class Model(Section):
                     "gets tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
                 )
         problems += vllm_flags.word_problems(values, refused)
+        # The rest as the pinned release's own parser reads them, each entry on its own (an entry is one flag):
+        # a name or value it refuses stops vLLM at start. Another release's flags are not known here.
+        if vllm_flags.checks_image(str(info.data.get("image"))):
+            for word in values:
+                if vllm_flags.word_problems([word]) or any(flag.written in refused for flag in vllm_flags.flags([word])):
+                    continue
+                if refusal := vllm_flags.refusal([word]):
+                    problems.append(f"{word!r}: vLLM {vllm_flags.table_release()} refuses it at start, and the pod would crash-loop: {refusal}")
         if problems:
             raise ValueError("; ".join(problems))
         return values

@@ -1,22 +1,32 @@
 """vLLM's command-line flags read the way vLLM's own parser reads them.
 
 The stack config's extraArgs check and the policy pack both ask what a vLLM command line sets; a
-spelling one of them missed would let a flag past it. Part of the contract package: it imports nothing
-outside the standard library.
+spelling one of them missed would let a flag past it. Which flags there are, and what values they take,
+comes from vllm_serve_flags.json: `vllm serve`'s parser as vLLM declares it at the release the default
+image pins, written by tools/vllm_cli_table.py. Part of the contract package: it imports nothing outside
+the standard library.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Optional
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional
+
+from vllm_platform.contract import images
 
 TENSOR_PARALLEL = "--tensor-parallel-size"
 PIPELINE_PARALLEL = "--pipeline-parallel-size"
 DATA_PARALLEL = "--data-parallel-size"
-# vLLM starts one GPU worker per rank of each, multiplied.
-PARALLEL_FLAGS = (TENSOR_PARALLEL, PIPELINE_PARALLEL, DATA_PARALLEL)
+PREFILL_CONTEXT_PARALLEL = "--prefill-context-parallel-size"
+# vLLM starts one GPU worker per rank of each, multiplied (its world size is pipeline x tensor x prefill
+# context parallel, once per data-parallel rank). Decode context parallelism shares the tensor-parallel GPUs.
+PARALLEL_FLAGS = (TENSOR_PARALLEL, PIPELINE_PARALLEL, DATA_PARALLEL, PREFILL_CONTEXT_PARALLEL)
 SHUTDOWN_TIMEOUT = "--shutdown-timeout"
 MODEL = "--model"
 SERVED_MODEL_NAME = "--served-model-name"
@@ -57,6 +67,10 @@ UNWORKABLE_FLAGS = {
     ),
     "--ssl-keyfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
     "--ssl-certfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
+    "--grpc": "vLLM then serves gRPC, where the probes, the Service and the interceptor speak HTTP",
+    "--uds": "vLLM then listens on a Unix socket instead of its port, which the probes never reach",
+    "--headless": "vLLM then starts the engine without its API server, so the port never opens",
+    "--help": "vLLM then prints its help and exits, and the pod restarts forever",
 }
 # A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.level`.
 FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
@@ -64,13 +78,10 @@ PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 # In a value that is not JSON: whitespace, quotes and shell syntax. No shell reads argv, so vLLM would get
 # them literally, and no flag of vLLM's takes such a value.
 NOT_IN_A_VALUE = re.compile(r"[\s\"'`$;&|<>\\]")
-# vLLM's single-dash spellings of the flags the platform cares about.
-SHORT_ALIASES = {
-    "-tp": TENSOR_PARALLEL,
-    "-pp": PIPELINE_PARALLEL,
-    "-dp": DATA_PARALLEL,
-    "-q": QUANTIZATION,
-}
+SERVE_FLAGS_TABLE = Path(__file__).with_name("vllm_serve_flags.json")
+# vLLM's parser reads `-O3`, `-O=3` and `-O 3` as --optimization-level (utils/argparse_utils.py).
+OPTIMIZATION_LEVEL = "--optimization-level"
+_OPTIMIZATION_LEVELS = ("0", "1", "2", "3")
 # A flag and what follows it: `--flag=value`, or `--flag value` given as one word.
 _FLAG_AND_VALUE = re.compile(r"(-[^\s=]+)(?:=|\s+)(.*)", re.DOTALL)
 _NUMBER = re.compile(r"-\d+(\.\d+)?")
@@ -87,10 +98,8 @@ def is_flag(word: str) -> bool:
 
 
 def long_form(flag: str) -> str:
-    if flag in SHORT_ALIASES:
-        return SHORT_ALIASES[flag]
     if not flag.startswith("--"):
-        return flag
+        return short_aliases().get(flag, flag)
     # vLLM turns underscores into dashes up to the first dot; what follows a dot is a key of a JSON flag.
     name, dot, key = flag[2:].partition(".")
     return "--" + name.replace("_", "-") + dot + key
@@ -148,8 +157,9 @@ def word_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str
     flags already refused for what they set, whose entries are not examined again.
 
     Each entry is one flag, `--name` or `--name=value`. A word of its own is refused even where it was
-    meant as the value of the flag before it: vLLM reads a word after a flag that takes no value as the
-    positional model to serve, over `--model`, and only vLLM's own table of flags tells the two apart."""
+    meant as the value of the flag before it: after a flag that takes no value vLLM reads the word as the
+    positional model to serve, over `--model`, and only the release's own table of flags tells the two
+    apart. One flag per entry keeps each entry readable on its own, whatever the release."""
     problems: list[str] = []
     skip = set(refused)
     previous: Optional[str] = None
@@ -201,3 +211,131 @@ def _value_problem(value: str) -> Optional[str]:
             "it at start; give one flag per entry, and JSON values as JSON"
         )
     return None
+
+
+@lru_cache(maxsize=None)
+def serve_table() -> dict[str, Any]:
+    return json.loads(SERVE_FLAGS_TABLE.read_text())
+
+
+def table_release() -> str:
+    """The vLLM release the table is read from, as vLLM's images tag it: v0.31.0."""
+    return f"v{serve_table()['vllm']}"
+
+
+def checks_image(image: str) -> bool:
+    """Whether the table is this image's vLLM: the image carries the release's tag, on any registry or mirror."""
+    reference = images.parse(image)
+    return reference is not None and reference.tag == table_release()
+
+
+@lru_cache(maxsize=None)
+def short_aliases() -> dict[str, str]:
+    """vLLM's single-dash spellings, each with the long flag it stands for: -tp, -pp, -q, ..."""
+    aliases = {}
+    for entry in serve_table()["flags"]:
+        long = next(name for name in entry["names"] if name.startswith("--"))
+        aliases.update({name: long for name in entry["names"] if not name.startswith("--")})
+    return aliases
+
+
+class Refused(Exception):
+    """What vLLM's parser would print before it exits."""
+
+
+class _RefusingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise Refused(message)
+
+
+class _Exits(argparse.Action):
+    """--help and its like: vLLM prints and exits before it serves."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
+        raise Refused(f"{option_string} prints and exits")
+
+
+def _converter(kind: str, none: bool) -> Optional[Callable[[str], Any]]:
+    """The conversion the table names, under the name argparse prints when it fails; None takes any text."""
+    plain: Optional[Callable[[str], Any]] = {"int": int, "float": float, "text": str}.get(kind)
+    if plain is None or not none:
+        return plain
+
+    def convert(text: str) -> Any:
+        return None if text in ("", "None") else plain(text)
+
+    convert.__name__ = plain.__name__
+    return convert
+
+
+@lru_cache(maxsize=None)
+def serve_parser() -> argparse.ArgumentParser:
+    """`vllm serve`'s parser rebuilt from the table with the standard library's argparse, which vLLM's is."""
+    parser = _RefusingParser(prog="vllm serve", add_help=False)
+    parser.add_argument("model_tag", nargs="?")
+    for entry in serve_table()["flags"]:
+        if entry["takes"] == "nothing":
+            parser.add_argument(*entry["names"], action=_Exits if entry.get("exits") else "store_true")
+            continue
+        parser.add_argument(
+            *entry["names"],
+            action="append" if entry.get("repeats") else "store",
+            type=_converter(entry["takes"], entry.get("none", False)),
+            nargs=entry.get("nargs"),
+            choices=entry.get("choices"),
+        )
+    return parser
+
+
+def as_vllm_reads(words: Sequence[str]) -> list[str]:
+    """The words as vLLM's parser hands them to argparse: underscores in a flag's name as dashes, -O3 as
+    --optimization-level 3, and each dotted flag (`--compilation-config.mode=3`) folded into a JSON value
+    of the flag before its first dot."""
+    read: list[str] = []
+    dotted: dict[str, dict[str, Any]] = {}
+    remaining = list(words)
+    while remaining:
+        word = remaining.pop(0)
+        if word.startswith("--"):
+            name, equals, given = word.partition("=")
+            word = long_form(name) + equals + given
+        elif word.startswith("-O") and word != "-O":
+            read += [OPTIMIZATION_LEVEL, word[3:] if word[2] == "=" else word[2:]]
+            continue
+        elif word == "-O" and remaining[:1] and remaining[0] in _OPTIMIZATION_LEVELS:
+            read.append(OPTIMIZATION_LEVEL)
+            continue
+        name, equals, given = word.partition("=")
+        if not (word.startswith("-") and "." in name):
+            read.append(word)
+            continue
+        if not equals:
+            if not remaining:
+                raise Refused(f"{word} needs a value: vLLM stops at start with an IndexError")
+            given = remaining.pop(0)
+        key, *keys = name.removesuffix("+").split(".")
+        nested: Any = given.split(",") if name.endswith("+") else given
+        for part in reversed(keys):
+            nested = {part: nested}
+        dotted.setdefault(key, {}).update(nested)
+    for key, value in dotted.items():
+        read += [key, json.dumps(value)]
+    return read
+
+
+def refusal(words: Sequence[str]) -> Optional[str]:
+    """What vLLM's parser, at the table's release, says when it refuses these words after `vllm serve`;
+    None when it takes them. vLLM then exits before it loads anything, and the pod crash-loops."""
+    try:
+        _, unknown = serve_parser().parse_known_args(as_vllm_reads(words))
+    except Refused as refused:
+        return str(refused)
+    if not unknown:
+        return None
+    word = unknown[0]
+    known = [name for action in serve_parser()._actions for name in action.option_strings]
+    close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+    return f"unrecognized argument {word}" + (f" (did you mean {close[0]}?)" if close else "")

@@ -18,7 +18,7 @@ from vllm_platform.config.models import Quantization
 from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import MONITORING_NAMESPACE, images
+from vllm_platform.contract import MONITORING_NAMESPACE, images, vllm_flags
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
 from vllm_platform.plan import fit
 from vllm_platform.plan.delivery import ImageRoute, WeightsSource
@@ -45,6 +45,7 @@ def config_notes(
     sized_on: dict[str, list[fit.ModelSizing]],
 ) -> list[str]:
     notes = []
+    extra_args = {m.name: m.extra_args for m in cfg.models}
     for model in models:
         if model.simulated:
             notes.append(
@@ -53,6 +54,11 @@ def config_notes(
             )
             continue
         assert model.pool is not None
+        if extra_args[model.name] and not vllm_flags.checks_image(model.image):
+            notes.append(
+                f"models[{model.name}]: extraArgs are checked against vLLM {vllm_flags.table_release()}'s own flags, and "
+                f"{model.image} is not that release: names and values it refuses would show only as a crash loop"
+            )
         if model.weights.source is WeightsSource.S3 and cfg.cluster.existing is not None:
             notes.append(
                 f"models[{model.name}]: {model.source} is read with the pod's own AWS identity; an existing-cluster "
