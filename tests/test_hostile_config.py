@@ -90,6 +90,8 @@ REFUSED_BESIDE_ACCEPTED = [
     ("flag vLLM removed", "models.0.extraArgs", ["--swap-space=4"], ["--cpu-offload-gb=4"], "unrecognized argument --swap-space=4"),
     ("value for a switch", "models.0.extraArgs", ["--enable-prefix-caching=true"], ["--enable-prefix-caching"], "ignored explicit argument 'true'"),
     ("switch turned off", "models.0.extraArgs", ["--no-enable-prefix-caching=1"], ["--no-enable-prefix-caching"], "ignored explicit argument '1'"),
+    ("number below its bound", "models.0.extraArgs", ["--max-num-seqs=0"], ["--max-num-seqs=1"], "--max-num-seqs 0: vLLM's SchedulerConfig.max_num_seqs must be >= 1"),
+    ("fraction at its bound", "models.0.extraArgs", ["--watermark=1.0"], ["--watermark=0.99"], "--watermark 1: vLLM's SchedulerConfig.watermark must be < 1"),
     ("choice vLLM lacks", "models.0.extraArgs", ["--kv-cache-dtype=fp9"], ["--kv-cache-dtype=fp8"], "argument --kv-cache-dtype: invalid choice: 'fp9'"),
     ("rank vLLM lacks", "models.0.extraArgs", ["--max-lora-rank=7"], ["--max-lora-rank=8"], "argument --max-lora-rank: invalid choice: 7"),
     ("ambiguous prefix", "models.0.extraArgs", ["--max-num=8"], ["--max-num-se=8"], "ambiguous option: --max-num=8 could match"),

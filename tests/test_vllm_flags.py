@@ -150,7 +150,15 @@ def test_the_table_is_read_as_vllms_parser_declares_it() -> None:
     parser.add_argument("--backend", type=lambda s: s.lower(), choices=["auto"])
     parser.add_argument("--middleware", action="append")
     parser.add_argument("--names", nargs="+")
-    assert vllm_cli_table.describe(parser) == [
+    parser.add_argument("--modules", action=OwnAction, nargs="+")
+    scheduler = parser.add_argument_group("SchedulerConfig")
+    scheduler.add_argument("--max-num-seqs", type=int)
+    scheduler.add_argument("--policy", choices=["fcfs"])
+
+    def bounds_of(title: str, dest: str) -> Any:
+        return (f"{title}.{dest}", {"ge": 1}) if (title, dest) in {("SchedulerConfig", "max_num_seqs"), ("SchedulerConfig", "policy")} else None
+
+    assert vllm_cli_table.describe(parser, bounds_of) == [
         {"names": ["-h", "--help"], "takes": "nothing", "exits": True},
         {"names": ["--switch", "--no-switch"], "takes": "nothing"},
         {"names": ["--count"], "takes": "int", "choices": [1, 8]},
@@ -159,7 +167,17 @@ def test_the_table_is_read_as_vllms_parser_declares_it() -> None:
         {"names": ["--backend"], "takes": "any"},
         {"names": ["--middleware"], "takes": "text", "repeats": True},
         {"names": ["--names"], "takes": "text", "nargs": "+"},
+        # An action of vLLM's own checks its values in its own code.
+        {"names": ["--modules"], "takes": "any", "nargs": "+"},
+        # Bounds of the config field a flag of the group sets, where the flag's value is a number.
+        {"names": ["--max-num-seqs"], "takes": "int", "field": "SchedulerConfig.max_num_seqs", "bounds": {"ge": 1}},
+        {"names": ["--policy"], "takes": "text", "choices": ["fcfs"]},
     ]
+
+
+class OwnAction(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
 
 
 def vllm_cli_table_optional(convert: Any) -> Any:

@@ -47,9 +47,36 @@ def value_type(convert: Optional[Callable[[str], Any]]) -> tuple[str, bool]:
     return "any", False
 
 
-def describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
+# The bounds vLLM's config fields declare (annotated_types' Ge, Gt, Le, Lt, in pydantic's field metadata).
+BOUND_NAMES = ("ge", "gt", "le", "lt")
+# (a parser group's title, an action's dest) -> (the config field it sets, its bounds), where it has any.
+BoundsOf = Callable[[str, str], Optional[tuple[str, dict[str, float]]]]
+# (an action's dest, the value the parser set) -> whether the config field it sets validates the value.
+FieldCheck = Callable[[str, Any], bool]
+
+
+def config_bounds(title: str, dest: str) -> Optional[tuple[str, dict[str, float]]]:
+    """The bounds of the config field a flag sets: vLLM names each group of its parser after the config class
+    its flags set (SchedulerConfig, CacheConfig, ...), and each flag's dest after the field. The engine
+    validates the class with pydantic at start, so a value outside them stops vLLM before it loads."""
+    field = config_fields(title).get(dest)
+    if field is None:
+        return None
+    bounds = {name: getattr(rule, name) for rule in field.metadata for name in BOUND_NAMES if hasattr(rule, name)}
+    return (f"{title}.{dest}", bounds) if bounds else None
+
+
+def config_fields(title: str) -> dict[str, Any]:
+    """The pydantic fields of the vLLM config class a parser group is named after; none for other groups."""
+    import vllm.config
+
+    return getattr(getattr(vllm.config, title, None), "__pydantic_fields__", {})
+
+
+def describe(parser: argparse.ArgumentParser, bounds_of: Optional[BoundsOf] = None) -> list[dict[str, Any]]:
     """Every optional argument of a parser: its spellings, how many values it takes and what they must be."""
     flags = []
+    titles = {id(action): group.title or "" for group in parser._action_groups for action in group._group_actions}
     for action in parser._actions:
         if not action.option_strings:
             continue
@@ -72,6 +99,11 @@ def describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
             # has, neither are they.
             if action.choices is not None and kind != "any":
                 entry["choices"] = list(action.choices)
+            # Bounds hold for the one number the flag's converter makes, where the reader makes the same one.
+            single = kind in ("int", "float") and action.nargs is None and "repeats" not in entry
+            bounded = bounds_of(titles[id(action)], action.dest) if bounds_of and single else None
+            if bounded:
+                entry["field"], entry["bounds"] = bounded
         flags.append(entry)
     return flags
 
@@ -101,18 +133,54 @@ def probes(flags: list[dict[str, Any]]) -> list[list[str]]:
     return asked + [["-O3"], ["-O=2"], ["-Ofoo"], ["-O", "3"], ["--"], ["model"]]
 
 
-def verdicts(parser: argparse.ArgumentParser, asked: list[list[str]]) -> list[list[Any]]:
-    """[words, whether vLLM's parser takes them] for each probe: refused is an error exit or any exception."""
+def verdicts(parser: argparse.ArgumentParser, asked: list[list[str]], fields: Optional[FieldCheck] = None) -> list[list[Any]]:
+    """[words, whether vLLM takes them] for each probe: refused is an error exit or any exception of its parser,
+    or, with `fields`, a value set that its config field refuses."""
     answered = []
     for words in asked:
         try:
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-                parser.parse_args(words)
-            taken = True
+                parsed = parser.parse_args(words)
         except (Exception, SystemExit):
-            taken = False
-        answered.append([words, taken])
+            answered.append([words, False])
+            continue
+        set_values = [(dest, value) for dest, value in vars(parsed).items() if value != parser.get_default(dest)]
+        answered.append([words, fields is None or all(fields(dest, value) for dest, value in set_values)])
     return answered
+
+
+def bound_probes(flags: list[dict[str, Any]]) -> list[list[str]]:
+    """Values at and either side of each bound a config field declares."""
+    asked = []
+    for entry in flags:
+        step = 1 if entry["takes"] == "int" else 0.001
+        for bound in entry.get("bounds", {}).values():
+            asked += [[f"{entry['names'][0]}={value}"] for value in (bound - step, bound, bound + step)]
+    return asked
+
+
+def field_check(parser: argparse.ArgumentParser) -> FieldCheck:
+    """Whether a value set by the parser is one its config field's bounds admit, by pydantic with the field's own
+    annotation and metadata, as the engine validates its config at start."""
+    from typing import Annotated
+
+    import pydantic
+
+    titles = {action.dest: group.title or "" for group in parser._action_groups for action in group._group_actions}
+
+    def check(dest: str, value: Any) -> bool:
+        bounded = config_bounds(titles.get(dest, ""), dest)
+        if bounded is None or value is None:
+            return True
+        title, field_name = bounded[0].split(".")
+        field = config_fields(title)[field_name]
+        try:
+            pydantic.TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(value)
+        except pydantic.ValidationError:
+            return False
+        return True
+
+    return check
 
 
 def main() -> None:
@@ -128,11 +196,12 @@ def main() -> None:
         "read": datetime.date.today().isoformat(),
         "python": ".".join(map(str, sys.version_info[:3])),
     }
-    flags = describe(parser)
+    flags = describe(parser, config_bounds)
     table = {"about": "vllm serve's flags as vLLM's own parser declares them; written by tools/vllm_cli_table.py", **read}
     table_path.write_text(dumps(table, "flags", flags))
-    answers = {"about": "vLLM's own parser's answer to each entry; written by tools/vllm_cli_table.py", **read}
-    verdicts_path.write_text(dumps(answers, "verdicts", verdicts(parser, probes(flags))))
+    answers = {"about": "vLLM's own answer to each entry (its parser, and for bounds its config fields); written by tools/vllm_cli_table.py", **read}
+    answered = verdicts(parser, probes(flags) + bound_probes(flags), field_check(parser))
+    verdicts_path.write_text(dumps(answers, "verdicts", answered))
 
 
 def dumps(head: dict[str, Any], key: str, rows: list[Any]) -> str:

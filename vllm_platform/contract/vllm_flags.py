@@ -271,23 +271,29 @@ def _converter(kind: str, none: bool) -> Optional[Callable[[str], Any]]:
     return convert
 
 
-@lru_cache(maxsize=None)
 def serve_parser() -> argparse.ArgumentParser:
     """`vllm serve`'s parser rebuilt from the table with the standard library's argparse, which vLLM's is."""
+    return _rebuilt()[0]
+
+
+@lru_cache(maxsize=None)
+def _rebuilt() -> tuple[argparse.ArgumentParser, dict[str, dict[str, Any]]]:
+    """The parser, and the table's entry of each of its flags by the dest argparse gives it."""
     parser = _RefusingParser(prog="vllm serve", add_help=False)
     parser.add_argument("model_tag", nargs="?")
+    entries: dict[str, dict[str, Any]] = {}
     for entry in serve_table()["flags"]:
         if entry["takes"] == "nothing":
             parser.add_argument(*entry["names"], action=_Exits if entry.get("exits") else "store_true")
             continue
-        parser.add_argument(
+        entries[parser.add_argument(
             *entry["names"],
             action="append" if entry.get("repeats") else "store",
             type=_converter(entry["takes"], entry.get("none", False)),
             nargs=entry.get("nargs"),
             choices=entry.get("choices"),
-        )
-    return parser
+        ).dest] = entry
+    return parser, entries
 
 
 def as_vllm_reads(words: Sequence[str]) -> list[str]:
@@ -326,15 +332,37 @@ def as_vllm_reads(words: Sequence[str]) -> list[str]:
     return read
 
 
+_BOUNDS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "ge": (">=", lambda value, bound: value >= bound),
+    "gt": (">", lambda value, bound: value > bound),
+    "le": ("<=", lambda value, bound: value <= bound),
+    "lt": ("<", lambda value, bound: value < bound),
+}
+
+
+def _out_of_bounds(parsed: argparse.Namespace) -> Optional[str]:
+    """A value outside the bounds of the config field its flag sets: pydantic refuses it as the engine starts."""
+    for dest, entry in _rebuilt()[1].items():
+        value = getattr(parsed, dest)
+        if value is None or "bounds" not in entry:
+            continue
+        for name, bound in entry["bounds"].items():
+            sign, holds = _BOUNDS[name]
+            if not holds(value, bound):
+                return f"{entry['names'][0]} {value:g}: vLLM's {entry['field']} must be {sign} {bound:g}, checked as the engine starts"
+    return None
+
+
 def refusal(words: Sequence[str]) -> Optional[str]:
-    """What vLLM's parser, at the table's release, says when it refuses these words after `vllm serve`;
-    None when it takes them. vLLM then exits before it loads anything, and the pod crash-loops."""
+    """What vLLM, at the table's release, says when it refuses these words after `vllm serve`; None when it
+    takes them. Its parser refuses them before it loads anything, the engine a value outside its config
+    field's bounds just after: either way the pod exits at start, and crash-loops."""
     try:
-        _, unknown = serve_parser().parse_known_args(as_vllm_reads(words))
+        parsed, unknown = serve_parser().parse_known_args(as_vllm_reads(words))
     except Refused as refused:
         return str(refused)
     if not unknown:
-        return None
+        return _out_of_bounds(parsed)
     word = unknown[0]
     known = [name for action in serve_parser()._actions for name in action.option_strings]
     close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
