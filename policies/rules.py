@@ -54,6 +54,7 @@ from vllm_platform.contract import (
     minimum_grace_seconds,
     needs_shared_memory,
     vllm_flags,
+    vllm_parser,
 )
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -253,10 +254,13 @@ def check_gpus_match_parallelism(args: ResourceValidationArgs, report: ReportVio
     return len(containers)
 
 
-def serve_words(container: Mapping[str, Any]) -> list[str]:
-    """The words vLLM's parser reads: those after `vllm serve` or the api_server module, or all of them where
-    the image's own entrypoint (`vllm serve`) runs."""
-    words = container_words(container)
+def exec_serve_words(container: Mapping[str, Any]) -> Optional[list[str]]:
+    """The words vLLM's parser reads where they are known before the pod runs: those after `vllm serve` or the
+    api_server module, or all of them on the image's own entrypoint (`vllm serve`). None through a shell, whose
+    syntax and variables are the shell's, or where Kubernetes expands a `$(VAR)` in them."""
+    words = [str(word) for word in [*items(container.get("command")), *items(container.get("args"))]]
+    if (words and words[0].rpartition("/")[2] in SHELLS) or any("$(" in word for word in words):
+        return None
     for start, (first, second) in enumerate(zip(words, words[1:])):
         if first.rpartition("/")[2] == "vllm" and second == "serve":
             return words[start + 2 :]
@@ -270,12 +274,13 @@ def check_command_line_parses(args: ResourceValidationArgs, report: ReportViolat
     # exits at once and crash-loops. Only the release the table is read from is known here.
     examined = 0
     for where, container, _ in vllm_containers(args):
-        if not vllm_flags.checks_image(str(container.get("image"))):
+        words = exec_serve_words(container)
+        if words is None or not vllm_parser.checks_image(str(container.get("image"))):
             continue
         examined += 1
-        refused = vllm_flags.refusal(serve_words(container))
+        refused = vllm_parser.refusal(words)
         if refused:
-            report(f"{where}: vLLM {vllm_flags.table_release()} refuses its command line at start: {refused}")
+            report(f"{where}: vLLM {vllm_parser.table_release()} refuses its command line at start: {refused}")
     return examined
 
 
@@ -464,8 +469,8 @@ RULES: list[Rule] = [
     Rule(
         name="vllm-command-line-parses",
         description=(
-            "A vLLM container of the release the platform pins passes only flags and values that release's own "
-            "parser takes."
+            "A vLLM container of the release the platform pins, whose command line is known before it runs (no "
+            "shell, no $(VAR)), passes only flags and values that release takes."
         ),
         check=check_command_line_parses,
     ),

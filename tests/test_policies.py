@@ -37,6 +37,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from tools import policy_pack
 from vllm_platform import contract
+from vllm_platform.contract import vllm_parser
 from vllm_platform.k8s import autoscaling, workload
 from tools.mocks import RecordedResource
 from tests.conftest import COMMITTED_STACKS, rendered_stack
@@ -354,9 +355,11 @@ BROKEN = [
          "container vllm: vLLM v0.31.0 refuses its command line at start: argument --max-num-seqs: invalid int value: 'lots'"),
     case("vllm-command-line-parses", PROD_8B, "misspelt-flag", lambda i: server(i)["args"].append("--enable-prefix-cachng"),
          "unrecognized argument --enable-prefix-cachng (did you mean --enable-prefix-caching?)"),
-    case("vllm-command-line-parses", PROD_8B, "in-a-shell-script",
-         lambda i: server(i).update(command=["/bin/sh", "-c", "exec vllm serve --model m --kv-cache-dtype fp9"], args=[]),
+    case("vllm-command-line-parses", PROD_8B, "on-the-images-entrypoint",
+         lambda i: server(i).update(command=[], args=["--model", "m", "--kv-cache-dtype", "fp9"]),
          "argument --kv-cache-dtype: invalid choice: 'fp9'"),
+    case("vllm-command-line-parses", PROD_8B, "number-below-its-bound", lambda i: server(i)["args"].extend(["--max-num-seqs", "0"]),
+         "--max-num-seqs 0: vLLM's SchedulerConfig.max_num_seqs must be >= 1"),
     case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "no-shm-mount", shm_unmounted,
          "runs --tensor-parallel-size 8 without shared memory"),
     case("vllm-shared-memory-for-tensor-parallel", PROD_70B, "shm-on-disk", shm_on_disk,
@@ -499,8 +502,11 @@ VLLM_POLICIES = [name for name in RULES if name.startswith("vllm-")]
 def test_every_vllm_policy_examines_the_same_containers(breaks: Breaks, is_vllm: bool) -> None:
     workload = broken(rendered("prod", DEPLOYMENT, "llama-70b"), breaks)
     expected = dict.fromkeys(VLLM_POLICIES, int(is_vllm))
-    # A command line is read only where the image is of the release the flag table is read from.
-    expected["vllm-command-line-parses"] = int(is_vllm and contract.vllm_flags.checks_image(server(workload.inputs)["image"]))
+    # A command line is read only where the image is of the release the flag table is read from, and where no
+    # shell reads it first.
+    container = server(workload.inputs)
+    known = vllm_parser.checks_image(container["image"]) and (container.get("command") or [""])[0] != "/bin/sh"
+    expected["vllm-command-line-parses"] = int(is_vllm and known)
     assert {policy: run(policy, "prod", [workload])[1] for policy in VLLM_POLICIES} == expected
 
 
@@ -569,6 +575,18 @@ def test_hf_token_from_the_secret_passes() -> None:
     model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
     assert any(e["name"] == "HF_TOKEN_PATH" for e in server(manifest)["env"])
     assert violations("hf-token-from-secret", "dev", [model]) == []
+
+
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        pytest.param(["/bin/sh", "-c", "exec vllm serve --model m --max-num-seqs lots 2>&1 | tee /tmp/log"], [], id="shell"),
+        pytest.param(["vllm", "serve"], ["--model", "m", "--max-num-seqs", "$(MAX_NUM_SEQS)"], id="kubernetes-variable"),
+    ],
+)
+def test_a_command_line_known_only_in_the_pod_is_not_read(command: list[str], args: list[str]) -> None:
+    workload = broken(rendered("prod", DEPLOYMENT, "llama-8b"), lambda i: server(i).update(command=command, args=args))
+    assert run("vllm-command-line-parses", "prod", [workload]) == ([], 0)
 
 
 def test_another_vllm_release_is_not_read_with_the_pinned_releases_flags() -> None:

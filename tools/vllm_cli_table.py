@@ -2,9 +2,10 @@
 
 The extraArgs check and the policy pack refuse a flag or a value that vLLM's parser would refuse at start,
 a crash loop otherwise; they read the flags from that table, so that they know the release the default
-image pins and nothing hand-written. It also puts a few thousand entries to that parser and records its
-answers (tests/data/vllm_serve_verdicts.json), which a test holds the table's reader to. Run it after
-bumping that image, with a Python that has that vLLM:
+image pins and nothing hand-written. It also puts a few thousand entries to vLLM (its parser, and where
+a flag's config field declares bounds, its engine) and records the answers
+(tests/data/vllm_serve_verdicts.json), which a test holds the table's reader to. Run it after bumping
+that image, with a Python that has that vLLM:
 
     make vllm-flags VLLM_PYTHON=/path/to/python
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
 import json
 import os
@@ -28,22 +28,28 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 # What a value is converted with, where the table's reader can convert it the same way. Any other
-# converter (vLLM's JSON and size parsers, lambdas) is "any": the reader then takes every value, since
+# converter (vLLM's dataclass and size parsers, lambdas) is "any": the reader then takes every value, since
 # refusing one vLLM would take is worse than passing one it refuses.
-PLAIN_TYPES: dict[Any, str] = {None: "text", str: "text", int: "int", float: "float"}
+PLAIN_TYPES: dict[Any, str] = {None: "text", str: "text", int: "int", float: "float", json.loads: "json"}
 PLAIN_ACTIONS = (argparse._StoreAction, argparse._AppendAction)
-# vLLM's wrapper that reads "" and "None" as None before converting the rest (engine/arg_utils.py).
+# vLLM's wrappers (engine/arg_utils.py): `optional_type` reads "" and "None" as None before converting the
+# rest, `parse_type` turns a converter's ValueError into argparse's error.
 OPTIONAL_WRAPPER = "_optional_type"
+PARSE_WRAPPER = "_parse_type"
+# vLLM's reader of a value that is JSON where it is braced, `{...}`, and text otherwise.
+BRACED_JSON_OR_TEXT = "union_dict_and_str"
 
 
 def value_type(convert: Optional[Callable[[str], Any]]) -> tuple[str, bool]:
     """(the table's name for what converts a value, whether "" and "None" read as None first)."""
+    none = False
+    while getattr(convert, "__name__", None) in (OPTIONAL_WRAPPER, PARSE_WRAPPER) and getattr(convert, "__closure__", None):
+        none = none or convert.__name__ == OPTIONAL_WRAPPER  # type: ignore[union-attr]
+        convert = convert.__closure__[0].cell_contents  # type: ignore[union-attr]
     if convert in PLAIN_TYPES:
-        return PLAIN_TYPES[convert], False
-    if getattr(convert, "__name__", None) == OPTIONAL_WRAPPER and getattr(convert, "__closure__", None):
-        inner = convert.__closure__[0].cell_contents  # type: ignore[union-attr]
-        if inner in PLAIN_TYPES:
-            return PLAIN_TYPES[inner], True
+        return PLAIN_TYPES[convert], none
+    if getattr(convert, "__name__", None) == BRACED_JSON_OR_TEXT:
+        return "braced json or text", True
     return "any", False
 
 
@@ -51,8 +57,6 @@ def value_type(convert: Optional[Callable[[str], Any]]) -> tuple[str, bool]:
 BOUND_NAMES = ("ge", "gt", "le", "lt")
 # (a parser group's title, an action's dest) -> (the config field it sets, its bounds), where it has any.
 BoundsOf = Callable[[str, str], Optional[tuple[str, dict[str, float]]]]
-# (an action's dest, the value the parser set) -> whether the config field it sets validates the value.
-FieldCheck = Callable[[str, Any], bool]
 
 
 def config_bounds(title: str, dest: str) -> Optional[tuple[str, dict[str, float]]]:
@@ -97,7 +101,7 @@ def describe(parser: argparse.ArgumentParser, bounds_of: Optional[BoundsOf] = No
                 entry["repeats"] = True
             # Choices are compared with the converted value; where the converter is not one the reader
             # has, neither are they.
-            if action.choices is not None and kind != "any":
+            if action.choices is not None and kind in ("text", "int", "float"):
                 entry["choices"] = list(action.choices)
             # Bounds hold for the one number the flag's converter makes, where the reader makes the same one.
             single = kind in ("int", "float") and action.nargs is None and "repeats" not in entry
@@ -117,25 +121,75 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def probes(flags: list[dict[str, Any]]) -> list[list[str]]:
-    """Entries to ask vLLM's own parser about: every spelling of every flag, with and without a value, and
-    values of each kind it may take or refuse; abbreviations, underscores, dotted keys and unknown names."""
-    values = ["8", "0.5", "-1", "lots", "None", "", "{}", '{"a": 1}']
+    """Entries to ask vLLM about: every spelling of every flag, with and without a value, and values of each
+    kind it may take or refuse (JSON and broken JSON among them); abbreviations, underscores, dotted keys
+    and their list elements, unknown names; and values at and either side of each bound."""
+    values = ["8", "0.5", "-1", "lots", "None", "", "{}", '{"a": 1}', '{"a": }', "[1,"]
     asked: list[list[str]] = []
     for entry in flags:
         choices = [str(choice) for choice in entry.get("choices", []) if choice is not None]
         for name in entry["names"]:
             asked += [[name], [f"{name}=true"]] if entry["takes"] == "nothing" else []
             asked += [[f"{name}={value}"] for value in [*values, *choices, *(c.upper() for c in choices)]]
-            asked += [[name]] if entry["takes"] != "nothing" else []
+            asked += [[name], [name, "8"], [name, "lots", "8"]] if entry["takes"] != "nothing" else [[name, "8"]]
         long = next(name for name in entry["names"] if name.startswith("--"))
         asked += [[long[:-1] + "=1"], [long.replace("-", "_").replace("__", "--", 1) + "=1"], [long + "x=1"]]
-        asked += [[f"{long}.key=1"], [f"{long}.key"]]
-    return asked + [["-O3"], ["-O=2"], ["-Ofoo"], ["-O", "3"], ["--"], ["model"]]
+        asked += [[f"{long}.key=1"], [f"{long}.key"], [f"{long}.key", "1"], [f"{long}.key+=1,2"]]
+        step = 1 if entry["takes"] == "int" else 0.001
+        for bound in entry.get("bounds", {}).values():
+            asked += [[f"{long}={value}"] for value in (bound - step, bound, bound + step)]
+    return asked + [["-O3"], ["-O=2"], ["-Ofoo"], ["-O", "3"], ["-O-1.5"], ["--"], ["model"]]
 
 
-def verdicts(parser: argparse.ArgumentParser, asked: list[list[str]], fields: Optional[FieldCheck] = None) -> list[list[Any]]:
+# A text-only Llama small enough that vLLM builds its engine config for it from config.json alone, on a CPU.
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+    "num_attention_heads": 4, "num_key_value_heads": 4, "num_hidden_layers": 2, "vocab_size": 1000,
+    "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "torch_dtype": "float32",
+}  # fmt: skip
+
+
+def engine_takes(parser: argparse.ArgumentParser) -> Callable[[list[str]], bool]:
+    """Whether vLLM's parser takes the words and its engine builds its config from them, as `vllm serve` does
+    before it loads anything: that is where the config fields' bounds are checked. The model is TINY_LLAMA,
+    without LoRA or multimodal settings, whose configs vLLM builds only where a model or flag asks for them."""
+    import tempfile
+
+    import vllm
+
+    model = Path(tempfile.mkdtemp(prefix="vllm-cli-table-"))
+    (model / "config.json").write_text(json.dumps(TINY_LLAMA))
+
+    def takes(words: list[str]) -> bool:
+        try:
+            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                parsed = parser.parse_args([str(model), "--skip-tokenizer-init", *words])
+                parsed.model = parsed.model_tag
+                vllm.AsyncEngineArgs.from_cli_args(parsed).create_engine_config()
+        except (Exception, SystemExit):
+            return False
+        return True
+
+    return takes
+
+
+def enforced(flags: list[dict[str, Any]], takes: Callable[[list[str]], bool]) -> list[dict[str, Any]]:
+    """The flags with only the bounds the engine refuses a number past; the others' configs are not built."""
+    past = {"ge": -1, "gt": 0, "le": 1, "lt": 0}
+    for entry in flags:
+        step = 1 if entry["takes"] == "int" else 0.001
+        bounds = {
+            name: bound for name, bound in entry.get("bounds", {}).items()
+            if not takes([f"{entry['names'][0]}={bound + past[name] * step}"])
+        }  # fmt: skip
+        entry.pop("bounds", None)
+        entry.pop("field", None) if not bounds else entry.update(bounds=bounds)
+    return flags
+
+
+def verdicts(parser: argparse.ArgumentParser, asked: list[list[str]], engine: Callable[[list[str]], bool], bounded: set[str]) -> list[list[Any]]:
     """[words, whether vLLM takes them] for each probe: refused is an error exit or any exception of its parser,
-    or, with `fields`, a value set that its config field refuses."""
+    or, where the words set a flag whose config field declares bounds (`bounded`, their dests), of its engine."""
     answered = []
     for words in asked:
         try:
@@ -144,43 +198,9 @@ def verdicts(parser: argparse.ArgumentParser, asked: list[list[str]], fields: Op
         except (Exception, SystemExit):
             answered.append([words, False])
             continue
-        set_values = [(dest, value) for dest, value in vars(parsed).items() if value != parser.get_default(dest)]
-        answered.append([words, fields is None or all(fields(dest, value) for dest, value in set_values)])
+        sets = {dest for dest, value in vars(parsed).items() if value != parser.get_default(dest)}
+        answered.append([words, engine(words) if sets & bounded else True])
     return answered
-
-
-def bound_probes(flags: list[dict[str, Any]]) -> list[list[str]]:
-    """Values at and either side of each bound a config field declares."""
-    asked = []
-    for entry in flags:
-        step = 1 if entry["takes"] == "int" else 0.001
-        for bound in entry.get("bounds", {}).values():
-            asked += [[f"{entry['names'][0]}={value}"] for value in (bound - step, bound, bound + step)]
-    return asked
-
-
-def field_check(parser: argparse.ArgumentParser) -> FieldCheck:
-    """Whether a value set by the parser is one its config field's bounds admit, by pydantic with the field's own
-    annotation and metadata, as the engine validates its config at start."""
-    from typing import Annotated
-
-    import pydantic
-
-    titles = {action.dest: group.title or "" for group in parser._action_groups for action in group._group_actions}
-
-    def check(dest: str, value: Any) -> bool:
-        bounded = config_bounds(titles.get(dest, ""), dest)
-        if bounded is None or value is None:
-            return True
-        title, field_name = bounded[0].split(".")
-        field = config_fields(title)[field_name]
-        try:
-            pydantic.TypeAdapter(Annotated[(field.annotation, *field.metadata)]).validate_python(value)
-        except pydantic.ValidationError:
-            return False
-        return True
-
-    return check
 
 
 def main() -> None:
@@ -191,17 +211,17 @@ def main() -> None:
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     table_path, verdicts_path = map(Path, sys.argv[1:3])
     parser = serve_parser()
-    read = {
-        "vllm": version("vllm"),
-        "read": datetime.date.today().isoformat(),
-        "python": ".".join(map(str, sys.version_info[:3])),
-    }
-    flags = describe(parser, config_bounds)
+    read = {"vllm": version("vllm"), "python": ".".join(map(str, sys.version_info[:3]))}
+    described = describe(parser, config_bounds)
+    dests = {name: action.dest for action in parser._actions for name in action.option_strings}
+    bounded = {dests[entry["names"][0]] for entry in described if "bounds" in entry}
+    engine = engine_takes(parser)
+    asked = probes(described)  # with every bound declared, the ones the engine skips too
+    flags = enforced(described, engine)
     table = {"about": "vllm serve's flags as vLLM's own parser declares them; written by tools/vllm_cli_table.py", **read}
     table_path.write_text(dumps(table, "flags", flags))
-    answers = {"about": "vLLM's own answer to each entry (its parser, and for bounds its config fields); written by tools/vllm_cli_table.py", **read}
-    answered = verdicts(parser, probes(flags) + bound_probes(flags), field_check(parser))
-    verdicts_path.write_text(dumps(answers, "verdicts", answered))
+    answers = {"about": "vLLM's own answer to each entry (its parser, and its engine where bounds apply); written by tools/vllm_cli_table.py", **read}
+    verdicts_path.write_text(dumps(answers, "verdicts", verdicts(parser, asked, engine, bounded)))
 
 
 def dumps(head: dict[str, Any], key: str, rows: list[Any]) -> str:

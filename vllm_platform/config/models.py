@@ -10,7 +10,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, Valid
 
 from vllm_platform.config.base import DNS_1035_LABEL, S3_BUCKET_NAME, Section, check_label, check_ordered, check_pattern
 from vllm_platform.config.quantities import cpu_millis, memory_mib
-from vllm_platform.contract import images, vllm_flags
+from vllm_platform.contract import images, vllm_flags, vllm_parser
 from vllm_platform.pins import DEFAULT_VLLM_IMAGE
 
 # huggingface_hub's validate_repo_id (utils/_validators.py): `namespace/name`, each of letters, digits and
@@ -182,11 +182,11 @@ class Model(Section):
     extra_args: list[StrictStr] = Field(
         [],
         description=(
-            "passed to `vllm serve`, one flag per entry (`--name` or `--name=value`); flags the platform sets itself "
+            "passed to `vllm serve`, read as the pinned release's own parser reads them; flags the platform sets itself "
             "(`--model`, `--port`, `--tensor-parallel-size`, ...) are refused in every spelling vLLM accepts (`-tp`, "
             "underscores, prefixes, `--flag=value`), and so are pipeline, data and prefill context parallelism above 1, "
-            "which would need more GPUs than the pod gets; the rest must parse as the pinned vLLM release's own parser "
-            "reads it (see \"`extraArgs` and vLLM's own flags\")"
+            "which would need more GPUs than the pod gets; names and values that release refuses at start are refused "
+            "here (see \"`extraArgs` and vLLM's own flags\")"
         ),
     )
     startup_timeout_seconds: Optional[StrictInt] = Field(
@@ -246,31 +246,9 @@ class Model(Section):
     @field_validator("extra_args")
     @classmethod
     def _flags_that_work(cls, values: list[str], info: ValidationInfo) -> list[str]:
-        problems, refused = [], []
-        parallel = tuple(flag for flag in vllm_flags.PARALLEL_FLAGS if flag != vllm_flags.TENSOR_PARALLEL)
-        for flag in vllm_flags.flags(values):
-            read_as = next((name for name in (*vllm_flags.MANAGED_FLAGS, *parallel) if vllm_flags.names(flag, name)), None)
-            spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
-            if read_as in vllm_flags.MANAGED_FLAGS:
-                refused.append(flag.written)
-                problems.append(f"{spelled} is set by the platform itself; remove it from extraArgs")
-            # vLLM starts size x tensorParallelSize workers, one GPU each, in a pod that has
-            # tensorParallelSize GPUs: it cannot start, and the pod crash-loops.
-            elif read_as in parallel and flag.value != "1":
-                refused.append(flag.written)
-                problems.append(
-                    f"{spelled} {flag.value}: vLLM would need {flag.value} x tensorParallelSize GPUs and the pod "
-                    "gets tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
-                )
-        problems += vllm_flags.word_problems(values, refused)
-        # The rest as the pinned release's own parser reads them, each entry on its own (an entry is one flag):
-        # a name or value it refuses stops vLLM at start. Another release's flags are not known here.
-        if vllm_flags.checks_image(str(info.data.get("image"))):
-            for word in values:
-                if vllm_flags.word_problems([word]) or any(flag.written in refused for flag in vllm_flags.flags([word])):
-                    continue
-                if refusal := vllm_flags.refusal([word]):
-                    problems.append(f"{word!r}: vLLM {vllm_flags.table_release()} refuses it at start, and the pod would crash-loop: {refusal}")
+        # `image` is declared before `extraArgs`, so it is validated first: the release it runs decides whether
+        # vLLM's own parser reads the entries here (a test holds the order).
+        problems = vllm_flags.extra_args_problems(values, pinned=vllm_parser.checks_image(str(info.data.get("image"))))
         if problems:
             raise ValueError("; ".join(problems))
         return values

@@ -2,23 +2,18 @@
 
 The stack config's extraArgs check and the policy pack both ask what a vLLM command line sets; a
 spelling one of them missed would let a flag past it. Which flags there are, and what values they take,
-comes from vllm_serve_flags.json: `vllm serve`'s parser as vLLM declares it at the release the default
-image pins, written by tools/vllm_cli_table.py. Part of the contract package: it imports nothing outside
-the standard library.
+is vllm_parser's to say, from the table of the release the default image pins. Part of the contract
+package: it imports nothing outside the standard library.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
-from vllm_platform.contract import images
+from vllm_platform.contract import vllm_parser
 
 TENSOR_PARALLEL = "--tensor-parallel-size"
 PIPELINE_PARALLEL = "--pipeline-parallel-size"
@@ -72,16 +67,14 @@ UNWORKABLE_FLAGS = {
     "--headless": "vLLM then starts the engine without its API server, so the port never opens",
     "--help": "vLLM then prints its help and exits, and the pod restarts forever",
 }
-# A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.level`.
-FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:\.[A-Za-z0-9_-]+)*", re.ASCII)
+# A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.mode`, and a
+# dotted key's list element, `--compilation-config.cudagraph_capture_sizes+`.
+FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:(?:\.[A-Za-z0-9_-]+)+\+?)?", re.ASCII)
 PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
-# In a value that is not JSON: whitespace, quotes and shell syntax. No shell reads argv, so vLLM would get
-# them literally, and no flag of vLLM's takes such a value.
+# In a value that is not JSON, for a release whose flags are not known here: whitespace, quotes and shell
+# syntax. No shell reads argv, so vLLM would get them literally; few of its flags take such a value.
 NOT_IN_A_VALUE = re.compile(r"[\s\"'`$;&|<>\\]")
-SERVE_FLAGS_TABLE = Path(__file__).with_name("vllm_serve_flags.json")
-# vLLM's parser reads `-O3`, `-O=3` and `-O 3` as --optimization-level (utils/argparse_utils.py).
-OPTIMIZATION_LEVEL = "--optimization-level"
-_OPTIMIZATION_LEVELS = ("0", "1", "2", "3")
+READ_AS_THE_MODEL = "is not a flag: vLLM would read it as the model to serve"
 # A flag and what follows it: `--flag=value`, or `--flag value` given as one word.
 _FLAG_AND_VALUE = re.compile(r"(-[^\s=]+)(?:=|\s+)(.*)", re.DOTALL)
 _NUMBER = re.compile(r"-\d+(\.\d+)?")
@@ -99,10 +92,8 @@ def is_flag(word: str) -> bool:
 
 def long_form(flag: str) -> str:
     if not flag.startswith("--"):
-        return short_aliases().get(flag, flag)
-    # vLLM turns underscores into dashes up to the first dot; what follows a dot is a key of a JSON flag.
-    name, dot, key = flag[2:].partition(".")
-    return "--" + name.replace("_", "-") + dot + key
+        return vllm_parser.short_aliases().get(flag, flag)
+    return vllm_parser.dashed(flag)
 
 
 def flags(words: Iterable[str]) -> list[Flag]:
@@ -152,14 +143,50 @@ def _number(text: str) -> Optional[float]:
         return None
 
 
-def word_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str]:
+def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
+    """Why an extraArgs list cannot work as written, one line each. `pinned`: the image runs the release the
+    table is read from, whose own parser then reads the entries as vLLM will."""
+    problems, refused = [], []
+    parallel = tuple(flag for flag in PARALLEL_FLAGS if flag != TENSOR_PARALLEL)
+    for flag in flags(words):
+        read_as = next((name for name in (*MANAGED_FLAGS, *parallel) if names(flag, name)), None)
+        spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
+        size = _whole(flag.value)
+        if read_as in MANAGED_FLAGS:
+            refused.append(flag.written)
+            problems.append(f"{spelled} is set by the platform itself; remove it from extraArgs")
+        # vLLM starts size x tensorParallelSize workers, one GPU each, in a pod that has
+        # tensorParallelSize GPUs: it cannot start, and the pod crash-loops. A size below 1 is the parser's.
+        elif read_as in parallel and size is not None and size > 1:
+            refused.append(flag.written)
+            problems.append(
+                f"{spelled} {flag.value}: vLLM would need {size} x tensorParallelSize GPUs and the pod gets "
+                "tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
+            )
+    problems += word_problems(words, refused, pinned)
+    if pinned:
+        problems += parser_problems(words, refused)
+    return problems
+
+
+def _whole(text: Optional[str]) -> Optional[int]:
+    """A size as vLLM's int() reads it (`2`, `+2`, `02`); None for none, or for what is no whole number."""
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def word_problems(words: Sequence[str], refused: Iterable[str] = (), pinned: bool = False) -> list[str]:
     """Why entries of an extraArgs list cannot work as written, one line each; `refused` are the written
     flags already refused for what they set, whose entries are not examined again.
 
-    Each entry is one flag, `--name` or `--name=value`. A word of its own is refused even where it was
-    meant as the value of the flag before it: after a flag that takes no value vLLM reads the word as the
-    positional model to serve, over `--model`, and only the release's own table of flags tells the two
-    apart. One flag per entry keeps each entry readable on its own, whatever the release."""
+    Where the entries are of the release the table is read from (`pinned`), its own parser reads them next
+    (`parser_problems`): a flag's value may be the entry after it, and what a value may be is the parser's to
+    say. For another release each entry is one flag, `--name` or `--name=value`: a word of its own is refused
+    even where it was meant as the value of the flag before it, since after a flag that takes no value vLLM
+    reads the word as the model to serve and only the release's table tells the two apart; and a value is
+    held to what a flag of vLLM's is known to take."""
     problems: list[str] = []
     skip = set(refused)
     previous: Optional[str] = None
@@ -171,13 +198,10 @@ def word_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str
         elif word == "--":
             problems.append("'--' ends vLLM's flags: every word after it is a positional, read as the model to serve")
         elif not is_flag(word):
-            if after in skip:
+            if pinned or after in skip:
                 continue
             fix = f", such as {after}={word}" if after else ""
-            problems.append(
-                f"{word!r} is not a flag: vLLM would read it as the model to serve; write each flag with its value "
-                f"as one entry{fix}"
-            )
+            problems.append(f"{word!r} {READ_AS_THE_MODEL}; write each flag with its value as one entry{fix}")
         elif flag in skip or _joined_with_space(word) in skip:
             continue
         elif (joined := _FLAG_AND_VALUE.fullmatch(word)) and "=" not in word:
@@ -186,9 +210,49 @@ def word_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str
             problems.append(f"{flag!r} is not a flag name vLLM has (--lower-case-words, or -tp and its like)")
         elif reason := next((why for name, why in UNWORKABLE_FLAGS.items() if names(Flag(long_form(flag), None, flag), name)), None):
             problems.append(f"{flag} cannot work here: {reason}")
-        elif "=" in word and (value_problem := _value_problem(given)):
+        elif "=" in word and (value_problem := _value_problem(given, pinned)):
             problems.append(f"{word!r}: {value_problem}")
     return problems
+
+
+def parser_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[str]:
+    """Why the table's release would refuse the entries at start, one line per flag with the entries that are
+    its values; entries already refused (`refused`, or with a problem of their own) are not read again. The
+    entries are read together first, as vLLM reads them: where it takes them all, no run of them is refused."""
+    skip = set(refused)
+    runs = [
+        run for run in _runs(words)
+        if not (run[0].partition("=")[0] in skip or _joined_with_space(run[0]) in skip or any(word_problems([w], (), True) for w in run))
+    ]  # fmt: skip
+    read = [word for run in runs for word in run]
+    if (whole := vllm_parser.refusal(read)) is None:
+        model = vllm_parser.model_word(read)
+        return [] if model is None else [f"{model!r} {READ_AS_THE_MODEL}, which the fit checks never see"]
+    refusals = [(run, because) for run in runs if (because := vllm_parser.refusal(run))]
+    return [_refused_at_start(run, because) for run, because in refusals or [(read, whole)]]
+
+
+def _refused_at_start(words: Sequence[str], because: str) -> str:
+    shown = ", ".join(map(repr, words))
+    return f"{shown}: vLLM {vllm_parser.table_release()} refuses it at start, and the pod would crash-loop: {because}"
+
+
+def _runs(words: Sequence[str]) -> list[list[str]]:
+    """The entries in the runs vLLM's parser reads together: a flag and the entries after it that are not flags
+    (its values, or words read as the model); a word with a dot and no `=` that starts with '-' (a dotted flag,
+    or a value such as -1.5, which vLLM reads as one too) takes the next entry, whatever it is."""
+    runs: list[list[str]] = []
+    for word in words:
+        last = runs[-1] if runs else None
+        if last is not None and (not is_flag(word) or _dotted_without_value(last[-1])):
+            last.append(word)
+        else:
+            runs.append([word])
+    return runs
+
+
+def _dotted_without_value(word: str) -> bool:
+    return word.startswith("-") and "." in word and "=" not in word
 
 
 def _joined_with_space(word: str) -> str:
@@ -196,15 +260,13 @@ def _joined_with_space(word: str) -> str:
     return joined[1] if joined else word
 
 
-def _value_problem(value: str) -> Optional[str]:
+def _value_problem(value: str, pinned: bool) -> Optional[str]:
+    if pinned:
+        return None  # what a value may be is the parser's to say
     if not value:
         return "has no value after '='"
     if value[0] in "{[":
-        try:
-            json.loads(value)
-        except ValueError as error:
-            return f"is not valid JSON ({error.msg} at column {error.colno}), which vLLM would refuse at start"
-        return None
+        return _json_problem(value)
     if NOT_IN_A_VALUE.search(value):
         return (
             "holds whitespace, a quote or shell syntax: no shell reads it, so vLLM would get it literally and refuse "
@@ -213,157 +275,9 @@ def _value_problem(value: str) -> Optional[str]:
     return None
 
 
-@lru_cache(maxsize=None)
-def serve_table() -> dict[str, Any]:
-    return json.loads(SERVE_FLAGS_TABLE.read_text())
-
-
-def table_release() -> str:
-    """The vLLM release the table is read from, as vLLM's images tag it: v0.31.0."""
-    return f"v{serve_table()['vllm']}"
-
-
-def checks_image(image: str) -> bool:
-    """Whether the table is this image's vLLM: the image carries the release's tag, on any registry or mirror."""
-    reference = images.parse(image)
-    return reference is not None and reference.tag == table_release()
-
-
-@lru_cache(maxsize=None)
-def short_aliases() -> dict[str, str]:
-    """vLLM's single-dash spellings, each with the long flag it stands for: -tp, -pp, -q, ..."""
-    aliases = {}
-    for entry in serve_table()["flags"]:
-        long = next(name for name in entry["names"] if name.startswith("--"))
-        aliases.update({name: long for name in entry["names"] if not name.startswith("--")})
-    return aliases
-
-
-class Refused(Exception):
-    """What vLLM's parser would print before it exits."""
-
-
-class _RefusingParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise Refused(message)
-
-
-class _Exits(argparse.Action):
-    """--help and its like: vLLM prints and exits before it serves."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **_: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0)
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
-        raise Refused(f"{option_string} prints and exits")
-
-
-def _converter(kind: str, none: bool) -> Optional[Callable[[str], Any]]:
-    """The conversion the table names, under the name argparse prints when it fails; None takes any text."""
-    plain: Optional[Callable[[str], Any]] = {"int": int, "float": float, "text": str}.get(kind)
-    if plain is None or not none:
-        return plain
-
-    def convert(text: str) -> Any:
-        return None if text in ("", "None") else plain(text)
-
-    convert.__name__ = plain.__name__
-    return convert
-
-
-def serve_parser() -> argparse.ArgumentParser:
-    """`vllm serve`'s parser rebuilt from the table with the standard library's argparse, which vLLM's is."""
-    return _rebuilt()[0]
-
-
-@lru_cache(maxsize=None)
-def _rebuilt() -> tuple[argparse.ArgumentParser, dict[str, dict[str, Any]]]:
-    """The parser, and the table's entry of each of its flags by the dest argparse gives it."""
-    parser = _RefusingParser(prog="vllm serve", add_help=False)
-    parser.add_argument("model_tag", nargs="?")
-    entries: dict[str, dict[str, Any]] = {}
-    for entry in serve_table()["flags"]:
-        if entry["takes"] == "nothing":
-            parser.add_argument(*entry["names"], action=_Exits if entry.get("exits") else "store_true")
-            continue
-        entries[parser.add_argument(
-            *entry["names"],
-            action="append" if entry.get("repeats") else "store",
-            type=_converter(entry["takes"], entry.get("none", False)),
-            nargs=entry.get("nargs"),
-            choices=entry.get("choices"),
-        ).dest] = entry
-    return parser, entries
-
-
-def as_vllm_reads(words: Sequence[str]) -> list[str]:
-    """The words as vLLM's parser hands them to argparse: underscores in a flag's name as dashes, -O3 as
-    --optimization-level 3, and each dotted flag (`--compilation-config.mode=3`) folded into a JSON value
-    of the flag before its first dot."""
-    read: list[str] = []
-    dotted: dict[str, dict[str, Any]] = {}
-    remaining = list(words)
-    while remaining:
-        word = remaining.pop(0)
-        if word.startswith("--"):
-            name, equals, given = word.partition("=")
-            word = long_form(name) + equals + given
-        elif word.startswith("-O") and word != "-O":
-            read += [OPTIMIZATION_LEVEL, word[3:] if word[2] == "=" else word[2:]]
-            continue
-        elif word == "-O" and remaining[:1] and remaining[0] in _OPTIMIZATION_LEVELS:
-            read.append(OPTIMIZATION_LEVEL)
-            continue
-        name, equals, given = word.partition("=")
-        if not (word.startswith("-") and "." in name):
-            read.append(word)
-            continue
-        if not equals:
-            if not remaining:
-                raise Refused(f"{word} needs a value: vLLM stops at start with an IndexError")
-            given = remaining.pop(0)
-        key, *keys = name.removesuffix("+").split(".")
-        nested: Any = given.split(",") if name.endswith("+") else given
-        for part in reversed(keys):
-            nested = {part: nested}
-        dotted.setdefault(key, {}).update(nested)
-    for key, value in dotted.items():
-        read += [key, json.dumps(value)]
-    return read
-
-
-_BOUNDS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
-    "ge": (">=", lambda value, bound: value >= bound),
-    "gt": (">", lambda value, bound: value > bound),
-    "le": ("<=", lambda value, bound: value <= bound),
-    "lt": ("<", lambda value, bound: value < bound),
-}
-
-
-def _out_of_bounds(parsed: argparse.Namespace) -> Optional[str]:
-    """A value outside the bounds of the config field its flag sets: pydantic refuses it as the engine starts."""
-    for dest, entry in _rebuilt()[1].items():
-        value = getattr(parsed, dest)
-        if value is None or "bounds" not in entry:
-            continue
-        for name, bound in entry["bounds"].items():
-            sign, holds = _BOUNDS[name]
-            if not holds(value, bound):
-                return f"{entry['names'][0]} {value:g}: vLLM's {entry['field']} must be {sign} {bound:g}, checked as the engine starts"
-    return None
-
-
-def refusal(words: Sequence[str]) -> Optional[str]:
-    """What vLLM, at the table's release, says when it refuses these words after `vllm serve`; None when it
-    takes them. Its parser refuses them before it loads anything, the engine a value outside its config
-    field's bounds just after: either way the pod exits at start, and crash-loops."""
+def _json_problem(value: str) -> Optional[str]:
     try:
-        parsed, unknown = serve_parser().parse_known_args(as_vllm_reads(words))
-    except Refused as refused:
-        return str(refused)
-    if not unknown:
-        return _out_of_bounds(parsed)
-    word = unknown[0]
-    known = [name for action in serve_parser()._actions for name in action.option_strings]
-    close = difflib.get_close_matches(word.partition("=")[0], known, n=1)
-    return f"unrecognized argument {word}" + (f" (did you mean {close[0]}?)" if close else "")
+        json.loads(value)
+    except ValueError as error:
+        return f"is not valid JSON ({error.msg} at column {error.colno}), which vLLM would refuse at start"
+    return None

@@ -18,7 +18,7 @@ from vllm_platform.config.models import Quantization
 from vllm_platform.config.pools import CapacityKind, GpuNodePool
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import MONITORING_NAMESPACE, images, vllm_flags
+from vllm_platform.contract import MONITORING_NAMESPACE, images, vllm_parser
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
 from vllm_platform.plan import fit
 from vllm_platform.plan.delivery import ImageRoute, WeightsSource
@@ -54,9 +54,9 @@ def config_notes(
             )
             continue
         assert model.pool is not None
-        if extra_args[model.name] and not vllm_flags.checks_image(model.image):
+        if extra_args[model.name] and not vllm_parser.checks_image(model.image):
             notes.append(
-                f"models[{model.name}]: extraArgs are checked against vLLM {vllm_flags.table_release()}'s own flags, and "
+                f"models[{model.name}]: extraArgs are checked against vLLM {vllm_parser.table_release()}'s own flags, and "
                 f"{model.image} is not that release: names and values it refuses would show only as a crash loop"
             )
         if model.weights.source is WeightsSource.S3 and cfg.cluster.existing is not None:
