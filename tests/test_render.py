@@ -6,6 +6,7 @@ import base64
 import subprocess
 import sys
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,27 @@ def test_committed_stack_custom_resources_match_their_crds(stack: str, crd_dir: 
     custom = [m for m in rendered_stack(stack).manifests() if schemas.is_custom_resource(m)]
     assert custom
     assert schemas.validate_manifests(custom, kubernetes_version(stack), crd_dir) == []
+
+
+def test_fetch_crds_downloads_the_crd_of_every_custom_kind_the_program_renders(crd_dir: Path) -> None:
+    """A GitHub runner validates against what tools/fetch-crds downloads, not the shared folder: a kind it
+    misses would fail the pull-request check with "no CRD for"."""
+    script = (Path(__file__).parent.parent / "tools" / "fetch-crds").read_text()
+    fetched = set(re.findall(r'/([A-Za-z0-9_.-]+\.yaml)"', script))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    defined_in = {
+        key: path.name
+        for path in sorted(crd_dir.glob("*.yaml"))
+        for key in schemas.schemas_of(yaml.load_all(path.read_text(), Loader=loader))
+    }
+    rendered = {
+        (m["apiVersion"], m["kind"])
+        for stack in COMMITTED_STACKS
+        for m in rendered_stack(stack).manifests()
+        if schemas.is_custom_resource(m)
+    }
+    assert rendered and all(kind in defined_in for kind in rendered)
+    assert {kind: defined_in[kind] for kind in rendered if defined_in[kind] not in fetched} == {}
 
 
 def test_schema_validation_catches_a_broken_object(crd_dir: Path) -> None:
