@@ -10,8 +10,9 @@ from functools import lru_cache
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, plan_of, render_document, rendered_stack, resources_of
+from tests.conftest import COMMITTED_STACKS, document_plan, minimal_document, objects_of, plan_of, render_document, rendered_stack, resources_of
 from tools import mocks, schemas
 from vllm_platform import pins
 from vllm_platform.config.errors import ConfigError
@@ -216,6 +217,22 @@ def test_prometheus_ignores_namespaces_outside_the_platform() -> None:
     assert selector_matches(selector, {**MONITOR_SELECTOR_LABELS, "team": "x"})
     assert not selector_matches(selector, {"kubernetes.io/metadata.name": "other-team"})
     assert not selector_matches(selector, {"app.kubernetes.io/part-of": "someone-else"})
+
+
+@pytest.mark.parametrize("interval, timeout", [("500ms", "500ms"), ("1500ms", "1500ms"), ("5s", "5s"), ("10s", "10s"), ("1m", "10s")])
+def test_the_dcgm_scrape_timeout_is_a_duration_the_operator_takes_and_within_the_interval(
+    interval: str, timeout: str, crd_dir: Any
+) -> None:
+    """The ServiceMonitor CRD's own duration pattern: a timeout such as 0.5s would make the API server refuse the
+    DCGM release's monitor."""
+    plan = document_plan(minimal_document(observability={"prometheus": {"scrapeInterval": interval}}))
+    written = monitoring.dcgm_exporter_values(plan)["serviceMonitor"]["scrapeTimeout"]
+    assert written == timeout
+    crd = next(d for d in yaml.safe_load_all((crd_dir / "monitoring.coreos.com_servicemonitors.yaml").read_text()) if d)
+    endpoint = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["endpoints"]
+    pattern = endpoint["items"]["properties"]["scrapeTimeout"]["pattern"]
+    assert re.fullmatch(pattern, written)
+    assert not re.fullmatch(pattern, "0.5s"), "the pattern refuses the form the chart values once had"
 
 
 def test_the_dcgm_monitor_is_selected_and_tolerates_gpu_nodes() -> None:

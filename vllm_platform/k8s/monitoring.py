@@ -263,7 +263,9 @@ def http_add_on_values() -> dict[str, Any]:
 
 def dcgm_exporter_values(plan: Plan) -> dict[str, Any]:
     interval = plan.config.observability.prometheus.scrape_interval
-    timeout = min(DCGM_SCRAPE_TIMEOUT_SECONDS, duration_seconds(interval))
+    # Below the chart's 10 s the timeout is the interval itself, written as the config wrote it: 500ms stays
+    # 500ms, which the operator's duration pattern takes, where 0.5s would be refused.
+    timeout = interval if duration_seconds(interval) < DCGM_SCRAPE_TIMEOUT_SECONDS else f"{DCGM_SCRAPE_TIMEOUT_SECONDS}s"
     return {
         "fullnameOverride": DCGM_EXPORTER.release,
         "nodeSelector": dict(GPU_NODE_SELECTOR),
@@ -275,7 +277,7 @@ def dcgm_exporter_values(plan: Plan) -> dict[str, Any]:
             "enabled": True,
             "interval": interval,
             # The chart always writes a timeout; above the interval, the operator refuses the whole monitor.
-            "scrapeTimeout": f"{timeout:g}s",
+            "scrapeTimeout": timeout,
             # The exporter labels each GPU with the namespace and pod it is allocated to; without
             # honorLabels Prometheus would overwrite them with the exporter pod's own.
             "honorLabels": True,
