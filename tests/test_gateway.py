@@ -13,13 +13,15 @@ from tests.conftest import ADMIN, minimal_document, objects_of, render_document,
 from tools import mocks
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import parse_config
-from vllm_platform.contract import CLIENT_ID_HEADER, GATEWAY_KEYS_SECRET, MODEL_HEADER
+from vllm_platform.config.observability import duration_seconds
+from vllm_platform.contract import CLIENT_ID_HEADER, GATEWAY_KEYS_SECRET, GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_ROUTES_NAMESPACE, MODEL_HEADER
 from vllm_platform.k8s import gateway as manifests
 from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
 
 KEY_A = "a" * 40
 KEY_B = "b" * 40
+HOST = "llm.example.com"
 CERTIFICATE = "arn:aws:acm:us-west-2:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 
 
@@ -174,11 +176,11 @@ def test_each_client_has_a_shared_token_bucket_of_the_tokens_it_counts() -> None
 def test_internet_exposure_needs_tls_and_an_allowlist() -> None:
     [refused] = problems(base(exposure="internet", allowedSourceCidrs=["203.0.113.0/24"]))
     assert "gateway" in refused and "tls.certificateArn" in refused
-    [refused] = problems(base(exposure="internet", tls={"certificateArn": CERTIFICATE}))
+    [refused] = problems(base(exposure="internet", hostname=HOST, tls={"certificateArn": CERTIFICATE}))
     assert "allowedSourceCidrs" in refused
-    [refused] = problems(base(exposure="internet", tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["0.0.0.0/0"]))
+    [refused] = problems(base(exposure="internet", hostname=HOST, tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["0.0.0.0/0"]))
     assert "whole internet" in refused
-    plan = plan_of(base(exposure="internet", tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["203.0.113.0/24"]))
+    plan = plan_of(base(exposure="internet", hostname=HOST, tls={"certificateArn": CERTIFICATE}, allowedSourceCidrs=["203.0.113.0/24"]))
     service = manifests.proxy_service(plan.gateway)  # type: ignore[arg-type]
     assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["loadBalancerClass"] == "service.k8s.aws/nlb"
     assert service["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
@@ -186,6 +188,28 @@ def test_internet_exposure_needs_tls_and_an_allowlist() -> None:
     annotations = service["metadata"]["annotations"]
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internet-facing"
     assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERTIFICATE
+
+
+def test_tls_needs_the_hostname_its_certificate_names_and_a_load_balancer() -> None:
+    """Without a hostname the endpoint would be the NLB's *.elb.amazonaws.com name, which no ACM certificate names."""
+    [refused] = problems(base(tls={"certificateArn": CERTIFICATE}))
+    assert "gateway" in refused and "tls needs hostname" in refused
+    [refused] = problems(base(exposure="cluster", hostname=HOST, tls={"certificateArn": CERTIFICATE}))
+    assert "exposure cluster" in refused
+    plan = plan_of(base(hostname=HOST, tls={"certificateArn": CERTIFICATE}))
+    assert manifests.endpoint(plan.gateway, "k8s-envoy-0123.elb.us-west-2.amazonaws.com") == f"https://{HOST}/v1"  # type: ignore[arg-type]
+
+
+def test_envoy_keeps_silent_connections_open_through_the_nlb_and_its_proxies_wait_for_target_health() -> None:
+    """An NLB drops a flow silent for 350 s; a non-streamed generation or a wake from zero can be longer."""
+    plan = plan_of(base())
+    [policy] = [o for o in manifests.routed_objects(plan) if o["kind"] == "ClientTrafficPolicy"]
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}]
+    keepalive = policy["spec"]["tcpKeepalive"]
+    assert duration_seconds(keepalive["idleTime"]) < 350 and duration_seconds(keepalive["interval"]) < 350
+    labels = {n["metadata"]["name"]: n["metadata"]["labels"] for n in manifests.gateway_namespaces()}
+    assert labels[GATEWAY_NAMESPACE][manifests.READINESS_GATE_LABEL] == "enabled", "the proxies are the NLB's targets"
+    assert manifests.READINESS_GATE_LABEL not in labels[GATEWAY_ROUTES_NAMESPACE]
 
 
 def test_exposure_is_internal_by_default_and_cluster_needs_no_load_balancer() -> None:

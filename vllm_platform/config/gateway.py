@@ -108,7 +108,9 @@ class Gateway(Section):
             "the endpoint output is the load balancer's own name"
         ),
     )
-    tls: Optional[Tls] = Field(None, description="TLS at the NLB with an ACM certificate; required for `internet`")
+    tls: Optional[Tls] = Field(
+        None, description="TLS at the NLB with an ACM certificate for `hostname`, which it needs; required for `internet`"
+    )
     allowed_source_cidrs: list[StrictStr] = Field(
         [], description="the only source CIDRs the NLB admits; required for `internet`, and never 0.0.0.0/0 there"
     )
@@ -131,6 +133,18 @@ class Gateway(Section):
     @classmethod
     def _cidrs(cls, values: list[str]) -> list[str]:
         return check_cidrs(values)
+
+    @model_validator(mode="after")
+    def _tls_names_a_host(self) -> "Gateway":
+        if self.tls is None:
+            return self
+        if self.exposure is Exposure.CLUSTER:
+            raise ValueError("tls with exposure cluster: the NLB terminates TLS and a ClusterIP has none; use exposure internal or internet, or drop tls")
+        if self.hostname is None:
+            # The endpoint would otherwise be the NLB's own *.elb.amazonaws.com name, which no ACM certificate can
+            # name: every client would fail to verify it.
+            raise ValueError("tls needs hostname: the DNS name your certificate names and clients call, pointed at the load balancer")
+        return self
 
     @model_validator(mode="after")
     def _exposure_is_safe(self) -> "Gateway":

@@ -49,6 +49,7 @@ from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, P
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 BACKEND_TRAFFIC_POLICY = Kind(ENVOY_GATEWAY_API, "BackendTrafficPolicy")
+CLIENT_TRAFFIC_POLICY = Kind(ENVOY_GATEWAY_API, "ClientTrafficPolicy")
 GATEWAY_CLASS = "vllm-platform"
 # Envoy Gateway's GatewayClass controller, as AI Gateway's envoy-gateway-values.yaml (v1.1.0) names it.
 GATEWAY_CONTROLLER = "gateway.envoyproxy.io/gatewayclass-controller"
@@ -84,6 +85,12 @@ PROXY_METRICS_PORT = "metrics"
 EXTPROC_METRICS_PORT = "aigw-admin"
 ENVOY_METRICS_PATH = "/stats/prometheus"
 NLB_CLASS = "service.k8s.aws/nlb"
+READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
+# An NLB closes a flow that carries nothing for 350 s (fixed on TLS listeners; AWS, "Update the TCP idle timeout
+# for your Network Load Balancer listener", read 2026-12-03), and a non-streamed generation, or a request waiting
+# for a model's cold start, can be silent longer than that. Keepalive probes reset that timer: Envoy sends them
+# on every downstream connection after a minute of silence.
+DOWNSTREAM_KEEPALIVE = {"idleTime": "60s", "interval": "30s", "probes": 3}
 
 
 def _labels(component: str) -> dict[str, str]:
@@ -413,6 +420,11 @@ def backend_traffic_policy(gateway: GatewayPlan) -> dict[str, Any]:
     )
 
 
+def client_traffic_policy() -> dict[str, Any]:
+    """TCP keepalives towards the clients, so that the NLB between keeps a silent request's connection open."""
+    return _gateway_policy(CLIENT_TRAFFIC_POLICY, "llm-gateway-clients", {"tcpKeepalive": dict(DOWNSTREAM_KEEPALIVE)})
+
+
 def redis_objects() -> list[dict[str, Any]]:
     """The rate limit's counters: one Redis, hardened, with requests, reachable only from the gateway's namespace."""
     labels = _labels("ratelimit-store")
@@ -513,8 +525,12 @@ def gateway_namespaces() -> list[dict[str, Any]]:
     """Envoy Gateway and its proxies; AI Gateway's controller; the routes, keys and policies. The Gateway is not
     in Envoy Gateway's own namespace, where AI Gateway v1.1 does not attach its filter (envoyproxy/ai-gateway#1708)."""
     labels = {**MONITOR_SELECTOR_LABELS, "pod-security.kubernetes.io/enforce": "baseline"}
+    # The proxies, the NLB's IP targets, get the AWS Load Balancer Controller's readiness gate: a rolling update
+    # waits for each new pod to be healthy in the target group before the next old one goes. Inert where the
+    # controller is not installed; its pod webhook fails open (podMutatorWebhookConfig.failurePolicy: Ignore).
+    proxies = {**labels, READINESS_GATE_LABEL: "enabled"}
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels)}}
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(proxies if name == GATEWAY_NAMESPACE else labels)}}
         for name in (GATEWAY_NAMESPACE, AI_GATEWAY_NAMESPACE, GATEWAY_ROUTES_NAMESPACE)
     ]
 
@@ -526,4 +542,4 @@ def routed_objects(plan: Plan, docker_hub_registry: Optional[str] = None) -> lis
     objects = [gateway_class(), envoy_proxy(gateway, docker_hub_registry), gateway_config(), gateway_object(gateway)]
     for route in gateway.routes:
         objects += [backend(route), ai_service_backend(route), ai_gateway_route(route, plan)]
-    return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway)]
+    return [*objects, security_policy(gateway, plan), backend_traffic_policy(gateway), client_traffic_policy()]
