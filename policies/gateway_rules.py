@@ -81,17 +81,43 @@ def _open_to_all(cidr: str) -> bool:
         return False
 
 
+def _internet_facing(service: Mapping[str, Any]) -> bool:
+    """The AWS Load Balancer Controller (loadBalancerClass service.k8s.aws/nlb) makes an internal NLB unless the
+    scheme says internet-facing; without a class, EKS's in-tree provider makes an internet-facing one unless the
+    Service asks for an internal one."""
+    annotations = dig(service, "metadata", "annotations") or {}
+    scheme = annotations.get(f"{NLB_ANNOTATION}scheme")
+    if scheme is not None or dig(service, "spec", "loadBalancerClass") is not None:
+        return scheme == "internet-facing"
+    return str(annotations.get(f"{NLB_ANNOTATION}internal", "")).lower() not in ("true", "0.0.0.0/0")
+
+
+def _ports_without_tls(service: Mapping[str, Any], ssl_ports: Any) -> list[str]:
+    """The Service's ports the NLB serves without TLS: every port is TLS when ssl-ports is unset or `*`, else
+    only those it names (by number or by name)."""
+    if ssl_ports is None or str(ssl_ports).strip() == "*":
+        return []
+    named = {p.strip() for p in str(ssl_ports).split(",")}
+    # The engine hands numbers over as floats: 443.0 is port 443.
+    numbers = [(f"{p.get('port'):g}" if isinstance(p.get("port"), (int, float)) else str(p.get("port")), str(p.get("name"))) for p in items(dig(service, "spec", "ports"))]
+    return [number for number, name in numbers if number not in named and name not in named]
+
+
 def check_internet_exposure(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # An internet-facing load balancer without TLS sends keys and prompts in the clear; without a source list
     # it takes every scanner on the internet.
-    if args.resource_type != SERVICE:
+    if args.resource_type != SERVICE or dig(args.props, "spec", "type") != "LoadBalancer":
+        return 0
+    if not _internet_facing(args.props):
         return 0
     annotations = dig(args.props, "metadata", "annotations") or {}
-    if annotations.get(f"{NLB_ANNOTATION}scheme") != "internet-facing":
-        return 0
     where = describe(args.resource_type, args.props, args.name)
     if not annotations.get(f"{NLB_ANNOTATION}ssl-cert"):
         report(f"{where}: internet-facing without {NLB_ANNOTATION}ssl-cert; terminate TLS with an ACM certificate")
+    else:
+        plain = _ports_without_tls(args.props, annotations.get(f"{NLB_ANNOTATION}ssl-ports"))
+        if plain:
+            report(f"{where}: internet-facing with ports {', '.join(plain)} outside {NLB_ANNOTATION}ssl-ports, in the clear; list every port there")
     ranges = [str(r) for r in items(dig(args.props, "spec", "loadBalancerSourceRanges"))]
     if not ranges or any(_open_to_all(r) for r in ranges):
         report(f"{where}: internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges")

@@ -309,6 +309,13 @@ BROKEN = [
          lambda i: i["spec"].update(loadBalancerSourceRanges=["203.0.113.0/24", "0.0.0.0/0"]), "open to every source"),
     case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "no-allowlist",
          lambda i: i["spec"].pop("loadBalancerSourceRanges"), "open to every source"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "a-port-in-the-clear",
+         lambda i: i["spec"]["ports"].append({"name": "plain", "port": 80, "targetPort": 10080, "protocol": "TCP"}),
+         "ports 80 outside service.beta.kubernetes.io/aws-load-balancer-ssl-ports, in the clear"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_GATEWAY_SERVICE, "in-tree-default-scheme",
+         lambda i: (i["spec"].pop("loadBalancerClass"), i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-scheme"),
+                    i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-ssl-cert")),
+         "internet-facing without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
     case("gateway-keys-in-secrets", PROD_KEYS_POLICY, "keys-in-a-configmap",
          lambda i: i["spec"]["apiKeyAuth"]["credentialRefs"][0].update(kind="ConfigMap"), "is a ConfigMap; keep keys in a Secret"),
     case("gateway-keys-in-secrets", PROD_8B, "key-as-env-literal",
@@ -725,6 +732,14 @@ def test_an_internal_load_balancer_needs_no_certificate() -> None:
     service = rendered("dev", "kubernetes:core/v1:Service", "llm-gateway-service")
     assert service.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"
     assert messages("gateway-internet-needs-tls-and-allowlist", "dev", service) == []
+    # Near-identical to the in-tree case refused above: a classless Service that asks for an internal one.
+    classless = broken(service, lambda i: (i["spec"].pop("loadBalancerClass"), i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-scheme"),
+                                          i["metadata"]["annotations"].update({"service.beta.kubernetes.io/aws-load-balancer-internal": "true"})))
+    assert messages("gateway-internet-needs-tls-and-allowlist", "dev", classless) == []
+    # Every port listed in ssl-ports, by name: no port in the clear.
+    prod = broken(rendered("prod", "kubernetes:core/v1:Service", "llm-gateway-service"),
+                  lambda i: i["metadata"]["annotations"].update({"service.beta.kubernetes.io/aws-load-balancer-ssl-ports": i["spec"]["ports"][0]["name"]}))
+    assert messages("gateway-internet-needs-tls-and-allowlist", "prod", prod) == []
 
 
 def with_decrypted_keys(stack: str) -> list[RecordedResource]:
