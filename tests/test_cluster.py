@@ -756,6 +756,18 @@ def test_an_existing_clusters_name_comes_from_its_stack_when_not_given() -> None
     assert existing_rendering().outputs["clusterName"] == "shared-gpu", "a name given wins"
 
 
+def test_an_existing_clusters_name_is_asked_for_when_its_stack_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    reference = mocks.FAKE_STATE["pulumi:pulumi:StackReference"]
+    without_name = lambda *args, **kwargs: {"outputs": {k: v for k, v in reference(*args, **kwargs)["outputs"].items() if k != "clusterName"}}
+    monkeypatch.setitem(mocks.FAKE_STATE, "pulumi:pulumi:StackReference", without_name)
+    # Named in the config: the referenced stack's outputs are not asked for its name.
+    assert render_document(document, "existing").outputs["clusterName"] == "shared-gpu"
+    del document["config"]["vllm-platform:cluster"]["name"]
+    with pytest.raises(pulumi.RunError, match=r"cluster.name: not set, and stack .* has no clusterName output; set cluster.name"):
+        render_document(document, "existing")
+
+
 @pytest.mark.parametrize("existing", [{"context": "team-a"}, {"kubeconfig": {"secure": "AAABAkubeconfig"}}], ids=["context", "kubeconfig"])
 def test_an_existing_cluster_no_stack_names_needs_a_name(existing: dict[str, Any]) -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())

@@ -61,6 +61,16 @@ def delivery_outputs(bucket: Any, registry: Any) -> dict[str, Any]:
     return {"modelCacheBucket": bucket, "imageRegistry": registry}
 
 
+def _referenced_cluster_name(name: Any, reference: str) -> str:
+    """The referenced stack's clusterName output, which names the cluster when cluster.name does not."""
+    if not isinstance(name, str) or not name:
+        raise pulumi.RunError(
+            f"cluster.name: not set, and stack {reference} (cluster.existing.stackReference) has no clusterName output; "
+            "set cluster.name to the cluster's name"
+        )
+    return name
+
+
 class PlatformCluster(pulumi.ComponentResource):
     """Contract: `provider` is the kubernetes.Provider every Kubernetes resource goes through;
     `ready` lists what must exist before workloads are created (node groups, add-ons);
@@ -97,7 +107,9 @@ class PlatformCluster(pulumi.ComponentResource):
             # require_output: a missing output must fail, not fall back to whatever ~/.kube/config points at.
             kubeconfig_value = pulumi.Output.secret(reference.require_output(existing.kubeconfig_output))
             if plan.config.cluster.name is None:
-                cluster_name = reference.require_output("clusterName")
+                cluster_name = reference.get_output("clusterName").apply(
+                    lambda name, ref=existing.stack_reference: _referenced_cluster_name(name, ref)
+                )
         elif existing.kubeconfig:
             kubeconfig_value = pulumi.Output.secret(existing.kubeconfig)
         self.kubeconfig = kubeconfig_value.apply(_as_text) if kubeconfig_value is not None else None
