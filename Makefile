@@ -8,9 +8,9 @@ OUT ?= build/$(STACK)
 .PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean vllm-flags
 
 # $(1): a virtualenv, created if missing; $(2): the requirements file it installs. pip lists each package
-# as it goes: the first install of the program's venv downloads about 750 MB, for about two minutes.
+# as it goes: the first install of the program's venv fills about 1 GB on disk, in about two minutes.
 define virtualenv
-	@test -x $(1)/bin/python || { echo "creating $(1) (the first time: about 750 MB, about two minutes)"; python3 -m venv $(1); }
+	@test -x $(1)/bin/python || { echo "creating $(1) (the first time: about 1 GB, about two minutes)"; python3 -m venv $(1); }
 	$(1)/bin/python -m pip install --disable-pip-version-check --progress-bar off -r $(2)
 	touch $(1)/.installed
 endef
