@@ -84,6 +84,13 @@ REFUSED_BESIDE_ACCEPTED = [
     ("empty value", "models.0.extraArgs", ["--max-num-seqs="], ["--max-num-seqs=1"], "argument --max-num-seqs: invalid int value: ''"),
     ("dash look-alike", "models.0.extraArgs", ["\u2014enforce-eager"], ["--enforce-eager"], "outside printable ASCII"),
     ("upper-case flag", "models.0.extraArgs", ["--Enforce-Eager"], ["--enforce-eager"], "is not a flag name vLLM has"),
+    # extraArgs that change what the fit checks size, beside values of the same flags that leave it as it is.
+    ("32-bit weights", "models.0.extraArgs", ["--dtype=float32"], ["--dtype=bfloat16"], "--dtype float32: vLLM would hold the weights at 4 bytes a parameter"),
+    ("random weights", "models.0.extraArgs", ["--load-format=dummy"], ["--load-format=safetensors"], "--load-format dummy: vLLM would serve random weights"),
+    ("draft model", "models.0.extraArgs", ['--speculative-config={"model": "other/big", "num_speculative_tokens": 5}'],
+     ['--speculative-config={"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4}'], "names the draft model 'other/big'"),
+    ("fewer layers", "models.0.extraArgs", ['--hf-overrides={"num_hidden_layers": 2}'], ['--hf-overrides={"rope_theta": 500000}'],
+     "--hf-overrides sets num_hidden_layers=2: that changes the model's size or shape"),
     # What the pinned release's own parser refuses at start, read from its table (abbreviations it takes pass).
     ("misspelt flag", "models.0.extraArgs", ["--max-num-seqz=8"], ["--max-num-seq=8"], "unrecognized argument --max-num-seqz=8 (did you mean --max-num-seqs?)"),
     ("word for a number", "models.0.extraArgs", ["--max-num-seqs=lots"], ["--max-num-seqs=8"], "argument --max-num-seqs: invalid int value: 'lots'"),

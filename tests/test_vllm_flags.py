@@ -86,3 +86,49 @@ def test_every_refused_flag_is_named() -> None:
 )
 def test_extra_args_that_leave_one_gpu_worker_per_tensor_parallel_rank_pass(extra_args: list[str]) -> None:
     assert plan_of(with_model(extraArgs=extra_args)).models[0].args[-len(extra_args):] == tuple(extra_args)
+
+
+DRAFT = '{"model": "meta-llama/Llama-3.2-1B-Instruct", "num_speculative_tokens": 5}'
+NGRAM = '{"method": "ngram", "num_speculative_tokens": 5, "prompt_lookup_max": 4}'
+YARN = '"rope_scaling": {"rope_type": "yarn", "factor": 4.0}'
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        (["--dtype=float32"], ["--dtype=bfloat16"], "--dtype float32: vLLM would hold the weights at 4 bytes a parameter, twice the 2"),
+        (["--dtype", "float"], ["--dtype", "half"], "--dtype float: vLLM would hold the weights at 4 bytes a parameter"),
+        (["--dtyp=float32"], ["--dtyp=float16"], "--dtyp (vLLM's --dtype) float32: vLLM would hold the weights at 4 bytes"),
+        (["--load-format=dummy"], ["--load-format=auto"], "--load-format dummy: vLLM would serve random weights in place of the model's"),
+        (["--load_format", "dummy"], ["--load_format", "safetensors"], "--load_format (vLLM's --load-format) dummy: vLLM would serve random"),
+        (["-sc", DRAFT], ["-sc", NGRAM], "-sc (vLLM's --speculative-config) names the draft model 'meta-llama/Llama-3.2-1B-Instruct': it would load"),
+        (['--speculative-config={"method": "eagle", "model": "yuhuili/EAGLE-LLaMA3.1-Instruct-8B", "num_speculative_tokens": 3}'],
+         ['--speculative-config={"method": "ngram", "model": null, "num_speculative_tokens": 3}'],
+         "--speculative-config names the draft model 'yuhuili/EAGLE-LLaMA3.1-Instruct-8B'"),
+        (["--speculative_config.model=other/big", "--speculative_config.num_speculative_tokens=3"],
+         ["--speculative_config.method=ngram", "--speculative_config.num_speculative_tokens=3"],
+         "--speculative_config.model (vLLM's --speculative-config) names the draft model 'other/big'"),
+        (['--hf-overrides={"num_hidden_layers": 2}'], ['--hf-overrides={"rope_theta": 500000}'],
+         "--hf-overrides sets num_hidden_layers=2: that changes the model's size or shape"),
+        (["--hf_overrides.num_local_experts", "4"], ["--hf_overrides.rope_theta", "500000"],
+         "--hf_overrides.num_local_experts (vLLM's --hf-overrides) sets num_local_experts=\"4\": that changes"),
+        (['--hf-overrides={"text_config": {"vocab_size": 1000}}'], ['--hf-overrides={"text_config": {"max_position_embeddings": 65536}}'],
+         "--hf-overrides sets text_config.vocab_size=1000"),
+        ([f'--hf-override={{{YARN}, "torch_dtype": "float32"}}'], [f"--hf-override={{{YARN}}}"],
+         "--hf-override (vLLM's --hf-overrides) sets torch_dtype=\"float32\""),
+    ],
+)
+def test_extra_args_that_change_what_the_fit_checks_size_are_refused_beside_values_that_do_not(
+    refused: list[str], accepted: list[str], says: str
+) -> None:
+    [problem] = problems(with_model(extraArgs=refused))
+    assert problem.startswith(EXTRA_ARGS + says)
+    assert plan_of(with_model(extraArgs=accepted)).models[0].args[-len(accepted):] == tuple(accepted)
+
+
+def test_each_change_to_the_model_is_named_on_the_one_line_and_another_release_is_held_to_the_same() -> None:
+    changes = ["--dtype=float", "--load-format=dummy", f"--speculative-config={DRAFT}", '--hf-overrides={"hidden_size": 512}']
+    for image in (None, "vllm/vllm-openai:v0.30.0"):
+        [problem] = problems(with_model(extraArgs=changes, **({"image": image} if image else {})))
+        said = ("--dtype float:", "--load-format dummy:", "names the draft model", "sets hidden_size=512")
+        assert all(part in problem for part in said), problem

@@ -45,14 +45,16 @@ def test_the_rebuilt_parser_refuses_nothing_vllm_takes() -> None:
 
 
 def test_the_extra_args_check_refuses_nothing_vllm_takes_but_what_the_platform_refuses_of_its_own() -> None:
-    """The platform's own refusals aside: the flags of PLATFORMS_OWN, and a word vLLM would read as the model,
-    which makes the fit checks check another one."""
+    """The platform's own refusals aside: the flags of PLATFORMS_OWN, a word vLLM would read as the model, which
+    makes the fit checks check another one, and the values that change what they size (of the verdicts' values,
+    32-bit weights; tests/test_vllm_flags.py has each such refusal beside a value it takes)."""
     taken = [words for words, takes in VERDICTS["verdicts"] if takes and not platforms_own(words)]
-    wrongly_refused = [
-        (words, found) for words in taken
+    refused = {
+        tuple(words): found for words in taken
         if (found := vllm_flags.extra_args_problems(words, pinned=True)) and MODEL_WORD not in found[0]
-    ]  # fmt: skip
-    assert len(taken) > 2000 and wrongly_refused == []
+    }  # fmt: skip
+    assert len(taken) > 2000 and list(refused) == [("--dtype=float",), ("--dtype=float32",)]
+    assert all("4 bytes a parameter" in found[0] for found in refused.values())
 
 
 def explained(words: list[str]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from vllm_platform.contract import vllm_parser
 
@@ -67,6 +67,25 @@ UNWORKABLE_FLAGS = {
     "--headless": "vLLM then starts the engine without its API server, so the port never opens",
     "--help": "vLLM then prints its help and exits, and the pod restarts forever",
 }
+# Flags whose values change what the fit checks size, which read the weights from the model's parameter count
+# at 2 bytes each (16-bit; less with `quantization`): those values are refused, the flags' others pass.
+DTYPE = "--dtype"
+SPECULATIVE_CONFIG = "--speculative-config"
+HF_OVERRIDES = "--hf-overrides"
+WIDE_DTYPES = ("float", "float32")
+# The one load format that loads no weights: vLLM fills the model with random values, for profiling.
+RANDOM_WEIGHTS = "dummy"
+# Keys of a checkpoint's config that set how many weights it has, how they are stored, or which class loads
+# them (in the spellings of the families that alias them, as transformers' attribute maps do), at any depth,
+# since vLLM applies a nested object to the sub-config of that name (text_config, vision_config). Keys that
+# change the context alone (rope_scaling, max_position_embeddings) leave the weights as they are.
+RESHAPING_KEYS = frozenset({
+    "architectures", "quantization_config", "torch_dtype", "dtype",
+    "num_hidden_layers", "num_layers", "n_layer", "hidden_size", "n_embd", "d_model",
+    "intermediate_size", "ffn_dim", "n_inner", "moe_intermediate_size",
+    "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings",
+    "num_experts", "num_local_experts", "n_routed_experts", "n_shared_experts",
+})  # fmt: skip
 # A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.mode`, and a
 # dotted key's list element, `--compilation-config.cudagraph_capture_sizes+`.
 FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:(?:\.[A-Za-z0-9_-]+)+\+?)?", re.ASCII)
@@ -150,7 +169,7 @@ def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
     parallel = tuple(flag for flag in PARALLEL_FLAGS if flag != TENSOR_PARALLEL)
     for flag in flags(words):
         read_as = next((name for name in (*MANAGED_FLAGS, *parallel) if names(flag, name)), None)
-        spelled = flag.written if flag.written == read_as else f"{flag.written} (vLLM's {read_as})"
+        spelled = _spelled(flag.written, read_as)
         size = _whole(flag.value)
         if read_as in MANAGED_FLAGS:
             refused.append(flag.written)
@@ -163,10 +182,77 @@ def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
                 f"{spelled} {flag.value}: vLLM would need {size} x tensorParallelSize GPUs and the pod gets "
                 "tensorParallelSize; scale with tensorParallelSize and replicas, remove it from extraArgs"
             )
+    for run in _runs(words):
+        change = _model_change(run)
+        if change is not None:
+            written, (read_as, why) = _joined_with_space(run[0].partition("=")[0]), change
+            refused.append(written)
+            problems.append(f"{_spelled(written, read_as)} {why}")
     problems += word_problems(words, refused, pinned)
     if pinned:
         problems += parser_problems(words, refused)
     return problems
+
+
+def _spelled(written: str, read_as: Optional[str]) -> str:
+    return written if written == read_as else f"{written} (vLLM's {read_as})"
+
+
+def _model_change(run: Sequence[str]) -> Optional[tuple[str, str]]:
+    """What a run of entries (a flag and its values, as `_runs` groups them) would change of the model the fit
+    checks size: the flag as vLLM names it and why, or None. Read as vLLM's parser reads them, dotted keys
+    (`--hf-overrides.num_hidden_layers=2`) folded into their flag's JSON and a prefix taken for its flag."""
+    try:
+        read = flags(vllm_parser.as_vllm_reads(run))
+    except vllm_parser.Refused:
+        return None  # the parser's to refuse
+    if not read or (given := read[0].value) is None or (entry := vllm_parser.entry(read[0].name)) is None:
+        return None
+    name = next(n for n in entry["names"] if n.startswith("--"))
+    if name == DTYPE and given in WIDE_DTYPES:
+        return name, (
+            f"{given}: vLLM would hold the weights at 4 bytes a parameter, twice the 2 (16-bit) the fit checks size them "
+            "at; give auto, bfloat16 or float16, or the model's quantization key for smaller weights"
+        )
+    if name == LOAD_FORMAT and given == RANDOM_WEIGHTS:
+        return name, (
+            f"{given}: vLLM would serve random weights in place of the model's; remove it from extraArgs (for an "
+            "s3:// model the platform sets the load format itself)"
+        )
+    spec = _json_object(given) if name == SPECULATIVE_CONFIG else None
+    if spec is not None and spec.get("model") is not None:
+        return name, (
+            f"names the draft model {spec['model']!r}: it would load onto the GPUs beside the model served, which is all "
+            "the fit checks size; use a method with no model of its own, such as ngram"
+        )
+    reshaped = _reshaping(_json_object(given)) if name == HF_OVERRIDES else []
+    if reshaped:
+        return name, (
+            f"sets {', '.join(reshaped)}: that changes the model's size or shape, which the fit checks read from its "
+            "parameter count, and the checkpoint's weights would not match it; keep to overrides that leave the "
+            "weights as they are, such as rope_scaling or max_position_embeddings"
+        )
+    return None
+
+
+def _json_object(text: str) -> Optional[dict[str, Any]]:
+    """The JSON object a flag's value is, as vLLM reads it; None for anything else, which is the parser's."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _reshaping(overrides: Optional[dict[str, Any]], path: str = "") -> list[str]:
+    """`key=value` for each key of RESHAPING_KEYS that config overrides set, at any depth (`text_config.hidden_size`)."""
+    found: list[str] = []
+    for key, given in (overrides or {}).items():
+        if key in RESHAPING_KEYS:
+            found.append(f"{path}{key}={json.dumps(given)}")
+        elif isinstance(given, dict):
+            found += _reshaping(given, f"{path}{key}.")
+    return found
 
 
 def _whole(text: Optional[str]) -> Optional[int]:
