@@ -92,6 +92,16 @@ CONSTANTS: dict[str, Constant] = {
         "(4.88 s; 16: 8.45 s, 64: 5.01 s)",
         "the link one streamer reader (S3 client) fills",
     ),
+    "STREAMER_READERS_MIN": Constant(
+        8, "readers", "2025-06-19",
+        "run-ai/runai-model-streamer@b29d43a docs/src/env-vars.md, RUNAI_STREAMER_CONCURRENCY: \"8 for reading from object storage\"",
+        "the streamer's own default for object storage, the fewest readers a pod is given",
+    ),
+    "STREAMER_READERS_MAX": Constant(
+        64, "readers", "2025-05-08",
+        "run-ai/runai-model-streamer@ccb9454 docs/src/benchmarks.md, Figure 5: 64 readers no faster than 32",
+        "the most the benchmark tried, the most readers a pod is given",
+    ),
     "HUB_BYTES_PER_SECOND": Constant(
         263e6, "bytes/s", "2025-09-01",
         "Tensorfuse, \"Why vLLM cold starts are slow\": Llama-3.1-8B-Instruct downloaded in 61 s",
@@ -110,14 +120,26 @@ CONSTANTS: dict[str, Constant] = {
     ),
     "ENGINE_START_8B_SECONDS": Constant(
         50.9, "s", "2026-01-14",
-        "vllm-project/vllm#32337, `vllm bench sweep startup`: Qwen3-8B, tensor parallel 1, cold (GPU not stated; "
-        "unmeasured on A10G: measure with `vllm bench startup`)",
-        "an 8B model's start, torch.compile and CUDA graphs included",
+        "vllm-project/vllm#32337, `vllm bench sweep startup`: Qwen3-8B, tensor parallel 1, cold, the whole start from "
+        "the process to serving, its weights read from a local path included, so that they count here as well as in "
+        "the weights phase (on the safe side; GPU not stated; unmeasured on A10G: measure with `vllm bench startup`)",
+        "an 8B model's start, process, torch.compile, CUDA graphs and KV cache included",
     ),
     "ENGINE_START_70B_TP8_SECONDS": Constant(
         145, "s", "2025-06-19",
-        "vllm-project/vllm#19824: Llama-70B, tensor parallel 8: Dynamo 15 s, torch.compile 70 s, CUDA graphs 60 s",
-        "a 70B model's start on 8 GPUs, the same phases",
+        "vllm-project/vllm#19824, a maintainer's measurement: Llama-70B-FP8, tensor parallel 8: Dynamo 15 s, "
+        "torch.compile 70 s, CUDA graphs 60 s; those three phases only (its 10 s of weights from the page cache are the "
+        "weights phase's here, and its 60 s P2P check is skipped since: VLLM_SKIP_P2P_CHECK defaults to 1; unmeasured "
+        "on A100 with the pinned release)",
+        "a 70B model's compile and CUDA graphs on 8 GPUs: ENGINE_PROCESS_START_SECONDS adds what it leaves out",
+    ),
+    "ENGINE_PROCESS_START_SECONDS": Constant(
+        25, "s", "2025-06-30",
+        "vllm-project/vllm#20264: \"init engine (profile, create kv cache, warmup model) took 34.11 seconds\" but "
+        "\"the response is received after 59s in total\" (a small Llama 3.2, weights loaded in 0.9 s)",
+        "what a start spends outside the engine's logged init (59 s less its 34 s): the processes, the API server, "
+        "the weights' load; the 70B's measurement leaves these out, and its memory profiling and KV cache too, "
+        "which are not counted here, so the figure is low",
     ),
     "ENGINE_START_PER_EXTRA_GPU_SECONDS": Constant(
         3.5, "s", "2025-09-03",
@@ -139,13 +161,9 @@ def c(name: str) -> float:
     return CONSTANTS[name].value
 
 
-# The types with NVSwitch, whose nodes start a fabric manager.
+# The types whose GPUs are joined by NVSwitch (AWS's p4 and p5 instance pages), whose nodes start a fabric
+# manager: FABRIC_MANAGER_WAIT_SECONDS is what that adds.
 NVSWITCH_TYPES = ("p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge")
-# The streamer's own default for object storage (run-ai/runai-model-streamer@b29d43a docs/src/env-vars.md,
-# RUNAI_STREAMER_CONCURRENCY, 2025-06-19: "8 for reading from object storage").
-STREAMER_READERS_MIN = 8
-# The most the benchmark tried: 64 readers were no faster than 32 (@ccb9454 benchmarks.md, Figure 5, 2025-05-08).
-STREAMER_READERS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -225,10 +243,10 @@ def tensor_parallel_seconds(tensor_parallel: int) -> float:
 
 
 def engine_start_seconds(parameters_billions: float, tensor_parallel: int) -> float:
-    """By the model's size, between the two measured starts (8B on 1 GPU, and 70B on 8 less what its 7 extra
-    GPUs added), plus what this model's extra GPUs add."""
+    """By the model's size, between the two measured starts (8B on 1 GPU whole, and 70B on 8 with the process
+    start its measurement leaves out, less what its 7 extra GPUs added), plus what this model's extra GPUs add."""
     low = c("ENGINE_START_8B_SECONDS")
-    high = c("ENGINE_START_70B_TP8_SECONDS") - tensor_parallel_seconds(8)
+    high = c("ENGINE_START_70B_TP8_SECONDS") + c("ENGINE_PROCESS_START_SECONDS") - tensor_parallel_seconds(8)
     by_size = max(low, low + (parameters_billions - 8) * (high - low) / (70 - 8))
     return by_size + tensor_parallel_seconds(tensor_parallel)
 
@@ -252,4 +270,4 @@ def with_safety(seconds: float) -> int:
 def streamer_readers(instance: InstanceType, processes: int) -> int:
     """Readers (S3 clients) per streaming process, to fill the pod's link among `processes` that share it."""
     wanted = math.ceil(min(instance.pod_network_gbps, c("S3_INSTANCE_GBPS")) / c("STREAMER_GBPS_PER_READER") / processes)
-    return min(STREAMER_READERS_MAX, max(STREAMER_READERS_MIN, wanted))
+    return min(int(c("STREAMER_READERS_MAX")), max(int(c("STREAMER_READERS_MIN")), wanted))

@@ -194,7 +194,8 @@ def cold_start_notes(plan: Plan) -> list[str]:
         assert model.pool is not None
         warm = f", on one of the pool's {model.pool.warm_nodes} warm node(s)" if cold.warm else ""
         lines.append(
-            f"models[{model.name}]: cold start ~{cold.from_node_seconds} s from a running node, ~{cold.from_zero_seconds} s "
+            f"models[{model.name}]: cold start ~{cold.from_node_seconds} s from a running node that holds the image "
+            f"(~{cold.from_node_seconds + cold.image_pull_seconds} s on one that does not), ~{cold.from_zero_seconds} s "
             f"from zero{warm} (on {model.pool.instance.name}: node boot {cold.node_boot_seconds} s, image pull "
             f"{cold.image_pull_seconds} s, weights {cold.weights_seconds} s from {model.weights.source.value}, engine start "
             f"{cold.engine_start_seconds} s); startup budget {model.startup_budget_seconds} s"
