@@ -65,7 +65,7 @@ class ModelDelivery(pulumi.ComponentResource):
         self._partition, self._cluster_name, self._key, self._tags = partition, cluster_name, key, tags
         cache = plan.config.model_cache
         self.bucket_name = None
-        if plan.config.caches_models:
+        if plan.caches_models:
             self.bucket_name = pulumi.Output.from_input(cache.bucket) if cache.bucket else self._bucket(plan).bucket
         for model in plan.models:
             self._model_access(model)
@@ -208,7 +208,7 @@ class ModelDelivery(pulumi.ComponentResource):
 
 def existing_cluster_sources(plan: Plan) -> tuple[Optional[str], Optional[str]]:
     """(cache bucket, registry) on an existing cluster, where the stack creates nothing: the config's own."""
-    bucket = plan.config.model_cache.bucket if plan.config.caches_models else None
+    bucket = plan.config.model_cache.bucket if plan.caches_models else None
     return bucket, plan.config.images.registry
 
 

@@ -170,6 +170,10 @@ class Plan:
     notes: tuple[str, ...]
     # Where every Docker Hub image comes from, the models' and the platform's own.
     docker_hub_route: ImageRoute
+    # The DCGM exporter and the GPU alerts run: some model is on GPUs, or the config says.
+    runs_gpu_metrics: bool
+    # Models with a revision stream from the S3 model cache, which the stack makes or names.
+    caches_models: bool
     gateway: Optional[GatewayPlan] = None
 
     @property
@@ -179,10 +183,6 @@ class Plan:
     @property
     def any_scales_to_zero(self) -> bool:
         return any(m.scales_to_zero for m in self.models)
-
-    @property
-    def runs_gpu_metrics(self) -> bool:
-        return self.config.runs_gpu_metrics
 
     @property
     def runs_karpenter(self) -> bool:

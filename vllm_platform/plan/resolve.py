@@ -186,4 +186,6 @@ def resolve(cfg: PlatformConfig) -> Plan:
         notes=tuple(notes.config_notes(cfg, models, cfg.cluster.gpu_node_pools, sized_on)),
         gateway=gateway_plan(cfg, models),
         docker_hub_route=delivery.docker_hub_route(cfg),
+        runs_gpu_metrics=cfg.runs_gpu_metrics,
+        caches_models=cfg.caches_models,
     )
