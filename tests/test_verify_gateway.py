@@ -11,9 +11,21 @@ from typing import Any, Iterator, Optional
 import pytest
 
 from tests import test_verify as direct
-from tests.test_verify import FAST, MODEL, ONE_MODEL, VllmDouble, _VllmHandler, kubeconfig_for, made_calls, run_json, serving
+from tests.test_verify import (
+    FAST,
+    MODEL,
+    ONE_MODEL,
+    VllmDouble,
+    _VllmHandler,
+    kubeconfig_for,
+    made_calls,
+    run_json,
+    serving,
+    write_stack_file,
+)
 from tools.verify import checks as verdicts
 from tools.verify import cli, client, probe, stack
+from vllm_platform.k8s.gateway import ERROR_RESPONSES
 
 # The direct path's fixtures, bound here by assignment: the stack's outputs from a stand-in `pulumi` on PATH,
 # and a port that refuses connections.
@@ -27,6 +39,8 @@ STACK = "gw"
 VIA_GATEWAY = ["--stack", STACK, "--via-gateway", "--api-key-env", KEY_VARIABLE]
 GATEWAY_CHECKS = ("key-required", "key-allowed", "completions", "latency-p95")
 KEYLESS_REFUSED = "refused with 401 without a key: POST /v1/chat/completions, GET /v1/models"
+# Without --client, verify cannot tell a key scoped to some models from one the gateway wrongly refuses.
+PASS_THE_CLIENT = "; for a key scoped to some models, pass --client NAME (its gateway.clients entry) to expect 403 for the others"
 
 
 class GatewayDouble(VllmDouble):
@@ -56,8 +70,9 @@ class GatewayDouble(VllmDouble):
 class _GatewayHandler(_VllmHandler):
     server: GatewayDouble
 
-    def _error(self, status: int, code: str) -> None:
-        self._reply(status, {"error": {"message": code, "type": "invalid_request_error", "param": None, "code": code}})
+    def _error(self, status: int) -> None:
+        """The refusal as the gateway's responseOverride renders it, in OpenAI's error shape."""
+        self._reply(status, json.loads(dict(ERROR_RESPONSES)[status]))
 
     def _refused(self, model: Optional[str]) -> bool:
         """The key check, then the key's models, in Envoy Gateway's order; True when it answered the refusal."""
@@ -69,20 +84,20 @@ class _GatewayHandler(_VllmHandler):
             return False
         refusal = None
         if key not in self.server.keys:
-            refusal = (401, "invalid_api_key")
+            refusal = 401
         elif model is not None and model not in self.server.keys[key]:
-            refusal = (403, "model_not_allowed")
+            refusal = 403
         if refusal is None:
             return False
         with self.server.lock:
-            self.server.refused[(refusal[0], str(model))] += 1
-        self._error(*refusal)
+            self.server.refused[(refusal, str(model))] += 1
+        self._error(refusal)
         return True
 
     def do_GET(self) -> None:
         self.server.paths.append(self.path)
         if self.path != "/v1/models":
-            self._error(404, "model_not_found")
+            self._error(404)
         elif self.server.models_listed_keyless or not self._refused(None):
             super().do_GET()
 
@@ -90,7 +105,7 @@ class _GatewayHandler(_VllmHandler):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.paths.append(self.path)
         if self.path != "/v1/chat/completions":
-            self._error(404, "model_not_found")
+            self._error(404)
             return
         if self._refused(request.get("model")):
             return
@@ -183,13 +198,142 @@ def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypat
     assert table[1][3] == f"this key may use {MODEL}"
     assert table[4:] == [
         ["qwen", "key-required", "PASS", KEYLESS_REFUSED],
-        ["qwen", "key-allowed", "FAIL", f"403: this key may not use {OTHER}"],
+        ["qwen", "key-allowed", "FAIL", f"403: this key may not use {OTHER}{PASS_THE_CLIENT}"],
         ["qwen", "completions", "FAIL", "skipped: the key-allowed check failed"],
         ["qwen", "latency-p95", "FAIL", "skipped: the key-allowed check failed"],
     ]
     assert out.splitlines()[-1] == "FAIL: 3 of 8 checks failed"
     assert server.refused == {(401, MODEL): 1, (401, OTHER): 1, (401, "None"): 2, (403, OTHER): 1}, "one 403, then no completions"
     assert "Traceback" not in err and KEY not in out + err
+
+
+def scoped_stack(directory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pulumi.gw.yaml with both models and two clients: `batch` may use only MODEL's, `apps` both."""
+    models = [
+        {"name": MODEL, "model": "meta-llama/Llama-3.1-8B-Instruct", "gpuPool": "g5"},
+        {"name": "qwen", "model": "Qwen/Qwen2.5-7B-Instruct", "gpuPool": "g5"},
+    ]
+    clients = [
+        {"name": name, "apiKey": {"secure": f"AAABAPLACEHOLDER{name}"}, "models": allowed, "tokensPerMinute": 1000}
+        for name, allowed in (("batch", [MODEL]), ("apps", [MODEL, "qwen"]))
+    ]
+    write_stack_file(directory, STACK, models=models, gateway={"enabled": True, "clients": clients})
+    monkeypatch.setattr(stack, "PROJECT_ROOT", directory)
+
+
+BATCH_REFUSED = ["qwen", "key-refused", "PASS", f"403 {verdicts.MODEL_NOT_ALLOWED}: client batch may not use {OTHER}"]
+
+
+def test_a_scoped_key_passes_with_its_client_named(gateway, fake_pulumi, tmp_path, monkeypatch, capsys):
+    """prod's batch-summaries case: the key may use one model of two, and the other's 403 is what passes."""
+    server = gateway(keys={KEY: (MODEL,)})
+    calls = fake_pulumi(gateway_outputs(server))
+    scoped_stack(tmp_path, monkeypatch)
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code = cli.main([*VIA_GATEWAY, "--client", "batch", *FAST])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_PASSED, out
+    table = [line.split(None, 3) for line in out.splitlines()[1:-1]]
+    assert [row[:3] for row in table[:4]] == [[MODEL, check, "PASS"] for check in GATEWAY_CHECKS]
+    assert table[4:] == [["qwen", "key-required", "PASS", KEYLESS_REFUSED], BATCH_REFUSED]
+    assert out.splitlines()[-1] == "PASS: all 6 checks passed"
+    assert server.refused[(403, OTHER)] == 1 and all(r["model"] == MODEL for r in server.chat_requests), "one 403, no completions"
+    assert made_calls(calls, STACK) and KEY not in out + err
+
+
+def test_a_gateway_that_lets_a_scoped_key_use_a_model_outside_its_list_fails(gateway, fake_pulumi, tmp_path, monkeypatch, capsys):
+    server = gateway(keys={KEY: (MODEL, OTHER)})
+    fake_pulumi(gateway_outputs(server))
+    scoped_stack(tmp_path, monkeypatch)
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code, result = run_json(capsys, *VIA_GATEWAY, "--client", "batch", *FAST)
+    assert code == cli.EXIT_FAILED
+    assert [row for row in rows(result) if row[2] == "FAIL"] == [("qwen", "key-refused", "FAIL")]
+    assert details(result, "qwen")["key-refused"] == f"HTTP 200: the key may use {OTHER}, which client batch's list does not name"
+    assert "completions" not in details(result, "qwen")
+
+
+def test_a_key_refused_a_model_its_client_lists_asks_whose_key_it_is(gateway, fake_pulumi, tmp_path, monkeypatch, capsys):
+    server = gateway(keys={KEY: (MODEL,)})
+    fake_pulumi(gateway_outputs(server))
+    scoped_stack(tmp_path, monkeypatch)
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code, result = run_json(capsys, *VIA_GATEWAY, "--client", "apps", *FAST)
+    assert code == cli.EXIT_FAILED
+    assert details(result, "qwen")["key-allowed"] == f"403: this key may not use {OTHER}; gateway.clients lists it for client apps: is the key apps's?"
+
+
+@pytest.mark.parametrize(
+    "name, accepted",
+    [
+        *[(name, True) for name in ("batch", "apps")],
+        *[(name, False) for name in ("batc", "Batch", "batch ", "", "batch\n", "batch-summaries")],
+    ],
+    ids=["batch", "apps", "a prefix", "upper case", "trailing space", "empty", "newline", "another stack's client"],
+)
+def test_the_client_must_be_one_of_the_stacks_gateway_clients(name, accepted, gateway, fake_pulumi, tmp_path, monkeypatch, capsys):
+    server = gateway(keys={KEY: (MODEL,)})
+    calls = fake_pulumi(gateway_outputs(server))
+    scoped_stack(tmp_path, monkeypatch)
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code = cli.main([*VIA_GATEWAY, "--client", name, *FAST])
+    out, err = capsys.readouterr()
+    if accepted:
+        assert code != cli.EXIT_USAGE and calls.exists()
+        return
+    assert code == cli.EXIT_USAGE and out == ""
+    assert err.splitlines() == [f"{cli.parser().prog}: error: --client {name!r}: Pulumi.gw.yaml has no such gateway.clients entry (its clients: batch, apps)"]
+    assert not calls.exists(), "the client is looked up before the stack's outputs"
+
+
+def test_a_client_needs_the_stack_file_to_read_its_models_from(fake_pulumi, monkeypatch, capsys):
+    calls = fake_pulumi({"endpoint": "https://llm.example.com/v1", **ONE_MODEL})
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    assert cli.main([*VIA_GATEWAY, "--client", "batch"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.splitlines() == [
+        f"{cli.parser().prog}: error: --client 'batch': no Pulumi.{STACK}.yaml here to read gateway.clients from"
+    ]
+    assert not calls.exists()
+
+
+def test_prods_clients_come_from_its_stack_file_through_the_config_model() -> None:
+    assert stack.key_scope("prod", "batch-summaries") == verdicts.KeyScope("batch-summaries", frozenset({"llama-8b"}))
+    assert stack.key_scope("acme/vllm-platform/prod", "chat-app") == verdicts.KeyScope("chat-app", frozenset({"llama-8b", "llama-70b"}))
+
+
+# The 403 body the gateway renders, and near misses of it: another shape, another code, Envoy's own plain-text refusal.
+GATEWAY_403 = dict(ERROR_RESPONSES)[403].encode()
+
+
+@pytest.mark.parametrize(
+    "response, passed, detail",
+    [
+        (client.Response(403, GATEWAY_403, 0.01), True, f"403 {verdicts.MODEL_NOT_ALLOWED}: client batch may not use {MODEL}"),
+        (
+            client.Response(403, b"RBAC: access denied", 0.01),
+            False,
+            f"HTTP 403: RBAC: access denied; not the gateway's OpenAI error (code {verdicts.MODEL_NOT_ALLOWED})",
+        ),
+        (
+            client.Response(403, GATEWAY_403.replace(b"model_not_allowed", b"forbidden"), 0.01),
+            False,
+            f"HTTP 403: {client.printable(GATEWAY_403.decode().replace('model_not_allowed', 'forbidden'))}; not the gateway's OpenAI error (code {verdicts.MODEL_NOT_ALLOWED})",
+        ),
+        (
+            client.Response(403, b'{"error": "model_not_allowed"}', 0.01),
+            False,
+            f'HTTP 403: {{"error": "model_not_allowed"}}; not the gateway\'s OpenAI error (code {verdicts.MODEL_NOT_ALLOWED})',
+        ),
+        (client.Response(401, b'{"error": {}}', 0.01), False, "401: the gateway does not accept this key"),
+        (client.Response(200, b'{"choices": []}', 0.01), False, f"HTTP 200: the key may use {MODEL}, which client batch's list does not name"),
+        (client.Response(404, b"", 0.01), False, f"HTTP 404; expected 403: client batch may not use {MODEL}"),
+        (client.Response(None, b"", 2.0, "timed out after 2 s"), False, "timed out after 2 s"),
+    ],
+    ids=["the gateway's 403", "plain-text 403", "another code", "no error object", "401", "200", "404", "timeout"],
+)
+def test_evaluate_refused(response, passed, detail) -> None:
+    check = verdicts.evaluate_refused("llama", MODEL, response, "batch")
+    assert (check.model, check.check, check.passed, check.detail) == ("llama", "key-refused", passed, detail)
 
 
 def test_a_key_the_gateway_does_not_know_fails_key_allowed_and_is_never_printed(gateway, fake_pulumi, monkeypatch, capsys):
@@ -245,10 +389,11 @@ def test_a_key_no_header_can_carry_is_a_usage_error_that_does_not_print_it(monke
         (["--url", "http://127.0.0.1:1", "--model", MODEL, "--via-gateway", "--api-key-env", KEY_VARIABLE], "--via-gateway needs --stack"),
         (["--stack", STACK, "--via-gateway"], "--via-gateway needs --api-key-env VAR"),
         (["--stack", STACK, "--api-key-env", KEY_VARIABLE], "--api-key-env goes with --via-gateway"),
+        (["--stack", STACK, "--client", "batch"], "--client goes with --via-gateway"),
         ([*VIA_GATEWAY, "--kubeconfig", "/nonexistent"], "it takes no --kubeconfig or --context"),
         ([*VIA_GATEWAY, "--context", "kind-vllm-platform"], "it takes no --kubeconfig or --context"),
     ],
-    ids=["no stack", "no key variable", "key without gateway", "kubeconfig", "context"],
+    ids=["no stack", "no key variable", "key without gateway", "client without gateway", "kubeconfig", "context"],
 )
 def test_gateway_flags_that_do_not_go_together_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -323,7 +468,7 @@ def test_wait_ready_stops_at_a_403_that_waiting_will_not_change(gateway):
     server = gateway(keys={KEY: (MODEL,)})
     options = verdicts.Options(requests=2, timeout=2, wait_ready=60, wait_interval=0.01)
     checks = {c.check: c for c in probe.verify_via_gateway(gateway_target(server, OTHER), options, KEY)}
-    assert checks["key-allowed"].detail == f"403: this key may not use {OTHER}"
+    assert checks["key-allowed"].detail == f"403: this key may not use {OTHER}{PASS_THE_CLIENT}"
     assert server.refused[(403, OTHER)] == 2, "one poll of the wait, then the key-allowed check"
 
 
@@ -352,7 +497,7 @@ def test_evaluate_keyless(response, passed, detail) -> None:
     "response, passed, detail",
     [
         (client.Response(200, b'{"choices": [{"message": {"content": "OK"}}]}', 0.01), True, f"this key may use {MODEL}"),
-        (client.Response(403, b'{"error": {}}', 0.01), False, f"403: this key may not use {MODEL}"),
+        (client.Response(403, b'{"error": {}}', 0.01), False, f"403: this key may not use {MODEL}{PASS_THE_CLIENT}"),
         (client.Response(401, b'{"error": {}}', 0.01), False, "401: the gateway does not accept this key"),
         (client.Response(404, b"", 0.01), False, "HTTP 404"),
         (client.Response(None, b"", 2.0, "timed out after 2 s"), False, "timed out after 2 s"),

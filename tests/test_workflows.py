@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 import subprocess
 import sys
 from functools import lru_cache
@@ -17,6 +18,7 @@ import yaml
 
 from tests.conftest import objects_of, rendered_stack, resources_of
 from tools import policy_pack, render
+from tools.verify import cli as verify_cli
 
 WORKFLOWS = render.PROJECT_ROOT / ".github" / "workflows"
 ENVIRONMENTS = ["dev", "staging", "prod"]
@@ -53,7 +55,15 @@ def verify_step(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def diagnosis_step(job: dict[str, Any]) -> dict[str, Any]:
-    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "") and "if" in s]
+    (step,) = [s for s in steps(job) if "make verify" in s.get("run", "") and "failure()" in s.get("if", "")]
+    return step
+
+
+GATEWAY_CLIENT, GATEWAY_KEY = "GATEWAY_VERIFY_CLIENT", "GATEWAY_VERIFY_API_KEY"
+
+
+def gateway_verify_step(job: dict[str, Any]) -> dict[str, Any]:
+    (step,) = [s for s in steps(job) if "--via-gateway" in s.get("run", "")]
     return step
 
 
@@ -149,7 +159,8 @@ def test_only_the_pulumi_steps_get_the_pulumi_token() -> None:
         assert not mentions(job.get("env", {}), PULUMI_TOKEN), name
         holders = [s for s in steps(job) if mentions(s, PULUMI_TOKEN)]
         # verify reads the stack's outputs with the Pulumi CLI, after the deploy, in the same job.
-        pulumi_steps = [step_using(job, "pulumi/actions"), *([verify_step(job), diagnosis_step(job)] if job is up else [])]
+        verify_steps = [verify_step(job), gateway_verify_step(job), diagnosis_step(job)] if job is up else []
+        pulumi_steps = [step_using(job, "pulumi/actions"), *verify_steps]
         assert holders == pulumi_steps, name
         assert all(h["env"][PULUMI_TOKEN] == "${{ secrets.PULUMI_ACCESS_TOKEN }}" for h in holders)
         assert "environment" in job, "the secret can come from the job's environment"
@@ -249,3 +260,32 @@ def test_a_failed_deploy_is_diagnosed_by_verify_and_stays_failed() -> None:
     assert step_using(up, "pulumi/actions")["id"] == "up"
     assert diagnosis["if"] == "failure() && steps.up.outcome == 'failure'"
     assert diagnosis["run"].endswith("|| true"), "its own exit code must not hide the deploy's failure, nor add one"
+
+
+def test_a_stack_with_a_gateway_is_verified_through_it_with_the_ci_clients_key() -> None:
+    """Only where the environment names the CI client: a stack without a gateway sets no such variable."""
+    (up,) = workflow("pulumi-up.yml")["jobs"].values()
+    order, gateway = steps(up), gateway_verify_step(up)
+    assert order.index(gateway) == order.index(verify_step(up)) + 1, "after the direct checks pass"
+    assert gateway["if"] == f"vars.{GATEWAY_CLIENT} != ''"
+    assert gateway["env"][GATEWAY_KEY] == f"${{{{ secrets.{GATEWAY_KEY} }}}}"
+    assert gateway["env"][GATEWAY_CLIENT] == f"${{{{ vars.{GATEWAY_CLIENT} }}}}"
+    assert "continue-on-error" not in gateway and "||" not in gateway["run"]
+    assert f"STACK={step_using(up, 'pulumi/actions')['with']['stack-name']}" in gateway["run"], "the stack just deployed"
+    # The key reaches verify by its variable's name, never on a command line.
+    assert "secrets." not in gateway["run"]
+    (verify_args,) = re.findall(r'VERIFY_ARGS="([^"]*)"', gateway["run"])
+    argv = ["--stack", "acme/dev", *shlex.split(verify_args.replace(f"${GATEWAY_CLIENT}", "ci"))]
+    args = verify_cli.parser().parse_args(argv)
+    assert verify_cli.flag_problem(args) is None
+    assert (args.via_gateway, args.api_key_env, args.client) == (True, GATEWAY_KEY, "ci")
+    recipe = (render.PROJECT_ROOT / "Makefile").read_text().split("\nverify:", 1)[1].split("\n\n", 1)[0]
+    assert "$(VERIFY_ARGS)" in recipe, "make verify passes the gateway's flags on"
+
+
+def test_only_the_gateway_verify_step_gets_the_gateway_key() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        for job in workflow(path.name)["jobs"].values():
+            assert not mentions(job.get("env", {}), GATEWAY_KEY), path.name
+            holders = [s for s in steps(job) if mentions(s, f"secrets.{GATEWAY_KEY}")]
+            assert holders == ([gateway_verify_step(job)] if path.name == "pulumi-up.yml" else []), path.name

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from tools.verify.client import Response, printable
 from vllm_platform.config.platform import Verify
+from vllm_platform.k8s.gateway import ERROR_RESPONSES
 from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
 
 
@@ -30,6 +31,15 @@ class Target:
     namespace: Optional[str] = None
     # Through the gateway, the first request to a model at zero waits for it to wake, so verify waits for that too.
     scales_to_zero: bool = False
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """Whose key verify holds, as --client names it: a gateway.clients entry, and the `models[].name`s it lists.
+    The key alone cannot say; the gateway allows it those models and refuses it the stack's others."""
+
+    client: str
+    models: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -161,17 +171,57 @@ def evaluate_keyless(model: str, responses: Mapping[str, Response]) -> Check:
     return Check(model, "key-required", True, f"refused with 401 without a key: {', '.join(responses)}")
 
 
-def evaluate_keyed(model: str, gateway_model: str, response: Response) -> Check:
-    """`key-allowed`: a chat completion with the key. A 403 is the gateway's answer for a model outside the
-    key's list, so a key scoped to some models shows which; a 401 means the key itself is refused."""
+# The `error.code` of the gateway's own 403, as its responseOverride renders it in OpenAI's error shape.
+MODEL_NOT_ALLOWED = json.loads(dict(ERROR_RESPONSES)[403])["error"]["code"]
+KEY_NOT_ACCEPTED = "401: the gateway does not accept this key"
+
+
+def openai_error_code(body: bytes) -> Optional[str]:
+    """The `code` of an OpenAI error body, {"error": {"message": ..., "type": ..., "code": ...}}; None for any other."""
+    document = parsed_json(body)
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("message", "type", "code")):
+        return None
+    return str(error["code"])
+
+
+def evaluate_keyed(model: str, gateway_model: str, response: Response, client: Optional[str] = None) -> Check:
+    """`key-allowed`: a chat completion with the key, for a model the key may use (every model without --client,
+    which says whose key it is). A 403 is the gateway's answer for a model outside the key's list; a 401 means
+    the key itself is refused."""
     if response.error is None and response.status == 403:
-        return Check(model, "key-allowed", False, f"403: this key may not use {gateway_model}")
+        hint = (
+            f"; gateway.clients lists it for client {client}: is the key {client}'s?"
+            if client
+            else "; for a key scoped to some models, pass --client NAME (its gateway.clients entry) to expect 403 for the others"
+        )
+        return Check(model, "key-allowed", False, f"403: this key may not use {gateway_model}{hint}")
     if response.error is None and response.status == 401:
-        return Check(model, "key-allowed", False, "401: the gateway does not accept this key")
+        return Check(model, "key-allowed", False, KEY_NOT_ACCEPTED)
     problem = completion_problem(response)
     if problem is not None:
         return Check(model, "key-allowed", False, problem)
     return Check(model, "key-allowed", True, f"this key may use {gateway_model}")
+
+
+def evaluate_refused(model: str, gateway_model: str, response: Response, client: str) -> Check:
+    """`key-refused`: a chat completion with the key for a model outside its client's list must get the gateway's
+    403, in OpenAI's error shape, so that an OpenAI client raises the matching error. An answer means the key
+    can use a model its client may not."""
+    if response.error is not None:
+        return Check(model, "key-refused", False, response.error)
+    if response.status == 403:
+        code = openai_error_code(response.body)
+        if code == MODEL_NOT_ALLOWED:
+            return Check(model, "key-refused", True, f"403 {code}: client {client} may not use {gateway_model}")
+        return Check(model, "key-refused", False, f"{response.problem()}; not the gateway's OpenAI error (code {MODEL_NOT_ALLOWED})")
+    if response.status == 401:
+        return Check(model, "key-refused", False, KEY_NOT_ACCEPTED)
+    if response.ok:
+        return Check(
+            model, "key-refused", False, f"HTTP {response.status}: the key may use {gateway_model}, which client {client}'s list does not name"
+        )
+    return Check(model, "key-refused", False, f"{response.problem()}; expected 403: client {client} may not use {gateway_model}")
 
 
 def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:

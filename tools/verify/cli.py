@@ -16,6 +16,7 @@ from tools.verify.probe import verify_target, verify_via_gateway
 from tools.verify.report import progress, render_json, render_table
 from tools.verify.stack import (
     gateway_targets,
+    key_scope,
     kubeconfig_file,
     stack_file_context,
     stack_outputs,
@@ -85,6 +86,14 @@ def parser() -> argparse.ArgumentParser:
         help="check each model through the stack's gateway endpoint, as a client would (needs --stack and --api-key-env)",
     )
     p.add_argument("--api-key-env", metavar="VAR", help="the environment variable holding the client's API key (with --via-gateway)")
+    p.add_argument(
+        "--client",
+        metavar="NAME",
+        help=(
+            "the stack's gateway.clients entry whose key --api-key-env holds: its models must answer, the stack's "
+            "others 403 (with --via-gateway; without it, the key must reach every model)"
+        ),
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     return p
 
@@ -97,6 +106,8 @@ def flag_problem(args: argparse.Namespace) -> Optional[str]:
         return "--model goes with --url; --stack takes the model names from the stack"
     if args.api_key_env is not None and not args.via_gateway:
         return "--api-key-env goes with --via-gateway"
+    if args.client is not None and not args.via_gateway:
+        return "--client goes with --via-gateway"
     if not args.via_gateway:
         return None
     if not args.stack:
@@ -165,10 +176,12 @@ def run(args: argparse.Namespace) -> list[Check]:
 
 
 def run_via_gateway(args: argparse.Namespace, options: Options) -> list[Check]:
-    """Every model through the stack's gateway endpoint, with the key read before anything is asked of the stack."""
+    """Every model through the stack's gateway endpoint, with the key read before anything is asked of the stack,
+    and --client's models from the stack file before its outputs."""
     key = api_key(args.api_key_env)
+    scope = None if args.client is None else key_scope(args.stack, args.client)
     targets = gateway_targets({name: output.value for name, output in stack_outputs(args.stack).items()})
-    return [check for target in targets for check in verify_via_gateway(target, options, key)]
+    return [check for target in targets for check in verify_via_gateway(target, options, key, scope)]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

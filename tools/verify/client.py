@@ -26,11 +26,15 @@ MAX_BODY_BYTES = 16 * 2**20
 READ_CHUNK_BYTES = 64 * 1024
 
 
+def escaped(text: str) -> str:
+    """`text` safe to print on one line: control characters (a newline, a terminal's escape) and the other
+    non-printables as their escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def printable(text: str, limit: int = 120) -> str:
-    """What a server sent, safe to print on one line: control characters (a newline, a terminal's escape)
-    as their escapes, and at most `limit` characters."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return shown + ("..." if len(text) > limit else "")
+    """What a server sent, escaped, and at most `limit` characters of it."""
+    return escaped(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 class AnswerTooLarge(urllib3.exceptions.HTTPError):

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import (
     Check,
+    KeyScope,
     Options,
     Target,
     completion_problem,
@@ -25,6 +26,7 @@ from tools.verify.checks import (
     evaluate_keyed,
     evaluate_keyless,
     evaluate_pods,
+    evaluate_refused,
     evaluate_restarts,
     models_problem,
 )
@@ -289,10 +291,11 @@ def gateway_pending(response: Response) -> Optional[str]:
     return None if response.error is None and response.status in (401, 403) else completion_problem(response)
 
 
-def gateway_checks(target: Target, options: Options, api_key: str) -> list[Check]:
+def gateway_checks(target: Target, options: Options, api_key: str, scope: Optional[KeyScope] = None) -> list[Check]:
     """A model through the gateway, as a client reaches it: refused without a key, allowed with it, then the
-    completions and their p95, the same checks as on the direct path. A model that scales to zero is first
-    woken, as through the interceptor: up to --wait-ready, WAKE_SECONDS without it."""
+    completions and their p95, the same checks as on the direct path. With the key's scope, a model outside it
+    must instead be refused with the key. A model that scales to zero is first woken, as through the interceptor:
+    up to --wait-ready, WAKE_SECONDS without it (a refusal ends that wait at once)."""
     model, base_url, gateway_model = target.name, target.url, target.served_model
     wanted = options.wait_ready or (WAKE_SECONDS if target.scales_to_zero else 0.0)
     if wanted:
@@ -310,8 +313,13 @@ def gateway_checks(target: Target, options: Options, api_key: str) -> list[Check
         f"GET {READINESS_PATH}": http_request(f"{base_url}{READINESS_PATH}", request_timeout(options)),
     }
     checks = [evaluate_keyless(model, keyless)]
+    if scope is not None and model not in scope.models:
+        progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} with the key, expecting 403 for client {scope.client}")
+        response = one_completion(base_url, gateway_model, request_timeout(options), api_key)
+        return checks + [evaluate_refused(model, gateway_model, response, scope.client)]
     progress(f"{model}: POST {base_url}{COMPLETIONS_PATH} for {gateway_model!r} with the key")
-    allowed = evaluate_keyed(model, gateway_model, one_completion(base_url, gateway_model, request_timeout(options), api_key))
+    response = one_completion(base_url, gateway_model, request_timeout(options), api_key)
+    allowed = evaluate_keyed(model, gateway_model, response, scope.client if scope else None)
     checks.append(allowed)
     if not allowed.passed:
         # Completions the key may not make can only fail the same way; say so once.
@@ -327,11 +335,11 @@ def _past_deadline(target: Target) -> Check:
     return Check(target.name, "deadline", False, "skipped: the run's --deadline passed before this model")
 
 
-def verify_via_gateway(target: Target, options: Options, api_key: str) -> list[Check]:
+def verify_via_gateway(target: Target, options: Options, api_key: str, scope: Optional[KeyScope] = None) -> list[Check]:
     """The gateway's endpoint is reached directly: no Kubernetes checks, no port-forward."""
     if time_left(options) <= 0:
         return [_past_deadline(target)]
-    return gateway_checks(target, options, api_key)
+    return gateway_checks(target, options, api_key, scope)
 
 
 def verify_target(target: Target, options: Options, kube: Optional[KubeApi] = None) -> list[Check]:

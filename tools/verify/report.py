@@ -1,4 +1,8 @@
-"""What verify tells: progress on stderr while it runs, then one table (or JSON) of every check on stdout."""
+"""What verify tells: progress on stderr while it runs, then one table (or JSON) of every check on stdout.
+
+Both escape what they print: a model name comes from the user's --model or the stack's outputs, and a
+control character in it would otherwise reach the terminal as it is (a newline splits a row, an escape
+sequence rewrites the screen). JSON escapes control characters itself."""
 
 from __future__ import annotations
 
@@ -7,16 +11,16 @@ import sys
 from typing import Sequence
 
 from tools.verify.checks import Check
+from tools.verify.client import escaped
 
 
 def progress(message: str) -> None:
-    print(f"verify: {message}", file=sys.stderr, flush=True)
-
+    print(f"verify: {escaped(message)}", file=sys.stderr, flush=True)
 
 
 def render_table(checks: Sequence[Check]) -> str:
     header = ("MODEL", "CHECK", "STATUS", "DETAIL")
-    rows = [header] + [(c.model, c.check, c.status, c.detail) for c in checks]
+    rows = [header] + [tuple(escaped(cell) for cell in (c.model, c.check, c.status, c.detail)) for c in checks]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
     failed = sum(not c.passed for c in checks)
@@ -28,5 +32,3 @@ def render_table(checks: Sequence[Check]) -> str:
 
 def render_json(checks: Sequence[Check]) -> str:
     return json.dumps({"passed": all(c.passed for c in checks), "checks": [c.as_json() for c in checks]}, indent=2)
-
-

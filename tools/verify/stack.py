@@ -14,7 +14,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from pulumi import automation
 
-from tools.verify.checks import Target, UsageError
+from tools.verify.checks import KeyScope, Target, UsageError
 from tools.verify.kube import SERVICE_HOST
 from vllm_platform.config.base import DNS_1123_SUBDOMAIN
 from vllm_platform.config.errors import ConfigError
@@ -54,6 +54,18 @@ def stack_settings(stack: str) -> Optional[PlatformConfig]:
         raise UsageError(f"{path.name}: {exc}") from exc
 
 
+def key_scope(stack: str, client: str) -> KeyScope:
+    """The models --client's key may use: its entry in the stack file's gateway.clients, as the program reads it."""
+    settings = stack_settings(stack)
+    where = stack_file(stack).name
+    if settings is None:
+        raise UsageError(f"--client {client!r}: no {where} here to read gateway.clients from")
+    clients = {c.name: c.models for c in settings.gateway.clients}
+    if client not in clients:
+        raise UsageError(f"--client {client!r}: {where} has no such gateway.clients entry (its clients: {', '.join(clients) or 'none'})")
+    return KeyScope(client, frozenset(clients[client]))
+
+
 def stack_file_context(stack: str) -> Optional[str]:
     """The kubeconfig context an existing-cluster stack deploys to (`cluster.existing.context`), if any."""
     settings = stack_settings(stack)
@@ -80,10 +92,21 @@ def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
         raise UsageError(f"the stack's `models` output is not the documented shape: {exc!r}") from exc
 
 
+def base_url_problem(url: str) -> Optional[str]:
+    """Why `url` cannot be a base URL that verify's paths follow, or None. urlsplit would strip a tab or a newline
+    from anywhere in it without a word, and verify's own paths would drop a query or fragment."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "has whitespace or a control character"
+    if "?" in url or "#" in url:
+        return "has a query or fragment; verify appends its own paths (/health, /v1/models) to a base URL"
+    return None
+
+
 def http_url(url: Any) -> Optional[SplitResult]:
-    """The parts of an http(s) URL a connection can be made to, or None: a scheme, a host that is an IP address
-    or a DNS name (RFC 1123 once IDNA spells it in ASCII; urlsplit lowers its case), a port from 1 to 65535."""
-    if not isinstance(url, str):
+    """The parts of an http(s) base URL a connection can be made to, or None: a scheme, a host that is an IP address
+    or a DNS name (RFC 1123 once IDNA spells it in ASCII; urlsplit lowers its case), a port from 1 to 65535, and
+    nothing base_url_problem refuses."""
+    if not isinstance(url, str) or base_url_problem(url) is not None:
         return None
     try:
         parts = urlsplit(url)
@@ -132,7 +155,7 @@ def target_from_url(url: str, model: str) -> Target:
     """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
     parts = http_url(url)
     if parts is None or parts.hostname is None:
-        raise UsageError(f"--url {url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+        raise UsageError(f"--url {url!r} {base_url_problem(url) or 'is not an http(s) URL such as http://127.0.0.1:8000'}")
     service = SERVICE_HOST.fullmatch(parts.hostname)
     if service:
         return Target(service["name"], model, url, service["namespace"])
