@@ -104,6 +104,20 @@ def sharded_model() -> dict[str, bytes]:
     }
 
 
+def mistral_model(hf_layout: bool) -> dict[str, bytes]:
+    """A Mistral-style repo: its own consolidated weights and params.json, and (`hf_layout`) Hugging Face shards too."""
+    files = {"consolidated.safetensors": safetensors({"tok_embeddings.weight": tensor(32, 8)}), "params.json": b'{"dim": 8}'}
+    if hf_layout:
+        index = {"metadata": {"total_size": 1024}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}
+        files |= {
+            "model-00001-of-00002.safetensors": safetensors({"model.embed_tokens.weight": tensor(32, 8)}),
+            "model-00002-of-00002.safetensors": safetensors({"lm_head.weight": tensor(32, 8)}),
+            "model.safetensors.index.json": json.dumps(index).encode(),
+            "config.json": b'{"architectures": ["MistralForCausalLM"]}',
+        }
+    return files
+
+
 def wanted_files(files: dict[str, bytes]) -> dict[str, bytes]:
     return {p: d for p, d in files.items() if p not in DECOYS}
 
@@ -191,6 +205,7 @@ class Hub(http.server.ThreadingHTTPServer):
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, Optional[str]]] = []  # (path, Authorization) of every request
         self.failures: dict[str, list[int]] = {}  # "listing" or a file's path: bare statuses to answer it with first
+        self.down = False  # set: every request is answered 503, as by a hub in an outage
         self.lock = threading.Lock()
 
     @property
@@ -219,7 +234,7 @@ class _HubHandler(_Quiet):
         with self.server.lock:
             self.server.requests.append((path, self.headers.get("Authorization")))
             scripted = self.server.failures.get(what)
-            failure = scripted.pop(0) if scripted else None
+            failure = 503 if self.server.down else scripted.pop(0) if scripted else None
         if failure:
             self.reply(failure, b'{"error": "scripted"}')
         elif listing := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path):
@@ -427,14 +442,45 @@ def test_a_full_copy_lands_in_the_layout_and_the_marker_comes_last(staging: Stag
     assert lines[-1].startswith(f"staged {MODEL}@{REVISION} in s3://{staging.bucket}/{prefix(MODEL)}: {len(wanted)} files, {len(wanted)} copied")
 
 
-def test_a_second_run_copies_nothing(staging: Staging) -> None:
+def test_a_second_run_copies_nothing_and_needs_no_hub(staging: Staging) -> None:
     staging.hub.add(MODEL, Repo(small_model()))
     assert staging.main().code == 0
+    staging.hub.down = True
+    asked = len(staging.hub.requests)
+    ran = staging.main()
+    already = f"already staged: s3://{staging.bucket}/{marker(MODEL)} lists 6 files, each in S3 whole; the hub was not asked"
+    assert ran.code == 0 and ran.out.splitlines() == [already] and ran.err == ""
+    result, writes, lines = staging.stage()
+    assert result.already_staged and result.outcomes == [] and lines == [already]
+    assert writes == [], "an already staged revision was copied again"
+    assert len(staging.hub.requests) == asked, "an already staged revision asked the hub"
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        ("delete", "config.json is not in S3 at"),
+        ("resize", "config.json is not in S3 at"),
+        ("same size, no sha256", "model.safetensors is not in S3 at"),
+    ],
+)
+def test_a_marker_is_trusted_only_while_its_files_are_whole(staging: Staging, damage: str, reason: str) -> None:
+    files = small_model()
+    staging.hub.add(MODEL, Repo(files))
+    assert staging.main().code == 0
+    bucket, path = staging.bucket, "model.safetensors" if damage.startswith("same size") else "config.json"
+    if damage == "delete":
+        staging.s3.delete_object(Bucket=bucket, Key=prefix(MODEL) + path)
+    else:  # overwritten: another size, or the same size without the sha256 the script puts on every LFS file
+        staging.s3.put_object(Bucket=bucket, Key=prefix(MODEL) + path, Body=b"{}" if damage == "resize" else bytes(len(files[path])))
     gets = staging.hub.resolve_gets()
     result, writes, lines = staging.stage()
-    assert result.already_staged and result.outcomes == []
-    assert staging.hub.resolve_gets() == gets and writes == [], "an already staged revision was copied again"
-    assert lines == [f"already staged: s3://{staging.bucket}/{marker(MODEL)} matches the hub's listing (6 files); nothing to do"]
+    assert not result.already_staged and any(f"is not trusted ({reason}" in line for line in lines), "a marker over a damaged copy was trusted"
+    # The marker goes before anything is copied, so that a run stopped midway leaves none.
+    assert writes == [("DeleteObject", marker(MODEL)), ("PutObject", prefix(MODEL) + path), ("PutObject", marker(MODEL))]
+    assert staging.hub.resolve_gets() == gets + 1, "only the damaged file comes from the hub again"
+    objects = staging.objects()
+    assert objects[prefix(MODEL) + path] == files[path] and marker(MODEL) in objects
 
 
 def test_files_already_complete_are_skipped_and_a_wrong_one_is_copied_again(staging: Staging) -> None:
@@ -456,10 +502,45 @@ def test_a_stale_marker_is_deleted_before_anything_is_copied(staging: Staging) -
     staging.s3.put_object(Bucket=staging.bucket, Key=marker(MODEL), Body=b'{"repo": "test-org/tiny-llama", "files": []}')
     staging.hub.fail("config.json", 404)  # the first file to copy: the run stops there
     ran = staging.main()
-    assert ran.code == 2 and "does not match the hub's listing: deleted" in ran.out
+    assert ran.code == 2 and "is not trusted (it is not what this script writes for the files it lists): deleted" in ran.out
     assert marker(MODEL) not in staging.objects(), "a marker stayed through a partial copy"
     assert staging.main().code == 0
     assert json.loads(staging.objects()[marker(MODEL)])["repo"] == MODEL
+
+
+@pytest.mark.parametrize(
+    "hf_layout, copied",
+    [
+        (True, {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json", "config.json"}),
+        (False, {"consolidated.safetensors"}),
+    ],
+)
+def test_consolidated_weights_are_copied_only_when_they_are_all_there_is(staging: Staging, hf_layout: bool, copied: set[str]) -> None:
+    files = mistral_model(hf_layout)
+    staging.hub.add(MODEL, Repo(files))
+    assert staging.main().code == 0
+    objects = staging.objects()
+    assert objects.keys() == {prefix(MODEL) + p for p in copied | {"params.json"}} | {marker(MODEL)}
+    assert all(objects[prefix(MODEL) + p] == files[p] for p in copied)
+    assert {f["path"] for f in json.loads(objects[marker(MODEL)])["files"]} == copied | {"params.json"}
+
+
+def test_a_prefix_staged_with_duplicates_loses_them_without_a_copy(staging: Staging) -> None:
+    files = mistral_model(hf_layout=True)
+    staging.hub.add(MODEL, Repo(files))
+    assert staging.main().code == 0
+    # What an earlier script left: consolidated.safetensors beside the shards, and listed in its marker.
+    duplicate, data = "consolidated.safetensors", files["consolidated.safetensors"]
+    staging.s3.put_object(Bucket=staging.bucket, Key=prefix(MODEL) + duplicate, Body=data, Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+    earlier = json.loads(staging.objects()[marker(MODEL)])
+    earlier["files"] = sorted([*earlier["files"], {"path": duplicate, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}], key=lambda f: f["path"])
+    staging.s3.put_object(Bucket=staging.bucket, Key=marker(MODEL), Body=json.dumps(earlier).encode())
+    gets = staging.hub.resolve_gets()
+    ran = staging.main()
+    assert ran.code == 0 and "is not trusted (it is not what this script writes" in ran.out
+    assert f"deleted s3://{staging.bucket}/{prefix(MODEL)}{duplicate}: not a file of this copy" in ran.out
+    assert prefix(MODEL) + duplicate not in staging.objects() and staging.hub.resolve_gets() == gets
+    assert duplicate not in {f["path"] for f in json.loads(staging.objects()[marker(MODEL)])["files"]}
 
 
 def interrupted(staging: Staging) -> Ran:

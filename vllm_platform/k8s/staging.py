@@ -101,6 +101,10 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[st
     }
     annotations = {
         "pulumi.com/timeoutSeconds": str(staging.deadline_seconds + AWAIT_MARGIN_SECONDS),
+        # The name is fixed per revision: without this, the update after a failed copy waits on that same failed
+        # Job again (pulumi-kubernetes' default for a resource that did not become ready). With it, the provider
+        # replaces a Job that is not ready, deleting it first as the name stays; the new pod resumes the copy.
+        "pulumi.com/replaceUnready": "true",
         "checkov.io/skip1": (
             f"CKV_K8S_43=the staging image is pinned to release tag {STAGING_IMAGE.rpartition(':')[2]}, a dated "
             "AWS base image release; it runs once per model revision"

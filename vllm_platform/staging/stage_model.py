@@ -1,7 +1,7 @@
 """Copy one Hugging Face model revision into the S3 model cache, resumably: the staging Job runs this.
 
-It is mounted from a ConfigMap and run alone, as `python3 /opt/stage/stage_model.py`, in
-public.ecr.aws/lambda/python:3.12: the standard library and boto3 only, nothing from vllm_platform.
+It is mounted from a ConfigMap and run alone, as `python3 /opt/stage/stage_model.py`, in public.ecr.aws/lambda/python:3.12:
+the standard library and boto3 only, nothing from vllm_platform.
 
 Environment:
   HF_REPO        org/name on the hub, e.g. meta-llama/Llama-3.1-8B-Instruct.
@@ -12,17 +12,19 @@ Environment:
   CACHE_PREFIX   the destination, models/<org>/<name>/<revision>/ (it must end with "/").
   AWS_*          boto3's default chain: EKS Pod Identity in production, AWS_ENDPOINT_URL and keys in tests.
 
-Each file vLLM needs goes to s3://CACHE_BUCKET/CACHE_PREFIX<path in the repo>. The completion marker,
-<CACHE_PREFIX without its "/">.staged.json, is written last, once every file is complete; it lies beside
-the prefix, not in it, so serving pods that copy the prefix never see it.
+Each file vLLM needs (one copy of the weights) goes to s3://CACHE_BUCKET/CACHE_PREFIX<path in the repo>. The completion
+marker, <CACHE_PREFIX without its "/">.staged.json, is written last, once every file is complete; it lies beside the
+prefix, not in it, so serving pods that copy the prefix never see it. A run that finds it, and every file it lists in S3
+at its size, is done without asking the hub: a revision is a fixed commit.
 
-Exit codes: 0 staged (or already staged), 1 a transient failure outlasted the bounded retries (run again:
-it resumes), 2 bad input or a permanent refusal (running again cannot help). A failure's one-line reason
-goes to stderr and to the pod's termination message.
+Exit codes: 0 staged (or already staged), 1 a transient failure outlasted the bounded retries (run again: it resumes),
+2 bad input or a permanent refusal (running again cannot help). A failure's one-line reason goes to stderr and to the
+pod's termination message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -34,7 +36,7 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Optional, TypeVar
 
 import boto3
@@ -57,9 +59,7 @@ MAX_REDIRECTS = 5
 # Named, so that the upload, each of its parts and its completion agree on one checksum whichever boto3 the
 # image ships (boto3 1.36 began to add CRC32 by default, earlier ones none), a resumed run's included.
 PART_CHECKSUM = "CRC32"
-S3_CONFIG = Config(
-    connect_timeout=HTTP_TIMEOUT_SECONDS, read_timeout=HTTP_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 5}
-)
+S3_CONFIG = Config(connect_timeout=HTTP_TIMEOUT_SECONDS, read_timeout=HTTP_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 5})
 
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 REVISION = re.compile(r"[0-9a-f]{40}")
@@ -69,6 +69,11 @@ BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # duplicates at best, and Llama repos keep a second copy of their weights as .pth under original/.
 WANTED = re.compile(r".*\.(?:safetensors|json|tiktoken|jinja|txt)|(?:.*/)?(?:tokenizer\.model|vocab\.[^/]+)")
 UNWANTED = re.compile(r".*\.(?:bin|pth|pt|gguf|h5|msgpack|onnx)")
+# Mistral repos keep their weights twice: Hugging Face shards and Mistral's own consolidated*.safetensors. vLLM's
+# runai_streamer loader reads every safetensors file under the prefix, with no index to drop duplicates, and may
+# take the Mistral format when consolidated files are there: so they are copied only when they are all there is.
+HF_WEIGHTS = re.compile(r"model[^/]*\.safetensors(?:\.index\.json)?")
+CONSOLIDATED = re.compile(r"consolidated[^/]*\.safetensors(?:\.index\.json)?")
 T = TypeVar("T")
 
 
@@ -109,8 +114,7 @@ class Settings:
             raise Permanent(f"HF_REVISION {revision!r} is not a commit sha (40 lowercase hex digits); branches and tags move")
         if not BUCKET.fullmatch(bucket):
             raise Permanent(f"CACHE_BUCKET {bucket!r} is not an S3 bucket name")
-        parts = prefix.split("/")
-        if not prefix.endswith("/") or any(p in ("", ".", "..") for p in parts[:-1]):
+        if not prefix.endswith("/") or any(p in ("", ".", "..") for p in prefix.split("/")[:-1]):
             raise Permanent(f"CACHE_PREFIX {prefix!r} must be like models/<org>/<name>/<revision>/, ending with '/'")
         address = urllib.parse.urlsplit(endpoint)
         if address.scheme not in ("http", "https") or not address.netloc or address.query or address.fragment:
@@ -140,6 +144,10 @@ class Entry:
     size: int
     sha256: Optional[str]  # LFS files only: the listing gives no sha256 of the others
 
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"sha256": self.sha256} if self.sha256 else {}  # what a later run checks the object against
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -157,11 +165,18 @@ class Outcome:
 class Result:
     outcomes: list[Outcome]
     already_staged: bool
-    marker_key: str
 
 
 def wanted(path: str) -> bool:
     return path.split("/", 1)[0] != "original" and not UNWANTED.fullmatch(path) and bool(WANTED.fullmatch(path))
+
+
+def select(entries: list[Entry]) -> list[Entry]:
+    """The files of a listing to copy, by path: one copy of the weights, in the Hugging Face layout where it has one."""
+    files = sorted((e for e in entries if wanted(e.path)), key=lambda e: e.path)
+    if any(HF_WEIGHTS.fullmatch(e.path) for e in files):
+        return [e for e in files if not CONSOLIDATED.fullmatch(e.path)]
+    return files
 
 
 def origin(url: str) -> tuple[str, str]:
@@ -194,8 +209,7 @@ class Hub:
     """The hub's HTTP API: the listing of a revision and its files' bytes, with errors classified."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.opener = urllib.request.build_opener(_AuthOnlyToSameOrigin)  # honours *_proxy like the rest
+        self.settings, self.opener = settings, urllib.request.build_opener(_AuthOnlyToSameOrigin)  # honours *_proxy like the rest
 
     def get(self, url: str, what: str, start: int = 0) -> Any:
         request = urllib.request.Request(url, headers={"User-Agent": "vllm-platform-stage-model/1"})
@@ -357,8 +371,12 @@ class _Run:
     def __init__(self, settings: Settings, client: Any, log: Callable[[str], None]):
         self.settings, self.client, self.log, self.hub = settings, client, log, Hub(settings)
 
-    def s3(self, what: str, operation: str, missing_ok: bool = False, **params: Any) -> Any:
+    def s3(self, what: str, operation: str, missing_ok: bool = False, items: str = "", **params: Any) -> Any:
+        """`operation`'s answer; with `items`, a listing: those items of every page."""
         try:
+            if items:
+                pages = self.client.get_paginator(operation).paginate(Bucket=self.settings.bucket, **params)
+                return [item for page in pages for item in page.get(items, [])]
             return getattr(self.client, operation)(Bucket=self.settings.bucket, **params)
         except ClientError as error:
             # S3 answers a read of a missing key with 403, not 404, to a caller whose s3:ListBucket does not
@@ -371,32 +389,22 @@ class _Run:
         except BotoCoreError as error:
             raise Transient(f"{what}: {error}") from error
 
-    def pages(self, what: str, operation: str, items: str, **params: Any) -> list[dict[str, Any]]:
-        try:
-            pages = self.client.get_paginator(operation).paginate(Bucket=self.settings.bucket, **params)
-            return [item for page in pages for item in page.get(items, [])]
-        except ClientError as error:
-            raise s3_failure(what, error) from error
-        except BotoCoreError as error:
-            raise Transient(f"{what}: {error}") from error
-
     def stage(self) -> Result:
         s = self.settings
-        files = sorted((e for e in self.hub.listing() if wanted(e.path)), key=lambda e: e.path)
+        if self.trusted():
+            return Result([], True)
+        files = select(self.hub.listing())
         if not any(e.path.endswith(".safetensors") for e in files):
             raise Permanent(
                 f"{s.repo}@{s.revision} has no *.safetensors file: vLLM's runai_streamer load format reads safetensors "
                 "only; choose a revision (or a repo) that has safetensors weights"
             )
-        document = {"repo": s.repo, "revision": s.revision, "files": [{"path": e.path, "size": e.size, "sha256": e.sha256} for e in files]}
-        if self.staged(document):
-            self.log(f"already staged: s3://{s.bucket}/{s.marker_key} matches the hub's listing ({len(files)} files); nothing to do")
-            return Result([], True, s.marker_key)
         outcomes = []
         for entry in files:
             outcomes.append(self.copy(entry))
             self.log(outcomes[-1].line())
-        marker = json.dumps(document, indent=2).encode()
+        self.prune(files)
+        marker = json.dumps(self.document(files), indent=2).encode()
         self.s3("write the marker", "put_object", Key=s.marker_key, Body=marker, ContentType="application/json")
         count = {a: sum(o.action == a for o in outcomes) for a in ("copied", "resumed", "skipped")}
         self.log(
@@ -404,35 +412,53 @@ class _Run:
             f"{count['resumed']} resumed, {count['skipped']} skipped, {sum(o.transferred for o in outcomes)} bytes transferred; "
             f"marker s3://{s.bucket}/{s.marker_key}"
         )
-        return Result(outcomes, False, s.marker_key)
+        return Result(outcomes, False)
 
-    def staged(self, document: dict[str, Any]) -> bool:
-        """Whether the marker says this listing is staged. One that says otherwise is deleted before any copy,
-        so that a run that stops midway leaves no marker at all."""
-        key = self.settings.marker_key
-        found = self.s3("read the marker", "get_object", missing_ok=True, Key=key)
+    def document(self, files: list[Entry]) -> dict[str, Any]:
+        return {"repo": self.settings.repo, "revision": self.settings.revision, "files": [asdict(e) for e in files]}
+
+    def trusted(self) -> bool:
+        """Whether the marker is there, is what this script writes for the files it lists, and each of them is in
+        S3 whole: then, a revision being a fixed commit, the copy is complete and the hub need not be asked. One that
+        fails is deleted before any copy, so that a run that stops midway leaves no marker at all."""
+        s = self.settings
+        found = self.s3("read the marker", "get_object", missing_ok=True, Key=s.marker_key)
         if found is None:
             return False
         try:
             marked = json.loads(found["Body"].read())
-        except (BotoCoreError, OSError, ValueError):
-            marked = None
+            files = [Entry(**f) for f in marked["files"]]
+            ours = marked == self.document(select(files)) and any(e.path.endswith(".safetensors") for e in files)
+            wrong = None if ours else "it is not what this script writes for the files it lists"
+        except (BotoCoreError, OSError, AttributeError, KeyError, TypeError, ValueError) as error:
+            wrong = f"malformed: {type(error).__name__}: {error}"
         finally:
             found["Body"].close()
-        if isinstance(marked, dict) and all(marked.get(k) == document[k] for k in ("repo", "revision", "files")):
+        wrong = wrong or next((f"{e.path} is not in S3 at {e.size} bytes" for e in files if not self.complete(e)), None)
+        if wrong is None:
+            self.log(f"already staged: s3://{s.bucket}/{s.marker_key} lists {len(files)} files, each in S3 whole; the hub was not asked")
             return True
-        self.log(f"the marker {key} does not match the hub's listing: deleted until every file is complete again")
-        self.s3("delete the stale marker", "delete_object", Key=key)
+        self.log(f"the marker {s.marker_key} is not trusted ({wrong}): deleted until every file is complete again")
+        self.s3("delete the untrusted marker", "delete_object", Key=s.marker_key)
         return False
 
+    def complete(self, entry: Entry) -> bool:
+        """Whether `entry` is in S3 at its size, with its sha256 where the listing gave one."""
+        head = self.s3(f"look up {entry.path}", "head_object", missing_ok=True, Key=self.settings.prefix + entry.path)
+        return bool(head) and head.get("ContentLength") == entry.size and entry.sha256 in (None, head.get("Metadata", {}).get("sha256"))
+
+    def prune(self, files: list[Entry]) -> None:
+        """Delete what else the prefix holds: the streamer loads every safetensors file there, an earlier run's duplicates too."""
+        keep = {self.settings.prefix + e.path for e in files}
+        for found in self.s3("list the prefix", "list_objects_v2", items="Contents", Prefix=self.settings.prefix):
+            if found["Key"] not in keep:
+                self.s3(f"delete {found['Key']}", "delete_object", Key=found["Key"])
+                self.log(f"deleted s3://{self.settings.bucket}/{found['Key']}: not a file of this copy")
+
     def copy(self, entry: Entry) -> Outcome:
-        key = self.settings.prefix + entry.path
-        head = self.s3(f"look up {entry.path}", "head_object", missing_ok=True, Key=key)
-        if head and head.get("ContentLength") == entry.size and entry.sha256 in (None, head.get("Metadata", {}).get("sha256")):
+        if self.complete(entry):
             return Outcome(entry.path, "skipped", entry.size, 0)
-        if entry.size < PART_SIZE:
-            return self.copy_whole(entry, key)
-        return self.copy_parts(entry, key)
+        return (self.copy_whole if entry.size < PART_SIZE else self.copy_parts)(entry, self.settings.prefix + entry.path)
 
     def copy_whole(self, entry: Entry, key: str) -> Outcome:
         """A file smaller than a part: fetched into memory, checked, put in one request."""
@@ -444,8 +470,7 @@ class _Run:
             digest = hashlib.sha256(data).hexdigest()
             if entry.sha256 and digest != entry.sha256:
                 raise Transient(f"{entry.path}: sha256 {digest} of the bytes fetched is not the listing's {entry.sha256}")
-            metadata = {"sha256": entry.sha256} if entry.sha256 else {}
-            self.s3(f"upload {entry.path}", "put_object", Key=key, Body=data, Metadata=metadata)
+            self.s3(f"upload {entry.path}", "put_object", Key=key, Body=data, Metadata=entry.metadata)
 
         retrying(f"copy {entry.path}", attempt)
         return Outcome(entry.path, "copied", entry.size, entry.size)
@@ -456,13 +481,8 @@ class _Run:
             raise Permanent(f"{entry.path}: {entry.size} bytes need more than S3's {MAX_PARTS} parts of {PART_SIZE} bytes")
         upload = self.resumable(entry, key)
         if upload is None:
-            created = self.s3(
-                f"start uploading {entry.path}",
-                "create_multipart_upload",
-                Key=key,
-                Metadata={"sha256": entry.sha256} if entry.sha256 else {},
-                ChecksumAlgorithm=PART_CHECKSUM,
-            )
+            start = {"Key": key, "Metadata": entry.metadata, "ChecksumAlgorithm": PART_CHECKSUM}
+            created = self.s3(f"start uploading {entry.path}", "create_multipart_upload", **start)
             upload = _Upload(created["UploadId"], [], 0, hashlib.sha256())
         backoff = Backoff(f"copy {entry.path}")
         while upload.offset < entry.size:
@@ -488,20 +508,19 @@ class _Run:
 
     def resumable(self, entry: Entry, key: str) -> Optional[_Upload]:
         """The latest unfinished upload of `key`, with its parts that tile the file from byte 0 at PART_SIZE."""
-        uploads = [u for u in self.pages(f"list uploads of {entry.path}", "list_multipart_uploads", "Uploads", Prefix=key) if u["Key"] == key]
+        listed = self.s3(f"list uploads of {entry.path}", "list_multipart_uploads", items="Uploads", Prefix=key)
+        uploads = [u for u in listed if u["Key"] == key]
         if not uploads:
             return None
         upload_id = max(uploads, key=lambda u: u["Initiated"])["UploadId"]
-        found = self.pages(f"list parts of {entry.path}", "list_parts", "Parts", Key=key, UploadId=upload_id)
+        found = self.s3(f"list parts of {entry.path}", "list_parts", items="Parts", Key=key, UploadId=upload_id)
         upload = _Upload(upload_id, [], 0, None)
         for part in sorted(found, key=lambda p: p["PartNumber"]):
             if part["PartNumber"] != len(upload.parts) + 1 or part["Size"] != min(PART_SIZE, entry.size - upload.offset):
                 break  # a gap, or parts of another size: from here the parts are uploaded again
             upload.parts.append(part_record(part))
             upload.offset += part["Size"]
-        upload.kept = upload.offset
-        if not upload.parts:
-            upload.hasher = hashlib.sha256()
+        upload.kept, upload.hasher = upload.offset, None if upload.parts else hashlib.sha256()
         return upload
 
     def stream_parts(self, entry: Entry, key: str, upload: _Upload, backoff: Backoff) -> None:
@@ -513,15 +532,8 @@ class _Run:
             while upload.offset < entry.size:
                 data = read_exactly(response, min(PART_SIZE, entry.size - upload.offset), entry, upload.offset)
                 number = len(upload.parts) + 1
-                answer = self.s3(
-                    f"upload part {number} of {entry.path}",
-                    "upload_part",
-                    Key=key,
-                    UploadId=upload.upload_id,
-                    PartNumber=number,
-                    Body=data,
-                    ChecksumAlgorithm=PART_CHECKSUM,
-                )
+                part = {"Key": key, "UploadId": upload.upload_id, "PartNumber": number, "Body": data, "ChecksumAlgorithm": PART_CHECKSUM}
+                answer = self.s3(f"upload part {number} of {entry.path}", "upload_part", **part)
                 upload.parts.append(part_record({**answer, "PartNumber": number}))
                 upload.offset += len(data)
                 if upload.hasher is not None:
@@ -565,11 +577,8 @@ def fail(reason: str, code: int) -> int:
     line = " ".join(reason.split())[:4000]  # Kubernetes keeps 4096 bytes of it
     print(line, file=sys.stderr, flush=True)
     if os.path.isfile(TERMINATION_LOG) and os.access(TERMINATION_LOG, os.W_OK):
-        try:
-            with open(TERMINATION_LOG, "w", encoding="utf-8") as handle:
-                handle.write(line + "\n")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open(TERMINATION_LOG, "w", encoding="utf-8") as handle:
+            handle.write(line + "\n")
     return code
 
 
