@@ -73,10 +73,13 @@ RESOURCE_ACTIONS: dict[str, set[str]] = {
                                 "eks:UpdateClusterVersion", "eks:DescribeUpdate", "eks:TagResource", "eks:UntagResource",
                                 "eks:ListTagsForResource", "iam:PassRole", "iam:CreateServiceLinkedRole", "kms:DescribeKey",
                                 "kms:CreateGrant"},
+    # A node group from the program's own launch template: EKS refuses CreateNodegroup ("You are not authorized
+    # to launch instances with this launch template") unless the caller may launch from it, tags included.
     "aws:eks/nodeGroup:NodeGroup": {"eks:CreateNodegroup", "eks:DeleteNodegroup", "eks:DescribeNodegroup",
                                     "eks:UpdateNodegroupConfig", "eks:UpdateNodegroupVersion", "eks:DescribeUpdate",
                                     "eks:TagResource", "eks:UntagResource", "iam:PassRole", "iam:CreateServiceLinkedRole",
-                                    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSubnets"},
+                                    "ec2:DescribeLaunchTemplateVersions", "ec2:DescribeSubnets", "ec2:RunInstances",
+                                    "ec2:CreateTags"},
     "aws:eks/addon:Addon": {"eks:CreateAddon", "eks:DeleteAddon", "eks:DescribeAddon", "eks:UpdateAddon",
                             "eks:DescribeAddonConfiguration", "eks:DescribeAddonVersions", "eks:DescribeUpdate",
                             "eks:TagResource", "eks:UntagResource"},
@@ -203,3 +206,82 @@ def test_the_workflows_and_the_readme_name_the_policies(workflow: str, path: Pat
     relative = str(path.relative_to(render.PROJECT_ROOT))
     assert relative in (render.PROJECT_ROOT / ".github" / "workflows" / workflow).read_text()
     assert relative in (render.PROJECT_ROOT / "README.md").read_text()
+
+
+# The AWS Load Balancer Controller's published policy, statement by statement: its actions and resources as
+# kubernetes-sigs/aws-load-balancer-controller docs/install/iam_policy.json has them at tag v3.5.0 (commit
+# 11eb202c, the app version of chart 3.5.0). Only the conditions are the platform's own (the cluster tag
+# named, not merely present: tests/test_gateway.py), so an action dropped or added here is a drift.
+ELB = "arn:aws:elasticloadbalancing:*:*"
+SECURITY_GROUPS = "arn:aws:ec2:*:*:security-group/*"
+BALANCERS = [f"{ELB}:targetgroup/*/*", f"{ELB}:loadbalancer/net/*/*", f"{ELB}:loadbalancer/app/*/*"]
+LISTENERS = [f"{ELB}:listener/net/*/*/*", f"{ELB}:listener/app/*/*/*", f"{ELB}:listener-rule/net/*/*/*", f"{ELB}:listener-rule/app/*/*/*"]
+LOAD_BALANCER_CONTROLLER_V3_5_0: list[tuple[set[str], Any]] = [
+    ({"iam:CreateServiceLinkedRole"}, "*"),
+    ({"ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones", "ec2:DescribeInternetGateways",
+      "ec2:DescribeVpcs", "ec2:DescribeVpcPeeringConnections", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+      "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces", "ec2:DescribeTags", "ec2:GetCoipPoolUsage", "ec2:DescribeCoipPools",
+      "ec2:GetSecurityGroupsForVpc", "ec2:DescribeIpamPools", "ec2:DescribeRouteTables", "elasticloadbalancing:DescribeLoadBalancers",
+      "elasticloadbalancing:DescribeLoadBalancerAttributes", "elasticloadbalancing:DescribeListeners",
+      "elasticloadbalancing:DescribeListenerCertificates", "elasticloadbalancing:DescribeSSLPolicies", "elasticloadbalancing:DescribeRules",
+      "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetGroupAttributes",
+      "elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTrustStores",
+      "elasticloadbalancing:DescribeListenerAttributes", "elasticloadbalancing:DescribeCapacityReservation"}, "*"),
+    ({"cognito-idp:DescribeUserPoolClient", "acm:ListCertificates", "acm:DescribeCertificate", "iam:ListServerCertificates",
+      "iam:GetServerCertificate", "waf-regional:GetWebACL", "waf-regional:GetWebACLForResource", "waf-regional:AssociateWebACL",
+      "waf-regional:DisassociateWebACL", "wafv2:GetWebACL", "wafv2:GetWebACLForResource", "wafv2:AssociateWebACL",
+      "wafv2:DisassociateWebACL", "shield:GetSubscriptionState", "shield:DescribeProtection", "shield:CreateProtection",
+      "shield:DeleteProtection"}, "*"),
+    ({"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"}, "*"),
+    ({"ec2:CreateSecurityGroup"}, "*"),
+    ({"ec2:CreateTags"}, SECURITY_GROUPS),
+    ({"ec2:CreateTags", "ec2:DeleteTags"}, SECURITY_GROUPS),
+    ({"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"}, "*"),
+    ({"elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"}, "*"),
+    ({"elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener", "elasticloadbalancing:CreateRule",
+      "elasticloadbalancing:DeleteRule"}, "*"),
+    ({"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"}, BALANCERS),
+    ({"elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags"}, LISTENERS),
+    ({"elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType", "elasticloadbalancing:SetSecurityGroups",
+      "elasticloadbalancing:SetSubnets", "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
+      "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
+      "elasticloadbalancing:ModifyListenerAttributes", "elasticloadbalancing:ModifyCapacityReservation",
+      "elasticloadbalancing:ModifyIpPools"}, "*"),
+    ({"elasticloadbalancing:AddTags"}, BALANCERS),
+    ({"elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"}, f"{ELB}:targetgroup/*/*"),
+    ({"elasticloadbalancing:SetWebAcl", "elasticloadbalancing:ModifyListener", "elasticloadbalancing:AddListenerCertificates",
+      "elasticloadbalancing:RemoveListenerCertificates", "elasticloadbalancing:ModifyRule", "elasticloadbalancing:SetRulePriorities"}, "*"),
+]  # fmt: skip
+
+
+def published_drift(statements: list[dict[str, Any]]) -> list[str]:
+    """How the statements' actions and resources differ from the published ones, statement by statement."""
+    if len(statements) != len(LOAD_BALANCER_CONTROLLER_V3_5_0):
+        return [f"{len(statements)} statements, the published policy has {len(LOAD_BALANCER_CONTROLLER_V3_5_0)}"]
+    drift = []
+    for index, (statement, (published, resource)) in enumerate(zip(statements, LOAD_BALANCER_CONTROLLER_V3_5_0)):
+        granted = set(statement["Action"])
+        if granted != published:
+            drift.append(f"statement {index}: missing {sorted(published - granted)}, extra {sorted(granted - published)}")
+        if statement["Resource"] != resource:
+            drift.append(f"statement {index}: resource {statement['Resource']!r}, published {resource!r}")
+    return drift
+
+
+def rendered_load_balancer_controller_policy() -> list[dict[str, Any]]:
+    rendering = rendered_stack("prod")
+    (policy,) = [r for r in rendering.resources if r.type == "aws:iam/rolePolicy:RolePolicy" and r.name == "aws-load-balancer-controller"]
+    statements: list[dict[str, Any]] = json.loads(policy.inputs["policy"])["Statement"]
+    return statements
+
+
+def test_the_load_balancer_controller_gets_the_published_actions_on_the_published_resources() -> None:
+    assert published_drift(rendered_load_balancer_controller_policy()) == []
+
+
+def test_a_dropped_load_balancer_controller_action_is_drift() -> None:
+    statements = rendered_load_balancer_controller_policy()
+    for index, statement in enumerate(statements):
+        for action in statement["Action"]:
+            dropped = [dict(s, Action=[a for a in s["Action"] if a != action]) if i == index else s for i, s in enumerate(statements)]
+            assert published_drift(dropped), f"dropping {action} from statement {index} went unnoticed"

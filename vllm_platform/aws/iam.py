@@ -37,6 +37,42 @@ def secrets_encryption_policy(key_arn: str) -> dict[str, Any]:
     }
 
 
+# What EC2 asks of the key to create, attach and later reattach an encrypted volume: AWS's own aws/ebs key
+# policy, as Karpenter's troubleshooting page ("Node terminates before ready on failed encrypted EBS volume")
+# gives it.
+EBS_KEY_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey"]
+
+
+def platform_key_policy(partition: str, account: str, region: str) -> dict[str, Any]:
+    """The platform key's policy. The account statement is the default policy's: it lets IAM policies grant
+    the key (the control plane's, Karpenter's and the model cache's roles have it that way) and keeps the key
+    manageable. The second admits, only through EC2 in this region and only from this account, whoever
+    launches a GPU node: EC2 launches Spot capacity as the AWSServiceRoleForEC2Spot service-linked role and
+    fleets as AWSServiceRoleForEC2Fleet, which no IAM policy of ours can grant the key, and without it the
+    instance terminates right after launch (Client.InternalError). No service uses the key as its own
+    principal: the interruption queue is SQS-encrypted and the log group unencrypted."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "AccountAdministersTheKey",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "VolumesThroughEc2",
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": EBS_KEY_ACTIONS,
+                "Resource": "*",
+                "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.amazonaws.com"}},
+            },
+        ],
+    }
+
+
 def model_weights_policy(partition: str, bucket: str, prefix: str) -> dict[str, Any]:
     """Read one model's checkpoint: the objects under its prefix, and the listing of that prefix only."""
     return {

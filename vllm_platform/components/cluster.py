@@ -145,6 +145,7 @@ class PlatformCluster(pulumi.ComponentResource):
             description=f"EKS {cluster.name}: Kubernetes Secrets (envelope encryption), the GPU nodes' volumes, the model cache",
             enable_key_rotation=True,
             deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
+            policy=json.dumps(iam.platform_key_policy(partition, caller.account_id, region)),
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=cluster.protect),
         )
