@@ -1,5 +1,6 @@
-"""The alerts, dashboard queries, KEDA queries and Alertmanager routing, on the real engines: promtool,
-a Prometheus server on loopback and amtool, from Debian's packages (prometheus 2.42, alertmanager 0.25).
+"""The alerts, dashboard queries and KEDA queries on the real engines: promtool and a Prometheus server on
+loopback, from Debian's prometheus package (2.42). Alertmanager's routing and inhibitions are
+tests/test_alerting_engine.py's.
 
 Synthetic series carry the labels vLLM, kube-state-metrics, KEDA, Karpenter and the DCGM exporter really give them.
 Each alert has a case where it fires, at the time it should, and one where it stays silent. Without the
@@ -19,20 +20,20 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import pytest
 import yaml
 
-from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack, stack_document
+from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack
 from tests.test_observability import _platform
-from vllm_platform.config.loader import stack_config
 from vllm_platform.config.platform import parse_config
-from vllm_platform.k8s import alerting, alerts, autoscaling, dashboards
+from vllm_platform.k8s import alerts, autoscaling, dashboards
 from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
 
 PROMQL_TIMEOUT = 30
+READY_WITHIN = 10.0  # seconds for a loopback server to answer /-/ready
 NAMESPACE = "inference"
 
 
@@ -116,12 +117,22 @@ def selector(name: str, **labels: str) -> str:
     return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def vllm(name: str, pod: str = POD_A, **labels: str) -> str:
-    """A vLLM series as the ServiceMonitor's scrape labels it."""
+def target(name: str, pod: str = POD_A, **labels: str) -> str:
+    """A series of a model's scrape target with the ServiceMonitor's labels only: `up`, and the API server's
+    http_requests_total (prometheus-fastapi-instrumentator's), neither of which has vLLM's model_name or engine."""
     return selector(
-        name, namespace=NAMESPACE, model_name=SERVED, engine="0", pod=pod, container="vllm", service="chat",
-        endpoint="http", job="chat", instance="10.0.1.5:8000", **labels,
+        name, namespace=NAMESPACE, pod=pod, container="vllm", service="chat", endpoint="http", job="chat",
+        instance="10.0.1.5:8000", **labels,
     )  # fmt: skip
+
+
+def vllm(name: str, pod: str = POD_A, **labels: str) -> str:
+    """A series of vLLM's own metrics: the target's labels, and the served name and engine vLLM adds."""
+    return target(name, pod, model_name=SERVED, engine="0", **labels)
+
+
+def http_requests(handler: str, method: str, status: str, values: str) -> dict[str, str]:
+    return {"series": target("http_requests_total", handler=handler, method=method, status=status), "values": values}
 
 
 def token_usage(kind: str, values: str, client: str = "web") -> dict[str, str]:
@@ -206,127 +217,137 @@ def ready(desired: str, available: str) -> list[dict[str, str]]:
     ]
 
 
-SERVING = [*ready("1+0x60", "1+0x60"), {"series": vllm("up"), "values": "1+0x60"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x60"}]
-MODEL_LABELS = alerts.model_labels(MODEL)
-FLAT = "+0x500"  # a constant, for long enough
 
-# alert -> [(case, series, eval time, alerts expected then as extra labels, or None for silent)]
-CASES: dict[str, list[tuple[str, list[dict[str, str]], str, Optional[list[dict[str, str]]]]]] = {
+def waiting(reason: str, values: str) -> dict[str, str]:
+    """kube-state-metrics' waiting reason of the vllm container: a series only while the container waits."""
+    series = ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason=reason, uid="u1")
+    return {"series": series, "values": values}
+
+
+# Five minutes in back-off (kubelet's cap), the series gone stale, vLLM running for two, and again.
+CRASH_LOOP = " ".join(["1+0x4 stale _"] * 5)
+# Eval times: a firing case has two, silent then firing (the first a minute before its `for` runs out, which
+# test_every_alert_has_a_firing_and_a_silent_case proves without `for`); a silent case has one.
+At = Union[str, tuple[str, str]]
+# alert -> [(case, series, eval time(s), alerts expected then as extra labels, or None for silent)]
+CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[str, str]]]]]] = {
     "VllmModelDown": [
-        ("served, then lost every pod", ready("1+0x60", "1+0x29 0+0x30"), "33m", [{}]),
-        ("lost every pod a minute ago", ready("1+0x60", "1+0x29 0+0x30"), "31m", None),
+        ("served, then lost every pod at 30 min", ready("1+0x60", "1+0x29 0+0x30"), ("31m", "32m"), [{}]),
         ("a cold start from zero", ready("0+0x29 1+0x30", "0+0x60"), "33m", None),
         ("woken from zero after serving", ready("1+0x19 0+0x9 1+0x30", "1+0x19 0+0x40"), "33m", None),
-        ("woken from zero, served, then lost every pod", ready("1+0x9 0+0x9 1+0x40", "1+0x9 0+0x14 1+0x4 0+0x30"), "33m", [{}]),
+        ("woken from zero, served, then lost every pod", ready("1+0x9 0+0x9 1+0x40", "1+0x9 0+0x14 1+0x4 0+0x30"), ("31m", "32m"), [{}]),
     ],
     "VllmModelNotReady": [
-        ("wanted, never available", ready("1+0x60", "0+0x60"), f"{NOT_READY + 1}m", [{}]),
+        ("wanted, never available", ready("1+0x60", "0+0x60"), (f"{NOT_READY - 1}m", f"{NOT_READY}m"), [{}]),
         ("at zero on purpose", ready("0+0x60", "0+0x60"), f"{NOT_READY + 1}m", None),
     ],
     "VllmReplicasUnavailable": [
         # Scaled from 1 to 7 at 10 min: wanted a full not-ready time at 10 + NOT_READY, then 5 min more.
-        ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), f"{10 + NOT_READY + 6}m", [{}]),
+        ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), (f"{10 + NOT_READY + 4}m", f"{10 + NOT_READY + 5}m"), [{}]),
         ("7 of 7 after a cold start", ready("1+0x9 7+0x60", "1+0x25 7+0x44"), "45m", None),
         ("a scale-up in steps", ready("1+0x9 3+0x9 5+0x9 7+0x40", "1+0x25 3+0x9 5+0x9 7+0x30"), f"{10 + NOT_READY + 6}m", None),
     ],
     "VllmContainerCrashLooping": [
-        ("back-off", [{"series": ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason="CrashLoopBackOff", uid="u1"), "values": "1+0x30"}], "12m", [{"pod": POD_A}]),
-        ("creating", [{"series": ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason="ContainerCreating", uid="u1"), "values": "1+0x30"}], "12m", None),
+        ("crash, back-off, run, crash", [waiting("CrashLoopBackOff", CRASH_LOOP)], ("14m", "15m"), [{"pod": POD_A}]),
+        ("one back-off, then serving", [waiting("CrashLoopBackOff", "1+0x4 stale")], "16m", None),
+        ("creating", [waiting("ContainerCreating", "1+0x30")], "16m", None),
     ],
     "VllmMetricsMissing": [
-        ("one pod unscraped", [*ready("2+0x30", "2+0x30"), {"series": vllm("up"), "values": "1+0x30"}, {"series": vllm("up", POD_B), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}], "12m", [{}]),
-        ("scraped without vLLM's series", [*ready("1+0x30", "1+0x30"), {"series": vllm("up"), "values": "1+0x30"}], "12m", [{}]),
-        ("every pod scraped", [*ready("2+0x30", "2+0x30"), {"series": vllm("up"), "values": "1+0x30"}, {"series": vllm("up", POD_B), "values": "1+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting", POD_B), "values": "0+0x30"}], "12m", None),
+        ("one pod unscraped", [*ready("2+0x30", "2+0x30"), {"series": target("up"), "values": "1+0x30"}, {"series": target("up", POD_B), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}], ("9m", "10m"), [{}]),
+        ("scraped without vLLM's series", [*ready("1+0x30", "1+0x30"), {"series": target("up"), "values": "1+0x30"}], ("9m", "10m"), [{}]),
+        ("every pod scraped", [*ready("2+0x30", "2+0x30"), {"series": target("up"), "values": "1+0x30"}, {"series": target("up", POD_B), "values": "1+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting", POD_B), "values": "0+0x30"}], "12m", None),
     ],
     "VllmQueueBacklogAtMaxReplicas": [
-        ("40 waiting at max 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("3+0x30", "3+0x30")], "12m", [{}]),
+        ("40 waiting at max 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("3+0x30", "3+0x30")], ("9m", "10m"), [{}]),
         ("40 waiting at 2 of 3", [{"series": vllm("vllm:num_requests_waiting"), "values": "40+0x30"}, *ready("2+0x30", "2+0x30")], "12m", None),
     ],
     "GatewayClientNearTokenLimit": [
         # 900 tokens a minute (600 in, 300 out) of a 1000 budget; then 500.
-        ("at 90 % of its budget", [token_usage("input", "0+600x30"), token_usage("output", "0+300x30")], "12m", [{}]),
+        ("at 90 % of its budget", [token_usage("input", "0+600x30"), token_usage("output", "0+300x30")], ("9m", "10m"), [{}]),
         ("at half its budget", [token_usage("input", "0+300x30"), token_usage("output", "0+200x30")], "12m", None),
         ("another client near its own", [token_usage("input", "0+950x30", client="batch")], "12m", None),
     ],
     "GatewayServerErrors": [
-        ("one in ten a 5xx", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+10x30", envoy_response_code_class="5")], "12m", [{}]),
+        ("one in ten a 5xx", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+10x30", envoy_response_code_class="5")], ("5m", "6m"), [{}]),
         ("one in a hundred", [envoy_downstream("rq_total", "0+100x30"), envoy_downstream("rq_xx", "0+1x30", envoy_response_code_class="5")], "12m", None),
     ],
     "KedaScalerErrors": [
-        ("errors every poll", [keda_errors("0+4x30")], "12m", [{}]),
+        ("errors every poll while serving", [keda_errors("0+4x30"), *ready("1+0x30", "1+0x30")], ("10m", "11m"), [{}]),
+        # No pod available yet, so no queue series: the trigger fails until the first one serves at 20 min.
+        ("a first cold start", [keda_errors("0+4x19 80+0x20"), *ready("1+0x40", "0+0x19 1+0x20")], "15m", None),
         ("old errors", [keda_errors("5+0x30")], "12m", None),
         ("another namespace's object of the same name", [keda_errors("0+4x30", namespace="batch")], "12m", None),
     ],
     "VllmTimeToFirstTokenBudgetBurning": [
-        ("every request over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+0x70"}, "0+10x70"), "10m", [{}]),
+        ("every request over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+0x70"}, "0+10x70"), ("2m", "3m"), [{}]),
         # The finding: 1.2 s under a 2.5 s SLO, which a p95 from histogram_quantile reads as 2.4 s.
         ("every request at 1.2 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+10x70"}, "0+10x70"), "10m", None),
     ],
     "VllmTimeToFirstTokenSloBreached": [
-        ("half over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+5x70"}, "0+10x70"), "20m", [{}]),
+        ("half over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+5x70"}, "0+10x70"), ("15m", "16m"), [{}]),
         ("one in fifty over", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+49x70"}, "0+50x70"), "20m", None),
     ],
     "VllmInterTokenLatencyHigh": [
-        ("half the tokens over 0.2 s", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+50x40"}, "0+100x40"), "20m", [{}]),
+        ("half the tokens over 0.2 s", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+50x40"}, "0+100x40"), ("15m", "16m"), [{}]),
         ("one in a hundred", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+99x40"}, "0+100x40"), "20m", None),
     ],
     "VllmRequestLatencyHigh": [
         # prometheus_client writes the bound as 60.0: the matcher takes it in either spelling.
-        ("half over 60 s", histogram("vllm:e2e_request_latency_seconds", {"60.0": "0+5x40"}, "0+10x40"), "20m", [{}]),
+        ("half over 60 s", histogram("vllm:e2e_request_latency_seconds", {"60.0": "0+5x40"}, "0+10x40"), ("15m", "16m"), [{}]),
         ("all within", histogram("vllm:e2e_request_latency_seconds", {"60.0": "0+10x40"}, "0+10x40"), "20m", None),
     ],
     "VllmRequestErrors": [
-        ("one in ten fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", [{}]),
+        ("one in ten fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], ("10m", "11m"), [{}]),
         ("none fails", [{"series": vllm("vllm:request_success_total", finished_reason="error"), "values": "0+0x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+9x30"}], "12m", None),
     ],
     "VllmServerErrors": [
         # The probes' 100 answers a minute would put it under 1 % if they counted.
-        ("one answer in ten a 5xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="5xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}, {"series": vllm("http_requests_total", handler="/v1/models", method="GET", status="2xx"), "values": "0+100x30"}], "12m", [{}]),
-        ("only 4xx", [{"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="4xx"), "values": "0+1x30"}, {"series": vllm("http_requests_total", handler="/v1/chat/completions", method="POST", status="2xx"), "values": "0+9x30"}], "12m", None),
+        ("one answer in ten a 5xx", [http_requests("/v1/chat/completions", "POST", "5xx", "0+1x30"), http_requests("/v1/chat/completions", "POST", "2xx", "0+9x30"), http_requests("/v1/models", "GET", "2xx", "0+100x30")], ("10m", "11m"), [{}]),
+        ("only 4xx", [http_requests("/v1/chat/completions", "POST", "4xx", "0+1x30"), http_requests("/v1/chat/completions", "POST", "2xx", "0+9x30")], "12m", None),
     ],
     "VllmRequestsAborted": [
-        ("three in ten abandoned", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+3x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+7x30"}], "17m", [{}]),
+        ("three in ten abandoned", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+3x30"}, {"series": vllm("vllm:request_success_total", finished_reason="stop"), "values": "0+7x30"}], ("15m", "16m"), [{}]),
         ("one in twenty", [{"series": vllm("vllm:request_success_total", finished_reason="abort"), "values": "0+1x30"}, {"series": vllm("vllm:request_success_total", finished_reason="length"), "values": "0+19x30"}], "17m", None),
     ],
     "VllmPreempting": [
-        ("preempting", [{"series": vllm("vllm:num_preemptions_total"), "values": "0+2x30"}], "17m", [{}]),
+        ("preempting", [{"series": vllm("vllm:num_preemptions_total"), "values": "0+2x30"}], ("15m", "16m"), [{}]),
         ("long ago", [{"series": vllm("vllm:num_preemptions_total"), "values": "12+0x30"}], "17m", None),
     ],
     "VllmKvCacheNearlyFull": [
-        ("95% full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.95+0x30"}], "12m", [{"pod": POD_A}]),
+        ("95% full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.95+0x30"}], ("9m", "10m"), [{"pod": POD_A}]),
         ("half full", [{"series": vllm("vllm:kv_cache_usage_perc"), "values": "0.5+0x30"}], "12m", None),
     ],
     "KarpenterDown": [
-        ("both controllers down", [{"series": karpenter("up"), "values": "0+0x30"}, {"series": karpenter("up", "karpenter-6f8b9c7d4-bbbbb"), "values": "0+0x30"}], "12m", [{}]),
-        ("never scraped", [{"series": deployment("kube_deployment_spec_replicas"), "values": "1+0x30"}], "12m", [{}]),
+        ("both controllers down", [{"series": karpenter("up"), "values": "0+0x30"}, {"series": karpenter("up", "karpenter-6f8b9c7d4-bbbbb"), "values": "0+0x30"}], ("9m", "10m"), [{}]),
+        ("never scraped", [{"series": deployment("kube_deployment_spec_replicas"), "values": "1+0x30"}], ("9m", "10m"), [{}]),
         ("one of two up", [{"series": karpenter("up"), "values": "1+0x30"}, {"series": karpenter("up", "karpenter-6f8b9c7d4-bbbbb"), "values": "0+0x30"}], "12m", None),
     ],
     "GpuNodeLaunchesFailing": [
-        ("no capacity for half an hour", [launch_errors("0+1x40")], "32m", [{"error": "InsufficientCapacityError"}]),
+        ("no capacity for half an hour", [launch_errors("0+1x40")], ("15m", "16m"), [{"error": "InsufficientCapacityError"}]),
         ("one refusal, then a launch", [launch_errors("0+1x1 2+0x40")], "32m", None),
         ("a node's deletion failing", [launch_errors("0+1x40", method="Delete", error="")], "32m", None),
     ],
     "GpuFallenOffBus": [
-        ("Xid 79", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x30"}], "3m", [gpu_labels()]),
+        ("Xid 79", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x30"}], ("0m", "1m"), [gpu_labels()]),
         # The exporter stops listing a GPU that is gone: the alert outlives its series.
-        ("Xid 79, then no series", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x9"}], "30m", [gpu_labels()]),
+        ("Xid 79, then no series", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x9"}], ("0m", "30m"), [gpu_labels()]),
         ("Xid 43", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="GPU stopped processing"), "values": "43+0x30"}], "3m", None),
     ],
     "GpuXidError": [
-        ("non-zero from its first sample", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x30"}], "1m", [gpu_labels()]),
-        ("a new code after 0", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="0", err_msg=""), "values": "0+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "22m", [gpu_labels()]),
+        ("non-zero from its first sample at 5 min", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x5 43+0x30"}], ("4m", "5m"), [gpu_labels()]),
+        ("a new code after 0", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="0", err_msg=""), "values": "0+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], ("19m", "20m"), [gpu_labels()]),
         ("an old Xid", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x40"}], "30m", None),
         ("an old Xid, its pod changed", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", pod=POD_B, err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "30m", None),
     ],
     "NodeWithGpusNotReady": [
-        ("not ready for 3 minutes", [*node_ready("ip-10-0-1-5", "1+0x9 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "13m", [{"node": "ip-10-0-1-5"}]),
+        ("not ready for 3 minutes", [*node_ready("ip-10-0-1-5", "1+0x9 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], ("11m", "12m"), [{"node": "ip-10-0-1-5"}]),
         ("not ready for a minute", [*node_ready("ip-10-0-1-5", "1+0x11 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "13m", None),
         ("a node without GPUs", [*node_ready("ip-10-0-1-6", "1+0x9 0+0x20")], "13m", None),
     ],
     "GpuUnavailable": [
-        ("one withdrawn", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "3+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], "12m", [{"node": "ip-10-0-1-5"}]),
-        ("no DCGM series at all", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], "12m", [{"node": "ip-10-0-1-5"}]),
-        ("DCGM lists three of four", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(3))], "12m", [{"node": "ip-10-0-1-5"}]),
+        ("one withdrawn", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "3+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], ("9m", "10m"), [{"node": "ip-10-0-1-5"}]),
+        ("no DCGM series at all", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], ("9m", "10m"), [{"node": "ip-10-0-1-5"}]),
+        ("DCGM lists three of four", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(3))], ("9m", "10m"), [{"node": "ip-10-0-1-5"}]),
         ("all four", [{"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, {"series": ksm("kube_node_status_allocatable", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}, *({"series": dcgm("DCGM_FI_DEV_GPU_UTIL", str(g)), "values": "50+0x30"} for g in range(4))], "12m", None),
     ],
 }  # fmt: skip
@@ -337,43 +358,55 @@ def rules_under_test() -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in rule_groups(rule) for r in g["rules"]}
 
 
-def test_every_alert_has_a_firing_and_a_silent_case() -> None:
-    assert set(CASES) == set(rules_under_test()) | {a for a in CASES if a.startswith("Gpu")}
+def minutes(duration: str) -> int:
+    return int(duration.removesuffix("m"))
+
+
+def promtool_test(promtool: str, rules: list[dict[str, Any]], tests: list[dict[str, Any]], directory: Path) -> None:
+    """`promtool test rules` of `tests` against `rules`, whose annotations promtool check has already parsed."""
+    bare = [{k: v for k, v in rule.items() if k != "annotations"} for rule in rules]
+    (directory / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "under-test", "rules": bare}]}))
+    (directory / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}))
+    done = run(promtool, "test", "rules", str(directory / "test.yaml"))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def unit_test(name: str, case: str, series: list[dict[str, str]], evals: list[tuple[str, list[dict[str, str]]]]) -> dict[str, Any]:
+    """One promtool test of the alert `name`: at each eval time, exactly the alerts with these extra labels."""
+    labels = rules_under_test()[name]["labels"]
+    checks = [{"eval_time": at, "alertname": name, "exp_alerts": [{"exp_labels": {**labels, **extra}} for extra in expected]}
+              for at, expected in evals]  # fmt: skip
+    return {"name": f"{name}: {case}", "interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+
+def test_every_alert_has_a_firing_and_a_silent_case(tmp_path: Path) -> None:
+    """Each firing case is silent at an instant, then fires: a firing case tells the time it fires, not only
+    that it does. Without `for`, the same alert already fires at that instant and `for` minus a minute
+    before it, so its condition holds all through and `for` alone keeps it silent, a minute short of
+    running out. An alert without `for` is silent the minute before its condition begins."""
+    rules = rules_under_test()
+    assert set(CASES) == set(rules) | {a for a in CASES if a.startswith("Gpu")}
+    held = []
     for name, cases in CASES.items():
-        assert any(expected for _, _, _, expected in cases), f"{name} never fires"
         assert any(expected is None for _, _, _, expected in cases), f"{name} is never silent"
-
-
-def expected_labels(name: str, extra: dict[str, str]) -> dict[str, str]:
-    rule = rules_under_test()[name]
-    return {**rule["labels"], **extra}
+        firing = [(case, series, at, expected) for case, series, at, expected in cases if expected]
+        assert firing, f"{name} never fires"
+        for case, series, at, expected in firing:
+            assert isinstance(at, tuple) and minutes(at[0]) < minutes(at[1]), f"{name}: {case} has no silent instant before it fires"
+            pending = minutes(rules[name].get("for", "0m"))
+            if pending:
+                held.append(unit_test(name, case, series, [(f"{minutes(at[0]) - pending + 1}m", expected), (at[0], expected)]))
+    without_for = [{k: v for k, v in rule.items() if k not in ("for", "keep_firing_for")} for rule in rules.values()]
+    promtool_test(tool("promtool"), without_for, held, tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_alert_fires_when_it_should_and_only_then(name: str, tmp_path: Path) -> None:
-    promtool = tool("promtool")
-    rule = dict(rules_under_test()[name])
-    # Annotations are checked for their template syntax by promtool check; their text by the unit tests.
-    rule.pop("annotations")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "under-test", "rules": [rule]}]}))
     tests = [
-        {
-            "name": f"{name}: {case}",
-            "interval": "1m",
-            "input_series": series,
-            "alert_rule_test": [
-                {
-                    "eval_time": at,
-                    "alertname": name,
-                    "exp_alerts": [{"exp_labels": expected_labels(name, extra)} for extra in expected or []],
-                }
-            ],
-        }
+        unit_test(name, case, series, [(at[0], []), (at[1], expected)] if isinstance(at, tuple) else [(at, expected or [])])
         for case, series, at, expected in CASES[name]
     ]
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}))
-    done = run(promtool, "test", "rules", str(tmp_path / "test.yaml"))
-    assert done.returncode == 0, done.stdout + done.stderr
+    promtool_test(tool("promtool"), [rules_under_test()[name]], tests, tmp_path)
 
 
 # --- a Prometheus server: each ScaledObject's query on backfilled series --------------------------
@@ -413,22 +446,28 @@ def prometheus_server(openmetrics: str, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+def server_ready(url: str, deadline: float) -> bool:
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=max(deadline - time.monotonic(), 0.01)) as answer:
+            return bool(answer.status == 200)
+    return False
+
+
 @contextlib.contextmanager
 def loopback_server(argv: list[str], address: str) -> Iterator[str]:
     """A server of Prometheus' family on `address`, ready (its /-/ready within 10 s); stopped on exit, whatever happens."""
     url = f"http://{address}"
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):  # 10 s at most
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
+        # One deadline for the whole wait, each attempt's timeout included: a server that accepts the
+        # connection and never answers cannot stretch it.
+        deadline = time.monotonic() + READY_WITHIN
+        while not server_ready(url, deadline):
             if process.poll() is not None:
                 pytest.fail(f"{Path(argv[0]).name} exited: {process.stderr.read() if process.stderr else ''}")
+            if time.monotonic() >= deadline:
+                pytest.fail(f"{Path(argv[0]).name} was not ready within {READY_WITHIN:g} s")
             time.sleep(0.1)
-        else:
-            pytest.fail(f"{Path(argv[0]).name} was not ready within 10 s")
         yield url
     finally:
         process.terminate()
@@ -467,121 +506,3 @@ def test_each_scaled_object_reads_its_own_models_queue_on_a_real_prometheus(tmp_
     gamma, delta = scaled["gamma"], scaled["delta"]
     assert gamma["triggers"][0]["metadata"]["ignoreNullValues"] == "false" and gamma["fallback"]["replicas"] == 1
     assert delta["triggers"][0]["metadata"]["ignoreNullValues"] == "true" and "fallback" not in delta
-
-
-# --- amtool: the rendered Alertmanager config, and where each alert goes ---------------------------
-
-
-def prod_alerting() -> Any:
-    return stack_config(stack_document("prod")).platform().observability.alertmanager
-
-
-def for_amtool_025(config: dict[str, Any]) -> dict[str, Any]:
-    """Debian's amtool 0.25 predates webhook `url_file` (Alertmanager 0.26; the cluster runs 0.34): for the
-    check, and only there, a webhook's file becomes an inline URL. Every other field is checked as rendered."""
-    copied = json.loads(json.dumps(config))
-    for receiver in copied["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook.pop("url_file")
-            hook["url"] = "https://heartbeat.invalid/ping"
-    return copied
-
-
-@pytest.mark.parametrize("which", ["prod", "no receivers"])
-def test_the_rendered_alertmanager_config_passes_amtool_check(which: str, tmp_path: Path) -> None:
-    amtool = tool("amtool")
-    config = alerting.alertmanager_config(prod_alerting() if which == "prod" else None)
-    path = tmp_path / "alertmanager.yaml"
-    path.write_text(yaml.safe_dump(for_amtool_025(config)))
-    done = run(amtool, "check-config", str(path))
-    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
-
-
-def routed_to(amtool: str, path: Path, labels: dict[str, str]) -> str:
-    done = run(amtool, "config", "routes", "test", f"--config.file={path}", *(f"{k}={v}" for k, v in labels.items()))
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip()
-
-
-def test_prods_critical_alerts_page_and_its_warnings_reach_the_chat(tmp_path: Path) -> None:
-    amtool = tool("amtool")
-    settings = prod_alerting()
-    path = tmp_path / "alertmanager.yaml"
-    path.write_text(yaml.safe_dump(for_amtool_025(alerting.alertmanager_config(settings))))
-    rendering = rendered_stack("prod")
-    (rule,) = objects_of(rendering, "PrometheusRule")
-    rules = [r for g in rule_groups(rule) for r in g["rules"]]
-    pager = ",".join(settings.critical)
-    assert settings.receiver(settings.critical[0]).pagerduty is not None, "prod pages through PagerDuty first"
-    critical = [r for r in rules if r["labels"]["severity"] == "critical"]
-    warning = [r for r in rules if r["labels"]["severity"] == "warning"]
-    assert critical and warning
-    for item in critical:
-        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == pager, item["alert"]
-    for item in warning:
-        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == ",".join(settings.warning)
-    # kube-prometheus-stack's own, by severity alone.
-    assert routed_to(amtool, path, {"alertname": "KubeNodeNotReady", "severity": "warning"}) == ",".join(settings.warning)
-    assert routed_to(amtool, path, {"alertname": "TargetDown", "severity": "warning", "namespace": "kube-system"})
-    assert routed_to(amtool, path, {"alertname": "Watchdog", "severity": "none"}) == settings.watchdog
-    assert routed_to(amtool, path, {"alertname": "InfoInhibitor", "severity": "none"}) == alerting.NULL_RECEIVER
-
-
-def test_without_receivers_everything_goes_to_null(tmp_path: Path) -> None:
-    amtool = tool("amtool")
-    path = tmp_path / "alertmanager.yaml"
-    path.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
-    for labels in ({"alertname": "VllmModelDown", "severity": "critical"}, {"alertname": "Watchdog", "severity": "none"}):
-        assert routed_to(amtool, path, labels) == alerting.NULL_RECEIVER
-
-
-def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path) -> None:
-    amtool = tool("amtool")
-    config = alerting.alertmanager_config(prod_alerting())
-    config["route"]["routes"][2]["receiver"] = "nobody"
-    path = tmp_path / "alertmanager.yaml"
-    path.write_text(yaml.safe_dump(for_amtool_025(config)))
-    assert run(amtool, "check-config", str(path)).returncode != 0
-
-
-# --- Alertmanager itself: the inhibitions, on the rendered config --------------------------------------------
-
-
-def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[str, ...], list[str]]:
-    """Post `sent` to a running Alertmanager, then each alert's inhibitors as it reports them, by its labels."""
-    body = json.dumps([{"labels": labels} for labels in sent]).encode()
-    post = urllib.request.Request(f"{url}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(post, timeout=5) as answer:
-        assert answer.status == 200
-    for _ in range(50):  # 5 s at most for every alert to be listed
-        with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as answer:
-            listed = json.load(answer)
-        if len(listed) == len(sent):
-            return {tuple(sorted(a["labels"].items())): a["status"]["inhibitedBy"] for a in listed}  # type: ignore[misc]
-        time.sleep(0.1)
-    pytest.fail(f"Alertmanager listed {len(listed)} of the {len(sent)} alerts sent")
-
-
-def test_alertmanager_mutes_a_nodes_gpu_alerts_and_a_downed_models_symptoms(tmp_path: Path) -> None:
-    """The rendered inhibitions on a real Alertmanager: a GPU node not ready mutes that node's GPU alerts (and
-    fires before them, where kube-prometheus-stack's KubeNodeNotReady waits 15 minutes), a model that is down
-    mutes its symptoms; the same alerts elsewhere still go out."""
-    binary = tool("alertmanager", "prometheus-alertmanager")
-    config = tmp_path / "alertmanager.yaml"
-    config.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
-    address = f"127.0.0.1:{free_port()}"
-    argv = [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}", f"--web.listen-address={address}",
-            "--cluster.listen-address="]  # fmt: skip
-    model = {"namespace": NAMESPACE, "model": "llama-8b"}
-    sent = [
-        {"alertname": "NodeWithGpusNotReady", "node": "n1", "severity": "warning"},
-        {"alertname": "GpuUnavailable", "node": "n1", "severity": "critical"},
-        {"alertname": "GpuUnavailable", "node": "n2", "severity": "critical"},
-        {"alertname": "VllmModelDown", "severity": "critical", **model},
-        {"alertname": "VllmMetricsMissing", "severity": "warning", **model},
-        {"alertname": "VllmMetricsMissing", "severity": "warning", "namespace": NAMESPACE, "model": "qwen-7b"},
-    ]
-    with loopback_server(argv, address) as url:
-        status = alerts_status(url, sent)
-    muted = {dict(labels)["alertname"] + "/" + dict(labels).get("node", dict(labels).get("model", "")) for labels, by in status.items() if by}
-    assert muted == {"GpuUnavailable/n1", "VllmMetricsMissing/llama-8b"}

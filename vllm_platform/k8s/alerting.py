@@ -27,7 +27,8 @@ GROUP_BY = ["alertname", "namespace", "model", "node"]
 NODE_DOWN_ALERTS = "KubeNodeNotReady|KubeNodeUnreachable|NodeWithGpusNotReady"
 GPU_ALERTS = "Gpu.+"
 # A model without any serving pod: every partial symptom of it is a consequence.
-MODEL_DOWN_ALERTS = "VllmModelDown|VllmModelNotReady"
+MODEL_OUTAGE, MODEL_NOT_READY = "VllmModelDown", "VllmModelNotReady"
+MODEL_DOWN_ALERTS = f"{MODEL_OUTAGE}|{MODEL_NOT_READY}"
 MODEL_SYMPTOM_ALERTS = (
     "VllmReplicasUnavailable|VllmMetricsMissing|VllmContainerCrashLooping|KedaScalerErrors"
     "|VllmTimeToFirstToken.+|VllmInterTokenLatencyHigh|VllmRequestLatencyHigh|VllmServerErrors"
@@ -107,6 +108,11 @@ def inhibit_rules() -> list[dict[str, Any]]:
          "equal": ["node"]},
         {"source_matchers": [f'alertname =~ "{MODEL_DOWN_ALERTS}"'],
          "target_matchers": [f'alertname =~ "{MODEL_SYMPTOM_ALERTS}"'], "equal": ["namespace", "model"]},
+        # A model that served and lost every pod: once the not-ready alert's longer `for` runs out, it tells the
+        # outage VllmModelDown already paged, while that one still fires. Both critical: the severity rule above
+        # does not mute it.
+        {"source_matchers": _matching(MODEL_OUTAGE), "target_matchers": _matching(MODEL_NOT_READY),
+         "equal": ["namespace", "model"]},
     ]  # fmt: skip
 
 

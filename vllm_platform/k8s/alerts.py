@@ -31,6 +31,8 @@ NOT_READY_MINUTES = 15
 OUTAGE_FOR = "2m"
 # How long a replica wanted for longer than a cold start may be missing before that is worth a warning.
 PARTIAL_FOR = "5m"
+# kube-prometheus-stack's KubePodCrashLooping: in back-off within every 5 minutes, for 15.
+CRASH_LOOP_WINDOW, CRASH_LOOP_FOR = "5m", "15m"
 RATE_WINDOW = "5m"
 # The multiwindow, multi-burn-rate alerts of Google's SRE workbook (ch. 5, "Alerting on SLOs"): a page when
 # 2% of a 30-day error budget burns in an hour, a warning when 5% burns in six.
@@ -151,9 +153,12 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
         ),
         _alert(
             "VllmContainerCrashLooping",
-            f'max by (pod) (kube_pod_container_status_waiting_reason{{{pod_matcher(model)},container="vllm",'
-            f'reason="CrashLoopBackOff"}}) == 1',
-            "10m",
+            # kube-state-metrics has the series only while the container waits (a back-off of 5 min at most),
+            # not while vLLM runs between two crashes: a crash loop is a series that keeps coming back, as
+            # kube-prometheus-stack's KubePodCrashLooping reads it.
+            f"max by (pod) (max_over_time(kube_pod_container_status_waiting_reason{{{pod_matcher(model)},"
+            f'container="vllm",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1',
+            CRASH_LOOP_FOR,
             "warning",
             {
                 "summary": f"{model.name}: pod {{{{ $labels.pod }}}} is crash-looping",
@@ -210,8 +215,10 @@ def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
         ),
         _alert(
             "KedaScalerErrors",
+            # Without an available pod there is no queue series, which a model above zero reads as an error
+            # (ignoreNullValues false): a first cold start, or an outage that VllmModelDown already tells.
             f'sum(rate({KEDA_SCALER_ERRORS}{{{KEDA_OBJECT_NAMESPACE}="{model.namespace}",scaledObject="{model.name}"}}'
-            f"[{RATE_WINDOW}])) > 0",
+            f"[{RATE_WINDOW}])) > 0 unless on() sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1",
             "10m",
             "warning",
             {

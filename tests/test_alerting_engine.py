@@ -1,0 +1,169 @@
+"""Alertmanager routing and inhibitions on the real engines: amtool and an Alertmanager on loopback, from
+Debian's prometheus-alertmanager package (0.25). They skip, or fail under REQUIRE_PROMETHEUS_TOOLS=1, as
+the tests of tests/test_alert_engine.py do.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import objects_of, rendered_stack, stack_document
+from tests.test_alert_engine import NAMESPACE, free_port, loopback_server, rule_groups, run, tool
+from vllm_platform.config.loader import stack_config
+from vllm_platform.k8s import alerting
+
+# Alertmanager 0.26 added webhook `url_file`; Debian's amtool 0.25 refuses it (the cluster runs 0.34).
+URL_FILE_SINCE = (0, 26)
+LISTED_WITHIN = 5.0  # seconds for Alertmanager to list the alerts posted to it
+
+
+def prod_alerting() -> Any:
+    return stack_config(stack_document("prod")).platform().observability.alertmanager
+
+
+def version_of(output: str) -> tuple[int, int]:
+    """Major and minor of `amtool --version`, such as "amtool, version 0.25.0 (branch: debian/sid, ...)"."""
+    found = re.search(r"\bversion (\d+)\.(\d+)\.", output)
+    assert found, f"no version in {output!r}"
+    return int(found[1]), int(found[2])
+
+
+@functools.lru_cache(maxsize=None)
+def amtool_version(amtool: str) -> tuple[int, int]:
+    done = run(amtool, "--version")
+    return version_of(done.stdout + done.stderr)
+
+
+def checkable(config: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
+    """The config as an amtool of `version` can check it: as rendered from 0.26 on; before, for the check
+    and only there, a webhook's file becomes an inline URL, and every other field stays as rendered."""
+    if version >= URL_FILE_SINCE:
+        return config
+    copied = json.loads(json.dumps(config))
+    for receiver in copied["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook.pop("url_file")
+            hook["url"] = "https://heartbeat.invalid/ping"
+    return copied
+
+
+def written(amtool: str, config: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(checkable(config, amtool_version(amtool))))
+    return path
+
+
+def test_only_an_amtool_before_0_26_checks_an_inline_url_for_a_webhooks_file() -> None:
+    assert version_of("amtool, version 0.25.0 (branch: debian/sid, revision: 0.25.0-1+b4)") == (0, 25)
+    assert version_of("amtool, version 0.28.1 (branch: HEAD, revision: b2099eaa2c9ebc25edb26517cb9c732738e93910)") == (0, 28)
+    config = alerting.alertmanager_config(prod_alerting())
+    assert checkable(config, (0, 26)) == config, "a newer amtool checks the config as rendered"
+    (hook,) = [h for r in checkable(config, (0, 25))["receivers"] for h in r.get("webhook_configs", [])]
+    assert "url_file" not in hook and hook["url"].startswith("https://")
+
+
+@pytest.mark.parametrize("which", ["prod", "no receivers"])
+def test_the_rendered_alertmanager_config_passes_amtool_check(which: str, tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    config = alerting.alertmanager_config(prod_alerting() if which == "prod" else None)
+    done = run(amtool, "check-config", str(written(amtool, config, tmp_path / "alertmanager.yaml")))
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
+def routed_to(amtool: str, path: Path, labels: dict[str, str]) -> str:
+    done = run(amtool, "config", "routes", "test", f"--config.file={path}", *(f"{k}={v}" for k, v in labels.items()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+def test_prods_critical_alerts_page_and_its_warnings_reach_the_chat(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    settings = prod_alerting()
+    path = written(amtool, alerting.alertmanager_config(settings), tmp_path / "alertmanager.yaml")
+    rendering = rendered_stack("prod")
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    rules = [r for g in rule_groups(rule) for r in g["rules"]]
+    pager = ",".join(settings.critical)
+    assert settings.receiver(settings.critical[0]).pagerduty is not None, "prod pages through PagerDuty first"
+    critical = [r for r in rules if r["labels"]["severity"] == "critical"]
+    warning = [r for r in rules if r["labels"]["severity"] == "warning"]
+    assert critical and warning
+    for item in critical:
+        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == pager, item["alert"]
+    for item in warning:
+        assert routed_to(amtool, path, {"alertname": item["alert"], **item["labels"]}) == ",".join(settings.warning)
+    # kube-prometheus-stack's own, by severity alone.
+    assert routed_to(amtool, path, {"alertname": "KubeNodeNotReady", "severity": "warning"}) == ",".join(settings.warning)
+    assert routed_to(amtool, path, {"alertname": "TargetDown", "severity": "warning", "namespace": "kube-system"})
+    assert routed_to(amtool, path, {"alertname": "Watchdog", "severity": "none"}) == settings.watchdog
+    assert routed_to(amtool, path, {"alertname": "InfoInhibitor", "severity": "none"}) == alerting.NULL_RECEIVER
+
+
+def test_without_receivers_everything_goes_to_null(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    path = written(amtool, alerting.alertmanager_config(None), tmp_path / "alertmanager.yaml")
+    for labels in ({"alertname": "VllmModelDown", "severity": "critical"}, {"alertname": "Watchdog", "severity": "none"}):
+        assert routed_to(amtool, path, labels) == alerting.NULL_RECEIVER
+
+
+def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path) -> None:
+    amtool = tool("amtool")
+    config = alerting.alertmanager_config(prod_alerting())
+    config["route"]["routes"][2]["receiver"] = "nobody"
+    assert run(amtool, "check-config", str(written(amtool, config, tmp_path / "alertmanager.yaml"))).returncode != 0
+
+
+# --- Alertmanager itself: the inhibitions, on the rendered config --------------------------------------------
+
+
+def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[str, ...], list[str]]:
+    """Post `sent` to a running Alertmanager, then each alert's inhibitors as it reports them, by its labels."""
+    body = json.dumps([{"labels": labels} for labels in sent]).encode()
+    post = urllib.request.Request(f"{url}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=LISTED_WITHIN) as answer:
+        assert answer.status == 200
+    deadline = time.monotonic() + LISTED_WITHIN
+    while True:
+        with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=max(deadline - time.monotonic(), 0.01)) as answer:
+            listed = json.load(answer)
+        if len(listed) == len(sent):
+            return {tuple(sorted(a["labels"].items())): a["status"]["inhibitedBy"] for a in listed}  # type: ignore[misc]
+        if time.monotonic() >= deadline:
+            pytest.fail(f"Alertmanager listed {len(listed)} of the {len(sent)} alerts sent within {LISTED_WITHIN:g} s")
+        time.sleep(0.1)
+
+
+def test_alertmanager_mutes_a_nodes_gpu_alerts_and_a_downed_models_symptoms(tmp_path: Path) -> None:
+    """The rendered inhibitions on a real Alertmanager: a GPU node not ready mutes that node's GPU alerts (and
+    fires before them, where kube-prometheus-stack's KubeNodeNotReady waits 15 minutes), a model that is down
+    mutes its symptoms, and its own not-ready alert, the same outage paged once; the same alerts elsewhere
+    still go out."""
+    binary = tool("alertmanager", "prometheus-alertmanager")
+    config = tmp_path / "alertmanager.yaml"
+    config.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
+    address = f"127.0.0.1:{free_port()}"
+    argv = [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}", f"--web.listen-address={address}",
+            "--cluster.listen-address="]  # fmt: skip
+    model = {"namespace": NAMESPACE, "model": "llama-8b"}
+    sent = [
+        {"alertname": "NodeWithGpusNotReady", "node": "n1", "severity": "warning"},
+        {"alertname": "GpuUnavailable", "node": "n1", "severity": "critical"},
+        {"alertname": "GpuUnavailable", "node": "n2", "severity": "critical"},
+        {"alertname": "VllmModelDown", "severity": "critical", **model},
+        {"alertname": "VllmModelNotReady", "severity": "critical", **model},
+        {"alertname": "VllmMetricsMissing", "severity": "warning", **model},
+        {"alertname": "VllmMetricsMissing", "severity": "warning", "namespace": NAMESPACE, "model": "qwen-7b"},
+        {"alertname": "VllmModelNotReady", "severity": "critical", "namespace": NAMESPACE, "model": "mistral-7b"},
+    ]
+    with loopback_server(argv, address) as url:
+        status = alerts_status(url, sent)
+    muted = {dict(labels)["alertname"] + "/" + dict(labels).get("node", dict(labels).get("model", "")) for labels, by in status.items() if by}
+    assert muted == {"GpuUnavailable/n1", "VllmMetricsMissing/llama-8b", "VllmModelNotReady/llama-8b"}
