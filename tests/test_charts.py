@@ -98,16 +98,46 @@ def test_the_prometheus_selects_every_model_monitor(stack: str) -> None:
         assert selector_matches(prometheus["spec"][f"{kind}NamespaceSelector"], namespaces[metadata["namespace"]]), metadata
 
 
+# The port Prometheus serves its API on in the pods the operator runs (prometheus-operator's statefulset).
+PROMETHEUS_WEB_PORT = 9090
+
+
+def prometheus_pod_labels(prometheus: dict[str, Any]) -> dict[str, str]:
+    """The labels the operator gives the server pods of a Prometheus (its pkg/prometheus/server/statefulset.go),
+    with the resource's own podMetadata labels; its one shard is shard 0."""
+    name = prometheus["metadata"]["name"]
+    own = (prometheus["spec"].get("podMetadata") or {}).get("labels") or {}
+    return {
+        **own,
+        "app.kubernetes.io/name": "prometheus",
+        "app.kubernetes.io/managed-by": "prometheus-operator",
+        "app.kubernetes.io/instance": name,
+        "operator.prometheus.io/name": name,
+        "operator.prometheus.io/shard": "0",
+        "prometheus": name,
+    }
+
+
+def prometheus_address(objects: list[dict[str, Any]]) -> str:
+    """The in-cluster URL of the chart's Prometheus API: the one Service that selects its server pods, at the port
+    that goes to their web port. Another Service of the chart (Grafana, Alertmanager) or port (the config reloader's
+    8080) is not it."""
+    (prometheus,) = of_kind(objects, "Prometheus")
+    namespace, pods = prometheus["metadata"]["namespace"], prometheus_pod_labels(prometheus)
+    (service,) = [
+        s for s in of_kind(objects, "Service")
+        if s["metadata"]["namespace"] == namespace and s["spec"].get("selector") and selector_matches({"matchLabels": s["spec"]["selector"]}, pods)
+    ]  # fmt: skip
+    web = prometheus["spec"].get("portName", "web")
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == web and p.get("targetPort", p["port"]) in (web, PROMETHEUS_WEB_PORT)]
+    return f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{port['port']}"
+
+
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
 def test_the_prometheus_service_is_the_url_the_scaled_objects_query(stack: str) -> None:
-    services = of_kind(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release], "Service")
-    addresses = {
-        f"http://{s['metadata']['name']}.{s['metadata']['namespace']}.svc.cluster.local:{port['port']}"
-        for s in services
-        for port in s["spec"]["ports"]
-    }
+    address = prometheus_address(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release])
     queried = {t["metadata"]["serverAddress"] for s in objects_of(rendered_stack(stack), "ScaledObject") for t in s["spec"]["triggers"] if t["type"] == "prometheus"}
-    assert queried and queried <= addresses
+    assert queried == {address}
 
 
 def tolerates(tolerations: list[dict[str, Any]], taint: dict[str, str]) -> bool:
@@ -316,6 +346,29 @@ def test_make_render_writes_every_releases_objects(tmp_path: Path) -> None:
     written = {p.stem: p.read_text() for p in (tmp_path / "charts").glob("*.yaml")}
     assert set(written) == {r["name"] for r in rendered_stack("dev").releases()}
     assert all(text.startswith("---\n# Source: ") for text in written.values())
+
+
+def test_a_release_helm_cannot_template_fails_the_render_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A chart and values helm refuses stop the render with helm's own words on one line and exit 1, no traceback."""
+    from tools import render
+
+    refuses = tmp_path / "helm"
+    refuses.write_text(
+        "#!/bin/sh\necho 'Error: YAML parse error on chart/templates/x.yaml: line 3: did not find expected key' >&2\n"
+        "echo 'Use --debug flag to render out invalid YAML' >&2\nexit 1\n"
+    )
+    refuses.chmod(0o755)
+    monkeypatch.setattr(charts, "helm_binary", lambda: refuses)
+    monkeypatch.setattr(charts, "chart_archive", lambda chart, version, repository: tmp_path / f"{chart.rsplit('/', 1)[-1]}.tgz")
+    assert render.main(["--stack", "dev", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert re.fullmatch(
+        r"error: Pulumi\.dev\.yaml: helm template [a-z-]+ \([a-z-]+\.tgz\) failed: Error: YAML parse error on "
+        r"chart/templates/x\.yaml: line 3: did not find expected key; Use --debug flag to render out invalid YAML",
+        error,
+    ), error
 
 
 def test_helm_is_the_wheels_and_extracted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

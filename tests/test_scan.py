@@ -254,7 +254,7 @@ def test_a_chart_finding_passes_only_with_a_reason_in_the_reviewed_file(monkeypa
     assert "accepts CKV_K8S_43 on Deployment.keda.other, which no stack has: remove the entry" in capsys.readouterr().out
 
 
-def test_the_policy_pack_looks_at_the_charts_workloads_too(monkeypatch, tmp_path, capsys) -> None:
+def test_the_policy_pack_looks_at_the_charts_objects_too(monkeypatch, tmp_path, capsys) -> None:
     unrequested = CHART_DEPLOYMENT.replace("          resources: {requests: {cpu: 100m, memory: 128Mi}}\n", "")
     assert scan_chart_finding(monkeypatch, tmp_path, [ACCEPTED_43], chart=unrequested) == 1
     out = capsys.readouterr().out

@@ -40,6 +40,11 @@ class ChartsUnavailable(Exception):
     """helm or a chart cannot be had here; the message says which and how to get it."""
 
 
+class HelmFailed(RuntimeError):
+    """helm ran and refused to render a release: its chart and values do not template. The message is one line,
+    helm's own words."""
+
+
 def chart_dir() -> Path:
     return Path(os.environ.get("HELM_CHART_DIR") or DEFAULT_CHART_DIR)
 
@@ -154,7 +159,10 @@ def _template(
             "--kube-version", kube_version, *(["--include-crds"] if crds else []), "--skip-tests", *files,
         )  # fmt: skip
     if rendered.returncode != 0:
-        raise RuntimeError(f"helm template {release} ({archive.name}) failed: {rendered.stderr.strip()[-2000:]}")
+        # helm's error can span lines (a YAML error, then "Use --debug flag ..."): kept whole, on one line.
+        lines = [line.strip() for line in rendered.stderr.splitlines() if line.strip()]
+        words = "; ".join(lines) or f"exit status {rendered.returncode}"
+        raise HelmFailed(f"helm template {release} ({archive.name}) failed: {words[-2000:]}")
     return rendered.stdout
 
 

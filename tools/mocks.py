@@ -65,9 +65,25 @@ def _short_urn(urn: str) -> Optional[str]:
     return None if resource_type == "pulumi:pulumi:Stack" else f"{resource_type}::{name}"
 
 
-def _fake_arn(resource_type: str, name: str) -> str:
-    service = resource_type.split(":")[1].split("/")[0]
-    return f"arn:aws:{service}:us-west-2:123456789012:{name}"
+# The region of a stack that names none (an existing cluster's, which calls no AWS function).
+DEFAULT_REGION = "us-west-2"
+FAKE_ACCOUNT = "123456789012"
+# The ARN's service and resource prefix where they are not the Pulumi module's name and the bare name: an
+# EventBridge rule is arn:aws:events:<region>:<account>:rule/<name>, an IAM role arn:aws:iam::<account>:role/<name>.
+ARN_SHAPES = {"aws:cloudwatch/eventRule:EventRule": ("events", "rule/"), "aws:iam/role:Role": ("iam", "role/")}
+# IAM is global: its ARNs leave the region empty; every other service the program reads an ARN of names it.
+REGIONLESS_SERVICES = frozenset({"iam"})
+
+
+def _fake_arn(resource_type: str, name: str, region: str = DEFAULT_REGION) -> str:
+    service, prefix = ARN_SHAPES.get(resource_type, (resource_type.split(":")[1].split("/")[0], ""))
+    arn_region = "" if service in REGIONLESS_SERVICES else region
+    return f"arn:{partition(region)[0]}:{service}:{arn_region}:{FAKE_ACCOUNT}:{prefix}{name}"
+
+
+def _host(prefix: str, region: str) -> str:
+    """A service's host in the region's partition: sqs.eu-north-1.amazonaws.com, elb.cn-north-1.amazonaws.com.cn."""
+    return f"{prefix}.{region}.{partition(region)[1]}"
 
 
 FAKE_EKS_ID = "0123456789ABCDEF0123456789ABCDEF"
@@ -85,41 +101,50 @@ def _node_group_name(name: str, inputs: dict[str, Any]) -> str:
 FAKE_GENERATED_PASSWORD = "generated-password-that-must-stay-secret"
 FAKE_REFERENCED_CLUSTER = "llm-referenced"
 
-# Outputs that real providers compute and that the program reads back, by resource type.
-FAKE_STATE: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {
-    "aws:eks/cluster:Cluster": lambda name, inputs: {
-        "endpoint": f"https://{FAKE_EKS_ID}.gr7.us-west-2.eks.amazonaws.com",
+# Outputs that real providers compute and that the program reads back, by resource type: each a function of
+# the resource's name, its inputs and the stack's region (us-west-2 where a test names none).
+FAKE_STATE: dict[str, Callable[..., dict[str, Any]]] = {
+    # EKS names the region before `eks` in the API server's host and after it in the OIDC issuer's.
+    "aws:eks/cluster:Cluster": lambda name, inputs, region=DEFAULT_REGION: {
+        "endpoint": f"https://{FAKE_EKS_ID}.gr7.{region}.eks.{partition(region)[1]}",
         "certificateAuthority": {"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="},
-        "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.us-west-2.amazonaws.com/id/{FAKE_EKS_ID}"}]}],
+        "identities": [{"oidcs": [{"issuer": f"https://oidc.{_host('eks', region)}/id/{FAKE_EKS_ID}"}]}],
         "vpcConfig": {**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": "sg-0eks0cluster0000"},
     },
-    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs: {"nodeGroupName": _node_group_name(name, inputs)},
+    "aws:eks/nodeGroup:NodeGroup": lambda name, inputs, region=DEFAULT_REGION: {"nodeGroupName": _node_group_name(name, inputs)},
     # Pulumi's auto-name: the resource name and a random suffix.
-    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs: {"name": _auto_name(name, inputs)},
-    "aws:iam/role:Role": lambda name, inputs: {"name": _auto_name(name, inputs)},
-    "aws:cloudwatch/eventRule:EventRule": lambda name, inputs: {"name": _auto_name(name, inputs)},
-    "aws:sqs/queue:Queue": lambda name, inputs: {
+    "aws:ec2/placementGroup:PlacementGroup": lambda name, inputs, region=DEFAULT_REGION: {"name": _auto_name(name, inputs)},
+    "aws:iam/role:Role": lambda name, inputs, region=DEFAULT_REGION: {"name": _auto_name(name, inputs)},
+    "aws:cloudwatch/eventRule:EventRule": lambda name, inputs, region=DEFAULT_REGION: {"name": _auto_name(name, inputs)},
+    "aws:sqs/queue:Queue": lambda name, inputs, region=DEFAULT_REGION: {
         "name": _auto_name(name, inputs),
-        "url": f"https://sqs.us-west-2.amazonaws.com/123456789012/{_auto_name(name, inputs)}",
+        "url": f"https://{_host('sqs', region)}/{FAKE_ACCOUNT}/{_auto_name(name, inputs)}",
     },
-    "aws:kms/key:Key": lambda name, inputs: {"arn": "arn:aws:kms:us-west-2:123456789012:key/0a1b2c3d-0000-4000-8000-0123456789ab"},
-    "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"latestVersion": 1},
+    "aws:kms/key:Key": lambda name, inputs, region=DEFAULT_REGION: {
+        "arn": _fake_arn("aws:kms/key:Key", "key/0a1b2c3d-0000-4000-8000-0123456789ab", region)
+    },
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs, region=DEFAULT_REGION: {"latestVersion": 1},
     # S3 ARNs name neither the region nor the account.
-    "aws:s3/bucket:Bucket": lambda name, inputs: {"bucket": _auto_name(name, inputs), "arn": f"arn:aws:s3:::{_auto_name(name, inputs)}"},
-    "aws:secretsmanager/secret:Secret": lambda name, inputs: {
-        "arn": f"arn:aws:secretsmanager:us-west-2:123456789012:secret:{inputs.get('namePrefix', name)}{FAKE_UNIQUE_SUFFIX}-AbCdEf"
+    "aws:s3/bucket:Bucket": lambda name, inputs, region=DEFAULT_REGION: {
+        "bucket": _auto_name(name, inputs),
+        "arn": f"arn:{partition(region)[0]}:s3:::{_auto_name(name, inputs)}",
+    },
+    "aws:secretsmanager/secret:Secret": lambda name, inputs, region=DEFAULT_REGION: {
+        "arn": _fake_arn(
+            "aws:secretsmanager/secret:Secret", f"secret:{inputs.get('namePrefix', name)}{FAKE_UNIQUE_SUFFIX}-AbCdEf", region
+        )
     },
     # The account whose private registry holds the cache.
-    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": lambda name, inputs: {"registryId": "123456789012"},
+    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule": lambda name, inputs, region=DEFAULT_REGION: {"registryId": FAKE_ACCOUNT},
     # What the AWS Load Balancer Controller writes on a LoadBalancer Service once its NLB exists.
-    "kubernetes:core/v1:Service": lambda name, inputs: (
-        {"status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{FAKE_NAME_SUFFIX}.elb.us-west-2.amazonaws.com"}]}}}
+    "kubernetes:core/v1:Service": lambda name, inputs, region=DEFAULT_REGION: (
+        {"status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{FAKE_NAME_SUFFIX}.{_host('elb', region)}"}]}}}
         if (inputs.get("spec") or {}).get("type") == "LoadBalancer"
         else {}
     ),
-    "random:index/randomPassword:RandomPassword": lambda name, inputs: {"result": FAKE_GENERATED_PASSWORD},
+    "random:index/randomPassword:RandomPassword": lambda name, inputs, region=DEFAULT_REGION: {"result": FAKE_GENERATED_PASSWORD},
     # The outputs a cluster stack of this program gives (README, "Stack outputs").
-    "pulumi:pulumi:StackReference": lambda name, inputs: {
+    "pulumi:pulumi:StackReference": lambda name, inputs, region=DEFAULT_REGION: {
         "outputs": {"kubeconfig": "apiVersion: v1\nkind: Config\n", "clusterName": FAKE_REFERENCED_CLUSTER},
         "secretOutputNames": ["kubeconfig"],
     },
@@ -231,8 +256,6 @@ class FakeAws:
 
 # Who runs the program when a test or the render names no one; an account of AWS's documentation.
 DEFAULT_CALLER = "arn:aws:iam::123456789012:user/render"
-# The region of a stack that names none (an existing cluster's, which calls no AWS function).
-DEFAULT_REGION = "us-west-2"
 CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
 
 
@@ -245,11 +268,12 @@ class RecordingMocks(pulumi_mocks.Mocks):
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         state = dict(args.inputs)
+        region = self.aws.region
         if args.typ.startswith("aws:"):
-            state.setdefault("arn", _fake_arn(args.typ, args.name))
+            state.setdefault("arn", _fake_arn(args.typ, args.name, region))
         fake = FAKE_STATE.get(args.typ)
         if fake is not None:
-            state.update(fake(args.name, args.inputs))
+            state.update(fake(args.name, args.inputs, region))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:

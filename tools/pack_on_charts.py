@@ -1,8 +1,10 @@
-"""The policy pack's workload rules, run over the Helm charts' own objects, which the engine never shows it.
+"""The policy pack's resource rules, run over the Helm charts' own objects, which the engine never shows it.
 
 At `pulumi preview` a Helm release is one resource: the objects its chart creates are rendered inside the
-provider, out of the pack's sight. Offline, `tools.charts` renders them; here each workload among them is
-handed to every resource rule as the engine would hand a resource of its type.
+provider, out of the pack's sight. Offline, `tools.charts` renders them; here every one of them, whatever its
+kind (a Service, a Secret, a NodePool as much as a Deployment), is handed to every resource rule as the engine
+would hand a resource of its type, and each rule checks the types it is about. Stack rules are not run: they
+judge a stack's resources together, and a chart's objects are not a stack.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from tools import charts
 from tools.policy_pack import rules
-
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,21 @@ def resource_name(manifest: dict[str, Any]) -> str:
 
 
 def violations(files: list[Path]) -> list[Violation]:
-    """What the pack's resource rules report on the charts' workloads, one line per message."""
+    """What the pack's resource rules report on the charts' objects, one line per message."""
     options = PolicyResourceOptions(False, [], False, [], PolicyCustomTimeouts(0, 0, 0), [])
     found = []
     for file in files:
         for manifest in charts.load_objects(file.read_text()):
-            if manifest.get("kind") not in WORKLOAD_KINDS:
-                continue
             name = resource_name(manifest)
+            # One proxy of the object for every rule, as the engine shares one among its remediations: the rules
+            # only read it, and a proxy per rule of the charts' large CRDs would multiply the scan's time by the rules.
+            args = ResourceValidationArgs(
+                resource_type(manifest), unknown_checking_proxy(_as_wire(manifest)), f"urn:chart::{name}", name, options, None
+            )
             for rule in rules().RULES:
                 if rule.stack:
                     continue
                 messages: list[str] = []
-                args = ResourceValidationArgs(
-                    resource_type(manifest), unknown_checking_proxy(_as_wire(manifest)), f"urn:chart::{name}", name, options, None
-                )
                 rule.check(args, lambda message, urn=None: messages.append(message))
                 found += [Violation(rule.name, name, str(file.resolve()), m) for m in messages]
     return found

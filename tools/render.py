@@ -7,7 +7,7 @@ Writes DIR/manifests.yaml (every Kubernetes object, apply-ready; not Helm releas
 DIR/plan.json ({stack, project, resources: [{type, name, parent, inputs}], outputs}) and
 DIR/charts/<release>.yaml, each Helm release's own objects from a real `helm template` (tools/charts.py).
 Secrets, and the `secure:` config values that cannot be decrypted offline, appear as "[secret]".
-Exit codes: 0 rendered, 2 invalid stack config, 1 anything else.
+Exit codes: 0 rendered, 2 invalid stack config, 1 anything else (no such stack file, `helm template` failing).
 """
 
 from __future__ import annotations
@@ -160,6 +160,10 @@ def committed_stacks() -> list[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """The command line. Returns 0 once rendered; 2 for an invalid stack config (argparse exits 2 on bad usage
+    too); 1 where something else fails: no stack file to read, or `helm template` refusing a release's chart and
+    values, each said in one `error:` line on stderr, not a traceback. Without helm or a chart it renders the
+    rest, says why on a `note:` line, and returns 0."""
     parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", help="stack name; reads Pulumi.<stack>.yaml unless --config is given")
     parser.add_argument("--config", type=Path, help="a stack config file in Pulumi.<stack>.yaml format")
@@ -180,6 +184,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         rendering.write(args.out)
         charts_note = f", {len(rendering.releases())} Helm releases' objects in charts/"
+    except charts.HelmFailed as error:
+        print(f"error: {path.name}: {error}", file=sys.stderr)
+        return 1
     except charts.ChartsUnavailable as reason:
         rendering.write(args.out, with_charts=False)
         charts_note = f"; the Helm releases' own objects are not rendered: {reason}"

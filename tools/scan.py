@@ -1,5 +1,5 @@
 """Scan every committed stack's (and tests/data's example configs') rendered objects with checkov's Kubernetes
-checks, and the Helm charts' own objects with the policy pack's workload rules too.
+checks, and the Helm charts' own objects with the policy pack's resource rules too.
 
     python -m tools.scan --checkov venv-scan/bin/checkov [--out build/scan]
 
