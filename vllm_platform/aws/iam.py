@@ -10,6 +10,11 @@ EC2_SERVICE = "ec2.amazonaws.com"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 
 
+def dns_suffix(partition: str) -> str:
+    """The domain of AWS's endpoints in the partition: China's regions have their own."""
+    return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+
+
 def managed_policy_arn(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
 
@@ -67,7 +72,7 @@ def platform_key_policy(partition: str, account: str, region: str) -> dict[str, 
                 "Principal": {"AWS": "*"},
                 "Action": EBS_KEY_ACTIONS,
                 "Resource": "*",
-                "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.amazonaws.com"}},
+                "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.{dns_suffix(partition)}"}},
             },
         ],
     }

@@ -203,7 +203,7 @@ class ModelDelivery(pulumi.ComponentResource):
             for nodes, role in node_roles.items()
         ]
         self.ready += [rule, *grants]
-        return documents.pull_through_registry(account, region, prefix)
+        return documents.pull_through_registry(partition, account, region, prefix)
 
 
 def existing_cluster_sources(plan: Plan) -> tuple[Optional[str], Optional[str]]:
