@@ -17,8 +17,10 @@ from vllm_platform.contract import GPU_RESOURCE, GPU_TAINT, IMDS_HOP_LIMIT
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
-# The EC2 families with NVIDIA GPUs: g4dn, g5, g6, p4d, p5 and their like, by the family's first letter.
-GPU_FAMILY = re.compile(r"[gp][0-9][a-z0-9-]*\.[a-z0-9]+")
+# The EC2 families with GPUs (the EC2 User Guide's accelerated computing instances): G (g4dn, g4ad, g5, g5g, g6, g6e,
+# g6f), Gr (gr6, gr6f: L4 with more memory per vCPU) and P (p4d, p4de, p5, p5e, p5en, p6-b200, p6e-gb200), whatever
+# generation and attributes follow; no other family's name starts with g, gr or p and a generation.
+GPU_FAMILY = re.compile(r"(gr?|p)[0-9][a-z0-9-]*\.[a-z0-9-]+")
 # A single release, as Helm reads `version`; anything else (^1.2, ~1.2.3, >=1, 1.x, 1.2, empty) is a
 # constraint Helm resolves again, to the newest match, on every install.
 EXACT_CHART_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")

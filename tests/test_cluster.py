@@ -623,6 +623,22 @@ def test_outputs_are_the_documented_contract(stack: str) -> None:
     assert {m["gatewayModelName"] for m in outputs["models"].values()} == {r.served_name for r in gateway.routes}
 
 
+@pytest.mark.parametrize(
+    "capacity_types, capacity_type",
+    [(["on-demand"], "ON_DEMAND"), (["spot"], "SPOT"), (["spot", "on-demand"], "SPOT"), (["reserved", "spot", "on-demand"], "RESERVED")],
+)
+def test_a_pools_capacity_type_output_keeps_the_node_groups_words_and_capacity_types_karpenters(
+    capacity_types: list[str], capacity_type: str
+) -> None:
+    """The outputs' names and shapes change only with a major version: capacityType is still ON_DEMAND or SPOT (and
+    RESERVED for a pool that prefers a reservation), beside the list in Karpenter's own words."""
+    keys: dict[str, Any] = {"capacityTypes": capacity_types}
+    if "reserved" in capacity_types:
+        keys["capacityReservations"] = [{"id": "cr-0123456789abcdef0"}]
+    summary = render_document(pool_document(False, **keys)).outputs["gpuPools"]["g5"]
+    assert (summary["capacityType"], summary["capacityTypes"]) == (capacity_type, capacity_types)
+
+
 def test_prod_costs_at_most_its_pools_at_list_price() -> None:
     pools = rendered_stack("prod").outputs["gpuPools"]
     assert pools["p4d"]["maxGpus"] == 24 and pools["p4d"]["gpuModel"] == "A100-40GB"
@@ -692,16 +708,69 @@ def test_keys_an_existing_cluster_ignores_are_refused(cluster_keys: dict[str, An
 def test_a_pools_karpenter_keys_are_refused_on_an_existing_cluster_and_its_fit_keys_kept() -> None:
     document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
     (pool,) = document["config"]["vllm-platform:cluster"]["gpuNodePools"]
-    pool.update({"maxSize": 6, "warmNodes": 1, "minSize": 2, "rootVolumeGiB": 300})
+    pool.update({"maxSize": 6, "warmNodes": 1, "minSize": 2, "rootVolumeGiB": 300, "capacityTypes": ["spot"]})
     assert document_config(document).cluster.pools["g5"].max_size == 6, "the fit checks and warm nodes still read these"
-    pool.update({"capacityTypes": ["spot"], "placementGroup": True})
+    pool.update({"expireAfter": "720h", "placementGroup": True})
     with pytest.raises(ConfigError) as error:
         document_config(document)
     (problem,) = error.value.problems
     assert problem.startswith(
-        "cluster.existing: gpuNodePools[g5].capacityTypes and gpuNodePools[g5].placementGroup "
+        "cluster.existing: gpuNodePools[g5].expireAfter and gpuNodePools[g5].placementGroup "
         "have no effect on an existing cluster; remove them"
     )
+
+
+def pool_document(existing: bool, **pool_keys: Any) -> dict[str, Any]:
+    """The existing-cluster example, or the minimal created one, with these keys on its g5 pool."""
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text()) if existing else minimal_document()
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"][0].update(pool_keys)
+    return document
+
+
+# (cluster, refused pool keys, accepted pool keys beside them, the refusal): each refusal names a key its cluster takes.
+CAPACITY_KEYS_REFUSED_BESIDE_ACCEPTED = [
+    ("created", {"capacityType": "SPOT"}, {"capacityTypes": ["spot"]},
+     "cluster: gpuNodePools[g5].capacityType describes an existing cluster's node group; on a created cluster, capacityType "
+     "is replaced by capacityTypes, Karpenter's list in its order of preference: ON_DEMAND is capacityTypes: [on-demand], SPOT is [spot]"),
+    ("existing", {"capacityType": "SPOT", "capacityTypes": ["spot"]}, {"capacityTypes": ["spot"]},
+     "cluster.gpuNodePools[g5]: capacityType and capacityTypes both give the capacity types; keep capacityTypes"),
+    ("existing", {"capacityType": "SPOT", "capacityTypes": ["spot"]}, {"capacityType": "SPOT"},
+     "cluster.gpuNodePools[g5]: capacityType and capacityTypes both give the capacity types; keep capacityTypes"),
+    ("existing", {"capacityType": "spot"}, {"capacityType": "SPOT"},
+     "cluster.gpuNodePools[g5].capacityType: Input should be 'ON_DEMAND' or 'SPOT'"),
+    ("existing", {"capacityTypes": ["reserved"]}, {"capacityTypes": ["reserved"], "capacityReservations": [{"id": "cr-0123456789abcdef0"}]},
+     "cluster.gpuNodePools[g5]: capacityTypes has reserved but capacityReservations is empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("cluster_kind, refused, accepted, message", CAPACITY_KEYS_REFUSED_BESIDE_ACCEPTED)
+def test_a_pools_capacity_keys_are_refused_only_for_a_key_its_cluster_takes(
+    cluster_kind: str, refused: dict[str, Any], accepted: dict[str, Any], message: str
+) -> None:
+    document_config(pool_document(cluster_kind == "existing", **accepted))
+    with pytest.raises(ConfigError) as error:
+        document_config(pool_document(cluster_kind == "existing", **refused))
+    (problem,) = error.value.problems
+    assert problem.startswith(message)
+
+
+@pytest.mark.parametrize(
+    "pool_keys, capacity_type, capacity_types, reservations",
+    [
+        ({}, "ON_DEMAND", ["on-demand"], []),
+        ({"capacityType": "ON_DEMAND"}, "ON_DEMAND", ["on-demand"], []),
+        ({"capacityType": "SPOT"}, "SPOT", ["spot"], []),
+        ({"capacityTypes": ["spot"]}, "SPOT", ["spot"], []),
+        ({"capacityTypes": ["reserved", "on-demand"], "capacityReservations": [{"id": "cr-0123456789abcdef0"}]},
+         "RESERVED", ["reserved", "on-demand"], ["cr-0123456789abcdef0"]),
+    ],
+)  # fmt: skip
+def test_an_existing_clusters_pool_describes_its_node_groups_capacity_in_the_outputs(
+    pool_keys: dict[str, Any], capacity_type: str, capacity_types: list[str], reservations: list[str]
+) -> None:
+    """The path to an existing cluster describes its node groups as it always did: `capacityType` as before."""
+    summary = render_document(pool_document(True, **pool_keys), "existing").outputs["gpuPools"]["g5"]
+    assert (summary["capacityType"], summary["capacityTypes"], summary["capacityReservations"]) == (capacity_type, capacity_types, reservations)
 
 
 def test_an_existing_node_groups_minimum_counts_in_its_idle_cost() -> None:
@@ -842,3 +911,35 @@ def test_a_sizes_vcpus_are_read_from_its_name_where_the_name_says(instance_type:
 
 def test_an_existing_cluster_draws_on_no_quota_of_this_stacks() -> None:
     assert notes.quota_notes(existing_rendering().plan) == ([], [])
+
+
+def key_policy(rendering: render.Rendering) -> dict[str, dict[str, Any]]:
+    """The platform key's policy statements, by Sid."""
+    document = json.loads(one(rendering, "aws:kms/key:Key", "secrets").inputs["policy"])
+    return {statement["Sid"]: statement for statement in document["Statement"]}
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_kms_key_policy_admits_the_account_and_ec2_volumes_of_any_launcher(stack: str) -> None:
+    """Spot and fleet launches come from EC2's service-linked roles, which no IAM policy can grant the key:
+    only a key-policy statement for whoever calls through EC2 lets their encrypted root volumes attach."""
+    rendering = rendered_stack(stack)
+    account = rendering.config.cluster.admin_principal_arns[0].split(":")[4]
+    region = stack_document(stack)["config"]["aws:region"]
+    statements = key_policy(rendering)
+    assert set(statements) == {"AccountAdministersTheKey", "VolumesThroughEc2"}
+    admin = statements["AccountAdministersTheKey"]
+    assert (admin["Principal"], admin["Action"], admin["Resource"]) == ({"AWS": f"arn:aws:iam::{account}:root"}, "kms:*", "*")
+    volumes = statements["VolumesThroughEc2"]
+    assert volumes["Principal"] == {"AWS": "*"} and volumes["Resource"] == "*"
+    assert set(volumes["Action"]) == {
+        "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey",
+    }  # fmt: skip
+    assert volumes["Condition"] == {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.amazonaws.com"}}
+
+
+@pytest.mark.parametrize("region, partition, domain", [("eu-west-1", "aws", "amazonaws.com"), ("cn-north-1", "aws-cn", "amazonaws.com.cn")])
+def test_the_kms_key_policy_follows_the_stacks_region_and_partition(region: str, partition: str, domain: str) -> None:
+    statements = key_policy(render_document(in_region(region)))
+    assert statements["VolumesThroughEc2"]["Condition"]["StringEquals"]["kms:ViaService"] == f"ec2.{region}.{domain}"
+    assert statements["AccountAdministersTheKey"]["Principal"] == {"AWS": f"arn:{partition}:iam::123456789012:root"}

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tests.conftest import (
+    COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of, stack_document,
+)  # fmt: skip
 from tools import mocks, schemas
 from vllm_platform.aws import karpenter as policies
 from vllm_platform.contract import GPU_POOL_LABEL, GPU_TAINT, KARPENTER_DISCOVERY_TAG
@@ -257,6 +259,133 @@ def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_s
     assert conditions["AllowScopedInstanceProfileActions"] == {"StringEquals": profile, "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass"}}
     assert conditions["AllowPassingInstanceRole"] == {"StringEquals": {"iam:PassedToService"}}
     assert conditions["AllowRegionalReadActions"] == {"StringEquals": {"aws:RequestedRegion"}}
+
+
+# Karpenter v1.14.1's reference controller policies, statement by statement: each Sid's exact actions and resources,
+# recorded from website/content/en/docs/getting-started/getting-started-with-karpenter/cloudformation.yaml at tag
+# v1.14.1 of aws/karpenter-provider-aws (the page the site publishes as v1.14), policy by policy (NodeLifecyclePolicy,
+# IAMIntegrationPolicy, EKSIntegrationPolicy, InterruptionPolicy, ZonalShiftPolicy, ResourceDiscoveryPolicy). Its
+# ${AWS::Partition}, ${AWS::Region}, ${AWS::AccountId} and ${ClusterName} are {partition}, {region}, {account} and
+# {cluster} here, its node role's and queue's ARNs {node_role} and {queue}. The conditions are held key by key above.
+EC2 = "arn:{partition}:ec2:{region}"
+LAUNCHED = [f"{EC2}:*:{kind}/*" for kind in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")]
+PROFILES = "arn:{partition}:iam::{account}:instance-profile/*"
+REFERENCE_POLICY = {
+    "node-lifecycle": {
+        "AllowScopedEC2InstanceAccessActions": (
+            ["ec2:RunInstances", "ec2:CreateFleet"],
+            [f"{EC2}::image/*", f"{EC2}::snapshot/*", f"{EC2}:*:security-group/*", f"{EC2}:*:subnet/*",
+             f"{EC2}:*:capacity-reservation/*", f"{EC2}:*:placement-group/*"],
+        ),
+        "AllowScopedEC2LaunchTemplateAccessActions": (["ec2:RunInstances", "ec2:CreateFleet"], f"{EC2}:*:launch-template/*"),
+        "AllowScopedEC2InstanceActionsWithTags": (["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"], LAUNCHED),
+        "AllowScopedResourceCreationTagging": ("ec2:CreateTags", LAUNCHED),
+        "AllowScopedResourceTagging": ("ec2:CreateTags", f"{EC2}:*:instance/*"),
+        "AllowScopedDeletion": (["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"], [f"{EC2}:*:instance/*", f"{EC2}:*:launch-template/*"]),
+    },
+    "iam-integration": {
+        "AllowPassingInstanceRole": ("iam:PassRole", "{node_role}"),
+        "AllowScopedInstanceProfileCreationActions": (["iam:CreateInstanceProfile"], PROFILES),
+        "AllowScopedInstanceProfileTagActions": (["iam:TagInstanceProfile"], PROFILES),
+        "AllowScopedInstanceProfileActions": (["iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile", "iam:DeleteInstanceProfile"], PROFILES),
+    },
+    "eks-integration": {"AllowAPIServerEndpointDiscovery": ("eks:DescribeCluster", "arn:{partition}:eks:{region}:{account}:cluster/{cluster}")},
+    "interruption": {"AllowInterruptionQueueActions": (["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"], "{queue}")},
+    "zonal-shift": {"AllowZonalShiftStatusReadOnly": (["arc-zonal-shift:GetManagedResource"], "*")},
+    "resource-discovery": {
+        "AllowRegionalReadActions": (
+            ["ec2:DescribeCapacityReservations", "ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeInstanceStatus",
+             "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplates",
+             "ec2:DescribePlacementGroups", "ec2:DescribeSecurityGroups", "ec2:DescribeSpotPriceHistory", "ec2:DescribeSubnets"],
+            "*",
+        ),
+        "AllowSSMReadActions": ("ssm:GetParameter", "arn:{partition}:ssm:{region}::parameter/aws/service/*"),
+        "AllowPricingReadActions": ("pricing:GetProducts", "*"),
+        "AllowUnscopedInstanceProfileListAction": ("iam:ListInstanceProfiles", "*"),
+        "AllowInstanceProfileReadActions": ("iam:GetInstanceProfile", PROFILES),
+    },
+    # The platform's own, not the reference's: the GPU nodes' root volumes are encrypted with the platform key.
+    "volume-key": {
+        "EncryptNodeVolumes": (["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"], "{key}"),
+        "GrantVolumesTheKey": (["kms:CreateGrant"], "{key}"),
+    },
+}  # fmt: skip
+
+
+def as_set(value: Any) -> frozenset[str]:
+    return frozenset([value] if isinstance(value, str) else value)
+
+
+def drift_from_reference(documents: dict[str, dict[str, Any]], values: dict[str, str]) -> list[str]:
+    """Each policy and Sid whose effect, actions or resources differ from REFERENCE_POLICY's, with these values."""
+    expected = {
+        (name, sid): ("Allow", as_set(actions), frozenset(r.format(**values) for r in as_set(resources)))
+        for name, statements in REFERENCE_POLICY.items()
+        for sid, (actions, resources) in statements.items()
+    }
+    found = {
+        (name, s.get("Sid")): (s.get("Effect"), as_set(s.get("Action", [])), as_set(s.get("Resource", [])))
+        for name, document in documents.items()
+        for s in document["Statement"]
+    }
+    return [
+        f"{name} {sid}: the reference has {expected.get((name, sid))}, the policy {found.get((name, sid))}"
+        for name, sid in sorted(expected.keys() | found.keys(), key=str)
+        if expected.get((name, sid)) != found.get((name, sid))
+    ]
+
+
+def reference_values(rendering: Any, region: str) -> dict[str, str]:
+    """The reference's substitutions for this stack: its partition, region, account and cluster, and its ARNs."""
+    (node_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter-node"]
+    (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
+    return {
+        "partition": mocks.partition(region)[0], "region": region, "account": mocks.FAKE_ACCOUNT, "cluster": rendering.config.cluster.name,
+        "node_role": mocks._fake_arn("aws:iam/role:Role", node_role.name, region),
+        "queue": mocks._fake_arn("aws:sqs/queue:Queue", queue.name, region),
+        "key": mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {}, region)["arn"],
+    }  # fmt: skip
+
+
+def in_region(region: str) -> dict[str, Any]:
+    document = minimal_document()
+    document["config"]["aws:region"] = region
+    return document
+
+
+@pytest.mark.parametrize("stack", CREATED_STACKS)
+def test_the_controller_policies_are_karpenters_reference_statement_for_statement(stack: str) -> None:
+    rendering = rendered_stack(stack)
+    region = stack_document(stack)["config"]["aws:region"]
+    assert drift_from_reference(controller_documents(rendering), reference_values(rendering, region)) == []
+
+
+@pytest.mark.parametrize("region", ["eu-west-1", "cn-north-1"])
+def test_the_controller_policies_follow_the_stacks_region_and_partition(region: str) -> None:
+    rendering = render_document(in_region(region))
+    assert drift_from_reference(controller_documents(rendering), reference_values(rendering, region)) == []
+
+
+def _drop(statement: dict[str, Any], action: str) -> None:
+    statement["Action"] = [a for a in statement["Action"] if a != action]
+
+
+@pytest.mark.parametrize(
+    "sid, mutate",
+    [
+        ("AllowScopedEC2InstanceActionsWithTags", lambda s: _drop(s, "ec2:CreateFleet")),
+        ("AllowRegionalReadActions", lambda s: _drop(s, "ec2:DescribeSpotPriceHistory")),
+        ("AllowScopedDeletion", lambda s: s.update(Resource="*")),
+    ],
+    ids=["no-create-fleet-with-tags", "no-spot-price-history", "deletion-anywhere"],
+)
+def test_a_policy_drifting_from_the_reference_is_caught_statement_by_statement(sid: str, mutate: Any) -> None:
+    rendering = rendered_stack("prod")
+    documents = json.loads(json.dumps(controller_documents(rendering)))
+    (statement,) = [s for d in documents.values() for s in d["Statement"] if s["Sid"] == sid]
+    mutate(statement)
+    (drift,) = drift_from_reference(documents, reference_values(rendering, "us-west-2"))
+    assert f" {sid}: the reference has " in drift
 
 
 def test_the_controller_gets_its_role_through_pod_identity_and_the_nodes_join_through_an_access_entry() -> None:

@@ -710,6 +710,20 @@ def test_a_node_pool_that_cannot_launch_gpus_needs_no_gpu_limit() -> None:
     assert run("karpenter-gpu-node-pools-bounded", "prod", [cpu_only]) == ([], 0)
 
 
+@pytest.mark.parametrize("instance_type", ["gr6.4xlarge", "g6e.12xlarge", "g4ad.xlarge", "p5e.48xlarge", "p6-b200.48xlarge"])
+@pytest.mark.parametrize("limited", [False, True], ids=["no-gpu-limit", "gpu-limit"])
+def test_a_node_pool_of_any_gpu_family_needs_its_gpu_limit(instance_type: str, limited: bool) -> None:
+    """Every family with GPUs counts, not only the catalog's: gr6 (NVIDIA L4) is no g or p and a digit."""
+    def breaks(i: dict[str, Any]) -> None:
+        i["spec"]["template"]["spec"]["requirements"][0].update(values=[instance_type])
+        if not limited:
+            i["spec"]["limits"].pop(GPU)
+
+    reported, examined = run("karpenter-gpu-node-pools-bounded", "prod", [broken(rendered("prod", PROD_P4D_POOL[1], "gpu-p4d"), breaks)])
+    assert examined == 1
+    assert [m.partition(": ")[2] for m, _ in reported] == ([] if limited else [f"no spec.limits['{GPU}']; cap the GPUs it may launch"])
+
+
 def test_a_budget_that_never_repacks_serving_nodes_also_passes() -> None:
     guarded = broken(
         rendered("prod", PROD_P4D_POOL[1], "gpu-p4d"),

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -18,7 +19,7 @@ import pytest
 
 from tests.conftest import rendered_stack, resources_of
 from vllm_platform.components import rollout as watch
-from vllm_platform.k8s.rollout import Observation, Outcome, judge, rollout_state
+from vllm_platform.k8s.rollout import NOT_READY_GRACE, Observation, Outcome, judge, rollout_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "llama-70b"}
@@ -71,8 +72,29 @@ def pending_pod(name: str = "llama-70b-abc", uid: str = "u-1", **status: Any) ->
     }
 
 
+def karpenter_object(name: str, ready: str, since: str, *unmet: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    """A NodePool or EC2NodeClass as Karpenter leaves it: Ready, and the dependent conditions that are not True,
+    each observed at generation 1."""
+    conditions = [{"type": "Ready", "status": ready, "lastTransitionTime": since, "observedGeneration": 1,
+                   "reason": "Ready" if ready == "True" else "UnhealthyDependents", "message": ""}, *unmet]  # fmt: skip
+    return {"metadata": {"name": name, "generation": generation, "creationTimestamp": "2026-12-01T09:00:00Z"},
+            "spec": {"template": {"spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu-p4d"}}}},
+            "status": {"conditions": conditions}}  # fmt: skip
+
+
+def unmet(type_: str, reason: str, message: str, status: str = "False") -> dict[str, Any]:
+    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": READY_AT, "observedGeneration": 1}
+
+
 def node_pool(ready: str = "True", since: str = READY_AT) -> dict[str, Any]:
-    return {"metadata": {"name": "gpu-p4d"}, "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}]}}
+    return karpenter_object("gpu-p4d", ready, since)
+
+
+# Karpenter v1.14.1's words for an alias that resolves to no image (karpenter-provider-aws pkg/controllers/nodeclass/ami.go),
+# relayed to the NodePool by its readiness controller (sigs.k8s.io/karpenter pkg/controllers/nodepool/readiness).
+NO_AMI = unmet("AMIsReady", "AMINotFound", "AMISelector did not match any AMIs")
+POOL_WITHOUT_CLASS = karpenter_object("gpu-p4d", "False", READY_AT, unmet("NodeClassReady", "UnhealthyDependents", "AMIsReady=False"))
+CLASS_WITHOUT_AMI = karpenter_object("gpu-p4d", "False", READY_AT, NO_AMI)
 
 
 def stranded_look(**changes: Any) -> Observation:
@@ -137,16 +159,88 @@ def test_without_karpenter_no_capacity_verdict_is_drawn() -> None:
     assert judge(stranded_look(), None).outcome is Outcome.WAITING
 
 
+def not_ready_look(elapsed: timedelta, **changes: Any) -> Observation:
+    """The model's pod waits, Karpenter has said nothing on it, and its NodePool and EC2NodeClass have been not Ready
+    since READY_AT; the look is made `elapsed` after that."""
+    seen = {"pod_events": [], "claim_events": [], "node_pool": POOL_WITHOUT_CLASS, "node_class": CLASS_WITHOUT_AMI,
+            "now": datetime.fromisoformat(READY_AT) + elapsed}  # fmt: skip
+    return stranded_look(**{**seen, **changes})
+
+
+def test_a_node_pool_not_ready_for_longer_than_the_grace_fails_the_rollout_with_its_conditions() -> None:
+    verdict = judge(not_ready_look(NOT_READY_GRACE), "gpu-p4d")
+    assert verdict.outcome is Outcome.FAILED
+    assert verdict.detail == (
+        "Karpenter launches no node of NodePool gpu-p4d for 1 pod(s) (llama-70b-abc) while it is not Ready: "
+        "NodePool gpu-p4d not Ready since 2026-12-01T10:00:00+00:00: NodeClassReady False (UnhealthyDependents: AMIsReady=False); "
+        "EC2NodeClass gpu-p4d not Ready since 2026-12-01T10:00:00+00:00: AMIsReady False (AMINotFound: AMISelector did not match any AMIs)"
+    )
+
+
+def test_a_node_pool_not_ready_within_the_grace_keeps_the_rollout_waiting() -> None:
+    assert judge(not_ready_look(NOT_READY_GRACE - timedelta(seconds=1)), "gpu-p4d").outcome is Outcome.WAITING
+
+
+def test_a_ready_node_pool_and_class_leave_the_verdict_to_karpenters_word_on_the_pod() -> None:
+    ready = {"node_pool": node_pool(), "node_class": karpenter_object("gpu-p4d", "True", READY_AT)}
+    assert judge(not_ready_look(timedelta(hours=1), **ready, pod_events=[NOMINATED]), "gpu-p4d").outcome is Outcome.WAITING
+    verdict = judge(not_ready_look(timedelta(hours=1), **ready, pod_events=[NOMINATED, GAVE_UP]), "gpu-p4d")
+    assert verdict.outcome is Outcome.FAILED and verdict.detail.startswith("Karpenter cannot launch a node of NodePool gpu-p4d")
+
+
+@pytest.mark.parametrize(
+    "changes, says",
+    [
+        # An instance profile IAM refuses leaves its condition Unknown: the reconcile errs before setting it.
+        ({"node_pool": node_pool(), "node_class": karpenter_object(
+            "gpu-p4d", "Unknown", READY_AT, unmet("InstanceProfileReady", "AwaitingReconciliation", "object is awaiting reconciliation", "Unknown"))},
+         "EC2NodeClass gpu-p4d not Ready since 2026-12-01T10:00:00+00:00: InstanceProfileReady Unknown (AwaitingReconciliation: "),
+        ({"node_class": karpenter_object("gpu-p4d", "False", READY_AT, unmet(
+            "ValidationSucceeded", "CreateFleetAuthCheckFailed", "Controller isn't authorized to call ec2:CreateFleet"))},
+         "ValidationSucceeded False (CreateFleetAuthCheckFailed: Controller isn't authorized to call ec2:CreateFleet)"),
+        ({"node_pool": node_pool(), "node_class": {**CLASS_WITHOUT_AMI, "status": {}}},
+         "EC2NodeClass gpu-p4d not Ready since 2026-12-01T09:00:00+00:00: no status conditions (Karpenter has not reconciled it)"),
+        ({"node_pool": karpenter_object("gpu-p4d", "False", READY_AT, unmet("NodeClassReady", "NodeClassNotFound", "NodeClass not found on cluster")),
+          "node_class": None},
+         "NodePool gpu-p4d not Ready since 2026-12-01T10:00:00+00:00: NodeClassReady False (NodeClassNotFound: NodeClass not found on cluster)"),
+    ],
+)
+def test_each_way_a_node_class_stays_not_ready_is_reported_in_its_own_words(changes: dict[str, Any], says: str) -> None:
+    verdict = judge(not_ready_look(NOT_READY_GRACE, **changes), "gpu-p4d")
+    assert verdict.outcome is Outcome.FAILED and says in verdict.detail
+
+
+@pytest.mark.parametrize(
+    "changes, why",
+    [
+        ({"node_class": {**CLASS_WITHOUT_AMI, "metadata": {**CLASS_WITHOUT_AMI["metadata"], "generation": 2}}},
+         "Karpenter has yet to judge the class this update changed: the NodePool still copies the old verdict"),
+        ({"pool_draining": True}, "a draining pod may free a node"),
+        ({"pods": [pending_pod(nominatedNodeName="ip-10-0-1-2")]}, "the pod preempts its way onto a node"),
+        ({"pods": [{**pending_pod(), "status": {"phase": "Running", "conditions": []}}]}, "no pod waits for a node"),
+        ({"now": None}, "a look without a clock times nothing"),
+        ({"node_pool": None}, "no NodePool to judge by"),
+    ],
+)
+def test_a_node_pool_long_not_ready_decides_nothing_where_a_launch_is_not_what_waits(changes: dict[str, Any], why: str) -> None:
+    assert judge(not_ready_look(timedelta(hours=1), **changes), "gpu-p4d").outcome is Outcome.WAITING, why
+
+
 # --- the bounded wait -------------------------------------------------------------------------------
 
 
 class SteppedClock:
+    """The wait's clock and, READY_AT at its start, the wall clock that Karpenter's conditions are timed against."""
+
     def __init__(self) -> None:
         self.now = 0.0
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> datetime:
+        return datetime.fromisoformat(READY_AT) + timedelta(seconds=self.now)
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -172,6 +266,9 @@ class ScriptedReader:
 
     def node_pools(self) -> list[dict[str, Any]]:
         return self._now().get("pools", [])
+
+    def node_classes(self) -> list[dict[str, Any]]:
+        return self._now().get("classes", [])
 
     def deployments(self, namespace: str) -> list[dict[str, Any]]:
         return self._now()["deployments"]
@@ -210,6 +307,14 @@ def test_the_wait_fails_at_the_first_look_where_karpenter_has_given_up() -> None
     lines = str(failed.value).splitlines()
     assert lines[0].startswith("model llama-70b: Karpenter cannot launch a node of NodePool gpu-p4d")
     assert lines[1].startswith("model llama-8b (still rolling out): 0 of 1 updated replica(s) available")
+
+
+def test_the_wait_fails_once_the_node_pool_has_been_not_ready_for_the_grace() -> None:
+    clock = SteppedClock()
+    look = {"deployments": [deployment()], "pods": [pending_pod()], "pools": [POOL_WITHOUT_CLASS], "classes": [CLASS_WITHOUT_AMI]}
+    with pytest.raises(watch.RolloutFailed, match=r"model llama-70b: Karpenter launches no node of NodePool gpu-p4d .*\(AMINotFound: "):
+        watch.wait_for_rollouts(ScriptedReader(look), WATCHED, 10, clock, clock.sleep, clock.wall)
+    assert clock.now == NOT_READY_GRACE.total_seconds(), "failed at the grace, not at the model's timeout"
 
 
 def test_a_model_not_rolled_out_within_its_timeout_fails_then_and_the_looks_are_bounded() -> None:
@@ -295,6 +400,22 @@ def test_the_reader_asks_the_api_server_what_the_verdict_needs_and_reports_karpe
     selectors = {path: query.get("fieldSelector") for path, query in handler.asked}
     assert selectors["/api/v1/namespaces/inference/events"] == ["involvedObject.kind=Pod"]
     assert selectors["/api/v1/namespaces/default/events"] == ["reason=InsufficientCapacityError"]
+
+
+def test_the_reader_reads_the_node_class_the_node_pool_names_and_reports_its_conditions(api) -> None:
+    handler, kubeconfig = api
+    handler.answers = {
+        "/apis/apps/v1/namespaces/inference/deployments": [deployment()],
+        "/api/v1/namespaces/inference/pods": [pending_pod()],
+        "/apis/karpenter.sh/v1/nodepools": [POOL_WITHOUT_CLASS],
+        "/apis/karpenter.k8s.aws/v1/ec2nodeclasses": [{**CLASS_WITHOUT_AMI, "metadata": {**CLASS_WITHOUT_AMI["metadata"], "name": "other"}},
+                                                      CLASS_WITHOUT_AMI],
+    }  # fmt: skip
+    clock = SteppedClock()
+    clock.now = NOT_READY_GRACE.total_seconds()
+    with pytest.raises(watch.RolloutFailed, match=r"EC2NodeClass gpu-p4d not Ready since .*: AMIsReady False \(AMINotFound"):
+        watch.wait_for_rollouts(watch.ClusterReader(kubeconfig, None), WATCHED, 10, clock, clock.sleep, clock.wall)
+    assert "/apis/karpenter.k8s.aws/v1/ec2nodeclasses" in {path for path, _ in handler.asked}
 
 
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"kind": "Status"}', b'{"items": [1, 2]}'])

@@ -34,9 +34,10 @@ def pool_summary(pool: PoolPlan) -> dict[str, Any]:
         "instanceTypes": list(pool.instance_types),
         "gpuModel": pool.instance.gpu.model,
         "gpusPerNode": pool.gpus_per_node,
-        # The first Karpenter prefers, then all of them and the reservations they may use.
-        "capacityType": pool.capacity_types[0],
-        "capacityTypes": list(pool.capacity_types),
+        # The first Karpenter prefers, in the words this output had for a node group's (ON_DEMAND, SPOT), and
+        # RESERVED; then all of them in Karpenter's words, and the reservations they may use.
+        "capacityType": pool.capacity_types[0].output_name,
+        "capacityTypes": [kind.value for kind in pool.capacity_types],
         "capacityReservations": [term.get("id") or term.get("tags") for term in pool.capacity_reservations],
         # Karpenter keeps no idle node (the models' replicas.min hold nodes); a node group keeps its minimum.
         "minNodes": pool.min_size,

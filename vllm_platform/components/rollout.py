@@ -21,6 +21,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
 import pulumi
@@ -30,11 +31,11 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
 
-from vllm_platform.contract import GPU_POOL_LABEL, NODE_POOL
-from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, KUBE_ERRORS, Observation, Outcome, Verdict, judge
+from vllm_platform.contract import GPU_POOL_LABEL, NODE_CLASS, NODE_POOL
+from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, KUBE_ERRORS, Observation, Outcome, Verdict, judge, node_class_name
 from vllm_platform.names import GPU_POOL_PREFIX
 
-# Often enough to report Karpenter's verdict within seconds of it; five list calls a look, whatever the model count.
+# Often enough to report Karpenter's verdict within seconds of it; six list calls a look, whatever the model count.
 POLL_SECONDS = 10.0
 # A cluster that cannot be read for a minute (credentials, network) will not start answering within the timeout.
 MAX_UNREADABLE_LOOKS = 6
@@ -79,7 +80,12 @@ def watched_input(namespace: str, spec: pulumi.Input[Any], timeout_seconds: int,
 
 
 class ClusterReader:
-    """The list calls a look makes, as raw API JSON (what k8s/rollout reads); every failure is a ReadError."""
+    """The list calls a look makes, as raw API JSON (what k8s/rollout reads); every failure is a ReadError.
+
+    It reads as the identity `pulumi up` runs as. Karpenter's NodePools and EC2NodeClasses are read only for
+    models on Karpenter, so on a created cluster, whose access entries admit that identity as cluster admin
+    (adminPrincipalArns, AmazonEKSClusterAdminPolicy: every verb on every resource, cluster-scoped custom ones
+    included); no RBAC of the program's own is needed."""
 
     def __init__(self, kubeconfig: Optional[str], context: Optional[str]):
         try:
@@ -124,6 +130,11 @@ class ClusterReader:
     def node_pools(self) -> list[dict[str, Any]]:
         return self._items("NodePools", self._custom.list_cluster_custom_object, NODE_POOL.group, NODE_POOL.version, "nodepools")
 
+    def node_classes(self) -> list[dict[str, Any]]:
+        return self._items(
+            "EC2NodeClasses", self._custom.list_cluster_custom_object, NODE_CLASS.group, NODE_CLASS.version, "ec2nodeclasses"
+        )
+
 
 def _selects(deployment: dict[str, Any], pod: dict[str, Any]) -> bool:
     wanted = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -135,11 +146,12 @@ def _on_pool(pod: dict[str, Any], pool: str) -> bool:
     return ((pod.get("spec") or {}).get("nodeSelector") or {}).get(GPU_POOL_LABEL) == pool
 
 
-def look(reader: ClusterReader, watched: Mapping[str, Watched]) -> dict[str, Verdict]:
-    """Every watched model's verdict from one round of list calls."""
+def look(reader: ClusterReader, watched: Mapping[str, Watched], now: datetime) -> dict[str, Verdict]:
+    """Every watched model's verdict from one round of list calls, made at `now` (UTC)."""
     karpenter = any(w.pool for w in watched.values())
     claim_events = reader.claim_events() if karpenter else []
     node_pools = {p["metadata"].get("name"): p for p in reader.node_pools()} if karpenter else {}
+    node_classes = {c["metadata"].get("name"): c for c in reader.node_classes()} if karpenter else {}
     verdicts = {}
     for namespace in sorted({w.namespace for w in watched.values()}):
         deployments = {d["metadata"].get("name"): d for d in reader.deployments(namespace)}
@@ -151,9 +163,9 @@ def look(reader: ClusterReader, watched: Mapping[str, Watched]) -> dict[str, Ver
                 continue
             mine = [p for p in pods if _selects(deployment, p)]
             draining = bool(w.pool) and any(p["metadata"].get("deletionTimestamp") and _on_pool(p, w.pool) for p in pods)
-            observed = Observation(
-                deployment, mine, events, claim_events, node_pools.get(w.node_pool) if w.pool else None, draining
-            )
+            node_pool = node_pools.get(w.node_pool) if w.pool else None
+            node_class = node_classes.get(node_class_name(node_pool)) if node_pool is not None else None
+            observed = Observation(deployment, mine, events, claim_events, node_pool, draining, node_class, now)
             verdicts[w.name] = judge(observed, w.node_pool)
     return verdicts
 
@@ -170,9 +182,11 @@ def wait_for_rollouts(
     poll_seconds: float = POLL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> dict[str, str]:
     """Until every watched model is rolled out (its final detail, by name); RolloutFailed as soon as one
-    cannot be, or is not within its timeout. Bounded in looks as in time."""
+    cannot be, or is not within its timeout. Bounded in looks as in time: `clock` times the wait, `wall_clock`
+    (UTC) the conditions Karpenter stamps with its own."""
     started, pending = clock(), dict(watched)
     done: dict[str, str] = {}
     last: dict[str, str] = {name: "not looked at yet" for name in watched}
@@ -182,7 +196,7 @@ def wait_for_rollouts(
         if not pending:
             return done
         try:
-            verdicts = look(reader, pending)
+            verdicts = look(reader, pending, wall_clock())
             unreadable = 0
         except ReadError as exc:
             unreadable += 1

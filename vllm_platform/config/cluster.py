@@ -244,10 +244,9 @@ CREATED_CLUSTER_KEYS = (
     "support_type", "vpc", "endpoint", "system_nodes", "protect", "admin_principal_arns", "viewer_principal_arns",
     "gpu_ami_alias",
 )  # fmt: skip
-# A pool's keys that only its Karpenter NodePool and EC2NodeClass read: an existing cluster gets neither.
-KARPENTER_POOL_KEYS = (
-    "capacity_types", "capacity_reservations", "consolidate_after", "expire_after", "efa", "placement_group",
-)  # fmt: skip
+# A pool's keys that only its Karpenter NodePool and EC2NodeClass read: an existing cluster gets neither. Its
+# capacity types and reservations are not among them: there they describe the node group, as the outputs report it.
+KARPENTER_POOL_KEYS = ("consolidate_after", "expire_after", "efa", "placement_group")
 # An AL2023 release, never `latest`: a new AMI must come with a reviewed change, not on its own.
 AMI_ALIAS = re.compile(r"al2023@v20[0-9]{6}", re.ASCII)
 
@@ -330,9 +329,9 @@ class Cluster(Section):
             "`{context}`; creates no AWS resource. Only `name`, `kubernetesVersion` (then only the version the rendered "
             "manifests are checked against) and `gpuNodePools` apply then: `supportType`, `vpc`, `endpoint`, "
             "`systemNodes`, `protect`, `adminPrincipalArns`, `viewerPrincipalArns`, `gpuAmiAlias` and a pool's "
-            "Karpenter keys (`capacityTypes`, `capacityReservations`, `consolidateAfter`, `expireAfter`, "
-            "`efa`, `placementGroup`) are refused, since they would have no effect; a pool's `minSize` and "
-            "`rootVolumeGiB` describe its node group"
+            "Karpenter keys (`consolidateAfter`, `expireAfter`, `efa`, `placementGroup`) are refused, since they "
+            "would have no effect; a pool's `minSize`, `rootVolumeGiB`, `capacityTypes` (or the node group's "
+            "`capacityType`) and `capacityReservations` describe its node group, for the fit checks and the outputs"
         ),
     )
 
@@ -376,6 +375,17 @@ class Cluster(Section):
                 "static capacity is alpha in v1.14, and not used); a node stays while a pod needs it, so the models' "
                 "replicas.min hold the pool's nodes. Raise replicas.min of a model on the pool (or set warmNodes for "
                 "idle nodes), and remove minSize"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _capacity_types_on_karpenter(self) -> "Cluster":
+        named = [pool for pool in self.gpu_node_pools if pool.capacity_type is not None]
+        if self.existing is None and named:
+            raise ValueError(
+                f"gpuNodePools[{named[0].name}].capacityType describes an existing cluster's node group; on a created "
+                "cluster, capacityType is replaced by capacityTypes, Karpenter's list in its order of preference: "
+                "ON_DEMAND is capacityTypes: [on-demand], SPOT is [spot], and [spot, on-demand] falls back to on-demand"
             )
         return self
 

@@ -25,6 +25,19 @@ class CapacityKind(StrEnum):
     SPOT = "spot"
     ON_DEMAND = "on-demand"
 
+    @property
+    def output_name(self) -> str:
+        """The `gpuPools.<pool>.capacityType` output's word for it: the node groups' ON_DEMAND and SPOT, which the
+        output held before Karpenter (its names and shapes change only with a major version), and RESERVED."""
+        return self.name
+
+
+class NodeGroupCapacityType(StrEnum):
+    """An EKS managed node group's capacity type, as the old `capacityType` key names it."""
+
+    ON_DEMAND = "ON_DEMAND"
+    SPOT = "SPOT"
+
 
 # Karpenter's own order among the types a NodePool allows; it launches the first that has an offering left.
 CAPACITY_PREFERENCE = (CapacityKind.RESERVED, CapacityKind.SPOT, CapacityKind.ON_DEMAND)
@@ -95,12 +108,22 @@ class GpuNodePool(Section):
             "what Karpenter may launch, in its order of preference: `reserved` (the pool's `capacityReservations`), "
             "`spot`, `on-demand`. It always tries them in that order, each type's every offering (type × zone) "
             "before the next, so the list must be written in that order; a type left out is never used (`[spot]` "
-            "has no on-demand fallback)"
+            "has no on-demand fallback). On an existing cluster, what its node group launches, for the outputs"
+        ),
+    )
+    capacity_type: Optional[NodeGroupCapacityType] = Field(
+        None,
+        description=(
+            "on an existing cluster only, where it describes the node group as it always did: `ON_DEMAND` (the same "
+            "as `capacityTypes: [on-demand]`) or `SPOT` (`[spot]`). A created cluster's pools take `capacityTypes`"
         ),
     )
     capacity_reservations: list[CapacityReservation] = Field(
         [],
-        description="with `reserved` in `capacityTypes`: the ODCRs or Capacity Blocks to launch into, by `id` or `tags`",
+        description=(
+            "with `reserved` in `capacityTypes`: the ODCRs or Capacity Blocks to launch into, by `id` or `tags` (on an "
+            "existing cluster, those its node group launches into, for the outputs)"
+        ),
     )
     consolidate_after: StrictStr = Field(
         "20m",
@@ -183,13 +206,16 @@ class GpuNodePool(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _capacity_type_is_gone(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "capacityType" in data:
-            raise ValueError(
-                "capacityType is replaced by capacityTypes, Karpenter's list in its order of preference: ON_DEMAND "
-                "is capacityTypes: [on-demand], SPOT is [spot], and [spot, on-demand] falls back to on-demand"
-            )
-        return data
+    def _capacity_type_as_capacity_types(cls, data: Any) -> Any:
+        """The old key, where the cluster accepts it (an existing one: Cluster refuses it on a created one), reads
+        as the list every consumer of the pool reads."""
+        if not isinstance(data, dict) or (given := data.get("capacityType", data.get("capacity_type"))) is None:
+            return data
+        if {"capacityTypes", "capacity_types"} & set(data):
+            raise ValueError("capacityType and capacityTypes both give the capacity types; keep capacityTypes")
+        kinds = {NodeGroupCapacityType.ON_DEMAND: CapacityKind.ON_DEMAND, NodeGroupCapacityType.SPOT: CapacityKind.SPOT}
+        # Any other value is left for the field to refuse, naming the two it takes.
+        return {**data, "capacityTypes": [kinds[given]]} if isinstance(given, str) and given in kinds else data
 
     @field_validator("capacity_types")
     @classmethod

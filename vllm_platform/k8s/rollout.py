@@ -6,7 +6,8 @@ watch (components/rollout.py) and verify both read with them, so the two say the
 A rollout is done as `kubectl rollout status` has it: the controller has seen the new generation, every
 replica runs the new template, none of the old is left, and all the new are available. It cannot finish
 when Kubernetes says so (the Progressing condition's ProgressDeadlineExceeded, after one wave without
-progress) or, sooner, when Karpenter says so for a pod that waits for a GPU node.
+progress) or, sooner, when Karpenter says so for a pod that waits for a GPU node, or when the pod's NodePool or
+its EC2NodeClass has not been Ready for NOT_READY_GRACE (Karpenter then launches nothing and says nothing).
 
 Karpenter's words (sigs.k8s.io/karpenter v1.14.1): `Nominated` on a pod it launches a NodeClaim for
 (provisioning/scheduling/events.go); an EC2 launch refused for capacity is an `InsufficientCapacityError` on the
@@ -21,12 +22,24 @@ The default scheduler's own FailedScheduling ("0/3 nodes are available: ...") sa
 A NodeClaim leaves no condition to read here: one refused for capacity is deleted at once, and one whose launch
 failed otherwise keeps `Launched` Unknown (LaunchFailed) while Karpenter retries it (nodeclaim/lifecycle/launch.go);
 that rollout fails at its progress deadline.
+
+Karpenter launches for Ready NodePools only (provisioning/provisioner.go), and says nothing on the pods of one
+that is not: a NodePool is Ready when its ValidationSucceeded and NodeClassReady are (apis/v1/nodepool_status.go),
+and NodeClassReady copies its EC2NodeClass's Ready, which needs AMIsReady, SubnetsReady, SecurityGroupsReady,
+InstanceProfileReady, ValidationSucceeded and PlacementGroupReady, and CapacityReservationsReady where the class
+selects reservations (karpenter-provider-aws pkg/apis/v1/ec2nodeclass_status.go). A failed condition is False
+with its reason and message (an alias without an image: AMIsReady False AMINotFound; subnets or security groups
+without the discovery tag: SubnetsNotFound, SecurityGroupsNotFound; a policy without ec2:CreateFleet:
+ValidationSucceeded False CreateFleetAuthCheckFailed); one whose reconcile fails on an error, such as an instance
+profile IAM refuses, stays Unknown. Ready itself only lists them ("AMIsReady=False"), and its lastTransitionTime
+moves whenever its status or that list changes (awslabs/operatorpkg status/condition_set.go).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Optional, Sequence
 
 import urllib3
@@ -37,6 +50,12 @@ FAILED_SCHEDULING = "FailedScheduling"
 NOMINATED = "Nominated"
 INSUFFICIENT_CAPACITY = "InsufficientCapacityError"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+# How long a NodePool or its EC2NodeClass may stay not Ready while the model's pods wait before the rollout fails
+# with its conditions. Karpenter retries a class's AMIs, subnets and security groups every minute after a failed
+# resolution (pkg/controllers/nodeclass: ami.go, subnet.go, securitygroup.go), and the NodePool follows its class
+# at once, so three minutes is two retries that found nothing: no longer a class resolving what this same update
+# has just created (the subnets' discovery tags, the node role), nor IAM's eventual consistency, which is seconds.
+NOT_READY_GRACE = timedelta(minutes=3)
 
 # What reading the API server can raise, for the rollouts' wait and verify alike: its answers, the transport, the socket.
 KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
@@ -137,8 +156,10 @@ class Verdict:
 @dataclass(frozen=True)
 class Observation:
     """What the watch read for one model in one look. `node_pool` is its Karpenter NodePool object (None where
-    Karpenter does not run the model's nodes, or the NodePool is not there); `pool_draining` says a pod on that
-    pool is terminating, so a node may free up without Karpenter."""
+    Karpenter does not run the model's nodes, or the NodePool is not there), `node_class` the EC2NodeClass that
+    NodePool names (None where it is not there); `pool_draining` says a pod on that pool is terminating, so a node
+    may free up without Karpenter. `now` is when the look was made, in UTC, which the NodePool's and the class's
+    conditions are timed against (None: they are not timed, and their not being Ready decides nothing)."""
 
     deployment: dict[str, Any]
     pods: Sequence[dict[str, Any]]
@@ -146,6 +167,8 @@ class Observation:
     claim_events: Sequence[dict[str, Any]] = ()
     node_pool: Optional[dict[str, Any]] = None
     pool_draining: bool = False
+    node_class: Optional[dict[str, Any]] = None
+    now: Optional[datetime] = None
 
 
 def _events_about(pod: dict[str, Any], events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,6 +185,69 @@ def _ready_since(node_pool: dict[str, Any]) -> Optional[str]:
     return str(ready.get("lastTransitionTime") or "") if ready.get("status") == "True" else None
 
 
+def node_class_name(node_pool: dict[str, Any]) -> Optional[str]:
+    """The EC2NodeClass a NodePool launches with (spec.template.spec.nodeClassRef)."""
+    ref = (((node_pool.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeClassRef") or {}
+    return str(ref["name"]) if ref.get("name") else None
+
+
+def _time(stamp: Any) -> Optional[datetime]:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _judged(obj: dict[str, Any]) -> bool:
+    """Whether Karpenter's Ready is about the spec the object has now, not one this update replaced."""
+    ready = conditions(obj).get("Ready")
+    return ready is None or int(ready.get("observedGeneration") or 0) >= int((obj.get("metadata") or {}).get("generation") or 0)
+
+
+def not_ready_since(obj: dict[str, Any]) -> Optional[datetime]:
+    """Since when Karpenter has held a NodePool or an EC2NodeClass not Ready; None while it is Ready. One that
+    Karpenter has never reconciled has no conditions: not Ready since it was created."""
+    ready = conditions(obj).get("Ready")
+    if ready is None:
+        return _time((obj.get("metadata") or {}).get("creationTimestamp"))
+    return None if ready.get("status") == "True" else _time(ready.get("lastTransitionTime"))
+
+
+def _said(condition: dict[str, Any]) -> str:
+    words = ": ".join(str(w) for w in (condition.get("reason"), condition.get("message")) if w)
+    return f"{condition['type']} {condition.get('status', 'Unknown')}" + (f" ({words})" if words else "")
+
+
+def _unmet(kind: str, obj: dict[str, Any], since: datetime) -> str:
+    """An object's conditions that are not True, in Karpenter's words; Ready only where it is all there is."""
+    found = [c for c in conditions(obj).values() if c.get("status") != "True"]
+    found = sorted((c for c in found if c["type"] != "Ready"), key=lambda c: c["type"]) or found
+    said = ", ".join(_said(c) for c in found) or "no status conditions (Karpenter has not reconciled it)"
+    return f"{kind} {(obj.get('metadata') or {}).get('name')} not Ready since {since.isoformat()}: {said}"
+
+
+def _waiting_for_a_launch(pods: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Unscheduled pods that are not preempting their way onto a running node: only a launch places them."""
+    return [p for p in unscheduled(pods) if not (p.get("status") or {}).get("nominatedNodeName")]
+
+
+def not_ready_reasons(observed: Observation) -> list[str]:
+    """Why Karpenter launches nothing for the model: its NodePool or the EC2NodeClass it names has been not Ready
+    for NOT_READY_GRACE or longer, in their conditions' words. None while that is shorter, or no pod waits for a
+    launch, or one on the pool drains (its node may take the pod), or Karpenter has yet to judge a spec this
+    update changed (the NodePool's may still copy a class's old verdict)."""
+    if observed.node_pool is None or observed.now is None or observed.pool_draining:
+        return []
+    held = [(kind, obj) for kind, obj in (("NodePool", observed.node_pool), ("EC2NodeClass", observed.node_class)) if obj is not None]
+    if not _waiting_for_a_launch(observed.pods) or not all(_judged(obj) for _, obj in held):
+        return []
+    since = {kind: when for kind, obj in held if (when := not_ready_since(obj)) is not None}
+    if not any(observed.now - when >= NOT_READY_GRACE for when in since.values()):
+        return []
+    return [_unmet(kind, obj, since[kind]) for kind, obj in held if kind in since]
+
+
 def stranded(observed: Observation) -> list[dict[str, Any]]:
     """The model's pods that Karpenter has given up on: unscheduled, not preempting their way onto a node, with
     Karpenter's newest word on them a scheduling failure made while the NodePool was Ready; none while a pod
@@ -170,11 +256,9 @@ def stranded(observed: Observation) -> list[dict[str, Any]]:
         return []
     ready_since = _ready_since(observed.node_pool)
     if ready_since is None:
-        return []  # Karpenter launches for Ready NodePools only; this one may still be resolving its EC2NodeClass.
+        return []  # Karpenter launches for Ready NodePools only: not_ready_reasons judges this one.
     found = []
-    for pod in unscheduled(observed.pods):
-        if (pod.get("status") or {}).get("nominatedNodeName"):
-            continue
+    for pod in _waiting_for_a_launch(observed.pods):
         words = [e for e in _events_about(pod, observed.pod_events) if e.get("reason") == NOMINATED or karpenter_gave_up(e)]
         last = newest(words)
         # A tie in the second-resolution stamps is no verdict: Karpenter may have nominated again.
@@ -204,5 +288,12 @@ def judge(observed: Observation, node_pool_name: Optional[str]) -> Verdict:
             Outcome.FAILED,
             f"Karpenter cannot launch a node of NodePool {node_pool_name} for {len(given_up)} pod(s) ({names}): "
             + "; ".join(reasons),
+        )
+    if node_pool_name and (held := not_ready_reasons(observed)):
+        waiting = [p["metadata"]["name"] for p in _waiting_for_a_launch(observed.pods)]
+        return Verdict(
+            Outcome.FAILED,
+            f"Karpenter launches no node of NodePool {node_pool_name} for {len(waiting)} pod(s) ({', '.join(waiting)}) while "
+            f"it is not Ready: " + "; ".join(held),
         )
     return Verdict(Outcome.WAITING, detail)
