@@ -45,6 +45,12 @@ def document_plan(document: dict[str, Any]) -> Plan:
 
 
 @lru_cache(maxsize=None)
+def stack_plan(stack: str) -> Plan:
+    """A committed stack's plan, without running the program: cheap enough to choose parameters at collection."""
+    return document_plan(stack_document(stack))
+
+
+@lru_cache(maxsize=None)
 def rendered_stack(stack: str) -> render.Rendering:
     return render_document(stack_document(stack), stack)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterator
 
 import pytest
@@ -88,11 +89,13 @@ def tags_of(inputs: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield from (spec.get("tags") or {}).items()
 
 
-RENDERING = render_document(longest_document(), "longest")
+@lru_cache(maxsize=None)
+def longest_rendering() -> Any:
+    return render_document(longest_document(), "longest")
 
 
 def test_the_longest_names_render_and_every_aws_type_is_accounted_for() -> None:
-    aws_types = {r.type for r in RENDERING.resources if r.type.startswith("aws:")}
+    aws_types = {r.type for r in longest_rendering().resources if r.type.startswith("aws:")}
     assert aws_types - set(NAMED) - NAMELESS == set(), "a new AWS type: add it to NAMED or NAMELESS here, and its limit to vllm_platform/names.py"
     assert set(NAMED) <= aws_types, "the longest stack should make every named type"
     assert set(NAMED) <= set(names.AWS_NAME_LIMITS)
@@ -101,22 +104,22 @@ def test_the_longest_names_render_and_every_aws_type_is_accounted_for() -> None:
 @pytest.mark.parametrize("resource_type", sorted(NAMED))
 def test_every_generated_name_fits_its_limit(resource_type: str) -> None:
     limit = names.AWS_NAME_LIMITS[resource_type]
-    made = [(r.name, physical_name(r)) for r in RENDERING.resources if r.type == resource_type]
+    made = [(r.name, physical_name(r)) for r in longest_rendering().resources if r.type == resource_type]
     assert made
     for logical, name in made:
         assert len(name) <= limit, f"{resource_type} {logical}: {name!r} has {len(name)} characters, above {limit}"
 
 
 def test_a_63_character_s3_model_gets_a_role_within_iams_64() -> None:
-    (role,) = [r for r in RENDERING.resources if r.type == names.IAM_ROLE and LONGEST_MODEL[:20] in r.name]
+    (role,) = [r for r in longest_rendering().resources if r.type == names.IAM_ROLE and LONGEST_MODEL[:20] in r.name]
     assert len(physical_name(role)) <= 64
-    (association,) = [r for r in RENDERING.resources if r.type == "aws:eks/podIdentityAssociation:PodIdentityAssociation"
+    (association,) = [r for r in longest_rendering().resources if r.type == "aws:eks/podIdentityAssociation:PodIdentityAssociation"
                       and r.inputs["serviceAccount"] == LONGEST_MODEL]  # fmt: skip
     assert association.inputs["namespace"] == "inference"
 
 
 def test_every_tag_fits_ec2s_limits() -> None:
-    for resource in RENDERING.resources:
+    for resource in longest_rendering().resources:
         for key, value in tags_of(resource.inputs):
             assert len(key) <= TAG_KEY_MAX and len(str(value)) <= TAG_VALUE_MAX, (resource.name, key)
 

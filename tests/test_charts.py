@@ -16,7 +16,7 @@ from typing import Any, Optional
 import pytest
 import yaml
 
-from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of
+from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of, stack_plan
 from tests.test_observability import selector_matches
 from tools import charts, mocks, schemas
 from vllm_platform.config.observability import duration_seconds
@@ -28,8 +28,8 @@ from vllm_platform.k8s.monitoring import karpenter_service
 from vllm_platform.k8s.workload import RUN_AS_UID
 from vllm_platform.pins import DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
-CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
-GPU_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).plan.runs_gpu_metrics]
+CREATED_STACKS = [s for s in COMMITTED_STACKS if stack_plan(s).config.cluster.existing is None]
+GPU_STACKS = [s for s in COMMITTED_STACKS if stack_plan(s).runs_gpu_metrics]
 # Scrape targets EKS runs in its managed control plane, or binds to the node's loopback (kube-proxy's add-on).
 EKS_UNREACHABLE_JOBS = re.compile(r'job=~?"[^"]*(kube-controller-manager|kube-scheduler|kube-proxy|etcd)[^"]*"')
 PODS = {"Deployment": ("spec", "template", "spec"), "DaemonSet": ("spec", "template", "spec"), "StatefulSet": ("spec", "template", "spec")}
@@ -359,7 +359,11 @@ def test_a_release_helm_cannot_template_fails_the_render_in_one_line(tmp_path: P
     )
     refuses.chmod(0o755)
     monkeypatch.setattr(charts, "helm_binary", lambda: refuses)
-    monkeypatch.setattr(charts, "chart_archive", lambda chart, version, repository: tmp_path / f"{chart.rsplit('/', 1)[-1]}.tgz")
+    def archive(chart: str, version: str, repository: str) -> Path:
+        (path := tmp_path / f"{chart.rsplit('/', 1)[-1]}.tgz").write_bytes(b"not a chart")
+        return path
+
+    monkeypatch.setattr(charts, "chart_archive", archive)
     assert render.main(["--stack", "dev", "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err

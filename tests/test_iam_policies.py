@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 import pytest
@@ -138,6 +139,7 @@ def actions(document: dict[str, Any]) -> set[str]:
     return {a for statement in document["Statement"] for a in statement["Action"]}
 
 
+@lru_cache(maxsize=None)
 def renderings() -> list[Any]:
     """Every committed stack; the longest, which makes every resource type the program has; and one in an
     existing VPC, whose subnets the preview looks up."""
@@ -154,18 +156,17 @@ def renderings() -> list[Any]:
     ]
 
 
-RENDERINGS = renderings()
 
 
 def test_every_provider_function_and_resource_type_is_accounted_for() -> None:
-    calls = {c for r in RENDERINGS for c in r.calls if c.startswith("aws:")}
+    calls = {c for r in renderings() for c in r.calls if c.startswith("aws:")}
     assert calls - set(INVOKE_ACTIONS) == set(), "a new provider function: add what it calls here and to iam/"
-    types = {res.type for r in RENDERINGS for res in r.resources if res.type.startswith("aws:")}
+    types = {res.type for r in renderings() for res in r.resources if res.type.startswith("aws:")}
     assert types - set(RESOURCE_ACTIONS) == set(), "a new resource type: add what managing it calls here and to iam/"
 
 
 def test_the_preview_policy_allows_what_a_preview_asks_and_nothing_else() -> None:
-    needed = {a for r in RENDERINGS for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
+    needed = {a for r in renderings() for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
     granted = actions(policy(PREVIEW_POLICY))
     assert granted == needed
     assert all(READ_ONLY.fullmatch(a) for a in granted), "the PR checks' role can change nothing"
@@ -174,8 +175,8 @@ def test_the_preview_policy_allows_what_a_preview_asks_and_nothing_else() -> Non
 
 
 def test_the_deploy_policy_allows_what_an_up_does_and_nothing_else() -> None:
-    needed = {a for r in RENDERINGS for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
-    needed |= {a for t in {res.type for r in RENDERINGS for res in r.resources} if t in RESOURCE_ACTIONS for a in RESOURCE_ACTIONS[t]}
+    needed = {a for r in renderings() for c in r.calls if c in INVOKE_ACTIONS for a in INVOKE_ACTIONS[c]}
+    needed |= {a for t in {res.type for r in renderings() for res in r.resources} if t in RESOURCE_ACTIONS for a in RESOURCE_ACTIONS[t]}
     granted = actions(policy(DEPLOY_POLICY))
     assert needed - granted == set(), "missing"
     assert granted - needed == set(), "granted but never used"

@@ -13,14 +13,14 @@ import pytest
 import yaml
 
 from tests.conftest import (
-    COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of, stack_document,
+    COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of, stack_document, stack_plan,
 )  # fmt: skip
 from tools import mocks, schemas
 from vllm_platform.aws import karpenter as policies
 from vllm_platform.contract import GPU_POOL_LABEL, GPU_TAINT, KARPENTER_DISCOVERY_TAG
 from vllm_platform.k8s import karpenter
 
-CREATED_STACKS = [s for s in COMMITTED_STACKS if rendered_stack(s).config.cluster.existing is None]
+CREATED_STACKS = [s for s in COMMITTED_STACKS if stack_plan(s).config.cluster.existing is None]
 # IAM's limit on all of a role's inline policies together, in characters without whitespace.
 INLINE_POLICIES_MAX_CHARS = 10240
 
