@@ -19,7 +19,9 @@ from vllm_platform.pins import DEFAULT_VLLM_IMAGE
 VERDICTS = json.loads((Path(__file__).parent / "data" / "vllm_serve_verdicts.json").read_text())
 # What the platform refuses for reasons of its own, whatever vLLM takes: flags it sets, flags that cannot work
 # behind its probes, parallelism it gives no GPUs for, a word read as the model, the end of the flags.
-PLATFORMS_OWN = (*vllm_flags.MANAGED_FLAGS, *vllm_flags.UNWORKABLE_FLAGS, *vllm_flags.PARALLEL_FLAGS)
+# Refused whatever their value: the flags the platform sets, those that cannot work behind its probes, the
+# parallelism it gives no GPUs for, and another config than the checkpoint's.
+PLATFORMS_OWN = (*vllm_flags.MANAGED_FLAGS, *vllm_flags.UNWORKABLE_FLAGS, *vllm_flags.PARALLEL_FLAGS, vllm_flags.HF_CONFIG_PATH)
 
 
 JSON_KINDS = ("json", "braced json or text")

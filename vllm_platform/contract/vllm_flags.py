@@ -72,6 +72,8 @@ UNWORKABLE_FLAGS = {
 DTYPE = "--dtype"
 SPECULATIVE_CONFIG = "--speculative-config"
 HF_OVERRIDES = "--hf-overrides"
+# vLLM then reads the model's architecture from another config than the checkpoint's own.
+HF_CONFIG_PATH = "--hf-config-path"
 WIDE_DTYPES = ("float", "float32")
 # The one load format that loads no weights: vLLM fills the model with random values, for profiling.
 RANDOM_WEIGHTS = "dummy"
@@ -224,6 +226,11 @@ def _model_change(run: Sequence[str]) -> Optional[tuple[str, str]]:
         return name, (
             f"names the draft model {spec['model']!r}: it would load onto the GPUs beside the model served, which is all "
             "the fit checks size; use a method with no model of its own, such as ngram"
+        )
+    if name == HF_CONFIG_PATH:
+        return name, (
+            f"{given}: vLLM would build the model from that config, not the checkpoint's own, which is what the fit "
+            "checks size; remove it from extraArgs"
         )
     reshaped = _reshaping(_json_object(given)) if name == HF_OVERRIDES else []
     if reshaped:
