@@ -40,6 +40,11 @@ def aws_inputs(rendering: Any, type_: str) -> list[Any]:
     return [r for r in rendering.resources if r.type == type_]
 
 
+def physical(resource: Any) -> str:
+    """The name AWS knows the resource by, which its ARN holds: Pulumi's auto-name where the program gives none."""
+    return mocks._auto_name(resource.name, resource.inputs)
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_every_gpu_pool_has_a_node_pool_and_a_node_class_valid_against_karpenters_crds(stack: str, crd_dir: Path) -> None:
     rendering = rendered_stack(stack)
@@ -230,10 +235,10 @@ def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_s
     for sid in ("AllowScopedEC2InstanceActionsWithTags", "AllowScopedResourceCreationTagging", "AllowScopedInstanceProfileCreationActions"):
         assert statements[sid]["Condition"]["StringEquals"]["aws:RequestTag/eks:eks-cluster-name"] == name, sid
     (node_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter-node"]
-    assert statements["AllowPassingInstanceRole"]["Resource"] == mocks._fake_arn("aws:iam/role:Role", node_role.name)
+    assert statements["AllowPassingInstanceRole"]["Resource"] == mocks._fake_arn("aws:iam/role:Role", physical(node_role))
     assert statements["AllowAPIServerEndpointDiscovery"]["Resource"] == f"arn:aws:eks:us-west-2:123456789012:cluster/{name}"
     (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
-    assert statements["AllowInterruptionQueueActions"]["Resource"] == mocks._fake_arn("aws:sqs/queue:Queue", queue.name)
+    assert statements["AllowInterruptionQueueActions"]["Resource"] == mocks._fake_arn("aws:sqs/queue:Queue", physical(queue))
     key_arn = mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {})["arn"]
     assert statements["EncryptNodeVolumes"]["Resource"] == statements["GrantVolumesTheKey"]["Resource"] == key_arn
     # Every statement that may change something is scoped: by a tag condition or by the ARN of one resource.
@@ -341,8 +346,8 @@ def reference_values(rendering: Any, region: str) -> dict[str, str]:
     (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
     return {
         "partition": mocks.partition(region)[0], "region": region, "account": mocks.FAKE_ACCOUNT, "cluster": rendering.config.cluster.name,
-        "node_role": mocks._fake_arn("aws:iam/role:Role", node_role.name, region),
-        "queue": mocks._fake_arn("aws:sqs/queue:Queue", queue.name, region),
+        "node_role": mocks._fake_arn("aws:iam/role:Role", physical(node_role), region),
+        "queue": mocks._fake_arn("aws:sqs/queue:Queue", physical(queue), region),
         "key": mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {}, region)["arn"],
     }  # fmt: skip
 
@@ -408,13 +413,13 @@ def test_the_interruption_queue_takes_only_its_rules_and_the_controller_reads_it
     patterns = [json.loads(r.inputs["eventPattern"]) for r in rules.values()]
     assert sorted((p["source"][0], p["detail-type"][0]) for p in patterns) == sorted((s, d) for _, s, d in policies.INTERRUPTION_EVENTS)
     targets = aws_inputs(rendering, "aws:cloudwatch/eventTarget:EventTarget")
-    queue_arn = mocks._fake_arn("aws:sqs/queue:Queue", queue.name)
+    queue_arn = mocks._fake_arn("aws:sqs/queue:Queue", physical(queue))
     assert len(targets) == len(rules) and all(t.inputs["arn"] == queue_arn for t in targets)
     assert {t.inputs["rule"] for t in targets} == {mocks.FAKE_STATE["aws:cloudwatch/eventRule:EventRule"](n, r.inputs)["name"] for n, r in rules.items()}
     (policy,) = aws_inputs(rendering, "aws:sqs/queuePolicy:QueuePolicy")
     allow, deny = json.loads(policy.inputs["policy"])["Statement"]
     assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
-    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == sorted(mocks._fake_arn("aws:cloudwatch/eventRule:EventRule", n) for n in rules)
+    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == sorted(mocks._fake_arn("aws:cloudwatch/eventRule:EventRule", physical(r)) for r in rules.values())
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 

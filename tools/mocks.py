@@ -269,11 +269,13 @@ class RecordingMocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
         state = dict(args.inputs)
         region = self.aws.region
-        if args.typ.startswith("aws:"):
-            state.setdefault("arn", _fake_arn(args.typ, args.name, region))
         fake = FAKE_STATE.get(args.typ)
         if fake is not None:
             state.update(fake(args.name, args.inputs, region))
+        if args.typ.startswith("aws:"):
+            # Of the physical name where the provider makes one (a queue's, a role's), as AWS's ARN is: a policy
+            # naming the queue's ARN and a chart naming its name then disagree here as they would there.
+            state.setdefault("arn", _fake_arn(args.typ, state.get("name") if isinstance(state.get("name"), str) else args.name, region))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
