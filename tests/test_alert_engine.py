@@ -33,7 +33,7 @@ from vllm_platform.plan.plans import Plan
 from vllm_platform.plan.resolve import resolve
 
 PROMQL_TIMEOUT = 30
-READY_WITHIN = 10.0  # seconds for a loopback server to answer /-/ready
+READY_WITHIN = 60.0  # seconds for a loopback server to answer /-/ready: a bound, not a speed (it returns when ready)
 NAMESPACE = "inference"
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 from tools.verify.client import Response, printable
 from vllm_platform.config.platform import Verify
 from vllm_platform.k8s.gateway import ERROR_RESPONSES
-from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, pod_problem
+from vllm_platform.k8s.rollout import capacity_reasons, conditions, is_ready, live_pods, parse_time, pod_problem
 
 
 class UsageError(Exception):
@@ -272,10 +272,6 @@ def evaluate_pods(model: str, pods: Sequence[dict[str, Any]]) -> Check:
     if not_ready:
         detail += "; " + ", ".join(f"{p['metadata']['name']}: {pod_problem(p)}" for p in not_ready)
     return Check(model, "pods-ready", not not_ready, detail)
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def evaluate_restarts(

@@ -13,7 +13,7 @@ from typing import Annotated, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 
-from tools.verify.checks import parse_time
+from vllm_platform.k8s.rollout import parse_time
 
 __all__ = ["DEPLOYMENT", "EVENT_LIST", "POD_LIST", "SERVICE", "ValidationError", "problem"]
 

@@ -191,9 +191,14 @@ def node_class_name(node_pool: dict[str, Any]) -> Optional[str]:
     return str(ref["name"]) if ref.get("name") else None
 
 
+def parse_time(value: str) -> datetime:
+    """An API server's RFC 3339 stamp (2026-12-01T10:00:00Z); ValueError for anything else."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def _time(stamp: Any) -> Optional[datetime]:
     try:
-        when = datetime.fromisoformat(str(stamp))
+        when = parse_time(str(stamp))
     except ValueError:
         return None
     return when if when.tzinfo is not None else None
