@@ -362,7 +362,7 @@ def test_the_cache_bucket_is_encrypted_private_tls_only_unversioned_and_cleans_u
 def test_the_staging_role_writes_its_prefix_only_and_the_serving_role_only_reads() -> None:
     key = "arn:aws:kms:us-west-2:123456789012:key/k"
     prefix, marker = f"models/o/m/{REVISION}/", f"models/o/m/{REVISION}.staged.json"
-    writes = documents.staging_policy("aws", "cache", prefix, marker, key)
+    writes = documents.staging_policy("aws", "amazonaws.com", "cache", prefix, marker, key)
     objects = [s for s in writes["Statement"] if s["Sid"] == "WriteOwnPrefix"][0]
     assert objects["Resource"] == [f"arn:aws:s3:::cache/{prefix}*", f"arn:aws:s3:::cache/{marker}"]
     assert "s3:*" not in json.dumps(writes)
@@ -376,7 +376,7 @@ def test_the_staging_role_writes_its_prefix_only_and_the_serving_role_only_reads
     assert used == set(called), "the script calls an S3 operation this table does not know"
     granted = {a for s in writes["Statement"] for a in s["Action"]}
     assert {called[o] for o in used} <= granted
-    reads = documents.reader_policy("aws", "cache", prefix, key)
+    reads = documents.reader_policy("aws", "amazonaws.com", "cache", prefix, key)
     granted = {a for s in reads["Statement"] for a in s["Action"]}
     assert granted == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
     (via,) = [s for s in reads["Statement"] if s["Action"] == ["kms:Decrypt"]]

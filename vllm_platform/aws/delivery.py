@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_platform.aws.iam import POLICY_VERSION, dns_suffix, model_weights_policy
+from vllm_platform.aws.iam import POLICY_VERSION, model_weights_policy
 
 # S3 aborts a multipart upload left incomplete this long (a staging Job that died mid-file and never came
 # back); a Job resumes its own uploads well within it.
@@ -39,18 +39,18 @@ def bucket_policy(bucket_arn: str) -> dict[str, Any]:
     }
 
 
-def _key_use(partition: str, key_arn: str, actions: list[str]) -> dict[str, Any]:
+def _key_use(domain: str, key_arn: str, actions: list[str]) -> dict[str, Any]:
     # Only through S3: the key serves no other purpose for these roles.
     return {
         "Sid": "UseCacheKeyThroughS3",
         "Effect": "Allow",
         "Action": actions,
         "Resource": key_arn,
-        "Condition": {"StringLike": {"kms:ViaService": f"s3.*.{dns_suffix(partition)}"}},
+        "Condition": {"StringLike": {"kms:ViaService": f"s3.*.{domain}"}},
     }
 
 
-def staging_policy(partition: str, bucket: str, prefix: str, marker_key: str, key_arn: str) -> dict[str, Any]:
+def staging_policy(partition: str, domain: str, bucket: str, prefix: str, marker_key: str, key_arn: str) -> dict[str, Any]:
     """What one model's staging Job may do: write its own prefix and its completion marker, resume its own
     multipart uploads there, read back what it wrote, and delete there what it finds wrong (a stale marker, a
     resumed file whose hash does not match); nothing elsewhere in the bucket."""
@@ -85,14 +85,14 @@ def staging_policy(partition: str, bucket: str, prefix: str, marker_key: str, ke
                 "Action": ["s3:ListBucketMultipartUploads"],
                 "Resource": f"arn:{partition}:s3:::{bucket}",
             },
-            _key_use(partition, key_arn, ["kms:GenerateDataKey", "kms:Decrypt"]),
+            _key_use(domain, key_arn, ["kms:GenerateDataKey", "kms:Decrypt"]),
         ],
     }
 
 
-def cache_read_statement(partition: str, key_arn: str) -> dict[str, Any]:
+def cache_read_statement(domain: str, key_arn: str) -> dict[str, Any]:
     """What a serving pod adds to reading its prefix when the cache is encrypted with the platform key."""
-    return _key_use(partition, key_arn, ["kms:Decrypt"])
+    return _key_use(domain, key_arn, ["kms:Decrypt"])
 
 
 def pull_through_node_policy(partition: str, region: str, account: str, repository_prefix: str) -> dict[str, Any]:
@@ -112,12 +112,12 @@ def pull_through_node_policy(partition: str, region: str, account: str, reposito
     }
 
 
-def pull_through_registry(partition: str, account: str, region: str, repository_prefix: str) -> str:
+def pull_through_registry(domain: str, account: str, region: str, repository_prefix: str) -> str:
     """The registry path that mirrors Docker Hub: images are `<this>/<Docker Hub path>:<tag>`."""
-    return f"{account}.dkr.ecr.{region}.{dns_suffix(partition)}/{repository_prefix}"
+    return f"{account}.dkr.ecr.{region}.{domain}/{repository_prefix}"
 
 
-def reader_policy(partition: str, bucket: str, prefix: str, key_arn: str) -> dict[str, Any]:
+def reader_policy(partition: str, domain: str, bucket: str, prefix: str, key_arn: str) -> dict[str, Any]:
     """A serving pod's read of its revision in the stack's cache: the prefix, and the key it is encrypted with."""
     document = model_weights_policy(partition, bucket, prefix)
-    return {**document, "Statement": [*document["Statement"], cache_read_statement(partition, key_arn)]}
+    return {**document, "Statement": [*document["Statement"], cache_read_statement(domain, key_arn)]}

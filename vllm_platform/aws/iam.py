@@ -10,11 +10,6 @@ EC2_SERVICE = "ec2.amazonaws.com"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 
 
-def dns_suffix(partition: str) -> str:
-    """The domain of AWS's endpoints in the partition: China's regions have their own."""
-    return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
-
-
 def managed_policy_arn(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
 
@@ -48,7 +43,7 @@ def secrets_encryption_policy(key_arn: str) -> dict[str, Any]:
 EBS_KEY_ACTIONS = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey"]
 
 
-def platform_key_policy(partition: str, account: str, region: str) -> dict[str, Any]:
+def platform_key_policy(partition: str, domain: str, account: str, region: str) -> dict[str, Any]:
     """The platform key's policy. The account statement is the default policy's: it lets IAM policies grant
     the key (the control plane's, Karpenter's and the model cache's roles have it that way) and keeps the key
     manageable. The second admits, only through EC2 in this region and only from this account, whoever
@@ -72,7 +67,7 @@ def platform_key_policy(partition: str, account: str, region: str) -> dict[str, 
                 "Principal": {"AWS": "*"},
                 "Action": EBS_KEY_ACTIONS,
                 "Resource": "*",
-                "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.{dns_suffix(partition)}"}},
+                "Condition": {"StringEquals": {"kms:CallerAccount": account, "kms:ViaService": f"ec2.{region}.{domain}"}},
             },
         ],
     }

@@ -131,7 +131,9 @@ class PlatformCluster(pulumi.ComponentResource):
         assert cluster.name is not None, "a created cluster is named: the config requires it"
         tags = resource_tags(cluster)
         child = pulumi.ResourceOptions(parent=self)
-        partition = aws.get_partition().partition
+        # The partition's own DNS suffix, amazonaws.com.cn in China: the domain of its service endpoints.
+        aws_partition = aws.get_partition()
+        partition, domain = aws_partition.partition, aws_partition.dns_suffix
         region = self.region = aws.get_region().region
         caller = aws.get_caller_identity()
         # An assumed-role session ARN cannot hold an access entry; its role's ARN can.
@@ -145,7 +147,7 @@ class PlatformCluster(pulumi.ComponentResource):
             description=f"EKS {cluster.name}: Kubernetes Secrets (envelope encryption), the GPU nodes' volumes, the model cache",
             enable_key_rotation=True,
             deletion_window_in_days=KMS_DELETION_WINDOW_DAYS,
-            policy=json.dumps(iam.platform_key_policy(partition, caller.account_id, region)),
+            policy=json.dumps(iam.platform_key_policy(partition, domain, caller.account_id, region)),
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=cluster.protect),
         )
@@ -272,7 +274,7 @@ class PlatformCluster(pulumi.ComponentResource):
             opts=child,
         )
         delivery = ModelDelivery(
-            "model-delivery", plan, partition, region, caller.account_id, eks.name, key, capacity.node_role, node_role, tags,
+            "model-delivery", plan, partition, domain, region, caller.account_id, eks.name, key, capacity.node_role, node_role, tags,
             opts=child,
         )
         self.cache_bucket, self.image_registry = delivery.bucket_name, delivery.registry

@@ -51,6 +51,7 @@ class ModelDelivery(pulumi.ComponentResource):
         name: str,
         plan: Plan,
         partition: str,
+        domain: str,
         region: str,
         account: str,
         cluster_name: pulumi.Input[str],
@@ -62,7 +63,7 @@ class ModelDelivery(pulumi.ComponentResource):
     ):
         super().__init__("vllm-platform:index:ModelDelivery", name, None, opts)
         self.roles, self.ready = {}, []
-        self._partition, self._cluster_name, self._key, self._tags = partition, cluster_name, key, tags
+        self._partition, self._domain, self._cluster_name, self._key, self._tags = partition, domain, cluster_name, key, tags
         cache = plan.config.model_cache
         self.bucket_name = None
         if plan.caches_models:
@@ -72,7 +73,7 @@ class ModelDelivery(pulumi.ComponentResource):
         self.registry = plan.config.images.registry if plan.docker_hub_route is ImageRoute.MIRROR else None
         if plan.docker_hub_route is ImageRoute.ECR_CACHE:
             roles = {"gpu-node": gpu_node_role, "system-node": system_node_role}
-            self.registry = self._pull_through_cache(plan, partition, region, account, roles)
+            self.registry = self._pull_through_cache(plan, partition, domain, region, account, roles)
         self.register_outputs({})
 
     def _bucket(self, plan: Plan) -> aws.s3.Bucket:
@@ -141,7 +142,7 @@ class ModelDelivery(pulumi.ComponentResource):
 
     def _model_access(self, model: ModelPlan) -> None:
         """A read-only role on its prefix for each streamed model; a write role on it for each staging Job."""
-        weights, partition = model.weights, self._partition
+        weights, partition, domain = model.weights, self._partition, self._domain
         if not weights.streams or model.simulated:
             return
         assert weights.prefix is not None
@@ -154,15 +155,15 @@ class ModelDelivery(pulumi.ComponentResource):
         assert self.bucket_name is not None and weights.staging is not None
         staging = weights.staging
         both = pulumi.Output.all(self.bucket_name, self._key.arn)
-        reads = both.apply(lambda args: json.dumps(documents.reader_policy(partition, args[0], prefix, args[1])))
+        reads = both.apply(lambda args: json.dumps(documents.reader_policy(partition, domain, args[0], prefix, args[1])))
         self._role(f"model-{model.name}", model, model.name, reads)
         writes = both.apply(
-            lambda args: json.dumps(documents.staging_policy(partition, args[0], prefix, staging.marker_key, args[1]))
+            lambda args: json.dumps(documents.staging_policy(partition, domain, args[0], prefix, staging.marker_key, args[1]))
         )
         self._role(f"stage-{model.name}", model, staging.service_account, writes)
 
     def _pull_through_cache(
-        self, plan: Plan, partition: str, region: str, account: str, node_roles: dict[str, aws.iam.Role]
+        self, plan: Plan, partition: str, domain: str, region: str, account: str, node_roles: dict[str, aws.iam.Role]
     ) -> str:
         """The rule, its credentials and the nodes' part in a first pull; the registry path, known at preview (the
         account and region are), so that a preview shows every image the pods will pull."""
@@ -203,7 +204,7 @@ class ModelDelivery(pulumi.ComponentResource):
             for nodes, role in node_roles.items()
         ]
         self.ready += [rule, *grants]
-        return documents.pull_through_registry(partition, account, region, prefix)
+        return documents.pull_through_registry(domain, account, region, prefix)
 
 
 def existing_cluster_sources(plan: Plan) -> tuple[Optional[str], Optional[str]]:
