@@ -113,13 +113,15 @@ def check_gpu_node_pools(args: ResourceValidationArgs, report: ReportViolation) 
         report(f"{where}: no {GPU_TAINT.key}:{GPU_TAINT.effect} taint; only pods that ask for GPUs may land on its nodes")
     policy = dig(args.props, "spec", "disruption", "consolidationPolicy")
     budgets = items(dig(args.props, "spec", "disruption", "budgets"))
+    # A budget with a schedule holds only inside its window; repacking resumes outside it.
     no_repacking = any(
-        isinstance(b, Mapping) and str(b.get("nodes")) == "0" and "Underutilized" in items(b.get("reasons")) for b in budgets
+        isinstance(b, Mapping) and str(b.get("nodes")) == "0" and "Underutilized" in items(b.get("reasons")) and not b.get("schedule")
+        for b in budgets
     )
     if policy != "WhenEmpty" and not no_repacking:
         report(
             f"{where}: consolidationPolicy is {repr(policy) if policy else 'not set (WhenEmptyOrUnderutilized)'}; set it "
-            "to WhenEmpty, or give a budget of nodes '0' for reason Underutilized, so serving nodes are never repacked"
+            "to WhenEmpty, or give a budget of nodes '0' for reason Underutilized, with no schedule, so serving nodes are never repacked"
         )
     return 1
 

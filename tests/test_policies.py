@@ -724,14 +724,21 @@ def test_a_node_pool_of_any_gpu_family_needs_its_gpu_limit(instance_type: str, l
     assert [m.partition(": ")[2] for m, _ in reported] == ([] if limited else [f"no spec.limits['{GPU}']; cap the GPUs it may launch"])
 
 
-def test_a_budget_that_never_repacks_serving_nodes_also_passes() -> None:
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_a_budget_that_never_repacks_serving_nodes_passes_and_one_that_holds_only_in_a_window_does_not(scheduled: bool) -> None:
+    budget: dict[str, Any] = {"nodes": "0", "reasons": ["Underutilized"]}
+    if scheduled:
+        budget.update(schedule="0 9 * * mon-fri", duration="8h")
     guarded = broken(
         rendered("prod", PROD_P4D_POOL[1], "gpu-p4d"),
-        lambda i: i["spec"]["disruption"].update(
-            consolidationPolicy="WhenEmptyOrUnderutilized", budgets=[{"nodes": "0", "reasons": ["Underutilized"]}]
-        ),
+        lambda i: i["spec"]["disruption"].update(consolidationPolicy="WhenEmptyOrUnderutilized", budgets=[budget]),
     )
-    assert run("karpenter-gpu-node-pools-bounded", "prod", [guarded]) == ([], 1)
+    reported, examined = run("karpenter-gpu-node-pools-bounded", "prod", [guarded])
+    assert examined == 1
+    assert [m.partition(": ")[2] for m, _ in reported] == (
+        ["consolidationPolicy is 'WhenEmptyOrUnderutilized'; set it to WhenEmpty, or give a budget of nodes '0' for reason "
+         "Underutilized, with no schedule, so serving nodes are never repacked"] if scheduled else []
+    )
 
 
 def test_a_model_without_a_gateway_route_is_reported_and_one_with_it_passes() -> None:

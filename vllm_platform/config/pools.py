@@ -98,7 +98,8 @@ class GpuNodePool(Section):
         ge=1,
         description=(
             "nodes at most: the NodePool's `limits` (`nvidia.com/gpu` and `cpu` of that many of its widest type), the "
-            "hard cap on what the pool can cost"
+            "cap on what the pool can cost (Karpenter may overrun it briefly: by one node while a drift replacement "
+            "rolls, or in a fast scale-out, as its limit check is eventually consistent)"
         ),
     )
     capacity_types: list[CapacityKind] = Field(
@@ -106,8 +107,9 @@ class GpuNodePool(Section):
         min_length=1,
         description=(
             "what Karpenter may launch, in its order of preference: `reserved` (the pool's `capacityReservations`), "
-            "`spot`, `on-demand`. It always tries them in that order, each type's every offering (type × zone) "
-            "before the next, so the list must be written in that order; a type left out is never used (`[spot]` "
+            "`spot`, `on-demand`. It always prefers them in that order, taking the next only when no offering "
+            "(type × zone) of the one before is available (and dropping any Spot offering dearer than the cheapest "
+            "on-demand one), so the list must be written in that order; a type left out is never used (`[spot]` "
             "has no on-demand fallback). On an existing cluster, what its node group launches, for the outputs"
         ),
     )
