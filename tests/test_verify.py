@@ -1067,7 +1067,7 @@ def test_a_deployment_without_a_selector_fails_the_check_without_a_traceback(api
 @pytest.fixture
 def fake_pulumi(tmp_path, monkeypatch) -> Any:
     """A `pulumi` on PATH that prints the given stack outputs (or fails) and records its calls, one per line,
-    as the Automation API makes them: `version` first, then the outputs masked and with secrets shown.
+    as verify makes them through the Automation API's PulumiCommand: `version` first, then the outputs masked, and decrypted only where a secret one is used.
 
     Like the real one, it shows a secret kubeconfig output as "[secret]" unless asked for it with --show-secrets."""
 
@@ -1098,14 +1098,15 @@ def fake_pulumi(tmp_path, monkeypatch) -> Any:
     return install
 
 
-OUTPUT_CALLS = ["--non-interactive stack output --json --stack {0}", "--non-interactive stack output --json --show-secrets --stack {0}"]
+MASKED_READ, DECRYPTED_READ = "--non-interactive stack output --json --stack {0}", "--non-interactive stack output --json --show-secrets --stack {0}"
 
 
-def made_calls(recorded: Any, stack: str = "dev") -> bool:
-    """Whether the recorded `pulumi` calls are OUTPUT_CALLS: the same words each, in whatever order the
-    Automation API of the installed pulumi puts the global flag (3.204 puts it last)."""
+def made_calls(recorded: Any, stack: str = "dev", decrypted: bool = False) -> bool:
+    """Whether the recorded `pulumi` calls are the masked read of the outputs and, only where a secret output was
+    used, the decrypted one: the same words each, in whatever order the installed pulumi puts the global flag."""
+    expected = [MASKED_READ, DECRYPTED_READ] if decrypted else [MASKED_READ]
     return [sorted(line.split()) for line in recorded.read_text().splitlines()] == [
-        sorted(call.format(stack).split()) for call in OUTPUT_CALLS
+        sorted(call.format(stack).split()) for call in expected
     ]
 
 
@@ -1144,7 +1145,7 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     calls = fake_pulumi(ONE_MODEL, kubeconfig=kubeconfig_for(api_server.url))
     code = cli.main(["--stack", "dev", *FAST, "--json"])
     out, err = capsys.readouterr()
-    assert made_calls(calls)
+    assert made_calls(calls, decrypted=True)
     checks = by_check(json.loads(out))
     assert code == cli.EXIT_FAILED
     assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
@@ -1155,8 +1156,8 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     assert "port-forward to vllm/a:8000: ApiException: Handshake status 403 Forbidden" in err
 
 
-def test_the_flags_kubeconfig_wins_over_the_stacks(fake_pulumi, tmp_path, capsys):
-    """The Automation API reads every output, secrets decrypted; the stack's kubeconfig then goes unused."""
+def test_the_flags_kubeconfig_wins_over_the_stacks_and_no_secret_is_decrypted(fake_pulumi, tmp_path, capsys):
+    """With --kubeconfig, the stack's secret kubeconfig is never decrypted: a passphrase stack needs no passphrase."""
     calls = fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
     code, result = run_json(capsys, "--stack", "dev", "--kubeconfig", str(tmp_path / "missing"), *FAST)
     assert [(c["check"], c["status"]) for c in result["checks"]] == [("kubeconfig", "FAIL")]
@@ -1167,6 +1168,8 @@ def test_the_flags_kubeconfig_wins_over_the_stacks(fake_pulumi, tmp_path, capsys
 def test_a_failed_secret_read_is_a_usage_error(fake_pulumi, tmp_path, capsys):
     fake_pulumi(ONE_MODEL, kubeconfig={"kind": "Config"})
     (tmp_path / "shown.json").unlink()
+    assert cli.main(["--stack", "dev", "--kubeconfig", str(tmp_path / "missing"), *FAST, "--json"]) == cli.EXIT_FAILED
+    capsys.readouterr()
     assert cli.main(["--stack", "dev"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "reading the outputs of stack dev failed" in err and "cannot decrypt" in err

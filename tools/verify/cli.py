@@ -19,6 +19,7 @@ from tools.verify.stack import (
     key_scope,
     kubeconfig_file,
     stack_file_context,
+    stack_kubeconfig,
     stack_outputs,
     stack_settings,
     target_from_url,
@@ -155,9 +156,10 @@ def run(args: argparse.Namespace) -> list[Check]:
             targets = [target_from_url(args.url, args.model)]
         else:
             outputs = stack_outputs(args.stack)
-            targets = targets_from_outputs({name: output.value for name, output in outputs.items()})
-            if kubeconfig is None and "kubeconfig" in outputs:
-                kubeconfig = stack.enter_context(kubeconfig_file(outputs["kubeconfig"].value))
+            targets = targets_from_outputs(outputs)
+            stacks_kubeconfig = stack_kubeconfig(args.stack, outputs) if kubeconfig is None else None
+            if stacks_kubeconfig is not None:
+                kubeconfig = stack.enter_context(kubeconfig_file(stacks_kubeconfig))
             # The context the stack deploys with selects it in the stack's kubeconfig as in the default one.
             context = context or stack_file_context(args.stack)
         if kubeconfig is None and context is None:
@@ -180,7 +182,7 @@ def run_via_gateway(args: argparse.Namespace, options: Options) -> list[Check]:
     and --client's models from the stack file before its outputs."""
     key = api_key(args.api_key_env)
     scope = None if args.client is None else key_scope(args.stack, args.client)
-    targets = gateway_targets({name: output.value for name, output in stack_outputs(args.stack).items()})
+    targets = gateway_targets(stack_outputs(args.stack))
     return [check for target in targets for check in verify_via_gateway(target, options, key, scope)]
 
 

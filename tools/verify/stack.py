@@ -24,18 +24,38 @@ from vllm_platform.config.platform import PlatformConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def stack_outputs(stack: str) -> dict[str, automation.OutputValue]:
-    """The stack's outputs, each with whether it is secret. The Automation API reads them with the CLI, secrets
-    decrypted, so a stack whose secrets provider is a passphrase needs PULUMI_CONFIG_PASSPHRASE."""
+SECRET_SHOWN_MASKED = "[secret]"
+
+
+def stack_outputs(stack: str, show_secrets: bool = False) -> dict[str, Any]:
+    """The stack's outputs, read with the Pulumi CLI through the Automation API's PulumiCommand. Masked by default
+    (a secret output reads "[secret]"), so verify needs no secrets provider, nor PULUMI_CONFIG_PASSPHRASE, unless a
+    secret is used: LocalWorkspace.stack_outputs would always decrypt every one."""
+    args = ["stack", "output", "--json", *(["--show-secrets"] if show_secrets else []), "--stack", stack]
     try:
-        workspace = automation.LocalWorkspace(work_dir=str(PROJECT_ROOT))
-        return workspace.stack_outputs(stack)
+        result = automation.PulumiCommand().run(args, cwd=str(PROJECT_ROOT), additional_env={})
     except FileNotFoundError as exc:
         raise UsageError(
             "the pulumi CLI is not on PATH; install it, or check one endpoint with --url URL --model NAME"
         ) from exc
     except automation.errors.CommandError as exc:
         raise UsageError(f"reading the outputs of stack {stack} failed: {exc}") from exc
+    try:
+        outputs = json.loads(result.stdout)
+    except ValueError as exc:
+        raise UsageError(f"the outputs of stack {stack} are not JSON: {exc}") from exc
+    if not isinstance(outputs, dict):
+        raise UsageError(f"the outputs of stack {stack} are not a JSON object")
+    return outputs
+
+
+def stack_kubeconfig(stack: str, outputs: dict[str, Any]) -> Any:
+    """The stack's `kubeconfig` output, or None; a secret one is decrypted now, the only read that needs the secrets
+    provider."""
+    kubeconfig = outputs.get("kubeconfig")
+    if kubeconfig == SECRET_SHOWN_MASKED:
+        kubeconfig = stack_outputs(stack, show_secrets=True).get("kubeconfig")
+    return kubeconfig
 
 
 def stack_file(stack: str) -> Path:
