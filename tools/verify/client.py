@@ -95,6 +95,8 @@ class _Watched:
         self._watchdog = watchdog
 
     def connect(self) -> None:
+        if self._watchdog.fired:  # a retry after the deadline: no new connection, so nothing outlives it
+            raise TimeoutError("deadline")
         super().connect()  # type: ignore[misc]
         self._watchdog.sock = self.sock
 
@@ -115,7 +117,18 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
+# A GET is safe to send twice: urllib3 resends it once on a new connection after a read error (a kept-alive
+# connection that the server, or a port-forward's idle timeout, closed meanwhile). Nothing else is retried: a
+# refused connection or an error status is the answer verify reports.
+GET_RETRY = urllib3.Retry(
+    total=1, connect=0, read=1, status=0, other=0, redirect=0, allowed_methods=frozenset({"GET"}),
+    raise_on_redirect=False, raise_on_status=False,
+)
+
+
 def _reason(exc: BaseException, timeout: float, deadline_passed: bool) -> str:
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason  # the last try's own error, as a request without retries would have raised it
     if isinstance(exc, AnswerTooLarge):
         return str(exc)
     # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError too.
@@ -165,11 +178,11 @@ class HttpClient:
             try:
                 return self._exchange(path, body, headers, started, limit)
             except urllib3.exceptions.ProtocolError:
-                # A kept-alive connection that the server, or a port-forward's idle timeout, closed meanwhile:
-                # the request never got an answer, so it is sent once more on a new connection. urllib3's
-                # Retry cannot tell that from a server that took the request and died answering it (both are
-                # its read errors), and resending that POST would hide the crash, so the pool retries nothing.
-                if not self._kept_alive or self._watchdog.fired:
+                # A POST on a kept-alive connection that was closed meanwhile never got an answer either, so it
+                # is sent once more on a new connection. urllib3's Retry cannot tell that from a server that took
+                # the request and died answering it (both are its read errors), and resending that POST would
+                # hide the crash, so only a POST on a reused connection is resent, and by hand.
+                if body is None or not self._kept_alive or self._watchdog.fired:
                     raise
                 self._kept_alive = False
                 return self._exchange(path, body, headers, started, limit)
@@ -186,7 +199,7 @@ class HttpClient:
             self._prefix + path,
             body=body,
             headers=headers,
-            retries=False,
+            retries=GET_RETRY if body is None else False,
             redirect=False,
             timeout=timeout,
             preload_content=False,
