@@ -37,17 +37,31 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_from(path: Path, node: ast.ImportFrom) -> str:
+    """The full name of the module a `from ... import` reads: a relative one (`from . import x`, `from ..plan
+    import y`) resolved against the file's own package, as Python resolves it."""
+    if node.level == 0:
+        return node.module or ""
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
 @lru_cache(maxsize=None)
 def project_imports(path: Path) -> frozenset[str]:
-    """The project modules a file imports, by full name (`from a.b import c` counts a.b, and a.b.c if it is one)."""
+    """The project modules a file imports, by full name (`from a.b import c` counts a.b, and a.b.c if it is one),
+    relative imports included."""
     tree = ast.parse(path.read_text())
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = imported_from(path, node)
+            names.add(module)
+            names |= {f"{module}.{alias.name}" for alias in node.names}
     known = {module_name(p) for p in sources()}
     return frozenset(n for n in names if n in known)
 
@@ -76,6 +90,23 @@ def test_the_pack_and_the_program_entry_import_only_what_they_may() -> None:
     assert project_imports(ROOT / "__main__.py") == {"vllm_platform.program"}
     for script in ROOT.glob("vllm_platform/staging/*.py"):
         assert project_imports(script) == frozenset(), f"{script.name} runs alone in the staging Job's pod"
+
+
+@pytest.mark.parametrize(
+    ("file", "statement", "module"),
+    [
+        ("vllm_platform/plan/sizing.py", "from . import fit", "vllm_platform.plan"),
+        ("vllm_platform/plan/sizing.py", "from .fit import x", "vllm_platform.plan.fit"),
+        ("vllm_platform/k8s/probes.py", "from ..components import model", "vllm_platform.components"),
+        ("vllm_platform/plan/__init__.py", "from .fit import x", "vllm_platform.plan.fit"),
+        ("vllm_platform/plan/sizing.py", "from vllm_platform.plan import fit", "vllm_platform.plan"),
+    ],
+)
+def test_a_relative_import_counts_as_the_module_it_names(file: str, statement: str, module: str) -> None:
+    """Else `from . import fit` in sizing.py would make a cycle, or `from ..components` an upward import, unseen."""
+    [node] = ast.parse(statement).body
+    assert isinstance(node, ast.ImportFrom)
+    assert imported_from(ROOT / file, node) == module
 
 
 def test_no_module_imports_itself_in_a_circle() -> None:
