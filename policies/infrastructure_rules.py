@@ -12,7 +12,14 @@ from typing import Any, Optional
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from props import HELM_RELEASE, NODE_CLASS, NODE_POOL, describe, dig, items, number
-from vllm_platform.contract import GPU_RESOURCE, GPU_TAINT, IMDS_HOP_LIMIT
+from vllm_platform.contract import (
+    CONSOLIDATE_WHEN_EMPTY,
+    GPU_RESOURCE,
+    GPU_TAINT,
+    IMDS_HOP_LIMIT,
+    INSTANCE_GPU_COUNT_LABEL,
+    INSTANCE_TYPE_LABEL,
+)
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -91,10 +98,10 @@ def requirement(requirements: Sequence[Any], key: str) -> Optional[Mapping[str, 
 def carries_gpus(pool: Mapping[str, Any]) -> bool:
     """Whether a NodePool may launch GPU instances: unless its requirements rule every GPU type out."""
     requirements = items(dig(pool, "spec", "template", "spec", "requirements"))
-    gpu_count = requirement(requirements, "karpenter.k8s.aws/instance-gpu-count")
+    gpu_count = requirement(requirements, INSTANCE_GPU_COUNT_LABEL)
     if gpu_count is not None and gpu_count.get("operator") == "DoesNotExist":
         return False
-    types = requirement(requirements, "node.kubernetes.io/instance-type")
+    types = requirement(requirements, INSTANCE_TYPE_LABEL)
     if types is not None and types.get("operator") == "In":
         return any(GPU_FAMILY.fullmatch(str(t)) for t in items(types.get("values")))
     return True
@@ -118,10 +125,10 @@ def check_gpu_node_pools(args: ResourceValidationArgs, report: ReportViolation) 
         isinstance(b, Mapping) and str(b.get("nodes")) == "0" and "Underutilized" in items(b.get("reasons")) and not b.get("schedule")
         for b in budgets
     )
-    if policy != "WhenEmpty" and not no_repacking:
+    if policy != CONSOLIDATE_WHEN_EMPTY and not no_repacking:
         report(
             f"{where}: consolidationPolicy is {repr(policy) if policy else 'not set (WhenEmptyOrUnderutilized)'}; set it "
-            "to WhenEmpty, or give a budget of nodes '0' for reason Underutilized, with no schedule, so serving nodes are never repacked"
+            f"to {CONSOLIDATE_WHEN_EMPTY}, or give a budget of nodes '0' for reason Underutilized, with no schedule, so serving nodes are never repacked"
         )
     return 1
 

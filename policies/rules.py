@@ -46,6 +46,7 @@ from vllm_platform.contract import (
     NAME_LABEL,
     PROBES,
     SCALED_OBJECT,
+    SERVE_COMMAND,
     SERVING_PORT_NAME,
     SHM_PATH,
     VLLM_IMAGE_NAME,
@@ -117,6 +118,11 @@ def port_text(port: Any, resolved: Optional[float]) -> str:
     return f"{port!r} ({resolved:g})" if isinstance(port, str) and not port.isdigit() else f"{resolved:g}"
 
 
+def is_serve_command(first: str, second: str) -> bool:
+    """Whether two words are vLLM's `vllm serve`, the program run by any path (/usr/local/bin/vllm serve)."""
+    return (first.rpartition("/")[2], second) == SERVE_COMMAND
+
+
 def runs_vllm(container: Mapping[str, Any]) -> bool:
     """What every vLLM policy means by a vLLM container: one that runs vLLM's server, through `vllm serve`
     or its api_server module (in a shell script too), or the vLLM image on its own entrypoint.
@@ -124,7 +130,7 @@ def runs_vllm(container: Mapping[str, Any]) -> bool:
     The local stack's simulator is not one: it has no GPUs, no --shutdown-timeout, no vLLM.
     """
     words = container_words(container)
-    if any(a.rpartition("/")[2] == "vllm" and b == "serve" for a, b in zip(words, words[1:])):
+    if any(is_serve_command(a, b) for a, b in zip(words, words[1:])):
         return True
     if VLLM_SERVER_MODULE in words:
         return True
@@ -262,7 +268,7 @@ def exec_serve_words(container: Mapping[str, Any]) -> Optional[list[str]]:
     if (words and words[0].rpartition("/")[2] in SHELLS) or any("$(" in word for word in words):
         return None
     for start, (first, second) in enumerate(zip(words, words[1:])):
-        if first.rpartition("/")[2] == "vllm" and second == "serve":
+        if is_serve_command(first, second):
             return words[start + 2 :]
     if VLLM_SERVER_MODULE in words:
         return words[words.index(VLLM_SERVER_MODULE) + 1 :]

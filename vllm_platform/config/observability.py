@@ -11,7 +11,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictStr, ValidationInfo, 
 from vllm_platform.config.alerting import Alerting
 from vllm_platform.config.base import DNS_1123_SUBDOMAIN, PRINTABLE_TEXT, Section, check_pattern, namespace_names
 from vllm_platform.config.secrets import set_command
-from vllm_platform.contract import MONITORING_NAMESPACE, vllm_metrics
+from vllm_platform.contract import MONITORING_NAMESPACE, SERVING_PORT, vllm_metrics
 
 PROMETHEUS_DURATION = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>ms|s|m|h|d|w|y)", re.ASCII)
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -128,7 +128,7 @@ class Observability(Section):
         None,
         description=(
             "with `enabled: false`: namespaces whose Prometheus or agent scrapes the models; the models' NetworkPolicy "
-            "admits them on port 8000. By default the namespace in `externalPrometheusUrl`: "
+            f"admits them on port {SERVING_PORT}. By default the namespace in `externalPrometheusUrl`: "
             "`http://prometheus.shared.svc:9090` gives `[shared]`"
         ),
     )

@@ -23,7 +23,7 @@ from vllm_platform.config.gateway import Exposure, Gateway
 from vllm_platform.config.models import AutoscalingMode, Model
 from vllm_platform.config.observability import Observability
 from vllm_platform.config.secrets import SECRET_PLACEHOLDER, is_secret_location, plaintext_problems, set_command
-from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES
+from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RESERVED_NAMESPACES, SERVING_PORT
 
 
 class Verify(Section):
@@ -67,7 +67,7 @@ class PlatformConfig(Section):
     client_namespaces: list[StrictStr] = Field(
         [],
         description=(
-            "namespaces whose pods may call the models on port 8000, directly or through the interceptor; ingress is "
+            f"namespaces whose pods may call the models on port {SERVING_PORT}, directly or through the interceptor; ingress is "
             "otherwise denied (the scraping Prometheus is always admitted: `monitoring`, or "
             "`observability.scrapeNamespaces`)"
         ),

@@ -153,6 +153,14 @@ class Kind(NamedTuple):
 ENVOY_GATEWAY_API = "gateway.envoyproxy.io/v1alpha1"
 AI_GATEWAY_API = "aigateway.envoyproxy.io/v1beta1"
 NODE_POOL = Kind("karpenter.sh/v1", "NodePool")
+# The well-known node labels a NodePool's requirements select on, and the consolidation policy that never repacks a
+# serving node (Karpenter v1): the program writes them, the pack checks them.
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+INSTANCE_GPU_COUNT_LABEL = "karpenter.k8s.aws/instance-gpu-count"
+CONSOLIDATE_WHEN_EMPTY = "WhenEmpty"
 NODE_CLASS = Kind("karpenter.k8s.aws/v1", "EC2NodeClass")
 SCALED_OBJECT = Kind("keda.sh/v1alpha1", "ScaledObject")
 HORIZONTAL_POD_AUTOSCALER = Kind("autoscaling/v2", "HorizontalPodAutoscaler")

@@ -21,18 +21,19 @@ from typing import Any, Optional
 from vllm_platform.config.gateway import Exposure, TokenKind
 from vllm_platform.contract import (
     AI_GATEWAY_API,
+    AI_GATEWAY_NAMESPACE,
     AI_GATEWAY_ROUTE,
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
     ENVOY_GATEWAY_API,
-    AI_GATEWAY_NAMESPACE,
     GATEWAY_KEYS_SECRET,
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
     GATEWAY_ROUTES_NAMESPACE,
+    HOSTNAME_LABEL,
     INSTANCE_LABEL,
-    METRICS_PATH,
     Kind,
+    METRICS_PATH,
     MODEL_HEADER,
     MONITOR_SELECTOR_LABELS,
     NAME_LABEL,
@@ -172,7 +173,7 @@ def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None)
                             "topologySpreadConstraints": [
                                 {
                                     "maxSkew": 1,
-                                    "topologyKey": "kubernetes.io/hostname",
+                                    "topologyKey": HOSTNAME_LABEL,
                                     "whenUnsatisfiable": "ScheduleAnyway",
                                     "labelSelector": {"matchLabels": {OWNING_GATEWAY_LABEL: GATEWAY_NAME}},
                                 }

@@ -13,11 +13,14 @@ from typing import Any, Optional, Sequence
 from vllm_platform import names
 from vllm_platform.config.cluster import KARPENTER_REPLICAS
 from vllm_platform.contract import (
+    CAPACITY_TYPE_LABEL,
+    CONSOLIDATE_WHEN_EMPTY,
     GPU_NODE_SELECTOR,
     GPU_POOL_LABEL,
     GPU_RESOURCE,
     GPU_TAINT,
     IMDS_HOP_LIMIT,
+    INSTANCE_TYPE_LABEL,
     KARPENTER_DISCOVERY_TAG,
     KARPENTER_SERVICE_ACCOUNT,
     PART_OF,
@@ -26,6 +29,7 @@ from vllm_platform.contract import (
     PART_OF_LABEL,
     ROOT_DEVICE,
     SYSTEM_NODE_SELECTOR,
+    ZONE_LABEL,
 )
 from vllm_platform.plan.plans import PoolPlan
 
@@ -161,9 +165,9 @@ def pool_limits(pool: PoolPlan) -> dict[str, str]:
 
 def node_pool(pool: PoolPlan, zones: Sequence[str]) -> dict[str, Any]:
     requirements = [
-        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": list(pool.instance_types)},
-        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
-        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(zones)},
+        {"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": list(pool.instance_types)},
+        {"key": CAPACITY_TYPE_LABEL, "operator": "In", "values": list(pool.capacity_types)},
+        {"key": ZONE_LABEL, "operator": "In", "values": list(zones)},
     ]
     return {
         "apiVersion": NODE_POOL.api_version,
@@ -182,7 +186,7 @@ def node_pool(pool: PoolPlan, zones: Sequence[str]) -> dict[str, Any]:
                 },
             },
             "disruption": {
-                "consolidationPolicy": "WhenEmpty",
+                "consolidationPolicy": CONSOLIDATE_WHEN_EMPTY,
                 "consolidateAfter": pool.consolidate_after,
                 "budgets": [dict(budget) for budget in DISRUPTION_BUDGET],
             },

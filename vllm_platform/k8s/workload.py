@@ -15,6 +15,7 @@ from vllm_platform.contract import (
     HF_TOKEN_PATH_VARIABLE,
     HF_TOKEN_SECRET,
     HF_TOKEN_SECRET_KEY,
+    HOSTNAME_LABEL,
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MODEL_APP,
@@ -25,6 +26,7 @@ from vllm_platform.contract import (
     SERVING_PORT,
     SERVING_PORT_NAME,
     SHM_PATH,
+    ZONE_LABEL,
     vllm_flags,
 )
 from vllm_platform.k8s.probes import probes
@@ -205,7 +207,7 @@ def _topology_spread(model: ModelPlan) -> list[dict[str, Any]]:
             "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": selector_labels(model)},
         }
-        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        for key in (ZONE_LABEL, HOSTNAME_LABEL)
     ]
 
 
