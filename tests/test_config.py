@@ -213,6 +213,9 @@ def test_surge_room_counts_every_model_of_the_pool_at_replicas_max() -> None:
     # On 4-GPU nodes a surge replica shares a node its model already has, until that node is full.
     multi = plan_of(on_one_pool({"instanceTypes": ["g5.12xlarge"], "maxSize": 2}, {"min": 1, "max": 4}, {"min": 1, "max": 3}))
     assert not multi.models[0].surge_room and multi.models[1].surge_room
+    # The plan holds each model's nodes at replicas.max, and the pool's sum of them.
+    assert [m.nodes_at_max for m in shared.models] == [2, 1] and shared.models[0].pool.nodes_at_max == 3
+    assert [m.nodes_at_max for m in multi.models] == [1, 1] and multi.models[0].pool.nodes_at_max == 2
     assert multi.models[0].rolling_update.manifest() == {"maxSurge": 0, "maxUnavailable": 1}
 
 

@@ -136,6 +136,7 @@ def _model_plan(
         replicas=model.replicas,
         autoscaling=model.autoscaling,
         scales_to_zero=model.scales_to_zero,
+        nodes_at_max=0 if sized is None else sized.nodes_for(model.replicas.max),
         surge_room=surge_room,
         rolling_update=step,
         shutdown_timeout_seconds=model.shutdown_timeout_seconds,
