@@ -847,6 +847,9 @@ class _ApiHandler(http.server.BaseHTTPRequestHandler):
             self._port_forward(forward["pod"], int(forward["port"]))
             return
         found = self.server.objects.get(self.path.split("?")[0])
+        if callable(found):
+            found(self)  # an answer that misbehaves on the wire, written by the test
+            return
         if isinstance(found, bytes):
             body = found  # not an API object: what a proxy in front of the API server might answer
         else:
@@ -999,6 +1002,53 @@ def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
     )
 
 
+def cut_short(handler: Any) -> None:
+    """Headers promising 1000 bytes, then 20 and the connection closed."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    handler.wfile.write(b'{"kind": "Service", ')
+    handler.close_connection = True
+
+
+def trickled(handler: Any) -> None:
+    """A body one byte every 0.1 s, each read well within any timeout, for at most 10 s: the request as a whole
+    never ends in time."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", "100")
+    handler.end_headers()
+    with contextlib.suppress(OSError):
+        for _ in range(100):
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (cut_short, "reading Service vllm/odd: ProtocolError: ('Connection broken: IncompleteRead(20 bytes read, 980 more expected)', IncompleteRead(20 bytes read, 980 more expected))"),
+        (trickled, "reading Service vllm/odd: no whole answer within 1 s"),
+        (json.dumps(service()).encode(), None),
+    ],
+    ids=["cut-short", "trickled", "whole"],
+)
+def test_an_api_answer_cut_short_or_trickled_is_a_kube_error_within_the_timeout(api_server, tmp_path, answer, expected):
+    """The body is read inside the error handling and within the request's total timeout, not per socket read."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    api_server.objects["/api/v1/namespaces/vllm/services/odd"] = answer
+    kube = kubeapi.KubeApi(str(kubeconfig), None, timeout=1)
+    if expected is None:
+        assert kube.service("vllm", "odd") == service()
+        return
+    with pytest.raises(kubeapi.KubeError) as raised:
+        kube.service("vllm", "odd")
+    assert str(raised.value) == expected
+
+
 REMOVED = object()
 
 
@@ -1126,6 +1176,27 @@ def test_stack_mode_checks_every_model_in_the_outputs(double, fake_pulumi, capsy
     assert code == cli.EXIT_FAILED
     failed = [(c["model"], c["check"]) for c in result["checks"] if c["status"] == "FAIL"]
     assert failed == [("b-model", "completions"), ("b-model", "latency-p95")]
+
+
+@pytest.mark.parametrize(
+    ("model", "shown"),
+    [
+        ({"servedModelName": 5, "serviceUrl": 7}, "(got 5, 7)"),
+        ({"servedModelName": MODEL, "serviceUrl": "ftp://x"}, "(got 'llama-8b', 'ftp://x')"),
+        ({"servedModelName": MODEL}, "(got 'llama-8b', None)"),
+        ("llama-8b", "(got None, None)"),
+    ],
+    ids=["numbers", "not http", "no url", "not an object"],
+)
+def test_a_models_output_of_another_shape_is_a_usage_error(fake_pulumi, capsys, model, shown):
+    """Stack outputs are data verify did not write: each model's served name and URL are checked before use."""
+    fake_pulumi({"namespace": "vllm", "models": {"a": model}})
+    assert cli.main(["--stack", "dev", *FAST]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        f"the stack's `models.a` output is not the documented shape: a servedModelName and an http(s) serviceUrl {shown}"
+    )
+    assert "Traceback" not in err
 
 
 def test_a_pulumi_failure_is_a_usage_error(fake_pulumi, capsys):

@@ -207,10 +207,15 @@ def test_ids_that_are_no_strings_are_counted_not_raised(double, capsys):
         ({"role": "assistant", "content": None}, False),
         ({"role": "assistant", "content": ""}, False),
         ({"role": "assistant", "content": 7}, False),
-        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]}, True),
+        ({"role": "assistant", "content": None, "tool_calls": [None]}, False),
+        ({"role": "assistant", "content": None, "tool_calls": [5]}, False),
+        ({"role": "assistant", "content": None, "tool_calls": [{}]}, False),
+        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": ""}}]}, False),
+        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, True),
         ({"role": "assistant", "content": "OK"}, True),
     ],
-    ids=["null message", "null content", "empty content", "number content", "tool call", "text"],
+    ids=["null message", "null content", "empty content", "number content", "null tool call", "number tool call",
+         "empty tool call", "unnamed function", "tool call", "text"],
 )
 def test_a_completion_needs_text_or_a_tool_call(double, capsys, message, passes):
     server = double(message=message)

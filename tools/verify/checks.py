@@ -107,9 +107,15 @@ def completion_problem(response: Response) -> Optional[str]:
     if not isinstance(message, dict):
         return f"HTTP {response.status} without a chat completion"
     content, tool_calls = message.get("content"), message.get("tool_calls")
-    if not (isinstance(content, str) and content) and not (isinstance(tool_calls, list) and tool_calls):
+    if not (isinstance(content, str) and content) and not (isinstance(tool_calls, list) and tool_calls and all(map(is_tool_call, tool_calls))):
         return f"HTTP {response.status} with a message that has neither text nor a tool call"
     return None
+
+
+def is_tool_call(call: Any) -> bool:
+    """An OpenAI tool call names the function it calls: {"type": "function", "function": {"name": ..., ...}}."""
+    function = call.get("function") if isinstance(call, dict) else None
+    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])
 
 
 def models_problem(response: Response, served_model: str) -> Optional[str]:

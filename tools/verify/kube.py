@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import yaml
 from kubernetes import client as kube_client
@@ -24,6 +24,9 @@ from vllm_platform.k8s.rollout import KUBE_ERRORS, is_ready, live_pods
 
 # Cluster-local Service URLs, as the `models` output gives them: http://NAME.NAMESPACE.svc[.cluster.local][:PORT]
 SERVICE_HOST = re.compile(r"(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)\.svc(\.cluster\.local)?")
+
+
+T = TypeVar("T")
 
 
 class KubeError(Exception):
@@ -85,19 +88,45 @@ class KubeApi:
         text = str(reason or exc).strip().splitlines() or [""]
         return f"{type(exc).__name__}: {text[0][:200]}"
 
+    def _within(self, what: str, call: Callable[[], T]) -> T:
+        """call() in a worker thread, waited for at most the request's timeout. The client's own timeout bounds
+        each socket read, not the request, so an API server (or a proxy before it) trickling its answer would hold
+        verify as long as it liked. A call still under way then is abandoned: a daemon thread, ended with the
+        process; one stuck holding the port-forward lock makes the calls after it time out too, not hang."""
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:  # handed to the caller's thread, which decides what it means
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        worker.join(self._timeout)
+        if worker.is_alive():
+            raise KubeError(f"{what}: no whole answer within {self._timeout:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
     def _read(self, what: str, shape: TypeAdapter[Any], method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
         # identical across client versions, and what the pure evaluators above read, once `shape` holds.
-        try:
+        def fetch() -> bytes:
             with self._lock:
                 raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            return bytes(raw.data)  # the body too: a body cut short, or stalled, is this call's failure
+
+        try:
+            data = self._within(f"reading {what}", fetch)
         except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
         try:
-            answer = json.loads(raw.data)
+            answer = json.loads(data)
         except ValueError as exc:
             # A proxy or load balancer in front of the API server answers with its own page.
-            first_line = (raw.data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
+            first_line = (data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
             raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc
         try:
             shape.validate_python(answer)
@@ -128,12 +157,15 @@ class KubeApi:
 
     def open_stream(self, namespace: str, pod: str, port: int) -> Any:
         """A socket-like stream to the pod's port; one websocket per call, as the client makes them."""
-        try:
+        def connect() -> Any:
             with self._lock:
                 forward = portforward(
                     self._core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
                 )
             return forward.socket(port)
+
+        try:
+            return self._within(f"port-forward to {namespace}/{pod}:{port}", connect)
         except KUBE_ERRORS as exc:
             raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
 

@@ -15,6 +15,7 @@ from urllib.parse import SplitResult, urlsplit
 from pulumi import automation
 
 from tools.verify.checks import KeyScope, Target, UsageError
+from tools.verify.client import printable
 from tools.verify.kube import SERVICE_HOST
 from vllm_platform.config.base import DNS_1123_SUBDOMAIN
 from vllm_platform.config.errors import ConfigError
@@ -101,15 +102,19 @@ def _models(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets_from_outputs(outputs: dict[str, Any]) -> list[Target]:
+    """Every model of the `models` output, whose served name must be a string and whose serviceUrl an http(s) URL."""
     models = _models(outputs)
     namespace = outputs.get("namespace")
-    try:
-        return [
-            Target(name=name, served_model=model["servedModelName"], url=model["serviceUrl"], namespace=namespace)
-            for name, model in sorted(models.items())
-        ]
-    except (KeyError, TypeError) as exc:
-        raise UsageError(f"the stack's `models` output is not the documented shape: {exc!r}") from exc
+    targets = []
+    for name, model in sorted(models.items()):
+        served, url = (model.get("servedModelName"), model.get("serviceUrl")) if isinstance(model, dict) else (None, None)
+        if not isinstance(served, str) or not served or http_url(url) is None:
+            raise UsageError(
+                f"the stack's `models.{printable(str(name))}` output is not the documented shape: a servedModelName "
+                f"and an http(s) serviceUrl (got {printable(repr(served))}, {printable(repr(url))})"
+            )
+        targets.append(Target(name=name, served_model=served, url=url, namespace=namespace))
+    return targets
 
 
 def base_url_problem(url: str) -> Optional[str]:
