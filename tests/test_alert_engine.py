@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -28,8 +29,8 @@ import yaml
 from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack
 from tests.test_observability import _platform
 from vllm_platform.config.platform import parse_config
-from vllm_platform.k8s import alerts, autoscaling, dashboards
-from vllm_platform.plan.plans import Plan
+from vllm_platform.k8s import alerts, autoscaling, cluster_alerts, dashboards
+from vllm_platform.plan.plans import ModelPlan, Plan
 from vllm_platform.plan.resolve import resolve
 
 PROMQL_TIMEOUT = 30
@@ -110,7 +111,14 @@ PLAN = alerts_plan()
 MODEL = PLAN.models[0]
 SERVED = MODEL.served_name
 POD_A, POD_B = "chat-7d9f8c6b5-x2k4q", "chat-7d9f8c6b5-p8r1z"
-NOT_READY = int(alerts.not_ready_for(MODEL).removesuffix("m"))
+
+
+def minutes(duration: str) -> int:
+    return int(duration.removesuffix("m"))
+
+
+NOT_READY = minutes(alerts.not_ready_for(MODEL))
+PARTIAL = minutes(alerts.partial_for(MODEL))
 
 
 def selector(name: str, **labels: str) -> str:
@@ -179,8 +187,8 @@ def ksm(name: str, **labels: str) -> str:
     return selector(name, job="kube-state-metrics", instance="10.0.0.9:8080", **labels)
 
 
-def deployment(name: str) -> str:
-    return ksm(name, namespace=NAMESPACE, deployment="chat")
+def deployment(name: str, model: str = "chat") -> str:
+    return ksm(name, namespace=NAMESPACE, deployment=model)
 
 
 def dcgm(name: str, gpu: str = "0", pod: str = POD_A, **labels: str) -> str:
@@ -210,18 +218,51 @@ def node_ready(node: str, ready_values: str) -> list[dict[str, str]]:
     ]
 
 
-def ready(desired: str, available: str) -> list[dict[str, str]]:
+def ready(desired: str, available: str, model: str = "chat") -> list[dict[str, str]]:
     return [
-        {"series": deployment("kube_deployment_spec_replicas"), "values": desired},
-        {"series": deployment("kube_deployment_status_replicas_available"), "values": available},
+        {"series": deployment("kube_deployment_spec_replicas", model), "values": desired},
+        {"series": deployment("kube_deployment_status_replicas_available", model), "values": available},
     ]
 
 
-
-def waiting(reason: str, values: str) -> dict[str, str]:
+def waiting(reason: str, values: str, pod: str = POD_A) -> dict[str, str]:
     """kube-state-metrics' waiting reason of the vllm container: a series only while the container waits."""
-    series = ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=POD_A, container="vllm", reason=reason, uid="u1")
+    series = ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=pod, container="vllm", reason=reason, uid="u1")
     return {"series": series, "values": values}
+
+
+BACKOFF = alerts.CRASH_BACKOFF_SECONDS // 60
+
+
+def crash_every(run: int, crashes: int, horizon: int, pod: str = POD_A) -> list[dict[str, str]]:
+    """A vLLM that exits after running `run` minutes, `crashes` times, each exit followed by the kubelet's
+    longest back-off (the waiting reason's series, BACKOFF minutes) and a restart (the restart count's next
+    step, every run + BACKOFF minutes); after the last restart it serves, until `horizon`."""
+    period = run + BACKOFF
+    waits = f"_x{run} " + f" _x{run - 1} ".join([f"1+0x{BACKOFF - 1} stale"] * crashes)
+    count = " ".join(f"{k}+0x{period - 1}" for k in range(crashes)) + f" {crashes}+0x{horizon - crashes * period}"
+    series = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    return [waiting("CrashLoopBackOff", waits, pod), {"series": series, "values": count}]
+
+
+def probe_killed(model: ModelPlan) -> int:
+    """Minutes a vLLM runs before its startup probe kills it: the model's whole startup budget."""
+    return math.ceil(model.startup_budget_seconds / 60)
+
+
+def looping(model: ModelPlan) -> int:
+    """When VllmContainerCrashLooping fires for a vLLM its startup probe keeps killing (crash_every). Killed
+    within the back-off window, it is in back-off within every window from its first crash on; killed later
+    (a 70B), once its CRASH_LOOP_RESTARTS-th restart counts, with the back-off just before it. Then the `for`."""
+    run, hold = probe_killed(model), minutes(alerts.CRASH_LOOP_FOR)
+    if run < minutes(alerts.CRASH_LOOP_WINDOW):
+        return run + hold
+    return alerts.CRASH_LOOP_RESTARTS * (run + BACKOFF) - BACKOFF + hold
+
+
+def seldom(model: ModelPlan) -> int:
+    """Minutes of running between crashes too far apart for CRASH_LOOP_RESTARTS of them to fit the window."""
+    return minutes(alerts.crash_loop_restarts_window(model)) // (alerts.CRASH_LOOP_RESTARTS - 1) + 1 - BACKOFF
 
 
 # Five minutes in back-off (kubelet's cap), the series gone stale, vLLM running for two, and again.
@@ -242,15 +283,21 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
         ("at zero on purpose", ready("0+0x60", "0+0x60"), f"{NOT_READY + 1}m", None),
     ],
     "VllmReplicasUnavailable": [
-        # Scaled from 1 to 7 at 10 min: wanted a full not-ready time at 10 + NOT_READY, then 5 min more.
-        ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), (f"{10 + NOT_READY + 4}m", f"{10 + NOT_READY + 5}m"), [{}]),
-        ("7 of 7 after a cold start", ready("1+0x9 7+0x60", "1+0x25 7+0x44"), "45m", None),
-        ("a scale-up in steps", ready("1+0x9 3+0x9 5+0x9 7+0x40", "1+0x25 3+0x9 5+0x9 7+0x30"), f"{10 + NOT_READY + 6}m", None),
+        # Scaled from 1 to 7 at 10 min: wanted a full not-ready time at 10 + NOT_READY, then a cold start more.
+        ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), (f"{10 + NOT_READY + PARTIAL - 1}m", f"{10 + NOT_READY + PARTIAL}m"), [{}]),
+        ("7 of 7 after a cold start", ready("1+0x9 7+0x60", "1+0x25 7+0x44"), f"{10 + NOT_READY + PARTIAL}m", None),
+        ("a scale-up in steps", ready("1+0x9 3+0x9 5+0x9 7+0x40", "1+0x25 3+0x9 5+0x9 7+0x30"), f"{10 + NOT_READY + PARTIAL + 1}m", None),
     ],
     "VllmContainerCrashLooping": [
         ("crash, back-off, run, crash", [waiting("CrashLoopBackOff", CRASH_LOOP)], ("14m", "15m"), [{"pod": POD_A}]),
         ("one back-off, then serving", [waiting("CrashLoopBackOff", "1+0x4 stale")], "16m", None),
         ("creating", [waiting("ContainerCreating", "1+0x30")], "16m", None),
+        # Killed by its startup probe each time (after over 5 min), so its back-offs leave gaps: its restarts
+        # tell, the third one three periods in.
+        ("killed by its startup probe, again and again", crash_every(probe_killed(MODEL), 8, 120),
+         (f"{looping(MODEL) - 1}m", f"{looping(MODEL)}m"), [{"pod": POD_A}]),
+        # Checked a `for` after its last restart: two in the window then, one short of a loop.
+        ("crashing too seldom for a loop", crash_every(seldom(MODEL), 4, 150), f"{4 * (seldom(MODEL) + BACKOFF) + 15}m", None),
     ],
     "VllmMetricsMissing": [
         ("one pod unscraped", [*ready("2+0x30", "2+0x30"), {"series": target("up"), "values": "1+0x30"}, {"series": target("up", POD_B), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}], ("9m", "10m"), [{}]),
@@ -358,10 +405,6 @@ def rules_under_test() -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in rule_groups(rule) for r in g["rules"]}
 
 
-def minutes(duration: str) -> int:
-    return int(duration.removesuffix("m"))
-
-
 def promtool_test(promtool: str, rules: list[dict[str, Any]], tests: list[dict[str, Any]], directory: Path) -> None:
     """`promtool test rules` of `tests` against `rules`, whose annotations promtool check has already parsed."""
     bare = [{k: v for k, v in rule.items() if k != "annotations"} for rule in rules]
@@ -407,6 +450,112 @@ def test_the_alert_fires_when_it_should_and_only_then(name: str, tmp_path: Path)
         for case, series, at, expected in CASES[name]
     ]
     promtool_test(tool("promtool"), [rules_under_test()[name]], tests, tmp_path)
+
+
+def every_minute(name: str, labels: dict[str, str], spans: list[tuple[range, bool]]) -> list[dict[str, Any]]:
+    """promtool checks of the alert `name` at every minute of each span: firing, with exactly `labels`, or silent."""
+    return [{"eval_time": f"{at}m", "alertname": name, "exp_alerts": [{"exp_labels": labels}] if firing else []}
+            for span, firing in spans for at in span]  # fmt: skip
+
+
+def test_gpu_unavailable_takes_over_from_a_gpu_fallen_off_the_bus(tmp_path: Path) -> None:
+    """GpuFallenOffBus outlives its series by an hour (keep_firing_for), and no longer: GpuUnavailable, which
+    counts the GPUs DCGM lists against the node's capacity, pages from 10 minutes after the GPU went missing,
+    well within that hour, for as long as it stays missing. Near-identical and silent: DCGM still lists the
+    GPU (only the Xid series went), so nothing says it is still lost once the hour is over."""
+    node = {"node": "ip-10-0-1-5", "resource": "nvidia_com_gpu", "unit": "integer"}
+    rules = {r["alert"]: r for r in cluster_alerts.gpu_rules()}
+    node_series = [{"series": ksm(f"kube_node_status_{kind}", **node), "values": "1+0x130"} for kind in ("capacity", "allocatable")]
+    # Xid 79 from the start; the exporter stops listing the GPU at 10 min.
+    xid = {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="79", err_msg="GPU has fallen off the bus"), "values": "79+0x9 stale"}
+    fallen = {**rules["GpuFallenOffBus"]["labels"], **gpu_labels()}
+    unavailable = {**rules["GpuUnavailable"]["labels"], "node": "ip-10-0-1-5"}
+    bus = every_minute("GpuFallenOffBus", fallen, [(range(1), False), (range(1, 70), True), (range(71, 130), False)])
+    tests = [
+        {"name": "the GPU gone from DCGM", "interval": "1m",
+         "input_series": [*node_series, xid, {"series": dcgm("DCGM_FI_DEV_GPU_UTIL"), "values": "0+0x9 stale"}],
+         "alert_rule_test": bus + every_minute("GpuUnavailable", unavailable, [(range(20), False), (range(20, 130), True)])},
+        {"name": "the GPU still listed by DCGM", "interval": "1m",
+         "input_series": [*node_series, xid, {"series": dcgm("DCGM_FI_DEV_GPU_UTIL"), "values": "0+0x130"}],
+         "alert_rule_test": bus + every_minute("GpuUnavailable", unavailable, [(range(130), False)])},
+    ]  # fmt: skip
+    promtool_test(tool("promtool"), [rules["GpuFallenOffBus"], rules["GpuUnavailable"]], tests, tmp_path)
+
+
+def test_the_dashboards_slo_share_counts_requests_at_1_2_s_within_2_5_s(tmp_path: Path) -> None:
+    """The finding of the p95: every request at 1.2 s, under buckets of 1.0 and 2.5 s, reads as a p95 of
+    2.4 s on the time-to-first-token panel; the panel beside it, the share within the 2.5 s SLO that the
+    alerts count, reads all of them as within. Both expressions as the rendered dashboard has them."""
+    panels = dashboards.dashboard(PLAN)["panels"]
+    (row,) = [p for p in panels if p["title"] == "Time to first token"]
+    (share,) = [p for p in panels if p["title"].startswith("Requests with a first token within 2.5 s")]
+    p95 = next(t["expr"] for t in row["targets"] if t["legendFormat"] == "p95")
+    series = histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x30", "2.5": "0+10x30"}, "0+10x30")
+    checks = [{"expr": share["targets"][0]["expr"], "eval_time": "20m", "exp_samples": [{"labels": "{}", "value": 1}]},
+              {"expr": p95, "eval_time": "20m", "exp_samples": [{"labels": "{}", "value": 2.425}]}]  # fmt: skip
+    promtool_test(tool("promtool"), [], [{"interval": "1m", "input_series": series, "promql_expr_test": checks}], tmp_path)
+
+
+# --- prod's models on their own durations: the time-sensitive alerts of the rendered rules -------------
+
+
+def prod_model_tests(model: ModelPlan, labels: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """One of prod's models' outage, not-ready, replicas and crash-loop timelines, every time from its plan
+    (its not-ready time, outage window, cold start and startup budget), each alert checked at every minute.
+    An outage pages once: VllmModelDown fires from 2 minutes in until a pod serves again, past its window,
+    so VllmModelNotReady, firing from its own time on, stays muted under it all along (the inhibition)."""
+    name, pod = model.name, f"{model.name}-7d9f8c6b5-x2k4q"
+    not_ready, window, partial = (minutes(f(model)) for f in (alerts.not_ready_for, alerts.outage_window, alerts.partial_for))
+    lost = 30  # every pod, or one, lost then
+    back = lost + window + 10  # a pod serves again
+    end = back + 10
+    crashing, crashes = probe_killed(model) + BACKOFF, 6
+    rare = seldom(model) + BACKOFF
+
+    def case(title: str, series: list[dict[str, str]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"name": f"{name}: {title}", "interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+    def check(alert: str, spans: list[tuple[range, bool]], **extra: str) -> list[dict[str, Any]]:
+        return every_minute(alert, {**labels[alert], **extra}, spans)
+
+    return [
+        case("served, lost every pod, served again", ready(f"2+0x{end}", f"2+0x{lost - 1} 0+0x{back - lost - 1} 2+0x{end - back}", name),
+             check("VllmModelDown", [(range(lost + 2), False), (range(lost + 2, back), True), (range(back, end), False)])
+             + check("VllmModelNotReady", [(range(lost + not_ready), False), (range(lost + not_ready, back), True), (range(back, end), False)])),
+        case("wanted from its first deploy, never available", ready(f"1+0x{end}", f"0+0x{end}", name),
+             check("VllmModelNotReady", [(range(not_ready), False), (range(not_ready, end), True)])
+             + check("VllmModelDown", [(range(end), False)])),
+        case("deployed at 10 min, serving a minute within its not-ready time", ready(f"0+0x9 1+0x{end - 10}", f"0+0x{10 + not_ready - 2} 1+0x{end - 9 - not_ready}", name),
+             check("VllmModelNotReady", [(range(end), False)]) + check("VllmModelDown", [(range(end), False)])),
+        case("a replica lost, never replaced", ready(f"2+0x{end}", f"2+0x{lost - 1} 1+0x{end - lost}", name),
+             check("VllmReplicasUnavailable", [(range(lost + partial), False), (range(lost + partial, end), True)])),
+        case("a replica lost, replaced a minute within its cold start", ready(f"2+0x{end}", f"2+0x{lost - 1} 1+0x{partial - 2} 2+0x{end - lost - partial + 1}", name),
+             check("VllmReplicasUnavailable", [(range(end), False)])),
+        case("killed by its startup probe, again and again", crash_every(probe_killed(model), crashes, crashes * crashing, pod),
+             check("VllmContainerCrashLooping", [(range(looping(model)), False), (range(looping(model), crashes * crashing), True)], pod=pod)),
+        case("crashing too seldom for a loop", crash_every(seldom(model), crashes, crashes * rare, pod),
+             check("VllmContainerCrashLooping", [(range(crashes * rare), False)], pod=pod)),
+    ]  # fmt: skip
+
+
+PROD_TIMED = ("VllmModelDown", "VllmModelNotReady", "VllmReplicasUnavailable", "VllmContainerCrashLooping")
+
+
+def test_prods_models_page_for_an_outage_once_and_on_their_own_durations(tmp_path: Path) -> None:
+    """The rendered prod rule's alerts of PROD_TIMED, both models' (an 8B and a 70B, whose durations differ),
+    in one promtool run: the cases of prod_model_tests. Only those rules: promtool evaluates every rule of
+    the file at every minute of every case, and the others would only slow it down."""
+    rendering = rendered_stack("prod")
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    rules = [r for g in rule_groups(rule) for r in g["rules"] if r["alert"] in PROD_TIMED]
+    models = rendering.plan.models
+    assert len({alerts.not_ready_for(m) for m in models}) == 2, "prod's models have durations of their own"
+    tests = [
+        test
+        for model in models
+        for test in prod_model_tests(model, {r["alert"]: r["labels"] for r in rules if r["labels"].get("model") == model.name})
+    ]
+    promtool_test(tool("promtool"), rules, tests, tmp_path)
 
 
 # --- a Prometheus server: each ScaledObject's query on backfilled series --------------------------

@@ -18,6 +18,7 @@ import yaml
 
 from tests.conftest import objects_of, rendered_stack, stack_document
 from tests.test_alert_engine import NAMESPACE, free_port, loopback_server, rule_groups, run, tool
+from vllm_platform.config.alerting import Alerting
 from vllm_platform.config.loader import stack_config
 from vllm_platform.k8s import alerting
 
@@ -28,6 +29,18 @@ LISTED_WITHIN = 30.0  # seconds for Alertmanager to list the alerts posted to it
 
 def prod_alerting() -> Any:
     return stack_config(stack_document("prod")).platform().observability.alertmanager
+
+
+def topic_and_hook_alerting() -> Alerting:
+    """The receiver kinds prod's example does not show: an SNS topic (critical) and a generic webhook (both)."""
+    return Alerting.model_validate({
+        "receivers": [{"name": "topic", "sns": {"topicArn": "arn:aws:sns:us-west-2:123456789012:llm-alerts"}},
+                      {"name": "hook", "webhook": {"url": "https://hooks.example.com/alerts"}}],
+        "critical": ["topic", "hook"], "warning": ["hook"], "watchdog": "hook",
+    })  # fmt: skip
+
+
+CONFIGS = {"prod": prod_alerting, "sns and webhook": topic_and_hook_alerting, "no receivers": lambda: None}
 
 
 def version_of(output: str) -> tuple[int, int]:
@@ -70,12 +83,19 @@ def test_only_an_amtool_before_0_26_checks_an_inline_url_for_a_webhooks_file() -
     assert "url_file" not in hook and hook["url"].startswith("https://")
 
 
-@pytest.mark.parametrize("which", ["prod", "no receivers"])
+@pytest.mark.parametrize("which", sorted(CONFIGS))
 def test_the_rendered_alertmanager_config_passes_amtool_check(which: str, tmp_path: Path) -> None:
     amtool = tool("amtool")
-    config = alerting.alertmanager_config(prod_alerting() if which == "prod" else None)
+    config = alerting.alertmanager_config(CONFIGS[which]())
+    kinds = {key for receiver in config["receivers"] for key in receiver if key.endswith("_configs")}
+    assert kinds == {"prod": {"pagerduty_configs", "slack_configs", "webhook_configs"},
+                     "sns and webhook": {"sns_configs", "webhook_configs"}, "no receivers": set()}[which]  # fmt: skip
     done = run(amtool, "check-config", str(written(amtool, config, tmp_path / "alertmanager.yaml")))
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    if which == "sns and webhook":
+        path = tmp_path / "alertmanager.yaml"
+        assert routed_to(amtool, path, {"alertname": "VllmModelDown", "severity": "critical"}) == "topic,hook"
+        assert routed_to(amtool, path, {"alertname": "VllmPreempting", "severity": "warning"}) == "hook"
 
 
 def routed_to(amtool: str, path: Path, labels: dict[str, str]) -> str:
@@ -124,8 +144,8 @@ def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path
 # --- Alertmanager itself: the inhibitions, on the rendered config --------------------------------------------
 
 
-def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[str, ...], list[str]]:
-    """Post `sent` to a running Alertmanager, then each alert's inhibitors as it reports them, by its labels."""
+def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[tuple[str, str], ...], list[dict[str, str]]]:
+    """Post `sent` to a running Alertmanager, then each alert's inhibitors' labels as it reports them, by its labels."""
     body = json.dumps([{"labels": labels} for labels in sent]).encode()
     post = urllib.request.Request(f"{url}/api/v2/alerts", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(post, timeout=LISTED_WITHIN) as answer:
@@ -135,35 +155,60 @@ def alerts_status(url: str, sent: list[dict[str, str]]) -> dict[tuple[str, ...],
         with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=max(deadline - time.monotonic(), 0.01)) as answer:
             listed = json.load(answer)
         if len(listed) == len(sent):
-            return {tuple(sorted(a["labels"].items())): a["status"]["inhibitedBy"] for a in listed}  # type: ignore[misc]
+            by_print = {a["fingerprint"]: a["labels"] for a in listed}
+            return {tuple(sorted(a["labels"].items())): [by_print[f] for f in a["status"]["inhibitedBy"]] for a in listed}
         if time.monotonic() >= deadline:
             pytest.fail(f"Alertmanager listed {len(listed)} of the {len(sent)} alerts sent within {LISTED_WITHIN:g} s")
         time.sleep(0.1)
 
 
-def test_alertmanager_mutes_a_nodes_gpu_alerts_and_a_downed_models_symptoms(tmp_path: Path) -> None:
-    """The rendered inhibitions on a real Alertmanager: a GPU node not ready mutes that node's GPU alerts (and
-    fires before them, where kube-prometheus-stack's KubeNodeNotReady waits 15 minutes), a model that is down
-    mutes its symptoms, and its own not-ready alert, the same outage paged once; the same alerts elsewhere
-    still go out."""
+def inhibitions(tmp_path: Path, sent: list[dict[str, str]]) -> dict[tuple[tuple[str, str], ...], list[dict[str, str]]]:
+    """alerts_status of `sent` on an Alertmanager on loopback with the rendered config; stopped after."""
     binary = tool("alertmanager", "prometheus-alertmanager")
     config = tmp_path / "alertmanager.yaml"
     config.write_text(yaml.safe_dump(alerting.alertmanager_config(None)))
     address = f"127.0.0.1:{free_port()}"
     argv = [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}", f"--web.listen-address={address}",
             "--cluster.listen-address="]  # fmt: skip
+    with loopback_server(argv, address) as url:
+        return alerts_status(url, sent)
+
+
+def test_alertmanager_mutes_a_nodes_gpu_warnings_and_a_downed_models_symptoms(tmp_path: Path) -> None:
+    """The rendered inhibitions on a real Alertmanager: a GPU node not ready mutes that node's GPU warnings (and
+    fires before them, where kube-prometheus-stack's KubeNodeNotReady waits 15 minutes), but not its critical
+    GPU alerts, which page; a model that is down mutes its symptoms, and its own not-ready alert, the same
+    outage paged once; the same alerts elsewhere still go out."""
     model = {"namespace": NAMESPACE, "model": "llama-8b"}
     sent = [
         {"alertname": "NodeWithGpusNotReady", "node": "n1", "severity": "warning"},
         {"alertname": "GpuUnavailable", "node": "n1", "severity": "critical"},
-        {"alertname": "GpuUnavailable", "node": "n2", "severity": "critical"},
+        {"alertname": "GpuFallenOffBus", "node": "n1", "gpu": "0", "UUID": "GPU-0", "severity": "critical"},
+        {"alertname": "GpuXidError", "node": "n1", "gpu": "1", "UUID": "GPU-1", "severity": "warning"},
+        {"alertname": "GpuXidError", "node": "n2", "gpu": "0", "UUID": "GPU-2", "severity": "warning"},
         {"alertname": "VllmModelDown", "severity": "critical", **model},
         {"alertname": "VllmModelNotReady", "severity": "critical", **model},
         {"alertname": "VllmMetricsMissing", "severity": "warning", **model},
         {"alertname": "VllmMetricsMissing", "severity": "warning", "namespace": NAMESPACE, "model": "qwen-7b"},
         {"alertname": "VllmModelNotReady", "severity": "critical", "namespace": NAMESPACE, "model": "mistral-7b"},
     ]
-    with loopback_server(argv, address) as url:
-        status = alerts_status(url, sent)
+    status = inhibitions(tmp_path, sent)
     muted = {dict(labels)["alertname"] + "/" + dict(labels).get("node", dict(labels).get("model", "")) for labels, by in status.items() if by}
-    assert muted == {"GpuUnavailable/n1", "VllmMetricsMissing/llama-8b", "VllmModelNotReady/llama-8b"}
+    assert muted == {"GpuXidError/n1", "VllmMetricsMissing/llama-8b", "VllmModelNotReady/llama-8b"}
+
+
+def test_no_warning_mutes_a_critical_alert(tmp_path: Path) -> None:
+    """Every alert of prod's rule, and kube-prometheus-stack's node-down warnings, all on one node, namespace
+    and model, so that every inhibition's `equal` holds: a critical alert is muted by critical ones only (a
+    model down, one outage one page), never by a warning, which reaches only the chat."""
+    (rule,) = objects_of(rendered_stack("prod"), "PrometheusRule")
+    shared = {"namespace": NAMESPACE, "model": "llama-8b", "node": "n1", "gpu": "0", "UUID": "GPU-0", "pod": "p"}
+    kube = [{"alertname": name, "severity": "warning"} for name in alerting.NODE_DOWN_ALERTS.split("|")]
+    ours = [{"alertname": r["alert"], "severity": r["labels"]["severity"]} for g in rule_groups(rule) for r in g["rules"]]
+    sent = list({tuple(sorted(a.items())): {**shared, **a} for a in kube + ours}.values())
+    status = inhibitions(tmp_path, sent)
+    critical = {labels: by for labels, by in status.items() if dict(labels)["severity"] == "critical"}
+    assert len(critical) == len({a["alertname"] for a in ours if a["severity"] == "critical"})
+    for labels, by in critical.items():
+        assert [b for b in by if b["severity"] != "critical"] == [], (dict(labels)["alertname"], by)
+    assert any(by for by in critical.values()), "the model-down inhibition, critical over critical, still holds"

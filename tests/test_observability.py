@@ -18,7 +18,7 @@ from vllm_platform import pins
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.contract import MONITOR_SELECTOR_LABELS, MONITORING_NAMESPACE
 from vllm_platform.config.loader import stack_config
-from vllm_platform.k8s import alerting, alerts, dashboards, gateway, monitoring, network
+from vllm_platform.k8s import alerting, alerts, cluster_alerts, dashboards, gateway, monitoring, network
 from vllm_platform.plan import notes
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -62,11 +62,14 @@ OTHER_METRICS = {
     "kube_node_status_condition",
     "kube_node_status_allocatable",
     "kube_pod_container_status_waiting_reason",
+    "kube_pod_container_status_restarts_total",
     "keda_scaled_object_errors_total",
     "karpenter_cloudprovider_errors_total",
     "up",
     # vLLM's API server's HTTP answers (prometheus-fastapi-instrumentator's default, without model_name).
     "http_requests_total",
+    # Prometheus' own series of its alerts' states, which VllmModelDown reads to hold itself.
+    "ALERTS",
 }
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
@@ -358,7 +361,7 @@ def test_dashboard_has_every_panel_per_model() -> None:
     rows = [p for p in board["panels"] if p["type"] == "row"]
     assert [r["title"] for r in rows] == ["llama-8b (meta-llama/Llama-3.1-8B-Instruct)", "llama-8b-chat (chat)"]
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
-    assert len(titles) == 2 * len(dashboards.model_panels(rendering.plan.models[0]))
+    assert len(titles) == 2 * len(dashboards.model_panels(rendering.plan.models[0], rendering.plan.config.observability))
     expressions = _expressions(board)
     for needle in (
         "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
@@ -374,6 +377,29 @@ def test_dashboard_has_every_panel_per_model() -> None:
     assert not re.fullmatch("llama-8b-[a-z0-9]+-[a-z0-9]+", "llama-8b-chat-5d9c7b6f4-x2x9q")
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def any_window(expr: str) -> str:
+    return re.sub(r"\[\d+[mh]\]", "[window]", expr)
+
+
+def test_the_dashboard_shows_the_share_within_the_ttft_slo_as_its_alerts_count_it() -> None:
+    """Beside the interpolated p95, the share of requests within the SLO's bucket bound: the very expression
+    the SLO alerts compare with the budget, on the configured bound (1.0 s here), in either spelling."""
+    rendering = _rendered("two-models")
+    board, obs = _dashboard_of(rendering), rendering.plan.config.observability
+    (rule,) = objects_of(rendering, "PrometheusRule")
+    ttft_alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"].startswith("VllmTimeToFirstToken")]
+    panels = [p for p in board["panels"] if p["title"] == "Requests with a first token within 1 s (the SLO)"]
+    assert len(panels) == len(rendering.plan.models)
+    for model, panel in zip(rendering.plan.models, panels):
+        (target,) = panel["targets"]
+        assert r'le=~"1(\\.0)?"' in target["expr"] and dashboards.vllm_matcher(model) in target["expr"]
+        # The same expression in the alerts, over their burn-rate windows instead of the dashboard's.
+        mine = [any_window(r["expr"]) for r in ttft_alerts if r["labels"]["model"] == model.name]
+        assert len(mine) == 2 and all(f"(1 - {any_window(target['expr'])})" in expr for expr in mine)
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["unit"] == "percentunit" and defaults["thresholds"]["steps"][-1]["value"] == obs.latency_objective
 
 
 def test_dashboard_is_a_well_formed_classic_model() -> None:
@@ -474,12 +500,12 @@ def test_rules_carry_summary_runbook_and_both_model_labels() -> None:
 
 
 def test_gpu_alerts_are_one_per_gpu_whatever_pod_holds_it() -> None:
-    for rule in alerts.gpu_rules():
+    for rule in cluster_alerts.gpu_rules():
         # Every DCGM series is aggregated before it is compared: its `pod` label never reaches the alert.
         bare = re.sub(r"(max by \(node, gpu, UUID\)|count by \(node\)) \((changes\()?DCGM_FI_DEV_\w+", "", rule["expr"])
         assert "DCGM_FI_DEV_" not in bare, rule["alert"]
-    rules = {r["alert"]: r for r in alerts.gpu_rules()}
-    assert rules["GpuFallenOffBus"]["expr"] == f"max by (node, gpu, UUID) (DCGM_FI_DEV_XID_ERRORS) == {alerts.XID_FALLEN_OFF_BUS}"
+    rules = {r["alert"]: r for r in cluster_alerts.gpu_rules()}
+    assert rules["GpuFallenOffBus"]["expr"] == f"max by (node, gpu, UUID) (DCGM_FI_DEV_XID_ERRORS) == {cluster_alerts.XID_FALLEN_OFF_BUS}"
     assert rules["GpuFallenOffBus"]["for"] == "1m" and rules["GpuFallenOffBus"]["keep_firing_for"] == "1h"
 
 
@@ -564,7 +590,10 @@ def test_models_that_keep_a_replica_need_no_add_on(stack: str) -> None:
 def test_a_model_at_zero_is_not_alerted_as_not_ready() -> None:
     (rule,) = objects_of(rendered_stack("dev"), "PrometheusRule")
     (not_ready,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "VllmModelNotReady"]
-    assert not_ready["expr"].startswith('sum(kube_deployment_spec_replicas{namespace="inference",deployment="llama-8b"}) > 0 and on()')
+    deployment = 'namespace="inference",deployment="llama-8b"'
+    assert not_ready["expr"] == (
+        f"sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1 and on() sum(kube_deployment_spec_replicas{{{deployment}}}) > 0"
+    )
 
 
 def test_scale_to_zero_needs_the_add_on_that_observability_installs() -> None:

@@ -23,7 +23,8 @@ WATCHDOG_REPEAT = "5m"
 CRITICAL_REPEAT = "4h"
 DEFAULT_REPEAT = "12h"
 GROUP_BY = ["alertname", "namespace", "model", "node"]
-# kube-prometheus-stack's alerts for a node that is gone: its GPUs' alerts are consequences, not news.
+# kube-prometheus-stack's alerts for a node that is gone, and the platform's: its GPUs' warnings are
+# consequences, not news. All three are warnings, and a warning never mutes a page (inhibit_rules).
 NODE_DOWN_ALERTS = "KubeNodeNotReady|KubeNodeUnreachable|NodeWithGpusNotReady"
 GPU_ALERTS = "Gpu.+"
 # A model without any serving pod: every partial symptom of it is a consequence.
@@ -104,13 +105,17 @@ def inhibit_rules() -> list[dict[str, Any]]:
          "equal": ["namespace", "alertname"]},
         {"source_matchers": _matching(INFO_INHIBITOR), "target_matchers": ['severity = "info"'], "equal": ["namespace"]},
         {"target_matchers": _matching(INFO_INHIBITOR)},
-        {"source_matchers": [f'alertname =~ "{NODE_DOWN_ALERTS}"'], "target_matchers": [f'alertname =~ "{GPU_ALERTS}"'],
-         "equal": ["node"]},
+        # Only the node's GPU warnings: a GPU gone with its node (GpuUnavailable, GpuFallenOffBus) pages, since
+        # the node-down alerts are warnings that reach the chat alone. Making NodeWithGpusNotReady critical
+        # instead would page within 2 minutes for a node briefly not Ready (a kubelet restart, an instance
+        # being terminated), while GpuUnavailable pages only for GPUs missing 10 minutes.
+        {"source_matchers": [f'alertname =~ "{NODE_DOWN_ALERTS}"'],
+         "target_matchers": [f'alertname =~ "{GPU_ALERTS}"', 'severity = "warning"'], "equal": ["node"]},
         {"source_matchers": [f'alertname =~ "{MODEL_DOWN_ALERTS}"'],
          "target_matchers": [f'alertname =~ "{MODEL_SYMPTOM_ALERTS}"'], "equal": ["namespace", "model"]},
         # A model that served and lost every pod: once the not-ready alert's longer `for` runs out, it tells the
-        # outage VllmModelDown already paged, while that one still fires. Both critical: the severity rule above
-        # does not mute it.
+        # outage VllmModelDown already paged, which fires until a pod serves again (k8s/alerts.py). Both
+        # critical: the severity rule above does not mute it.
         {"source_matchers": _matching(MODEL_OUTAGE), "target_matchers": _matching(MODEL_NOT_READY),
          "equal": ["namespace", "model"]},
     ]  # fmt: skip

@@ -1,5 +1,5 @@
 """Pure builder of the platform's PrometheusRule: each model's availability, serving and autoscaling alerts,
-GPU health from DCGM, and Karpenter's launches where it runs.
+the gateway's, and (from k8s/cluster_alerts.py) GPU health and Karpenter's launches where it runs.
 
 Label conventions, the same on every rule: a model alert carries `namespace`, `model` (its name in the
 stack, its Deployment's) and `model_name` (what vLLM's series carry), whatever its expression keeps; a GPU
@@ -16,23 +16,24 @@ import math
 from typing import Any
 
 from vllm_platform.config.observability import Observability
-from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, NAME_LABEL, READINESS_PATH, vllm_metrics
+from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, READINESS_PATH, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
-from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher
-from vllm_platform.k8s.monitoring import karpenter_service
-from vllm_platform.pins import KARPENTER
+from vllm_platform.k8s.cluster_alerts import alert, gpu_rules, karpenter_rules
+from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher, within_share
 from vllm_platform.plan.plans import GatewayPlan, ModelPlan, Plan
 
 PROMETHEUS_RULE_NAME = "vllm-platform-alerts"
-# Xid 79: "GPU has fallen off the bus" in NVIDIA's Xid catalogue; the GPU is gone until the node reboots.
-XID_FALLEN_OFF_BUS = 79
 NOT_READY_MINUTES = 15
 # A model that served and lost every pod: an outage, paged within minutes rather than after a cold start.
 OUTAGE_FOR = "2m"
-# How long a replica wanted for longer than a cold start may be missing before that is worth a warning.
-PARTIAL_FOR = "5m"
+# The least a replica wanted for longer than a cold start may be missing before that is worth a warning.
+PARTIAL_MINUTES = 5
 # kube-prometheus-stack's KubePodCrashLooping: in back-off within every 5 minutes, for 15.
 CRASH_LOOP_WINDOW, CRASH_LOOP_FOR = "5m", "15m"
+# The kubelet's longest back-off between two restarts of a container (MaxContainerBackOff, 5 minutes), and
+# the restarts within a crash cycle's window that make a loop rather than a crash.
+CRASH_BACKOFF_SECONDS = 300
+CRASH_LOOP_RESTARTS = 3
 RATE_WINDOW = "5m"
 # The multiwindow, multi-burn-rate alerts of Google's SRE workbook (ch. 5, "Alerting on SLOs"): a page when
 # 2% of a 30-day error budget burns in an hour, a warning when 5% burns in six.
@@ -41,37 +42,11 @@ SLOW_BURN = (6.0, "6h", "30m")
 # vLLM answers "error" with a 500; "abort" is a client that stopped waiting.
 ERROR_RATIO = 0.01
 ABORT_RATIO = 0.1
-GPU_KEYS = "node, gpu, UUID"
-GPU_CAPACITY = 'kube_node_status_capacity{resource="nvidia_com_gpu"}'
-GPU_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
-XID = "DCGM_FI_DEV_XID_ERRORS"
 KEDA_SCALER_ERRORS = "keda_scaled_object_errors_total"
 # KEDA labels its series with the ScaledObject's namespace; its chart's ServiceMonitors keep the target's
 # labels over the scraped ones (no honorLabels), so Prometheus stores that one as exported_namespace and
 # `namespace` is keda's own.
 KEDA_OBJECT_NAMESPACE = "exported_namespace"
-# Karpenter's count of failed cloud-provider calls, by method and error (sigs.k8s.io/karpenter v1.14.1,
-# pkg/cloudprovider/metrics): a failed launch is a failed Create.
-KARPENTER_LAUNCH_ERRORS = "karpenter_cloudprovider_errors_total"
-
-
-def _alert(
-    name: str,
-    expr: str,
-    duration: str,
-    severity: str,
-    annotations: dict[str, str],
-    labels: dict[str, str],
-    keep_firing_for: str = "",
-) -> dict[str, Any]:
-    rule: dict[str, Any] = {"alert": name, "expr": expr}
-    if duration != "0m":
-        rule["for"] = duration
-    if keep_firing_for:
-        rule["keep_firing_for"] = keep_firing_for
-    rule["labels"] = {"severity": severity, **labels}
-    rule["annotations"] = annotations
-    return rule
 
 
 def model_labels(model: ModelPlan) -> dict[str, str]:
@@ -89,9 +64,27 @@ def _minutes(duration: str) -> int:
 
 
 def outage_window(model: ModelPlan) -> str:
-    """How far back `VllmModelDown` looks for a model that served: past the not-ready alert's `for`, so that
-    one has taken over by the time an outage is too old for this one."""
+    """How far back `VllmModelDown` looks, when a model has no pod, for it serving: an outage's start. Past the
+    not-ready alert's `for`, so that no outage falls between the two; once firing, it holds itself until the
+    model serves again (see its expression), however long the outage lasts."""
     return f"{_minutes(not_ready_for(model)) + 5}m"
+
+
+def partial_for(model: ModelPlan) -> str:
+    """How long a replica may be missing before `VllmReplicasUnavailable` warns: a pod replaced, on a node
+    that may come from zero, takes the model's whole cold start (over 18 minutes for prod's 70B), and must not
+    warn."""
+    return f"{max(PARTIAL_MINUTES, math.ceil(model.cold_start_seconds / 60))}m"
+
+
+def crash_loop_restarts_window(model: ModelPlan) -> str:
+    """A window that holds CRASH_LOOP_RESTARTS restarts of the slowest crash loop (a vLLM that its startup
+    probe kills after the whole startup budget, restarted each time after the longest back-off), and a cycle
+    more: a loop a little slower (the container's creation, the probe's period) still has that many in every
+    window, so that the alert's `for` is not reset each time the oldest falls out before the next comes. A
+    70B's budget runs past the back-off window, so its loop never shows as a back-off in every 5 minutes."""
+    cycle = model.startup_budget_seconds + CRASH_BACKOFF_SECONDS
+    return f"{math.ceil((CRASH_LOOP_RESTARTS + 1) * cycle / 60)}m"
 
 
 def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
@@ -100,30 +93,37 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
     available = f"sum(kube_deployment_status_replicas_available{{{deployment}}})"
     window = outage_window(model)
     not_ready = not_ready_for(model)
+    # Wanted, and no pod serving: a model that scaled to zero on purpose wants no replica.
+    down = f"{available} < 1 and on() {desired} > 0"
     describe = f"kubectl -n {model.namespace} describe pods -l app.kubernetes.io/instance={model.name}"
     return [
-        _alert(
+        alert(
             "VllmModelDown",
             # Served within the window, and later than it was last scaled to zero: a wake from zero that has not
-            # served yet is a cold start, while one that served and then lost every pod is an outage.
-            f"{available} < 1 and on() {desired} > 0 "
-            f"and on() max_over_time(timestamp({available} >= 1)[{window}:1m]) "
-            f"> on() (max_over_time(timestamp({desired} == 0)[{window}:1m]) or on() vector(0))",
+            # served yet is a cold start, while one that served and then lost every pod is an outage. Then,
+            # while still wanted and not serving, its own firing state holds it past the window (ALERTS, a series
+            # Prometheus 2 and 3 store like any other, so a restart within its 5-minute lookback keeps it): one
+            # page per outage, resolved only when a pod serves again, where the window alone would resolve it
+            # mid-outage and let the not-ready alert, no longer muted, page the same outage a second time.
+            # `keep_firing_for` would only delay that by a fixed time.
+            f"{down} and on() max_over_time(timestamp({available} >= 1)[{window}:1m]) "
+            f"> on() (max_over_time(timestamp({desired} == 0)[{window}:1m]) or on() vector(0)) "
+            f'or {down} and on() count(ALERTS{{alertname="VllmModelDown",alertstate="firing",'
+            f'namespace="{model.namespace}",model="{model.name}"}})',
             OUTAGE_FOR,
             "critical",
             {
                 "summary": f"{model.name}: every replica stopped serving",
-                "description": f"Deployment {model.namespace}/{model.name} served within the last {window} and has "
-                "no available pod now, while it wants replicas: an outage, not a cold start.",
+                "description": f"Deployment {model.namespace}/{model.name} served within {window} of losing its last "
+                "available pod, and wants replicas: an outage, not a cold start. It fires until a pod serves again.",
                 "runbook": f"{describe}; kubectl -n {model.namespace} logs deploy/{model.name} -c vllm --previous: "
                 "a crash (OOMKilled, CUDA error), an evicted pod, or the GPU node gone (check the gpu-health alerts).",
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmModelNotReady",
-            # Wanted but not serving: a model that scaled to zero on purpose wants no replica.
-            f"{desired} > 0 and on() {available} < 1",
+            down,
             not_ready,
             "critical",
             {
@@ -134,13 +134,14 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmReplicasUnavailable",
             # Fewer serve than have been wanted all through a cold start: a scale-up still in its cold start,
-            # or one step of it after another, is not a shortfall yet.
+            # or one step of it after another, is not a shortfall yet; and for a cold start (partial_for): a
+            # replica lost and replaced, which the wanted count never shows, is not one either.
             f"{available} < sum(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{not_ready}])) "
             f"and on() {available} >= 1",
-            PARTIAL_FOR,
+            partial_for(model),
             "warning",
             {
                 "summary": f"{model.name}: only {{{{ $value }}}} replicas serve, fewer than it has wanted for {not_ready}",
@@ -151,13 +152,16 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmContainerCrashLooping",
             # kube-state-metrics has the series only while the container waits (a back-off of 5 min at most),
             # not while vLLM runs between two crashes: a crash loop is a series that keeps coming back, as
-            # kube-prometheus-stack's KubePodCrashLooping reads it.
+            # kube-prometheus-stack's KubePodCrashLooping reads it. A vLLM that runs longer than that between
+            # crashes (a 70B loading for up to its startup budget) leaves gaps in it: its restarts tell instead.
             f"max by (pod) (max_over_time(kube_pod_container_status_waiting_reason{{{pod_matcher(model)},"
-            f'container="vllm",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1',
+            f'container="vllm",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1 '
+            f"or max by (pod) (increase(kube_pod_container_status_restarts_total{{{pod_matcher(model)},"
+            f'container="vllm"}}[{crash_loop_restarts_window(model)}])) >= {CRASH_LOOP_RESTARTS}',
             CRASH_LOOP_FOR,
             "warning",
             {
@@ -169,7 +173,7 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmMetricsMissing",
             # Scrapes that fail, or succeed without vLLM's series: every other alert of the model, and KEDA's
             # view of its queue, go blind.
@@ -197,7 +201,7 @@ def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
     deployment, labels = deployment_matcher(model), model_labels(model)
     backlog = model.autoscaling.queue_depth_per_replica * model.replicas.max
     return [
-        _alert(
+        alert(
             "VllmQueueBacklogAtMaxReplicas",
             f"{queue_depth_query(model)} > {backlog} "
             f"and on() sum(kube_deployment_spec_replicas{{{deployment}}}) >= {model.replicas.max}",
@@ -213,7 +217,7 @@ def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "KedaScalerErrors",
             # Without an available pod there is no queue series, which a model above zero reads as an error
             # (ignoreNullValues false): a first cold start, or an outage that VllmModelDown already tells.
@@ -234,9 +238,9 @@ def autoscaling_rules(model: ModelPlan) -> list[dict[str, Any]]:
 
 
 def _bad_ratio(histogram: str, bound: float, matcher: str, window: str) -> str:
-    """The fraction of observations above `bound` over the window; NaN (never firing) with no traffic."""
-    within = f"sum(rate({histogram}_bucket{{{matcher},{vllm_metrics.bucket_matcher(bound)}}}[{window}]))"
-    return f"(1 - {within} / sum(rate({histogram}_count{{{matcher}}}[{window}])))"
+    """The fraction of observations above `bound` over the window; NaN (never firing) with no traffic. The
+    dashboard shows its complement, the same expression (within_share)."""
+    return f"(1 - {within_share(histogram, bound, matcher, window)})"
 
 
 def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
@@ -268,7 +272,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
         "(see VllmQueueBacklogAtMaxReplicas); long prompts alone point to maxModelLen or chunked prefill.",
     }
     return [
-        _alert(
+        alert(
             "VllmTimeToFirstTokenBudgetBurning",
             burn(FAST_BURN),
             "2m",
@@ -277,7 +281,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
              f"({FAST_BURN[0]:g}× the error budget over {FAST_BURN[1]})", **ttft_annotations},
             labels,
         ),
-        _alert(
+        alert(
             "VllmTimeToFirstTokenSloBreached",
             burn(SLOW_BURN),
             "15m",
@@ -286,7 +290,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
              f"({SLOW_BURN[0]:g}× the error budget over {SLOW_BURN[1]})", **ttft_annotations},
             labels,
         ),
-        _alert(
+        alert(
             "VllmInterTokenLatencyHigh",
             f"{bad(vllm_metrics.INTER_TOKEN_LATENCY, obs.inter_token_latency_slo_seconds, RATE_WINDOW)} > {budget:g}",
             "15m",
@@ -300,7 +304,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmRequestLatencyHigh",
             f"{bad(vllm_metrics.END_TO_END_LATENCY, obs.request_latency_slo_seconds, RATE_WINDOW)} > {budget:g}",
             "15m",
@@ -312,7 +316,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmRequestErrors",
             f"{finished_ratio('error')} > {ERROR_RATIO:g}",
             "10m",
@@ -324,7 +328,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmServerErrors",
             # Clients' requests only: the readiness and startup probes' GET /v1/models would dilute the ratio.
             f'sum(rate({vllm_metrics.HTTP_REQUESTS}{{{pod_matcher(model)},handler!="{READINESS_PATH}",status="5xx"}}[{RATE_WINDOW}])) '
@@ -340,7 +344,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmRequestsAborted",
             f"{finished_ratio('abort')} > {ABORT_RATIO:g}",
             "15m",
@@ -353,7 +357,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmPreempting",
             f"sum(rate({vllm_metrics.PREEMPTIONS}{{{vllm}}}[{RATE_WINDOW}])) > 0",
             "15m",
@@ -366,7 +370,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             labels,
         ),
-        _alert(
+        alert(
             "VllmKvCacheNearlyFull",
             f"max by (pod) ({vllm_metrics.KV_CACHE_USAGE}{{{vllm}}}) > {obs.kv_cache_usage_alert_ratio:g}",
             "10m",
@@ -386,86 +390,6 @@ def model_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
     return [*availability_rules(model), *autoscaling_rules(model), *serving_rules(model, obs)]
 
 
-def gpu_rules() -> list[dict[str, Any]]:
-    xid = f"max by ({GPU_KEYS}) ({XID})"
-    ten_minutes_ago = f"max by ({GPU_KEYS}) ({XID} offset 10m)"
-    gpu_runbook = (
-        "Cordon and drain the node (kubectl cordon/drain {{ $labels.node }}), then terminate the instance so a "
-        "new one replaces it; report the instance to AWS if it recurs."
-    )
-    return [
-        _alert(
-            # The root cause that mutes the node's GPU alerts (k8s/alerting.py): it must fire before them, and
-            # kube-prometheus-stack's KubeNodeNotReady waits 15 minutes. Not named Gpu*, so as not to mute itself.
-            "NodeWithGpusNotReady",
-            f'max by (node) (kube_node_status_condition{{condition="Ready", status!="true"}}) == 1 '
-            f"and on(node) max by (node) ({GPU_CAPACITY}) > 0",
-            "2m",
-            "warning",
-            {
-                "summary": "GPU node {{ $labels.node }} is not Ready",
-                "description": "The kubelet stopped reporting Ready: the node's pods are lost or stranded, and its "
-                "GPU alerts are muted while this fires.",
-                "runbook": "kubectl describe node {{ $labels.node }} (Conditions). To replace it now: a Karpenter node, "
-                "kubectl delete node {{ $labels.node }} (Karpenter's finalizer drains it and terminates its instance); a "
-                "node group's, terminate its instance, and the group starts another.",
-            },
-            {},
-        ),
-        _alert(
-            "GpuFallenOffBus",
-            f"{xid} == {XID_FALLEN_OFF_BUS}",
-            "1m",
-            "critical",
-            {
-                "summary": "GPU {{ $labels.gpu }} on node {{ $labels.node }} has fallen off the bus (Xid 79)",
-                "description": "The GPU no longer answers on PCIe; pods using it fail until the node is replaced.",
-                "runbook": gpu_runbook,
-            },
-            {},
-            # The exporter may stop reporting a GPU that is gone: that must not read as recovered.
-            keep_firing_for="1h",
-        ),
-        _alert(
-            "GpuXidError",
-            # The exporter holds the last Xid a GPU reported, as a series labelled with its code (err_code): news
-            # is a value other than ten minutes ago, a GPU with no value then (a new exporter or node), or a
-            # change within the ten minutes. The value alone would fire for the node's lifetime, and changes()
-            # alone never sees a series that starts non-zero.
-            f"({xid} > 0 unless {xid} == {XID_FALLEN_OFF_BUS}) "
-            f"and ({xid} != {ten_minutes_ago} or ({xid} unless {ten_minutes_ago}) "
-            f"or max by ({GPU_KEYS}) (changes({XID}[10m])) > 0)",
-            "0m",
-            "warning",
-            {
-                "summary": "GPU {{ $labels.gpu }} on node {{ $labels.node }} reported Xid {{ $value }}",
-                "description": "An Xid is an error the NVIDIA driver logged for this GPU in the last 10 minutes.",
-                "runbook": "Look the code up in NVIDIA's Xid catalogue; 13, 31 and 43 are usually the application, "
-                "48, 63, 64, 74, 92, 94 and 95 the hardware: for those drain the node and replace it.",
-            },
-            {},
-        ),
-        _alert(
-            # DCGM cannot see every way a GPU is lost: the device plugin withdrawing a GPU it found unhealthy,
-            # or DCGM listing fewer GPUs than the node has (none at all included), catches the rest.
-            "GpuUnavailable",
-            f"max by (node) ({GPU_ALLOCATABLE}) < max by (node) ({GPU_CAPACITY}) "
-            f"or max by (node) ({GPU_CAPACITY}) > on(node) "
-            f"(count by (node) (DCGM_FI_DEV_GPU_UTIL) or on(node) 0 * max by (node) ({GPU_CAPACITY}))",
-            "10m",
-            "critical",
-            {
-                "summary": "Node {{ $labels.node }} has fewer usable GPUs than it was built with",
-                "description": "The NVIDIA device plugin marked a GPU unhealthy, or DCGM reports fewer GPUs than the "
-                "node has, or none; pods cannot use it, and a pod that needs every GPU of the node stays Pending.",
-                "runbook": "kubectl describe node {{ $labels.node }} (Allocatable nvidia.com/gpu), and the device "
-                "plugin's and the DCGM exporter's logs on it; " + gpu_runbook,
-            },
-            {},
-        ),
-    ]
-
-
 # The budget share used over a sustained 5 minutes that warns before the client meets 429s.
 NEAR_LIMIT_SHARE = 0.8
 GATEWAY_5XX_RATIO = 0.05
@@ -474,7 +398,7 @@ GATEWAY_5XX_RATIO = 0.05
 def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
     """A client near its budget (before its requests meet 429), and the gateway's own 5xx rate."""
     near = [
-        _alert(
+        alert(
             "GatewayClientNearTokenLimit",
             f"{client_tokens_per_minute(client)} > {NEAR_LIMIT_SHARE} * {client.tokens_per_minute}",
             "5m",
@@ -496,7 +420,7 @@ def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
     )
     return [
         *near,
-        _alert(
+        alert(
             "GatewayServerErrors",
             f"{errors} > {GATEWAY_5XX_RATIO}",
             "5m",
@@ -506,42 +430,6 @@ def gateway_rules(gateway: GatewayPlan) -> list[dict[str, Any]]:
                 "description": "Clients of every model through the gateway get server errors: {{ $value | humanizePercentage }}.",
                 "runbook": "kubectl -n envoy-gateway-system logs of the envoy proxies and ai-gateway-controller; check each "
                 "model's VllmModelDown and the Backends' status.",
-            },
-            {},
-        ),
-    ]
-
-
-def karpenter_rules() -> list[dict[str, Any]]:
-    """Karpenter gone, or its launches failing: either way no GPU node comes, and a model's new replicas wait Pending."""
-    scraped = f'namespace="{KARPENTER.namespace}",service="{karpenter_service()}"'
-    return [
-        _alert(
-            "KarpenterDown",
-            f"absent(up{{{scraped}}} == 1)",
-            "10m",
-            "warning",
-            {
-                "summary": "Karpenter is not scraped up",
-                "description": "No Karpenter controller has answered Prometheus for 10 minutes: no GPU node is launched, "
-                "none is drained before a Spot interruption, and a model at zero cannot wake.",
-                "runbook": f"kubectl -n {KARPENTER.namespace} get pods -l {NAME_LABEL}={KARPENTER.chart}; "
-                "its logs, and the system nodes' capacity.",
-            },
-            {},
-        ),
-        _alert(
-            "GpuNodeLaunchesFailing",
-            f'sum by (error) (rate({KARPENTER_LAUNCH_ERRORS}{{{scraped},method="Create"}}[15m])) > 0',
-            "15m",
-            "warning",
-            {
-                "summary": "Karpenter's launches keep failing ({{ $labels.error }})",
-                "description": "For 15 minutes EC2 has refused the nodes Karpenter asks for, after every fallback its "
-                "NodePools allow; InsufficientCapacityError means no capacity for any of the pool's types, zones and "
-                "capacity types.",
-                "runbook": "kubectl get nodeclaims and kubectl describe nodeclaim (its Launched condition); add instance "
-                "types or capacity types to the pool, a capacity reservation, or a zone.",
             },
             {},
         ),
