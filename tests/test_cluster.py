@@ -6,7 +6,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pulumi
 import pytest
@@ -387,12 +387,19 @@ def test_a_kubernetes_upgrade_moves_the_nodes_and_the_addons_too(version: str) -
     assert one(rendering, "aws:eks/addon:Addon", "kube-proxy").inputs["addonVersion"].startswith(f"v{version}.")
 
 
-@pytest.mark.parametrize("has_default", [True, False], ids=["a default", "no default"])
-def test_an_addon_gets_awss_default_version_or_else_the_most_recent(has_default: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "has_default, wording",
+    [(True, None), (False, "empty result"), (False, "Empty result")],
+    ids=["a default", "no default", "no default, capitalized"],
+)
+def test_an_addon_gets_awss_default_version_or_else_the_most_recent(
+    has_default: bool, wording: Optional[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A community add-on (metrics-server) may have no version marked default for a minor: the lookup
-    answers "empty result" then, and the most recent version for that minor is used instead."""
+    answers "empty result" then (in whatever case), and the most recent version for that minor is used instead."""
     if not has_default:
         monkeypatch.setattr(mocks, "ADDONS_WITHOUT_DEFAULT", frozenset({"metrics-server"}))
+        monkeypatch.setattr(mocks, "NO_DEFAULT_WORDING", wording)
     rendering = render_document(cluster_document())
     installed = one(rendering, "aws:eks/addon:Addon", "metrics-server").inputs["addonVersion"]
     assert installed == mocks.fake_addon_version("metrics-server", "1.34", most_recent=not has_default)
@@ -908,6 +915,20 @@ def test_more_nat_gateways_than_the_default_elastic_ips_are_warned_about() -> No
     assert "24 vCPUs of All G and VT Spot Instance Requests (L-3819A6DF" in info, "the widest type at maxSize"
     on_demand = render.plan_of(stack_config(cluster_document(gpuNodePools=[{"name": "g5", "instanceTypes": ["g5.xlarge"], "maxSize": 3}])))
     assert len(notes.quota_notes(on_demand)[0]) == 1, "no Spot, no service-linked role to make"
+
+
+P4_SPOT, P5_SPOT = "All P4, P3 and P2 Spot Instance Requests (L-7212CCBC", "All P5 Spot Instance Requests (L-C4BD4855"
+
+
+@pytest.mark.parametrize("instance_type, spot, not_spot", [("p5.48xlarge", P5_SPOT, P4_SPOT), ("p4d.24xlarge", P4_SPOT, P5_SPOT)])
+def test_p5_spot_draws_on_its_own_quota_and_every_p_on_demand_on_one(instance_type: str, spot: str, not_spot: str) -> None:
+    # The document's model runs on the pool named g5, whatever its types.
+    pool = {"name": "g5", "instanceTypes": [instance_type], "maxSize": 2, "capacityTypes": ["spot", "on-demand"]}
+    (info, _), warnings = notes.quota_notes(render.plan_of(stack_config(cluster_document(gpuNodePools=[pool]))))
+    vcpus = 2 * catalog.INSTANCE_TYPES[instance_type].vcpu
+    assert f"{vcpus} vCPUs of {spot}" in info and not_spot not in info
+    assert f"{vcpus} vCPUs of Running On-Demand P instances (L-417A185B" in info
+    assert warnings == [], "AWS publishes no vCPU default to compare with"
 
 
 @pytest.mark.parametrize(

@@ -37,3 +37,5 @@ def test_the_readme_names_every_region_the_offline_render_knows() -> None:
     named = {name.strip() for name in listed.split(":", 1)[1].replace(" and ", ", ").split(",")}
     assert named == set(offerings.REGION_ZONES)
     assert offerings.AS_OF in text
+    # The zone rows' commit, and the dates that bound it, since the commit's own date is not known.
+    assert f"commit {offerings.CATALOG_COMMIT[:8]}, of {offerings.CATALOG_DATED[0]} or later, read by {offerings.CATALOG_DATED[1]}" in text

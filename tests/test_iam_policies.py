@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import COMMITTED_STACKS, render_document, rendered_stack
 from tests.test_aws_names import longest_document
 from tools import render
+from vllm_platform.aws import delivery as documents
 
 IAM_DIR = render.PROJECT_ROOT / "iam"
 PREVIEW_POLICY = IAM_DIR / "preview-policy.json"
@@ -190,6 +191,75 @@ def test_roles_are_passed_only_to_eks_and_service_linked_roles_made_only_for_it(
     assert set(linked["Condition"]["StringEquals"]["iam:AWSServiceName"]) == {
         "eks.amazonaws.com", "eks-nodegroup.amazonaws.com", "autoscaling.amazonaws.com", "pullthroughcache.ecr.amazonaws.com",
     }  # fmt: skip
+
+
+def iam_pattern(resource: str) -> re.Pattern[str]:
+    """A policy's Resource as IAM matches it: * any run of characters, slashes included, ? any one."""
+    return re.compile(".*".join(".".join(map(re.escape, part.split("?"))) for part in resource.split("*")))
+
+
+def allows(statement: dict[str, Any], arn: str) -> bool:
+    resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+    return any(iam_pattern(r).fullmatch(arn) for r in resources)
+
+
+def test_the_preview_role_the_policy_names_is_the_one_the_stacks_and_the_readme_name() -> None:
+    (own_role,) = [s for s in policy(PREVIEW_POLICY)["Statement"] if "iam:GetRole" in s["Action"]]
+    viewers = {arn for s in COMMITTED_STACKS for arn in rendered_stack(s).config.cluster.viewer_principal_arns}
+    assert viewers and all(allows(own_role, arn) for arn in viewers), viewers
+    names = {arn.rpartition("/")[2] for arn in viewers}
+    assert all(f"`{name}`" in (render.PROJECT_ROOT / "README.md").read_text() for name in names), "the README says what to rename"
+    # The same role in China and GovCloud, and under a path; no other role, nor one whose name merely ends in it.
+    (name,) = names
+    assert all(allows(own_role, f"arn:{partition}:iam::123456789012:role/{path}{name}")
+               for partition in ("aws", "aws-cn", "aws-us-gov") for path in ("", "ci/", "ci/github/"))  # fmt: skip
+    assert not allows(own_role, "arn:aws:iam::123456789012:role/vllm-platform-deploy")
+    assert not allows(own_role, f"arn:aws:iam::123456789012:role/ci/other-{name}")
+
+
+# The tag every role the program makes carries (vllm_platform/aws/eks.py resource_tags), which the deploy policy's
+# role statements require: a role without it (the deploy role's own, any other in the account) it may not change.
+PROJECT_TAG = "pulumi:project"
+
+
+def state_changing_iam_statements() -> list[dict[str, Any]]:
+    return [s for s in policy(DEPLOY_POLICY)["Statement"] if any(a.startswith("iam:") and not READ_ONLY.fullmatch(a) for a in s["Action"])]
+
+
+def test_no_iam_action_that_changes_state_is_allowed_without_a_condition() -> None:
+    statements = state_changing_iam_statements()
+    assert statements and all("Condition" in s for s in statements), [s["Sid"] for s in statements if "Condition" not in s]
+    # Every one but the service-linked roles' (conditioned on the service) and PassRole's (on the service it is
+    # passed to) on the program's own tag: on the role's, or for a new role on the request's.
+    tagged = [s for s in statements if s["Action"] not in (["iam:CreateServiceLinkedRole"], ["iam:PassRole"])]
+    project = render.project_name()
+    for statement in tagged:
+        equals = statement["Condition"]["StringEquals"]
+        key = "aws:RequestTag" if "iam:CreateRole" in statement["Action"] else "aws:ResourceTag"
+        assert equals == {f"{key}/{PROJECT_TAG}": project}, statement["Sid"]
+    # TagRole beside CreateRole: IAM may authorize a create's tags as a TagRole too, and they carry the project tag.
+    assert any(s["Action"] == ["iam:CreateRole", "iam:TagRole"] for s in tagged), "a new role must carry the tag to be changed later"
+
+
+def test_every_role_the_program_makes_carries_the_tag_the_deploy_policy_requires() -> None:
+    (create,) = [s for s in policy(DEPLOY_POLICY)["Statement"] if "iam:CreateRole" in s["Action"]]
+    allowed_keys = set(create["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"])
+    roles = [res for r in renderings() for res in r.resources if res.type == "aws:iam/role:Role"]
+    assert roles
+    for role in roles:
+        tags = role.inputs.get("tags", {})
+        assert tags.get(PROJECT_TAG) == render.project_name() and set(tags) <= allowed_keys, (role.name, tags)
+
+
+def test_the_deploy_role_reads_only_the_pull_through_caches_secrets_and_launches_only_from_templates() -> None:
+    secrets = [s for s in policy(DEPLOY_POLICY)["Statement"] if any(a.startswith("secretsmanager:") for a in s["Action"])]
+    assert secrets and all(s["Resource"] == f"arn:*:secretsmanager:*:*:secret:{documents.PULL_THROUGH_SECRET_PREFIX}*" for s in secrets)
+    assert all(a.startswith("secretsmanager:") for s in secrets for a in s["Action"])
+    rendered = {res.inputs["namePrefix"] for r in renderings() for res in r.resources if res.type == "aws:secretsmanager/secret:Secret"}
+    assert rendered and all(allows(secrets[0], f"arn:aws:secretsmanager:us-west-2:123456789012:secret:{p}AbCdEf") for p in rendered)
+    assert not allows(secrets[0], "arn:aws:secretsmanager:us-west-2:123456789012:secret:prod/database-AbCdEf")
+    (launch,) = [s for s in policy(DEPLOY_POLICY)["Statement"] if "ec2:RunInstances" in s["Action"]]
+    assert launch["Action"] == ["ec2:RunInstances"] and launch["Condition"] == {"ArnLike": {"ec2:LaunchTemplate": "arn:*:ec2:*:*:launch-template/*"}}
 
 
 @pytest.mark.parametrize("path", [PREVIEW_POLICY, DEPLOY_POLICY], ids=["preview", "deploy"])

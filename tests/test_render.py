@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tools import render, schemas
+from vllm_platform.aws.addons import ADDONS_BEFORE_NODES
 from vllm_platform.plan import sizing
 from tests.conftest import (
     COMMITTED_STACKS,
@@ -133,9 +134,14 @@ def test_cli_writes_manifests_and_plan(tmp_path: Path) -> None:
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert {m["kind"] for m in manifests} >= {"Namespace", "Deployment", "Service", "ScaledObject", "ServiceMonitor"}
     assert plan["stack"] == "dev" and plan["project"] == "vllm-platform"
-    assert all({"type", "name", "parent", "inputs"} <= set(r) for r in plan["resources"])
+    assert all({"type", "name", "parent", "dependsOn", "inputs"} <= set(r) for r in plan["resources"])
     assert plan["outputs"]["models"]["llama-8b"]["serviceUrl"] == "http://llama-8b.inference.svc.cluster.local:8000"
     assert not any(m["kind"] == "Release" for m in manifests)
+    # What waits on what, by the names the plan gives: the system nodes wait for the add-ons a node needs.
+    known = {f"{r['type']}::{r['name']}" for r in plan["resources"]}
+    assert all(r["dependsOn"] == sorted(r["dependsOn"]) and set(r["dependsOn"]) <= known for r in plan["resources"])
+    (system,) = [r for r in plan["resources"] if r["type"] == "aws:eks/nodeGroup:NodeGroup" and r["name"] == "system"]
+    assert {f"aws:eks/addon:Addon::{a}" for a in ADDONS_BEFORE_NODES} <= set(system["dependsOn"])
 
 
 def test_cli_refuses_an_invalid_config_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -53,7 +53,16 @@ class RecordedResource:
     protect: bool = False
 
     def as_plan_entry(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "parent": self.parent, "inputs": self.inputs}
+        # dependsOn: what the engine waits on before creating it, as it records them (depends_on, a component's
+        # expanded to the component's resources, and every resource whose outputs are its inputs): what holds up
+        # what is read from the render. Sorted, since the SDK collects them in a set.
+        return {
+            "type": self.type,
+            "name": self.name,
+            "parent": self.parent,
+            "dependsOn": sorted(self.dependencies),
+            "inputs": self.inputs,
+        }
 
 
 def _short_urn(urn: str) -> Optional[str]:
@@ -175,6 +184,8 @@ class ProviderError(grpc.RpcError):
 
 # Add-ons for which AWS marks no version as the default; a test sets it to try the fallback.
 ADDONS_WITHOUT_DEFAULT: frozenset[str] = frozenset()
+# How the provider words that answer; a test varies its case, which the program must not depend on.
+NO_DEFAULT_WORDING = "empty result"
 
 
 def fake_addon_version(addon: str, kubernetes_version: str, most_recent: bool) -> str:
@@ -231,7 +242,7 @@ class FakeAws:
         addon, kubernetes_version, most_recent = args["addonName"], args["kubernetesVersion"], bool(args.get("mostRecent"))
         if addon in ADDONS_WITHOUT_DEFAULT and not most_recent:
             # The provider's own words (terraform-provider-aws, aws_eks_addon_version) when none is the default.
-            raise ProviderError(f"reading EKS Add-On version info ({addon}, {kubernetes_version}): empty result")
+            raise ProviderError(f"reading EKS Add-On version info ({addon}, {kubernetes_version}): {NO_DEFAULT_WORDING}")
         version = fake_addon_version(addon, kubernetes_version, most_recent)
         return {"addonName": addon, "kubernetesVersion": kubernetes_version, "version": version}
 

@@ -2,8 +2,10 @@
 
 Offerings by availability zone ID, which is the same physical zone in every account:
 - AZ level: SkyPilot's public AWS catalog (skypilot-org/skypilot-catalog, catalogs/v9/aws/vms.csv, at
-  commit 2c3d7ea7), which lists each type's zones as EC2 reported them to its crawler. Its crawl date is not
-  recorded in the file; the region-level cross-check below is dated.
+  commit CATALOG_COMMIT), which lists each type's zones as EC2 reported them to its crawler. The file records
+  no crawl date, and the commit's own date could not be read (the repository's history, 1.7 GB, was beyond
+  reach); CATALOG_DATED bounds it: the commit is no older than the newest image its catalogs/v9/gcp/images.csv
+  lists (created 2026-06-03), and was read for this table by 2026-12-02, when the table was committed.
 - Region level, as of AS_OF: instances.vantage.sh's data (a region where a type has a price), for the regions
   the catalog leaves out (sa-east-1, il-central-1, ap-southeast-1 for p4d, GovCloud, China). There the type
   is taken as offered in every zone of the region: ASSUMED lists them, and the README says so.
@@ -19,8 +21,11 @@ names to zone IDs per account. Offline, name letter n is ID az n (us-west-2a is 
 from __future__ import annotations
 
 AS_OF = "2026-01-21"
+CATALOG_COMMIT = "2c3d7ea7d76bf84cf80d382e946c1609571485fd"
+CATALOG_DATED = ("2026-06-03", "2026-12-02")
 SOURCE = (
-    "SkyPilot's AWS catalog (skypilot-org/skypilot-catalog catalogs/v9/aws/vms.csv, commit 2c3d7ea7) by zone ID; "
+    f"SkyPilot's AWS catalog (skypilot-org/skypilot-catalog catalogs/v9/aws/vms.csv, commit {CATALOG_COMMIT[:8]}, "
+    f"of {CATALOG_DATED[0]} or later, read by {CATALOG_DATED[1]}) by zone ID; "
     f"instances.vantage.sh region data of {AS_OF} where it has no rows"
 )
 G5 = tuple(f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"))

@@ -4,7 +4,7 @@
     python -m tools.render --config path/to/Pulumi.x.yaml [--stack x] --out DIR
 
 Writes DIR/manifests.yaml (every Kubernetes object, apply-ready; not Helm releases or providers),
-DIR/plan.json ({stack, project, resources: [{type, name, parent, inputs}], outputs}) and
+DIR/plan.json ({stack, project, resources: [{type, name, parent, dependsOn, inputs}], outputs}) and
 DIR/charts/<release>.yaml, each Helm release's own objects from a real `helm template` (tools/charts.py).
 Secrets, and the `secure:` config values that cannot be decrypted offline, appear as "[secret]".
 Exit codes: 0 rendered, 2 invalid stack config, 1 anything else (no such stack file, `helm template` failing).

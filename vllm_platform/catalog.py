@@ -89,19 +89,28 @@ class Quota:
 
 # EC2 Service Quotas a stack of this platform draws on, per Region (Service Quotas codes, service `ec2`). AWS
 # publishes a default only for Elastic IPs (EC2 User Guide: "limited to five (5) Elastic IP addresses per
-# Region"); the GPU quotas are vCPUs per instance family, and new accounts have been seen at 0.
+# Region"). For the vCPU quotas it publishes none: the EC2 User Guide's On-Demand and Spot quota pages list the
+# quota types alone (awsdocs/amazon-ec2-user-guide, last version 2023-05-11); the table of defaults the On-Demand
+# page had until 2021 (128 vCPUs for G and P, 1152 Standard) said new accounts might start lower, and was
+# dropped. New accounts have been seen at 0.
 ELASTIC_IPS = Quota("EC2-VPC Elastic IPs", "L-0263D0A3", 5)
+# On demand one quota covers every P type; Spot counts P5 (p5, p5e, p5en) apart from P4, P3 and P2. The P5 Spot
+# code is the one public listings of Service Quotas give, not found in AWS's guides; `aws service-quotas
+# get-service-quota --service-code ec2 --quota-code L-C4BD4855` confirms it in an account.
+P_ON_DEMAND = Quota("Running On-Demand P instances", "L-417A185B", None)
 GPU_VCPU_QUOTAS = {
     ("g", "ON_DEMAND"): Quota("Running On-Demand G and VT instances", "L-DB2E81BA", None),
     ("g", "SPOT"): Quota("All G and VT Spot Instance Requests", "L-3819A6DF", None),
-    ("p", "ON_DEMAND"): Quota("Running On-Demand P instances", "L-417A185B", None),
+    ("p", "ON_DEMAND"): P_ON_DEMAND,
     ("p", "SPOT"): Quota("All P4, P3 and P2 Spot Instance Requests", "L-7212CCBC", None),
+    ("p5", "ON_DEMAND"): P_ON_DEMAND,
+    ("p5", "SPOT"): Quota("All P5 Spot Instance Requests", "L-C4BD4855", None),
 }
 
 
 # The system nodes' quota: every general-purpose, compute, memory and storage family draws on it.
 STANDARD_VCPU_QUOTA = Quota("Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", "L-1216C47A", None)
-STANDARD_FAMILIES = "acdhimrtz"
+STANDARD_FAMILIES = frozenset("acdhimrtz")
 
 
 def size_vcpus(instance_type: str) -> int | None:
@@ -117,8 +126,9 @@ def size_vcpus(instance_type: str) -> int | None:
 
 
 def quota_family(instance_type: str) -> str:
-    """The letter whose vCPU quota an instance type draws on: g5.* on G, p4d and p5 on P."""
-    return instance_type[0]
+    """The family whose vCPU quotas an instance type draws on (GPU_VCPU_QUOTAS): g5.* on G, p4d on P, p5 on P on
+    demand and on P5 for Spot."""
+    return "p5" if instance_type.startswith("p5") else instance_type[0]
 
 
 # EFA-capable network cards per type: one EFA interface per card.

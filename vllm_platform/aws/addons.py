@@ -18,7 +18,8 @@ ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver", "metrics-server")
 # The VPC CNI leaves NetworkPolicies unenforced unless asked; the models' default-deny relies on them.
 # Its agent admits the node's own address, so kubelet's probes still reach the pods.
 ADDON_CONFIGURATION: dict[str, dict[str, str]] = {"vpc-cni": {"enableNetworkPolicy": "true"}}
-# How the provider's error reads when no version of the add-on is the default for the minor.
+# How the provider's error reads when no version of the add-on is the default for the minor, matched without
+# case: the wording is the provider's (tfresource's "empty result"), not a contract, and its case has no meaning.
 NO_DEFAULT_VERSION = "empty result"
 
 
@@ -33,7 +34,7 @@ def addon_version(name: str, kubernetes_version: str) -> str:
     try:
         return aws.eks.get_addon_version(addon_name=name, kubernetes_version=kubernetes_version, most_recent=False).version
     except Exception as error:  # the SDK raises a bare Exception for a failed invoke
-        if NO_DEFAULT_VERSION not in str(error):
+        if NO_DEFAULT_VERSION not in str(error).lower():
             raise
     version = aws.eks.get_addon_version(addon_name=name, kubernetes_version=kubernetes_version, most_recent=True).version
     pulumi.log.info(
