@@ -19,6 +19,7 @@ from props import describe, dig, items, known, namespace_of
 from vllm_platform.contract import (
     AI_GATEWAY_ROUTE as AI_GATEWAY_ROUTE_KIND,
     API_KEY_LENGTHS,
+    ENVOY_PROXY as ENVOY_PROXY_KIND,
     MODEL_APP,
     MODEL_HEADER,
     NAME_LABEL,
@@ -29,6 +30,7 @@ from vllm_platform.contract import (
 
 AI_GATEWAY_ROUTE = AI_GATEWAY_ROUTE_KIND.pulumi_type
 SECURITY_POLICY = SECURITY_POLICY_KIND.pulumi_type
+ENVOY_PROXY = ENVOY_PROXY_KIND.pulumi_type
 SERVICE = "kubernetes:core/v1:Service"
 SECRET = "kubernetes:core/v1:Secret"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -103,25 +105,60 @@ def _ports_without_tls(service: Mapping[str, Any], ssl_ports: Any) -> list[str]:
     return [number for number, name in numbers if number not in named and name not in named]
 
 
+def _envoy_service(envoy_proxy: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The Service Envoy Gateway makes of an EnvoyProxy's envoyService, in a Service's shape, or None where it
+    makes none (the Host provider). Unset, the provider is Kubernetes and the type LoadBalancer
+    (GetEnvoyProxyKubeProvider, api/v1alpha1/envoyproxy_helpers.go at v1.9.0); annotations, class and source
+    ranges pass to the Service as they are. Its ports are the Gateway's listeners', which are not here."""
+    provider = dig(envoy_proxy, "spec", "provider")
+    if provider is not None and provider.get("type", "Kubernetes") != "Kubernetes":
+        return None
+    service = dig(provider, "kubernetes", "envoyService") or {}
+    spec = {key: service[key] for key in ("loadBalancerClass", "loadBalancerSourceRanges") if key in service}
+    return {"metadata": {"annotations": service.get("annotations") or {}}, "spec": {"type": service.get("type", "LoadBalancer"), **spec}}
+
+
+def _exposure_problems(service: Mapping[str, Any], ports_known: bool) -> Optional[list[str]]:
+    """What an internet-facing load balancer Service lacks (TLS on every port, a source list); None for any other."""
+    if dig(service, "spec", "type") != "LoadBalancer" or not _internet_facing(service):
+        return None
+    annotations = dig(service, "metadata", "annotations") or {}
+    problems = []
+    ssl_ports = annotations.get(f"{NLB_ANNOTATION}ssl-ports")
+    if not annotations.get(f"{NLB_ANNOTATION}ssl-cert"):
+        problems.append(f"internet-facing without {NLB_ANNOTATION}ssl-cert; terminate TLS with an ACM certificate")
+    elif ports_known:
+        plain = _ports_without_tls(service, ssl_ports)
+        if plain:
+            problems.append(f"internet-facing with ports {', '.join(plain)} outside {NLB_ANNOTATION}ssl-ports, in the clear; list every port there")
+    elif ssl_ports is not None and str(ssl_ports).strip() != "*":
+        problems.append(
+            f"internet-facing with {NLB_ANNOTATION}ssl-ports {ssl_ports!r}, but its ports are the Gateway's listeners', "
+            "unknown here; leave it unset or '*' so that every port is TLS"
+        )
+    ranges = [str(r) for r in items(dig(service, "spec", "loadBalancerSourceRanges"))]
+    if not ranges or any(_open_to_all(r) for r in ranges):
+        problems.append("internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges")
+    return problems
+
+
 def check_internet_exposure(args: ResourceValidationArgs, report: ReportViolation) -> int:
     # An internet-facing load balancer without TLS sends keys and prompts in the clear; without a source list
-    # it takes every scanner on the internet.
-    if args.resource_type != SERVICE or dig(args.props, "spec", "type") != "LoadBalancer":
-        return 0
-    if not _internet_facing(args.props):
-        return 0
-    annotations = dig(args.props, "metadata", "annotations") or {}
-    where = describe(args.resource_type, args.props, args.name)
-    if not annotations.get(f"{NLB_ANNOTATION}ssl-cert"):
-        report(f"{where}: internet-facing without {NLB_ANNOTATION}ssl-cert; terminate TLS with an ACM certificate")
+    # it takes every scanner on the internet. Envoy Gateway makes such a Service of an EnvoyProxy's envoyService,
+    # which no Service resource of the stack shows.
+    if args.resource_type == SERVICE:
+        service: Optional[Mapping[str, Any]] = args.props
+    elif args.resource_type == ENVOY_PROXY:
+        service = _envoy_service(args.props)
     else:
-        plain = _ports_without_tls(args.props, annotations.get(f"{NLB_ANNOTATION}ssl-ports"))
-        if plain:
-            report(f"{where}: internet-facing with ports {', '.join(plain)} outside {NLB_ANNOTATION}ssl-ports, in the clear; list every port there")
-    ranges = [str(r) for r in items(dig(args.props, "spec", "loadBalancerSourceRanges"))]
-    if not ranges or any(_open_to_all(r) for r in ranges):
-        report(f"{where}: internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges")
-    return 1
+        return 0
+    problems = _exposure_problems(service, ports_known=args.resource_type == SERVICE) if service is not None else None
+    if problems:
+        where = describe(args.resource_type, args.props, args.name)
+        where += ": spec.provider.kubernetes.envoyService" if args.resource_type == ENVOY_PROXY else ""
+        for problem in problems:
+            report(f"{where}: {problem}")
+    return 0 if problems is None else 1
 
 
 def check_keys_in_secrets(args: ResourceValidationArgs, report: ReportViolation) -> int:

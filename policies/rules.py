@@ -552,7 +552,10 @@ RULES: list[Rule] = [
     ),
     Rule(
         name="gateway-internet-needs-tls-and-allowlist",
-        description="An internet-facing load balancer Service terminates TLS with a certificate and admits listed CIDRs only.",
+        description=(
+            "An internet-facing load balancer Service, or an EnvoyProxy's envoyService, terminates TLS with a certificate "
+            "and admits listed CIDRs only."
+        ),
         check=check_internet_exposure,
     ),
     Rule(

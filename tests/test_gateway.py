@@ -7,9 +7,10 @@ import copy
 import json
 from typing import Any
 
+import pulumi
 import pytest
 
-from tests.conftest import ADMIN, minimal_document, objects_of, render_document, rendered_stack
+from tests.conftest import ADMIN, minimal_document, objects_of, render_document, rendered_stack, stack_document
 from tools import mocks
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import parse_config
@@ -321,3 +322,134 @@ def test_the_load_balancer_controller_may_change_only_this_clusters_load_balance
     # Only one absence check stays: a tag change that leaves the cluster tag alone.
     assert all((op, value) == ("StringEquals", rendering.config.cluster.name) or (op, value) == ("Null", "true") for op, key, value in tests)
     assert sum(op == "StringEquals" for op, _, _ in tests) >= 6
+
+
+def prod_gateway_config() -> dict[str, Any]:
+    return stack_document("prod")["config"]["vllm-platform:gateway"]
+
+
+def test_prods_rendered_token_limits_are_its_clients_budgets_of_the_tokens_each_counts() -> None:
+    """Pulumi.prod.yaml's gateway.clients, as the rendered BackendTrafficPolicy holds them: per client its
+    tokens per minute, drawn down by the token kind it counts (`total` where it names none)."""
+    configured = {c["name"]: (c["tokensPerMinute"], c.get("counts", "total")) for c in prod_gateway_config()["clients"]}
+    assert configured == {"chat-app": (2_000_000, "total"), "batch-summaries": (300_000, "output")}
+    [policy] = objects_of(rendered_stack("prod"), "BackendTrafficPolicy")
+    assert policy["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": GATEWAY_NAME}]
+    rendered = {
+        r["clientSelectors"][0]["headers"][0]["value"]: (r["limit"], r["cost"]["response"]["metadata"], r["cost"]["request"], r["shared"])
+        for r in policy["spec"]["rateLimit"]["global"]["rules"]
+    }
+    assert [s["headers"][0]["name"] for r in policy["spec"]["rateLimit"]["global"]["rules"] for s in r["clientSelectors"]] == [CLIENT_ID_HEADER] * 2
+    assert rendered == {
+        "chat-app": ({"requests": 2_000_000, "unit": "Minute"}, {"namespace": "io.envoy.ai_gateway", "key": "llm_total_token"}, {"from": "Number", "number": 0}, True),
+        "batch-summaries": ({"requests": 300_000, "unit": "Minute"}, {"namespace": "io.envoy.ai_gateway", "key": "llm_output_token"}, {"from": "Number", "number": 0}, True),
+    }
+
+
+def authorization(rules: list[dict[str, Any]], default: str, headers: dict[str, str]) -> str:
+    """Envoy Gateway's authorization as the rendered rules say: the first rule whose every header matches one of
+    its values decides, else the default."""
+    for rule in rules:
+        if all(headers.get(h["name"]) in h["values"] for h in rule["principal"]["headers"]):
+            return rule["action"]
+    return default
+
+
+def test_prods_rendered_keys_and_model_rules_allow_each_client_its_own_models_only() -> None:
+    """Per client and model of Pulumi.prod.yaml, the rendered SecurityPolicy's decision: a key is required (401
+    without), each client's models are allowed, every other served model is denied (403), and a name that is no
+    model passes on to AI Gateway's OpenAI-shaped 404."""
+    rendering = rendered_stack("prod")
+    served = {m.name: m.served_name for m in rendering.plan.models}
+    assert served == {"llama-8b": "meta-llama/Llama-3.1-8B-Instruct", "llama-70b": "meta-llama/Llama-3.3-70B-Instruct"}
+    clients = {c["name"]: c["models"] for c in prod_gateway_config()["clients"]}
+    assert clients == {"chat-app": ["llama-8b", "llama-70b"], "batch-summaries": ["llama-8b"]}
+    [policy] = objects_of(rendering, "SecurityPolicy")
+    auth = policy["spec"]["apiKeyAuth"]
+    assert auth["credentialRefs"] == [{"group": "", "kind": "Secret", "name": GATEWAY_KEYS_SECRET}]
+    assert auth["forwardClientIDHeader"] == CLIENT_ID_HEADER and auth["sanitize"] is True
+    [traffic] = objects_of(rendering, "BackendTrafficPolicy")
+    codes = {o["match"]["statusCodes"][0]["value"]: json.loads(o["response"]["body"]["inline"])["error"]["code"] for o in traffic["spec"]["responseOverride"]}
+    assert (codes[401], codes[403], codes[404]) == ("invalid_api_key", "model_not_allowed", "model_not_found")
+    rules, default = policy["spec"]["authorization"]["rules"], policy["spec"]["authorization"]["defaultAction"]
+    decisions = {
+        (client, model): authorization(rules, default, {CLIENT_ID_HEADER: client, MODEL_HEADER: name})
+        for client in clients
+        for model, name in served.items()
+    }
+    assert decisions == {
+        ("chat-app", "llama-8b"): "Allow", ("chat-app", "llama-70b"): "Allow",
+        ("batch-summaries", "llama-8b"): "Allow", ("batch-summaries", "llama-70b"): "Deny",
+    }  # fmt: skip
+    assert authorization(rules, default, {CLIENT_ID_HEADER: "batch-summaries", MODEL_HEADER: "gpt-4o"}) == "Allow"
+
+
+def test_pods_in_the_cluster_have_a_door_of_their_own_beside_prods_internet_nlb() -> None:
+    """prod's NLB admits only its allowlist, which the pods' NAT addresses are not on: they call
+    `inClusterEndpoint`, a ClusterIP on port 80 onto the same proxies, and nothing stands between them."""
+    rendering = rendered_stack("prod")
+    services = {s["metadata"]["name"]: s for s in objects_of(rendering, "Service") if s["metadata"]["namespace"] == GATEWAY_NAMESPACE}
+    nlb, inside = services[manifests.proxy_service_name()], services[manifests.CLUSTER_SERVICE]
+    assert nlb["spec"]["type"] == "LoadBalancer" and nlb["spec"]["ports"][0]["port"] == 443
+    assert inside["spec"]["type"] == "ClusterIP" and "annotations" not in inside["metadata"]
+    assert inside["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": manifests.PROXY_LISTENER_PORT, "protocol": "TCP"}]
+    assert inside["spec"]["selector"] == nlb["spec"]["selector"], "the same proxies"
+    assert rendering.outputs["inClusterEndpoint"] == f"http://{manifests.CLUSTER_SERVICE}.{GATEWAY_NAMESPACE}.svc.cluster.local/v1"
+    assert rendering.outputs["endpoint"] == f"https://{HOST}/v1"
+    # The proxies carry the Gateway's label, which no NetworkPolicy of their namespace selects: the apps'
+    # pods reach them (the key admits or refuses them); the models admit the proxies.
+    proxy_labels = {manifests.OWNING_GATEWAY_LABEL: GATEWAY_NAME, manifests.OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_ROUTES_NAMESPACE}
+    assert inside["spec"]["selector"] == proxy_labels
+    policies = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["namespace"] == GATEWAY_NAMESPACE]
+    assert policies and all(
+        not p["spec"]["podSelector"] or not set(p["spec"]["podSelector"]["matchLabels"].items()) <= set(proxy_labels.items()) for p in policies
+    )
+    assert all("matchExpressions" not in p["spec"]["podSelector"] for p in policies)
+    [serving] = [p for p in objects_of(rendering, "NetworkPolicy") if p["metadata"]["name"] == "allow-serving-port"]
+    assert manifests.proxy_peer() in serving["spec"]["ingress"][0]["from"]
+
+
+def test_with_exposure_cluster_the_in_cluster_door_is_the_endpoint_itself() -> None:
+    gateway = plan_of(base(exposure="cluster")).gateway
+    assert gateway is not None and manifests.cluster_service(gateway) is None
+    host = f"{GATEWAY_NAME}.{GATEWAY_NAMESPACE}.svc.cluster.local"
+    assert manifests.cluster_endpoint(gateway) == manifests.endpoint(gateway, "") == f"http://{host}/v1"
+    internal = plan_of(base()).gateway
+    assert internal is not None and manifests.cluster_service(internal) is not None
+    assert manifests.cluster_endpoint(internal) == f"http://{manifests.CLUSTER_SERVICE}.{GATEWAY_NAMESPACE}.svc.cluster.local/v1"
+
+
+def test_a_certificate_of_another_region_stops_the_preview_and_one_of_the_stacks_passes() -> None:
+    """An NLB serves only an ACM certificate of its own region: prod with its certificate moved to eu-west-1,
+    one key changed, stops; prod as committed (us-west-2, as its aws:region) renders."""
+    document = stack_document("prod")
+    assert document["config"]["aws:region"] == "us-west-2"
+    arn = document["config"]["vllm-platform:gateway"]["tls"]["certificateArn"]
+    assert ":us-west-2:" in arn and rendered_stack("prod").outputs["endpoint"] == f"https://{HOST}/v1"
+    document["config"]["vllm-platform:gateway"]["tls"]["certificateArn"] = arn.replace(":us-west-2:", ":eu-west-1:")
+    expected = (
+        "gateway.tls.certificateArn: the certificate is in eu-west-1 (partition aws), but the stack's aws:region is "
+        "us-west-2 (partition aws); an NLB serves only an ACM certificate of its own region: request or import one in us-west-2"
+    )
+    with pytest.raises(pulumi.RunError) as error:
+        render_document(document, "prod")
+    assert str(error.value) == expected
+
+
+@pytest.mark.parametrize(
+    "arn, refused",
+    [
+        ("arn:aws-cn:acm:cn-north-1:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", False),
+        ("arn:aws:acm:cn-north-1:123456789012:certificate/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", True),
+    ],
+    ids=["its-partition", "another-partition"],
+)
+def test_a_certificate_of_another_partition_is_refused(arn: str, refused: bool) -> None:
+    gateway = plan_of(base(hostname=HOST, tls={"certificateArn": arn})).config.gateway
+    problem = gateway.certificate_problem("aws-cn", "cn-north-1")
+    assert problem == (
+        "gateway.tls.certificateArn: the certificate is in cn-north-1 (partition aws), but the stack's aws:region is "
+        "cn-north-1 (partition aws-cn); an NLB serves only an ACM certificate of its own region: request or import one in cn-north-1"
+        if refused
+        else None
+    )

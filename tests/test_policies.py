@@ -232,7 +232,8 @@ def test_the_rules_read_the_programs_vocabulary() -> None:
     types = {r.type for r in rendered_stack("prod").resources}
     pack_props = importlib.import_module("props")  # the pack's own module, beside rules.py
     gateway_rules = importlib.import_module("gateway_rules")
-    assert {*rules.AUTOSCALERS[:1], pack_props.NODE_POOL, pack_props.NODE_CLASS, gateway_rules.AI_GATEWAY_ROUTE, gateway_rules.SECURITY_POLICY} <= types
+    assert {*rules.AUTOSCALERS[:1], pack_props.NODE_POOL, pack_props.NODE_CLASS, gateway_rules.AI_GATEWAY_ROUTE, gateway_rules.SECURITY_POLICY,
+            gateway_rules.ENVOY_PROXY} <= types
     assert contract.Kind("v1", "Service").pulumi_type == "kubernetes:core/v1:Service"
 
 
@@ -295,6 +296,32 @@ PROD_P4D_POOL: Where = ("prod", "kubernetes:karpenter.sh/v1:NodePool", "gpu-p4d"
 PROD_P4D_CLASS: Where = ("prod", "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass", "gpu-p4d-class")
 PROD_GATEWAY_SERVICE: Where = ("prod", "kubernetes:core/v1:Service", "llm-gateway-service")
 PROD_KEYS_POLICY: Where = ("prod", "kubernetes:gateway.envoyproxy.io/v1alpha1:SecurityPolicy", "llm-gateway-keys-securitypolicy")
+PROD_ENVOY_PROXY: Where = ("prod", "kubernetes:gateway.envoyproxy.io/v1alpha1:EnvoyProxy", "llm-gateway-proxy-envoyproxy")
+NLB = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+def envoy_service(inputs: dict[str, Any]) -> dict[str, Any]:
+    return inputs["spec"]["provider"]["kubernetes"]["envoyService"]
+
+
+def internet_envoy_service(**changes: Any) -> Breaks:
+    """The EnvoyProxy's envoyService as an internet-facing NLB with TLS on every port and an allowlist, then
+    `changes` (None removes a key, `annotations` merged): what Envoy Gateway would make its own Service of."""
+
+    def breaks(inputs: dict[str, Any]) -> None:
+        service = envoy_service(inputs)
+        service.update(type="LoadBalancer", loadBalancerClass="service.k8s.aws/nlb", loadBalancerSourceRanges=["203.0.113.0/24"])
+        service["annotations"] = {f"{NLB}scheme": "internet-facing", f"{NLB}ssl-cert": "arn:aws:acm:us-west-2:123456789012:certificate/x"}
+        for key, value in changes.items():
+            if key == "annotations":
+                service["annotations"].update(value)
+                service["annotations"] = {k: v for k, v in service["annotations"].items() if v is not None}
+            elif value is None:
+                service.pop(key)
+            else:
+                service[key] = value
+
+    return breaks
 
 
 def case(policy: str, where: Where, id: str, breaks: Breaks, says: str) -> Any:
@@ -316,6 +343,18 @@ BROKEN = [
          lambda i: (i["spec"].pop("loadBalancerClass"), i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-scheme"),
                     i["metadata"]["annotations"].pop("service.beta.kubernetes.io/aws-load-balancer-ssl-cert")),
          "internet-facing without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_ENVOY_PROXY, "envoy-service-without-tls",
+         internet_envoy_service(annotations={f"{NLB}ssl-cert": None}),
+         "spec.provider.kubernetes.envoyService: internet-facing without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_ENVOY_PROXY, "envoy-service-without-allowlist",
+         internet_envoy_service(loadBalancerSourceRanges=None),
+         "spec.provider.kubernetes.envoyService: internet-facing and open to every source"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_ENVOY_PROXY, "envoy-service-some-ports-tls",
+         internet_envoy_service(annotations={f"{NLB}ssl-ports": "443"}),
+         "ssl-ports '443', but its ports are the Gateway's listeners', unknown here"),
+    case("gateway-internet-needs-tls-and-allowlist", PROD_ENVOY_PROXY, "envoy-service-type-defaulted",
+         internet_envoy_service(type=None, annotations={f"{NLB}ssl-cert": None}),
+         "spec.provider.kubernetes.envoyService: internet-facing without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"),
     case("gateway-keys-in-secrets", PROD_KEYS_POLICY, "keys-in-a-configmap",
          lambda i: i["spec"]["apiKeyAuth"]["credentialRefs"][0].update(kind="ConfigMap"), "is a ConfigMap; keep keys in a Secret"),
     case("gateway-keys-in-secrets", PROD_8B, "key-as-env-literal",
@@ -810,3 +849,36 @@ def test_a_keys_secret_named_only_after_apply_keeps_the_keys_policy_checking() -
         for r in with_decrypted_keys("prod")
     ]
     assert run(KEYS_POLICY, "prod", resources) == ([], 0), "its keys are not known to be the gateway's yet"
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [
+        internet_envoy_service(),
+        internet_envoy_service(annotations={f"{NLB}ssl-ports": "*"}),
+        internet_envoy_service(annotations={f"{NLB}scheme": "internal", f"{NLB}ssl-cert": None}, loadBalancerSourceRanges=None),
+    ],
+    ids=["tls-and-allowlist", "every-port-tls", "internal"],
+)
+def test_an_envoy_proxys_load_balancer_with_tls_and_an_allowlist_or_internal_passes(breaks: Breaks) -> None:
+    """Near-identical to the EnvoyProxy cases refused above: Envoy Gateway's own Service an internet-facing NLB
+    with TLS on every port and a source list, or an internal one."""
+    proxy = broken(rendered(*PROD_ENVOY_PROXY), breaks)
+    assert violations("gateway-internet-needs-tls-and-allowlist", "prod", [proxy]) == []
+
+
+def test_an_envoy_proxy_without_a_load_balancer_is_not_examined() -> None:
+    """The committed ClusterIP envoyService, and the Host provider, which makes no Service."""
+    proxy = rendered(*PROD_ENVOY_PROXY)
+    assert envoy_service(proxy.inputs)["type"] == "ClusterIP"
+    assert run("gateway-internet-needs-tls-and-allowlist", "prod", [proxy]) == ([], 0)
+    host = broken(proxy, lambda i: i["spec"].update(provider={"type": "Host"}))
+    assert run("gateway-internet-needs-tls-and-allowlist", "prod", [host]) == ([], 0)
+    assert run("gateway-internet-needs-tls-and-allowlist", "prod", [broken(proxy, internet_envoy_service())]) == ([], 1)
+    # Without an envoyService, Envoy Gateway makes a classless LoadBalancer: internet-facing on EKS's in-tree provider.
+    defaulted = broken(proxy, lambda i: i["spec"]["provider"]["kubernetes"].pop("envoyService"))
+    where = f"{label(proxy)}: spec.provider.kubernetes.envoyService"
+    assert messages("gateway-internet-needs-tls-and-allowlist", "prod", defaulted) == [
+        f"{where}: internet-facing without {NLB}ssl-cert; terminate TLS with an ACM certificate",
+        f"{where}: internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges",
+    ]

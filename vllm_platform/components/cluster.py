@@ -140,6 +140,10 @@ class PlatformCluster(pulumi.ComponentResource):
         problem = unadmitted_caller_problem(cluster, aws.iam.get_session_context(arn=caller.arn).issuer_arn)
         if problem:
             raise pulumi.RunError(problem)
+        # The gateway's NLB, which only a created cluster has, is in this region: so must its certificate be.
+        problem = plan.config.gateway.certificate_problem(partition, region) if plan.gateway is not None else None
+        if problem:
+            raise pulumi.RunError(problem)
 
         network = create_network(cluster, plan.pools, self, tags, region)
         key = aws.kms.Key(

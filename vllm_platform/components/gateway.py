@@ -30,9 +30,9 @@ def _load_balancer_host(status: Any) -> str:
 
 
 class LlmGateway(pulumi.ComponentResource):
-    """Contract: `outputs` are the stack outputs it owns (`endpoint`, `gateway`); `after` is what must exist
-    first (the load balancer controller, for an NLB); `monitoring` the releases that install the PodMonitor CRD;
-    `docker_hub_registry` where Docker Hub's images come from (None: from Docker Hub)."""
+    """Contract: `outputs` are the stack outputs it owns (`endpoint`, `inClusterEndpoint`, `gateway`); `after` is
+    what must exist first (the load balancer controller, for an NLB); `monitoring` the releases that install the
+    PodMonitor CRD; `docker_hub_registry` where Docker Hub's images come from (None: from Docker Hub)."""
 
     outputs: dict[str, Any]
 
@@ -60,6 +60,9 @@ class LlmGateway(pulumi.ComponentResource):
         ]
         door = manifests.proxy_service(gateway)
         service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
+        inside = manifests.cluster_service(gateway)
+        if inside is not None:
+            k8s.core.v1.Service("llm-gateway-cluster-service", metadata=inside["metadata"], spec=inside["spec"], opts=in_namespace)
         envoy = helm_release(
             ENVOY_GATEWAY,
             gateway_charts.envoy_gateway_values(docker_hub_registry),
@@ -94,10 +97,12 @@ class LlmGateway(pulumi.ComponentResource):
         hostname: Any = (
             service.status.apply(_load_balancer_host)
             if gateway.load_balanced
-            else manifests.cluster_host()
+            else manifests.cluster_host(gateway)
         )
         self.outputs = {
             "endpoint": pulumi.Output.from_input(hostname).apply(lambda host: manifests.endpoint(gateway, host)),
+            # The door of the pods in the cluster, whatever the exposure: an NLB admits only its allowlist.
+            "inClusterEndpoint": manifests.cluster_endpoint(gateway),
             "gateway": {
                 "namespace": GATEWAY_NAMESPACE,
                 "service": manifests.proxy_service_name(),

@@ -25,7 +25,9 @@ from vllm_platform.config.secrets import SECRET_PLACEHOLDER, set_command
 from vllm_platform.contract import API_KEY_LENGTHS
 
 # An ACM certificate: the NLB terminates TLS with it, as ACM keys never leave AWS.
-ACM_CERTIFICATE_ARN = re.compile(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}", re.ASCII)
+ACM_CERTIFICATE_ARN = re.compile(
+    r"arn:(?P<partition>aws[a-z-]*):acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}", re.ASCII
+)
 # A key as OpenAI clients send it after `Bearer `: printable ASCII without spaces, long enough not to be guessed.
 API_KEY = re.compile(r"[\x21-\x7e]{%d,%d}" % API_KEY_LENGTHS)
 ANYWHERE = ("0.0.0.0/0", "::/0")
@@ -167,6 +169,22 @@ class Gateway(Section):
         for name in duplicates([c.name for c in self.clients]):
             raise ValueError(f"clients: name {name!r} is used more than once")
         return self
+
+    def certificate_problem(self, partition: str, region: str) -> Optional[str]:
+        """Why the NLB in `region` of `partition` (as AWS reports the stack's) cannot serve tls.certificateArn: an
+        NLB takes only an ACM certificate of its own region and partition, and the config alone knows neither
+        (aws:region may be unset, the provider reading AWS_REGION or a profile instead)."""
+        if self.tls is None:
+            return None
+        match = ACM_CERTIFICATE_ARN.fullmatch(self.tls.certificate_arn)
+        assert match is not None, "the validator admits only ACM certificate ARNs"
+        if (match["partition"], match["region"]) == (partition, region):
+            return None
+        return (
+            f"gateway.tls.certificateArn: the certificate is in {match['region']} (partition {match['partition']}), but the "
+            f"stack's aws:region is {region} (partition {partition}); an NLB serves only an ACM certificate of its own "
+            f"region: request or import one in {region}"
+        )
 
     @property
     def scheme(self) -> str:

@@ -166,5 +166,6 @@ SCALED_OBJECT = Kind("keda.sh/v1alpha1", "ScaledObject")
 HORIZONTAL_POD_AUTOSCALER = Kind("autoscaling/v2", "HorizontalPodAutoscaler")
 AI_GATEWAY_ROUTE = Kind(AI_GATEWAY_API, "AIGatewayRoute")
 SECURITY_POLICY = Kind(ENVOY_GATEWAY_API, "SecurityPolicy")
+ENVOY_PROXY = Kind(ENVOY_GATEWAY_API, "EnvoyProxy")
 # The AWS Load Balancer Controller's Service annotations: what the program sets and the pack reads.
 NLB_ANNOTATION = "service.beta.kubernetes.io/aws-load-balancer-"

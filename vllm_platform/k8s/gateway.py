@@ -26,6 +26,7 @@ from vllm_platform.contract import (
     CLIENT_ID_HEADER,
     COMPONENT_LABEL,
     ENVOY_GATEWAY_API,
+    ENVOY_PROXY,
     GATEWAY_KEYS_SECRET,
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
@@ -58,6 +59,9 @@ PROXY_CONFIG = "llm-gateway-proxy"
 LISTENER = "http"
 # The proxies' listener, above 1024 so that Envoy Gateway opens it in the pod as it is; the client port maps onto it.
 PROXY_LISTENER_PORT = 8080
+# The in-cluster door beside an NLB, and its port: plain HTTP on its default port, onto the same listener.
+CLUSTER_SERVICE = f"{GATEWAY_NAME}-cluster"
+CLUSTER_PORT = 80
 # AI Gateway's controller: the chart's fullnameOverride, its extension server's gRPC port (the chart's Service).
 AI_GATEWAY_CONTROLLER = "ai-gateway-controller"
 EXTENSION_SERVER_PORT = 1063
@@ -109,16 +113,31 @@ def proxy_service_name() -> str:
     return GATEWAY_NAME
 
 
-def cluster_host() -> str:
-    return f"{proxy_service_name()}.{GATEWAY_NAMESPACE}.svc.cluster.local"
+def cluster_service_name(gateway: GatewayPlan) -> str:
+    """The Service pods in the cluster call the proxies through: the proxies' own where it is a ClusterIP; beside
+    an NLB's, one of its own, since the NLB's port is 443 with TLS, which only the NLB speaks."""
+    return CLUSTER_SERVICE if gateway.load_balanced else proxy_service_name()
+
+
+def cluster_host(gateway: GatewayPlan) -> str:
+    return f"{cluster_service_name(gateway)}.{GATEWAY_NAMESPACE}.svc.cluster.local"
+
+
+def _base_url(scheme: str, host: str, port: int) -> str:
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}{'' if port == default else f':{port}'}/v1"
 
 
 def endpoint(gateway: GatewayPlan, load_balancer_host: str) -> str:
     """The OpenAI base URL: the configured hostname, else the NLB's name, else the in-cluster Service."""
-    host = gateway.hostname or (load_balancer_host if gateway.load_balanced else cluster_host())
-    default = {"http": 80, "https": 443}[gateway.scheme]
-    port = "" if gateway.port == default else f":{gateway.port}"
-    return f"{gateway.scheme}://{host}{port}/v1"
+    host = gateway.hostname or (load_balancer_host if gateway.load_balanced else cluster_host(gateway))
+    return _base_url(gateway.scheme, host, gateway.port)
+
+
+def cluster_endpoint(gateway: GatewayPlan) -> str:
+    """The OpenAI base URL for pods in the cluster, plain HTTP as the NLB's own hop to the proxies is: an NLB
+    admits only its allowlist, which the cluster's own traffic (through the NAT gateways) is not on."""
+    return _base_url("http", cluster_host(gateway), CLUSTER_PORT)
 
 
 def system_placement() -> dict[str, Any]:
@@ -155,8 +174,8 @@ def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None)
     come from `docker_hub_registry`, so does their Envoy (Envoy Gateway's default image, otherwise)."""
     image = {"image": images.below_mirror(docker_hub_registry, ENVOY_PROXY_IMAGE)} if docker_hub_registry else {}
     return {
-        "apiVersion": ENVOY_GATEWAY_API,
-        "kind": "EnvoyProxy",
+        "apiVersion": ENVOY_PROXY.api_version,
+        "kind": ENVOY_PROXY.kind,
         "metadata": _metadata(PROXY_CONFIG, "gateway"),
         "spec": {
             "provider": {
@@ -192,20 +211,37 @@ def proxy_service(gateway: GatewayPlan) -> dict[str, Any]:
     """The door clients use, the program's own so that `pulumi up` waits for its NLB and reads its name: the
     client port (443 with TLS at the NLB, else 80) onto the proxies' listener. `internal` and `internet` make it
     an NLB through the AWS Load Balancer Controller, with IP targets (the pods themselves, no node hop)."""
-    spec: dict[str, Any] = {
-        "selector": {OWNING_GATEWAY_LABEL: GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_ROUTES_NAMESPACE},
-        "ports": [{"name": LISTENER, "port": gateway.port, "targetPort": PROXY_LISTENER_PORT, "protocol": "TCP"}],
-    }
+    spec = _proxies_spec(gateway.port)
     metadata = _metadata(proxy_service_name(), "gateway", GATEWAY_NAMESPACE)
     if gateway.load_balanced:
         spec.update(type="LoadBalancer", loadBalancerClass=NLB_CLASS)
         if gateway.allowed_source_cidrs:
-            # The NLB's security group admits only these; without, an internal NLB admits the VPC.
+            # The NLB's security group admits only these. Without them the controller opens it to 0.0.0.0/0
+            # (buildCIDRsFromSourceRanges, pkg/service/model_build_managed_sg.go at v3.5.0), internal NLB or
+            # not: whatever is routed into the VPC (peering, a transit gateway, a VPN) reaches it.
             spec["loadBalancerSourceRanges"] = list(gateway.allowed_source_cidrs)
         metadata["annotations"] = _service_annotations(gateway)
     else:
         spec["type"] = "ClusterIP"
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
+
+
+def _proxies_spec(port: int) -> dict[str, Any]:
+    """A Service of the Gateway's proxies: `port` onto their listener."""
+    return {
+        "selector": {OWNING_GATEWAY_LABEL: GATEWAY_NAME, OWNING_GATEWAY_NAMESPACE_LABEL: GATEWAY_ROUTES_NAMESPACE},
+        "ports": [{"name": LISTENER, "port": port, "targetPort": PROXY_LISTENER_PORT, "protocol": "TCP"}],
+    }
+
+
+def cluster_service(gateway: GatewayPlan) -> Optional[dict[str, Any]]:
+    """Beside an NLB, the door of the pods in the cluster (`cluster_endpoint`): a ClusterIP of the program's own
+    rather than Envoy Gateway's generated one, which serves the listener's port 8080. None where the proxies'
+    Service is a ClusterIP already. No NetworkPolicy selects the proxies: the key is what admits a caller."""
+    if not gateway.load_balanced:
+        return None
+    spec = {**_proxies_spec(CLUSTER_PORT), "type": "ClusterIP"}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(CLUSTER_SERVICE, "gateway", GATEWAY_NAMESPACE), "spec": spec}
 
 
 def gateway_config() -> dict[str, Any]:
@@ -227,7 +263,7 @@ def gateway_object(gateway: GatewayPlan) -> dict[str, Any]:
         "metadata": {**_metadata(GATEWAY_NAME, "gateway"), "annotations": {GATEWAY_CONFIG_ANNOTATION: GATEWAY_NAME}},
         "spec": {
             "gatewayClassName": GATEWAY_CLASS,
-            "infrastructure": {"parametersRef": {"group": "gateway.envoyproxy.io", "kind": "EnvoyProxy", "name": PROXY_CONFIG}},
+            "infrastructure": {"parametersRef": {"group": ENVOY_PROXY.group, "kind": ENVOY_PROXY.kind, "name": PROXY_CONFIG}},
             # One HTTP listener: TLS, where there is any, ends at the NLB, which forwards the decrypted stream here.
             "listeners": [
                 {"name": LISTENER, "protocol": "HTTP", "port": PROXY_LISTENER_PORT, "allowedRoutes": {"namespaces": {"from": "Same"}}}
