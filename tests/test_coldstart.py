@@ -4,6 +4,7 @@ the issue's targets met by the committed stacks, and the probe and rollout budge
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tests.conftest import document_plan, minimal_document, rendered_stack
 from vllm_platform import contract
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
+from vllm_platform.config.errors import ConfigError
 from vllm_platform.plan import coldstart, sizing
 from vllm_platform.plan.coldstart import CONSTANTS, c
 from vllm_platform.plan.delivery import WeightsSource
@@ -157,8 +159,40 @@ def test_a_configured_startup_timeout_wins() -> None:
 
 
 def test_every_catalog_type_has_instance_store_for_any_checkpoint_its_gpus_hold() -> None:
-    """Why the fit check has no disk rule: a downloaded checkpoint that fits a node's GPUs, with the unpacked image
-    (under 60 GiB), always fits its NVMe instance store, where the EC2NodeClass's RAID0 puts the pods' disk."""
+    """Why the disk rule for created clusters refuses no catalog type today: a downloaded checkpoint that fits a
+    node's GPUs, with the unpacked image, always fits its NVMe instance store, where the EC2NodeClass's RAID0 puts the
+    pods' disk. The rule (fit.node_disk_problems) holds a type added later, or a smaller store, to it."""
     for instance in TYPES:
         largest_checkpoint_gib = sizing.model_cache_gib(instance.gpu_count * instance.gpu.memory_gb / 2, None)
-        assert largest_checkpoint_gib + 60 <= instance.local_nvme_gb * GB / 2**30, instance.name
+        assert largest_checkpoint_gib + sizing.VLLM_IMAGE_UNPACKED_GIB <= sizing.instance_store_gib(instance), instance.name
+
+
+@pytest.mark.parametrize("store_gb, refused", [(47, True), (48, False)])
+def test_a_created_clusters_node_must_hold_its_pods_disk_and_the_image_on_its_instance_store(
+    monkeypatch: pytest.MonkeyPatch, store_gb: int, refused: bool
+) -> None:
+    """An 8B downloaded from the hub (no revision) asks 17 GiB of ephemeral-storage, 44 GiB with the 27 GiB image:
+    a g5.xlarge whose store were 47 GB (43 GiB) could not hold it, one of 48 GB (44 GiB) could."""
+    monkeypatch.setitem(INSTANCE_TYPES, "g5.xlarge", dataclasses.replace(INSTANCE_TYPES["g5.xlarge"], local_nvme_gb=store_gb))
+    document = minimal_document()
+    if not refused:
+        (model,) = document_plan(document).models
+        assert model.weights.source is WeightsSource.HUB and model.ephemeral_storage_gib == 17
+        return
+    with pytest.raises(ConfigError) as error:
+        document_plan(document)
+    assert error.value.problems == [
+        f"models[llama-8b]: 1 replica(s) per g5.xlarge node request 17 GiB of ephemeral-storage each (its downloaded "
+        f"checkpoint), ~44 GiB with the unpacked image's {sizing.VLLM_IMAGE_UNPACKED_GIB}, but a g5.xlarge's NVMe "
+        "instance store, which holds the pods' disk and the images, is 43 GiB; use a type with more instance store in "
+        "cluster.gpuNodePools[g5].instanceTypes, or stream the model from the model cache (set its revision)"
+    ]
+
+
+def test_a_streamed_model_needs_only_its_caches_and_the_image_on_the_instance_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same model staged into the cache (a revision) asks 10 GiB: 37 GiB with the image, which 43 GiB holds."""
+    monkeypatch.setitem(INSTANCE_TYPES, "g5.xlarge", dataclasses.replace(INSTANCE_TYPES["g5.xlarge"], local_nvme_gb=47))
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0]["revision"] = "0e9e39f249a16976918f6564b8830bc894c89659"
+    (model,) = document_plan(document).models
+    assert model.weights.streams and model.ephemeral_storage_gib == sizing.STREAMED_DISK_GIB

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -219,14 +220,17 @@ def test_the_staging_job_runs_the_projects_script_once_on_a_system_node() -> Non
     (container,) = spec["containers"]
     assert container["image"] == pins.STAGING_IMAGE and ":latest" not in container["image"]
     assert GPU_RESOURCE not in json.dumps(container["resources"])
-    assert container["command"] == ["python3", "/opt/stage/stage_model.py"]
+    # The package as the ConfigMap mounts it, run from the directory that holds it (tests/test_stage_model.py runs it so).
+    assert container["command"] == ["python3", "-m", "staging.stage_model"] and container["workingDir"] == "/opt/stage"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["HF_REPO"] == "meta-llama/Llama-3.1-8B-Instruct" and env["HF_REVISION"] == REVISION
     assert env["CACHE_BUCKET"] == "model-cache" and env["CACHE_PREFIX"] == plan.prefix and env["AWS_REGION"] == "us-west-2"
+    assert env["AWS_DEFAULT_REGION"] == "us-west-2", "the region botocore reads"
     assert env["HF_TOKEN_PATH"].startswith("/") and any(m["mountPath"] == env["HF_TOKEN_PATH"].rpartition("/")[0] for m in container["volumeMounts"])
     assert spec["serviceAccountName"] == plan.service_account
     assert job["spec"]["activeDeadlineSeconds"] == plan.deadline_seconds
-    assert int(job["metadata"]["annotations"]["pulumi.com/timeoutSeconds"]) > plan.deadline_seconds, "the Job's reason, not Pulumi's"
+    assert job["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true", "the program's own wait, not pulumi-kubernetes'"
+    assert staging.wait_seconds(plan) > plan.deadline_seconds, "the Job's reason, not the wait's timeout"
     # What the script reads of its environment is what the Job gives it.
     settings = stage_model.Settings.from_env(env | {"HF_TOKEN_PATH": ""})
     assert (settings.prefix, settings.marker_key) == (plan.prefix, plan.marker_key)
@@ -244,10 +248,14 @@ def test_a_permanent_failure_fails_the_job_at_once_and_a_disruption_costs_no_ret
     assert "AWS_REGION" not in json.dumps(spec), "no region named: S3 redirects boto3 to the bucket's"
 
 
-def test_the_script_is_the_projects_own_module_in_its_config_map() -> None:
+def test_the_script_is_the_projects_own_package_in_its_config_map() -> None:
     model, plan = staged(document_plan(cached()))
     config_map = staging.script_config_map(model, plan)
-    assert config_map["data"] == {"stage_model.py": open(stage_model.__file__).read()}
+    package = Path(stage_model.__file__).parent
+    assert config_map["data"] == {p.name: p.read_text() for p in package.glob("*.py")}
+    assert {"stage_model.py", "hub.py", "retry.py", "__init__.py"} <= set(config_map["data"])
+    (volume,) = [v for v in staging.job(model, plan, "model-cache", None, hf_token=False)["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    assert {i["key"]: i["path"] for i in volume["configMap"]["items"]} == {name: f"staging/{name}" for name in config_map["data"]}
 
 
 def test_the_warm_placeholder_yields_to_any_model_and_holds_a_whole_node() -> None:

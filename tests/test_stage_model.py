@@ -3,6 +3,7 @@
 The hub stand-in serves a revision's listing and its files, and sends each LFS file on to the CDN stand-in,
 a second server on another port, with a signed URL, as huggingface.co does; both count what they were asked
 and the CDN keeps the headers it got. Every refusal is tested beside a near-identical input that passes.
+The three servers start once for the module, and each test gets fresh stand-ins' state and a bucket of its own.
 """
 
 from __future__ import annotations
@@ -25,19 +26,26 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import boto3
+import moto.s3.models
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
-from vllm_platform.staging import stage_model
+from tests.conftest import document_plan, minimal_document
+from vllm_platform.k8s import staging as staging_job
+from vllm_platform.staging import hub as staging_hub
+from vllm_platform.staging import retry, stage_model
 
-SCRIPT = Path(stage_model.__file__)
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 MODEL = "test-org/tiny-llama"
 GATED = "gated-org/gated-llama"
 TOKEN = "hf_the_right_token"
-MiB = 1024 * 1024
+KiB = 1024
+# Parts of 256 KiB, not the script's 64 MiB nor S3's 5 MiB least: moto's least is lowered to the same (s3_endpoint),
+# so that S3's rule on part sizes still holds, on files a twentieth of the size the 5 MiB would need.
+PART = 256 * KiB
+CUT = PART + PART // 2  # where the CDN cuts an interrupted download: one whole part is uploaded
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth")  # what the stand-in keeps in LFS, as the hub's .gitattributes do
 DECOYS = ("pytorch_model.bin", "original/consolidated.00.pth", "original/params.json", "README.md", ".gitattributes")
 S3_WRITES = {"PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload", "DeleteObject"}
@@ -89,13 +97,13 @@ def small_model() -> dict[str, bytes]:
 
 @lru_cache(maxsize=None)
 def big_shard() -> bytes:
-    """Just over two 5 MiB parts: the smallest file whose interruption leaves a whole part behind."""
-    return safetensors({"model.layers.0.mlp.weight": tensor(5632, 1024)})  # 11 MiB of F16
+    """Just over two parts: the smallest file whose interruption leaves a whole part behind."""
+    return safetensors({"model.layers.0.mlp.weight": tensor(288, 1024)})  # 576 KiB of F16
 
 
 def sharded_model() -> dict[str, bytes]:
     second = safetensors({"lm_head.weight": tensor(32, 8)})
-    index = {"metadata": {"total_size": 11 * MiB + 512}, "weight_map": {"model.layers.0.mlp.weight": "model-00001-of-00002.safetensors"}}
+    index = {"metadata": {"total_size": 576 * KiB + 512}, "weight_map": {"model.layers.0.mlp.weight": "model-00001-of-00002.safetensors"}}
     return {
         "model-00001-of-00002.safetensors": big_shard(),
         "model-00002-of-00002.safetensors": second,
@@ -161,11 +169,15 @@ class Cdn(http.server.ThreadingHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _CdnHandler)
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """As new, for the next test: the server runs on."""
         self.blobs: dict[str, bytes] = {}
         self.seen: list[dict[str, str]] = []
         self.sent: list[tuple[str, str, int]] = []  # (sha256, Range asked, bytes sent) per download
         self.cut_after: Optional[int] = None  # the next download stops after this many bytes
-        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -202,11 +214,15 @@ class Hub(http.server.ThreadingHTTPServer):
     def __init__(self, cdn: Cdn) -> None:
         super().__init__(("127.0.0.1", 0), _HubHandler)
         self.cdn = cdn
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """As new, for the next test: the server runs on."""
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, Optional[str]]] = []  # (path, Authorization) of every request
         self.failures: dict[str, list[int]] = {}  # "listing" or a file's path: bare statuses to answer it with first
         self.down = False  # set: every request is answered 503, as by a hub in an outage
-        self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -295,6 +311,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     port = free_port()
+    least = pytest.MonkeyPatch()
+    # The server runs in this process: its S3 refuses a part below PART but the last, as S3 does below 5 MiB.
+    least.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", PART)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     starting = threading.Thread(target=server.start, daemon=True)
     starting.start()
@@ -302,6 +321,20 @@ def s3_endpoint() -> Iterator[str]:
     assert not starting.is_alive(), f"moto's server did not start on 127.0.0.1:{port}"
     yield f"http://127.0.0.1:{port}"
     server.stop()
+    least.undo()
+
+
+@pytest.fixture(scope="module")
+def stand_ins() -> Iterator[tuple[Hub, Cdn]]:
+    """The hub and its CDN, started once: each test resets them (the `staging` fixture)."""
+    cdn = Cdn()
+    hub = Hub(cdn)
+    for server in (cdn, hub):
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield hub, cdn
+    for server in (hub, cdn):
+        server.shutdown()
+        server.server_close()
 
 
 def s3_client(endpoint: str) -> Any:
@@ -336,7 +369,8 @@ class Staging:
         self.termination_log.write_text("")  # Kubernetes makes the file; the script only writes one that is there
         self.monkeypatch.setattr(stage_model, "TERMINATION_LOG", str(self.termination_log))
 
-    def env(self, repo: str = MODEL, token: Optional[str] = None, **overrides: str) -> dict[str, str]:
+    def env(self, repo: str = MODEL, token: Optional[str] = None, keys: bool = True, **overrides: str) -> dict[str, str]:
+        """The environment the Job gives the script, pointed at the stand-ins; `keys`: with credentials for moto."""
         token_file = self.tmp / "token"
         if token is None:
             token_file.unlink(missing_ok=True)  # as when the Secret has no token: the mounted file is absent
@@ -350,8 +384,7 @@ class Staging:
             "CACHE_BUCKET": self.bucket,
             "CACHE_PREFIX": prefix(repo),
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            **({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"} if keys else {}),
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_CONFIG_FILE": str(self.tmp / "no-aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.tmp / "no-aws-credentials"),
@@ -360,10 +393,16 @@ class Staging:
             **overrides,
         }
 
-    def main(self, repo: str = MODEL, token: Optional[str] = None, **overrides: str) -> Ran:
-        """The script's main(), in this process, with the environment the Job gives it."""
-        for name, value in self.env(repo, token, **overrides).items():
+    def use(self, env: dict[str, str]) -> None:
+        """`env` as this process's, and no credentials but what it gives."""
+        for name in (*CREDENTIAL_VARIABLES, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            self.monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
             self.monkeypatch.setenv(name, value)
+
+    def main(self, repo: str = MODEL, token: Optional[str] = None, keys: bool = True, **overrides: str) -> Ran:
+        """The script's main(), in this process, with the environment the Job gives it."""
+        self.use(self.env(repo, token, keys, **overrides))
         code = stage_model.main()
         out, err = self.capsys.readouterr()
         return Ran(code, out, err)
@@ -399,21 +438,26 @@ def marker(repo: str) -> str:
     return f"models/{repo}/{REVISION}.staged.json"
 
 
+# What else the SDK's chain would take credentials from: none of them may leak in from the machine running the tests.
+CREDENTIAL_VARIABLES = (
+    "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+)  # fmt: skip
+
+
 @pytest.fixture
-def staging(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Staging]:
-    monkeypatch.setattr(stage_model, "BACKOFF_BASE_SECONDS", 0.0)  # the only sleeps are the script's backoff
-    monkeypatch.setattr(stage_model, "HTTP_TIMEOUT_SECONDS", 5.0)
-    cdn = Cdn()
-    hub = Hub(cdn)
-    for server in (cdn, hub):
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+def staging(
+    s3_endpoint: str, stand_ins: tuple[Hub, Cdn], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> Staging:
+    monkeypatch.setattr(retry, "BACKOFF_BASE_SECONDS", 0.0)  # the only sleeps are the script's backoff
+    monkeypatch.setattr(staging_hub, "HTTP_TIMEOUT_SECONDS", 5.0)
+    hub, cdn = stand_ins
+    hub.reset()
+    cdn.reset()
     s3 = s3_client(s3_endpoint)
     bucket = f"model-cache-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    yield Staging(hub, cdn, s3, s3_endpoint, bucket, tmp_path, monkeypatch, capsys)
-    for server in (hub, cdn):
-        server.shutdown()
-        server.server_close()
+    return Staging(hub, cdn, s3, s3_endpoint, bucket, tmp_path, monkeypatch, capsys)
 
 
 def test_a_full_copy_lands_in_the_layout_and_the_marker_comes_last(staging: Staging) -> None:
@@ -544,12 +588,12 @@ def test_a_prefix_staged_with_duplicates_loses_them_without_a_copy(staging: Stag
 
 
 def interrupted(staging: Staging) -> Ran:
-    """A first run whose CDN closes the 11 MiB shard's download after 7 MiB: one 5 MiB part is uploaded."""
-    staging.monkeypatch.setattr(stage_model, "PART_SIZE", 5 * MiB)
+    """A first run whose CDN closes the shard's download after one and a half parts: one part is uploaded."""
+    staging.monkeypatch.setattr(stage_model, "PART_SIZE", PART)
     staging.hub.add(MODEL, Repo(sharded_model()))
-    staging.cdn.cut_after = 7 * MiB
+    staging.cdn.cut_after = CUT
     with pytest.MonkeyPatch.context() as once:
-        once.setattr(stage_model, "MAX_ATTEMPTS", 1)  # no retry: the run stops as a killed pod would
+        once.setattr(retry, "MAX_ATTEMPTS", 1)  # no retry: the run stops as a killed pod would
         ran = staging.main()
     return ran
 
@@ -557,21 +601,21 @@ def interrupted(staging: Staging) -> Ran:
 def test_an_interrupted_copy_leaves_no_marker_and_the_next_run_resumes_it(staging: Staging) -> None:
     shard, key = big_shard(), prefix(MODEL) + "model-00001-of-00002.safetensors"
     ran = interrupted(staging)
-    reason = f"model-00001-of-00002.safetensors: the connection closed at byte {7 * MiB} of {len(shard)}"
+    reason = f"model-00001-of-00002.safetensors: the connection closed at byte {CUT} of {len(shard)}"
     assert ran.code == 1 and ran.err.splitlines()[-1].startswith(reason)
     assert staging.termination_log.read_text() == ran.err.splitlines()[-1] + "\n"
     objects = staging.objects()
     assert marker(MODEL) not in objects and key not in objects
     (upload,) = staging.uploads()
     parts = staging.s3.list_parts(Bucket=staging.bucket, Key=key, UploadId=upload["UploadId"])["Parts"]
-    assert [p["Size"] for p in parts] == [5 * MiB]
+    assert [p["Size"] for p in parts] == [PART]
 
     sent = len(staging.cdn.sent)
     ran = staging.main()
     assert ran.code == 0, ran.err
-    assert f"resumed model-00001-of-00002.safetensors {len(shard)} bytes ({5 * MiB} kept from an interrupted run)" in ran.out
+    assert f"resumed model-00001-of-00002.safetensors {len(shard)} bytes ({PART} kept from an interrupted run)" in ran.out
     resumed = [(r, n) for sha, r, n in staging.cdn.sent[sent:] if sha == hashlib.sha256(shard).hexdigest()]
-    assert resumed == [(f"bytes={5 * MiB}-", len(shard) - 5 * MiB)], "the resumed run fetched more than the missing bytes"
+    assert resumed == [(f"bytes={PART}-", len(shard) - PART)], "the resumed run fetched more than the missing bytes"
     objects = staging.objects()
     assert objects[key] == shard and marker(MODEL) in objects and staging.uploads() == []
 
@@ -581,7 +625,7 @@ def test_a_resumed_file_is_hashed_whole_and_copied_again_when_wrong(staging: Sta
     assert interrupted(staging).code == 1
     (upload,) = staging.uploads()
     # The kept part replaced by bytes of the same size: only the read-back's hash can tell.
-    staging.s3.upload_part(Bucket=staging.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=bytes(5 * MiB))
+    staging.s3.upload_part(Bucket=staging.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=bytes(PART))
     ran = staging.main()
     assert ran.code == 1 and "of the resumed object is not the listing's" in ran.err and "deleted it" in ran.err
     assert key not in staging.objects() and marker(MODEL) not in staging.objects()
@@ -690,7 +734,7 @@ def test_a_transient_503_is_retried_and_a_404_is_not(staging: Staging) -> None:
 
 
 def test_retries_are_bounded(staging: Staging) -> None:
-    staging.monkeypatch.setattr(stage_model, "MAX_ATTEMPTS", 3)
+    staging.monkeypatch.setattr(retry, "MAX_ATTEMPTS", 3)
     staging.hub.add(MODEL, Repo(small_model()))
     staging.hub.fail("listing", *[429] * 10)
     ran = staging.main()
@@ -698,17 +742,98 @@ def test_retries_are_bounded(staging: Staging) -> None:
     assert len(staging.hub.requests) == 3
 
 
-def test_the_script_runs_alone_as_a_subprocess(staging: Staging) -> None:
+def test_the_job_runs_the_package_its_config_map_carries(staging: Staging) -> None:
+    """The Job's own command, working directory and environment, in a directory laid out as its ConfigMap volume
+    mounts the package: nothing of the project but what the ConfigMap carries can be imported there."""
+    document = minimal_document()
+    document["config"]["vllm-platform:models"][0]["revision"] = REVISION
+    (model,) = document_plan(document).models
+    plan = model.weights.staging
+    assert plan is not None
     files = small_model()
-    staging.hub.add(MODEL, Repo(files))
-    # -I: no PYTHONPATH, no script directory, no user site: nothing of the project can be imported.
+    staging.hub.add(plan.repo, Repo(files))
+    pod = staging_job.job(model, plan, staging.bucket, None, hf_token=False)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "script"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "script"]
+    data = staging_job.script_config_map(model, plan)["data"]
+    root = staging.tmp / "pod"
+    for item in volume["configMap"]["items"]:
+        placed = root / mount["mountPath"].lstrip("/") / item["path"]
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        placed.write_text(data[item["key"]])
+    job_env = {e["name"]: e["value"] for e in container["env"]}
     ran = subprocess.run(
-        [sys.executable, "-I", str(SCRIPT)], env=staging.env(), cwd=staging.tmp, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, *container["command"][1:]],  # the image's python3: this interpreter, without the project
+        env=staging.env(plan.repo) | job_env,  # the Job's own values, and the stand-ins' addresses
+        cwd=root / container["workingDir"].lstrip("/"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines()[-1].startswith(f"staged {MODEL}@{REVISION}")
+    assert ran.stdout.splitlines()[-1].startswith(f"staged {plan.repo}@{REVISION}")
     objects = staging.objects()
-    assert marker(MODEL) in objects and all(objects[prefix(MODEL) + p] == d for p, d in wanted_files(files).items())
+    assert plan.marker_key in objects and all(objects[plan.prefix + p] == d for p, d in wanted_files(files).items())
+
+
+def test_credentials_that_appear_after_a_while_are_waited_for(staging: Staging) -> None:
+    """As when the pod starts before its Pod Identity association takes effect: the copy goes on once they come."""
+    staging.hub.add(MODEL, Repo(small_model()))
+    credentials = staging.tmp / "credentials"
+    env = staging.env(keys=False, AWS_SHARED_CREDENTIALS_FILE=str(credentials))
+    staging.use(env)
+    staging.monkeypatch.setattr(retry, "BACKOFF_BASE_SECONDS", 1.0)
+    clock = SteppedClock()
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.slept) == 2:  # they appear during the second wait
+            credentials.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+
+    client = stage_model.s3_client(sleep, clock)
+    assert clock.slept == [1.0, 2.0]
+    waits = staging.capsys.readouterr().err.splitlines()
+    assert len(waits) == 2 and all(w.startswith("retrying looking for AWS credentials in ") for w in waits)
+    assert "no AWS credentials: EKS Pod Identity gave this pod none" in waits[0]
+    result = stage_model.stage(stage_model.Settings.from_env(env), client, lambda line: None)
+    assert not result.already_staged and marker(MODEL) in staging.objects()
+
+
+def test_credentials_that_never_appear_fail_the_run_bounded_in_count_and_time(staging: Staging) -> None:
+    staging.hub.add(MODEL, Repo(small_model()))
+    staging.use(staging.env(keys=False))
+    frozen = SteppedClock(moves=False)  # a clock that never moves: the count ends it
+    with pytest.raises(retry.Transient, match=rf"gave up after {stage_model.CREDENTIALS_ATTEMPTS} attempt\(s\) in 0 s\)$"):
+        stage_model.s3_client(frozen.sleep, frozen)
+    assert len(frozen.slept) == stage_model.CREDENTIALS_ATTEMPTS - 1
+    staging.monkeypatch.setattr(retry, "BACKOFF_BASE_SECONDS", 30.0)
+    stepped = SteppedClock()  # waits of 30, 30 and what is left: the grace ends it
+    with pytest.raises(retry.Transient, match=r"gave up after 4 attempt\(s\) in 75 s\)$"):
+        stage_model.s3_client(stepped.sleep, stepped)
+    assert stepped.slept == [30.0, 30.0, stage_model.CREDENTIALS_GRACE_SECONDS - 60]
+    staging.monkeypatch.setattr(retry, "BACKOFF_BASE_SECONDS", 0.0)
+    staging.capsys.readouterr()
+    ran = staging.main(keys=False)  # the whole run, its backoff at 0 s: exit 1, one line, and the hub never asked
+    assert ran.code == 1 and staging.hub.requests == []
+    (line,) = ran.err.splitlines()[-1:]
+    assert line.startswith("no AWS credentials: EKS Pod Identity gave this pod none") and "list-pod-identity-associations" in line
+    assert staging.termination_log.read_text() == line + "\n"
+    assert staging.main().code == 0, "the same run with credentials stages"
+
+
+@dataclass
+class SteppedClock:
+    """time.monotonic and time.sleep for the credentials' wait: each sleep moves the clock (unless frozen), at once."""
+
+    moves: bool = True
+    now: float = 0.0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds if self.moves else 0.0
 
 
 @pytest.mark.parametrize(

@@ -215,18 +215,17 @@ def test_no_long_lived_keys_and_every_action_pinned() -> None:
 
 
 def test_a_deploy_outlasts_the_longest_model_rollout() -> None:
-    """`pulumi up` waits up to each model's staging Job's timeoutSeconds, then for the Rollouts resource, up to
-    each model's own rollout timeout; the job and the AWS session must outlast both."""
+    """`pulumi up` waits up to each model's staging wait's timeoutSeconds (the Staging resource's, past its Job's
+    deadline), then for the Rollouts resource, up to each model's own rollout timeout; the job and the AWS session
+    must outlast both."""
     (up,) = workflow("pulumi-up.yml")["jobs"].values()
     session = int(step_using(up, "aws-actions/configure-aws-credentials")["with"]["role-duration-seconds"])
     job = up["timeout-minutes"] * 60
 
     def longest_wait(stack: str) -> int:
         rendering = rendered_stack(stack)
-        staging = {
-            o["metadata"]["labels"]["app.kubernetes.io/instance"]: int(o["metadata"]["annotations"]["pulumi.com/timeoutSeconds"])
-            for o in objects_of(rendering, "Job")
-        }
+        staging = {w.inputs["model"]: int(w.inputs["timeoutSeconds"]) for w in resources_of(rendering, "pulumi-python:dynamic/vllm-platform:Staging")}
+        assert len(staging) == len(objects_of(rendering, "Job")), "a wait for each staging Job"
         (rollouts,) = resources_of(rendering, "pulumi-python:dynamic/vllm-platform:Rollouts")
         watched = rollouts.inputs["models"]
         assert set(watched) == {m.name for m in rendering.plan.models}

@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
-from vllm_platform.components.rollout import watched_input
+from vllm_platform.components.rollout import Staging, watched_input
 from vllm_platform.contract import SERVING_PORT
 from vllm_platform.k8s import autoscaling, staging, workload
 from vllm_platform.k8s.monitoring import service_monitor
@@ -35,7 +35,8 @@ class VllmModel(pulumi.ComponentResource):
     `deployment` and `rollout` are what the stack's Rollouts resource waits on (components/rollout.py).
     `weights_uri`, `cache_bucket` and `image` are what the plan cannot name: where the weights stream from (the
     stack's own cache bucket), and the registry the image comes through; `region` is the AWS region streaming
-    and staging talk to S3 in. A model staged into the cache rolls only after its staging Job has completed.
+    and staging talk to S3 in. A model staged into the cache rolls only after its staging Job has completed, which
+    the program waits for through the cluster that `kubeconfig` (secret) or `context` reaches.
     """
 
     def __init__(
@@ -51,6 +52,8 @@ class VllmModel(pulumi.ComponentResource):
         cache_bucket: pulumi.Input[str] | None = None,
         image: pulumi.Input[str] | None = None,
         region: Optional[str] = None,
+        kubeconfig: Optional[pulumi.Input[str]] = None,
+        context: Optional[str] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         super().__init__("vllm-platform:index:VllmModel", model.name, None, opts)
@@ -67,7 +70,7 @@ class VllmModel(pulumi.ComponentResource):
         )
         hf_token = hf_token_secret is not None
         token_dependency = [hf_token_secret] if hf_token_secret is not None else []
-        staged = self._staging(model, cache_bucket, region, hf_token, token_dependency)
+        staged = self._staging(model, cache_bucket, region, hf_token, token_dependency, (kubeconfig, context))
         manifest = workload.deployment(model, hf_token, weights_uri, image, region)
         self.deployment = k8s.apps.v1.Deployment(
             name,
@@ -130,9 +133,10 @@ class VllmModel(pulumi.ComponentResource):
         region: Optional[str],
         hf_token: bool,
         token_dependency: list[k8s.core.v1.Secret],
+        cluster: tuple[Optional[pulumi.Input[str]], Optional[str]],
     ) -> list[pulumi.Resource]:
-        """The staging Job of a model served from the cache, and what it needs; `pulumi up` waits for it to complete,
-        and a failed copy fails the update with the Job's reason."""
+        """The staging Job of a model served from the cache, what it needs, and the wait for it: `pulumi up` waits for
+        it to complete, and a failed copy fails the update with the Job's reason and the copy's own."""
         plan = model.weights.staging
         if plan is None:
             return []
@@ -151,4 +155,9 @@ class VllmModel(pulumi.ComponentResource):
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, config_map, *token_dependency]),
         )
-        return [job]
+        uid = job.metadata.apply(lambda meta: (meta or {}).get("uid") or "")
+        wait = Staging(
+            plan.job_name, model.name, model.namespace, plan.job_name, uid, staging.wait_seconds(plan), *cluster,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[job]),
+        )  # fmt: skip
+        return [job, wait]

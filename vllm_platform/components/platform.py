@@ -101,6 +101,8 @@ def build_platform(plan: Plan) -> dict[str, Any]:
             cache_bucket=cluster.cache_bucket,
             image=images[model.name],
             region=cluster.region,
+            kubeconfig=cluster.kubeconfig,
+            context=cluster.context,
             opts=in_namespace,
         )
         for model in plan.models

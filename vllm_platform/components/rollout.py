@@ -10,6 +10,13 @@ Karpenter's reason as soon as one cannot finish, or at that model's own timeout.
 One resource for all models, not one each: Pulumi's Python dynamic provider serves its calls from 4 threads
 (pulumi/dynamic/__main__.py), so a fifth model's wait would queue behind the first four.
 
+A staged model's copy is waited for the same way, by a Staging resource of its own between its staging Job and its
+Deployment (the Job itself asks Pulumi for no wait, `pulumi.com/skipAwait`): pulumi-kubernetes' Job await fails only
+on BackoffLimitExceeded or DeadlineExceeded (provider/pkg/await/checker/job), so a Job the podFailurePolicy failed
+would hold `pulumi up` to its timeout, and it reports no pod's termination message. This wait fails as soon as the Job
+does, with the copy's own one-line reason. One each, since each model's rollout waits for its own copy only; a wait
+queued behind four others still sees its Job, which runs regardless.
+
 The provider runs in Pulumi's dynamic-provider host, which imports this module by name from the project
 directory; it talks to the cluster with the kubeconfig the `kubernetes` provider uses (secret in the state,
 never in this resource's outputs) and waits on `pulumi up` only: a preview shows which models it waits for.
@@ -32,7 +39,16 @@ from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from vllm_platform.contract import GPU_POOL_LABEL, NODE_CLASS, NODE_POOL
-from vllm_platform.k8s.rollout import INSUFFICIENT_CAPACITY, KUBE_ERRORS, Observation, Outcome, Verdict, judge, node_class_name
+from vllm_platform.k8s.rollout import (
+    INSUFFICIENT_CAPACITY,
+    KUBE_ERRORS,
+    Observation,
+    Outcome,
+    Verdict,
+    judge,
+    node_class_name,
+    staging_verdict,
+)
 from vllm_platform.names import GPU_POOL_PREFIX
 
 # Often enough to report Karpenter's verdict within seconds of it; six list calls a look, whatever the model count.
@@ -52,12 +68,14 @@ class RolloutFailed(Exception):
 
 @dataclass(frozen=True)
 class Watched:
-    """One model's rollout, as the resource's inputs give it; `pool` is its GPU pool where Karpenter runs it."""
+    """One model's rollout, as the resource's inputs give it; `pool` is its GPU pool where Karpenter runs it; `job`
+    its staging Job, where what is waited for is the copy."""
 
     name: str
     namespace: str
     timeout_seconds: int
     pool: Optional[str] = None
+    job: Optional[str] = None
 
     @property
     def node_pool(self) -> Optional[str]:
@@ -96,7 +114,7 @@ class ClusterReader:
         except (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError) as exc:
             raise RolloutFailed(f"cannot load the kubeconfig: {exc}") from exc
         self._core, self._apps = kube_client.CoreV1Api(api), kube_client.AppsV1Api(api)
-        self._custom = kube_client.CustomObjectsApi(api)
+        self._custom, self._batch = kube_client.CustomObjectsApi(api), kube_client.BatchV1Api(api)
 
     def _items(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         try:
@@ -112,6 +130,9 @@ class ClusterReader:
 
     def deployments(self, namespace: str) -> list[dict[str, Any]]:
         return self._items(f"Deployments in {namespace}", self._apps.list_namespaced_deployment, namespace)
+
+    def jobs(self, namespace: str) -> list[dict[str, Any]]:
+        return self._items(f"Jobs in {namespace}", self._batch.list_namespaced_job, namespace)
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
         return self._items(f"pods in {namespace}", self._core.list_namespaced_pod, namespace)
@@ -170,9 +191,34 @@ def look(reader: ClusterReader, watched: Mapping[str, Watched], now: datetime) -
     return verdicts
 
 
-def _report(failed: Mapping[str, str], waiting: Mapping[str, str]) -> str:
+def look_staging(reader: ClusterReader, watched: Mapping[str, Watched], _now: datetime) -> dict[str, Verdict]:
+    """Every watched staging Job's verdict from one round of list calls."""
+    verdicts = {}
+    for namespace in sorted({w.namespace for w in watched.values()}):
+        jobs = {j["metadata"].get("name"): j for j in reader.jobs(namespace)}
+        pods = reader.pods(namespace)
+        for w in (w for w in watched.values() if w.namespace == namespace):
+            job = jobs.get(w.job)
+            verdicts[w.name] = staging_verdict(job, pods) if job else Verdict(Outcome.FAILED, f"Job {namespace}/{w.job} is not in the cluster")
+    return verdicts
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What a wait looks at and the words its report uses: a model's rollout, or its staging copy."""
+
+    look: Callable[[ClusterReader, Mapping[str, Watched], datetime], dict[str, Verdict]]
+    finished: str
+    going: str
+
+
+ROLLOUT = Wait(look, "rolled out", "still rolling out")
+STAGING = Wait(look_staging, "staged", "still staging")
+
+
+def _report(failed: Mapping[str, str], waiting: Mapping[str, str], wait: Wait = ROLLOUT) -> str:
     lines = [f"model {name}: {detail}" for name, detail in sorted(failed.items())]
-    lines += [f"model {name} (still rolling out): {detail}" for name, detail in sorted(waiting.items())]
+    lines += [f"model {name} ({wait.going}): {detail}" for name, detail in sorted(waiting.items())]
     return "\n".join(lines)
 
 
@@ -183,10 +229,11 @@ def wait_for_rollouts(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    wait: Wait = ROLLOUT,
 ) -> dict[str, str]:
     """Until every watched model is rolled out (its final detail, by name); RolloutFailed as soon as one
     cannot be, or is not within its timeout. Bounded in looks as in time: `clock` times the wait, `wall_clock`
-    (UTC) the conditions Karpenter stamps with its own."""
+    (UTC) the conditions Karpenter stamps with its own. `wait`: STAGING waits for the models' copies instead."""
     started, pending = clock(), dict(watched)
     done: dict[str, str] = {}
     last: dict[str, str] = {name: "not looked at yet" for name in watched}
@@ -196,7 +243,7 @@ def wait_for_rollouts(
         if not pending:
             return done
         try:
-            verdicts = look(reader, pending, wall_clock())
+            verdicts = wait.look(reader, pending, wall_clock())
             unreadable = 0
         except ReadError as exc:
             unreadable += 1
@@ -213,13 +260,13 @@ def wait_for_rollouts(
             elif verdict.outcome is Outcome.FAILED:
                 failed[name] = verdict.detail
             elif elapsed >= pending[name].timeout_seconds:
-                failed[name] = f"not rolled out within its {pending[name].timeout_seconds} s: {verdict.detail}"
+                failed[name] = f"not {wait.finished} within its {pending[name].timeout_seconds} s: {verdict.detail}"
         if failed:
-            raise RolloutFailed(_report(failed, {n: last[n] for n in pending if n not in failed}))
+            raise RolloutFailed(_report(failed, {n: last[n] for n in pending if n not in failed}, wait))
         if pending:
             sleep(poll_seconds)
     if pending:
-        raise RolloutFailed(_report({n: f"not rolled out within its {pending[n].timeout_seconds} s: {last[n]}" for n in pending}, {}))
+        raise RolloutFailed(_report({n: f"not {wait.finished} within its {pending[n].timeout_seconds} s: {last[n]}" for n in pending}, {}, wait))
     return done
 
 
@@ -268,3 +315,49 @@ class Rollouts(pulumi.dynamic.Resource, module="vllm-platform", name="Rollouts")
     ):
         props = {"models": dict(models), "kubeconfig": kubeconfig, "context": context}
         super().__init__(RolloutsProvider(), name, props, opts)
+
+
+class StagingProvider(pulumi.dynamic.ResourceProvider):
+    """Create and update wait for the model's staging Job to complete; a new Job (its uid: the provider replaces one
+    that was not ready) is a new copy to wait for. Delete has nothing to undo."""
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        keys = ("namespace", "job", "uid")
+        return pulumi.dynamic.DiffResult(changes=any(olds.get(k) != news.get(k) for k in keys), replaces=[])
+
+    def _wait(self, props: dict[str, Any]) -> dict[str, Any]:
+        watched = {props["model"]: Watched(props["model"], props["namespace"], int(props["timeoutSeconds"]), job=props["job"])}
+        wait_for_rollouts(ClusterReader(props.get("kubeconfig"), props.get("context")), watched, wait=STAGING)
+        # Never the kubeconfig: the outputs are stored in plain text.
+        return {k: props[k] for k in ("model", "namespace", "job", "uid", "timeoutSeconds")}
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(f"staging-{props['model']}", self._wait(props))
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(self._wait(news))
+
+
+class Staging(pulumi.dynamic.Resource, module="vllm-platform", name="Staging"):
+    """Waits on `pulumi up` for `model`'s staging Job `job` (its `uid`) in `namespace` to complete, for at most
+    `timeout_seconds`, through the cluster that `kubeconfig` (secret) or `context` of the default kubeconfig reaches."""
+
+    job: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        namespace: str,
+        job: str,
+        uid: pulumi.Input[str],
+        timeout_seconds: int,
+        kubeconfig: Optional[pulumi.Input[str]],
+        context: Optional[str],
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        props = {
+            "model": model, "namespace": namespace, "job": job, "uid": uid, "timeoutSeconds": timeout_seconds,
+            "kubeconfig": kubeconfig, "context": context,
+        }  # fmt: skip
+        super().__init__(StagingProvider(), name, props, opts)

@@ -2,6 +2,7 @@
 
 Pure functions of API JSON (the camelCase objects `kubectl get -o json` prints); `pulumi up`'s rollout
 watch (components/rollout.py) and verify both read with them, so the two say the same thing in the same words.
+A model's staging Job is judged here too (staging_verdict), for the wait that comes before its rollout.
 
 A rollout is done as `kubectl rollout status` has it: the controller has seen the new generation, every
 replica runs the new template, none of the old is left, and all the new are available. It cannot finish
@@ -302,3 +303,47 @@ def judge(observed: Observation, node_pool_name: Optional[str]) -> Verdict:
             f"it is not Ready: " + "; ".join(held),
         )
     return Verdict(Outcome.WAITING, detail)
+
+
+def _owned_by(job: dict[str, Any], pod: dict[str, Any]) -> bool:
+    uid = (job.get("metadata") or {}).get("uid")
+    return bool(uid) and any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
+
+
+def _terminated(pod: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The pod's container that ended in failure (restartPolicy Never: one, once), as its status shows it."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        ended = (container.get("state") or {}).get("terminated")
+        if ended and ended.get("exitCode", 0) != 0:
+            return {"container": container.get("name"), **ended}
+    return None
+
+
+def last_words(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> Optional[str]:
+    """The newest failed pod of `job` in its container's own words: its termination message (what the staging script
+    writes to /dev/termination-log, or its log's tail under FallbackToLogsOnError), else the reason Kubernetes gives,
+    with the exit code. None while no pod of the Job has failed."""
+    failed = [(p, ended) for p in pods if _owned_by(job, p) and (ended := _terminated(p)) is not None]
+    if not failed:
+        return None
+    pod, ended = max(failed, key=lambda found: (str(found[1].get("finishedAt") or ""), found[0]["metadata"]["name"]))
+    said = " ".join(str(ended.get("message") or "").split()) or str(ended.get("reason") or "no message")
+    return f"pod {pod['metadata']['name']} exited {ended.get('exitCode')}: {said}"
+
+
+def staging_verdict(job: dict[str, Any], pods: Sequence[dict[str, Any]]) -> Verdict:
+    """A staging Job, from one look: done once Complete; failed once Kubernetes says it will not complete (Failed,
+    or the FailureTarget that comes first where its pods still terminate), with the failed pod's last words beside
+    the Job's reason, since the Job's own (BackoffLimitExceeded, PodFailurePolicy) names no cause."""
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    name = f"{meta.get('namespace')}/{meta.get('name')}"
+    found = conditions(job)
+    words = last_words(job, pods)
+    if found.get("Complete", {}).get("status") == "True":
+        return Verdict(Outcome.DONE, f"staging Job {name} complete")
+    ended = next((found[t] for t in ("Failed", "FailureTarget") if found.get(t, {}).get("status") == "True"), None)
+    if ended is not None:
+        why = ": ".join(str(w) for w in (ended.get("reason"), ended.get("message")) if w) or ended["type"]
+        return Verdict(Outcome.FAILED, f"staging Job {name} failed ({why})" + (f"; {words}" if words else ""))
+    progress = f"staging Job {name}: {status.get('active', 0)} active, {status.get('failed', 0)} failed pod(s)"
+    return Verdict(Outcome.WAITING, progress + (f"; the last {words}" if words else ""))

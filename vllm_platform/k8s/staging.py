@@ -1,8 +1,9 @@
 """Pure builders of a model's staging: the ConfigMap that carries the copy script, and the Job that runs it once
 per model revision on the system nodes, from the Hugging Face hub into the stack's model cache.
 
-The script is `vllm_platform/staging/stage_model.py`, the project's own tested module, placed in the ConfigMap
-as it is: the Job runs nothing fetched at run time. `bucket` is a str or a Pulumi Output: placed, never read.
+The script is the package `vllm_platform/staging/` (stage_model.py and the sibling modules it imports), the
+project's own tested modules, placed in the ConfigMap as they are and mounted as the package `staging`: the Job runs
+nothing fetched at run time. `bucket` is a str or a Pulumi Output: placed, never read.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ from vllm_platform.pins import STAGING_IMAGE
 from vllm_platform.plan.delivery import STAGING_BACKOFF_LIMIT, StagingPlan
 from vllm_platform.plan.plans import ModelPlan
 
-SCRIPT = Path(__file__).resolve().parent.parent / "staging" / "stage_model.py"
+STAGING_PACKAGE = Path(__file__).resolve().parent.parent / "staging"
 SCRIPT_DIR = "/opt/stage"
+# The package's name in the pod: the ConfigMap's files sit in SCRIPT_DIR/staging/, so that stage_model's relative
+# imports of its siblings resolve there as they do in the project.
+POD_PACKAGE = "staging"
+COMMAND = ["python3", "-m", f"{POD_PACKAGE}.stage_model"]
 # Streaming a part at a time (64 MiB) through boto3 needs little; the hub and S3 are the bottleneck. The CPU
 # limit leaves room for TLS and the sha256 of every byte, and keeps a copy from starving the system nodes.
 RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
-# Past the Job's own deadline, so that the Job's failure, with its reason, is what `pulumi up` reports.
+# The program's own wait for the Job (components/rollout.Staging) lasts past the Job's deadline, so that the Job's
+# failure, with its reason, is what `pulumi up` reports.
 AWAIT_MARGIN_SECONDS = 120
 # stage_model.py's exit code for a failure that running again cannot cure (its EXIT_PERMANENT).
 PERMANENT_EXIT = 2
@@ -37,13 +43,17 @@ def _metadata(model: ModelPlan, staging: StagingPlan, **extra: Any) -> dict[str,
     return {"name": staging.job_name, "namespace": model.namespace, "labels": staging_labels(model), **extra}
 
 
+def script_files() -> dict[str, str]:
+    """Every module of the staging package, by file name: whatever stage_model imports of its siblings is there."""
+    return {path.name: path.read_text() for path in sorted(STAGING_PACKAGE.glob("*.py"))}
+
+
 def script_config_map(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(model, staging),
-        "data": {SCRIPT.name: SCRIPT.read_text()},
-    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(model, staging), "data": script_files()}
+
+
+def wait_seconds(staging: StagingPlan) -> int:
+    return staging.deadline_seconds + AWAIT_MARGIN_SECONDS
 
 
 def service_account(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
@@ -65,9 +75,10 @@ def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[s
         {"name": "PYTHONPATH", "value": "/var/runtime"},
     ]
     if region is not None:
-        # boto3 would otherwise ask instance metadata, which the hop limit of 1 keeps from a pod; without it
-        # (an existing cluster's stack that names no aws:region) S3 redirects boto3 to the bucket's region.
-        env.append({"name": "AWS_REGION", "value": region})
+        # The script's client in the bucket's region from the start; without it (an existing cluster's stack that
+        # names no aws:region) S3 redirects it there. botocore reads AWS_DEFAULT_REGION only (configprovider's
+        # `region`), the other AWS SDKs AWS_REGION: both, so that neither reading is wrong.
+        env += [{"name": "AWS_REGION", "value": region}, {"name": "AWS_DEFAULT_REGION", "value": region}]
     if hf_token:
         env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
     return env
@@ -75,7 +86,14 @@ def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[s
 
 def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[str], hf_token: bool) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
-        {"name": "script", "configMap": {"name": staging.job_name, "defaultMode": 0o444}},
+        {
+            "name": "script",
+            "configMap": {
+                "name": staging.job_name,
+                "defaultMode": 0o444,
+                "items": [{"key": name, "path": f"{POD_PACKAGE}/{name}"} for name in script_files()],
+            },
+        },
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
     mounts: list[dict[str, Any]] = [
@@ -90,8 +108,10 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[st
         "name": "stage",
         "image": STAGING_IMAGE,
         "imagePullPolicy": "IfNotPresent",
-        # The image's entrypoint is Lambda's bootstrap; the Job runs the script with the image's Python.
-        "command": ["python3", f"{SCRIPT_DIR}/{SCRIPT.name}"],
+        # The image's entrypoint is Lambda's bootstrap; the Job runs the script with the image's Python, from the
+        # directory that holds the package (`-m` puts the working directory first on sys.path).
+        "command": list(COMMAND),
+        "workingDir": SCRIPT_DIR,
         "env": _env(model, staging, bucket, region, hf_token),
         "resources": RESOURCES,
         "volumeMounts": mounts,
@@ -100,10 +120,12 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[st
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     annotations = {
-        "pulumi.com/timeoutSeconds": str(staging.deadline_seconds + AWAIT_MARGIN_SECONDS),
-        # The name is fixed per revision: without this, the update after a failed copy waits on that same failed
-        # Job again (pulumi-kubernetes' default for a resource that did not become ready). With it, the provider
-        # replaces a Job that is not ready, deleting it first as the name stays; the new pod resumes the copy.
+        # The program waits for the Job itself (components/rollout.Staging), failing with the copy's own reason as
+        # soon as the Job fails: pulumi-kubernetes' await would wait out its timeout on a podFailurePolicy failure.
+        "pulumi.com/skipAwait": "true",
+        # The name is fixed per revision: without this, the update after a failed copy keeps that same failed Job,
+        # and the wait fails on it again. With it, the provider replaces a Job that is not ready (it reads the live
+        # Job at the diff, whatever skipAwait says), deleting it first as the name stays; the new pod resumes the copy.
         "pulumi.com/replaceUnready": "true",
         "checkov.io/skip1": (
             f"CKV_K8S_43=the staging image is pinned to release tag {STAGING_IMAGE.rpartition(':')[2]}, a dated "

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from vllm_platform.catalog import InstanceType
+from vllm_platform.pins import DEFAULT_VLLM_IMAGE
 from vllm_platform.plan.delivery import WeightsSource
 
 
@@ -26,12 +27,23 @@ class Constant:
     what: str
 
 
+# Where the image-pull reference was measured: the blueprint's NodePools take c, m and r instances only, its workload
+# asks for more than 8000 Mbps of network and of EBS bandwidth (karpenter.k8s.aws/instance-network-bandwidth and
+# instance-ebs-bandwidth Gt 8000), and its EC2NodeClass gives the root gp3 volume 1000 MiB/s and 16000 IOPS.
+PULL_REFERENCE_NODES = (
+    "measured on c/m/r instances with more than 8000 Mbps of network and EBS bandwidth and a 1000 MiB/s, 16000 IOPS "
+    "gp3 root volume, not on a GPU node: the g5 and p4d figures scaled from it are estimates to be measured "
+    "(kubelet's \"Successfully pulled image ... in\" event on one of the pools' nodes)"
+)
+PINNED_VLLM_TAG = DEFAULT_VLLM_IMAGE.rpartition(":")[2]
+
 CONSTANTS: dict[str, Constant] = {
     "VLLM_IMAGE_BYTES": Constant(
         12.64e9, "bytes", "2025-10-18",
-        "vllm-project/vllm#27154, discuss.vllm.ai: \"current vLLM docker image size is 12.64GB\"",
-        "the vllm/vllm-openai image, compressed, as a pull moves it: the release of that date, not the pinned tag "
-        "(unmeasured here; the layer sizes `docker manifest inspect` lists for it sum to its own)",
+        "vllm-project/vllm#27154, discuss.vllm.ai: \"current vLLM docker image size is 12.64GB\": vllm/vllm-openai:latest "
+        f"of that date, an earlier release than the pinned {PINNED_VLLM_TAG}, whose size is unmeasured here (the layer "
+        "sizes `docker manifest inspect` lists for it sum to its own)",
+        "the vllm/vllm-openai image, compressed, as a pull moves it: a release earlier than the pinned tag's",
     ),
     "PULL_REFERENCE_BYTES": Constant(
         9.354342327e9, "bytes", "2026-06-03",
@@ -39,11 +51,13 @@ CONSTANTS: dict[str, Constant] = {
         "the AWS vLLM container image those pulls measured",
     ),
     "PULL_REFERENCE_PARALLEL_SECONDS": Constant(
-        39.55, "s", "2026-06-03", "aws-samples/karpenter-blueprints@be1fe4f: SOCI parallel pull on AL2023",
+        39.55, "s", "2026-06-03",
+        f"aws-samples/karpenter-blueprints@be1fe4f: SOCI parallel pull on AL2023, {PULL_REFERENCE_NODES}",
         "that image pulled and unpacked with nodeadm's FastImagePull",
     ),
     "PULL_REFERENCE_DEFAULT_SECONDS": Constant(
-        130.8, "s", "2026-06-03", "aws-samples/karpenter-blueprints@be1fe4f: containerd's default pull",
+        130.8, "s", "2026-06-03",
+        f"aws-samples/karpenter-blueprints@be1fe4f: containerd's default pull, {PULL_REFERENCE_NODES}",
         "the same image without parallel pull",
     ),
     "PARALLEL_PULL_MIN_VCPU": Constant(
@@ -89,8 +103,10 @@ CONSTANTS: dict[str, Constant] = {
     "STREAMER_GBPS_PER_READER": Constant(
         1.25, "Gbit/s", "2025-05-08",
         "run-ai/runai-model-streamer@ccb9454 docs/src/benchmarks.md, Figure 5: best at concurrency 32 on 40 Gbit/s "
-        "(4.88 s; 16: 8.45 s, 64: 5.01 s)",
-        "the link one streamer reader (S3 client) fills",
+        "(4.88 s; 16: 8.45 s, 64: 5.01 s). 1.25 is that link over that concurrency, 40 / 32: the benchmark measured "
+        "no single reader, and one reader alone may fill more or less than this",
+        "the link per streamer reader (S3 client) where the benchmark was fastest: its link over its best concurrency, "
+        "the ratio the readers are sized by, not what one reader fills",
     ),
     "STREAMER_READERS_MIN": Constant(
         8, "readers", "2025-06-19",
@@ -268,6 +284,7 @@ def with_safety(seconds: float) -> int:
 
 
 def streamer_readers(instance: InstanceType, processes: int) -> int:
-    """Readers (S3 clients) per streaming process, to fill the pod's link among `processes` that share it."""
+    """Readers (S3 clients) per streaming process, as many per Gbit/s of the pod's link as the benchmark's fastest run
+    had (STREAMER_GBPS_PER_READER), among `processes` that share the link."""
     wanted = math.ceil(min(instance.pod_network_gbps, c("S3_INSTANCE_GBPS")) / c("STREAMER_GBPS_PER_READER") / processes)
     return min(int(c("STREAMER_READERS_MAX")), max(int(c("STREAMER_READERS_MIN")), wanted))

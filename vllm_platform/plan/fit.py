@@ -197,19 +197,40 @@ def resource_problems(sized: ModelSizing) -> list[str]:
     return problems
 
 
-def node_group_disk_problems(sized: ModelSizing) -> list[str]:
-    """An existing cluster's node group: the checkpoint vLLM downloads from the hub, with the image, on its root
-    volume (a created cluster's nodes put both on their NVMe instance store)."""
+def node_disk_problems(sized: ModelSizing, streams: bool, existing: bool) -> list[str]:
+    """The node disk a model's pods take with its image, against the disk that holds them, in one line each.
+
+    An existing cluster's node group: the checkpoint a pod downloads from the hub, with the image and kubelet's
+    files, on its root volume (a streamed model's few GiB are left to the node group). A created cluster's
+    Karpenter nodes: the ephemeral-storage request of every replica a node holds, with the unpacked image, on the
+    NVMe instance store, where the EC2NodeClass's RAID0 puts containerd's images and the pods' emptyDirs; checked on
+    each type of the pool, since Karpenter may launch any of them."""
     model, pool = sized.model, sized.pool
-    root = pool.root_volume(existing=True)
-    disk = sizing.model_cache_gib(sized.parameters_billions, model.quantization) + sizing.IMAGE_AND_SYSTEM_DISK_GIB
-    if disk <= root:
-        return []
-    return [
-        f"models[{model.name}]: the checkpoint it downloads from the hub needs ~{disk} GiB of node disk with the image, "
-        f"but pool {pool.name}'s nodes have rootVolumeGiB {root}; set cluster.gpuNodePools[{pool.name}].rootVolumeGiB "
-        "to the node group's real root volume, or serve the model from S3 (an s3:// model, or modelCache.bucket)"
-    ]
+    pod_disk = sizing.pod_disk_gib(streams, sized.parameters_billions, model.quantization)
+    if existing:
+        root = pool.root_volume(existing=True)
+        disk = pod_disk + sizing.IMAGE_AND_SYSTEM_DISK_GIB
+        if streams or disk <= root:
+            return []
+        return [
+            f"models[{model.name}]: the checkpoint it downloads from the hub needs ~{disk} GiB of node disk with the image, "
+            f"but pool {pool.name}'s nodes have rootVolumeGiB {root}; set cluster.gpuNodePools[{pool.name}].rootVolumeGiB "
+            "to the node group's real root volume, or serve the model from S3 (an s3:// model, or modelCache.bucket)"
+        ]
+    for instance in (INSTANCE_TYPES[name] for name in pool.instance_types):
+        replicas = sizing.replicas_per_node(instance, model.tensor_parallel_size, sized.pod)
+        disk, store = replicas * pod_disk + sizing.VLLM_IMAGE_UNPACKED_GIB, sizing.instance_store_gib(instance)
+        if disk > store:
+            what = "its downloaded checkpoint" if not streams else "its config and caches"
+            return [
+                f"models[{model.name}]: {replicas} replica(s) per {instance.name} node request {pod_disk} GiB of "
+                f"ephemeral-storage each ({what}), ~{disk} GiB with the unpacked image's {sizing.VLLM_IMAGE_UNPACKED_GIB}, "
+                f"but a {instance.name}'s NVMe instance store, which holds the pods' disk and the images, is {store} GiB; "
+                + (f"take {instance.name} out of " if len(pool.instance_types) > 1 else "use a type with more instance store in ")
+                + f"cluster.gpuNodePools[{pool.name}].instanceTypes"
+                + ("" if streams else ", or stream the model from the model cache (set its revision)")
+            ]
+    return []
 
 
 def replica_problems(sized: ModelSizing) -> list[str]:

@@ -19,7 +19,7 @@ from vllm_platform.contract import needs_shared_memory
 from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
 from vllm_platform.plan.gateway import gateway_plan
 from vllm_platform.plan.coldstart import ColdStart
-from vllm_platform.plan.delivery import WeightsPlan, WeightsSource
+from vllm_platform.plan.delivery import WeightsPlan
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
 # How long a GPU node's drain may take where no model runs on its pool yet.
@@ -115,7 +115,7 @@ def _model_plan(
     if weights.streams and sized is not None:
         readers = coldstart.streamer_readers(sized.instance, model.tensor_parallel_size)
         streamer = serving.streamer_config(pod.memory_mib, model.tensor_parallel_size, readers)
-    disk = sizing.STREAMED_DISK_GIB if weights.streams else sizing.model_cache_gib(params or 0, model.quantization)
+    disk = sizing.pod_disk_gib(weights.streams, params or 0, model.quantization)
     return ModelPlan(
         name=model.name,
         namespace=cfg.namespace,
@@ -167,9 +167,7 @@ def resolve(cfg: PlatformConfig) -> Plan:
     problems += fit.pool_problems(cfg.cluster.gpu_node_pools, sized_on)
     weights = {m.name: _weights(cfg, m, _parameters(m, sized.get(m.name))) for m in cfg.models}
     existing = cfg.cluster.existing is not None
-    if existing:
-        downloaded = [s for s in sized.values() if s is not None and weights[s.model.name].source is WeightsSource.HUB]
-        problems += [p for s in downloaded for p in fit.node_group_disk_problems(s)]
+    problems += [p for s in sized.values() if s is not None for p in fit.node_disk_problems(s, weights[s.model.name].streams, existing)]
     if problems:
         raise ConfigError(problems)
     cold_starts = {m.name: _cold_start(cfg, m, sized.get(m.name), weights[m.name]) for m in cfg.models}

@@ -144,6 +144,12 @@ def probe_periods(seconds: int) -> int:
 # What the vLLM image and kubelet's own files take on a node's root volume, where the checkpoint is downloaded
 # beside them (an existing cluster's node group).
 IMAGE_AND_SYSTEM_DISK_GIB = 40
+# The vLLM image unpacked on a node's disk: "Size of official out-of-the-box `vllm-openai:latest` docker image:
+# `28.6 GB`" (vllm-project/vllm#22377, 2025-12-10; the docker CLI counts GB of 10^9 bytes). An earlier release than
+# the pinned tag, whose size is unmeasured here. The compressed layers containerd keeps beside it where parallel pull
+# (which discards them on AL2023) is off are not counted.
+VLLM_IMAGE_UNPACKED_BYTES = 28.6e9
+VLLM_IMAGE_UNPACKED_GIB = math.ceil(VLLM_IMAGE_UNPACKED_BYTES / 2**30)
 
 
 def model_cache_gib(parameters_billions: float, quantization: str | None) -> int:
@@ -177,6 +183,16 @@ def simulated_timing(parameters_billions: float | None, tensor_parallel: int) ->
 
 # A streamed model's pod keeps only its config, tokenizer and torch.compile cache on disk.
 STREAMED_DISK_GIB = 10
+
+
+def pod_disk_gib(streams: bool, parameters_billions: float, quantization: str | None) -> int:
+    """The model pod's ephemeral-storage request: what a streamed model keeps on disk, or the downloaded checkpoint."""
+    return STREAMED_DISK_GIB if streams else model_cache_gib(parameters_billions, quantization)
+
+
+def instance_store_gib(instance: InstanceType) -> int:
+    """The node's NVMe instance store in GiB (AWS gives it in GB), which a RAID0 over its disks holds whole."""
+    return math.floor(instance.local_nvme_gb * 1e9 / 2**30)
 
 
 @dataclass(frozen=True)

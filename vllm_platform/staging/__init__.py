@@ -1,1 +1,1 @@
-"""The model staging Job's script, run alone in its pod: it imports nothing from the rest of the package."""
+"""The model staging Job's script, run alone in its pod from a ConfigMap: its modules import only one another."""

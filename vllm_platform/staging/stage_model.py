@@ -1,7 +1,8 @@
 """Copy one Hugging Face model revision into the S3 model cache, resumably: the staging Job runs this.
 
-It is mounted from a ConfigMap and run alone, as `python3 /opt/stage/stage_model.py`, in public.ecr.aws/lambda/python:3.12:
-the standard library and boto3 only, nothing from vllm_platform.
+It is mounted from a ConfigMap with its sibling modules (hub.py, the hub's side; retry.py, the failures and their
+bounded retries) as the package `staging`, and run as `python3 -m staging.stage_model` in public.ecr.aws/lambda/python:3.12:
+the standard library and botocore (boto3's) only, nothing else from vllm_platform.
 
 Environment:
   HF_REPO        org/name on the hub, e.g. meta-llama/Llama-3.1-8B-Instruct.
@@ -10,7 +11,9 @@ Environment:
   HF_TOKEN_PATH  optional file holding the token (a mounted Secret); absent or empty: no token.
   CACHE_BUCKET   the destination bucket.
   CACHE_PREFIX   the destination, models/<org>/<name>/<revision>/ (it must end with "/").
-  AWS_*          boto3's default chain: EKS Pod Identity in production, AWS_ENDPOINT_URL and keys in tests.
+  AWS_*          boto3's default chain: EKS Pod Identity in production, AWS_ENDPOINT_URL and keys in tests. Credentials
+                 that are not there yet are waited for, up to CREDENTIALS_GRACE_SECONDS: a Pod Identity association
+                 takes a few seconds to take effect.
 
 Each file vLLM needs (one copy of the weights) goes to s3://CACHE_BUCKET/CACHE_PREFIX<path in the repo>. The completion
 marker, <CACHE_PREFIX without its "/">.staged.json, is written last, once every file is complete; it lies beside the
@@ -26,36 +29,29 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import re
 import sys
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional
 
-import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from .hub import CHUNK_SIZE, HTTP_TIMEOUT_SECONDS, Entry, Hub, read_exactly
+from .retry import Backoff, Permanent, Transient, retrying
 
 EXIT_OK, EXIT_TRANSIENT, EXIT_PERMANENT = 0, 1, 2
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' terminationMessagePath; tests point it elsewhere
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PART_SIZE = 64 * 1024 * 1024  # one part is all a copy holds in memory; S3 wants >= 5 MiB but for the last
 MAX_PARTS = 10_000  # S3's limit per upload: 625 GiB per file at 64 MiB parts
-CHUNK_SIZE = 1024 * 1024  # one socket read
-HTTP_TIMEOUT_SECONDS = 60.0  # to connect, and for each read: a stalled CDN is a transient failure
-# Retries of one operation are bounded in count and in time; a copy that gets a part further starts afresh.
-MAX_ATTEMPTS = 6
-RETRY_DEADLINE_SECONDS = 300.0
-BACKOFF_BASE_SECONDS = 1.0  # doubled at each failure (1, 2, 4, 8, 16 s), never past the maximum
-BACKOFF_MAX_SECONDS = 30.0
-MAX_REDIRECTS = 5
 # Named, so that the upload, each of its parts and its completion agree on one checksum whichever boto3 the
 # image ships (boto3 1.36 began to add CRC32 by default, earlier ones none), a resumed run's included.
 PART_CHECKSUM = "CRC32"
@@ -63,7 +59,6 @@ S3_CONFIG = Config(connect_timeout=HTTP_TIMEOUT_SECONDS, read_timeout=HTTP_TIMEO
 
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 REVISION = re.compile(r"[0-9a-f]{40}")
-SHA256 = re.compile(r"[0-9a-f]{64}")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # What vLLM reads to serve: safetensors weights, configs and tokenizers. Other weight formats are
 # duplicates at best, and Llama repos keep a second copy of their weights as .pth under original/.
@@ -74,19 +69,6 @@ UNWANTED = re.compile(r".*\.(?:bin|pth|pt|gguf|h5|msgpack|onnx)")
 # take the Mistral format when consolidated files are there: so they are copied only when they are all there is.
 HF_WEIGHTS = re.compile(r"model[^/]*\.safetensors(?:\.index\.json)?")
 CONSOLIDATED = re.compile(r"consolidated[^/]*\.safetensors(?:\.index\.json)?")
-T = TypeVar("T")
-
-
-class Permanent(Exception):
-    """Running again cannot help: bad input, no access, a revision vLLM cannot load (exit 2)."""
-
-
-class Transient(Exception):
-    """Worth another try: 429, 5xx, resets, timeouts (exit 1 once the retries are spent)."""
-
-    def __init__(self, message: str, retry_after: float = 0.0):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -139,17 +121,6 @@ def read_token(path: str) -> Optional[str]:
 
 
 @dataclass(frozen=True)
-class Entry:
-    path: str
-    size: int
-    sha256: Optional[str]  # LFS files only: the listing gives no sha256 of the others
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"sha256": self.sha256} if self.sha256 else {}  # what a later run checks the object against
-
-
-@dataclass(frozen=True)
 class Outcome:
     path: str
     action: str  # copied, resumed or skipped
@@ -179,170 +150,45 @@ def select(entries: list[Entry]) -> list[Entry]:
     return files
 
 
-def origin(url: str) -> tuple[str, str]:
-    address = urllib.parse.urlsplit(url)
-    return address.scheme, address.netloc.lower()
+# A pod admitted before its service account's EKS Pod Identity association has taken effect finds no credentials,
+# or an agent that cannot give them yet: associations "are eventually consistent, and may take several seconds to
+# be effective" (EKS API Reference, CreatePodIdentityAssociation). A timing problem, so it is waited out in the pod
+# for a while, bounded in count and time; past that the failure is Transient (exit 1), so that the Job's next pod,
+# admitted anew, can get what this one was admitted without, within the Job's backoffLimit.
+CREDENTIALS_GRACE_SECONDS = 75.0
+CREDENTIALS_ATTEMPTS = 8  # waits of 1, 2, 4, 8, 16 and 30 s, then the 14 s left: the two bounds meet
+NO_CREDENTIALS = (
+    "no AWS credentials: EKS Pod Identity gave this pod none. Its association with the staging Job's service account "
+    "may not have taken effect when the pod started (the Job's next pod tries again), or is missing: "
+    "aws eks list-pod-identity-associations --cluster-name <cluster> --namespace <the models' namespace>"
+)
 
 
-class _AuthOnlyToSameOrigin(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, keeping Authorization only where the origin stays the same: LFS downloads go on
-    to a CDN on another host with a signed URL, and the token must never reach it. The header is set as
-    'unredirected', which urllib drops on every redirect; this puts it back on a same-origin one."""
-
-    max_redirections = MAX_REDIRECTS
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        token = req.unredirected_hdrs.get("Authorization")
-        if new is not None and token and origin(new.full_url) == origin(req.full_url):
-            new.add_unredirected_header("Authorization", token)
-        return new
+# The SDK's service models and endpoints, read from its data files once for every session below: they hold no
+# credentials, and reading them again takes a tenth of a second per session.
+DATA_LOADER = botocore.loaders.create_loader()
 
 
-def describe(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)  # URLError wraps the socket's error
-    cause = reason if isinstance(reason, BaseException) else error
-    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+def s3_client(sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> Any:
+    """An S3 client with the credentials the SDK's default chain finds, waiting for them up to CREDENTIALS_GRACE_SECONDS.
 
-
-class Hub:
-    """The hub's HTTP API: the listing of a revision and its files' bytes, with errors classified."""
-
-    def __init__(self, settings: Settings):
-        self.settings, self.opener = settings, urllib.request.build_opener(_AuthOnlyToSameOrigin)  # honours *_proxy like the rest
-
-    def get(self, url: str, what: str, start: int = 0) -> Any:
-        request = urllib.request.Request(url, headers={"User-Agent": "vllm-platform-stage-model/1"})
-        if start:
-            request.add_header("Range", f"bytes={start}-")
-        if self.settings.token:
-            # Unredirected: urllib copies every other header onto a redirect, to whatever host it names.
-            request.add_unredirected_header("Authorization", f"Bearer {self.settings.token}")
+    Each look is a new session: a session resolves its credentials once, and a client made without any never
+    finds them later. `sleep` and `clock` are time's own but where a test steps them."""
+    backoff = Backoff("looking for AWS credentials", CREDENTIALS_ATTEMPTS, CREDENTIALS_GRACE_SECONDS, sleep, clock)
+    while True:  # bounded by the backoff, which raises once the count or the grace is spent
+        session = botocore.session.Session()
+        session.register_component("data_loader", DATA_LOADER)
         try:
-            return self.opener.open(request, timeout=HTTP_TIMEOUT_SECONDS)
-        except urllib.error.HTTPError as error:
+            found = session.get_credentials() is not None
+            missing = Transient(NO_CREDENTIALS)
+        except BotoCoreError as error:  # a source that is there but cannot answer yet: the Pod Identity agent
+            found, missing = False, Transient(f"{NO_CREDENTIALS} ({error})")
+        if found:
             try:
-                raise self.refusal(error.code, error.headers.get("X-Error-Code", ""), error.headers, what) from None
-            finally:
-                error.close()
-        except (OSError, http.client.HTTPException) as error:
-            raise Transient(f"{what}: {describe(error)}") from error
-
-    def refusal(self, status: int, code: str, headers: Any, what: str) -> Exception:
-        s = self.settings
-        if status == 429 or status >= 500:
-            wait = headers.get("Retry-After", "")
-            return Transient(f"{what}: HTTP {status} from the hub", float(wait) if wait.isdigit() else 0.0)
-        access = (
-            f"request access on {s.endpoint}/{s.repo} while logged in, then set the stack's hfToken to a token of that "
-            "account: pulumi config set --secret vllm-platform:hfToken <token>"
-        )
-        held = "the token given has no access to it" if s.token else "no token was given"
-        if code == "RepoNotFound":
-            return Permanent(f"{s.repo} not found on {s.endpoint} (HTTP {status}); if it is private or gated, {access}")
-        if code == "GatedRepo" or status in (401, 403):
-            kind = "gated" if code == "GatedRepo" else "private or gated"
-            return Permanent(f"{s.repo} is {kind} and {held} (HTTP {status}): {access}")
-        if code == "RevisionNotFound":
-            return Permanent(f"revision {s.revision} not found in {s.repo} (HTTP {status})")
-        if code == "EntryNotFound" or status == 404:
-            return Permanent(f"{what} not found in {s.repo}@{s.revision} (HTTP {status} {code})".rstrip())
-        return Permanent(f"{what}: HTTP {status} {code}".rstrip())
-
-    def listing(self) -> list[Entry]:
-        s = self.settings
-        what = f"listing {s.repo}@{s.revision}"
-        url = f"{s.endpoint}/api/models/{urllib.parse.quote(s.repo)}/revision/{urllib.parse.quote(s.revision, safe='')}?blobs=true"
-
-        def attempt() -> Any:
-            with self.get(url, what) as response:
-                try:
-                    return json.loads(response.read())
-                except (OSError, http.client.HTTPException) as error:
-                    raise Transient(f"{what}: {describe(error)}") from error
-                except ValueError as error:
-                    raise Transient(f"{what}: the hub's answer is not JSON ({error})") from error
-
-        return parse_listing(retrying(what, attempt), s)
-
-    def open_file(self, entry: Entry, start: int) -> tuple[Any, int]:
-        """The response that streams `entry` from byte `start`, and the byte it really starts from: 0 when
-        the server ignored the Range and sends the whole file."""
-        s = self.settings
-        url = f"{s.endpoint}/{urllib.parse.quote(s.repo)}/resolve/{urllib.parse.quote(s.revision, safe='')}/{urllib.parse.quote(entry.path)}"
-        response = self.get(url, entry.path, start)
-        content_range = response.headers.get("Content-Range", "")
-        if start and response.status == 200:
-            start = 0
-        elif start and not (response.status == 206 and content_range.startswith(f"bytes {start}-")):
-            response.close()
-            raise Transient(f"{entry.path}: asked for bytes {start}- and got HTTP {response.status} {content_range}")
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) != entry.size - start:
-            response.close()
-            raise Permanent(f"{entry.path}: the hub serves {start + int(length)} bytes, its listing says {entry.size}")
-        return response, start
-
-
-def parse_listing(document: Any, s: Settings) -> list[Entry]:
-    if not isinstance(document, dict) or not isinstance(document.get("siblings"), list):
-        raise Permanent(f"the listing of {s.repo}@{s.revision} has no list of files: is HF_ENDPOINT a Hugging Face hub?")
-    if document.get("sha") != s.revision:
-        raise Permanent(f"the hub resolved {s.repo}@{s.revision} to commit {document.get('sha')!r}, not to itself")
-    entries = []
-    for sibling in document["siblings"]:
-        path, size, lfs = (sibling.get(k) for k in ("rfilename", "size", "lfs")) if isinstance(sibling, dict) else (None,) * 3
-        safe = isinstance(path, str) and "\\" not in path and all(p not in ("", ".", "..") for p in path.split("/"))
-        good_lfs = lfs is None or (isinstance(lfs, dict) and SHA256.fullmatch(str(lfs.get("sha256"))) and lfs.get("size", size) == size)
-        if not safe or type(size) is not int or size < 0 or not good_lfs:
-            raise Permanent(f"the listing of {s.repo}@{s.revision} has a malformed file entry: {str(sibling)[:200]}")
-        entries.append(Entry(path, size, lfs["sha256"] if lfs else None))
-    return entries
-
-
-class Backoff:
-    """Bounded retries of one operation: at most MAX_ATTEMPTS failures in RETRY_DEADLINE_SECONDS."""
-
-    def __init__(self, what: str):
-        self.what, self.failures, self.since = what, 0, time.monotonic()
-
-    def progressed(self) -> None:
-        self.failures, self.since = 0, time.monotonic()
-
-    def wait(self, error: Transient) -> None:
-        self.failures += 1
-        spent = time.monotonic() - self.since
-        if self.failures >= MAX_ATTEMPTS or spent >= RETRY_DEADLINE_SECONDS:
-            raise Transient(f"{error} (gave up after {self.failures} attempt(s) in {spent:.0f} s)") from error
-        delay = max(BACKOFF_BASE_SECONDS * 2 ** (self.failures - 1), error.retry_after)
-        delay = min(delay, BACKOFF_MAX_SECONDS, RETRY_DEADLINE_SECONDS - spent)
-        print(f"retrying {self.what} in {delay:.1f} s: {error}", file=sys.stderr, flush=True)
-        time.sleep(delay)
-
-
-def retrying(what: str, attempt: Callable[[], T]) -> T:
-    backoff = Backoff(what)
-    while True:
-        try:
-            return attempt()
-        except Transient as error:
-            backoff.wait(error)
-
-
-def read_exactly(response: Any, size: int, entry: Entry, at: int = 0) -> bytearray:
-    """The next `size` bytes of `entry`'s body, which is at byte `at` of the file, or Transient: to http.client
-    a cut connection looks like the body's end."""
-    buffer, got = bytearray(size), 0
-    view = memoryview(buffer)
-    while got < size:
-        try:
-            count = response.readinto(view[got : min(size, got + CHUNK_SIZE)])
-        except (OSError, http.client.HTTPException) as error:
-            raise Transient(f"{entry.path}: {describe(error)} at byte {at + got} of {entry.size}") from error
-        if not count:
-            raise Transient(f"{entry.path}: the connection closed at byte {at + got} of {entry.size}")
-        got += count
-    return buffer
+                return session.create_client("s3", config=S3_CONFIG)
+            except BotoCoreError as error:
+                raise Permanent(f"S3 client: {error}") from error
+        backoff.wait(missing)
 
 
 # S3's errors worth another try whatever their status: a 400 RequestTimeout or an expired session's token
@@ -384,8 +230,8 @@ class _Run:
             if missing_ok and error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 return None
             raise s3_failure(what, error) from error
-        except NoCredentialsError as error:
-            raise Permanent(f"{what}: no AWS credentials: is the Job's service account bound to its Pod Identity role?") from error
+        except NoCredentialsError as error:  # only on a client made elsewhere: s3_client() waits for credentials first
+            raise Transient(f"{what}: {NO_CREDENTIALS}") from error
         except BotoCoreError as error:
             raise Transient(f"{what}: {error}") from error
 
@@ -564,12 +410,7 @@ def part_record(part: Mapping[str, Any]) -> dict[str, Any]:
 
 def stage(settings: Settings, client: Any = None, log: Callable[[str], None] = lambda line: print(line, flush=True)) -> Result:
     """Stage the revision `settings` names; raises Permanent or Transient. `client`: an S3 client to use."""
-    if client is None:
-        try:
-            client = boto3.client("s3", config=S3_CONFIG)
-        except BotoCoreError as error:
-            raise Permanent(f"S3 client: {error}") from error
-    return _Run(settings, client, log).stage()
+    return _Run(settings, client if client is not None else s3_client(), log).stage()
 
 
 def fail(reason: str, code: int) -> int:
