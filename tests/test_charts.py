@@ -194,6 +194,22 @@ def test_kedas_pods_run_above_the_hosts_uids() -> None:
         assert context["runAsNonRoot"] and context["runAsUser"] == RUN_AS_UID == context["runAsGroup"], deployment["metadata"]["name"]
 
 
+def test_grafana_and_the_admission_jobs_run_above_the_hosts_uids_and_grafana_on_a_read_only_root() -> None:
+    objects = chart_objects("dev")[KUBE_PROMETHEUS_STACK.release]
+    grafana = of_kind(objects, "Deployment", f"{KUBE_PROMETHEUS_STACK.release}-grafana")
+    jobs = [job for job in of_kind(objects, "Job") if "admission" in job["metadata"]["name"]]
+    assert len(grafana) == 1 and len(jobs) == 2
+    for workload in grafana + jobs:
+        context = workload["spec"]["template"]["spec"]["securityContext"]
+        assert context["runAsNonRoot"] and context["runAsUser"] == RUN_AS_UID == context["runAsGroup"], workload["metadata"]["name"]
+    spec = pod_spec(grafana[0])
+    empty_dirs = {volume["name"] for volume in spec["volumes"] if "emptyDir" in volume}
+    for container in spec["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
+        # What each writes besides its own folders: a /tmp of an emptyDir.
+        assert any(m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in container["volumeMounts"]), container["name"]
+
+
 def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None:
     """Every proxy asks the rate limit service before a request goes on: the controller makes it from the
     chart's EnvoyGateway config, which must keep the Kubernetes provider beside the deployment's settings."""
@@ -443,6 +459,32 @@ def test_a_chart_neither_packaged_nor_pullable_says_why(tmp_path: Path, monkeypa
 
 def test_a_bare_equals_sign_in_a_crd_is_a_plain_string() -> None:
     assert charts.load_objects("kind: X\nenum: [=, '!=']\n") == [{"kind": "X", "enum": ["=", "!="]}]
+
+
+# The releases whose charts mint a CA, a certificate and a key at every `helm template` (genCA / genSignedCert).
+MINTING_RELEASES = ("aws-load-balancer-controller", "aieg")
+
+
+def test_two_uncached_renders_of_the_charts_that_mint_tls_are_byte_identical() -> None:
+    """Past both caches, helm runs twice: what it minted is the placeholder each time, and nothing else differs."""
+    rendering = rendered_stack("dev")
+    releases = [release for release in rendering.releases() if release["name"] in MINTING_RELEASES]
+    assert sorted(release["name"] for release in releases) == sorted(MINTING_RELEASES)
+    for release in releases:
+        try:
+            first, second = (charts.template(release, rendering.config.cluster.kubernetes_version, cached=False) for _ in "12")
+        except charts.ChartsUnavailable as reason:
+            if os.environ.get("REQUIRE_HELM_CHARTS"):
+                pytest.fail(str(reason))
+            pytest.skip(str(reason))
+        assert first == second, release["name"]
+        assert charts.MINTED_PLACEHOLDER in first and not charts.MINTED_TLS.search(first), release["name"]
+
+
+def test_only_base64_pem_under_a_tls_key_is_taken_for_minted() -> None:
+    pem = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").decode()
+    text = f"data:\n  tls.crt: {pem}\n  other.crt: {pem}\n  tls.key: bm90LWEtcGVt\n"
+    assert charts.without_minted_tls(text) == f"data:\n  tls.crt: {charts.MINTED_PLACEHOLDER}\n  other.crt: {pem}\n  tls.key: bm90LWEtcGVt\n"
 
 
 def test_alertmanager_runs_the_platforms_config_whole_and_mounts_the_receivers_keys() -> None:

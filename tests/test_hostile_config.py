@@ -74,7 +74,7 @@ REFUSED_BESIDE_ACCEPTED = [
     ("positional after a flag", "models.0.extraArgs", ["--enforce-eager", "Qwen/Qwen2.5-72B"], ["--enforce-eager"], "'Qwen/Qwen2.5-72B' is not a flag"),
     ("word after a switch", "models.0.extraArgs", ["--enforce-eager", "128"], ["--max-num-seqs", "128"], "'128' is not a flag: vLLM would read it as the model to serve"),
     ("flags from a file", "models.0.extraArgs", ["--config=/etc/vllm.yaml"], ["--max-num-seqs=128"], "--config cannot work here: vLLM reads further flags"),
-    ("api key", "models.0.extraArgs", ["--api-key=abc"], ["--enable-prefix-caching"], "--api-key cannot work here"),
+    ("api key", "models.0.extraArgs", ["--api-key=abc"], ["--enable-prefix-caching"], "--api-key takes a secret"),
     ("end of flags", "models.0.extraArgs", ["--enforce-eager", "--"], ["--enforce-eager"], "'--' ends vLLM's flags"),
     ("newline in a value", "models.0.extraArgs", ["--max-num-seqs=128\n"], ["--max-num-seqs=128"], "outside printable ASCII"),
     ("NUL in a value", "models.0.extraArgs", ["--max-num-seqs=128\x00"], ["--max-num-seqs=128"], "outside printable ASCII"),
@@ -94,7 +94,7 @@ REFUSED_BESIDE_ACCEPTED = [
     # What the pinned release's own parser refuses at start, read from its table (abbreviations it takes pass).
     ("misspelt flag", "models.0.extraArgs", ["--max-num-seqz=8"], ["--max-num-seq=8"], "unrecognized argument --max-num-seqz=8 (did you mean --max-num-seqs?)"),
     ("word for a number", "models.0.extraArgs", ["--max-num-seqs=lots"], ["--max-num-seqs=8"], "argument --max-num-seqs: invalid int value: 'lots'"),
-    ("flag vLLM removed", "models.0.extraArgs", ["--swap-space=4"], ["--cpu-offload-gb=4"], "unrecognized argument --swap-space=4"),
+    ("flag vLLM removed", "models.0.extraArgs", ["--swap-space=4"], ["--cpu-offload-gb=0"], "unrecognized argument --swap-space=4"),
     ("value for a switch", "models.0.extraArgs", ["--enable-prefix-caching=true"], ["--enable-prefix-caching"], "ignored explicit argument 'true'"),
     ("switch turned off", "models.0.extraArgs", ["--no-enable-prefix-caching=1"], ["--no-enable-prefix-caching"], "ignored explicit argument '1'"),
     ("number below its bound", "models.0.extraArgs", ["--max-num-seqs=0"], ["--max-num-seqs=1"], "--max-num-seqs 0: vLLM's SchedulerConfig.max_num_seqs must be >= 1"),
@@ -147,6 +147,16 @@ def test_an_external_prometheus_url_with_a_port_beyond_65535_is_refused() -> Non
     (problem,) = problems(setting("observability", observability))
     assert problem.startswith("observability.externalPrometheusUrl: 'http://127.0.0.1:99999' is not an http(s) URL")
     plan_of(setting("observability", observability | {"externalPrometheusUrl": "http://127.0.0.1:9090"}))
+
+
+@pytest.mark.parametrize("url", ["https://admin:hunter2@prom.example.com:9090", "http://admin:hun/ter@2@prom.example.com"])
+def test_an_external_prometheus_url_with_a_password_is_refused_without_repeating_it(url: str) -> None:
+    observability = {"enabled": False, "externalPrometheusUrl": url}
+    (problem,) = problems(setting("observability", observability))
+    assert problem.startswith("observability.externalPrometheusUrl: 'http")
+    assert "***@prom.example.com" in problem and "hunter2" not in problem and "ter@2" not in problem and "admin" not in problem
+    assert "in plain text" in problem
+    plan_of(setting("observability", observability | {"externalPrometheusUrl": "https://prom.example.com:9090"}))
 
 
 # --- secrets ------------------------------------------------------------------------------------
@@ -336,6 +346,27 @@ def test_a_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
 
 def test_an_alias_into_itself_is_refused(tmp_path: Path) -> None:
     assert "an alias refers to the node that contains it" in refusal(tmp_path, "config:\n  a: &a [x, *a]\n")
+
+
+def test_a_stack_file_past_the_size_bound_is_refused_unread_and_one_at_it_is_read(tmp_path: Path) -> None:
+    padding = stack_yaml.MAX_FILE_BYTES - len(STACK_FILE.encode())
+    at_bound = STACK_FILE + ("#" * 999 + "\n") * (padding // 1000) + "#" * (padding % 1000)
+    assert len(at_bound.encode()) == stack_yaml.MAX_FILE_BYTES
+    assert read_stack_file(stack_file(tmp_path, at_bound)).platform().models[0].name == "llama-8b"
+    assert refusal(tmp_path, at_bound + "#") == (
+        "Pulumi.hostile.yaml: is larger than 1 MiB (1048576 bytes), where a stack file is a few kilobytes; it is refused unread"
+    )
+
+
+def test_a_document_of_too_many_values_is_refused_for_them_not_for_aliases(tmp_path: Path) -> None:
+    def listing(count: int) -> str:
+        return STACK_FILE + f"  aws:defaultTags: {{tags: {{team: llm}}, list: [{', '.join(['1'] * count)}]}}\n"
+
+    problem = refusal(tmp_path, listing(stack_yaml.MAX_EXPANDED_NODES))
+    line = len(STACK_FILE.splitlines()) + 1
+    assert problem.startswith(f"Pulumi.hostile.yaml: line {line}: the document holds more than 20000 values"), problem
+    assert "alias" not in problem
+    assert read_stack_file(stack_file(tmp_path, listing(1000))).values["aws:defaultTags"]
 
 
 def test_an_entry_named_with_a_newline_is_named_by_its_index_and_a_plain_name_by_itself() -> None:

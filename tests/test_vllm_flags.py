@@ -10,7 +10,10 @@ import pytest
 from tests.conftest import plan_of
 from tests.test_config import problems, with_model
 from vllm_platform import contract
+from tools import render
+from vllm_platform.config.loader import read_stack_file
 from vllm_platform.contract import vllm_flags as vllm_args
+from vllm_platform.contract import vllm_parser
 from vllm_platform.contract.vllm_flags import Flag
 
 
@@ -136,3 +139,81 @@ def test_each_change_to_the_model_is_named_on_the_one_line_and_another_release_i
         [problem] = problems(with_model(extraArgs=changes, **({"image": image} if image else {})))
         said = ("--dtype float:", "--load-format dummy:", "names the draft model", "sets hidden_size=512")
         assert all(part in problem for part in said), problem
+
+
+SECRET = "hf_plainSecret0123456789"
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        (["--hf-token", SECRET], ["--hf-overrides", '{"rope_theta": 500000}'], "--hf-token takes a secret"),
+        ([f"--hf-token={SECRET}"], ["--hf-overrides={}"], "--hf-token takes a secret"),
+        ([f"--hf_token={SECRET}"], ["--tokenizer_mode=hf"], "--hf_token (vLLM's --hf-token) takes a secret"),
+        # One word with a space, which the whitespace check would otherwise repeat.
+        ([f"--hf-tok {SECRET}"], ["--tokenizer-mode=hf"], "--hf-tok (vLLM's --hf-token) takes a secret"),
+        (["--hf-token"], ["--trust-remote-code"], "--hf-token takes a secret"),
+        (["--api-key", SECRET, SECRET + "2"], ["--api-server-count", "2"], "--api-key takes a secret"),
+        ([f"--api_key={SECRET}"], ["--api_server_count=2"], "--api_key (vLLM's --api-key) takes a secret"),
+    ],
+)
+def test_a_flag_that_carries_a_secret_is_refused_in_every_spelling_without_repeating_it(
+    refused: list[str], accepted: list[str], says: str
+) -> None:
+    for image in (None, "vllm/vllm-openai:v0.30.0"):  # the pinned release's parser, and another release's check
+        [problem] = problems(with_model(extraArgs=refused, **({"image": image} if image else {})))
+        assert problem.startswith(EXTRA_ARGS + says) and SECRET not in problem, problem
+        assert "remove it from extraArgs" in problem and "pulumi config set --secret" in problem
+    assert plan_of(with_model(extraArgs=accepted)).models[0].args[-len(accepted):] == tuple(accepted)
+
+
+def test_each_secret_flag_names_where_its_secret_belongs() -> None:
+    [problem] = problems(with_model(extraArgs=["--enforce-eager", "--hf-token", SECRET, "--api-key", SECRET]))
+    assert "pulumi config set --secret 'vllm-platform:hfToken'" in problem
+    assert "pulumi config set --secret --path 'vllm-platform:gateway.clients[N].apiKey'" in problem
+
+
+def test_the_render_cli_refuses_a_token_in_extra_args_with_exit_2_one_line_and_no_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_hostile_config import STACK_FILE, stack_file
+
+    def given(extra_args: str) -> Path:
+        text = STACK_FILE.replace("simulate: false}", f"simulate: false, extraArgs: [{extra_args}]}}")
+        assert text != STACK_FILE
+        return stack_file(tmp_path, text)
+
+    assert render.main(["--config", str(given(f"--hf-token, {SECRET}")), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("  - ")]
+    assert line.startswith("  - " + EXTRA_ARGS + "--hf-token takes a secret") and SECRET not in err and "Traceback" not in err
+    assert read_stack_file(given("--hf-overrides, '{}'")).platform().models[0].extra_args == ["--hf-overrides", "{}"]
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        # The KV cache is what gpuMemoryUtilization leaves: a byte count sizes it past the fit checks.
+        (["--kv-cache-memory-bytes=1"], ["--kv-cache-metrics"], "--kv-cache-memory-bytes 1: vLLM would size its KV cache to that"),
+        (["--kv_cache_memory", "8G"], ["--kv_cache_dtype", "fp8"], "--kv_cache_memory (vLLM's --kv-cache-memory-bytes) 8G: vLLM would size"),
+        # Host memory neither the pod's limit nor the fit checks count; 0 is vLLM's default.
+        (["--cpu-offload-gb=4"], ["--cpu-offload-gb=0"], "--cpu-offload-gb 4: vLLM would hold 4 GiB of each GPU's weights in the pod's host"),
+        (["--cpu_offload_gb", "0.5"], ["--cpu_offload_gb", "0"], "--cpu_offload_gb (vLLM's --cpu-offload-gb) 0.5: vLLM would hold"),
+        (["--kv-offloading-size=16"], ["--kv-offloading-size=0"], "--kv-offloading-size 16: vLLM would hold 16 GiB of KV cache in"),
+        # No vllm:* metrics: KEDA and every alert go blind.
+        (["--disable-log-stats"], ["--enable-log-requests"], "--disable-log-stats cannot work here: vLLM then stops its vllm:* metrics"),
+        (["--disable_log_stats"], ["--enable_log_requests"], "--disable_log_stats cannot work here"),
+    ],
+)
+def test_extra_args_that_break_what_the_platform_sizes_or_watches_are_refused_beside_values_that_do_not(
+    refused: list[str], accepted: list[str], says: str
+) -> None:
+    [problem] = problems(with_model(extraArgs=refused))
+    assert problem.startswith(EXTRA_ARGS + says), problem
+    assert plan_of(with_model(extraArgs=accepted)).models[0].args[-len(accepted):] == tuple(accepted)
+
+
+def test_the_flags_refused_by_name_are_flags_of_the_pinned_release() -> None:
+    """A name the table lacks would refuse nothing vLLM reads, and hide the check's gap."""
+    named = (*vllm_args.UNWORKABLE_FLAGS, *vllm_args.SECRET_FLAGS, vllm_args.KV_CACHE_MEMORY_BYTES, *vllm_args.HOST_MEMORY_FLAGS)
+    assert [name for name in named if vllm_parser.entry(name) is None] == []

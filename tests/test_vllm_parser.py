@@ -21,7 +21,10 @@ VERDICTS = json.loads((Path(__file__).parent / "data" / "vllm_serve_verdicts.jso
 # behind its probes, parallelism it gives no GPUs for, a word read as the model, the end of the flags.
 # Refused whatever their value: the flags the platform sets, those that cannot work behind its probes, the
 # parallelism it gives no GPUs for, and another config than the checkpoint's.
-PLATFORMS_OWN = (*vllm_flags.MANAGED_FLAGS, *vllm_flags.UNWORKABLE_FLAGS, *vllm_flags.PARALLEL_FLAGS, vllm_flags.HF_CONFIG_PATH)
+PLATFORMS_OWN = (
+    *vllm_flags.MANAGED_FLAGS, *vllm_flags.UNWORKABLE_FLAGS, *vllm_flags.SECRET_FLAGS, *vllm_flags.PARALLEL_FLAGS,
+    vllm_flags.HF_CONFIG_PATH, vllm_flags.KV_CACHE_MEMORY_BYTES,
+)
 
 
 JSON_KINDS = ("json", "braced json or text")
@@ -49,14 +52,20 @@ def test_the_rebuilt_parser_refuses_nothing_vllm_takes() -> None:
 def test_the_extra_args_check_refuses_nothing_vllm_takes_but_what_the_platform_refuses_of_its_own() -> None:
     """The platform's own refusals aside: the flags of PLATFORMS_OWN, a word vLLM would read as the model, which
     makes the fit checks check another one, and the values that change what they size (of the verdicts' values,
-    32-bit weights; tests/test_vllm_flags.py has each such refusal beside a value it takes)."""
+    32-bit weights and GiB offloaded to host memory; tests/test_vllm_flags.py has each such refusal beside a value
+    it takes)."""
     taken = [words for words, takes in VERDICTS["verdicts"] if takes and not platforms_own(words)]
     refused = {
         tuple(words): found for words in taken
         if (found := vllm_flags.extra_args_problems(words, pinned=True)) and MODEL_WORD not in found[0]
     }  # fmt: skip
-    assert len(taken) > 2000 and list(refused) == [("--dtype=float",), ("--dtype=float32",)]
-    assert all("4 bytes a parameter" in found[0] for found in refused.values())
+    wide = {words: found for words, found in refused.items() if words[0].startswith("--dtype")}
+    assert len(taken) > 2000 and list(wide) == [("--dtype=float",), ("--dtype=float32",)]
+    assert all("4 bytes a parameter" in found[0] for found in wide.values())
+    # The rest: GiB held in host memory, which the pod's limit and the fit checks do not count.
+    offloaded = {vllm_flags.long_form(words[0].partition("=")[0]) for words in refused if words not in wide}
+    assert offloaded and all(any(name.startswith(flag) for name in vllm_flags.HOST_MEMORY_FLAGS) for flag in offloaded)
+    assert all("in the pod's host memory" in found[0] for words, found in refused.items() if words not in wide)
 
 
 def explained(words: list[str]) -> bool:

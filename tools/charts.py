@@ -8,6 +8,7 @@ with `helm pull` into build/charts-cache/ where a network allows. Without either
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import io
 import copy
@@ -146,6 +147,20 @@ ChartLoader.yaml_implicit_resolvers = {
 }
 
 
+# TLS material that charts mint afresh in every `helm template` (genCA / genSignedCert, where `lookup` finds no
+# Secret of an earlier install, as it never does offline): the webhook certificates of the AWS Load Balancer
+# Controller and the AI Gateway controller. The install mints its own, so none of it is this program's to show;
+# shown as minted, every render and clone would differ there, and a chart bump's diff would drown in it. A fixed
+# placeholder takes its place, base64 as those fields are; only base64 of a PEM block (`-----BEGIN`) is replaced.
+MINTED_TLS = re.compile(r"^([ \t]*(?:caBundle|ca\.crt|tls\.crt|tls\.key):[ \t]+)LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2}[ \t]*$", re.MULTILINE)
+MINTED_PLACEHOLDER = base64.b64encode(b"minted by helm at install time (genCA / genSignedCert)").decode()
+
+
+def without_minted_tls(text: str) -> str:
+    """helm's output with the TLS material it minted (MINTED_TLS) as the placeholder: the same for every render."""
+    return MINTED_TLS.sub(lambda match: match[1] + MINTED_PLACEHOLDER, text)
+
+
 # Where a document of a multi-document stream starts: `---` at the start of a line, which inside a block
 # scalar would be indented.
 DOCUMENT_START = re.compile(r"^(?=---(?:[ \t]|$))", re.MULTILINE)
@@ -204,13 +219,15 @@ def _run_template(
     return rendered.stdout
 
 
-def template(release: dict[str, Any], kube_version: str) -> str:
+def template(release: dict[str, Any], kube_version: str, cached: bool = True) -> str:
     """`helm template` of a Release's inputs, as the release would install them: its chart at its version,
-    its values and namespace, the cluster's Kubernetes version, its CRDs unless it skips them."""
+    its values and namespace, the cluster's Kubernetes version, its CRDs unless it skips them; the TLS material
+    helm mints, as a placeholder. `cached` False runs helm again, past both caches."""
     archive = chart_archive(release["chart"], release["version"], (release.get("repositoryOpts") or {}).get("repo", ""))
     files = tuple(asset["text"] for asset in release.get("valueYamlFiles") or [])
     values = (*files, json.dumps(release.get("values") or {}, sort_keys=True))
     crds = not release.get("skipCrds")
-    return _template(helm_binary(), archive, release["name"], release["namespace"], kube_version, values, crds)
+    arguments = (helm_binary(), archive, release["name"], release["namespace"], kube_version, values, crds)
+    return without_minted_tls((_template if cached else _run_template)(*arguments))
 
 

@@ -128,7 +128,12 @@ def stack_config(document: dict[str, Any], decrypt: Callable[[str], str] = _offl
 def read_stack_file(path: Path) -> StackConfig:
     """A stack file, read strictly (config/stack_yaml.py); raises ConfigError with one line per problem."""
     try:
-        document = stack_yaml.load(path.read_text(encoding="utf-8")) or {}
+        with path.open("rb") as file:
+            # One byte past the bound tells a file too large from one at it, and no larger file is read whole.
+            data = file.read(stack_yaml.MAX_FILE_BYTES + 1)
+        if problem := stack_yaml.size_problem(len(data)):
+            raise ConfigError([f"{path.name}: {problem}"])
+        document = stack_yaml.load(data.decode("utf-8")) or {}
     except stack_yaml.StackFileError as error:
         raise ConfigError([f"{path.name}: {error}"]) from None
     except UnicodeDecodeError as error:

@@ -40,6 +40,17 @@ HTTP_URL = re.compile(
 )
 
 
+# A URL's scheme and whatever comes before its last `@`: the userinfo, `user:password`. Up to the last `@`, not
+# the authority's end, since a password may hold an unescaped `/` or `@`; a refused URL shows less, never a password.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+
+
+def _without_userinfo(url: str) -> tuple[str, bool]:
+    """The URL to show in a message, its userinfo replaced by `***`, and whether it had any."""
+    match = _USERINFO.match(url)
+    return (url, False) if match is None else (f"{match[1] or ''}***@{url[match.end():]}", True)
+
+
 class Prometheus(Section):
     retention: StrictStr = Field("15d", description="Prometheus retention")
     storage_size: StrictStr = Field(
@@ -191,7 +202,12 @@ class Observability(Section):
             return value
         match = HTTP_URL.fullmatch(value)
         if not match or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
-            raise ValueError(f"{value!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090")
+            shown, userinfo = _without_userinfo(value)
+            why = (
+                ": a user and password in it would sit in plain text in the stack file and every ScaledObject; give "
+                "a URL without them, of a Prometheus that the models' namespace may query"
+            ) if userinfo else ""
+            raise ValueError(f"{shown!r} is not an http(s) URL such as http://prometheus.monitoring.svc:9090{why}")
         return value
 
     @model_validator(mode="after")

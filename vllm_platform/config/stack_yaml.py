@@ -5,7 +5,8 @@ PyYAML's YAML 1.1 would make them a bool and a number the engine never sees. Bef
 the document's node graph is checked for what plain data never has: a key given twice (the last would
 silently win), a key that is not a string, a value of a type plain data has no place for (`!!binary`,
 `!!set`, an ordered map), and aliases that expand it beyond any stack file's size (a billion-laughs file),
-or into itself. The checks walk the graph once, so a hostile file is refused in milliseconds. A date such as
+or into itself. The checks walk the graph once, so a hostile file is refused in milliseconds; a file larger than
+any stack file, or of more nodes, is refused before it is parsed, or as soon as the parser passes the bound. A date such as
 `2024-01-01` stays the string it is, as Pulumi's parser (yaml.v3) keeps it.
 """
 
@@ -14,13 +15,20 @@ from __future__ import annotations
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-# Nodes of the document with every alias expanded. The committed prod stack has about 150; this leaves
-# room for a hundred models, and none for a file that expands a few lines into millions of values.
+# Nodes of the document with every alias expanded. The committed prod stack has about 250; this leaves
+# room for a hundred models, and none for a file that expands a few lines into millions of values. The
+# document's own nodes, before any alias is expanded, are held to it as they are parsed: the pure-Python
+# parser takes some 25 µs a node, so the half a million values of 1 MiB of `1,` would take ten seconds to refuse.
 MAX_EXPANDED_NODES = 20_000
+# The committed stack files are a few kilobytes (prod, the largest, under 6 KiB); a hundred models with their
+# comments stay under 100 KiB. Past this the file is refused unread, before the parser spends seconds on it.
+MAX_FILE_BYTES = 1 << 20
 
 
 TAG = "tag:yaml.org,2002:"
@@ -43,6 +51,25 @@ _PlainConstructor.add_constructor(f"{TAG}timestamp", SafeConstructor.construct_y
 
 def _line(node: Node) -> int:
     return node.start_mark.line + 1
+
+
+class _BoundedComposer(Composer):
+    """The composer, refusing a document as soon as it holds more nodes than any stack config, aliases aside."""
+
+    def compose_document(self) -> Any:
+        self.nodes = 0  # the YAML object keeps its composer from compose() to load()
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.parser.check_event(AliasEvent):
+            self.nodes += 1
+            if self.nodes > MAX_EXPANDED_NODES:
+                line = self.parser.peek_event().start_mark.line + 1
+                raise StackFileError(
+                    f"line {line}: the document holds more than {MAX_EXPANDED_NODES} values, more than any stack "
+                    "config holds (the committed ones hold a few hundred)"
+                )
+        return super().compose_node(parent, index)
 
 
 class _Walk:
@@ -71,6 +98,7 @@ class _Walk:
         for child in children:
             total += self.size(child)
             if total > MAX_EXPANDED_NODES:
+                # The document's own nodes are fewer (the composer counted them): it is its aliases that expand it.
                 raise StackFileError(
                     f"line {_line(node)}: its aliases expand the document beyond {MAX_EXPANDED_NODES} values, "
                     "more than any stack config holds"
@@ -110,10 +138,23 @@ def _where(error: YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
+def size_problem(size: int) -> str | None:
+    """Why a stack file of `size` bytes is not read, or None."""
+    if size <= MAX_FILE_BYTES:
+        return None
+    return (
+        f"is larger than {MAX_FILE_BYTES // (1 << 20)} MiB ({MAX_FILE_BYTES} bytes), where a stack file is a few "
+        "kilobytes; it is refused unread"
+    )
+
+
 def load(text: str) -> Any:
     """The document as plain data (dicts, lists, scalars); raises StackFileError with one line."""
+    if problem := size_problem(len(text.encode("utf-8", "replace"))):
+        raise StackFileError(problem)
     yaml = YAML(typ="safe", pure=True)
     yaml.Constructor = _PlainConstructor
+    yaml.Composer = _BoundedComposer
     try:
         node = yaml.compose(text)
         if node is None:

@@ -56,17 +56,40 @@ MANAGED_FLAGS = (
 # Flags that would make the pod serve something no check here sees, or never pass its probes.
 UNWORKABLE_FLAGS = {
     "--config": "vLLM reads further flags from that file, which no check here sees",
-    "--api-key": (
-        "vLLM then answers /v1/models only with the key, so the readiness probe never passes; callers' keys "
-        "belong in front of the Service"
-    ),
     "--ssl-keyfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
     "--ssl-certfile": "vLLM then speaks HTTPS, where the probes, the Service and the interceptor speak HTTP",
     "--grpc": "vLLM then serves gRPC, where the probes, the Service and the interceptor speak HTTP",
     "--uds": "vLLM then listens on a Unix socket instead of its port, which the probes never reach",
     "--headless": "vLLM then starts the engine without its API server, so the port never opens",
     "--help": "vLLM then prints its help and exits, and the pod restarts forever",
+    # vLLM's Prometheus stat logger is one of the stat loggers this flag turns off: /metrics then has no vllm:*
+    # series, so KEDA's trigger reads nothing and every model alert and dashboard goes blind, without an error.
+    "--disable-log-stats": (
+        "vLLM then stops its vllm:* metrics, which KEDA scales on and every model alert and dashboard reads"
+    ),
 }
+# Flags whose value is a secret (the table's only ones; --ssl-keyfile and its like take paths): in extraArgs it
+# would sit in plain text in the committed stack file and in the Deployment's argv, which anyone who may read
+# the Deployment reads. Each with where that secret belongs. The command is config.secrets' set_command, written
+# out because this package imports nothing from config.
+SECRET_FLAGS = {
+    "--hf-token": (
+        "the platform hands vLLM the token from a Kubernetes Secret; store it with "
+        "pulumi config set --secret 'vllm-platform:hfToken'"
+    ),
+    "--api-key": (
+        "callers' keys are the gateway's to check (and with one vLLM answers the readiness probe only with the key); "
+        "store each with pulumi config set --secret --path 'vllm-platform:gateway.clients[N].apiKey'"
+    ),
+}
+# A flag that replaces what the fit checks size, whatever its value: vLLM's KV cache is what gpuMemoryUtilization
+# leaves after the weights, and maxModelLen is checked against that. A byte count instead sizes the cache past
+# the checks (more than the GPU holds fails at start; 1 leaves no KV blocks, and the pod crash-loops).
+KV_CACHE_MEMORY_BYTES = "--kv-cache-memory-bytes"
+# Flags that move GiB of weights or KV cache into the pod's host memory: neither the pod's memory limit (3/4 of a
+# node's share, or `resources.memory`) nor the fit checks count them, so past the limit the pod is OOM-killed.
+# Their 0 (and the KV offload's none) is vLLM's default, which keeps all on the GPUs.
+HOST_MEMORY_FLAGS = ("--cpu-offload-gb", "--kv-offloading-size")
 # Flags whose values change what the fit checks size, which read the weights from the model's parameter count
 # at 2 bytes each (16-bit; less with `quantization`): those values are refused, the flags' others pass.
 DTYPE = "--dtype"
@@ -167,7 +190,9 @@ def _number(text: str) -> Optional[float]:
 def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
     """Why an extraArgs list cannot work as written, one line each. `pinned`: the image runs the release the
     table is read from, whose own parser then reads the entries as vLLM will."""
-    problems, refused = [], []
+    problems, refused = secret_problems(words), []
+    # A secret's run (the flag and its values) is not read again, so no other message repeats the secret.
+    words = [word for run in _runs(words) if _secret_flag(run[0]) is None for word in run]
     parallel = tuple(flag for flag in PARALLEL_FLAGS if flag != TENSOR_PARALLEL)
     for flag in flags(words):
         read_as = next((name for name in (*MANAGED_FLAGS, *parallel) if names(flag, name)), None)
@@ -194,6 +219,24 @@ def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
     if pinned:
         problems += parser_problems(words, refused)
     return problems
+
+
+def secret_problems(words: Sequence[str]) -> list[str]:
+    """One line per flag of `words` that carries a secret, in any spelling vLLM reads; its value is never repeated."""
+    return [
+        f"{_spelled(written, name)} takes a secret, which extraArgs would keep in plain text in the stack file and the "
+        f"Deployment's argv; remove it from extraArgs: {SECRET_FLAGS[name]}"
+        for written, name in ((_joined_with_space(run[0].partition("=")[0]), _secret_flag(run[0])) for run in _runs(words))
+        if name is not None
+    ]
+
+
+def _secret_flag(word: str) -> Optional[str]:
+    """The secret-bearing flag vLLM reads `word` as (`--hf_token`, `--hf-tok=x`, `--api-key k`), or None."""
+    if not is_flag(word):
+        return None
+    written = long_form(_joined_with_space(word.partition("=")[0])).partition(".")[0]
+    return next((name for name in SECRET_FLAGS if names(Flag(written, None, word), name)), None)
 
 
 def _spelled(written: str, read_as: Optional[str]) -> str:
@@ -226,6 +269,20 @@ def _model_change(run: Sequence[str]) -> Optional[tuple[str, str]]:
         return name, (
             f"names the draft model {spec['model']!r}: it would load onto the GPUs beside the model served, which is all "
             "the fit checks size; use a method with no model of its own, such as ngram"
+        )
+    if name == KV_CACHE_MEMORY_BYTES:
+        return name, (
+            f"{given}: vLLM would size its KV cache to that, not to what gpuMemoryUtilization leaves after the weights, "
+            "which is what the fit checks hold maxModelLen to (too little leaves no KV blocks, and the pod crash-loops); "
+            "size it with gpuMemoryUtilization, remove it from extraArgs"
+        )
+    # NaN is refused too (`not <= 0`): it is no size, and only 0 is known to keep everything on the GPUs.
+    if name in HOST_MEMORY_FLAGS and (gib := _number(given)) is not None and not gib <= 0:
+        moved = "of each GPU's weights" if name == HOST_MEMORY_FLAGS[0] else "of KV cache"
+        return name, (
+            f"{given}: vLLM would hold {given} GiB {moved} in the pod's host memory, which neither the pod's memory limit "
+            "nor the fit checks count, and past the limit the pod is OOM-killed; keep it on the GPUs (quantization, a "
+            "larger tensorParallelSize or a shorter maxModelLen), remove it from extraArgs"
         )
     if name == HF_CONFIG_PATH:
         return name, (

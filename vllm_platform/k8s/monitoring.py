@@ -42,6 +42,9 @@ RETENTION_SIZE_SHARE = 0.85
 # manager), or binds their metrics to 127.0.0.1 (the kube-proxy add-on): scraped, they are never up, and the
 # chart's absent(up{...}) alerts for them would fire forever. Off, their Services, monitors and rules go too.
 EKS_UNSCRAPABLE_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+# The Grafana chart's dashboard and datasource sidecars (values sidecar.dashboards, sidecar.datasources), each with
+# the emptyDir that is its /tmp.
+GRAFANA_SIDECAR_TMP = {"dashboards": "sc-dashboard-tmp", "datasources": "sc-datasources-tmp"}
 # The DCGM exporter chart writes this scrape timeout unless told otherwise; Prometheus refuses one above the interval.
 DCGM_SCRAPE_TIMEOUT_SECONDS = 10
 
@@ -163,13 +166,27 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
         **({"image": {"registry": docker_hub_registry}} if docker_hub_registry else {}),
         "enabled": obs.grafana_enabled,
         "resources": _requests_and_memory_limit("100m", "256Mi", "512Mi"),
+        # Above the host's UIDs, not the image's 472: the image leaves its data, log, plugin and provisioning
+        # directories writable by any UID, and fsGroup makes the emptyDirs the chart mounts there writable.
+        "securityContext": above_host_uids(),
+        # A read-only root: Grafana writes its database, plugins and search index only to the chart's emptyDirs
+        # (/var/lib/grafana, /var/lib/grafana-search) and logs to the console (the chart's grafana.ini); /tmp, for
+        # SQLite's and Go's temporary files, gets an emptyDir of its own.
+        "containerSecurityContext": {"readOnlyRootFilesystem": True},
+        "extraEmptyDirMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "extraContainerVolumes": [{"name": name, "emptyDir": {}} for name in GRAFANA_SIDECAR_TMP.values()],
         "sidecar": {
             "resources": _requests_and_memory_limit("50m", "128Mi", "256Mi"),
+            # The sidecars write only to the folders they fill, emptyDirs the chart mounts, and Python's
+            # tempfile, which finds no writable directory on a read-only root: each gets a /tmp of its own.
+            "securityContext": {"readOnlyRootFilesystem": True},
             "dashboards": {
                 "enabled": True,
                 "label": dashboards.GRAFANA_DASHBOARD_LABEL,
                 "labelValue": dashboards.GRAFANA_DASHBOARD_LABEL_VALUE,
+                "extraMounts": [{"name": GRAFANA_SIDECAR_TMP["dashboards"], "mountPath": "/tmp"}],
             },
+            "datasources": {"extraMounts": [{"name": GRAFANA_SIDECAR_TMP["datasources"], "mountPath": "/tmp"}]},
         },
     }
     if obs.grafana_enabled:
@@ -180,7 +197,11 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
         "prometheusOperator": {
             "resources": _requests_and_memory_limit("100m", "128Mi", "512Mi"),
             "prometheusConfigReloader": {"resources": _requests_and_memory_limit("10m", "32Mi", "64Mi")},
-            "admissionWebhooks": {"patch": {"resources": _requests_and_memory_limit("10m", "32Mi", "128Mi")}},
+            # The certgen jobs only call the API; above the host's UIDs, not the chart's 2000. The chart's
+            # seccompProfile stays: Helm merges this map into its own.
+            "admissionWebhooks": {
+                "patch": {"resources": _requests_and_memory_limit("10m", "32Mi", "128Mi"), "securityContext": above_host_uids()}
+            },
         },
         "prometheus": {
             "prometheusSpec": {
