@@ -21,6 +21,7 @@ from tests.conftest import COMMITTED_STACKS, render_document, rendered_stack
 from tests.test_aws_names import longest_document
 from tools import render
 from vllm_platform.aws import delivery as documents
+from vllm_platform.aws.iam import ROLE_PATH
 
 IAM_DIR = render.PROJECT_ROOT / "iam"
 PREVIEW_POLICY = IAM_DIR / "preview-policy.json"
@@ -241,14 +242,30 @@ def test_no_iam_action_that_changes_state_is_allowed_without_a_condition() -> No
     assert any(s["Action"] == ["iam:CreateRole", "iam:TagRole"] for s in tagged), "a new role must carry the tag to be changed later"
 
 
-def test_every_role_the_program_makes_carries_the_tag_the_deploy_policy_requires() -> None:
-    (create,) = [s for s in policy(DEPLOY_POLICY)["Statement"] if "iam:CreateRole" in s["Action"]]
-    allowed_keys = set(create["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"])
+def test_every_role_the_program_makes_carries_the_tag_and_the_path_the_deploy_policy_requires() -> None:
     roles = [res for r in renderings() for res in r.resources if res.type == "aws:iam/role:Role"]
     assert roles
     for role in roles:
-        tags = role.inputs.get("tags", {})
-        assert tags.get(PROJECT_TAG) == render.project_name() and set(tags) <= allowed_keys, (role.name, tags)
+        assert role.inputs.get("tags", {}).get(PROJECT_TAG) == render.project_name(), (role.name, role.inputs.get("tags"))
+        assert role.inputs.get("path") == ROLE_PATH, role.name
+
+
+def test_the_deploy_role_creates_tags_changes_and_passes_only_roles_under_the_programs_path() -> None:
+    """The tag alone is no boundary: TagRole on a create's request tag could tag any existing role, the deploy role's
+    own, into the changeable set. A path is fixed when a role is made, so under it are only the program's roles."""
+    statements = [
+        s for s in policy(DEPLOY_POLICY)["Statement"]
+        if any(a.startswith("iam:") and not READ_ONLY.fullmatch(a) and a != "iam:CreateServiceLinkedRole" for a in s["Action"])
+    ]  # fmt: skip
+    assert {a for s in statements for a in s["Action"]} >= {"iam:CreateRole", "iam:TagRole", "iam:PutRolePolicy", "iam:PassRole"}
+    for statement in statements:
+        assert statement["Resource"] == f"arn:*:iam::*:role{ROLE_PATH}*", statement["Sid"]
+        assert allows(statement, f"arn:aws-cn:iam::123456789012:role{ROLE_PATH}model-llama-8b-a1b2c3d")
+        assert not allows(statement, "arn:aws:iam::123456789012:role/vllm-platform-deploy")
+        assert not allows(statement, "arn:aws:iam::123456789012:role/ci/vllm-platform-deploy")
+        assert not allows(statement, "arn:aws:iam::123456789012:role/OrganizationAccountAccessRole")
+    # No limit on the other tag keys: a stack's aws:defaultTags (a team, a cost centre) go on every role too.
+    assert not any("aws:TagKeys" in json.dumps(s.get("Condition", {})) for s in statements)
 
 
 def test_the_deploy_role_reads_only_the_pull_through_caches_secrets_and_launches_only_from_templates() -> None:

@@ -45,6 +45,10 @@ def physical(resource: Any) -> str:
     return mocks._auto_name(resource.name, resource.inputs)
 
 
+def role_arn(role: Any, region: str = mocks.DEFAULT_REGION) -> str:
+    return mocks._fake_arn("aws:iam/role:Role", mocks.arn_resource_name("aws:iam/role:Role", physical(role), role.inputs), region)
+
+
 @pytest.mark.parametrize("stack", CREATED_STACKS)
 def test_every_gpu_pool_has_a_node_pool_and_a_node_class_valid_against_karpenters_crds(stack: str, crd_dir: Path) -> None:
     rendering = rendered_stack(stack)
@@ -235,7 +239,7 @@ def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_s
     for sid in ("AllowScopedEC2InstanceActionsWithTags", "AllowScopedResourceCreationTagging", "AllowScopedInstanceProfileCreationActions"):
         assert statements[sid]["Condition"]["StringEquals"]["aws:RequestTag/eks:eks-cluster-name"] == name, sid
     (node_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter-node"]
-    assert statements["AllowPassingInstanceRole"]["Resource"] == mocks._fake_arn("aws:iam/role:Role", physical(node_role))
+    assert statements["AllowPassingInstanceRole"]["Resource"] == role_arn(node_role)
     assert statements["AllowAPIServerEndpointDiscovery"]["Resource"] == f"arn:aws:eks:us-west-2:123456789012:cluster/{name}"
     (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
     assert statements["AllowInterruptionQueueActions"]["Resource"] == mocks._fake_arn("aws:sqs/queue:Queue", physical(queue))
@@ -346,7 +350,7 @@ def reference_values(rendering: Any, region: str) -> dict[str, str]:
     (queue,) = aws_inputs(rendering, "aws:sqs/queue:Queue")
     return {
         "partition": mocks.partition(region)[0], "region": region, "account": mocks.FAKE_ACCOUNT, "cluster": rendering.config.cluster.name,
-        "node_role": mocks._fake_arn("aws:iam/role:Role", physical(node_role), region),
+        "node_role": role_arn(node_role, region),
         "queue": mocks._fake_arn("aws:sqs/queue:Queue", physical(queue), region),
         "key": mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {}, region)["arn"],
     }  # fmt: skip

@@ -84,6 +84,14 @@ ARN_SHAPES = {"aws:cloudwatch/eventRule:EventRule": ("events", "rule/"), "aws:ia
 REGIONLESS_SERVICES = frozenset({"iam"})
 
 
+def arn_resource_name(resource_type: str, physical_name: str, inputs: dict[str, Any]) -> str:
+    """What follows the ARN's resource prefix: the physical name, after a role's path (role/PATH/NAME), as in IAM's."""
+    path = inputs.get("path")
+    if resource_type == "aws:iam/role:Role" and isinstance(path, str):
+        return path.lstrip("/") + physical_name
+    return physical_name
+
+
 def _fake_arn(resource_type: str, name: str, region: str = DEFAULT_REGION) -> str:
     service, prefix = ARN_SHAPES.get(resource_type, (resource_type.split(":")[1].split("/")[0], ""))
     arn_region = "" if service in REGIONLESS_SERVICES else region
@@ -286,7 +294,8 @@ class RecordingMocks(pulumi_mocks.Mocks):
         if args.typ.startswith("aws:"):
             # Of the physical name where the provider makes one (a queue's, a role's), as AWS's ARN is: a policy
             # naming the queue's ARN and a chart naming its name then disagree here as they would there.
-            state.setdefault("arn", _fake_arn(args.typ, state.get("name") if isinstance(state.get("name"), str) else args.name, region))
+            physical = state.get("name") if isinstance(state.get("name"), str) else args.name
+            state.setdefault("arn", _fake_arn(args.typ, arn_resource_name(args.typ, physical, state), region))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:

@@ -77,6 +77,7 @@ def pod_identity_role(
     role = aws.iam.Role(
         logical_name(IAM_ROLE, name),
         description=f"EKS Pod Identity: {namespace}/{service_account}",
+        path=iam.ROLE_PATH,
         assume_role_policy=json.dumps(iam.service_trust_policy(iam.POD_IDENTITY_SERVICE)),
         tags=tags,
         opts=pulumi.ResourceOptions(parent=parent),
@@ -99,7 +100,11 @@ def service_role(
     """A role an AWS service assumes (EKS, or EC2 for nodes), with AWS managed policies attached."""
     opts = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
-        logical_name(IAM_ROLE, name), assume_role_policy=json.dumps(iam.service_trust_policy(service)), tags=tags, opts=opts
+        logical_name(IAM_ROLE, name),
+        path=iam.ROLE_PATH,
+        assume_role_policy=json.dumps(iam.service_trust_policy(service)),
+        tags=tags,
+        opts=opts,
     )
     attachments = [
         aws.iam.RolePolicyAttachment(

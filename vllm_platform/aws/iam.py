@@ -8,6 +8,11 @@ POLICY_VERSION = "2012-10-17"
 EKS_SERVICE = "eks.amazonaws.com"
 EC2_SERVICE = "ec2.amazonaws.com"
 POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+# Every role the program makes lives under this IAM path, and only there may the deploy role (iam/deploy-policy.json)
+# create, tag, change or pass roles: a path is fixed at a role's creation, so no role the program did not make,
+# the deploy role's own included, can be brought into it. EKS access entries, Pod Identity and Karpenter take such
+# ARNs as they are.
+ROLE_PATH = "/vllm-platform/"
 
 
 def managed_policy_arn(partition: str, name: str) -> str:
