@@ -27,6 +27,8 @@ def test_a_staging_job_that_is_not_ready_is_replaced_at_the_next_update() -> Non
     job = staging.job(model, plan, "model-cache", "us-west-2", hf_token=False)
     # pulumi-kubernetes reads the annotation's value as the string "true"; anything else leaves the default.
     assert job["metadata"]["annotations"]["pulumi.com/replaceUnready"] == "true"
+    # The replacement is created under the same name right after the delete, which must not leave the old Job behind.
+    assert job["metadata"]["annotations"]["pulumi.com/deletionPropagationPolicy"] == "background"
     # One name per revision, so the replacement is the same copy again, resuming, not a new prefix.
     assert job["metadata"]["name"] == plan.job_name and plan.job_name.endswith(REVISION[:12])
 

@@ -127,6 +127,10 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[st
         # and the wait fails on it again. With it, the provider replaces a Job that is not ready (it reads the live
         # Job at the diff, whatever skipAwait says), deleting it first as the name stays; the new pod resumes the copy.
         "pulumi.com/replaceUnready": "true",
+        # ... and with skipAwait the provider does not wait for that delete: under the default foreground deletion
+        # the old Job lingers until its pods are gone, and creating its namesake fails ("object is being
+        # deleted"). Deleted in the background, the Job goes at once and the garbage collector takes its pods.
+        "pulumi.com/deletionPropagationPolicy": "background",
         "checkov.io/skip1": (
             f"CKV_K8S_43=the staging image is pinned to release tag {STAGING_IMAGE.rpartition(':')[2]}, a dated "
             "AWS base image release; it runs once per model revision"
