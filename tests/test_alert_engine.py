@@ -237,12 +237,15 @@ BACKOFF = alerts.CRASH_BACKOFF_SECONDS // 60
 def crash_every(run: int, crashes: int, horizon: int, pod: str = POD_A) -> list[dict[str, str]]:
     """A vLLM that exits after running `run` minutes, `crashes` times, each exit followed by the kubelet's
     longest back-off (the waiting reason's series, BACKOFF minutes) and a restart (the restart count's next
-    step, every run + BACKOFF minutes); after the last restart it serves, until `horizon`."""
+    step, every run + BACKOFF minutes), never Ready meanwhile; after the last restart it serves, Ready, until
+    `horizon`."""
     period = run + BACKOFF
     waits = f"_x{run} " + f" _x{run - 1} ".join([f"1+0x{BACKOFF - 1} stale"] * crashes)
     count = " ".join(f"{k}+0x{period - 1}" for k in range(crashes)) + f" {crashes}+0x{horizon - crashes * period}"
-    series = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
-    return [waiting("CrashLoopBackOff", waits, pod), {"series": series, "values": count}]
+    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    serving = f"0+0x{crashes * period - 1} 1+0x{horizon - crashes * period}"
+    return [waiting("CrashLoopBackOff", waits, pod), {"series": restarts, "values": count}, {"series": ready, "values": serving}]
 
 
 def probe_killed(model: ModelPlan) -> int:
@@ -531,8 +534,11 @@ def prod_model_tests(model: ModelPlan, labels: dict[str, dict[str, str]]) -> lis
              check("VllmReplicasUnavailable", [(range(lost + partial), False), (range(lost + partial, end), True)])),
         case("a replica lost, replaced a minute within its cold start", ready(f"2+0x{end}", f"2+0x{lost - 1} 1+0x{partial - 2} 2+0x{end - lost - partial + 1}", name),
              check("VllmReplicasUnavailable", [(range(end), False)])),
-        case("killed by its startup probe, again and again", crash_every(probe_killed(model), crashes, crashes * crashing, pod),
-             check("VllmContainerCrashLooping", [(range(looping(model)), False), (range(looping(model), crashes * crashing), True)], pod=pod)),
+        # Serving after its last restart, it is quiet again once that restart's back-off leaves the back-off
+        # window, though its restarts stay in theirs for the better part of an hour.
+        case("killed by its startup probe, again and again, then serving", crash_every(probe_killed(model), crashes, crashes * crashing + 15, pod),
+             check("VllmContainerCrashLooping", [(range(looping(model)), False), (range(looping(model), crashes * crashing), True),
+                                                 (range(crashes * crashing + minutes(alerts.CRASH_LOOP_WINDOW), crashes * crashing + 15), False)], pod=pod)),
         case("crashing too seldom for a loop", crash_every(seldom(model), crashes, crashes * rare, pod),
              check("VllmContainerCrashLooping", [(range(crashes * rare), False)], pod=pod)),
     ]  # fmt: skip

@@ -63,6 +63,7 @@ OTHER_METRICS = {
     "kube_node_status_allocatable",
     "kube_pod_container_status_waiting_reason",
     "kube_pod_container_status_restarts_total",
+    "kube_pod_container_status_ready",
     "keda_scaled_object_errors_total",
     "karpenter_cloudprovider_errors_total",
     "up",

@@ -157,11 +157,15 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             # kube-state-metrics has the series only while the container waits (a back-off of 5 min at most),
             # not while vLLM runs between two crashes: a crash loop is a series that keeps coming back, as
             # kube-prometheus-stack's KubePodCrashLooping reads it. A vLLM that runs longer than that between
-            # crashes (a 70B loading for up to its startup budget) leaves gaps in it: its restarts tell instead.
+            # crashes (a 70B loading for up to its startup budget) leaves gaps in it: its restarts tell instead,
+            # while the container is not Ready, so the alert ends once vLLM serves, not when the old restarts
+            # leave their long window.
             f"max by (pod) (max_over_time(kube_pod_container_status_waiting_reason{{{pod_matcher(model)},"
             f'container="vllm",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1 '
             f"or max by (pod) (increase(kube_pod_container_status_restarts_total{{{pod_matcher(model)},"
-            f'container="vllm"}}[{crash_loop_restarts_window(model)}])) >= {CRASH_LOOP_RESTARTS}',
+            f'container="vllm"}}[{crash_loop_restarts_window(model)}])) >= {CRASH_LOOP_RESTARTS} '
+            f"and on(pod) max by (pod) (kube_pod_container_status_ready{{{pod_matcher(model)},"
+            f'container="vllm"}}) == 0',
             CRASH_LOOP_FOR,
             "warning",
             {
