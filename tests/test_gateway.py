@@ -428,7 +428,7 @@ def test_a_certificate_of_another_region_stops_the_preview_and_one_of_the_stacks
     assert ":us-west-2:" in arn and rendered_stack("prod").outputs["endpoint"] == f"https://{HOST}/v1"
     document["config"]["vllm-platform:gateway"]["tls"]["certificateArn"] = arn.replace(":us-west-2:", ":eu-west-1:")
     expected = (
-        "gateway.tls.certificateArn: the certificate is in eu-west-1 (partition aws), but the stack's aws:region is "
+        "gateway.tls.certificateArn: the certificate is in eu-west-1 (partition aws), but the stack deploys to "
         "us-west-2 (partition aws); an NLB serves only an ACM certificate of its own region: request or import one in us-west-2"
     )
     with pytest.raises(pulumi.RunError) as error:
@@ -448,7 +448,7 @@ def test_a_certificate_of_another_partition_is_refused(arn: str, refused: bool) 
     gateway = plan_of(base(hostname=HOST, tls={"certificateArn": arn})).config.gateway
     problem = gateway.certificate_problem("aws-cn", "cn-north-1")
     assert problem == (
-        "gateway.tls.certificateArn: the certificate is in cn-north-1 (partition aws), but the stack's aws:region is "
+        "gateway.tls.certificateArn: the certificate is in cn-north-1 (partition aws), but the stack deploys to "
         "cn-north-1 (partition aws-cn); an NLB serves only an ACM certificate of its own region: request or import one in cn-north-1"
         if refused
         else None

@@ -118,8 +118,9 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
 
 
 # A GET is safe to send twice: urllib3 resends it once on a new connection after a read error (a kept-alive
-# connection that the server, or a port-forward's idle timeout, closed meanwhile). Nothing else is retried: a
-# refused connection or an error status is the answer verify reports.
+# connection that the server, or a port-forward's idle timeout, closed meanwhile; a read timeout counts too, but
+# that timeout is the request's whole deadline, after which the watchdog lets no new connection open). Nothing
+# else is retried: a refused connection or an error status is the answer verify reports.
 GET_RETRY = urllib3.Retry(
     total=1, connect=0, read=1, status=0, other=0, redirect=0, allowed_methods=frozenset({"GET"}),
     raise_on_redirect=False, raise_on_status=False,

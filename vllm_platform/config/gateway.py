@@ -182,7 +182,7 @@ class Gateway(Section):
             return None
         return (
             f"gateway.tls.certificateArn: the certificate is in {match['region']} (partition {match['partition']}), but the "
-            f"stack's aws:region is {region} (partition {partition}); an NLB serves only an ACM certificate of its own "
+            f"stack deploys to {region} (partition {partition}); an NLB serves only an ACM certificate of its own "
             f"region: request or import one in {region}"
         )
 

@@ -86,9 +86,9 @@ class ModelPlan:
     replicas: Replicas
     autoscaling: Autoscaling
     scales_to_zero: bool
-    # GPU nodes the model's replicas occupy at replicas.max (0 when simulated), and whether the pool holds one more
-    # replica's beside them and its other models at theirs.
+    # GPU nodes the model's replicas occupy at replicas.max (0 when simulated).
     nodes_at_max: int
+    # Whether the pool holds one more replica's nodes beside those and its other models' at theirs.
     surge_room: bool
     rolling_update: RollingStep
     shutdown_timeout_seconds: int

@@ -89,9 +89,9 @@ def pool_plan(
     )
 
 
-def _surge_room(sized: fit.ModelSizing, pool: PoolPlan) -> bool:
-    """Whether a rollout can add a new replica before removing an old one, with every model of the pool at replicas.max."""
-    at_max = sized.nodes_for(sized.model.replicas.max)
+def _surge_room(sized: fit.ModelSizing, pool: PoolPlan, at_max: int) -> bool:
+    """Whether a rollout can add a new replica before removing an old one, with every model of the pool at
+    replicas.max (this one's on `at_max` nodes)."""
     others = pool.nodes_at_max - at_max
     return others + sized.nodes_for(sized.model.replicas.max + 1) <= pool.max_size
 
@@ -106,7 +106,8 @@ def _model_plan(
 ) -> ModelPlan:
     simulated = cfg.is_simulated(model)
     params = _parameters(model, sized)
-    surge_room = True if sized is None or pool is None else _surge_room(sized, pool)
+    nodes_at_max = 0 if sized is None else sized.nodes_for(model.replicas.max)
+    surge_room = True if sized is None or pool is None else _surge_room(sized, pool, nodes_at_max)
     step = serving.rolling_update(surge_room)
     grace, budget, cold_start, wave = _timings(model, params, cold)
     # A simulated model on no GPU: what the config asks for, else what the simulator needs.
@@ -136,7 +137,7 @@ def _model_plan(
         replicas=model.replicas,
         autoscaling=model.autoscaling,
         scales_to_zero=model.scales_to_zero,
-        nodes_at_max=0 if sized is None else sized.nodes_for(model.replicas.max),
+        nodes_at_max=nodes_at_max,
         surge_room=surge_room,
         rolling_update=step,
         shutdown_timeout_seconds=model.shutdown_timeout_seconds,
