@@ -255,12 +255,25 @@ def probe_killed(model: ModelPlan) -> int:
 
 def looping(model: ModelPlan) -> int:
     """When VllmContainerCrashLooping fires for a vLLM its startup probe keeps killing (crash_every). Killed
-    within the back-off window, it is in back-off within every window from its first crash on; killed later
-    (a 70B), once its CRASH_LOOP_RESTARTS-th restart counts, with the back-off just before it. Then the `for`."""
+    within the back-off window, it is in back-off within every window from its first crash on; killed later,
+    once its CRASH_LOOP_RESTARTS-th restart counts, with the back-off just before it. Then the `for`."""
     run, hold = probe_killed(model), minutes(alerts.CRASH_LOOP_FOR)
-    if run < minutes(alerts.CRASH_LOOP_WINDOW):
+    # The next back-off's first sample comes run + 1 minutes after the last one's, while the window still holds it.
+    if run <= minutes(alerts.CRASH_LOOP_WINDOW):
         return run + hold
     return alerts.CRASH_LOOP_RESTARTS * (run + BACKOFF) - BACKOFF + hold
+
+
+def crash_and_serve(start: int, serve: int, crashes: int, horizon: int, pod: str = POD_A) -> list[dict[str, str]]:
+    """A vLLM that loads for `start` minutes, serves (Ready) for `serve`, crashes and backs off BACKOFF minutes,
+    `crashes` times; then it serves until `horizon`. Ready each cycle, so its restarts do not count as a loop."""
+    period = BACKOFF + start + serve
+    waits = " ".join([f"1+0x{BACKOFF - 1} stale _x{start + serve - 1}"] * crashes)
+    count = " ".join(f"{k}+0x{period - 1}" for k in range(crashes)) + f" {crashes}+0x{horizon - crashes * period}"
+    ready_values = " ".join([f"0+0x{BACKOFF + start - 1} 1+0x{serve - 1}"] * crashes) + f" 1+0x{horizon - crashes * period}"
+    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    return [waiting("CrashLoopBackOff", waits, pod), {"series": restarts, "values": count}, {"series": ready, "values": ready_values}]
 
 
 def seldom(model: ModelPlan) -> int:
@@ -280,6 +293,8 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
         ("a cold start from zero", ready("0+0x29 1+0x30", "0+0x60"), "33m", None),
         ("woken from zero after serving", ready("1+0x19 0+0x9 1+0x30", "1+0x19 0+0x40"), "33m", None),
         ("woken from zero, served, then lost every pod", ready("1+0x9 0+0x9 1+0x40", "1+0x9 0+0x14 1+0x4 0+0x30"), ("31m", "32m"), [{}]),
+        # A scrape of kube-state-metrics missed (a stale marker) mid-outage, past the window: the page holds.
+        ("down from 30 min, a scrape missed at 55", ready("1+0x54 stale 1+0x20", "1+0x29 0+0x24 stale 0+0x20"), ("31m", "56m"), [{}]),
     ],
     "VllmModelNotReady": [
         ("wanted, never available", ready("1+0x60", "0+0x60"), (f"{NOT_READY - 1}m", f"{NOT_READY}m"), [{}]),
@@ -290,6 +305,7 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
         ("1 of 7 for an hour", ready("1+0x9 7+0x60", "1+0x70"), (f"{10 + NOT_READY + PARTIAL - 1}m", f"{10 + NOT_READY + PARTIAL}m"), [{}]),
         ("7 of 7 after a cold start", ready("1+0x9 7+0x60", "1+0x25 7+0x44"), f"{10 + NOT_READY + PARTIAL}m", None),
         ("a scale-up in steps", ready("1+0x9 3+0x9 5+0x9 7+0x40", "1+0x25 3+0x9 5+0x9 7+0x30"), f"{10 + NOT_READY + PARTIAL + 1}m", None),
+
     ],
     "VllmContainerCrashLooping": [
         ("crash, back-off, run, crash", [waiting("CrashLoopBackOff", CRASH_LOOP)], ("14m", "15m"), [{"pod": POD_A}]),
@@ -301,6 +317,11 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
          (f"{looping(MODEL) - 1}m", f"{looping(MODEL)}m"), [{"pod": POD_A}]),
         # Checked a `for` after its last restart: two in the window then, one short of a loop.
         ("crashing too seldom for a loop", crash_every(seldom(MODEL), 4, 150), f"{4 * (seldom(MODEL) + BACKOFF) + 15}m", None),
+        # Loading 4 minutes and serving 2 between crashes: its back-offs are 6 minutes apart, past a 5-minute
+        # window, and it is Ready each cycle, yet it never serves for long.
+        ("crashing after serving a few minutes, again and again", crash_and_serve(4, 2, 8, 100),
+         ("14m", "15m"), [{"pod": POD_A}]),
+        ("crashing after serving longer than the window", crash_and_serve(4, 7, 4, 100), "60m", None),
     ],
     "VllmMetricsMissing": [
         ("one pod unscraped", [*ready("2+0x30", "2+0x30"), {"series": target("up"), "values": "1+0x30"}, {"series": target("up", POD_B), "values": "0+0x30"}, {"series": vllm("vllm:num_requests_waiting"), "values": "0+0x30"}], ("9m", "10m"), [{}]),
@@ -532,13 +553,20 @@ def prod_model_tests(model: ModelPlan, labels: dict[str, dict[str, str]]) -> lis
              check("VllmModelNotReady", [(range(end), False)]) + check("VllmModelDown", [(range(end), False)])),
         case("a replica lost, never replaced", ready(f"2+0x{end}", f"2+0x{lost - 1} 1+0x{end - lost}", name),
              check("VllmReplicasUnavailable", [(range(lost + partial), False), (range(lost + partial, end), True)])),
+        # kube-state-metrics' pod replaced: its series come back under a new instance while the old ones linger
+        # in the lookbacks (the 8B's shortfall lookback outlasts its `for`); one Deployment, counted once.
+        case("all serving, kube-state-metrics replaced", [
+            *ready(f"2+0x{lost - 1} stale", f"2+0x{lost - 1} stale", name),  # the old target gone: stale markers
+            *({"series": deployment(metric, name).replace("10.0.0.9", "10.0.0.10"), "values": f"_x{lost} 2+0x{end - lost}"}
+              for metric in ("kube_deployment_spec_replicas", "kube_deployment_status_replicas_available")),
+        ], check("VllmReplicasUnavailable", [(range(end), False)]) + check("VllmModelDown", [(range(end), False)])),
         case("a replica lost, replaced a minute within its cold start", ready(f"2+0x{end}", f"2+0x{lost - 1} 1+0x{partial - 2} 2+0x{end - lost - partial + 1}", name),
              check("VllmReplicasUnavailable", [(range(end), False)])),
         # Serving after its last restart, it is quiet again once that restart's back-off leaves the back-off
         # window, though its restarts stay in theirs for the better part of an hour.
-        case("killed by its startup probe, again and again, then serving", crash_every(probe_killed(model), crashes, crashes * crashing + 15, pod),
+        case("killed by its startup probe, again and again, then serving", crash_every(probe_killed(model), crashes, crashes * crashing + 20, pod),
              check("VllmContainerCrashLooping", [(range(looping(model)), False), (range(looping(model), crashes * crashing), True),
-                                                 (range(crashes * crashing + minutes(alerts.CRASH_LOOP_WINDOW), crashes * crashing + 15), False)], pod=pod)),
+                                                 (range(crashes * crashing + minutes(alerts.CRASH_LOOP_WINDOW), crashes * crashing + 20), False)], pod=pod)),
         case("crashing too seldom for a loop", crash_every(seldom(model), crashes, crashes * rare, pod),
              check("VllmContainerCrashLooping", [(range(crashes * rare), False)], pod=pod)),
     ]  # fmt: skip

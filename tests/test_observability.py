@@ -75,7 +75,7 @@ OTHER_METRICS = {
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "without", "on", "ignoring", "and", "or", "unless",
     "rate", "increase", "changes", "histogram_quantile", "group_left", "group_right", "bool",
-    "max_over_time", "min_over_time", "timestamp", "vector", "offset", "absent",
+    "max_over_time", "min_over_time", "last_over_time", "timestamp", "vector", "offset", "absent",
 }  # fmt: skip
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -223,7 +223,7 @@ def test_prometheus_ignores_namespaces_outside_the_platform() -> None:
     assert not selector_matches(selector, {"app.kubernetes.io/part-of": "someone-else"})
 
 
-@pytest.mark.parametrize("interval, timeout", [("500ms", "500ms"), ("1500ms", "1500ms"), ("5s", "5s"), ("10s", "10s"), ("1m", "10s")])
+@pytest.mark.parametrize("interval, timeout", [("5000ms", "5000ms"), ("7500ms", "7500ms"), ("5s", "5s"), ("10s", "10s"), ("1m", "10s")])
 def test_the_dcgm_scrape_timeout_is_a_duration_the_operator_takes_and_within_the_interval(
     interval: str, timeout: str, crd_dir: Any
 ) -> None:
@@ -593,7 +593,8 @@ def test_a_model_at_zero_is_not_alerted_as_not_ready() -> None:
     (not_ready,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "VllmModelNotReady"]
     deployment = 'namespace="inference",deployment="llama-8b"'
     assert not_ready["expr"] == (
-        f"sum(kube_deployment_status_replicas_available{{{deployment}}}) < 1 and on() sum(kube_deployment_spec_replicas{{{deployment}}}) > 0"
+        f"max(last_over_time(kube_deployment_status_replicas_available{{{deployment}}}[2m])) < 1 "
+        f"and on() max(last_over_time(kube_deployment_spec_replicas{{{deployment}}}[2m])) > 0"
     )
 
 

@@ -28,8 +28,12 @@ NOT_READY_MINUTES = 15
 OUTAGE_FOR = "2m"
 # The least a replica wanted for longer than a cold start may be missing before that is worth a warning.
 PARTIAL_MINUTES = 5
-# kube-prometheus-stack's KubePodCrashLooping: in back-off within every 5 minutes, for 15.
-CRASH_LOOP_WINDOW, CRASH_LOOP_FOR = "5m", "15m"
+# In back-off within every 10 minutes, for 15. kube-prometheus-stack's KubePodCrashLooping looks back 5 minutes,
+# which a vLLM that loads (or serves) for more than 5 minutes between two crashes slips through; 10 is the most
+# that a single crash's back-off (5 minutes at most) still leaves short of the `for`.
+CRASH_LOOP_WINDOW, CRASH_LOOP_FOR = "10m", "15m"
+# Through how long a gap kube-state-metrics' last sample stands: a missed scrape or two, or its pod replaced.
+KSM_GAP = "2m"
 # The kubelet's longest back-off between two restarts of a container (MaxContainerBackOff, 5 minutes), and
 # the restarts within a crash cycle's window that make a loop rather than a crash.
 CRASH_BACKOFF_SECONDS = 300
@@ -87,10 +91,15 @@ def crash_loop_restarts_window(model: ModelPlan) -> str:
     return f"{math.ceil((CRASH_LOOP_RESTARTS + 1) * cycle / 60)}m"
 
 
-def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
+def availability_rules(model: ModelPlan, step: str) -> list[dict[str, Any]]:
+    """`step`: the rules' evaluation interval, at which the subqueries sample (a coarser step would miss a
+    scale to zero and back within it)."""
     deployment, labels = deployment_matcher(model), model_labels(model)
-    desired = f"sum(kube_deployment_spec_replicas{{{deployment}}})"
-    available = f"sum(kube_deployment_status_replicas_available{{{deployment}}})"
+    # kube-state-metrics' series read through a missed scrape (a stale marker, which last_over_time skips) and
+    # one series however many kube-state-metrics report it (max; two while one is replaced): a single failed
+    # scrape would otherwise end every alert below and start their `for` again, resolving a page mid-outage.
+    desired = f"max(last_over_time(kube_deployment_spec_replicas{{{deployment}}}[{KSM_GAP}]))"
+    available = f"max(last_over_time(kube_deployment_status_replicas_available{{{deployment}}}[{KSM_GAP}]))"
     window = outage_window(model)
     not_ready = not_ready_for(model)
     # Wanted, and no pod serving: a model that scaled to zero on purpose wants no replica.
@@ -106,8 +115,8 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             # page per outage, resolved only when a pod serves again, where the window alone would resolve it
             # mid-outage and let the not-ready alert, no longer muted, page the same outage a second time.
             # `keep_firing_for` would only delay that by a fixed time.
-            f"{down} and on() max_over_time(timestamp({available} >= 1)[{window}:1m]) "
-            f"> on() (max_over_time(timestamp({desired} == 0)[{window}:1m]) or on() vector(0)) "
+            f"{down} and on() max_over_time(timestamp({available} >= 1)[{window}:{step}]) "
+            f"> on() (max_over_time(timestamp({desired} == 0)[{window}:{step}]) or on() vector(0)) "
             f'or {down} and on() count(ALERTS{{alertname="VllmModelDown",alertstate="firing",'
             f'namespace="{model.namespace}",model="{model.name}"}})',
             OUTAGE_FOR,
@@ -139,7 +148,7 @@ def availability_rules(model: ModelPlan) -> list[dict[str, Any]]:
             # Fewer serve than have been wanted all through a cold start: a scale-up still in its cold start,
             # or one step of it after another, is not a shortfall yet; and for a cold start (partial_for): a
             # replica lost and replaced, which the wanted count never shows, is not one either.
-            f"{available} < sum(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{not_ready}])) "
+            f"{available} < max(min_over_time(kube_deployment_spec_replicas{{{deployment}}}[{not_ready}])) "
             f"and on() {available} >= 1",
             partial_for(model),
             "warning",
@@ -391,7 +400,7 @@ def serving_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
 
 
 def model_rules(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
-    return [*availability_rules(model), *autoscaling_rules(model), *serving_rules(model, obs)]
+    return [*availability_rules(model, obs.prometheus.scrape_interval), *autoscaling_rules(model), *serving_rules(model, obs)]
 
 
 # The budget share used over a sustained 5 minutes that warns before the client meets 429s.
