@@ -1002,6 +1002,26 @@ def test_a_non_json_api_answer_is_a_kube_error(api_server, tmp_path):
     )
 
 
+def test_an_answer_nested_too_deep_for_the_parser_is_a_kube_error(api_server, tmp_path):
+    api_server.objects["/api/v1/namespaces/vllm/services/deep"] = b"[" * 100_000
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    kube = kubeapi.KubeApi(str(kubeconfig), None, timeout=2)
+    with pytest.raises(kubeapi.KubeError, match=r"^reading Service vllm/deep: the answer is not JSON \(\[{120}\)$"):
+        kube.service("vllm", "deep")
+
+
+def test_a_restart_at_a_time_without_an_offset_fails_the_restarts_check_without_a_traceback(api_server, tmp_path, capsys):
+    restarted = pod("a", restarts=1, finished_at="2026-01-01T10:00:00")
+    api_server.objects[PODS_PATH] = {"kind": "PodList", "items": [restarted]}
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    assert code == cli.EXIT_FAILED
+    assert any("a time without a timezone offset" in c["detail"] and c["status"] == "FAIL" for c in result["checks"])
+
+
 def cut_short(handler: Any) -> None:
     """Headers promising 1000 bytes, then 20 and the connection closed."""
     handler.send_response(200)
@@ -1084,6 +1104,11 @@ RESTARTED = pod("a", restarts=1, finished_at="2025-06-01T11:58:00Z")
         (PODS_PATH, {"items": [without(pod("a"), "spec", "containers")]}, "items.0.spec.containers: Field required"),
         (PODS_PATH, {"items": [replaced(RESTARTED, "yesterday", "status", "containerStatuses", 0, "lastState", "terminated", "finishedAt")]},
          "items.0.status.containerStatuses.0.lastState.terminated.finishedAt: Value error"),
+        # RFC 3339 needs an offset: a local time or a date alone cannot be compared with the time now.
+        (PODS_PATH, {"items": [replaced(RESTARTED, "2026-01-01T10:00:00", "status", "containerStatuses", 0, "lastState", "terminated", "finishedAt")]},
+         "items.0.status.containerStatuses.0.lastState.terminated.finishedAt: Value error, a time without a timezone offset"),
+        (PODS_PATH, {"items": [replaced(RESTARTED, "2026-01-01", "status", "containerStatuses", 0, "lastState", "terminated", "finishedAt")]},
+         "items.0.status.containerStatuses.0.lastState.terminated.finishedAt: Value error, a time without a timezone offset"),
         (PODS_PATH, {"items": [replaced(pod("a"), "1", "status", "containerStatuses", 0, "restartCount")]},
          "items.0.status.containerStatuses.0.restartCount: Input should be a valid integer"),
         (PODS_PATH, {"kind": "PodList"}, "items: Field required"),
@@ -1219,8 +1244,10 @@ def test_stack_kubeconfig_output_enables_kubernetes_checks(api_server, fake_pulu
     assert made_calls(calls, decrypted=True)
     checks = by_check(json.loads(out))
     assert code == cli.EXIT_FAILED
-    assert [checks[name]["status"] for name in ("deployment", "pods-ready", "port-forward", "restarts")] == ["PASS"] * 4
-    assert checks["port-forward"]["detail"] == "via pod a:8000"
+    assert [checks[name]["status"] for name in ("deployment", "pods-ready", "restarts")] == ["PASS"] * 3
+    # The refusal itself is the port-forward check's: not one stream could be opened.
+    assert checks["port-forward"]["status"] == "FAIL"
+    assert checks["port-forward"]["detail"].startswith("pod a: no stream could be opened: port-forward to vllm/a:8000: ")
     refused = "a: RemoteDisconnected: Remote end closed connection without response"
     assert checks["health"]["status"] == "FAIL" and checks["health"]["detail"] == f"0/1 pods answered 200; {refused}"
     assert checks["models"]["status"] == "FAIL" and checks["models"]["detail"].endswith(refused)
@@ -1294,3 +1321,16 @@ def test_a_bad_p95_slo_in_the_stack_file_is_a_usage_error(value, tmp_path, monke
     assert cli.main(["--stack", "slo"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "Pulumi.slo.yaml: invalid vllm-platform stack config (1 problem)" in err and "verify.p95SloSeconds: " in err
+
+
+def test_a_port_forward_whose_every_stream_is_refused_fails_the_port_forward_check(api_server, tmp_path, capsys):
+    """The API server refuses each websocket (no backend for the pod: 403): the port-forward check says so."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    checks = by_check(result)
+    assert code == cli.EXIT_FAILED
+    assert checks["port-forward"]["status"] == "FAIL"
+    assert checks["port-forward"]["detail"].startswith("pod a: no stream could be opened: port-forward to vllm/a:8000: ")
+    assert checks["health"]["status"] == "FAIL" and api_server.port_forwards

@@ -519,3 +519,64 @@ def test_the_client_sends_a_key_only_where_one_is_given(gateway) -> None:
         keyless.close()
         keyed.close()
     assert server.authorizations == [None, f"Bearer {KEY}"]
+
+
+class EchoingGateway(GatewayDouble):
+    """A gateway that quotes the Authorization header it got back, in a 500's body or as its status line."""
+
+    def __init__(self, echo: str = "body", **variant: Any):
+        super().__init__(**variant)
+        self.RequestHandlerClass = _EchoingHandler
+        self.echo = echo
+
+
+class _EchoingHandler(_GatewayHandler):
+    server: EchoingGateway
+
+    def _refused(self, model: Optional[str]) -> bool:
+        header = self.headers.get("Authorization")
+        if header is None:
+            return super()._refused(model)
+        with self.server.lock:
+            self.server.authorizations.append(header)
+        if self.server.echo == "status":
+            self.wfile.write(f"HTTP/1.1 {header} x\r\n\r\n".encode())
+            self.close_connection = True
+            return True
+        # Padded so that the key straddles where a printed body is cut short: no part of it may be left.
+        body = f"{'x' * 88} bad header: {header}".encode()
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
+
+@pytest.mark.parametrize("echo, shown", [("body", "HTTP 500: "), ("status", "BadStatusLine: ")])
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+def test_a_key_the_gateway_echoes_back_is_never_printed(echo, shown, json_flag, fake_pulumi, monkeypatch, capsys):
+    starting = serving(EchoingGateway)
+    server = next(starting)(echo=echo)
+    try:
+        fake_pulumi(gateway_outputs(server))
+        monkeypatch.setenv(KEY_VARIABLE, KEY)
+        code = cli.main([*VIA_GATEWAY, *FAST, "--wait-ready", "0", *json_flag])
+        out, err = capsys.readouterr()
+    finally:
+        next(starting, None)
+    assert code == cli.EXIT_FAILED
+    assert f"Bearer {KEY}" in server.authorizations, "the key was sent"
+    assert shown in out
+    for part in (KEY, KEY[:6], KEY[-6:]):
+        assert part not in out and part not in err
+    assert "[redacted]" in out
+    # The redaction ends with the run: a later text holding the same characters is printed as it is.
+    assert client.printable(KEY) == KEY
+
+
+def test_the_redactor_replaces_every_concealed_secret_and_forgets_them_after_the_run() -> None:
+    with client.redacting():
+        client.conceal("sk-a")
+        client.conceal("sk-a-longer")
+        assert client.redacted("Bearer sk-a-longer, then sk-a") == "Bearer [redacted], then [redacted]"
+    assert client.redacted("sk-a") == "sk-a"

@@ -3,13 +3,15 @@ what it prints, a control character in the user's own --model included."""
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any, Iterator
 
 import pytest
 
 from tests.test_verify import FAST, MODEL, VllmDouble, serving
 from tools.verify import checks as verdicts
-from tools.verify import cli, report, stack
+from tools.verify import cli, client, report, stack
 
 # Nothing listens on port 9 of loopback here; a refused URL must be refused before any request is made.
 BASE = "http://127.0.0.1:9"
@@ -97,3 +99,49 @@ def test_a_control_character_in_the_users_model_reaches_no_terminal(double, caps
     assert server.chat_requests == [], "the model check failed: the double serves another name"
     code, result = cli.main(["--url", server.url, "--model", model, *FAST, "--json"]), capsys.readouterr().out
     assert code == cli.EXIT_FAILED and "\x1b" not in result and "\\u001b" in result
+
+
+def test_a_concurrency_above_the_cap_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--url", BASE, "--model", MODEL, "--requests", "2000", "--concurrency", str(cli.MAX_CONCURRENCY + 1)])
+    assert exited.value.code == cli.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and f"--concurrency: must be <= {cli.MAX_CONCURRENCY}, got {cli.MAX_CONCURRENCY + 1}" in err
+
+
+def test_a_worker_thread_that_cannot_start_fails_its_completions_without_a_traceback(double, monkeypatch, capsys):
+    server = double()
+    start = threading.Thread.start
+
+    def refusing(thread: threading.Thread) -> None:
+        # The pool's first worker starts; the system refuses every other, as under a memory limit.
+        if thread.name.startswith("ThreadPoolExecutor") and not thread.name.endswith("_0"):
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing)
+    code = cli.main(["--url", server.url, "--model", MODEL, "--requests", "4", "--concurrency", "4", "--timeout", "2", "--json"])
+    out, _ = capsys.readouterr()
+    checks = {c["check"]: c for c in json.loads(out)["checks"]}
+    assert code == cli.EXIT_FAILED
+    assert checks["completions"]["detail"] == "3/4 failed: cannot start a thread: can't start new thread x3"
+    assert checks["latency-p95"]["status"] == "PASS", "the one worker that started measured its completion"
+
+
+def test_a_request_whose_watchdog_cannot_start_is_a_failed_request(double, monkeypatch):
+    server = double()
+
+    def refusing(self: Any, seconds: float) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(client._Watchdog, "arm", refusing)
+    response = client.http_request(f"{server.url}/health", 2)
+    assert response.status is None and response.error == "cannot start a thread: can't start new thread"
+
+
+@pytest.mark.parametrize("url", [f"http://user:hunter2@127.0.0.1:9", "http://hunter2@127.0.0.1:9/v1", "http://u:hunter2@127.0.0.1:9/\n"])
+def test_a_url_with_a_password_is_a_usage_error_that_does_not_print_it(url, capsys):
+    assert cli.main(["--url", url, "--model", MODEL, *FAST]) == cli.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert out == "" and "hunter2" not in err
+    assert err.splitlines() == [f"{cli.parser().prog}: error: --url has a user name or password (USER:PASSWORD@HOST); verify sends no credentials in a URL"]

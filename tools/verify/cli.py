@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional, Sequence
 from tools.verify.checks import Check, Options, UsageError
 from tools.verify.kube import KubeApi, KubeError
 from tools.verify.probe import verify_target, verify_via_gateway
-from tools.verify.report import progress, render_json, render_table
+from tools.verify.client import conceal, redacting
+from tools.verify.report import progress, render_json, render_table, usage_error
 from tools.verify.stack import (
     gateway_targets,
     key_scope,
@@ -29,9 +30,13 @@ from tools.verify.stack import (
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The whole run: every model's wait, its checks and its completions together.
 DEFAULT_DEADLINE_SECONDS = 3600.0
+# Each completion in flight is a thread and a connection (through a port-forward, a websocket to the API server).
+MAX_CONCURRENCY = 64
 
 
-def _positive(kind: Callable[[str], Any], minimum: float = 0, inclusive: bool = False) -> Callable[[str], Any]:
+def _positive(
+    kind: Callable[[str], Any], minimum: float = 0, inclusive: bool = False, maximum: float = math.inf
+) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -41,6 +46,8 @@ def _positive(kind: Callable[[str], Any], minimum: float = 0, inclusive: bool = 
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value < minimum or (value == minimum and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {minimum:g}, got {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text}")
         return value
 
     return parse
@@ -61,7 +68,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--requests", type=_positive(int), default=Options.requests, help="chat completions per model (default %(default)s)")
     p.add_argument(
-        "--concurrency", type=_positive(int), default=Options.concurrency, help="completions in flight at once (default %(default)s)"
+        "--concurrency",
+        type=_positive(int, maximum=MAX_CONCURRENCY),
+        default=Options.concurrency,
+        help=f"completions in flight at once, each a thread and a connection of its own, at most {MAX_CONCURRENCY} (default %(default)s)",
     )
     p.add_argument(
         "--timeout",
@@ -181,6 +191,7 @@ def run_via_gateway(args: argparse.Namespace, options: Options) -> list[Check]:
     """Every model through the stack's gateway endpoint, with the key read before anything is asked of the stack,
     and --client's models from the stack file before its outputs."""
     key = api_key(args.api_key_env)
+    conceal(key)  # whatever a server echoes of it, verify prints none of it
     scope = None if args.client is None else key_scope(args.stack, args.client)
     targets = gateway_targets(stack_outputs(args.stack))
     return [check for target in targets for check in verify_via_gateway(target, options, key, scope)]
@@ -192,10 +203,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     problem = flag_problem(args)
     if problem is not None:
         p.error(problem)
-    try:
-        checks = run(args)
-    except UsageError as exc:
-        print(f"{p.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(render_json(checks) if args.json else render_table(checks))
+    with redacting():
+        try:
+            checks = run(args)
+        except UsageError as exc:
+            usage_error(p.prog, str(exc))
+            return EXIT_USAGE
+        print(render_json(checks) if args.json else render_table(checks))
     return EXIT_PASSED if all(c.passed for c in checks) else EXIT_FAILED

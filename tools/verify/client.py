@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit
 
 import urllib3
@@ -26,6 +26,35 @@ MAX_BODY_BYTES = 16 * 2**20
 READ_CHUNK_BYTES = 64 * 1024
 
 
+# The secrets in play (the gateway key): no text verify prints carries one, whatever a server echoes of it.
+_SECRETS: list[str] = []
+REDACTED = "[redacted]"
+
+
+@contextlib.contextmanager
+def redacting() -> Iterator[None]:
+    """A run's scope for `conceal`: the secrets concealed within it are forgotten when it ends."""
+    saved = list(_SECRETS)
+    try:
+        yield
+    finally:
+        _SECRETS[:] = saved
+
+
+def conceal(secret: str) -> None:
+    """From now on, `redacted` replaces `secret` (so `Bearer <secret>` too) wherever it appears."""
+    if secret and secret not in _SECRETS:
+        _SECRETS.append(secret)
+        _SECRETS.sort(key=len, reverse=True)  # a longer secret first, should one hold another
+
+
+def redacted(text: str) -> str:
+    """`text` with every concealed secret replaced by [redacted]."""
+    for secret in _SECRETS:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def escaped(text: str) -> str:
     """`text` safe to print on one line: control characters (a newline, a terminal's escape) and the other
     non-printables as their escapes."""
@@ -33,7 +62,9 @@ def escaped(text: str) -> str:
 
 
 def printable(text: str, limit: int = 120) -> str:
-    """What a server sent, escaped, and at most `limit` characters of it."""
+    """What a server sent, redacted (before it is cut short, so no part of a secret is left), escaped, and at
+    most `limit` characters of it."""
+    text = redacted(text)
     return escaped(text[:limit]) + ("..." if len(text) > limit else "")
 
 
@@ -174,7 +205,10 @@ class HttpClient:
         headers = self._headers if body is None else {**self._headers, "Content-Type": "application/json"}
         limit = self._timeout if within is None else max(min(self._timeout, within), 0.001)
         started = time.monotonic()
-        self._watchdog.arm(limit)
+        try:
+            self._watchdog.arm(limit)
+        except RuntimeError as exc:  # no thread for the watchdog: the request is not sent without its deadline
+            return Response(None, b"", 0.0, f"cannot start a thread: {exc}")
         try:
             try:
                 return self._exchange(path, body, headers, started, limit)

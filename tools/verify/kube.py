@@ -102,7 +102,10 @@ class KubeApi:
                 outcome["error"] = exc
 
         worker = threading.Thread(target=work, daemon=True)
-        worker.start()
+        try:
+            worker.start()
+        except RuntimeError as exc:  # a memory limit, a cap on threads: this call fails, not verify
+            raise KubeError(f"{what}: cannot start a thread: {exc}") from exc
         worker.join(self._timeout)
         if worker.is_alive():
             raise KubeError(f"{what}: no whole answer within {self._timeout:g} s")
@@ -124,7 +127,7 @@ class KubeApi:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
         try:
             answer = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep for the parser
             # A proxy or load balancer in front of the API server answers with its own page.
             first_line = (data.decode("utf-8", "replace").strip().splitlines() or [""])[0][:120]
             raise KubeError(f"reading {what}: the answer is not JSON ({first_line or 'empty'})") from exc

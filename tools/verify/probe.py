@@ -99,8 +99,28 @@ def chat_completions(
                 )
             return responses
 
+    def failed(index: int, exc: BaseException) -> list[Response]:
+        # The system would not start a thread (a memory limit, a cap on a user's threads): this worker's
+        # completions fail, as requests that were never sent, and the run goes on.
+        return [Response(None, b"", 0.0, f"cannot start a thread: {exc}")] * shares[index]
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [response for batch in pool.map(work, range(workers)) for response in batch]
+        futures: list[Any] = []
+        for index in range(workers):
+            try:
+                futures.append(pool.submit(work, index))
+            except RuntimeError as exc:
+                futures.append(exc)
+        batches = []
+        for index, future in enumerate(futures):
+            if isinstance(future, RuntimeError):
+                batches.append(failed(index, future))
+                continue
+            try:
+                batches.append(future.result())
+            except RuntimeError as exc:  # one of the worker's own threads (its request's watchdog) did not start
+                batches.append(failed(index, exc))
+        return [response for batch in batches for response in batch]
 
 
 def http_checks(
@@ -238,9 +258,20 @@ def interceptor_checks(target: Target, options: Options, kube: KubeApi, entry: d
         _report_wait(model, wake, reason)
         workload, selector, pods_before = _workload_checks(model, namespace, kube)
         checks += workload + http_checks(target, {None: forward.url}, options, host)
+        checks[0] = _forward_check(checks[0], {pod: forward})
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks
+
+
+def _forward_check(passed: Check, forwards: dict[str, LocalForward]) -> Check:
+    """The port-forward check as it turned out: failed for a pod to which not one stream could be opened (every
+    connection the checks made through it was closed at once, and they fail without saying why)."""
+    failures = {pod: why for pod, forward in forwards.items() if (why := forward.failure()) is not None}
+    if not failures:
+        return passed
+    detail = "; ".join(f"pod {pod}: no stream could be opened: {why}" for pod, why in failures.items())
+    return Check(passed.model, passed.check, False, detail)
 
 
 def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[Check]:
@@ -268,13 +299,13 @@ def kubernetes_checks(target: Target, options: Options, kube: KubeApi) -> list[C
         checks.append(Check(model, "port-forward", True, f"via pod{'s' if len(endpoints) > 1 else ''} {pods}"))
         progress(f"{model}: port-forward to {namespace}/{pods}")
         with contextlib.ExitStack() as forwards:
-            base_urls: dict[Optional[str], str] = {
-                pod: forwards.enter_context(
-                    LocalForward(functools.partial(kube.open_stream, namespace, pod, port), options.timeout)
-                ).url
+            local = {
+                pod: forwards.enter_context(LocalForward(functools.partial(kube.open_stream, namespace, pod, port), options.timeout))
                 for pod, port in endpoints
             }
-            checks += http_checks(target, base_urls, options)
+            forward_check = len(checks) - 1
+            checks += http_checks(target, {pod: forward.url for pod, forward in local.items()}, options)
+            checks[forward_check] = _forward_check(checks[forward_check], local)
     if selector is not None:
         checks.append(_restarts_check(model, namespace, kube, selector, pods_before, options))
     return checks

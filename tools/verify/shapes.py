@@ -23,7 +23,10 @@ class _Shape(BaseModel):
 
 
 def _is_time(value: str) -> str:
-    parse_time(value)
+    """An RFC 3339 stamp, which carries its offset: one without (a local time, a date alone) cannot be
+    compared with the time now, so it is no time here."""
+    if parse_time(value).tzinfo is None:
+        raise ValueError("a time without a timezone offset")
     return value
 
 

@@ -178,6 +178,9 @@ def gateway_targets(outputs: dict[str, Any]) -> list[Target]:
 
 def target_from_url(url: str, model: str) -> Target:
     """One endpoint; a cluster-local Service URL also names the Deployment and namespace for the Kubernetes checks."""
+    if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+        # Said without the URL: its user information may hold a password.
+        raise UsageError("--url has a user name or password (USER:PASSWORD@HOST); verify sends no credentials in a URL")
     parts = http_url(url)
     if parts is None or parts.hostname is None:
         raise UsageError(f"--url {url!r} {base_url_problem(url) or 'is not an http(s) URL such as http://127.0.0.1:8000'}")
