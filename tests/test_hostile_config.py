@@ -547,3 +547,136 @@ def test_quantities_up_to_what_the_api_server_keeps_are_read() -> None:
     assert quantities.cpu_millis("1.5") == 1500 and quantities.cpu_millis("9223372036854775") == 9223372036854775000
     with pytest.raises(ValueError):
         quantities.cpu_millis("9223372036854776")
+
+
+# --- bounds a hostile tester found open ------------------------------------------------------------
+
+INTERNET_GATEWAY = {
+    "enabled": True, "exposure": "internet", "hostname": "llm.example.com",
+    "tls": {"certificateArn": "arn:aws:acm:us-west-2:123456789012:certificate/00000000-0000-0000-0000-000000000000"},
+    "clients": [{"name": "app", "apiKey": "k" * 40, "models": ["llama-8b"], "tokensPerMinute": 1000}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        (["0.0.0.0/1", "128.0.0.0/1"], ["0.0.0.0/2", "128.0.0.0/8"], "together cover 100% of the IPv4 addresses"),
+        (["0.0.0.0/2", "64.0.0.0/2"], ["0.0.0.0/2", "64.0.0.0/3"], "together cover 50% of the IPv4 addresses"),
+        (["203.0.113.0/24", "::/0"], ["203.0.113.0/24", "2001:db8::/32"], "::/0 admits every address"),
+        (["0.0.0.0/00"], ["0.0.0.0/8"], "'0.0.0.0/00' is not in canonical CIDR form: write '0.0.0.0/0'"),
+        (["0.0.0.0/0.0.0.0"], ["203.0.113.0/24"], "'0.0.0.0/0.0.0.0' is not in canonical CIDR form: write '0.0.0.0/0'"),
+        (["0::/0"], ["2001:db8::/32"], "'0::/0' is not in canonical CIDR form: write '::/0'"),
+        (["203.0.113.0/0.0.0.255"], ["203.0.113.0/24"], "write '203.0.113.0/24'"),
+        (["203.0.113.7"], ["203.0.113.7/32"], "write '203.0.113.7/32'"),
+        (["010.0.0.0/8"], ["10.0.0.0/8"], "no leading zeros"),
+    ],
+    ids=["two halves", "one half", "v6 whole", "/00", "netmask zero", "0::/0", "hostmask", "bare address", "leading zero"],
+)
+def test_an_internet_allowlist_is_refused_by_what_it_covers_and_spelt_one_way(refused: list[str], accepted: list[str], says: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(setting("gateway", INTERNET_GATEWAY | {"allowedSourceCidrs": refused}), secret_paths={"gateway"})
+    (problem,) = error.value.problems
+    assert problem.startswith("gateway") and says in problem, problem
+    parse_config(setting("gateway", INTERNET_GATEWAY | {"allowedSourceCidrs": accepted}), secret_paths={"gateway"})
+
+
+BOUNDS_BESIDE_ACCEPTED = [
+    ("cidr netmask", "cluster.vpc.cidr", "10.0.0.0/255.255.0.0", "10.0.0.0/16", "cluster.vpc.cidr: '10.0.0.0/255.255.0.0' is not in canonical CIDR form: write '10.0.0.0/16'"),
+    ("vpc loopback", "cluster.vpc.cidr", "127.0.0.0/16", "10.0.0.0/16", "'127.0.0.0/16' is in a loopback range"),
+    ("vpc link-local", "cluster.vpc.cidr", "169.254.0.0/16", "172.16.0.0/16", "is in a link-local range"),
+    ("vpc multicast", "cluster.vpc.cidr", "224.0.0.0/16", "192.168.0.0/16", "is in a multicast range"),
+    ("vpc reserved", "cluster.vpc.cidr", "240.0.0.0/16", "100.64.0.0/16", "is in a reserved range"),
+    ("vpc this network", "cluster.vpc.cidr", "0.0.0.0/16", "10.1.0.0/16", '"this network" (0.0.0.0/8)'),
+    ("endpoint netmask", "cluster.endpoint.publicAccessCidrs", ["203.0.113.0/255.255.255.0"], ["203.0.113.0/24"], "write '203.0.113.0/24'"),
+    ("size past overflow", "models.0.parametersBillions", 1e300, 8.0, "parametersBillions: Input should be less than or equal to 10000"),
+    ("namespace default", "namespace", "default", "inference", "namespace: 'default' is every unnamespaced object's namespace"),
+    ("namespace kube-", "namespace", "kube-llm", "kubellm", "namespace: 'kube-llm' is where"),
+    ("scrape too fast", "observability.prometheus", {"scrapeInterval": "4s"}, {"scrapeInterval": "5s"}, "scrapeInterval: 4s is not between 5s and 5m"),
+    ("scrape in ms", "observability.prometheus", {"scrapeInterval": "500ms"}, {"scrapeInterval": "5000ms"}, "500ms is not between 5s and 5m"),
+    ("scrape too slow", "observability.prometheus", {"scrapeInterval": "6m"}, {"scrapeInterval": "5m"}, "6m is not between 5s and 5m"),
+    ("retention past 10y", "observability.prometheus", {"retention": "11y"}, {"retention": "10y"}, "retention: 11y is more than 10y"),
+    ("storage rounding to 0GB", "observability.prometheus", {"storageSize": "1Gi"}, {"storageSize": "2Gi"}, "storageSize: 1Gi is not between 2Gi and 16Ti"),
+    ("storage past gp3", "observability.prometheus", {"storageSize": "17Ti"}, {"storageSize": "16Ti"}, "17Ti is not between 2Gi and 16Ti"),
+    ("cpu too small", "models.0.resources", {"cpu": "99m", "memory": "12Gi"}, {"cpu": "100m", "memory": "12Gi"}, "'99m' is below 100m"),
+    ("memory too small", "models.0.resources", {"cpu": "2", "memory": "255Mi"}, {"cpu": "2", "memory": "256Mi"}, "'255Mi' is below 256Mi"),
+    ("startup past int32", "models.0.startupTimeoutSeconds", 2**31, 86400, "startupTimeoutSeconds: Input should be less than or equal to 86400"),
+    ("replicas past int32", "models.0.replicas", {"min": 1, "max": 2**31}, {"min": 1, "max": 4}, "replicas.max: Input should be less than or equal to 1000"),
+    ("concurrency past int32", "models.0.autoscaling", {"concurrencyPerReplica": 2**31}, {"concurrencyPerReplica": 100000}, "concurrencyPerReplica: Input should be less"),
+    ("queue past int32", "models.0.autoscaling", {"queueDepthPerReplica": 2**31}, {"queueDepthPerReplica": 100000}, "queueDepthPerReplica: Input should be less"),
+    ("context past int32", "models.0.maxModelLen", 2**31, 8192, "maxModelLen: Input should be less than or equal to 2147483647"),
+    ("pool past int32", "cluster.gpuNodePools.0.maxSize", 2**31, 1000, "maxSize: Input should be less than or equal to 1000"),
+    ("expire under 1h", "cluster.gpuNodePools.0.expireAfter", "59m", "1h", "expireAfter: 59m is under 1h"),
+    ("expire in seconds", "cluster.gpuNodePools.0.expireAfter", "3599s", "3600s", "3599s is under 1h"),
+    ("consolidate past 720h", "cluster.gpuNodePools.0.consolidateAfter", "720h1s", "720h", "consolidateAfter: 720h1s is over 720h"),
+    ("type twice", "cluster.gpuNodePools.0.instanceTypes", ["g5.xlarge", "g5.xlarge"], ["g5.xlarge", "g5.2xlarge"], "instanceTypes: names g5.xlarge more than once"),
+    *(
+        (f"bucket {name}", "modelCache.bucket", refused, accepted, "is not an S3 bucket name")
+        for name, refused, accepted in (("-.", "model-.cache", "model-cache"), (".-", "model.-cache", "model.cache"),
+                                        ("xn--", "xn--models", "xn-models"), ("sthree-", "sthree-models", "three-models"),
+                                        ("-s3alias", "models-s3alias", "models-s3"), ("--ol-s3", "models--ol-s3", "models-ol-s3"))
+    ),
+    ("uri bucket as an IP", "models.0.model", "s3://10.0.0.1/llama-8b", "s3://10-0-0-1/llama-8b", "is neither"),
+    ("uri bucket -.", "models.0.model", "s3://acme-.models/llama-8b", "s3://acme.models/llama-8b", "is neither"),
+    ("uri bucket alias", "models.0.model", "s3://acme-s3alias/llama-8b", "s3://acme-s3/llama-8b", "is neither"),
+    ("registry port 0", "images.registry", "registry.example.com:0/hub", "registry.example.com:5000/hub", "has port 0, not one of 1 to 65535"),
+    ("registry port past 65535", "images.registry", "registry.example.com:65536/hub", "registry.example.com:65535/hub", "has port 65536"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path, refused, accepted, says",
+    [case[1:] for case in BOUNDS_BESIDE_ACCEPTED],
+    ids=[case[0] for case in BOUNDS_BESIDE_ACCEPTED],
+)
+def test_each_bound_beside_a_near_identical_config_it_accepts(path: str, refused: Any, accepted: Any, says: str) -> None:
+    found = problems(setting(path, refused))
+    assert len(found) == 1 and says in found[0], found
+    plan_of(setting(path, accepted))
+
+
+def test_a_receiver_named_as_the_platforms_own_null_is_refused() -> None:
+    null = {"name": "null", "sns": TOPIC["sns"]}
+    with pytest.raises(ConfigError) as error:
+        parse_config(alerting_config(receivers=[PAGER, CHAT, null]), secret_paths={"observability"})
+    (problem,) = error.value.problems
+    assert "receivers[null].name: 'null' is the receiver the platform adds itself" in problem, problem
+    parse_config(alerting_config(receivers=[PAGER, CHAT, {**null, "name": "nil"}]), secret_paths={"observability"})
+
+
+@pytest.mark.parametrize("key", ["aws:accessKey", "aws:secretKey", "aws:token", "kubernetes:kubeconfig"])
+def test_a_providers_credential_in_plain_text_is_refused_and_its_secret_twin_accepted(key: str) -> None:
+    value = "apiVersion: v1\nkind: Config\n" if key == "kubernetes:kubeconfig" else "AKIAPLAINTEXT0123456789"
+    document = stack_yaml.load(STACK_FILE)
+    document["config"][key] = value
+    with pytest.raises(ConfigError) as error:
+        stack_config(copy.deepcopy(document)).platform()
+    (problem,) = error.value.problems
+    assert problem.startswith(f"{key}: is a secret written in plain text") and f"pulumi config set --secret {key} " in problem
+    assert value not in str(error.value)
+    document["config"][key] = {"secure": "AAABAciphertext"}
+    stack_config(document).platform()
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        ({"hostname": "llm"}, {"hostname": "llm.example.com"}, "hostname: 'llm' is not a DNS name of a domain"),
+        ({"hostname": "203.0.113.7"}, {"hostname": "203-0-113-7.example.com"}, "hostname: '203.0.113.7' is not a DNS name of a domain"),
+        ({"clients": [{**INTERNET_GATEWAY["clients"][0], "models": ["llama-8b", "llama-8b"]}]}, {}, "models: names llama-8b more than once"),
+    ],
+    ids=["one label", "an address", "model twice"],
+)
+def test_gateway_names_refused_beside_their_twins(refused: dict[str, Any], accepted: dict[str, Any], says: str) -> None:
+    gateway = INTERNET_GATEWAY | {"allowedSourceCidrs": ["203.0.113.0/24"]}
+    with pytest.raises(ConfigError) as error:
+        parse_config(setting("gateway", gateway | refused), secret_paths={"gateway"})
+    (problem,) = error.value.problems
+    assert says in problem, problem
+    parse_config(setting("gateway", gateway | accepted), secret_paths={"gateway"})
+
+
+def test_a_kubeconfig_path_is_no_secret_and_is_accepted() -> None:
+    document = stack_yaml.load(STACK_FILE)
+    document["config"]["kubernetes:kubeconfig"] = "~/.kube/config"
+    stack_config(document).platform()

@@ -16,6 +16,9 @@ from vllm_platform.config.base import DNS_1123_LABEL, PRINTABLE_WORD, Section, c
 from vllm_platform.config.secrets import set_command
 
 SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:(?P<region>[a-z0-9-]+):\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?", re.ASCII)
+# The receivers the platform's alertmanager.yaml always holds (k8s/alerting.py): a second of the name would make
+# Alertmanager refuse the whole config.
+RESERVED_RECEIVERS = ("null",)
 SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9._-]{0,79}", re.ASCII)
 
 
@@ -89,7 +92,7 @@ class Webhook(Section):
 
 
 class Receiver(Section):
-    name: StrictStr = Field(description="DNS-1123 label, unique; what `critical`, `warning` and `watchdog` name")
+    name: StrictStr = Field(description="DNS-1123 label, unique, not `null` (the platform's own); what `critical`, `warning` and `watchdog` name")
     pagerduty: Optional[PagerDuty] = Field(
         None,
         description=f"`{{routingKey}}`, set with `{set_command('observability.alertmanager.receivers[N].pagerduty.routingKey')}`",
@@ -101,6 +104,11 @@ class Receiver(Section):
     @field_validator("name")
     @classmethod
     def _label(cls, value: str) -> str:
+        if value in RESERVED_RECEIVERS:
+            raise ValueError(
+                f"{value!r} is the receiver the platform adds itself, where unrouted alerts go and nowhere further; "
+                "name yours otherwise"
+            )
         return check_label(value, DNS_1123_LABEL, "DNS-1123 label")
 
     @model_validator(mode="after")

@@ -18,7 +18,14 @@ DNS_1123_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[
 # Text a secret or a name may hold: printable ASCII, no newline (a token piped in with `echo` ends in one).
 # An S3 bucket name, as S3 names them: 3 to 63 lower-case letters, digits, `.` and `-`, starting and ending with
 # a letter or digit (the patterns that use it refuse `..` over the whole value).
-S3_BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+# AWS's further rules, as lookaheads within the name (it ends at `/` or the end): no `..`, `-.` or `.-`, not an IP
+# address, none of the reserved prefixes (`xn--`, `sthree-`, `amzn-s3-demo-`) or suffixes (access point aliases'
+# `-s3alias`, Object Lambda's `--ol-s3`, `.mrap`, directory buckets' `--x-s3`, table buckets' `--table-s3`).
+S3_BUCKET_NAME = (
+    r"(?![^/]*(?:\.\.|-\.|\.-))(?!xn--|sthree-|amzn-s3-demo-)(?!\d+\.\d+\.\d+\.\d+(?:/|$))"
+    r"(?![^/]*(?:-s3alias|--ol-s3|\.mrap|--x-s3|--table-s3)(?:/|$))"
+    r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+)
 PRINTABLE_WORD = re.compile(r"[\x21-\x7e]+")
 PRINTABLE_TEXT = re.compile(r"[\x20-\x7e]+")
 
@@ -66,7 +73,40 @@ def check_ordered(low: int, high: int, names: tuple[str, str] = ("minSize", "max
 
 
 def check_cidrs(values: list[str]) -> list[str]:
-    """Each a network in CIDR notation with no host bits set, as AWS takes it; else ValueError naming it."""
+    """Each a network in canonical CIDR notation (`10.0.0.0/8`): no host bits set, as AWS takes it, and written
+    as Python and AWS print it, so that a rule comparing them (`0.0.0.0/0` is the whole internet) cannot be
+    dodged by `0.0.0.0/00`, `0.0.0.0/0.0.0.0` or `0::/0`; else ValueError naming it and its canonical spelling."""
     for value in values:
-        ipaddress.ip_network(value, strict=True)
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as error:
+            if "host bits set" in str(error):
+                raise
+            # `010.0.0.0/8` among them: octal to some parsers, decimal to others, so no one spelling is its own.
+            raise ValueError(
+                f"{value!r} is not a network in CIDR notation such as 203.0.113.0/24 (no leading zeros, no spaces)"
+            ) from None
+        if str(network) != value:
+            raise ValueError(f"{value!r} is not in canonical CIDR form: write {str(network)!r}")
     return values
+
+
+def coverage_problem(values: list[str]) -> str | None:
+    """Why an allowlist of canonical CIDRs admits too much of the internet to be an allowlist: a /0, or networks
+    that together cover half or more of their family's addresses (`0.0.0.0/1` and `128.0.0.0/1` are /0)."""
+    networks = [ipaddress.ip_network(v) for v in values]
+    for version, bits in ((4, 32), (6, 128)):
+        family = [n for n in networks if n.version == version]
+        if not family:
+            continue
+        whole = [str(n) for n in family if n.prefixlen == 0]
+        if whole:
+            return f"{', '.join(whole)} admits every address"
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(family))  # type: ignore[arg-type]
+        if covered * 2 >= 2**bits:
+            share = covered / 2**bits
+            return (
+                f"{', '.join(str(n) for n in family)} together cover {share:.0%} of the IPv{version} addresses "
+                "(half or more is the internet, not an allowlist)"
+            )
+    return None

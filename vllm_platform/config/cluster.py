@@ -49,7 +49,7 @@ class SystemNodes(Section):
         KARPENTER_REPLICAS,
         description=f"nodes at least; {KARPENTER_REPLICAS} or more: Karpenter's {KARPENTER_REPLICAS} controller replicas run one to a system node",
     )
-    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, description="nodes at most")
+    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, le=100, description="nodes at most")
     root_volume_gib: StrictInt = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
 
     @field_validator("instance_type")
@@ -120,9 +120,29 @@ class Vpc(Section):
     @field_validator("cidr")
     @classmethod
     def _valid_cidr(cls, value: str) -> str:
+        check_cidrs([value])
         network = ipaddress.ip_network(value, strict=True)
         if network.version != 4 or not 16 <= network.prefixlen <= 20:
             raise ValueError(f"{value!r} must be an IPv4 network of /16 to /20, large enough for pod IPs")
+        # No VPC can route these: the host itself, a link's own, multicast, reserved, or "this network".
+        special = next(
+            (
+                kind
+                for kind, hit in (
+                    ("loopback", network.is_loopback),
+                    ("link-local", network.is_link_local),
+                    ("multicast", network.is_multicast),
+                    ("reserved", network.is_reserved),
+                    ('"this network" (0.0.0.0/8)', network.subnet_of(ipaddress.IPv4Network("0.0.0.0/8"))),
+                )
+                if hit
+            ),
+            None,
+        )
+        if special:
+            raise ValueError(
+                f"{value!r} is in a {special} range, which a VPC cannot route; use a private range such as 10.0.0.0/16"
+            )
         return value
 
     @field_validator("zones")

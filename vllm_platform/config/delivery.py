@@ -44,7 +44,10 @@ class ModelCache(Section):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_pattern(value, S3_BUCKET, "an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-')")
+        return None if value is None else check_pattern(value, S3_BUCKET, (
+            "an S3 bucket name (3 to 63 of a-z, 0-9, '.', '-'; no '..', '-.' or '.-', not an IP address, no xn-- or "
+            "sthree- prefix, no -s3alias or --ol-s3 suffix)"
+        ))
 
     @model_validator(mode="after")
     def _a_bucket_is_for_a_cache(self) -> "ModelCache":
@@ -99,7 +102,13 @@ class Images(Section):
     @field_validator("registry")
     @classmethod
     def _registry(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_pattern(value, REGISTRY, "a registry host and path, such as registry.example.com/dockerhub")
+        if value is None:
+            return None
+        check_pattern(value, REGISTRY, "a registry host and path, such as registry.example.com/dockerhub")
+        port = value.split("/", 1)[0].partition(":")[2]
+        if port and not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} has port {port}, not one of 1 to 65535")
+        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> "Images":

@@ -19,6 +19,7 @@ from vllm_platform.config.base import (
     check_cidrs,
     check_label,
     check_pattern,
+    coverage_problem,
     duplicates,
 )
 from vllm_platform.config.secrets import SECRET_PLACEHOLDER, set_command
@@ -30,7 +31,6 @@ ACM_CERTIFICATE_ARN = re.compile(
 )
 # A key as OpenAI clients send it after `Bearer `: printable ASCII without spaces, long enough not to be guessed.
 API_KEY = re.compile(r"[\x21-\x7e]{%d,%d}" % API_KEY_LENGTHS)
-ANYWHERE = ("0.0.0.0/0", "::/0")
 
 
 class Exposure(StrEnum):
@@ -71,6 +71,13 @@ class Client(Section):
     @classmethod
     def _name(cls, value: str) -> str:
         return check_label(value, DNS_1123_LABEL, "DNS-1123 label")
+
+    @field_validator("models")
+    @classmethod
+    def _models_once(cls, values: list[str]) -> list[str]:
+        if twice := duplicates(values):
+            raise ValueError(f"names {', '.join(twice)} more than once")
+        return values
 
     @field_validator("api_key")
     @classmethod
@@ -129,7 +136,13 @@ class Gateway(Section):
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: Optional[str]) -> Optional[str]:
-        return None if value is None else check_pattern(value, DNS_1123_SUBDOMAIN, "a DNS name such as llm.example.com")
+        if value is None:
+            return None
+        check_pattern(value, DNS_1123_SUBDOMAIN, "a DNS name such as llm.example.com")
+        # A certificate names a domain, and clients resolve it: one label, or an address, is neither.
+        if "." not in value or re.fullmatch(r"[0-9.]+", value):
+            raise ValueError(f"{value!r} is not a DNS name of a domain, such as llm.example.com")
+        return value
 
     @field_validator("allowed_source_cidrs")
     @classmethod
@@ -159,9 +172,9 @@ class Gateway(Section):
             )
         if not self.allowed_source_cidrs:
             raise ValueError("exposure internet needs allowedSourceCidrs: the CIDRs your clients call from")
-        wide = [c for c in self.allowed_source_cidrs if c in ANYWHERE]
-        if wide:
-            raise ValueError(f"exposure internet with allowedSourceCidrs {', '.join(wide)} admits the whole internet; list your clients' CIDRs")
+        # By coverage, not by spelling: 0.0.0.0/1 with 128.0.0.0/1 is 0.0.0.0/0 too.
+        if wide := coverage_problem(self.allowed_source_cidrs):
+            raise ValueError(f"exposure internet with allowedSourceCidrs {wide}: that admits the whole internet; list your clients' CIDRs")
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from vllm_platform.config import stack_yaml
 from vllm_platform.config.base import CONFIG_NAMESPACE
 from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.platform import PlatformConfig, parse_config
-from vllm_platform.config.secrets import SECRET_PLACEHOLDER
+from vllm_platform.config.secrets import SECRET_PLACEHOLDER, provider_plaintext_problems
 
 
 def platform_values(config: dict[str, str]) -> dict[str, Any]:
@@ -54,12 +54,24 @@ def _engine_config() -> dict[str, str]:
     return {key: pulumi.runtime.config.get_config(key) for key in keys}
 
 
+def _parse_with_providers(values: dict[str, str], secret_keys: set[str], platform_secrets: set[str]) -> PlatformConfig:
+    """parse_config, and the providers' credentials in plain text refused beside its problems."""
+    leaked = provider_plaintext_problems(values, secret_keys)
+    try:
+        cfg = parse_config(platform_values(values), platform_secrets)
+    except ConfigError as error:
+        raise ConfigError([*leaked, *error.problems]) from None
+    if leaked:
+        raise ConfigError(leaked)
+    return cfg
+
+
 def engine_config() -> PlatformConfig:
     """This stack's config as the engine gives it, validated; raises ConfigError. The engine knows
     secrets by top-level key: one secret value inside `observability` makes all of it secret."""
     config = _engine_config()
     secret = [key for key in config if pulumi.runtime.config.is_config_secret(key)]
-    return parse_config(platform_values(config), platform_paths(secret))
+    return _parse_with_providers(config, set(secret), platform_paths(secret))
 
 
 @dataclass
@@ -73,7 +85,7 @@ class StackConfig:
     secret_paths: set[str] = field(default_factory=set)
 
     def platform(self) -> PlatformConfig:
-        return parse_config(platform_values(self.values), platform_paths(sorted(self.secret_paths)))
+        return _parse_with_providers(self.values, self.secret_paths, platform_paths(sorted(self.secret_paths)))
 
 
 def _offline(ciphertext: str) -> str:

@@ -29,6 +29,15 @@ HF_REVISION = re.compile(r"[0-9a-f]{40}", re.ASCII)
 # Served names go into argv, PromQL label matchers and the simulator's shell line: no quotes, spaces or `$`.
 SERVED_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}", re.ASCII)
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+# Bounds on what reaches Kubernetes' int32 fields (a Deployment's replicas, a probe's threshold, a ScaledObject's
+# target), well inside them: a config past them is a typo, and the API server would refuse it only at `pulumi up`.
+MAX_REPLICAS = 1000
+MAX_PER_REPLICA_TARGET = 100_000
+MAX_STARTUP_SECONDS = 86_400
+# The largest checkpoint the fit checks size, in billions of parameters: beyond it the arithmetic overflows.
+MAX_PARAMETERS_BILLIONS = 10_000
+# The least a vLLM pod can start with: its API server alone takes more.
+MIN_CPU_MILLIS, MIN_MEMORY_MIB = 100, 256
 
 
 class Quantization(StrEnum):
@@ -41,8 +50,8 @@ class Quantization(StrEnum):
 
 
 class Replicas(Section):
-    min: StrictInt = Field(1, ge=0, description="replicas at least; `0` scales to zero (see \"Scale to zero\")")
-    max: StrictInt = Field(1, ge=1, description="replicas at most")
+    min: StrictInt = Field(1, ge=0, le=MAX_REPLICAS, description="replicas at least; `0` scales to zero (see \"Scale to zero\")")
+    max: StrictInt = Field(1, ge=1, le=MAX_REPLICAS, description=f"replicas at most, {MAX_REPLICAS} at most")
 
     @model_validator(mode="after")
     def _ordered(self) -> "Replicas":
@@ -65,11 +74,11 @@ class Autoscaling(Section):
             "with `replicas.min = replicas.max`"
         ),
     )
-    queue_depth_per_replica: StrictInt = Field(10, ge=1, description="waiting requests per replica the KEDA trigger aims for")
+    queue_depth_per_replica: StrictInt = Field(10, ge=1, le=MAX_PER_REPLICA_TARGET, description="waiting requests per replica the KEDA trigger aims for")
     target_cpu_utilization_percent: StrictInt = Field(70, ge=10, le=100, description="with `hpa-cpu`: the CPU utilisation it aims for")
     # With replicas.min 0: requests in flight per replica, as the KEDA HTTP add-on's interceptor counts them.
     concurrency_per_replica: StrictInt = Field(
-        64, ge=1, description="with `replicas.min: 0`: requests in flight per replica as the HTTP add-on's interceptor counts them"
+        64, ge=1, le=MAX_PER_REPLICA_TARGET, description="with `replicas.min: 0`: requests in flight per replica as the HTTP add-on's interceptor counts them"
     )
     # With replicas.min 0: idle time before the last replica goes. A cold start costs a node and minutes of loading.
     scale_to_zero_after_seconds: StrictInt = Field(
@@ -94,8 +103,10 @@ class Resources(Section):
     @field_validator("cpu", "memory")
     @classmethod
     def _positive_quantity(cls, value: str, info: ValidationInfo) -> str:
-        if (cpu_millis if info.field_name == "cpu" else memory_mib)(value) <= 0:
-            raise ValueError("must be positive")
+        if info.field_name == "cpu" and cpu_millis(value) < MIN_CPU_MILLIS:
+            raise ValueError(f"{value!r} is below {MIN_CPU_MILLIS}m: vLLM's API server alone needs more to start")
+        if info.field_name == "memory" and memory_mib(value) < MIN_MEMORY_MIB:
+            raise ValueError(f"{value!r} is below {MIN_MEMORY_MIB}Mi: vLLM's API server alone needs more to start")
         return value
 
 
@@ -138,11 +149,12 @@ class Model(Section):
         ),
     )
     parameters_billions: Optional[StrictFloat] = Field(
-        None, gt=0, description="read from the id (`8B`, `70b`, `8x7B`) by default; needed for the fit checks when the id carries no size"
+        None, gt=0, le=MAX_PARAMETERS_BILLIONS, description="read from the id (`8B`, `70b`, `8x7B`) by default; needed for the fit checks when the id carries no size"
     )
     max_model_len: Optional[StrictInt] = Field(
         None,
         gt=0,
+        le=2**31 - 1,
         description=(
             "set, the KV cache of one sequence this long must fit what the weights leave (see \"Fit checks\"); unset, "
             "vLLM gets `--max-model-len auto` and serves the longest context that fits, instead of refusing to start "
@@ -152,6 +164,7 @@ class Model(Section):
     kv_cache_bytes_per_token: Optional[StrictInt] = Field(
         None,
         gt=0,
+        le=2**40,
         description=(
             "the KV cache one token takes over all GPUs: 2 × layers × KV heads × head dim × 2 bytes, from the checkpoint's "
             "`config.json`; estimated from the size by default. Set it for architectures the estimate misses (multi-head "
@@ -190,7 +203,7 @@ class Model(Section):
         ),
     )
     startup_timeout_seconds: Optional[StrictInt] = Field(
-        None, ge=30, description="the startup probe's budget; from the model's size by default (see \"What each model gets\")"
+        None, ge=30, le=MAX_STARTUP_SECONDS, description="the startup probe's budget; from the model's size by default (see \"What each model gets\")"
     )
     shutdown_timeout_seconds: StrictInt = Field(
         60, ge=0, le=3600, description="`--shutdown-timeout`: how long vLLM drains in-flight requests on SIGTERM"

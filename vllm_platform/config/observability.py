@@ -31,7 +31,14 @@ SLO_HISTOGRAMS = {
     "inter_token_latency_slo_seconds": vllm_metrics.INTER_TOKEN_LATENCY,
     "request_latency_slo_seconds": vllm_metrics.END_TO_END_LATENCY,
 }
-STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(Gi|Ti)", re.ASCII)
+STORAGE_QUANTITY = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>Gi|Ti)", re.ASCII)
+# retentionSize is 85% of the volume in whole GB, and 0GB means no size limit: below 2Gi it would round to 0. EBS
+# gp3 volumes end at 16TiB.
+MIN_STORAGE_GIB, MAX_STORAGE_GIB = 2, 16 * 1024
+# Faster than 5s loads every target for nothing; slower than 5m and Prometheus' 5-minute staleness marks every
+# series stale between scrapes, so rules and KEDA's queries see gaps.
+MIN_SCRAPE_SECONDS, MAX_SCRAPE_SECONDS = 5, 300
+MAX_RETENTION_SECONDS = 10 * DURATION_SECONDS["y"]
 # scheme://host[:port][/path]: a DNS name or IPv4 address, and a path of printable ASCII without spaces.
 HTTP_URL = re.compile(
     r"https?://(?P<host>[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
@@ -71,17 +78,35 @@ class Prometheus(Section):
     def _class_name(cls, value: str) -> str:
         return check_pattern(value, DNS_1123_SUBDOMAIN, "a StorageClass name (a DNS-1123 subdomain such as gp3)")
 
-    @field_validator("retention", "scrape_interval")
+    @field_validator("retention")
     @classmethod
-    def _duration(cls, value: str) -> str:
-        duration_seconds(value)
+    def _retention(cls, value: str) -> str:
+        if duration_seconds(value) > MAX_RETENTION_SECONDS:
+            raise ValueError(f"{value} is more than 10y; Prometheus keeps metrics for days to months, such as 15d")
+        return value
+
+    @field_validator("scrape_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not MIN_SCRAPE_SECONDS <= duration_seconds(value) <= MAX_SCRAPE_SECONDS:
+            raise ValueError(
+                f"{value} is not between {MIN_SCRAPE_SECONDS}s and 5m: faster loads every target for nothing, slower "
+                "leaves series stale between scrapes (Prometheus' 5-minute lookback)"
+            )
         return value
 
     @field_validator("storage_size")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not STORAGE_QUANTITY.fullmatch(value):
+        match = STORAGE_QUANTITY.fullmatch(value)
+        if not match:
             raise ValueError(f"{value!r} is not a volume size in Gi or Ti, such as 50Gi")
+        gib = int(match["count"]) * (1024 if match["unit"] == "Ti" else 1)
+        if not MIN_STORAGE_GIB <= gib <= MAX_STORAGE_GIB:
+            raise ValueError(
+                f"{value} is not between {MIN_STORAGE_GIB}Gi and 16Ti: retentionSize, 85% of it in whole GB, would be "
+                "0GB (no limit) below 2Gi, and an EBS gp3 volume ends at 16Ti"
+            )
         return value
 
 

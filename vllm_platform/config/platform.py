@@ -37,7 +37,7 @@ class PlatformConfig(Section):
         "inference",
         description=(
             "namespace of the model deployments (DNS-1123 label, not `monitoring`, `keda`, the gateway's three (`envoy-gateway-system`, `envoy-ai-gateway-system`, `llm-gateway`) or `kube-*`, which the "
-            "platform and Kubernetes use); Pod Security `restricted` is enforced there"
+            "platform and Kubernetes use, nor `default`); Pod Security `restricted` is enforced there"
         ),
     )
     cluster: Cluster = Field(description="the EKS cluster and its GPU node pools, or an existing cluster (see below)")
@@ -76,7 +76,12 @@ class PlatformConfig(Section):
     @field_validator("namespace")
     @classmethod
     def _namespace_is_label(cls, value: str) -> str:
-        if value in RESERVED_NAMESPACES:
+        if value == "default":
+            raise ValueError(
+                "'default' is every unnamespaced object's namespace, where anything applied without -n lands next to "
+                "the models; choose a namespace of the models' own, such as inference"
+            )
+        if value in RESERVED_NAMESPACES or value.startswith("kube-"):
             raise ValueError(
                 f"{value!r} is where the platform runs its own components or Kubernetes its system; "
                 "choose a namespace of the models' own, such as inference"

@@ -6,11 +6,11 @@ import re
 from enum import StrEnum
 from typing import Any, Optional
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator, model_validator
 
 from vllm_platform import names
 from vllm_platform.catalog import INSTANCE_TYPES
-from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, check_ordered, check_pattern
+from vllm_platform.config.base import DNS_1123_LABEL, Section, check_label, check_ordered, check_pattern, duplicates
 from vllm_platform.contract import LABEL_MAX_LENGTH
 
 # A pool's NodePool and EC2NodeClass are named gpu-<name>, a Kubernetes name of 63 characters at most.
@@ -43,6 +43,16 @@ class NodeGroupCapacityType(StrEnum):
 CAPACITY_PREFERENCE = (CapacityKind.RESERVED, CapacityKind.SPOT, CapacityKind.ON_DEMAND)
 CAPACITY_RESERVATION_ID = re.compile(r"cr-[0-9a-z]+", re.ASCII)
 KARPENTER_DURATION = re.compile(r"([0-9]+(s|m|h))+|Never", re.ASCII)
+KARPENTER_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+# A node that expires within the hour of its launch is replaced before a large model has loaded on it; an empty
+# node kept past 30 days is kept, and `Never` says so.
+MIN_EXPIRE_AFTER_SECONDS, MAX_CONSOLIDATE_AFTER_SECONDS = 3600, 720 * 3600
+MAX_POOL_NODES = 1000
+
+
+def karpenter_seconds(duration: str) -> int:
+    """Seconds of a Karpenter duration other than Never (`1h30m` is 5400)."""
+    return sum(int(count) * KARPENTER_UNIT_SECONDS[unit] for count, unit in re.findall(r"([0-9]+)(s|m|h)", duration))
 # A GPU node's root volume: on Karpenter's nodes only the OS and its logs (the rest is on the NVMe RAID0); on an
 # existing cluster's node group the image and a downloaded checkpoint too, as the fit checks always assumed there.
 CREATED_ROOT_VOLUME_GIB = 100
@@ -96,6 +106,7 @@ class GpuNodePool(Section):
     )
     max_size: StrictInt = Field(
         ge=1,
+        le=MAX_POOL_NODES,
         description=(
             "nodes at most: the NodePool's `limits` (`nvidia.com/gpu` and `cpu` of that many of its widest type), the "
             "cap on what the pool can cost (Karpenter may overrun it briefly: by one node while a drift replacement "
@@ -197,6 +208,8 @@ class GpuNodePool(Section):
     @field_validator("instance_types")
     @classmethod
     def _known_gpu_types(cls, values: list[str]) -> list[str]:
+        if twice := duplicates(values):
+            raise ValueError(f"names {', '.join(twice)} more than once")
         unknown = [v for v in values if v not in INSTANCE_TYPES]
         if unknown:
             raise ValueError(f"unknown GPU instance type {', '.join(unknown)}; known: {', '.join(INSTANCE_TYPES)}")
@@ -234,8 +247,18 @@ class GpuNodePool(Section):
 
     @field_validator("consolidate_after", "expire_after")
     @classmethod
-    def _karpenter_duration(cls, value: str) -> str:
-        return check_pattern(value, KARPENTER_DURATION, "a duration such as 20m, 720h or 1h30m, or Never")
+    def _karpenter_duration(cls, value: str, info: ValidationInfo) -> str:
+        check_pattern(value, KARPENTER_DURATION, "a duration such as 20m, 720h or 1h30m, or Never")
+        if value == "Never":
+            return value
+        seconds = karpenter_seconds(value)
+        if info.field_name == "expire_after" and seconds < MIN_EXPIRE_AFTER_SECONDS:
+            raise ValueError(
+                f"{value} is under 1h: nodes would be replaced before a model has loaded on them; give 1h or more, or Never"
+            )
+        if info.field_name == "consolidate_after" and seconds > MAX_CONSOLIDATE_AFTER_SECONDS:
+            raise ValueError(f"{value} is over 720h: to keep empty nodes, say Never")
+        return value
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> "GpuNodePool":

@@ -7,7 +7,7 @@ then tells the program which keys are secret; offline, the `secure:` entries of 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from vllm_platform.config.base import CONFIG_NAMESPACE
@@ -73,4 +73,29 @@ def plaintext_problems(raw: Any, secret_paths: Collection[str]) -> list[str]:
         for pattern in SECRET_PATHS
         for path, value in _values_at(raw, pattern.split("."))
         if value is not None and not is_covered(path, secret_paths)
+    ]
+
+
+# The providers' own keys that hold credentials: the AWS provider's static keys and session token, and the
+# Kubernetes provider's kubeconfig when it holds the file's contents (a path to the file is no secret).
+PROVIDER_SECRET_KEYS = ("aws:accessKey", "aws:secretKey", "aws:token", "kubernetes:kubeconfig")
+
+
+def _holds_a_secret(key: str, value: Any) -> bool:
+    if not isinstance(value, str) or value in ("", SECRET_PLACEHOLDER):
+        return False
+    if key == "kubernetes:kubeconfig":
+        # Contents are YAML or JSON over several lines or in braces; a path is one line of neither.
+        return "\n" in value or value.lstrip().startswith("{") or "apiVersion" in value
+    return True
+
+
+def provider_plaintext_problems(values: Mapping[str, Any], secret_keys: Collection[str]) -> list[str]:
+    """One line per provider credential (PROVIDER_SECRET_KEYS) given as plain text, never repeating it."""
+    return [
+        f"{key}: is a secret written in plain text, readable by anyone with the stack file; remove it there and "
+        f"store it encrypted with pulumi config set --secret {key} (or leave it to the provider's own credential "
+        "chain: a profile, the environment, or a role)"
+        for key in PROVIDER_SECRET_KEYS
+        if key not in secret_keys and _holds_a_secret(key, values.get(key))
     ]

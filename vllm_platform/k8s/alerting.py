@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from vllm_platform.config.alerting import Alerting, Receiver, ReceiverKind
+from vllm_platform.config.alerting import RESERVED_RECEIVERS, Alerting, Receiver, ReceiverKind
 
 RECEIVER_SECRET = "alertmanager-receivers"
 SECRETS_DIRECTORY = f"/etc/alertmanager/secrets/{RECEIVER_SECRET}"
-NULL_RECEIVER = "null"
+(NULL_RECEIVER,) = RESERVED_RECEIVERS
 # kube-prometheus-stack's always-firing alert, and its helper that mutes info alerts.
 WATCHDOG, INFO_INHIBITOR = "Watchdog", "InfoInhibitor"
 # Often enough for a heartbeat that pages after 15 minutes without one.

@@ -284,8 +284,8 @@ def http_add_on_values() -> dict[str, Any]:
 
 def dcgm_exporter_values(plan: Plan) -> dict[str, Any]:
     interval = plan.config.observability.prometheus.scrape_interval
-    # Below the chart's 10 s the timeout is the interval itself, written as the config wrote it: 500ms stays
-    # 500ms, which the operator's duration pattern takes, where 0.5s would be refused.
+    # Below the chart's 10 s (the config takes 5 s to 5 m) the timeout is the interval itself, written as the
+    # config wrote it: 7500ms stays 7500ms, which the operator's duration pattern takes, where 7.5s would be refused.
     timeout = interval if duration_seconds(interval) < DCGM_SCRAPE_TIMEOUT_SECONDS else f"{DCGM_SCRAPE_TIMEOUT_SECONDS}s"
     return {
         "fullnameOverride": DCGM_EXPORTER.release,
