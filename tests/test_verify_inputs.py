@@ -139,7 +139,7 @@ def test_a_request_whose_watchdog_cannot_start_is_a_failed_request(double, monke
     assert response.status is None and response.error == "cannot start a thread: can't start new thread"
 
 
-@pytest.mark.parametrize("url", [f"http://user:hunter2@127.0.0.1:9", "http://hunter2@127.0.0.1:9/v1", "http://u:hunter2@127.0.0.1:9/\n"])
+@pytest.mark.parametrize("url", ["http://user:hunter2@127.0.0.1:9", "http://hunter2@127.0.0.1:9/v1", "http://u:hunter2@127.0.0.1:9/\n"])
 def test_a_url_with_a_password_is_a_usage_error_that_does_not_print_it(url, capsys):
     assert cli.main(["--url", url, "--model", MODEL, *FAST]) == cli.EXIT_USAGE
     out, err = capsys.readouterr()

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
