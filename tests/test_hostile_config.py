@@ -131,17 +131,6 @@ REFUSED_BESIDE_ACCEPTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "path, refused, accepted, says",
-    [case[1:] for case in REFUSED_BESIDE_ACCEPTED],
-    ids=[case[0] for case in REFUSED_BESIDE_ACCEPTED],
-)
-def test_each_refusal_beside_a_near_identical_config_it_accepts(path: str, refused: Any, accepted: Any, says: str) -> None:
-    found = problems(setting(path, refused))
-    assert len(found) == 1 and says in found[0], found
-    plan_of(setting(path, accepted))
-
-
 def test_an_external_prometheus_url_with_a_port_beyond_65535_is_refused() -> None:
     observability = {"enabled": False, "externalPrometheusUrl": "http://127.0.0.1:99999"}
     (problem,) = problems(setting("observability", observability))
@@ -624,12 +613,13 @@ BOUNDS_BESIDE_ACCEPTED = [
 ]  # fmt: skip
 
 
+# The tables above, each case a refused config beside the near-identical one accepted.
 @pytest.mark.parametrize(
     "path, refused, accepted, says",
-    [case[1:] for case in BOUNDS_BESIDE_ACCEPTED],
-    ids=[case[0] for case in BOUNDS_BESIDE_ACCEPTED],
+    [case[1:] for case in (*REFUSED_BESIDE_ACCEPTED, *BOUNDS_BESIDE_ACCEPTED)],
+    ids=[case[0] for case in (*REFUSED_BESIDE_ACCEPTED, *BOUNDS_BESIDE_ACCEPTED)],
 )
-def test_each_bound_beside_a_near_identical_config_it_accepts(path: str, refused: Any, accepted: Any, says: str) -> None:
+def test_each_refusal_beside_a_near_identical_config_it_accepts(path: str, refused: Any, accepted: Any, says: str) -> None:
     found = problems(setting(path, refused))
     assert len(found) == 1 and says in found[0], found
     plan_of(setting(path, accepted))

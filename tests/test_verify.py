@@ -940,6 +940,14 @@ def kubeconfig_for(server: str) -> dict[str, Any]:
     }
 
 
+def verify_through_api(api_server: "FakeApiServer", tmp_path: Path, capsys: Any) -> tuple[int, dict[str, Any]]:
+    """verify's exit code and JSON for the model's Service URL, through the stand-in API server's kubeconfig."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
+    return run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+
+
 @pytest.fixture
 def api_server() -> Iterator[FakeApiServer]:
     """A loopback Kubernetes API serving one model's Deployment, Service and pod; set `backends` to port-forward."""
@@ -1014,10 +1022,7 @@ def test_an_answer_nested_too_deep_for_the_parser_is_a_kube_error(api_server, tm
 def test_a_restart_at_a_time_without_an_offset_fails_the_restarts_check_without_a_traceback(api_server, tmp_path, capsys):
     restarted = pod("a", restarts=1, finished_at="2026-01-01T10:00:00")
     api_server.objects[PODS_PATH] = {"kind": "PodList", "items": [restarted]}
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
-    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
-    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    code, result = verify_through_api(api_server, tmp_path, capsys)
     assert code == cli.EXIT_FAILED
     assert any("a time without a timezone offset" in c["detail"] and c["status"] == "FAIL" for c in result["checks"])
 
@@ -1130,10 +1135,7 @@ def test_an_api_answer_not_shaped_as_the_apis_is_a_kube_error(api_server, tmp_pa
 
 def test_a_deployment_without_a_selector_fails_the_check_without_a_traceback(api_server, tmp_path, capsys):
     api_server.objects[DEPLOYMENT_PATH] = without(deployment(), "spec", "selector")
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
-    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
-    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    code, result = verify_through_api(api_server, tmp_path, capsys)
     checks = by_check(result)
     assert code == cli.EXIT_FAILED
     assert checks["deployment"]["status"] == "FAIL" and "spec.selector: Field required" in checks["deployment"]["detail"]
@@ -1325,10 +1327,7 @@ def test_a_bad_p95_slo_in_the_stack_file_is_a_usage_error(value, tmp_path, monke
 
 def test_a_port_forward_whose_every_stream_is_refused_fails_the_port_forward_check(api_server, tmp_path, capsys):
     """The API server refuses each websocket (no backend for the pod: 403): the port-forward check says so."""
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
-    url = f"http://{MODEL}.vllm.svc.cluster.local:8000"
-    code, result = run_json(capsys, "--url", url, "--model", MODEL, "--kubeconfig", str(kubeconfig), "--timeout", "2")
+    code, result = verify_through_api(api_server, tmp_path, capsys)
     checks = by_check(result)
     assert code == cli.EXIT_FAILED
     assert checks["port-forward"]["status"] == "FAIL"

@@ -25,6 +25,8 @@ from vllm_platform.config.platform import PlatformConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+# How `pulumi stack output --json` shows a secret output without --show-secrets (the CLI's mask, which the
+# Automation API keeps private as _SECRET_SENTINEL; the config's own placeholder only happens to read the same).
 SECRET_SHOWN_MASKED = "[secret]"
 
 
