@@ -344,7 +344,11 @@ def check_hf_token_from_secret(args: ResourceValidationArgs, report: ReportViola
                 report(f"{where}: env {name} has a literal value; {fix}")
             elif isinstance(value, str) and HF_TOKEN_PATTERN.search(value):
                 report(f"{where}: env {name} holds what looks like a Hugging Face token; {fix}")
-        if any(HF_TOKEN_PATTERN.search(word) for word in container_words(container)):
+        # vLLM's own secret flags (its hub token, its API key) put a secret in the argv, whatever it looks like.
+        flagged = vllm_flags.secret_flags(exec_serve_words(container) or []) if runs_vllm(container) else []
+        for written, name in flagged:
+            report(f"{where}: {written} passes a secret on vLLM's command line; {vllm_flags.SECRET_FLAGS[name]}")
+        if not flagged and any(HF_TOKEN_PATTERN.search(word) for word in container_words(container)):
             report(f"{where}: command or args hold what looks like a Hugging Face token; {fix}")
     return len(containers)
 
@@ -492,7 +496,10 @@ RULES: list[Rule] = [
     ),
     Rule(
         name="hf-token-from-secret",
-        description="Hugging Face tokens reach containers from Secrets, never as literal values.",
+        description=(
+            "Hugging Face tokens reach containers from Secrets, never as literal values, and no vLLM container takes a "
+            "secret-bearing flag (--hf-token, --api-key) on its command line."
+        ),
         check=check_hf_token_from_secret,
     ),
     Rule(

@@ -428,8 +428,14 @@ BROKEN = [
          "env HUGGING_FACE_HUB_TOKEN has a literal value"),
     case("hf-token-from-secret", DEV_8B, "token-in-another-variable", env("EXTRA_HEADERS", f"Authorization: Bearer {TOKEN}"),
          "env EXTRA_HEADERS holds what looks like a Hugging Face token"),
-    case("hf-token-from-secret", DEV_8B, "token-in-args", lambda i: server(i)["args"].extend(["--hf-token", TOKEN]),
+    case("hf-token-from-secret", DEV_8B, "token-in-args", lambda i: server(i)["args"].extend(["--lora-modules", f"a={TOKEN}"]),
          "command or args hold what looks like a Hugging Face token"),
+    case("hf-token-from-secret", DEV_8B, "hf-token-flag", lambda i: server(i)["args"].extend(["--hf-token", TOKEN]),
+         "--hf-token passes a secret on vLLM's command line; the platform hands vLLM the token from a Kubernetes Secret"),
+    case("hf-token-from-secret", DEV_8B, "hf-token-flag-any-value", lambda i: server(i)["args"].append("--hf_token=abc"),
+         "--hf_token passes a secret on vLLM's command line"),
+    case("hf-token-from-secret", PROD_8B, "api-key-flag", lambda i: server(i)["args"].extend(["--api-key", "sk-local"]),
+         "--api-key passes a secret on vLLM's command line; callers' keys are the gateway's to check"),
     case("images-pinned", PROD_8B, "latest", lambda i: server(i).update(image="vllm/vllm-openai:latest"),
          "container vllm: image 'vllm/vllm-openai:latest' is not pinned"),
     case("workloads-request-cpu-and-memory", PROD_8B, "no-cpu",
@@ -621,6 +627,14 @@ def test_hf_token_from_the_secret_passes() -> None:
     model = dataclasses.replace(rendered("dev", DEPLOYMENT, "llama-8b"), inputs=manifest)
     assert any(e["name"] == "HF_TOKEN_PATH" for e in server(manifest)["env"])
     assert violations("hf-token-from-secret", "dev", [model]) == []
+
+
+@pytest.mark.parametrize("flag", ["--hf-token", "--hf-config-path", "--api-key", "--api-server-count"])
+def test_only_vllms_secret_flags_are_refused_in_its_command_line(flag: str) -> None:
+    # --hf-config-path and --api-server-count share the secret flags' prefixes, and carry nothing secret.
+    resource = broken(rendered("dev", DEPLOYMENT, "llama-8b"), lambda i: server(i)["args"].extend([flag, "1"]))
+    refused = [message for message in messages("hf-token-from-secret", "dev", resource) if "passes a secret" in message]
+    assert len(refused) == (flag in ("--hf-token", "--api-key"))
 
 
 @pytest.mark.parametrize(

@@ -221,13 +221,22 @@ def extra_args_problems(words: Sequence[str], pinned: bool) -> list[str]:
     return problems
 
 
+def secret_flags(words: Sequence[str]) -> list[tuple[str, str]]:
+    """Each flag of `words` that carries a secret, in any spelling vLLM reads: (as written, without its value;
+    the SECRET_FLAGS name vLLM reads it as)."""
+    return [
+        (written, name)
+        for written, name in ((_joined_with_space(run[0].partition("=")[0]), _secret_flag(run[0])) for run in _runs(words))
+        if name is not None
+    ]
+
+
 def secret_problems(words: Sequence[str]) -> list[str]:
-    """One line per flag of `words` that carries a secret, in any spelling vLLM reads; its value is never repeated."""
+    """One line per flag of `words` that carries a secret; its value is never repeated."""
     return [
         f"{_spelled(written, name)} takes a secret, which extraArgs would keep in plain text in the stack file and the "
         f"Deployment's argv; remove it from extraArgs: {SECRET_FLAGS[name]}"
-        for written, name in ((_joined_with_space(run[0].partition("=")[0]), _secret_flag(run[0])) for run in _runs(words))
-        if name is not None
+        for written, name in secret_flags(words)
     ]
 
 
