@@ -507,6 +507,28 @@ def test_pool_capacity_refusals(key: str, refused: Any, accepted: Any, says: str
     plan_of(setting(f"{POOL}.{key}", accepted))
 
 
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        ([{"tags": {"team": ""}}], [{"tags": {"team": "*"}}], "tag 'team' has an empty key or value"),
+        ([{"tags": {f"k{n}": "v" for n in range(21)}}], [{"tags": {f"k{n}": "v" for n in range(20)}}], "selects by 21 tags"),
+        ([{"tags": {"k" * 129: "v"}}], [{"tags": {"k" * 128: "v"}}], "EC2 takes keys of at most 128"),
+        ([{"tags": {"team": "v" * 257}}], [{"tags": {"team": "v" * 256}}], "values of at most 256"),
+        ([{"id": f"cr-{n:017x}"} for n in range(31)], [{"id": f"cr-{n:017x}"} for n in range(30)], "at most 30 items"),
+    ],
+    ids=["empty-value", "too-many-tags", "long-key", "long-value", "too-many-terms"],
+)
+def test_reservation_selectors_beyond_the_node_class_are_refused(refused: Any, accepted: Any, says: str) -> None:
+    def reserving(reservations: Any) -> dict[str, Any]:
+        raw = setting(f"{POOL}.capacityTypes", ["reserved", "on-demand"])
+        raw["cluster"]["gpuNodePools"][0]["capacityReservations"] = reservations
+        return raw
+
+    found = problems(reserving(refused))
+    assert len(found) == 1 and says in found[0], found
+    plan_of(reserving(accepted))
+
+
 def test_reserved_capacity_needs_its_reservations_and_then_renders() -> None:
     raw = setting(f"{POOL}.capacityTypes", ["reserved", "spot", "on-demand"])
     raw["cluster"]["gpuNodePools"][0]["capacityReservations"] = [*RESERVATION, {"tags": {"purpose": "capacity-block"}}]

@@ -48,6 +48,9 @@ KARPENTER_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 # node kept past 30 days is kept, and `Never` says so.
 MIN_EXPIRE_AFTER_SECONDS, MAX_CONSOLIDATE_AFTER_SECONDS = 3600, 720 * 3600
 MAX_POOL_NODES = 1000
+# What the EC2NodeClass CRD (Karpenter v1.14.1) and EC2's tags allow in capacityReservationSelectorTerms.
+MAX_RESERVATION_TERMS, MAX_RESERVATION_TAGS = 30, 20
+MAX_TAG_KEY_LENGTH, MAX_TAG_VALUE_LENGTH = 128, 256
 
 
 def karpenter_seconds(duration: str) -> int:
@@ -70,6 +73,25 @@ class CapacityReservation(Section):
     @classmethod
     def _reservation_id(cls, value: Optional[str]) -> Optional[str]:
         return None if value is None else check_pattern(value, CAPACITY_RESERVATION_ID, "a capacity reservation id such as cr-0123456789abcdef0")
+
+    @field_validator("tags")
+    @classmethod
+    def _selector_tags(cls, value: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        # The EC2NodeClass CRD takes at most 20 tags, none empty (its CEL rule, which the offline render cannot
+        # run); EC2 takes keys of 128 characters and values of 256 at most. '*' matches any value of its key.
+        if value is None:
+            return None
+        if len(value) > MAX_RESERVATION_TAGS:
+            raise ValueError(f"selects by {len(value)} tags; the EC2NodeClass takes at most {MAX_RESERVATION_TAGS}")
+        for key, text in value.items():
+            if not key or not text:
+                raise ValueError(f"tag {key!r} has an empty key or value, which Karpenter refuses; use '*' for any value")
+            if len(key) > MAX_TAG_KEY_LENGTH or len(text) > MAX_TAG_VALUE_LENGTH:
+                raise ValueError(
+                    f"tag {key[:40]!r} is {len(key)} characters with a value of {len(text)}; EC2 takes keys of at most "
+                    f"{MAX_TAG_KEY_LENGTH} and values of at most {MAX_TAG_VALUE_LENGTH}"
+                )
+        return value
 
     @model_validator(mode="after")
     def _one_selector(self) -> "CapacityReservation":
@@ -133,6 +155,7 @@ class GpuNodePool(Section):
     )
     capacity_reservations: list[CapacityReservation] = Field(
         [],
+        max_length=MAX_RESERVATION_TERMS,
         description=(
             "with `reserved` in `capacityTypes`: the ODCRs or Capacity Blocks to launch into, by `id` or `tags` (on an "
             "existing cluster, those its node group launches into, for the outputs)"
