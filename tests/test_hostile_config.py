@@ -131,6 +131,15 @@ REFUSED_BESIDE_ACCEPTED = [
 ]
 
 
+@pytest.mark.parametrize("suffix", ["?access_token=s3cr3t", "#frag", "/?x=1"])
+def test_an_external_prometheus_url_with_a_query_is_refused_without_repeating_it(suffix: str) -> None:
+    observability = {"enabled": False, "externalPrometheusUrl": f"http://prom.example.com:9090/prometheus{suffix}"}
+    (problem,) = problems(setting("observability", observability))
+    assert "is followed by a query or fragment, where KEDA appends /api/v1/query" in problem
+    assert suffix not in problem
+    plan_of(setting("observability", observability | {"externalPrometheusUrl": "http://prom.example.com:9090/prometheus"}))
+
+
 def test_an_external_prometheus_url_with_a_port_beyond_65535_is_refused() -> None:
     observability = {"enabled": False, "externalPrometheusUrl": "http://127.0.0.1:99999"}
     (problem,) = problems(setting("observability", observability))

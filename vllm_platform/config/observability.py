@@ -42,7 +42,7 @@ MAX_RETENTION_SECONDS = 10 * DURATION_SECONDS["y"]
 # scheme://host[:port][/path]: a DNS name or IPv4 address, and a path of printable ASCII without spaces.
 HTTP_URL = re.compile(
     r"https?://(?P<host>[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
-    r"(:(?P<port>[0-9]{1,5}))?(/[\x21-\x7e]*)?",
+    r"(:(?P<port>[0-9]{1,5}))?(/[\x21\x22\x24-\x3e\x40-\x7e]*)?(?P<query>[?#][\x21-\x7e]*)?",
     re.ASCII,
 )
 
@@ -226,6 +226,13 @@ class Observability(Section):
         if value is None:
             return value
         match = HTTP_URL.fullmatch(value)
+        if match and match["query"]:
+            # KEDA's Prometheus scaler writes `<serverAddress>/api/v1/query?query=...`: after a query or fragment
+            # every trigger reads another URL, and a token in it would sit in plain text in every ScaledObject.
+            raise ValueError(
+                f"{value.partition(match['query'][0])[0]!r} is followed by a query or fragment, where KEDA appends "
+                "/api/v1/query?query=... to the address; give the server's base URL alone"
+            )
         if not match or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
             shown, userinfo = _without_userinfo(value)
             why = (
