@@ -761,3 +761,8 @@ def test_without_routing_the_preview_warns_that_alerts_go_nowhere() -> None:
     assert notes.alerting_notes(off)[0].startswith("observability.alertmanagerEnabled: false, so alerts go nowhere")
     routed = stack_config(_routed_document()).platform()
     assert [n.split(":")[0] for n in notes.alerting_notes(routed)] == ["observability.alertmanager.watchdog"]
+    # Criticals that page while every warning goes to the null receiver are only half routed.
+    document = _routed_document()
+    document["config"]["vllm-platform:observability"]["alertmanager"]["warning"] = []
+    paged_only = stack_config(document).platform()
+    assert notes.alerting_notes(paged_only)[0].startswith("observability.alertmanager.warning: empty, so warnings go nowhere")

@@ -95,6 +95,11 @@ def alerting_notes(cfg: PlatformConfig) -> list[str]:
             "included, to its null receiver; set receivers, and name the one that pages in critical"
         ]
     notes = []
+    if not obs.alertmanager.warning:
+        notes.append(
+            "observability.alertmanager.warning: empty, so warnings go nowhere: partial outages, crash loops, latency, "
+            "Xid errors and KEDA's scaler errors reach no one; name a chat receiver, or the pager"
+        )
     if obs.alertmanager.watchdog is None:
         notes.append(
             "observability.alertmanager.watchdog: not set, so nothing notices when alerting itself stops: name a "
