@@ -29,6 +29,7 @@ import yaml
 from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack
 from tests.test_observability import _platform
 from vllm_platform.config.platform import parse_config
+from vllm_platform.contract import SERVING_CONTAINER
 from vllm_platform.k8s import alerts, autoscaling, cluster_alerts, dashboards
 from vllm_platform.plan.plans import ModelPlan, Plan
 from vllm_platform.plan.resolve import resolve
@@ -129,7 +130,7 @@ def target(name: str, pod: str = POD_A, **labels: str) -> str:
     """A series of a model's scrape target with the ServiceMonitor's labels only: `up`, and the API server's
     http_requests_total (prometheus-fastapi-instrumentator's), neither of which has vLLM's model_name or engine."""
     return selector(
-        name, namespace=NAMESPACE, pod=pod, container="vllm", service="chat", endpoint="http", job="chat",
+        name, namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, service="chat", endpoint="http", job="chat",
         instance="10.0.1.5:8000", **labels,
     )  # fmt: skip
 
@@ -195,7 +196,7 @@ def dcgm(name: str, gpu: str = "0", pod: str = POD_A, **labels: str) -> str:
     return selector(
         name, gpu=gpu, UUID=f"GPU-5f1c{gpu}", pci_bus_id=f"00000000:00:1{gpu}.0", device=f"nvidia{gpu}",
         modelName="NVIDIA A10G", Hostname="ip-10-0-1-5", node="ip-10-0-1-5", namespace=NAMESPACE, pod=pod,
-        container="vllm", job="dcgm-exporter", instance="10.0.1.5:9400", **labels,
+        container=SERVING_CONTAINER, job="dcgm-exporter", instance="10.0.1.5:9400", **labels,
     )  # fmt: skip
 
 
@@ -227,7 +228,7 @@ def ready(desired: str, available: str, model: str = "chat") -> list[dict[str, s
 
 def waiting(reason: str, values: str, pod: str = POD_A) -> dict[str, str]:
     """kube-state-metrics' waiting reason of the vllm container: a series only while the container waits."""
-    series = ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=pod, container="vllm", reason=reason, uid="u1")
+    series = ksm("kube_pod_container_status_waiting_reason", namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, reason=reason, uid="u1")
     return {"series": series, "values": values}
 
 
@@ -242,8 +243,8 @@ def crash_every(run: int, crashes: int, horizon: int, pod: str = POD_A) -> list[
     period = run + BACKOFF
     waits = f"_x{run} " + f" _x{run - 1} ".join([f"1+0x{BACKOFF - 1} stale"] * crashes)
     count = " ".join(f"{k}+0x{period - 1}" for k in range(crashes)) + f" {crashes}+0x{horizon - crashes * period}"
-    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
-    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, uid="u1")
+    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, uid="u1")
     serving = f"0+0x{crashes * period - 1} 1+0x{horizon - crashes * period}"
     return [waiting("CrashLoopBackOff", waits, pod), {"series": restarts, "values": count}, {"series": ready, "values": serving}]
 
@@ -271,8 +272,8 @@ def crash_and_serve(start: int, serve: int, crashes: int, horizon: int, pod: str
     waits = " ".join([f"1+0x{BACKOFF - 1} stale _x{start + serve - 1}"] * crashes)
     count = " ".join(f"{k}+0x{period - 1}" for k in range(crashes)) + f" {crashes}+0x{horizon - crashes * period}"
     ready_values = " ".join([f"0+0x{BACKOFF + start - 1} 1+0x{serve - 1}"] * crashes) + f" 1+0x{horizon - crashes * period}"
-    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
-    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container="vllm", uid="u1")
+    restarts = ksm("kube_pod_container_status_restarts_total", namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, uid="u1")
+    ready = ksm("kube_pod_container_status_ready", namespace=NAMESPACE, pod=pod, container=SERVING_CONTAINER, uid="u1")
     return [waiting("CrashLoopBackOff", waits, pod), {"series": restarts, "values": count}, {"series": ready, "values": ready_values}]
 
 

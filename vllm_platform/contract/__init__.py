@@ -81,6 +81,8 @@ LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
 # The serving contract of every model, vLLM or the simulator: one named port; vLLM opens it only once
 # weights, KV cache and CUDA graphs are ready, and lists the model on READINESS_PATH from then on.
 SERVING_PORT = 8000
+# The serving container's name, which kube-state-metrics' container series (the crash-loop alert) select on.
+SERVING_CONTAINER = "vllm"
 SERVING_PORT_NAME = "http"
 READINESS_PATH = "/v1/models"
 LIVENESS_PATH = "/health"

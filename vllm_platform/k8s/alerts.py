@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from vllm_platform.config.observability import Observability
-from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, READINESS_PATH, vllm_metrics
+from vllm_platform.contract import GATEWAY_NAMESPACE, MONITOR_SELECTOR_LABELS, READINESS_PATH, SERVING_CONTAINER, vllm_metrics
 from vllm_platform.k8s.autoscaling import queue_depth_query
 from vllm_platform.k8s.cluster_alerts import alert, gpu_rules, karpenter_rules
 from vllm_platform.k8s.dashboards import client_tokens_per_minute, deployment_matcher, pod_matcher, vllm_matcher, within_share
@@ -170,11 +170,11 @@ def availability_rules(model: ModelPlan, step: str) -> list[dict[str, Any]]:
             # while the container is not Ready, so the alert ends once vLLM serves, not when the old restarts
             # leave their long window.
             f"max by (pod) (max_over_time(kube_pod_container_status_waiting_reason{{{pod_matcher(model)},"
-            f'container="vllm",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1 '
+            f'container="{SERVING_CONTAINER}",reason="CrashLoopBackOff"}}[{CRASH_LOOP_WINDOW}])) >= 1 '
             f"or max by (pod) (increase(kube_pod_container_status_restarts_total{{{pod_matcher(model)},"
-            f'container="vllm"}}[{crash_loop_restarts_window(model)}])) >= {CRASH_LOOP_RESTARTS} '
+            f'container="{SERVING_CONTAINER}"}}[{crash_loop_restarts_window(model)}])) >= {CRASH_LOOP_RESTARTS} '
             f"and on(pod) max by (pod) (kube_pod_container_status_ready{{{pod_matcher(model)},"
-            f'container="vllm"}}) == 0',
+            f'container="{SERVING_CONTAINER}"}}) == 0',
             CRASH_LOOP_FOR,
             "warning",
             {

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from vllm_platform.contract import HF_TOKEN_DIR, HF_TOKEN_SECRET_KEY, SYSTEM_NODE_SELECTOR
+from vllm_platform.contract import HF_TOKEN_DIR, HF_TOKEN_PATH_VARIABLE, HF_TOKEN_SECRET_KEY, SYSTEM_NODE_SELECTOR
 from vllm_platform.k8s.workload import PULL_POLICY_SKIP, app_labels, container_security_context, hf_token_volume, pod_security_context
 from vllm_platform.pins import STAGING_IMAGE
 from vllm_platform.plan.delivery import STAGING_BACKOFF_LIMIT, StagingPlan
@@ -80,7 +80,7 @@ def _env(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[s
         # `region`), the other AWS SDKs AWS_REGION: both, so that neither reading is wrong.
         env += [{"name": "AWS_REGION", "value": region}, {"name": "AWS_DEFAULT_REGION", "value": region}]
     if hf_token:
-        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
+        env.append({"name": HF_TOKEN_PATH_VARIABLE, "value": f"{HF_TOKEN_DIR}/{HF_TOKEN_SECRET_KEY}"})
     return env
 
 

@@ -23,6 +23,7 @@ from vllm_platform.contract import (
     PART_OF,
     PART_OF_LABEL,
     SERVE_COMMAND,
+    SERVING_CONTAINER,
     SERVING_PORT,
     SERVING_PORT_NAME,
     SHM_PATH,
@@ -157,7 +158,7 @@ def pod_security_context() -> dict[str, Any]:
 def _serving_container(model: ModelPlan, image: Any, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """What vLLM's container and the simulator's share: the name, port, probes, drain and hardening."""
     return {
-        "name": "vllm",
+        "name": SERVING_CONTAINER,
         "image": image,
         # A pinned release (the config refuses anything else) does not change under its tag: a node that holds
         # it starts the pod without asking the registry, and a registry that is down stops no start.
