@@ -192,11 +192,11 @@ def deployment(name: str, model: str = "chat") -> str:
     return ksm(name, namespace=NAMESPACE, deployment=model)
 
 
-def dcgm(name: str, gpu: str = "0", pod: str = POD_A, **labels: str) -> str:
+def dcgm(name: str, gpu: str = "0", pod: str = POD_A, instance: str = "10.0.1.5:9400", **labels: str) -> str:
     return selector(
         name, gpu=gpu, UUID=f"GPU-5f1c{gpu}", pci_bus_id=f"00000000:00:1{gpu}.0", device=f"nvidia{gpu}",
         modelName="NVIDIA A10G", Hostname="ip-10-0-1-5", node="ip-10-0-1-5", namespace=NAMESPACE, pod=pod,
-        container=SERVING_CONTAINER, job="dcgm-exporter", instance="10.0.1.5:9400", **labels,
+        container=SERVING_CONTAINER, job="dcgm-exporter", instance=instance, **labels,
     )  # fmt: skip
 
 
@@ -409,7 +409,10 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
         ("non-zero from its first sample at 5 min", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x5 43+0x30"}], ("4m", "5m"), [gpu_labels()]),
         ("a new code after 0", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="0", err_msg=""), "values": "0+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], ("19m", "20m"), [gpu_labels()]),
         ("an old Xid", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x40"}], "30m", None),
-        ("an old Xid, its pod changed", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", pod=POD_B, err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], "30m", None),
+        # A series that begins non-zero is news whatever came before it: a new pod label, or a restarted exporter.
+        ("its pod changed, the Xid non-zero from the new series' first sample", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", pod=POD_B, err_code="43", err_msg="x"), "values": "_x20 43+0x20"}], ("19m", "20m"), [gpu_labels()]),
+        ("the exporter restarted, the same code from its first sample", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x", instance="10.0.1.9:9400"), "values": "_x21 43+0x20"}], ("20m", "22m"), [gpu_labels()]),
+        ("the restarted exporter's Xid, ten minutes on", [{"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x"), "values": "43+0x19"}, {"series": dcgm("DCGM_FI_DEV_XID_ERRORS", err_code="43", err_msg="x", instance="10.0.1.9:9400"), "values": "_x21 43+0x20"}], "33m", None),
     ],
     "NodeWithGpusNotReady": [
         ("not ready for 3 minutes", [*node_ready("ip-10-0-1-5", "1+0x9 0+0x20"), {"series": ksm("kube_node_status_capacity", node="ip-10-0-1-5", resource="nvidia_com_gpu", unit="integer"), "values": "4+0x30"}], ("11m", "12m"), [{"node": "ip-10-0-1-5"}]),

@@ -91,12 +91,15 @@ def gpu_rules() -> list[dict[str, Any]]:
         alert(
             "GpuXidError",
             # The exporter holds the last Xid a GPU reported, as a series labelled with its code (err_code): news
-            # is a value other than ten minutes ago, a GPU with no value then (a new exporter or node), or a
-            # change within the ten minutes. The value alone would fire for the node's lifetime, and changes()
-            # alone never sees a series that starts non-zero.
+            # is a value other than ten minutes ago, a GPU with no value then (a new node), a change within the
+            # ten minutes, or a series that begins non-zero (a restarted exporter, or the GPU's pod changed: DCGM
+            # then reports the Xid afresh, and a repeat of the same code cannot be told from the old one). The
+            # value alone would fire for the node's lifetime, and changes() alone never sees a series that
+            # starts non-zero.
             f"({xid} > 0 unless {xid} == {XID_FALLEN_OFF_BUS}) "
             f"and ({xid} != {ten_minutes_ago} or ({xid} unless {ten_minutes_ago}) "
-            f"or max by ({GPU_KEYS}) (changes({XID}[10m])) > 0)",
+            f"or max by ({GPU_KEYS}) (changes({XID}[10m])) > 0 "
+            f"or max by ({GPU_KEYS}) ({XID} unless {XID} offset 10m) > 0)",
             "0m",
             "warning",
             {
