@@ -358,6 +358,7 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], At, Optional[list[dict[st
     "VllmTimeToFirstTokenSloBreached": [
         ("half over 2.5 s", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+5x70"}, "0+10x70"), ("15m", "16m"), [{}]),
         ("one in fifty over", histogram("vllm:time_to_first_token_seconds", {"2.5": "0+49x70"}, "0+50x70"), "20m", None),
+        ("every request at 1.2 s", histogram("vllm:time_to_first_token_seconds", {"1.0": "0+0x70", "2.5": "0+10x70"}, "0+10x70"), "65m", None),
     ],
     "VllmInterTokenLatencyHigh": [
         ("half the tokens over 0.2 s", histogram("vllm:inter_token_latency_seconds", {"0.2": "0+50x40"}, "0+100x40"), ("15m", "16m"), [{}]),
