@@ -19,7 +19,16 @@ import pytest
 
 from tests.conftest import rendered_stack, resources_of
 from vllm_platform.components import rollout as watch
-from vllm_platform.k8s.rollout import NOT_READY_GRACE, Observation, Outcome, judge, rollout_state
+from vllm_platform.k8s.rollout import (
+    KARPENTER_SETTLE,
+    NOT_READY_GRACE,
+    Observation,
+    Outcome,
+    capacity_reasons,
+    claim_of,
+    judge,
+    rollout_state,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "llama-70b"}
@@ -159,6 +168,43 @@ def test_without_karpenter_no_capacity_verdict_is_drawn() -> None:
     assert judge(stranded_look(), None).outcome is Outcome.WAITING
 
 
+def test_karpenters_verdicts_must_settle_and_kubernetes_is_final_at_once() -> None:
+    assert judge(stranded_look(), "gpu-p4d").settle == KARPENTER_SETTLE
+    assert judge(not_ready_look(NOT_READY_GRACE), "gpu-p4d").settle == KARPENTER_SETTLE
+    assert judge(stranded_look(deployment=deployment(stalled=True)), "gpu-p4d").settle == timedelta(0)
+
+
+def refused(claim: str, count: int) -> dict[str, Any]:
+    return {**ICE, "involvedObject": {"kind": "NodeClaim", "name": claim}, "message": f"NodeClaim {claim} event: all requested "
+            "instance types were unavailable during launch", "count": count}  # fmt: skip
+
+
+def test_a_node_pool_counts_only_its_own_claims_refusals_not_those_of_a_pool_its_name_begins() -> None:
+    claims = [refused("gpu-g5-big-x7k2q", 2), refused("gpu-g5-b4n8z", 1)]
+    assert capacity_reasons([], claims, "gpu-g5") == [f"EC2 refused 1 launch(es) for capacity, the last: {claims[1]['message']}"]
+    assert capacity_reasons([], claims, "gpu-g5-big") == [f"EC2 refused 2 launch(es) for capacity, the last: {claims[0]['message']}"]
+
+
+LONGEST_NODE_POOL = "gpu-" + "p" * 59
+
+
+@pytest.mark.parametrize(
+    "claim, node_pool, mine",
+    [
+        ("gpu-g5-x7k2q", "gpu-g5", True),
+        ("gpu-g5-big-x7k2q", "gpu-g5", False),  # gpu-g5-big's
+        ("gpu-g5-x7k2", "gpu-g5", False),  # a suffix the API server does not make: 4 characters
+        ("gpu-g5-x7k2a", "gpu-g5", False),  # nor with a vowel
+        ("gpu-g5-x7k2q", "gpu-g5-big", False),
+        # A 63-character NodePool: the API server cuts "<NodePool>-" to 58 characters before its suffix.
+        (LONGEST_NODE_POOL[:58] + "x7k2q", LONGEST_NODE_POOL, True),
+        (LONGEST_NODE_POOL + "-x7k2q", LONGEST_NODE_POOL, False),
+    ],
+)
+def test_a_claim_is_a_node_pools_only_in_the_shape_the_api_server_names_it(claim: str, node_pool: str, mine: bool) -> None:
+    assert claim_of(claim, node_pool) is mine
+
+
 def not_ready_look(elapsed: timedelta, **changes: Any) -> Observation:
     """The model's pod waits, Karpenter has said nothing on it, and its NodePool and EC2NodeClass have been not Ready
     since READY_AT; the look is made `elapsed` after that."""
@@ -294,7 +340,7 @@ def test_the_wait_returns_once_the_rollout_is_done() -> None:
     assert clock.sleeps == [10, 10]
 
 
-def test_the_wait_fails_at_the_first_look_where_karpenter_has_given_up() -> None:
+def test_the_wait_fails_once_karpenters_verdict_has_stood_on_every_look_for_the_settle() -> None:
     clock = SteppedClock()
     trying = {"deployments": [deployment()], "pods": [pending_pod()], "events": [NOMINATED], "pools": [node_pool()]}
     given_up = {**trying, "events": [NOMINATED, GAVE_UP], "claims": [ICE]}
@@ -303,7 +349,7 @@ def test_the_wait_fails_at_the_first_look_where_karpenter_has_given_up() -> None
     looks = [{**look, "deployments": [*look["deployments"], rolling_8b]} for look in (trying, trying, given_up)]
     with pytest.raises(watch.RolloutFailed) as failed:
         watch.wait_for_rollouts(ScriptedReader(*looks), {**WATCHED, "llama-8b": other}, 10, clock, clock.sleep)
-    assert clock.now == 20, "failed at the third look, not at the timeout"
+    assert clock.now == 20 + KARPENTER_SETTLE.total_seconds(), "failed the settle after the third look, not at the timeout"
     lines = str(failed.value).splitlines()
     assert lines[0].startswith("model llama-70b: Karpenter cannot launch a node of NodePool gpu-p4d")
     assert lines[1].startswith("model llama-8b (still rolling out): 0 of 1 updated replica(s) available")
@@ -314,7 +360,46 @@ def test_the_wait_fails_once_the_node_pool_has_been_not_ready_for_the_grace() ->
     look = {"deployments": [deployment()], "pods": [pending_pod()], "pools": [POOL_WITHOUT_CLASS], "classes": [CLASS_WITHOUT_AMI]}
     with pytest.raises(watch.RolloutFailed, match=r"model llama-70b: Karpenter launches no node of NodePool gpu-p4d .*\(AMINotFound: "):
         watch.wait_for_rollouts(ScriptedReader(look), WATCHED, 10, clock, clock.sleep, clock.wall)
-    assert clock.now == NOT_READY_GRACE.total_seconds(), "failed at the grace, not at the model's timeout"
+    assert clock.now == (NOT_READY_GRACE + KARPENTER_SETTLE).total_seconds(), "failed the settle after the grace, not at the model's timeout"
+
+
+# A rollout without surge on a full pool: the old pod drains while its replacement waits, and Karpenter, which counts
+# the old pod on its node until it is terminal, says the pool's limits leave no room.
+AT_LIMIT = {**GAVE_UP, "message": "Failed to schedule pod, all available instance types exceed limits for nodepool"}
+DRAINING = {
+    "metadata": {"name": "llama-70b-old", "uid": "u-0", "labels": dict(SELECTOR), "deletionTimestamp": "2026-12-01T10:04:30Z"},
+    "spec": {"nodeSelector": {"gpu-pool": "p4d"}, "nodeName": "ip-10-0-1-2"},
+    "status": {"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]},
+}
+REPLACING = {"deployments": [deployment(updated=1)], "pods": [DRAINING, pending_pod()], "events": [NOMINATED, AT_LIMIT], "pools": [node_pool()]}
+# The drained pod has left the API and the scheduler has yet to bind its replacement: Karpenter's word is stale.
+BETWEEN = {**REPLACING, "pods": [pending_pod()]}
+BOUND = {**BETWEEN, "pods": [{**pending_pod(), "spec": {"nodeSelector": {"gpu-pool": "p4d"}, "nodeName": "ip-10-0-1-2"}, "status": {
+    "phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+    "containerStatuses": [{"name": "vllm", "state": {"waiting": {"reason": "ContainerCreating"}}}]}}]}  # fmt: skip
+ROLLED_OUT = {**BOUND, "deployments": [deployment(updated=1, available=1)]}
+
+
+def test_a_look_between_a_drain_and_the_bind_does_not_fail_the_rollout_on_karpenters_stale_word() -> None:
+    clock = SteppedClock()
+    assert watch.look(ScriptedReader(BETWEEN), WATCHED, clock.wall())["llama-70b"].outcome is Outcome.FAILED, "that look alone says failed"
+    done = watch.wait_for_rollouts(ScriptedReader(REPLACING, BETWEEN, BOUND, ROLLED_OUT), WATCHED, 10, clock, clock.sleep, clock.wall)
+    assert done == {"llama-70b": "1 of 1 replica(s) available"}
+
+
+@pytest.mark.parametrize(
+    "looks, failed_at",
+    [
+        ([REPLACING, BETWEEN], 10),  # the pod is never bound: the pool really is full
+        ([REPLACING, BETWEEN, BETWEEN, REPLACING, BETWEEN], 40),  # a drain in between starts the count again
+        ([BETWEEN, watch.ReadError("listing pods in inference: 503 Service Unavailable"), BETWEEN], 20),  # so does a look not made
+    ],
+)
+def test_a_pool_that_stays_full_after_the_drain_fails_the_rollout_with_karpenters_reason(looks: list[Any], failed_at: int) -> None:
+    clock = SteppedClock()
+    with pytest.raises(watch.RolloutFailed, match="Karpenter cannot launch a node of NodePool gpu-p4d for 1 pod.*exceed limits for nodepool"):
+        watch.wait_for_rollouts(ScriptedReader(*looks), WATCHED, 10, clock, clock.sleep, clock.wall)
+    assert clock.now == failed_at + KARPENTER_SETTLE.total_seconds()
 
 
 def test_a_model_not_rolled_out_within_its_timeout_fails_then_and_the_looks_are_bounded() -> None:

@@ -30,6 +30,7 @@ from vllm_platform.plan.plans import Plan
 
 QUEUE = "aws:sqs/queue:Queue"
 EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
+PLACEMENT_GROUP = "aws:ec2/placementGroup:PlacementGroup"
 QUEUE_TARGET_ID = "karpenter-interruption-queue"
 
 
@@ -108,7 +109,9 @@ class GpuCapacity(pulumi.ComponentResource):
             if pool.placement_group:
                 # A cluster placement group packs nodes close together for NCCL across nodes; it lives in one zone.
                 # No fixed name: Pulumi's generated one lets a replacement exist next to the group it replaces.
-                placement = aws.ec2.PlacementGroup(karpenter.pool_resource_name(pool), strategy="cluster", tags=tags, opts=child)
+                placement = aws.ec2.PlacementGroup(
+                    names.logical_name(PLACEMENT_GROUP, karpenter.pool_resource_name(pool)), strategy="cluster", tags=tags, opts=child
+                )
             node_class = custom_resource(
                 f"{karpenter.pool_resource_name(pool)}-class",
                 karpenter.node_class(

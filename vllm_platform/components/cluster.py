@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from vllm_platform import names
 from vllm_platform.aws import iam, load_balancer, nodes
 from vllm_platform.aws.addons import ADDONS_AFTER_NODES, ADDONS_BEFORE_NODES, eks_addon, pod_identity_role, service_role
 from vllm_platform.aws.eks import (
@@ -157,11 +158,13 @@ class PlatformCluster(pulumi.ComponentResource):
         )
         cluster_role, cluster_policies = service_role("cluster", iam.EKS_SERVICE, CLUSTER_POLICIES, partition, tags, self)
         encryption_grant = aws.iam.RolePolicy(
-            "cluster-secrets-encryption",
+            names.logical_name(names.IAM_ROLE_POLICY, "cluster-secrets-encryption"),
             role=cluster_role.id,
             policy=key.arn.apply(lambda arn: json.dumps(iam.secrets_encryption_policy(arn))),
             opts=child,
         )
+        # Named as EKS names the group it writes the control plane's logs to, so no name of the program's own: from
+        # the configured cluster name, a DNS-1123 label of at most 63 characters (within the EKS and log group limits).
         log_group = aws.cloudwatch.LogGroup(
             "control-plane",
             name=f"/aws/eks/{cluster.name}/cluster",
@@ -318,7 +321,10 @@ class PlatformCluster(pulumi.ComponentResource):
         name = "alertmanager-sns"
         role, association = pod_identity_role(name, cluster_name, MONITORING_NAMESPACE, ALERTMANAGER_SERVICE_ACCOUNT, tags, self)
         policy = aws.iam.RolePolicy(
-            name, role=role.id, policy=json.dumps(iam.sns_publish_policy(topics)), opts=pulumi.ResourceOptions(parent=self)
+            names.logical_name(names.IAM_ROLE_POLICY, name),
+            role=role.id,
+            policy=json.dumps(iam.sns_publish_policy(topics)),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         return [association, policy]
 
@@ -341,7 +347,7 @@ class PlatformCluster(pulumi.ComponentResource):
             "aws-load-balancer-controller", cluster_name, KUBE_SYSTEM, LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT, tags, self
         )
         policy = aws.iam.RolePolicy(
-            "aws-load-balancer-controller",
+            names.logical_name(names.IAM_ROLE_POLICY, "aws-load-balancer-controller"),
             role=role.id,
             policy=json.dumps(load_balancer.controller_policy(partition, name)),
             opts=pulumi.ResourceOptions(parent=self),

@@ -232,11 +232,14 @@ def wait_for_rollouts(
     wait: Wait = ROLLOUT,
 ) -> dict[str, str]:
     """Until every watched model is rolled out (its final detail, by name); RolloutFailed as soon as one
-    cannot be, or is not within its timeout. Bounded in looks as in time: `clock` times the wait, `wall_clock`
-    (UTC) the conditions Karpenter stamps with its own. `wait`: STAGING waits for the models' copies instead."""
+    cannot be (a verdict that must settle, once it has been drawn on every look for that long), or is not within
+    its timeout. Bounded in looks as in time: `clock` times the wait, `wall_clock` (UTC) the conditions Karpenter
+    stamps with its own. `wait`: STAGING waits for the models' copies instead."""
     started, pending = clock(), dict(watched)
     done: dict[str, str] = {}
     last: dict[str, str] = {name: "not looked at yet" for name in watched}
+    # Model -> when the unbroken run of looks that judged it FAILED began: a settling verdict is final once it is long enough.
+    failing_since: dict[str, float] = {}
     unreadable = 0
     longest = max((w.timeout_seconds for w in watched.values()), default=0)
     for _ in range(int(longest // poll_seconds) + 2):
@@ -250,14 +253,17 @@ def wait_for_rollouts(
             if unreadable >= MAX_UNREADABLE_LOOKS:
                 raise RolloutFailed(f"cannot read the cluster ({unreadable} looks in a row): {exc}") from exc
             verdicts = {}
+            failing_since.clear()  # the look missed may have been the one that saw the pod placed, or a drain
         elapsed = clock() - started
         failed = {}
         for name, verdict in verdicts.items():
             last[name] = verdict.detail
+            if verdict.outcome is not Outcome.FAILED:
+                failing_since.pop(name, None)
             if verdict.outcome is Outcome.DONE:
                 done[name] = verdict.detail
                 del pending[name]
-            elif verdict.outcome is Outcome.FAILED:
+            elif verdict.outcome is Outcome.FAILED and elapsed - failing_since.setdefault(name, elapsed) >= verdict.settle.total_seconds():
                 failed[name] = verdict.detail
             elif elapsed >= pending[name].timeout_seconds:
                 failed[name] = f"not {wait.finished} within its {pending[name].timeout_seconds} s: {verdict.detail}"

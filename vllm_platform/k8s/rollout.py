@@ -12,13 +12,16 @@ its EC2NodeClass has not been Ready for NOT_READY_GRACE (Karpenter then launches
 
 Karpenter's words (sigs.k8s.io/karpenter v1.14.1): `Nominated` on a pod it launches a NodeClaim for
 (provisioning/scheduling/events.go); an EC2 launch refused for capacity is an `InsufficientCapacityError` on the
-NodeClaim (nodeclaim/lifecycle/events.go; the claim is named after its NodePool and then deleted), and the
-refused offering is cached as unavailable for 3 minutes (pkg/cache, UnavailableOfferingsTTL); once no offering
-of a Ready NodePool can take the pod, whether all were refused or the NodePool's limits are reached, the pod
-gets `FailedScheduling` "Failed to schedule pod, ...". The newer of Nominated and that is Karpenter's current
+NodeClaim (nodeclaim/lifecycle/events.go; the claim is then deleted, so its event's name is all that says whose
+it was: claim_of), and the refused offering is cached as unavailable for 3 minutes (pkg/cache,
+UnavailableOfferingsTTL); once no offering of a Ready NodePool can take the pod, whether all were refused or the
+NodePool's limits are reached, the pod gets `FailedScheduling` "Failed to schedule pod, ...". The newer of Nominated and that is Karpenter's current
 word on the pod: the second means it has tried every offering. Karpenter does not repeat FailedScheduling on a
 pod within 5 minutes, nor Nominated within 2 (pkg/events/recorder.go), so a pod it gave up on before its NodePool
-was Ready is judged on its next word.
+was Ready is judged on its next word. Its word can be stale: it counts a terminating pod on its node until the pod
+is terminal (state/cluster.go), so a pod that waits for the node a drain frees may get FailedScheduling, and a look
+can fall after the drained pod has left the API and before the scheduler binds the new one. So Karpenter's verdicts
+must stand for KARPENTER_SETTLE on every look before they are final (Verdict.settle: the wait keeps the count).
 The default scheduler's own FailedScheduling ("0/3 nodes are available: ...") says only that no running node fits.
 A NodeClaim leaves no condition to read here: one refused for capacity is deleted at once, and one whose launch
 failed otherwise keeps `Launched` Unknown (LaunchFailed) while Karpenter retries it (nodeclaim/lifecycle/launch.go);
@@ -39,6 +42,7 @@ moves whenever its status or that list changes (awslabs/operatorpkg status/condi
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Optional, Sequence
@@ -57,6 +61,17 @@ PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 # at once, so three minutes is two retries that found nothing: no longer a class resolving what this same update
 # has just created (the subnets' discovery tags, the node role), nor IAM's eventual consistency, which is seconds.
 NOT_READY_GRACE = timedelta(minutes=3)
+# How long a verdict of Karpenter's must stand, on every look, before the rollout fails with it: long enough for
+# what a drain that just ended sets going to contradict a stale one. Karpenter judges a pending pod again within a
+# batch window (at most 10 s, BATCH_MAX_DURATION: pkg/operator/options) and nominates it for the freed node, and the
+# scheduler retries an unschedulable pod when a pod leaves a node, after at most its 10 s backoff
+# (podMaxBackoffSeconds), and binds it there.
+KARPENTER_SETTLE = timedelta(seconds=30)
+# The API server names a NodeClaim from Karpenter's generateName, "<NodePool>-" (provisioning/scheduling/
+# nodeclaimtemplate.go): that base cut to 58 characters, then 5 random characters of apimachinery's util/rand
+# alphabet (k8s.io/apiserver pkg/storage/names: maxNameLength 63, randomLength 5).
+CLAIM_NAME_BASE_MAX = 63 - 5
+CLAIM_NAME_SUFFIX = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")
 
 # What reading the API server can raise, for the rollouts' wait and verify alike: its answers, the transport, the socket.
 KUBE_ERRORS = (OpenApiException, urllib3.exceptions.HTTPError, OSError)
@@ -108,6 +123,13 @@ def karpenter_gave_up(event: dict[str, Any]) -> bool:
     return event.get("reason") == FAILED_SCHEDULING and str(event.get("message", "")).startswith(KARPENTER_SCHEDULING_PREFIX)
 
 
+def claim_of(claim: str, node_pool: str) -> bool:
+    """Whether a NodeClaim of this name is one Karpenter made for `node_pool`: the pool's generated shape exactly, so
+    that `gpu-g5-big-x7k2q` is not taken for a claim of `gpu-g5`."""
+    base = f"{node_pool}-"[:CLAIM_NAME_BASE_MAX]
+    return claim.startswith(base) and CLAIM_NAME_SUFFIX.fullmatch(claim[len(base):]) is not None
+
+
 def capacity_reasons(pod_events: Sequence[dict[str, Any]], claim_events: Sequence[dict[str, Any]], node_pool: str) -> list[str]:
     """Why pods wait for a GPU node, in Karpenter's words: its newest scheduling failure for them, and the
     NodePool's launches EC2 refused for capacity, with how often that happened."""
@@ -116,7 +138,7 @@ def capacity_reasons(pod_events: Sequence[dict[str, Any]], claim_events: Sequenc
         reasons.append(str(given_up["message"]).removeprefix(KARPENTER_SCHEDULING_PREFIX))
     refused = [
         e for e in claim_events
-        if e.get("reason") == INSUFFICIENT_CAPACITY and str((e.get("involvedObject") or {}).get("name", "")).startswith(f"{node_pool}-")
+        if e.get("reason") == INSUFFICIENT_CAPACITY and claim_of(str((e.get("involvedObject") or {}).get("name", "")), node_pool)
     ]  # fmt: skip
     if (last := newest(refused)) is not None:
         count = sum(int(e.get("count") or 1) for e in refused)
@@ -150,8 +172,11 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class Verdict:
+    """`settle`: how long a FAILED verdict must be drawn on every look before it is final (zero: at once)."""
+
     outcome: Outcome
     detail: str
+    settle: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -294,6 +319,7 @@ def judge(observed: Observation, node_pool_name: Optional[str]) -> Verdict:
             Outcome.FAILED,
             f"Karpenter cannot launch a node of NodePool {node_pool_name} for {len(given_up)} pod(s) ({names}): "
             + "; ".join(reasons),
+            KARPENTER_SETTLE,
         )
     if node_pool_name and (held := not_ready_reasons(observed)):
         waiting = [p["metadata"]["name"] for p in _waiting_for_a_launch(observed.pods)]
@@ -301,6 +327,7 @@ def judge(observed: Observation, node_pool_name: Optional[str]) -> Verdict:
             Outcome.FAILED,
             f"Karpenter launches no node of NodePool {node_pool_name} for {len(waiting)} pod(s) ({', '.join(waiting)}) while "
             f"it is not Ready: " + "; ".join(held),
+            KARPENTER_SETTLE,
         )
     return Verdict(Outcome.WAITING, detail)
 
