@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import COMMITTED_STACKS, minimal_document, objects_of, render_document, rendered_stack, resources_of, stack_plan
 from tests.test_observability import selector_matches
-from tools import charts, mocks, schemas
+from tools import charts, mocks, render, schemas
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
 from vllm_platform.contract import images
@@ -84,18 +84,66 @@ def test_the_schema_check_catches_a_broken_chart_object(crd_dir: Path) -> None:
     assert schemas.validate_manifests([broken], "1.34", crd_dir, schemas.schemas_of(objects))
 
 
+def placed_objects(stack: str) -> list[tuple[dict[str, Any], str]]:
+    """Every object of the stack, the charts' and the program's, with the namespace it is made in: a chart's
+    object that names none goes to its release's namespace, as helm installs it."""
+    rendering = rendered_stack(stack)
+    release_namespace = {release["name"]: release["namespace"] for release in rendering.releases()}
+    placed = [(o, o["metadata"].get("namespace") or release_namespace[name]) for name, objects in chart_objects(stack).items() for o in objects]
+    return placed + [(o, o["metadata"].get("namespace", "")) for o in rendering.manifests()]
+
+
+# Monitors the Prometheus deliberately leaves unselected, each with why: none, every one the stack makes is scraped.
+UNSELECTED_MONITORS: dict[str, str] = {}
+# ServiceMonitors whose Service is in no render, each with who makes it.
+SERVICES_OUTSIDE_THE_RENDER = {
+    f"{KUBE_PROMETHEUS_STACK.release}-apiserver": "the API server's own `kubernetes` Service in default",
+    f"{KUBE_PROMETHEUS_STACK.release}-kubelet": "the operator makes and fills it itself (its --kubelet-service flag)",
+}
+
+
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
-def test_the_prometheus_selects_every_model_monitor(stack: str) -> None:
+def test_the_prometheus_selects_every_monitor_and_each_service_monitor_a_service_with_its_port(stack: str) -> None:
+    """The charts' monitors (KEDA's, DCGM's, kube-prometheus-stack's own) and the program's, on the Prometheus's
+    selectors and namespace selectors, the namespaces' labels from the program's Namespace objects; and each
+    ServiceMonitor finds a Service, in the namespaces its namespaceSelector names, that has the port it scrapes."""
     rendering = rendered_stack(stack)
     (prometheus,) = of_kind(chart_objects(stack)[KUBE_PROMETHEUS_STACK.release], "Prometheus")
     namespaces = {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in objects_of(rendering, "Namespace")}
-    monitors = objects_of(rendering, "ServiceMonitor") + objects_of(rendering, "PodMonitor")
-    assert monitors
-    for monitor in monitors:
+    placed = placed_objects(stack)
+    monitors = [(o, namespace) for o, namespace in placed if o["kind"] in ("ServiceMonitor", "PodMonitor")]
+    services = [(o, namespace) for o, namespace in placed if o["kind"] == "Service"]
+    names = {m["metadata"]["name"] for m, _ in monitors}
+    own = {m["metadata"]["name"] for m in objects_of(rendering, "ServiceMonitor") + objects_of(rendering, "PodMonitor")}
+    assert own and {"keda-operator", f"{KUBE_PROMETHEUS_STACK.release}-prometheus"} <= names - own
+    assert (DCGM_EXPORTER.release in names) == (stack in GPU_STACKS)
+    unselected = set()
+    for monitor, namespace in monitors:
         kind = "serviceMonitor" if monitor["kind"] == "ServiceMonitor" else "podMonitor"
-        metadata = monitor["metadata"]
-        assert selector_matches(prometheus["spec"][f"{kind}Selector"], metadata.get("labels", {})), metadata["name"]
-        assert selector_matches(prometheus["spec"][f"{kind}NamespaceSelector"], namespaces[metadata["namespace"]]), metadata
+        # Every namespace carries its own name as a label (kubernetes.io/metadata.name), the program's theirs too.
+        labels = {**namespaces.get(namespace, {}), "kubernetes.io/metadata.name": namespace}
+        if not (
+            selector_matches(prometheus["spec"][f"{kind}Selector"], monitor["metadata"].get("labels", {}))
+            and selector_matches(prometheus["spec"][f"{kind}NamespaceSelector"], labels)
+        ):
+            unselected.add(monitor["metadata"]["name"])
+    assert unselected == set(UNSELECTED_MONITORS)
+    assert not prometheus["spec"].get("ignoreNamespaceSelectors")
+    for monitor, namespace in monitors:
+        name, spec = monitor["metadata"]["name"], monitor["spec"]
+        if monitor["kind"] != "ServiceMonitor" or name in SERVICES_OUTSIDE_THE_RENDER:
+            continue
+        # A namespaceSelector names its namespaces, or any; without one, the monitor's own.
+        chosen = spec.get("namespaceSelector") or {}
+        scraped = [
+            s for s, at in services
+            if (chosen.get("any") or at in (chosen.get("matchNames") or [namespace]))
+            and selector_matches(spec["selector"], s["metadata"].get("labels", {}))
+        ]  # fmt: skip
+        assert scraped, f"{name}: no Service in {chosen or namespace} has its labels"
+        for endpoint in spec["endpoints"]:
+            assert "port" in endpoint, f"{name}: scrapes a port by number, which no Service name checks"
+            assert any(endpoint["port"] in {p.get("name") for p in s["spec"]["ports"]} for s in scraped), (name, endpoint["port"])
 
 
 # The port Prometheus serves its API on in the pods the operator runs (prometheus-operator's statefulset).
@@ -355,8 +403,6 @@ def test_the_release_names_its_chart_objects_by_the_prometheus_namespace() -> No
 
 
 def test_make_render_writes_every_releases_objects(tmp_path: Path) -> None:
-    from tools import render
-
     chart_objects("dev")
     assert render.main(["--stack", "dev", "--out", str(tmp_path)]) == 0
     written = {p.stem: p.read_text() for p in (tmp_path / "charts").glob("*.yaml")}
@@ -366,8 +412,6 @@ def test_make_render_writes_every_releases_objects(tmp_path: Path) -> None:
 
 def test_a_release_helm_cannot_template_fails_the_render_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """A chart and values helm refuses stop the render with helm's own words on one line and exit 1, no traceback."""
-    from tools import render
-
     refuses = tmp_path / "helm"
     refuses.write_text(
         "#!/bin/sh\necho 'Error: YAML parse error on chart/templates/x.yaml: line 3: did not find expected key' >&2\n"
@@ -470,13 +514,11 @@ def test_two_uncached_renders_of_the_charts_that_mint_tls_are_byte_identical() -
     rendering = rendered_stack("dev")
     releases = [release for release in rendering.releases() if release["name"] in MINTING_RELEASES]
     assert sorted(release["name"] for release in releases) == sorted(MINTING_RELEASES)
+    version = rendering.config.cluster.kubernetes_version
+    chart_objects("dev")
+    offered = charts.served_api_versions(rendering.chart_documents().values())
     for release in releases:
-        try:
-            first, second = (charts.template(release, rendering.config.cluster.kubernetes_version, cached=False) for _ in "12")
-        except charts.ChartsUnavailable as reason:
-            if os.environ.get("REQUIRE_HELM_CHARTS"):
-                pytest.fail(str(reason))
-            pytest.skip(str(reason))
+        first, second = (charts.template(release, version, offered, cached=False) for _ in "12")
         assert first == second, release["name"]
         assert charts.MINTED_PLACEHOLDER in first and not charts.MINTED_TLS.search(first), release["name"]
 

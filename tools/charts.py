@@ -22,6 +22,7 @@ import subprocess
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -179,17 +180,37 @@ def _load_document(text: str) -> Any:
     return yaml.load(text, Loader=ChartLoader)
 
 
+# A CRD's document in helm's output, which says what API group, versions and kind the cluster serves once it is in.
+CRD_DOCUMENT = re.compile(r"^kind:[ \t]*CustomResourceDefinition[ \t]*$", re.MULTILINE)
+
+
+def served_api_versions(rendered: Iterable[str]) -> tuple[str, ...]:
+    """What the CRDs in helm's outputs make the API server serve, as helm's --api-versions takes it and its
+    discovery of a live cluster lists it: `group/version` and `group/version/Kind`, for each served version."""
+    served = set()
+    for text in rendered:
+        for document in DOCUMENT_START.split(text):
+            crd = _load_document(document) if CRD_DOCUMENT.search(document) else None
+            if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                if version.get("served"):
+                    served |= {f"{spec['group']}/{version['name']}", f"{spec['group']}/{version['name']}/{spec['names']['kind']}"}
+    return tuple(sorted(served))
+
+
 @lru_cache(maxsize=None)
 def _template(
-    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool
+    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool,
+    api_versions: tuple[str, ...],
 ) -> str:
-    key = hashlib.sha256(
-        json.dumps([str(helm), hashlib.sha256(archive.read_bytes()).hexdigest(), release, namespace, kube_version, values, crds]).encode()
-    ).hexdigest()
+    arguments = [str(helm), hashlib.sha256(archive.read_bytes()).hexdigest(), release, namespace, kube_version, values, crds, api_versions]
+    key = hashlib.sha256(json.dumps(arguments).encode()).hexdigest()
     cached = TEMPLATE_CACHE / f"{key}.yaml"
     if cached.is_file():
         return cached.read_text()
-    rendered = _run_template(helm, archive, release, namespace, kube_version, values, crds)
+    rendered = _run_template(helm, archive, release, namespace, kube_version, values, crds, api_versions)
     TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
     # Written aside, then renamed: a worker reading it at the same time sees the whole file or none.
     partial = cached.with_suffix(f".{os.getpid()}.partial")
@@ -199,7 +220,8 @@ def _template(
 
 
 def _run_template(
-    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool
+    helm: Path, archive: Path, release: str, namespace: str, kube_version: str, values: tuple[str, ...], crds: bool,
+    api_versions: tuple[str, ...],
 ) -> str:
     with tempfile.TemporaryDirectory(prefix="helm-values-") as directory:
         # In the release's order: its value files, then its values on top, as pulumi-kubernetes merges them.
@@ -210,6 +232,7 @@ def _run_template(
         rendered = run_helm(
             helm, "template", release, str(archive), "--namespace", namespace,
             "--kube-version", kube_version, *(["--include-crds"] if crds else []), "--skip-tests", *files,
+            *(argument for api in api_versions for argument in ("--api-versions", api)),
         )  # fmt: skip
     if rendered.returncode != 0:
         # helm's error can span lines (a YAML error, then "Use --debug flag ..."): kept whole, on one line.
@@ -219,15 +242,31 @@ def _run_template(
     return rendered.stdout
 
 
-def template(release: dict[str, Any], kube_version: str, cached: bool = True) -> str:
+def template(release: dict[str, Any], kube_version: str, api_versions: tuple[str, ...] = (), cached: bool = True) -> str:
     """`helm template` of a Release's inputs, as the release would install them: its chart at its version,
-    its values and namespace, the cluster's Kubernetes version, its CRDs unless it skips them; the TLS material
-    helm mints, as a placeholder. `cached` False runs helm again, past both caches."""
+    its values and namespace, the cluster's Kubernetes version, its CRDs unless it skips them, and the custom
+    APIs the cluster serves (`api_versions`, for the chart's .Capabilities.APIVersions.Has; helm knows the
+    built-in ones itself); the TLS material helm mints, as a placeholder. `cached` False runs helm again, past
+    both caches."""
     archive = chart_archive(release["chart"], release["version"], (release.get("repositoryOpts") or {}).get("repo", ""))
     files = tuple(asset["text"] for asset in release.get("valueYamlFiles") or [])
     values = (*files, json.dumps(release.get("values") or {}, sort_keys=True))
     crds = not release.get("skipCrds")
-    arguments = (helm_binary(), archive, release["name"], release["namespace"], kube_version, values, crds)
+    arguments = (helm_binary(), archive, release["name"], release["namespace"], kube_version, values, crds, api_versions)
     return without_minted_tls((_template if cached else _run_template)(*arguments))
 
 
+def templates(releases: list[dict[str, Any]], kube_version: str) -> dict[str, str]:
+    """Every release of a stack templated, by name, each with every custom API the stack's releases install
+    (their CRDs, and the charts' whose CRDs another release installs): what the cluster serves once those are in,
+    as it does for a release installed after the CRD releases it waits on, and for every release at every later
+    `pulumi up`. Offline, helm would know only the built-in APIs, and a template gated on
+    .Capabilities.APIVersions.Has (Karpenter's ServiceMonitor) would never render. The CRDs are learnt from the
+    templates themselves, again until no template adds one: the APIs offered only grow, so that ends."""
+    offered: tuple[str, ...] = ()
+    while True:
+        documents = {release["name"]: template(release, kube_version, offered) for release in releases}
+        served = tuple(sorted({*offered, *served_api_versions(documents.values())}))
+        if served == offered:
+            return documents
+        offered = served

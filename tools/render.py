@@ -95,8 +95,9 @@ class Rendering:
     def chart_documents(self) -> dict[str, str]:
         """Each release's own objects as `helm template` renders them, by release name; ChartsUnavailable
         says why where helm or a chart cannot be had."""
-        version = self.config.cluster.kubernetes_version
-        return {release["name"]: charts.template(release, version) for release in self.releases()}
+        # Rendered together: each chart sees the APIs the stack's other releases install (its CRDs), as after the
+        # first `pulumi up`, where a template checks .Capabilities.APIVersions.
+        return charts.templates(self.releases(), self.config.cluster.kubernetes_version)
 
     def write(self, out: Path, with_charts: bool = True) -> None:
         """OUT holds this render and nothing else: a release an earlier render had is not left behind."""
