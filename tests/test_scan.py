@@ -272,3 +272,37 @@ def test_every_accepted_chart_finding_says_why() -> None:
         assert all(re.fullmatch(r"CKV2?_K8S_\d+", c) or c in rules for c in entry["checks"]), entry["checks"]
         assert all(re.fullmatch(r"[A-Za-z]+\.[a-z0-9-]+\.[a-z0-9.:-]+", o) for o in entry["objects"]), entry["objects"]
         assert len(entry["reason"].split()) >= 12, entry["reason"]
+
+
+ANNOTATED_CHART_DEPLOYMENT = CHART_DEPLOYMENT.replace(
+    "metadata: {name: operator, namespace: keda}",
+    "metadata: {name: operator, namespace: keda, annotations: {checkov.io/skip1: 'CKV_K8S_43=upstream says its tag is fine'}}",
+)
+
+
+def scan_annotated_chart_object(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, accepted: list[dict[str, Any]]) -> int:
+    """The scan of one chart's objects where checkov skips CKV_K8S_43 on Deployment.keda.operator, for the skip
+    annotation the chart (or a value injected into it) put on the object."""
+    chart_file = tmp_path / "dev" / "checkov" / "keda.yaml"
+    chart_file.parent.mkdir(parents=True)
+    chart_file.write_text(ANNOTATED_CHART_DEPLOYMENT)
+    scan.CHART_FINDINGS.write_text(json.dumps(accepted))
+    monkeypatch.setattr(scan, "render_stacks", lambda out: [chart_file])
+    file = str(chart_file.resolve())
+
+    def fake_checkov(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        skipped = {**_item("CKV_K8S_43", file, "upstream says its tag is fine"), "resource": "Deployment.keda.operator"}
+        return subprocess.CompletedProcess(command, 0, json.dumps({"results": {"skipped_checks": [skipped]}}), "")
+
+    monkeypatch.setattr(scan.subprocess, "run", fake_checkov)
+    return scan.main(["--checkov", "checkov", "--out", str(tmp_path)])
+
+
+def test_a_skip_annotation_on_a_chart_object_skips_nothing_without_a_reviewed_reason(monkeypatch, tmp_path, capsys) -> None:
+    assert scan_annotated_chart_object(monkeypatch, tmp_path, []) == 1
+    out = capsys.readouterr().out
+    assert "FAILED   CKV_K8S_43 Deployment.keda.operator" in out and "skipped by an annotation on the chart's object" in out
+    assert "skipped  CKV_K8S_43" not in out and "1 problem(s), 0 reasoned skip(s)" in out
+    assert scan_annotated_chart_object(monkeypatch, tmp_path / "again", [ACCEPTED_43]) == 0
+    out = capsys.readouterr().out
+    assert "accepted CKV_K8S_43 Deployment.keda.operator" in out and "clean, 1 reasoned skip(s)" in out

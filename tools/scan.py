@@ -7,8 +7,10 @@ Renders each Pulumi.<stack>.yaml, and each tests/data/<name>.yaml, into OUT/<nam
 charts/<release>.yaml) and runs checkov once over all of them. Fails (exit 1) on any failed check, and on a
 file of which checkov scanned nothing: an unparsable file would otherwise pass with zero findings.
 Skips of the program's own objects are only the per-object `checkov.io/skip<N>` annotations the builders
-write, each with its reason. A finding on a chart's object is accepted only where tools/chart_findings.yaml
-names its check (or policy) and object with a reason; an entry there that matches nothing fails too.
+write into manifests.yaml, each with its reason. A finding on a chart's object is accepted only where
+tools/chart_findings.yaml names its check (or policy) and object with a reason, whether checkov failed it or
+skipped it for an annotation on the object (the chart's own, or one its values put there, which nobody here
+reviewed); an entry there that matches nothing fails too.
 Accepted findings are listed, never hidden. checkov runs from an empty directory that is its home too,
 without the CKV_, BC_ and PRISMA_ variables it reads as options: no .checkov.yaml and no variable can skip
 checks, which checkov would then not even report, or narrow them.
@@ -98,7 +100,7 @@ def parse_report(output: str) -> ScanReport:
 
 def annotated_skips(files: list[Path]) -> set[tuple[str, str, str, str]]:
     """(file, resource, check id, reason) for each `checkov.io/skip<N>: CHECK=reason` annotation in the
-    files, the resource named as checkov names it: Kind.namespace.name."""
+    files (the program's own: a chart's are no reason), the resource named as checkov names it: Kind.namespace.name."""
     skips = set()
     for file in files:
         for manifest in charts.load_objects(file.read_text()):
@@ -204,16 +206,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: checkov could not scan: {error}", file=sys.stderr)
         return 2
     accepted, used = Accepted.load(), set()
-    unannotated = report.unannotated(annotated_skips(files))
-    for finding in report.skipped:
-        if finding not in unannotated:
-            print(f"skipped  {finding.line()}")
+    # checkov honours a skip annotation wherever it is; the platform only on its own objects. A chart object's
+    # skipped finding is judged as a failed one: by tools/chart_findings.yaml alone.
+    chart_skips = [f for f in report.skipped if is_chart_file(Path(f.file))]
+    own_files = [f for f in files if not is_chart_file(f)]
+    unannotated = [f for f in report.unannotated(annotated_skips(own_files)) if f not in chart_skips]
+    reasoned_skips = [f for f in report.skipped if f not in unannotated and f not in chart_skips]
+    for finding in reasoned_skips:
+        print(f"skipped  {finding.line()}")
     failed = []
-    for finding in report.failed:
+    for finding in report.failed + chart_skips:
         reason = accepted.reason(finding.check_id, finding.resource) if is_chart_file(Path(finding.file)) else None
         if reason is None:
             failed.append(finding)
-            print(f"FAILED   {finding.line()}")
+            annotated = " (skipped by an annotation on the chart's object, which is no reviewed reason)" if finding in chart_skips else ""
+            print(f"FAILED   {finding.line()}{annotated}")
         else:
             used.add((finding.check_id, finding.resource))
             print(f"accepted {finding.check_id} {finding.resource} ({finding.file}): {reason}")
@@ -235,7 +242,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for problem in problems:
         print(f"FAILED   {problem}")
     verdict = "clean" if not (failed or problems) else f"{len(failed) + len(problems)} problem(s)"
-    reasoned = len(report.skipped) - len(unannotated) + len(used)
+    reasoned = len(reasoned_skips) + len(used)
     print(f"checkov and the pack on {len(files)} files: {verdict}, {reasoned} reasoned skip(s) and accepted finding(s)")
     return 1 if failed or problems else 0
 
