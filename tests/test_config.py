@@ -287,7 +287,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("model name not DNS-1035", with_model(name="Llama_8B"), "models[Llama_8B].name: 'Llama_8B' is not a DNS-1035 label"),
     ("model name starting with a digit", with_model(name="8b"), "'8b' is not a DNS-1035 label"),
     ("pool name not DNS-1123", with_pool(name="G5"), "cluster.gpuNodePools[G5].name: 'G5' is not a DNS-1123 label"),
-    ("unknown instance type", with_pool(instanceTypes=["g6.xlarge"]), "unknown GPU instance type g6.xlarge"),
+    ("unknown instance type", with_pool(instanceTypes=["g6.xlarge"]), "unknown GPU instance type 'g6.xlarge'"),
     (
         "mixed GPU shapes in a pool",
         with_pool(instanceTypes=["g5.xlarge", "g5.12xlarge"]),

@@ -238,7 +238,7 @@ def test_keys_must_be_long_distinct_and_for_known_models() -> None:
     raw = base()
     raw["gateway"]["clients"][1]["models"] = ["llama-70b"]
     [unknown] = problems(raw)
-    assert unknown.startswith("gateway.clients[batch].models: llama-70b is not in models")
+    assert unknown.startswith("gateway.clients[batch].models: 'llama-70b' is not in models")
     enabled_without_clients = copy.deepcopy(base())
     enabled_without_clients["gateway"]["clients"] = []
     assert problems(enabled_without_clients)[0].startswith("gateway.clients:")

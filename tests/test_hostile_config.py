@@ -701,3 +701,37 @@ def test_a_kubeconfig_path_is_no_secret_and_is_accepted() -> None:
     document = stack_yaml.load(STACK_FILE)
     document["config"]["kubernetes:kubeconfig"] = "~/.kube/config"
     stack_config(document).platform()
+
+
+def test_an_unknown_instance_type_is_quoted_on_one_line_beside_the_known_one() -> None:
+    (problem,) = problems(setting("cluster.gpuNodePools.0.instanceTypes", ["g5.xlarge\n"]))
+    assert "unknown GPU instance type 'g5.xlarge\\n'; known: " in problem and "\n" not in problem, problem
+    plan_of(setting("cluster.gpuNodePools.0.instanceTypes", ["g5.xlarge"]))
+
+
+def test_a_clients_unknown_model_is_quoted_on_one_line_beside_the_known_one() -> None:
+    gateway = INTERNET_GATEWAY | {"allowedSourceCidrs": ["203.0.113.0/24"]}
+    client = INTERNET_GATEWAY["clients"][0]
+    with pytest.raises(ConfigError) as error:
+        parse_config(setting("gateway", gateway | {"clients": [{**client, "models": ["llama-8b\n"]}]}), secret_paths={"gateway"})
+    (problem,) = error.value.problems
+    assert problem == "gateway.clients[app].models: 'llama-8b\\n' is not in models (llama-8b)", problem
+    parse_config(setting("gateway", gateway | {"clients": [{**client, "models": ["llama-8b"]}]}), secret_paths={"gateway"})
+
+
+@pytest.mark.parametrize(
+    "refused, accepted, says",
+    [
+        (["--max-num-seqs", "8"] * 101, ["--max-num-seqs", "8"] * 100, "202 entries; at most 200"),
+        (["--speculative-config=" + "[" * 9000], ["--speculative-config=" + "[" * 8000], "is 9021 characters; at most 8192"),
+    ],
+    ids=["too-many", "too-long"],
+)
+def test_extra_args_beyond_any_flags_need_are_refused_in_a_line(refused: list[str], accepted: list[str], says: str) -> None:
+    (problem,) = problems(setting("models.0.extraArgs", refused))
+    assert says in problem and len(problem) < 200
+    # Within the bounds: what vLLM's own parser says of it is another matter (the nested JSON is refused).
+    try:
+        plan_of(setting("models.0.extraArgs", accepted))
+    except ConfigError as error:
+        assert not any("at most" in p for p in error.problems) and all(len(p) < 20_000 for p in error.problems)

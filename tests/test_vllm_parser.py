@@ -68,27 +68,83 @@ def test_the_extra_args_check_refuses_nothing_vllm_takes_but_what_the_platform_r
     assert all("in the pod's host memory" in found[0] for words, found in refused.items() if words not in wide)
 
 
-def explained(words: list[str]) -> bool:
-    """Why the rebuilt parser may let past what vLLM refuses: the flag's converter is vLLM's own (JSON, sizes,
-    lower-casing choices), which the table does not rebuild; or the engine refused a number within the field's
-    bounds for what it weighs besides them (the model's heads for --tensor-parallel-size 8, other nodes for
-    --nnodes 2); or the platform refuses the flag anyway. Passing one such value beats refusing one vLLM takes."""
+def long_name(entry: dict[str, Any]) -> str:
+    return next(name for name in entry["names"] if name.startswith("--"))
+
+
+def reads_json(words: list[str]) -> bool:
+    """Whether vLLM reads the flag's value as JSON: by json.loads (the table's JSON kinds), or by its config class's
+    JSON reader (vllm_flags.JSON_CONFIG_FLAGS)."""
     entry = vllm_parser.entry(words[0]) or {}
-    return entry.get("takes") == "any" or "field" in entry or platforms_own(words)
+    return bool(entry) and (entry["takes"] in JSON_KINDS or long_name(entry) in vllm_flags.JSON_CONFIG_FLAGS)
 
 
-def test_the_rebuilt_parser_passes_only_what_the_table_cannot_know_vllm_refuses() -> None:
-    missed = [words for words, taken in VERDICTS["verdicts"] if not taken and vllm_parser.refusal(words) is None]
+def broken_json(words: list[str]) -> bool:
+    """A value written as JSON (from `{` or `[`) that does not parse, after `=` or as the next word."""
+    given = words[0].partition("=")[2] if "=" in words[0] else (words[1] if len(words) > 1 else "")
+    if not given.lstrip().startswith(("{", "[")):
+        return False
+    try:
+        json.loads(given)
+    except ValueError:
+        return True
+    return False
+
+
+def explained(words: list[str]) -> bool:
+    """Why the extraArgs check may let past what vLLM refuses: the flag's converter is vLLM's own (sizes,
+    lower-casing choices, its actions; a config class's keys and types, where the value is JSON or is not written
+    as JSON), which the table does not rebuild; or the engine refused a number within the field's bounds for what
+    it weighs besides them (the model's heads for --tensor-parallel-size 8, other nodes for --nnodes 2). Passing
+    one such value beats refusing one vLLM takes. Broken JSON where vLLM reads JSON is never excused."""
+    entry = vllm_parser.entry(words[0]) or {}
+    if reads_json(words) and broken_json(words):
+        return False
+    return entry.get("takes") == "any" or "field" in entry
+
+
+def test_the_extra_args_check_passes_only_what_the_table_cannot_know_vllm_refuses() -> None:
+    missed = [words for words, taken in VERDICTS["verdicts"] if not taken and not vllm_flags.extra_args_problems(words, pinned=True)]
     assert missed and [words for words in missed if not explained(words)] == []
 
 
 def test_broken_json_is_refused_where_vllm_reads_json() -> None:
-    broken = [
-        words for words, taken in VERDICTS["verdicts"]
-        if not taken and words[0].endswith(('={"a": }', "=[1,")) and (vllm_parser.entry(words[0]) or {}).get("takes") in JSON_KINDS
-    ]  # fmt: skip
+    broken = [words for words, taken in VERDICTS["verdicts"] if not taken and reads_json(words) and broken_json(words)]
     passed = [words for words in broken if not vllm_flags.extra_args_problems(words, pinned=True)]
-    assert broken and passed == []
+    assert {vllm_flags.long_form(words[0].partition("=")[0]) for words in broken} >= {"--compilation-config", "--kv-transfer-config"}
+    assert passed == []
+
+
+def test_the_config_flags_read_as_json_are_those_vllm_reads_so() -> None:
+    """A config-class flag takes `{}` and refuses broken JSON and a word, as vLLM answered; no other flag whose
+    converter the table names "any" does both. A table bump that adds or drops one fails here."""
+    answers: dict[str, dict[str, bool]] = {}
+    for words, taken in VERDICTS["verdicts"]:
+        if len(words) == 1 and "=" in words[0]:
+            flag, _, given = words[0].partition("=")
+            answers.setdefault(flag, {})[given] = taken
+    read_as_json = {
+        long_name(entry) for entry in vllm_parser.serve_table()["flags"]
+        if entry["takes"] == "any" and (said := answers.get(long_name(entry), {})).get("{}")
+        and not said.get('{"a": }', True) and not said.get("[1,", True) and not said.get("lots", True)
+    }  # fmt: skip
+    assert read_as_json == vllm_flags.JSON_CONFIG_FLAGS
+
+
+@pytest.mark.parametrize(
+    "refused, accepted",
+    [
+        (["--compilation-config", "{bad"], ["--compilation-config", '{"cudagraph_mode": "FULL"}']),
+        (['--compilation-config={"a": }'], ['--compilation-config={"a": 1}']),
+        (['-cc=[1,'], ["-cc.mode=3"]),
+        (['--kv-transfer-config={"kv_connector": "LMCacheConnectorV1"'], ['--kv-transfer-config={"kv_connector": "LMCacheConnectorV1"}']),
+    ],
+)
+def test_broken_json_for_a_config_flag_is_refused_beside_json_it_takes(refused: list[str], accepted: list[str]) -> None:
+    """vLLM reads these flags' values with its config class's JSON reader: broken JSON stops it at start."""
+    [problem] = problems(with_model(extraArgs=refused))
+    assert "is not valid JSON" in problem and "and vLLM reads its value as JSON" in problem and "crash-loop" in problem, problem
+    plan_of(with_model(extraArgs=accepted))
 
 
 @pytest.mark.parametrize(

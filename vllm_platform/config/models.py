@@ -36,6 +36,9 @@ MAX_PER_REPLICA_TARGET = 100_000
 MAX_STARTUP_SECONDS = 86_400
 # The largest checkpoint the fit checks size, in billions of parameters: beyond it the arithmetic overflows.
 MAX_PARAMETERS_BILLIONS = 10_000
+# extraArgs land in the Deployment's argv: far more than any flag needs, and few enough that a refusal quotes
+# no more than a line of them.
+MAX_EXTRA_ARGS, MAX_EXTRA_ARG_LENGTH = 200, 8192
 # The least a vLLM pod can start with: its API server alone takes more.
 MIN_CPU_MILLIS, MIN_MEMORY_MIB = 100, 256
 
@@ -261,6 +264,11 @@ class Model(Section):
     def _flags_that_work(cls, values: list[str], info: ValidationInfo) -> list[str]:
         # `image` is declared before `extraArgs`, so it is validated first: the release it runs decides whether
         # vLLM's own parser reads the entries here (a test holds the order).
+        if len(values) > MAX_EXTRA_ARGS:
+            raise ValueError(f"{len(values)} entries; at most {MAX_EXTRA_ARGS}")
+        for index, value in enumerate(values):
+            if len(value) > MAX_EXTRA_ARG_LENGTH:
+                raise ValueError(f"entry {index} ({value[:40]!r}...) is {len(value)} characters; at most {MAX_EXTRA_ARG_LENGTH}")
         problems = vllm_flags.extra_args_problems(values, pinned=vllm_parser.checks_image(str(info.data.get("image"))))
         if problems:
             raise ValueError("; ".join(problems))

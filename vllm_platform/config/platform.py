@@ -195,7 +195,9 @@ def _gateway_problems(cfg: PlatformConfig) -> list[str]:
         unknown = [m for m in client.models if m not in names]
         if unknown:
             problems.append(
-                f"gateway.clients[{client.name}].models: {', '.join(unknown)} is not in models ({', '.join(sorted(names))})"
+                # Quoted: the message stays one line, and a stray newline or space in the name shows.
+                f"gateway.clients[{client.name}].models: {', '.join(map(repr, unknown))} is not in models "
+                f"({', '.join(sorted(names))})"
             )
     keys = [c.api_key for c in gateway.clients if c.api_key != SECRET_PLACEHOLDER]
     if len(set(keys)) < len(keys):

@@ -235,7 +235,8 @@ class GpuNodePool(Section):
             raise ValueError(f"names {', '.join(twice)} more than once")
         unknown = [v for v in values if v not in INSTANCE_TYPES]
         if unknown:
-            raise ValueError(f"unknown GPU instance type {', '.join(unknown)}; known: {', '.join(INSTANCE_TYPES)}")
+            # Quoted: the message stays one line, and a stray newline or space in the value shows.
+            raise ValueError(f"unknown GPU instance type {', '.join(map(repr, unknown))}; known: {', '.join(INSTANCE_TYPES)}")
         shapes = {(INSTANCE_TYPES[v].gpu.model, INSTANCE_TYPES[v].gpu_count) for v in values}
         if len(shapes) > 1:
             described = ", ".join(f"{v} ({INSTANCE_TYPES[v].gpu_count}x {INSTANCE_TYPES[v].gpu.model})" for v in values)

@@ -111,6 +111,19 @@ RESHAPING_KEYS = frozenset({
     "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings",
     "num_experts", "num_local_experts", "n_routed_experts", "n_shared_experts",
 })  # fmt: skip
+# vLLM's config-class flags: its parser converts their value with pydantic's TypeAdapter(cls).validate_json
+# (engine/arg_utils.py, parse_dataclass), which the table names "any", as it names every converter of vLLM's own.
+# Their value is JSON or vLLM refuses it at start, as it does a dotted key the class has not; which keys a class
+# has is vLLM's to say, that a value written as JSON (from `{` or `[`) parses is checked here. The dotted form
+# (`-cc.mode=3`) is JSON as vLLM's parser folds it. tests/test_vllm_parser.py holds the list to vLLM's own
+# answers: each of these takes `{}` and refuses broken JSON and a word, and no other "any" flag does.
+JSON_CONFIG_FLAGS = frozenset({
+    "--attention-config", "--aux-output-config", "--compilation-config", "--ec-manager-config",
+    "--ec-transfer-config", "--engram-config", "--eplb-config", "--fault-tolerance-config", "--ir-op-priority",
+    "--kernel-config", "--kv-events-config", "--kv-transfer-config", "--logging-config", "--pooler-config",
+    "--profiler-config", "--quantization-config", "--reasoning-config", "--structured-outputs-config",
+    "--weight-transfer-config",
+})  # fmt: skip
 # A flag as vLLM's parser names them: `--max-num-seqs`, `-tp`, `-O3`, `--compilation-config.mode`, and a
 # dotted key's list element, `--compilation-config.cudagraph_capture_sizes+`.
 FLAG_NAME = re.compile(r"(?:--[a-z0-9][a-z0-9_-]*|-[A-Za-z][A-Za-z0-9]*)(?:(?:\.[A-Za-z0-9_-]+)+\+?)?", re.ASCII)
@@ -312,7 +325,7 @@ def _json_object(text: str) -> Optional[dict[str, Any]]:
     """The JSON object a flag's value is, as vLLM reads it; None for anything else, which is the parser's."""
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, dict) else None
 
@@ -384,11 +397,33 @@ def parser_problems(words: Sequence[str], refused: Iterable[str] = ()) -> list[s
         if not (run[0].partition("=")[0] in skip or _joined_with_space(run[0]) in skip or any(word_problems([w], (), True) for w in run))
     ]  # fmt: skip
     read = [word for run in runs for word in run]
-    if (whole := vllm_parser.refusal(read)) is None:
+    if (whole := _refusal(read)) is None:
         model = vllm_parser.model_word(read)
         return [] if model is None else [f"{model!r} {READ_AS_THE_MODEL}, which the fit checks never see"]
-    refusals = [(run, because) for run in runs if (because := vllm_parser.refusal(run))]
+    refusals = [(run, because) for run in runs if (because := _refusal(run))]
     return [_refused_at_start(run, because) for run, because in refusals or [(read, whole)]]
+
+
+def _refusal(words: Sequence[str]) -> Optional[str]:
+    """What the table's release says as it refuses the words: its parser's refusal, or broken JSON given to a
+    config-class flag (JSON_CONFIG_FLAGS), which the table cannot know."""
+    return vllm_parser.refusal(words) or _broken_config_json(words)
+
+
+def _broken_config_json(words: Sequence[str]) -> Optional[str]:
+    """The first value written as JSON (from `{` or `[`) of a JSON_CONFIG_FLAGS flag that does not parse, as vLLM
+    reads the words (every occurrence of a flag is converted, not only the last); None where none is."""
+    try:
+        read = flags(vllm_parser.as_vllm_reads(words))
+    except vllm_parser.Refused:
+        return None  # the parser's to refuse
+    for flag in read:
+        entry = vllm_parser.entry(flag.name)
+        if entry is None or flag.value is None or not flag.value.lstrip().startswith(("{", "[")):
+            continue
+        if next(n for n in entry["names"] if n.startswith("--")) in JSON_CONFIG_FLAGS and (error := _json_error(flag.value)):
+            return f"argument {'/'.join(entry['names'])}: {flag.value!r} is {error}, and vLLM reads its value as JSON"
+    return None
 
 
 def _refused_at_start(words: Sequence[str], because: str) -> str:
@@ -435,8 +470,16 @@ def _value_problem(value: str, pinned: bool) -> Optional[str]:
 
 
 def _json_problem(value: str) -> Optional[str]:
+    error = _json_error(value)
+    return None if error is None else f"is {error}, which vLLM would refuse at start"
+
+
+def _json_error(value: str) -> Optional[str]:
+    """Why a value is no JSON, said after "is"; None where it is."""
     try:
         json.loads(value)
     except ValueError as error:
-        return f"is not valid JSON ({error.msg} at column {error.colno}), which vLLM would refuse at start"
+        return f"not valid JSON ({error.msg} at column {error.colno})"
+    except RecursionError:
+        return "JSON nested too deep to read"
     return None

@@ -98,7 +98,11 @@ class _Exits(argparse.Action):
 
 
 def _json(text: str) -> Any:
-    return json.loads(text)
+    # Nesting past the interpreter's recursion limit is no value vLLM can start with either: refused, not a traceback.
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 _json.__name__ = "JSON"
