@@ -359,7 +359,7 @@ def check_images_pinned(args: ResourceValidationArgs, report: ReportViolation) -
     for where, container, _ in containers:
         image = container.get("image")
         if images.pin_problem(image):
-            report(f"{where}: image {image!r} is not pinned; give it a release tag other than latest, or an @sha256: digest")
+            report(f"{where}: image {image!r} is not pinned; {images.PIN_RULE}")
     return len(containers)
 
 
@@ -505,7 +505,8 @@ RULES: list[Rule] = [
     Rule(
         name="images-pinned",
         description=(
-            "Every container image of a workload the stack declares has a release tag other than latest, or a digest."
+            "Every container image of a workload the stack declares has a release tag (a version, or a commit), never a "
+            "moving name such as latest, nightly or main, or a digest."
         ),
         check=check_images_pinned,
     ),

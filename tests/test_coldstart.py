@@ -10,18 +10,20 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import document_plan, minimal_document, rendered_stack
+from tests.conftest import ADMIN, document_plan, minimal_document, rendered_stack
 from vllm_platform import contract
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
 from vllm_platform.config.errors import ConfigError
-from vllm_platform.plan import coldstart, sizing
+from vllm_platform.plan import coldstart, notes, sizing
 from vllm_platform.plan.coldstart import CONSTANTS, c
 from vllm_platform.plan.delivery import WeightsSource
 
 GB = 1e9
 CHECKPOINTS = {8: 16 * GB, 70: 140 * GB}
 TYPES = sorted(INSTANCE_TYPES.values(), key=lambda t: t.name)
+EXISTING_EXAMPLE = Path(__file__).parent / "data" / "existing-cluster.yaml"
 
 
 def test_every_constant_is_named_dated_sourced_and_used() -> None:
@@ -43,10 +45,11 @@ def test_every_constant_is_named_dated_sourced_and_used() -> None:
 
 @pytest.mark.parametrize("instance", TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("source", list(WeightsSource))
-def test_no_phase_is_faster_than_its_bytes_over_its_bandwidth(instance: InstanceType, source: WeightsSource) -> None:
+@pytest.mark.parametrize("fast_pull", [True, False], ids=["fast-pull", "default-pull"])
+def test_no_phase_is_faster_than_its_bytes_over_its_bandwidth(instance: InstanceType, source: WeightsSource, fast_pull: bool) -> None:
     link = instance.pod_network_gbps * GB / 8
     for weights in CHECKPOINTS.values():
-        estimate = coldstart.estimate(instance, weights, 70, 8, source, warm=False)
+        estimate = coldstart.estimate(instance, weights, 70, 8, source, warm=False, fast_pull=fast_pull)
         assert estimate.weights_seconds >= weights / link
         assert estimate.weights_seconds >= weights / (c("S3_INSTANCE_GBPS") * GB / 8)
         assert estimate.image_pull_seconds >= c("VLLM_IMAGE_BYTES") / link
@@ -74,8 +77,38 @@ def test_the_cache_is_faster_than_the_hub_everywhere() -> None:
 
 def test_parallel_pull_counts_from_2xlarge_only() -> None:
     small, large = INSTANCE_TYPES["g5.xlarge"], INSTANCE_TYPES["g5.2xlarge"]
-    assert not coldstart.parallel_pull(small) and coldstart.parallel_pull(large)
-    assert coldstart.image_pull_seconds(small) > 2 * coldstart.image_pull_seconds(large)
+    assert not coldstart.parallel_pull(small, fast_pull=True) and coldstart.parallel_pull(large, fast_pull=True)
+    assert coldstart.image_pull_seconds(small, fast_pull=True) > 2 * coldstart.image_pull_seconds(large, fast_pull=True)
+
+
+def test_parallel_pull_counts_only_where_the_nodes_turn_it_on() -> None:
+    large = INSTANCE_TYPES["g5.2xlarge"]
+    assert not coldstart.parallel_pull(large, fast_pull=False)
+    default = c("VLLM_IMAGE_BYTES") * c("PULL_REFERENCE_DEFAULT_SECONDS") / c("PULL_REFERENCE_BYTES")
+    assert coldstart.image_pull_seconds(large, fast_pull=False) == pytest.approx(default)
+
+
+def existing_cluster_document(created: bool) -> dict[str, object]:
+    """The existing-cluster example (a g5.2xlarge node group), or the same pool and model on a created cluster."""
+    document = yaml.safe_load(EXISTING_EXAMPLE.read_text())
+    if created:
+        cluster = document["config"]["vllm-platform:cluster"]
+        del cluster["existing"]
+        cluster["adminPrincipalArns"] = [ADMIN]
+    return document
+
+
+# (created, the pull's figure): Karpenter's EC2NodeClasses turn on FastImagePull, an existing cluster's nodes
+# are counted at containerd's default pull: 12.64 GB at the reference's 130.8 s per 9.35 GB is 177 s, not 54.
+@pytest.mark.parametrize("created, pull", [(True, "PULL_REFERENCE_PARALLEL_SECONDS"), (False, "PULL_REFERENCE_DEFAULT_SECONDS")])
+def test_an_existing_clusters_nodes_pull_without_parallel_pull(created: bool, pull: str) -> None:
+    plan = document_plan(existing_cluster_document(created))
+    (model,) = plan.models
+    assert model.cold_start is not None
+    expected = math.ceil(c("VLLM_IMAGE_BYTES") * c(pull) / c("PULL_REFERENCE_BYTES"))
+    assert model.cold_start.image_pull_seconds == expected == (54 if created else 177)
+    (note,) = notes.cold_start_notes(plan)
+    assert f"image pull {expected} s" in note and f"~{model.cold_start.from_zero_seconds} s from zero" in note
 
 
 def test_nvswitch_nodes_boot_with_the_fabric_manager() -> None:
@@ -101,8 +134,8 @@ def test_engine_start_grows_with_each_gpu_beyond_the_first() -> None:
 
 def test_a_warm_node_skips_the_boot_and_the_pull() -> None:
     g5 = INSTANCE_TYPES["g5.2xlarge"]
-    cold = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=False)
-    warm = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=True)
+    cold = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=False, fast_pull=True)
+    warm = coldstart.estimate(g5, CHECKPOINTS[8], 8, 1, WeightsSource.CACHE, warm=True, fast_pull=True)
     assert warm.from_zero_seconds == warm.from_node_seconds == cold.from_node_seconds
     assert cold.from_zero_seconds == cold.node_boot_seconds + cold.image_pull_seconds + cold.from_node_seconds
     assert warm.cold_seconds == cold.from_zero_seconds, "the timeouts still allow for every warm node taken"

@@ -577,14 +577,22 @@ def test_the_local_stacks_simulator_is_no_vllm_container() -> None:
         ("registry:5000/img:v1", True),
         ("vllm/vllm-openai:v0.31.0", True),
         ("vllm/vllm-openai@sha256:" + "0" * 64, True),
+        # Moving names in any case, and tags with no version, beside release tags and a commit.
+        ("vllm/vllm-openai:Latest", False),
+        ("vllm/vllm-openai:nightly", False),
+        ("registry:5000/img:main", False),
+        ("registry:5000/img:stable", False),
+        ("vllm/vllm-openai:cu126", False),
+        ("vllm/vllm-openai:v0.31.0-cu126", True),
+        ("envoyproxy/ratelimit:17b1956c", True),
+        ("vllm/vllm-openai:latest@sha256:" + "0" * 64, True),
     ],
 )
 def test_images_are_pinned_by_a_release_tag_or_a_digest(image: str, pinned: bool) -> None:
     resource = broken(rendered("prod", DEPLOYMENT, "llama-8b"), lambda i: server(i).update(image=image))
     reported = messages("images-pinned", "prod", resource)
     assert reported == ([] if pinned else [
-        f"{label(resource)} container vllm: image {image!r} is not pinned; "
-        "give it a release tag other than latest, or an @sha256: digest"
+        f"{label(resource)} container vllm: image {image!r} is not pinned; {contract.images.PIN_RULE}"
     ])
 
 

@@ -56,3 +56,12 @@ def test_without_observability_there_is_no_service_monitor_unless_asked() -> Non
     assert not resources_of(render_document(document), "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
     document["config"]["vllm-platform:observability"]["serviceMonitors"] = True
     assert resources_of(render_document(document), "kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+
+
+def test_a_simulated_model_outputs_no_weights_and_no_cold_start() -> None:
+    """The simulator loads nothing: the same model on GPUs has both keys, the simulated one neither."""
+    on_gpus = render_document(minimal_document()).outputs["models"]["llama-8b"]
+    assert on_gpus["weights"]["source"] == "hub" and set(on_gpus["coldStart"]) == {"fromNodeSeconds", "fromZeroSeconds", "phases"}
+    simulated = render_document(minimal_document(simulateAccelerators=True)).outputs["models"]["llama-8b"]
+    assert "weights" not in simulated and "coldStart" not in simulated
+    assert set(on_gpus) - set(simulated) == {"weights", "coldStart"}

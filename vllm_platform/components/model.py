@@ -115,8 +115,6 @@ class VllmModel(pulumi.ComponentResource):
 
         self.outputs = {
             "serviceUrl": workload.service_url(model),
-            "weights": {"source": model.weights.source.value, "uri": weights_uri},
-            "coldStart": model.cold_start.output() if model.cold_start else None,
             "servedModelName": model.served_name,
             # The `model` a client sends through the gateway's endpoint; None where the stack has no gateway.
             "gatewayModelName": model.served_name if plan.gateway is not None else None,
@@ -124,6 +122,11 @@ class VllmModel(pulumi.ComponentResource):
             # A client of a model at zero replicas waits for a node and the model's load on its first request.
             "scalesToZero": model.scales_to_zero,
         }
+        # The simulator loads no weights and has no cold start to estimate: it has neither key.
+        if not model.simulated:
+            assert model.cold_start is not None, "a model on GPUs has its estimate"
+            weights = {"source": model.weights.source.value, "uri": weights_uri}
+            self.outputs |= {"weights": weights, "coldStart": model.cold_start.output()}
         self.register_outputs(self.outputs)
 
     def _staging(

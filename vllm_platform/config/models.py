@@ -194,7 +194,13 @@ class Model(Section):
             "per GPU): 16Gi for 2, 20Gi for 4, 28Gi for 8"
         ),
     )
-    image: StrictStr = Field(DEFAULT_VLLM_IMAGE, description="the vLLM image: never `latest`, never untagged")
+    image: StrictStr = Field(
+        DEFAULT_VLLM_IMAGE,
+        description=(
+            "the vLLM image, pinned: a release tag (a version, or a commit) or a digest; never a moving tag such as "
+            "`latest` or `nightly`, never untagged"
+        ),
+    )
     extra_args: list[StrictStr] = Field(
         [],
         description=(

@@ -62,8 +62,27 @@ def parse(reference: str) -> Optional[ImageReference]:
     return ImageReference(domain, path, match["tag"], match["digest"])
 
 
+# The names a tag moves under, each to the next build it is pushed again for; a tag any of whose words
+# (between `.`, `-` and `_`) is one of them is refused, in any case: `nightly`, `Latest`, `1.2.3-SNAPSHOT`, `main-abc1234`.
+MOVING_TAG_WORDS = frozenset(
+    ("latest", "stable", "nightly", "main", "master", "dev", "develop", "edge", "head", "canary", "current", "next",
+     "rolling", "snapshot", "testing", "trunk", "unstable")
+)  # fmt: skip
+_TAG_WORDS = re.compile(r"[._-]")
+# A tag that names one release: a version (`v0.31.0`, `8.2.4-alpine3.22`, `v0.10.1.post1`, `v0.10.0rc1`, `0.9.2-cu126`),
+# after at most one word (`distroless-v1.39.0`), or a commit (`abc1234`: 7 to 40 hex digits, one a digit at least).
+RELEASE_TAG = re.compile(
+    r"(?:[a-z][a-z0-9]*-)?(?:v?[0-9]+(?:\.[0-9]+)*|(?=[a-f]*[0-9])[0-9a-f]{7,40})[\w.-]*", re.ASCII | re.IGNORECASE
+)
+PIN_RULE = (
+    "pinned is a release tag, its version first or after one word (v0.31.0, 0.9.2-cu126, v0.10.0rc1, distroless-v1.39.0) "
+    "or a commit (7 to 40 hex digits), or an @sha256: digest"
+)
+
+
 def pin_problem(reference: object) -> Optional[str]:
-    """Why the image is not pinned to one release, or None: a release tag other than latest, or a sha256 digest."""
+    """Why the image is not pinned to one release, or None: an @sha256: digest, or a release tag (`RELEASE_TAG`)
+    none of whose words is a moving name (`MOVING_TAG_WORDS`)."""
     if not isinstance(reference, str) or not reference:
         return "is not an image reference"
     parsed = parse(reference)
@@ -72,9 +91,12 @@ def pin_problem(reference: object) -> Optional[str]:
     if parsed.digest is not None:
         return None if SHA256_DIGEST.fullmatch(parsed.digest) else "has a digest that is not sha256:<64 hex digits>"
     if parsed.tag is None:
-        return "has no tag"
-    if parsed.tag == "latest":
-        return "floats (latest)"
+        return f"has no tag: {PIN_RULE}"
+    moving = [word for word in _TAG_WORDS.split(parsed.tag) if word.lower() in MOVING_TAG_WORDS]
+    if moving:
+        return f"floats ({moving[0]!r} is a moving name, not a release): {PIN_RULE}"
+    if not RELEASE_TAG.fullmatch(parsed.tag):
+        return f"has the tag {parsed.tag!r}, which names no release: {PIN_RULE}"
     return None
 
 

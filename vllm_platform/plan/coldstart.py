@@ -1,8 +1,9 @@
 """How long a new replica takes to serve, per model, from the bytes it moves and the rates it moves them at.
 
-Four phases: the node's boot (from zero only), the image pull (where the node does not hold the image yet),
-the weights (streamed from S3, or downloaded from the hub and read back), and the engine's start (CUDA
-context, torch.compile, CUDA graphs, KV cache; by the model's size and its tensor parallelism). Every figure
+Four phases: the node's boot (from zero only), the image pull (where the node does not hold the image yet;
+parallel only on nodes the program turns it on for), the weights (streamed from S3, or downloaded from the hub
+and read back), and the engine's start (CUDA context, torch.compile, CUDA graphs, KV cache; by the model's size
+and its tensor parallelism). Every figure
 comes from `CONSTANTS`, each named, dated and sourced; none is faster than its bytes over its bandwidth. The
 startup probe's budget and the rollouts' timeouts are this estimate times `SAFETY_FACTOR`, so they follow from it instead of being guessed apart.
 """
@@ -227,13 +228,15 @@ def node_boot_seconds(instance: InstanceType) -> float:
     return c("NODE_BOOT_SECONDS") + (c("FABRIC_MANAGER_WAIT_SECONDS") if instance.name in NVSWITCH_TYPES else 0)
 
 
-def parallel_pull(instance: InstanceType) -> bool:
-    return instance.vcpu >= c("PARALLEL_PULL_MIN_VCPU")
+def parallel_pull(instance: InstanceType, fast_pull: bool) -> bool:
+    """`fast_pull`: the node's NodeConfig turns on FastImagePull, as only the created cluster's EC2NodeClasses do
+    (`vllm_platform.k8s.karpenter`); an existing cluster's nodes pull as their owner set them up, by default here."""
+    return fast_pull and instance.vcpu >= c("PARALLEL_PULL_MIN_VCPU")
 
 
-def image_pull_seconds(instance: InstanceType) -> float:
-    """The measured pull rate, with parallel pull where AWS recommends it; never above the link."""
-    seconds = c("PULL_REFERENCE_PARALLEL_SECONDS" if parallel_pull(instance) else "PULL_REFERENCE_DEFAULT_SECONDS")
+def image_pull_seconds(instance: InstanceType, fast_pull: bool) -> float:
+    """The measured pull rate, with parallel pull where it is on and AWS recommends it; never above the link."""
+    seconds = c("PULL_REFERENCE_PARALLEL_SECONDS" if parallel_pull(instance, fast_pull) else "PULL_REFERENCE_DEFAULT_SECONDS")
     measured = c("VLLM_IMAGE_BYTES") * seconds / c("PULL_REFERENCE_BYTES")
     return max(measured, c("VLLM_IMAGE_BYTES") / link_bytes_per_second(instance))
 
@@ -268,11 +271,18 @@ def engine_start_seconds(parameters_billions: float, tensor_parallel: int) -> fl
 
 
 def estimate(
-    instance: InstanceType, weights_bytes: float, parameters_billions: float, tensor_parallel: int, source: WeightsSource, warm: bool
+    instance: InstanceType,
+    weights_bytes: float,
+    parameters_billions: float,
+    tensor_parallel: int,
+    source: WeightsSource,
+    warm: bool,
+    fast_pull: bool,
 ) -> ColdStart:
+    """`fast_pull`: see `parallel_pull`."""
     return ColdStart(
         node_boot_seconds=math.ceil(node_boot_seconds(instance)),
-        image_pull_seconds=math.ceil(image_pull_seconds(instance)),
+        image_pull_seconds=math.ceil(image_pull_seconds(instance, fast_pull)),
         weights_seconds=math.ceil(weights_seconds(instance, weights_bytes, source)),
         engine_start_seconds=math.ceil(engine_start_seconds(parameters_billions, tensor_parallel)),
         warm=warm,

@@ -46,10 +46,11 @@ def _cold_start(cfg: PlatformConfig, model: Model, sized: Optional[fit.ModelSizi
     """The estimate of a new replica's start on its pool; None for a simulated model, which loads nothing."""
     if sized is None or cfg.is_simulated(model):
         return None
-    checkpoint = _checkpoint_bytes(model, sized.parameters_billions)
-    return coldstart.estimate(
-        sized.instance, checkpoint, sized.parameters_billions, model.tensor_parallel_size, weights.source, sized.pool.warm_nodes > 0
-    )
+    params, warm = sized.parameters_billions, sized.pool.warm_nodes > 0
+    # Only the created cluster's EC2NodeClasses turn on FastImagePull; an existing cluster's node groups are its owner's.
+    fast_pull = cfg.cluster.existing is None
+    checkpoint = _checkpoint_bytes(model, params)
+    return coldstart.estimate(sized.instance, checkpoint, params, model.tensor_parallel_size, weights.source, warm, fast_pull)
 
 
 def _timings(model: Model, params: Optional[float], cold: Optional[ColdStart]) -> tuple[int, int, int, int]:
