@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Optional
@@ -27,6 +26,7 @@ from vllm_platform.contract import (
     SECURITY_POLICY as SECURITY_POLICY_KIND,
     vllm_flags,
 )
+from vllm_platform.contract.cidrs import coverage_problem
 
 AI_GATEWAY_ROUTE = AI_GATEWAY_ROUTE_KIND.pulumi_type
 SECURITY_POLICY = SECURITY_POLICY_KIND.pulumi_type
@@ -50,9 +50,11 @@ def _served_name(deployment: Mapping[str, Any]) -> Optional[str]:
 
 def check_route_per_model(args: StackValidationArgs, report: ReportViolation) -> int:
     # Where a stack has a gateway, a model without a route is reachable only around it, with no key or quota.
-    routes = [r for r in args.resources if r.resource_type == AI_GATEWAY_ROUTE]
-    if not routes:
+    # The gateway is known by its key check, the SecurityPolicy, not by its routes: a stack whose routes are
+    # all gone has a gateway still, and every model outside it.
+    if not any(r.resource_type == SECURITY_POLICY for r in args.resources):
         return 0
+    routes = [r for r in args.resources if r.resource_type == AI_GATEWAY_ROUTE]
     routed = {
         header.get("value")
         for route in routes
@@ -74,13 +76,6 @@ def check_route_per_model(args: StackValidationArgs, report: ReportViolation) ->
                 resource.urn,
             )
     return examined
-
-
-def _open_to_all(cidr: str) -> bool:
-    try:
-        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
-    except ValueError:
-        return False
 
 
 def _internet_facing(service: Mapping[str, Any]) -> bool:
@@ -137,8 +132,13 @@ def _exposure_problems(service: Mapping[str, Any], ports_known: bool) -> Optiona
             "unknown here; leave it unset or '*' so that every port is TLS"
         )
     ranges = [str(r) for r in items(dig(service, "spec", "loadBalancerSourceRanges"))]
-    if not ranges or any(_open_to_all(r) for r in ranges):
+    if not ranges:
         problems.append("internet-facing and open to every source; list the clients' CIDRs in spec.loadBalancerSourceRanges")
+    # By coverage, as the config refuses allowedSourceCidrs: 0.0.0.0/1 with 128.0.0.0/1 is 0.0.0.0/0 too.
+    elif wide := coverage_problem(ranges):
+        problems.append(
+            f"internet-facing and open to every source: spec.loadBalancerSourceRanges {wide}; list the clients' CIDRs there"
+        )
     return problems
 
 

@@ -213,6 +213,26 @@ def test_envoy_keeps_silent_connections_open_through_the_nlb_and_its_proxies_wai
     assert manifests.READINESS_GATE_LABEL not in labels[GATEWAY_ROUTES_NAMESPACE]
 
 
+def test_both_doors_come_after_the_gateway_whose_proxies_back_them_and_wait_long_enough_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pulumi-kubernetes waits on a new Service while an endpoint is unready: made after the Gateway, the wait is the
+    proxies' (and the NLB's health checks, for a proxy with the readiness gate), given 20 minutes, not its 10."""
+    timeouts: dict[str, str] = {}
+    register = mocks.RecordingMonitor.RegisterResource
+
+    def recording(self: mocks.RecordingMonitor, request: Any) -> Any:
+        timeouts[request.name] = request.customTimeouts.create
+        return register(self, request)
+
+    monkeypatch.setattr(mocks.RecordingMonitor, "RegisterResource", recording)
+    rendering = render_document(stack_document("dev"), "dev")
+    services = {r.name: r for r in rendering.resources if r.type == "kubernetes:core/v1:Service"}
+    for name in ("llm-gateway-service", "llm-gateway-cluster-service"):
+        assert f"kubernetes:gateway.networking.k8s.io/v1:Gateway::{GATEWAY_NAME}-gateway" in services[name].dependencies
+        assert timeouts[name] == "20m"
+    assert "kubernetes:helm.sh/v3:Release::aws-load-balancer-controller" in services["llm-gateway-service"].dependencies
+    assert timeouts["llm-gateway-gateway"] == "", "the other resources keep the provider's own"
+
+
 def test_exposure_is_internal_by_default_and_cluster_needs_no_load_balancer() -> None:
     plan = plan_of(base())
     service = manifests.proxy_service(plan.gateway)  # type: ignore[arg-type]

@@ -241,6 +241,51 @@ def test_the_engine_refuses_a_plaintext_token_and_accepts_a_secret_one() -> None
     assert load_plan().config.hf_token == "hf_plain0123456789"
 
 
+def engine_gateway(tmp_path: Path, second_secure: bool) -> dict[str, str]:
+    """Pulumi.test.yaml with two gateway clients, the first's key `secure:`, written where the engine runs the
+    program; and the config map the engine hands over for it, each secret decrypted."""
+    second = "\n          secure: AAABAbatchKey" if second_secure else " " + "b" * 40
+    text = STACK_FILE + (
+        "  vllm-platform:gateway:\n    enabled: true\n    clients:\n"
+        "      - name: chat\n        apiKey:\n          secure: AAABAchatKey\n        models: [llama-8b]\n"
+        f"        tokensPerMinute: 1000\n      - name: batch\n        apiKey:{second}\n        models: [llama-8b]\n"
+        "        tokensPerMinute: 1000\n"
+    )
+    (tmp_path / "Pulumi.test.yaml").write_text(text)
+    return stack_config(stack_yaml.load(text), {"AAABAchatKey": "a" * 40, "AAABAbatchKey": "b" * 40}.__getitem__).values
+
+
+def test_the_engine_refuses_a_plaintext_key_beside_a_secret_one_in_the_same_top_level_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One `secure:` key makes the engine mark all of `gateway` secret; the stack file says which values are."""
+    monkeypatch.chdir(tmp_path)
+    mocks.install("vllm-platform", "test", engine_gateway(tmp_path, second_secure=False), ["vllm-platform:gateway"])
+    with pytest.raises(pulumi.RunError) as error:
+        load_plan()
+    assert "gateway.clients[1].apiKey: is a secret written in plain text" in str(error.value)
+    assert "pulumi config set --secret --path 'vllm-platform:gateway.clients[1].apiKey'" in str(error.value)
+    assert "clients[0]" not in str(error.value) and "b" * 40 not in str(error.value)
+    mocks.install("vllm-platform", "test", engine_gateway(tmp_path, second_secure=True), ["vllm-platform:gateway"])
+    assert [c.api_key for c in load_plan().config.gateway.clients] == ["a" * 40, "b" * 40]
+
+
+def test_where_the_stack_file_cannot_say_the_engine_marks_a_key_secret_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file for the stack, or one holding another value (the key set in Pulumi ESC): the engine's mark is all there is."""
+    monkeypatch.chdir(tmp_path)
+    config = engine_gateway(tmp_path, second_secure=False)
+    (tmp_path / "Pulumi.test.yaml").unlink()
+    mocks.install("vllm-platform", "test", config, ["vllm-platform:gateway"])
+    assert load_plan().config.gateway is not None
+    engine_gateway(tmp_path, second_secure=False)
+    esc = json.loads(config["vllm-platform:gateway"])
+    esc["clients"][1]["tokensPerMinute"] = 2000
+    mocks.install("vllm-platform", "test", config | {"vllm-platform:gateway": json.dumps(esc)}, ["vllm-platform:gateway"])
+    assert load_plan().config.gateway.clients[1].tokens_per_minute == 2000
+
+
 def test_the_engine_reads_yes_as_the_string_it_is() -> None:
     config = engine_values(base())
     mocks.install("vllm-platform", "test", config | {"vllm-platform:simulateAccelerators": "yes"}, [])

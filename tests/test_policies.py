@@ -810,6 +810,29 @@ def test_a_model_without_a_gateway_route_is_reported_and_one_with_it_passes() ->
     assert at == urn("prod", deployment)
 
 
+def test_a_gateway_with_every_route_removed_reports_every_model_and_with_them_passes() -> None:
+    """The gateway is known by its SecurityPolicy: with no route at all, every model is reachable only around it."""
+    resources = rendered_stack("prod").resources
+    models = [r for r in resources if r.type == DEPLOYMENT and r.inputs["metadata"]["labels"].get(contract.NAME_LABEL) == contract.MODEL_APP]
+    assert len(models) >= 2 and run(ROUTE_POLICY, "prod", resources) == ([], len(models))
+    unrouted = [r for r in resources if r.type != AI_GATEWAY_ROUTE]
+    assert sorted(at for _, at in violations(ROUTE_POLICY, "prod", unrouted)) == sorted(urn("prod", m) for m in models)
+
+
+def test_an_allowlist_covering_the_internet_in_halves_is_refused_and_as_narrow_halves_pass() -> None:
+    """By coverage, not by spelling, as the config refuses allowedSourceCidrs: two /1s per family are a /0."""
+    def ranges(*cidrs: str) -> RecordedResource:
+        return broken(rendered(*PROD_GATEWAY_SERVICE), lambda i: i["spec"].update(loadBalancerSourceRanges=list(cidrs)))
+
+    [message] = messages("gateway-internet-needs-tls-and-allowlist", "prod", ranges("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"))
+    assert message.endswith(
+        ": internet-facing and open to every source: spec.loadBalancerSourceRanges 0.0.0.0/1, 128.0.0.0/1 together cover "
+        "100% of the IPv4 addresses (half or more is the internet, not an allowlist); list the clients' CIDRs there"
+    )
+    narrow = ranges("203.0.113.0/25", "203.0.113.128/25", "2001:db8::/33", "2001:db8:8000::/33")
+    assert messages("gateway-internet-needs-tls-and-allowlist", "prod", narrow) == []
+
+
 def test_an_internal_load_balancer_needs_no_certificate() -> None:
     service = rendered("dev", "kubernetes:core/v1:Service", "llm-gateway-service")
     assert service.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"] == "internal"

@@ -50,7 +50,7 @@ def test_the_vocabulary_needs_nothing_the_policy_packs_virtualenv_lacks() -> Non
         tree = ast.parse(module.read_text())
         imported = {alias.name.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         imported |= {node.module.partition(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        standard = {"__future__", "argparse", "collections", "difflib", "functools", "json", "pathlib", "re", "typing"}
+        standard = {"__future__", "argparse", "collections", "difflib", "functools", "ipaddress", "json", "pathlib", "re", "typing"}
         assert imported <= standard | {"vllm_platform"}, module.name
 
 

@@ -10,11 +10,15 @@ import pulumi_kubernetes as k8s
 
 from vllm_platform.components.helm import helm_release
 from vllm_platform.components.model import custom_resource
-from vllm_platform.contract import GATEWAY_KEYS_SECRET, GATEWAY_NAMESPACE
+from vllm_platform.contract import GATEWAY_KEYS_SECRET, GATEWAY_NAME, GATEWAY_NAMESPACE
 from vllm_platform.k8s import gateway as manifests
 from vllm_platform.k8s import gateway_charts
 from vllm_platform.pins import AI_GATEWAY, AI_GATEWAY_CRDS, ENVOY_GATEWAY
 from vllm_platform.plan.plans import Plan
+
+# How long `pulumi up` waits for a gateway Service: its proxies' start and, where they carry the readiness gate,
+# the NLB's provisioning, target registration and health checks (see LlmGateway), with room for each.
+SERVICE_CREATE_TIMEOUT = "20m"
 
 BUILT_IN = {
     "Deployment": k8s.apps.v1.Deployment,
@@ -51,18 +55,11 @@ class LlmGateway(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         namespaces = [k8s.core.v1.Namespace(n["metadata"]["name"], metadata=n["metadata"], opts=child) for n in manifests.gateway_namespaces()]
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=namespaces)
-        # The NLB's Service is made after the controller that makes its NLB, and so deleted before it.
-        before_controller = pulumi.ResourceOptions(parent=self, depends_on=[*namespaces, *after])
 
         store = [
             BUILT_IN[o["kind"]](f"{o['metadata']['name']}-{o['kind'].lower()}", metadata=o["metadata"], spec=o["spec"], opts=in_namespace)
             for o in manifests.redis_objects()
         ]
-        door = manifests.proxy_service(gateway)
-        service = k8s.core.v1.Service("llm-gateway-service", metadata=door["metadata"], spec=door["spec"], opts=before_controller)
-        inside = manifests.cluster_service(gateway)
-        if inside is not None:
-            k8s.core.v1.Service("llm-gateway-cluster-service", metadata=inside["metadata"], spec=inside["spec"], opts=in_namespace)
         envoy = helm_release(
             ENVOY_GATEWAY,
             gateway_charts.envoy_gateway_values(docker_hub_registry),
@@ -87,8 +84,36 @@ class LlmGateway(pulumi.ComponentResource):
             opts=in_namespace,
         )
         routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys])
-        for manifest in manifests.routed_objects(plan, docker_hub_registry):
-            custom_resource(f"{manifest['metadata']['name']}-{manifest['kind'].lower()}", manifest, routed)
+        created = {
+            (m["kind"], m["metadata"]["name"]): custom_resource(f"{m['metadata']['name']}-{m['kind'].lower()}", m, routed)
+            for m in manifests.routed_objects(plan, docker_hub_registry)
+        }
+        # Both Services front the proxies Envoy Gateway makes of this Gateway, so they come after it: pulumi-kubernetes
+        # waits on a new Service until it has the NLB's name and no endpoint is unready (provider/pkg/await/service.go,
+        # v4.32.0), which with the proxies there means the door serves; made before them, an empty Service passes at
+        # once. The first proxies predate the NLB's target group binding and so lack the controller's readiness gate,
+        # added at a pod's creation only (docs/deploy/pod_readiness_gate.md, v3.5.0): no traffic reaches them yet, and
+        # every later pod has it. A proxy with the gate is ready only once healthy in the NLB's target group: the
+        # NLB's provisioning, the target's registration and its health checks, minutes each, can outlast the
+        # provider's 10-minute default.
+        backed = [*namespaces, created[("Gateway", GATEWAY_NAME)]]
+        timeouts = pulumi.CustomTimeouts(create=SERVICE_CREATE_TIMEOUT)
+        # The NLB's Service is made after the controller that makes its NLB, and so deleted before it.
+        door = manifests.proxy_service(gateway)
+        service = k8s.core.v1.Service(
+            "llm-gateway-service",
+            metadata=door["metadata"],
+            spec=door["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*backed, *after], custom_timeouts=timeouts),
+        )
+        inside = manifests.cluster_service(gateway)
+        if inside is not None:
+            k8s.core.v1.Service(
+                "llm-gateway-cluster-service",
+                metadata=inside["metadata"],
+                spec=inside["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=backed, custom_timeouts=timeouts),
+            )
         if plan.config.observability.creates_service_monitors:
             custom_resource("llm-gateway-podmonitor", manifests.pod_monitor(), pulumi.ResourceOptions(parent=self, depends_on=list(monitoring)))
 

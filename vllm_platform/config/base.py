@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from vllm_platform.contract import LABEL_MAX_LENGTH
+# The gateway section refuses a too-wide allowlist by the rule the policy pack holds load balancers to.
+from vllm_platform.contract.cidrs import coverage_problem as coverage_problem
 
 CONFIG_NAMESPACE = "vllm-platform"
 
@@ -89,24 +91,3 @@ def check_cidrs(values: list[str]) -> list[str]:
         if str(network) != value:
             raise ValueError(f"{value!r} is not in canonical CIDR form: write {str(network)!r}")
     return values
-
-
-def coverage_problem(values: list[str]) -> str | None:
-    """Why an allowlist of canonical CIDRs admits too much of the internet to be an allowlist: a /0, or networks
-    that together cover half or more of their family's addresses (`0.0.0.0/1` and `128.0.0.0/1` are /0)."""
-    networks = [ipaddress.ip_network(v) for v in values]
-    for version, bits in ((4, 32), (6, 128)):
-        family = [n for n in networks if n.version == version]
-        if not family:
-            continue
-        whole = [str(n) for n in family if n.prefixlen == 0]
-        if whole:
-            return f"{', '.join(whole)} admits every address"
-        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(family))  # type: ignore[arg-type]
-        if covered * 2 >= 2**bits:
-            share = covered / 2**bits
-            return (
-                f"{', '.join(str(n) for n in family)} together cover {share:.0%} of the IPv{version} addresses "
-                "(half or more is the internet, not an allowlist)"
-            )
-    return None

@@ -25,16 +25,15 @@ def platform_values(config: dict[str, str]) -> dict[str, Any]:
     """The `vllm-platform:` keys of an engine config map (values as JSON text), decoded for parse_config.
 
     Every key is passed on, so a misspelt one is an error, never a silent default."""
-    prefix, raw = f"{CONFIG_NAMESPACE}:", {}
-    for key, text in config.items():
-        name = key.removeprefix(prefix)
-        if name == key:
-            continue
-        try:
-            raw[name] = json.loads(text)
-        except ValueError:
-            raw[name] = text  # a plain string such as `namespace: inference`
-    return raw
+    prefix = f"{CONFIG_NAMESPACE}:"
+    return {key.removeprefix(prefix): _decoded(text) for key, text in config.items() if key.startswith(prefix)}
+
+
+def _decoded(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a plain string such as `namespace: inference`
 
 
 def platform_paths(keys: list[str]) -> set[str]:
@@ -66,12 +65,57 @@ def _parse_with_providers(values: dict[str, str], secret_keys: set[str], platfor
     return cfg
 
 
+def _same_but_secrets(engine: Any, written: Any, path: str, secret_paths: set[str]) -> bool:
+    """Whether the engine's value is the one the stack file writes, the file's secret values aside (the
+    engine has them decrypted, the file read offline as the placeholder). Paths are spelt as _SecureValues spells them."""
+    if path in secret_paths:
+        return True
+    if isinstance(written, dict):
+        return (
+            isinstance(engine, dict)
+            and engine.keys() == written.keys()
+            and all(_same_but_secrets(engine[k], v, f"{path}.{k}", secret_paths) for k, v in written.items())
+        )
+    if isinstance(written, list):
+        return (
+            isinstance(engine, list)
+            and len(engine) == len(written)
+            and all(_same_but_secrets(e, w, f"{path}[{i}]", secret_paths) for i, (e, w) in enumerate(zip(engine, written)))
+        )
+    return bool(engine == written)
+
+
+def _exact_secret_paths(config: dict[str, str], secret_keys: list[str], stack_file: Path) -> set[str]:
+    """Which values of the engine's secret keys are secret, from the stack file's `secure:` entries.
+
+    The engine marks a whole top-level key secret when any value inside it is, so a second gateway client's
+    key in plain text beside an encrypted first one would pass as secret; the stack file says exactly which
+    values are. Where the file cannot say, a key is taken whole, as the engine marks it (the behaviour
+    before the file was read): the file is missing or unreadable, say with `--config-file` naming another,
+    or it lacks the key or holds another value than the engine's, the key being set in Pulumi ESC or the
+    service rather than in this file."""
+    try:
+        written = read_stack_file(stack_file)
+    except ConfigError:
+        return set(secret_keys)
+    exact: set[str] = set()
+    for key in secret_keys:
+        under = {p for p in written.secret_paths if p == key or p.startswith((f"{key}.", f"{key}["))}
+        same = key in written.values and _same_but_secrets(
+            _decoded(config[key]), _decoded(written.values[key]), key, under
+        )
+        exact |= under if under and same else {key}
+    return exact
+
+
 def engine_config() -> PlatformConfig:
-    """This stack's config as the engine gives it, validated; raises ConfigError. The engine knows
-    secrets by top-level key: one secret value inside `observability` makes all of it secret."""
+    """This stack's config as the engine gives it, validated; raises ConfigError. Which values are secret
+    comes from the stack file where it can say (_exact_secret_paths): the project's directory, where the
+    engine runs the program, holds it."""
     config = _engine_config()
-    secret = [key for key in config if pulumi.runtime.config.is_config_secret(key)]
-    return _parse_with_providers(config, set(secret), platform_paths(secret))
+    secret_keys = sorted(key for key in config if pulumi.runtime.config.is_config_secret(key))
+    secret = _exact_secret_paths(config, secret_keys, Path(f"Pulumi.{pulumi.get_stack()}.yaml"))
+    return _parse_with_providers(config, secret, platform_paths(sorted(secret)))
 
 
 @dataclass
