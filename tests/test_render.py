@@ -8,6 +8,7 @@ import sys
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -177,6 +178,9 @@ def test_cli_refuses_a_malformed_file_with_exit_2(
     assert says in message and "Traceback" not in message
 
 
+PROGRAM_SOURCES = str(render.PROJECT_ROOT / "vllm_platform")
+
+
 def many_models(count: int) -> dict:
     document = minimal_document(
         models=[
@@ -206,6 +210,33 @@ def test_planning_work_grows_linearly_with_the_models(monkeypatch: pytest.Monkey
         document_plan(many_models(count))
         work[count] = len(calls)
     assert work[100] == 2 * work[50] > 0
+
+
+def test_all_of_the_planning_grows_linearly_with_the_models() -> None:
+    """Every line the plan runs in the program, counted: the same work per model added, whatever the count. A
+    lookup of each model among all the others would add more per model the more there are."""
+
+    def planning_lines(count: int) -> int:
+        document, lines = many_models(count), 0
+
+        def in_program(frame: Any, event: str, _: Any) -> Any:
+            return counting if frame.f_code.co_filename.startswith(PROGRAM_SOURCES) else None
+
+        def counting(frame: Any, event: str, _: Any) -> Any:
+            nonlocal lines
+            lines += event == "line"
+            return counting
+
+        sys.settrace(in_program)
+        try:
+            document_plan(document)
+        finally:
+            sys.settrace(None)
+        return lines
+
+    planning_lines(5)  # imports and caches filled once
+    lines = {count: planning_lines(count) for count in (10, 20, 40)}
+    assert lines[40] - lines[20] == 2 * (lines[20] - lines[10]) > 0
 
 
 def test_local_stack_runs_simulated_models_without_gpus_or_aws() -> None:

@@ -25,13 +25,15 @@ from vllm_platform.plan.delivery import ImageRoute, WeightsSource
 from vllm_platform.plan.plans import ModelPlan, Plan
 
 
-def _surge_note(model: ModelPlan, beside: list[str]) -> str:
+def _surge_note(model: ModelPlan, on_pool: list[fit.ModelSizing]) -> str:
     assert model.pool is not None
-    others = ", ".join(beside) if len(beside) <= 3 else f"{len(beside)} other models"
+    # Named where they are few; counted, without a pass over them, where a pool holds many.
+    beside = [s.model.name for s in on_pool if s.model.name != model.name] if len(on_pool) <= 4 else []
+    others = ", ".join(beside) if beside else f"{len(on_pool) - 1} other models"
     return (
         f"models[{model.name}]: pool {model.pool.name} (maxSize {model.pool.max_size}) has no node left for an extra "
         f"replica at replicas.max {model.replicas.max}"
-        + (f" beside {others} at theirs" if beside else "")
+        + (f" beside {others} at theirs" if len(on_pool) > 1 else "")
         + ", so a rollout replaces one replica at a time"
         + (", and the model is down while its only replica restarts (VllmModelDown pages for it)" if model.replicas.max == 1 else "")
         + "; raise the pool's maxSize for surge rollouts"
@@ -71,8 +73,7 @@ def config_notes(
                 f"(FP8 Marlin): weights take 1 byte per parameter, activations and compute stay 16-bit"
             )
         if not model.surge_room:
-            beside = [s.model.name for s in sized_on.get(model.pool.name, []) if s.model.name != model.name]
-            notes.append(_surge_note(model, beside))
+            notes.append(_surge_note(model, sized_on.get(model.pool.name, [])))
     for pool, nodes, described in fit.overcommitted_pools(pools, sized_on, "max"):
         notes.append(
             f"cluster.gpuNodePools[{pool.name}]: its models at replicas.max need {nodes} {smallest(pool.instance_types).name} "
@@ -214,8 +215,7 @@ def delivery_notes(plan: Plan) -> list[str]:
     for model in plan.models:
         if model.simulated or model.source.startswith("s3://"):
             continue
-        configured = next(m for m in cfg.models if m.name == model.name)
-        if configured.revision is None:
+        if model.revision is None:
             notes.append(
                 f"models[{model.name}].revision: not set, so {model.source} is served from the hub's main as it is at "
                 "each start: a new commit there changes what serves without a deploy, and the model is never cached. "

@@ -6,6 +6,7 @@ Every field is resolved once, by `resolve.resolve`; builders read them and compu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Optional
 
 from vllm_platform.catalog import INSTANCE_TYPES, InstanceType
@@ -65,8 +66,9 @@ class ModelPlan:
     name: str
     namespace: str
     served_name: str
-    # The model as the config names it: a Hugging Face id, or an s3:// URI.
+    # The model as the config names it: a Hugging Face id, or an s3:// URI; and the hub commit it is pinned to.
     source: str
+    revision: Optional[str]
     # Where vLLM reads the weights: the hub, the config's s3:// prefix, or the stack's cache after staging.
     weights: WeightsPlan
     # The image as the config names it, and the registry the nodes pull it through.
@@ -192,5 +194,10 @@ class Plan:
         """A cluster this stack creates gets its GPU nodes from Karpenter; an existing one brings its own."""
         return self.config.cluster.existing is None
 
+    @cached_property
+    def _models_by_name(self) -> dict[str, ModelPlan]:
+        return {m.name: m for m in self.models}
+
     def model(self, name: str) -> ModelPlan:
-        return next(m for m in self.models if m.name == name)
+        # By name, not by a scan: every gateway route looks its model up, and a stack may hold hundreds.
+        return self._models_by_name[name]

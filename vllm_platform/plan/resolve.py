@@ -123,6 +123,7 @@ def _model_plan(
         namespace=cfg.namespace,
         served_name=model.effective_served_name,
         source=model.model,
+        revision=model.revision,
         weights=weights,
         image=model.image,
         image_plan=delivery.image_plan(cfg, model.image),
