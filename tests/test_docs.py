@@ -24,7 +24,7 @@ def test_every_key_of_the_model_has_a_row_with_a_meaning() -> None:
 
 def test_a_drifted_readme_is_caught(tmp_path, monkeypatch) -> None:
     readme = tmp_path / "README.md"
-    readme.write_text(docs.README.read_text().replace("`\"m6i.large\"`", "`\"m5.large\"`", 1))
+    readme.write_text(docs.README.read_text().replace("`\"m6i.xlarge\"`", "`\"m5.large\"`", 1))
     monkeypatch.setattr(docs, "README", readme)
     assert docs.main(["--check"]) == 1
     assert docs.main([]) == 0 and docs.main(["--check"]) == 0

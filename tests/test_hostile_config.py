@@ -62,7 +62,7 @@ REFUSED_BESIDE_ACCEPTED = [
     ("namespace with a newline", "namespace", "inference\n", "inference", "namespace: 'inference\\n' is not a DNS-1123 label"),
     ("cluster name with a newline", "cluster.name", "llm-test\n", "llm-test", "cluster.name: 'llm-test\\n' is not a DNS-1123 label"),
     ("zone with a newline", "cluster.vpc.zones", ["us-west-2a\n", "us-west-2b"], ["us-west-2a", "us-west-2b"], "is not an availability zone name"),
-    ("system type with a shell", "cluster.systemNodes.instanceType", "m6i.large;id", "m6i.large", "is not an EC2 instance type"),
+    ("system type with a shell", "cluster.systemNodes.instanceType", "m6i.xlarge;id", "m6i.xlarge", "is not an EC2 instance type"),
     ("storage class with a space", "observability.prometheus.storageClassName", "gp3 ", "gp3", "is not a StorageClass name"),
     ("quantization vLLM dropped", "models.0.quantization", "bitsandbytes", "awq", "quantization: Input should be 'awq'"),
     # Image references, by the grammar of a reference.

@@ -140,7 +140,7 @@ def smallest(instance_types: list[str] | tuple[str, ...]) -> InstanceType:
     return min((INSTANCE_TYPES[t] for t in instance_types), key=lambda t: (t.vcpu, t.memory_gib))
 
 
-def _kube_reserved_cpu_millis(vcpu: int) -> int:
+def kube_reserved_cpu_millis(vcpu: int) -> int:
     # The EKS AMI's kube-reserved CPU ladder: 6% of core 1, 1% of core 2, 0.5% of cores 3-4, 0.25% beyond.
     ladder = [(1, 60), (1, 10), (2, 5)]
     reserved, left = 0, vcpu
@@ -160,7 +160,7 @@ EVICTION_HARD_MEMORY_MIB = 100
 
 def allocatable_cpu_millis(instance: InstanceType) -> int:
     """CPU a workload pod can request on an otherwise empty node of this type."""
-    return instance.vcpu * 1000 - _kube_reserved_cpu_millis(instance.vcpu) - DAEMONSET_CPU_MILLIS
+    return instance.vcpu * 1000 - kube_reserved_cpu_millis(instance.vcpu) - DAEMONSET_CPU_MILLIS
 
 
 def allocatable_memory_mib(instance: InstanceType) -> int:

@@ -39,17 +39,21 @@ IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+"
 # never on a node it launched: with fewer system nodes a replica stays Pending and its Helm release never
 # becomes ready.
 KARPENTER_REPLICAS = 2
+MAX_SYSTEM_GROUP_SIZE = 100
 
 
 class SystemNodes(Section):
     """The managed node group for the add-ons, Prometheus, KEDA and Karpenter: label `node-type: system`, no taint."""
 
-    instance_type: StrictStr = Field("m6i.large", description="EC2 instance type of the system nodes")
+    instance_type: StrictStr = Field("m6i.xlarge", description="EC2 instance type of the system nodes")
     min_size: StrictInt = Field(
         KARPENTER_REPLICAS,
-        description=f"nodes at least; {KARPENTER_REPLICAS} or more: Karpenter's {KARPENTER_REPLICAS} controller replicas run one to a system node",
+        description=(
+            f"nodes, fixed (nothing scales the group); {KARPENTER_REPLICAS} or more: Karpenter's {KARPENTER_REPLICAS} controller "
+            "replicas run one to a system node. The preview checks the platform's system pods fit them"
+        ),
     )
-    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, le=100, description="nodes at most")
+    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, le=MAX_SYSTEM_GROUP_SIZE, description="the node group's ceiling, for a manual resize")
     root_volume_gib: StrictInt = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
 
     @field_validator("instance_type")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from vllm_platform.contract import GPU_NODE_SELECTOR, GPU_TAINT, LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT, SYSTEM_NODE_SELECTOR
+from vllm_platform.plan.system import CONTROLLER_REPLICAS, LOAD_BALANCER_CONTROLLER
 
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 GP3_STORAGE_CLASS = "gp3"
@@ -50,9 +51,9 @@ def load_balancer_controller_values(cluster_name: str, region: str, vpc_id: str)
         "region": region,
         "vpcId": vpc_id,
         "serviceAccount": {"create": True, "name": LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT},
-        "replicaCount": 2,
+        "replicaCount": CONTROLLER_REPLICAS,
         "podDisruptionBudget": {"maxUnavailable": 1},
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "resources": {"requests": LOAD_BALANCER_CONTROLLER.resources(), "limits": {"memory": "512Mi"}},
         "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
         # The chart's own settings, hardened to the restricted profile: the controller needs no capability.
         "podSecurityContext": {"fsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},

@@ -47,6 +47,7 @@ from vllm_platform.contract import (
     images,
 )
 from vllm_platform.pins import ENVOY_PROXY_IMAGE, RATE_LIMIT_REDIS_IMAGE
+from vllm_platform.plan import system
 from vllm_platform.plan.plans import GatewayClient, GatewayPlan, GatewayRoute, Plan
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -185,7 +186,7 @@ def envoy_proxy(gateway: GatewayPlan, docker_hub_registry: Optional[str] = None)
                         "replicas": gateway.replicas,
                         "container": {
                             **image,
-                            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                            "resources": {"requests": system.ENVOY_PROXY.resources(), "limits": {"memory": "2Gi"}},
                         },
                         "pod": {
                             **system_placement(),
@@ -247,7 +248,7 @@ def cluster_service(gateway: GatewayPlan) -> Optional[dict[str, Any]]:
 def gateway_config() -> dict[str, Any]:
     """AI Gateway's settings for the extproc it injects beside each proxy: its requests and limit, which it
     takes from here only (extproc_builder.go, v1.1.0). It parses every request body and answers /v1/models."""
-    resources = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    resources = {"requests": system.EXTPROC.resources(), "limits": {"memory": "1Gi"}}
     return {
         "apiVersion": AI_GATEWAY_API,
         "kind": "GatewayConfig",
@@ -473,7 +474,7 @@ def redis_objects() -> list[dict[str, Any]]:
         # Counters only: nothing to persist, nothing written to the root filesystem.
         "args": ["--save", "", "--appendonly", "no", "--dir", "/data"],
         "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}},
+        "resources": {"requests": system.RATE_LIMIT_REDIS.resources(), "limits": {"cpu": "1", "memory": "512Mi"}},
         "readinessProbe": {"tcpSocket": {"port": REDIS_PORT}, "periodSeconds": 5},
         "livenessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 20},
         "securityContext": {

@@ -17,6 +17,7 @@ from vllm_platform.k8s.gateway import (
     system_placement,
 )
 from vllm_platform.pins import AI_GATEWAY, ENVOY_GATEWAY
+from vllm_platform.plan import system
 
 # ai-gateway-helm v1.1.0's own image repositories (values.yaml), on Docker Hub.
 AI_GATEWAY_REPOSITORIES = {
@@ -33,8 +34,8 @@ def envoy_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str,
     return {
         **pulled,
         "deployment": {
-            "replicas": 2,
-            "envoyGateway": {"resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1024Mi"}}},
+            "replicas": system.CONTROLLER_REPLICAS,
+            "envoyGateway": {"resources": {"requests": system.ENVOY_GATEWAY.resources(), "limits": {"memory": "1024Mi"}}},
             "pod": system_placement(),
         },
         "podDisruptionBudget": {"minAvailable": 1},
@@ -70,9 +71,9 @@ def envoy_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str,
                     "type": "Kubernetes",
                     "kubernetes": {
                         "rateLimitDeployment": {
-                            "replicas": 2,
+                            "replicas": system.CONTROLLER_REPLICAS,
                             "pod": system_placement(),
-                            "container": {"resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}},
+                            "container": {"resources": {"requests": system.RATE_LIMIT.resources(), "limits": {"memory": "512Mi"}}},
                         },
                         "rateLimitPDB": {"minAvailable": 1},
                     }
@@ -90,9 +91,9 @@ def ai_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, An
     `docker_hub_registry`: where Docker Hub's images come from, for the controller's and the extproc's."""
     values: dict[str, Any] = {
         "controller": {
-            "replicaCount": 2,
+            "replicaCount": system.CONTROLLER_REPLICAS,
             "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "resources": {"requests": system.AI_GATEWAY_CONTROLLER.resources(), "limits": {"memory": "512Mi"}},
             "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
             "metricsRequestHeaderAttributes": f"{CLIENT_ID_HEADER}:{CLIENT_METRIC_ATTRIBUTE}",
         },

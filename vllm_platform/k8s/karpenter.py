@@ -32,6 +32,7 @@ from vllm_platform.contract import (
     ZONE_LABEL,
 )
 from vllm_platform.plan.plans import PoolPlan
+from vllm_platform.plan.system import KARPENTER_CONTROLLER
 
 # The NVIDIA device plugin chart's default node affinity asks for this label (normally set by
 # node-feature-discovery, which this platform does not run).
@@ -64,7 +65,7 @@ spec:
 # holds, is off unless a pool sets expireAfter.
 DISRUPTION_BUDGET = [{"nodes": "1"}]
 # The controller, as Karpenter's getting-started guide sizes it.
-CONTROLLER_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+CONTROLLER_RESOURCES = {"requests": KARPENTER_CONTROLLER.resources(), "limits": {"memory": KARPENTER_CONTROLLER.memory}}
 # Tags Karpenter sets itself; an EC2NodeClass may not name them.
 RESTRICTED_TAG_PREFIXES = ("eks:eks-cluster-name", "kubernetes.io/cluster/", "karpenter.sh/", "karpenter.k8s.aws/")
 

@@ -30,7 +30,9 @@ from vllm_platform.k8s import alerting, dashboards
 from vllm_platform.k8s.network import INTERCEPTOR_ADMIN_PORT
 from vllm_platform.k8s.workload import RUN_AS_UID, metadata, selector_labels
 from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
+from vllm_platform.plan import system
 from vllm_platform.plan.plans import ModelPlan, Plan
+from vllm_platform.plan.system import Requests
 
 PROMETHEUS_PORT = 9090
 HTTP_SCALER_PORT = 9090
@@ -128,19 +130,23 @@ def karpenter_service_monitor(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _requests(cpu: str, memory: str) -> dict[str, Any]:
-    return {"requests": {"cpu": cpu, "memory": memory}}
+def _requests(requests: Requests) -> dict[str, Any]:
+    return {"requests": requests.resources()}
 
 
-def _requests_and_memory_limit(cpu: str, memory: str, memory_limit: str) -> dict[str, Any]:
+def _requests_and_memory_limit(requests: Requests, memory_limit: str) -> dict[str, Any]:
     # A memory limit keeps a leaking controller from taking the system node; no CPU limit, which would throttle
     # a controller's bursts (a reconcile storm, a scrape) while the node has CPU to spare.
-    return {**_requests(cpu, memory), "limits": {"memory": memory_limit}}
+    return {**_requests(requests), "limits": {"memory": memory_limit}}
 
 
-def _requests_and_limits(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+def _requests_and_limits(requests: Requests, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     # The chart's values schema wants both cpu and memory wherever requests or limits appear.
-    return {**_requests(cpu, memory), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+    return {**_requests(requests), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
+
+
+# The admission webhook's certificate Jobs, which run before the release's pods and end.
+ADMISSION_JOB = Requests("10m", "32Mi")
 
 
 def monitor_selection() -> dict[str, Any]:
@@ -165,7 +171,7 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
     grafana: dict[str, Any] = {
         **({"image": {"registry": docker_hub_registry}} if docker_hub_registry else {}),
         "enabled": obs.grafana_enabled,
-        "resources": _requests_and_memory_limit("100m", "256Mi", "512Mi"),
+        "resources": _requests_and_memory_limit(system.GRAFANA, "512Mi"),
         # Above the host's UIDs, not the image's 472: the image leaves its data, log, plugin and provisioning
         # directories writable by any UID, and fsGroup makes the emptyDirs the chart mounts there writable.
         "securityContext": above_host_uids(),
@@ -176,7 +182,7 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
         "extraEmptyDirMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "extraContainerVolumes": [{"name": name, "emptyDir": {}} for name in GRAFANA_SIDECAR_TMP.values()],
         "sidecar": {
-            "resources": _requests_and_memory_limit("50m", "128Mi", "256Mi"),
+            "resources": _requests_and_memory_limit(system.GRAFANA_SIDECAR, "256Mi"),
             # The sidecars write only to the folders they fill, emptyDirs the chart mounts, and Python's
             # tempfile, which finds no writable directory on a read-only root: each gets a /tmp of its own.
             "securityContext": {"readOnlyRootFilesystem": True},
@@ -195,12 +201,12 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
     return {
         "fullnameOverride": KUBE_PROMETHEUS_STACK.release,
         "prometheusOperator": {
-            "resources": _requests_and_memory_limit("100m", "128Mi", "512Mi"),
-            "prometheusConfigReloader": {"resources": _requests_and_memory_limit("10m", "32Mi", "64Mi")},
+            "resources": _requests_and_memory_limit(system.PROMETHEUS_OPERATOR, "512Mi"),
+            "prometheusConfigReloader": {"resources": _requests_and_memory_limit(system.CONFIG_RELOADER, "64Mi")},
             # The certgen jobs only call the API; above the host's UIDs, not the chart's 2000. The chart's
             # seccompProfile stays: Helm merges this map into its own.
             "admissionWebhooks": {
-                "patch": {"resources": _requests_and_memory_limit("10m", "32Mi", "128Mi"), "securityContext": above_host_uids()}
+                "patch": {"resources": _requests_and_memory_limit(ADMISSION_JOB, "128Mi"), "securityContext": above_host_uids()}
             },
         },
         "prometheus": {
@@ -218,7 +224,7 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
                         }
                     }
                 },
-                "resources": _requests("500m", "2Gi"),
+                "resources": _requests(system.PROMETHEUS),
                 **monitor_selection(),
             }
         },
@@ -227,13 +233,13 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
             # The whole config, replacing the chart's, which sends every alert to `null` (k8s/alerting.py).
             "config": alerting.alertmanager_config(obs.alertmanager),
             "alertmanagerSpec": {
-                "resources": _requests("50m", "128Mi"),
+                "resources": _requests(system.ALERTMANAGER),
                 **({"secrets": [alerting.RECEIVER_SECRET]} if alerting.secret_values(obs.alertmanager) else {}),
             },
         },
         "grafana": grafana,
-        "kube-state-metrics": {"resources": _requests_and_memory_limit("50m", "128Mi", "512Mi")},
-        "prometheus-node-exporter": {"resources": _requests_and_memory_limit("50m", "64Mi", "128Mi")},
+        "kube-state-metrics": {"resources": _requests_and_memory_limit(system.KUBE_STATE_METRICS, "512Mi")},
+        "prometheus-node-exporter": {"resources": _requests_and_memory_limit(system.NODE_EXPORTER, "128Mi")},
         **{component: {"enabled": False} for component in EKS_UNSCRAPABLE_COMPONENTS},
     }
 
@@ -256,9 +262,9 @@ def keda_values() -> dict[str, Any]:
         # go to an emptyDir, which fsGroup makes writable.
         "podSecurityContext": {component: above_host_uids() for component in KEDA_COMPONENTS},
         "resources": {
-            "operator": _requests("100m", "128Mi"),
-            "metricServer": _requests("100m", "128Mi"),
-            "webhooks": _requests("50m", "64Mi"),
+            "operator": _requests(system.KEDA_OPERATOR),
+            "metricServer": _requests(system.KEDA_METRICS_SERVER),
+            "webhooks": _requests(system.KEDA_WEBHOOKS),
         },
         "prometheus": {component: scraped for component in KEDA_COMPONENTS},
     }
@@ -274,11 +280,11 @@ def http_add_on_values() -> dict[str, Any]:
             "proxy": {"port": SERVING_PORT},
             "admin": {"port": INTERCEPTOR_ADMIN_PORT},
             # Two, not the chart's three: every request to a model at zero goes through one of them.
-            "replicas": {"min": 2, "max": 10},
-            "resources": _requests_and_limits("100m", "64Mi", "1000m", "256Mi"),
+            "replicas": {"min": system.HTTP_INTERCEPTOR_MIN_REPLICAS, "max": 10},
+            "resources": _requests_and_limits(system.HTTP_INTERCEPTOR, "1000m", "256Mi"),
         },
-        "operator": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
-        "scaler": {"resources": _requests_and_limits("50m", "64Mi", "500m", "128Mi")},
+        "operator": {"resources": _requests_and_limits(system.HTTP_OPERATOR, "500m", "128Mi")},
+        "scaler": {"replicas": system.HTTP_SCALER_REPLICAS, "resources": _requests_and_limits(system.HTTP_SCALER, "500m", "128Mi")},
     }
 
 

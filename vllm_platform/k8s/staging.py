@@ -16,6 +16,7 @@ from vllm_platform.k8s.workload import PULL_POLICY_SKIP, app_labels, container_s
 from vllm_platform.pins import STAGING_IMAGE
 from vllm_platform.plan.delivery import STAGING_BACKOFF_LIMIT, StagingPlan
 from vllm_platform.plan.plans import ModelPlan
+from vllm_platform.plan.system import STAGING_JOB
 
 STAGING_PACKAGE = Path(__file__).resolve().parent.parent / "staging"
 SCRIPT_DIR = "/opt/stage"
@@ -25,7 +26,7 @@ POD_PACKAGE = "staging"
 COMMAND = ["python3", "-m", f"{POD_PACKAGE}.stage_model"]
 # Streaming a part at a time (64 MiB) through boto3 needs little; the hub and S3 are the bottleneck. The CPU
 # limit leaves room for TLS and the sha256 of every byte, and keeps a copy from starving the system nodes.
-RESOURCES = {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+RESOURCES = {"requests": STAGING_JOB.resources(), "limits": {"cpu": "2", "memory": "1Gi"}}
 # The program's own wait for the Job (components/rollout.Staging) lasts past the Job's deadline, so that the Job's
 # failure, with its reason, is what `pulumi up` reports.
 AWAIT_MARGIN_SECONDS = 120

@@ -16,7 +16,7 @@ from vllm_platform.config.errors import ConfigError
 from vllm_platform.config.models import Model
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.contract import needs_shared_memory
-from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing
+from vllm_platform.plan import coldstart, delivery, fit, notes, serving, sizing, system
 from vllm_platform.plan.gateway import gateway_plan
 from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.delivery import WeightsPlan
@@ -181,7 +181,7 @@ def resolve(cfg: PlatformConfig) -> Plan:
         )
         for m in cfg.models
     )
-    return Plan(
+    plan = Plan(
         config=cfg,
         models=models,
         pools=tuple(pool_plans.values()),
@@ -191,3 +191,7 @@ def resolve(cfg: PlatformConfig) -> Plan:
         runs_gpu_metrics=cfg.runs_gpu_metrics,
         caches_models=cfg.caches_models,
     )
+    # What the system nodes must hold depends on the whole plan: the gateway, the staging Jobs, the add-ons.
+    if problems := system.system_node_problems(plan):
+        raise ConfigError(problems)
+    return plan
