@@ -85,8 +85,9 @@ def pool_plan(
         warm_nodes=pool.warm_nodes,
         efa_interfaces=min(EFA_INTERFACES.get(t, 0) for t in pool.instance_types) if pool.efa else 0,
         placement_group=pool.placement_group,
-        nodes_at_max=sum(s.nodes_for(s.model.replicas.max) for s in sized),
-        nodes_at_min=sum(s.nodes_for(s.model.replicas.min) for s in sized),
+        # The same count the fit checks and the notes give, so a plan never disagrees with a message.
+        nodes_at_max=fit.pool_demand(pool, sized, "max")[0],
+        nodes_at_min=fit.pool_demand(pool, sized, "min")[0],
     )
 
 
