@@ -245,6 +245,10 @@ def test_the_controller_role_is_scoped_to_this_cluster_as_karpenters_reference_s
     assert statements["AllowInterruptionQueueActions"]["Resource"] == mocks._fake_arn("aws:sqs/queue:Queue", physical(queue))
     key_arn = mocks.FAKE_STATE["aws:kms/key:Key"]("secrets", {})["arn"]
     assert statements["EncryptNodeVolumes"]["Resource"] == statements["GrantVolumesTheKey"]["Resource"] == key_arn
+    # The key also encrypts the Secrets and the model cache: the controller may use it only through EC2's launches.
+    through_ec2 = {"kms:ViaService": "ec2.us-west-2.amazonaws.com"}
+    assert statements["EncryptNodeVolumes"]["Condition"] == {"StringEquals": through_ec2}
+    assert statements["GrantVolumesTheKey"]["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}, "StringEquals": through_ec2}
     # Every statement that may change something is scoped: by a tag condition or by the ARN of one resource.
     for sid, statement in statements.items():
         mutating = [a for a in statement["Action"] if not re.match(r"\w+:(Describe|Get|List)", a)]

@@ -77,9 +77,10 @@ def _document(*statements: dict[str, Any]) -> dict[str, Any]:
 
 
 def controller_policies(
-    partition: str, region: str, account: str, cluster: str, node_role_arn: str, queue_arn: str, key_arn: str
+    partition: str, domain: str, region: str, account: str, cluster: str, node_role_arn: str, queue_arn: str, key_arn: str
 ) -> dict[str, dict[str, Any]]:
-    """The controller's policies by name: the reference's six, then the volume key's."""
+    """The controller's policies by name: the reference's six, then the volume key's. `domain`: the partition's
+    DNS suffix, for the key's use through EC2 only."""
     ec2 = f"arn:{partition}:ec2:{region}"
     owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster}": "owned"}
     requested = {f"aws:RequestTag/kubernetes.io/cluster/{cluster}": "owned", "aws:RequestTag/eks:eks-cluster-name": cluster}
@@ -198,13 +199,20 @@ def controller_policies(
             _allow("AllowInstanceProfileReadActions", ["iam:GetInstanceProfile"], profiles),
         ),
         # Not in the reference: EC2 creates the encrypted root volumes of an instance launch with the caller's
-        # permissions on the key, and grants itself its use for the volume's lifetime.
+        # permissions on the key, and grants itself its use for the volume's lifetime. Only through EC2 in this
+        # region: the same key encrypts the cluster's Secrets and the model cache, which the controller never reads.
         "volume-key": _document(
             _allow(
                 "EncryptNodeVolumes",
                 ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"],
                 key_arn,
+                {"StringEquals": {"kms:ViaService": f"ec2.{region}.{domain}"}},
             ),
-            _allow("GrantVolumesTheKey", ["kms:CreateGrant"], key_arn, {"Bool": {"kms:GrantIsForAWSResource": "true"}}),
+            _allow(
+                "GrantVolumesTheKey",
+                ["kms:CreateGrant"],
+                key_arn,
+                {"Bool": {"kms:GrantIsForAWSResource": "true"}, "StringEquals": {"kms:ViaService": f"ec2.{region}.{domain}"}},
+            ),
         ),
     }

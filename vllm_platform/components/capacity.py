@@ -37,8 +37,8 @@ QUEUE_TARGET_ID = "karpenter-interruption-queue"
 class AwsContext:
     """What the capacity layer needs to know of the account and the cluster."""
 
-    def __init__(self, partition: str, region: str, account: str, cluster: aws.eks.Cluster, key: aws.kms.Key):
-        self.partition, self.region, self.account = partition, region, account
+    def __init__(self, partition: str, domain: str, region: str, account: str, cluster: aws.eks.Cluster, key: aws.kms.Key):
+        self.partition, self.domain, self.region, self.account = partition, domain, region, account
         self.cluster, self.key = cluster, key
 
 
@@ -78,7 +78,7 @@ class GpuCapacity(pulumi.ComponentResource):
         )
         documents = pulumi.Output.all(self.node_role.arn, queue.arn, context.key.arn).apply(
             lambda arns: policies.controller_policies(
-                context.partition, context.region, context.account, cluster_name, arns[0], arns[1], arns[2]
+                context.partition, context.domain, context.region, context.account, cluster_name, arns[0], arns[1], arns[2]
             )
         )
         grants = [

@@ -273,7 +273,7 @@ class PlatformCluster(pulumi.ComponentResource):
         capacity = GpuCapacity(
             "gpu-capacity",
             plan,
-            AwsContext(partition, region, caller.account_id, eks, key),
+            AwsContext(partition, domain, region, caller.account_id, eks, key),
             network,
             self.provider,
             tags,
