@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 
 from tools import render
 from vllm_platform.config.loader import read_stack_file
+from vllm_platform.catalog import INSTANCE_TYPES, NETWORK_AS_OF, NETWORK_SOURCE
 from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.plan.coldstart import CONSTANTS, c
 
@@ -103,6 +104,13 @@ def cold_start() -> str:
     """The estimate's constants, each sourced and dated, then each committed stack's estimate per model."""
     constants = [
         f"| `{name}` | {_figure(k.value, k.unit)} | {_cell(k.what)} | {k.date} | {_cell(k.source)} |" for name, k in CONSTANTS.items()
+    ]
+    # The links, which bound the weights and the pull: one pod's share of the burst (or baseline) bandwidth.
+    constants += [
+        f"| `{t.name}` link | {t.pod_network_gbps:g} Gbit/s | one pod's link: the "
+        f"{'burst' if t.burst_gbps else 'baseline'} bandwidth, {(t.burst_gbps or t.network_gbps):g} Gbit/s"
+        f"{f', over its {t.network_cards} network cards' if t.network_cards > 1 else ''} | {NETWORK_AS_OF} | {_cell(NETWORK_SOURCE)} |"
+        for t in INSTANCE_TYPES.values()
     ]
     estimates = []
     for stack in render.committed_stacks():

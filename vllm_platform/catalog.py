@@ -3,7 +3,7 @@
 Hardware figures: the AWS EC2 instance-type pages for G5, P4 and P5
 (https://aws.amazon.com/ec2/instance-types/g5/, .../p4/, .../p5/).
 Network bandwidth, baseline and burst (Gbit/s): the EC2 User Guide's accelerated computing table ("Baseline
-bandwidth (Gbps)", "Burst bandwidth (Gbps)"; awsdocs/amazon-ec2-user-guide@d2899614, 2023-05-11), the same
+bandwidth (Gbps)", "Burst bandwidth (Gbps)"; NETWORK_SOURCE, NETWORK_AS_OF), the same
 baselines as Karpenter v1.14.1's generated `instance-network-bandwidth` (2026-07-06). A burst lasts "typically
 from 5 to 60 minutes", best effort, with full credits at launch. Network cards: the same guide's ENI table.
 Max pods: amazon-eks-ami `eni-max-pods.txt`, which the EKS AL2023 AMI uses for kubelet's maxPods.
@@ -17,6 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRICES_AS_OF = "2026-11-01"
+# Where the bandwidths come from, for the cold-start estimate's table (whose weights and pull floors they set).
+NETWORK_AS_OF = "2023-05-11"
+NETWORK_SOURCE = (
+    "EC2 User Guide, accelerated computing instances' network specifications (\"Baseline bandwidth\", \"Burst "
+    "bandwidth\", network cards; awsdocs/amazon-ec2-user-guide@d2899614)"
+)
 PRICE_SOURCE = f"AWS EC2 On-Demand pricing, Linux, us-east-1, as of {PRICES_AS_OF}"
 
 

@@ -124,6 +124,12 @@ CONSTANTS: dict[str, Constant] = {
         "Tensorfuse, \"Why vLLM cold starts are slow\": Llama-3.1-8B-Instruct downloaded in 61 s",
         "a download from the Hugging Face hub",
     ),
+    "INTERNET_FULL_LINK_MIN_VCPU": Constant(
+        32, "vCPU", "2023-05-11",
+        "EC2 User Guide, \"Amazon EC2 instance network bandwidth\": instances with 32 vCPUs or more reach the "
+        "internet through an internet gateway at their full bandwidth, or 50 % of it where that is above 5 Gbps",
+        "the fewest vCPUs at which a node reaches the internet (the hub) at its own link's rate",
+    ),
     "INTERNET_GBPS_BELOW_32_VCPU": Constant(
         5, "Gbit/s", "2023-05-11",
         "EC2 User Guide, \"Amazon EC2 instance network bandwidth\": through an internet gateway, instances with fewer "
@@ -178,6 +184,13 @@ def c(name: str) -> float:
     return CONSTANTS[name].value
 
 
+# Units, not estimates.
+BITS_PER_BYTE, GIGA = 8, 1e9
+# The sizes the two engine-start measurements were made at: ENGINE_START_8B_SECONDS (8B, tensor parallel 1) and
+# ENGINE_START_70B_TP8_SECONDS (70B, tensor parallel 8).
+SMALL_MEASURED_BILLIONS, LARGE_MEASURED_BILLIONS, LARGE_MEASURED_TENSOR_PARALLEL = 8, 70, 8
+
+
 # The types whose GPUs are joined by NVSwitch (AWS's p4 and p5 instance pages), whose nodes start a fabric
 # manager: FABRIC_MANAGER_WAIT_SECONDS is what that adds.
 NVSWITCH_TYPES = ("p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge")
@@ -221,7 +234,7 @@ class ColdStart:
 
 
 def link_bytes_per_second(instance: InstanceType) -> float:
-    return instance.pod_network_gbps * 1e9 / 8
+    return instance.pod_network_gbps * GIGA / BITS_PER_BYTE
 
 
 def node_boot_seconds(instance: InstanceType) -> float:
@@ -245,15 +258,16 @@ def streamed_bytes_per_second(instance: InstanceType) -> float:
     """What the streamer fills of the link, S3's limit for one instance, or S3's for the revision's one prefix."""
     gbps = min(instance.pod_network_gbps, c("S3_INSTANCE_GBPS")) * c("STREAMER_LINK_EFFICIENCY")
     per_prefix = c("S3_GETS_PER_PREFIX_PER_SECOND") * c("STREAMER_S3_CHUNK_BYTES")
-    return min(gbps * 1e9 / 8, per_prefix)
+    return min(gbps * GIGA / BITS_PER_BYTE, per_prefix)
 
 
 def weights_seconds(instance: InstanceType, weights_bytes: float, source: WeightsSource) -> float:
     """Streamed from S3 at what the streamer fills of the link; from the hub, downloaded, then read back from disk."""
     if source is not WeightsSource.HUB:
         return weights_bytes / streamed_bytes_per_second(instance)
-    internet = instance.pod_network_gbps if instance.vcpu >= 32 else c("INTERNET_GBPS_BELOW_32_VCPU")
-    download = weights_bytes / min(c("HUB_BYTES_PER_SECOND"), internet * 1e9 / 8)
+    full_link = instance.vcpu >= c("INTERNET_FULL_LINK_MIN_VCPU")
+    internet = instance.pod_network_gbps if full_link else c("INTERNET_GBPS_BELOW_32_VCPU")
+    download = weights_bytes / min(c("HUB_BYTES_PER_SECOND"), internet * GIGA / BITS_PER_BYTE)
     return download + weights_bytes / c("LOCAL_LOAD_BYTES_PER_SECOND")
 
 
@@ -265,8 +279,10 @@ def engine_start_seconds(parameters_billions: float, tensor_parallel: int) -> fl
     """By the model's size, between the two measured starts (8B on 1 GPU whole, and 70B on 8 with the process
     start its measurement leaves out, less what its 7 extra GPUs added), plus what this model's extra GPUs add."""
     low = c("ENGINE_START_8B_SECONDS")
-    high = c("ENGINE_START_70B_TP8_SECONDS") + c("ENGINE_PROCESS_START_SECONDS") - tensor_parallel_seconds(8)
-    by_size = max(low, low + (parameters_billions - 8) * (high - low) / (70 - 8))
+    large_extra_gpus = tensor_parallel_seconds(LARGE_MEASURED_TENSOR_PARALLEL)
+    high = c("ENGINE_START_70B_TP8_SECONDS") + c("ENGINE_PROCESS_START_SECONDS") - large_extra_gpus
+    per_billion = (high - low) / (LARGE_MEASURED_BILLIONS - SMALL_MEASURED_BILLIONS)
+    by_size = max(low, low + (parameters_billions - SMALL_MEASURED_BILLIONS) * per_billion)
     return by_size + tensor_parallel_seconds(tensor_parallel)
 
 
