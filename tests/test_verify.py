@@ -1074,6 +1074,25 @@ def test_an_api_answer_cut_short_or_trickled_is_a_kube_error_within_the_timeout(
     assert str(raised.value) == expected
 
 
+def test_no_api_call_outlasts_the_runs_deadline(api_server, tmp_path) -> None:
+    """A trickled answer is cut at the run's deadline, well before the call's own 30 s; a call after the deadline is
+    not made; with time left, the call is made as usual."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
+    api_server.objects["/api/v1/namespaces/vllm/services/odd"] = trickled
+    api_server.objects["/api/v1/namespaces/vllm/services/whole"] = json.dumps(service()).encode()
+    soon = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() + 0.5)
+    with pytest.raises(kubeapi.KubeError) as raised:
+        soon.service("vllm", "odd")
+    assert re.fullmatch(r"reading Service vllm/odd: no whole answer within 0\.\d+ s", str(raised.value)), raised.value
+    passed = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() - 1)
+    with pytest.raises(kubeapi.KubeError) as raised:
+        passed.service("vllm", "whole")
+    assert str(raised.value) == "reading Service vllm/whole: not sent: the run's --deadline passed"
+    later = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() + 30)
+    assert later.service("vllm", "whole") == service()
+
+
 REMOVED = object()
 
 

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> list[Check]:
                 "Kubernetes checks need a namespace: give --url as a Service URL, http://NAME.NAMESPACE.svc.cluster.local:PORT"
             )
         try:
-            kube = KubeApi(kubeconfig, context, options.timeout)
+            kube = KubeApi(kubeconfig, context, options.timeout, options.deadline)
         except KubeError as exc:
             return [Check("-", "kubeconfig", False, str(exc))]
         return [check for target in targets for check in verify_target(target, options, kube)]

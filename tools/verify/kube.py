@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import yaml
@@ -68,8 +69,9 @@ def container_port(pod: dict[str, Any], target_port: "int | str") -> int:
 class KubeApi:
     """The few reads verify makes, as plain API JSON, and port-forward streams; errors become KubeError."""
 
-    def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float):
-        self._timeout = timeout
+    def __init__(self, kubeconfig: Optional[str], context: Optional[str], timeout: float, deadline: Optional[float] = None):
+        """`timeout`: each call's at most; `deadline`: the run's end (time.monotonic()), which no call outlasts."""
+        self._timeout, self._deadline = timeout, deadline
         # The client's portforward() swaps call_api on the shared ApiClient while it connects: a call from
         # another thread meanwhile would go through the swapped one, or restore it for good.
         self._lock = threading.Lock()
@@ -88,7 +90,14 @@ class KubeApi:
         text = str(reason or exc).strip().splitlines() or [""]
         return f"{type(exc).__name__}: {text[0][:200]}"
 
-    def _within(self, what: str, call: Callable[[], T]) -> T:
+    def _budget(self, what: str) -> float:
+        """The call's timeout, cut to what is left of the run; a call after the deadline is not made."""
+        left = float("inf") if self._deadline is None else self._deadline - time.monotonic()
+        if left <= 0:
+            raise KubeError(f"{what}: not sent: the run's --deadline passed")
+        return min(self._timeout, left)
+
+    def _within(self, what: str, call: Callable[[], T], budget: float) -> T:
         """call() in a worker thread, waited for at most the request's timeout. The client's own timeout bounds
         each socket read, not the request, so an API server (or a proxy before it) trickling its answer would hold
         verify as long as it liked. A call still under way then is abandoned: a daemon thread, ended with the
@@ -106,9 +115,9 @@ class KubeApi:
             worker.start()
         except RuntimeError as exc:  # a memory limit, a cap on threads: this call fails, not verify
             raise KubeError(f"{what}: cannot start a thread: {exc}") from exc
-        worker.join(self._timeout)
+        worker.join(budget)
         if worker.is_alive():
-            raise KubeError(f"{what}: no whole answer within {self._timeout:g} s")
+            raise KubeError(f"{what}: no whole answer within {budget:.3g} s")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
@@ -116,13 +125,15 @@ class KubeApi:
     def _read(self, what: str, shape: TypeAdapter[Any], method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         # Raw JSON, not the client's models: the same camelCase objects `kubectl get -o json` shows,
         # identical across client versions, and what the pure evaluators above read, once `shape` holds.
+        budget = self._budget(f"reading {what}")
+
         def fetch() -> bytes:
             with self._lock:
-                raw = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+                raw = method(*args, _preload_content=False, _request_timeout=budget, **kwargs)
             return bytes(raw.data)  # the body too: a body cut short, or stalled, is this call's failure
 
         try:
-            data = self._within(f"reading {what}", fetch)
+            data = self._within(f"reading {what}", fetch, budget)
         except KUBE_ERRORS as exc:
             raise KubeError(f"reading {what}: {self._describe(exc)}") from exc
         try:
@@ -168,7 +179,8 @@ class KubeApi:
             return forward.socket(port)
 
         try:
-            return self._within(f"port-forward to {namespace}/{pod}:{port}", connect)
+            what = f"port-forward to {namespace}/{pod}:{port}"
+            return self._within(what, connect, self._budget(what))
         except KUBE_ERRORS as exc:
             raise KubeError(f"port-forward to {namespace}/{pod}:{port}: {self._describe(exc)}") from exc
 
