@@ -27,15 +27,20 @@ import pytest
 import yaml
 
 from tests.conftest import COMMITTED_STACKS, objects_of, plan_of, rendered_stack
+from tests.test_charts import chart_objects
 from tests.test_observability import _platform
 from vllm_platform.config.platform import parse_config
 from vllm_platform.contract import SERVING_CONTAINER
 from vllm_platform.k8s import alerts, autoscaling, cluster_alerts, dashboards
+from vllm_platform.pins import KUBE_PROMETHEUS_STACK
 from vllm_platform.plan.plans import ModelPlan, Plan
 from vllm_platform.plan.resolve import resolve
 
 PROMQL_TIMEOUT = 30
 READY_WITHIN = 60.0  # seconds for a loopback server to answer /-/ready: a bound, not a speed (it returns when ready)
+# The longest a loopback server may live, killed by coreutils' timeout even where the test's own cleanup never runs
+# (a killed worker, a cancelled job): a bound, far above any test's use of it.
+SERVER_LIFETIME = 600
 NAMESPACE = "inference"
 
 
@@ -70,6 +75,17 @@ def test_every_rendered_rule_passes_promtool_check(stack: str, tmp_path: Path) -
         rules.write_text(yaml.safe_dump({"groups": rule_groups(rule)}))
         done = run(promtool, "check", "rules", str(rules))
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_chart_rule_passes_promtool_check(tmp_path: Path) -> None:
+    """kube-prometheus-stack's own PrometheusRules, as its pinned chart renders them with prod's values."""
+    promtool = tool("promtool")
+    rules = [o for o in chart_objects("prod")[KUBE_PROMETHEUS_STACK.release] if o["kind"] == "PrometheusRule"]
+    assert len(rules) > 20, "the chart's default rules are on"
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [group for rule in rules for group in rule_groups(rule)]}))
+    done = run(promtool, "check", "rules", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("stack", COMMITTED_STACKS)
@@ -645,7 +661,8 @@ def server_ready(url: str, deadline: float) -> bool:
 def loopback_server(argv: list[str], address: str) -> Iterator[str]:
     """A server of Prometheus' family on `address`, ready (its /-/ready within 10 s); stopped on exit, whatever happens."""
     url = f"http://{address}"
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    bounded = ["timeout", "--kill-after=5", str(SERVER_LIFETIME), *argv] if shutil.which("timeout") else argv
+    process = subprocess.Popen(bounded, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # One deadline for the whole wait, each attempt's timeout included: a server that accepts the
         # connection and never answers cannot stretch it.
