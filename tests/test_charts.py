@@ -24,7 +24,7 @@ from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NA
 from vllm_platform.contract import images
 from vllm_platform.k8s import alerting, alerts
 from vllm_platform.k8s.karpenter import gpu_node_labels
-from vllm_platform.k8s.monitoring import karpenter_service
+from vllm_platform.k8s.monitoring import GRAFANA_SIDECAR_ROLE, karpenter_service
 from vllm_platform.k8s.workload import RUN_AS_UID
 from vllm_platform.pins import DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
@@ -256,6 +256,40 @@ def test_grafana_and_the_admission_jobs_run_above_the_hosts_uids_and_grafana_on_
         assert container["securityContext"]["readOnlyRootFilesystem"] is True, container["name"]
         # What each writes besides its own folders: a /tmp of an emptyDir.
         assert any(m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in container["volumeMounts"]), container["name"]
+
+
+# The charts' ClusterRoles that read Secrets in every namespace, each because its controller's job is Secrets there.
+CLUSTER_SECRET_READERS = {
+    "keda-operator": "the Secrets a TriggerAuthentication names, in the ScaledObject's namespace",
+    "kube-prometheus-stack-operator": "the Prometheus and Alertmanager config Secrets it writes",
+    "eg-gateway-helm-envoy-gateway-role": "the TLS and API-key Secrets its Gateways and SecurityPolicies name",
+    "ai-gateway-controller:envoy-ai-gateway-system": "the Secrets its backends' credentials name",
+}
+
+
+def reads_secrets(rule: dict[str, Any]) -> bool:
+    core = not set(rule.get("apiGroups") or []).isdisjoint({"", "*"})
+    resources, verbs = set(rule.get("resources") or []), set(rule.get("verbs") or [])
+    return core and bool(resources & {"secrets", "*"}) and bool(verbs & {"get", "list", "watch", "*"})
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_only_controllers_whose_job_is_secrets_read_them_in_every_namespace(stack: str) -> None:
+    """Not Grafana (its sidecars read the monitoring namespace's ConfigMaps only, through the program's Role), nor
+    kube-state-metrics (its Secrets collector is off): either could otherwise read the HF token and the gateway's keys."""
+    objects = [o for found in chart_objects(stack).values() for o in found]
+    readers = {o["metadata"]["name"] for o in of_kind(objects, "ClusterRole") if any(map(reads_secrets, o.get("rules") or []))}
+    assert readers <= set(CLUSTER_SECRET_READERS), readers - set(CLUSTER_SECRET_READERS)
+    bindings = of_kind(objects, "ClusterRoleBinding") + of_kind(objects, "RoleBinding")
+    grafana = [b for b in bindings if any(s["name"] == f"{KUBE_PROMETHEUS_STACK.release}-grafana" for s in b.get("subjects") or [])]
+    if stack_plan(stack).config.observability.grafana_enabled:
+        assert [(b["kind"], b["metadata"].get("namespace"), b["roleRef"]) for b in grafana] == [
+            ("RoleBinding", MONITORING_NAMESPACE, {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GRAFANA_SIDECAR_ROLE})
+        ]
+        (role,) = [o for o in objects_of(rendered_stack(stack), "Role") if o["metadata"]["name"] == GRAFANA_SIDECAR_ROLE]
+        assert not any(map(reads_secrets, role["rules"])) and role["metadata"]["namespace"] == MONITORING_NAMESPACE
+    assert not reads_secrets({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]})
+    assert reads_secrets({"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]})
 
 
 def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None:

@@ -18,6 +18,7 @@ from vllm_platform.k8s.monitoring import (
     GRAFANA_ADMIN_USER,
     dcgm_exporter_values,
     grafana_service,
+    grafana_sidecar_role,
     http_add_on_values,
     http_scaler_address,
     installed_charts,
@@ -61,13 +62,21 @@ class Observability(pulumi.ComponentResource):
         monitoring = self._namespace(platform_namespace(MONITORING_NAMESPACE, privileged=True))
         keda_namespace = self._namespace(platform_namespace(KEDA_NAMESPACE))
 
-        secrets: list[pulumi.Resource] = []
+        # What the release reads as it installs: its Secrets, and the Role its Grafana binds to.
+        before_stack: list[pulumi.Resource] = []
         if obs.grafana_enabled:
-            secrets.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
+            before_stack.append(self._grafana_admin_secret(obs.grafana_admin_password, monitoring))
+            role = grafana_sidecar_role()
+            before_stack.append(
+                k8s.rbac.v1.Role(
+                    role["metadata"]["name"], metadata=role["metadata"], rules=role["rules"],
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[monitoring]),
+                )
+            )  # fmt: skip
         receiver_keys = alerting.secret_values(obs.alertmanager)
         if obs.alertmanager_enabled and receiver_keys:
-            secrets.append(self._receiver_secret(receiver_keys, monitoring))
-        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan, docker_hub_registry), [monitoring, *secrets])
+            before_stack.append(self._receiver_secret(receiver_keys, monitoring))
+        stack = self._release(KUBE_PROMETHEUS_STACK, kube_prometheus_stack_values(plan, docker_hub_registry), [monitoring, *before_stack])
         keda = self._release(KEDA, keda_values(), [keda_namespace])
         if plan.runs_gpu_metrics:
             # Its ServiceMonitor needs the prometheus-operator CRDs that the stack installs.

@@ -21,6 +21,8 @@ def device_plugin_values() -> dict[str, Any]:
         # GPU feature discovery would pull node-feature-discovery along; the NodePools set the labels instead.
         "gfd": {"enabled": False},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        # The runtime's default seccomp profile: the plugin only talks to the driver (NVML) and the kubelet's socket.
+        "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     }
 
 

@@ -47,6 +47,10 @@ EKS_UNSCRAPABLE_COMPONENTS = ("kubeControllerManager", "kubeScheduler", "kubeEtc
 # The Grafana chart's dashboard and datasource sidecars (values sidecar.dashboards, sidecar.datasources), each with
 # the emptyDir that is its /tmp.
 GRAFANA_SIDECAR_TMP = {"dashboards": "sc-dashboard-tmp", "datasources": "sc-datasources-tmp"}
+# Grafana's sidecars read the dashboards' and the data sources' ConfigMaps in Grafana's namespace, and nothing else:
+# the chart's default ClusterRole would let Grafana read every Secret of the cluster (the HF token, the gateway's
+# keys, the receivers'), and its own namespaced Role still the Secrets of the monitoring namespace.
+GRAFANA_SIDECAR_ROLE = "grafana-sidecars"
 # The DCGM exporter chart writes this scrape timeout unless told otherwise; Prometheus refuses one above the interval.
 DCGM_SCRAPE_TIMEOUT_SECONDS = 10
 
@@ -149,6 +153,17 @@ def _requests_and_limits(requests: Requests, cpu_limit: str, memory_limit: str) 
 ADMISSION_JOB = Requests("10m", "32Mi")
 
 
+def grafana_sidecar_role() -> dict[str, Any]:
+    """What Grafana's sidecars may read: ConfigMaps in the monitoring namespace, where the dashboards and the data
+    sources are; never a Secret."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": GRAFANA_SIDECAR_ROLE, "namespace": MONITORING_NAMESPACE},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}],
+    }
+
+
 def monitor_selection() -> dict[str, Any]:
     """prometheusSpec keys that pick the platform's monitors and rules, and nothing the chart assumes."""
     platform_namespaces = {"matchLabels": dict(MONITOR_SELECTOR_LABELS)}
@@ -191,9 +206,17 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
                 "label": dashboards.GRAFANA_DASHBOARD_LABEL,
                 "labelValue": dashboards.GRAFANA_DASHBOARD_LABEL_VALUE,
                 "extraMounts": [{"name": GRAFANA_SIDECAR_TMP["dashboards"], "mountPath": "/tmp"}],
+                # kube-prometheus-stack's own default is ALL namespaces; every dashboard of the stack is here.
+                "searchNamespace": MONITORING_NAMESPACE,
+                "resource": "configmap",
             },
-            "datasources": {"extraMounts": [{"name": GRAFANA_SIDECAR_TMP["datasources"], "mountPath": "/tmp"}]},
+            "datasources": {
+                "extraMounts": [{"name": GRAFANA_SIDECAR_TMP["datasources"], "mountPath": "/tmp"}],
+                "resource": "configmap",
+            },
         },
+        # A RoleBinding in Grafana's namespace to the program's Role (grafana_sidecar_role), no ClusterRole.
+        "rbac": {"namespaced": True, "useExistingRole": GRAFANA_SIDECAR_ROLE},
     }
     if obs.grafana_enabled:
         # Never the chart's well-known "prom-operator": the password is a Pulumi secret in a Secret of our own.
@@ -238,7 +261,11 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
             },
         },
         "grafana": grafana,
-        "kube-state-metrics": {"resources": _requests_and_memory_limit(system.KUBE_STATE_METRICS, "512Mi")},
+        # Without the Secrets collector, which no rule or dashboard reads: the chart then grants no Secret to it.
+        "kube-state-metrics": {
+            "resources": _requests_and_memory_limit(system.KUBE_STATE_METRICS, "512Mi"),
+            "collectorsExclude": ["secrets"],
+        },
         "prometheus-node-exporter": {"resources": _requests_and_memory_limit(system.NODE_EXPORTER, "128Mi")},
         **{component: {"enabled": False} for component in EKS_UNSCRAPABLE_COMPONENTS},
     }
