@@ -891,6 +891,24 @@ def test_a_region_the_offline_render_does_not_know_is_refused_by_name() -> None:
     render_document(in_region("eu-north-1"))
 
 
+@pytest.mark.parametrize(("instance_type", "refused"), [("p5.48xlarge", True), ("p4d.24xlarge", False)])
+def test_a_type_the_offline_table_has_no_data_for_is_refused_as_such(instance_type: str, refused: bool) -> None:
+    """Not "no zone offers it", which would blame EC2 for the render's own gap."""
+    document = minimal_document()
+    cluster = document["config"]["vllm-platform:cluster"]
+    cluster["gpuNodePools"] = [{"name": "big", "instanceTypes": [instance_type], "minSize": 0, "maxSize": 1, "rootVolumeGiB": 300}]
+    document["config"]["vllm-platform:models"][0]["gpuPool"] = "big"
+    if not refused:
+        render_document(document)
+        return
+    with pytest.raises(ConfigError) as raised:
+        render_document(document)
+    assert raised.value.problems == [
+        "cluster.gpuNodePools: the offline render has no offerings data for p5.48xlarge (tools/offerings.py), so it "
+        "cannot choose or check its zones; a real `pulumi preview` asks EC2 in your account"
+    ]
+
+
 def test_the_preview_prints_the_quotas_a_stack_draws_on() -> None:
     (info, spot), warnings = notes.quota_notes(rendered_stack("prod").plan)
     assert warnings == []

@@ -122,6 +122,11 @@ def _offerings() -> dict[str, dict[str, set[str]]]:
 OFFERINGS = _offerings()
 
 
+# Every type the table offers somewhere: a type outside it is one the offline render has no data for, not one
+# EC2 offers nowhere.
+KNOWN_TYPES = frozenset(t for zones in OFFERINGS.values() for types in zones.values() for t in types)
+
+
 def zone_name(region: str, zone_id: str) -> str:
     """The offline name of a zone: the n-th letter for az n."""
     return region + "abcdefgh"[int(zone_id.rpartition("-az")[2]) - 1]

@@ -27,7 +27,7 @@ from vllm_platform.contract import BACKEND_SERVICE_SUFFIX, LABEL_MAX_LENGTH, RES
 
 
 class Verify(Section):
-    """Defaults for `python -m tools.verify` against this stack; its flags override them."""
+    """Defaults for `venv/bin/python -m tools.verify` against this stack; its flags override them."""
 
     p95_slo_seconds: StrictFloat = Field(3.0, gt=0, description="p95 latency limit for `make verify`; `--p95-slo` overrides it")
 
