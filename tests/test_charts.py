@@ -22,7 +22,7 @@ from tools import charts, mocks, render, schemas
 from vllm_platform.config.observability import duration_seconds
 from vllm_platform.contract import GPU_TAINT, KARPENTER_SERVICE_ACCOUNT, KEDA_NAMESPACE, MONITORING_NAMESPACE
 from vllm_platform.contract import images
-from vllm_platform.k8s import alerting, alerts
+from vllm_platform.k8s import alerting, alerts, dashboards
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import GRAFANA_SIDECAR_ROLE, karpenter_service
 from vllm_platform.k8s.workload import RUN_AS_UID
@@ -290,6 +290,13 @@ def test_only_controllers_whose_job_is_secrets_read_them_in_every_namespace(stac
         assert not any(map(reads_secrets, role["rules"])) and role["metadata"]["namespace"] == MONITORING_NAMESPACE
     assert not reads_secrets({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]})
     assert reads_secrets({"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["get"]})
+
+
+def test_the_dashboards_first_data_source_is_the_one_the_chart_provisions() -> None:
+    (datasources,) = [o for o in chart_objects("prod")[KUBE_PROMETHEUS_STACK.release]
+                      if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-grafana-datasource")]  # fmt: skip
+    [provisioned] = [d for d in yaml.safe_load(datasources["data"]["datasource.yaml"])["datasources"] if d["type"] == "prometheus"]
+    assert (provisioned["name"], provisioned["uid"]) == (dashboards.STACK_DATASOURCE["text"], dashboards.STACK_DATASOURCE["value"])
 
 
 def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None:

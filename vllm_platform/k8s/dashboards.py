@@ -27,6 +27,9 @@ PANEL_WIDTH = 8
 PANEL_HEIGHT = 8
 PANELS_PER_ROW = 24 // PANEL_WIDTH
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# The data source kube-prometheus-stack provisions (its values grafana.sidecar.datasources.name and .uid, left
+# as they are), the variable's first choice: a variable's current option has a text and a value.
+STACK_DATASOURCE = {"text": "Prometheus", "value": "prometheus"}
 
 
 def vllm_matcher(model: ModelPlan) -> str:
@@ -248,9 +251,11 @@ def dashboard(plan: Plan) -> dict[str, Any]:
         "editable": False,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
+        # Grafana's dashboard schema requires the annotation list, even empty.
+        "annotations": {"list": []},
         "templating": {
             "list": [
-                {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus", "current": {}}
+                {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus", "current": dict(STACK_DATASOURCE)}
             ]
         },
         "panels": panels,
