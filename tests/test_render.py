@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import subprocess
 import sys
 import json
@@ -80,6 +81,43 @@ def test_schema_validation_catches_a_broken_object(crd_dir: Path) -> None:
     scaled = json.loads(json.dumps(objects_of(rendered_stack("dev"), "ScaledObject")[0]))
     scaled["spec"]["minReplicas"] = 1
     assert schemas.validate_manifests([scaled], "1.34", crd_dir)
+
+
+def one_of(stack: str, kind: str) -> dict[str, Any]:
+    return copy.deepcopy(objects_of(rendered_stack(stack), kind)[0])
+
+
+def test_the_crds_cel_rules_refuse_what_the_api_server_would_and_pass_the_rest(crd_dir: Path) -> None:
+    """Each rule with an object that breaks it and a near-identical one that does not: on the schema's defaults
+    (a Backend's type is Endpoints unless set), through Kubernetes' own functions (find, in Karpenter's rules)."""
+    backend = one_of("prod", "Backend")
+    assert "type" not in backend["spec"] and schemas.validate_manifests([backend], "1.34", crd_dir) == []
+    backend["spec"]["type"] = "DynamicResolver"
+    assert schemas.validate_manifests([backend], "1.34", crd_dir) == [
+        f"Backend {backend['metadata']['namespace']}/{backend['metadata']['name']}: spec: DynamicResolver type cannot have endpoints specified"
+    ]
+    node_class = one_of("prod", "EC2NodeClass")
+    node_class["spec"]["amiFamily"] = "AL2023"
+    assert schemas.validate_manifests([node_class], "1.34", crd_dir) == []
+    node_class["spec"]["amiFamily"] = "Bottlerocket"
+    (problem,) = schemas.validate_manifests([node_class], "1.34", crd_dir)
+    assert problem.endswith("spec: if set, amiFamily must be 'AL2023' or 'Custom' when using an AL2023 alias")
+    pool = one_of("prod", "NodePool")
+    requirements = pool["spec"]["template"]["spec"]["requirements"]
+    requirements.append({"key": "karpenter.sh/nodepool", "operator": "In", "values": ["other"]})
+    assert any(p.endswith('label "karpenter.sh/nodepool" is restricted') for p in schemas.validate_manifests([pool], "1.34", crd_dir))
+    requirements[-1]["key"] = "example.com/team"
+    assert schemas.validate_manifests([pool], "1.34", crd_dir) == []
+
+
+def test_a_rule_that_cannot_be_evaluated_is_a_problem_not_a_pass() -> None:
+    schema = {"type": "object", "x-kubernetes-validations": [{"rule": "self.name.isURL()", "message": "a URL"}],
+              "properties": {"name": {"type": "string", "x-kubernetes-validations": [{"rule": "self.lowerAscii() == self"}]}}}  # fmt: skip
+    (unevaluated,) = schemas.cel_problems(schema, {"name": "abc"})
+    assert unevaluated.startswith("<root>: rule 'self.name.isURL()' cannot be evaluated: ") and "isURL" in unevaluated
+    assert schemas.cel_problems(schema, {"name": "ABC"})[1:] == ["name: failed rule: self.lowerAscii() == self"]
+    # Transition rules compare with the stored object, which a create has none of.
+    assert schemas.cel_problems({"x-kubernetes-validations": [{"rule": "self == oldSelf"}]}, "a") == []
 
 
 def test_prod_serves_8b_with_two_replicas_and_70b_on_p4d_tp8() -> None:

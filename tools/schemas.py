@@ -1,5 +1,7 @@
 """Validate rendered manifests offline: built-in kinds against the Kubernetes OpenAPI schemas
-(kubernetes-validate, strict), custom resources against the openAPIV3Schema of their CRDs.
+(kubernetes-validate, strict), custom resources against the openAPIV3Schema of their CRDs and then, as the API
+server does on create, against the CRDs' CEL rules (`x-kubernetes-validations`) on the object with the schema's
+defaults applied.
 
 CRD files are read from CRD_SCHEMA_DIR (default ../shared/crds beside the project); they are
 published upstream data and are never copied into this repository.
@@ -7,11 +9,14 @@ published upstream data and are never copied into this repository.
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+import cel
 import jsonschema
 import kubernetes_validate
 import kubernetes_validate.utils
@@ -84,10 +89,82 @@ def validate_custom_resource(manifest: dict[str, Any], directory: Path, extra: O
     if schema is None:
         return [f"{describe(manifest)}: no CRD for {key[0]} {key[1]} in {directory} or among the charts' own"]
     validator = jsonschema.Draft7Validator(schema)
-    return [
+    problems = [
         f"{describe(manifest)}: {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
         for e in validator.iter_errors(manifest)
     ]
+    # The rules assume a structurally valid object, as the API server runs them only on one.
+    return problems or [f"{describe(manifest)}: {problem}" for problem in cel_problems(schema, defaulted(schema, manifest))]
+
+
+def defaulted(schema: dict[str, Any], value: Any) -> Any:
+    """The value with the schema's defaults filled in where a field is absent, as the API server decodes it."""
+    if isinstance(value, dict):
+        filled = dict(value)
+        properties = schema.get("properties") or {}
+        for name, sub in properties.items():
+            if name not in filled and "default" in sub:
+                filled[name] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        return {
+            name: defaulted(properties[name] if name in properties else extra if isinstance(extra, dict) else {}, item)
+            for name, item in filled.items()
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [defaulted(schema["items"], item) for item in value]
+    return value
+
+
+def _find(text: str, pattern: str) -> str:
+    found = re.search(pattern, text)
+    return found.group(0) if found else ""
+
+
+# The Kubernetes CEL libraries' functions the CRDs' rules call that CEL's standard library lacks (k8s.io/apiserver
+# pkg/cel/library: regex's find; the strings extension's split, lowerAscii, upperAscii). Python's re stands in for
+# RE2 in find, the same for the plain patterns the CRDs use.
+KUBERNETES_FUNCTIONS = {
+    "find": _find,
+    "split": lambda text, separator: text.split(separator),
+    "lowerAscii": lambda text: "".join(c.lower() if c.isascii() else c for c in text),
+    "upperAscii": lambda text: "".join(c.upper() if c.isascii() else c for c in text),
+}
+
+
+@lru_cache(maxsize=None)
+def _compiled(rule: str) -> Any:
+    return cel.compile(rule)
+
+
+def cel_problems(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """Every rule of the schema that the value breaks, or that cannot be evaluated (an error the API server would
+    refuse the object for, or a function neither CEL nor KUBERNETES_FUNCTIONS has). Transition rules, which
+    compare with oldSelf, apply to updates only and are left out."""
+    problems = []
+    for validation in schema.get("x-kubernetes-validations") or []:
+        program = _compiled(validation["rule"])
+        if "oldSelf" in program.variables():
+            continue
+        context = cel.Context(variables={"self": value}, functions=KUBERNETES_FUNCTIONS)
+        where = path or "<root>"
+        try:
+            passed = program.execute(context)
+        except Exception as exc:  # the library's errors have no common base; each is this rule's failure
+            problems.append(f"{where}: rule {validation['rule']!r} cannot be evaluated: {type(exc).__name__}: {exc}")
+            continue
+        if passed is not True:
+            message = validation.get("message") or f"failed rule: {validation['rule']}"
+            problems.append(f"{where}: {message}")
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+        for name, item in value.items():
+            sub = properties.get(name, extra if isinstance(extra, dict) else None)
+            if sub is not None and item is not None:
+                problems += cel_problems(sub, item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            problems += cel_problems(schema["items"], item, f"{path}[{index}]")
+    return problems
 
 
 # kubernetes-validate reads and parses two schema files (its definitions file, megabytes, among them) for every
