@@ -9,8 +9,6 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from vllm_platform.contract import LABEL_MAX_LENGTH
-# The gateway section refuses a too-wide allowlist by the rule the policy pack holds load balancers to.
-from vllm_platform.contract.cidrs import coverage_problem as coverage_problem
 
 CONFIG_NAMESPACE = "vllm-platform"
 
