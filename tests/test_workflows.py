@@ -98,6 +98,17 @@ def test_pull_requests_run_the_tests_and_the_scan() -> None:
     assert "$(MAKE) --no-print-directory scan" in (render.PROJECT_ROOT / "Makefile").read_text()
 
 
+def test_a_pull_request_shows_what_it_changes_in_every_stacks_render() -> None:
+    """The charts' objects included: a chart bump's diff is on the run, not only on a reviewer's machine."""
+    test = workflow("pull-request.yml")["jobs"]["test"]
+    (diff,) = [s for s in steps(test) if s.get("name") == "Diff the renders against the base commit"]
+    assert diff["env"]["BASE"] == "${{ github.event.pull_request.base.sha }}"
+    assert f"for stack in {' '.join(ENVIRONMENTS)}" in diff["run"] and "diff -ruN base head > render.diff" in diff["run"]
+    upload = step_using(test, "actions/upload-artifact")
+    assert upload["with"]["path"].endswith("render/render.diff")
+    assert steps(test).index(diff) < steps(test).index(upload)
+
+
 def test_pull_requests_preview_every_environment_with_the_policy_pack() -> None:
     preview = workflow("pull-request.yml")["jobs"]["preview"]
     assert preview["needs"] == "test"
