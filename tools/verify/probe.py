@@ -66,6 +66,13 @@ def request_timeout(options: Options) -> float:
     return max(min(options.timeout, time_left(options)), 0.001)
 
 
+def bounded_get(url: str, options: Options, host: Optional[str] = None) -> Response:
+    """A GET within what is left of the run; none once the run's deadline has passed."""
+    if time_left(options) <= 0:
+        return Response(None, b"", 0.0, PAST_DEADLINE)
+    return http_request(url, request_timeout(options), host=host)
+
+
 def completion_payload(served_model: str) -> dict[str, Any]:
     return {
         "model": served_model,
@@ -134,10 +141,10 @@ def http_checks(
         base_url = base_url.rstrip("/")
         where = f" (pod {pod})" if pod else ""
         progress(f"{target.name}: GET {base_url}{LIVENESS_PATH}{where}")
-        response = http_request(f"{base_url}{LIVENESS_PATH}", request_timeout(options), host=host)
+        response = bounded_get(f"{base_url}{LIVENESS_PATH}", options, host)
         health[pod] = None if response.error is None and response.status == 200 else response.problem()
         progress(f"{target.name}: GET {base_url}{READINESS_PATH}{where}")
-        response = http_request(f"{base_url}{READINESS_PATH}", request_timeout(options), host=host)
+        response = bounded_get(f"{base_url}{READINESS_PATH}", options, host)
         models[pod] = models_problem(response, target.served_model)
     checks = [
         endpoints_check(target.name, "health", health, "answered 200"),
