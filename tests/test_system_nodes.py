@@ -34,11 +34,28 @@ def test_too_few_system_nodes_are_refused_with_the_numbers_and_the_ways_out() ->
     with pytest.raises(ConfigError) as refused:
         document_plan(with_system_nodes(stack_document("prod"), instanceType="m6i.large", minSize=2, maxSize=3))
     (problem,) = refused.value.problems
-    assert problem.startswith("cluster.systemNodes: the platform's system pods request 7.11 CPU and 10.2 GiB (Karpenter 2 x 1")
-    assert "more than 2 x m6i.large hold (1.63 CPU and 6.9 GiB each after kube-reserved and the DaemonSets)" in problem
-    assert problem.endswith("use minSize 5 (and maxSize 5) or instanceType m6i.xlarge")
+    assert problem.startswith("cluster.systemNodes: the platform's system pods request 7.87 CPU and 11.0 GiB (Karpenter 2 x 1")
+    assert "a rollout surge of the gateway's proxies 1 x 0.76 CPU, ...)" in problem
+    assert "more than 2 x m6i.large hold (1.63 CPU and 6.3 GiB each after kube-reserved and the DaemonSets)" in problem
+    assert problem.endswith("use minSize 5 (and maxSize 5) or instanceType m6i.2xlarge")
     # The type the message names, at the same count, is accepted.
-    document_plan(with_system_nodes(stack_document("prod"), instanceType="m6i.xlarge", minSize=2, maxSize=3))
+    document_plan(with_system_nodes(stack_document("prod"), instanceType="m6i.2xlarge", minSize=2, maxSize=3))
+
+
+def test_a_rollouts_surge_pod_needs_room_too() -> None:
+    """Two m6i.xlarge hold dev's pods, but not the gateway proxy's surge pod an update starts beside them: it would
+    wait Pending and the proxies' rollout never end. Three hold it."""
+    plan = stack_plan("dev")
+    pods, node = system.system_pods(plan), system.system_node("m6i.xlarge")
+    assert system.packs(pods, node, 2) and not system.packs(system.with_surge(pods), node, 2)
+    with pytest.raises(ConfigError) as refused:
+        document_plan(with_system_nodes(stack_document("dev"), instanceType="m6i.xlarge", minSize=2, maxSize=3))
+    assert refused.value.problems[0].endswith("use minSize 3 or instanceType m6i.2xlarge")
+    document_plan(with_system_nodes(stack_document("dev"), instanceType="m6i.xlarge", minSize=3, maxSize=4))
+    # The surge is the largest Deployment's pod, never a StatefulSet's, a Job's or Karpenter's.
+    (surge,) = [p for p in system.with_surge(pods) if p.name.startswith("a rollout surge of")]
+    assert surge.name == "a rollout surge of the gateway's proxies" and surge.count == 1
+    assert system.with_surge([p for p in pods if not p.surges]) == [p for p in pods if not p.surges]
 
 
 def test_memory_counts_too() -> None:

@@ -76,6 +76,9 @@ EVICTION_HARD_MEMORY_MIB = 100
 # GiB per vCPU of the families whose size alone tells their memory: general purpose (m, and t from large up),
 # compute (c) and memory optimised (r). Another family is checked on CPU only.
 MEMORY_GIB_PER_VCPU = {"m": 4, "t": 4, "c": 2, "r": 8}
+# What the kubelet has of an instance's nominal memory: Karpenter's own estimate (settings.vmMemoryOverheadPercent,
+# 0.075 by default in v1.14), as a node reports somewhat less memory than its type's name.
+VM_MEMORY_OVERHEAD = 0.075
 # The EKS AMI's max pods by size (eni-max-pods.txt, for m5 and m6i; c and r alike), for its kube-reserved memory.
 MAX_PODS_BY_VCPUS = ((2, 29), (8, 58), (48, 234), (96, 737))
 
@@ -87,6 +90,10 @@ class SystemPod:
     containers: tuple[Requests, ...]
     # Karpenter's replicas spread one to a node (its chart's required anti-affinity).
     one_per_node: bool = False
+    # A Deployment that rolls with a surge (Kubernetes' default maxSurge, 25%: one pod for these counts) runs one
+    # pod more while it updates. Not Karpenter's (maxUnavailable 1, and a surge pod would find no node of its
+    # own), nor the StatefulSets' and Jobs'.
+    surges: bool = True
 
     @property
     def cpu_millis(self) -> int:
@@ -101,7 +108,7 @@ def system_pods(plan: Plan) -> list[SystemPod]:
     """Every pod the stack puts on a created cluster's system nodes, with how many of it run at once."""
     obs, gateway = plan.config.observability, plan.gateway
     pods = [
-        SystemPod("Karpenter", KARPENTER_REPLICAS, (KARPENTER_CONTROLLER,), one_per_node=True),
+        SystemPod("Karpenter", KARPENTER_REPLICAS, (KARPENTER_CONTROLLER,), one_per_node=True, surges=False),
         SystemPod("KEDA operator", 1, (KEDA_OPERATOR,)),
         SystemPod("KEDA metrics server", 1, (KEDA_METRICS_SERVER,)),
         SystemPod("KEDA webhooks", 1, (KEDA_WEBHOOKS,)),
@@ -109,12 +116,12 @@ def system_pods(plan: Plan) -> list[SystemPod]:
     ]
     if obs.enabled:
         pods += [
-            SystemPod("Prometheus", 1, (PROMETHEUS, CONFIG_RELOADER)),
+            SystemPod("Prometheus", 1, (PROMETHEUS, CONFIG_RELOADER), surges=False),
             SystemPod("Prometheus operator", 1, (PROMETHEUS_OPERATOR,)),
             SystemPod("kube-state-metrics", 1, (KUBE_STATE_METRICS,)),
         ]
         if obs.alertmanager_enabled:
-            pods.append(SystemPod("Alertmanager", 1, (ALERTMANAGER, CONFIG_RELOADER)))
+            pods.append(SystemPod("Alertmanager", 1, (ALERTMANAGER, CONFIG_RELOADER), surges=False))
         if obs.grafana_enabled:
             pods.append(SystemPod("Grafana", 1, (GRAFANA, GRAFANA_SIDECAR, GRAFANA_SIDECAR)))
     if plan.any_scales_to_zero:
@@ -136,7 +143,7 @@ def system_pods(plan: Plan) -> list[SystemPod]:
     # `pulumi up` runs every model's staging Job at once, and waits for them.
     staged = sum(1 for m in plan.models if m.weights.staging is not None)
     if staged:
-        pods.append(SystemPod("staging Jobs", staged, (STAGING_JOB,)))
+        pods.append(SystemPod("staging Jobs", staged, (STAGING_JOB,), surges=False))
     return pods
 
 
@@ -161,7 +168,8 @@ def system_node(instance_type: str) -> Optional[SystemNode]:
     max_pods = next((pods for most, pods in MAX_PODS_BY_VCPUS if vcpus <= most), MAX_PODS_BY_VCPUS[-1][1])
     kube_reserved = 255 + 11 * max_pods
     daemonsets_memory = memory_mib(EKS_DAEMONSETS.memory) + memory_mib(NODE_EXPORTER.memory)
-    return SystemNode(cpu, vcpus * per_vcpu * 1024 - kube_reserved - EVICTION_HARD_MEMORY_MIB - daemonsets_memory)
+    capacity = int(vcpus * per_vcpu * 1024 * (1 - VM_MEMORY_OVERHEAD))
+    return SystemNode(cpu, capacity - kube_reserved - EVICTION_HARD_MEMORY_MIB - daemonsets_memory)
 
 
 def packs(pods: list[SystemPod], node: SystemNode, nodes: int) -> bool:
@@ -180,13 +188,24 @@ def packs(pods: list[SystemPod], node: SystemNode, nodes: int) -> bool:
     return True
 
 
+def with_surge(pods: list[SystemPod]) -> list[SystemPod]:
+    """The pods, and the largest surge pod beside them: an update (a chart bump, a changed EnvoyProxy) must find
+    room for it, or it waits Pending and the rollout never ends. One at a time, as `pulumi up` rolls them."""
+    surging = [p for p in pods if p.surges]
+    if not surging:
+        return pods
+    largest = max(surging, key=lambda p: (p.cpu_millis, p.memory_mib))
+    return [*pods, SystemPod(f"a rollout surge of {largest.name}", 1, largest.containers, surges=False)]
+
+
 def system_node_problems(plan: Plan) -> list[str]:
-    """Why the system pods cannot all run on `systemNodes.minSize` nodes, with the numbers and the ways out."""
+    """Why the system pods, and a rollout's surge pod, cannot all run on `systemNodes.minSize` nodes, with the
+    numbers and the ways out."""
     if plan.config.cluster.existing is not None:
         return []
     nodes = plan.config.cluster.system_nodes
     node = system_node(nodes.instance_type)
-    pods = system_pods(plan)
+    pods = with_surge(system_pods(plan))
     if node is None or packs(pods, node, nodes.min_size):
         return []
     cpu = sum(p.count * p.cpu_millis for p in pods)
