@@ -116,6 +116,9 @@ def test_a_rule_that_cannot_be_evaluated_is_a_problem_not_a_pass() -> None:
     (unevaluated,) = schemas.cel_problems(schema, {"name": "abc"})
     assert unevaluated.startswith("<root>: rule 'self.name.isURL()' cannot be evaluated: ") and "isURL" in unevaluated
     assert schemas.cel_problems(schema, {"name": "ABC"})[1:] == ["name: failed rule: self.lowerAscii() == self"]
+    # A rule this CEL cannot even parse is reported as well, not raised.
+    (unparsed,) = schemas.cel_problems({"x-kubernetes-validations": [{"rule": "self.?a.orValue(1) == 1"}]}, {"a": 1})
+    assert unparsed.startswith("<root>: rule 'self.?a.orValue(1) == 1' cannot be evaluated: ")
     # Transition rules compare with the stored object, which a create has none of.
     assert schemas.cel_problems({"x-kubernetes-validations": [{"rule": "self == oldSelf"}]}, "a") == []
 

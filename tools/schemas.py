@@ -142,13 +142,12 @@ def cel_problems(schema: dict[str, Any], value: Any, path: str = "") -> list[str
     compare with oldSelf, apply to updates only and are left out."""
     problems = []
     for validation in schema.get("x-kubernetes-validations") or []:
-        program = _compiled(validation["rule"])
-        if "oldSelf" in program.variables():
-            continue
-        context = cel.Context(variables={"self": value}, functions=KUBERNETES_FUNCTIONS)
         where = path or "<root>"
         try:
-            passed = program.execute(context)
+            program = _compiled(validation["rule"])
+            if "oldSelf" in program.variables():
+                continue
+            passed = program.execute(cel.Context(variables={"self": value}, functions=KUBERNETES_FUNCTIONS))
         except Exception as exc:  # the library's errors have no common base; each is this rule's failure
             problems.append(f"{where}: rule {validation['rule']!r} cannot be evaluated: {type(exc).__name__}: {exc}")
             continue

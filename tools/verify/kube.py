@@ -117,7 +117,7 @@ class KubeApi:
             raise KubeError(f"{what}: cannot start a thread: {exc}") from exc
         worker.join(budget)
         if worker.is_alive():
-            raise KubeError(f"{what}: no whole answer within {budget:.3g} s")
+            raise KubeError(f"{what}: no whole answer within {round(budget, 3):g} s")
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
