@@ -694,7 +694,7 @@ def test_existing_cluster_deploys_models_only_through_its_provider(existing: dic
             "cluster.existing: vpc, endpoint and adminPrincipalArns have no effect on an existing cluster; remove them",
         ),
         (
-            {"systemNodes": {"minSize": 3}, "viewerPrincipalArns": [ADMIN], "supportType": "EXTENDED"},
+            {"systemNodes": {"minSize": 4}, "viewerPrincipalArns": [ADMIN], "supportType": "EXTENDED"},
             "cluster.existing: supportType, systemNodes and viewerPrincipalArns have no effect on an existing cluster",
         ),
         (

@@ -40,6 +40,9 @@ IAM_PRINCIPAL = re.compile(r"arn:aws[\w-]*:iam::\d{12}:(user|role)/[\w+=,.@/-]+"
 # becomes ready.
 KARPENTER_REPLICAS = 2
 MAX_SYSTEM_GROUP_SIZE = 100
+# Three by default: two hold a minimal stack, but not the gateway's proxies beside a rollout's surge pod, and a
+# third keeps both Karpenter replicas up while one node is drained or replaced.
+DEFAULT_SYSTEM_NODES = 3
 
 
 class SystemNodes(Section):
@@ -47,13 +50,13 @@ class SystemNodes(Section):
 
     instance_type: StrictStr = Field("m6i.xlarge", description="EC2 instance type of the system nodes")
     min_size: StrictInt = Field(
-        KARPENTER_REPLICAS,
+        DEFAULT_SYSTEM_NODES,
         description=(
             f"nodes, fixed (nothing scales the group); {KARPENTER_REPLICAS} or more: Karpenter's {KARPENTER_REPLICAS} controller "
             "replicas run one to a system node. The preview checks the platform's system pods fit them"
         ),
     )
-    max_size: StrictInt = Field(3, ge=KARPENTER_REPLICAS, le=MAX_SYSTEM_GROUP_SIZE, description="the node group's ceiling, for a manual resize")
+    max_size: StrictInt = Field(DEFAULT_SYSTEM_NODES + 1, ge=KARPENTER_REPLICAS, le=MAX_SYSTEM_GROUP_SIZE, description="the node group's ceiling, for a manual resize")
     root_volume_gib: StrictInt = Field(50, ge=20, le=16384, alias="rootVolumeGiB", description="encrypted gp3 root volume")
 
     @field_validator("instance_type")
