@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 import yaml
@@ -223,9 +223,14 @@ spec:
 
 
 def scan_chart_finding(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, accepted: list[dict[str, Any]], chart: str = CHART_DEPLOYMENT
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    accepted: list[dict[str, Any]],
+    chart: str = CHART_DEPLOYMENT,
+    skipped_because: Optional[str] = None,
 ) -> int:
-    """The scan of one chart's objects where checkov fails CKV_K8S_43 on Deployment.keda.operator."""
+    """The scan of one chart's objects where checkov fails CKV_K8S_43 on Deployment.keda.operator, or, with
+    `skipped_because`, skips it for the skip annotation the chart (or a value injected into it) put on the object."""
     chart_file = tmp_path / "dev" / "checkov" / "keda.yaml"
     chart_file.parent.mkdir(parents=True)
     chart_file.write_text(chart)
@@ -234,8 +239,9 @@ def scan_chart_finding(
     file = str(chart_file.resolve())
 
     def fake_checkov(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        failed = {**_item("CKV_K8S_43", file), "resource": "Deployment.keda.operator"}
-        return subprocess.CompletedProcess(command, 1, json.dumps({"results": {"failed_checks": [failed]}}), "")
+        found = {**_item("CKV_K8S_43", file, skipped_because), "resource": "Deployment.keda.operator"}
+        results = {"skipped_checks": [found]} if skipped_because else {"failed_checks": [found]}
+        return subprocess.CompletedProcess(command, 0 if skipped_because else 1, json.dumps({"results": results}), "")
 
     monkeypatch.setattr(scan.subprocess, "run", fake_checkov)
     return scan.main(["--checkov", "checkov", "--out", str(tmp_path)])
@@ -281,21 +287,7 @@ ANNOTATED_CHART_DEPLOYMENT = CHART_DEPLOYMENT.replace(
 
 
 def scan_annotated_chart_object(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, accepted: list[dict[str, Any]]) -> int:
-    """The scan of one chart's objects where checkov skips CKV_K8S_43 on Deployment.keda.operator, for the skip
-    annotation the chart (or a value injected into it) put on the object."""
-    chart_file = tmp_path / "dev" / "checkov" / "keda.yaml"
-    chart_file.parent.mkdir(parents=True)
-    chart_file.write_text(ANNOTATED_CHART_DEPLOYMENT)
-    scan.CHART_FINDINGS.write_text(json.dumps(accepted))
-    monkeypatch.setattr(scan, "render_stacks", lambda out: [chart_file])
-    file = str(chart_file.resolve())
-
-    def fake_checkov(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        skipped = {**_item("CKV_K8S_43", file, "upstream says its tag is fine"), "resource": "Deployment.keda.operator"}
-        return subprocess.CompletedProcess(command, 0, json.dumps({"results": {"skipped_checks": [skipped]}}), "")
-
-    monkeypatch.setattr(scan.subprocess, "run", fake_checkov)
-    return scan.main(["--checkov", "checkov", "--out", str(tmp_path)])
+    return scan_chart_finding(monkeypatch, tmp_path, accepted, ANNOTATED_CHART_DEPLOYMENT, "upstream says its tag is fine")
 
 
 def test_a_skip_annotation_on_a_chart_object_skips_nothing_without_a_reviewed_reason(monkeypatch, tmp_path, capsys) -> None:
