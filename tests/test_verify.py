@@ -1081,10 +1081,12 @@ def test_no_api_call_outlasts_the_runs_deadline(api_server, tmp_path) -> None:
     kubeconfig.write_text(json.dumps(kubeconfig_for(api_server.url)))
     api_server.objects["/api/v1/namespaces/vllm/services/odd"] = trickled
     api_server.objects["/api/v1/namespaces/vllm/services/whole"] = json.dumps(service()).encode()
-    soon = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() + 0.5)
+    soon = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() + 2)
     with pytest.raises(kubeapi.KubeError) as raised:
         soon.service("vllm", "odd")
-    assert re.fullmatch(r"reading Service vllm/odd: no whole answer within 0\.\d+ s", str(raised.value)), raised.value
+    # Given what was left of the 2 s (or, on a machine stalled past them, not sent): never the call's own 30 s.
+    cut = re.fullmatch(r"reading Service vllm/odd: no whole answer within ([0-9.]+) s", str(raised.value))
+    assert (cut and float(cut[1]) <= 2) or str(raised.value).endswith("not sent: the run's --deadline passed"), raised.value
     passed = kubeapi.KubeApi(str(kubeconfig), None, timeout=30, deadline=time.monotonic() - 1)
     with pytest.raises(kubeapi.KubeError) as raised:
         passed.service("vllm", "whole")
