@@ -32,7 +32,6 @@ from vllm_platform.k8s.workload import RUN_AS_UID, metadata, selector_labels
 from vllm_platform.pins import DCGM_EXPORTER, KARPENTER, KEDA, KEDA_HTTP_ADD_ON, KUBE_PROMETHEUS_STACK, Chart
 from vllm_platform.plan import system
 from vllm_platform.plan.plans import ModelPlan, Plan
-from vllm_platform.plan.system import Requests
 
 PROMETHEUS_PORT = 9090
 HTTP_SCALER_PORT = 9090
@@ -134,23 +133,19 @@ def karpenter_service_monitor(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _requests(requests: Requests) -> dict[str, Any]:
+def _requests(requests: system.Requests) -> dict[str, Any]:
     return {"requests": requests.resources()}
 
 
-def _requests_and_memory_limit(requests: Requests, memory_limit: str) -> dict[str, Any]:
+def _requests_and_memory_limit(requests: system.Requests, memory_limit: str) -> dict[str, Any]:
     # A memory limit keeps a leaking controller from taking the system node; no CPU limit, which would throttle
     # a controller's bursts (a reconcile storm, a scrape) while the node has CPU to spare.
     return {**_requests(requests), "limits": {"memory": memory_limit}}
 
 
-def _requests_and_limits(requests: Requests, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
+def _requests_and_limits(requests: system.Requests, cpu_limit: str, memory_limit: str) -> dict[str, Any]:
     # The chart's values schema wants both cpu and memory wherever requests or limits appear.
     return {**_requests(requests), "limits": {"cpu": cpu_limit, "memory": memory_limit}}
-
-
-# The admission webhook's certificate Jobs, which run before the release's pods and end.
-ADMISSION_JOB = Requests("10m", "32Mi")
 
 
 def grafana_sidecar_role() -> dict[str, Any]:
@@ -229,7 +224,7 @@ def kube_prometheus_stack_values(plan: Plan, docker_hub_registry: Optional[str] 
             # The certgen jobs only call the API; above the host's UIDs, not the chart's 2000. The chart's
             # seccompProfile stays: Helm merges this map into its own.
             "admissionWebhooks": {
-                "patch": {"resources": _requests_and_memory_limit(ADMISSION_JOB, "128Mi"), "securityContext": above_host_uids()}
+                "patch": {"resources": _requests_and_memory_limit(system.ADMISSION_JOB, "128Mi"), "securityContext": above_host_uids()}
             },
         },
         "prometheus": {

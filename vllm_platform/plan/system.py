@@ -56,6 +56,9 @@ ENVOY_PROXY = Requests("500m", "512Mi")
 EXTPROC = Requests("250m", "256Mi")
 SHUTDOWN_MANAGER = Requests("10m", "32Mi")
 STAGING_JOB = Requests("500m", "512Mi")
+# The Prometheus operator's admission certificate Jobs, Helm hooks that run before the release's pods and end:
+# not counted in the fit.
+ADMISSION_JOB = Requests("10m", "32Mi")
 
 # Replicas the builders set, where the plan does not decide them.
 CONTROLLER_REPLICAS = 2
