@@ -5,7 +5,7 @@ SCAN_VENV ?= venv-scan
 STACK ?= dev
 OUT ?= build/$(STACK)
 
-.PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean vllm-flags
+.PHONY: test test-lowest scan render preview up verify install policies-install policy-pack docs bench clean vllm-flags alert-tools
 
 # $(1): a virtualenv, created if missing; $(2): the requirements file it installs. pip lists each package
 # as it goes: the first install of the program's venv fills about 1 GB on disk, in about two minutes.
@@ -27,6 +27,12 @@ policies/venv/.installed: policies/requirements.txt
 	$(call virtualenv,policies/venv,policies/requirements.txt)
 
 install: $(VENV)/.installed
+
+# amtool and Alertmanager from Debian stable, for the alert tests (which look in build/tools/alertmanager first).
+build/tools/alertmanager/amtool: tools/alertmanager-from-debian
+	tools/alertmanager-from-debian build/tools/alertmanager
+
+alert-tools: build/tools/alertmanager/amtool
 
 policies-install: policies/venv/.installed
 

@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, NoReturn, Optional, Union
 
 import pytest
 import yaml
@@ -42,16 +42,24 @@ READY_WITHIN = 60.0  # seconds for a loopback server to answer /-/ready: a bound
 # (a killed worker, a cancelled job): a bound, far above any test's use of it.
 SERVER_LIFETIME = 600
 NAMESPACE = "inference"
+# Where tools/alertmanager-from-debian unpacks Debian stable's amtool and Alertmanager.
+UNPACKED_ALERTMANAGER = Path(__file__).resolve().parents[1] / "build" / "tools" / "alertmanager"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip for `reason`, or fail where REQUIRE_PROMETHEUS_TOOLS=1 says the tools must be there."""
+    if os.environ.get("REQUIRE_PROMETHEUS_TOOLS") == "1":
+        pytest.fail(f"{reason}, and REQUIRE_PROMETHEUS_TOOLS=1 says it must be")
+    pytest.skip(reason)
 
 
 def tool(name: str, *other_names: str) -> str:
-    """The binary by its name, or one of its other names (Debian calls Alertmanager prometheus-alertmanager)."""
-    path = next((found for n in (name, *other_names) if (found := shutil.which(n))), None)
+    """The binary by its name, or one of its other names (Debian calls Alertmanager prometheus-alertmanager):
+    from tools/alertmanager-from-debian's folder first, then PATH."""
+    search = os.pathsep.join((str(UNPACKED_ALERTMANAGER), os.environ.get("PATH", "")))
+    path = next((found for n in (name, *other_names) if (found := shutil.which(n, path=search))), None)
     if path is None:
-        reason = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
-        if os.environ.get("REQUIRE_PROMETHEUS_TOOLS") == "1":
-            pytest.fail(f"{reason}, and REQUIRE_PROMETHEUS_TOOLS=1 says it must be")
-        pytest.skip(reason)
+        missing(f"{name} is not installed (apt-get install prometheus; make alert-tools)")
     return path
 
 

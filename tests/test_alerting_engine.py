@@ -1,6 +1,7 @@
 """Alertmanager routing and inhibitions on the real engines: amtool and an Alertmanager on loopback, from
-Debian's prometheus-alertmanager package (0.25). They skip, or fail under REQUIRE_PROMETHEUS_TOOLS=1, as
-the tests of tests/test_alert_engine.py do.
+Debian stable's prometheus-alertmanager package (0.28, which tools/alertmanager-from-debian unpacks into
+build/tools/alertmanager). They skip, or fail under REQUIRE_PROMETHEUS_TOOLS=1, as the tests of
+tests/test_alert_engine.py do, and an amtool too old to read the config as rendered counts as missing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import objects_of, rendered_stack, stack_document
-from tests.test_alert_engine import NAMESPACE, free_port, loopback_server, rule_groups, run, tool
+from tests.test_alert_engine import NAMESPACE, free_port, loopback_server, missing, rule_groups, run, tool
 from tests.test_charts import chart_objects
 from tests.test_observability import _release_inputs
 from vllm_platform.config.alerting import Alerting
@@ -26,7 +27,8 @@ from vllm_platform.config.loader import stack_config
 from vllm_platform.k8s import alerting
 from vllm_platform.pins import KUBE_PROMETHEUS_STACK
 
-# Alertmanager 0.26 added webhook `url_file`; Debian's amtool 0.25 refuses it (the cluster runs 0.34).
+# Alertmanager 0.26 added a webhook's `url_file`, which the rendered config uses (the cluster runs 0.34): an amtool
+# before it, such as bookworm's 0.25, cannot read the config as rendered.
 URL_FILE_SINCE = (0, 26)
 LISTED_WITHIN = 30.0  # seconds for Alertmanager to list the alerts posted to it: a bound, not a speed
 
@@ -48,7 +50,7 @@ CONFIGS = {"prod": prod_alerting, "sns and webhook": topic_and_hook_alerting, "n
 
 
 def version_of(output: str) -> tuple[int, int]:
-    """Major and minor of `amtool --version`, such as "amtool, version 0.25.0 (branch: debian/sid, ...)"."""
+    """Major and minor of `amtool --version`, such as "amtool, version 0.28.1+ds (branch: debian/sid, ...)"."""
     found = re.search(r"\bversion (\d+)\.(\d+)\.", output)
     assert found, f"no version in {output!r}"
     return int(found[1]), int(found[2])
@@ -60,41 +62,38 @@ def amtool_version(amtool: str) -> tuple[int, int]:
     return version_of(done.stdout + done.stderr)
 
 
-def checkable(config: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
-    """The config as an amtool of `version` can check it: as rendered from 0.26 on; before, for the check
-    and only there, a webhook's file becomes an inline URL, and every other field stays as rendered."""
-    if version >= URL_FILE_SINCE:
-        return config
-    copied = json.loads(json.dumps(config))
-    for receiver in copied["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook.pop("url_file")
-            hook["url"] = "https://heartbeat.invalid/ping"
-    return copied
+def new_enough(binary: str) -> str:
+    """`binary` (amtool or Alertmanager), where it reads the config as rendered; else skip, or fail in CI."""
+    version = amtool_version(binary)
+    if version < URL_FILE_SINCE:
+        missing(f"{binary} is {'.'.join(map(str, version))}, before {'.'.join(map(str, URL_FILE_SINCE))}, which a webhook's "
+                "url_file needs (run tools/alertmanager-from-debian for Debian stable's)")
+    return binary
 
 
-def written(amtool: str, config: dict[str, Any], path: Path) -> Path:
-    path.write_text(yaml.safe_dump(checkable(config, amtool_version(amtool))))
+def amtool_binary() -> str:
+    return new_enough(tool("amtool"))
+
+
+def written(config: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config))
     return path
 
 
-def test_only_an_amtool_before_0_26_checks_an_inline_url_for_a_webhooks_file() -> None:
+def test_the_amtool_version_is_read_from_what_it_prints() -> None:
     assert version_of("amtool, version 0.25.0 (branch: debian/sid, revision: 0.25.0-1+b4)") == (0, 25)
-    assert version_of("amtool, version 0.28.1 (branch: HEAD, revision: b2099eaa2c9ebc25edb26517cb9c732738e93910)") == (0, 28)
-    config = alerting.alertmanager_config(prod_alerting())
-    assert checkable(config, (0, 26)) == config, "a newer amtool checks the config as rendered"
-    (hook,) = [h for r in checkable(config, (0, 25))["receivers"] for h in r.get("webhook_configs", [])]
-    assert "url_file" not in hook and hook["url"].startswith("https://")
+    assert version_of("amtool, version 0.28.1+ds (branch: debian/sid, revision: 0.28.1+ds-1)") == (0, 28)
+    assert version_of("alertmanager, version 0.34.0 (branch: HEAD, revision: b2099eaa2c9e)") == (0, 34)
 
 
 @pytest.mark.parametrize("which", sorted(CONFIGS))
 def test_the_rendered_alertmanager_config_passes_amtool_check(which: str, tmp_path: Path) -> None:
-    amtool = tool("amtool")
+    amtool = amtool_binary()
     config = alerting.alertmanager_config(CONFIGS[which]())
     kinds = {key for receiver in config["receivers"] for key in receiver if key.endswith("_configs")}
     assert kinds == {"prod": {"pagerduty_configs", "slack_configs", "webhook_configs"},
                      "sns and webhook": {"sns_configs", "webhook_configs"}, "no receivers": set()}[which]  # fmt: skip
-    done = run(amtool, "check-config", str(written(amtool, config, tmp_path / "alertmanager.yaml")))
+    done = run(amtool, "check-config", str(written(config, tmp_path / "alertmanager.yaml")))
     assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
     if which == "sns and webhook":
         path = tmp_path / "alertmanager.yaml"
@@ -111,12 +110,12 @@ def routed_to(amtool: str, path: Path, labels: dict[str, str]) -> str:
 def test_prods_critical_alerts_page_and_its_warnings_reach_the_chat(tmp_path: Path) -> None:
     """The config as prod's kube-prometheus-stack release sends it, and every alert prod's Prometheus may fire:
     the platform's own and the chart's default rules, as its pinned chart renders them."""
-    amtool = tool("amtool")
+    amtool = amtool_binary()
     settings = prod_alerting()
     rendering = rendered_stack("prod")
     config = _release_inputs(rendering, KUBE_PROMETHEUS_STACK.release)["values"]["alertmanager"]["config"]
     assert config == alerting.alertmanager_config(settings)
-    path = written(amtool, config, tmp_path / "alertmanager.yaml")
+    path = written(config, tmp_path / "alertmanager.yaml")
     (rule,) = objects_of(rendering, "PrometheusRule")
     chart_rules = [o for o in chart_objects("prod")[KUBE_PROMETHEUS_STACK.release] if o["kind"] == "PrometheusRule"]
     rules = [r for rule in (rule, *chart_rules) for g in rule_groups(rule) for r in g["rules"] if "alert" in r]
@@ -139,17 +138,17 @@ def test_prods_critical_alerts_page_and_its_warnings_reach_the_chat(tmp_path: Pa
 
 
 def test_without_receivers_everything_goes_to_null(tmp_path: Path) -> None:
-    amtool = tool("amtool")
-    path = written(amtool, alerting.alertmanager_config(None), tmp_path / "alertmanager.yaml")
+    amtool = amtool_binary()
+    path = written(alerting.alertmanager_config(None), tmp_path / "alertmanager.yaml")
     for labels in ({"alertname": "VllmModelDown", "severity": "critical"}, {"alertname": "Watchdog", "severity": "none"}):
         assert routed_to(amtool, path, labels) == alerting.NULL_RECEIVER
 
 
 def test_amtool_refuses_a_route_to_a_receiver_that_does_not_exist(tmp_path: Path) -> None:
-    amtool = tool("amtool")
+    amtool = amtool_binary()
     config = alerting.alertmanager_config(prod_alerting())
     config["route"]["routes"][2]["receiver"] = "nobody"
-    assert run(amtool, "check-config", str(written(amtool, config, tmp_path / "alertmanager.yaml"))).returncode != 0
+    assert run(amtool, "check-config", str(written(config, tmp_path / "alertmanager.yaml"))).returncode != 0
 
 
 # --- Alertmanager itself: the inhibitions, on the rendered config --------------------------------------------
