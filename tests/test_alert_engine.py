@@ -699,19 +699,37 @@ def instant_query(url: str, query: str, at: float) -> list[dict[str, Any]]:
     return document["data"]["result"]
 
 
+# The committed stacks' rendered queues on the same server: prod's 8B has series (one pod here, and a model of the
+# same name in another namespace), its 70B none, and every other stack's model of those names reads the same.
+RENDERED_WAITING = {("meta-llama/Llama-3.1-8B-Instruct", NAMESPACE, "llama-8b-1"): 6,
+                    ("meta-llama/Llama-3.1-8B-Instruct", "elsewhere", "llama-8b-9"): 100}  # fmt: skip
+
+
+def rendered_scaled_objects() -> list[tuple[str, dict[str, Any], str]]:
+    """(stack, ScaledObject, the model's served name) of every committed stack's rendered ScaledObject."""
+    found = []
+    for stack in COMMITTED_STACKS:
+        rendering = rendered_stack(stack)
+        for scaled in objects_of(rendering, "ScaledObject"):
+            found.append((stack, scaled, rendering.plan.model(scaled["metadata"]["name"]).served_name))
+    return found
+
+
 def test_each_scaled_object_reads_its_own_models_queue_on_a_real_prometheus(tmp_path: Path) -> None:
     plan = scaling_plan()
     at = float(int(time.time()) - 3600)
     waiting = {("alpha", NAMESPACE, "alpha-1"): 3, ("alpha", NAMESPACE, "alpha-2"): 4, ("beta", NAMESPACE, "beta-1"): 5,
-               ("alpha", "elsewhere", "alpha-9"): 100}  # fmt: skip
+               ("alpha", "elsewhere", "alpha-9"): 100, **RENDERED_WAITING}  # fmt: skip
     lines = ["# TYPE vllm:num_requests_waiting gauge"]
     for (model, namespace, pod), value in waiting.items():
         labels = f'namespace="{namespace}",model_name="{model}",engine="0",pod="{pod}"'
         lines += [f"vllm:num_requests_waiting{{{labels}}} {value} {at - step * 15:.0f}" for step in range(8, -1, -1)]
     openmetrics = "\n".join([*lines, "# EOF", ""])
     scaled = {m.name: autoscaling.scaled_object(m, "http://p:9090", "s:9090")["spec"] for m in plan.models}
+    rendered = rendered_scaled_objects()
     with prometheus_server(openmetrics, tmp_path) as url:
         answers = {name: instant_query(url, spec["triggers"][0]["metadata"]["query"], at) for name, spec in scaled.items()}
+        rendered_answers = [instant_query(url, queue_trigger(o["spec"])["metadata"]["query"], at) for _, o, _ in rendered]
     assert [float(r["value"][1]) for r in answers["alpha"]] == [7.0], "both pods, and nothing from another namespace"
     assert [float(r["value"][1]) for r in answers["beta"]] == [5.0]
     # No series: an empty vector, not 0. What it means is the ScaledObject's to say.
@@ -719,3 +737,25 @@ def test_each_scaled_object_reads_its_own_models_queue_on_a_real_prometheus(tmp_
     gamma, delta = scaled["gamma"], scaled["delta"]
     assert gamma["triggers"][0]["metadata"]["ignoreNullValues"] == "false" and gamma["fallback"]["replicas"] == 1
     assert delta["triggers"][0]["metadata"]["ignoreNullValues"] == "true" and "fallback" not in delta
+    # As the committed stacks render them: each reads its own model in its own namespace, and where its model has
+    # no series the empty answer means what its replicas say: an error and a held fallback above zero, 0 at zero.
+    assert {stack for stack, _, _ in rendered} >= {"dev", "staging", "prod"}
+    for (stack, scaled_object, served), answer in zip(rendered, rendered_answers):
+        namespace, spec = scaled_object["metadata"]["namespace"], scaled_object["spec"]
+        seeded = sum(v for (model, ns, _), v in RENDERED_WAITING.items() if (model, ns) == (served, namespace))
+        where = f"{stack}'s {scaled_object['metadata']['name']}"
+        if seeded:
+            assert [float(r["value"][1]) for r in answer] == [seeded], where
+            continue
+        assert answer == [], where
+        if spec["minReplicaCount"] > 0:
+            assert queue_trigger(spec)["metadata"]["ignoreNullValues"] == "false", where
+            assert spec["fallback"]["replicas"] == spec["minReplicaCount"], where
+        else:
+            assert queue_trigger(spec)["metadata"]["ignoreNullValues"] == "true" and "fallback" not in spec, where
+    assert any(answer == [] for answer in rendered_answers) and any(answer != [] for answer in rendered_answers)
+
+
+def queue_trigger(spec: dict[str, Any]) -> dict[str, Any]:
+    (trigger,) = [t for t in spec["triggers"] if t["type"] == "prometheus"]
+    return trigger
