@@ -252,10 +252,11 @@ def test_the_script_is_the_projects_own_package_in_its_config_map() -> None:
     model, plan = staged(document_plan(cached()))
     config_map = staging.script_config_map(model, plan)
     package = Path(stage_model.__file__).parent
-    assert config_map["data"] == {p.name: p.read_text() for p in package.glob("*.py")}
-    assert {"stage_model.py", "hub.py", "retry.py", "__init__.py"} <= set(config_map["data"])
+    assert config_map["data"] == {f"staging.{p.name}": p.read_text() for p in package.glob("*.py")}
+    assert {"staging.stage_model.py", "staging.hub.py", "staging.retry.py", "staging.__init__.py"} <= set(config_map["data"])
     (volume,) = [v for v in staging.job(model, plan, "model-cache", None, hf_token=False)["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
-    assert {i["key"]: i["path"] for i in volume["configMap"]["items"]} == {name: f"staging/{name}" for name in config_map["data"]}
+    assert {i["key"]: i["path"] for i in volume["configMap"]["items"]} == {
+        f"staging.{p.name}": f"staging/{p.name}" for p in package.glob("*.py")}
 
 
 def test_the_warm_placeholder_yields_to_any_model_and_holds_a_whole_node() -> None:

@@ -302,3 +302,50 @@ def test_without_the_venv_the_tools_stop_with_one_line(tmp_path: Path) -> None:
     (line,) = done.stderr.splitlines()
     assert "lacks pulumi" in line and "run `make install`" in line
     assert not list(tmp_path.iterdir())
+
+
+# Where each workload kind the program renders keeps its pod spec.
+POD_SPEC_PATHS = {"Deployment": ("spec", "template", "spec"), "StatefulSet": ("spec", "template", "spec"),
+                  "DaemonSet": ("spec", "template", "spec"), "Job": ("spec", "template", "spec")}  # fmt: skip
+
+
+def volume_items(pod: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, name, key) of every ConfigMap or Secret key a pod's volumes name by item, projected ones included."""
+    sources = [v for v in pod.get("volumes", [])]
+    sources += [s for v in pod.get("volumes", []) for s in v.get("projected", {}).get("sources", [])]
+    found = []
+    for source in sources:
+        for field, kind, name_field in (("configMap", "ConfigMap", "name"), ("secret", "Secret", "secretName")):
+            if field in source and not source[field].get("optional"):
+                name = source[field].get(name_field) or source[field].get("name")
+                found += [(kind, name, item["key"]) for item in source[field].get("items", [])]
+    return found
+
+
+@pytest.mark.parametrize("stack", COMMITTED_STACKS)
+def test_every_key_a_pod_mounts_by_item_is_in_the_object_as_rendered(stack: str) -> None:
+    """The kubelet refuses a volume whose item names a key its ConfigMap or Secret lacks, and the pod never starts:
+    as rendered (the keys Pulumi sends, which leave out any that starts with "__"), every such key is there."""
+    objects = rendered_stack(stack).manifests()
+    keys = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): {*o.get("data", {}), *o.get("stringData", {})}
+            for o in objects if o["kind"] in ("ConfigMap", "Secret")}  # fmt: skip
+    checked = 0
+    for workload in (o for o in objects if o["kind"] in POD_SPEC_PATHS):
+        pod = workload
+        for step in POD_SPEC_PATHS[workload["kind"]]:
+            pod = pod[step]
+        namespace = workload["metadata"].get("namespace")
+        for kind, name, key in volume_items(pod):
+            if (kind, namespace, name) not in keys:
+                continue  # made by a chart or by hand (the gateway's client keys), not among the program's objects
+            assert key in keys[kind, namespace, name], f"{workload['kind']} {workload['metadata']['name']}: {kind} {name} has no key {key!r}"
+            checked += 1
+    if stack != "local":
+        assert checked, "the staging Jobs' script and the models' token mount keys by item"
+
+
+def test_a_pods_missing_item_key_is_seen() -> None:
+    pod = {"volumes": [{"name": "s", "configMap": {"name": "m", "items": [{"key": "__init__.py", "path": "p"}]}},
+                       {"name": "o", "configMap": {"name": "m", "optional": True, "items": [{"key": "x", "path": "x"}]}},
+                       {"name": "p", "projected": {"sources": [{"secret": {"name": "t", "items": [{"key": "k", "path": "k"}]}}]}}]}  # fmt: skip
+    assert volume_items(pod) == [("ConfigMap", "m", "__init__.py"), ("Secret", "t", "k")]

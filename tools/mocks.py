@@ -31,6 +31,8 @@ def mask_secrets(value: Any, inside_secret: bool = False) -> Any:
     if isinstance(value, pulumi.StringAsset):
         return {"text": value.text}
     if isinstance(value, dict):
+        # Keys that start with "__" are internal to Pulumi (its SDK leaves them out of what it reads back): a
+        # ConfigMap key such as `__init__.py` would not reach the cluster, and the render shows it missing too.
         return {k: mask_secrets(value[k], inside_secret) for k in sorted(value) if not k.startswith("__")}
     if isinstance(value, list):
         return [mask_secrets(v, inside_secret) for v in value]

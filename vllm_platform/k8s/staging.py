@@ -49,8 +49,16 @@ def script_files() -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(STAGING_PACKAGE.glob("*.py"))}
 
 
+def config_map_key(file_name: str) -> str:
+    """The ConfigMap key that carries `file_name`: the package's name before it, so that no key starts with "__",
+    which Pulumi treats as an internal property and leaves out (`__init__.py` would never reach the cluster, and
+    the kubelet refuses a volume item whose key is missing)."""
+    return f"{POD_PACKAGE}.{file_name}"
+
+
 def script_config_map(model: ModelPlan, staging: StagingPlan) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(model, staging), "data": script_files()}
+    data = {config_map_key(name): text for name, text in script_files().items()}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(model, staging), "data": data}
 
 
 def wait_seconds(staging: StagingPlan) -> int:
@@ -92,7 +100,7 @@ def job(model: ModelPlan, staging: StagingPlan, bucket: Any, region: Optional[st
             "configMap": {
                 "name": staging.job_name,
                 "defaultMode": 0o444,
-                "items": [{"key": name, "path": f"{POD_PACKAGE}/{name}"} for name in script_files()],
+                "items": [{"key": config_map_key(name), "path": f"{POD_PACKAGE}/{name}"} for name in script_files()],
             },
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
