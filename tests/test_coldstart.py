@@ -124,9 +124,10 @@ def test_an_existing_clusters_nodes_pull_without_parallel_pull(created: bool, pu
     assert f"image pull {expected} s" in note and f"~{model.cold_start.from_zero_seconds} s from zero" in note
 
 
-def test_nvswitch_nodes_boot_with_the_fabric_manager() -> None:
-    assert coldstart.node_boot_seconds(INSTANCE_TYPES["p4d.24xlarge"]) == c("NODE_BOOT_SECONDS") + c("FABRIC_MANAGER_WAIT_SECONDS")
-    assert coldstart.node_boot_seconds(INSTANCE_TYPES["g5.48xlarge"]) == c("NODE_BOOT_SECONDS")
+def test_nvswitch_nodes_boot_with_the_fabric_manager_and_every_node_after_karpenters_batch() -> None:
+    launch = c("KARPENTER_BATCH_IDLE_SECONDS") + c("NODE_BOOT_SECONDS")
+    assert coldstart.node_boot_seconds(INSTANCE_TYPES["p4d.24xlarge"]) == launch + c("FABRIC_MANAGER_WAIT_SECONDS")
+    assert coldstart.node_boot_seconds(INSTANCE_TYPES["g5.48xlarge"]) == launch
 
 
 def test_engine_start_grows_with_size_from_the_measured_anchors() -> None:

@@ -73,6 +73,14 @@ CONSTANTS: dict[str, Constant] = {
         "NodeClaim status transitions)",
         "from a NodeClaim to nvidia.com/gpu on the node",
     ),
+    "KARPENTER_BATCH_IDLE_SECONDS": Constant(
+        1, "s", "2026-08-20",
+        "aws/karpenter-provider-aws@v1.14.1 website/content/en/docs/reference/settings.md, BATCH_IDLE_DURATION: "
+        "\"The maximum amount of time with no new pending pods that if exceeded ends the current batching window\" "
+        "(default = 1s), which the pinned chart keeps (settings.batchIdleDuration); pods that keep arriving stretch it "
+        "to BATCH_MAX_DURATION, 10 s",
+        "how long Karpenter waits for more pending pods before it asks for a node: a lone replica's wait for its NodeClaim",
+    ),
     "FABRIC_MANAGER_WAIT_SECONDS": Constant(
         30, "s", "2026-05-12",
         "pytorch/ci-infra#552 (AL2023 NVIDIA AMI): the host fabric manager \"waits up to its 30 s GFM Wait Timeout\"",
@@ -238,7 +246,9 @@ def link_bytes_per_second(instance: InstanceType) -> float:
 
 
 def node_boot_seconds(instance: InstanceType) -> float:
-    return c("NODE_BOOT_SECONDS") + (c("FABRIC_MANAGER_WAIT_SECONDS") if instance.name in NVSWITCH_TYPES else 0)
+    """From the replica pending to the GPU on its new node: Karpenter's batch window, then the node's boot."""
+    fabric_manager = c("FABRIC_MANAGER_WAIT_SECONDS") if instance.name in NVSWITCH_TYPES else 0
+    return c("KARPENTER_BATCH_IDLE_SECONDS") + c("NODE_BOOT_SECONDS") + fabric_manager
 
 
 def parallel_pull(instance: InstanceType, fast_pull: bool) -> bool:
