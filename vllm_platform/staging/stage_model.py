@@ -60,8 +60,10 @@ S3_CONFIG = Config(connect_timeout=HTTP_TIMEOUT_SECONDS, read_timeout=HTTP_TIMEO
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 REVISION = re.compile(r"[0-9a-f]{40}")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-# What vLLM reads to serve: safetensors weights, configs and tokenizers. Other weight formats are
-# duplicates at best, and Llama repos keep a second copy of their weights as .pth under original/.
+# What vLLM reads to serve: safetensors weights, configs and tokenizers. Every .json and .txt is taken, since configs,
+# generation settings, tokenizers, chat templates and vocabularies (merges.txt, vocab.txt) come under many names
+# (params.json is a Mistral-only repo's config): small files, a LICENSE.txt among them costing nothing. Other weight
+# formats are duplicates at best, and Llama repos keep a second copy of their weights as .pth under original/.
 WANTED = re.compile(r".*\.(?:safetensors|json|tiktoken|jinja|txt)|(?:.*/)?(?:tokenizer\.model|vocab\.[^/]+)")
 UNWANTED = re.compile(r".*\.(?:bin|pth|pt|gguf|h5|msgpack|onnx)")
 # Mistral repos keep their weights twice: Hugging Face shards and Mistral's own consolidated*.safetensors. vLLM's
