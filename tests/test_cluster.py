@@ -487,7 +487,8 @@ def test_helm_releases_are_pinned_and_go_through_the_cluster_provider(stack: str
             assert resource.provider and resource.provider.split("::")[-2] == provider.name, resource.name
 
 
-def test_workloads_wait_for_the_cluster_but_not_for_gpu_capacity() -> None:
+def test_workloads_wait_for_the_cluster_and_the_node_pools_objects_but_not_for_gpu_capacity() -> None:
+    """A NodePool is an object the API server stores at once: waiting for it is not waiting for a node."""
     rendering = rendered_stack("prod")
     namespace = one(rendering, "kubernetes:core/v1:Namespace", "inference")
     (observability,) = of_type(rendering, "vllm-platform:index:Observability")
