@@ -39,13 +39,18 @@ STACK = "gw"
 VIA_GATEWAY = ["--stack", STACK, "--via-gateway", "--api-key-env", KEY_VARIABLE]
 GATEWAY_CHECKS = ("key-required", "key-allowed", "completions", "latency-p95")
 KEYLESS_REFUSED = "refused with 401 without a key: POST /v1/chat/completions, GET /v1/models"
+UNKNOWN_MODEL_PASSED = [
+    "(gateway)", "unknown-model", "PASS", f"404 model_not_found for {probe.UNKNOWN_MODEL!r}, which no route serves"]
 # Without --client, verify cannot tell a key scoped to some models from one the gateway wrongly refuses.
 PASS_THE_CLIENT = "; for a key scoped to some models, pass --client NAME (its gateway.clients entry) to expect 403 for the others"
 
 
 class GatewayDouble(VllmDouble):
-    """The gateway as a client meets it: 401 without `Authorization: Bearer <a known key>`, 403 for a model
-    outside that key's list, 404 off the two OpenAI paths verify uses; otherwise the vLLM double's answer."""
+    """The gateway as a client meets it: 401 without `Authorization: Bearer <a known key>`, 403 for a served model
+    outside that key's list, 404 for a model it does not serve (as AI Gateway's route-not-found, after the
+    authorization rules, which name served models only) and off the two OpenAI paths verify uses; otherwise the
+    vLLM double's answer. `unknown_status`: what a model it does not serve gets instead, as a gateway whose
+    responseOverride is missing (a bare 404) or that sends every model somewhere."""
 
     def __init__(
         self,
@@ -53,9 +58,11 @@ class GatewayDouble(VllmDouble):
         keyless_passes: bool = False,
         models_listed_keyless: bool = False,
         unready: int = 0,
+        unknown_status: Optional[int] = None,
         **variant: Any,
     ):
         super().__init__(served=(MODEL, OTHER), **variant)
+        self.unknown_status = unknown_status
         self.RequestHandlerClass = _GatewayHandler  # the vLLM double's handler, behind the gateway's own checks
         self.keys = {KEY: (MODEL, OTHER)} if keys is None else keys
         self.keyless_passes = keyless_passes  # a gateway without its key check: keyless requests reach the models
@@ -85,7 +92,7 @@ class _GatewayHandler(_VllmHandler):
         refusal = None
         if key not in self.server.keys:
             refusal = 401
-        elif model is not None and model not in self.server.keys[key]:
+        elif model in self.server.served and model not in self.server.keys[key]:
             refusal = 403
         if refusal is None:
             return False
@@ -108,6 +115,14 @@ class _GatewayHandler(_VllmHandler):
             self._error(404)
             return
         if self._refused(request.get("model")):
+            return
+        if request.get("model") not in self.server.served:
+            if self.server.unknown_status is None:
+                self._error(404)
+            elif self.server.unknown_status == 404:
+                self._reply(404, {"detail": "Not Found"})  # not OpenAI's shape
+            else:
+                self._complete(request)
             return
         with self.server.lock:
             unready = self.server.unready > 0
@@ -154,7 +169,9 @@ def test_every_model_passes_through_the_gateway_with_the_right_key(gateway, fake
     out, err = capsys.readouterr()
     result = json.loads(out)
     assert code == cli.EXIT_PASSED, result
-    assert rows(result) == [(model, check, "PASS") for model in (MODEL, "qwen") for check in GATEWAY_CHECKS]
+    assert rows(result) == [(model, check, "PASS") for model in (MODEL, "qwen") for check in GATEWAY_CHECKS] + [
+        (verdicts.GATEWAY_ROW, "unknown-model", "PASS")]
+    assert details(result, verdicts.GATEWAY_ROW)["unknown-model"] == f"404 model_not_found for {probe.UNKNOWN_MODEL!r}, which no route serves"
     assert details(result, "qwen")["key-required"] == KEYLESS_REFUSED
     assert details(result, "qwen")["key-allowed"] == f"this key may use {OTHER}"
     assert details(result, "qwen")["completions"] == "4/4 succeeded"
@@ -201,8 +218,9 @@ def test_a_key_scoped_to_some_models_shows_which(gateway, fake_pulumi, monkeypat
         ["qwen", "key-allowed", "FAIL", f"403: this key may not use {OTHER}{PASS_THE_CLIENT}"],
         ["qwen", "completions", "FAIL", "skipped: the key-allowed check failed"],
         ["qwen", "latency-p95", "FAIL", "skipped: the key-allowed check failed"],
+        UNKNOWN_MODEL_PASSED,
     ]
-    assert out.splitlines()[-1] == "FAIL: 3 of 8 checks failed"
+    assert out.splitlines()[-1] == "FAIL: 3 of 9 checks failed"
     assert server.refused == {(401, MODEL): 1, (401, OTHER): 1, (401, "None"): 2, (403, OTHER): 1}, "one 403, then no completions"
     assert "Traceback" not in err and KEY not in out + err
 
@@ -235,8 +253,8 @@ def test_a_scoped_key_passes_with_its_client_named(gateway, fake_pulumi, tmp_pat
     assert code == cli.EXIT_PASSED, out
     table = [line.split(None, 3) for line in out.splitlines()[1:-1]]
     assert [row[:3] for row in table[:4]] == [[MODEL, check, "PASS"] for check in GATEWAY_CHECKS]
-    assert table[4:] == [["qwen", "key-required", "PASS", KEYLESS_REFUSED], BATCH_REFUSED]
-    assert out.splitlines()[-1] == "PASS: all 6 checks passed"
+    assert table[4:] == [["qwen", "key-required", "PASS", KEYLESS_REFUSED], BATCH_REFUSED, UNKNOWN_MODEL_PASSED]
+    assert out.splitlines()[-1] == "PASS: all 7 checks passed"
     assert server.refused[(403, OTHER)] == 1 and all(r["model"] == MODEL for r in server.chat_requests), "one 403, no completions"
     assert made_calls(calls, STACK) and KEY not in out + err
 
@@ -580,3 +598,24 @@ def test_the_redactor_replaces_every_concealed_secret_and_forgets_them_after_the
         client.conceal("sk-a-longer")
         assert client.redacted("Bearer sk-a-longer, then sk-a") == "Bearer [redacted], then [redacted]"
     assert client.redacted("sk-a") == "sk-a"
+
+
+@pytest.mark.parametrize(
+    ("unknown_status", "passed", "detail"),
+    [
+        (None, True, "404 model_not_found for 'vllm-platform-verify-unknown-model', which no route serves"),
+        (404, False, "HTTP 404: {\"detail\": \"Not Found\"}; not the gateway's OpenAI error (code model_not_found)"),
+        (200, False, "HTTP 200: the gateway answered 'vllm-platform-verify-unknown-model', which no route serves"),
+    ],
+    ids=["openai-404", "bare-404", "answered"],
+)
+def test_a_model_no_route_serves_must_get_openais_404(unknown_status, passed, detail, gateway, fake_pulumi, monkeypatch, capsys):
+    server = gateway(unknown_status=unknown_status)
+    fake_pulumi(gateway_outputs(server))
+    monkeypatch.setenv(KEY_VARIABLE, KEY)
+    code = cli.main([*VIA_GATEWAY, *FAST, "--json"])
+    result = json.loads(capsys.readouterr().out)
+    (check,) = [c for c in result["checks"] if c["check"] == "unknown-model"]
+    assert (check["status"] == "PASS", check["detail"]) == (passed, detail)
+    assert code == (cli.EXIT_PASSED if passed else cli.EXIT_FAILED)
+    assert server.refused[(403, probe.UNKNOWN_MODEL)] == 0, "the authorization rules name served models only"

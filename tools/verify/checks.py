@@ -177,8 +177,11 @@ def evaluate_keyless(model: str, responses: Mapping[str, Response]) -> Check:
     return Check(model, "key-required", True, f"refused with 401 without a key: {', '.join(responses)}")
 
 
-# The `error.code` of the gateway's own 403, as its responseOverride renders it in OpenAI's error shape.
+# The `error.code` of the gateway's own 403 and 404, as its responseOverride renders them in OpenAI's error shape.
 MODEL_NOT_ALLOWED = json.loads(dict(ERROR_RESPONSES)[403])["error"]["code"]
+MODEL_NOT_FOUND = json.loads(dict(ERROR_RESPONSES)[404])["error"]["code"]
+# The row of the checks that are the gateway's own, for no one model.
+GATEWAY_ROW = "(gateway)"
 KEY_NOT_ACCEPTED = "401: the gateway does not accept this key"
 
 
@@ -228,6 +231,23 @@ def evaluate_refused(model: str, gateway_model: str, response: Response, client:
             model, "key-refused", False, f"HTTP {response.status}: the key may use {gateway_model}, which client {client}'s list does not name"
         )
     return Check(model, "key-refused", False, f"{response.problem()}; expected 403: client {client} may not use {gateway_model}")
+
+
+def evaluate_unknown_model(gateway_model: str, response: Response) -> Check:
+    """`unknown-model`: a chat completion with the key for a model no route serves must get the gateway's 404, in
+    OpenAI's error shape, so that an OpenAI client raises its NotFoundError rather than meet a bare 404."""
+    if response.error is not None:
+        return Check(GATEWAY_ROW, "unknown-model", False, response.error)
+    if response.status == 404:
+        code = openai_error_code(response.body)
+        if code == MODEL_NOT_FOUND:
+            return Check(GATEWAY_ROW, "unknown-model", True, f"404 {code} for {gateway_model!r}, which no route serves")
+        return Check(GATEWAY_ROW, "unknown-model", False, f"{response.problem()}; not the gateway's OpenAI error (code {MODEL_NOT_FOUND})")
+    if response.status == 401:
+        return Check(GATEWAY_ROW, "unknown-model", False, KEY_NOT_ACCEPTED)
+    if response.ok:
+        return Check(GATEWAY_ROW, "unknown-model", False, f"HTTP {response.status}: the gateway answered {gateway_model!r}, which no route serves")
+    return Check(GATEWAY_ROW, "unknown-model", False, f"{response.problem()}; expected 404 {MODEL_NOT_FOUND} for {gateway_model!r}")
 
 
 def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:

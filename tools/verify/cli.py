@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import Check, Options, UsageError
 from tools.verify.kube import KubeApi, KubeError
-from tools.verify.probe import verify_target, verify_via_gateway
+from tools.verify.probe import unknown_model_check, verify_target, verify_via_gateway
 from tools.verify.client import conceal, redacting
 from tools.verify.report import progress, render_json, render_table, usage_error
 from tools.verify.stack import (
@@ -193,7 +193,10 @@ def run_via_gateway(args: argparse.Namespace, options: Options) -> list[Check]:
     conceal(key)  # whatever a server echoes of it, verify prints none of it
     scope = None if args.client is None else key_scope(args.stack, args.client)
     targets = gateway_targets(stack_outputs(args.stack))
-    return [check for target in targets for check in verify_via_gateway(target, options, key, scope)]
+    checks = [check for target in targets for check in verify_via_gateway(target, options, key, scope)]
+    if targets:  # every target is at the one endpoint
+        checks.append(unknown_model_check(targets[0].url, options, key))
+    return checks
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

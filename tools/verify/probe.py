@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, Sequence
 
 from tools.verify.checks import (
+    GATEWAY_ROW,
+    MODEL_NOT_FOUND,
     Check,
     KeyScope,
     Options,
@@ -28,6 +30,7 @@ from tools.verify.checks import (
     evaluate_pods,
     evaluate_refused,
     evaluate_restarts,
+    evaluate_unknown_model,
     models_problem,
 )
 from tools.verify.client import HttpClient, Response, http_request
@@ -371,6 +374,18 @@ def gateway_checks(target: Target, options: Options, api_key: str, scope: Option
 
 def _past_deadline(target: Target) -> Check:
     return Check(target.name, "deadline", False, "skipped: the run's --deadline passed before this model")
+
+
+# A model name no gateway route serves: its answer shows what a client that asks for an unknown model meets.
+UNKNOWN_MODEL = "vllm-platform-verify-unknown-model"
+
+
+def unknown_model_check(base_url: str, options: Options, api_key: str) -> Check:
+    """Once per run, with the key: a model the gateway does not serve gets its 404 in OpenAI's error shape."""
+    if time_left(options) <= 0:
+        return Check(GATEWAY_ROW, "unknown-model", False, "skipped: the run's --deadline passed")
+    progress(f"POST {base_url}{COMPLETIONS_PATH} for {UNKNOWN_MODEL!r} with the key, expecting 404 {MODEL_NOT_FOUND}")
+    return evaluate_unknown_model(UNKNOWN_MODEL, one_completion(base_url, UNKNOWN_MODEL, request_timeout(options), api_key))
 
 
 def verify_via_gateway(target: Target, options: Options, api_key: str, scope: Optional[KeyScope] = None) -> list[Check]:

@@ -421,7 +421,9 @@ def openai_error(message: str, kind: str, code: str) -> str:
 
 
 # Envoy's own answers, in OpenAI's error shape, so an OpenAI client raises the matching error: the custom
-# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it.
+# response filter is first in Envoy Gateway's order, so it sees the replies of the filters after it. Envoy Gateway
+# 1.9's responseOverride matches on the status alone (its CRD has no match on where the reply came from), so a
+# model's own reply with one of these codes, such as vLLM's 404 for a model it does not serve, gets the same body.
 ERROR_RESPONSES = (
     (401, openai_error("Missing or invalid API key: send Authorization: Bearer <key>.", "invalid_request_error", "invalid_api_key")),
     (403, openai_error("This API key may not use this model.", "invalid_request_error", "model_not_allowed")),
