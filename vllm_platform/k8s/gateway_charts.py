@@ -1,6 +1,10 @@
 """The chart values of the gateway's releases: Envoy Gateway (gateway-helm v1.9.0) and Envoy AI Gateway
 (ai-gateway-helm v1.1.0), configured as AI Gateway's manifests/envoy-gateway-values.yaml and
-examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say; the objects are in k8s/gateway.py."""
+examples/token_ratelimit/envoy-gateway-values-addon.yaml (v1.1.0) say; the objects are in k8s/gateway.py.
+
+One difference from the addon: it patches the rate limit's image to envoyproxy/ratelimit:60d8e81b (of January
+2025, Envoy Gateway 1.3's default), while gateway-helm v1.9.0's own default, 17b1956c, is newer (envoyproxy/gateway
+#9757, 2026-08-15, "bump ratelimit version"): the chart's default is kept, the release it was tested with."""
 
 from __future__ import annotations
 
