@@ -892,22 +892,24 @@ def test_a_region_the_offline_render_does_not_know_is_refused_by_name() -> None:
     render_document(in_region("eu-north-1"))
 
 
-@pytest.mark.parametrize(("instance_type", "refused"), [("p5.48xlarge", True), ("p4d.24xlarge", False)])
-def test_a_type_the_offline_table_has_no_data_for_is_refused_as_such(instance_type: str, refused: bool) -> None:
-    """Not "no zone offers it", which would blame EC2 for the render's own gap."""
-    document = minimal_document()
+def test_the_offline_table_has_offerings_for_every_catalog_type() -> None:
+    """A type the table lacked would render as one no zone offers, blaming EC2 for the render's own gap."""
+    offered_somewhere = {t for zones in offerings.OFFERINGS.values() for types in zones.values() for t in types}
+    assert set(INSTANCE_TYPES) <= offered_somewhere
+
+
+@pytest.mark.parametrize(("region", "offered"), [("us-west-1", True), ("eu-west-1", False)])
+def test_p5_renders_where_the_catalog_lists_it_and_is_refused_by_region_where_not(region: str, offered: bool) -> None:
+    document = in_region(region)
     cluster = document["config"]["vllm-platform:cluster"]
-    cluster["gpuNodePools"] = [{"name": "big", "instanceTypes": [instance_type], "minSize": 0, "maxSize": 1, "rootVolumeGiB": 300}]
-    document["config"]["vllm-platform:models"][0]["gpuPool"] = "big"
-    if not refused:
-        render_document(document)
+    cluster["gpuNodePools"] = [{"name": "h100", "instanceTypes": ["p5.48xlarge"], "minSize": 0, "maxSize": 1, "rootVolumeGiB": 300}]
+    document["config"]["vllm-platform:models"][0]["gpuPool"] = "h100"
+    if offered:
+        rendering = render_document(document)
+        assert {r.inputs["availabilityZone"] for r in resources_of(rendering, "aws:ec2/subnet:Subnet")} == {"us-west-1a", "us-west-1c"}
         return
-    with pytest.raises(ConfigError) as raised:
+    with pytest.raises(pulumi.RunError, match="no zone of region eu-west-1 does"):
         render_document(document)
-    assert raised.value.problems == [
-        "cluster.gpuNodePools: the offline render has no offerings data for p5.48xlarge (tools/offerings.py), so it "
-        "cannot choose or check its zones; a real `pulumi preview` asks EC2 in your account"
-    ]
 
 
 def test_the_preview_prints_the_quotas_a_stack_draws_on() -> None:

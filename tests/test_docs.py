@@ -32,8 +32,8 @@ def test_a_drifted_readme_is_caught(tmp_path, monkeypatch) -> None:
 
 def test_the_readme_names_every_region_the_offline_render_knows() -> None:
     text = " ".join((PROJECT_ROOT / "README.md").read_text().split())
-    listed = text.split("It knows the ")[1].split(". Another region")[0]
-    assert f"{len(offerings.REGION_ZONES)} regions with g5 or p4d" in listed
+    listed = text.split("It knows the ")[1].split(", and where in them")[0]
+    assert f"{len(offerings.REGION_ZONES)} regions with g5, p4d or p5" in listed
     named = {name.strip() for name in listed.split(":", 1)[1].replace(" and ", ", ").split(",")}
     assert named == set(offerings.REGION_ZONES)
     assert offerings.AS_OF in text

@@ -9,9 +9,9 @@ Offerings by availability zone ID, which is the same physical zone in every acco
 - Region level, as of AS_OF: instances.vantage.sh's data (a region where a type has a price), for the regions
   the catalog leaves out (sa-east-1, il-central-1, ap-southeast-1 for p4d, GovCloud, China). There the type
   is taken as offered in every zone of the region: ASSUMED lists them, and the README says so.
-p4de.24xlarge comes from the same catalog; p5.48xlarge is in neither source's rows read, so the offline
-render offers it nowhere. Offerings change: a real `pulumi preview` asks EC2 (DescribeInstanceTypeOfferings)
-in the account itself.
+p4de.24xlarge and p5.48xlarge come from the same catalog (its Local Zone rows, such as use1-atl2-az1, left
+out: a Local Zone needs opting in). Offerings change: a real `pulumi preview` asks EC2
+(DescribeInstanceTypeOfferings) in the account itself.
 
 Zone names: in regions older than November 2012, and for accounts created before November 2025, AWS maps zone
 names to zone IDs per account. Offline, name letter n is ID az n (us-west-2a is usw2-az1); confirm yours with
@@ -29,7 +29,7 @@ SOURCE = (
     f"instances.vantage.sh region data of {AS_OF} where it has no rows"
 )
 G5 = tuple(f"g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge"))
-P4D, P4DE = "p4d.24xlarge", "p4de.24xlarge"
+P4D, P4DE, P5 = "p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge"
 
 # Every zone ID of the region that needs no opt-in: those the catalog lists for any type there; for the
 # regions it leaves out, the region's three zones (az1 to az3). Offline, az n is the n-th name letter.
@@ -54,6 +54,7 @@ REGION_ZONES: dict[str, tuple[str, ...]] = {
     "us-east-1": ("use1-az1", "use1-az2", "use1-az3", "use1-az4", "use1-az5", "use1-az6"),
     "us-east-2": ("use2-az1", "use2-az2", "use2-az3"),
     "us-gov-west-1": ("usgw1-az1", "usgw1-az2", "usgw1-az3"),
+    "us-west-1": ("usw1-az1", "usw1-az3"),
     "us-west-2": ("usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"),
 }
 
@@ -95,6 +96,20 @@ _P4DE_ZONES = {
     "us-east-1": ("use1-az4", "use1-az6"),
     "us-west-2": ("usw2-az1", "usw2-az2", "usw2-az3"),
 }
+_P5_ZONES = {
+    "ap-northeast-1": ("apne1-az1", "apne1-az4"),
+    "ap-northeast-2": ("apne2-az1",),
+    "ap-south-1": ("aps1-az1", "aps1-az2", "aps1-az3"),
+    "ap-southeast-2": ("apse2-az1", "apse2-az2", "apse2-az3"),
+    "ap-southeast-3": ("apse3-az1",),
+    "ca-central-1": ("cac1-az4",),
+    "eu-north-1": ("eun1-az1", "eun1-az2", "eun1-az3"),
+    "eu-west-2": ("euw2-az1", "euw2-az2", "euw2-az3"),
+    "us-east-1": ("use1-az1", "use1-az2", "use1-az3", "use1-az4", "use1-az5", "use1-az6"),
+    "us-east-2": ("use2-az1", "use2-az2", "use2-az3"),
+    "us-west-1": ("usw1-az1", "usw1-az3"),
+    "us-west-2": ("usw2-az1", "usw2-az2", "usw2-az3", "usw2-az4"),
+}
 # Regions with a price for the type but no zone rows in the catalog: every zone of the region, assumed.
 ASSUMED: dict[str, tuple[str, ...]] = {
     "sa-east-1": (*G5, P4D),
@@ -108,7 +123,7 @@ ASSUMED: dict[str, tuple[str, ...]] = {
 
 def _offerings() -> dict[str, dict[str, set[str]]]:
     table: dict[str, dict[str, set[str]]] = {region: {zone: set() for zone in zones} for region, zones in REGION_ZONES.items()}
-    for types, zones_by_region in ((G5, _G5_ZONES), ((P4D,), _P4D_ZONES), ((P4DE,), _P4DE_ZONES)):
+    for types, zones_by_region in ((G5, _G5_ZONES), ((P4D,), _P4D_ZONES), ((P4DE,), _P4DE_ZONES), ((P5,), _P5_ZONES)):
         for region, zones in zones_by_region.items():
             for zone in zones:
                 table[region][zone] |= set(types)
@@ -120,11 +135,6 @@ def _offerings() -> dict[str, dict[str, set[str]]]:
 
 # region -> zone ID -> the catalog's GPU types EC2 offers there.
 OFFERINGS = _offerings()
-
-
-# Every type the table offers somewhere: a type outside it is one the offline render has no data for, not one
-# EC2 offers nowhere.
-KNOWN_TYPES = frozenset(t for zones in OFFERINGS.values() for types in zones.values() for t in types)
 
 
 def zone_name(region: str, zone_id: str) -> str:
