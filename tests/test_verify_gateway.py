@@ -40,7 +40,7 @@ VIA_GATEWAY = ["--stack", STACK, "--via-gateway", "--api-key-env", KEY_VARIABLE]
 GATEWAY_CHECKS = ("key-required", "key-allowed", "completions", "latency-p95")
 KEYLESS_REFUSED = "refused with 401 without a key: POST /v1/chat/completions, GET /v1/models"
 UNKNOWN_MODEL_PASSED = [
-    "(gateway)", "unknown-model", "PASS", f"404 model_not_found for {probe.UNKNOWN_MODEL!r}, which no route serves"]
+    "(gateway)", "unknown-model", "PASS", f"404 model_not_found: {probe.UNKNOWN_MODEL!r}, which no route serves"]
 # Without --client, verify cannot tell a key scoped to some models from one the gateway wrongly refuses.
 PASS_THE_CLIENT = "; for a key scoped to some models, pass --client NAME (its gateway.clients entry) to expect 403 for the others"
 
@@ -171,7 +171,7 @@ def test_every_model_passes_through_the_gateway_with_the_right_key(gateway, fake
     assert code == cli.EXIT_PASSED, result
     assert rows(result) == [(model, check, "PASS") for model in (MODEL, "qwen") for check in GATEWAY_CHECKS] + [
         (verdicts.GATEWAY_ROW, "unknown-model", "PASS")]
-    assert details(result, verdicts.GATEWAY_ROW)["unknown-model"] == f"404 model_not_found for {probe.UNKNOWN_MODEL!r}, which no route serves"
+    assert details(result, verdicts.GATEWAY_ROW)["unknown-model"] == f"404 model_not_found: {probe.UNKNOWN_MODEL!r}, which no route serves"
     assert details(result, "qwen")["key-required"] == KEYLESS_REFUSED
     assert details(result, "qwen")["key-allowed"] == f"this key may use {OTHER}"
     assert details(result, "qwen")["completions"] == "4/4 succeeded"
@@ -344,7 +344,7 @@ GATEWAY_403 = dict(ERROR_RESPONSES)[403].encode()
         ),
         (client.Response(401, b'{"error": {}}', 0.01), False, "401: the gateway does not accept this key"),
         (client.Response(200, b'{"choices": []}', 0.01), False, f"HTTP 200: the key may use {MODEL}, which client batch's list does not name"),
-        (client.Response(404, b"", 0.01), False, f"HTTP 404; expected 403: client batch may not use {MODEL}"),
+        (client.Response(404, b"", 0.01), False, f"HTTP 404; expected 403 model_not_allowed: client batch may not use {MODEL}"),
         (client.Response(None, b"", 2.0, "timed out after 2 s"), False, "timed out after 2 s"),
     ],
     ids=["the gateway's 403", "plain-text 403", "another code", "no error object", "401", "200", "404", "timeout"],
@@ -603,7 +603,7 @@ def test_the_redactor_replaces_every_concealed_secret_and_forgets_them_after_the
 @pytest.mark.parametrize(
     ("unknown_status", "passed", "detail"),
     [
-        (None, True, "404 model_not_found for 'vllm-platform-verify-unknown-model', which no route serves"),
+        (None, True, "404 model_not_found: 'vllm-platform-verify-unknown-model', which no route serves"),
         (404, False, "HTTP 404: {\"detail\": \"Not Found\"}; not the gateway's OpenAI error (code model_not_found)"),
         (200, False, "HTTP 200: the gateway answered 'vllm-platform-verify-unknown-model', which no route serves"),
     ],

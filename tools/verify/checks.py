@@ -178,8 +178,12 @@ def evaluate_keyless(model: str, responses: Mapping[str, Response]) -> Check:
 
 
 # The `error.code` of the gateway's own 403 and 404, as its responseOverride renders them in OpenAI's error shape.
-MODEL_NOT_ALLOWED = json.loads(dict(ERROR_RESPONSES)[403])["error"]["code"]
-MODEL_NOT_FOUND = json.loads(dict(ERROR_RESPONSES)[404])["error"]["code"]
+def gateway_error_code(status: int) -> str:
+    return str(json.loads(dict(ERROR_RESPONSES)[status])["error"]["code"])
+
+
+MODEL_NOT_ALLOWED = gateway_error_code(403)
+MODEL_NOT_FOUND = gateway_error_code(404)
 # The row of the checks that are the gateway's own, for no one model.
 GATEWAY_ROW = "(gateway)"
 KEY_NOT_ACCEPTED = "401: the gateway does not accept this key"
@@ -213,41 +217,43 @@ def evaluate_keyed(model: str, gateway_model: str, response: Response, client: O
     return Check(model, "key-allowed", True, f"this key may use {gateway_model}")
 
 
+def gateway_refusal(
+    row: str, check: str, response: Response, status: int, refused: str, answered: str
+) -> Check:
+    """`check` passes only on the gateway's own `status` in OpenAI's error shape (the code its responseOverride
+    gives that status), so that an OpenAI client raises the matching error; `refused` says what passed, and an
+    answer fails with `answered`."""
+    expected = gateway_error_code(status)
+    if response.error is not None:
+        return Check(row, check, False, response.error)
+    if response.status == status:
+        code = openai_error_code(response.body)
+        if code == expected:
+            return Check(row, check, True, f"{status} {code}: {refused}")
+        return Check(row, check, False, f"{response.problem()}; not the gateway's OpenAI error (code {expected})")
+    if response.status == 401:
+        return Check(row, check, False, KEY_NOT_ACCEPTED)
+    if response.ok:
+        return Check(row, check, False, f"HTTP {response.status}: {answered}")
+    return Check(row, check, False, f"{response.problem()}; expected {status} {expected}: {refused}")
+
+
 def evaluate_refused(model: str, gateway_model: str, response: Response, client: str) -> Check:
     """`key-refused`: a chat completion with the key for a model outside its client's list must get the gateway's
-    403, in OpenAI's error shape, so that an OpenAI client raises the matching error. An answer means the key
-    can use a model its client may not."""
-    if response.error is not None:
-        return Check(model, "key-refused", False, response.error)
-    if response.status == 403:
-        code = openai_error_code(response.body)
-        if code == MODEL_NOT_ALLOWED:
-            return Check(model, "key-refused", True, f"403 {code}: client {client} may not use {gateway_model}")
-        return Check(model, "key-refused", False, f"{response.problem()}; not the gateway's OpenAI error (code {MODEL_NOT_ALLOWED})")
-    if response.status == 401:
-        return Check(model, "key-refused", False, KEY_NOT_ACCEPTED)
-    if response.ok:
-        return Check(
-            model, "key-refused", False, f"HTTP {response.status}: the key may use {gateway_model}, which client {client}'s list does not name"
-        )
-    return Check(model, "key-refused", False, f"{response.problem()}; expected 403: client {client} may not use {gateway_model}")
+    403. An answer means the key can use a model its client may not."""
+    return gateway_refusal(
+        model, "key-refused", response, 403, f"client {client} may not use {gateway_model}",
+        f"the key may use {gateway_model}, which client {client}'s list does not name",
+    )  # fmt: skip
 
 
 def evaluate_unknown_model(gateway_model: str, response: Response) -> Check:
-    """`unknown-model`: a chat completion with the key for a model no route serves must get the gateway's 404, in
-    OpenAI's error shape, so that an OpenAI client raises its NotFoundError rather than meet a bare 404."""
-    if response.error is not None:
-        return Check(GATEWAY_ROW, "unknown-model", False, response.error)
-    if response.status == 404:
-        code = openai_error_code(response.body)
-        if code == MODEL_NOT_FOUND:
-            return Check(GATEWAY_ROW, "unknown-model", True, f"404 {code} for {gateway_model!r}, which no route serves")
-        return Check(GATEWAY_ROW, "unknown-model", False, f"{response.problem()}; not the gateway's OpenAI error (code {MODEL_NOT_FOUND})")
-    if response.status == 401:
-        return Check(GATEWAY_ROW, "unknown-model", False, KEY_NOT_ACCEPTED)
-    if response.ok:
-        return Check(GATEWAY_ROW, "unknown-model", False, f"HTTP {response.status}: the gateway answered {gateway_model!r}, which no route serves")
-    return Check(GATEWAY_ROW, "unknown-model", False, f"{response.problem()}; expected 404 {MODEL_NOT_FOUND} for {gateway_model!r}")
+    """`unknown-model`: a chat completion with the key for a model no route serves must get the gateway's 404, so
+    that an OpenAI client raises its NotFoundError rather than meet a bare 404."""
+    return gateway_refusal(
+        GATEWAY_ROW, "unknown-model", response, 404, f"{gateway_model!r}, which no route serves",
+        f"the gateway answered {gateway_model!r}, which no route serves",
+    )  # fmt: skip
 
 
 def endpoints_check(model: str, check: str, problems: dict[Optional[str], Optional[str]], success: str) -> Check:
