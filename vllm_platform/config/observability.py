@@ -10,6 +10,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictStr, ValidationInfo, 
 
 from vllm_platform.config.alerting import Alerting
 from vllm_platform.config.base import DNS_1123_SUBDOMAIN, PRINTABLE_TEXT, Section, check_pattern, namespace_names
+from vllm_platform.config.quantities import memory_mib
 from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE, SERVING_PORT, vllm_metrics
 
@@ -31,10 +32,10 @@ SLO_HISTOGRAMS = {
     "inter_token_latency_slo_seconds": vllm_metrics.INTER_TOKEN_LATENCY,
     "request_latency_slo_seconds": vllm_metrics.END_TO_END_LATENCY,
 }
-STORAGE_QUANTITY = re.compile(r"(?P<count>[1-9][0-9]*)(?P<unit>Gi|Ti)", re.ASCII)
+STORAGE_QUANTITY = re.compile(r"[1-9][0-9]*(?:Gi|Ti)", re.ASCII)
 # retentionSize is 85% of the volume in whole GB, and 0GB means no size limit: below 2Gi it would round to 0. EBS
 # gp3 volumes end at 16TiB.
-MIN_STORAGE_GIB, MAX_STORAGE_GIB = 2, 16 * 1024
+MIN_STORAGE, MAX_STORAGE = "2Gi", "16Ti"
 # Faster than 5s loads every target for nothing; slower than 5m and Prometheus' 5-minute staleness marks every
 # series stale between scrapes, so rules and KEDA's queries see gaps.
 MIN_SCRAPE_SECONDS, MAX_SCRAPE_SECONDS = 5, 300
@@ -98,14 +99,13 @@ class Prometheus(Section):
     @field_validator("storage_size")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        match = STORAGE_QUANTITY.fullmatch(value)
-        if not match:
+        # Whole Gi or Ti only, the sizes EBS makes; the kubernetes client's parser reads the quantity.
+        if not STORAGE_QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a volume size in Gi or Ti, such as 50Gi")
-        gib = int(match["count"]) * (1024 if match["unit"] == "Ti" else 1)
-        if not MIN_STORAGE_GIB <= gib <= MAX_STORAGE_GIB:
+        if not memory_mib(MIN_STORAGE) <= memory_mib(value) <= memory_mib(MAX_STORAGE):
             raise ValueError(
-                f"{value} is not between {MIN_STORAGE_GIB}Gi and 16Ti: retentionSize, 85% of it in whole GB, would be "
-                "0GB (no limit) below 2Gi, and an EBS gp3 volume ends at 16Ti"
+                f"{value} is not between {MIN_STORAGE} and {MAX_STORAGE}: retentionSize, 85% of it in whole GB, would be "
+                f"0GB (no limit) below {MIN_STORAGE}, and an EBS gp3 volume ends at {MAX_STORAGE}"
             )
         return value
 
