@@ -39,3 +39,18 @@ def test_the_readme_names_every_region_the_offline_render_knows() -> None:
     assert offerings.AS_OF in text
     # The zone rows' commit, and the dates that bound it, since the commit's own date is not known.
     assert f"commit {offerings.CATALOG_COMMIT[:8]}, of {offerings.CATALOG_DATED[0]} or later, read by {offerings.CATALOG_DATED[1]}" in text
+
+
+def layout_table() -> str:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    return text.split("| path | what |", 1)[1].split("## Stack config reference", 1)[0]
+
+
+def test_the_readme_layout_names_every_module_of_the_layers_and_every_tool() -> None:
+    """A newcomer finds each module's place from the layout table; a module added without a line there is caught."""
+    table = layout_table()
+    layers = [PROJECT_ROOT / "vllm_platform" / layer for layer in ("plan", "k8s", "aws", "components")]
+    modules = [f"`{path.name}`" for folder in layers for path in sorted(folder.glob("*.py")) if path.name != "__init__.py"]
+    tools = [f"`tools/{path.name}`" for path in sorted((PROJECT_ROOT / "tools").iterdir())
+             if path.name not in ("__init__.py", "__pycache__", "verify")] + ["`tools/verify/`"]  # fmt: skip
+    assert [name for name in modules + tools if name not in table] == []
