@@ -75,6 +75,11 @@ def _panel(title: str, unit: str, targets: list[tuple[str, str]], **options: Any
     }
 
 
+def _latency_panel(title: str, histogram: str, matcher: str) -> dict[str, Any]:
+    """A latency histogram's p50 and p95, in seconds."""
+    return _panel(title, "s", [(latency_quantile(q, histogram, matcher), f"p{q * 100:g}") for q in (0.5, 0.95)])
+
+
 def model_panels(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
     vllm, pods = vllm_matcher(model), pod_matcher(model)
     ttft = obs.time_to_first_token_slo_seconds
@@ -95,14 +100,7 @@ def model_panels(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             min=0,
             max=1,
         ),
-        _panel(
-            "Time to first token",
-            "s",
-            [
-                (latency_quantile(0.5, vllm_metrics.TIME_TO_FIRST_TOKEN, vllm), "p50"),
-                (latency_quantile(0.95, vllm_metrics.TIME_TO_FIRST_TOKEN, vllm), "p95"),
-            ],
-        ),
+        _latency_panel("Time to first token", vllm_metrics.TIME_TO_FIRST_TOKEN, vllm),
         _panel(
             # What the SLO alerts count, against the objective as a threshold line: the quantiles beside it are
             # interpolated between vLLM's buckets and overstate a latency that sits between two bounds.
@@ -117,14 +115,7 @@ def model_panels(model: ModelPlan, obs: Observability) -> list[dict[str, Any]]:
             },
             custom={"thresholdsStyle": {"mode": "line"}},
         ),
-        _panel(
-            "Inter-token latency",
-            "s",
-            [
-                (latency_quantile(0.5, vllm_metrics.INTER_TOKEN_LATENCY, vllm), "p50"),
-                (latency_quantile(0.95, vllm_metrics.INTER_TOKEN_LATENCY, vllm), "p95"),
-            ],
-        ),
+        _latency_panel("Inter-token latency", vllm_metrics.INTER_TOKEN_LATENCY, vllm),
         _panel(
             "End-to-end request latency p95",
             "s",
