@@ -387,6 +387,21 @@ def test_a_billion_laughs_is_refused_before_it_expands(tmp_path: Path) -> None:
     assert problem.startswith("Pulumi.hostile.yaml: line ") and f"beyond {stack_yaml.MAX_EXPANDED_NODES} values" in problem
 
 
+@pytest.mark.parametrize("digits, refused", [(5000, True), (stack_yaml.MAX_NUMBER_CHARS + 1, True), (stack_yaml.MAX_NUMBER_CHARS, False)])
+def test_a_number_longer_than_any_a_stack_holds_is_refused_by_its_line(tmp_path: Path, digits: int, refused: bool) -> None:
+    """Python reads no int of more than 4300 digits: that must be a refusal, not a traceback."""
+    number = "9" * digits
+    text = STACK_FILE + f"  aws:defaultTags: {{tags: {{team: llm}}, size: {number}}}\n"
+    if not refused:
+        assert json.loads(read_stack_file(stack_file(tmp_path, text)).values["aws:defaultTags"])["size"] == int(number)
+        return
+    line = len(STACK_FILE.splitlines()) + 1
+    assert refusal(tmp_path, text) == (
+        f"Pulumi.hostile.yaml: line {line}: a number of {digits} characters, longer than any a stack config holds "
+        f"({stack_yaml.MAX_NUMBER_CHARS}); quote it if it is a string"
+    )
+
+
 def test_an_alias_into_itself_is_refused(tmp_path: Path) -> None:
     assert "an alias refers to the node that contains it" in refusal(tmp_path, "config:\n  a: &a [x, *a]\n")
 

@@ -31,6 +31,11 @@ MAX_EXPANDED_NODES = 20_000
 MAX_FILE_BYTES = 1 << 20
 
 
+# The longest number a stack config holds: an int64 has 19 digits, a float's shortest exact form about 25 characters.
+# Python reads no int of more than 4300 digits (a ValueError, not a YAML error), and a long one costs time to read.
+MAX_NUMBER_CHARS = 32
+
+
 TAG = "tag:yaml.org,2002:"
 # What plain data holds, as YAML's core schema tags it: a timestamp is read as its text (see the module's doc),
 # and `<<` is a merge key.
@@ -129,6 +134,11 @@ def _plain_type(node: Node) -> None:
         raise StackFileError(
             f"line {_line(node)}: {node.tag.removeprefix(TAG)!r} is no type a stack config holds; "
             "write a string, a number, true or false, a list or a mapping"
+        )
+    if node.tag in (f"{TAG}int", f"{TAG}float") and len(node.value) > MAX_NUMBER_CHARS:
+        raise StackFileError(
+            f"line {_line(node)}: a number of {len(node.value)} characters, longer than any a stack config holds "
+            f"({MAX_NUMBER_CHARS}); quote it if it is a string"
         )
 
 
