@@ -109,6 +109,18 @@ def test_a_concurrency_above_the_cap_is_a_usage_error(capsys):
     assert out == "" and f"--concurrency: must be <= {cli.MAX_CONCURRENCY}, got {cli.MAX_CONCURRENCY + 1}" in err
 
 
+@pytest.mark.parametrize("requests, refused", [(cli.MAX_REQUESTS + 1, True), (cli.MAX_REQUESTS, False)])
+def test_more_requests_than_a_check_needs_is_a_usage_error(requests, refused, capsys):
+    argv = ["--url", BASE, "--model", MODEL, "--requests", str(requests)]
+    if not refused:
+        assert cli.parser().parse_args(argv).requests == cli.MAX_REQUESTS
+        return
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.EXIT_USAGE
+    assert f"--requests: must be <= {cli.MAX_REQUESTS}, got {requests}" in capsys.readouterr().err
+
+
 def test_a_worker_thread_that_cannot_start_fails_its_completions_without_a_traceback(double, monkeypatch, capsys):
     server = double()
     start = threading.Thread.start

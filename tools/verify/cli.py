@@ -31,6 +31,9 @@ EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEADLINE_SECONDS = 3600.0
 # Each completion in flight is a thread and a connection (through a port-forward, a websocket to the API server).
 MAX_CONCURRENCY = 64
+# verify checks a deployment, it does not load it: a p95 of ten thousand completions is as sure as it gets, and the
+# run's bookkeeping (a result for each request, sent or not) stays small whatever --deadline cuts.
+MAX_REQUESTS = 10_000
 
 
 def _positive(
@@ -65,7 +68,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--context", help="kubeconfig context; on its own, enables the Kubernetes checks with the default kubeconfig"
     )
-    p.add_argument("--requests", type=_positive(int), default=Options.requests, help="chat completions per model (default %(default)s)")
+    p.add_argument(
+        "--requests",
+        type=_positive(int, maximum=MAX_REQUESTS),
+        default=Options.requests,
+        help=f"chat completions per model, at most {MAX_REQUESTS} (default %(default)s)",
+    )
     p.add_argument(
         "--concurrency",
         type=_positive(int, maximum=MAX_CONCURRENCY),
