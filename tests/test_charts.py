@@ -26,7 +26,7 @@ from vllm_platform.k8s import alerting, alerts, dashboards
 from vllm_platform.k8s.karpenter import gpu_node_labels
 from vllm_platform.k8s.monitoring import GRAFANA_SIDECAR_ROLE, karpenter_service
 from vllm_platform.k8s.workload import RUN_AS_UID
-from vllm_platform.pins import DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
+from vllm_platform.pins import AI_GATEWAY, DCGM_EXPORTER, ENVOY_GATEWAY, KARPENTER, KARPENTER_CRD, KEDA, KUBE_PROMETHEUS_STACK, NVIDIA_DEVICE_PLUGIN
 
 CREATED_STACKS = [s for s in COMMITTED_STACKS if stack_plan(s).config.cluster.existing is None]
 GPU_STACKS = [s for s in COMMITTED_STACKS if stack_plan(s).runs_gpu_metrics]
@@ -313,6 +313,15 @@ def test_envoy_gateway_runs_its_rate_limit_service_twice_with_a_budget() -> None
     assert provider["kubernetes"]["rateLimitDeployment"]["replicas"] == 2
     assert provider["kubernetes"]["rateLimitPDB"] == {"minAvailable": 1}
     assert provider["kubernetes"]["rateLimitDeployment"]["container"]["resources"]["requests"]["cpu"]
+
+
+def test_ai_gateways_controller_runs_read_only_and_keeps_the_charts_own_restrictions() -> None:
+    """Helm merges the read-only root filesystem into the chart's own context, which it must not replace."""
+    (controller,) = of_kind(chart_objects("prod")[AI_GATEWAY.release], "Deployment", "ai-gateway-controller")
+    (container,) = pod_spec(controller)["containers"]
+    context = container["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["runAsNonRoot"] is True and context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
 
 
 @pytest.mark.parametrize("stack", [*COMMITTED_STACKS, "fast-scrape"])

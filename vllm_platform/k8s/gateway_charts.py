@@ -99,6 +99,10 @@ def ai_gateway_values(docker_hub_registry: Optional[str] = None) -> dict[str, An
             "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
             "resources": {"requests": system.AI_GATEWAY_CONTROLLER.resources(), "limits": {"memory": "512Mi"}},
             "nodeSelector": dict(SYSTEM_NODE_SELECTOR),
+            # Beside the chart's own context (non-root, no capabilities), which Helm merges in: the controller writes
+            # no file (v1.1.0's cmd/controller and internal/controller open none for writing; its certificates are
+            # a read-only Secret mount), so its root filesystem can be read-only.
+            "securityContext": {"readOnlyRootFilesystem": True},
             "metricsRequestHeaderAttributes": f"{CLIENT_ID_HEADER}:{CLIENT_METRIC_ATTRIBUTE}",
         },
         "envoyGateway": {"namespace": ENVOY_GATEWAY.namespace},
