@@ -440,3 +440,12 @@ def test_no_cluster_autoscaler_remains(stack: str) -> None:
     assert [g.name for g in aws_inputs(rendering, "aws:eks/nodeGroup:NodeGroup")] == ["system"]
     (system,) = aws_inputs(rendering, "aws:eks/nodeGroup:NodeGroup")
     assert system.ignore_changes == (), "nothing scales the system group behind Pulumi's back any more"
+    # Nor does any object still speak to it: no annotation, tag or flag names cluster-autoscaler.
+    assert "cluster-autoscaler" not in json.dumps(rendering.manifests()) + json.dumps([r.inputs for r in rendering.resources])
+
+
+def test_an_existing_clusters_model_pods_keep_cluster_autoscaler_from_repacking_them() -> None:
+    """There its nodes may be cluster-autoscaler's, which would evict a serving pod to empty a node."""
+    document = yaml.safe_load((Path(__file__).parent / "data" / "existing-cluster.yaml").read_text())
+    (deployment, *_) = [o for o in render_document(document).manifests() if o["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}

@@ -43,6 +43,7 @@ RUN_AS_UID = 10001
 # Past the pods' grace period, for the API server to remove the ReplicaSet and the Deployment after them.
 DELETE_MARGIN_SECONDS = 60
 SIMULATOR_BINARY = "/app/llm-d-inference-sim"
+CLUSTER_AUTOSCALER_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 PULL_POLICY_SKIP = (
     "CKV_K8S_15=IfNotPresent on an image pinned to one release (validated): a node that holds it starts the pod "
     "without a registry round-trip, and an unreachable registry or a pull-through cache's upstream stops no start"
@@ -251,7 +252,7 @@ def deployment(
                 # A serving pod is never evicted to consolidate nodes; the model's autoscaler alone removes it.
                 # This stack's Karpenter pools consolidate only empty nodes; on an existing cluster whose
                 # nodes cluster-autoscaler scales, this annotation is what keeps it from repacking them.
-                "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+                **({"annotations": {CLUSTER_AUTOSCALER_SAFE_TO_EVICT: "false"}} if model.guarded_from_cluster_autoscaler else {}),
             },
             "spec": {
                 "serviceAccountName": model.name,

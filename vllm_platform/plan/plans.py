@@ -109,6 +109,9 @@ class ModelPlan:
     args: tuple[str, ...]
     # The simulator holds its port closed this long, as vLLM does while it loads.
     simulated_load_seconds: int
+    # An existing cluster's nodes, which cluster-autoscaler may scale and repack: its pods then say they may not be
+    # evicted for that. A created cluster's GPU nodes are Karpenter's, whose pools consolidate only empty nodes.
+    guarded_from_cluster_autoscaler: bool
 
     @property
     def keda(self) -> bool:

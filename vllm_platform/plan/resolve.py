@@ -153,6 +153,7 @@ def _model_plan(
         rollout_timeout_seconds=serving.rollout_timeout_seconds(model.replicas.max, step, wave),
         args=serving.simulator_args(model, params) if simulated else serving.vllm_args(model, streamer, not weights.streams),
         simulated_load_seconds=sizing.simulated_timing(params, model.tensor_parallel_size).load_seconds,
+        guarded_from_cluster_autoscaler=cfg.cluster.existing is not None,
     )
 
 
