@@ -419,16 +419,27 @@ def test_the_interruption_queue_takes_only_its_rules_and_the_controller_reads_it
     assert queue.inputs["messageRetentionSeconds"] == 300 and queue.inputs["sqsManagedSseEnabled"] is True
     rules = {r.name: r for r in aws_inputs(rendering, "aws:cloudwatch/eventRule:EventRule")}
     patterns = [json.loads(r.inputs["eventPattern"]) for r in rules.values()]
-    assert sorted((p["source"][0], p["detail-type"][0]) for p in patterns) == sorted((s, d) for _, s, d in policies.INTERRUPTION_EVENTS)
+    # As Karpenter's reference (its getting-started CloudFormation, v1.14.1) has them, written out here.
+    assert sorted((p["source"][0], p["detail-type"][0]) for p in patterns) == [
+        ("aws.ec2", "EC2 Capacity Reservation Instance Interruption Warning"),
+        ("aws.ec2", "EC2 Instance Rebalance Recommendation"),
+        ("aws.ec2", "EC2 Instance State-change Notification"),
+        ("aws.ec2", "EC2 Spot Instance Interruption Warning"),
+        ("aws.health", "AWS Health Event"),
+    ]
     targets = aws_inputs(rendering, "aws:cloudwatch/eventTarget:EventTarget")
     queue_arn = mocks._fake_arn("aws:sqs/queue:Queue", physical(queue))
     assert len(targets) == len(rules) and all(t.inputs["arn"] == queue_arn for t in targets)
     assert {t.inputs["rule"] for t in targets} == {mocks.FAKE_STATE["aws:cloudwatch/eventRule:EventRule"](n, r.inputs)["name"] for n, r in rules.items()}
     (policy,) = aws_inputs(rendering, "aws:sqs/queuePolicy:QueuePolicy")
-    allow, deny = json.loads(policy.inputs["policy"])["Statement"]
+    allow, others, plain_http = json.loads(policy.inputs["policy"])["Statement"]
+    rule_arns = sorted(mocks._fake_arn("aws:cloudwatch/eventRule:EventRule", physical(r)) for r in rules.values())
     assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
-    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == sorted(mocks._fake_arn("aws:cloudwatch/eventRule:EventRule", physical(r)) for r in rules.values())
-    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert sorted(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arns
+    # Every other sender, an identity of the account allowed sqs:SendMessage by its own policy included, is denied.
+    assert (others["Effect"], others["Principal"], others["Action"]) == ("Deny", "*", "sqs:SendMessage")
+    assert sorted(others["Condition"]["ArnNotEquals"]["aws:SourceArn"]) == rule_arns
+    assert plain_http["Effect"] == "Deny" and plain_http["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 @pytest.mark.parametrize("stack", CREATED_STACKS)

@@ -40,7 +40,11 @@ def event_pattern(source: str, detail_type: str) -> dict[str, Any]:
 
 
 def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
-    """Only EventBridge, and only for this cluster's rules, may send; nothing reaches the queue without TLS."""
+    """Only EventBridge, and only for this cluster's rules, may send; nothing reaches the queue without TLS.
+
+    The Allow admits EventBridge; the Deny keeps out every other sender, an identity of the account whose own IAM
+    policy allows sqs:SendMessage included, which could otherwise make Karpenter drain nodes with a forged event.
+    A request of an IAM identity carries no aws:SourceArn, and a negated operator on a key the request lacks holds."""
     return {
         "Version": POLICY_VERSION,
         "Id": "EC2InterruptionPolicy",
@@ -52,6 +56,14 @@ def queue_policy(queue_arn: str, rule_arns: list[str]) -> dict[str, Any]:
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+            },
+            {
+                "Sid": "DenyOtherSenders",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnNotEquals": {"aws:SourceArn": rule_arns}},
             },
             {
                 "Sid": "DenyHTTP",
