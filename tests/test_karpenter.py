@@ -164,6 +164,15 @@ def test_disruption_never_repacks_a_serving_node_nor_cuts_a_drain_short(stack: s
             assert grace >= model.rollout_wave_seconds, "room for a replacement to come up before the PDB lets go"
 
 
+@pytest.mark.parametrize(("keys", "consolidate_after", "expire_after"), [({}, "20m", "Never"), ({"consolidateAfter": "5m", "expireAfter": "720h"}, "5m", "720h")])
+def test_a_pools_consolidation_wait_and_expiry_come_from_its_config(keys: dict[str, str], consolidate_after: str, expire_after: str) -> None:
+    document = minimal_document()
+    document["config"]["vllm-platform:cluster"]["gpuNodePools"][0].update(keys)
+    (pool,) = objects_of(render_document(document), "NodePool")
+    assert pool["spec"]["disruption"]["consolidateAfter"] == consolidate_after
+    assert pool["spec"]["template"]["spec"]["expireAfter"] == expire_after
+
+
 def test_node_classes_and_pools_are_made_after_the_controller_and_so_destroyed_before_it() -> None:
     """Their finalizers need the running controller (a class's removes its instance profile and launch templates)."""
     rendering = rendered_stack("prod")
@@ -405,6 +414,8 @@ def test_the_controller_gets_its_role_through_pod_identity_and_the_nodes_join_th
     rendering = rendered_stack("prod")
     (association,) = [r for r in aws_inputs(rendering, "aws:eks/podIdentityAssociation:PodIdentityAssociation") if r.name == "karpenter"]
     assert (association.inputs["namespace"], association.inputs["serviceAccount"]) == ("kube-system", "karpenter")
+    (controller_role,) = [r for r in aws_inputs(rendering, "aws:iam/role:Role") if r.name == "karpenter"]
+    assert association.inputs["roleArn"] == role_arn(controller_role), "the role the reference policies are attached to"
     entries = [r for r in aws_inputs(rendering, "aws:eks/accessEntry:AccessEntry") if r.inputs["type"] == "EC2_LINUX"]
     assert [e.name for e in entries] == ["karpenter-node"]
     associations = {r.inputs["principalArn"] for r in aws_inputs(rendering, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation")}
