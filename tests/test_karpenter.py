@@ -164,6 +164,23 @@ def test_disruption_never_repacks_a_serving_node_nor_cuts_a_drain_short(stack: s
             assert grace >= model.rollout_wave_seconds, "room for a replacement to come up before the PDB lets go"
 
 
+def test_a_models_edit_leaves_its_pools_nodes_alone_until_its_drain_crosses_a_half_hour() -> None:
+    """Karpenter replaces every node of a pool whose NodePool template changes (drift), so a model's edit that
+    moves its rollout wave must not change the template, unless the wave outgrows the grace period."""
+
+    def template_and_wave(shutdown_seconds: int) -> tuple[dict[str, Any], int]:
+        document = minimal_document()
+        document["config"]["vllm-platform:models"][0]["shutdownTimeoutSeconds"] = shutdown_seconds
+        rendering = render_document(document)
+        ((pool,), (model,)) = objects_of(rendering, "NodePool"), rendering.plan.models
+        return pool["spec"]["template"], model.rollout_wave_seconds
+
+    (default, wave), (longer, longer_wave) = template_and_wave(60), template_and_wave(240)
+    assert longer_wave > wave and longer == default and default["spec"]["terminationGracePeriod"] == "1800s"
+    crossing, crossing_wave = template_and_wave(1800)
+    assert crossing["spec"]["terminationGracePeriod"] == "3600s" and crossing_wave <= 3600 < crossing_wave + 1800
+
+
 @pytest.mark.parametrize(("keys", "consolidate_after", "expire_after"), [({}, "20m", "Never"), ({"consolidateAfter": "5m", "expireAfter": "720h"}, "5m", "720h")])
 def test_a_pools_consolidation_wait_and_expiry_come_from_its_config(keys: dict[str, str], consolidate_after: str, expire_after: str) -> None:
     document = minimal_document()

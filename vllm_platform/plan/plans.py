@@ -33,7 +33,8 @@ class PoolPlan:
     capacity_reservations: tuple[dict[str, Any], ...]
     consolidate_after: str
     expire_after: str
-    # The NodePool's terminationGracePeriod: the longest drain of a model on the pool.
+    # The NodePool's terminationGracePeriod: the longest drain of a model on the pool, rounded up to a step so
+    # that a model's edit seldom changes it (a change replaces the pool's nodes as drifted).
     drain_seconds: int
     # An existing cluster's node group minimum; 0 on Karpenter, which keeps no idle node.
     min_size: int

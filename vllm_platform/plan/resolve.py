@@ -22,8 +22,12 @@ from vllm_platform.plan.coldstart import ColdStart
 from vllm_platform.plan.delivery import WeightsPlan
 from vllm_platform.plan.plans import ModelPlan, Plan, PoolPlan
 
-# How long a GPU node's drain may take where no model runs on its pool yet.
-MIN_NODE_DRAIN_SECONDS = 300
+# A NodePool's terminationGracePeriod is a multiple of this. Karpenter hashes the NodePool's template into its
+# nodes, so a changed grace period marks every node of the pool drifted and replaces them one by one, each with
+# its replicas' cold starts. Rounding the pool's longest rollout wave up to half an hour keeps ordinary model
+# edits (a flag, a longer drain, another model) from doing that; the grace is a ceiling Karpenter waits up to,
+# so a larger one only lets a drain that is still progressing finish.
+NODE_DRAIN_STEP_SECONDS = 1800
 # What a rollout allows a simulated model's pod besides its load: the simulator's small image on a system node.
 SIMULATED_NODE_SECONDS = 120
 # What a simulated model's pod requests: the simulator is a small Go server.
@@ -79,7 +83,7 @@ def pool_plan(
         capacity_reservations=tuple(r.selector_term() for r in pool.capacity_reservations),
         consolidate_after=pool.consolidate_after,
         expire_after=pool.expire_after,
-        drain_seconds=max(waves, default=MIN_NODE_DRAIN_SECONDS),
+        drain_seconds=-(-max(waves, default=1) // NODE_DRAIN_STEP_SECONDS) * NODE_DRAIN_STEP_SECONDS,
         min_size=pool.min_size,
         root_volume_gib=pool.root_volume(existing),
         warm_nodes=pool.warm_nodes,
