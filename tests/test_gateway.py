@@ -213,6 +213,19 @@ def test_envoy_keeps_silent_connections_open_through_the_nlb_and_its_proxies_wai
     assert manifests.READINESS_GATE_LABEL not in labels[GATEWAY_ROUTES_NAMESPACE]
 
 
+def test_the_gateway_comes_after_what_its_proxies_are_made_from() -> None:
+    """Envoy Gateway reads the class and the EnvoyProxy, and AI Gateway's webhook the GatewayConfig, as each proxy
+    pod is made: were the Gateway first, its first proxies could start without them."""
+    rendering = rendered_stack("dev")
+    by_kind = {r.type.rsplit(":", 1)[1]: r for r in rendering.resources if r.type.startswith("kubernetes:") and "gateway" in r.type}
+    made_from = {m["kind"]: m["metadata"]["name"] for m in rendering.manifests() if m["kind"] in ("GatewayClass", "EnvoyProxy", "GatewayConfig")}
+    assert set(made_from) == {"GatewayClass", "EnvoyProxy", "GatewayConfig"}
+    needed = {f"{by_kind[kind].type}::{by_kind[kind].name}" for kind in made_from}
+    assert needed <= set(by_kind["Gateway"].dependencies)
+    for route in (r for r in rendering.resources if r.type.endswith(":AIGatewayRoute")):
+        assert not needed & set(route.dependencies), "only the Gateway waits; the routes are made beside it"
+
+
 def test_both_doors_come_after_the_gateway_whose_proxies_back_them_and_wait_long_enough_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """pulumi-kubernetes waits on a new Service while an endpoint is unready: made after the Gateway, the wait is the
     proxies' (and the NLB's health checks, for a proxy with the readiness gate), given 20 minutes, not its 10."""

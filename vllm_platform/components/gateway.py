@@ -83,11 +83,15 @@ class LlmGateway(pulumi.ComponentResource):
             },
             opts=in_namespace,
         )
-        routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys])
-        created = {
-            (m["kind"], m["metadata"]["name"]): custom_resource(f"{m['metadata']['name']}-{m['kind'].lower()}", m, routed)
-            for m in manifests.routed_objects(plan, docker_hub_registry)
-        }
+        created: dict[tuple[str, str], Any] = {}
+        for m in manifests.routed_objects(plan, docker_hub_registry):
+            key = (m["kind"], m["metadata"]["name"])
+            # The Gateway comes after what its proxies are made from: Envoy Gateway reads its class and EnvoyProxy,
+            # and AI Gateway's pod webhook its GatewayConfig, when it creates a proxy pod; a GatewayConfig that is
+            # not there yet gives the extproc the global defaults until the proxies next roll.
+            first = list(created.values()) if key == ("Gateway", GATEWAY_NAME) else []
+            routed = pulumi.ResourceOptions(parent=self, depends_on=[envoy, controller, keys, *first])
+            created[key] = custom_resource(f"{m['metadata']['name']}-{m['kind'].lower()}", m, routed)
         # Both Services front the proxies Envoy Gateway makes of this Gateway, so they come after it: pulumi-kubernetes
         # waits on a new Service until it has the NLB's name and no endpoint is unready (provider/pkg/await/service.go,
         # v4.32.0), which with the proxies there means the door serves; made before them, an empty Service passes at
