@@ -149,7 +149,7 @@ def quota_notes(plan: Plan) -> tuple[list[str], list[str]]:
         return [], []
     described = [
         f"{amount} {('Elastic IP' + 's' * (amount != 1) + ' (NAT gateways)') if quota is ELASTIC_IPS else 'vCPUs of ' + quota.name} "
-        f"({quota.code}, default {quota.default if quota.default is not None else 'not published, often 0 on a new account'})"
+        f"({quota.code}, default {quota.default if quota.default is not None else 'not published: a new account may start low, its GPU quotas at 0'})"
         for quota, amount in needs
     ]
     info = [
