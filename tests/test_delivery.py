@@ -170,6 +170,22 @@ def test_without_a_revision_or_a_cache_the_model_downloads_from_the_hub_and_says
     assert any("no model cache on this cluster, so every start downloads the checkpoint from the hub" in n for n in delivery_notes(plan))
 
 
+def test_an_unpinned_model_on_a_cluster_without_a_cache_hears_both_what_it_costs_and_how_to_pin_it() -> None:
+    costs = "no model cache on this cluster, so every start downloads the checkpoint from the hub"
+    unpinned = delivery_notes(document_plan(existing(minimal_document())))
+    assert any("models[llama-8b].revision: not set" in n for n in unpinned) and any(costs in n for n in unpinned)
+    named_bucket = existing(minimal_document(modelCache={"bucket": "team-models"}))
+    assert not any(costs in n for n in delivery_notes(document_plan(named_bucket))), "a cache, if not for this model"
+
+
+@pytest.mark.parametrize(("image", "warned"), [("ghcr.io/acme/vllm-openai:v0.31.0", "ghcr.io"), ("docker.io/acme/vllm-openai:v0.31.0", None)])
+def test_an_image_from_a_registry_the_stack_cannot_cache_is_named_at_preview(image: str, warned: str | None) -> None:
+    document = cached(images={"dockerHub": {"username": "acmeplatform", "accessToken": SECRET}})
+    document["config"]["vllm-platform:models"][0]["image"] = image
+    notes = [n for n in delivery_notes(document_plan(document)) if n.startswith("models[llama-8b].image:")]
+    assert [warned in n for n in notes] == ([True] if warned else [])
+
+
 def test_a_pinned_model_from_the_hub_downloads_its_revision_and_one_from_the_cache_its_prefix() -> None:
     """Without a cache vLLM downloads from the hub itself, which takes main unless told the revision."""
     (from_hub,) = document_plan(existing(cached())).models

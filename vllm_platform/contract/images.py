@@ -102,6 +102,9 @@ def pin_problem(reference: object) -> Optional[str]:
 
 # The names Docker Hub goes by in a reference; no domain at all means Docker Hub too.
 DOCKER_HUB_DOMAINS = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
+# Public registries outside AWS that vLLM builds are published to, besides Docker Hub: an image from one is
+# pulled by every node across the internet, which the stack neither caches nor mirrors.
+REMOTE_PUBLIC_REGISTRIES = frozenset({"ghcr.io", "quay.io", "nvcr.io", "registry.gitlab.com", "gcr.io", "registry.k8s.io"})
 
 
 def below_mirror(registry: str, reference: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from vllm_platform.catalog import (
     ELASTIC_IPS,
     GPU_VCPU_QUOTAS,
@@ -20,7 +22,7 @@ from vllm_platform.config.platform import PlatformConfig
 from vllm_platform.config.secrets import set_command
 from vllm_platform.contract import MONITORING_NAMESPACE, images, vllm_parser
 from vllm_platform.pins import ALERTMANAGER_SERVICE_ACCOUNT
-from vllm_platform.plan import fit
+from vllm_platform.plan import coldstart, fit
 from vllm_platform.plan.delivery import ImageRoute, WeightsSource
 from vllm_platform.plan.plans import ModelPlan, Plan
 
@@ -221,7 +223,7 @@ def delivery_notes(plan: Plan) -> list[str]:
                 "each start: a new commit there changes what serves without a deploy, and the model is never cached. "
                 f"Pin the commit: {HUB_COMMIT_LOOKUP.format(repo=model.source)}"
             )
-        elif not cfg.caches_models and model.cold_start is not None:
+        if not cfg.caches_models and model.cold_start is not None:
             notes.append(
                 f"models[{model.name}]: no model cache on this cluster, so every start downloads the checkpoint from the "
                 f"hub: {model.cold_start.weights_seconds} s of its {model.cold_start.from_node_seconds} s from a running "
@@ -243,4 +245,21 @@ def delivery_notes(plan: Plan) -> list[str]:
             "pulls per 6 hours per IP address, and every node shares its NAT gateway's; set images.dockerHub for an ECR "
             "pull-through cache in the cluster's region, or images.registry for a mirror of yours"
         )
+    for model in plan.models:
+        registry = _uncached_registry(model.image) if not model.simulated and cfg.cluster.existing is None else None
+        if registry is not None:
+            notes.append(
+                f"models[{model.name}].image: {model.image} comes from {registry}, which neither the stack's pull-through "
+                f"cache (Docker Hub's) nor images.registry covers: every node pulls its ~{coldstart.c('VLLM_IMAGE_BYTES') / 1e9:.0f} GB "
+                "from there, through the NAT "
+                "gateway; copy it to ECR in the cluster's region (or add an ECR pull-through rule for that registry), or use "
+                "the Docker Hub release"
+            )
     return notes
+
+
+def _uncached_registry(reference: str) -> Optional[str]:
+    """The registry of an image from a public registry outside AWS that the stack can neither cache nor mirror
+    (its cache and images.registry are Docker Hub's), or None."""
+    domain = images.parse(reference).domain  # type: ignore[union-attr]  # validated at config time
+    return domain if domain in images.REMOTE_PUBLIC_REGISTRIES else None
