@@ -121,6 +121,20 @@ def test_more_requests_than_a_check_needs_is_a_usage_error(requests, refused, ca
     assert f"--requests: must be <= {cli.MAX_REQUESTS}, got {requests}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--timeout", "--p95-slo", "--wait-ready", "--restart-window", "--deadline"])
+@pytest.mark.parametrize("seconds, refused", [(cli.MAX_SECONDS * 10, True), (cli.MAX_SECONDS, False)])
+def test_a_span_of_seconds_no_timer_can_hold_is_a_usage_error(flag, seconds, refused, capsys):
+    """1e10 s overflows a timer and a socket timeout, 1e14 s a timedelta: refused up front, not a traceback later."""
+    argv = ["--url", BASE, "--model", MODEL, flag, f"{seconds:g}"]
+    if not refused:
+        assert cli.parser().parse_args(argv)
+        return
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.EXIT_USAGE
+    assert f"{flag}: must be <= {cli.MAX_SECONDS:g}, got {seconds:g}" in capsys.readouterr().err
+
+
 def test_a_worker_thread_that_cannot_start_fails_its_completions_without_a_traceback(double, monkeypatch, capsys):
     server = double()
     start = threading.Thread.start

@@ -34,6 +34,9 @@ MAX_CONCURRENCY = 64
 # verify checks a deployment, it does not load it: a p95 of ten thousand completions is as sure as it gets, and the
 # run's bookkeeping (a result for each request, sent or not) stays small whatever --deadline cuts.
 MAX_REQUESTS = 10_000
+# Every span of seconds a flag takes: a week is longer than any check should wait, and far below what a timer,
+# a socket timeout or a timedelta can hold (threading.TIMEOUT_MAX, ~9.2e9 s on Linux; 1e14 s overflows a timedelta).
+MAX_SECONDS = 7 * 24 * 3600.0
 
 
 def _positive(
@@ -82,13 +85,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=_positive(float, maximum=MAX_SECONDS),
         default=Options.timeout,
         help="seconds each request may take, from connecting to the last byte of its answer (default %(default)s)",
     )
     p.add_argument(
         "--p95-slo",
-        type=_positive(float),
+        type=_positive(float, maximum=MAX_SECONDS),
         metavar="SECONDS",
         help=f"p95 latency limit (default: the stack's verify.p95SloSeconds, else {Options.p95_slo})",
     )
@@ -97,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         ("--restart-window", Options.restart_window, False, "a restart this recent fails the restarts check (default %(default)s)"),
         ("--deadline", DEFAULT_DEADLINE_SECONDS, False, "the whole run ends by then, reporting what it found (default %(default)s)"),
     ):
-        p.add_argument(flag, type=_positive(float, inclusive=zero_allowed), default=default, metavar="SECONDS", help=meaning)
+        p.add_argument(flag, type=_positive(float, inclusive=zero_allowed, maximum=MAX_SECONDS), default=default, metavar="SECONDS", help=meaning)
     p.add_argument(
         "--via-gateway",
         action="store_true",
