@@ -32,6 +32,8 @@ NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
 # Few requests, tiny delays and SLO: the slow variant has to be slow without the suite being so.
 FAST = ["--requests", "4", "--concurrency", "4", "--timeout", "2"]
+# How long a double holds a request for what it stands in for (a wake, an overlap): a bound, not a speed.
+HELD_AT_MOST = 10.0
 
 
 class VllmDouble(http.server.ThreadingHTTPServer):
@@ -49,6 +51,7 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         drop_reused: int = 0,
         health_status: int = 200,
         wake_delay: float = 0.0,
+        overlap: int = 0,
         message: Any = {"role": "assistant", "content": "OK"},
     ):
         super().__init__(("127.0.0.1", 0), _VllmHandler)
@@ -63,14 +66,23 @@ class VllmDouble(http.server.ThreadingHTTPServer):
         self.drop_reused = drop_reused
         self.health_status = health_status
         self.message = message  # what each completion's choice carries as its message
-        # An interceptor holds /v1/models requests, silent, until the model it wakes serves, this long after start.
-        self.awake_at = time.monotonic() + wake_delay
+        # An interceptor holds the first /v1/models request, silent, for this long while the model it wakes starts
+        # (any that come meanwhile wait for the same wake): counted from the request, never from the server's start,
+        # so a slow machine cannot let the first request arrive after the wake.
+        self.wake_delay = wake_delay
+        self.awake = threading.Event()
+        if wake_delay <= 0:
+            self.awake.set()
         self.held = 0
+        # Completions wait, up to HELD_AT_MOST, until this many are in flight at once (once): a client that sends
+        # them together is seen doing so whatever the machine's speed; one that sends them in turn is not.
+        self.overlap = overlap
         self.hosts_seen: set[str] = set()
         self.chat_requests: list[dict[str, Any]] = []
         self.connections = 0
         self.in_flight = self.peak_in_flight = 0
         self.lock = threading.Lock()
+        self.overlapped = threading.Condition(self.lock)
 
     @property
     def url(self) -> str:
@@ -120,10 +132,14 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
         if self.path == "/health":
             self._reply(self.server.health_status)
         elif self.path == "/v1/models":
-            if time.monotonic() < self.server.awake_at:
+            if not self.server.awake.is_set():
                 with self.server.lock:
                     self.server.held += 1
-                time.sleep(self.server.awake_at - time.monotonic())
+                    waking = self.server.held == 1
+                if waking:
+                    time.sleep(self.server.wake_delay)
+                    self.server.awake.set()
+                self.server.awake.wait(HELD_AT_MOST)
             if self.server.loading_polls > 0:
                 self.server.loading_polls -= 1
                 self._reply(503, {"object": "error", "message": "loading"})
@@ -147,9 +163,12 @@ class _VllmHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.server.chat_requests.append(request)
-        with self.server.lock:
+        with self.server.overlapped:
             self.server.in_flight += 1
             self.server.peak_in_flight = max(self.server.peak_in_flight, self.server.in_flight)
+            self.server.overlapped.notify_all()
+            if not self.server.overlapped.wait_for(lambda: self.server.peak_in_flight >= self.server.overlap, HELD_AT_MOST):
+                self.server.overlap = 0  # they came in turn: the test fails on the peak, without waiting again
         time.sleep(self.server.chat_delay)
         with self.server.lock:
             self.server.in_flight -= 1
@@ -220,12 +239,11 @@ def test_healthy_endpoint_passes_every_check(double, capsys):
 
 
 def test_completions_run_at_bounded_concurrency_on_kept_alive_connections(double, capsys):
-    # Long enough that three workers' completions overlap even on a loaded machine.
-    server = double(chat_delay=0.2)
+    server = double(overlap=3)
     code = cli.main(["--url", server.url, "--model", MODEL, "--requests", "9", "--concurrency", "3"])
     assert code == cli.EXIT_PASSED, capsys.readouterr().out
     assert len(server.chat_requests) == 9
-    assert 1 < server.peak_in_flight <= 3
+    assert server.peak_in_flight == 3, "three at once, and never more"
     assert server.connections == 2 + 3, "/health, /v1/models, then one connection per worker"
 
 
