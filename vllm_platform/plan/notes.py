@@ -250,10 +250,9 @@ def delivery_notes(plan: Plan) -> list[str]:
         if registry is not None:
             notes.append(
                 f"models[{model.name}].image: {model.image} comes from {registry}, which neither the stack's pull-through "
-                f"cache (Docker Hub's) nor images.registry covers: every node pulls its ~{coldstart.c('VLLM_IMAGE_BYTES') / 1e9:.0f} GB "
-                "from there, through the NAT "
-                "gateway; copy it to ECR in the cluster's region (or add an ECR pull-through rule for that registry), or use "
-                "the Docker Hub release"
+                f"cache (Docker Hub's) nor images.registry covers: every node pulls its "
+                f"~{coldstart.c('VLLM_IMAGE_BYTES') / 1e9:.0f} GB from there, through the NAT gateway; copy it to ECR in "
+                "the cluster's region (or add an ECR pull-through rule for that registry), or use the Docker Hub release"
             )
     return notes
 

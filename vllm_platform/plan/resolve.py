@@ -8,6 +8,7 @@ to the config to recompute a number.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from vllm_platform.catalog import EFA_INTERFACES, smallest
@@ -83,7 +84,7 @@ def pool_plan(
         capacity_reservations=tuple(r.selector_term() for r in pool.capacity_reservations),
         consolidate_after=pool.consolidate_after,
         expire_after=pool.expire_after,
-        drain_seconds=-(-max(waves, default=1) // NODE_DRAIN_STEP_SECONDS) * NODE_DRAIN_STEP_SECONDS,
+        drain_seconds=math.ceil(max(waves, default=1) / NODE_DRAIN_STEP_SECONDS) * NODE_DRAIN_STEP_SECONDS,
         min_size=pool.min_size,
         root_volume_gib=pool.root_volume(existing),
         warm_nodes=pool.warm_nodes,
